@@ -1,0 +1,174 @@
+//! Reference statistics a model ships with, to measure input drift on the device.
+//!
+//! Each feature has a histogram of its training distribution (numeric: bins between cut points;
+//! categorical: one share per category). The device counts live values into the same bins and
+//! computes the population stability index (PSI) per feature; PSI above about 0.2 is the usual
+//! sign of a material shift.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Smallest share a bin is given when computing PSI, so an empty bin yields a large but finite
+/// figure instead of infinity.
+pub const PSI_EPSILON: f64 = 1e-4;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// Rows the statistics were computed from.
+    pub rows: u64,
+    pub features: BTreeMap<String, FeatureBaseline>,
+    /// Share of each predicted label on the reference data, for output-distribution shift.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub predictions: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FeatureBaseline {
+    /// `edges` are increasing interior cut points; bin `i` holds `edges[i-1] < x <= edges[i]`,
+    /// with open-ended first and last bins, so `shares.len() == edges.len() + 1`.
+    Numeric { edges: Vec<f64>, shares: Vec<f64> },
+    /// Share per category; values outside it count as the `other` share.
+    Categorical {
+        shares: BTreeMap<String, f64>,
+        #[serde(default)]
+        other: f64,
+    },
+}
+
+impl FeatureBaseline {
+    pub fn validate(&self, feature: &str) -> Result<(), Error> {
+        let bad =
+            |detail: &str| Error::invalid("baseline", format!("feature {feature:?}: {detail}"));
+        let shares: Vec<f64> = match self {
+            FeatureBaseline::Numeric { edges, shares } => {
+                if edges.is_empty() || shares.len() != edges.len() + 1 || edges.len() > 1000 {
+                    return Err(bad("needs 1..=1000 edges and one more share than edges"));
+                }
+                if edges.iter().any(|e| !e.is_finite()) || edges.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(bad("edges must be finite and strictly increasing"));
+                }
+                shares.clone()
+            }
+            FeatureBaseline::Categorical { shares, other } => {
+                if shares.is_empty() || shares.len() > 4096 {
+                    return Err(bad("needs 1..=4096 category shares"));
+                }
+                shares.values().copied().chain([*other]).collect()
+            }
+        };
+        if shares.iter().any(|s| !s.is_finite() || *s < 0.0) {
+            return Err(bad("shares must be finite and >= 0"));
+        }
+        let sum: f64 = shares.iter().sum();
+        if (sum - 1.0).abs() > 1e-3 {
+            return Err(bad("shares must sum to 1"));
+        }
+        Ok(())
+    }
+
+    /// Number of bins live counts are kept in.
+    pub fn bins(&self) -> usize {
+        match self {
+            FeatureBaseline::Numeric { shares, .. } => shares.len(),
+            FeatureBaseline::Categorical { shares, .. } => shares.len() + 1,
+        }
+    }
+
+    /// Bin of a numeric value (NaN goes to the last bin).
+    pub fn numeric_bin(edges: &[f64], x: f64) -> usize {
+        edges.partition_point(|&e| e < x)
+    }
+
+    /// Reference shares in bin order (categorical: sorted category names, then `other`).
+    pub fn expected_shares(&self) -> Vec<f64> {
+        match self {
+            FeatureBaseline::Numeric { shares, .. } => shares.clone(),
+            FeatureBaseline::Categorical { shares, other } => {
+                shares.values().copied().chain([*other]).collect()
+            }
+        }
+    }
+}
+
+impl Baseline {
+    pub fn validate(&self) -> Result<(), Error> {
+        for (name, feature) in &self.features {
+            feature.validate(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Population stability index between reference shares and live counts:
+/// `sum((a - e) * ln(a / e))` over bins, each share floored at [`PSI_EPSILON`]. `None` when the
+/// bin counts differ or nothing was counted.
+pub fn psi(expected: &[f64], actual_counts: &[u64]) -> Option<f64> {
+    if expected.len() != actual_counts.len() {
+        return None;
+    }
+    let total: u64 = actual_counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    Some(
+        expected
+            .iter()
+            .zip(actual_counts)
+            .map(|(&e, &count)| {
+                let e = e.max(PSI_EPSILON);
+                let a = (count as f64 / total as f64).max(PSI_EPSILON);
+                (a - e) * (a / e).ln()
+            })
+            .sum(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psi_is_zero_for_the_same_distribution_and_grows_with_shift() {
+        let e = [0.25, 0.25, 0.25, 0.25];
+        assert!(psi(&e, &[100, 100, 100, 100]).unwrap().abs() < 1e-12);
+        let small = psi(&e, &[110, 100, 95, 95]).unwrap();
+        let large = psi(&e, &[10, 40, 150, 200]).unwrap();
+        assert!(small < 0.02 && large > 0.2, "{small} {large}");
+        assert_eq!(psi(&e, &[0, 0, 0, 0]), None);
+        assert_eq!(psi(&e, &[1, 2]), None);
+    }
+
+    #[test]
+    fn numeric_bins_are_right_closed_with_open_ends() {
+        let edges = [0.0, 10.0];
+        assert_eq!(FeatureBaseline::numeric_bin(&edges, -5.0), 0);
+        assert_eq!(FeatureBaseline::numeric_bin(&edges, 0.0), 0);
+        assert_eq!(FeatureBaseline::numeric_bin(&edges, 0.1), 1);
+        assert_eq!(FeatureBaseline::numeric_bin(&edges, 10.0), 1);
+        assert_eq!(FeatureBaseline::numeric_bin(&edges, 11.0), 2);
+    }
+
+    #[test]
+    fn baselines_are_validated() {
+        let ok = FeatureBaseline::Numeric {
+            edges: vec![1.0, 2.0],
+            shares: vec![0.2, 0.3, 0.5],
+        };
+        ok.validate("a").unwrap();
+        let bad_sum = FeatureBaseline::Numeric {
+            edges: vec![1.0],
+            shares: vec![0.2, 0.3],
+        };
+        assert!(bad_sum.validate("a").is_err());
+        let unsorted = FeatureBaseline::Numeric {
+            edges: vec![2.0, 1.0],
+            shares: vec![0.2, 0.3, 0.5],
+        };
+        assert!(unsorted.validate("a").is_err());
+    }
+}

@@ -1,0 +1,639 @@
+//! A model's interface: its named input and output tensors, and the feature schema that maps a
+//! JSON object of named features to the input tensor.
+//!
+//! The preprocessing (order, scaling, categorical encoding, defaults) ships inside the signed
+//! target metadata and is versioned with the model, so the device applies exactly what training
+//! applied. `models/build.py` writes the same schema it trained with, and the golden vectors in
+//! `health.json` include feature-level cases that run through [`FeatureSchema::encode`].
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{DType, Error};
+
+/// Largest interface a model may declare, so that a hostile target cannot make a device allocate
+/// without bound while it validates metadata.
+pub const MAX_FEATURES: usize = 4096;
+pub const MAX_CATEGORIES: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInterface {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// Present for tabular models served at `:predict`; tensor-only models (vision) omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeatureSchema>,
+    /// How to read a prediction out of the outputs; absent means raw tensors only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<PredictionSpec>,
+}
+
+/// One named tensor. A dimension of `-1` is dynamic (the batch dimension, in practice).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// Whether a concrete shape fits this spec (same rank; fixed dims equal).
+    pub fn accepts_shape(&self, shape: &[usize]) -> bool {
+        shape.len() == self.shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(shape)
+                .all(|(&want, &got)| want < 0 || usize::try_from(want) == Ok(got))
+    }
+
+    /// The shape with every dynamic dimension set to `batch`.
+    pub fn concrete_shape(&self, batch: usize) -> Vec<usize> {
+        self.shape
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(batch))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSchema {
+    /// Name of the input tensor the features fill, shaped `[batch, width]`.
+    pub input: String,
+    /// Column order of the input tensor is the order of this list (one-hot features take several
+    /// columns).
+    pub features: Vec<Feature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Feature {
+    Numeric {
+        name: String,
+        #[serde(default)]
+        scaling: Scaling,
+        /// Value used when the request omits the feature; absent means the feature is required.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<f64>,
+    },
+    Categorical {
+        name: String,
+        categories: Vec<String>,
+        #[serde(default)]
+        encoding: CategoricalEncoding,
+        #[serde(default)]
+        unseen: UnseenPolicy,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<String>,
+    },
+    Boolean {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<bool>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Scaling {
+    #[default]
+    None,
+    /// `(x - mean) / std`.
+    Standard { mean: f64, std: f64 },
+    /// `(x - min) / (max - min)`.
+    MinMax { min: f64, max: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CategoricalEncoding {
+    /// One column per category (plus one for the fallback bucket when `unseen = "fallback"`).
+    #[default]
+    OneHot,
+    /// One column holding the category's index (the fallback bucket is index `categories.len()`).
+    Ordinal,
+}
+
+/// What to do with a category the model never saw in training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnseenPolicy {
+    /// Refuse the request, naming the feature and the value.
+    #[default]
+    Error,
+    /// Map it to an extra "other" bucket the model was trained with.
+    Fallback,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PredictionSpec {
+    /// `output` holds one probability per label; the prediction is the most probable label.
+    Classification { output: String, labels: Vec<String> },
+    /// `output` holds the predicted value(s).
+    Regression { output: String },
+}
+
+/// What a `:predict` call answers for one row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<BTreeMap<String, f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Vec<f64>>,
+}
+
+impl Feature {
+    pub fn name(&self) -> &str {
+        match self {
+            Feature::Numeric { name, .. }
+            | Feature::Categorical { name, .. }
+            | Feature::Boolean { name, .. } => name,
+        }
+    }
+
+    /// Columns this feature occupies in the input tensor.
+    pub fn width(&self) -> usize {
+        match self {
+            Feature::Categorical {
+                categories,
+                encoding: CategoricalEncoding::OneHot,
+                unseen,
+                ..
+            } => categories.len() + usize::from(*unseen == UnseenPolicy::Fallback),
+            _ => 1,
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |detail: String| {
+            Error::invalid(
+                "feature schema",
+                format!("feature {:?}: {detail}", self.name()),
+            )
+        };
+        match self {
+            Feature::Numeric {
+                scaling, default, ..
+            } => {
+                if default.is_some_and(|d| !d.is_finite()) {
+                    return Err(bad("default must be finite".into()));
+                }
+                match *scaling {
+                    Scaling::None => {}
+                    Scaling::Standard { mean, std } => {
+                        if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
+                            return Err(bad(
+                                "standard scaling needs a finite mean and std > 0".into()
+                            ));
+                        }
+                    }
+                    Scaling::MinMax { min, max } => {
+                        if !min.is_finite() || !max.is_finite() || max <= min {
+                            return Err(bad("min_max scaling needs finite min < max".into()));
+                        }
+                    }
+                }
+            }
+            Feature::Categorical {
+                categories,
+                default,
+                ..
+            } => {
+                if categories.is_empty() || categories.len() > MAX_CATEGORIES {
+                    return Err(bad(format!("needs 1 to {MAX_CATEGORIES} categories")));
+                }
+                let unique: HashSet<&String> = categories.iter().collect();
+                if unique.len() != categories.len() {
+                    return Err(bad("categories must be unique".into()));
+                }
+                if let Some(d) = default {
+                    if !categories.contains(d) {
+                        return Err(bad(format!("default {d:?} is not one of its categories")));
+                    }
+                }
+            }
+            Feature::Boolean { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Writes this feature's encoded columns for `value` (or its default when `None`).
+    fn encode_into(&self, value: Option<&Value>, out: &mut Vec<f32>) -> Result<(), Error> {
+        let name = self.name();
+        let wrong_type = |expected, found: &Value| Error::WrongFeatureType {
+            feature: name.to_string(),
+            expected,
+            found: json_type_name(found),
+        };
+        let missing = || Error::MissingFeature {
+            feature: name.to_string(),
+        };
+        match self {
+            Feature::Numeric {
+                scaling, default, ..
+            } => {
+                let x = match value {
+                    None | Some(Value::Null) => default.ok_or_else(missing)?,
+                    Some(Value::Number(n)) => {
+                        n.as_f64().ok_or_else(|| Error::NonFiniteFeature {
+                            feature: name.to_string(),
+                        })?
+                    }
+                    Some(other) => return Err(wrong_type("a number", other)),
+                };
+                if !x.is_finite() {
+                    return Err(Error::NonFiniteFeature {
+                        feature: name.to_string(),
+                    });
+                }
+                let scaled = match *scaling {
+                    Scaling::None => x,
+                    Scaling::Standard { mean, std } => (x - mean) / std,
+                    Scaling::MinMax { min, max } => (x - min) / (max - min),
+                };
+                out.push(scaled as f32);
+            }
+            Feature::Categorical {
+                categories,
+                encoding,
+                unseen,
+                default,
+                ..
+            } => {
+                let category: &str = match value {
+                    None | Some(Value::Null) => default.as_deref().ok_or_else(missing)?,
+                    Some(Value::String(s)) => s,
+                    Some(other) => return Err(wrong_type("a string", other)),
+                };
+                let index = match categories.iter().position(|c| c == category) {
+                    Some(i) => i,
+                    None if *unseen == UnseenPolicy::Fallback => categories.len(),
+                    None => {
+                        return Err(Error::UnseenCategory {
+                            feature: name.to_string(),
+                            value: category.chars().take(100).collect(),
+                            known: categories.join(", "),
+                        });
+                    }
+                };
+                match encoding {
+                    CategoricalEncoding::OneHot => {
+                        let start = out.len();
+                        out.resize(start + self.width(), 0.0);
+                        out[start + index] = 1.0;
+                    }
+                    CategoricalEncoding::Ordinal => out.push(index as f32),
+                }
+            }
+            Feature::Boolean { default, .. } => {
+                let b = match value {
+                    None | Some(Value::Null) => default.ok_or_else(missing)?,
+                    Some(Value::Bool(b)) => *b,
+                    Some(other) => return Err(wrong_type("true or false", other)),
+                };
+                out.push(if b { 1.0 } else { 0.0 });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FeatureSchema {
+    /// Width of one encoded row.
+    pub fn width(&self) -> usize {
+        self.features.iter().map(Feature::width).sum()
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.features.is_empty() || self.features.len() > MAX_FEATURES {
+            return Err(Error::invalid(
+                "feature schema",
+                format!("needs 1 to {MAX_FEATURES} features"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for feature in &self.features {
+            if !seen.insert(feature.name()) {
+                return Err(Error::invalid(
+                    "feature schema",
+                    format!("feature {:?} appears twice", feature.name()),
+                ));
+            }
+            feature.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Encodes one request row. Unknown keys are refused so that a misspelt optional feature
+    /// cannot silently fall back to its default.
+    pub fn encode(&self, row: &serde_json::Map<String, Value>) -> Result<Vec<f32>, Error> {
+        let mut out = Vec::with_capacity(self.width());
+        self.encode_into(row, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends one encoded row to `out` (for batching without a copy per row).
+    pub fn encode_into(
+        &self,
+        row: &serde_json::Map<String, Value>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), Error> {
+        if let Some(unknown) = row
+            .keys()
+            .find(|k| !self.features.iter().any(|f| f.name() == k.as_str()))
+        {
+            return Err(Error::UnknownFeature {
+                feature: unknown.chars().take(100).collect(),
+            });
+        }
+        for feature in &self.features {
+            feature.encode_into(row.get(feature.name()), out)?;
+        }
+        Ok(())
+    }
+}
+
+impl ModelInterface {
+    /// Checks internal consistency: unique tensor names, a feature schema that fills a declared
+    /// 2-D float input of matching width, a prediction spec naming a declared output whose width
+    /// matches its labels.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |detail: String| Error::invalid("model interface", detail);
+        if self.inputs.is_empty() || self.outputs.is_empty() {
+            return Err(bad("declare at least one input and one output".into()));
+        }
+        let mut names = HashSet::new();
+        for spec in self.inputs.iter().chain(&self.outputs) {
+            if spec.name.is_empty() || !names.insert(spec.name.as_str()) {
+                return Err(bad(format!(
+                    "tensor name {:?} is empty or repeated",
+                    spec.name
+                )));
+            }
+            if spec.shape.is_empty() || spec.shape.iter().any(|&d| d == 0 || d < -1) {
+                return Err(bad(format!(
+                    "tensor {:?}: shape {:?} needs rank >= 1 and dims > 0 or -1",
+                    spec.name, spec.shape
+                )));
+            }
+        }
+        if let Some(schema) = &self.features {
+            schema.validate()?;
+            let input = self.input(&schema.input).ok_or_else(|| {
+                bad(format!(
+                    "feature schema fills {:?}, which is not an input",
+                    schema.input
+                ))
+            })?;
+            let width = i64::try_from(schema.width()).unwrap_or(i64::MAX);
+            if input.dtype != DType::Float32 || input.shape.len() != 2 || input.shape[1] != width {
+                return Err(bad(format!(
+                    "feature schema encodes {width} float32 columns but input {:?} is {:?} {:?}",
+                    input.name, input.dtype, input.shape
+                )));
+            }
+        }
+        if let Some(PredictionSpec::Classification { output, labels }) = &self.prediction {
+            let spec = self.output(output).ok_or_else(|| {
+                bad(format!(
+                    "prediction reads {output:?}, which is not an output"
+                ))
+            })?;
+            let width = spec.shape.last().copied().unwrap_or(0);
+            if labels.is_empty() || i64::try_from(labels.len()) != Ok(width) {
+                return Err(bad(format!(
+                    "{} labels for output {output:?} of shape {:?}",
+                    labels.len(),
+                    spec.shape
+                )));
+            }
+        }
+        if let Some(PredictionSpec::Regression { output }) = &self.prediction {
+            self.output(output).ok_or_else(|| {
+                bad(format!(
+                    "prediction reads {output:?}, which is not an output"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn input(&self, name: &str) -> Option<&TensorSpec> {
+        self.inputs.iter().find(|s| s.name == name)
+    }
+
+    pub fn output(&self, name: &str) -> Option<&TensorSpec> {
+        self.outputs.iter().find(|s| s.name == name)
+    }
+}
+
+impl PredictionSpec {
+    pub fn output(&self) -> &str {
+        match self {
+            PredictionSpec::Classification { output, .. }
+            | PredictionSpec::Regression { output } => output,
+        }
+    }
+
+    /// Reads one row of the prediction output.
+    pub fn interpret(&self, row: &[f32]) -> Prediction {
+        match self {
+            PredictionSpec::Classification { labels, .. } => {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| !p.is_nan())
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, _)| i);
+                Prediction {
+                    label: best.and_then(|i| labels.get(i)).cloned(),
+                    probabilities: Some(
+                        labels
+                            .iter()
+                            .cloned()
+                            .zip(row.iter().map(|&p| f64::from(p)))
+                            .collect(),
+                    ),
+                    value: None,
+                }
+            }
+            PredictionSpec::Regression { .. } => Prediction {
+                label: None,
+                probabilities: None,
+                value: Some(row.iter().map(|&v| f64::from(v)).collect()),
+            },
+        }
+    }
+}
+
+fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> FeatureSchema {
+        serde_json::from_value(json!({
+            "input": "x",
+            "features": [
+                {"kind": "numeric", "name": "tenure", "scaling": {"method": "standard", "mean": 10.0, "std": 2.0}},
+                {"kind": "numeric", "name": "tickets", "default": 0.0, "scaling": {"method": "min_max", "min": 0.0, "max": 4.0}},
+                {"kind": "categorical", "name": "contract", "categories": ["m2m", "1y", "2y"]},
+                {"kind": "categorical", "name": "pay", "categories": ["card", "bank"], "unseen": "fallback", "default": "card"},
+                {"kind": "categorical", "name": "region", "categories": ["n", "s"], "encoding": "ordinal", "unseen": "fallback"},
+                {"kind": "boolean", "name": "paperless", "default": false}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn row(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn encodes_scaling_one_hot_fallback_ordinal_and_defaults_in_schema_order() {
+        let s = schema();
+        s.validate().unwrap();
+        assert_eq!(s.width(), 1 + 1 + 3 + 3 + 1 + 1);
+        let got = s
+            .encode(&row(json!({"tenure": 14, "contract": "1y", "pay": "crypto", "region": "s", "paperless": true})))
+            .unwrap();
+        assert_eq!(got, vec![2.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        let got = s
+            .encode(&row(
+                json!({"tenure": 10, "tickets": 2, "contract": "2y", "region": "west"}),
+            ))
+            .unwrap();
+        assert_eq!(got, vec![0.0, 0.5, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0, 0.0]);
+    }
+
+    #[test]
+    fn each_bad_request_names_its_feature() {
+        let s = schema();
+        let base = json!({"tenure": 1, "contract": "m2m", "region": "n"});
+        let with = |k: &str, v: Value| {
+            let mut r = row(base.clone());
+            r.insert(k.into(), v);
+            r
+        };
+        assert_eq!(
+            s.encode(&with("tenur", json!(1))),
+            Err(Error::UnknownFeature {
+                feature: "tenur".into()
+            })
+        );
+        let mut missing = row(base.clone());
+        missing.remove("contract");
+        assert_eq!(
+            s.encode(&missing),
+            Err(Error::MissingFeature {
+                feature: "contract".into()
+            })
+        );
+        assert_eq!(
+            s.encode(&with("tenure", json!("12"))),
+            Err(Error::WrongFeatureType {
+                feature: "tenure".into(),
+                expected: "a number",
+                found: "a string"
+            })
+        );
+        assert!(matches!(
+            s.encode(&with("contract", json!("3y"))),
+            Err(Error::UnseenCategory { feature, value, .. }) if feature == "contract" && value == "3y"
+        ));
+        assert!(matches!(
+            s.encode(&with("paperless", json!(1))),
+            Err(Error::WrongFeatureType { feature, .. }) if feature == "paperless"
+        ));
+    }
+
+    #[test]
+    fn invalid_schemas_are_refused() {
+        for bad in [
+            json!({"input": "x", "features": []}),
+            json!({"input": "x", "features": [{"kind": "numeric", "name": "a"}, {"kind": "boolean", "name": "a"}]}),
+            json!({"input": "x", "features": [{"kind": "numeric", "name": "a", "scaling": {"method": "standard", "mean": 0.0, "std": 0.0}}]}),
+            json!({"input": "x", "features": [{"kind": "categorical", "name": "a", "categories": ["x", "x"]}]}),
+            json!({"input": "x", "features": [{"kind": "categorical", "name": "a", "categories": ["x"], "default": "y"}]}),
+        ] {
+            let s: FeatureSchema = serde_json::from_value(bad.clone()).unwrap();
+            assert!(s.validate().is_err(), "{bad}");
+        }
+        let typo = json!({"input": "x", "features": [{"kind": "numeric", "name": "a", "scalng": {"method": "none"}}]});
+        assert!(serde_json::from_value::<FeatureSchema>(typo).is_err());
+    }
+
+    #[test]
+    fn interface_checks_schema_width_and_labels() {
+        let mut iface = ModelInterface {
+            inputs: vec![TensorSpec {
+                name: "x".into(),
+                dtype: DType::Float32,
+                shape: vec![-1, 10],
+            }],
+            outputs: vec![TensorSpec {
+                name: "p".into(),
+                dtype: DType::Float32,
+                shape: vec![-1, 2],
+            }],
+            features: Some(schema()),
+            prediction: Some(PredictionSpec::Classification {
+                output: "p".into(),
+                labels: vec!["stay".into(), "churn".into()],
+            }),
+        };
+        iface.validate().unwrap();
+        iface.inputs[0].shape = vec![-1, 9];
+        assert!(iface.validate().is_err());
+        iface.inputs[0].shape = vec![-1, 10];
+        iface.prediction = Some(PredictionSpec::Classification {
+            output: "p".into(),
+            labels: vec!["a".into()],
+        });
+        assert!(iface.validate().is_err());
+    }
+
+    #[test]
+    fn classification_picks_the_most_probable_label() {
+        let spec = PredictionSpec::Classification {
+            output: "p".into(),
+            labels: vec!["stay".into(), "churn".into()],
+        };
+        let p = spec.interpret(&[0.25, 0.75]);
+        assert_eq!(p.label.as_deref(), Some("churn"));
+        assert_eq!(p.probabilities.unwrap()["stay"], 0.25);
+    }
+
+    #[test]
+    fn shapes_with_dynamic_batch() {
+        let spec = TensorSpec {
+            name: "x".into(),
+            dtype: DType::Float32,
+            shape: vec![-1, 3],
+        };
+        assert!(spec.accepts_shape(&[7, 3]));
+        assert!(!spec.accepts_shape(&[7, 4]));
+        assert!(!spec.accepts_shape(&[3]));
+        assert_eq!(spec.concrete_shape(2), vec![2, 3]);
+    }
+}

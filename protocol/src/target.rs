@@ -1,0 +1,131 @@
+//! The model metadata carried in the `custom` field of a signed TUF target.
+//!
+//! A target named `models/<model>/<version>/model.onnx` carries a [`ModelTargetMeta`]. Because it
+//! sits inside `targets.json`, it is covered by the operator's signature: a device trusts the
+//! interface, health check and baseline exactly as much as it trusts the artifact's hash.
+
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::Baseline;
+use crate::health::HealthSpec;
+use crate::interface::ModelInterface;
+use crate::{Error, ModelName};
+
+/// Where a model wants to run; `auto` lets the device measure the available runtimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimePreference {
+    #[default]
+    Auto,
+    Tract,
+    Onnxruntime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelTargetMeta {
+    pub model: ModelName,
+    /// Semantic version, for people.
+    pub version: semver::Version,
+    /// Strictly increasing per model; what devices order releases by.
+    pub sequence: u64,
+    /// The rollback floor this release sets: once a device has seen it, it refuses any release of
+    /// this model with a lower `sequence`.
+    #[serde(default)]
+    pub min_sequence: u64,
+    pub interface: ModelInterface,
+    pub health: HealthSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimePreference>,
+}
+
+impl ModelTargetMeta {
+    /// The target name this metadata must be published under.
+    pub fn target_name(&self) -> String {
+        target_name(&self.model, &self.version)
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.min_sequence > self.sequence {
+            return Err(Error::invalid(
+                "model target",
+                format!(
+                    "min_sequence {} is above the release's own sequence {}",
+                    self.min_sequence, self.sequence
+                ),
+            ));
+        }
+        self.interface.validate()?;
+        self.health.validate(&self.interface)?;
+        if let Some(baseline) = &self.baseline {
+            baseline.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// `models/<model>/<version>/model.onnx`.
+pub fn target_name(model: &ModelName, version: &semver::Version) -> String {
+    format!("models/{model}/{version}/model.onnx")
+}
+
+/// Splits a target name back into model and version, refusing anything that is not exactly the
+/// canonical form (so `..`, `%2F`, absolute paths and extra levels never reach the file system).
+pub fn parse_target_name(name: &str) -> Result<(ModelName, semver::Version), Error> {
+    let bad = |detail: &str| {
+        Error::invalid(
+            "target name",
+            format!("{:?}: {detail}", name.chars().take(200).collect::<String>()),
+        )
+    };
+    let mut parts = name.split('/');
+    let (Some("models"), Some(model), Some(version), Some("model.onnx"), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(bad("expected models/<model>/<version>/model.onnx"));
+    };
+    let model = ModelName::new(model).map_err(|_| bad("model level is not a valid model name"))?;
+    let version =
+        semver::Version::parse(version).map_err(|_| bad("version level is not semver"))?;
+    if version.to_string() != name.split('/').nth(2).unwrap_or_default() {
+        return Err(bad("version is not in canonical form"));
+    }
+    Ok((model, version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_names_round_trip() {
+        let model = ModelName::new("churn").unwrap();
+        let version = semver::Version::parse("2.1.0").unwrap();
+        let name = target_name(&model, &version);
+        assert_eq!(name, "models/churn/2.1.0/model.onnx");
+        assert_eq!(parse_target_name(&name).unwrap(), (model, version));
+    }
+
+    #[test]
+    fn path_tricks_are_refused() {
+        for bad in [
+            "models/../2.1.0/model.onnx",
+            "/models/churn/2.1.0/model.onnx",
+            "models/churn/2.1.0/../../etc/passwd",
+            "models/churn%2F..%2F/2.1.0/model.onnx",
+            "models/churn/2.1.0/model.onnx\0",
+            "models/churn/..%2F/model.onnx",
+            "models/churn/2.1/model.onnx",
+            "models/churn/02.1.0/model.onnx",
+            "models/churn/2.1.0/model.onnx/x",
+        ] {
+            assert!(parse_target_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

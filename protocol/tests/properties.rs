@@ -1,0 +1,285 @@
+//! Property tests: every decoder turns arbitrary bytes into a value or an error, never a panic;
+//! every message survives an encode/decode round trip; identifiers are accepted exactly when they
+//! match their documented pattern.
+
+use edgefleet_protocol::message::{
+    self, Desired, DesiredModel, Event, EventKind, LatencySummary, MetricsBatch, ModelMetrics,
+    ProcessStats, Reported, ReportedModel, UpdateState, WireMessage,
+};
+use edgefleet_protocol::target::{ModelTargetMeta, parse_target_name};
+use edgefleet_protocol::topic::{Channel, Topic};
+use edgefleet_protocol::{DeviceId, MessageId, ModelName};
+use proptest::prelude::*;
+
+fn device_id() -> impl Strategy<Value = DeviceId> {
+    "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}".prop_map(|s| DeviceId::new(s).unwrap())
+}
+
+fn model_name() -> impl Strategy<Value = ModelName> {
+    "[a-z][a-z0-9_-]{0,20}".prop_map(|s| ModelName::new(s).unwrap())
+}
+
+fn message_id() -> impl Strategy<Value = MessageId> {
+    any::<[u8; 16]>().prop_map(MessageId::from_random)
+}
+
+fn version() -> impl Strategy<Value = semver::Version> {
+    (0u64..100, 0u64..100, 0u64..100).prop_map(|(a, b, c)| semver::Version::new(a, b, c))
+}
+
+fn desired() -> impl Strategy<Value = Desired> {
+    let model = (
+        model_name(),
+        version(),
+        proptest::collection::vec("[ -~]{0,40}", 0..3),
+        proptest::option::of("[a-z0-9-]{1,20}"),
+    )
+        .prop_map(|(model, v, artifact_urls, rollout)| DesiredModel {
+            target: format!("models/{model}/{v}/model.onnx"),
+            model,
+            artifact_urls,
+            rollout,
+        });
+    (
+        message_id(),
+        device_id(),
+        any::<u64>(),
+        any::<u64>(),
+        proptest::collection::vec(model, 0..4),
+    )
+        .prop_map(|(id, device, revision, issued_at_unix, models)| Desired {
+            schema: message::SCHEMA_VERSION,
+            id,
+            device,
+            revision,
+            issued_at_unix,
+            models,
+        })
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let kinds = prop_oneof![
+        Just(EventKind::Downloading),
+        Just(EventKind::Verified),
+        Just(EventKind::Rejected),
+        Just(EventKind::RolledBack),
+        Just(EventKind::Committed),
+    ];
+    (
+        message_id(),
+        device_id(),
+        any::<u64>(),
+        any::<u64>(),
+        kinds,
+        model_name(),
+        proptest::option::of(".{0,80}"),
+    )
+        .prop_map(|(id, device, seq, at_unix, kind, model, detail)| Event {
+            schema: message::SCHEMA_VERSION,
+            id,
+            device,
+            seq,
+            at_unix,
+            kind,
+            model,
+            target: None,
+            rollout: Some("r-1".into()),
+            detail,
+        })
+}
+
+fn metrics() -> impl Strategy<Value = MetricsBatch> {
+    let finite = -1e9f64..1e9;
+    let model = (
+        model_name(),
+        version(),
+        any::<u64>(),
+        any::<u64>(),
+        finite.clone(),
+        proptest::collection::btree_map("[a-z]{1,8}", any::<u64>(), 0..4),
+        proptest::collection::btree_map("[a-z]{1,8}", finite.clone(), 0..4),
+    )
+        .prop_map(
+            |(model, version, requests, errors, p, predictions, drift_psi)| ModelMetrics {
+                model,
+                version,
+                requests,
+                errors,
+                latency: LatencySummary {
+                    p50_ms: p,
+                    p95_ms: p,
+                    p99_ms: p,
+                    max_ms: p,
+                },
+                predictions,
+                drift_psi,
+            },
+        );
+    (
+        message_id(),
+        device_id(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        finite,
+        any::<u64>(),
+        proptest::collection::vec(model, 0..3),
+    )
+        .prop_map(
+            |(id, device, seq, start, dropped, cpu, rss, models)| MetricsBatch {
+                schema: message::SCHEMA_VERSION,
+                id,
+                device,
+                seq,
+                window_start_unix: start,
+                window_end_unix: start.saturating_add(60),
+                dropped_batches: dropped,
+                process: ProcessStats {
+                    cpu_seconds: cpu,
+                    rss_bytes: rss,
+                },
+                models,
+            },
+        )
+}
+
+fn reported() -> impl Strategy<Value = Reported> {
+    (
+        message_id(),
+        device_id(),
+        any::<u64>(),
+        model_name(),
+        version(),
+        proptest::option::of(".{0,60}"),
+    )
+        .prop_map(|(id, device, seq, model, v, last_error)| Reported {
+            schema: message::SCHEMA_VERSION,
+            id,
+            device,
+            seq,
+            at_unix: seq / 2,
+            agent_version: "0.1.0".into(),
+            desired_revision: seq / 3,
+            models: vec![ReportedModel {
+                active: Some(message::InstalledVersion {
+                    version: v.clone(),
+                    sequence: seq,
+                    target: format!("models/{model}/{v}/model.onnx"),
+                    sha256: "ab".repeat(32),
+                    runtime: Some("tract".into()),
+                }),
+                previous: None,
+                model,
+                state: UpdateState::Committed,
+                last_error,
+            }],
+        })
+}
+
+fn round_trip<M: WireMessage + PartialEq + std::fmt::Debug>(m: &M) {
+    let bytes = message::encode(m).unwrap();
+    assert_eq!(&message::decode::<M>(&bytes).unwrap(), m);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn desired_round_trips(m in desired()) { round_trip(&m) }
+
+    #[test]
+    fn events_round_trip(m in event()) { round_trip(&m) }
+
+    #[test]
+    fn metrics_batches_round_trip(m in metrics()) { round_trip(&m) }
+
+    #[test]
+    fn reported_round_trips(m in reported()) { round_trip(&m) }
+
+    #[test]
+    fn topics_round_trip(d in device_id(), c in 0usize..4) {
+        let topic = Topic::new(d, Channel::ALL[c]);
+        prop_assert_eq!(Topic::parse(&topic.to_string()).unwrap(), topic);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_any_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = message::decode::<Desired>(&bytes);
+        let _ = message::decode::<Reported>(&bytes);
+        let _ = message::decode::<Event>(&bytes);
+        let _ = message::decode::<MetricsBatch>(&bytes);
+        let _ = serde_json::from_slice::<ModelTargetMeta>(&bytes).map(|m| m.validate());
+        if let Ok(s) = std::str::from_utf8(&bytes) {
+            let _ = Topic::parse(s);
+            let _ = parse_target_name(s);
+        }
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(m in desired(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let mut bytes = message::encode(&m).unwrap();
+        for (i, b) in flips {
+            let i = i.index(bytes.len());
+            bytes[i] = b;
+        }
+        let _ = message::decode::<Desired>(&bytes);
+    }
+
+    #[test]
+    fn device_ids_accepted_exactly_when_they_match_the_pattern(s in ".{0,70}") {
+        let matches = !s.is_empty()
+            && s.len() <= 64
+            && s != "." && s != ".."
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        prop_assert_eq!(DeviceId::new(s.clone()).is_ok(), matches, "{:?}", s);
+    }
+
+    #[test]
+    fn feature_encoding_of_arbitrary_json_rows_never_panics(row in proptest::collection::btree_map("[a-z_]{1,12}", prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        ".{0,10}".prop_map(serde_json::Value::from),
+    ], 0..8)) {
+        let meta: ModelTargetMeta = serde_json::from_str(CHURN_META).unwrap();
+        let schema = meta.interface.features.unwrap();
+        let row: serde_json::Map<String, serde_json::Value> = row.into_iter().collect();
+        if let Ok(encoded) = schema.encode(&row) {
+            prop_assert_eq!(encoded.len(), schema.width());
+            prop_assert!(encoded.iter().all(|v| v.is_finite()));
+        }
+    }
+}
+
+/// A small but complete target metadata document, as `fleetctl push` would sign it.
+const CHURN_META: &str = r#"{
+  "model": "churn", "version": "1.0.0", "sequence": 1,
+  "interface": {
+    "inputs": [{"name": "features", "dtype": "float32", "shape": [-1, 5]}],
+    "outputs": [{"name": "probabilities", "dtype": "float32", "shape": [-1, 2]}],
+    "features": {"input": "features", "features": [
+      {"kind": "numeric", "name": "tenure_months", "scaling": {"method": "standard", "mean": 30.0, "std": 20.0}},
+      {"kind": "numeric", "name": "support_tickets", "default": 0.0},
+      {"kind": "categorical", "name": "contract_type", "categories": ["month-to-month", "one-year", "two-year"]}
+    ]},
+    "prediction": {"task": "classification", "output": "probabilities", "labels": ["stay", "churn"]}
+  },
+  "health": {"p99_budget_ms": 5.0, "tolerance": {"abs": 0.0001, "rel": 0.001}, "cases": [
+    {"name": "c1", "features": [{"tenure_months": 3, "contract_type": "one-year"}],
+     "expected": {"probabilities": {"dtype": "float32", "shape": [1, 2], "data": [0.5, 0.5]}}}
+  ]}
+}"#;
+
+#[test]
+fn the_example_target_metadata_is_valid() {
+    let meta: ModelTargetMeta = serde_json::from_str(CHURN_META).unwrap();
+    meta.validate().unwrap();
+    assert_eq!(meta.target_name(), "models/churn/1.0.0/model.onnx");
+}
+
+#[test]
+fn a_release_below_its_own_floor_is_invalid() {
+    let mut meta: ModelTargetMeta = serde_json::from_str(CHURN_META).unwrap();
+    meta.min_sequence = 2;
+    assert!(meta.validate().is_err());
+}
