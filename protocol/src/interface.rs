@@ -214,10 +214,8 @@ impl Feature {
                 if unique.len() != categories.len() {
                     return Err(bad("categories must be unique".into()));
                 }
-                if let Some(d) = default {
-                    if !categories.contains(d) {
-                        return Err(bad(format!("default {d:?} is not one of its categories")));
-                    }
+                if let Some(d) = default.as_ref().filter(|d| !categories.contains(d)) {
+                    return Err(bad(format!("default {d:?} is not one of its categories")));
                 }
             }
             Feature::Boolean { .. } => {}

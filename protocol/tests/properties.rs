@@ -2,6 +2,7 @@
 //! every message survives an encode/decode round trip; identifiers are accepted exactly when they
 //! match their documented pattern.
 
+#![allow(clippy::unwrap_used)]
 use edgefleet_protocol::message::{
     self, Desired, DesiredModel, Event, EventKind, LatencySummary, MetricsBatch, ModelMetrics,
     ProcessStats, Reported, ReportedModel, UpdateState, WireMessage,
