@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::interface::ModelInterface;
-use crate::{Error, Tensor};
+use crate::{DType, Error, Tensor};
 
 /// Upper bound on golden cases, so that a target's metadata stays small to verify and store.
 pub const MAX_CASES: usize = 256;
@@ -53,10 +53,73 @@ pub struct Tolerance {
 pub struct GoldenCase {
     pub name: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub inputs: BTreeMap<String, Tensor>,
+    pub inputs: BTreeMap<String, GoldenInput>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<Map<String, Value>>,
     pub expected: BTreeMap<String, Tensor>,
+}
+
+/// A golden input tensor: literal values, or (for large inputs such as images, which would bloat
+/// the signed metadata) a shape filled from a seeded generator that `models/build.py` mirrors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GoldenInput {
+    Values(Tensor),
+    Generated(GeneratedTensor),
+}
+
+/// `shape` filled with uniform values in [0, 1) from [`uniform_fill`]`(uniform_seed, n)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedTensor {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub uniform_seed: u64,
+}
+
+impl GoldenInput {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            GoldenInput::Values(t) => &t.shape,
+            GoldenInput::Generated(g) => &g.shape,
+        }
+    }
+
+    /// The concrete tensor; `name` goes into errors.
+    pub fn materialize(&self, name: &str) -> Result<Tensor, Error> {
+        match self {
+            GoldenInput::Values(t) => {
+                t.validate(name)?;
+                Ok(t.clone())
+            }
+            GoldenInput::Generated(g) => {
+                let n = Tensor::element_count(&g.shape)
+                    .filter(|&n| n <= crate::tensor::MAX_TENSOR_ELEMENTS)
+                    .ok_or_else(|| Error::TensorMismatch {
+                        tensor: name.to_string(),
+                        detail: format!("generated shape {:?} is too large", g.shape),
+                    })?;
+                Tensor::new(g.dtype, g.shape.clone(), uniform_fill(g.uniform_seed, n))
+            }
+        }
+    }
+}
+
+/// `n` values in [0, 1), each exactly representable in f32: the top 24 bits of SplitMix64 outputs
+/// for states `seed + k * 0x9E3779B97F4A7C15`, k = 1..=n. Chosen because it is a few lines in any
+/// language (numpy vectorises it), so golden inputs need not be shipped as data.
+pub fn uniform_fill(seed: u64, n: usize) -> Vec<f64> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f64 / (1u64 << 24) as f64
+        })
+        .collect()
 }
 
 /// Why a candidate's outputs were judged wrong.
@@ -140,15 +203,19 @@ impl HealthSpec {
                     case.name
                 )));
             }
-            for (name, tensor) in &case.inputs {
+            for (name, input) in &case.inputs {
                 let spec = interface.input(name).ok_or_else(|| {
                     bad(format!("case {:?}: {name:?} is not an input", case.name))
                 })?;
-                tensor.validate(name)?;
-                if !spec.accepts_shape(&tensor.shape) {
+                if let GoldenInput::Values(tensor) = input {
+                    tensor.validate(name)?;
+                }
+                if !spec.accepts_shape(input.shape()) {
                     return Err(bad(format!(
                         "case {:?}: input {name:?} shape {:?} does not fit {:?}",
-                        case.name, tensor.shape, spec.shape
+                        case.name,
+                        input.shape(),
+                        spec.shape
                     )));
                 }
             }
@@ -283,6 +350,24 @@ mod tests {
             Err(Mismatch::Shape { .. })
         ));
     }
+
+    #[test]
+    fn uniform_fill_matches_the_python_mirror_and_stays_in_range() {
+        // Values printed by models/build.py's uniform_fill(7, 3).
+        let v = uniform_fill(7, 3);
+        assert_eq!(v, vec![PY_FILL_7[0], PY_FILL_7[1], PY_FILL_7[2]]);
+        assert!(
+            uniform_fill(1, 10_000)
+                .iter()
+                .all(|&x| (0.0..1.0).contains(&x))
+        );
+    }
+
+    const PY_FILL_7: [f64; 3] = [
+        0.38982969522476196,
+        0.016788244247436523,
+        0.9007606506347656,
+    ];
 
     #[test]
     fn nearest_rank_quantiles() {

@@ -1,0 +1,721 @@
+#!/usr/bin/env python3
+"""Builds Edgefleet's real ONNX models and the metadata that ships with them.
+
+Usage:
+    python3 models/build.py            # churn 1.0.0 and 2.0.0, iris, vision (SqueezeNet), bad variants
+    python3 models/build.py --zoo      # also ResNet50 and ShuffleNet under models/.cache/zoo (benchmarks)
+    python3 models/build.py --check    # rebuild into a temporary folder and compare with the committed files
+
+Every model is made of standard ONNX operators only (Gemm, Relu, Softmax, Conv, ...): tract cannot
+run scikit-learn's ai.onnx.ml preprocessing operators, so scaling and categorical encoding live in
+the feature schema (interface.json), which the device applies through the very same rules as
+`encode_row` below. Golden vectors are computed with onnxruntime, the reference runtime.
+
+Outputs per model version directory: model.onnx, interface.json, health.json, baseline.json,
+release.json (model, version, sequence, min_sequence) and MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OPSET = 13
+IR_VERSION = 8  # readable by every runtime we target (tract 0.23, onnxruntime >= 1.10)
+SEED = 20261127
+
+# ---------------------------------------------------------------------------------------------
+# Feature schema: the Python mirror of protocol::interface::FeatureSchema::encode.
+
+
+def encode_row(features: list[dict], row: dict) -> list[float]:
+    out: list[float] = []
+    for f in features:
+        name = f["name"]
+        value = row.get(name, f.get("default"))
+        if value is None:
+            raise ValueError(f"missing required feature {name}")
+        if f["kind"] == "numeric":
+            x = float(value)
+            s = f.get("scaling", {"method": "none"})
+            if s["method"] == "standard":
+                x = (x - s["mean"]) / s["std"]
+            elif s["method"] == "min_max":
+                x = (x - s["min"]) / (s["max"] - s["min"])
+            out.append(x)
+        elif f["kind"] == "categorical":
+            cats = f["categories"]
+            fallback = f.get("unseen", "error") == "fallback"
+            if value in cats:
+                idx = cats.index(value)
+            elif fallback:
+                idx = len(cats)
+            else:
+                raise ValueError(f"unseen category {value!r} for {name}")
+            if f.get("encoding", "one_hot") == "one_hot":
+                width = len(cats) + (1 if fallback else 0)
+                out.extend(1.0 if i == idx else 0.0 for i in range(width))
+            else:
+                out.append(float(idx))
+        elif f["kind"] == "boolean":
+            out.append(1.0 if value else 0.0)
+        else:
+            raise ValueError(f["kind"])
+    # The device computes in f64 then stores f32, exactly like this.
+    return [float(np.float32(v)) for v in out]
+
+
+def uniform_fill(seed: int, n: int) -> np.ndarray:
+    """Mirror of protocol::health::uniform_fill: top 24 bits of SplitMix64, as float32 in [0, 1)."""
+    k = np.arange(1, n + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + k * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return ((z >> np.uint64(40)).astype(np.float64) / float(1 << 24)).astype(np.float32)
+
+
+def encode_rows(features, rows) -> np.ndarray:
+    return np.array([encode_row(features, r) for r in rows], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Churn: a synthetic but realistic telco customer base, ordered by sign-up time.
+
+CONTRACTS = ["month-to-month", "one-year", "two-year"]
+PAYMENTS = ["electronic-check", "mailed-check", "bank-transfer", "credit-card"]
+INTERNET = ["none", "dsl", "fiber"]
+
+
+def churn_dataset(n: int = 10_000) -> list[dict]:
+    rng = np.random.default_rng(SEED)
+    # Time index: row i signed up at "month" i * 36 / n; later customers see more fiber and a
+    # stronger fiber-price effect (the concept drift that makes a fresher model better).
+    t = np.arange(n) / n
+    tenure = np.clip(rng.gamma(1.6, 18.0, n), 0, 72).round()
+    contract_p = np.stack([
+        np.full(n, 0.62) - tenure / 200,
+        np.full(n, 0.20) + tenure / 600,
+        np.full(n, 0.18) + tenure / 300,
+    ], axis=1)
+    contract_p = np.clip(contract_p, 0.02, None)
+    contract_p /= contract_p.sum(axis=1, keepdims=True)
+    contract = np.array([rng.choice(3, p=p) for p in contract_p])
+    fiber_share = 0.35 + 0.25 * t
+    internet = np.array([rng.choice(3, p=[0.18, 0.82 - f, f]) for f in fiber_share])
+    base = np.array([22.0, 55.0, 88.0])[internet]
+    monthly = np.round(base + rng.normal(0, 9.0, n) + 6.0 * (contract == 0), 2).clip(18.0, 125.0)
+    total = np.round(tenure * monthly * rng.normal(1.0, 0.04, n), 2).clip(0.0, None)
+    payment = rng.choice(4, n, p=[0.34, 0.22, 0.22, 0.22])
+    tickets = rng.poisson(0.4 + 0.9 * (internet == 2) + 0.4 * (tenure < 6), n)
+    paperless = rng.random(n) < 0.55 + 0.15 * (internet == 2)
+    senior = rng.random(n) < 0.16
+    logit = (
+        -1.55
+        + 1.45 * (contract == 0)
+        - 0.95 * (contract == 2)
+        - 0.035 * tenure
+        + 0.012 * (monthly - 65.0)
+        + 0.30 * tickets
+        + 0.55 * (payment == 0)
+        + 0.30 * senior
+        + 0.20 * paperless
+        + (0.1 + 2.8 * t) * ((internet == 2) & (tenure < 12))  # grows over time
+        + 1.3 * ((tickets >= 3) & (contract == 0))
+        - 0.9 * t * (payment == 3)
+        - 0.6 * (internet == 0)
+    )
+    churn = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
+    rows = []
+    for i in range(n):
+        rows.append({
+            "tenure_months": float(tenure[i]),
+            "monthly_charges": float(monthly[i]),
+            "total_charges": float(total[i]),
+            "contract_type": CONTRACTS[contract[i]],
+            "payment_method": PAYMENTS[payment[i]],
+            "internet_service": INTERNET[internet[i]],
+            "support_tickets": float(tickets[i]),
+            "paperless_billing": bool(paperless[i]),
+            "senior_citizen": bool(senior[i]),
+            "_churn": bool(churn[i]),
+        })
+    return rows
+
+
+def strip_label(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def churn_features(train_rows: list[dict]) -> list[dict]:
+    def stats(name):
+        xs = np.array([r[name] for r in train_rows], dtype=np.float64)
+        return {"method": "standard", "mean": round(float(xs.mean()), 6), "std": round(float(xs.std()), 6)}
+
+    return [
+        {"kind": "numeric", "name": "tenure_months", "scaling": stats("tenure_months")},
+        {"kind": "numeric", "name": "monthly_charges", "scaling": stats("monthly_charges")},
+        {"kind": "numeric", "name": "total_charges", "scaling": stats("total_charges")},
+        {"kind": "categorical", "name": "contract_type", "categories": CONTRACTS},
+        # New payment methods appear in the field; they map to an "other" bucket.
+        {"kind": "categorical", "name": "payment_method", "categories": PAYMENTS, "unseen": "fallback"},
+        {"kind": "categorical", "name": "internet_service", "categories": INTERNET},
+        {"kind": "numeric", "name": "support_tickets", "default": 0.0, "scaling": stats("support_tickets")},
+        {"kind": "boolean", "name": "paperless_billing", "default": False},
+        {"kind": "boolean", "name": "senior_citizen", "default": False},
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX graph construction from trained weights.
+
+
+def make_model(nodes, inputs, outputs, initializers, name: str) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
+    model = helper.make_model(
+        graph,
+        producer_name="edgefleet-models-build",
+        producer_version="1",
+        opset_imports=[helper.make_opsetid("", OPSET)],
+    )
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def f32(name, array):
+    return numpy_helper.from_array(np.asarray(array, dtype=np.float32), name)
+
+
+def binary_head(w: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """Turns one logistic output unit z into two softmax logits [-z/2, z/2], whose softmax is
+    exactly [1 - sigmoid(z), sigmoid(z)]: standard Softmax, no Sigmoid/Concat plumbing."""
+    w = w.reshape(-1, 1)
+    return np.concatenate([-w / 2, w / 2], axis=1), np.array([-b / 2, b / 2])
+
+
+def logistic_graph(coef, intercept, width, classes, name):
+    """Multinomial or binary logistic regression: Gemm -> Softmax."""
+    if len(classes) == 2:
+        w, b = binary_head(coef[0], intercept[0])
+    else:
+        w, b = coef.T, intercept
+    nodes = [
+        helper.make_node("Gemm", ["features", "W"], ["logits"], name="linear"),
+        helper.make_node("Add", ["logits", "B"], ["z"], name="bias"),
+        helper.make_node("Softmax", ["z"], ["probabilities"], axis=1, name="softmax"),
+    ]
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(classes)])],
+        [f32("W", w), f32("B", b)],
+        name,
+    )
+
+
+def mlp_graph(mlp: MLPClassifier, width, name):
+    """One hidden ReLU layer and a binary logistic head: Gemm -> Relu -> Gemm -> Softmax."""
+    (w1, w2), (b1, b2) = mlp.coefs_, mlp.intercepts_
+    w2x, b2x = binary_head(w2[:, 0], b2[0])
+    nodes = [
+        helper.make_node("Gemm", ["features", "W1", "B1"], ["h"], name="hidden"),
+        helper.make_node("Relu", ["h"], ["a"], name="relu"),
+        helper.make_node("Gemm", ["a", "W2", "B2"], ["z"], name="head"),
+        helper.make_node("Softmax", ["z"], ["probabilities"], axis=1, name="softmax"),
+    ]
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+        [f32("W1", w1), f32("B1", b1), f32("W2", w2x), f32("B2", b2x)],
+        name,
+    )
+
+
+def run_ort(model: onnx.ModelProto, feeds: dict) -> dict:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+def tensor_json(a: np.ndarray) -> dict:
+    a = np.asarray(a)
+    dtype = {np.dtype("float32"): "float32", np.dtype("int64"): "int64"}[a.dtype]
+    return {"dtype": dtype, "shape": list(a.shape), "data": [float(v) for v in a.reshape(-1).tolist()]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines: reference histograms for drift.
+
+
+def numeric_baseline(xs: np.ndarray) -> dict:
+    edges = sorted(set(round(float(e), 6) for e in np.quantile(xs, np.linspace(0.1, 0.9, 9))))
+    bins = np.searchsorted(np.array(edges), xs, side="left")  # right-closed bins, like the device
+    counts = np.bincount(bins, minlength=len(edges) + 1)
+    return {"kind": "numeric", "edges": edges, "shares": shares(counts)}
+
+
+def shares(counts) -> list[float]:
+    counts = np.asarray(counts, dtype=np.float64)
+    s = [round(float(c), 6) for c in counts / counts.sum()]
+    s[int(np.argmax(s))] += round(1.0 - sum(s), 6)  # exact sum of 1 after rounding
+    return [round(v, 6) for v in s]
+
+
+def tabular_baseline(features, rows, predicted_labels, labels) -> dict:
+    out = {}
+    for f in features:
+        name = f["name"]
+        values = [r.get(name, f.get("default")) for r in rows]
+        if f["kind"] == "numeric":
+            out[name] = numeric_baseline(np.array(values, dtype=np.float64))
+        elif f["kind"] == "categorical":
+            counts = [sum(1 for v in values if v == c) for c in f["categories"]]
+            other = sum(1 for v in values if v not in f["categories"])
+            s = shares(counts + [other])
+            out[name] = {"kind": "categorical", "shares": dict(zip(f["categories"], s[:-1])), "other": s[-1]}
+        else:
+            counts = [sum(1 for v in values if not v), sum(1 for v in values if v)]
+            s = shares(counts)
+            out[name] = {"kind": "categorical", "shares": {"false": s[0], "true": s[1]}, "other": 0.0}
+    pred_counts = [sum(1 for p in predicted_labels if p == l) for l in labels]
+    return {"rows": len(rows), "features": out, "predictions": dict(zip(labels, shares(pred_counts)))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing a model version directory.
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def write_version(out_dir, *, model, name, version, sequence, min_sequence, interface, health, baseline, card):
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "model.onnx"), "wb") as f:
+        f.write(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model)
+    write_json(os.path.join(out_dir, "interface.json"), interface)
+    write_json(os.path.join(out_dir, "health.json"), health)
+    if baseline is not None:
+        write_json(os.path.join(out_dir, "baseline.json"), baseline)
+    write_json(os.path.join(out_dir, "release.json"), {
+        "model": name, "version": version, "sequence": sequence, "min_sequence": min_sequence,
+    })
+    if card is not None:
+        with open(os.path.join(out_dir, "MODEL_CARD.md"), "w") as f:
+            f.write(card)
+
+
+def tabular_interface(width, labels, features):
+    return {
+        "inputs": [{"name": "features", "dtype": "float32", "shape": [-1, width]}],
+        "outputs": [{"name": "probabilities", "dtype": "float32", "shape": [-1, len(labels)]}],
+        "features": {"input": "features", "features": features},
+        "prediction": {"task": "classification", "output": "probabilities", "labels": labels},
+    }
+
+
+def tabular_health(model, features, case_rows, budget_ms):
+    cases = []
+    for i, row in enumerate(case_rows):
+        x = encode_rows(features, [row])
+        cases.append({
+            "name": f"row-{i}",
+            "features": [row],
+            "expected": {"probabilities": tensor_json(run_ort(model, {"features": x})["probabilities"])},
+        })
+    batch = encode_rows(features, case_rows)
+    cases.append({
+        "name": "batch",
+        "inputs": {"features": tensor_json(batch)},
+        "expected": {"probabilities": tensor_json(run_ort(model, {"features": batch})["probabilities"])},
+    })
+    return {
+        "warmup_runs": 5,
+        "latency_runs": 100,
+        "p99_budget_ms": budget_ms,
+        "tolerance": {"abs": 1e-5, "rel": 1e-4},
+        "cases": cases,
+    }
+
+
+def build_churn(out_root) -> dict:
+    rows = churn_dataset()
+    n = len(rows)
+    test = rows[int(n * 0.8):]  # the newest 20%: what the model will meet next
+    windows = {"1.0.0": rows[: int(n * 0.45)], "2.0.0": rows[int(n * 0.2): int(n * 0.8)]}
+    results = {}
+    features_v = {}
+    for version, train in windows.items():
+        features = churn_features(train)
+        features_v[version] = features
+        x = encode_rows(features, [strip_label(r) for r in train])
+        y = np.array([r["_churn"] for r in train], dtype=np.int64)
+        xt = encode_rows(features, [strip_label(r) for r in test])
+        yt = np.array([r["_churn"] for r in test], dtype=np.int64)
+        width = x.shape[1]
+        if version == "1.0.0":
+            clf = LogisticRegression(C=0.05, max_iter=2000, random_state=SEED).fit(x, y)
+            model = logistic_graph(clf.coef_, clf.intercept_, width, ["stay", "churn"], "churn_logreg")
+            algo = "logistic regression (L2, C=0.05)"
+        else:
+            clf = MLPClassifier(hidden_layer_sizes=(24,), alpha=1e-3, max_iter=600, random_state=SEED,
+                                early_stopping=True, validation_fraction=0.1, n_iter_no_change=20).fit(x, y)
+            model = mlp_graph(clf, width, "churn_mlp")
+            algo = "MLP, one hidden layer of 24 ReLU units (alpha=1e-3, early stopping)"
+        p = run_ort(model, {"features": xt})["probabilities"][:, 1]
+        acc = accuracy_score(yt, p >= 0.5)
+        auc = roc_auc_score(yt, p)
+        results[version] = {"accuracy": round(float(acc), 4), "roc_auc": round(float(auc), 4),
+                            "train_rows": len(train), "test_rows": len(test), "algorithm": algo}
+        labels = ["stay", "churn"]
+        rng = np.random.default_rng(SEED + 1)
+        pick = [strip_label(test[i]) for i in rng.choice(len(test), 6, replace=False)]
+        # Exercise defaults and the fallback bucket in the golden vectors too.
+        pick[0].pop("support_tickets")
+        pick[0].pop("senior_citizen")
+        pick[1]["payment_method"] = "crypto-wallet"
+        health = tabular_health(model, features, pick, budget_ms=2.0)
+        train_pred = run_ort(model, {"features": x})["probabilities"].argmax(axis=1)
+        baseline = tabular_baseline(features, [strip_label(r) for r in train], [labels[i] for i in train_pred], labels)
+        seq = {"1.0.0": 1, "2.0.0": 2}[version]
+        card = churn_card(version, results[version], windows[version], rows)
+        write_version(os.path.join(out_root, "churn", version), model=model, name="churn", version=version,
+                      sequence=seq, min_sequence=0, interface=tabular_interface(width, labels, features),
+                      health=health, baseline=baseline, card=card)
+        results[version]["_model"] = model
+    build_bad_variants(out_root, results["2.0.0"]["_model"], features_v["2.0.0"], rows[int(n * 0.8):])
+    return {v: {k: r[k] for k in r if not k.startswith("_")} for v, r in results.items()}
+
+
+def churn_card(version, metrics, train, rows):
+    first = rows.index(train[0])
+    return f"""# churn {version}
+
+**Intended use.** Scores how likely a telecom subscriber is to cancel in the next billing cycle,
+so that retention offers go to the customers most at risk. Runs on store and call-centre edge
+devices that must answer without a network. Not for decisions about individuals without human
+review (credit, pricing, eligibility).
+
+**Data.** Synthetic customer base generated by `models/build.py` (seed {SEED}): 10,000 customers
+ordered by sign-up time with tenure, charges, contract, payment method, internet service, support
+tickets, paperless billing and senior-citizen flags, and churn drawn from a logistic ground truth
+whose fiber/short-tenure effect grows over time. Trained on rows {first}-{first + len(train) - 1}
+({metrics['train_rows']} rows); evaluated on the newest {metrics['test_rows']} rows.
+
+**Model.** {metrics['algorithm']} over the encoded feature vector; preprocessing (standard scaling,
+one-hot encoding with an `other` bucket for unseen payment methods, defaults) is in
+`interface.json` and runs on the device. Standard ONNX operators only.
+
+**Metrics (held-out newest 20%).** accuracy {metrics['accuracy']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}.
+
+**Limits.** Synthetic data: the figures show the pipeline works and that {'2.0.0 improves on 1.0.0' if version == '2.0.0' else 'a newer release can improve on it'},
+not real-world performance. Unseen contract types or internet services are refused, not guessed.
+"""
+
+
+def build_bad_variants(out_root, good: onnx.ModelProto, features, test_rows):
+    """Models that must be rejected on the device, each for its own reason. Their metadata is
+    honest about what a correct model would output, so only the on-device checks catch them."""
+    labels = ["stay", "churn"]
+    width = sum(len(f["categories"]) + (1 if f.get("unseen") == "fallback" else 0) if f["kind"] == "categorical" else 1
+                for f in features)
+    rng = np.random.default_rng(SEED + 2)
+    pick = [strip_label(test_rows[i]) for i in rng.choice(len(test_rows), 3, replace=False)]
+    health = tabular_health(good, features, pick, budget_ms=2.0)
+    iface = tabular_interface(width, labels, features)
+    bad_root = os.path.join(out_root, "bad")
+    seq = 3
+
+    def write(kind, model, iface=iface, health=health):
+        write_version(os.path.join(bad_root, kind), model=model, name="churn", version=f"3.0.0-{kind}",
+                      sequence=seq, min_sequence=0, interface=iface, health=health, baseline=None, card=None)
+
+    raw = good.SerializeToString()
+    write("truncated", raw[: len(raw) // 2])
+
+    # The graph takes one column fewer than the interface (and the golden vectors) feed it.
+    g = onnx.ModelProto()
+    g.CopyFrom(good)
+    w1 = numpy_helper.to_array(next(i for i in g.graph.initializer if i.name == "W1"))
+    g.graph.initializer.remove(next(i for i in g.graph.initializer if i.name == "W1"))
+    g.graph.initializer.append(f32("W1", w1[:-1]))
+    g.graph.input[0].type.tensor_type.shape.dim[1].dim_value = width - 1
+    onnx.checker.check_model(g, full_check=True)
+    write("wrong-shape", g)
+
+    # Emits NaN: the head's logits are multiplied by 0 * inf.
+    g = extend(good, [
+        helper.make_node("Mul", ["z_nan_in", "NAN"], ["z_nan"], name="poison"),
+    ], rename_output="z", new_input_of_softmax="z_nan", extra_init=[f32("NAN", [float("nan")])])
+    write("nan", g)
+
+    # Far slower than its 2 ms budget: the input row is tiled to 512x512 and pushed through a chain
+    # of dense matmuls (~1 GFLOP), whose result is added back scaled by 1e-30 so that no optimizer
+    # may drop it and the outputs still match the golden vectors.
+    slow_nodes = [
+        helper.make_node("Gemm", ["features", "WS"], ["s0"], name="slow_in"),
+        helper.make_node("Tile", ["s0", "TILE"], ["s1"], name="slow_tile"),
+    ]
+    prev = "s1"
+    for i in range(4):
+        slow_nodes.append(helper.make_node("MatMul", [prev, "M"], [f"m{i}"], name=f"slow_mm{i}"))
+        prev = f"m{i}"
+    slow_nodes += [
+        helper.make_node("ReduceMean", [prev], ["r"], keepdims=0, name="slow_reduce"),
+        helper.make_node("Mul", ["r", "TINY"], ["rt"], name="slow_scale"),
+        helper.make_node("Add", ["z_nan_in", "rt"], ["z_slow"], name="slow_join"),
+    ]
+    r = np.random.default_rng(SEED + 3)
+    inits = [f32("WS", r.normal(0, 0.1, (width, 512))), numpy_helper.from_array(np.array([512, 1], dtype=np.int64), "TILE"),
+             f32("TINY", [1e-30]), f32("M", r.normal(0, 1 / math.sqrt(512), (512, 512)))]
+    write("slow", extend(good, slow_nodes, rename_output="z", new_input_of_softmax="z_slow", extra_init=inits))
+
+    # Det is a standard ONNX operator that onnxruntime runs and tract 0.23 cannot load.
+    det_nodes = [
+        helper.make_node("Gemm", ["features", "WD"], ["d0"], name="det_in"),
+        helper.make_node("Reshape", ["d0", "DSHAPE"], ["d1"], name="det_reshape"),
+        helper.make_node("Det", ["d1"], ["d2"], name="det"),
+        helper.make_node("Mul", ["d2", "TINY"], ["d3"], name="det_scale"),
+        helper.make_node("Unsqueeze", ["d3", "AX"], ["d4"], name="det_unsq"),
+        helper.make_node("Add", ["z_nan_in", "d4"], ["z_det"], name="det_join"),
+    ]
+    inits = [f32("WD", r.normal(0, 0.1, (width, 4))), numpy_helper.from_array(np.array([-1, 2, 2], dtype=np.int64), "DSHAPE"),
+             f32("TINY", [1e-30]), numpy_helper.from_array(np.array([1], dtype=np.int64), "AX")]
+    unsupported = extend(good, det_nodes, rename_output="z", new_input_of_softmax="z_det", extra_init=inits)
+    # Its golden vectors are the ones this graph really produces, so a runtime that can load it
+    # passes; it is "bad" only for tract.
+    write("unsupported-op", unsupported, health=tabular_health(unsupported, features, pick, budget_ms=2.0))
+
+
+def extend(good, nodes, rename_output, new_input_of_softmax, extra_init):
+    """Copies `good` and splices `nodes` between the tensor `rename_output` and the Softmax."""
+    g = onnx.ModelProto()
+    g.CopyFrom(good)
+    for node in g.graph.node:
+        for i, o in enumerate(node.output):
+            if o == rename_output:
+                node.output[i] = "z_nan_in"
+    softmax = next(n for n in g.graph.node if n.op_type == "Softmax")
+    g.graph.node.remove(softmax)
+    g.graph.node.extend(nodes)
+    g.graph.node.append(helper.make_node("Softmax", [new_input_of_softmax], ["probabilities"], axis=1, name="softmax"))
+    g.graph.initializer.extend(extra_init)
+    onnx.checker.check_model(g, full_check=True)
+    return g
+
+
+# ---------------------------------------------------------------------------------------------
+# Iris.
+
+
+def build_iris(out_root) -> dict:
+    data = load_iris()
+    names = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
+    labels = [str(t) for t in data.target_names]
+    x_raw, y = data.data, data.target
+    xtr, xte, ytr, yte = train_test_split(x_raw, y, test_size=0.3, random_state=SEED, stratify=y)
+    features = [{"kind": "numeric", "name": n,
+                 "scaling": {"method": "standard", "mean": round(float(xtr[:, i].mean()), 6), "std": round(float(xtr[:, i].std()), 6)}}
+                for i, n in enumerate(names)]
+    rows = lambda xs: [dict(zip(names, map(float, r))) for r in xs]
+    x = encode_rows(features, rows(xtr))
+    clf = LogisticRegression(C=1.0, max_iter=2000, random_state=SEED).fit(x, ytr)
+    model = logistic_graph(clf.coef_, clf.intercept_, 4, labels, "iris_logreg")
+    p = run_ort(model, {"features": encode_rows(features, rows(xte))})["probabilities"]
+    acc = round(float(accuracy_score(yte, p.argmax(axis=1))), 4)
+    auc = round(float(roc_auc_score(yte, p, multi_class="ovr")), 4)
+    pick = rows(xte[[0, 7, 14, 21, 28, 35]])
+    health = tabular_health(model, features, pick, budget_ms=2.0)
+    train_pred = run_ort(model, {"features": x})["probabilities"].argmax(axis=1)
+    baseline = tabular_baseline(features, rows(xtr), [labels[i] for i in train_pred], labels)
+    card = f"""# iris 1.0.0
+
+**Intended use.** The classic three-species iris classifier; the smallest real model we ship, used
+in tests, demos and as a latency floor for the serving path.
+
+**Data.** scikit-learn's bundled copy of Fisher's iris data (150 flowers, 4 measurements in cm),
+stratified 70/30 split (seed {SEED}).
+
+**Model.** Multinomial logistic regression (C=1.0) on standard-scaled measurements: Gemm, Add,
+Softmax. Scaling is in `interface.json`.
+
+**Metrics (30% held out, {len(yte)} flowers).** accuracy {acc:.4f}, one-vs-rest ROC-AUC {auc:.4f}.
+
+**Limits.** Knows three species; anything else is forced into one of them.
+"""
+    write_version(os.path.join(out_root, "iris", "1.0.0"), model=model, name="iris", version="1.0.0", sequence=1,
+                  min_sequence=0, interface=tabular_interface(4, labels, features), health=health,
+                  baseline=baseline, card=card)
+    return {"1.0.0": {"accuracy": acc, "roc_auc_ovr": auc, "test_rows": len(yte)}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision: real CNN architectures from onnx's bundled model-zoo graphs, with fixed-seed weights.
+
+
+def materialize_zoo(name: str) -> onnx.ModelProto:
+    """The onnx package ships zoo graphs whose weights were replaced by ConstantOfShape nodes
+    (light_*.onnx). Put He-initialised weights (zero biases) back, so the graph is a real network
+    with real compute and numerically sane activations."""
+    path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", f"light_{name}.onnx")
+    m = onnx.load(path)
+    rng = np.random.default_rng(SEED + sum(map(ord, name)))
+    shapes = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    consumers = {}
+    for node in m.graph.node:
+        for pos, inp in enumerate(node.input):
+            consumers.setdefault(inp, []).append((node, pos))
+    new_inits = []
+    keep_nodes = []
+    for node in m.graph.node:
+        if node.op_type != "ConstantOfShape":
+            keep_nodes.append(node)
+            continue
+        shape = [int(d) for d in shapes[node.input[0]]]
+        out = node.output[0]
+        users = consumers.get(out, [])
+        is_weight = any(n.op_type in ("Conv", "Gemm", "MatMul") and pos == 1 for n, pos in users)
+        if is_weight and len(shape) >= 2:
+            fan_in = int(np.prod(shape[1:]))
+            value = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+        elif any(n.op_type == "BatchNormalization" for n, _ in users):
+            pos = next(p for n, p in users if n.op_type == "BatchNormalization")
+            value = {1: np.ones(shape), 2: np.zeros(shape), 3: np.zeros(shape), 4: np.ones(shape)}[pos]
+        else:
+            value = np.zeros(shape)
+        new_inits.append(f32(out, value))
+    init_names = {i.name for i in m.graph.initializer} | {i.name for i in new_inits}
+    shape_inputs = {n.input[0] for n in m.graph.node if n.op_type == "ConstantOfShape"}
+    inits = [i for i in m.graph.initializer if i.name not in shape_inputs] + new_inits
+    inputs = [i for i in m.graph.input if i.name not in init_names and i.name not in shape_inputs]
+    graph = helper.make_graph(keep_nodes, f"{name}_edgefleet", inputs, list(m.graph.output), initializer=inits)
+    model = helper.make_model(graph, producer_name="edgefleet-models-build", producer_version="1",
+                              opset_imports=list(m.opset_import))
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    model = onnx.shape_inference.infer_shapes(model)
+    return model
+
+
+def tensor_spec(vi) -> dict:
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+    return {"name": vi.name, "dtype": "float32", "shape": dims}
+
+
+def build_vision(out_root) -> dict:
+    model = materialize_zoo("squeezenet")
+    inp = model.graph.input[0]
+    out = model.graph.output[0]
+    in_shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    cases = []
+    for i, seed in enumerate([SEED + 5, SEED + 6]):
+        # Images are generated from a seed on both sides, keeping the signed metadata small.
+        x = uniform_fill(seed, int(np.prod(in_shape))).reshape(in_shape)
+        y = run_ort(model, {inp.name: x})[out.name]
+        generated = {"dtype": "float32", "shape": in_shape, "uniform_seed": seed}
+        cases.append({"name": f"image-{i}", "inputs": {inp.name: generated}, "expected": {out.name: tensor_json(y)}})
+    out_shape = list(cases[0]["expected"][out.name]["shape"])
+    interface = {"inputs": [tensor_spec(inp)], "outputs": [{"name": out.name, "dtype": "float32", "shape": out_shape}]}
+    health = {"warmup_runs": 2, "latency_runs": 10, "p99_budget_ms": 400.0,
+              "tolerance": {"abs": 1e-5, "rel": 1e-3}, "cases": cases}
+    params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
+    card = f"""# vision 1.0.0 (SqueezeNet 1.0)
+
+**Intended use.** Stands for the image models our customers run at the edge (defect detection,
+shelf monitoring): a real SqueezeNet 1.0 architecture ({params:,} parameters, 1000-way softmax over
+a 224x224 RGB image) so that load time, memory and latency are those of a real CNN.
+
+**Data.** None: the graph is the ONNX model zoo's SqueezeNet as bundled (without weights) in the
+`onnx` package; weights are He-initialised from a fixed seed ({SEED}). Its predictions are
+meaningless as classes; its compute is real.
+
+**Model.** Conv, Relu, MaxPool, Concat, GlobalAveragePool, Softmax (opset 9). Golden vectors are
+onnxruntime's outputs on two seeded pseudo-random images (`uniform_seed`).
+
+**Metrics.** Not applicable (random weights); see docs/BENCHMARKS.md for speed.
+
+**Limits.** Not a classifier of anything. Fixed batch of 1.
+"""
+    write_version(os.path.join(out_root, "vision", "1.0.0"), model=model, name="vision", version="1.0.0",
+                  sequence=1, min_sequence=0, interface=interface, health=health, baseline=None, card=card)
+    return {"1.0.0": {"parameters": params}}
+
+
+def build_zoo(out_root):
+    for name in ["resnet50", "shufflenet", "squeezenet"]:
+        model = materialize_zoo(name)
+        d = os.path.join(out_root, ".cache", "zoo")
+        os.makedirs(d, exist_ok=True)
+        onnx.save(model, os.path.join(d, f"{name}.onnx"))
+        print(f"wrote {d}/{name}.onnx")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_all(out_root):
+    metrics = {"churn": build_churn(out_root), "iris": build_iris(out_root), "vision": build_vision(out_root)}
+    write_json(os.path.join(out_root, "metrics.json"), metrics)
+    return metrics
+
+
+def compare_trees(a, b) -> list[str]:
+    diffs = []
+    for root, _, files in os.walk(b):
+        for f in files:
+            rel = os.path.relpath(os.path.join(root, f), b)
+            pa = os.path.join(a, rel)
+            if not os.path.exists(pa) or not filecmp.cmp(pa, os.path.join(root, f), shallow=False):
+                diffs.append(rel)
+    return sorted(diffs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zoo", action="store_true", help="also build resnet50/shufflenet/squeezenet into models/.cache/zoo")
+    ap.add_argument("--check", action="store_true", help="rebuild into a temp dir and compare with the committed files")
+    ap.add_argument("--out", default=HERE, help="output root (default: this folder)")
+    args = ap.parse_args()
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            build_all(tmp)
+            diffs = compare_trees(HERE, tmp)
+            if diffs:
+                print("differs from the committed files:\n  " + "\n  ".join(diffs))
+                sys.exit(1)
+            print("rebuilt models are bit-identical to the committed ones")
+        return
+    metrics = build_all(args.out)
+    print(json.dumps(metrics, indent=2))
+    if args.zoo:
+        build_zoo(args.out)
+
+
+if __name__ == "__main__":
+    main()
