@@ -129,3 +129,65 @@ mod tests {
         }
     }
 }
+
+/// `release.json` of a model directory (as `models/build.py` writes it): the fields of a release
+/// that are not part of the model's interface, health check or baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseInfo {
+    pub model: ModelName,
+    pub version: semver::Version,
+    pub sequence: u64,
+    #[serde(default)]
+    pub min_sequence: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimePreference>,
+}
+
+/// Upper bound on one metadata file of a model directory.
+pub const MAX_RELEASE_FILE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The contents of a model release directory: `release.json`, `interface.json`, `health.json`
+/// and optionally `baseline.json`. The caller reads the files; this assembles and validates them
+/// into the metadata a target carries, naming the file that is wrong.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseFiles<'a> {
+    pub release: &'a [u8],
+    pub interface: &'a [u8],
+    pub health: &'a [u8],
+    pub baseline: Option<&'a [u8]>,
+}
+
+impl ReleaseFiles<'_> {
+    pub fn assemble(&self) -> Result<ModelTargetMeta, Error> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            what: &'static str,
+            bytes: &[u8],
+        ) -> Result<T, Error> {
+            if bytes.len() > MAX_RELEASE_FILE_BYTES {
+                return Err(Error::MessageTooLarge {
+                    kind: what,
+                    size: bytes.len(),
+                    limit: MAX_RELEASE_FILE_BYTES,
+                });
+            }
+            serde_json::from_slice(bytes).map_err(|e| Error::malformed(what, e))
+        }
+        let release: ReleaseInfo = parse("release.json", self.release)?;
+        let meta = ModelTargetMeta {
+            model: release.model,
+            version: release.version,
+            sequence: release.sequence,
+            min_sequence: release.min_sequence,
+            interface: parse("interface.json", self.interface)?,
+            health: parse("health.json", self.health)?,
+            baseline: self
+                .baseline
+                .map(|b| parse("baseline.json", b))
+                .transpose()?,
+            runtime: release.runtime,
+        };
+        meta.validate()?;
+        Ok(meta)
+    }
+}

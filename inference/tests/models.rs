@@ -1,0 +1,125 @@
+//! Loads every model under `models/` with tract and runs its health check: the good ones pass
+//! their golden vectors, each bad variant is refused for its own reason.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use edgefleet_inference::health::{self, HealthFailure};
+use edgefleet_inference::tract::TractRuntime;
+use edgefleet_inference::{Error, Runtime};
+use edgefleet_protocol::health::Mismatch;
+use edgefleet_protocol::target::{ModelTargetMeta, ReleaseFiles};
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn release(dir: &str) -> (Vec<u8>, ModelTargetMeta) {
+    let dir = models_dir().join(dir);
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let baseline = std::fs::read(dir.join("baseline.json")).ok();
+    let meta = ReleaseFiles {
+        release: &read("release.json"),
+        interface: &read("interface.json"),
+        health: &read("health.json"),
+        baseline: baseline.as_deref(),
+    }
+    .assemble()
+    .unwrap();
+    (read("model.onnx"), meta)
+}
+
+fn check(dir: &str) -> Result<health::HealthReport, HealthFailure> {
+    let (bytes, meta) = release(dir);
+    let loaded = TractRuntime
+        .load(&bytes, &meta.interface)
+        .map_err(|source| HealthFailure::Run {
+            case: "load".into(),
+            source,
+        })?;
+    health::check(loaded.model.as_ref(), &meta.interface, &meta.health)
+}
+
+#[test]
+fn every_good_model_passes_its_golden_vectors_on_tract() {
+    for dir in ["churn/1.0.0", "churn/2.0.0", "iris/1.0.0"] {
+        let report = check(dir).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        assert_eq!(report.timed_runs, 100, "{dir}");
+    }
+}
+
+#[test]
+fn the_vision_cnn_matches_onnxruntime_on_tract() {
+    // Latency is not judged here (debug builds of the test harness vary); golden vectors are.
+    let (bytes, mut meta) = release("vision/1.0.0");
+    meta.health.p99_budget_ms = 1e9;
+    meta.health.latency_runs = 1;
+    let loaded = TractRuntime.load(&bytes, &meta.interface).unwrap();
+    health::check(loaded.model.as_ref(), &meta.interface, &meta.health).unwrap();
+}
+
+#[test]
+fn a_truncated_model_fails_to_load() {
+    let (bytes, meta) = release("bad/truncated");
+    let err = TractRuntime.load(&bytes, &meta.interface).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Load {
+                runtime: "tract",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_graph_that_does_not_fit_its_interface_is_refused() {
+    let (bytes, meta) = release("bad/wrong-shape");
+    let err = TractRuntime.load(&bytes, &meta.interface).unwrap_err();
+    assert!(matches!(err, Error::Load { .. }), "{err}");
+}
+
+#[test]
+fn a_model_emitting_nan_fails_its_golden_vectors() {
+    let err = check("bad/nan").unwrap_err();
+    assert!(
+        matches!(err, HealthFailure::Golden(Mismatch::NotFinite { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_model_far_slower_than_its_budget_fails_on_latency() {
+    let err = check("bad/slow").unwrap_err();
+    assert!(matches!(err, HealthFailure::Latency { .. }), "{err}");
+}
+
+#[test]
+fn an_operator_tract_lacks_is_a_load_error_naming_it() {
+    let (bytes, meta) = release("bad/unsupported-op");
+    let err = TractRuntime.load(&bytes, &meta.interface).unwrap_err();
+    assert!(err.to_string().contains("Det"), "{err}");
+}
+
+#[test]
+fn predictions_through_the_feature_schema_name_a_label() {
+    let (bytes, meta) = release("churn/2.0.0");
+    let loaded = TractRuntime.load(&bytes, &meta.interface).unwrap();
+    let row = serde_json::json!({
+        "tenure_months": 2, "monthly_charges": 99.5, "total_charges": 199.0,
+        "contract_type": "month-to-month", "payment_method": "electronic-check",
+        "internet_service": "fiber", "support_tickets": 4
+    });
+    let inputs = edgefleet_inference::features_to_input(
+        &meta.interface,
+        &[row.as_object().unwrap().clone()],
+    )
+    .unwrap();
+    let outputs = loaded.model.run(&inputs).unwrap();
+    let spec = meta.interface.prediction.as_ref().unwrap();
+    let p = spec.interpret(&outputs[spec.output()].data);
+    assert_eq!(p.label.as_deref(), Some("churn"), "{p:?}");
+}
