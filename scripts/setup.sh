@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing Edgefleet needs on a fresh Debian machine (run as root).
+# Idempotent: a second run only checks. The Rust toolchain itself comes from rust-toolchain.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# Python is only needed to rebuild and re-check the models (the Rust tests never call it).
+if ! python3 - <<'PY' 2>/dev/null
+import importlib.metadata as md, sys
+want = {}
+for line in open("models/requirements.txt"):
+    line = line.split("#")[0].strip()
+    if line:
+        name, version = line.split("==")
+        want[name] = version
+sys.exit(0 if all(md.version(n) == v for n, v in want.items()) else 1)
+PY
+then
+  python3 -m pip install --quiet --disable-pip-version-check -r models/requirements.txt
+fi
