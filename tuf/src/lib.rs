@@ -1,13 +1,30 @@
 //! Signed model updates on The Update Framework (TUF 1.x), built on awslabs `tough`.
 //!
-//! - [`keys`]: the operator's ed25519 keys: generated on the operator's machine, private halves
-//!   written 0600 as PKCS#8 PEM and refused when another user could read them.
+//! - [`keys`]: the operator's keys: generated on the operator's machine, private halves written
+//!   0600 as PKCS#8 PEM and refused when another user could read them.
+//! - [`operator`]: what runs where the offline keys are: build and sign `root` (including
+//!   rotations cross-signed by old and new keys) and `targets` (push a model version, revoke one).
+//! - [`repo`]: the repository side the fleet server (or `fleetctl` for an offline repository)
+//!   runs with the online keys: accept operator-signed metadata only if it verifies, then re-sign
+//!   `snapshot` and `timestamp`; refresh them before they expire.
+//! - [`client`]: the device side: the TUF client workflow over a narrow transport, metadata kept
+//!   as the exact bytes received, downloads capped at their signed length, and Edgefleet's own
+//!   rules on top (sequence floor, only current targets).
+//! - [`verify`]: thresholds counted per distinct public key, on top of tough's checks.
 //!
+//! Time always comes in as an argument (`now`), so expiry is testable without a clock.
 //! Test with `cargo test -p edgefleet-tuf`.
 
 use std::path::PathBuf;
 
+pub mod client;
 pub mod keys;
+pub mod operator;
+pub mod repo;
+pub mod verify;
+
+/// Name of the TUF specification version we write.
+pub const SPEC_VERSION: &str = "1.0.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,6 +44,47 @@ pub enum Error {
     KeyFormat { path: PathBuf, detail: String },
     #[error("key generation failed: {0}")]
     KeyGeneration(String),
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: String, detail: String },
+    #[error("{role} metadata is not signed by a threshold of its keys: {detail}")]
+    Signature { role: String, detail: String },
+    #[error("{role} metadata version {found} refused: {expected}")]
+    Version {
+        role: String,
+        found: u64,
+        expected: String,
+    },
+    #[error("{role} metadata expired at {expires} (now {now}); re-sign it with a later expiry")]
+    Expired {
+        role: String,
+        expires: String,
+        now: String,
+    },
+    #[error("invalid root: {0}")]
+    InvalidRoot(String),
+    #[error("target {name:?}: {detail}")]
+    Target { name: String, detail: String },
+    #[error("target {name:?} is not in the current signed targets (revoked or never signed)")]
+    UnknownTarget { name: String },
+    #[error(
+        "target {name:?} has sequence {sequence}, below this device's floor {floor} for model {model:?}: refusing a rollback"
+    )]
+    BelowFloor {
+        name: String,
+        model: String,
+        sequence: u64,
+        floor: u64,
+    },
+    #[error("signing {role} failed: {detail}")]
+    Signing { role: String, detail: String },
+    #[error("repository {path} is not initialised; run `fleetctl init` first")]
+    NoRepository { path: PathBuf },
+    #[error("repository {path} already exists")]
+    RepositoryExists { path: PathBuf },
+    #[error("TUF update failed: {0}")]
+    Update(String),
+    #[error("download of target {name:?} failed: {detail}")]
+    Download { name: String, detail: String },
 }
 
 impl Error {
@@ -34,4 +92,42 @@ impl Error {
         let path = path.into();
         move |source| Error::Io { path, source }
     }
+
+    pub(crate) fn malformed(what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Error::Malformed {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` crash-safely: temporary file in the same directory, fsync, rename,
+/// fsync of the directory. A reader sees the old file or the new one, never a part.
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::malformed(path.display().to_string(), "no parent directory"))?;
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let mut file = std::fs::File::create(&tmp).map_err(Error::io(&tmp))?;
+    file.write_all(bytes).map_err(Error::io(&tmp))?;
+    file.sync_all().map_err(Error::io(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))?;
+    Ok(())
+}
+
+pub(crate) fn sha256(bytes: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
 }

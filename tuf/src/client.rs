@@ -1,0 +1,373 @@
+//! The device side: the TUF client workflow (via tough) over a narrow [`Transport`], and
+//! Edgefleet's rules on top.
+//!
+//! The metadata directory holds the trusted metadata as the exact bytes received (`root.json`,
+//! `timestamp.json`, `snapshot.json`, `targets.json`) plus tough's own state in `.tough/` (its
+//! rollback copies and the latest time it has seen, which makes a clock that went backwards an
+//! error instead of a way to revive expired metadata). Nothing is written outside it before the
+//! whole chain verifies. On top of tough: thresholds are counted per distinct key, a target must
+//! be listed in the current targets (removal revokes), its custom fields must be valid model
+//! metadata whose name matches, and its `sequence` must not be below the device's floor.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgefleet_protocol::target::ModelTargetMeta;
+use futures::StreamExt;
+use tough::schema::{Root, Signed};
+use tough::{RepositoryLoader, TargetName, Transport, TransportError};
+use url::Url;
+
+use crate::operator::target_meta;
+use crate::verify::verify_distinct;
+use crate::{Error, sha256, write_atomic};
+
+/// Caps on what the network may make a device download.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Largest root, timestamp or snapshot file accepted, in bytes.
+    pub max_metadata_bytes: u64,
+    /// Largest targets file accepted when snapshot does not give its length, in bytes.
+    pub max_targets_bytes: u64,
+    /// Largest artifact accepted, whatever targets says, in bytes.
+    pub max_artifact_bytes: u64,
+    /// A download slower than this on average (after the first `grace`) is abandoned: the
+    /// slow-retrieval attack.
+    pub min_bytes_per_second: u64,
+    pub grace: Duration,
+    /// No single chunk may take longer than this.
+    pub stall_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            max_metadata_bytes: 1024 * 1024,
+            max_targets_bytes: 16 * 1024 * 1024,
+            max_artifact_bytes: 512 * 1024 * 1024,
+            min_bytes_per_second: 16 * 1024,
+            grace: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where a client keeps its trusted metadata and where it fetches from.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub metadata_dir: PathBuf,
+    pub metadata_url: Url,
+    pub targets_url: Url,
+    pub limits: ClientLimits,
+}
+
+/// Installs the trusted root (shipped with the device, or `init` of the conformance CLI). The
+/// root must be signed by a threshold of its own keys.
+pub fn init(metadata_dir: &Path, trusted_root: &[u8]) -> Result<(), Error> {
+    let root: Signed<Root> = serde_json::from_slice(trusted_root)
+        .map_err(|e| Error::malformed("trusted root.json", e))?;
+    verify_distinct(&root.signed, &root)?;
+    write_atomic(&metadata_dir.join("root.json"), trusted_root)?;
+    std::fs::create_dir_all(metadata_dir.join(".tough")).map_err(Error::io(metadata_dir))?;
+    Ok(())
+}
+
+/// A transport wrapper that keeps the bytes of every metadata file it fetched, so the client can
+/// cache exactly what it verified.
+#[derive(Debug, Clone)]
+struct Recording<T> {
+    inner: T,
+    metadata_url: Url,
+    seen: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+}
+
+#[async_trait::async_trait]
+impl<T: Transport + Clone + 'static> Transport for Recording<T> {
+    async fn fetch(&self, url: Url) -> Result<tough::TransportStream, TransportError> {
+        let stream = self.inner.fetch(url.clone()).await?;
+        let Some(file) = url
+            .as_str()
+            .strip_prefix(self.metadata_url.as_str())
+            .map(str::to_string)
+        else {
+            return Ok(stream);
+        };
+        // Metadata is small and capped by tough's limits; buffer it to record it.
+        let mut bytes = Vec::new();
+        let mut stream = stream;
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(file, bytes.clone());
+        }
+        Ok(Box::pin(futures::stream::iter([Ok(bytes::Bytes::from(
+            bytes,
+        ))])))
+    }
+}
+
+/// A verified view of the repository after a successful refresh.
+#[derive(Debug)]
+pub struct TrustedRepo {
+    repo: tough::Repository,
+    limits: ClientLimits,
+    /// Artifacts are fetched by our own code (not tough's `read_target`, which in 0.24 names a
+    /// consistent-snapshot target `HASH.dir/file` instead of the spec's `dir/HASH.file`).
+    transport: Box<dyn Transport>,
+    targets_url: Url,
+}
+
+/// One model target, verified and parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelTarget {
+    pub name: String,
+    pub meta: ModelTargetMeta,
+    pub length: u64,
+    pub sha256_hex: String,
+}
+
+/// Runs the TUF client workflow: root rotation, timestamp, snapshot, targets, each verified
+/// (signatures by distinct keys, versions never going back, expiry against the system clock),
+/// then caches the exact bytes.
+pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
+    config: &ClientConfig,
+    transport: T,
+) -> Result<TrustedRepo, Error> {
+    let dir = &config.metadata_dir;
+    let root_path = dir.join("root.json");
+    let trusted_root = std::fs::read(&root_path).map_err(Error::io(&root_path))?;
+    let state = dir.join(".tough");
+    std::fs::create_dir_all(&state).map_err(Error::io(&state))?;
+    let recording = Recording {
+        inner: transport.clone(),
+        metadata_url: config.metadata_url.clone(),
+        seen: Arc::default(),
+    };
+    let limits = tough::Limits {
+        max_root_size: config.limits.max_metadata_bytes,
+        max_targets_size: config.limits.max_targets_bytes,
+        max_timestamp_size: config.limits.max_metadata_bytes,
+        max_snapshot_size: config.limits.max_metadata_bytes,
+        max_root_updates: 1024,
+    };
+    let repo = RepositoryLoader::new(
+        &trusted_root,
+        config.metadata_url.clone(),
+        config.targets_url.clone(),
+    )
+    .transport(recording.clone())
+    .limits(limits)
+    .datastore(&state)
+    .load()
+    .await
+    .map_err(|e| Error::Update(error_chain(&e)))?;
+
+    let root = repo.root();
+    verify_distinct(&root.signed, root)?;
+    verify_distinct(&root.signed, repo.timestamp())?;
+    verify_distinct(&root.signed, repo.snapshot())?;
+    verify_distinct(&root.signed, repo.targets())?;
+
+    let seen = recording
+        .seen
+        .lock()
+        .map_err(|_| Error::Update("recording lock poisoned".into()))?
+        .clone();
+    let consistent = root.signed.consistent_snapshot;
+    let root_version = root.signed.version.get();
+    let snapshot_version = repo.snapshot().signed.version.get();
+    let targets_version = repo.targets().signed.version.get();
+    let versioned = |v: u64, role: &str| {
+        if consistent {
+            format!("{v}.{role}.json")
+        } else {
+            format!("{role}.json")
+        }
+    };
+    let files = [
+        (format!("{root_version}.root.json"), "root.json"),
+        ("timestamp.json".to_string(), "timestamp.json"),
+        (versioned(snapshot_version, "snapshot"), "snapshot.json"),
+        (versioned(targets_version, "targets"), "targets.json"),
+    ];
+    for (fetched, cached) in files {
+        if let Some(bytes) = seen.get(&fetched) {
+            write_atomic(&dir.join(cached), bytes)?;
+        }
+    }
+    Ok(TrustedRepo {
+        repo,
+        limits: config.limits,
+        transport: Box::new(transport),
+        targets_url: config.targets_url.clone(),
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// Edgefleet's rollback rule: a target whose `sequence` is below the device's recorded floor for
+/// its model is refused. Returns the floor to record once the target is installed.
+pub fn admit(target: &ModelTarget, floor: u64) -> Result<u64, Error> {
+    if target.meta.sequence < floor {
+        return Err(Error::BelowFloor {
+            name: target.name.clone(),
+            model: target.meta.model.to_string(),
+            sequence: target.meta.sequence,
+            floor,
+        });
+    }
+    Ok(floor.max(target.meta.min_sequence))
+}
+
+impl TrustedRepo {
+    pub fn root(&self) -> &Signed<Root> {
+        self.repo.root()
+    }
+
+    pub fn targets_version(&self) -> u64 {
+        self.repo.targets().signed.version.get()
+    }
+
+    /// A target from the current signed targets, with its model metadata checked.
+    pub fn model_target(&self, name: &str) -> Result<ModelTarget, Error> {
+        let unknown = || Error::UnknownTarget {
+            name: name.to_string(),
+        };
+        let target_name = TargetName::new(name).map_err(|_| unknown())?;
+        if target_name.resolved() != name {
+            return Err(unknown());
+        }
+        let target = self
+            .repo
+            .targets()
+            .signed
+            .targets
+            .get(&target_name)
+            .ok_or_else(unknown)?;
+        let meta = target_meta(name, target)?;
+        Ok(ModelTarget {
+            name: name.to_string(),
+            meta,
+            length: target.length,
+            sha256_hex: hex::encode(&target.hashes.sha256),
+        })
+    }
+
+    /// Every valid model target currently signed (invalid ones are skipped).
+    pub fn model_targets(&self) -> Vec<ModelTarget> {
+        let mut names: Vec<String> = self
+            .repo
+            .all_targets()
+            .map(|(n, _)| n.raw().to_string())
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .filter_map(|n| self.model_target(n).ok())
+            .collect()
+    }
+
+    /// Downloads a target into `staging_dir/<sha256>.part`, capped at its signed length (and the
+    /// device's own cap), abandoning slow or stalled transfers, and checks length and sha256.
+    /// Returns the verified bytes: the caller installs from them, never by re-reading a path. On
+    /// any failure the partial file is removed.
+    pub async fn fetch(&self, target: &ModelTarget, staging_dir: &Path) -> Result<Vec<u8>, Error> {
+        let fail = |detail: String| Error::Download {
+            name: target.name.clone(),
+            detail,
+        };
+        if target.length > self.limits.max_artifact_bytes {
+            return Err(fail(format!(
+                "signed length {} exceeds this device's limit of {} bytes",
+                target.length, self.limits.max_artifact_bytes
+            )));
+        }
+        std::fs::create_dir_all(staging_dir).map_err(Error::io(staging_dir))?;
+        let part = staging_dir.join(format!("{}.part", target.sha256_hex));
+        let result = self.fetch_into(target, &part).await.map_err(fail);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&part);
+        }
+        result
+    }
+
+    /// The spec's download path: `dir/HASH.file` under consistent snapshots, `dir/file` otherwise.
+    fn target_url(&self, target: &ModelTarget) -> Result<Url, String> {
+        let path = if self.repo.root().signed.consistent_snapshot {
+            match target.name.rsplit_once('/') {
+                Some((dir, file)) => format!("{dir}/{}.{file}", target.sha256_hex),
+                None => format!("{}.{}", target.sha256_hex, target.name),
+            }
+        } else {
+            target.name.clone()
+        };
+        self.targets_url
+            .join(&path)
+            .map_err(|e| format!("target URL for {path:?}: {e}"))
+    }
+
+    async fn fetch_into(&self, target: &ModelTarget, part: &Path) -> Result<Vec<u8>, String> {
+        use std::io::Write;
+        let url = self.target_url(target)?;
+        let mut stream = self
+            .transport
+            .fetch(url.clone())
+            .await
+            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+        let mut file =
+            std::fs::File::create(part).map_err(|e| format!("{}: {e}", part.display()))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(target.length).unwrap_or(0));
+        let started = Instant::now();
+        loop {
+            let next = tokio::time::timeout(self.limits.stall_timeout, stream.next())
+                .await
+                .map_err(|_| format!("no data for {:?}", self.limits.stall_timeout))?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk.map_err(|e| error_chain(&e))?;
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > target.length {
+                return Err(format!(
+                    "more than the signed length of {} bytes",
+                    target.length
+                ));
+            }
+            file.write_all(&chunk).map_err(|e| e.to_string())?;
+            let elapsed = started.elapsed();
+            if elapsed > self.limits.grace
+                && (bytes.len() as f64)
+                    < self.limits.min_bytes_per_second as f64 * elapsed.as_secs_f64()
+            {
+                return Err(format!(
+                    "{} bytes in {:.1} s is below the minimum rate of {} B/s",
+                    bytes.len(),
+                    elapsed.as_secs_f64(),
+                    self.limits.min_bytes_per_second
+                ));
+            }
+        }
+        if bytes.len() as u64 != target.length {
+            return Err(format!(
+                "got {} bytes, signed length is {}",
+                bytes.len(),
+                target.length
+            ));
+        }
+        if hex::encode(sha256(&bytes)) != target.sha256_hex {
+            return Err("sha256 does not match the signed hash".into());
+        }
+        file.sync_all().map_err(|e| e.to_string())?;
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,368 @@
+//! The operator's side: building and signing `root` and `targets` with offline keys.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+
+use aws_lc_rs::rand::SystemRandom;
+use edgefleet_protocol::target::{ModelTargetMeta, parse_target_name};
+use jiff::Timestamp;
+use serde::Serialize;
+use tough::editor::signed::SignedRole;
+use tough::key_source::KeySource;
+use tough::schema::decoded::{Decoded, Hex};
+use tough::schema::key::Key;
+use tough::schema::{Hashes, KeyHolder, Role, RoleKeys, RoleType, Root, Signed, Target, Targets};
+
+use crate::verify::verify_distinct;
+use crate::{Error, SPEC_VERSION, sha256};
+
+/// How long each role's metadata stays valid, in days. Defaults: root 365, targets 90,
+/// snapshot 7, timestamp 1 — offline roles long, online roles short so a freeze is noticed soon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Expiries {
+    pub root_days: u32,
+    pub targets_days: u32,
+    pub snapshot_days: u32,
+    pub timestamp_days: u32,
+}
+
+impl Default for Expiries {
+    fn default() -> Self {
+        Self {
+            root_days: 365,
+            targets_days: 90,
+            snapshot_days: 7,
+            timestamp_days: 1,
+        }
+    }
+}
+
+pub fn days_after(now: Timestamp, days: u32) -> Result<Timestamp, Error> {
+    now.checked_add(jiff::SignedDuration::from_hours(i64::from(days) * 24))
+        .map_err(|e| Error::malformed("expiry", e))
+}
+
+/// The public keys and threshold of one role.
+#[derive(Debug, Clone)]
+pub struct RoleSpec {
+    pub keys: Vec<Key>,
+    pub threshold: u64,
+}
+
+/// Keys of all four top-level roles.
+#[derive(Debug, Clone)]
+pub struct RootSpec {
+    pub root: RoleSpec,
+    pub targets: RoleSpec,
+    pub snapshot: RoleSpec,
+    pub timestamp: RoleSpec,
+}
+
+/// Builds an unsigned root. Thresholds must be between 1 and the number of distinct keys.
+pub fn build_root(spec: &RootSpec, version: u64, expires: Timestamp) -> Result<Root, Error> {
+    let mut keys = HashMap::new();
+    let mut roles = HashMap::new();
+    for (role, role_spec) in [
+        (RoleType::Root, &spec.root),
+        (RoleType::Targets, &spec.targets),
+        (RoleType::Snapshot, &spec.snapshot),
+        (RoleType::Timestamp, &spec.timestamp),
+    ] {
+        let mut keyids = Vec::new();
+        for key in &role_spec.keys {
+            let id = key
+                .key_id()
+                .map_err(|e| Error::InvalidRoot(format!("key id of a {role} key: {e}")))?;
+            if !keyids.contains(&id) {
+                keyids.push(id.clone());
+            }
+            keys.insert(id, key.clone());
+        }
+        let threshold = NonZeroU64::new(role_spec.threshold)
+            .filter(|t| t.get() <= keyids.len() as u64)
+            .ok_or_else(|| {
+                Error::InvalidRoot(format!(
+                    "{role} threshold {} must be between 1 and its {} distinct key(s)",
+                    role_spec.threshold,
+                    keyids.len()
+                ))
+            })?;
+        roles.insert(
+            role,
+            RoleKeys {
+                keyids,
+                threshold,
+                _extra: HashMap::new(),
+            },
+        );
+    }
+    Ok(Root {
+        spec_version: SPEC_VERSION.to_string(),
+        consistent_snapshot: true,
+        version: nonzero(version, "root")?,
+        expires,
+        keys,
+        roles,
+        _extra: HashMap::new(),
+    })
+}
+
+fn nonzero(v: u64, role: &str) -> Result<NonZeroU64, Error> {
+    NonZeroU64::new(v).ok_or_else(|| Error::Version {
+        role: role.to_string(),
+        found: v,
+        expected: "versions start at 1".into(),
+    })
+}
+
+/// Serializes signed metadata the way it is published (pretty JSON and a newline, as tough does).
+pub fn to_bytes<T: Serialize>(signed: &Signed<T>) -> Result<Vec<u8>, Error> {
+    let mut buf = serde_json::to_vec_pretty(signed).map_err(|e| Error::malformed("metadata", e))?;
+    buf.push(b'\n');
+    Ok(buf)
+}
+
+/// Signs `role` with whichever of `keys` `holder` authorizes for it.
+pub async fn sign_with<T: Role + Serialize + Clone>(
+    role: T,
+    holder: &Root,
+    keys: &[Box<dyn KeySource>],
+) -> Result<Signed<T>, Error> {
+    let signed = SignedRole::new(
+        role,
+        &KeyHolder::Root(holder.clone()),
+        keys,
+        &SystemRandom::new(),
+    )
+    .await
+    .map_err(|e| Error::Signing {
+        role: T::TYPE.to_string(),
+        detail: e.to_string(),
+    })?;
+    Ok(signed.signed().clone())
+}
+
+/// Signs a root with the keys of each root in `authorities` (for version 1: the new root itself;
+/// for a rotation: the old root and the new one) and checks that every authority's threshold is
+/// met by distinct keys.
+pub async fn sign_root(
+    root: &Root,
+    authorities: &[&Root],
+    keys: &[Box<dyn KeySource>],
+) -> Result<Vec<u8>, Error> {
+    let mut signatures = Vec::new();
+    for authority in authorities {
+        let signed = sign_with(root.clone(), authority, keys).await?;
+        for sig in signed.signatures {
+            if !signatures
+                .iter()
+                .any(|s: &tough::schema::Signature| s.keyid == sig.keyid)
+            {
+                signatures.push(sig);
+            }
+        }
+    }
+    let signed = Signed {
+        signed: root.clone(),
+        signatures,
+    };
+    for authority in authorities {
+        verify_distinct(authority, &signed)?;
+    }
+    to_bytes(&signed)
+}
+
+/// A rotation: version + 1, new keys, signed by a threshold of the old root's keys and of the
+/// new root's keys.
+pub async fn rotate_root(
+    old: &Root,
+    spec: &RootSpec,
+    expires: Timestamp,
+    keys: &[Box<dyn KeySource>],
+) -> Result<Vec<u8>, Error> {
+    let new = build_root(spec, old.version.get() + 1, expires)?;
+    sign_root(&new, &[old, &new], keys).await
+}
+
+/// An empty targets role.
+pub fn empty_targets(version: u64, expires: Timestamp) -> Result<Targets, Error> {
+    let mut targets = Targets::new(
+        SPEC_VERSION.to_string(),
+        nonzero(version, "targets")?,
+        expires,
+    );
+    targets.delegations = None;
+    Ok(targets)
+}
+
+/// Largest `spec` string a target may carry, checked before it is parsed.
+pub const MAX_SPEC_BYTES: usize = 4 * 1024 * 1024;
+
+/// Custom fields of a model target. TUF signs the canonical JSON of `targets`, and canonical
+/// JSON (OLPC) has no floating-point numbers, while the interface (scaling), health check
+/// (golden vectors, tolerances) and baseline (shares) are full of them. So the integer and
+/// string fields stay plain (`model`, `version`, `sequence`, `min_sequence`, readable by any TUF
+/// tool) and the rest travels as one JSON document in the string field `spec`: signed exactly as
+/// written, every float preserved bit for bit.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomFields {
+    model: edgefleet_protocol::ModelName,
+    version: semver::Version,
+    sequence: u64,
+    min_sequence: u64,
+    spec: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    interface: edgefleet_protocol::interface::ModelInterface,
+    health: edgefleet_protocol::health::HealthSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    baseline: Option<edgefleet_protocol::baseline::Baseline>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    runtime: Option<edgefleet_protocol::target::RuntimePreference>,
+}
+
+/// The TUF target for a model artifact: length, sha256, and the model metadata as custom fields.
+pub fn model_target(artifact: &[u8], meta: &ModelTargetMeta) -> Result<(String, Target), Error> {
+    meta.validate()
+        .map_err(|e| Error::malformed("model metadata", e))?;
+    let spec = serde_json::to_string(&Spec {
+        interface: meta.interface.clone(),
+        health: meta.health.clone(),
+        baseline: meta.baseline.clone(),
+        runtime: meta.runtime,
+    })
+    .map_err(|e| Error::malformed("model metadata", e))?;
+    if spec.len() > MAX_SPEC_BYTES {
+        return Err(Error::malformed(
+            "model metadata",
+            format!(
+                "{} bytes of interface/health/baseline exceed {MAX_SPEC_BYTES}; use generated golden inputs",
+                spec.len()
+            ),
+        ));
+    }
+    let fields = CustomFields {
+        model: meta.model.clone(),
+        version: meta.version.clone(),
+        sequence: meta.sequence,
+        min_sequence: meta.min_sequence,
+        spec,
+    };
+    let custom =
+        match serde_json::to_value(&fields).map_err(|e| Error::malformed("model metadata", e))? {
+            serde_json::Value::Object(map) => map.into_iter().collect(),
+            _ => HashMap::new(),
+        };
+    let target = Target {
+        length: artifact.len() as u64,
+        hashes: Hashes {
+            sha256: Decoded::<Hex>::from(sha256(artifact)),
+            _extra: HashMap::new(),
+        },
+        custom,
+        _extra: HashMap::new(),
+    };
+    Ok((meta.target_name(), target))
+}
+
+/// The model metadata of a target, checked: the name is canonical and matches the metadata.
+pub fn target_meta(name: &str, target: &Target) -> Result<ModelTargetMeta, Error> {
+    let bad = |detail: String| Error::Target {
+        name: name.chars().take(200).collect(),
+        detail,
+    };
+    let (model, version) = parse_target_name(name).map_err(|e| bad(e.to_string()))?;
+    let custom: serde_json::Map<String, serde_json::Value> = target
+        .custom
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let fields: CustomFields =
+        serde_json::from_value(serde_json::Value::Object(custom)).map_err(|e| {
+            bad(format!(
+                "custom fields are not Edgefleet model metadata: {e}"
+            ))
+        })?;
+    if fields.spec.len() > MAX_SPEC_BYTES {
+        return Err(bad(format!("spec is over {MAX_SPEC_BYTES} bytes")));
+    }
+    let spec: Spec =
+        serde_json::from_str(&fields.spec).map_err(|e| bad(format!("spec is not valid: {e}")))?;
+    let meta = ModelTargetMeta {
+        model: fields.model,
+        version: fields.version,
+        sequence: fields.sequence,
+        min_sequence: fields.min_sequence,
+        interface: spec.interface,
+        health: spec.health,
+        baseline: spec.baseline,
+        runtime: spec.runtime,
+    };
+    meta.validate().map_err(|e| bad(e.to_string()))?;
+    if meta.model != model || meta.version != version {
+        return Err(bad(format!(
+            "metadata says {} {}, the name says {model} {version}",
+            meta.model, meta.version
+        )));
+    }
+    Ok(meta)
+}
+
+/// The next targets role after adding (or replacing) one model target. A new release's
+/// `sequence` must be above every other release of the same model still listed, so that devices
+/// can order releases without trusting the network.
+pub fn with_target(
+    current: &Targets,
+    name: &str,
+    target: Target,
+    expires: Timestamp,
+) -> Result<Targets, Error> {
+    let meta = target_meta(name, &target)?;
+    for (other_name, other) in current.targets.iter() {
+        if other_name.raw() == name {
+            continue;
+        }
+        let Ok(other_meta) = target_meta(other_name.raw(), other) else {
+            continue;
+        };
+        if other_meta.model == meta.model && other_meta.sequence >= meta.sequence {
+            return Err(Error::Target {
+                name: name.to_string(),
+                detail: format!(
+                    "sequence {} is not above {} of {} already listed; give the release a higher sequence",
+                    meta.sequence,
+                    other_meta.sequence,
+                    other_name.raw()
+                ),
+            });
+        }
+    }
+    let mut next = current.clone();
+    next.version = nonzero(current.version.get() + 1, "targets")?;
+    next.expires = expires;
+    let target_name = tough::TargetName::new(name).map_err(|e| Error::Target {
+        name: name.to_string(),
+        detail: e.to_string(),
+    })?;
+    next.targets.insert(target_name, target);
+    Ok(next)
+}
+
+/// The next targets role without `name`: revocation. Devices refuse a target no longer listed.
+pub fn without_target(current: &Targets, name: &str, expires: Timestamp) -> Result<Targets, Error> {
+    let mut next = current.clone();
+    let before = next.targets.len();
+    next.targets.retain(|n, _| n.raw() != name);
+    if next.targets.len() == before {
+        return Err(Error::UnknownTarget {
+            name: name.to_string(),
+        });
+    }
+    next.version = nonzero(current.version.get() + 1, "targets")?;
+    next.expires = expires;
+    Ok(next)
+}

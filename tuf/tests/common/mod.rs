@@ -1,0 +1,234 @@
+//! A real repository on disk, made with the operator and repository code, and a device client
+//! pointed at it (file:// by default; tests tamper with a copy to play the attacker).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use edgefleet_protocol::target::{ModelTargetMeta, ReleaseFiles};
+use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, TrustedRepo};
+use edgefleet_tuf::keys::{self, PemKeySource};
+use edgefleet_tuf::operator::{self, Expiries, RoleSpec, RootSpec};
+use edgefleet_tuf::repo::{OnlineKeys, RepoStore};
+use jiff::Timestamp;
+use tough::key_source::KeySource;
+use tough::schema::{Root, Signed, Targets};
+use url::Url;
+
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+    pub keys: PathBuf,
+    pub repo: RepoStore,
+    pub repo_dir: PathBuf,
+    pub client_dir: PathBuf,
+}
+
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+pub fn release(dir: &str) -> (Vec<u8>, ModelTargetMeta) {
+    let dir = models_dir().join(dir);
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let baseline = std::fs::read(dir.join("baseline.json")).ok();
+    let meta = ReleaseFiles {
+        release: &read("release.json"),
+        interface: &read("interface.json"),
+        health: &read("health.json"),
+        baseline: baseline.as_deref(),
+    }
+    .assemble()
+    .unwrap();
+    (read("model.onnx"), meta)
+}
+
+pub fn source(keys: &Path, name: &str) -> Box<dyn KeySource> {
+    Box::new(PemKeySource {
+        path: keys.join(format!("{name}.pem")),
+    })
+}
+
+pub fn public(keys: &Path, name: &str) -> tough::schema::key::Key {
+    keys::read_public(&keys.join(format!("{name}.pub.json"))).unwrap()
+}
+
+pub fn spec(keys: &Path, root: &[&str], root_threshold: u64) -> RootSpec {
+    RootSpec {
+        root: RoleSpec {
+            keys: root.iter().map(|n| public(keys, n)).collect(),
+            threshold: root_threshold,
+        },
+        targets: RoleSpec {
+            keys: vec![public(keys, "targets")],
+            threshold: 1,
+        },
+        snapshot: RoleSpec {
+            keys: vec![public(keys, "snapshot")],
+            threshold: 1,
+        },
+        timestamp: RoleSpec {
+            keys: vec![public(keys, "timestamp")],
+            threshold: 1,
+        },
+    }
+}
+
+pub fn online(keys: &Path) -> OnlineKeys {
+    OnlineKeys {
+        snapshot: source(keys, "snapshot"),
+        timestamp: source(keys, "timestamp"),
+    }
+}
+
+impl Fixture {
+    /// A repository created at `now` (pass a past time to make its metadata expire) holding
+    /// churn 1.0.0.
+    pub async fn new_at(now: Timestamp) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = tmp.path().join("keys");
+        for name in [
+            "root",
+            "root-2",
+            "root-3",
+            "targets",
+            "snapshot",
+            "timestamp",
+            "intruder",
+        ] {
+            keys::generate(&keys, name).unwrap();
+        }
+        let root = operator::build_root(
+            &spec(&keys, &["root"], 1),
+            1,
+            operator::days_after(now, 365).unwrap(),
+        )
+        .unwrap();
+        let root_bytes = operator::sign_root(&root, &[&root], &[source(&keys, "root")])
+            .await
+            .unwrap();
+        let targets = operator::empty_targets(1, operator::days_after(now, 90).unwrap()).unwrap();
+        let targets = operator::sign_with(targets, &root, &[source(&keys, "targets")])
+            .await
+            .unwrap();
+        let repo_dir = tmp.path().join("repo");
+        let (repo, _) = RepoStore::create(
+            &repo_dir,
+            &root_bytes,
+            &operator::to_bytes(&targets).unwrap(),
+            online(&keys),
+            Expiries::default(),
+            now,
+        )
+        .await
+        .unwrap();
+        let client_dir = tmp.path().join("device/tuf");
+        client::init(&client_dir, &root_bytes).unwrap();
+        let mut f = Self {
+            tmp,
+            keys,
+            repo,
+            repo_dir,
+            client_dir,
+        };
+        f.push("churn/1.0.0", now).await;
+        f
+    }
+
+    pub async fn new() -> Self {
+        Self::new_at(Timestamp::now()).await
+    }
+
+    pub fn root(&self) -> Root {
+        self.repo.root().unwrap().signed
+    }
+
+    pub fn current_targets(&self) -> Targets {
+        self.repo.targets().unwrap().0.signed
+    }
+
+    /// Signs the next targets with the release added (operator side) and publishes it.
+    pub async fn push(&mut self, release_dir: &str, now: Timestamp) -> String {
+        let (bytes, meta) = release(release_dir);
+        let (name, target) = operator::model_target(&bytes, &meta).unwrap();
+        self.repo.store_artifact(&name, &bytes).unwrap();
+        let next = operator::with_target(
+            &self.current_targets(),
+            &name,
+            target,
+            operator::days_after(now, 90).unwrap(),
+        )
+        .unwrap();
+        let signed = operator::sign_with(next, &self.root(), &[source(&self.keys, "targets")])
+            .await
+            .unwrap();
+        self.repo
+            .accept_targets(&operator::to_bytes(&signed).unwrap(), now)
+            .await
+            .unwrap();
+        name
+    }
+
+    pub fn config_for(&self, repo_dir: &Path) -> ClientConfig {
+        ClientConfig {
+            metadata_dir: self.client_dir.clone(),
+            metadata_url: Url::from_directory_path(repo_dir.join("metadata")).unwrap(),
+            targets_url: Url::from_directory_path(repo_dir.join("targets")).unwrap(),
+            limits: ClientLimits::default(),
+        }
+    }
+
+    pub async fn refresh(&self) -> Result<TrustedRepo, edgefleet_tuf::Error> {
+        client::refresh(&self.config_for(&self.repo_dir), tough::FilesystemTransport).await
+    }
+
+    pub async fn refresh_from(&self, mirror: &Path) -> Result<TrustedRepo, edgefleet_tuf::Error> {
+        client::refresh(&self.config_for(mirror), tough::FilesystemTransport).await
+    }
+
+    /// A copy of the repository an attacker can edit.
+    pub fn mirror(&self) -> PathBuf {
+        let dst = self.tmp.path().join(format!("mirror-{}", rand_suffix()));
+        copy_dir(&self.repo_dir, &dst);
+        dst
+    }
+
+    /// The device's cached trusted metadata, to check that a refused update changed nothing.
+    pub fn client_state(&self) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.client_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+pub fn read_signed<T: serde::de::DeserializeOwned>(path: &Path) -> Signed<T> {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+}
