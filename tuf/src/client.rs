@@ -120,6 +120,14 @@ pub struct TrustedRepo {
     targets_url: Url,
 }
 
+/// Any target: what the signed metadata says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainTarget {
+    pub name: String,
+    pub length: u64,
+    pub sha256_hex: String,
+}
+
 /// One model target, verified and parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelTarget {
@@ -153,7 +161,7 @@ pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
         max_snapshot_size: config.limits.max_metadata_bytes,
         max_root_updates: 1024,
     };
-    let repo = RepositoryLoader::new(
+    let loaded = RepositoryLoader::new(
         &trusted_root,
         config.metadata_url.clone(),
         config.targets_url.clone(),
@@ -162,24 +170,52 @@ pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
     .limits(limits)
     .datastore(&state)
     .load()
-    .await
-    .map_err(|e| Error::Update(error_chain(&e)))?;
-
-    let root = repo.root();
-    verify_distinct(&root.signed, root)?;
-    verify_distinct(&root.signed, repo.timestamp())?;
-    verify_distinct(&root.signed, repo.snapshot())?;
-    verify_distinct(&root.signed, repo.targets())?;
-
+    .await;
     let seen = recording
         .seen
         .lock()
         .map_err(|_| Error::Update("recording lock poisoned".into()))?
         .clone();
+    let repo = match loaded {
+        Ok(repo) => repo,
+        Err(e) => {
+            // Roles verified before the one that failed (a newer root, say) stay trusted, as the
+            // TUF workflow requires; nothing from the failing role on is.
+            persist_trusted(dir, &state, &seen)?;
+            return Err(Error::Update(error_chain(&e)));
+        }
+    };
+    let root = repo.root();
+    verify_distinct(&root.signed, root)?;
+    verify_distinct(&root.signed, repo.timestamp())?;
+    verify_distinct(&root.signed, repo.snapshot())?;
+    verify_distinct(&root.signed, repo.targets())?;
+    persist_trusted(dir, &state, &seen)?;
+    Ok(TrustedRepo {
+        repo,
+        limits: config.limits,
+        transport: Box::new(transport),
+        targets_url: config.targets_url.clone(),
+    })
+}
+
+/// Writes, for each top-level role tough now trusts (its `.tough/` copies), the exact bytes this
+/// refresh received for that version, after checking them again with distinct-key thresholds.
+fn persist_trusted(dir: &Path, state: &Path, seen: &HashMap<String, Vec<u8>>) -> Result<(), Error> {
+    fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+    fn version_of(bytes: &[u8]) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        v.get("signed")?.get("version")?.as_u64()
+    }
+    let Some(root) = read::<Signed<Root>>(&state.join("root.json")) else {
+        return Ok(());
+    };
+    if verify_distinct(&root.signed, &root).is_err() {
+        return Ok(());
+    }
     let consistent = root.signed.consistent_snapshot;
-    let root_version = root.signed.version.get();
-    let snapshot_version = repo.snapshot().signed.version.get();
-    let targets_version = repo.targets().signed.version.get();
     let versioned = |v: u64, role: &str| {
         if consistent {
             format!("{v}.{role}.json")
@@ -187,23 +223,52 @@ pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
             format!("{role}.json")
         }
     };
-    let files = [
-        (format!("{root_version}.root.json"), "root.json"),
-        ("timestamp.json".to_string(), "timestamp.json"),
-        (versioned(snapshot_version, "snapshot"), "snapshot.json"),
-        (versioned(targets_version, "targets"), "targets.json"),
-    ];
-    for (fetched, cached) in files {
-        if let Some(bytes) = seen.get(&fetched) {
-            write_atomic(&dir.join(cached), bytes)?;
-        }
+    let root_version = root.signed.version.get();
+    if let Some(bytes) = seen
+        .get(&format!("{root_version}.root.json"))
+        .filter(|b| version_of(b) == Some(root_version))
+    {
+        write_atomic(&dir.join("root.json"), bytes)?;
     }
-    Ok(TrustedRepo {
-        repo,
-        limits: config.limits,
-        transport: Box::new(transport),
-        targets_url: config.targets_url.clone(),
-    })
+    for role in ["timestamp", "snapshot", "targets"] {
+        let Some(trusted) = read::<serde_json::Value>(&state.join(format!("{role}.json"))) else {
+            break;
+        };
+        let Some(version) = trusted
+            .get("signed")
+            .and_then(|s| s.get("version"))
+            .and_then(serde_json::Value::as_u64)
+        else {
+            break;
+        };
+        let fetched = if role == "timestamp" {
+            "timestamp.json".to_string()
+        } else {
+            versioned(version, role)
+        };
+        let Some(bytes) = seen
+            .get(&fetched)
+            .filter(|b| version_of(b) == Some(version))
+        else {
+            continue;
+        };
+        let distinct = match role {
+            "timestamp" => serde_json::from_slice::<Signed<tough::schema::Timestamp>>(bytes)
+                .map_err(|e| Error::malformed(role, e))
+                .and_then(|m| verify_distinct(&root.signed, &m)),
+            "snapshot" => serde_json::from_slice::<Signed<tough::schema::Snapshot>>(bytes)
+                .map_err(|e| Error::malformed(role, e))
+                .and_then(|m| verify_distinct(&root.signed, &m)),
+            _ => serde_json::from_slice::<Signed<tough::schema::Targets>>(bytes)
+                .map_err(|e| Error::malformed(role, e))
+                .and_then(|m| verify_distinct(&root.signed, &m)),
+        };
+        if distinct.is_err() {
+            break;
+        }
+        write_atomic(&dir.join(format!("{role}.json")), bytes)?;
+    }
+    Ok(())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -240,10 +305,20 @@ impl TrustedRepo {
         self.repo.targets().signed.version.get()
     }
 
-    /// A target from the current signed targets, with its model metadata checked.
-    pub fn model_target(&self, name: &str) -> Result<ModelTarget, Error> {
-        let unknown = || Error::UnknownTarget {
+    /// Any target of the current signed targets, delegated roles included. A name that path
+    /// resolution would change (`a/../b`) is refused rather than resolved.
+    pub fn plain_target(&self, name: &str) -> Result<PlainTarget, Error> {
+        let (_, target) = self.find(name)?;
+        Ok(PlainTarget {
             name: name.to_string(),
+            length: target.length,
+            sha256_hex: hex::encode(&target.hashes.sha256),
+        })
+    }
+
+    fn find(&self, name: &str) -> Result<(TargetName, &tough::schema::Target), Error> {
+        let unknown = || Error::UnknownTarget {
+            name: name.chars().take(200).collect(),
         };
         let target_name = TargetName::new(name).map_err(|_| unknown())?;
         if target_name.resolved() != name {
@@ -253,9 +328,14 @@ impl TrustedRepo {
             .repo
             .targets()
             .signed
-            .targets
-            .get(&target_name)
-            .ok_or_else(unknown)?;
+            .find_target(&target_name, false)
+            .map_err(|_| unknown())?;
+        Ok((target_name, target))
+    }
+
+    /// A model target of the current signed targets, with its model metadata checked.
+    pub fn model_target(&self, name: &str) -> Result<ModelTarget, Error> {
+        let (_, target) = self.find(name)?;
         let meta = target_meta(name, target)?;
         Ok(ModelTarget {
             name: name.to_string(),
@@ -284,6 +364,23 @@ impl TrustedRepo {
     /// Returns the verified bytes: the caller installs from them, never by re-reading a path. On
     /// any failure the partial file is removed.
     pub async fn fetch(&self, target: &ModelTarget, staging_dir: &Path) -> Result<Vec<u8>, Error> {
+        self.fetch_plain(
+            &PlainTarget {
+                name: target.name.clone(),
+                length: target.length,
+                sha256_hex: target.sha256_hex.clone(),
+            },
+            staging_dir,
+        )
+        .await
+    }
+
+    /// [`TrustedRepo::fetch`] for any target.
+    pub async fn fetch_plain(
+        &self,
+        target: &PlainTarget,
+        staging_dir: &Path,
+    ) -> Result<Vec<u8>, Error> {
         let fail = |detail: String| Error::Download {
             name: target.name.clone(),
             detail,
@@ -304,7 +401,7 @@ impl TrustedRepo {
     }
 
     /// The spec's download path: `dir/HASH.file` under consistent snapshots, `dir/file` otherwise.
-    fn target_url(&self, target: &ModelTarget) -> Result<Url, String> {
+    fn target_url(&self, target: &PlainTarget) -> Result<Url, String> {
         let path = if self.repo.root().signed.consistent_snapshot {
             match target.name.rsplit_once('/') {
                 Some((dir, file)) => format!("{dir}/{}.{file}", target.sha256_hex),
@@ -318,7 +415,7 @@ impl TrustedRepo {
             .map_err(|e| format!("target URL for {path:?}: {e}"))
     }
 
-    async fn fetch_into(&self, target: &ModelTarget, part: &Path) -> Result<Vec<u8>, String> {
+    async fn fetch_into(&self, target: &PlainTarget, part: &Path) -> Result<Vec<u8>, String> {
         use std::io::Write;
         let url = self.target_url(target)?;
         let mut stream = self
@@ -370,4 +467,9 @@ impl TrustedRepo {
         file.sync_all().map_err(|e| e.to_string())?;
         Ok(bytes)
     }
+}
+
+/// Hex sha256 of `bytes`, as targets metadata writes it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha256(bytes))
 }

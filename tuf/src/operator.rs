@@ -366,3 +366,19 @@ pub fn without_target(current: &Targets, name: &str, expires: Timestamp) -> Resu
     next.expires = expires;
     Ok(next)
 }
+
+/// The keys and threshold a root assigns to `role`, to carry them into a rotated root.
+pub fn role_spec_of(root: &Root, role: RoleType) -> Result<RoleSpec, Error> {
+    let keys = root
+        .roles
+        .get(&role)
+        .ok_or_else(|| Error::InvalidRoot(format!("root has no {role} role")))?;
+    Ok(RoleSpec {
+        keys: keys
+            .keyids
+            .iter()
+            .filter_map(|id| root.keys.get(id).cloned())
+            .collect(),
+        threshold: keys.threshold.get(),
+    })
+}

@@ -1,0 +1,162 @@
+//! Downloads over real HTTP (tough's transport, a misbehaving server on loopback): a mirror that
+//! lies about lengths, never stops, or trickles is cut off, and no partial file stays behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use edgefleet_tuf::client::{self, ClientConfig, ClientLimits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use url::Url;
+
+#[derive(Clone, Copy, Debug)]
+enum Artifact {
+    Honest,
+    /// Content-Length says one byte less than the signed length, then sends everything.
+    LyingContentLength,
+    /// No Content-Length; bytes forever (until the client hangs up).
+    Endless,
+    /// One byte every 200 ms.
+    Trickle,
+}
+
+/// Serves `repo_dir` over HTTP/1.1 on loopback, misbehaving on artifact requests as told.
+async fn serve(repo_dir: PathBuf, mode: Artifact) -> Url {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let repo_dir = repo_dir.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/')
+                    .to_string();
+                let file = repo_dir.join(&path);
+                let Ok(body) = std::fs::read(&file) else {
+                    let _ = sock.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                    return;
+                };
+                let is_artifact = path.starts_with("targets/");
+                match (is_artifact, mode) {
+                    (false, _) | (true, Artifact::Honest) => {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = sock.write_all(head.as_bytes()).await;
+                        let _ = sock.write_all(&body).await;
+                    }
+                    (true, Artifact::LyingContentLength) => {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            body.len() - 1
+                        );
+                        let _ = sock.write_all(head.as_bytes()).await;
+                        let _ = sock.write_all(&body).await;
+                    }
+                    (true, Artifact::Endless) => {
+                        let _ = sock
+                            .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
+                            .await;
+                        let _ = sock.write_all(&body).await;
+                        let chunk = vec![0x42u8; 64 * 1024];
+                        for _ in 0..100_000 {
+                            if sock.write_all(&chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    (true, Artifact::Trickle) => {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = sock.write_all(head.as_bytes()).await;
+                        for byte in body.iter().take(200) {
+                            if sock.write_all(&[*byte]).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Url::parse(&format!("http://{addr}/")).unwrap()
+}
+
+fn transport() -> tough::HttpTransport {
+    tough::HttpTransportBuilder::new()
+        .timeout(Duration::from_secs(20))
+        .connect_timeout(Duration::from_secs(2))
+        .tries(1)
+        .build()
+}
+
+async fn attempt(mode: Artifact) -> (Result<Vec<u8>, edgefleet_tuf::Error>, PathBuf, Fixture) {
+    let f = Fixture::new().await;
+    let base = serve(f.repo_dir.clone(), mode).await;
+    let config = ClientConfig {
+        metadata_dir: f.client_dir.clone(),
+        metadata_url: base.join("metadata/").unwrap(),
+        targets_url: base.join("targets/").unwrap(),
+        limits: ClientLimits {
+            grace: Duration::from_secs(1),
+            min_bytes_per_second: 1024,
+            stall_timeout: Duration::from_secs(3),
+            ..ClientLimits::default()
+        },
+    };
+    let trusted = client::refresh(&config, transport()).await.unwrap();
+    let target = trusted
+        .model_target("models/churn/1.0.0/model.onnx")
+        .unwrap();
+    let staging = f.tmp.path().join("staging");
+    let result = trusted.fetch(&target, &staging).await;
+    (result, staging, f)
+}
+
+#[tokio::test]
+async fn an_honest_mirror_over_http_delivers_the_signed_bytes() {
+    let (result, _, _f) = attempt(Artifact::Honest).await;
+    assert_eq!(result.unwrap(), release("churn/1.0.0").0);
+}
+
+#[tokio::test]
+async fn lying_content_length_endless_bodies_and_trickles_are_cut_off_leaving_no_part_file() {
+    for mode in [
+        Artifact::LyingContentLength,
+        Artifact::Endless,
+        Artifact::Trickle,
+    ] {
+        let started = std::time::Instant::now();
+        let (result, staging, _f) = attempt(mode).await;
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, edgefleet_tuf::Error::Download { .. }),
+            "{mode:?}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{mode:?} took {:?}",
+            started.elapsed()
+        );
+        let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "{mode:?}: part file left behind");
+    }
+}
