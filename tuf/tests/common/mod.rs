@@ -192,16 +192,18 @@ impl Fixture {
         dst
     }
 
-    /// The device's cached trusted metadata, to check that a refused update changed nothing.
-    pub fn client_state(&self) -> Vec<(String, Vec<u8>)> {
+    /// The device's cached trusted metadata (file name and sha256), to check that a refused
+    /// update changed nothing.
+    pub fn client_state(&self) -> Vec<(String, String)> {
         let mut files: Vec<_> = std::fs::read_dir(&self.client_dir)
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_file())
             .map(|e| {
+                let bytes = std::fs::read(e.path()).unwrap();
                 (
                     e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
+                    edgefleet_tuf::client::sha256_hex(&bytes),
                 )
             })
             .collect();
