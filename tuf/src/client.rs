@@ -181,7 +181,7 @@ pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
         Err(e) => {
             // Roles verified before the one that failed (a newer root, say) stay trusted, as the
             // TUF workflow requires; nothing from the failing role on is.
-            persist_trusted(dir, &state, &seen)?;
+            persist_trusted(dir, &state, &seen, Recheck::Yes)?;
             return Err(Error::Update(error_chain(&e)));
         }
     };
@@ -190,7 +190,7 @@ pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
     verify_distinct(&root.signed, repo.timestamp())?;
     verify_distinct(&root.signed, repo.snapshot())?;
     verify_distinct(&root.signed, repo.targets())?;
-    persist_trusted(dir, &state, &seen)?;
+    persist_trusted(dir, &state, &seen, Recheck::No)?;
     Ok(TrustedRepo {
         repo,
         limits: config.limits,
@@ -199,9 +199,22 @@ pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
     })
 }
 
+/// Whether [`persist_trusted`] must check distinct-key thresholds itself (after a failed
+/// refresh) or they were just checked on the whole loaded repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recheck {
+    Yes,
+    No,
+}
+
 /// Writes, for each top-level role tough now trusts (its `.tough/` copies), the exact bytes this
-/// refresh received for that version, after checking them again with distinct-key thresholds.
-fn persist_trusted(dir: &Path, state: &Path, seen: &HashMap<String, Vec<u8>>) -> Result<(), Error> {
+/// refresh received for that version.
+fn persist_trusted(
+    dir: &Path,
+    state: &Path,
+    seen: &HashMap<String, Vec<u8>>,
+    recheck: Recheck,
+) -> Result<(), Error> {
     fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
@@ -253,6 +266,7 @@ fn persist_trusted(dir: &Path, state: &Path, seen: &HashMap<String, Vec<u8>>) ->
             continue;
         };
         let distinct = match role {
+            _ if recheck == Recheck::No => Ok(()),
             "timestamp" => serde_json::from_slice::<Signed<tough::schema::Timestamp>>(bytes)
                 .map_err(|e| Error::malformed(role, e))
                 .and_then(|m| verify_distinct(&root.signed, &m)),
@@ -426,6 +440,7 @@ impl TrustedRepo {
         let mut file =
             std::fs::File::create(part).map_err(|e| format!("{}: {e}", part.display()))?;
         let mut bytes = Vec::with_capacity(usize::try_from(target.length).unwrap_or(0));
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let started = Instant::now();
         loop {
             let next = tokio::time::timeout(self.limits.stall_timeout, stream.next())
@@ -434,6 +449,7 @@ impl TrustedRepo {
             let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| error_chain(&e))?;
             bytes.extend_from_slice(&chunk);
+            digest.update(&chunk);
             if bytes.len() as u64 > target.length {
                 return Err(format!(
                     "more than the signed length of {} bytes",
@@ -461,7 +477,7 @@ impl TrustedRepo {
                 target.length
             ));
         }
-        if hex::encode(sha256(&bytes)) != target.sha256_hex {
+        if hex::encode(digest.finish()) != target.sha256_hex {
             return Err("sha256 does not match the signed hash".into());
         }
         file.sync_all().map_err(|e| e.to_string())?;
