@@ -52,7 +52,7 @@ pub type Inputs = BTreeMap<String, F32Tensor>;
 pub type Outputs = BTreeMap<String, F32Tensor>;
 
 /// An inference back-end.
-pub trait Runtime: Send + Sync {
+pub trait Runtime: Send + Sync + std::fmt::Debug {
     /// Short name reported to operators (`tract`, `onnxruntime`).
     fn name(&self) -> &'static str;
 

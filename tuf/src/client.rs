@@ -408,9 +408,9 @@ impl TrustedRepo {
         std::fs::create_dir_all(staging_dir).map_err(Error::io(staging_dir))?;
         let part = staging_dir.join(format!("{}.part", target.sha256_hex));
         let result = self.fetch_into(target, &part).await.map_err(fail);
-        if result.is_err() {
-            let _ = std::fs::remove_file(&part);
-        }
+        // The caller gets the verified bytes; the partial file only bounds memory use during the
+        // transfer (and is where a resumed download will pick up).
+        let _ = std::fs::remove_file(&part);
         result
     }
 

@@ -1,0 +1,462 @@
+//! The agent's core: the install pipeline (stage → load → health check → activate → probation →
+//! commit, or reject / roll back), start-up recovery, and the models it serves.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use edgefleet_inference::Runtime;
+use edgefleet_inference::health::{self, HealthReport};
+use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, ModelTarget};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::lifecycle::{Event, Next, Outcome};
+use crate::metrics::{ActiveLabels, Metrics, OutcomeLabels};
+use crate::probation::{self, Policy, Verdict};
+use crate::serving::{Serving, Slot};
+use crate::store::{Store, StoreError, StoredVersion};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Verify(#[from] edgefleet_tuf::Error),
+    #[error("{target}: rejected: {reason}")]
+    Rejected { target: String, reason: String },
+    #[error("artifact of {target} is {size} bytes, over limits.max_artifact_bytes ({limit})")]
+    TooLarge {
+        target: String,
+        size: u64,
+        limit: u64,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What an install did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum InstallReport {
+    /// Serving now; probation runs in the background.
+    Activated {
+        target: String,
+        load_ms: f64,
+        health_p50_ms: f64,
+        health_p99_ms: f64,
+    },
+    /// Already the active version: nothing to do.
+    AlreadyActive { target: String },
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Test hook for crash-safety tests: `EDGE_AGENT_CRASH_AT=<state>` aborts the process right after
+/// that state is journaled, as a power cut would.
+fn crash_point(state: &str) {
+    if std::env::var("EDGE_AGENT_CRASH_AT").is_ok_and(|s| s == state) {
+        warn!(state, "EDGE_AGENT_CRASH_AT reached: aborting");
+        std::process::abort();
+    }
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub serving: Arc<Serving>,
+    pub metrics: Arc<Metrics>,
+    runtime: Arc<dyn Runtime>,
+    /// One install at a time: installs are rare and each one holds the CPU for its health check.
+    install_lock: tokio::sync::Mutex<()>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, InstallError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| InstallError::Internal(e.to_string()))
+}
+
+impl Agent {
+    /// Opens the store, finishes whatever a crash left in flight, and loads every active model.
+    pub async fn start(
+        config: Config,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Arc<Self>, InstallError> {
+        let data_dir = config.data_dir.clone();
+        let store = Arc::new(blocking(move || Store::open(&data_dir)).await??);
+        let recovered = {
+            let store = store.clone();
+            blocking(move || store.recover(now_unix())).await??
+        };
+        let metrics = Arc::new(Metrics::default());
+        for (model, outcome) in &recovered {
+            warn!(
+                model,
+                outcome = outcome.as_str(),
+                "finished an install interrupted by a restart"
+            );
+            metrics
+                .updates
+                .get_or_create(&OutcomeLabels {
+                    model: model.clone(),
+                    outcome: outcome.as_str().into(),
+                })
+                .inc();
+        }
+        let agent = Arc::new(Self {
+            config,
+            store,
+            serving: Arc::new(Serving::default()),
+            metrics,
+            runtime,
+            install_lock: tokio::sync::Mutex::new(()),
+        });
+        for model in agent.store.model_names()? {
+            agent.load_active(&model).await?;
+        }
+        Ok(agent)
+    }
+
+    /// Puts the stored active version of `model` in service (start-up, rollback).
+    async fn load_active(&self, model: &str) -> Result<(), InstallError> {
+        let store = self.store.clone();
+        let name = model.to_string();
+        let Some(record) = blocking(move || store.record(&name)).await?? else {
+            return Ok(());
+        };
+        let Some(active) = record.active else {
+            self.serving.swap(model, None);
+            return Ok(());
+        };
+        match self.load_slot(&active).await {
+            Ok((slot, _)) => {
+                self.put_in_service(model, Arc::new(slot));
+                Ok(())
+            }
+            Err(e) => {
+                warn!(model, target = %active.target, error = %e, "active version does not load");
+                Err(e)
+            }
+        }
+    }
+
+    async fn load_slot(&self, version: &StoredVersion) -> Result<(Slot, f64), InstallError> {
+        let store = self.store.clone();
+        let model = version.meta.model.to_string();
+        let sha = version.sha256.clone();
+        let bytes = blocking(move || store.read_artifact(&model, &sha)).await??;
+        self.slot_from_bytes(version, bytes).await
+    }
+
+    async fn slot_from_bytes(
+        &self,
+        version: &StoredVersion,
+        bytes: Vec<u8>,
+    ) -> Result<(Slot, f64), InstallError> {
+        let runtime = self.runtime.clone();
+        let meta = Arc::new(version.meta.clone());
+        let interface = meta.interface.clone();
+        let loaded = blocking(move || runtime.load(&bytes, &interface))
+            .await?
+            .map_err(|e| InstallError::Rejected {
+                target: version.target.clone(),
+                reason: e.to_string(),
+            })?;
+        let load_ms = loaded.load_time.as_secs_f64() * 1e3;
+        Ok((
+            Slot {
+                sha256: version.sha256.clone(),
+                target: version.target.clone(),
+                meta,
+                model: loaded.model,
+                stats: Default::default(),
+            },
+            load_ms,
+        ))
+    }
+
+    fn put_in_service(&self, model: &str, slot: Arc<Slot>) -> Option<Arc<Slot>> {
+        let labels = ActiveLabels {
+            model: model.to_string(),
+            version: slot.meta.version.to_string(),
+            runtime: slot.model.runtime().to_string(),
+        };
+        let old = self.serving.swap(model, Some(slot));
+        if let Some(old) = &old {
+            self.metrics
+                .active
+                .get_or_create(&ActiveLabels {
+                    model: model.to_string(),
+                    version: old.meta.version.to_string(),
+                    runtime: old.model.runtime().to_string(),
+                })
+                .set(0);
+        }
+        self.metrics.active.get_or_create(&labels).set(1);
+        old
+    }
+
+    async fn transition(
+        &self,
+        model: &str,
+        event: Event,
+        detail: Option<String>,
+    ) -> Result<Next, InstallError> {
+        let store = self.store.clone();
+        let model = model.to_string();
+        let next = blocking(move || store.transition(&model, event, detail.as_deref(), now_unix()))
+            .await??;
+        Ok(next)
+    }
+
+    fn count(&self, model: &str, outcome: Outcome) {
+        self.metrics
+            .updates
+            .get_or_create(&OutcomeLabels {
+                model: model.to_string(),
+                outcome: outcome.as_str().into(),
+            })
+            .inc();
+    }
+
+    /// Installs a verified candidate. `artifact` must be the bytes the TUF client verified
+    /// against `target`; they are what gets written and loaded. Returns once the candidate
+    /// serves (probation continues in the background) or was rejected.
+    pub async fn install(
+        self: &Arc<Self>,
+        target: &ModelTarget,
+        artifact: Vec<u8>,
+    ) -> Result<InstallReport, InstallError> {
+        let _guard = self.install_lock.lock().await;
+        let model = target.meta.model.to_string();
+        let version = StoredVersion {
+            sha256: target.sha256_hex.clone(),
+            target: target.name.clone(),
+            meta: target.meta.clone(),
+        };
+        let record = {
+            let store = self.store.clone();
+            let m = model.clone();
+            blocking(move || store.record(&m)).await??
+        };
+        let floor = record.as_ref().map_or(0, |r| r.floor);
+        client::admit(target, floor)?;
+        if record
+            .as_ref()
+            .and_then(|r| r.active.as_ref())
+            .is_some_and(|a| a.sha256 == version.sha256)
+        {
+            return Ok(InstallReport::AlreadyActive {
+                target: target.name.clone(),
+            });
+        }
+        let size = artifact.len() as u64;
+        if size > self.config.limits.max_artifact_bytes {
+            return Err(InstallError::TooLarge {
+                target: target.name.clone(),
+                size,
+                limit: self.config.limits.max_artifact_bytes,
+            });
+        }
+        // Free space first, so a full disk never even starts an install.
+        {
+            let store = self.store.clone();
+            let margin = self.config.limits.min_free_disk_bytes;
+            blocking(move || store.check_free_space(size, margin)).await??;
+        }
+        {
+            let store = self.store.clone();
+            let v = version.clone();
+            blocking(move || store.begin(&v, now_unix())).await??;
+        }
+        crash_point("staging");
+        let written = {
+            let store = self.store.clone();
+            let v = version.clone();
+            let bytes = artifact.clone();
+            blocking(move || store.write_files(&v, &bytes)).await?
+        };
+        if let Err(e) = written {
+            return Err(self.reject(&model, &version.target, e.to_string()).await);
+        }
+        self.transition(&model, Event::FilesWritten, None).await?;
+        crash_point("staged");
+        self.transition(&model, Event::CheckStarted, None).await?;
+        crash_point("checking");
+
+        let (slot, load_ms) = match self.slot_from_bytes(&version, artifact).await {
+            Ok(s) => s,
+            Err(InstallError::Rejected { reason, .. }) => {
+                return Err(self
+                    .reject(&model, &version.target, format!("load failed: {reason}"))
+                    .await);
+            }
+            Err(e) => return Err(self.reject(&model, &version.target, e.to_string()).await),
+        };
+        let slot = Arc::new(slot);
+        let report = {
+            let slot = slot.clone();
+            let mut spec = version.meta.health.clone();
+            spec.p99_budget_ms *= self.config.limits.latency_budget_factor;
+            blocking(move || health::check(slot.model.as_ref(), &slot.meta.interface, &spec))
+                .await?
+        };
+        let report: HealthReport = match report {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(self
+                    .reject(&model, &version.target, format!("health check failed: {e}"))
+                    .await);
+            }
+        };
+
+        self.transition(&model, Event::Activated, None).await?;
+        let previous = self.put_in_service(&model, slot.clone());
+        info!(model, target = %version.target, p99_ms = report.p99_ms, "activated; probation begins");
+        crash_point("probation");
+        let agent = self.clone();
+        tokio::spawn(async move { agent.probation(model, slot, previous).await });
+        Ok(InstallReport::Activated {
+            target: version.target,
+            load_ms,
+            health_p50_ms: report.p50_ms,
+            health_p99_ms: report.p99_ms,
+        })
+    }
+
+    async fn reject(&self, model: &str, target: &str, reason: String) -> InstallError {
+        warn!(model, target, reason, "candidate rejected");
+        if let Err(e) = self
+            .transition(model, Event::Failed, Some(reason.clone()))
+            .await
+        {
+            return e;
+        }
+        self.count(model, Outcome::Rejected);
+        InstallError::Rejected {
+            target: target.to_string(),
+            reason,
+        }
+    }
+
+    /// Watches live traffic on the new slot for the probation window; rolls back on a breach.
+    async fn probation(
+        self: Arc<Self>,
+        model: String,
+        slot: Arc<Slot>,
+        previous: Option<Arc<Slot>>,
+    ) {
+        let p = &self.config.probation;
+        let policy = Policy {
+            min_requests: p.min_requests,
+            max_error_ratio: p.max_error_ratio,
+            max_p99_ms: slot.meta.health.p99_budget_ms
+                * self.config.limits.latency_budget_factor
+                * p.latency_factor,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(p.window_seconds);
+        let verdict = loop {
+            let (requests, errors, p99) = slot.stats.snapshot();
+            let verdict = probation::judge(requests, errors, p99, policy);
+            if matches!(verdict, Verdict::Breach(_)) || tokio::time::Instant::now() >= deadline {
+                break verdict;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let _guard = self.install_lock.lock().await;
+        match verdict {
+            Verdict::Healthy => match self.transition(&model, Event::ProbationPassed, None).await {
+                Ok(_) => {
+                    info!(model, target = %slot.target, "probation passed; committed");
+                    self.count(&model, Outcome::Committed);
+                }
+                Err(e) => warn!(model, error = %e, "could not commit"),
+            },
+            Verdict::Breach(reason) => {
+                warn!(model, target = %slot.target, reason, "probation failed; rolling back");
+                // Back in service first: clients stop hitting the failing version at once.
+                let previous_target = previous.as_ref().map(|p| p.target.clone());
+                match previous {
+                    Some(prev) => {
+                        self.put_in_service(&model, prev);
+                    }
+                    None => {
+                        self.serving.swap(&model, None);
+                    }
+                }
+                let detail = format!("probation failed: {reason}");
+                if let Err(e) = self.transition(&model, Event::Failed, Some(detail)).await {
+                    warn!(model, error = %e, "could not journal the rollback");
+                }
+                self.count(&model, Outcome::RolledBack);
+                info!(model, to = ?previous_target, "rolled back");
+            }
+        }
+    }
+
+    /// `edge-agent install DIR`: verifies a repository directory (a USB stick made by
+    /// `fleetctl`) against the trusted root, then installs the named targets — or, with none
+    /// named, the highest-sequence release of every model in it.
+    pub async fn install_from_repository(
+        self: &Arc<Self>,
+        repo: &Path,
+        names: &[String],
+    ) -> Result<Vec<InstallReport>, InstallError> {
+        let tuf_dir = self.config.data_dir.join("tuf");
+        if !tuf_dir.join("root.json").exists() {
+            let root_path = &self.config.trusted_root_path;
+            let root = std::fs::read(root_path)
+                .map_err(|e| InstallError::Internal(format!("{}: {e}", root_path.display())))?;
+            client::init(&tuf_dir, &root)?;
+        }
+        let repo = std::fs::canonicalize(repo)
+            .map_err(|e| InstallError::Internal(format!("{}: {e}", repo.display())))?;
+        let url = |sub: &str| {
+            url::Url::from_directory_path(repo.join(sub))
+                .map_err(|()| InstallError::Internal(format!("{} is not absolute", repo.display())))
+        };
+        let config = ClientConfig {
+            metadata_dir: tuf_dir,
+            metadata_url: url("metadata")?,
+            targets_url: url("targets")?,
+            limits: ClientLimits {
+                max_artifact_bytes: self.config.limits.max_artifact_bytes,
+                ..ClientLimits::default()
+            },
+        };
+        let trusted = client::refresh(&config, tough::FilesystemTransport).await?;
+        let targets: Vec<ModelTarget> = if names.is_empty() {
+            let mut newest: std::collections::BTreeMap<String, ModelTarget> = Default::default();
+            for t in trusted.model_targets() {
+                let keep = newest
+                    .get(t.meta.model.as_str())
+                    .is_none_or(|cur| cur.meta.sequence < t.meta.sequence);
+                if keep {
+                    newest.insert(t.meta.model.to_string(), t);
+                }
+            }
+            newest.into_values().collect()
+        } else {
+            names
+                .iter()
+                .map(|n| trusted.model_target(n))
+                .collect::<Result<_, _>>()?
+        };
+        let staging = self.config.data_dir.join("store/staging");
+        let mut reports = Vec::new();
+        for target in targets {
+            let bytes = trusted.fetch(&target, &staging).await?;
+            reports.push(self.install(&target, bytes).await?);
+        }
+        Ok(reports)
+    }
+}

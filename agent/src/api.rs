@@ -1,0 +1,434 @@
+//! The local HTTP API, in the conventions model-serving clients already speak: the Open Inference
+//! Protocol (KServe v2; also Triton and MLServer) under `/v2`, plus a feature-level `:predict`,
+//! the model list, Prometheus metrics and the offline install under `/v1`.
+//!
+//! Every bad request gets a 4xx with a JSON body `{"error": ..., "field": ...}` naming what was
+//! wrong; model failures are 5xx and count against the model in probation.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use edgefleet_inference::{F32Tensor, Inputs};
+use edgefleet_protocol::DType;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::agent::{Agent, InstallError};
+use crate::serving::{InferError, Slot};
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: error.into(),
+            field: None,
+        }
+    }
+
+    fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.error });
+        if let Some(field) = self.field {
+            body["field"] = Value::String(field);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn protocol_error(e: &edgefleet_protocol::Error) -> ApiError {
+    use edgefleet_protocol::Error as E;
+    let field = match e {
+        E::UnknownFeature { feature }
+        | E::MissingFeature { feature }
+        | E::WrongFeatureType { feature, .. }
+        | E::NonFiniteFeature { feature }
+        | E::UnseenCategory { feature, .. } => Some(feature.clone()),
+        E::TensorMismatch { tensor, .. } => Some(tensor.clone()),
+        _ => None,
+    };
+    let err = ApiError::new(StatusCode::BAD_REQUEST, e.to_string());
+    match field {
+        Some(f) => err.field(f),
+        None => err,
+    }
+}
+
+fn infer_error(e: InferError) -> ApiError {
+    match e {
+        InferError::Request(edgefleet_inference::Error::Protocol(p)) => protocol_error(&p),
+        InferError::Request(edgefleet_inference::Error::Input { name, detail }) => {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("input {name:?}: {detail}")).field(name)
+        }
+        InferError::Request(other) => ApiError::new(StatusCode::BAD_REQUEST, other.to_string()),
+        InferError::Model(detail) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, detail),
+    }
+}
+
+pub fn router(agent: Arc<Agent>) -> Router {
+    let limit = agent.config.api.max_body_bytes;
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{name_action}", post(predict))
+        .route("/v1/admin/install", post(install))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(agent)
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+async fn ready(State(agent): State<Arc<Agent>>) -> Response {
+    let ready = agent.serving.any_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+fn slot(agent: &Agent, name: &str) -> Result<Arc<Slot>, ApiError> {
+    agent.serving.get(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no model {name:?} is being served; GET /v1/models lists them"),
+        )
+        .field("model")
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct TensorMeta {
+    name: String,
+    datatype: &'static str,
+    shape: Vec<i64>,
+}
+
+async fn model_metadata(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let slot = slot(&agent, &name)?;
+    let meta = |specs: &[edgefleet_protocol::interface::TensorSpec]| -> Vec<TensorMeta> {
+        specs
+            .iter()
+            .map(|s| TensorMeta {
+                name: s.name.clone(),
+                datatype: s.dtype.kserve_name(),
+                shape: s.shape.clone(),
+            })
+            .collect()
+    };
+    Ok(Json(json!({
+        "name": name,
+        "versions": [slot.meta.version.to_string()],
+        "platform": "onnx",
+        "inputs": meta(&slot.meta.interface.inputs),
+        "outputs": meta(&slot.meta.interface.outputs),
+        "runtime": slot.model.runtime(),
+    })))
+}
+
+async fn model_ready(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    slot(&agent, &name)?;
+    Ok(Json(json!({ "name": name, "ready": true })))
+}
+
+#[derive(Debug, Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<InferInput>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InferInput {
+    name: String,
+    shape: Vec<usize>,
+    datatype: String,
+    data: Value,
+}
+
+fn flatten(value: &Value, out: &mut Vec<f32>, name: &str) -> Result<(), ApiError> {
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                flatten(item, out, name)?;
+            }
+            Ok(())
+        }
+        Value::Number(n) => {
+            let v = n.as_f64().ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, "number out of range")
+                    .field(name.to_string())
+            })?;
+            out.push(v as f32);
+            Ok(())
+        }
+        other => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "input {name:?}: data must be numbers (row-major, flat or nested), found {other}"
+            ),
+        )
+        .field(name.to_string())),
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("inference task failed: {e}"),
+        )
+    })
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")).field("body")
+    })
+}
+
+async fn infer(
+    State(agent): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let slot = slot(&agent, &name)?;
+    let request: InferRequest = parse_body(&body)?;
+    let mut inputs = Inputs::new();
+    for input in &request.inputs {
+        if DType::from_kserve_name(&input.datatype) != Some(DType::Float32) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "input {:?}: datatype {:?} is not served; use FP32",
+                    input.name, input.datatype
+                ),
+            )
+            .field(input.name.clone()));
+        }
+        let mut data = Vec::new();
+        flatten(&input.data, &mut data, &input.name)?;
+        inputs.insert(
+            input.name.clone(),
+            F32Tensor {
+                shape: input.shape.clone(),
+                data,
+            },
+        );
+    }
+    let (outputs, _) = run_counted(&agent, &slot, inputs).await?;
+    let outputs: Vec<Value> = outputs
+        .into_iter()
+        .map(|(name, t)| json!({ "name": name, "datatype": "FP32", "shape": t.shape, "data": t.data }))
+        .collect();
+    Ok(Json(json!({
+        "model_name": name,
+        "model_version": slot.meta.version.to_string(),
+        "id": request.id,
+        "outputs": outputs,
+    })))
+}
+
+/// Runs one inference off the async threads and counts it in the metrics.
+async fn run_counted(
+    agent: &Agent,
+    slot: &Arc<Slot>,
+    inputs: Inputs,
+) -> Result<(edgefleet_inference::Outputs, std::time::Duration), ApiError> {
+    let served = slot.clone();
+    let result = run_blocking(move || served.infer(&inputs)).await?;
+    let labels = crate::metrics::VersionLabels {
+        model: slot.meta.model.to_string(),
+        version: slot.meta.version.to_string(),
+    };
+    match &result {
+        Ok((_, latency)) => {
+            agent.metrics.requests.get_or_create(&labels).inc();
+            agent
+                .metrics
+                .latency
+                .get_or_create(&labels)
+                .observe(latency.as_secs_f64());
+        }
+        Err(InferError::Model(_)) => {
+            agent.metrics.requests.get_or_create(&labels).inc();
+            agent.metrics.errors.get_or_create(&labels).inc();
+        }
+        Err(InferError::Request(_)) => {}
+    }
+    result.map_err(infer_error)
+}
+
+async fn predict(
+    State(agent): State<Arc<Agent>>,
+    Path(name_action): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Some(name) = name_action.strip_suffix(":predict") else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint /v1/models/{name_action}; use /v1/models/NAME:predict"),
+        ));
+    };
+    let slot = slot(&agent, name)?;
+    let row: serde_json::Map<String, Value> = match parse_body::<Value>(&body)? {
+        Value::Object(map) => map,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON object of named features",
+            )
+            .field("body"));
+        }
+    };
+    let Some(spec) = slot.meta.interface.prediction.clone() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("model {name:?} takes tensors; use /v2/models/{name}/infer"),
+        ));
+    };
+    let inputs =
+        edgefleet_inference::features_to_input(&slot.meta.interface, std::slice::from_ref(&row))
+            .map_err(|e| match e {
+                edgefleet_inference::Error::Protocol(p) => protocol_error(&p),
+                other => ApiError::new(StatusCode::BAD_REQUEST, other.to_string()),
+            })?;
+    let started = std::time::Instant::now();
+    let (outputs, _) = run_counted(&agent, &slot, inputs).await?;
+    let output = outputs.get(spec.output()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "prediction output missing",
+        )
+    })?;
+    let prediction = spec.interpret(&output.data);
+    Ok(Json(json!({
+        "model": name,
+        "version": slot.meta.version.to_string(),
+        "prediction": prediction.label,
+        "probabilities": prediction.probabilities,
+        "value": prediction.value,
+        "latency_ms": started.elapsed().as_secs_f64() * 1e3,
+        "runtime": slot.model.runtime(),
+    })))
+}
+
+async fn list_models(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
+    let store = agent.store.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        store.model_names().and_then(|names| {
+            names
+                .iter()
+                .map(|n| store.record(n))
+                .collect::<Result<Vec<_>, _>>()
+        })
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let models: Vec<Value> = records
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let version = |v: &Option<crate::store::StoredVersion>| {
+                v.as_ref().map(|v| json!({ "version": v.meta.version.to_string(), "sequence": v.meta.sequence, "sha256": v.sha256, "target": v.target }))
+            };
+            let serving = agent.serving.get(&r.model);
+            let state = match (&r.install, r.last_outcome.as_deref()) {
+                (Some((_, state)), _) => state.as_str().to_string(),
+                (None, Some(outcome)) => outcome.to_string(),
+                (None, None) => "idle".into(),
+            };
+            json!({
+                "name": r.model,
+                "active": version(&r.active),
+                "previous": version(&r.previous),
+                "installing": r.install.as_ref().map(|(v, _)| v.meta.version.to_string()),
+                "state": state,
+                "floor": r.floor,
+                "last_error": r.last_error,
+                "serving": serving.as_ref().map(|s| s.meta.version.to_string()),
+                "runtime": serving.as_ref().map(|s| s.model.runtime()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "models": models })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallRequest {
+    repository: std::path::PathBuf,
+    #[serde(default)]
+    targets: Vec<String>,
+}
+
+async fn install(
+    State(agent): State<Arc<Agent>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: InstallRequest = parse_body(&body)?;
+    match agent
+        .install_from_repository(&request.repository, &request.targets)
+        .await
+    {
+        Ok(reports) => Ok(Json(json!({ "installed": reports }))),
+        Err(e) => {
+            let status = match &e {
+                InstallError::Rejected { .. }
+                | InstallError::Verify(_)
+                | InstallError::TooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                InstallError::Store(crate::store::StoreError::Busy { .. }) => StatusCode::CONFLICT,
+                InstallError::Store(crate::store::StoreError::DiskFull { .. }) => {
+                    StatusCode::INSUFFICIENT_STORAGE
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(ApiError::new(status, e.to_string()))
+        }
+    }
+}
+
+async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        agent.metrics.encode(),
+    )
+        .into_response()
+}

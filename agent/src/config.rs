@@ -1,0 +1,296 @@
+//! The agent's configuration: TOML, every default documented here, validated before any port is
+//! bound or file written. `edge-agent check-config` prints every problem, by key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use edgefleet_protocol::DeviceId;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This device's id, `[A-Za-z0-9._-]{1,64}`. Required.
+    pub device_id: DeviceId,
+    /// Where the model store, its SQLite database and TUF metadata live.
+    /// Default `/var/lib/edgefleet`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The TUF root this device trusts (shipped with it, out of band). Default
+    /// `/etc/edgefleet/root.json`.
+    #[serde(default = "default_trusted_root")]
+    pub trusted_root_path: PathBuf,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub probation: Probation,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// `HOST:PORT` (loopback by default: the API has no authentication) or `unix:/path`.
+    /// Default `127.0.0.1:8700`.
+    pub listen: String,
+    /// Largest request body, in bytes. Default 8 MiB (a 224x224 image as JSON fits).
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish at shutdown. Default 10.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8700".into(),
+            max_body_bytes: 8 * 1024 * 1024,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest model artifact accepted, in bytes. Default 512 MiB.
+    pub max_artifact_bytes: u64,
+    /// Free space that must remain on the data dir's file system after staging, in bytes.
+    /// Default 64 MiB.
+    pub min_free_disk_bytes: u64,
+    /// Multiplies the target's health-check p99 budget (default 1.0): a slow board can be given
+    /// headroom without re-signing the model.
+    pub latency_budget_factor: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_artifact_bytes: 512 * 1024 * 1024,
+            min_free_disk_bytes: 64 * 1024 * 1024,
+            latency_budget_factor: 1.0,
+        }
+    }
+}
+
+/// After activation, live traffic decides whether the new version stays.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Probation {
+    /// Length of the probation window, in seconds. Default 60.
+    pub window_seconds: u64,
+    /// Requests needed before the error ratio is judged. Default 20.
+    pub min_requests: u64,
+    /// Largest acceptable share of failed inferences. Default 0.05.
+    pub max_error_ratio: f64,
+    /// Live p99 may be this many times the health check's budget. Default 3.0 (live traffic
+    /// queues; the health check does not).
+    pub latency_factor: f64,
+}
+
+impl Default for Probation {
+    fn default() -> Self {
+        Self {
+            window_seconds: 60,
+            min_requests: 20,
+            max_error_ratio: 0.05,
+            latency_factor: 3.0,
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/edgefleet")
+}
+
+fn default_trusted_root() -> PathBuf {
+    PathBuf::from("/etc/edgefleet/root.json")
+}
+
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: &'static str,
+    pub problem: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid agent configuration: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("{path} has {} problem(s):\n  {}", problems.len(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        Ok(config)
+    }
+
+    /// Every problem, not just the first, so one edit fixes them all.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key, problem: String| out.push(Problem { key, problem });
+        if !self.data_dir.is_absolute() {
+            bad(
+                "data_dir",
+                format!("{} must be an absolute path", self.data_dir.display()),
+            );
+        }
+        if !self.trusted_root_path.is_absolute() {
+            bad(
+                "trusted_root_path",
+                format!(
+                    "{} must be an absolute path",
+                    self.trusted_root_path.display()
+                ),
+            );
+        }
+        if let Err(e) = self.listen() {
+            bad("api.listen", e);
+        }
+        if self.api.max_body_bytes < 1024 {
+            bad("api.max_body_bytes", "must be at least 1024".into());
+        }
+        if self.limits.max_artifact_bytes == 0 {
+            bad("limits.max_artifact_bytes", "must be above 0".into());
+        }
+        if !(self.limits.latency_budget_factor.is_finite()
+            && self.limits.latency_budget_factor >= 1.0)
+        {
+            bad(
+                "limits.latency_budget_factor",
+                "must be a number >= 1.0".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.probation.max_error_ratio) {
+            bad(
+                "probation.max_error_ratio",
+                "must be between 0 and 1".into(),
+            );
+        }
+        if !(self.probation.latency_factor.is_finite() && self.probation.latency_factor >= 1.0) {
+            bad("probation.latency_factor", "must be a number >= 1.0".into());
+        }
+        out
+    }
+
+    pub fn listen(&self) -> Result<Listen, String> {
+        if let Some(path) = self.api.listen.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "unix socket path {} must be absolute",
+                    path.display()
+                ));
+            }
+            return Ok(Listen::Unix(path));
+        }
+        self.api.listen.parse().map(Listen::Tcp).map_err(|e| {
+            format!(
+                "{:?} is neither HOST:PORT nor unix:/path ({e})",
+                self.api.listen
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Config {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_the_device_id() {
+        let c = parse("device_id = \"pump-1\"");
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(
+            c.listen().unwrap(),
+            Listen::Tcp("127.0.0.1:8700".parse().unwrap())
+        );
+        assert_eq!(c.probation.window_seconds, 60);
+    }
+
+    #[test]
+    fn every_problem_is_reported_by_key() {
+        let c = parse(
+            r#"
+            device_id = "a"
+            data_dir = "relative"
+            [api]
+            listen = "nonsense"
+            [probation]
+            max_error_ratio = 2.0
+            "#,
+        );
+        let keys: Vec<_> = c.problems().iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            ["data_dir", "api.listen", "probation.max_error_ratio"]
+        );
+    }
+
+    #[test]
+    fn an_invalid_device_id_is_refused_naming_the_key() {
+        let err = toml::from_str::<Config>("device_id = \"a/#\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("device_id") && err.contains("invalid device id"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_not_ignored() {
+        assert!(toml::from_str::<Config>("device_id = \"x\"\nprobaton = 1").is_err());
+    }
+
+    #[test]
+    fn unix_sockets_are_supported() {
+        let c = parse("device_id = \"x\"\n[api]\nlisten = \"unix:/run/edgefleet/agent.sock\"");
+        assert_eq!(
+            c.listen().unwrap(),
+            Listen::Unix("/run/edgefleet/agent.sock".into())
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! The update lifecycle of one model on the device (design brief §4), as a pure state machine:
+//! a `match` on (state, event) that returns the next state, and an error for anything else.
+//! The store journals each state before its side effects happen, and [`recover`] says what to do
+//! with whatever was in flight when the process died.
+
+use std::fmt;
+
+/// States an install can be in while it is in flight; each is journaled in SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InstallState {
+    /// Files are being written to the staging area.
+    Staging,
+    /// Files are complete and fsynced in the model store.
+    Staged,
+    /// The candidate is loaded and its health check is running.
+    Checking,
+    /// The candidate serves; live traffic decides whether it stays.
+    Probation,
+}
+
+/// How an install ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The candidate is the active version for good.
+    Committed,
+    /// The candidate never served; nothing changed for clients.
+    Rejected,
+    /// The candidate served and was replaced by the previous version.
+    RolledBack,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    FilesWritten,
+    CheckStarted,
+    Activated,
+    ProbationPassed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Continue(InstallState),
+    Done(Outcome),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {event:?} is not allowed in install state {state:?}")]
+pub struct IllegalTransition {
+    pub state: InstallState,
+    pub event: Event,
+}
+
+pub fn next(state: InstallState, event: Event) -> Result<Next, IllegalTransition> {
+    use Event as E;
+    use InstallState as S;
+    match (state, event) {
+        (S::Staging, E::FilesWritten) => Ok(Next::Continue(S::Staged)),
+        (S::Staged, E::CheckStarted) => Ok(Next::Continue(S::Checking)),
+        (S::Checking, E::Activated) => Ok(Next::Continue(S::Probation)),
+        (S::Probation, E::ProbationPassed) => Ok(Next::Done(Outcome::Committed)),
+        (S::Staging | S::Staged | S::Checking, E::Failed) => Ok(Next::Done(Outcome::Rejected)),
+        (S::Probation, E::Failed) => Ok(Next::Done(Outcome::RolledBack)),
+        (state, event) => Err(IllegalTransition { state, event }),
+    }
+}
+
+/// What start-up does with an install the journal says was in flight. Before activation the
+/// candidate never served, so it is dropped. During probation the candidate had not yet proven
+/// itself under live traffic, and the crash may have been its doing: the previous version comes
+/// back (the conservative choice; a crash loop on a bad model is worse than a retried update).
+pub fn recover(state: InstallState) -> Outcome {
+    match state {
+        InstallState::Staging | InstallState::Staged | InstallState::Checking => Outcome::Rejected,
+        InstallState::Probation => Outcome::RolledBack,
+    }
+}
+
+impl InstallState {
+    pub const ALL: [InstallState; 4] = [
+        InstallState::Staging,
+        InstallState::Staged,
+        InstallState::Checking,
+        InstallState::Probation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallState::Staging => "staging",
+            InstallState::Staged => "staged",
+            InstallState::Checking => "checking",
+            InstallState::Probation => "probation",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Committed => "committed",
+            Outcome::Rejected => "rejected",
+            Outcome::RolledBack => "rolled_back",
+        }
+    }
+}
+
+impl fmt::Display for InstallState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_happy_path_runs_staging_to_committed() {
+        let mut state = InstallState::Staging;
+        for event in [Event::FilesWritten, Event::CheckStarted, Event::Activated] {
+            match next(state, event).unwrap() {
+                Next::Continue(s) => state = s,
+                Next::Done(o) => panic!("ended early: {o:?}"),
+            }
+        }
+        assert_eq!(state, InstallState::Probation);
+        assert_eq!(
+            next(state, Event::ProbationPassed),
+            Ok(Next::Done(Outcome::Committed))
+        );
+    }
+
+    #[test]
+    fn failure_before_activation_rejects_and_after_it_rolls_back() {
+        for s in [
+            InstallState::Staging,
+            InstallState::Staged,
+            InstallState::Checking,
+        ] {
+            assert_eq!(next(s, Event::Failed), Ok(Next::Done(Outcome::Rejected)));
+            assert_eq!(recover(s), Outcome::Rejected);
+        }
+        assert_eq!(
+            next(InstallState::Probation, Event::Failed),
+            Ok(Next::Done(Outcome::RolledBack))
+        );
+        assert_eq!(recover(InstallState::Probation), Outcome::RolledBack);
+    }
+
+    #[test]
+    fn skipping_a_step_is_an_error() {
+        assert!(next(InstallState::Staging, Event::Activated).is_err());
+        assert!(next(InstallState::Staged, Event::ProbationPassed).is_err());
+        assert!(next(InstallState::Probation, Event::FilesWritten).is_err());
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in InstallState::ALL {
+            assert_eq!(InstallState::parse(s.as_str()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! `edge-agent`: thin main. Parse arguments, set up tracing, load and validate the config, then
+//! run the daemon, check a config, or hand a USB-stick repository to the running daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edge_agent::agent::Agent;
+use edge_agent::config::{Config, ConfigError, Listen};
+use tracing::{error, info, warn};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edge-agent",
+    version,
+    about = "Serve ML models on this device and keep them healthy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = "/etc/edgefleet/agent.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print every problem, by key.
+    CheckConfig {
+        #[arg(long, default_value = "/etc/edgefleet/agent.toml")]
+        config: PathBuf,
+    },
+    /// Install models from a repository directory (e.g. a USB stick made with `fleetctl`): the
+    /// running daemon verifies it against its trusted root and health-checks each model.
+    Install {
+        #[arg(long, default_value = "/etc/edgefleet/agent.toml")]
+        config: PathBuf,
+        /// Repository directory (with metadata/ and targets/).
+        repository: PathBuf,
+        /// Target names to install; default: the newest release of every model in it.
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
+}
+
+/// EX_CONFIG from sysexits.h: systemd and operators can tell a bad config from a crash.
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                eprintln!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(e),
+            };
+            exit(runtime().and_then(|rt| rt.block_on(run(config))))
+        }
+        Command::Install {
+            config,
+            repository,
+            targets,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(e),
+            };
+            exit(runtime().and_then(|rt| rt.block_on(install(config, repository, targets))))
+        }
+    }
+}
+
+fn config_failure(e: ConfigError) -> ExitCode {
+    eprintln!("edge-agent: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen().map_err(anyhow::Error::msg)?;
+    let grace = Duration::from_secs(config.api.shutdown_grace_seconds);
+    let agent = Agent::start(config, Arc::new(edgefleet_inference::tract::TractRuntime))
+        .await
+        .context("starting the agent")?;
+    let app = edge_agent::api::router(agent.clone());
+    let shutdown = shutdown_signal();
+    match listen {
+        Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (api.listen)"))?;
+            info!(%addr, device = %agent.config.device_id, models = ?agent.serving.names(), "serving");
+            ready();
+            serve(
+                axum::serve(listener, app).with_graceful_shutdown(shutdown),
+                grace,
+            )
+            .await
+        }
+        Listen::Unix(path) => {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)
+                .with_context(|| format!("binding {} (api.listen)", path.display()))?;
+            info!(socket = %path.display(), device = %agent.config.device_id, "serving");
+            ready();
+            serve(
+                axum::serve(listener, app).with_graceful_shutdown(shutdown),
+                grace,
+            )
+            .await
+        }
+    }
+}
+
+/// Drives the server; once shutdown begins, in-flight requests get `grace` to finish.
+async fn serve(
+    server: impl std::future::IntoFuture<Output = std::io::Result<()>>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let server = server.into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result.context("serving the API"),
+        () = async { SHUTTING_DOWN.notified().await; tokio::time::sleep(grace).await } => {
+            warn!(?grace, "in-flight requests did not finish within the grace period");
+            Ok(())
+        }
+    }
+}
+
+static SHUTTING_DOWN: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: draining in-flight requests"),
+        _ = tokio::signal::ctrl_c() => info!("interrupt: draining in-flight requests"),
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    SHUTTING_DOWN.notify_waiters();
+}
+
+/// Tells systemd (`Type=notify`) that the API is up, and pings its watchdog from then on.
+fn ready() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
+}
+
+async fn install(config: Config, repository: PathBuf, targets: Vec<String>) -> anyhow::Result<()> {
+    let Listen::Tcp(addr) = config.listen().map_err(anyhow::Error::msg)? else {
+        anyhow::bail!(
+            "api.listen is a unix socket; run: curl --unix-socket PATH -d '{{\"repository\": \"DIR\"}}' http://agent/v1/admin/install"
+        );
+    };
+    let repository =
+        std::fs::canonicalize(&repository).with_context(|| format!("{}", repository.display()))?;
+    let body = serde_json::json!({ "repository": repository, "targets": targets });
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/admin/install"))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("reaching the agent at {addr}: is `edge-agent run` up?"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("install refused ({status}): {text}");
+    }
+    info!(%status, response = %text, "installed");
+    Ok(())
+}
