@@ -496,6 +496,21 @@ def build_bad_variants(out_root, good: onnx.ModelProto, features, test_rows):
              f32("TINY", [1e-30]), f32("M", r.normal(0, 1 / math.sqrt(512), (512, 512)))]
     write("slow", extend(good, slow_nodes, rename_output="z", new_input_of_softmax="z_slow", extra_init=inits))
 
+    # Passes its golden vectors but fails under live traffic: sqrt(-relu(x0 - 2.5)) is NaN for
+    # customers whose scaled tenure is above 2.5 (about 6 years), which no golden case has.
+    live_nodes = [
+        helper.make_node("Slice", ["features", "S0", "S1", "SAX"], ["t0"], name="live_tenure"),
+        helper.make_node("Sub", ["t0", "CUT"], ["t1"], name="live_shift"),
+        helper.make_node("Relu", ["t1"], ["t2"], name="live_relu"),
+        helper.make_node("Neg", ["t2"], ["t3"], name="live_neg"),
+        helper.make_node("Sqrt", ["t3"], ["t4"], name="live_sqrt"),
+        helper.make_node("Add", ["z_nan_in", "t4"], ["z_live"], name="live_join"),
+    ]
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)
+    inits = [i64("S0", [0]), i64("S1", [1]), i64("SAX", [1]), f32("CUT", [2.5])]
+    live = extend(good, live_nodes, rename_output="z", new_input_of_softmax="z_live", extra_init=inits)
+    write("nan-on-live", live, health=tabular_health(live, features, pick, budget_ms=2.0))
+
     # Det is a standard ONNX operator that onnxruntime runs and tract 0.23 cannot load.
     det_nodes = [
         helper.make_node("Gemm", ["features", "WD"], ["d0"], name="det_in"),

@@ -57,11 +57,14 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// Test hook for crash-safety tests: `EDGE_AGENT_CRASH_AT=<state>` aborts the process right after
-/// that state is journaled, as a power cut would.
+/// Test hook for the crash-safety tests: `EDGE_AGENT_CRASH_AT=<state>` makes the process SIGKILL
+/// itself right after that state is journaled — no destructors, no flushing, as `kill -9` or a
+/// power cut would.
 fn crash_point(state: &str) {
     if std::env::var("EDGE_AGENT_CRASH_AT").is_ok_and(|s| s == state) {
-        warn!(state, "EDGE_AGENT_CRASH_AT reached: aborting");
+        warn!(state, "EDGE_AGENT_CRASH_AT reached: killing this process");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         std::process::abort();
     }
 }

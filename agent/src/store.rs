@@ -492,7 +492,13 @@ impl Store {
 }
 
 /// `models` row: active sha, previous sha, floor, last outcome, last error.
-type ModelRow = (Option<String>, Option<String>, i64, Option<String>, Option<String>);
+type ModelRow = (
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+    Option<String>,
+);
 
 fn stored(sha256: String, target: String, meta: &str) -> Result<StoredVersion, StoreError> {
     let meta = serde_json::from_str(meta).map_err(|e| StoreError::Corrupt {

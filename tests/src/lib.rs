@@ -2,7 +2,13 @@
 //! binaries as separate processes. The binaries must be built first (`cargo build --workspace
 //! --bins`, which `scripts/test-all.sh` does).
 
-use std::path::PathBuf;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// Path of a workspace binary in the current profile's target directory.
 pub fn binary(name: &str) -> PathBuf {
@@ -26,4 +32,246 @@ pub fn binary(name: &str) -> PathBuf {
 /// The repository's `models/` directory.
 pub fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// An operator's workspace: keys and a TUF repository made by the real `fleetctl`.
+#[derive(Debug)]
+pub struct Operator {
+    pub dir: PathBuf,
+}
+
+impl Operator {
+    pub fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let op = Self {
+            dir: dir.to_path_buf(),
+        };
+        run_ok(op.fleetctl().arg("keygen"));
+        run_ok(op.fleetctl().arg("init"));
+        op
+    }
+
+    pub fn fleetctl(&self) -> Command {
+        let mut cmd = Command::new(binary("fleetctl"));
+        cmd.current_dir(&self.dir);
+        cmd
+    }
+
+    /// Pushes a release directory under `models/` (e.g. `churn/2.0.0`); returns its target name.
+    pub fn push(&self, release: &str) -> String {
+        let out = run_ok(self.fleetctl().arg("push").arg(models_dir().join(release)));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .split_whitespace()
+            .nth(1)
+            .expect("pushed NAME")
+            .to_string()
+    }
+
+    pub fn revoke(&self, target: &str) {
+        run_ok(self.fleetctl().args(["revoke", target]));
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.dir.join("repo")
+    }
+
+    pub fn trusted_root(&self) -> PathBuf {
+        self.dir.join("repo/metadata/1.root.json")
+    }
+}
+
+/// A free loopback port (bound then released; the agent binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `edge-agent` process; killed when dropped.
+#[derive(Debug)]
+pub struct AgentProcess {
+    pub child: Child,
+    pub port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Writes a config (`extra` is appended TOML) and starts the agent, waiting until it answers.
+    pub fn start(
+        dir: &Path,
+        data_dir: &Path,
+        trusted_root: &Path,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let port = free_port();
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n{extra}\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+                data_dir.display(),
+                trusted_root.display()
+            ),
+        )
+        .unwrap();
+        Self::spawn(config, port, env)
+    }
+
+    pub fn spawn(config: PathBuf, port: u16, env: &[(&str, &str)]) -> Self {
+        let log = config.with_extension(format!(
+            "{}.log",
+            std::process::id() as u64 + u64::from(port)
+        ));
+        let mut cmd = Command::new(binary("edge-agent"));
+        cmd.args(["run", "--config"]).arg(&config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = Self {
+            child,
+            port,
+            config,
+            log,
+        };
+        agent.wait_live();
+        agent
+    }
+
+    fn wait_live(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http().get(&self.url("/v2/health/live")).call().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "agent did not come up; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `edge-agent install REPO [--target T]` as an operator with a USB stick runs it.
+    pub fn install(&self, repo: &Path, target: Option<&str>) -> Output {
+        let mut cmd = Command::new(binary("edge-agent"));
+        cmd.args(["install", "--config"])
+            .arg(&self.config)
+            .arg(repo);
+        if let Some(t) = target {
+            cmd.args(["--target", t]);
+        }
+        cmd.output().unwrap()
+    }
+
+    pub fn models(&self) -> Value {
+        get_json(&self.url("/v1/models"))
+    }
+
+    /// The `/v1/models` entry of one model.
+    pub fn model(&self, name: &str) -> Value {
+        self.models()["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until `model`'s state is one of `states`; returns the entry.
+    pub fn wait_state(&self, model: &str, states: &[&str], within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.model(model);
+            if states.iter().any(|s| m["state"] == *s) {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{model} never reached {states:?}: {m}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP client that returns 4xx/5xx responses instead of errors.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+pub fn get_json(url: &str) -> Value {
+    http()
+        .get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
+/// POSTs JSON; returns (status, body).
+pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let mut response = http().post(url).send_json(body).unwrap();
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_json()
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// A churn customer as the `:predict` endpoint takes it.
+pub fn churn_row(tenure_months: f64) -> Value {
+    serde_json::json!({
+        "tenure_months": tenure_months, "monthly_charges": 70.0, "total_charges": 70.0 * tenure_months,
+        "contract_type": "month-to-month", "payment_method": "bank-transfer",
+        "internet_service": "dsl", "support_tickets": 1
+    })
 }

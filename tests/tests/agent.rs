@@ -1,0 +1,400 @@
+//! `edge-agent` as a device runs it: real processes, real models, a real TUF repository made by
+//! `fleetctl`, HTTP on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use edgefleet_e2e::*;
+use edgefleet_protocol::health::{GoldenInput, HealthSpec, Tolerance};
+use edgefleet_protocol::interface::ModelInterface;
+use serde_json::{Value, json};
+
+fn read<T: for<'de> serde::Deserialize<'de>>(release: &str, file: &str) -> T {
+    serde_json::from_slice(&std::fs::read(models_dir().join(release).join(file)).unwrap()).unwrap()
+}
+
+fn close(expected: &[f64], actual: &[f64], tol: Tolerance, what: &str) {
+    assert_eq!(expected.len(), actual.len(), "{what}");
+    for (e, a) in expected.iter().zip(actual) {
+        assert!(tol.accepts(*e, *a), "{what}: expected {e}, got {a}");
+    }
+}
+
+#[test]
+fn api_predictions_equal_each_models_golden_vectors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    for release in ["churn/2.0.0", "iris/1.0.0", "vision/1.0.0"] {
+        op.push(release);
+    }
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "",
+        &[],
+    );
+    let out = agent.install(&op.repo(), None);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.log_text()
+    );
+
+    for release in ["churn/2.0.0", "iris/1.0.0", "vision/1.0.0"] {
+        let model = release.split('/').next().unwrap();
+        let health: HealthSpec = read(release, "health.json");
+        let interface: ModelInterface = read(release, "interface.json");
+        for case in &health.cases {
+            let (name, expected) = case.expected.iter().next().unwrap();
+            if case.features.len() == 1 {
+                let (status, body) = post_json(
+                    &agent.url(&format!("/v1/models/{model}:predict")),
+                    &Value::Object(case.features[0].clone()),
+                );
+                assert_eq!(status, 200, "{body}");
+                let labels = match interface.prediction.as_ref().unwrap() {
+                    edgefleet_protocol::interface::PredictionSpec::Classification {
+                        labels,
+                        ..
+                    } => labels.clone(),
+                    _ => unreachable!(),
+                };
+                let actual: Vec<f64> = labels
+                    .iter()
+                    .map(|l| body["probabilities"][l].as_f64().unwrap())
+                    .collect();
+                close(
+                    &expected.data,
+                    &actual,
+                    health.tolerance,
+                    &format!("{release} {}", case.name),
+                );
+                continue;
+            }
+            let inputs: Vec<Value> = if case.features.is_empty() {
+                case.inputs
+                    .iter()
+                    .map(|(n, input)| {
+                        let t = input.materialize(n).unwrap();
+                        json!({ "name": n, "shape": t.shape, "datatype": "FP32", "data": t.data })
+                    })
+                    .collect()
+            } else {
+                continue; // multi-row feature cases are covered by their tensor twin
+            };
+            let (status, body) = post_json(
+                &agent.url(&format!("/v2/models/{model}/infer")),
+                &json!({ "inputs": inputs }),
+            );
+            assert_eq!(status, 200, "{release} {}: {body}", case.name);
+            let output = body["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["name"] == name.as_str())
+                .unwrap();
+            let actual: Vec<f64> = output["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            close(
+                &expected.data,
+                &actual,
+                health.tolerance,
+                &format!("{release} {}", case.name),
+            );
+        }
+        let _ = GoldenInput::Values; // both golden input forms are exercised above
+    }
+}
+
+/// Sends `:predict` requests from two threads until stopped; counts non-200 answers.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, ok, failed, url) =
+                    (stop.clone(), ok.clone(), failed.clone(), url.clone());
+                std::thread::spawn(move || {
+                    let client = http();
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.post(&url).send_json(churn_row(12.0)) {
+                            Ok(r) if r.status().as_u16() == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed)
+                            }
+                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn each_bad_variant_is_rejected_for_its_own_reason_while_the_active_model_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let good = op.push("churn/2.0.0");
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "[probation]\nwindow_seconds = 1",
+        &[],
+    );
+    assert!(
+        agent.install(&op.repo(), Some(&good)).status.success(),
+        "{}",
+        agent.log_text()
+    );
+    agent.wait_state("churn", &["committed"], Duration::from_secs(20));
+
+    let load = Load::start(agent.url("/v1/models/churn:predict"));
+    let mut previous_bad: Option<String> = None;
+    for (variant, reason) in [
+        ("truncated", "load failed"),
+        ("wrong-shape", "load failed"),
+        ("nan", "NaN"),
+        ("slow", "p99 latency"),
+        ("unsupported-op", "Det"),
+    ] {
+        if let Some(t) = previous_bad.take() {
+            op.revoke(&t);
+        }
+        let target = op.push(&format!("bad/{variant}"));
+        let out = agent.install(&op.repo(), Some(&target));
+        assert!(!out.status.success(), "{variant} was installed");
+        let m = agent.model("churn");
+        assert_eq!(m["state"], "rejected", "{variant}: {m}");
+        let error = m["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(reason),
+            "{variant}: expected {reason:?} in {error:?}"
+        );
+        assert_eq!(m["active"]["version"], "2.0.0", "{variant}");
+        assert_eq!(m["serving"], "2.0.0", "{variant}");
+        previous_bad = Some(target);
+    }
+    let (ok, failed) = load.finish();
+    assert!(ok > 50, "too little load to mean anything: {ok}");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during rejected installs",
+        ok + failed
+    );
+}
+
+#[test]
+fn probation_rolls_back_a_model_that_fails_under_live_traffic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let good = op.push("churn/2.0.0");
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "[probation]\nwindow_seconds = 20\nmin_requests = 10\nmax_error_ratio = 0.05",
+        &[],
+    );
+    assert!(agent.install(&op.repo(), Some(&good)).status.success());
+    let bad = op.push("bad/nan-on-live");
+    // The first probation (2.0.0) must end before the next install can start.
+    agent.wait_state("churn", &["committed"], Duration::from_secs(30));
+    let out = agent.install(&op.repo(), Some(&bad));
+    assert!(
+        out.status.success(),
+        "it passes its health check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(agent.model("churn")["state"], "probation");
+    // Live traffic: long-tenure customers hit the NaN path.
+    for i in 0..40 {
+        let tenure = if i % 2 == 0 { 100.0 } else { 10.0 };
+        let _ = post_json(&agent.url("/v1/models/churn:predict"), &churn_row(tenure));
+    }
+    let m = agent.wait_state("churn", &["rolled_back"], Duration::from_secs(10));
+    assert_eq!(m["active"]["version"], "2.0.0", "{m}");
+    assert_eq!(m["serving"], "2.0.0", "{m}");
+    assert!(
+        m["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("probation failed"),
+        "{m}"
+    );
+    let (status, body) = post_json(&agent.url("/v1/models/churn:predict"), &churn_row(100.0));
+    assert_eq!(
+        (status, body["version"].as_str()),
+        (200, Some("2.0.0")),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_crash_at_every_install_step_leaves_exactly_one_good_version_active() {
+    for state in ["staging", "staged", "checking", "probation"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let op = Operator::new(&tmp.path().join("operator"));
+        let v1 = op.push("churn/1.0.0");
+        let data = tmp.path().join("data");
+        let extra = "[probation]\nwindow_seconds = 1";
+        {
+            let agent = AgentProcess::start(tmp.path(), &data, &op.trusted_root(), extra, &[]);
+            assert!(agent.install(&op.repo(), Some(&v1)).status.success());
+            agent.wait_state("churn", &["committed"], Duration::from_secs(20));
+        }
+        let v2 = op.push("churn/2.0.0");
+        {
+            let mut agent = AgentProcess::start(
+                tmp.path(),
+                &data,
+                &op.trusted_root(),
+                extra,
+                &[("EDGE_AGENT_CRASH_AT", state)],
+            );
+            let out = agent.install(&op.repo(), Some(&v2));
+            assert!(!out.status.success(), "{state}: the agent should have died");
+            let status = agent.child.wait().unwrap();
+            assert!(!status.success(), "{state}: {status:?}");
+            assert!(
+                agent.log_text().contains("EDGE_AGENT_CRASH_AT reached"),
+                "{state}"
+            );
+        }
+        let agent = AgentProcess::start(tmp.path(), &data, &op.trusted_root(), extra, &[]);
+        let m = agent.model("churn");
+        assert_eq!(m["active"]["version"], "1.0.0", "{state}: {m}");
+        assert_eq!(m["serving"], "1.0.0", "{state}: {m}");
+        assert!(m["installing"].is_null(), "{state}: {m}");
+        let expected = if state == "probation" {
+            "rolled_back"
+        } else {
+            "rejected"
+        };
+        assert_eq!(m["state"], expected, "{state}: {m}");
+        assert!(
+            m["last_error"].as_str().unwrap().contains(state),
+            "{state}: {m}"
+        );
+        let (status, body) = post_json(&agent.url("/v1/models/churn:predict"), &churn_row(12.0));
+        assert_eq!(
+            (status, body["version"].as_str()),
+            (200, Some("1.0.0")),
+            "{state}: {body}"
+        );
+        // Only the active version's files remain; staging is empty.
+        let versions: Vec<_> = std::fs::read_dir(data.join("store/models/churn"))
+            .unwrap()
+            .collect();
+        assert_eq!(versions.len(), 1, "{state}");
+        assert_eq!(
+            std::fs::read_dir(data.join("store/staging"))
+                .unwrap()
+                .count(),
+            0,
+            "{state}"
+        );
+        // Nothing is stuck: the same update goes through now.
+        assert!(
+            agent.install(&op.repo(), Some(&v2)).status.success(),
+            "{state}: {}",
+            agent.log_text()
+        );
+        let m = agent.wait_state("churn", &["committed"], Duration::from_secs(20));
+        assert_eq!(m["active"]["version"], "2.0.0", "{state}");
+        assert_eq!(m["previous"]["version"], "1.0.0", "{state}");
+    }
+}
+
+#[test]
+fn a_full_disk_rejects_the_update_cleanly_and_the_active_model_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let small = op.push("churn/2.0.0");
+    let big = op.push("vision/1.0.0");
+    // A 4 MiB file system for the data dir: churn fits, the 4.9 MB vision model does not.
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "this test mounts a tmpfs and needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &data,
+        &op.trusted_root(),
+        "[limits]\nmin_free_disk_bytes = 65536\n[probation]\nwindow_seconds = 1",
+        &[],
+    );
+    assert!(
+        agent.install(&op.repo(), Some(&small)).status.success(),
+        "{}",
+        agent.log_text()
+    );
+    let out = agent.install(&op.repo(), Some(&big));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("disk") || stderr.contains("space") || stderr.contains("No space"),
+        "{stderr}"
+    );
+    let m = agent.model("churn");
+    assert_eq!(m["serving"], "2.0.0");
+    let (status, _) = post_json(&agent.url("/v1/models/churn:predict"), &churn_row(12.0));
+    assert_eq!(status, 200);
+    assert!(agent.model("vision")["active"].is_null());
+    assert_eq!(
+        std::fs::read_dir(data.join("store/staging"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
