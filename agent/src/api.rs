@@ -214,8 +214,19 @@ async fn run_blocking<T: Send + 'static>(
     })
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
+/// A request body, or the reason it was refused (e.g. over `api.max_body_bytes`).
+type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
+
+/// Parses a JSON body; every failure, the body limit included, is a JSON error naming `body`.
+fn parse_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        ApiError::new(
+            rejection.status(),
+            format!("request body refused: {}", rejection.body_text()),
+        )
+        .field("body")
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")).field("body")
     })
 }
@@ -223,10 +234,10 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 async fn infer(
     State(agent): State<Arc<Agent>>,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let slot = slot(&agent, &name)?;
-    let request: InferRequest = parse_body(&body)?;
+    let request: InferRequest = parse_body(body)?;
     let mut inputs = Inputs::new();
     for input in &request.inputs {
         if DType::from_kserve_name(&input.datatype) != Some(DType::Float32) {
@@ -295,7 +306,7 @@ async fn run_counted(
 async fn predict(
     State(agent): State<Arc<Agent>>,
     Path(name_action): Path<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let Some(name) = name_action.strip_suffix(":predict") else {
         return Err(ApiError::new(
@@ -304,7 +315,7 @@ async fn predict(
         ));
     };
     let slot = slot(&agent, name)?;
-    let row: serde_json::Map<String, Value> = match parse_body::<Value>(&body)? {
+    let row: serde_json::Map<String, Value> = match parse_body::<Value>(body)? {
         Value::Object(map) => map,
         _ => {
             return Err(ApiError::new(
@@ -396,11 +407,8 @@ struct InstallRequest {
     targets: Vec<String>,
 }
 
-async fn install(
-    State(agent): State<Arc<Agent>>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let request: InstallRequest = parse_body(&body)?;
+async fn install(State(agent): State<Arc<Agent>>, body: Body) -> Result<Json<Value>, ApiError> {
+    let request: InstallRequest = parse_body(body)?;
     match agent
         .install_from_repository(&request.repository, &request.targets)
         .await

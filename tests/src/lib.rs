@@ -148,7 +148,7 @@ impl AgentProcess {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let agent = Self {
+        let mut agent = Self {
             child,
             port,
             config,
@@ -158,9 +158,15 @@ impl AgentProcess {
         agent
     }
 
-    fn wait_live(&self) {
+    fn wait_live(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "agent exited with {status} before serving; log:\n{}",
+                    self.log_text()
+                );
+            }
             if http().get(&self.url("/v2/health/live")).call().is_ok() {
                 return;
             }

@@ -398,3 +398,188 @@ fn a_full_disk_rejects_the_update_cleanly_and_the_active_model_keeps_serving() {
         0
     );
 }
+
+#[test]
+fn the_agent_tells_systemd_it_is_ready_and_drains_requests_on_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let vision = op.push("vision/1.0.0");
+    // systemd's side of Type=notify: a datagram socket named by NOTIFY_SOCKET.
+    let socket_path = tmp.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "[probation]\nwindow_seconds = 1",
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let n = notify.recv(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"),
+        "watchdog pings"
+    );
+    assert!(
+        agent.install(&op.repo(), Some(&vision)).status.success(),
+        "{}",
+        agent.log_text()
+    );
+
+    // A request in flight when SIGTERM arrives still gets its answer; then the process exits 0.
+    let input = edgefleet_protocol::health::GeneratedTensor {
+        dtype: edgefleet_protocol::DType::Float32,
+        shape: vec![1, 3, 224, 224],
+        uniform_seed: 7,
+    };
+    let data = GoldenInput::Generated(input)
+        .materialize("data_0")
+        .unwrap()
+        .data;
+    let url = agent.url("/v2/models/vision/infer");
+    let request = std::thread::spawn(move || {
+        let body = json!({ "inputs": [{ "name": "data_0", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": data }] });
+        post_json(&url, &body).0
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let pid = agent.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(
+        request.join().unwrap(),
+        200,
+        "in-flight request was dropped"
+    );
+    let mut agent = agent;
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", agent.log_text());
+    let n = notify.recv(&mut buf).unwrap_or(0);
+    let _ = n; // STOPPING=1 may race with the last watchdog ping; readiness is what matters
+}
+
+#[test]
+fn bad_requests_get_a_4xx_json_error_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let churn = op.push("churn/2.0.0");
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "",
+        &[],
+    );
+    // Not ready before any model serves.
+    let mut r = http().get(&agent.url("/v2/health/ready")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let _ = r.body_mut().read_to_string();
+    assert!(agent.install(&op.repo(), Some(&churn)).status.success());
+    assert_eq!(
+        http()
+            .get(&agent.url("/v2/health/ready"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+
+    let predict = agent.url("/v1/models/churn:predict");
+    let mut row = churn_row(12.0);
+    row.as_object_mut().unwrap().remove("contract_type");
+    let cases: Vec<(String, Value, u16, &str)> = vec![
+        (
+            agent.url("/v1/models/nope:predict"),
+            churn_row(1.0),
+            404,
+            "model",
+        ),
+        (predict.clone(), row, 400, "contract_type"),
+        (
+            predict.clone(),
+            json!({"tenure_months": true}),
+            400,
+            "tenure_months",
+        ),
+        (
+            predict.clone(),
+            {
+                let mut r = churn_row(1.0);
+                r["colour"] = json!("red");
+                r
+            },
+            400,
+            "colour",
+        ),
+        (
+            predict.clone(),
+            {
+                let mut r = churn_row(1.0);
+                r["contract_type"] = json!("decade");
+                r
+            },
+            400,
+            "contract_type",
+        ),
+        (predict.clone(), json!([1, 2]), 400, "body"),
+        (
+            agent.url("/v2/models/churn/infer"),
+            json!({"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}),
+            400,
+            "features",
+        ),
+        (
+            agent.url("/v2/models/churn/infer"),
+            json!({"inputs": [{"name": "features", "shape": [1, 17], "datatype": "INT8", "data": []}]}),
+            400,
+            "features",
+        ),
+        (
+            agent.url("/v2/models/churn/infer"),
+            json!({"inputs": [{"name": "other", "shape": [1, 17], "datatype": "FP32", "data": vec![0.0; 17]}]}),
+            400,
+            "other",
+        ),
+    ];
+    for (url, body, status, field) in cases {
+        let (got, answer) = post_json(&url, &body);
+        assert_eq!(got, status, "{url} {body}: {answer}");
+        assert_eq!(answer["field"], field, "{url} {body}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    // Over the body limit (8 MiB by default): refused from the Content-Length alone, 413 JSON.
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
+    let body = vec![b' '; 9 * 1024 * 1024];
+    write!(sock, "POST /v2/models/churn/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len()).unwrap();
+    // The server stops reading at the limit; the rest may not be accepted.
+    let _ = sock.write_all(&body);
+    // The server answers without reading the body; it may keep the socket open to drain it.
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut answer = String::new();
+    while !answer.contains(r#""field":"body""#) {
+        match sock.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""field":"body""#), "{answer}");
+    // Still serving.
+    assert_eq!(post_json(&predict, &churn_row(3.0)).0, 200);
+}
