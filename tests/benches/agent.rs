@@ -1,0 +1,142 @@
+//! Figures for docs/BENCHMARKS.md: the agent's HTTP overhead over raw inference, throughput at 64
+//! concurrent clients, memory, binary size, and time from a candidate's arrival to serving it.
+//!
+//! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench agent`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use edgefleet_e2e::*;
+use edgefleet_inference::Runtime;
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    edgefleet_protocol::health::quantile(v, q).unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn main() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let churn = op.push("churn/2.0.0");
+    let vision = op.push("vision/1.0.0");
+    let agent = AgentProcess::start(tmp.path(), &tmp.path().join("data"), &op.trusted_root(), "[probation]\nwindow_seconds = 1", &[]);
+    let size = std::fs::metadata(binary("edge-agent")).unwrap().len();
+    println!("edge-agent release binary (stripped): {:.1} MB", size as f64 / 1e6);
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_empty = rss_kib(agent.child.id());
+
+    for (name, target) in [("churn", &churn), ("vision", &vision)] {
+        let started = Instant::now();
+        let out = agent.install(&op.repo(), Some(target));
+        assert!(out.status.success());
+        let wall = started.elapsed();
+        let report = String::from_utf8_lossy(&out.stderr).to_string();
+        let field = |k: &str| report.split(&format!("\"{k}\":")).nth(1).and_then(|r| r.split([',', '}']).next()).unwrap_or("?").to_string();
+        println!(
+            "install {name}: {:.0} ms from command to serving (verify + stage + load {} ms + health check p50 {} ms / p99 {} ms)",
+            wall.as_secs_f64() * 1e3,
+            field("load_ms"),
+            field("health_p50_ms"),
+            field("health_p99_ms")
+        );
+        agent.wait_state(name, &["committed"], Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_loaded = rss_kib(agent.child.id());
+    let weights = std::fs::metadata(models_dir().join("vision/1.0.0/model.onnx")).unwrap().len()
+        + std::fs::metadata(models_dir().join("churn/2.0.0/model.onnx")).unwrap().len();
+    println!(
+        "RSS idle: {:.1} MB with no model, {:.1} MB with churn + vision loaded (weights {:.1} MB on disk) -> {:.1} MB beyond the weights",
+        rss_empty as f64 / 1024.0,
+        rss_loaded as f64 / 1024.0,
+        weights as f64 / 1e6,
+        (rss_loaded as f64 * 1024.0 - weights as f64) / 1e6
+    );
+
+    // Raw inference of one churn row in this process, with the same runtime.
+    let dir = models_dir().join("churn/2.0.0");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let meta = edgefleet_protocol::target::ReleaseFiles {
+        release: &read("release.json"),
+        interface: &read("interface.json"),
+        health: &read("health.json"),
+        baseline: None,
+    }
+    .assemble()
+    .unwrap();
+    let loaded = edgefleet_inference::tract::TractRuntime.load(&read("model.onnx"), &meta.interface).unwrap();
+    let row = churn_row(12.0);
+    let mut raw = Vec::new();
+    for i in 0..5000 {
+        let started = Instant::now();
+        let inputs = edgefleet_inference::features_to_input(&meta.interface, &[row.as_object().unwrap().clone()]).unwrap();
+        loaded.model.run(&inputs).unwrap();
+        if i >= 500 {
+            raw.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let client = http();
+    let url = agent.url("/v1/models/churn:predict");
+    let mut e2e = Vec::new();
+    for i in 0..5000 {
+        let started = Instant::now();
+        let mut r = client.post(&url).send_json(&row).unwrap();
+        let _ = r.body_mut().read_to_string().unwrap();
+        if i >= 500 {
+            e2e.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let (raw50, raw99) = (quantile(&mut raw, 0.5), quantile(&mut raw, 0.99));
+    let (e50, e99) = (quantile(&mut e2e, 0.5), quantile(&mut e2e, 0.99));
+    println!("churn :predict, 1 client, keep-alive: p50 {e50:.3} ms, p99 {e99:.3} ms");
+    println!("churn raw inference (encode + tract run): p50 {raw50:.3} ms, p99 {raw99:.3} ms");
+    println!("HTTP overhead: p50 {:.3} ms, p99 {:.3} ms", e50 - raw50, e99 - raw99);
+
+    // Throughput: 64 clients for 10 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let (stop, done, failed, url, row) = (stop.clone(), done.clone(), failed.clone(), url.clone(), row.clone());
+            std::thread::spawn(move || {
+                let client = http();
+                while !stop.load(Ordering::Relaxed) {
+                    match client.post(&url).send_json(&row) {
+                        Ok(mut r) if r.status().as_u16() == 200 => {
+                            let _ = r.body_mut().read_to_string();
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "churn :predict, 64 concurrent clients (same 2-core machine as the load generator): {:.0} predictions/s, {} failed",
+        done.load(Ordering::Relaxed) as f64 / secs,
+        failed.load(Ordering::Relaxed)
+    );
+}
