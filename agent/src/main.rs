@@ -61,6 +61,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
@@ -220,6 +221,10 @@ async fn install(config: Config, repository: PathBuf, targets: Vec<String>) -> a
     if !status.is_success() {
         anyhow::bail!("install refused ({status}): {text}");
     }
-    info!(%status, response = %text, "installed");
+    // The one command that answers a person rather than logs: the install report, on stdout.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{text}");
+    }
     Ok(())
 }
