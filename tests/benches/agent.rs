@@ -31,9 +31,18 @@ fn main() {
     let op = Operator::new(&tmp.path().join("operator"));
     let churn = op.push("churn/2.0.0");
     let vision = op.push("vision/1.0.0");
-    let agent = AgentProcess::start(tmp.path(), &tmp.path().join("data"), &op.trusted_root(), "[probation]\nwindow_seconds = 1", &[]);
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "[probation]\nwindow_seconds = 1",
+        &[],
+    );
     let size = std::fs::metadata(binary("edge-agent")).unwrap().len();
-    println!("edge-agent release binary (stripped): {:.1} MB", size as f64 / 1e6);
+    println!(
+        "edge-agent release binary (stripped): {:.1} MB",
+        size as f64 / 1e6
+    );
     std::thread::sleep(Duration::from_millis(500));
     let rss_empty = rss_kib(agent.child.id());
 
@@ -42,8 +51,15 @@ fn main() {
         let out = agent.install(&op.repo(), Some(target));
         assert!(out.status.success());
         let wall = started.elapsed();
-        let report = String::from_utf8_lossy(&out.stderr).to_string();
-        let field = |k: &str| report.split(&format!("\"{k}\":")).nth(1).and_then(|r| r.split([',', '}']).next()).unwrap_or("?").to_string();
+        let report = String::from_utf8_lossy(&out.stdout).to_string();
+        let field = |k: &str| {
+            report
+                .split(&format!("\"{k}\":"))
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next())
+                .unwrap_or("?")
+                .to_string()
+        };
         println!(
             "install {name}: {:.0} ms from command to serving (verify + stage + load {} ms + health check p50 {} ms / p99 {} ms)",
             wall.as_secs_f64() * 1e3,
@@ -55,8 +71,12 @@ fn main() {
     }
     std::thread::sleep(Duration::from_secs(1));
     let rss_loaded = rss_kib(agent.child.id());
-    let weights = std::fs::metadata(models_dir().join("vision/1.0.0/model.onnx")).unwrap().len()
-        + std::fs::metadata(models_dir().join("churn/2.0.0/model.onnx")).unwrap().len();
+    let weights = std::fs::metadata(models_dir().join("vision/1.0.0/model.onnx"))
+        .unwrap()
+        .len()
+        + std::fs::metadata(models_dir().join("churn/2.0.0/model.onnx"))
+            .unwrap()
+            .len();
     println!(
         "RSS idle: {:.1} MB with no model, {:.1} MB with churn + vision loaded (weights {:.1} MB on disk) -> {:.1} MB beyond the weights",
         rss_empty as f64 / 1024.0,
@@ -76,12 +96,18 @@ fn main() {
     }
     .assemble()
     .unwrap();
-    let loaded = edgefleet_inference::tract::TractRuntime.load(&read("model.onnx"), &meta.interface).unwrap();
+    let loaded = edgefleet_inference::tract::TractRuntime
+        .load(&read("model.onnx"), &meta.interface)
+        .unwrap();
     let row = churn_row(12.0);
     let mut raw = Vec::new();
     for i in 0..5000 {
         let started = Instant::now();
-        let inputs = edgefleet_inference::features_to_input(&meta.interface, &[row.as_object().unwrap().clone()]).unwrap();
+        let inputs = edgefleet_inference::features_to_input(
+            &meta.interface,
+            &[row.as_object().unwrap().clone()],
+        )
+        .unwrap();
         loaded.model.run(&inputs).unwrap();
         if i >= 500 {
             raw.push(started.elapsed().as_secs_f64() * 1e3);
@@ -102,7 +128,11 @@ fn main() {
     let (e50, e99) = (quantile(&mut e2e, 0.5), quantile(&mut e2e, 0.99));
     println!("churn :predict, 1 client, keep-alive: p50 {e50:.3} ms, p99 {e99:.3} ms");
     println!("churn raw inference (encode + tract run): p50 {raw50:.3} ms, p99 {raw99:.3} ms");
-    println!("HTTP overhead: p50 {:.3} ms, p99 {:.3} ms", e50 - raw50, e99 - raw99);
+    println!(
+        "HTTP overhead: p50 {:.3} ms, p99 {:.3} ms",
+        e50 - raw50,
+        e99 - raw99
+    );
 
     // Throughput: 64 clients for 10 s.
     let stop = Arc::new(AtomicBool::new(false));
@@ -110,7 +140,13 @@ fn main() {
     let failed = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..64)
         .map(|_| {
-            let (stop, done, failed, url, row) = (stop.clone(), done.clone(), failed.clone(), url.clone(), row.clone());
+            let (stop, done, failed, url, row) = (
+                stop.clone(),
+                done.clone(),
+                failed.clone(),
+                url.clone(),
+                row.clone(),
+            );
             std::thread::spawn(move || {
                 let client = http();
                 while !stop.load(Ordering::Relaxed) {
