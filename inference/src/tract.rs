@@ -130,9 +130,11 @@ impl TractModel {
     }
 
     fn return_state(&self, state: TypedSimpleState) {
+        // Keep one idle state per core: enough for every core to run without rebuilding one,
+        // while a burst of concurrent calls does not leave its scratch buffers behind.
+        let keep = std::thread::available_parallelism().map_or(1, |n| n.get());
         if let Ok(mut pool) = self.states.lock() {
-            // Bounded by the number of threads that ran at once; cap it anyway.
-            if pool.len() < 64 {
+            if pool.len() < keep {
                 pool.push(state);
             }
         }
