@@ -123,8 +123,11 @@ impl Agent {
             runtime,
             install_lock: tokio::sync::Mutex::new(()),
         });
+        // One model that does not load must not keep the others from serving.
         for model in agent.store.model_names()? {
-            agent.load_active(&model).await?;
+            if let Err(e) = agent.load_active(&model).await {
+                warn!(model, error = %e, "model not served: neither its active nor its previous version loads");
+            }
         }
         Ok(agent)
     }
@@ -140,16 +143,20 @@ impl Agent {
             self.serving.swap(model, None);
             return Ok(());
         };
-        match self.load_slot(&active).await {
+        let error = match self.load_slot(&active).await {
             Ok((slot, _)) => {
                 self.put_in_service(model, Arc::new(slot));
-                Ok(())
+                return Ok(());
             }
-            Err(e) => {
-                warn!(model, target = %active.target, error = %e, "active version does not load");
-                Err(e)
-            }
-        }
+            Err(e) => e,
+        };
+        warn!(model, target = %active.target, error = %error, "active version does not load; serving the previous one");
+        let Some(previous) = record.previous else {
+            return Err(error);
+        };
+        let (slot, _) = self.load_slot(&previous).await?;
+        self.put_in_service(model, Arc::new(slot));
+        Ok(())
     }
 
     async fn load_slot(&self, version: &StoredVersion) -> Result<(Slot, f64), InstallError> {

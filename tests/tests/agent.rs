@@ -583,3 +583,55 @@ fn bad_requests_get_a_4xx_json_error_naming_the_field() {
     // Still serving.
     assert_eq!(post_json(&predict, &churn_row(3.0)).0, 200);
 }
+
+#[test]
+fn a_corrupted_active_model_on_disk_falls_back_to_the_previous_version_at_start_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let v1 = op.push("churn/1.0.0");
+    let v2 = op.push("churn/2.0.0");
+    let iris = op.push("iris/1.0.0");
+    let data = tmp.path().join("data");
+    let extra = "[probation]\nwindow_seconds = 1";
+    let sha2 = {
+        let agent = AgentProcess::start(tmp.path(), &data, &op.trusted_root(), extra, &[]);
+        for target in [&v1, &v2, &iris] {
+            assert!(
+                agent.install(&op.repo(), Some(target)).status.success(),
+                "{}",
+                agent.log_text()
+            );
+            agent.wait_state(
+                target.split('/').nth(1).unwrap(),
+                &["committed"],
+                Duration::from_secs(20),
+            );
+        }
+        agent.model("churn")["active"]["sha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Bit rot (or a tampered disk): the active churn file no longer parses.
+    let file = data
+        .join("store/models/churn")
+        .join(&sha2)
+        .join("model.onnx");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 3]).unwrap();
+
+    let agent = AgentProcess::start(tmp.path(), &data, &op.trusted_root(), extra, &[]);
+    assert_eq!(
+        agent.model("churn")["serving"],
+        "1.0.0",
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(agent.model("iris")["serving"], "1.0.0");
+    let (status, body) = post_json(&agent.url("/v1/models/churn:predict"), &churn_row(12.0));
+    assert_eq!(
+        (status, body["version"].as_str()),
+        (200, Some("1.0.0")),
+        "{body}"
+    );
+}
