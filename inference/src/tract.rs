@@ -133,10 +133,10 @@ impl TractModel {
         // Keep one idle state per core: enough for every core to run without rebuilding one,
         // while a burst of concurrent calls does not leave its scratch buffers behind.
         let keep = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if let Ok(mut pool) = self.states.lock() {
-            if pool.len() < keep {
-                pool.push(state);
-            }
+        if let Ok(mut pool) = self.states.lock()
+            && pool.len() < keep
+        {
+            pool.push(state);
         }
     }
 }
