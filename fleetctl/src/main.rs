@@ -16,7 +16,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use edgefleet_protocol::target::ReleaseFiles;
 use edgefleet_tuf::client::{self, ClientConfig, ClientLimits};
 use edgefleet_tuf::keys::{self, PemKeySource};
 use edgefleet_tuf::operator::{self, Expiries, RoleSpec, RootSpec};
@@ -309,24 +308,7 @@ async fn init(
 }
 
 async fn push(args: &RepoArgs, model_dir: &Path) -> anyhow::Result<()> {
-    let read = |file: &str| {
-        let path = model_dir.join(file);
-        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
-    };
-    let baseline = match std::fs::read(model_dir.join("baseline.json")) {
-        Ok(b) => Some(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).context("reading baseline.json"),
-    };
-    let meta = ReleaseFiles {
-        release: &read("release.json")?,
-        interface: &read("interface.json")?,
-        health: &read("health.json")?,
-        baseline: baseline.as_deref(),
-    }
-    .assemble()
-    .with_context(|| format!("model directory {}", model_dir.display()))?;
-    let artifact = read("model.onnx")?;
+    let (artifact, meta) = operator::read_release_dir(model_dir)?;
     let store = open(args)?;
     let now = Timestamp::now();
     let (name, target) = operator::model_target(&artifact, &meta)?;

@@ -111,7 +111,6 @@ fn api_predictions_equal_each_models_golden_vectors() {
                 &format!("{release} {}", case.name),
             );
         }
-        let _ = GoldenInput::Values; // both golden input forms are exercised above
     }
 }
 
@@ -467,8 +466,6 @@ fn the_agent_tells_systemd_it_is_ready_and_drains_requests_on_sigterm() {
     let mut agent = agent;
     let status = agent.child.wait().unwrap();
     assert!(status.success(), "{status:?}\n{}", agent.log_text());
-    let n = notify.recv(&mut buf).unwrap_or(0);
-    let _ = n; // STOPPING=1 may race with the last watchdog ping; readiness is what matters
 }
 
 #[test]

@@ -8,7 +8,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgefleet_protocol::target::ReleaseFiles;
 use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, PlainTarget};
 use edgefleet_tuf::keys::{self, PemKeySource};
 use edgefleet_tuf::operator::{self, Expiries, RoleSpec, RootSpec};
@@ -58,16 +57,7 @@ async fn main() {
 
     // 1,000 releases of a real model's metadata (iris: interface, health, baseline).
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/iris/1.0.0");
-    let read = |f: &str| std::fs::read(models.join(f)).unwrap();
-    let base_meta = ReleaseFiles {
-        release: &read("release.json"),
-        interface: &read("interface.json"),
-        health: &read("health.json"),
-        baseline: Some(&read("baseline.json")),
-    }
-    .assemble()
-    .unwrap();
-    let artifact = read("model.onnx");
+    let (artifact, base_meta) = operator::read_release_dir(&models).unwrap();
     let repo_dir = tmp.path().join("repo");
     let online = || OnlineKeys {
         snapshot: source(&keys_dir, "snapshot"),

@@ -382,3 +382,32 @@ pub fn role_spec_of(root: &Root, role: RoleType) -> Result<RoleSpec, Error> {
         threshold: keys.threshold.get(),
     })
 }
+
+/// Reads a model release directory (`model.onnx`, `release.json`, `interface.json`,
+/// `health.json`, optional `baseline.json`, as `models/build.py` writes it) into the artifact
+/// and its validated metadata.
+pub fn read_release_dir(dir: &std::path::Path) -> Result<(Vec<u8>, ModelTargetMeta), Error> {
+    let read = |file: &str| {
+        let path = dir.join(file);
+        std::fs::read(&path).map_err(Error::io(path))
+    };
+    let baseline = match std::fs::read(dir.join("baseline.json")) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(Error::Io {
+                path: dir.join("baseline.json"),
+                source,
+            });
+        }
+    };
+    let meta = edgefleet_protocol::target::ReleaseFiles {
+        release: &read("release.json")?,
+        interface: &read("interface.json")?,
+        health: &read("health.json")?,
+        baseline: baseline.as_deref(),
+    }
+    .assemble()
+    .map_err(|e| Error::malformed(format!("model directory {}", dir.display()), e))?;
+    Ok((read("model.onnx")?, meta))
+}

@@ -145,27 +145,13 @@ async fn unsigned_or_wrongly_signed_targets_never_reach_the_repository() {
     for version in [1u64, 2, 4] {
         let mut t = next.clone();
         t.version = std::num::NonZeroU64::new(version).unwrap();
-        let signed = operator::sign_with(t, &f.root(), &[source(&f.keys, "targets")])
-            .await
-            .unwrap();
-        let err = f
-            .repo
-            .accept_targets(&operator::to_bytes(&signed).unwrap(), Timestamp::now())
-            .await
-            .unwrap_err();
+        let err = f.offer(&f.sign_targets(t).await).await.unwrap_err();
         assert!(matches!(err, Error::Version { .. }), "{version}: {err}");
     }
     // Expired on arrival.
     let mut t = next.clone();
     t.expires = ago(1);
-    let signed = operator::sign_with(t, &f.root(), &[source(&f.keys, "targets")])
-        .await
-        .unwrap();
-    let err = f
-        .repo
-        .accept_targets(&operator::to_bytes(&signed).unwrap(), Timestamp::now())
-        .await
-        .unwrap_err();
+    let err = f.offer(&f.sign_targets(t).await).await.unwrap_err();
     assert!(matches!(err, Error::Expired { .. }), "{err}");
     // Truncated and malformed JSON.
     let good = operator::to_bytes(
@@ -203,14 +189,7 @@ async fn a_target_whose_artifact_was_not_uploaded_is_refused() {
         days_after(Timestamp::now(), 90).unwrap(),
     )
     .unwrap();
-    let signed = operator::sign_with(next, &f.root(), &[source(&f.keys, "targets")])
-        .await
-        .unwrap();
-    let err = f
-        .repo
-        .accept_targets(&operator::to_bytes(&signed).unwrap(), Timestamp::now())
-        .await
-        .unwrap_err();
+    let err = f.offer(&f.sign_targets(next).await).await.unwrap_err();
     assert!(
         err.to_string().contains("upload it before the metadata"),
         "{err}"

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use edgefleet_protocol::target::{ModelTargetMeta, ReleaseFiles};
+use edgefleet_protocol::target::ModelTargetMeta;
 use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, TrustedRepo};
 use edgefleet_tuf::keys::{self, PemKeySource};
 use edgefleet_tuf::operator::{self, Expiries, RoleSpec, RootSpec};
@@ -28,18 +28,7 @@ pub fn models_dir() -> PathBuf {
 }
 
 pub fn release(dir: &str) -> (Vec<u8>, ModelTargetMeta) {
-    let dir = models_dir().join(dir);
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let baseline = std::fs::read(dir.join("baseline.json")).ok();
-    let meta = ReleaseFiles {
-        release: &read("release.json"),
-        interface: &read("interface.json"),
-        health: &read("health.json"),
-        baseline: baseline.as_deref(),
-    }
-    .assemble()
-    .unwrap();
-    (read("model.onnx"), meta)
+    operator::read_release_dir(&models_dir().join(dir)).unwrap()
 }
 
 pub fn source(keys: &Path, name: &str) -> Box<dyn KeySource> {
@@ -166,6 +155,22 @@ impl Fixture {
             .await
             .unwrap();
         name
+    }
+
+    /// `targets` signed with the operator's targets key, as published bytes.
+    pub async fn sign_targets(&self, targets: Targets) -> Vec<u8> {
+        let signed = operator::sign_with(targets, &self.root(), &[source(&self.keys, "targets")])
+            .await
+            .unwrap();
+        operator::to_bytes(&signed).unwrap()
+    }
+
+    /// Offers operator-signed targets to the repository, as an upload would.
+    pub async fn offer(
+        &self,
+        bytes: &[u8],
+    ) -> Result<edgefleet_tuf::repo::Published, edgefleet_tuf::Error> {
+        self.repo.accept_targets(bytes, Timestamp::now()).await
     }
 
     pub fn config_for(&self, repo_dir: &Path) -> ClientConfig {
