@@ -1,0 +1,553 @@
+//! The HTTP side: operator API (`/api/v1`), device enrollment, the TUF repository devices update
+//! from (`/tuf`), health, metrics and the OpenAPI document.
+//!
+//! Every route is declared once in [`routes`] with its method, path, who may call it and its
+//! documentation. The router, the authorization in front of each handler and `/openapi.json` are
+//! all built from that one table, so the document cannot drift from the routes and no route can
+//! exist without an access rule.
+
+mod errors;
+mod handlers;
+mod openapi;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
+use edgefleet_protocol::DeviceId;
+use serde_json::{Value, json};
+
+pub use errors::ApiError;
+
+use crate::artifacts::BlobStore;
+use crate::auth::{Role, SecretKind, secret_hash};
+use crate::config::Config;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::mqtt::MqttHandle;
+use crate::store::Store;
+use crate::tufhost::TufHost;
+
+/// Everything handlers share.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub blobs: BlobStore,
+    pub tuf: TufHost,
+    pub mqtt: MqttHandle,
+    pub metrics: Arc<Metrics>,
+    /// The URL devices connect to the broker at, told to them at enrollment.
+    pub device_mqtt_url: String,
+    /// Serialises desired-state changes so revisions never race.
+    pub desired_lock: tokio::sync::Mutex<()>,
+}
+
+pub type AppState = Arc<Shared>;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (health, metrics, the API document, enrollment with its one-time token).
+    Public,
+    /// An enrolled device's credential, or any operator token.
+    Device,
+    /// An operator token of at least this role.
+    Role(Role),
+}
+
+/// The caller, as the authorization layer established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Anonymous,
+    Operator { name: String, role: Role },
+    Device(DeviceId),
+}
+
+impl Principal {
+    pub fn name(&self) -> String {
+        match self {
+            Principal::Anonymous => "anonymous".into(),
+            Principal::Operator { name, .. } => name.clone(),
+            Principal::Device(id) => format!("device:{id}"),
+        }
+    }
+}
+
+/// One route: everything the router, the authorization layer and the OpenAPI document need.
+pub struct Route {
+    pub method: Method,
+    /// axum path syntax (`{id}`, `{*path}`).
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+    /// JSON schema of the request body, if it takes JSON.
+    pub body: Option<Value>,
+    pub handler: MethodRouter<AppState>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+fn route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+    body: Option<Value>,
+    handler: MethodRouter<AppState>,
+) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        summary,
+        body,
+        handler,
+    }
+}
+
+fn object(required: &[&str], properties: Value) -> Option<Value> {
+    Some(json!({
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "additionalProperties": false,
+    }))
+}
+
+/// Every route of the server.
+pub fn routes() -> Vec<Route> {
+    use Access::{Device, Public, Role as R};
+    use Role::{Admin, Operator, Viewer};
+    use handlers as h;
+    let string = json!({"type": "string"});
+    let tags = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    vec![
+        route(
+            Method::GET,
+            "/healthz",
+            Public,
+            "Liveness: the process answers",
+            None,
+            get(h::healthz),
+        ),
+        route(
+            Method::GET,
+            "/readyz",
+            Public,
+            "Readiness: database and MQTT broker reachable",
+            None,
+            get(h::readyz),
+        ),
+        route(
+            Method::GET,
+            "/metrics",
+            Public,
+            "Prometheus metrics (OpenMetrics text)",
+            None,
+            get(h::metrics),
+        ),
+        route(
+            Method::GET,
+            "/openapi.json",
+            Public,
+            "This document",
+            None,
+            get(h::openapi),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/enroll",
+            Public,
+            "A device trades its one-time enrollment token for its own credential",
+            object(
+                &["device_id", "token"],
+                json!({"device_id": string, "token": string}),
+            ),
+            post(h::enroll),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/whoami",
+            Device,
+            "The caller's identity and role",
+            None,
+            get(h::whoami),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/tokens",
+            R(Admin),
+            "Operator tokens (never their secrets)",
+            None,
+            get(h::list_tokens),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/tokens",
+            R(Admin),
+            "Create an operator token; its secret is shown once",
+            object(
+                &["name", "role"],
+                json!({"name": string, "role": {"enum": ["viewer", "operator", "admin"]}}),
+            ),
+            post(h::create_token),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/tokens/{id}",
+            R(Admin),
+            "Revoke an operator token",
+            None,
+            delete(h::revoke_token),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/devices",
+            R(Viewer),
+            "Devices; filter with ?group= and ?tag=key[=value]",
+            None,
+            get(h::list_devices),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/devices",
+            R(Operator),
+            "Register a device and get its one-time enrollment token",
+            object(
+                &["id"],
+                json!({"id": string, "group": string, "tags": tags, "renew": {"type": "boolean"}}),
+            ),
+            post(h::add_device),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/devices/{id}",
+            R(Viewer),
+            "One device: desired and reported state, recent events",
+            None,
+            get(h::show_device),
+        ),
+        route(
+            Method::PATCH,
+            "/api/v1/devices/{id}",
+            R(Operator),
+            "Change a device's group or tags",
+            object(&[], json!({"group": string, "tags": tags})),
+            patch(h::update_device),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/devices/{id}",
+            R(Operator),
+            "Remove a device and revoke its credential",
+            None,
+            delete(h::remove_device),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/devices/{id}/desired",
+            R(Operator),
+            "Set the model versions a device should run (published retained over MQTT)",
+            object(
+                &["models"],
+                json!({"models": {"type": "array", "items": {
+                "type": "object", "required": ["model", "version"], "additionalProperties": false,
+                "properties": {"model": string, "version": string}}}}),
+            ),
+            put(h::set_desired),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/groups",
+            R(Viewer),
+            "Device groups and their sizes",
+            None,
+            get(h::groups),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/events",
+            R(Viewer),
+            "Recent device events, newest first (?device=, ?limit=)",
+            None,
+            get(h::events),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/models",
+            R(Viewer),
+            "The model registry: every signed version, its stage and who pushed it",
+            None,
+            get(h::models),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/models/{model}/versions/{version}/stage",
+            R(Operator),
+            "Move a version to staging, production or archived",
+            object(
+                &["stage"],
+                json!({"stage": {"enum": ["staging", "production", "archived"]}}),
+            ),
+            post(h::set_stage),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/artifacts/{sha256}",
+            R(Viewer),
+            "Whether an artifact is stored, and its length",
+            None,
+            get(h::artifact_info),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/artifacts/{sha256}",
+            R(Operator),
+            "Upload an artifact (raw body) under its sha256; stored only if the bytes match",
+            None,
+            put(h::upload_artifact),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/tuf/init",
+            R(Admin),
+            "Create the TUF repository from operator-signed root.json and targets.json",
+            object(
+                &["root", "targets"],
+                json!({"root": string, "targets": string}),
+            ),
+            post(h::tuf_init),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/tuf/online-keys",
+            R(Viewer),
+            "Public keys of the server's online snapshot and timestamp roles, for building root.json",
+            None,
+            get(h::tuf_online_keys),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/tuf/targets",
+            R(Viewer),
+            "The current signed targets.json, byte for byte",
+            None,
+            get(h::tuf_current_targets),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/tuf/targets",
+            R(Operator),
+            "Publish operator-signed targets.json (raw body); snapshot and timestamp are re-signed",
+            None,
+            post(h::tuf_accept_targets),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/tuf/root",
+            R(Admin),
+            "Publish a new operator-signed root.json (raw body): a key rotation",
+            None,
+            post(h::tuf_accept_root),
+        ),
+        route(
+            Method::GET,
+            "/tuf/metadata/{file}",
+            Device,
+            "TUF metadata for devices",
+            None,
+            get(h::tuf_metadata),
+        ),
+        route(
+            Method::GET,
+            "/tuf/targets/{*path}",
+            Device,
+            "A model artifact; Range, ETag and If-None-Match supported; a device only gets targets assigned to it",
+            None,
+            get(h::tuf_target),
+        ),
+    ]
+}
+
+/// The server's router, every route behind its authorization and request metrics.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for r in routes() {
+        let layer = middleware::from_fn_with_state(
+            (state.clone(), r.access, r.path, r.method.clone()),
+            authorize,
+        );
+        router = router.route(r.path, r.handler.layer(layer));
+    }
+    router
+        .fallback(|| async {
+            ApiError::not_found("no such route; GET /openapi.json lists them").into_response()
+        })
+        .with_state(state)
+}
+
+type AuthState = (AppState, Access, &'static str, Method);
+
+async fn authorize(
+    State((state, access, path, method)): State<AuthState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().map(str::to_owned));
+    let response = match principal(&state, authorization).await {
+        Err(e) => e.into_response(),
+        Ok(principal) => match permitted(access, &principal) {
+            Err(e) => e.into_response(),
+            Ok(()) => {
+                request.extensions_mut().insert(principal);
+                next.run(request).await
+            }
+        },
+    };
+    let labels = RequestLabels {
+        method: method.to_string(),
+        route: path.to_owned(),
+        status: response.status().as_u16(),
+    };
+    state.metrics.http_requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .http_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `authorization` is the header's value, `Err` when it is not visible ASCII.
+async fn principal<E>(
+    state: &Shared,
+    authorization: Option<Result<String, E>>,
+) -> Result<Principal, ApiError> {
+    let Some(value) = authorization else {
+        return Ok(Principal::Anonymous);
+    };
+    let token = value
+        .ok()
+        .as_deref()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+        })?;
+    let token = token.as_str();
+    let hash = secret_hash(token);
+    match SecretKind::of(token) {
+        Some(SecretKind::Operator) => match state.store.operator_by_hash(&hash).await? {
+            Some(t) => Ok(Principal::Operator {
+                name: t.name,
+                role: t.role,
+            }),
+            None => Err(ApiError::unauthorized(
+                "unknown or revoked operator token; ask an admin for a new one",
+            )),
+        },
+        Some(SecretKind::Device) => match state.store.device_by_credential(&hash).await? {
+            Some(id) => Ok(Principal::Device(id)),
+            None => Err(ApiError::unauthorized(
+                "unknown device credential (was the device removed?); enroll it again",
+            )),
+        },
+        Some(SecretKind::Enrollment) => Err(ApiError::unauthorized(
+            "an enrollment token only works at POST /api/v1/enroll",
+        )),
+        None => Err(ApiError::unauthorized("not an Edgefleet token")),
+    }
+}
+
+fn permitted(access: Access, principal: &Principal) -> Result<(), ApiError> {
+    match (access, principal) {
+        (Access::Public, _) => Ok(()),
+        (_, Principal::Anonymous) => Err(ApiError::unauthorized(
+            "this endpoint needs a token: `Authorization: Bearer <token>` (fleetctl login)",
+        )),
+        (Access::Device, _) => Ok(()),
+        (Access::Role(_), Principal::Device(_)) => Err(ApiError::forbidden(
+            "device credentials cannot use the operator API",
+        )),
+        (Access::Role(needed), Principal::Operator { role, .. }) => {
+            if *role >= needed {
+                Ok(())
+            } else {
+                Err(ApiError::forbidden(format!(
+                    "this needs the {} role; your token has {}",
+                    needed.as_str(),
+                    role.as_str()
+                )))
+            }
+        }
+    }
+}
+
+pub(crate) fn json_content_type() -> HeaderValue {
+    HeaderValue::from_static("application/json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_admit_their_own_level_and_above() {
+        let op = |role| Principal::Operator {
+            name: "x".into(),
+            role,
+        };
+        assert!(permitted(Access::Role(Role::Operator), &op(Role::Viewer)).is_err());
+        assert!(permitted(Access::Role(Role::Operator), &op(Role::Operator)).is_ok());
+        assert!(permitted(Access::Role(Role::Operator), &op(Role::Admin)).is_ok());
+        assert!(permitted(Access::Role(Role::Viewer), &Principal::Anonymous).is_err());
+        let device = Principal::Device(DeviceId::new("d").unwrap());
+        assert!(permitted(Access::Role(Role::Viewer), &device).is_err());
+        assert!(permitted(Access::Device, &device).is_ok());
+        assert!(permitted(Access::Device, &op(Role::Viewer)).is_ok());
+        assert!(permitted(Access::Public, &Principal::Anonymous).is_ok());
+    }
+
+    #[test]
+    fn every_route_is_unique_and_only_health_metrics_docs_and_enrollment_are_public() {
+        let routes = routes();
+        let mut seen = std::collections::HashSet::new();
+        for r in &routes {
+            assert!(seen.insert((r.method.clone(), r.path)), "{r:?} twice");
+            if r.access == Access::Public {
+                assert!(
+                    [
+                        "/healthz",
+                        "/readyz",
+                        "/metrics",
+                        "/openapi.json",
+                        "/api/v1/enroll"
+                    ]
+                    .contains(&r.path),
+                    "{r:?} is public"
+                );
+            }
+            let mutating = r.method != Method::GET;
+            if mutating && r.path != "/api/v1/enroll" {
+                assert!(
+                    matches!(r.access, Access::Role(Role::Operator | Role::Admin)),
+                    "{r:?} mutates with {:?}",
+                    r.access
+                );
+            }
+        }
+    }
+}

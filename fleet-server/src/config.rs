@@ -1,0 +1,434 @@
+//! The server's configuration: TOML, every default documented here, then environment overrides
+//! (`EDGEFLEET_SERVER__SECTION__KEY=value`), then validation before any port is bound or file
+//! written. `fleet-server check-config` prints every problem, by key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Prefix of environment overrides: `EDGEFLEET_SERVER__MQTT__URL=mqtt://broker:1883` sets
+/// `mqtt.url`. Values parse as TOML when they can (`8800`, `true`), else as strings.
+pub const ENV_PREFIX: &str = "EDGEFLEET_SERVER__";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Operator API, TUF repository and artifact downloads. Default `127.0.0.1:8800`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The URL devices reach this server at; artifact URLs in desired state start with it.
+    /// Default `http://<listen>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// SQLite database, artifacts, the TUF repository and the online keys. Default
+    /// `/var/lib/edgefleet-server`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub tuf: TufConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub enrollment: Enrollment,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TufConfig {
+    /// Directory of the online keys, `snapshot.pem` and `timestamp.pem` (mode 0600). Default
+    /// `<data_dir>/keys`.
+    pub online_keys_dir: Option<PathBuf>,
+    /// Days new snapshot metadata stays valid. Default 7.
+    pub snapshot_days: u32,
+    /// Days new timestamp metadata stays valid. Default 1; the server re-signs well before.
+    pub timestamp_days: u32,
+}
+
+impl Default for TufConfig {
+    fn default() -> Self {
+        Self {
+            online_keys_dir: None,
+            snapshot_days: 7,
+            timestamp_days: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Where the embedded broker listens when `url` is not set. Default `127.0.0.1:1883`.
+    pub embedded_listen: SocketAddr,
+    /// An external broker (Mosquitto, EMQX): `mqtt://host:port` or `mqtts://host:port`. When
+    /// set, no broker is embedded.
+    pub url: Option<String>,
+    /// The server's own user name on the broker. Default `fleet-server`.
+    pub username: String,
+    /// Its password; required with `url`. For the embedded broker a random one is made at start.
+    pub password: Option<String>,
+    /// PEM file of the CA that signed an `mqtts://` broker's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Shared-subscription group, so several servers split the device messages. Default
+    /// `fleet-server`.
+    pub share_group: String,
+    /// The broker URL told to devices at enrollment. Default: `mqtt.url`, or
+    /// `mqtt://<embedded_listen>`.
+    pub device_url: Option<String>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            url: None,
+            username: "fleet-server".into(),
+            password: None,
+            ca_file: None,
+            share_group: "fleet-server".into(),
+            device_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest artifact upload, in bytes. Default 1 GiB.
+    pub max_artifact_bytes: u64,
+    /// Largest JSON request body, in bytes. Default 1 MiB (signed targets metadata included).
+    pub max_json_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_artifact_bytes: 1024 * 1024 * 1024,
+            max_json_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enrollment {
+    /// Hours an enrollment token stays valid. Default 24.
+    pub token_hours: u32,
+}
+
+impl Default for Enrollment {
+    fn default() -> Self {
+        Self { token_hours: 24 }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8800))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/edgefleet-server")
+}
+
+/// Every problem found in a configuration, each naming its key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment override {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config {path}: invalid settings:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Reads `path`, applies the process's environment overrides, and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(path, &text, std::env::vars())
+    }
+
+    /// Parses `text`, applies overrides from `env` and validates.
+    pub fn from_toml(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        for (var, value) in env {
+            if let Some(key) = var.strip_prefix(ENV_PREFIX) {
+                apply_override(&mut table, &var, key, &value)?;
+            }
+        }
+        let config: Config =
+            Config::deserialize(table).map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(format!(
+                "public_url {url:?} must start with http:// or https://"
+            ));
+        }
+        if let Some(url) = &self.mqtt.url {
+            match broker_address(url) {
+                Err(e) => problems.push(format!("mqtt.url: {e}")),
+                Ok(_) if self.mqtt.password.is_none() => problems.push(
+                    "mqtt.password is required with mqtt.url (the server's own broker credential)"
+                        .into(),
+                ),
+                Ok(_) => {}
+            }
+        } else if self.mqtt.ca_file.is_some() {
+            problems.push("mqtt.ca_file only applies to an external broker (mqtt.url)".into());
+        }
+        if let Some(url) = &self.mqtt.device_url
+            && let Err(e) = broker_address(url)
+        {
+            problems.push(format!("mqtt.device_url: {e}"));
+        }
+        if self.mqtt.username.is_empty() || self.mqtt.username.contains(['+', '#', '/']) {
+            problems.push(format!(
+                "mqtt.username {:?} must be non-empty and contain no '+', '#' or '/'",
+                self.mqtt.username
+            ));
+        }
+        if self.mqtt.share_group.is_empty() || self.mqtt.share_group.contains(['+', '#', '/']) {
+            problems.push(format!(
+                "mqtt.share_group {:?} must be non-empty and contain no '+', '#' or '/'",
+                self.mqtt.share_group
+            ));
+        }
+        if self.tuf.timestamp_days == 0 || self.tuf.snapshot_days < self.tuf.timestamp_days {
+            problems.push(
+                "tuf.timestamp_days must be at least 1 and tuf.snapshot_days at least as long"
+                    .into(),
+            );
+        }
+        if self.limits.max_artifact_bytes == 0 || self.limits.max_json_bytes < 4096 {
+            problems.push(
+                "limits.max_artifact_bytes must be positive and limits.max_json_bytes at least 4096"
+                    .into(),
+            );
+        }
+        if self.enrollment.token_hours == 0 {
+            problems.push("enrollment.token_hours must be at least 1".into());
+        }
+        problems
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    pub fn device_mqtt_url(&self) -> String {
+        self.mqtt
+            .device_url
+            .clone()
+            .or_else(|| self.mqtt.url.clone())
+            .unwrap_or_else(|| format!("mqtt://{}", self.mqtt.embedded_listen))
+    }
+
+    pub fn online_keys_dir(&self) -> PathBuf {
+        self.tuf
+            .online_keys_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+}
+
+/// An external broker's address from `mqtt://host:port` / `mqtts://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+pub fn broker_address(url: &str) -> Result<BrokerAddress, String> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("mqtt://") {
+        (false, rest)
+    } else {
+        return Err(format!("{url:?} must start with mqtt:// or mqtts://"));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| format!("{url:?}: port {port:?} is not a number 1-65535"))?,
+        ),
+        None => (rest, if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("{url:?}: expected mqtt[s]://HOST[:PORT]"));
+    }
+    Ok(BrokerAddress {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+        tls,
+    })
+}
+
+fn apply_override(
+    table: &mut toml::Table,
+    var: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::Env {
+            var: var.into(),
+            message: "expected EDGEFLEET_SERVER__KEY or EDGEFLEET_SERVER__SECTION__KEY".into(),
+        });
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, sections) = path.split_last().ok_or_else(|| ConfigError::Env {
+        var: var.into(),
+        message: "empty key".into(),
+    })?;
+    let mut at = table;
+    for section in sections {
+        at = at
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Env {
+                var: var.into(),
+                message: format!("{section} is not a section"),
+            })?;
+    }
+    at.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml(
+            Path::new("server.toml"),
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8800");
+        assert_eq!(c.public_url(), "http://127.0.0.1:8800");
+        assert_eq!(c.mqtt.embedded_listen.to_string(), "127.0.0.1:1883");
+        assert!(c.mqtt.url.is_none());
+        assert_eq!(
+            c.online_keys_dir(),
+            Path::new("/var/lib/edgefleet-server/keys")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_win_over_the_file_and_parse_as_toml() {
+        let c = load(
+            "listen = \"127.0.0.1:1\"\n[mqtt]\nusername = \"a\"",
+            &[
+                ("EDGEFLEET_SERVER__LISTEN", "127.0.0.1:9000"),
+                ("EDGEFLEET_SERVER__MQTT__URL", "mqtts://broker.example:8883"),
+                ("EDGEFLEET_SERVER__MQTT__PASSWORD", "s3cret"),
+                ("EDGEFLEET_SERVER__ENROLLMENT__TOKEN_HOURS", "2"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.mqtt.username, "a");
+        assert_eq!(c.enrollment.token_hours, 2);
+        assert_eq!(
+            broker_address(c.mqtt.url.as_deref().unwrap()).unwrap(),
+            BrokerAddress {
+                host: "broker.example".into(),
+                port: 8883,
+                tls: true
+            }
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_by_key() {
+        let err = load(
+            "public_url = \"ftp://x\"\n[mqtt]\nurl = \"tcp://x\"\nshare_group = \"a/b\"\n[enrollment]\ntoken_hours = 0",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "public_url",
+            "mqtt.url",
+            "mqtt.share_group",
+            "enrollment.token_hours",
+        ] {
+            assert!(err.contains(key), "{key} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn an_external_broker_needs_the_servers_password() {
+        let err = load("[mqtt]\nurl = \"mqtt://localhost\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.password is required"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = load("[mqtt]\nurll = \"x\"", &[]).unwrap_err().to_string();
+        assert!(err.contains("urll"), "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! Edgefleet's fleet server: the TUF-signed model registry and artifact store devices update
+//! from, the device inventory and enrollment, desired/reported state over MQTT, and the operator
+//! API. See docs/SERVER.md.
+//!
+//! I/O lives at the edges ([`api`], [`mqtt`], [`store::sqlite`]); [`range`] and [`config`] are
+//! plain logic.
+
+pub mod api;
+pub mod artifacts;
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod mqtt;
+pub mod range;
+pub mod server;
+pub mod store;
+pub mod tufhost;

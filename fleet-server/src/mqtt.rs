@@ -1,0 +1,507 @@
+//! The server's side of MQTT: an embedded broker (rumqttd) for pilots or any external broker, the
+//! server's own client that publishes each device's retained desired state and consumes
+//! reported / events / metrics through a shared subscription, and the Mosquitto password and ACL
+//! files that confine each device to its own topics.
+//!
+//! The store, not the broker, is the source of truth: after every (re)connection the server
+//! re-publishes every device's desired state, so a broker restart (the embedded one keeps nothing
+//! on disk) loses nothing. Device messages are acknowledged only after they are stored.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use edgefleet_protocol::DeviceId;
+use edgefleet_protocol::message::{self, Desired, Event, MetricsBatch, Reported};
+use edgefleet_protocol::topic::{self, Channel, TOPIC_PREFIX, Topic};
+use rumqttc::{AsyncClient, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use tokio::sync::Notify;
+
+use crate::auth::secret_hash;
+use crate::config::{BrokerAddress, Config, broker_address};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoredEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("mqtt.url: {0}")]
+    Url(String),
+    #[error("cannot read mqtt.ca_file {path}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the embedded MQTT broker did not start on {listen}: {detail}")]
+    Embedded { listen: SocketAddr, detail: String },
+    #[error("publishing to the broker failed: {0}")]
+    Publish(String),
+    #[error("encoding a message failed: {0}")]
+    Encode(String),
+}
+
+/// Largest MQTT packet the server accepts or sends: the protocol's biggest message plus headers.
+const MAX_PACKET_BYTES: usize = 512 * 1024;
+
+/// The server's connection to the broker.
+#[derive(Debug, Clone)]
+pub struct MqttHandle {
+    client: AsyncClient,
+    connected: Arc<AtomicBool>,
+}
+
+impl MqttHandle {
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Publishes `desired` retained at QoS 1 on the device's desired topic.
+    pub async fn publish_desired(&self, desired: &Desired) -> Result<(), MqttError> {
+        let bytes = message::encode(desired).map_err(|e| MqttError::Encode(e.to_string()))?;
+        self.publish_retained(&desired.device, bytes).await
+    }
+
+    /// Clears the retained desired state of a removed device.
+    pub async fn clear_desired(&self, device: &DeviceId) -> Result<(), MqttError> {
+        self.publish_retained(device, Vec::new()).await
+    }
+
+    async fn publish_retained(&self, device: &DeviceId, bytes: Vec<u8>) -> Result<(), MqttError> {
+        let topic = Topic::new(device.clone(), Channel::Desired).to_string();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, bytes)
+            .await
+            .map_err(|e| MqttError::Publish(e.to_string()))
+    }
+}
+
+/// What the broker's authentication asks: is this a known principal?
+pub type Authenticator = Arc<
+    dyn Fn(
+            String,
+            String,
+            String,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Authentication for the embedded broker: the server's own credential, or an enrolled device
+/// whose client id, user name and device id agree and whose password is its credential.
+///
+/// rumqttd has no per-topic ACLs, so on the embedded broker an enrolled device could publish on
+/// another device's topics; the server still checks every message's device against its topic.
+/// Production fleets use Mosquitto with `fleet-server mosquitto-config` (docs/SERVER.md).
+pub fn embedded_authenticator(
+    store: Arc<dyn Store>,
+    server_user: String,
+    server_password: String,
+) -> Authenticator {
+    Arc::new(move |client_id, username, password| {
+        let store = store.clone();
+        let server_ok = username == server_user && password == server_password;
+        Box::pin(async move {
+            if server_ok {
+                return true;
+            }
+            let Ok(device) = DeviceId::new(username.clone()) else {
+                return false;
+            };
+            if client_id != username {
+                return false;
+            }
+            matches!(
+                store.device_by_credential(&secret_hash(&password)).await,
+                Ok(Some(found)) if found == device
+            )
+        })
+    })
+}
+
+/// Starts rumqttd on `listen` in its own threads and waits until it accepts connections.
+pub async fn start_embedded_broker(
+    listen: SocketAddr,
+    authenticator: Authenticator,
+) -> Result<(), MqttError> {
+    let mut connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: MAX_PACKET_BYTES,
+        max_inflight_count: 500,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    connections.set_auth_handler(move |client_id, user, pass| authenticator(client_id, user, pass));
+    let server = rumqttd::ServerSettings {
+        name: "edgefleet-v4".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 100_000,
+            max_outgoing_packet_count: 1000,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: rumqttd::Strategy::default(),
+        },
+        v4: Some(HashMap::from([("edgefleet".to_string(), server)])),
+        ..rumqttd::Config::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            let result = broker.start();
+            let _ = tx.send(result.map_err(|e| e.to_string()));
+        })
+        .map_err(|e| MqttError::Embedded {
+            listen,
+            detail: e.to_string(),
+        })?;
+    let mut rx = rx;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            return Ok(());
+        }
+        if let Ok(result) = rx.try_recv() {
+            return Err(MqttError::Embedded {
+                listen,
+                detail: result.err().unwrap_or_else(|| "it stopped".into()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(MqttError::Embedded {
+        listen,
+        detail: "not accepting connections after 5 s (is the port taken?)".into(),
+    })
+}
+
+/// Connects the server's client. Returns the handle and the event loop to drive with [`run`].
+pub fn connect(
+    config: &Config,
+    address: &BrokerAddress,
+    password: &str,
+) -> Result<(MqttHandle, EventLoop), MqttError> {
+    let client_id = format!(
+        "{}-{}-{}",
+        config.mqtt.username,
+        std::process::id(),
+        jiff::Timestamp::now().as_millisecond() % 1_000_000
+    );
+    let mut options = MqttOptions::new(client_id, address.host.clone(), address.port);
+    options
+        .set_credentials(config.mqtt.username.clone(), password.to_owned())
+        .set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true)
+        .set_manual_acks(true)
+        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+    if address.tls {
+        let ca = match &config.mqtt.ca_file {
+            Some(path) => std::fs::read(path).map_err(|source| MqttError::CaFile {
+                path: path.clone(),
+                source,
+            })?,
+            None => {
+                return Err(MqttError::Url(
+                    "mqtts:// needs mqtt.ca_file (the PEM of the broker's CA)".into(),
+                ));
+            }
+        };
+        options.set_transport(Transport::Tls(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth: None,
+        }));
+    }
+    let (client, eventloop) = AsyncClient::new(options, 10_000);
+    Ok((
+        MqttHandle {
+            client,
+            connected: Arc::new(AtomicBool::new(false)),
+        },
+        eventloop,
+    ))
+}
+
+/// Where the server's client connects: the external broker, or the embedded one.
+pub fn broker_of(config: &Config) -> Result<BrokerAddress, MqttError> {
+    match &config.mqtt.url {
+        Some(url) => broker_address(url).map_err(MqttError::Url),
+        None => Ok(BrokerAddress {
+            host: config.mqtt.embedded_listen.ip().to_string(),
+            port: config.mqtt.embedded_listen.port(),
+            tls: false,
+        }),
+    }
+}
+
+/// Drives the client forever: subscribes after every connection, re-publishes desired state,
+/// stores device messages and only then acknowledges them.
+pub async fn run(
+    handle: MqttHandle,
+    mut eventloop: EventLoop,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    share_group: String,
+) {
+    let republish = Arc::new(Notify::new());
+    tokio::spawn(republisher(
+        handle.clone(),
+        store.clone(),
+        republish.clone(),
+    ));
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(200);
+                handle.connected.store(true, Ordering::Relaxed);
+                metrics.mqtt_connected.set(1);
+                tracing::info!("connected to the MQTT broker");
+                for channel in [Channel::Reported, Channel::Events, Channel::Metrics] {
+                    let filter = topic::server_subscription(&share_group, channel);
+                    if let Err(e) = handle.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, "cannot queue a subscription");
+                    }
+                }
+                republish.notify_one();
+            }
+            Ok(rumqttc::Event::Incoming(Packet::Publish(publish))) => {
+                let outcome = ingest(&*store, &publish.topic, &publish.payload).await;
+                metrics
+                    .mqtt_messages
+                    .get_or_create(&crate::metrics::MessageLabels {
+                        channel: channel_label(&publish.topic),
+                        outcome: outcome.label(),
+                    })
+                    .inc();
+                if let Ingested::Failed(reason) = &outcome {
+                    // Not acknowledged: the broker delivers it again after we reconnect.
+                    tracing::warn!(topic = %publish.topic, reason, "could not store a device message");
+                    continue;
+                }
+                if let Ingested::Refused(reason) = &outcome {
+                    tracing::warn!(topic = %publish.topic, reason, "refused a device message");
+                }
+                if handle.client.try_ack(&publish).is_err() {
+                    let client = handle.client.clone();
+                    tokio::spawn(async move {
+                        let _ = client.ack(&publish).await;
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if handle.connected.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "lost the MQTT broker; reconnecting");
+                } else {
+                    tracing::debug!(error = %e, "MQTT broker unreachable; retrying");
+                }
+                metrics.mqtt_connected.set(0);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn channel_label(topic: &str) -> String {
+    Topic::parse(topic)
+        .map(|t| t.channel.as_str().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+async fn republisher(handle: MqttHandle, store: Arc<dyn Store>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        match store.all_desired().await {
+            Ok(all) => {
+                let count = all.len();
+                for (device, desired) in all {
+                    let Ok(bytes) = serde_json::to_vec(&desired) else {
+                        continue;
+                    };
+                    if let Err(e) = handle.publish_retained(&device, bytes).await {
+                        tracing::warn!(error = %e, "re-publishing desired state stopped");
+                        break;
+                    }
+                }
+                tracing::info!(devices = count, "re-published desired state");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read desired state to re-publish"),
+        }
+    }
+}
+
+/// What became of one device message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    Stored,
+    /// Already stored (a redelivery) or older than what is stored.
+    Duplicate,
+    /// Malformed, for an unknown device, or naming another device than its topic: dropped.
+    Refused(String),
+    /// The store failed: not acknowledged, so the broker redelivers.
+    Failed(String),
+}
+
+impl Ingested {
+    fn label(&self) -> String {
+        match self {
+            Ingested::Stored => "stored",
+            Ingested::Duplicate => "duplicate",
+            Ingested::Refused(_) => "refused",
+            Ingested::Failed(_) => "failed",
+        }
+        .into()
+    }
+}
+
+/// Validates and stores one message a device published.
+pub async fn ingest(store: &dyn Store, topic: &str, payload: &[u8]) -> Ingested {
+    let topic = match Topic::parse(topic) {
+        Ok(t) if t.channel.from_device() => t,
+        Ok(t) => {
+            return Ingested::Refused(format!("{} is not a device channel", t.channel.as_str()));
+        }
+        Err(e) => return Ingested::Refused(e.to_string()),
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let result = match topic.channel {
+        Channel::Reported => match message::decode::<Reported>(payload) {
+            Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),
+            Ok(m) => {
+                let json = match serde_json::to_value(&m) {
+                    Ok(j) => j,
+                    Err(e) => return Ingested::Refused(e.to_string()),
+                };
+                store
+                    .record_reported(&m.device, m.seq, now, &m.agent_version, &json)
+                    .await
+            }
+            Err(e) => return Ingested::Refused(e.to_string()),
+        },
+        Channel::Events => match message::decode::<Event>(payload) {
+            Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),
+            Ok(m) => {
+                let json = match serde_json::to_value(&m) {
+                    Ok(j) => j,
+                    Err(e) => return Ingested::Refused(e.to_string()),
+                };
+                let stored = StoredEvent {
+                    device: m.device.clone(),
+                    seq: m.seq,
+                    at: now,
+                    message: json,
+                };
+                store.record_event(&stored, m.id.as_str()).await
+            }
+            Err(e) => return Ingested::Refused(e.to_string()),
+        },
+        Channel::Metrics => match message::decode::<MetricsBatch>(payload) {
+            Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),
+            Ok(m) => {
+                let json = match serde_json::to_value(&m) {
+                    Ok(j) => j,
+                    Err(e) => return Ingested::Refused(e.to_string()),
+                };
+                store.record_metrics(&m.device, m.seq, now, &json).await
+            }
+            Err(e) => return Ingested::Refused(e.to_string()),
+        },
+        Channel::Desired => return Ingested::Refused("desired is not a device channel".into()),
+    };
+    match result {
+        Ok(true) => {
+            if let Err(e) = store.touch(&topic.device, now).await {
+                return Ingested::Failed(e.to_string());
+            }
+            Ingested::Stored
+        }
+        Ok(false) => match store.device(&topic.device).await {
+            Ok(Some(_)) => Ingested::Duplicate,
+            Ok(None) => Ingested::Refused(format!("unknown device {}", topic.device)),
+            Err(e) => Ingested::Failed(e.to_string()),
+        },
+        Err(crate::store::StoreError::Backend(e)) => Ingested::Failed(e),
+        Err(e) => Ingested::Refused(e.to_string()),
+    }
+}
+
+fn wrong_device(topic: &Topic, named: &DeviceId) -> Ingested {
+    Ingested::Refused(format!(
+        "message names device {named} but was published on {}'s topic",
+        topic.device
+    ))
+}
+
+/// Mosquitto's `password_file` and `acl_file` for the server and every enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MosquittoFiles {
+    pub passwd: String,
+    pub acl: String,
+}
+
+pub fn mosquitto_files(
+    server_user: &str,
+    server_hash: &str,
+    devices: &[(DeviceId, String)],
+) -> MosquittoFiles {
+    let mut passwd = format!("{server_user}:{server_hash}\n");
+    for (device, hash) in devices {
+        passwd.push_str(&format!("{device}:{hash}\n"));
+    }
+    let prefix = TOPIC_PREFIX;
+    let acl = format!(
+        "# Written by `fleet-server mosquitto-config`; regenerate after enrolling devices.\n\
+         # The server reads every device's messages and writes desired state.\n\
+         user {server_user}\n\
+         topic read {prefix}/+/reported\n\
+         topic read {prefix}/+/events\n\
+         topic read {prefix}/+/metrics\n\
+         topic write {prefix}/+/desired\n\
+         \n\
+         # Each device (user name = device id) reads its own desired state and writes its own\n\
+         # reported state, events and metrics; nothing else.\n\
+         pattern read {prefix}/%u/desired\n\
+         pattern write {prefix}/%u/reported\n\
+         pattern write {prefix}/%u/events\n\
+         pattern write {prefix}/%u/metrics\n"
+    );
+    MosquittoFiles { passwd, acl }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mosquitto_acl_confines_devices_to_their_own_topics() {
+        let files = mosquitto_files(
+            "fleet-server",
+            "$7$x",
+            &[(DeviceId::new("d1").unwrap(), "$7$y".into())],
+        );
+        assert_eq!(files.passwd, "fleet-server:$7$x\nd1:$7$y\n");
+        assert!(
+            files
+                .acl
+                .contains("pattern read edgefleet/v1/devices/%u/desired\n")
+        );
+        assert!(
+            !files
+                .acl
+                .contains("pattern write edgefleet/v1/devices/%u/desired")
+        );
+        assert!(!files.acl.contains("#\n"), "no wildcard grants");
+    }
+}

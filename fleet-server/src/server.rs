@@ -1,0 +1,199 @@
+//! Start-up: open the store, the artifact store and the TUF repository, start (or reach) the MQTT
+//! broker, then serve HTTP until SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgefleet_tuf::operator::Expiries;
+
+use crate::api::{self, Shared};
+use crate::artifacts::BlobStore;
+use crate::auth::{self, Role, SecretKind};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::mqtt;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::tufhost::TufHost;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot make the online TUF keys in {dir}: {detail}")]
+    Keys { dir: PathBuf, detail: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Artifacts(#[from] crate::artifacts::ArtifactError),
+    #[error(transparent)]
+    Tuf(#[from] crate::tufhost::HostError),
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
+    #[error("cannot listen on {addr}: {source} (is another server running? change `listen`)")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("a secret could not be generated")]
+    Random(#[from] auth::RandomError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Makes the online snapshot and timestamp keys on first start. They stay on this machine; the
+/// operator's `fleetctl init --server` puts their public halves into root.json.
+fn ensure_online_keys(dir: &Path) -> Result<(), StartError> {
+    for role in ["snapshot", "timestamp"] {
+        if !dir.join(format!("{role}.pem")).exists() {
+            edgefleet_tuf::keys::generate(dir, role).map_err(|e| StartError::Keys {
+                dir: dir.to_path_buf(),
+                detail: e.to_string(),
+            })?;
+            tracing::info!(dir = %dir.display(), role, "generated an online TUF key");
+        }
+    }
+    Ok(())
+}
+
+/// On a server with no operator token, writes a first admin token to `data_dir/admin.token`
+/// (mode 0600) for `fleetctl login`.
+async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<(), StartError> {
+    if !store.operator_tokens().await?.is_empty() {
+        return Ok(());
+    }
+    let secret = auth::new_secret(SecretKind::Operator)?;
+    let path = data_dir.join("admin.token");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.write_all(format!("{secret}\n").as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io(&path))?;
+    }
+    store
+        .create_operator_token(
+            "bootstrap-admin",
+            Role::Admin,
+            &auth::secret_hash(&secret),
+            jiff::Timestamp::now().as_second(),
+        )
+        .await?;
+    tracing::warn!(
+        path = %path.display(),
+        "no operator tokens yet: wrote a first admin token; `fleetctl login --token-file` it, then make named tokens and delete the file"
+    );
+    Ok(())
+}
+
+/// A server that is up: the HTTP listener is bound and the broker started (or dialled).
+#[derive(Debug)]
+pub struct Running {
+    pub state: api::AppState,
+    pub listener: tokio::net::TcpListener,
+}
+
+/// Everything before serving: stores opened, keys present, broker up, listener bound.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
+    ensure_online_keys(&config.online_keys_dir())?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("fleet.db"))?);
+    bootstrap_admin(&*store, &config.data_dir).await?;
+    let blobs = BlobStore::open(&config.data_dir.join("artifacts"))?;
+    let expiries = Expiries {
+        snapshot_days: config.tuf.snapshot_days,
+        timestamp_days: config.tuf.timestamp_days,
+        ..Expiries::default()
+    };
+    let tuf = TufHost::open(
+        &config.data_dir.join("repo"),
+        &config.online_keys_dir(),
+        expiries,
+    )?;
+    let metrics = Arc::new(Metrics::default());
+
+    let password = match (&config.mqtt.url, &config.mqtt.password) {
+        (Some(_), Some(password)) => password.clone(),
+        _ => {
+            // The embedded broker only ever sees this process's own credential.
+            let password = auth::new_secret(SecretKind::Operator)?;
+            let authenticator = mqtt::embedded_authenticator(
+                store.clone(),
+                config.mqtt.username.clone(),
+                password.clone(),
+            );
+            mqtt::start_embedded_broker(config.mqtt.embedded_listen, authenticator).await?;
+            tracing::info!(listen = %config.mqtt.embedded_listen, "embedded MQTT broker started");
+            password
+        }
+    };
+    let broker = mqtt::broker_of(&config)?;
+    let (handle, eventloop) = mqtt::connect(&config, &broker, &password)?;
+    tokio::spawn(mqtt::run(
+        handle.clone(),
+        eventloop,
+        store.clone(),
+        metrics.clone(),
+        config.mqtt.share_group.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let state = Arc::new(Shared {
+        device_mqtt_url: config.device_mqtt_url(),
+        config,
+        store,
+        blobs,
+        tuf,
+        mqtt: handle,
+        metrics,
+        desired_lock: tokio::sync::Mutex::new(()),
+    });
+    tokio::spawn(refresh_online_metadata(state.clone()));
+    Ok(Running { state, listener })
+}
+
+/// Re-signs snapshot and timestamp before they expire, every few minutes.
+async fn refresh_online_metadata(state: api::AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tick.tick().await;
+        match state.tuf.refresh(jiff::Timestamp::now()).await {
+            Ok(true) => tracing::info!("re-signed snapshot/timestamp metadata"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot re-sign online TUF metadata"),
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    running: Running,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = running.listener.local_addr()?;
+    tracing::info!(%addr, public_url = %running.state.config.public_url(), "serving");
+    axum::serve(running.listener, api::router(running.state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,227 @@
+//! The server's state behind one trait, so callers never see which database holds it. SQLite
+//! ([`sqlite::SqliteStore`]) is the default; the SQL sticks to what PostgreSQL also speaks
+//! (`ON CONFLICT`, no SQLite-only types) so a second implementation needs no caller changes.
+//!
+//! Times are Unix seconds. JSON documents (reported state, events) are stored as text exactly
+//! as received, after the protocol crate validated them.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use edgefleet_protocol::DeviceId;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what} already exists")]
+    Conflict { what: String },
+    #[error("enrollment refused: {reason}")]
+    Enrollment { reason: EnrollRefusal },
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// Why a device's enrollment token was not accepted. Deliberately coarse towards the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollRefusal {
+    #[error("unknown device or wrong token")]
+    UnknownOrWrongToken,
+    #[error("the token has expired; ask the operator for a new one (fleetctl device add --renew)")]
+    Expired,
+    #[error("the device is already enrolled; a token works once")]
+    AlreadyEnrolled,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A device as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: DeviceId,
+    pub group: String,
+    pub tags: BTreeMap<String, String>,
+    pub created_at: i64,
+    pub enrolled_at: Option<i64>,
+    pub last_seen: Option<i64>,
+    pub agent_version: Option<String>,
+    /// The device's last reported state (`edgefleet_protocol::Reported`), as it sent it.
+    pub reported: Option<serde_json::Value>,
+    /// What the server last asked it to run (`edgefleet_protocol::Desired`).
+    pub desired: Option<serde_json::Value>,
+    pub desired_revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDevice {
+    pub id: DeviceId,
+    pub group: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    pub group: Option<String>,
+    /// `key` or `key=value`.
+    pub tag: Option<(String, Option<String>)>,
+}
+
+/// Where a release stands in the registry (the MLflow model registry's stages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Staging,
+    Production,
+    Archived,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Staging => "staging",
+            Stage::Production => "production",
+            Stage::Archived => "archived",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "staging" => Some(Stage::Staging),
+            "production" => Some(Stage::Production),
+            "archived" => Some(Stage::Archived),
+            _ => None,
+        }
+    }
+}
+
+/// Who pushed a signed target, and what the registry says about it. The signed metadata stays
+/// the authority on what exists; this adds the human side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub target: String,
+    pub model: String,
+    pub version: String,
+    pub sequence: u64,
+    pub sha256: String,
+    pub length: u64,
+    pub stage: Stage,
+    pub pushed_by: String,
+    pub pushed_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorToken {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// One stored device message (event), newest first when listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub device: DeviceId,
+    pub seq: u64,
+    pub at: i64,
+    pub message: serde_json::Value,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Fails when the database cannot answer (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    // Operator tokens.
+    async fn create_operator_token(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        now: i64,
+    ) -> Result<i64>;
+    async fn operator_by_hash(&self, hash: &str) -> Result<Option<OperatorToken>>;
+    async fn operator_tokens(&self) -> Result<Vec<OperatorToken>>;
+    async fn revoke_operator_token(&self, id: i64) -> Result<()>;
+
+    // Devices.
+    /// Registers a device that has not enrolled yet, with the hash of its one-time token.
+    /// `renew` replaces the token of a device that has not enrolled yet.
+    async fn add_device(
+        &self,
+        device: &NewDevice,
+        enrollment_hash: &str,
+        expires_at: i64,
+        now: i64,
+        renew: bool,
+    ) -> Result<()>;
+    /// Trades a one-time token for the device's credential (both stored hashed).
+    async fn enroll(
+        &self,
+        id: &DeviceId,
+        enrollment_hash: &str,
+        credential_hash: &str,
+        mosquitto_hash: &str,
+        now: i64,
+    ) -> Result<()>;
+    async fn device(&self, id: &DeviceId) -> Result<Option<Device>>;
+    async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>>;
+    async fn device_count(&self) -> Result<u64>;
+    async fn update_device(
+        &self,
+        id: &DeviceId,
+        group: Option<&str>,
+        tags: Option<&BTreeMap<String, String>>,
+    ) -> Result<()>;
+    async fn remove_device(&self, id: &DeviceId) -> Result<()>;
+    async fn device_by_credential(&self, hash: &str) -> Result<Option<DeviceId>>;
+    /// Enrolled devices and their Mosquitto password hashes.
+    async fn mqtt_credentials(&self) -> Result<Vec<(DeviceId, String)>>;
+    /// Group name → number of devices.
+    async fn groups(&self) -> Result<BTreeMap<String, u64>>;
+
+    // What devices say.
+    /// Keeps `reported` if `seq` is above the last one stored; returns whether it did.
+    async fn record_reported(
+        &self,
+        id: &DeviceId,
+        seq: u64,
+        at: i64,
+        agent_version: &str,
+        reported: &serde_json::Value,
+    ) -> Result<bool>;
+    /// Stores an event once per (device, message id); returns whether it was new.
+    async fn record_event(&self, event: &StoredEvent, message_id: &str) -> Result<bool>;
+    async fn events(&self, id: Option<&DeviceId>, limit: u32) -> Result<Vec<StoredEvent>>;
+    /// Stores a metrics batch once per (device, seq); returns whether it was new.
+    async fn record_metrics(
+        &self,
+        id: &DeviceId,
+        seq: u64,
+        at: i64,
+        batch: &serde_json::Value,
+    ) -> Result<bool>;
+    async fn touch(&self, id: &DeviceId, at: i64) -> Result<()>;
+
+    // What the server wants.
+    /// Stores the device's new desired state and remembers the targets it may download.
+    async fn set_desired(
+        &self,
+        id: &DeviceId,
+        revision: u64,
+        desired: &serde_json::Value,
+        targets: &[String],
+    ) -> Result<()>;
+    async fn all_desired(&self) -> Result<Vec<(DeviceId, serde_json::Value)>>;
+    /// Whether the device was ever assigned `target` (so it may download it again to roll back).
+    async fn is_assigned(&self, id: &DeviceId, target: &str) -> Result<bool>;
+
+    // Registry.
+    async fn record_release(&self, release: &Release) -> Result<()>;
+    async fn releases(&self) -> Result<Vec<Release>>;
+    async fn set_stage(&self, model: &str, version: &str, stage: Stage) -> Result<()>;
+}

@@ -1,0 +1,992 @@
+//! The default store: one SQLite file in WAL mode. Calls run on tokio's blocking pool behind one
+//! connection; a pilot fleet's write rate is far below what that serialises (see BENCHMARKS.md).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use edgefleet_protocol::DeviceId;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    Device, DeviceFilter, EnrollRefusal, NewDevice, OperatorToken, Release, Result, Stage, Store,
+    StoreError, StoredEvent,
+};
+use crate::auth::Role;
+
+/// Schema changes, applied in order once each. Never edit one that has shipped; add another.
+const MIGRATIONS: &[&str] = &[
+    // 1: tokens, devices, desired/reported, events, metrics, registry.
+    "CREATE TABLE operator_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        grp TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        enrollment_hash TEXT,
+        enrollment_expires_at BIGINT,
+        enrolled_at BIGINT,
+        credential_hash TEXT UNIQUE,
+        mosquitto_hash TEXT,
+        last_seen BIGINT,
+        agent_version TEXT,
+        reported TEXT,
+        reported_seq BIGINT NOT NULL DEFAULT 0,
+        desired TEXT,
+        desired_revision BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX devices_by_group ON devices (grp);
+    CREATE TABLE assignments (
+        device TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+        target TEXT NOT NULL,
+        PRIMARY KEY (device, target)
+    );
+    CREATE TABLE events (
+        device TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (device, message_id)
+    );
+    CREATE INDEX events_by_time ON events (at);
+    CREATE TABLE metrics_batches (
+        device TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        batch TEXT NOT NULL,
+        PRIMARY KEY (device, seq)
+    );
+    CREATE TABLE releases (
+        target TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        version TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        sha256 TEXT NOT NULL,
+        length BIGINT NOT NULL,
+        stage TEXT NOT NULL,
+        pushed_by TEXT NOT NULL,
+        pushed_at BIGINT NOT NULL,
+        UNIQUE (model, version)
+    );",
+];
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn role_of(text: &str) -> Result<Role> {
+    Role::parse(text).ok_or_else(|| backend(format!("unknown role {text:?} in the database")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)
+            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| backend("a database call panicked earlier"))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+        .map_err(backend)?;
+    let applied: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    if applied > MIGRATIONS.len() as i64 {
+        return Err(backend(format!(
+            "the database is at schema version {applied}, newer than this server knows ({}); \
+             run the newer fleet-server",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES (?1)",
+            params![index as i64 + 1],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
+const DEVICE_COLUMNS: &str = "id, grp, tags, created_at, enrolled_at, last_seen, agent_version, \
+                              reported, desired, desired_revision";
+
+fn device_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    let id: String = row.get(0)?;
+    let tags: String = row.get(2)?;
+    let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+        let text: Option<String> = row.get(i)?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    };
+    Ok(Device {
+        id: DeviceId::new(id).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        group: row.get(1)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        created_at: row.get(3)?,
+        enrolled_at: row.get(4)?,
+        last_seen: row.get(5)?,
+        agent_version: row.get(6)?,
+        reported: json(7)?,
+        desired: json(8)?,
+        desired_revision: row.get::<_, i64>(9)? as u64,
+    })
+}
+
+fn release_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Release> {
+    let stage: String = row.get(6)?;
+    Ok(Release {
+        target: row.get(0)?,
+        model: row.get(1)?,
+        version: row.get(2)?,
+        sequence: row.get::<_, i64>(3)? as u64,
+        sha256: row.get(4)?,
+        length: row.get::<_, i64>(5)? as u64,
+        stage: Stage::parse(&stage).unwrap_or(Stage::Staging),
+        pushed_by: row.get(7)?,
+        pushed_at: row.get(8)?,
+    })
+}
+
+fn tags_json(tags: &BTreeMap<String, String>) -> Result<String> {
+    serde_json::to_string(tags).map_err(backend)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
+    }
+
+    async fn create_operator_token(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let (name, hash) = (name.to_owned(), hash.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO operator_tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, role.as_str(), hash, now],
+            )
+            .map_err(backend)?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn operator_by_hash(&self, hash: &str) -> Result<Option<OperatorToken>> {
+        let hash = hash.to_owned();
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT id, name, role, created_at FROM operator_tokens
+                     WHERE hash = ?1 AND revoked_at IS NULL",
+                    params![hash],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(backend)?;
+            row.map(|(id, name, role, created_at)| {
+                Ok(OperatorToken {
+                    id,
+                    name,
+                    role: role_of(&role)?,
+                    created_at,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn operator_tokens(&self) -> Result<Vec<OperatorToken>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, name, role, created_at FROM operator_tokens
+                     WHERE revoked_at IS NULL ORDER BY id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|(id, name, role, created_at)| {
+                    Ok(OperatorToken {
+                        id,
+                        name,
+                        role: role_of(&role)?,
+                        created_at,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn revoke_operator_token(&self, id: i64) -> Result<()> {
+        self.with(move |c| {
+            let now = jiff::Timestamp::now().as_second();
+            let n = c
+                .execute(
+                    "UPDATE operator_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, now],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("operator token {id}"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_device(
+        &self,
+        device: &NewDevice,
+        enrollment_hash: &str,
+        expires_at: i64,
+        now: i64,
+        renew: bool,
+    ) -> Result<()> {
+        let device = device.clone();
+        let hash = enrollment_hash.to_owned();
+        self.with(move |c| {
+            let tags = tags_json(&device.tags)?;
+            let existing: Option<Option<i64>> = c
+                .query_row(
+                    "SELECT enrolled_at FROM devices WHERE id = ?1",
+                    params![device.id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            match (existing, renew) {
+                (None, _) => {
+                    c.execute(
+                        "INSERT INTO devices (id, grp, tags, created_at, enrollment_hash, enrollment_expires_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![device.id.as_str(), device.group, tags, now, hash, expires_at],
+                    )
+                    .map_err(backend)?;
+                }
+                (Some(None), true) => {
+                    c.execute(
+                        "UPDATE devices SET enrollment_hash = ?2, enrollment_expires_at = ?3 WHERE id = ?1",
+                        params![device.id.as_str(), hash, expires_at],
+                    )
+                    .map_err(backend)?;
+                }
+                (Some(Some(_)), true) => {
+                    return Err(StoreError::Conflict {
+                        what: format!(
+                            "device {} is enrolled; remove it first to enroll it again",
+                            device.id
+                        ),
+                    });
+                }
+                (Some(_), false) => {
+                    return Err(StoreError::Conflict {
+                        what: format!("device {}", device.id),
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enroll(
+        &self,
+        id: &DeviceId,
+        enrollment_hash: &str,
+        credential_hash: &str,
+        mosquitto_hash: &str,
+        now: i64,
+    ) -> Result<()> {
+        let id = id.clone();
+        let (enrollment_hash, credential_hash, mosquitto_hash) = (
+            enrollment_hash.to_owned(),
+            credential_hash.to_owned(),
+            mosquitto_hash.to_owned(),
+        );
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let row: Option<(Option<String>, Option<i64>, Option<i64>)> = tx
+                .query_row(
+                    "SELECT enrollment_hash, enrollment_expires_at, enrolled_at FROM devices WHERE id = ?1",
+                    params![id.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            let refuse = |reason| Err(StoreError::Enrollment { reason });
+            match row {
+                None => return refuse(EnrollRefusal::UnknownOrWrongToken),
+                Some((_, _, Some(_))) => return refuse(EnrollRefusal::AlreadyEnrolled),
+                Some((Some(stored), expires, None)) => {
+                    if stored != enrollment_hash {
+                        return refuse(EnrollRefusal::UnknownOrWrongToken);
+                    }
+                    if expires.is_some_and(|e| e <= now) {
+                        return refuse(EnrollRefusal::Expired);
+                    }
+                }
+                Some((None, _, None)) => return refuse(EnrollRefusal::UnknownOrWrongToken),
+            }
+            tx.execute(
+                "UPDATE devices SET enrollment_hash = NULL, enrollment_expires_at = NULL,
+                 enrolled_at = ?2, credential_hash = ?3, mosquitto_hash = ?4 WHERE id = ?1",
+                params![id.as_str(), now, credential_hash, mosquitto_hash],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<Option<Device>> {
+        let id = id.clone();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"),
+                params![id.as_str()],
+                device_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>> {
+        let filter = filter.clone();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices
+                     WHERE (?1 IS NULL OR grp = ?1) ORDER BY id"
+                ))
+                .map_err(backend)?;
+            let devices = stmt
+                .query_map(params![filter.group], device_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(devices
+                .into_iter()
+                .filter(|d| match &filter.tag {
+                    None => true,
+                    Some((key, None)) => d.tags.contains_key(key),
+                    Some((key, Some(value))) => d.tags.get(key) == Some(value),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn device_count(&self) -> Result<u64> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn update_device(
+        &self,
+        id: &DeviceId,
+        group: Option<&str>,
+        tags: Option<&BTreeMap<String, String>>,
+    ) -> Result<()> {
+        let id = id.clone();
+        let group = group.map(str::to_owned);
+        let tags = tags.map(tags_json).transpose()?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE devices SET grp = COALESCE(?2, grp), tags = COALESCE(?3, tags) WHERE id = ?1",
+                    params![id.as_str(), group, tags],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("device {id}"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_device(&self, id: &DeviceId) -> Result<()> {
+        let id = id.clone();
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM devices WHERE id = ?1", params![id.as_str()])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("device {id}"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn device_by_credential(&self, hash: &str) -> Result<Option<DeviceId>> {
+        let hash = hash.to_owned();
+        self.with(move |c| {
+            let id: Option<String> = c
+                .query_row(
+                    "SELECT id FROM devices WHERE credential_hash = ?1",
+                    params![hash],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            id.map(|id| DeviceId::new(id).map_err(backend)).transpose()
+        })
+        .await
+    }
+
+    async fn mqtt_credentials(&self) -> Result<Vec<(DeviceId, String)>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, mosquitto_hash FROM devices WHERE mosquitto_hash IS NOT NULL ORDER BY id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|(id, hash)| Ok((DeviceId::new(id).map_err(backend)?, hash)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn groups(&self) -> Result<BTreeMap<String, u64>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare("SELECT grp, COUNT(*) FROM devices GROUP BY grp ORDER BY grp")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<BTreeMap<_, _>>>()
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn record_reported(
+        &self,
+        id: &DeviceId,
+        seq: u64,
+        at: i64,
+        agent_version: &str,
+        reported: &serde_json::Value,
+    ) -> Result<bool> {
+        let id = id.clone();
+        let agent_version = agent_version.to_owned();
+        let text = reported.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE devices SET reported = ?3, reported_seq = ?2, agent_version = ?4,
+                     last_seen = MAX(COALESCE(last_seen, 0), ?5)
+                     WHERE id = ?1 AND reported_seq < ?2",
+                    params![id.as_str(), seq as i64, text, agent_version, at],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn record_event(&self, event: &StoredEvent, message_id: &str) -> Result<bool> {
+        let event = event.clone();
+        let message_id = message_id.to_owned();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO events (device, message_id, seq, at, message) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (device, message_id) DO NOTHING",
+                    params![
+                        event.device.as_str(),
+                        message_id,
+                        event.seq as i64,
+                        event.at,
+                        event.message.to_string()
+                    ],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn events(&self, id: Option<&DeviceId>, limit: u32) -> Result<Vec<StoredEvent>> {
+        let id = id.map(|d| d.as_str().to_owned());
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT device, seq, at, message FROM events WHERE (?1 IS NULL OR device = ?1)
+                     ORDER BY at DESC, seq DESC LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![id, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|(device, seq, at, message)| {
+                    Ok(StoredEvent {
+                        device: DeviceId::new(device).map_err(backend)?,
+                        seq: seq as u64,
+                        at,
+                        message: serde_json::from_str(&message).map_err(backend)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn record_metrics(
+        &self,
+        id: &DeviceId,
+        seq: u64,
+        at: i64,
+        batch: &serde_json::Value,
+    ) -> Result<bool> {
+        let id = id.clone();
+        let text = batch.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO metrics_batches (device, seq, at, batch) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (device, seq) DO NOTHING",
+                    params![id.as_str(), seq as i64, at, text],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn touch(&self, id: &DeviceId, at: i64) -> Result<()> {
+        let id = id.clone();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?2) WHERE id = ?1",
+                params![id.as_str(), at],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_desired(
+        &self,
+        id: &DeviceId,
+        revision: u64,
+        desired: &serde_json::Value,
+        targets: &[String],
+    ) -> Result<()> {
+        let id = id.clone();
+        let text = desired.to_string();
+        let targets = targets.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let n = tx
+                .execute(
+                    "UPDATE devices SET desired = ?3, desired_revision = ?2
+                     WHERE id = ?1 AND desired_revision < ?2",
+                    params![id.as_str(), revision as i64, text],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::Conflict {
+                    what: format!(
+                        "desired state revision {revision} of device {id} (unknown device, or a newer revision is stored)"
+                    ),
+                });
+            }
+            for target in &targets {
+                tx.execute(
+                    "INSERT INTO assignments (device, target) VALUES (?1, ?2)
+                     ON CONFLICT (device, target) DO NOTHING",
+                    params![id.as_str(), target],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn all_desired(&self) -> Result<Vec<(DeviceId, serde_json::Value)>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare("SELECT id, desired FROM devices WHERE desired IS NOT NULL ORDER BY id")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|(id, desired)| {
+                    Ok((
+                        DeviceId::new(id).map_err(backend)?,
+                        serde_json::from_str(&desired).map_err(backend)?,
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn is_assigned(&self, id: &DeviceId, target: &str) -> Result<bool> {
+        let id = id.clone();
+        let target = target.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT 1 FROM assignments WHERE device = ?1 AND target = ?2",
+                params![id.as_str(), target],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_release(&self, release: &Release) -> Result<()> {
+        let r = release.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO releases (target, model, version, sequence, sha256, length, stage, pushed_by, pushed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (target) DO UPDATE SET sha256 = excluded.sha256, length = excluded.length,
+                 sequence = excluded.sequence, pushed_by = excluded.pushed_by, pushed_at = excluded.pushed_at",
+                params![
+                    r.target,
+                    r.model,
+                    r.version,
+                    r.sequence as i64,
+                    r.sha256,
+                    r.length as i64,
+                    r.stage.as_str(),
+                    r.pushed_by,
+                    r.pushed_at
+                ],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn releases(&self) -> Result<Vec<Release>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT target, model, version, sequence, sha256, length, stage, pushed_by, pushed_at
+                     FROM releases ORDER BY model, sequence",
+                )
+                .map_err(backend)?;
+            stmt.query_map([], release_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_stage(&self, model: &str, version: &str, stage: Stage) -> Result<()> {
+        let (model, version) = (model.to_owned(), version.to_owned());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE releases SET stage = ?3 WHERE model = ?1 AND version = ?2",
+                    params![model, version, stage.as_str()],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("release {model} {version}"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(id: &str) -> DeviceId {
+        DeviceId::new(id).unwrap()
+    }
+
+    fn new_device(id: &str, group: &str) -> NewDevice {
+        NewDevice {
+            id: dev(id),
+            group: group.into(),
+            tags: BTreeMap::from([("site".to_string(), "north".to_string())]),
+        }
+    }
+
+    #[tokio::test]
+    async fn enrollment_tokens_work_once_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        store
+            .add_device(&new_device("d1", "g"), "tok", 100, 0, false)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .add_device(&new_device("d1", "g"), "tok2", 100, 0, false)
+                .await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let refusal = |r: Result<()>| match r {
+            Err(StoreError::Enrollment { reason }) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            refusal(store.enroll(&dev("d1"), "wrong", "c", "m", 1).await),
+            EnrollRefusal::UnknownOrWrongToken
+        );
+        assert_eq!(
+            refusal(store.enroll(&dev("d2"), "tok", "c", "m", 1).await),
+            EnrollRefusal::UnknownOrWrongToken
+        );
+        assert_eq!(
+            refusal(store.enroll(&dev("d1"), "tok", "c", "m", 100).await),
+            EnrollRefusal::Expired
+        );
+        store
+            .add_device(&new_device("d1", "g"), "tok3", 200, 150, true)
+            .await
+            .unwrap();
+        store
+            .enroll(&dev("d1"), "tok3", "cred", "m", 150)
+            .await
+            .unwrap();
+        assert_eq!(
+            refusal(store.enroll(&dev("d1"), "tok3", "c", "m", 151).await),
+            EnrollRefusal::AlreadyEnrolled
+        );
+        assert_eq!(
+            store.device_by_credential("cred").await.unwrap(),
+            Some(dev("d1"))
+        );
+        assert_eq!(store.device_by_credential("tok3").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn reported_state_only_moves_forward_and_events_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        store
+            .add_device(&new_device("d1", "g"), "t", 100, 0, false)
+            .await
+            .unwrap();
+        let r = |n: u64| serde_json::json!({ "seq": n });
+        assert!(
+            store
+                .record_reported(&dev("d1"), 2, 10, "0.1.0", &r(2))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_reported(&dev("d1"), 1, 11, "0.1.0", &r(1))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_reported(&dev("d1"), 2, 11, "0.1.0", &r(2))
+                .await
+                .unwrap()
+        );
+        let d = store.device(&dev("d1")).await.unwrap().unwrap();
+        assert_eq!(d.reported, Some(r(2)));
+        assert_eq!(d.last_seen, Some(10));
+        let event = StoredEvent {
+            device: dev("d1"),
+            seq: 1,
+            at: 5,
+            message: serde_json::json!({"kind": "committed"}),
+        };
+        assert!(store.record_event(&event, "m1").await.unwrap());
+        assert!(!store.record_event(&event, "m1").await.unwrap());
+        assert_eq!(store.events(Some(&dev("d1")), 10).await.unwrap().len(), 1);
+        assert!(store.record_metrics(&dev("d1"), 1, 5, &r(1)).await.unwrap());
+        assert!(!store.record_metrics(&dev("d1"), 1, 5, &r(1)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn desired_revisions_grow_and_assignments_accumulate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        store
+            .add_device(&new_device("d1", "g"), "t", 100, 0, false)
+            .await
+            .unwrap();
+        let d = serde_json::json!({});
+        store
+            .set_desired(&dev("d1"), 1, &d, &["a".into()])
+            .await
+            .unwrap();
+        store
+            .set_desired(&dev("d1"), 2, &d, &["b".into()])
+            .await
+            .unwrap();
+        assert!(
+            store
+                .set_desired(&dev("d1"), 2, &d, &["c".into()])
+                .await
+                .is_err()
+        );
+        assert!(store.is_assigned(&dev("d1"), "a").await.unwrap());
+        assert!(store.is_assigned(&dev("d1"), "b").await.unwrap());
+        assert!(!store.is_assigned(&dev("d1"), "c").await.unwrap());
+        assert!(store.set_desired(&dev("nobody"), 1, &d, &[]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn everything_survives_reopening_and_migrations_run_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .add_device(&new_device("d1", "g1"), "t", 100, 0, false)
+                .await
+                .unwrap();
+            store
+                .create_operator_token("alice", Role::Admin, "h", 0)
+                .await
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.device_count().await.unwrap(), 1);
+        assert_eq!(
+            store.groups().await.unwrap(),
+            BTreeMap::from([("g1".into(), 1)])
+        );
+        let token = store.operator_by_hash("h").await.unwrap().unwrap();
+        assert_eq!((token.name.as_str(), token.role), ("alice", Role::Admin));
+        store.revoke_operator_token(token.id).await.unwrap();
+        assert!(store.operator_by_hash("h").await.unwrap().is_none());
+        let filter = DeviceFilter {
+            group: None,
+            tag: Some(("site".into(), Some("north".into()))),
+        };
+        assert_eq!(store.devices(&filter).await.unwrap().len(), 1);
+        let filter = DeviceFilter {
+            group: Some("g2".into()),
+            tag: None,
+        };
+        assert!(store.devices(&filter).await.unwrap().is_empty());
+    }
+}
