@@ -3,12 +3,19 @@
 //! `root`, and verifies a repository the way a device would. Private keys never leave this
 //! machine and are never printed.
 //!
-//! Repository commands work on a repository directory (`--repo`, default `repo`) with the
-//! online keys from `--keys`: the same code the fleet server runs, so an operator can also make
-//! an offline repository for a USB stick.
+//! Repository commands work on a local repository directory (`--repo`, default `repo`) with the
+//! online keys from `--keys` (the same code the fleet server runs, so an operator can also make an
+//! offline repository for a USB stick), or with `--server` on the fleet server they logged in to:
+//! then only signed metadata and artifacts travel, and the server signs snapshot and timestamp
+//! with its own online keys.
+//!
+//! Fleet commands (`login`, `models`, `devices`, `device`, `groups`, `promote`, `token`) talk to
+//! the server's operator API: tables for people, `--json` for scripts.
 
 // A CLI answers on stdout; the workspace lint against print_stdout is meant for daemons.
 #![allow(clippy::print_stdout)]
+
+mod remote;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +34,12 @@ use tough::schema::RoleType;
 #[derive(Debug, Parser)]
 #[command(name = "fleetctl", version, about = "Operate an Edgefleet fleet")]
 struct Cli {
+    /// Fleet server URL (default: from `fleetctl login`).
+    #[arg(long, global = true, env = "FLEETCTL_URL")]
+    url: Option<String>,
+    /// Operator token (default: from `fleetctl login`).
+    #[arg(long, global = true, env = "FLEETCTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +64,10 @@ struct RepoArgs {
     /// Days the new targets metadata stays valid.
     #[arg(long, default_value_t = Expiries::default().targets_days)]
     targets_days: u32,
+    /// Publish through the fleet server (`fleetctl login`) instead of the local `--repo`. The
+    /// online keys are then the server's; only root and targets keys are used here.
+    #[arg(long)]
+    server: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +124,51 @@ enum Command {
         #[arg(long, default_value_t = Expiries::default().root_days)]
         root_days: u32,
     },
+    /// Save the fleet server URL and an operator token for the other commands (file mode 0600).
+    Login {
+        #[arg(long)]
+        server: String,
+        /// File holding the token (e.g. the server's admin.token); or pass --token.
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+    },
+    /// The model registry: every signed version, its stage and who pushed it.
+    Models {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Devices, with their state and what they run.
+    Devices {
+        #[arg(long)]
+        group: Option<String>,
+        /// `KEY` or `KEY=VALUE`.
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register, inspect, assign or remove one device.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Device groups and their sizes.
+    Groups {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a model version to a registry stage.
+    Promote {
+        model: String,
+        version: String,
+        #[arg(long, default_value = "production", value_parser = ["staging", "production", "archived"])]
+        stage: String,
+    },
+    /// Operator tokens (admin only).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Check a repository as a device would, starting from a trusted root, and verify every
     /// artifact.
     Verify {
@@ -118,8 +180,56 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Register a device; prints its one-time enrollment token.
+    Add {
+        id: String,
+        #[arg(long)]
+        group: Option<String>,
+        /// `KEY=VALUE`, repeatable.
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Replace the token of a device that has not enrolled yet.
+        #[arg(long)]
+        renew: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One device: state, desired and reported models, recent events.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the model versions a device should run: `MODEL=VERSION ...`.
+    Assign { id: String, models: Vec<String> },
+    /// Remove a device; its credential stops working.
+    Remove { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token; its secret is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Revoke { id: i64 },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // reqwest is built without a default TLS provider; use aws-lc-rs as tough does.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -140,6 +250,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let url = cli.url.as_deref();
+    let token = cli.token.as_deref();
+    let client = || remote::Client::new(remote::resolve(url, token)?);
     match cli.command {
         Command::Keygen { dir, names } => keygen(&dir, &names),
         Command::Init {
@@ -149,16 +262,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             targets_threshold,
             root_days,
         } => {
-            init(
-                &repo,
-                &root_keys,
+            let spec = InitSpec {
+                root_keys: &root_keys,
                 root_threshold,
                 targets_threshold,
                 root_days,
-            )
-            .await
+            };
+            if repo.server {
+                init_on_server(&client()?, &repo, &spec).await
+            } else {
+                init(&repo, &spec).await
+            }
+        }
+        Command::Push { repo, model_dir } if repo.server => {
+            push_to_server(&client()?, &repo, &model_dir).await
         }
         Command::Push { repo, model_dir } => push(&repo, &model_dir).await,
+        Command::Revoke { repo, target } if repo.server => {
+            revoke_on_server(&client()?, &repo, &target).await
+        }
         Command::Revoke { repo, target } => revoke(&repo, &target).await,
         Command::RotateRoot {
             repo,
@@ -166,8 +288,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             new_keys,
             threshold,
             root_days,
-        } => rotate_root(&repo, &old_keys, &new_keys, threshold, root_days).await,
+        } => {
+            let server = if repo.server { Some(client()?) } else { None };
+            rotate_root(server.as_ref(), &repo, &old_keys, &new_keys, threshold, root_days).await
+        }
         Command::Verify { repo, root } => verify(&repo, root.as_deref()).await,
+        Command::Login { server, token_file } => {
+            let token = match (token_file, token) {
+                (Some(path), _) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                (None, Some(t)) => t.to_owned(),
+                (None, None) => bail!("pass --token-file FILE (or --token TOKEN)"),
+            };
+            remote::login(&server, &token).await
+        }
+        Command::Models { json } => remote::models(&client()?, json).await,
+        Command::Devices { group, tag, json } => {
+            remote::devices(&client()?, group.as_deref(), tag.as_deref(), json).await
+        }
+        Command::Device { command } => {
+            let client = client()?;
+            match command {
+                DeviceCommand::Add {
+                    id,
+                    group,
+                    tag,
+                    renew,
+                    json,
+                } => remote::device_add(&client, &id, group.as_deref(), &tag, renew, json).await,
+                DeviceCommand::Show { id, json } => remote::device_show(&client, &id, json).await,
+                DeviceCommand::Assign { id, models } => {
+                    remote::device_assign(&client, &id, &models).await
+                }
+                DeviceCommand::Remove { id } => remote::device_remove(&client, &id).await,
+            }
+        }
+        Command::Groups { json } => remote::groups(&client()?, json).await,
+        Command::Promote {
+            model,
+            version,
+            stage,
+        } => remote::promote(&client()?, &model, &version, &stage).await,
+        Command::Token { command } => {
+            let client = client()?;
+            match command {
+                TokenCommand::Create { name, role, json } => {
+                    remote::token_create(&client, &name, &role, json).await
+                }
+                TokenCommand::List { json } => remote::token_list(&client, json).await,
+                TokenCommand::Revoke { id } => remote::token_revoke(&client, id).await,
+            }
+        }
     }
 }
 
@@ -246,21 +417,30 @@ fn open(args: &RepoArgs) -> anyhow::Result<RepoStore> {
     )?)
 }
 
-async fn init(
-    args: &RepoArgs,
-    root_keys: &[String],
+struct InitSpec<'a> {
+    root_keys: &'a [String],
     root_threshold: u64,
     targets_threshold: u64,
     root_days: u32,
-) -> anyhow::Result<()> {
+}
+
+/// Root (version 1) over the given snapshot and timestamp keys, signed by the root keys, and
+/// empty targets (version 1) signed by the targets keys.
+async fn initial_metadata(
+    args: &RepoArgs,
+    spec: &InitSpec<'_>,
+    snapshot: tough::schema::key::Key,
+    timestamp: tough::schema::key::Key,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let now = Timestamp::now();
-    let spec = RootSpec {
+    let root_spec = RootSpec {
         root: RoleSpec {
-            keys: root_keys
+            keys: spec
+                .root_keys
                 .iter()
                 .map(|n| public(&args.keys, n))
                 .collect::<Result<_, _>>()?,
-            threshold: root_threshold,
+            threshold: spec.root_threshold,
         },
         targets: RoleSpec {
             keys: args
@@ -268,32 +448,44 @@ async fn init(
                 .iter()
                 .map(|n| public(&args.keys, n))
                 .collect::<Result<_, _>>()?,
-            threshold: targets_threshold,
+            threshold: spec.targets_threshold,
         },
         snapshot: RoleSpec {
-            keys: vec![public(&args.keys, &args.snapshot_key)?],
+            keys: vec![snapshot],
             threshold: 1,
         },
         timestamp: RoleSpec {
-            keys: vec![public(&args.keys, &args.timestamp_key)?],
+            keys: vec![timestamp],
             threshold: 1,
         },
     };
-    let root = operator::build_root(&spec, 1, operator::days_after(now, root_days)?)?;
-    let root_signers: Vec<_> = root_keys
+    let root = operator::build_root(&root_spec, 1, operator::days_after(now, spec.root_days)?)?;
+    let root_signers: Vec<_> = spec
+        .root_keys
         .iter()
         .map(|n| source(&args.keys, n))
         .collect::<Result<_, _>>()?;
     let root_bytes = operator::sign_root(&root, &[&root], &root_signers).await?;
     let targets = operator::empty_targets(1, operator::days_after(now, args.targets_days)?)?;
     let targets = operator::sign_with(targets, &root, &targets_signers(args)?).await?;
+    Ok((root_bytes, operator::to_bytes(&targets)?))
+}
+
+async fn init(args: &RepoArgs, spec: &InitSpec<'_>) -> anyhow::Result<()> {
+    let (root_bytes, targets_bytes) = initial_metadata(
+        args,
+        spec,
+        public(&args.keys, &args.snapshot_key)?,
+        public(&args.keys, &args.timestamp_key)?,
+    )
+    .await?;
     let (_, published) = RepoStore::create(
         &args.repo,
         &root_bytes,
-        &operator::to_bytes(&targets)?,
+        &targets_bytes,
         online(args)?,
         Expiries::default(),
-        now,
+        Timestamp::now(),
     )
     .await?;
     println!(
@@ -303,6 +495,137 @@ async fn init(
         published.snapshot_version,
         published.timestamp_version,
         args.repo.join("metadata/1.root.json").display()
+    );
+    Ok(())
+}
+
+/// Creates the server's repository: the server's online public keys go into a root signed here.
+/// The root is also written to `<keys>/root.json`, to ship to devices as their trusted root.
+async fn init_on_server(
+    client: &remote::Client,
+    args: &RepoArgs,
+    spec: &InitSpec<'_>,
+) -> anyhow::Result<()> {
+    let online = client
+        .get("/api/v1/tuf/online-keys", "fetching the server's online keys")
+        .await?;
+    let key = |role: &str| -> anyhow::Result<tough::schema::key::Key> {
+        serde_json::from_value(online[role].clone())
+            .with_context(|| format!("the server's {role} key is not a TUF key"))
+    };
+    let (root_bytes, targets_bytes) =
+        initial_metadata(args, spec, key("snapshot")?, key("timestamp")?).await?;
+    let body = serde_json::json!({
+        "root": String::from_utf8(root_bytes.clone())?,
+        "targets": String::from_utf8(targets_bytes)?,
+    });
+    client
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/tuf/init",
+            &body,
+            "creating the repository",
+        )
+        .await?;
+    let root_path = args.keys.join("root.json");
+    std::fs::write(&root_path, &root_bytes)
+        .with_context(|| format!("writing {}", root_path.display()))?;
+    println!(
+        "created the repository on {}\nship {} to devices as their trusted root",
+        client.login.server,
+        root_path.display()
+    );
+    Ok(())
+}
+
+/// The server's current root and targets, after checking the targets carry a signature by one
+/// of this operator's targets keys (so the server cannot slip in targets nobody signed).
+async fn server_targets(
+    client: &remote::Client,
+    args: &RepoArgs,
+) -> anyhow::Result<(tough::schema::Root, tough::schema::Signed<tough::schema::Targets>)> {
+    let root_bytes = client
+        .get_bytes("/tuf/metadata/root.json", "fetching root.json")
+        .await?;
+    let root: tough::schema::Signed<tough::schema::Root> =
+        serde_json::from_slice(&root_bytes).context("the server's root.json does not parse")?;
+    let bytes = client
+        .get_bytes("/api/v1/tuf/targets", "fetching the current targets")
+        .await?;
+    let current: tough::schema::Signed<tough::schema::Targets> =
+        serde_json::from_slice(&bytes).context("the server's targets.json does not parse")?;
+    let ours: Vec<_> = args
+        .targets_keys
+        .iter()
+        .map(|n| public(&args.keys, n))
+        .collect::<Result<_, _>>()?;
+    edgefleet_tuf::verify::signed_by_one_of(&root.signed, &current, &ours)
+        .context("the server's current targets are not signed by your targets keys; refusing to sign on top of them")?;
+    Ok((root.signed, current))
+}
+
+async fn push_to_server(
+    client: &remote::Client,
+    args: &RepoArgs,
+    model_dir: &Path,
+) -> anyhow::Result<()> {
+    let (artifact, meta) = operator::read_release_dir(model_dir)?;
+    let (name, target) = operator::model_target(&artifact, &meta)?;
+    let sha = hex::encode(&target.hashes.sha256);
+    let (root, current) = server_targets(client, args).await?;
+    let next = operator::with_target(
+        &current.signed,
+        &name,
+        target,
+        operator::days_after(Timestamp::now(), args.targets_days)?,
+    )?;
+    let signed = operator::sign_with(next, &root, &targets_signers(args)?).await?;
+    let uploaded = client
+        .upload_artifact(
+            &model_dir.join("model.onnx"),
+            &sha,
+            artifact.len() as u64,
+        )
+        .await?;
+    let published = client
+        .post_bytes(
+            "/api/v1/tuf/targets",
+            operator::to_bytes(&signed)?,
+            "publishing targets",
+        )
+        .await?;
+    println!(
+        "pushed {name} (sequence {}, {} bytes{}, sha256 {sha}); targets version {}",
+        meta.sequence,
+        artifact.len(),
+        if uploaded { "" } else { ", already uploaded" },
+        published["targets_version"]
+    );
+    Ok(())
+}
+
+async fn revoke_on_server(
+    client: &remote::Client,
+    args: &RepoArgs,
+    target: &str,
+) -> anyhow::Result<()> {
+    let (root, current) = server_targets(client, args).await?;
+    let next = operator::without_target(
+        &current.signed,
+        target,
+        operator::days_after(Timestamp::now(), args.targets_days)?,
+    )?;
+    let signed = operator::sign_with(next, &root, &targets_signers(args)?).await?;
+    let published = client
+        .post_bytes(
+            "/api/v1/tuf/targets",
+            operator::to_bytes(&signed)?,
+            "publishing targets",
+        )
+        .await?;
+    println!(
+        "revoked {target}; targets version {}",
+        published["targets_version"]
     );
     Ok(())
 }
@@ -355,14 +678,33 @@ async fn revoke(args: &RepoArgs, target: &str) -> anyhow::Result<()> {
 }
 
 async fn rotate_root(
+    server: Option<&remote::Client>,
     args: &RepoArgs,
     old_keys: &[String],
     new_keys: &[String],
     threshold: u64,
     root_days: u32,
 ) -> anyhow::Result<()> {
-    let store = open(args)?;
-    let old = store.root()?.signed;
+    let old = match server {
+        Some(client) => {
+            let bytes = client
+                .get_bytes("/tuf/metadata/root.json", "fetching root.json")
+                .await?;
+            let root: tough::schema::Signed<tough::schema::Root> =
+                serde_json::from_slice(&bytes).context("the server's root.json does not parse")?;
+            // The new root copies the other roles' keys from this one: make sure it is a root
+            // these operators signed, not one the server made up.
+            let ours: Vec<_> = old_keys
+                .iter()
+                .map(|n| public(&args.keys, n))
+                .collect::<Result<_, _>>()?;
+            edgefleet_tuf::verify::signed_by_one_of(&root.signed, &root, &ours).context(
+                "the server's root.json is not signed by the --old-keys; refusing to rotate from it",
+            )?;
+            root.signed
+        }
+        None => open(args)?.root()?.signed,
+    };
     let spec = RootSpec {
         root: RoleSpec {
             keys: new_keys
@@ -383,7 +725,16 @@ async fn rotate_root(
     let now = Timestamp::now();
     let bytes =
         operator::rotate_root(&old, &spec, operator::days_after(now, root_days)?, &signers).await?;
-    store.accept_root(&bytes, now).await?;
+    match server {
+        Some(client) => {
+            client
+                .post_bytes("/api/v1/tuf/root", bytes, "publishing the new root")
+                .await?;
+        }
+        None => {
+            open(args)?.accept_root(&bytes, now).await?;
+        }
+    }
     println!(
         "root rotated to version {}; devices follow it on their next refresh",
         old.version.get() + 1

@@ -46,3 +46,36 @@ pub fn verify_distinct<T: Role + Serialize>(root: &Root, role: &Signed<T>) -> Re
             detail: e.to_string(),
         })
 }
+
+/// Checks that `role` carries a valid signature by at least one of `keys`, whatever `root`
+/// claims about the role. `fleetctl` uses it before signing on top of the targets a server hands
+/// it: a server cannot slip in targets the operator never signed, even with a forged root.
+pub fn signed_by_one_of<T: Role + Serialize>(
+    root: &Root,
+    role: &Signed<T>,
+    keys: &[Key],
+) -> Result<(), Error> {
+    let mut only_these = root.clone();
+    only_these.keys.clear();
+    let mut ids = Vec::new();
+    for key in keys {
+        let id = key.key_id().map_err(|e| Error::Signature {
+            role: T::TYPE.to_string(),
+            detail: e.to_string(),
+        })?;
+        only_these.keys.insert(id.clone(), key.clone());
+        ids.push(id);
+    }
+    let Some(role_keys) = only_these.roles.get_mut(&T::TYPE) else {
+        return Err(Error::Signature {
+            role: T::TYPE.to_string(),
+            detail: "root does not define this role".into(),
+        });
+    };
+    role_keys.keyids = ids;
+    role_keys.threshold = std::num::NonZeroU64::MIN;
+    only_these.verify_role(role).map_err(|e| Error::Signature {
+        role: T::TYPE.to_string(),
+        detail: format!("not signed by any of your keys: {e}"),
+    })
+}
