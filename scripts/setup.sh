@@ -9,9 +9,15 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 # faketime: the TUF clock tests set the clock back per process.
 [ -x /usr/bin/faketime ] || need_apt+=(faketime)
+# mosquitto: the server's MQTT tests run against a real external broker too. Only the binary is
+# used; the Debian service the package enables is stopped below so it holds no port.
+[ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+if pgrep -x mosquitto >/dev/null && command -v service >/dev/null; then
+  service mosquitto stop >/dev/null 2>&1 || true
 fi
 
 # Python is only needed to rebuild and re-check the models (the Rust tests never call it).

@@ -141,6 +141,8 @@ async fn mosquitto_config(config: &Config, out_dir: &Path) -> anyhow::Result<()>
             "mosquitto-config is for an external broker: set mqtt.url and mqtt.password first"
         ),
     };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| config.data_dir.display().to_string())?;
     let store = SqliteStore::open(&config.data_dir.join("fleet.db"))?;
     let devices = store.mqtt_credentials().await?;
     let files = fleet_server::mqtt::mosquitto_files(
@@ -186,6 +188,8 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 async fn create_token(config: &Config, name: &str, role: &str) -> anyhow::Result<()> {
     let role = Role::parse(role).context("role must be viewer, operator or admin")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| config.data_dir.display().to_string())?;
     let store = SqliteStore::open(&config.data_dir.join("fleet.db"))?;
     let secret = auth::new_secret(SecretKind::Operator)?;
     store

@@ -246,12 +246,16 @@ pub fn broker_of(config: &Config) -> Result<BrokerAddress, MqttError> {
 
 /// Drives the client forever: subscribes after every connection, re-publishes desired state,
 /// stores device messages and only then acknowledges them.
+///
+/// `share_group` is `None` on the embedded broker: only this process reads it, and rumqttd 0.20
+/// delivers only the first message per topic to a shared subscription (found by
+/// `tests/server.rs`), so a plain subscription is both sufficient and correct there.
 pub async fn run(
     handle: MqttHandle,
     mut eventloop: EventLoop,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    share_group: String,
+    share_group: Option<String>,
 ) {
     let republish = Arc::new(Notify::new());
     tokio::spawn(republisher(
@@ -268,7 +272,10 @@ pub async fn run(
                 metrics.mqtt_connected.set(1);
                 tracing::info!("connected to the MQTT broker");
                 for channel in [Channel::Reported, Channel::Events, Channel::Metrics] {
-                    let filter = topic::server_subscription(&share_group, channel);
+                    let filter = match &share_group {
+                        Some(group) => topic::server_subscription(group, channel),
+                        None => format!("{TOPIC_PREFIX}/+/{}", channel.as_str()),
+                    };
                     if let Err(e) = handle.client.try_subscribe(filter, QoS::AtLeastOnce) {
                         tracing::error!(error = %e, "cannot queue a subscription");
                     }

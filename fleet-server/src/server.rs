@@ -150,7 +150,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         eventloop,
         store.clone(),
         metrics.clone(),
-        config.mqtt.share_group.clone(),
+        config
+            .mqtt
+            .url
+            .is_some()
+            .then(|| config.mqtt.share_group.clone()),
     ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -223,7 +223,9 @@ enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
-    Revoke { id: i64 },
+    Revoke {
+        id: i64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -290,7 +292,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             root_days,
         } => {
             let server = if repo.server { Some(client()?) } else { None };
-            rotate_root(server.as_ref(), &repo, &old_keys, &new_keys, threshold, root_days).await
+            rotate_root(
+                server.as_ref(),
+                &repo,
+                &old_keys,
+                &new_keys,
+                threshold,
+                root_days,
+            )
+            .await
         }
         Command::Verify { repo, root } => verify(&repo, root.as_deref()).await,
         Command::Login { server, token_file } => {
@@ -507,7 +517,10 @@ async fn init_on_server(
     spec: &InitSpec<'_>,
 ) -> anyhow::Result<()> {
     let online = client
-        .get("/api/v1/tuf/online-keys", "fetching the server's online keys")
+        .get(
+            "/api/v1/tuf/online-keys",
+            "fetching the server's online keys",
+        )
         .await?;
     let key = |role: &str| -> anyhow::Result<tough::schema::key::Key> {
         serde_json::from_value(online[role].clone())
@@ -543,7 +556,10 @@ async fn init_on_server(
 async fn server_targets(
     client: &remote::Client,
     args: &RepoArgs,
-) -> anyhow::Result<(tough::schema::Root, tough::schema::Signed<tough::schema::Targets>)> {
+) -> anyhow::Result<(
+    tough::schema::Root,
+    tough::schema::Signed<tough::schema::Targets>,
+)> {
     let root_bytes = client
         .get_bytes("/tuf/metadata/root.json", "fetching root.json")
         .await?;
@@ -581,11 +597,7 @@ async fn push_to_server(
     )?;
     let signed = operator::sign_with(next, &root, &targets_signers(args)?).await?;
     let uploaded = client
-        .upload_artifact(
-            &model_dir.join("model.onnx"),
-            &sha,
-            artifact.len() as u64,
-        )
+        .upload_artifact(&model_dir.join("model.onnx"), &sha, artifact.len() as u64)
         .await?;
     let published = client
         .post_bytes(

@@ -39,7 +39,10 @@ pub fn resolve(url: Option<&str>, token: Option<&str>) -> anyhow::Result<Login> 
         let path = login_path()?;
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(Some(toml::from_str(&text).with_context(|| {
-                format!("{} is not a fleetctl login file; run fleetctl login again", path.display())
+                format!(
+                    "{} is not a fleetctl login file; run fleetctl login again",
+                    path.display()
+                )
             })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(anyhow!("{}: {e}", path.display())),
@@ -113,7 +116,11 @@ impl Client {
             .bearer_auth(&self.login.token)
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<reqwest::Response> {
         let response = request.send().await.map_err(|e| {
             anyhow!(
                 "cannot reach the fleet server at {} ({what}): {e}; is it running, and is the URL right?",
@@ -124,12 +131,19 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str, what: &str) -> anyhow::Result<Value> {
-        Ok(self.send(self.request(Method::GET, path), what).await?.json().await?)
+        Ok(self
+            .send(self.request(Method::GET, path), what)
+            .await?
+            .json()
+            .await?)
     }
 
     pub async fn get_optional(&self, path: &str, what: &str) -> anyhow::Result<Option<Value>> {
         let response = self.request(Method::GET, path).send().await.map_err(|e| {
-            anyhow!("cannot reach the fleet server at {} ({what}): {e}", self.login.server)
+            anyhow!(
+                "cannot reach the fleet server at {} ({what}): {e}",
+                self.login.server
+            )
         })?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -162,7 +176,12 @@ impl Client {
         Ok(response.json().await?)
     }
 
-    pub async fn post_bytes(&self, path: &str, bytes: Vec<u8>, what: &str) -> anyhow::Result<Value> {
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        what: &str,
+    ) -> anyhow::Result<Value> {
         Ok(self
             .send(
                 self.request(Method::POST, path)
@@ -177,9 +196,18 @@ impl Client {
 
     /// Uploads `file` under its sha256 unless the server has it, with a progress bar on a
     /// terminal.
-    pub async fn upload_artifact(&self, file: &Path, sha256: &str, length: u64) -> anyhow::Result<bool> {
+    pub async fn upload_artifact(
+        &self,
+        file: &Path,
+        sha256: &str,
+        length: u64,
+    ) -> anyhow::Result<bool> {
         let path = format!("/api/v1/artifacts/{sha256}");
-        if self.get_optional(&path, "checking the artifact").await?.is_some() {
+        if self
+            .get_optional(&path, "checking the artifact")
+            .await?
+            .is_some()
+        {
             return Ok(false);
         }
         let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -330,7 +358,18 @@ pub async fn models(client: &Client, as_json: bool) -> anyhow::Result<()> {
     }
     print!(
         "{}",
-        table(&["MODEL", "VERSION", "SEQ", "STAGE", "SIZE", "PUSHED BY", "SHA256"], &rows)
+        table(
+            &[
+                "MODEL",
+                "VERSION",
+                "SEQ",
+                "STAGE",
+                "SIZE",
+                "PUSHED BY",
+                "SHA256"
+            ],
+            &rows
+        )
     );
     Ok(())
 }
@@ -391,7 +430,10 @@ pub async fn devices(
         .collect();
     print!(
         "{}",
-        table(&["DEVICE", "GROUP", "STATE", "LAST SEEN", "RUNNING", "AGENT"], &rows)
+        table(
+            &["DEVICE", "GROUP", "STATE", "LAST SEEN", "RUNNING", "AGENT"],
+            &rows
+        )
     );
     Ok(())
 }
@@ -420,7 +462,12 @@ pub async fn device_add(
         body["group"] = json!(g);
     }
     let answer = client
-        .send_json(Method::POST, "/api/v1/devices", &body, "registering the device")
+        .send_json(
+            Method::POST,
+            "/api/v1/devices",
+            &body,
+            "registering the device",
+        )
         .await?;
     if as_json {
         return print_json(&answer);
@@ -439,7 +486,10 @@ pub async fn device_add(
 
 pub async fn device_show(client: &Client, id: &str, as_json: bool) -> anyhow::Result<()> {
     let d = client
-        .get(&format!("/api/v1/devices/{}", urlencode(id)), "showing the device")
+        .get(
+            &format!("/api/v1/devices/{}", urlencode(id)),
+            "showing the device",
+        )
         .await?;
     if as_json {
         return print_json(&d);
@@ -455,7 +505,10 @@ pub async fn device_show(client: &Client, id: &str, as_json: bool) -> anyhow::Re
                 .join(" ")
         })
         .unwrap_or_default();
-    println!("tags        {}", if tags.is_empty() { "-".into() } else { tags });
+    println!(
+        "tags        {}",
+        if tags.is_empty() { "-".into() } else { tags }
+    );
     println!("enrolled    {}", d["enrolled"] == json!(true));
     println!("last seen   {}", ago(&d["last_seen"]));
     println!("agent       {}", text(&d["agent_version"]));
@@ -541,7 +594,12 @@ pub async fn groups(client: &Client, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn promote(client: &Client, model: &str, version: &str, stage: &str) -> anyhow::Result<()> {
+pub async fn promote(
+    client: &Client,
+    model: &str,
+    version: &str,
+    stage: &str,
+) -> anyhow::Result<()> {
     client
         .send_json(
             Method::POST,
@@ -558,7 +616,12 @@ pub async fn promote(client: &Client, model: &str, version: &str, stage: &str) -
     Ok(())
 }
 
-pub async fn token_create(client: &Client, name: &str, role: &str, as_json: bool) -> anyhow::Result<()> {
+pub async fn token_create(
+    client: &Client,
+    name: &str,
+    role: &str,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let answer = client
         .send_json(
             Method::POST,
@@ -587,7 +650,14 @@ pub async fn token_list(client: &Client, as_json: bool) -> anyhow::Result<()> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|t| vec![text(&t["id"]), text(&t["name"]), text(&t["role"]), ago(&t["created_at"])])
+        .map(|t| {
+            vec![
+                text(&t["id"]),
+                text(&t["name"]),
+                text(&t["role"]),
+                ago(&t["created_at"]),
+            ]
+        })
         .collect();
     print!("{}", table(&["ID", "NAME", "ROLE", "CREATED"], &rows));
     Ok(())
@@ -619,7 +689,10 @@ mod tests {
     fn tables_align_columns() {
         let t = table(
             &["A", "BB"],
-            &[vec!["long".into(), "x".into()], vec!["s".into(), "yy".into()]],
+            &[
+                vec!["long".into(), "x".into()],
+                vec!["s".into(), "yy".into()],
+            ],
         );
         assert_eq!(t, "A     BB\nlong  x\ns     yy\n");
     }

@@ -53,7 +53,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .find_map(|p| message.split_once(p))
             .and_then(|(_, rest)| rest.split_once('`'))
             .map(|(name, _)| name.to_owned());
+        let syntax = matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        );
         let field = match (path.as_str(), named) {
+            _ if syntax => "body".to_owned(),
             ("." | "?", Some(name)) => name,
             ("." | "?", None) => "body".to_owned(),
             (p, Some(name)) if message.starts_with("missing") => format!("{p}.{name}"),

@@ -1,0 +1,462 @@
+//! Harness for the fleet server: a real `fleet-server` process, an operator driving it with the
+//! real `fleetctl`, a real Mosquitto, and MQTT device clients (rumqttc) speaking the wire protocol.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{binary, free_port, http, models_dir, run_ok};
+
+/// Which broker the server uses.
+#[derive(Debug, Clone)]
+pub enum Broker {
+    Embedded,
+    External { url: String, password: String },
+}
+
+/// A running `fleet-server`; killed when dropped. `restart` keeps its ports and data.
+#[derive(Debug)]
+pub struct ServerProcess {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub http_port: u16,
+    pub mqtt_port: u16,
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    pub fn start(dir: &Path, broker: Broker) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let http_port = free_port();
+        let mqtt_port = free_port();
+        let mqtt = match &broker {
+            Broker::Embedded => format!("embedded_listen = \"127.0.0.1:{mqtt_port}\""),
+            Broker::External { url, password } => {
+                format!("url = \"{url}\"\npassword = \"{password}\"")
+            }
+        };
+        let config = dir.join("server.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{http_port}\"\ndata_dir = \"{}\"\n[mqtt]\n{mqtt}\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut server = Self {
+            child: Command::new("true").spawn().unwrap(),
+            dir: dir.to_path_buf(),
+            config,
+            http_port,
+            mqtt_port,
+            log: dir.join("server.log"),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Command::new(binary("fleet-server"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.wait_ready();
+    }
+
+    /// Waits for `/readyz` (database and broker connection up).
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "fleet-server exited with {status}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(r) = http().get(&self.url("/readyz")).call()
+                && r.status() == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "fleet-server not ready after 30 s; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn base_url(&self) -> String {
+        self.url("")
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("data/admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `fleet-server SUBCOMMAND --config <this server's config>`.
+    pub fn command(&self, subcommand: &str) -> Command {
+        let mut cmd = Command::new(binary("fleet-server"));
+        cmd.arg(subcommand).arg("--config").arg(&self.config);
+        cmd
+    }
+
+    /// A request with a bearer token; returns (status, JSON body or Null).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        call(&self.url(path), method, token, body)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Kills a child process when dropped, so a failing test leaves no server behind.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A request with an optional bearer token and JSON body; returns (status, JSON body or Null).
+pub fn call(url: &str, method: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    let request = ureq::http::Request::builder().method(method).uri(url);
+    let request = match token {
+        Some(t) => request.header("Authorization", format!("Bearer {t}")),
+        None => request,
+    };
+    let result = match body {
+        Some(b) => http().run(
+            request
+                .header("Content-Type", "application/json")
+                .body(b.to_string())
+                .unwrap(),
+        ),
+        None => http().run(request.body(()).unwrap()),
+    };
+    // Status 0: nothing answered (the server is not up yet, or gone).
+    let Ok(mut response) = result else {
+        return (0, Value::Null);
+    };
+    let status = response.status().as_u16();
+    let value = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_json()
+        .unwrap_or(Value::Null);
+    (status, value)
+}
+
+/// An operator with keys, logged in to a server with `fleetctl`, its repository initialised.
+#[derive(Debug)]
+pub struct FleetOperator {
+    pub dir: PathBuf,
+    pub server_url: String,
+}
+
+impl FleetOperator {
+    pub fn new(dir: &Path, server: &ServerProcess) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let op = Self {
+            dir: dir.to_path_buf(),
+            server_url: server.base_url(),
+        };
+        run_ok(op.fleetctl().args(["keygen", "root", "targets"]));
+        std::fs::write(dir.join("admin.token"), server.admin_token()).unwrap();
+        run_ok(op.fleetctl().args([
+            "login",
+            "--server",
+            &op.server_url,
+            "--token-file",
+            "admin.token",
+        ]));
+        run_ok(op.fleetctl().args(["init", "--server"]));
+        op
+    }
+
+    pub fn fleetctl(&self) -> Command {
+        let mut cmd = Command::new(binary("fleetctl"));
+        cmd.current_dir(&self.dir)
+            .env("FLEETCTL_CONFIG", self.dir.join("fleetctl.toml"))
+            .env_remove("FLEETCTL_URL")
+            .env_remove("FLEETCTL_TOKEN");
+        cmd
+    }
+
+    /// Pushes `models/<release>` through the server; returns the target name.
+    pub fn push(&self, release: &str) -> String {
+        let out = run_ok(
+            self.fleetctl()
+                .args(["push", "--server"])
+                .arg(models_dir().join(release)),
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .expect("pushed NAME")
+            .to_string()
+    }
+
+    /// The root devices trust (written by `fleetctl init --server`).
+    pub fn trusted_root(&self) -> PathBuf {
+        self.dir.join("keys/root.json")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.token")).unwrap()
+    }
+
+    /// Registers and enrolls a device through the API; returns its credential.
+    pub fn enroll(&self, server: &ServerProcess, id: &str, group: &str) -> String {
+        let token = self.token();
+        let (status, added) = server.call(
+            "POST",
+            "/api/v1/devices",
+            Some(&token),
+            Some(&json!({"id": id, "group": group})),
+        );
+        assert_eq!(status, 201, "{added}");
+        let (status, enrolled) = server.call(
+            "POST",
+            "/api/v1/enroll",
+            None,
+            Some(&json!({"device_id": id, "token": added["enrollment_token"]})),
+        );
+        assert_eq!(status, 200, "{enrolled}");
+        enrolled["credential"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A real Mosquitto on a free loopback port with the given password and ACL files.
+#[derive(Debug)]
+pub struct Mosquitto {
+    pub child: Child,
+    pub port: u16,
+    pub conf: PathBuf,
+}
+
+impl Mosquitto {
+    pub fn start(dir: &Path, passwd: &Path, acl: &Path) -> Self {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                // `user root`: the test runs as root and keeps the files to itself; Mosquitto would
+                // otherwise drop to the `mosquitto` user and fail to read them.
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                passwd.display(),
+                acl.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("mosquitto.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port, conf }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGHUP: Mosquitto re-reads its password and ACL files.
+    pub fn reload(&self) {
+        run_ok(Command::new("kill").args(["-HUP", &self.child.id().to_string()]));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn mosquitto_binary() -> PathBuf {
+    let path = PathBuf::from("/usr/sbin/mosquitto");
+    assert!(
+        path.exists(),
+        "mosquitto is not installed: run scripts/setup.sh (it installs the Debian package)"
+    );
+    path
+}
+
+/// A device's MQTT connection (rumqttc, blocking API), events read on a background thread.
+pub struct MqttDevice {
+    pub client: rumqttc::Client,
+    events: std::sync::mpsc::Receiver<rumqttc::Event>,
+    connected: std::sync::mpsc::Receiver<Result<(), String>>,
+}
+
+impl std::fmt::Debug for MqttDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MqttDevice")
+    }
+}
+
+impl MqttDevice {
+    /// Connects as `client_id` / `username` with `password`; `Err` with the broker's answer when
+    /// it refuses.
+    pub fn connect(
+        port: u16,
+        client_id: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<Self, String> {
+        let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+        options
+            .set_credentials(username, password)
+            .set_keep_alive(Duration::from_secs(10))
+            .set_max_packet_size(512 * 1024, 512 * 1024);
+        let (client, mut connection) = rumqttc::Client::new(options, 100);
+        let (tx, events) = std::sync::mpsc::channel();
+        let (connected_tx, connected) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut first = true;
+            for event in connection.iter() {
+                match event {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) if first => {
+                        first = false;
+                        let _ = connected_tx.send(Ok(()));
+                    }
+                    Ok(e) => {
+                        if tx.send(e).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        if first {
+                            let _ = connected_tx.send(Err(e.to_string()));
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        let device = Self {
+            client,
+            events,
+            connected,
+        };
+        match device.connected.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(device),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("no CONNACK within 10 s".into()),
+        }
+    }
+
+    /// Subscribes and returns the broker's SUBACK codes.
+    pub fn subscribe(&self, filter: &str) -> Vec<rumqttc::SubscribeReasonCode> {
+        self.client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack))) =
+                self.events.recv_timeout(Duration::from_millis(100))
+            {
+                return ack.return_codes;
+            }
+        }
+        panic!("no SUBACK for {filter}");
+    }
+
+    /// Publishes at QoS 1 and waits for the broker's PUBACK.
+    pub fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) =
+                self.events.recv_timeout(Duration::from_millis(100))
+            {
+                return;
+            }
+        }
+        panic!("no PUBACK for {topic}");
+    }
+
+    /// The next message on `topic` within `within`.
+    pub fn next_message(&self, topic: &str, within: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) =
+                self.events.recv_timeout(Duration::from_millis(50))
+                && p.topic == topic
+            {
+                return Some(p.payload.to_vec());
+            }
+        }
+        None
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `within`.
+pub fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,793 @@
+//! The fleet server as operators and devices meet it: a real `fleet-server` process, `fleetctl`,
+//! HTTP on loopback, the embedded broker and a real Mosquitto.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use edgefleet_e2e::fleet::{
+    Broker, FleetOperator, Mosquitto, MqttDevice, ServerProcess, call, eventually,
+};
+use edgefleet_e2e::{http, run_ok};
+use edgefleet_protocol::message::{self, Desired, Event, EventKind, Reported};
+use edgefleet_protocol::{DeviceId, MessageId};
+use serde_json::{Value, json};
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn viewer_token(server: &ServerProcess, admin: &str) -> String {
+    let (status, body) = server.call(
+        "POST",
+        "/api/v1/tokens",
+        Some(admin),
+        Some(&json!({"name": "watcher", "role": "viewer"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// Fills an OpenAPI path template with values that exist or at least parse.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "dev-x")
+        .replace("{sha256}", &"a".repeat(64))
+        .replace("{file}", "root.json")
+        .replace(
+            "{path}",
+            &format!("models/churn/1.0.0/{}.model.onnx", "a".repeat(64)),
+        )
+        .replace("{model}", "churn")
+        .replace("{version}", "1.0.0")
+}
+
+#[test]
+fn every_documented_endpoint_enforces_its_token_and_role() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let admin = server.admin_token();
+    let viewer = viewer_token(&server, &admin);
+    let (status, doc) = server.call("GET", "/openapi.json", None, None);
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    let mut checked = 0;
+    for (path, methods) in paths {
+        for (method, op) in methods.as_object().unwrap() {
+            let method = method.to_ascii_uppercase();
+            let url = concrete(path);
+            let body = (method != "GET" && method != "DELETE").then(|| json!({}));
+            let (anonymous, answer) = server.call(&method, &url, None, body.as_ref());
+            // A route the router does not know answers 404 from the fallback: the document and
+            // the routes must agree.
+            assert_ne!(
+                anonymous, 404,
+                "{method} {path} is documented but not routed: {answer}"
+            );
+            assert_ne!(
+                anonymous, 405,
+                "{method} {path} is documented but not routed"
+            );
+            let secured = op.get("security").is_some();
+            if secured {
+                assert_eq!(anonymous, 401, "{method} {path} without a token: {answer}");
+                let (as_viewer, answer) = server.call(&method, &url, Some(&viewer), body.as_ref());
+                if op["x-edgefleet-access"] == "admin" {
+                    assert_eq!(as_viewer, 403, "{method} {path} as viewer: {answer}");
+                } else if method == "GET" {
+                    assert!(
+                        as_viewer != 401 && as_viewer != 403,
+                        "{method} {path} as viewer: {as_viewer} {answer}"
+                    );
+                } else {
+                    assert_eq!(as_viewer, 403, "{method} {path} as viewer: {answer}");
+                    assert!(
+                        answer["error"].as_str().unwrap().contains("role"),
+                        "{answer}"
+                    );
+                }
+            } else {
+                assert_ne!(anonymous, 401, "{method} {path} is documented public");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 28, "only {checked} operations documented");
+    // An unknown route is a JSON 404 pointing at the document.
+    let (status, body) = server.call("GET", "/api/v1/nothing", Some(&admin), None);
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("openapi.json"));
+}
+
+#[test]
+fn malformed_requests_get_400_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let admin = server.admin_token();
+    let cases = [
+        (json!({"group": "g"}), "id"),
+        (json!({"id": 5}), "id"),
+        (json!({"id": "ok-1", "tags": {"site": 3}}), "tags.site"),
+        (
+            json!({"id": "ok-2", "tags": {"bad key": "x"}}),
+            "tags.bad key",
+        ),
+        (json!({"id": "ok-3", "gruop": "typo"}), "gruop"),
+        (json!({"id": "ok-4", "group": "a/b"}), "group"),
+        (json!({"id": "#"}), "id"),
+        (json!({"id": "+"}), "id"),
+        (json!({"id": "a/b"}), "id"),
+        (json!({"id": "fleet-server"}), "id"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = server.call("POST", "/api/v1/devices", Some(&admin), Some(&body));
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {answer}"
+        );
+    }
+    // Not JSON at all.
+    let mut response = http()
+        .post(&server.url("/api/v1/devices"))
+        .header("Authorization", &format!("Bearer {admin}"))
+        .send("{\"id\": ")
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.body_mut().read_json().unwrap();
+    assert_eq!(answer["field"], "body");
+    // Nothing was registered by any of them.
+    let (_, devices) = server.call("GET", "/api/v1/devices", Some(&admin), None);
+    assert_eq!(devices["devices"], json!([]));
+}
+
+#[test]
+fn enrollment_tokens_work_once_and_credentials_stay_in_their_lane() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let op = FleetOperator::new(&tmp.path().join("op"), &server);
+    let out = run_ok(
+        op.fleetctl()
+            .args(["device", "add", "d1", "--group", "pilot", "--json"]),
+    );
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = added["enrollment_token"].as_str().unwrap();
+    // fleetctl refuses wildcard ids with the server's reason.
+    let out = op.fleetctl().args(["device", "add", "#"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("field id"));
+
+    let enroll = |id: &str, token: &str| {
+        server.call(
+            "POST",
+            "/api/v1/enroll",
+            None,
+            Some(&json!({"device_id": id, "token": token})),
+        )
+    };
+    assert_eq!(enroll("d1", "efe_wrong").0, 403);
+    assert_eq!(enroll("d2", token).0, 403);
+    // An enrollment token is not a bearer token.
+    assert_eq!(
+        server.call("GET", "/api/v1/whoami", Some(token), None).0,
+        401
+    );
+    let (status, enrolled) = enroll("d1", token);
+    assert_eq!(status, 200, "{enrolled}");
+    let (status, again) = enroll("d1", token);
+    assert_eq!(status, 403);
+    assert!(
+        again["error"]
+            .as_str()
+            .unwrap()
+            .contains("already enrolled"),
+        "{again}"
+    );
+    let credential = enrolled["credential"].as_str().unwrap();
+    assert_eq!(enrolled["mqtt_username"], "d1");
+    let (status, me) = server.call("GET", "/api/v1/whoami", Some(credential), None);
+    assert_eq!((status, me["kind"].as_str()), (200, Some("device")));
+    let (status, answer) = server.call("GET", "/api/v1/devices", Some(credential), None);
+    assert_eq!(status, 403, "{answer}");
+    // Removed devices lose their credential at once.
+    run_ok(op.fleetctl().args(["device", "remove", "d1"]));
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/whoami", Some(credential), None)
+            .0,
+        401
+    );
+}
+
+/// Reads `limit` bytes of a response body over a raw socket, then drops the connection: a
+/// download cut off mid-way.
+fn cut_download(port: u16, path: &str, token: &str, limit: usize) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        let n = stream.read(&mut chunk).unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let mut body = buf.split_off(header_end);
+    while body.len() < limit {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "server closed early");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(limit);
+    drop(stream);
+    body
+}
+
+fn get(
+    server: &ServerProcess,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut request = http().get(&server.url(path));
+    if let Some(t) = token {
+        request = request.header("Authorization", &format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let mut response = request.call().unwrap();
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(512 * 1024 * 1024)
+        .read_to_vec()
+        .unwrap();
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn downloads_resume_after_a_cut_and_honour_range_etag_and_assignment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let op = FleetOperator::new(&tmp.path().join("op"), &server);
+    op.push("vision/1.0.0");
+    let d1 = op.enroll(&server, "d1", "pilot");
+    let d2 = op.enroll(&server, "d2", "pilot");
+    run_ok(
+        op.fleetctl()
+            .args(["device", "assign", "d1", "vision=1.0.0"]),
+    );
+    let (_, device) = server.call("GET", "/api/v1/devices/d1", Some(&op.token()), None);
+    let url = device["desired"]["models"][0]["artifact_urls"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = url.strip_prefix(&server.base_url()).unwrap().to_owned();
+    let original =
+        std::fs::read(edgefleet_e2e::models_dir().join("vision/1.0.0/model.onnx")).unwrap();
+    let len = original.len();
+
+    assert_eq!(get(&server, &path, None, &[]).0, 401);
+    let (status, _, body) = get(&server, &path, Some(&d2), &[]);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+
+    // Cut off after a third, then resume from there.
+    let first = cut_download(server.http_port, &path, &d1, len / 3);
+    let (status, headers, rest) = get(
+        &server,
+        &path,
+        Some(&d1),
+        &[("Range", &format!("bytes={}-", first.len()))],
+    );
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some(format!("bytes {}-{}/{len}", first.len(), len - 1).as_str())
+    );
+    let resumed = [first, rest].concat();
+    assert_eq!(sha256_hex(&resumed), sha256_hex(&original));
+    assert!(resumed == original);
+
+    let (status, headers, whole) = get(&server, &path, Some(&d1), &[]);
+    assert_eq!((status, whole.len()), (200, len));
+    assert_eq!(header(&headers, "accept-ranges"), Some("bytes"));
+    let etag = header(&headers, "etag").unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", sha256_hex(&original)));
+
+    // Suffix range: the last 100 bytes.
+    let (status, _, tail) = get(&server, &path, Some(&d1), &[("Range", "bytes=-100")]);
+    assert_eq!((status, tail.as_slice()), (206, &original[len - 100..]));
+    // Past the end: 416 with the length.
+    let (status, headers, _) = get(
+        &server,
+        &path,
+        Some(&d1),
+        &[("Range", &format!("bytes={len}-"))],
+    );
+    assert_eq!(status, 416);
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
+    // Several ranges: the whole artifact (documented policy).
+    let (status, _, body) = get(&server, &path, Some(&d1), &[("Range", "bytes=0-9,20-29")]);
+    assert_eq!((status, body.len()), (200, len));
+    // A range past the end is clamped.
+    let (status, _, body) = get(
+        &server,
+        &path,
+        Some(&d1),
+        &[("Range", &format!("bytes={}-{}", len - 10, len + 1000))],
+    );
+    assert_eq!((status, body.as_slice()), (206, &original[len - 10..]));
+    // Conditional requests.
+    assert_eq!(
+        get(&server, &path, Some(&d1), &[("If-None-Match", &etag)]).0,
+        304
+    );
+    let (status, _, body) = get(
+        &server,
+        &path,
+        Some(&d1),
+        &[("Range", "bytes=0-9"), ("If-Range", "\"other\"")],
+    );
+    assert_eq!((status, body.len()), (200, len));
+    let (status, _, body) = get(
+        &server,
+        &path,
+        Some(&d1),
+        &[("Range", "bytes=0-9"), ("If-Range", &etag)],
+    );
+    assert_eq!((status, body.len()), (206, 10));
+    // Operators may download anything.
+    assert_eq!(get(&server, &path, Some(&op.token()), &[]).0, 200);
+}
+
+#[test]
+fn uploads_that_do_not_match_their_hash_store_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let admin = server.admin_token();
+    let bytes = vec![7u8; 200_000];
+    let sha = sha256_hex(&bytes);
+    let put = |body: Vec<u8>| {
+        let mut r = http()
+            .put(&server.url(&format!("/api/v1/artifacts/{sha}")))
+            .header("Authorization", &format!("Bearer {admin}"))
+            .send(&body[..])
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    let mut tampered = bytes.clone();
+    tampered[1000] ^= 1;
+    let (status, answer) = put(tampered);
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was stored")
+    );
+
+    // Cut off: announce the whole length, send half, close.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
+    write!(
+        stream,
+        "PUT /api/v1/artifacts/{sha} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    )
+    .unwrap();
+    stream.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert_eq!(
+        server
+            .call(
+                "GET",
+                &format!("/api/v1/artifacts/{sha}"),
+                Some(&admin),
+                None
+            )
+            .0,
+        404
+    );
+    let leftovers = |dir: &str| {
+        std::fs::read_dir(server.dir.join("data/artifacts").join(dir))
+            .unwrap()
+            .count()
+    };
+    assert_eq!((leftovers("sha256"), leftovers("tmp")), (0, 0));
+
+    let (status, answer) = put(bytes.clone());
+    assert_eq!((status, answer["length"].as_u64()), (201, Some(200_000)));
+    // Targets naming an artifact that was never uploaded are refused, naming it.
+    let (status, answer) = server.call(
+        "POST",
+        "/api/v1/tuf/targets",
+        Some(&admin),
+        Some(&json!({})),
+    );
+    assert!(status == 409 || status == 422, "{status} {answer}");
+}
+
+fn reported(device: &str, seq: u64) -> Vec<u8> {
+    message::encode(&Reported {
+        schema: message::SCHEMA_VERSION,
+        id: MessageId::from_random([seq as u8; 16]),
+        device: DeviceId::new(device).unwrap(),
+        seq,
+        at_unix: 1,
+        agent_version: "0.1.0-test".into(),
+        desired_revision: 1,
+        models: vec![],
+    })
+    .unwrap()
+}
+
+fn event(device: &str, seq: u64) -> Vec<u8> {
+    message::encode(&Event {
+        schema: message::SCHEMA_VERSION,
+        id: MessageId::from_random([seq as u8 + 100; 16]),
+        device: DeviceId::new(device).unwrap(),
+        seq,
+        at_unix: 1,
+        kind: EventKind::Committed,
+        model: edgefleet_protocol::ModelName::new("churn").unwrap(),
+        target: Some("models/churn/1.0.0/model.onnx".into()),
+        rollout: None,
+        detail: None,
+    })
+    .unwrap()
+}
+
+/// Desired state reaches the device retained; reported state and events reach the store once.
+fn device_messages_round_trip(
+    server: &ServerProcess,
+    op: &FleetOperator,
+    mqtt_port: u16,
+    credential: &str,
+) {
+    let topic = |channel: &str| format!("edgefleet/v1/devices/d1/{channel}");
+    // Wrong password, or a client id that is not the user name: refused (embedded broker), or
+    // at least not able to read d1's state (Mosquitto checks the password).
+    assert!(MqttDevice::connect(mqtt_port, "d1", "d1", "efd_wrong").is_err());
+
+    run_ok(
+        op.fleetctl()
+            .args(["device", "assign", "d1", "churn=1.0.0"]),
+    );
+    // Connecting after the assignment: the desired state is retained for it.
+    let device = MqttDevice::connect(mqtt_port, "d1", "d1", credential).unwrap();
+    let codes = device.subscribe(&topic("desired"));
+    assert!(
+        matches!(codes[0], rumqttc::SubscribeReasonCode::Success(_)),
+        "{codes:?}"
+    );
+    let bytes = device
+        .next_message(&topic("desired"), Duration::from_secs(10))
+        .expect("retained desired state");
+    let desired: Desired = message::decode(&bytes).unwrap();
+    assert_eq!(desired.revision, 1);
+    assert_eq!(desired.models[0].target, "models/churn/1.0.0/model.onnx");
+    assert!(desired.models[0].artifact_urls[0].starts_with(&server.base_url()));
+
+    device.publish(&topic("reported"), reported("d1", 1), true);
+    device.publish(&topic("events"), event("d1", 1), false);
+    device.publish(&topic("events"), event("d1", 1), false);
+    // A message naming another device than its topic is dropped.
+    device.publish(&topic("reported"), reported("d2", 9), true);
+    let admin = op.token();
+    let shown = eventually("reported state stored", Duration::from_secs(10), || {
+        let (_, d) = server.call("GET", "/api/v1/devices/d1", Some(&admin), None);
+        (d["agent_version"] == "0.1.0-test").then_some(d)
+    });
+    assert_eq!(shown["reported"]["seq"], 1);
+    assert!(shown["last_seen"].as_i64().is_some());
+    // The duplicate event and the report naming another device were seen, and not stored.
+    eventually(
+        "the duplicate and the refusal counted",
+        Duration::from_secs(10),
+        || {
+            let metrics = String::from_utf8(get(server, "/metrics", None, &[]).2).unwrap();
+            let counted = |labels: &str| {
+                metrics.contains(&format!(
+                    "edgefleet_server_mqtt_messages_total{{{labels}}} 1"
+                ))
+            };
+            (counted("channel=\"events\",outcome=\"duplicate\"")
+                && counted("channel=\"reported\",outcome=\"refused\""))
+            .then_some(())
+        },
+    );
+    let (_, events) = server.call("GET", "/api/v1/events?device=d1", Some(&admin), None);
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    let (_, d1) = server.call("GET", "/api/v1/devices/d1", Some(&admin), None);
+    assert_eq!(d1["reported"]["seq"], 1);
+
+    // A new assignment arrives live.
+    run_ok(
+        op.fleetctl()
+            .args(["device", "assign", "d1", "churn=2.0.0"]),
+    );
+    let bytes = device
+        .next_message(&topic("desired"), Duration::from_secs(10))
+        .expect("live desired update");
+    let desired: Desired = message::decode(&bytes).unwrap();
+    assert_eq!(desired.revision, 2);
+}
+
+#[test]
+fn the_server_exchanges_device_messages_through_the_embedded_broker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let op = FleetOperator::new(&tmp.path().join("op"), &server);
+    op.push("churn/1.0.0");
+    op.push("churn/2.0.0");
+    let credential = op.enroll(&server, "d1", "pilot");
+    // The embedded broker also insists that the client id is the device's own.
+    assert!(MqttDevice::connect(server.mqtt_port, "d2", "d1", &credential).is_err());
+    device_messages_round_trip(&server, &op, server.mqtt_port, &credential);
+}
+
+/// The server on Mosquitto with the files `mosquitto-config` writes.
+fn server_on_mosquitto(dir: &std::path::Path) -> (Mosquitto, ServerProcess, FleetOperator) {
+    // Mosquitto must run before the server can connect, and needs the server's own entry in its
+    // password file: write the files for the server alone first (no devices yet). The broker
+    // URL in this first config only has to be well-formed.
+    let password = "server-secret-for-tests";
+    let conf_dir = dir.join("mosquitto");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let config = dir.join("bootstrap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\npassword = \"{password}\"\n",
+            dir.join("server/data").display()
+        ),
+    )
+    .unwrap();
+    run_ok(
+        std::process::Command::new(edgefleet_e2e::binary("fleet-server"))
+            .args(["mosquitto-config", "--config"])
+            .arg(&config)
+            .arg("--out-dir")
+            .arg(&conf_dir),
+    );
+    let mosquitto = Mosquitto::start(&conf_dir, &conf_dir.join("passwd"), &conf_dir.join("acl"));
+    let url = mosquitto.url();
+    let server = ServerProcess::start(
+        &dir.join("server"),
+        Broker::External {
+            url,
+            password: password.into(),
+        },
+    );
+    let op = FleetOperator::new(&dir.join("op"), &server);
+    (mosquitto, server, op)
+}
+
+fn refresh_mosquitto(server: &ServerProcess, mosquitto: &Mosquitto) {
+    let conf_dir = mosquitto.conf.parent().unwrap().to_path_buf();
+    run_ok(
+        server
+            .command("mosquitto-config")
+            .arg("--out-dir")
+            .arg(&conf_dir),
+    );
+    mosquitto.reload();
+}
+
+#[test]
+fn the_server_exchanges_device_messages_through_mosquitto() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mosquitto, server, op) = server_on_mosquitto(tmp.path());
+    op.push("churn/1.0.0");
+    op.push("churn/2.0.0");
+    let credential = op.enroll(&server, "d1", "pilot");
+    refresh_mosquitto(&server, &mosquitto);
+    device_messages_round_trip(&server, &op, mosquitto.port, &credential);
+}
+
+#[test]
+fn on_mosquitto_a_device_cannot_touch_another_devices_topics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mosquitto, server, op) = server_on_mosquitto(tmp.path());
+    op.push("churn/1.0.0");
+    let c1 = op.enroll(&server, "d1", "pilot");
+    let c2 = op.enroll(&server, "d2", "pilot");
+    refresh_mosquitto(&server, &mosquitto);
+    run_ok(
+        op.fleetctl()
+            .args(["device", "assign", "d2", "churn=1.0.0"]),
+    );
+
+    let d1 = MqttDevice::connect(mosquitto.port, "d1", "d1", &c1).unwrap();
+    // d2's credential does not log in as d1.
+    assert!(MqttDevice::connect(mosquitto.port, "x", "d1", &c2).is_err());
+    // Subscribing to d2's desired state, or to everything, yields nothing, although d2's
+    // desired state is retained on the broker (Mosquitto 2.0.11 grants the SUBACK of an MQTT
+    // 3.1.1 subscription the ACL denies, and then delivers nothing through it).
+    for filter in [
+        "edgefleet/v1/devices/d2/desired",
+        "edgefleet/v1/devices/+/desired",
+        "#",
+    ] {
+        d1.subscribe(filter);
+    }
+    assert!(
+        d1.next_message("edgefleet/v1/devices/d2/desired", Duration::from_secs(2))
+            .is_none()
+    );
+    // The same subscription with d2's own credential does get it: the silence above is the ACL.
+    let d2 = MqttDevice::connect(mosquitto.port, "d2", "d2", &c2).unwrap();
+    d2.subscribe("edgefleet/v1/devices/d2/desired");
+    assert!(
+        d2.next_message("edgefleet/v1/devices/d2/desired", Duration::from_secs(5))
+            .is_some()
+    );
+    // A forged report on d2's topic never reaches the server: d2's real, older report is the
+    // one stored (had the forged seq 50 arrived, seq 1 would be refused as older).
+    d1.publish("edgefleet/v1/devices/d2/reported", reported("d2", 50), true);
+    // Writing desired state (the server's channel) is refused too.
+    d1.publish("edgefleet/v1/devices/d1/desired", b"{}".to_vec(), true);
+    d2.publish("edgefleet/v1/devices/d2/reported", reported("d2", 1), true);
+    let admin = op.token();
+    let shown = eventually("d2's report", Duration::from_secs(10), || {
+        let (_, d) = server.call("GET", "/api/v1/devices/d2", Some(&admin), None);
+        d["reported"]["seq"].as_u64().map(|seq| (seq, d))
+    });
+    assert_eq!(shown.0, 1, "{}", shown.1);
+    // d1's own desired topic still carries nothing but what the server wrote (nothing).
+    let codes = d1.subscribe("edgefleet/v1/devices/d1/desired");
+    assert!(matches!(codes[0], rumqttc::SubscribeReasonCode::Success(_)));
+    assert!(
+        d1.next_message("edgefleet/v1/devices/d1/desired", Duration::from_secs(1))
+            .is_none()
+    );
+}
+
+#[test]
+fn everything_registered_survives_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let op = FleetOperator::new(&tmp.path().join("op"), &server);
+    op.push("churn/1.0.0");
+    op.push("iris/1.0.0");
+    let credential = op.enroll(&server, "d1", "north");
+    op.enroll(&server, "d2", "south");
+    run_ok(op.fleetctl().args(["promote", "iris", "1.0.0"]));
+    run_ok(
+        op.fleetctl()
+            .args(["device", "assign", "d1", "churn=1.0.0", "iris=1.0.0"]),
+    );
+    let admin = op.token();
+    let viewer = viewer_token(&server, &admin);
+    let snapshot = |server: &ServerProcess| {
+        let get = |p: &str| server.call("GET", p, Some(&admin), None).1;
+        (
+            get("/api/v1/models"),
+            get("/api/v1/devices"),
+            get("/api/v1/groups"),
+            get("/api/v1/tokens"),
+            get("/api/v1/devices/d1")["desired"].clone(),
+        )
+    };
+    let before = snapshot(&server);
+    server.restart();
+    let after = snapshot(&server);
+    assert_eq!(before, after);
+    assert_eq!(
+        server.call("GET", "/api/v1/whoami", Some(&viewer), None).0,
+        200
+    );
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/whoami", Some(&credential), None)
+            .0,
+        200
+    );
+    // The embedded broker started empty; the server re-published d1's desired state to it.
+    let device = MqttDevice::connect(server.mqtt_port, "d1", "d1", &credential).unwrap();
+    device.subscribe("edgefleet/v1/devices/d1/desired");
+    let bytes = device
+        .next_message("edgefleet/v1/devices/d1/desired", Duration::from_secs(10))
+        .expect("desired state after restart");
+    let desired: Desired = message::decode(&bytes).unwrap();
+    assert_eq!(desired.models.len(), 2);
+    // The repository serves the same metadata and still accepts pushes.
+    op.push("churn/2.0.0");
+    let (_, models) = server.call("GET", "/api/v1/models", Some(&admin), None);
+    let churn = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "churn")
+        .unwrap();
+    assert_eq!(churn["versions"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn readiness_reports_a_missing_broker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("server");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = edgefleet_e2e::free_port();
+    let dead_broker = edgefleet_e2e::free_port();
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{dead_broker}\"\npassword = \"x\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(edgefleet_e2e::binary("fleet-server"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _kill = edgefleet_e2e::fleet::KillOnDrop(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let (status, body) = eventually("the server answering", Duration::from_secs(20), || {
+        let r = call(&format!("{url}/readyz"), "GET", None, None);
+        (r.0 != 0).then_some(r)
+    });
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["problems"][0].as_str().unwrap().contains("MQTT"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_bad_config_exits_78_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("server.toml");
+    std::fs::write(&config, "[mqtt]\nurl = \"tcp://x\"\n").unwrap();
+    let out = std::process::Command::new(edgefleet_e2e::binary("fleet-server"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.url"));
+}
