@@ -11,11 +11,13 @@ use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, ModelTarget};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::lifecycle::{Event, Next, Outcome};
+use crate::lifecycle::{Event, InstallState, Next, Outcome};
 use crate::metrics::{ActiveLabels, Metrics, OutcomeLabels};
 use crate::probation::{self, Policy, Verdict};
 use crate::serving::{Serving, Slot};
 use crate::store::{Store, StoreError, StoredVersion};
+use edgefleet_protocol::ModelName;
+use edgefleet_protocol::message::{EventKind, InstalledVersion, ReportedModel, UpdateState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -69,9 +71,20 @@ fn crash_point(state: &str) {
     }
 }
 
+/// A step of an install, for the fleet link to report upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub model: String,
+    pub kind: EventKind,
+    pub target: Option<String>,
+    pub detail: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct Agent {
     pub config: Config,
+    /// Install steps as they happen; the fleet link turns them into events.
+    pub notices: tokio::sync::broadcast::Sender<Notice>,
     pub store: Arc<Store>,
     pub serving: Arc<Serving>,
     pub metrics: Arc<Metrics>,
@@ -117,6 +130,7 @@ impl Agent {
         }
         let agent = Arc::new(Self {
             config,
+            notices: tokio::sync::broadcast::channel(256).0,
             store,
             serving: Arc::new(Serving::default()),
             metrics,
@@ -228,6 +242,59 @@ impl Agent {
         Ok(next)
     }
 
+    fn notify(&self, model: &str, kind: EventKind, target: &str, detail: Option<String>) {
+        // No receiver (no fleet link) is fine: the journal is the record on the device.
+        let _ = self.notices.send(Notice {
+            model: model.to_owned(),
+            kind,
+            target: Some(target.to_owned()),
+            detail,
+        });
+    }
+
+    /// What every model runs and how its last update went, as the reported state says it.
+    pub fn reported_models(&self) -> Result<Vec<ReportedModel>, StoreError> {
+        let mut out = Vec::new();
+        for name in self.store.model_names()? {
+            let Some(r) = self.store.record(&name)? else {
+                continue;
+            };
+            let installed = |v: &Option<StoredVersion>| {
+                v.as_ref().map(|v| InstalledVersion {
+                    version: v.meta.version.clone(),
+                    sequence: v.meta.sequence,
+                    target: v.target.clone(),
+                    sha256: v.sha256.clone(),
+                    runtime: self
+                        .serving
+                        .get(&name)
+                        .map(|s| s.model.runtime().to_owned()),
+                })
+            };
+            let state = match (&r.install, r.last_outcome.as_deref()) {
+                (Some((_, InstallState::Staging)), _) => UpdateState::Downloading,
+                (Some((_, InstallState::Staged)), _) => UpdateState::Staged,
+                (Some((_, InstallState::Checking)), _) => UpdateState::HealthChecking,
+                (Some((_, InstallState::Probation)), _) => UpdateState::Probation,
+                (None, Some("committed")) => UpdateState::Committed,
+                (None, Some("rejected")) => UpdateState::Rejected,
+                (None, Some("rolled_back")) => UpdateState::RolledBack,
+                (None, _) => UpdateState::Idle,
+            };
+            out.push(ReportedModel {
+                model: ModelName::new(name.clone()).map_err(|e| StoreError::Corrupt {
+                    what: format!("model name {name:?}"),
+                    detail: e.to_string(),
+                })?,
+                active: installed(&r.active),
+                previous: installed(&r.previous),
+                state,
+                last_error: r.last_error.clone(),
+            });
+        }
+        Ok(out)
+    }
+
     fn count(&self, model: &str, outcome: Outcome) {
         self.metrics
             .updates
@@ -299,8 +366,10 @@ impl Agent {
             return Err(self.reject(&model, &version.target, e.to_string()).await);
         }
         self.transition(&model, Event::FilesWritten, None).await?;
+        self.notify(&model, EventKind::Staged, &version.target, None);
         crash_point("staged");
         self.transition(&model, Event::CheckStarted, None).await?;
+        self.notify(&model, EventKind::HealthChecking, &version.target, None);
         crash_point("checking");
 
         let (slot, load_ms) = match self.slot_from_bytes(&version, artifact).await {
@@ -331,6 +400,15 @@ impl Agent {
 
         self.transition(&model, Event::Activated, None).await?;
         let previous = self.put_in_service(&model, slot.clone());
+        self.notify(
+            &model,
+            EventKind::Installed,
+            &version.target,
+            Some(format!(
+                "health check p99 {:.3} ms; probation begins",
+                report.p99_ms
+            )),
+        );
         info!(model, target = %version.target, p99_ms = report.p99_ms, "activated; probation begins");
         crash_point("probation");
         let agent = self.clone();
@@ -352,6 +430,7 @@ impl Agent {
             return e;
         }
         self.count(model, Outcome::Rejected);
+        self.notify(model, EventKind::Rejected, target, Some(reason.clone()));
         InstallError::Rejected {
             target: target.to_string(),
             reason,
@@ -388,6 +467,7 @@ impl Agent {
                 Ok(_) => {
                     info!(model, target = %slot.target, "probation passed; committed");
                     self.count(&model, Outcome::Committed);
+                    self.notify(&model, EventKind::Committed, &slot.target, None);
                 }
                 Err(e) => warn!(model, error = %e, "could not commit"),
             },
@@ -404,10 +484,14 @@ impl Agent {
                     }
                 }
                 let detail = format!("probation failed: {reason}");
-                if let Err(e) = self.transition(&model, Event::Failed, Some(detail)).await {
+                if let Err(e) = self
+                    .transition(&model, Event::Failed, Some(detail.clone()))
+                    .await
+                {
                     warn!(model, error = %e, "could not journal the rollback");
                 }
                 self.count(&model, Outcome::RolledBack);
+                self.notify(&model, EventKind::RolledBack, &slot.target, Some(detail));
                 info!(model, to = ?previous_target, "rolled back");
             }
         }

@@ -26,6 +26,35 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub probation: Probation,
+    #[serde(default)]
+    pub fleet: FleetSettings,
+}
+
+/// The link to a fleet server, used once the device is enrolled (`edge-agent enroll`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSettings {
+    /// Most messages (events, metrics batches) kept while the broker is unreachable; beyond it
+    /// the oldest go first and their number is reported. Default 10000.
+    pub outbox_max_messages: u64,
+    /// MQTT keep-alive, in seconds. Default 30.
+    pub keep_alive_seconds: u64,
+    /// A download slower than this on average (after 10 s) is abandoned and retried later.
+    /// Default 16384 B/s.
+    pub min_download_bytes_per_second: u64,
+    /// PEM of the CA that signed an `mqtts://` broker's certificate.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        Self {
+            outbox_max_messages: 10_000,
+            keep_alive_seconds: 30,
+            min_download_bytes_per_second: 16 * 1024,
+            ca_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +236,23 @@ impl Config {
         }
         if !(self.probation.latency_factor.is_finite() && self.probation.latency_factor >= 1.0) {
             bad("probation.latency_factor", "must be a number >= 1.0".into());
+        }
+        if self.fleet.outbox_max_messages == 0 {
+            bad("fleet.outbox_max_messages", "must be above 0".into());
+        }
+        if !(5..=3600).contains(&self.fleet.keep_alive_seconds) {
+            bad(
+                "fleet.keep_alive_seconds",
+                "must be between 5 and 3600".into(),
+            );
+        }
+        if let Some(ca) = &self.fleet.ca_file
+            && !ca.is_absolute()
+        {
+            bad(
+                "fleet.ca_file",
+                format!("{} must be an absolute path", ca.display()),
+            );
         }
         out
     }

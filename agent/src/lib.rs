@@ -13,8 +13,11 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod fleet;
 pub mod lifecycle;
 pub mod metrics;
+pub mod outbox;
 pub mod probation;
 pub mod serving;
 pub mod store;
+pub mod transport;

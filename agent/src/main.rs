@@ -35,6 +35,19 @@ enum Command {
         #[arg(long, default_value = "/etc/edgefleet/agent.toml")]
         config: PathBuf,
     },
+    /// Enroll this device with a fleet server: trade the one-time token from `fleetctl device
+    /// add` for this device's own credential (saved to `<data_dir>/fleet.json`, mode 0600). The
+    /// next `run` connects to the fleet.
+    Enroll {
+        #[arg(long, default_value = "/etc/edgefleet/agent.toml")]
+        config: PathBuf,
+        /// The fleet server's URL, e.g. https://fleet.example.com.
+        #[arg(long)]
+        server: String,
+        /// File holding the enrollment token.
+        #[arg(long)]
+        token_file: PathBuf,
+    },
     /// Install models from a repository directory (e.g. a USB stick made with `fleetctl`): the
     /// running daemon verifies it against its trusted root and health-checks each model.
     Install {
@@ -81,6 +94,17 @@ fn main() -> ExitCode {
             };
             exit(runtime().and_then(|rt| rt.block_on(run(config))))
         }
+        Command::Enroll {
+            config,
+            server,
+            token_file,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(e),
+            };
+            exit(runtime().and_then(|rt| rt.block_on(enroll(config, server, token_file))))
+        }
         Command::Install {
             config,
             repository,
@@ -123,6 +147,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let agent = Agent::start(config, Arc::new(edgefleet_inference::tract::TractRuntime))
         .await
         .context("starting the agent")?;
+    match edge_agent::fleet::load_link(&agent.config.data_dir)? {
+        Some(link) => {
+            info!(server = %link.server_url, broker = %link.mqtt_url, "enrolled: connecting to the fleet");
+            edge_agent::fleet::Fleet::start(agent.clone(), link)?;
+        }
+        None => info!("not enrolled with a fleet server: serving and local installs only"),
+    }
     let app = edge_agent::api::router(agent.clone());
     let shutdown = shutdown_signal();
     match listen {
@@ -199,6 +230,15 @@ fn ready() {
             }
         });
     }
+}
+
+async fn enroll(config: Config, server: String, token_file: PathBuf) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("reading {}", token_file.display()))?;
+    let link =
+        edge_agent::fleet::enroll(&config.data_dir, &config.device_id, &server, &token).await?;
+    info!(device = %link.device_id, server = %link.server_url, broker = %link.mqtt_url, "enrolled; restart `edge-agent run` to connect");
+    Ok(())
 }
 
 async fn install(config: Config, repository: PathBuf, targets: Vec<String>) -> anyhow::Result<()> {

@@ -172,8 +172,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         mqtt: handle,
         metrics,
         desired_lock: tokio::sync::Mutex::new(()),
+        engine_lock: tokio::sync::Mutex::new(()),
     });
     tokio::spawn(refresh_online_metadata(state.clone()));
+    tokio::spawn(crate::engine::run(state.clone()));
     Ok(Running { state, listener })
 }
 

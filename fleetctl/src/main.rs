@@ -164,6 +164,12 @@ enum Command {
         #[arg(long, default_value = "production", value_parser = ["staging", "production", "archived"])]
         stage: String,
     },
+    /// Staged rollouts: create, list, status (--watch), pause, resume, approve, abort,
+    /// retry-failed.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Operator tokens (admin only).
     Token {
         #[command(subcommand)]
@@ -206,6 +212,74 @@ enum DeviceCommand {
     Assign { id: String, models: Vec<String> },
     /// Remove a device; its credential stops working.
     Remove { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Roll a signed version out in waves.
+    Create {
+        model: String,
+        version: String,
+        /// Only devices of this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only devices with this tag (`KEY=VALUE`, repeatable).
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Only these devices (repeatable).
+        #[arg(long)]
+        device: Vec<String>,
+        /// Cumulative percentages, e.g. `1,10,50,100` (the default).
+        #[arg(long, value_delimiter = ',')]
+        waves: Option<Vec<f64>>,
+        /// Largest share of a wave that may fail (default 0).
+        #[arg(long)]
+        max_failure_ratio: Option<f64>,
+        /// Smallest share of a wave that must be healthy (default 1 - max failure ratio).
+        #[arg(long)]
+        min_healthy_ratio: Option<f64>,
+        /// Seconds to watch a passed wave before the next (default 0).
+        #[arg(long)]
+        bake_seconds: Option<u64>,
+        /// Seconds a device has to settle before it counts as failed (default 600).
+        #[arg(long)]
+        device_timeout_seconds: Option<u64>,
+        /// Wait for `fleetctl rollout approve` between waves.
+        #[arg(long)]
+        require_approval: bool,
+        /// On a gate breach, halt but leave updated devices on the new version.
+        #[arg(long)]
+        no_rollback: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-wave progress; `--watch` redraws until the rollout ends.
+    Status {
+        id: String,
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    Approve {
+        id: String,
+    },
+    Abort {
+        id: String,
+    },
+    RetryFailed {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -339,6 +413,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             version,
             stage,
         } => remote::promote(&client()?, &model, &version, &stage).await,
+        Command::Rollout { command } => {
+            let client = client()?;
+            match command {
+                RolloutCommand::Create {
+                    model,
+                    version,
+                    group,
+                    tag,
+                    device,
+                    waves,
+                    max_failure_ratio,
+                    min_healthy_ratio,
+                    bake_seconds,
+                    device_timeout_seconds,
+                    require_approval,
+                    no_rollback,
+                    json,
+                } => {
+                    let options = remote::RolloutOptions {
+                        model,
+                        version,
+                        group,
+                        tags: tag,
+                        devices: device,
+                        waves,
+                        max_failure_ratio,
+                        min_healthy_ratio,
+                        bake_seconds,
+                        device_timeout_seconds,
+                        require_approval,
+                        no_rollback,
+                    };
+                    remote::rollout_create(&client, &options, json).await
+                }
+                RolloutCommand::List { json } => remote::rollout_list(&client, json).await,
+                RolloutCommand::Status { id, watch, json } => {
+                    remote::rollout_status(&client, &id, watch, json).await
+                }
+                RolloutCommand::Pause { id } => {
+                    remote::rollout_command(&client, &id, "pause").await
+                }
+                RolloutCommand::Resume { id } => {
+                    remote::rollout_command(&client, &id, "resume").await
+                }
+                RolloutCommand::Approve { id } => {
+                    remote::rollout_command(&client, &id, "approve").await
+                }
+                RolloutCommand::Abort { id } => {
+                    remote::rollout_command(&client, &id, "abort").await
+                }
+                RolloutCommand::RetryFailed { id } => {
+                    remote::rollout_command(&client, &id, "retry-failed").await
+                }
+            }
+        }
         Command::Token { command } => {
             let client = client()?;
             match command {

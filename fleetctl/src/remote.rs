@@ -676,6 +676,214 @@ pub async fn token_revoke(client: &Client, id: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Options of `fleetctl rollout create`.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutOptions {
+    pub model: String,
+    pub version: String,
+    pub group: Option<String>,
+    pub tags: Vec<String>,
+    pub devices: Vec<String>,
+    pub waves: Option<Vec<f64>>,
+    pub max_failure_ratio: Option<f64>,
+    pub min_healthy_ratio: Option<f64>,
+    pub bake_seconds: Option<u64>,
+    pub device_timeout_seconds: Option<u64>,
+    pub require_approval: bool,
+    pub no_rollback: bool,
+}
+
+pub async fn rollout_create(
+    client: &Client,
+    o: &RolloutOptions,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let mut body = json!({
+        "model": o.model,
+        "version": o.version,
+        "tags": parse_tags(&o.tags)?,
+        "devices": o.devices,
+        "require_approval": o.require_approval,
+        "rollback_on_halt": !o.no_rollback,
+    });
+    let optional = [
+        ("group", o.group.as_ref().map(|g| json!(g))),
+        ("waves", o.waves.as_ref().map(|w| json!(w))),
+        ("max_failure_ratio", o.max_failure_ratio.map(|v| json!(v))),
+        ("min_healthy_ratio", o.min_healthy_ratio.map(|v| json!(v))),
+        ("bake_seconds", o.bake_seconds.map(|v| json!(v))),
+        (
+            "device_timeout_seconds",
+            o.device_timeout_seconds.map(|v| json!(v)),
+        ),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            body[key] = v;
+        }
+    }
+    let r = client
+        .send_json(
+            Method::POST,
+            "/api/v1/rollouts",
+            &body,
+            "creating the rollout",
+        )
+        .await?;
+    if as_json {
+        return print_json(&r);
+    }
+    println!(
+        "rollout {} started: {} {} to {} devices in {} waves",
+        text(&r["id"]),
+        text(&r["model"]),
+        text(&r["version"]),
+        r["devices"].as_array().map_or(0, Vec::len),
+        r["waves"].as_array().map_or(0, Vec::len)
+    );
+    Ok(())
+}
+
+pub async fn rollout_list(client: &Client, as_json: bool) -> anyhow::Result<()> {
+    let body = client.get("/api/v1/rollouts", "listing rollouts").await?;
+    if as_json {
+        return print_json(&body);
+    }
+    let rows: Vec<Vec<String>> = body["rollouts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let waves = r["waves"].as_array().cloned().unwrap_or_default();
+            let healthy: u64 = waves.iter().filter_map(|w| w["healthy"].as_u64()).sum();
+            let total: u64 = waves.iter().filter_map(|w| w["devices"].as_u64()).sum();
+            vec![
+                text(&r["id"]),
+                format!("{} {}", text(&r["model"]), text(&r["version"])),
+                state_text(&r["state"]),
+                format!("{healthy}/{total}"),
+                ago(&r["created_at"]),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["ROLLOUT", "VERSION", "STATE", "HEALTHY", "CREATED"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn state_text(state: &Value) -> String {
+    let name = text(&state["state"]);
+    match (state["wave"].as_u64(), state["reason"].as_str()) {
+        (Some(w), Some(reason)) => format!("{name} at wave {w}: {reason}"),
+        (Some(w), None) => format!("{name} (wave {w})"),
+        _ => name,
+    }
+}
+
+/// One rollout's status as a block of text: state, a bar per wave, problem devices, history.
+pub fn render_rollout(r: &Value) -> String {
+    let mut out = format!(
+        "rollout {}  {} {}  {}\n",
+        text(&r["id"]),
+        text(&r["model"]),
+        text(&r["version"]),
+        state_text(&r["state"])
+    );
+    for w in r["waves"].as_array().into_iter().flatten() {
+        let n = w["devices"].as_u64().unwrap_or(0);
+        let ok = w["healthy"].as_u64().unwrap_or(0);
+        let bad = w["failed"].as_u64().unwrap_or(0);
+        let busy = w["in_progress"].as_u64().unwrap_or(0);
+        let back = w["rolled_back"].as_u64().unwrap_or(0);
+        let width = 20usize;
+        let cells = |k: u64| {
+            if n == 0 {
+                0
+            } else {
+                (k as usize * width).div_ceil(n as usize)
+            }
+        };
+        let (g, f, b) = (cells(ok), cells(bad), cells(busy));
+        let bar: String = "#".repeat(g.min(width))
+            + &"x".repeat(f.min(width.saturating_sub(g)))
+            + &"~".repeat(b.min(width.saturating_sub(g + f)));
+        out.push_str(&format!(
+            "  wave {} ({:>5}%) [{bar:<width$}] {ok}/{n} healthy, {bad} failed, {busy} in progress, {back} rolled back\n",
+            text(&w["wave"]),
+            text(&w["percent"]),
+        ));
+    }
+    let troubled: Vec<&Value> = r["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["detail"].is_string())
+        .collect();
+    for d in troubled.iter().take(10) {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            text(&d["id"]),
+            text(&d["state"]),
+            text(&d["detail"])
+        ));
+    }
+    if let Some(history) = r["history"].as_array() {
+        for h in history.iter().rev().take(5).rev() {
+            out.push_str(&format!("  {:>9}  {}\n", ago(&h["at"]), text(&h["text"])));
+        }
+    }
+    out
+}
+
+pub async fn rollout_status(
+    client: &Client,
+    id: &str,
+    watch: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let path = format!("/api/v1/rollouts/{}", urlencode(id));
+    let mut last_lines = 0usize;
+    loop {
+        let r = client.get(&path, "reading the rollout").await?;
+        if as_json {
+            return print_json(&r);
+        }
+        let text = render_rollout(&r);
+        if watch && last_lines > 0 && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            // Redraw in place: cursor up over the previous frame, clear to the end.
+            print!("\x1b[{last_lines}A\x1b[J");
+        }
+        print!("{text}");
+        last_lines = text.lines().count();
+        let done = !matches!(
+            r["state"]["state"].as_str(),
+            Some("running" | "baking" | "awaiting_approval" | "paused")
+        );
+        if !watch || done {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+pub async fn rollout_command(client: &Client, id: &str, action: &str) -> anyhow::Result<()> {
+    let r = client
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/rollouts/{}/{action}", urlencode(id)),
+            &Value::Null,
+            &format!("{action} {id}"),
+        )
+        .await?;
+    println!("{}: {}", text(&r["id"]), state_text(&r["state"]));
+    Ok(())
+}
+
 /// Percent-encodes a path or query component (ids are already restricted; this is defence).
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()

@@ -29,6 +29,7 @@ fn now() -> i64 {
 }
 
 /// JSON body whose errors name the field: `{"error": "...", "field": "tags.site"}`.
+#[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
@@ -431,7 +432,16 @@ pub async fn assign(
     state: &AppState,
     id: &DeviceId,
     wanted: &[(String, String)],
-    rollout: Option<&str>,
+) -> Result<Desired, ApiError> {
+    assign_tagged(state, id, wanted, &std::collections::HashMap::new()).await
+}
+
+/// [`assign`], tagging models with the rollout that set them (`model → rollout id`).
+pub async fn assign_tagged(
+    state: &AppState,
+    id: &DeviceId,
+    wanted: &[(String, String)],
+    rollouts: &std::collections::HashMap<String, String>,
 ) -> Result<Desired, ApiError> {
     let signed = state.tuf.models().await?;
     let public = state.config.public_url();
@@ -467,7 +477,7 @@ pub async fn assign(
                 "{public}/tuf/targets/{dir}/{}.{file}",
                 found.sha256
             )],
-            rollout: rollout.map(str::to_owned),
+            rollout: rollouts.get(model).cloned(),
         });
         targets.push(found.name.clone());
     }
@@ -512,7 +522,7 @@ pub async fn set_desired(
         .into_iter()
         .map(|m| (m.model, m.version))
         .collect();
-    let desired = assign(&state, &id, &wanted, None).await?;
+    let desired = assign(&state, &id, &wanted).await?;
     tracing::info!(by = %principal.name(), device = %id, revision = desired.revision, "desired state set");
     Ok(json_response(StatusCode::OK, json!(desired)))
 }
@@ -881,12 +891,14 @@ async fn serve_file(
             .map_err(ApiError::internal)?;
     }
     let metrics = state.metrics.clone();
-    let stream = tokio_util::io::ReaderStream::new(file.take(count)).map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            metrics.artifact_bytes_sent.inc_by(bytes.len() as u64);
-        }
-        chunk
-    });
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 * 1024).map(
+        move |chunk| {
+            if let Ok(bytes) = &chunk {
+                metrics.artifact_bytes_sent.inc_by(bytes.len() as u64);
+            }
+            chunk
+        },
+    );
     let mut response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")

@@ -7,8 +7,9 @@
 //! exist without an access rule.
 
 mod errors;
-mod handlers;
+pub mod handlers;
 mod openapi;
+mod rollouts;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub device_mqtt_url: String,
     /// Serialises desired-state changes so revisions never race.
     pub desired_lock: tokio::sync::Mutex<()>,
+    /// One rollout-engine pass at a time (timer and operator commands).
+    pub engine_lock: tokio::sync::Mutex<()>,
 }
 
 pub type AppState = Arc<Shared>;
@@ -358,6 +361,80 @@ pub fn routes() -> Vec<Route> {
             "Publish a new operator-signed root.json (raw body): a key rotation",
             None,
             post(h::tuf_accept_root),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/rollouts",
+            R(Viewer),
+            "Rollouts, newest first (?active=true for running ones)",
+            None,
+            get(rollouts::list),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/rollouts",
+            R(Operator),
+            "Start a staged rollout of a signed model version",
+            object(
+                &["model", "version"],
+                json!({
+                    "model": string, "version": string,
+                    "group": string, "tags": tags, "devices": {"type": "array", "items": string},
+                    "waves": {"type": "array", "items": {"type": "number"}, "description": "cumulative percentages ending at 100; default [1, 10, 50, 100]"},
+                    "max_failure_ratio": {"type": "number"}, "min_healthy_ratio": {"type": "number"},
+                    "bake_seconds": {"type": "integer"}, "device_timeout_seconds": {"type": "integer"},
+                    "require_approval": {"type": "boolean"}, "rollback_on_halt": {"type": "boolean"}
+                }),
+            ),
+            post(rollouts::create),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/rollouts/{id}",
+            R(Viewer),
+            "One rollout: state, per-wave progress, devices, history",
+            None,
+            get(rollouts::show),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/rollouts/{id}/pause",
+            R(Operator),
+            "Stop notifying devices",
+            None,
+            post(rollouts::pause),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/rollouts/{id}/resume",
+            R(Operator),
+            "Resume a paused rollout",
+            None,
+            post(rollouts::resume),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/rollouts/{id}/approve",
+            R(Operator),
+            "Start the next wave of a rollout awaiting approval",
+            None,
+            post(rollouts::approve),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/rollouts/{id}/abort",
+            R(Operator),
+            "End a rollout; devices keep what they run",
+            None,
+            post(rollouts::abort),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/rollouts/{id}/retry-failed",
+            R(Operator),
+            "Send the version again to failed devices and resume a halted rollout",
+            None,
+            post(rollouts::retry_failed),
         ),
         route(
             Method::GET,

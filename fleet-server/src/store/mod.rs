@@ -224,4 +224,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn record_release(&self, release: &Release) -> Result<()>;
     async fn releases(&self) -> Result<Vec<Release>>;
     async fn set_stage(&self, model: &str, version: &str, stage: Stage) -> Result<()>;
+
+    // Rollouts, stored whole (the state machine is in `crate::rollout`).
+    async fn save_rollout(&self, rollout: &crate::rollout::Rollout) -> Result<()>;
+    async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>>;
+    /// Newest first; `active_only` skips completed and aborted ones.
+    async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>>;
 }

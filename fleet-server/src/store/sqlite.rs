@@ -77,6 +77,15 @@ const MIGRATIONS: &[&str] = &[
         pushed_at BIGINT NOT NULL,
         UNIQUE (model, version)
     );",
+    // 2: rollouts, each stored whole as JSON beside the columns queries filter on.
+    "CREATE TABLE rollouts (
+        id TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        active BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX rollouts_active ON rollouts (active, created_at);",
 ];
 
 #[derive(Debug, Clone)]
@@ -814,6 +823,64 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn save_rollout(&self, rollout: &crate::rollout::Rollout) -> Result<()> {
+        let body = serde_json::to_string(rollout).map_err(backend)?;
+        let (id, model, active, created) = (
+            rollout.id.clone(),
+            rollout.spec.model.clone(),
+            i64::from(rollout.state.is_active()),
+            rollout.created_at,
+        );
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO rollouts (id, model, active, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET active = excluded.active, body = excluded.body",
+                params![id, model, active, created, body],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            let body: Option<String> = c
+                .query_row(
+                    "SELECT body FROM rollouts WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            body.map(|b| rollout_of(&b)).transpose()
+        })
+        .await
+    }
+
+    async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT body FROM rollouts WHERE (?1 = 0 OR active = 1)
+                     ORDER BY created_at DESC, id DESC",
+                )
+                .map_err(backend)?;
+            let bodies = stmt
+                .query_map(params![i64::from(active_only)], |r| r.get::<_, String>(0))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            bodies.iter().map(|b| rollout_of(b)).collect()
+        })
+        .await
+    }
+}
+
+fn rollout_of(text: &str) -> Result<crate::rollout::Rollout> {
+    serde_json::from_str(text).map_err(|e| backend(format!("stored rollout does not parse: {e}")))
 }
 
 #[cfg(test)]

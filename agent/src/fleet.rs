@@ -1,0 +1,698 @@
+//! The agent's link to a fleet server: enrollment, then MQTT (desired state in; reported state,
+//! events out) and over-the-air installs through TUF over HTTPS.
+//!
+//! A desired-state message is only ever a hint. What gets installed is decided by the signed
+//! TUF metadata the agent fetches itself: a forged, replayed or reordered desired message can at
+//! most name a target that is signed, current and above this device's sequence floor — which the
+//! operator released anyway. Events go through the SQLite outbox and are deleted only after the
+//! broker's PUBACK, so a broker, network or agent restart loses none; the server stores each
+//! (device, message id) once, so re-sends are not double-counted.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edgefleet_protocol::message::{self, Desired, Event, EventKind, Reported, SCHEMA_VERSION};
+use edgefleet_protocol::topic::{Channel, Topic};
+use edgefleet_protocol::{DeviceId, MessageId, ModelName};
+use edgefleet_tuf::client::{self, ClientConfig, ClientLimits};
+use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::agent::{Agent, InstallError, Notice, now_unix};
+use crate::outbox::Outbox;
+use crate::transport::FleetTransport;
+
+/// What enrollment leaves on the device (`<data_dir>/fleet.json`, mode 0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetLink {
+    pub device_id: DeviceId,
+    pub credential: String,
+    pub server_url: String,
+    pub mqtt_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("enrollment failed: {0}")]
+    Enroll(String),
+    #[error("{path}: {detail}")]
+    File { path: PathBuf, detail: String },
+    #[error("mqtt url {url:?}: {detail}")]
+    MqttUrl { url: String, detail: String },
+}
+
+pub fn link_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("fleet.json")
+}
+
+/// The saved link, if this device was enrolled.
+pub fn load_link(data_dir: &Path) -> Result<Option<FleetLink>, FleetError> {
+    let path = link_path(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| FleetError::File {
+                path,
+                detail: format!("not a fleet link ({e}); enroll again"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FleetError::File {
+            path,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Trades a one-time enrollment token for this device's credential and saves the link.
+pub async fn enroll(
+    data_dir: &Path,
+    device_id: &DeviceId,
+    server_url: &str,
+    token: &str,
+) -> Result<FleetLink, FleetError> {
+    let server_url = server_url.trim_end_matches('/');
+    let response = reqwest::Client::new()
+        .post(format!("{server_url}/api/v1/enroll"))
+        .json(&serde_json::json!({"device_id": device_id, "token": token.trim()}))
+        .send()
+        .await
+        .map_err(|e| FleetError::Enroll(format!("cannot reach {server_url}: {e}")))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.map_err(|e| {
+        FleetError::Enroll(format!("{server_url} answered {status} without JSON: {e}"))
+    })?;
+    if !status.is_success() {
+        return Err(FleetError::Enroll(format!(
+            "{server_url} answered {status}: {}",
+            body["error"].as_str().unwrap_or("no details")
+        )));
+    }
+    let field = |k: &str| {
+        body[k]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| FleetError::Enroll(format!("the server's answer lacks {k}")))
+    };
+    let link = FleetLink {
+        device_id: device_id.clone(),
+        credential: field("credential")?,
+        server_url: field("server_url")?,
+        mqtt_url: field("mqtt_url")?,
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| FleetError::File {
+        path: data_dir.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let path = link_path(data_dir);
+    write_private(&path, &serde_json::to_vec_pretty(&link).unwrap_or_default()).map_err(|e| {
+        FleetError::File {
+            path: path.clone(),
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(link)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Host, port and TLS of `mqtt://HOST:PORT` or `mqtts://HOST:PORT`.
+fn broker(url: &str) -> Result<(String, u16, bool), FleetError> {
+    let bad = |detail: &str| FleetError::MqttUrl {
+        url: url.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let (tls, rest) = match (url.strip_prefix("mqtts://"), url.strip_prefix("mqtt://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => return Err(bad("expected mqtt://HOST:PORT or mqtts://HOST:PORT")),
+    };
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected a port: mqtt[s]://HOST:PORT"))?;
+    let port = port.parse().map_err(|_| bad("the port is not a number"))?;
+    Ok((host.to_owned(), port, tls))
+}
+
+/// The connection's publishing state. PUBACKs of QoS 1 messages come back in the order the
+/// PUBLISHes were sent (MQTT 3.1.1 §4.6), so a FIFO of what was sent tells which outbox row
+/// each acknowledgement is for (`None`: a reported-state message, not in the outbox).
+#[derive(Debug, Default)]
+struct Wire {
+    connected: bool,
+    awaiting_ack: VecDeque<Option<u64>>,
+    /// Highest outbox seq handed to the broker on this connection.
+    sent_up_to: u64,
+}
+
+/// A running fleet link.
+#[derive(Debug)]
+pub struct Fleet {
+    agent: Arc<Agent>,
+    link: FleetLink,
+    outbox: Arc<Outbox>,
+    client: AsyncClient,
+    wire: Mutex<Wire>,
+    wake_publisher: Notify,
+    /// The models' rollout ids from the last desired state, for tagging events.
+    rollouts: Mutex<BTreeMap<String, String>>,
+}
+
+const REPORTED_SEQ: &str = "reported_seq";
+const DESIRED_REVISION: &str = "desired_revision";
+
+impl Fleet {
+    /// Connects to the broker and starts the link's tasks.
+    pub fn start(agent: Arc<Agent>, link: FleetLink) -> Result<Arc<Self>, FleetError> {
+        let outbox_path = agent.config.data_dir.join("outbox.db");
+        let outbox = Arc::new(
+            Outbox::open(&outbox_path, agent.config.fleet.outbox_max_messages).map_err(|e| {
+                FleetError::File {
+                    path: outbox_path.clone(),
+                    detail: e.to_string(),
+                }
+            })?,
+        );
+        let (host, port, tls) = broker(&link.mqtt_url)?;
+        let id = link.device_id.to_string();
+        let mut options = MqttOptions::new(id.clone(), host, port);
+        if tls {
+            let Some(ca_file) = &agent.config.fleet.ca_file else {
+                return Err(FleetError::MqttUrl {
+                    url: link.mqtt_url.clone(),
+                    detail: "mqtts:// needs fleet.ca_file (the PEM of the broker's CA)".into(),
+                });
+            };
+            let ca = std::fs::read(ca_file).map_err(|e| FleetError::File {
+                path: ca_file.clone(),
+                detail: e.to_string(),
+            })?;
+            options.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth: None,
+            }));
+        }
+        options
+            .set_credentials(id, link.credential.clone())
+            .set_keep_alive(Duration::from_secs(agent.config.fleet.keep_alive_seconds))
+            .set_clean_session(true)
+            .set_max_packet_size(512 * 1024, 512 * 1024);
+        let (client, eventloop) = AsyncClient::new(options, 1000);
+        let fleet = Arc::new(Self {
+            agent,
+            link,
+            outbox,
+            client,
+            wire: Mutex::new(Wire::default()),
+            wake_publisher: Notify::new(),
+            rollouts: Mutex::new(BTreeMap::new()),
+        });
+        let (desired_tx, desired_rx) = watch::channel::<Option<Desired>>(None);
+        tokio::spawn(fleet.clone().drive(eventloop, desired_tx));
+        tokio::spawn(fleet.clone().publish_outbox());
+        tokio::spawn(fleet.clone().relay_notices());
+        tokio::spawn(fleet.clone().reconcile_loop(desired_rx));
+        Ok(fleet)
+    }
+
+    fn topic(&self, channel: Channel) -> String {
+        Topic::new(self.link.device_id.clone(), channel).to_string()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.wire.lock().map(|w| w.connected).unwrap_or(false)
+    }
+
+    /// Sends one QoS 1 message if connected; `seq` is its outbox row.
+    fn send(&self, channel: Channel, payload: Vec<u8>, retain: bool, seq: Option<u64>) -> bool {
+        let Ok(mut wire) = self.wire.lock() else {
+            return false;
+        };
+        if !wire.connected {
+            return false;
+        }
+        if self
+            .client
+            .try_publish(self.topic(channel), QoS::AtLeastOnce, retain, payload)
+            .is_err()
+        {
+            return false;
+        }
+        wire.awaiting_ack.push_back(seq);
+        if let Some(seq) = seq {
+            wire.sent_up_to = wire.sent_up_to.max(seq);
+        }
+        true
+    }
+
+    /// The MQTT event loop: (re)connects with backoff and jitter, subscribes, hands desired state
+    /// over, and matches PUBACKs to outbox rows.
+    async fn drive(
+        self: Arc<Self>,
+        mut eventloop: rumqttc::EventLoop,
+        desired_tx: watch::Sender<Option<Desired>>,
+    ) {
+        let desired_topic = self.topic(Channel::Desired);
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(500);
+                    if let Ok(mut wire) = self.wire.lock() {
+                        *wire = Wire {
+                            connected: true,
+                            ..Wire::default()
+                        };
+                    }
+                    info!(broker = %self.link.mqtt_url, "connected to the fleet");
+                    let _ = self
+                        .client
+                        .try_subscribe(desired_topic.clone(), QoS::AtLeastOnce);
+                    self.publish_reported();
+                    self.wake_publisher.notify_one();
+                }
+                Ok(rumqttc::Event::Incoming(Packet::Publish(p))) if p.topic == desired_topic => {
+                    if p.payload.is_empty() {
+                        continue; // cleared (device removed)
+                    }
+                    match message::decode::<Desired>(&p.payload) {
+                        Ok(d) if d.device == self.link.device_id => {
+                            let _ = desired_tx.send(Some(d));
+                        }
+                        Ok(d) => {
+                            warn!(named = %d.device, "desired state for another device ignored")
+                        }
+                        Err(e) => warn!(error = %e, "malformed desired state ignored"),
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(Packet::PubAck(_))) => {
+                    let acked = self
+                        .wire
+                        .lock()
+                        .ok()
+                        .and_then(|mut w| w.awaiting_ack.pop_front())
+                        .flatten();
+                    if let Some(seq) = acked
+                        && let Err(e) = self.outbox.acknowledge(seq)
+                    {
+                        warn!(error = %e, "cannot delete an acknowledged message");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let was = self
+                        .wire
+                        .lock()
+                        .map(|mut w| std::mem::take(&mut *w).connected)
+                        .unwrap_or(false);
+                    if was {
+                        warn!(error = %e, "lost the fleet broker; serving goes on, reconnecting");
+                    }
+                    // Full jitter: a fleet that lost its broker does not come back in lockstep.
+                    let wait = backoff.mul_f64(0.5 + jitter());
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Sends outbox rows not yet sent on this connection, oldest first.
+    async fn publish_outbox(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = self.wake_publisher.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            if !self.is_connected() {
+                continue;
+            }
+            let after = self.wire.lock().map(|w| w.sent_up_to).unwrap_or(0);
+            let outbox = self.outbox.clone();
+            let pending = tokio::task::spawn_blocking(move || outbox.pending(after, 200)).await;
+            let Ok(Ok(pending)) = pending else { continue };
+            let full = pending.len() == 200;
+            for q in pending {
+                let channel = if q.channel == "metrics" {
+                    Channel::Metrics
+                } else {
+                    Channel::Events
+                };
+                if !self.send(channel, q.payload, false, Some(q.seq)) {
+                    break;
+                }
+            }
+            if full {
+                self.wake_publisher.notify_one();
+            }
+        }
+    }
+
+    /// Turns the agent's install steps into events, and re-reports state after each.
+    async fn relay_notices(self: Arc<Self>) {
+        let mut notices = self.agent.notices.subscribe();
+        loop {
+            match notices.recv().await {
+                Ok(notice) => {
+                    self.emit(notice).await;
+                    self.publish_reported();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(
+                        missed = n,
+                        "install notices overflowed; reported state still follows"
+                    );
+                    self.publish_reported();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Queues an event in the outbox (it survives restarts there) and wakes the publisher.
+    pub async fn emit(&self, notice: Notice) {
+        let Ok(model) = ModelName::new(notice.model.clone()) else {
+            return;
+        };
+        let rollout = self
+            .rollouts
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&notice.model).cloned());
+        let device = self.link.device_id.clone();
+        let outbox = self.outbox.clone();
+        let queued = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let seq = outbox.next_seq().map_err(|e| e.to_string())?;
+            let event = Event {
+                schema: SCHEMA_VERSION,
+                id: MessageId::from_random(random_bytes()),
+                device,
+                seq,
+                at_unix: now_unix(),
+                kind: notice.kind,
+                model,
+                target: notice.target,
+                rollout,
+                detail: notice.detail,
+            };
+            let bytes = message::encode(&event).map_err(|e| e.to_string())?;
+            outbox
+                .push(seq, "events", &bytes)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match queued {
+            Ok(Ok(())) => self.wake_publisher.notify_one(),
+            Ok(Err(e)) => warn!(error = %e, "cannot queue an event"),
+            Err(e) => warn!(error = %e, "cannot queue an event"),
+        }
+    }
+
+    /// Publishes what really runs, retained, if connected (also after a local rollback).
+    fn publish_reported(&self) {
+        if !self.is_connected() {
+            return; // sent on the next connection
+        }
+        let build = || -> Result<Vec<u8>, String> {
+            let models = self.agent.reported_models().map_err(|e| e.to_string())?;
+            let reported = Reported {
+                schema: SCHEMA_VERSION,
+                id: MessageId::from_random(random_bytes()),
+                device: self.link.device_id.clone(),
+                seq: self.outbox.bump(REPORTED_SEQ).map_err(|e| e.to_string())?,
+                at_unix: now_unix(),
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+                desired_revision: self
+                    .outbox
+                    .counter(DESIRED_REVISION)
+                    .map_err(|e| e.to_string())?,
+                models,
+            };
+            message::encode(&reported).map_err(|e| e.to_string())
+        };
+        match build() {
+            Ok(bytes) => {
+                self.send(Channel::Reported, bytes, true, None);
+            }
+            Err(e) => warn!(error = %e, "cannot build the reported state"),
+        }
+    }
+
+    /// Acts on the newest desired state; retries failed downloads with backoff and jitter.
+    async fn reconcile_loop(self: Arc<Self>, mut desired: watch::Receiver<Option<Desired>>) {
+        let mut backoff = Duration::from_secs(1);
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            match retry_at {
+                Some(at) => {
+                    tokio::select! {
+                        changed = desired.changed() => if changed.is_err() { return },
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => {
+                    if desired.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let Some(wanted) = desired.borrow_and_update().clone() else {
+                continue;
+            };
+            match self.reconcile(&wanted).await {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    retry_at = None;
+                }
+                Err(e) => {
+                    let wait = backoff.mul_f64(0.5 + jitter());
+                    warn!(error = %e, retry_in_s = wait.as_secs_f64(), "update not possible now; retrying");
+                    retry_at = Some(tokio::time::Instant::now() + wait);
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    // Retry the same desired state even if nothing new arrives.
+                    desired.mark_changed();
+                }
+            }
+        }
+    }
+
+    /// Brings the device to `wanted`. `Err` only for transient trouble worth a retry (network,
+    /// server); a refused target is final for that revision and reported as an event.
+    async fn reconcile(&self, wanted: &Desired) -> Result<(), String> {
+        let acted = self
+            .outbox
+            .counter(DESIRED_REVISION)
+            .map_err(|e| e.to_string())?;
+        if wanted.revision < acted {
+            warn!(
+                revision = wanted.revision,
+                acted,
+                "desired state older than one already acted on: ignored (replayed or reordered)"
+            );
+            for m in &wanted.models {
+                self.emit(Notice {
+                    model: m.model.to_string(),
+                    kind: EventKind::Rejected,
+                    target: Some(m.target.clone()),
+                    detail: Some(format!(
+                        "desired revision {} is older than revision {acted} already acted on; ignored",
+                        wanted.revision
+                    )),
+                })
+                .await;
+            }
+            return Ok(());
+        }
+        if let Ok(mut r) = self.rollouts.lock() {
+            for m in &wanted.models {
+                match &m.rollout {
+                    Some(id) => r.insert(m.model.to_string(), id.clone()),
+                    None => r.remove(m.model.as_str()),
+                };
+            }
+        }
+        let current = self.agent.reported_models().map_err(|e| e.to_string())?;
+        let todo: Vec<_> = wanted
+            .models
+            .iter()
+            .filter(|m| {
+                !current.iter().any(|c| {
+                    c.model == m.model && c.active.as_ref().is_some_and(|a| a.target == m.target)
+                })
+            })
+            .collect();
+        let first_time = wanted.revision > acted;
+        if !todo.is_empty() {
+            let trusted = self.refresh_tuf().await?;
+            for m in todo {
+                let target = match trusted.model_target(&m.target) {
+                    Ok(t) if t.meta.model == m.model => t,
+                    Ok(_) | Err(_) if !first_time => continue, // already reported
+                    Ok(t) => {
+                        self.refuse(m, format!("target is for model {}", t.meta.model))
+                            .await;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.refuse(m, e.to_string()).await;
+                        continue;
+                    }
+                };
+                let record = self
+                    .agent
+                    .store
+                    .record(m.model.as_str())
+                    .map_err(|e| e.to_string())?;
+                let floor = record.as_ref().map_or(0, |r| r.floor);
+                if let Err(e) = client::admit(&target, floor) {
+                    if first_time {
+                        self.refuse(m, e.to_string()).await;
+                    }
+                    continue;
+                }
+                // A revision already acted on is retried only for transient failures: do not
+                // re-install a candidate this device already rejected for it.
+                if !first_time && self.already_failed(m.model.as_str(), &target.sha256_hex) {
+                    continue;
+                }
+                self.emit(Notice {
+                    model: m.model.to_string(),
+                    kind: EventKind::Downloading,
+                    target: Some(target.name.clone()),
+                    detail: None,
+                })
+                .await;
+                let staging = self.agent.config.data_dir.join("store/staging");
+                let bytes = trusted
+                    .fetch(&target, &staging)
+                    .await
+                    .map_err(|e| format!("download of {}: {e}", target.name))?;
+                self.emit(Notice {
+                    model: m.model.to_string(),
+                    kind: EventKind::Verified,
+                    target: Some(target.name.clone()),
+                    detail: Some(format!(
+                        "{} bytes, sha256 and length as signed",
+                        bytes.len()
+                    )),
+                })
+                .await;
+                match self.agent.install(&target, bytes).await {
+                    Ok(report) => info!(?report, "over-the-air install"),
+                    Err(InstallError::Rejected { .. }) => {
+                        self.remember_failed(m.model.as_str(), &target.sha256_hex);
+                    }
+                    Err(InstallError::Verify(e)) => {
+                        self.refuse(m, e.to_string()).await;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        if first_time {
+            self.outbox
+                .set_counter(DESIRED_REVISION, wanted.revision)
+                .map_err(|e| e.to_string())?;
+        }
+        self.publish_reported();
+        Ok(())
+    }
+
+    fn already_failed(&self, model: &str, sha256: &str) -> bool {
+        self.outbox
+            .counter(&format!("failed:{model}:{sha256}"))
+            .is_ok_and(|n| n > 0)
+    }
+
+    fn remember_failed(&self, model: &str, sha256: &str) {
+        let _ = self.outbox.bump(&format!("failed:{model}:{sha256}"));
+    }
+
+    async fn refuse(&self, m: &edgefleet_protocol::message::DesiredModel, why: String) {
+        warn!(model = %m.model, target = %m.target, why, "desired target refused");
+        self.emit(Notice {
+            model: m.model.to_string(),
+            kind: EventKind::Rejected,
+            target: Some(m.target.clone()),
+            detail: Some(format!("refused: {why}")),
+        })
+        .await;
+    }
+
+    async fn refresh_tuf(&self) -> Result<client::TrustedRepo, String> {
+        let config = &self.agent.config;
+        let tuf_dir = config.data_dir.join("tuf");
+        if !tuf_dir.join("root.json").exists() {
+            let root = std::fs::read(&config.trusted_root_path)
+                .map_err(|e| format!("{}: {e}", config.trusted_root_path.display()))?;
+            client::init(&tuf_dir, &root).map_err(|e| e.to_string())?;
+        }
+        let base = self.link.server_url.trim_end_matches('/');
+        let url = |sub: &str| {
+            url::Url::parse(&format!("{base}/tuf/{sub}/")).map_err(|e| format!("{base}: {e}"))
+        };
+        let client_config = ClientConfig {
+            metadata_dir: tuf_dir,
+            metadata_url: url("metadata")?,
+            targets_url: url("targets")?,
+            limits: ClientLimits {
+                max_artifact_bytes: config.limits.max_artifact_bytes,
+                min_bytes_per_second: config.fleet.min_download_bytes_per_second,
+                ..ClientLimits::default()
+            },
+        };
+        let transport =
+            FleetTransport::new(self.link.credential.clone()).map_err(|e| e.to_string())?;
+        client::refresh(&client_config, transport)
+            .await
+            .map_err(|e| format!("TUF refresh from {base}: {e}"))
+    }
+}
+
+fn random_bytes() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    bytes
+}
+
+/// A uniform number in [0, 1) for backoff jitter.
+fn jitter() -> f64 {
+    let b = random_bytes();
+    f64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) / f64::from(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse_or_say_why() {
+        assert_eq!(
+            broker("mqtt://127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883, false)
+        );
+        assert_eq!(broker("mqtts://h:8883").unwrap(), ("h".into(), 8883, true));
+        assert!(broker("tcp://h:1").is_err());
+        assert!(broker("mqtt://h").is_err());
+        assert!(broker("mqtt://h:x").is_err());
+    }
+}

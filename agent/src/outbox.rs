@@ -1,0 +1,258 @@
+//! The upstream outbox: device messages (events now, metrics batches with telemetry) wait here,
+//! in their own SQLite file, until the broker acknowledges them. Bounded: when full, the oldest
+//! go first and how many were dropped is kept, to be reported upstream.
+//!
+//! The row id is the message's `seq`: strictly increasing per device and never reused
+//! (`AUTOINCREMENT`), so the server can store each (device, seq) once and in order.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+#[derive(Debug, thiserror::Error)]
+#[error("outbox {path}: {detail}")]
+pub struct OutboxError {
+    path: String,
+    detail: String,
+}
+
+/// One queued message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub seq: u64,
+    /// The channel it goes on (`events`, `metrics`).
+    pub channel: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    conn: Mutex<Connection>,
+    path: String,
+    max_messages: u64,
+}
+
+impl Outbox {
+    pub fn open(path: &Path, max_messages: u64) -> Result<Self, OutboxError> {
+        let err = |detail: String| OutboxError {
+            path: path.display().to_string(),
+            detail,
+        };
+        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS outbox (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 channel TEXT NOT NULL,
+                 payload BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )
+        .map_err(|e| err(e.to_string()))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.display().to_string(),
+            max_messages: max_messages.max(1),
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> OutboxError {
+        OutboxError {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, OutboxError> {
+        let mut conn = self.conn.lock().map_err(|_| self.err("poisoned"))?;
+        f(&mut conn).map_err(|e| self.err(e))
+    }
+
+    /// The seq the next message will get: build the message with it, then [`Outbox::push`].
+    pub fn next_seq(&self) -> Result<u64, OutboxError> {
+        self.with(|c| {
+            let from_sequence: Option<i64> = c
+                .query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(from_sequence.unwrap_or(0) as u64 + 1)
+        })
+    }
+
+    /// Queues a message under `seq` (from [`Outbox::next_seq`], under the same caller's lock);
+    /// drops the oldest beyond the bound.
+    pub fn push(&self, seq: u64, channel: &str, payload: &[u8]) -> Result<(), OutboxError> {
+        let max = self.max_messages as i64;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO outbox (seq, channel, payload) VALUES (?1, ?2, ?3)",
+                params![seq as i64, channel, payload],
+            )?;
+            let count: i64 = tx.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?;
+            if count > max {
+                let excess = count - max;
+                tx.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?1)",
+                    params![excess],
+                )?;
+                tx.execute(
+                    "INSERT INTO counters (name, value) VALUES ('dropped', ?1)
+                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                    params![excess],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Messages after `after_seq`, oldest first.
+    pub fn pending(&self, after_seq: u64, limit: u32) -> Result<Vec<Queued>, OutboxError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, channel, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            stmt.query_map(params![after_seq as i64, limit], |r| {
+                Ok(Queued {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    channel: r.get(1)?,
+                    payload: r.get(2)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The broker has it: forget it.
+    pub fn acknowledge(&self, seq: u64) -> Result<(), OutboxError> {
+        self.with(|c| {
+            c.execute("DELETE FROM outbox WHERE seq = ?1", params![seq as i64])
+                .map(|_| ())
+        })
+    }
+
+    pub fn len(&self) -> Result<u64, OutboxError> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, OutboxError> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// Messages dropped because the outbox was full, and not yet reported; resets the count.
+    pub fn take_dropped(&self) -> Result<u64, OutboxError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n: Option<i64> = tx
+                .query_row(
+                    "SELECT value FROM counters WHERE name = 'dropped'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute("UPDATE counters SET value = 0 WHERE name = 'dropped'", [])?;
+            tx.commit()?;
+            Ok(n.unwrap_or(0) as u64)
+        })
+    }
+
+    /// A persistent counter (e.g. the reported-state seq); returns the new value.
+    pub fn bump(&self, name: &str) -> Result<u64, OutboxError> {
+        self.with(|c| {
+            c.query_row(
+                "INSERT INTO counters (name, value) VALUES (?1, 1)
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v as u64)
+        })
+    }
+
+    pub fn counter(&self, name: &str) -> Result<u64, OutboxError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT value FROM counters WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0) as u64)
+        })
+    }
+
+    pub fn set_counter(&self, name: &str, value: u64) -> Result<(), OutboxError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, value as i64],
+            )
+            .map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(o: &Outbox, channel: &str, payload: &[u8]) -> u64 {
+        let seq = o.next_seq().unwrap();
+        o.push(seq, channel, payload).unwrap();
+        seq
+    }
+
+    #[test]
+    fn messages_wait_in_order_until_acknowledged_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            let o = Outbox::open(&path, 100).unwrap();
+            assert_eq!(push(&o, "events", b"a"), 1);
+            assert_eq!(push(&o, "events", b"b"), 2);
+            o.acknowledge(1).unwrap();
+            assert_eq!(o.bump("reported_seq").unwrap(), 1);
+        }
+        let o = Outbox::open(&path, 100).unwrap();
+        assert_eq!(
+            o.pending(0, 10)
+                .unwrap()
+                .iter()
+                .map(|q| q.seq)
+                .collect::<Vec<_>>(),
+            [2]
+        );
+        // Sequence numbers are never reused, even after the newest was acknowledged.
+        o.acknowledge(2).unwrap();
+        assert_eq!(push(&o, "events", b"c"), 3);
+        assert_eq!(o.bump("reported_seq").unwrap(), 2);
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(&dir.path().join("outbox.db"), 3).unwrap();
+        for i in 0..5u8 {
+            push(&o, "metrics", &[i]);
+        }
+        let left: Vec<_> = o
+            .pending(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|q| q.payload[0])
+            .collect();
+        assert_eq!(left, [2, 3, 4]);
+        assert_eq!(o.take_dropped().unwrap(), 2);
+        assert_eq!(o.take_dropped().unwrap(), 0);
+    }
+}

@@ -1,0 +1,852 @@
+//! Staged rollouts (design brief §5) as a plain state machine: no sockets, no clock — the caller
+//! passes `now` and what each device reports, and gets back the desired-state changes to make.
+//!
+//! A rollout puts its devices into waves (cumulative percentages, e.g. 1, 10, 50, 100). It
+//! notifies one wave at a time; a wave passes its gates when all its devices are settled, the
+//! failed share is at most `max_failure_ratio` and the healthy share at least
+//! `min_healthy_ratio`; then it bakes for `bake_seconds` (devices that roll back meanwhile still
+//! count), then waits for approval if asked, then the next wave starts. A breach halts the
+//! rollout at once — it does not wait for the rest of the wave — and, with `rollback_on_halt`,
+//! sets every device it updated back to the version it had.
+
+use serde::{Deserialize, Serialize};
+
+/// Which devices a rollout covers: all conditions given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    #[serde(default)]
+    pub group: Option<String>,
+    /// `key=value` pairs every device must carry.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Explicit device ids (empty: any device).
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gates {
+    /// Largest share of a wave that may fail (rejected, rolled back, timed out). Default 0.
+    pub max_failure_ratio: f64,
+    /// Smallest share of a wave that must be healthy (committed) to go on. Default 1.0 minus
+    /// `max_failure_ratio`.
+    pub min_healthy_ratio: Option<f64>,
+    /// Seconds a passed wave is watched before the next starts. Default 0.
+    pub bake_seconds: u64,
+    /// A device that has not settled this many seconds after being notified counts as timed
+    /// out (a failure). Default 600.
+    pub device_timeout_seconds: u64,
+    /// Wait for `approve` between waves. Default false.
+    pub require_approval: bool,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Self {
+            max_failure_ratio: 0.0,
+            min_healthy_ratio: None,
+            bake_seconds: 0,
+            device_timeout_seconds: 600,
+            require_approval: false,
+        }
+    }
+}
+
+impl Gates {
+    pub fn min_healthy(&self) -> f64 {
+        self.min_healthy_ratio
+            .unwrap_or(1.0 - self.max_failure_ratio)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    pub model: String,
+    pub version: String,
+    /// TUF target name of the version.
+    pub target: String,
+    #[serde(default)]
+    pub selector: Selector,
+    /// Cumulative percentages of the devices, ascending, the last one 100.
+    pub waves: Vec<f64>,
+    #[serde(default)]
+    pub gates: Gates,
+    pub rollback_on_halt: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    Pending,
+    Notified,
+    Downloading,
+    Installing,
+    Healthy,
+    Failed,
+    TimedOut,
+    /// Set back to its previous version after a halt.
+    RolledBack,
+}
+
+impl DeviceState {
+    fn settled(self) -> bool {
+        matches!(
+            self,
+            DeviceState::Healthy
+                | DeviceState::Failed
+                | DeviceState::TimedOut
+                | DeviceState::RolledBack
+        )
+    }
+
+    fn failed(self) -> bool {
+        matches!(self, DeviceState::Failed | DeviceState::TimedOut)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutDevice {
+    pub id: String,
+    pub wave: usize,
+    pub state: DeviceState,
+    /// The version it ran before (to roll back to).
+    pub previous_version: Option<String>,
+    pub notified_at: Option<i64>,
+    /// The desired revision that carried this rollout to it.
+    pub revision: Option<u64>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RolloutState {
+    Running { wave: usize },
+    Baking { wave: usize, until: i64 },
+    AwaitingApproval { wave: usize },
+    Paused { wave: usize },
+    Halted { wave: usize, reason: String },
+    Completed,
+    Aborted,
+}
+
+impl RolloutState {
+    /// Whether the rollout may still change devices (and blocks another on the same model).
+    pub fn is_active(&self) -> bool {
+        !matches!(self, RolloutState::Completed | RolloutState::Aborted)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            RolloutState::Running { .. } => "running",
+            RolloutState::Baking { .. } => "baking",
+            RolloutState::AwaitingApproval { .. } => "awaiting_approval",
+            RolloutState::Paused { .. } => "paused",
+            RolloutState::Halted { .. } => "halted",
+            RolloutState::Completed => "completed",
+            RolloutState::Aborted => "aborted",
+        }
+    }
+
+    fn wave(&self) -> Option<usize> {
+        match self {
+            RolloutState::Running { wave }
+            | RolloutState::Baking { wave, .. }
+            | RolloutState::AwaitingApproval { wave }
+            | RolloutState::Paused { wave }
+            | RolloutState::Halted { wave, .. } => Some(*wave),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub id: String,
+    pub spec: RolloutSpec,
+    pub state: RolloutState,
+    pub devices: Vec<RolloutDevice>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// What happened, oldest first: `(unix time, text)`.
+    pub history: Vec<(i64, String)>,
+}
+
+/// Device counts of one wave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WaveProgress {
+    pub devices: usize,
+    pub healthy: usize,
+    pub failed: usize,
+    pub rolled_back: usize,
+    pub in_progress: usize,
+}
+
+/// A desired-state change the caller must make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Set the device's desired version of the model to the rollout's.
+    Update { device: String },
+    /// Set it back to `version` (or drop the model when it had none).
+    Revert {
+        device: String,
+        version: Option<String>,
+    },
+}
+
+/// What a device reports about the rollout's model.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// The target it serves.
+    pub active_target: Option<String>,
+    /// Its update state (`committed`, `probation`, `rejected`, ...).
+    pub state: Option<String>,
+    pub last_error: Option<String>,
+    /// The last desired revision it acted on.
+    pub desired_revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("waves must be ascending percentages in (0, 100] ending at 100, e.g. [1, 10, 50, 100]")]
+    Waves,
+    #[error("gates.max_failure_ratio and gates.min_healthy_ratio must be between 0 and 1")]
+    Ratios,
+    #[error("no device matches the rollout's selector")]
+    NoDevices,
+}
+
+/// Device ids (sorted by the caller) into waves by cumulative percentage; every wave gets at
+/// least one device while devices remain, so a 1 % canary of 5 devices is one device.
+pub fn assign_waves(device_count: usize, waves: &[f64]) -> Result<Vec<usize>, PlanError> {
+    let ascending = waves.windows(2).all(|w| w[0] < w[1]);
+    if waves.is_empty()
+        || !ascending
+        || waves
+            .iter()
+            .any(|p| !(p.is_finite() && *p > 0.0 && *p <= 100.0))
+        || waves.last() != Some(&100.0)
+    {
+        return Err(PlanError::Waves);
+    }
+    if device_count == 0 {
+        return Err(PlanError::NoDevices);
+    }
+    let mut out = Vec::with_capacity(device_count);
+    let mut assigned = 0usize;
+    for (wave, pct) in waves.iter().enumerate() {
+        let mut upto = ((pct / 100.0) * device_count as f64).ceil() as usize;
+        upto = upto.max(assigned + 1).min(device_count);
+        while assigned < upto {
+            out.push(wave);
+            assigned += 1;
+        }
+    }
+    Ok(out)
+}
+
+impl Rollout {
+    /// A new rollout over `devices` (id, version it runs now), sorted for a stable plan.
+    pub fn new(
+        id: String,
+        spec: RolloutSpec,
+        mut devices: Vec<(String, Option<String>)>,
+        created_by: String,
+        now: i64,
+    ) -> Result<Self, PlanError> {
+        let g = &spec.gates;
+        if !(0.0..=1.0).contains(&g.max_failure_ratio) || !(0.0..=1.0).contains(&g.min_healthy()) {
+            return Err(PlanError::Ratios);
+        }
+        devices.sort();
+        let waves = assign_waves(devices.len(), &spec.waves)?;
+        let devices = devices
+            .into_iter()
+            .zip(waves)
+            .map(|((id, previous_version), wave)| RolloutDevice {
+                id,
+                wave,
+                state: DeviceState::Pending,
+                previous_version,
+                notified_at: None,
+                revision: None,
+                detail: None,
+            })
+            .collect::<Vec<_>>();
+        let count = devices.len();
+        Ok(Self {
+            id,
+            state: RolloutState::Running { wave: 0 },
+            devices,
+            created_by,
+            created_at: now,
+            updated_at: now,
+            history: vec![(
+                now,
+                format!(
+                    "created: {} {} to {count} devices in {} waves",
+                    spec.model,
+                    spec.version,
+                    spec.waves.len()
+                ),
+            )],
+            spec,
+        })
+    }
+
+    pub fn wave_count(&self) -> usize {
+        self.spec.waves.len()
+    }
+
+    fn note(&mut self, now: i64, text: String) {
+        self.history.push((now, text));
+        self.updated_at = now;
+    }
+
+    /// Per wave: how many devices are where.
+    pub fn wave_progress(&self) -> Vec<WaveProgress> {
+        (0..self.wave_count())
+            .map(|w| {
+                let mut p = WaveProgress::default();
+                for d in self.devices.iter().filter(|d| d.wave == w) {
+                    p.devices += 1;
+                    match d.state {
+                        DeviceState::Healthy => p.healthy += 1,
+                        DeviceState::Failed | DeviceState::TimedOut => p.failed += 1,
+                        DeviceState::RolledBack => p.rolled_back += 1,
+                        DeviceState::Notified
+                        | DeviceState::Downloading
+                        | DeviceState::Installing => p.in_progress += 1,
+                        DeviceState::Pending => {}
+                    }
+                }
+                p
+            })
+            .collect()
+    }
+
+    /// Records that the caller set `device`'s desired state (revision `revision`).
+    pub fn notified(&mut self, device: &str, revision: u64, now: i64) {
+        if let Some(d) = self.devices.iter_mut().find(|d| d.id == device) {
+            d.state = DeviceState::Notified;
+            d.notified_at = Some(now);
+            d.revision = Some(revision);
+            d.detail = None;
+        }
+    }
+
+    /// Updates device states from what devices report, judges the current wave and returns the
+    /// desired-state changes to make. `observe` answers for a device id.
+    pub fn step(&mut self, now: i64, observe: impl Fn(&str) -> Option<Observed>) -> Vec<Action> {
+        let target = self.spec.target.clone();
+        let timeout = self.spec.gates.device_timeout_seconds as i64;
+        let mut changes = Vec::new();
+        for d in &mut self.devices {
+            let in_flight = matches!(
+                d.state,
+                DeviceState::Notified
+                    | DeviceState::Downloading
+                    | DeviceState::Installing
+                    | DeviceState::Healthy
+            );
+            if !in_flight {
+                continue;
+            }
+            let seen = observe(&d.id).unwrap_or_default();
+            let acted = d.revision.is_some_and(|r| seen.desired_revision >= r);
+            let runs_it = seen.active_target.as_deref() == Some(target.as_str());
+            let next = match (runs_it, seen.state.as_deref()) {
+                (true, Some("committed")) => DeviceState::Healthy,
+                (true, _) => DeviceState::Installing,
+                (false, Some("downloading")) => DeviceState::Downloading,
+                (false, Some("staged" | "health_checking" | "probation")) => {
+                    DeviceState::Installing
+                }
+                (false, Some("rejected" | "rolled_back")) if acted => DeviceState::Failed,
+                // Acted on our revision and runs something else: it refused the target (below
+                // its floor, unsigned) or rolled it back.
+                (false, _) if acted => DeviceState::Failed,
+                (false, _) => d.state,
+            };
+            let next = if !next.settled() && d.notified_at.is_some_and(|t| now - t > timeout) {
+                DeviceState::TimedOut
+            } else {
+                next
+            };
+            if next != d.state {
+                if next.failed() {
+                    d.detail = Some(match next {
+                        DeviceState::TimedOut => {
+                            format!("not settled {timeout} s after notification")
+                        }
+                        _ => seen
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "did not install the target".into()),
+                    });
+                }
+                changes.push(format!("{} {:?}", d.id, next));
+                d.state = next;
+            }
+        }
+        for change in changes {
+            self.note(now, format!("device {change}"));
+        }
+        self.advance(now)
+    }
+
+    fn advance(&mut self, now: i64) -> Vec<Action> {
+        let Some(wave) = self.state.wave() else {
+            return Vec::new();
+        };
+        let WaveProgress {
+            devices: n,
+            healthy: ok,
+            failed: bad,
+            ..
+        } = self.wave_progress()[wave];
+        let gates = self.spec.gates.clone();
+        let allowed_failures = (gates.max_failure_ratio * n as f64 + 1e-9).floor() as usize;
+        match self.state.clone() {
+            RolloutState::Running { wave } | RolloutState::Baking { wave, .. }
+                if bad > allowed_failures =>
+            {
+                let reason = format!(
+                    "wave {} breached its gate: {bad} of {n} devices failed (at most {allowed_failures} allowed)",
+                    wave + 1
+                );
+                self.halt(now, wave, reason)
+            }
+            RolloutState::Running { wave } => {
+                let mut actions = Vec::new();
+                for d in self
+                    .devices
+                    .iter()
+                    .filter(|d| d.wave == wave && d.state == DeviceState::Pending)
+                {
+                    actions.push(Action::Update {
+                        device: d.id.clone(),
+                    });
+                }
+                let settled = self
+                    .devices
+                    .iter()
+                    .filter(|d| d.wave == wave)
+                    .all(|d| d.state.settled());
+                if settled && actions.is_empty() {
+                    let healthy = ok as f64 / n as f64;
+                    if healthy + 1e-9 < gates.min_healthy() {
+                        let reason = format!(
+                            "wave {} breached its gate: {ok} of {n} devices healthy, below {:.0}%",
+                            wave + 1,
+                            gates.min_healthy() * 100.0
+                        );
+                        return self.halt(now, wave, reason);
+                    }
+                    self.state = RolloutState::Baking {
+                        wave,
+                        until: now + gates.bake_seconds as i64,
+                    };
+                    self.note(
+                        now,
+                        format!(
+                            "wave {} passed ({ok}/{n} healthy); baking {} s",
+                            wave + 1,
+                            gates.bake_seconds
+                        ),
+                    );
+                    return self.advance(now);
+                }
+                actions
+            }
+            RolloutState::Baking { wave, until } if now >= until => {
+                if wave + 1 >= self.wave_count() {
+                    self.state = RolloutState::Completed;
+                    self.note(now, "completed".into());
+                } else if gates.require_approval {
+                    self.state = RolloutState::AwaitingApproval { wave };
+                    self.note(
+                        now,
+                        format!(
+                            "wave {} done; awaiting approval for wave {}",
+                            wave + 1,
+                            wave + 2
+                        ),
+                    );
+                } else {
+                    self.state = RolloutState::Running { wave: wave + 1 };
+                    self.note(now, format!("wave {} started", wave + 2));
+                    return self.advance(now);
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn halt(&mut self, now: i64, wave: usize, reason: String) -> Vec<Action> {
+        self.state = RolloutState::Halted {
+            wave,
+            reason: reason.clone(),
+        };
+        self.note(now, format!("halted: {reason}"));
+        if !self.spec.rollback_on_halt {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        for d in &mut self.devices {
+            if d.notified_at.is_some() && d.state != DeviceState::RolledBack {
+                actions.push(Action::Revert {
+                    device: d.id.clone(),
+                    version: d.previous_version.clone(),
+                });
+                d.state = DeviceState::RolledBack;
+            }
+        }
+        self.note(
+            now,
+            format!(
+                "rolled back {} devices to their previous version",
+                actions.len()
+            ),
+        );
+        actions
+    }
+
+    /// Operator commands. Each returns an error naming why it does not apply.
+    pub fn pause(&mut self, now: i64, by: &str) -> Result<(), String> {
+        match self.state {
+            RolloutState::Running { wave }
+            | RolloutState::Baking { wave, .. }
+            | RolloutState::AwaitingApproval { wave } => {
+                self.state = RolloutState::Paused { wave };
+                self.note(now, format!("paused by {by}"));
+                Ok(())
+            }
+            _ => Err(format!("a {} rollout cannot be paused", self.state.name())),
+        }
+    }
+
+    pub fn resume(&mut self, now: i64, by: &str) -> Result<(), String> {
+        match self.state {
+            RolloutState::Paused { wave } => {
+                self.state = RolloutState::Running { wave };
+                self.note(now, format!("resumed by {by}"));
+                Ok(())
+            }
+            _ => Err(format!(
+                "only a paused rollout can be resumed (this one is {})",
+                self.state.name()
+            )),
+        }
+    }
+
+    pub fn approve(&mut self, now: i64, by: &str) -> Result<(), String> {
+        match self.state {
+            RolloutState::AwaitingApproval { wave } => {
+                self.state = RolloutState::Running { wave: wave + 1 };
+                self.note(now, format!("wave {} approved by {by}", wave + 2));
+                Ok(())
+            }
+            _ => Err(format!(
+                "the rollout is {}, not awaiting approval",
+                self.state.name()
+            )),
+        }
+    }
+
+    pub fn abort(&mut self, now: i64, by: &str) -> Result<(), String> {
+        if !self.state.is_active() {
+            return Err(format!("the rollout is already {}", self.state.name()));
+        }
+        self.state = RolloutState::Aborted;
+        self.note(now, format!("aborted by {by}; devices keep what they run"));
+        Ok(())
+    }
+
+    /// Sends the rollout again to failed and timed-out devices and resumes a halted rollout at
+    /// its wave. Devices rolled back by the halt are retried too.
+    pub fn retry_failed(&mut self, now: i64, by: &str) -> Result<usize, String> {
+        let wave = match &self.state {
+            RolloutState::Halted { wave, .. }
+            | RolloutState::Running { wave }
+            | RolloutState::Paused { wave } => *wave,
+            other => return Err(format!("a {} rollout has nothing to retry", other.name())),
+        };
+        let mut count = 0;
+        for d in &mut self.devices {
+            if d.wave <= wave && (d.state.failed() || d.state == DeviceState::RolledBack) {
+                d.state = DeviceState::Pending;
+                d.detail = None;
+                count += 1;
+            }
+        }
+        // Devices of the halted wave that were never notified stay pending too.
+        self.state = RolloutState::Running { wave };
+        self.note(now, format!("retry of {count} devices by {by}"));
+        Ok(count)
+    }
+}
+
+/// Pending devices of waves before the current one (after a retry) are updated as well.
+pub fn retry_targets(rollout: &Rollout) -> Vec<String> {
+    let Some(wave) = rollout.state.wave() else {
+        return Vec::new();
+    };
+    rollout
+        .devices
+        .iter()
+        .filter(|d| d.wave < wave && d.state == DeviceState::Pending)
+        .map(|d| d.id.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn spec(waves: Vec<f64>, max_fail: f64) -> RolloutSpec {
+        RolloutSpec {
+            model: "churn".into(),
+            version: "2.0.0".into(),
+            target: "models/churn/2.0.0/model.onnx".into(),
+            selector: Selector::default(),
+            waves,
+            gates: Gates {
+                max_failure_ratio: max_fail,
+                ..Gates::default()
+            },
+            rollback_on_halt: true,
+        }
+    }
+
+    fn fleet(n: usize) -> Vec<(String, Option<String>)> {
+        (0..n)
+            .map(|i| (format!("d{i:02}"), Some("1.0.0".into())))
+            .collect()
+    }
+
+    fn reports(map: &HashMap<String, Observed>) -> impl Fn(&str) -> Option<Observed> + '_ {
+        |id| map.get(id).cloned()
+    }
+
+    fn committed(rev: u64) -> Observed {
+        Observed {
+            active_target: Some("models/churn/2.0.0/model.onnx".into()),
+            state: Some("committed".into()),
+            last_error: None,
+            desired_revision: rev,
+        }
+    }
+
+    fn rejected(rev: u64) -> Observed {
+        Observed {
+            active_target: Some("models/churn/1.0.0/model.onnx".into()),
+            state: Some("rejected".into()),
+            last_error: Some("health check failed".into()),
+            desired_revision: rev,
+        }
+    }
+
+    fn updates(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Update { device } => Some(device.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn waves_are_cumulative_and_never_empty() {
+        assert_eq!(
+            assign_waves(5, &[1.0, 10.0, 50.0, 100.0]).unwrap(),
+            [0, 1, 2, 3, 3]
+        );
+        assert_eq!(
+            assign_waves(100, &[1.0, 10.0, 50.0, 100.0])
+                .unwrap()
+                .iter()
+                .filter(|w| **w == 1)
+                .count(),
+            9
+        );
+        assert_eq!(assign_waves(2, &[50.0, 100.0]).unwrap(), [0, 1]);
+        assert_eq!(assign_waves(1, &[10.0, 100.0]).unwrap(), [0]);
+        for bad in [
+            vec![],
+            vec![50.0],
+            vec![10.0, 5.0, 100.0],
+            vec![0.0, 100.0],
+            vec![f64::NAN, 100.0],
+        ] {
+            assert_eq!(assign_waves(10, &bad), Err(PlanError::Waves), "{bad:?}");
+        }
+        assert_eq!(assign_waves(0, &[100.0]), Err(PlanError::NoDevices));
+    }
+
+    #[test]
+    fn a_healthy_rollout_goes_wave_by_wave_to_completion() {
+        let mut r = Rollout::new(
+            "r1".into(),
+            spec(vec![20.0, 100.0], 0.0),
+            fleet(5),
+            "op".into(),
+            0,
+        )
+        .unwrap();
+        let mut seen = HashMap::new();
+        let a = r.step(1, reports(&seen));
+        assert_eq!(updates(&a), ["d00"]);
+        r.notified("d00", 1, 1);
+        assert!(r.step(2, reports(&seen)).is_empty());
+        seen.insert("d00".to_string(), committed(1));
+        let a = r.step(3, reports(&seen));
+        assert_eq!(updates(&a), ["d01", "d02", "d03", "d04"]);
+        assert_eq!(r.state, RolloutState::Running { wave: 1 });
+        for d in ["d01", "d02", "d03", "d04"] {
+            r.notified(d, 1, 3);
+            seen.insert(d.to_string(), committed(1));
+        }
+        assert!(r.step(4, reports(&seen)).is_empty());
+        assert_eq!(r.state, RolloutState::Completed);
+    }
+
+    #[test]
+    fn a_failure_beyond_the_gate_halts_at_once_and_rolls_back_updated_devices() {
+        let mut r = Rollout::new(
+            "r1".into(),
+            spec(vec![20.0, 60.0, 100.0], 0.0),
+            fleet(10),
+            "op".into(),
+            0,
+        )
+        .unwrap();
+        let mut seen = HashMap::new();
+        for d in updates(&r.step(1, reports(&seen))) {
+            r.notified(&d, 1, 1);
+            seen.insert(d, committed(1));
+        }
+        let wave2 = updates(&r.step(2, reports(&seen)));
+        assert_eq!(wave2.len(), 4);
+        for d in &wave2 {
+            r.notified(d, 1, 2);
+        }
+        // One device of wave 2 fails while the others are still busy: halt now.
+        seen.insert(wave2[0].clone(), rejected(1));
+        let actions = r.step(3, reports(&seen));
+        assert!(
+            matches!(r.state, RolloutState::Halted { wave: 1, .. }),
+            "{:?}",
+            r.state
+        );
+        let reverted: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Revert { device, version } => Some((device.clone(), version.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reverted.len(), 6, "waves 1 and 2 go back");
+        assert!(reverted.iter().all(|(_, v)| v.as_deref() == Some("1.0.0")));
+        // Wave 3 never started.
+        assert!(
+            r.devices
+                .iter()
+                .filter(|d| d.wave == 2)
+                .all(|d| d.state == DeviceState::Pending)
+        );
+        assert!(r.step(4, reports(&seen)).is_empty());
+    }
+
+    #[test]
+    fn tolerated_failures_do_not_halt_and_timeouts_count_as_failures() {
+        let mut s = spec(vec![100.0], 0.25);
+        s.gates.device_timeout_seconds = 10;
+        let mut r = Rollout::new("r1".into(), s, fleet(4), "op".into(), 0).unwrap();
+        let mut seen = HashMap::new();
+        for d in updates(&r.step(0, reports(&seen))) {
+            r.notified(&d, 7, 0);
+        }
+        seen.insert("d00".into(), committed(7));
+        seen.insert("d01".into(), committed(7));
+        seen.insert("d02".into(), rejected(7));
+        r.step(5, reports(&seen));
+        assert!(matches!(r.state, RolloutState::Running { .. }));
+        // d03 never answers: timed out → second failure → over 25 %.
+        r.step(11, reports(&seen));
+        assert!(
+            matches!(r.state, RolloutState::Halted { .. }),
+            "{:?}",
+            r.state
+        );
+        assert_eq!(r.devices[3].state, DeviceState::RolledBack);
+    }
+
+    #[test]
+    fn an_old_report_does_not_count_against_a_new_revision() {
+        let mut r = Rollout::new(
+            "r1".into(),
+            spec(vec![100.0], 0.0),
+            fleet(1),
+            "op".into(),
+            0,
+        )
+        .unwrap();
+        r.step(0, |_| None);
+        r.notified("d00", 5, 0);
+        // Rejected, but for revision 4: not about this rollout yet.
+        let seen = HashMap::from([("d00".to_string(), rejected(4))]);
+        r.step(1, reports(&seen));
+        assert_eq!(r.devices[0].state, DeviceState::Notified);
+    }
+
+    #[test]
+    fn approval_pause_resume_abort_and_retry() {
+        let mut s = spec(vec![50.0, 100.0], 0.0);
+        s.gates.require_approval = true;
+        s.gates.bake_seconds = 10;
+        let mut r = Rollout::new("r1".into(), s, fleet(2), "op".into(), 0).unwrap();
+        let mut seen = HashMap::new();
+        r.step(0, |_| None);
+        r.notified("d00", 1, 0);
+        seen.insert("d00".to_string(), committed(1));
+        r.step(1, reports(&seen));
+        assert!(matches!(
+            r.state,
+            RolloutState::Baking { wave: 0, until: 11 }
+        ));
+        r.step(11, reports(&seen));
+        assert_eq!(r.state, RolloutState::AwaitingApproval { wave: 0 });
+        assert!(r.resume(12, "op").is_err());
+        r.pause(12, "op").unwrap();
+        r.resume(13, "op").unwrap();
+        assert_eq!(r.state, RolloutState::Running { wave: 0 });
+        // Still needs approval after a resume.
+        r.step(14, reports(&seen));
+        r.step(25, reports(&seen));
+        assert_eq!(r.state, RolloutState::AwaitingApproval { wave: 0 });
+        r.approve(26, "alice").unwrap();
+        assert_eq!(updates(&r.step(26, reports(&seen))), ["d01"]);
+        r.notified("d01", 1, 26);
+        seen.insert("d01".to_string(), rejected(1));
+        r.step(27, reports(&seen));
+        assert!(matches!(r.state, RolloutState::Halted { wave: 1, .. }));
+        assert_eq!(r.retry_failed(28, "op").unwrap(), 2);
+        assert_eq!(r.state, RolloutState::Running { wave: 1 });
+        assert_eq!(retry_targets(&r), ["d00"]);
+        r.abort(29, "op").unwrap();
+        assert!(r.abort(30, "op").is_err());
+        assert!(r.step(31, reports(&seen)).is_empty());
+        assert!(
+            r.history
+                .iter()
+                .any(|(_, t)| t.contains("approved by alice"))
+        );
+    }
+}
