@@ -475,6 +475,7 @@ impl Fleet {
                     }
                 }
             }
+            // After a retry timer, the newest desired state (the same one, or a newer one).
             let Some(wanted) = desired.borrow_and_update().clone() else {
                 continue;
             };
@@ -488,8 +489,6 @@ impl Fleet {
                     warn!(error = %e, retry_in_s = wait.as_secs_f64(), "update not possible now; retrying");
                     retry_at = Some(tokio::time::Instant::now() + wait);
                     backoff = (backoff * 2).min(Duration::from_secs(60));
-                    // Retry the same desired state even if nothing new arrives.
-                    desired.mark_changed();
                 }
             }
         }
@@ -541,6 +540,9 @@ impl Fleet {
             })
             .collect();
         let first_time = wanted.revision > acted;
+        // A message naming anything unsigned may be forged: it must not move the revision
+        // (which would make the device ignore the server's next, genuine one).
+        let mut all_signed = true;
         if !todo.is_empty() {
             let trusted = self.refresh_tuf().await?;
             for m in todo {
@@ -548,11 +550,13 @@ impl Fleet {
                     Ok(t) if t.meta.model == m.model => t,
                     Ok(_) | Err(_) if !first_time => continue, // already reported
                     Ok(t) => {
+                        all_signed = false;
                         self.refuse(m, format!("target is for model {}", t.meta.model))
                             .await;
                         continue;
                     }
                     Err(e) => {
+                        all_signed = false;
                         self.refuse(m, e.to_string()).await;
                         continue;
                     }
@@ -572,6 +576,18 @@ impl Fleet {
                 // A revision already acted on is retried only for transient failures: do not
                 // re-install a candidate this device already rejected for it.
                 if !first_time && self.already_failed(m.model.as_str(), &target.sha256_hex) {
+                    continue;
+                }
+                let limit = self.agent.config.limits.max_artifact_bytes;
+                if target.length > limit {
+                    self.refuse(
+                        m,
+                        format!(
+                            "{} bytes is over this device's limits.max_artifact_bytes ({limit})",
+                            target.length
+                        ),
+                    )
+                    .await;
                     continue;
                 }
                 self.emit(Notice {
@@ -601,14 +617,14 @@ impl Fleet {
                     Err(InstallError::Rejected { .. }) => {
                         self.remember_failed(m.model.as_str(), &target.sha256_hex);
                     }
-                    Err(InstallError::Verify(e)) => {
+                    Err(e @ (InstallError::Verify(_) | InstallError::TooLarge { .. })) => {
                         self.refuse(m, e.to_string()).await;
                     }
                     Err(e) => return Err(e.to_string()),
                 }
             }
         }
-        if first_time {
+        if first_time && all_signed {
             self.outbox
                 .set_counter(DESIRED_REVISION, wanted.revision)
                 .map_err(|e| e.to_string())?;

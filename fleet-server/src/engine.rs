@@ -42,6 +42,7 @@ pub async fn tick(state: &AppState) {
         for action in actions {
             apply(state, &mut rollout, action, now).await;
         }
+        explain_failures(state, &mut rollout).await;
         for device in crate::rollout::retry_targets(&rollout) {
             apply(state, &mut rollout, Action::Update { device }, now).await;
         }
@@ -52,6 +53,31 @@ pub async fn tick(state: &AppState) {
             if rollout.state != before.state {
                 tracing::info!(rollout = %rollout.id, state = rollout.state.name(), "rollout state");
             }
+        }
+    }
+}
+
+/// A device that refused the target before installing it (unsigned, below its floor, too
+/// large) has no install error in its reported state; its rejected event says why.
+async fn explain_failures(state: &AppState, rollout: &mut Rollout) {
+    for d in &mut rollout.devices {
+        if d.detail.as_deref() != Some(crate::rollout::UNEXPLAINED) {
+            continue;
+        }
+        let Ok(id) = DeviceId::new(d.id.clone()) else {
+            continue;
+        };
+        let Ok(events) = state.store.events(Some(&id), 50).await else {
+            continue;
+        };
+        let why = events.iter().find_map(|e| {
+            let m = &e.message;
+            (m["kind"] == "rejected" && m["target"] == rollout.spec.target.as_str())
+                .then(|| m["detail"].as_str().map(str::to_owned))
+                .flatten()
+        });
+        if let Some(why) = why {
+            d.detail = Some(why);
         }
     }
 }

@@ -175,6 +175,9 @@ pub struct Rollout {
     pub history: Vec<(i64, String)>,
 }
 
+/// The failure detail until the device's own reason is known.
+pub const UNEXPLAINED: &str = "did not install the target";
+
 /// Device counts of one wave.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WaveProgress {
@@ -385,10 +388,13 @@ impl Rollout {
                         _ => seen
                             .last_error
                             .clone()
-                            .unwrap_or_else(|| "did not install the target".into()),
+                            .unwrap_or_else(|| UNEXPLAINED.into()),
                     });
                 }
-                changes.push(format!("{} {:?}", d.id, next));
+                changes.push(match &d.detail {
+                    Some(why) if next.failed() => format!("{} {:?}: {why}", d.id, next),
+                    _ => format!("{} {:?}", d.id, next),
+                });
                 d.state = next;
             }
         }

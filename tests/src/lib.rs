@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod demo;
 pub mod fleet;
 
 /// Path of a workspace binary in the current profile's target directory.

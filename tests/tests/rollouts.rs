@@ -1,0 +1,325 @@
+//! Over-the-air rollouts over real processes: a fleet server, enrolled `edge-agent`s talking
+//! MQTT to it (embedded broker or Mosquitto), TUF downloads over HTTP, `fleetctl`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use edgefleet_e2e::demo::{self, DemoOptions};
+use edgefleet_e2e::fleet::{MqttDevice, eventually};
+use edgefleet_e2e::run_ok;
+use edgefleet_protocol::message::{self, Desired, DesiredModel, SCHEMA_VERSION};
+use edgefleet_protocol::{DeviceId, MessageId, ModelName};
+use serde_json::{Value, json};
+
+fn options(agents: usize, mosquitto: bool) -> DemoOptions {
+    DemoOptions {
+        agents,
+        mosquitto,
+        verbose: false,
+        tiny_artifact_limit: Vec::new(),
+        // 20 health checks at once on 2 cores (wave 2 of 50) need a wide budget.
+        latency_budget_factor: if agents > 10 { 200.0 } else { 10.0 },
+    }
+}
+
+fn check_demo(mosquitto: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (demo, report) = demo::run(tmp.path(), &options(3, mosquitto));
+    assert_eq!(
+        report.rollout_states,
+        ["completed", "completed", "halted"],
+        "{report:?}"
+    );
+    assert!(
+        report.running.iter().all(|r| r.ends_with(" 2.0.0")),
+        "{report:?}"
+    );
+    assert!(report.predictions > 100, "{report:?}");
+    assert_eq!(report.failed_predictions, 0, "{report:?}");
+    // The device that got the bad version reported why, and the server kept the events once.
+    let admin = demo.operator.token();
+    let (_, events) = demo
+        .server
+        .call("GET", "/api/v1/events?limit=1000", Some(&admin), None);
+    let events = events["events"].as_array().unwrap().clone();
+    let rejected: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["message"]["kind"] == "rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        rejected[0]["message"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("NaN"),
+        "{rejected:?}"
+    );
+    let mut ids: Vec<(String, u64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["device"].as_str().unwrap().to_owned(),
+                e["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "an event was stored twice");
+    // 3 devices x (v1: 6 events + v2: 6 events) + the canary's 5 for v3.
+    assert_eq!(count, 3 * 12 + 5, "{events:#?}");
+}
+
+#[test]
+fn the_demo_scenario_runs_as_designed_on_the_embedded_broker() {
+    check_demo(false);
+}
+
+#[test]
+fn the_demo_scenario_runs_as_designed_on_mosquitto() {
+    check_demo(true);
+}
+
+#[test]
+fn fifty_agents_halt_in_wave_two_and_wave_three_never_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = options(50, false);
+    // Waves of 10 %, 50 %, 100 % over dev-01..dev-50: wave 2 is dev-06..dev-25.
+    opts.tiny_artifact_limit = vec!["dev-12".into()];
+    let fleet = demo::set_up(tmp.path(), &opts);
+    let state = demo::roll_out(&fleet, "1.0.0", &[20.0, 40.0, 60.0, 80.0, 100.0], 0);
+    if state != "completed" {
+        let (_, r) = fleet.server.call(
+            "GET",
+            "/api/v1/rollouts",
+            Some(&fleet.operator.token()),
+            None,
+        );
+        panic!("{state}: {:#}", r["rollouts"][0]["history"]);
+    }
+    let admin = fleet.operator.token();
+    let revisions = |server: &edgefleet_e2e::fleet::ServerProcess| -> Vec<(String, u64)> {
+        let (_, body) = server.call("GET", "/api/v1/devices", Some(&admin), None);
+        body["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["id"].as_str().unwrap().to_owned(),
+                    d["desired_revision"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = revisions(&fleet.server);
+    assert_eq!(
+        demo::roll_out(&fleet, "2.0.0", &[10.0, 50.0, 100.0], 0),
+        "halted"
+    );
+    let (_, rollouts) = fleet
+        .server
+        .call("GET", "/api/v1/rollouts", Some(&admin), None);
+    let r = &rollouts["rollouts"][0];
+    assert_eq!(r["state"]["wave"], 2, "{}", r["state"]);
+    assert!(r["state"]["reason"].as_str().unwrap().contains("wave 2"));
+    let failed: Vec<&Value> = r["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["detail"].is_string())
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["id"], "dev-12");
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_artifact_bytes")
+    );
+    // Wave 3 never started: its devices' desired state is untouched.
+    let after = revisions(&fleet.server);
+    for ((id, b), (_, a)) in before.iter().zip(&after) {
+        let n: usize = id.trim_start_matches("dev-").parse().unwrap();
+        if n > 25 {
+            assert_eq!(a, b, "{id} of wave 3 was notified");
+        } else {
+            assert!(a > b, "{id} of waves 1-2 was not rolled back");
+        }
+    }
+    // Every device of waves 1-2 goes back to 1.0.0; nobody ends on 2.0.0.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let running = demo::running(&fleet);
+        if running.iter().all(|r| r.ends_with(" 1.0.0")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all back on 1.0.0: {running:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A desired-state message a device could forge on the embedded broker (it has no ACLs).
+fn forged(device: &str, revision: u64, target: &str) -> Vec<u8> {
+    let (model, _) = edgefleet_protocol::target::parse_target_name(target).unwrap();
+    message::encode(&Desired {
+        schema: SCHEMA_VERSION,
+        id: MessageId::from_random([revision as u8; 16]),
+        device: DeviceId::new(device).unwrap(),
+        revision,
+        issued_at_unix: 1,
+        models: vec![DesiredModel {
+            model: ModelName::new(model.to_string()).unwrap(),
+            target: target.into(),
+            artifact_urls: vec![],
+            rollout: None,
+        }],
+    })
+    .unwrap()
+}
+
+#[test]
+fn forged_replayed_and_revoked_desired_states_change_nothing_and_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = demo::set_up(tmp.path(), &options(2, false));
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    assert_eq!(demo::roll_out(&fleet, "2.0.0", &[100.0], 0), "completed");
+    let admin = fleet.operator.token();
+    // dev-02's credential, used to publish on dev-01's desired topic.
+    let link: Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("agents/dev-02/data/fleet.json")).unwrap(),
+    )
+    .unwrap();
+    let intruder = MqttDevice::connect(
+        fleet.server.mqtt_port,
+        "dev-02",
+        "dev-02",
+        link["credential"].as_str().unwrap(),
+    )
+    .unwrap();
+    let topic = "edgefleet/v1/devices/dev-01/desired";
+    let rejected = |needle: &str| {
+        let needle = needle.to_owned();
+        eventually(
+            &format!("a rejected event about {needle}"),
+            Duration::from_secs(20),
+            || {
+                let (_, events) = fleet.server.call(
+                    "GET",
+                    "/api/v1/events?device=dev-01&limit=100",
+                    Some(&admin),
+                    None,
+                );
+                events["events"]
+                    .as_array()?
+                    .iter()
+                    .find(|e| {
+                        e["message"]["kind"] == "rejected"
+                            && e["message"]["detail"]
+                                .as_str()
+                                .is_some_and(|d| d.contains(&needle))
+                    })
+                    .cloned()
+            },
+        )
+    };
+    // 1. A target nobody signed.
+    intruder.publish(
+        topic,
+        forged("dev-01", 1000, "models/churn/9.9.9/model.onnx"),
+        false,
+    );
+    rejected("9.9.9");
+    // 2. A revoked one: churn 1.0.0 is removed from the signed targets, then named.
+    run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["revoke", "--server", "models/churn/1.0.0/model.onnx"]),
+    );
+    intruder.publish(
+        topic,
+        forged("dev-01", 1001, "models/churn/1.0.0/model.onnx"),
+        false,
+    );
+    let event = rejected("churn/1.0.0");
+    assert!(
+        event["message"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not in the current signed targets"),
+        "{event}"
+    );
+    // 3. A replay of an old desired state (revision 1, from the first rollout).
+    intruder.publish(
+        topic,
+        forged("dev-01", 1, "models/churn/2.0.0/model.onnx"),
+        false,
+    );
+    rejected("older than revision");
+    // Nothing changed on the device: still 2.0.0, committed, serving.
+    let agent = &fleet.agents[0];
+    let model = agent.model("churn");
+    assert_eq!(model["active"]["version"], "2.0.0", "{model}");
+    assert_eq!(model["state"], "committed", "{model}");
+    // And the forged revisions did not block the server: a genuine rollout still works.
+    let (status, _) = fleet.server.call(
+        "PUT",
+        "/api/v1/devices/dev-01/desired",
+        Some(&admin),
+        Some(&json!({"models": [{"model": "churn", "version": "3.0.0-nan"}]})),
+    );
+    assert_eq!(status, 200);
+    rejected("NaN");
+}
+
+#[test]
+fn a_device_offline_during_the_rollout_converges_when_it_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fleet = demo::set_up(tmp.path(), &options(3, false));
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    // dev-03 goes away (power cut) before the next rollout starts.
+    let mut gone = fleet.agents.pop().unwrap();
+    gone.kill();
+    let admin = fleet.operator.token();
+    let (status, created) = fleet.server.call(
+        "POST",
+        "/api/v1/rollouts",
+        Some(&admin),
+        Some(&json!({"model": "churn", "version": "2.0.0", "waves": [100.0], "device_timeout_seconds": 600})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    eventually(
+        "the two online devices healthy",
+        Duration::from_secs(60),
+        || {
+            let (_, r) =
+                fleet
+                    .server
+                    .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+            (r["waves"][0]["healthy"] == 2).then_some(())
+        },
+    );
+    // It comes back: the retained desired state and the TUF metadata bring it up to date.
+    let config = gone.config.clone();
+    let port = gone.port;
+    drop(gone);
+    fleet
+        .agents
+        .push(edgefleet_e2e::AgentProcess::spawn(config, port, &[]));
+    eventually("the rollout completed", Duration::from_secs(60), || {
+        let (_, r) =
+            fleet
+                .server
+                .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+        (r["state"]["state"] == "completed").then_some(())
+    });
+    let running = demo::running(&fleet);
+    assert!(running.iter().all(|r| r.ends_with(" 2.0.0")), "{running:?}");
+}
