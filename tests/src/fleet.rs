@@ -315,6 +315,40 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// Kills the broker (it keeps nothing: `persistence false`) and starts it again on the
+    /// same port and files.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = self.conf.with_file_name("mosquitto.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = Command::new(mosquitto_binary())
+                .arg("-c")
+                .arg(&self.conf)
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(&log)
+                        .unwrap(),
+                )
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            // The port may linger for a moment after the kill; try again then.
+            if self.child.try_wait().unwrap().is_none() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "mosquitto did not restart");
+        }
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not restart");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGHUP: Mosquitto re-reads its password and ACL files.
     pub fn reload(&self) {
         run_ok(Command::new("kill").args(["-HUP", &self.child.id().to_string()]));

@@ -323,3 +323,73 @@ fn a_device_offline_during_the_rollout_converges_when_it_comes_back() {
     let running = demo::running(&fleet);
     assert!(running.iter().all(|r| r.ends_with(" 2.0.0")), "{running:?}");
 }
+
+#[test]
+fn a_rollout_survives_broker_server_and_agent_restarts_without_double_installs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fleet = demo::set_up(tmp.path(), &options(3, true));
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    let admin = fleet.operator.token();
+    let (status, created) = fleet.server.call(
+        "POST",
+        "/api/v1/rollouts",
+        Some(&admin),
+        Some(&json!({"model": "churn", "version": "2.0.0", "waves": [34.0, 100.0], "bake_seconds": 3})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    // The broker goes down and comes back (losing its retained messages), then the server, then
+    // an agent is killed and started again — all while the rollout runs.
+    fleet.mosquitto.as_mut().unwrap().restart();
+    std::thread::sleep(Duration::from_millis(500));
+    fleet.server.restart();
+    let mut victim = fleet.agents.pop().unwrap();
+    victim.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    let (config, port) = (victim.config.clone(), victim.port);
+    drop(victim);
+    fleet
+        .agents
+        .push(edgefleet_e2e::AgentProcess::spawn(config, port, &[]));
+    eventually("the rollout to complete", Duration::from_secs(120), || {
+        let (_, r) =
+            fleet
+                .server
+                .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+        match r["state"]["state"].as_str() {
+            Some("completed") => Some(()),
+            Some("running" | "baking") => None,
+            other => panic!("rollout ended {other:?}: {r:#}"),
+        }
+    });
+    let running = demo::running(&fleet);
+    assert!(running.iter().all(|r| r.ends_with(" 2.0.0")), "{running:?}");
+    // Each device installed 2.0.0 once and reported each step once: events are neither lost
+    // (every step of the install is there) nor double-counted.
+    let events = eventually("every device's events", Duration::from_secs(30), || {
+        let (_, body) = fleet
+            .server
+            .call("GET", "/api/v1/events?limit=1000", Some(&admin), None);
+        let events: Vec<Value> = body["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["message"]["target"] == "models/churn/2.0.0/model.onnx")
+            .cloned()
+            .collect();
+        (events
+            .iter()
+            .filter(|e| e["message"]["kind"] == "committed")
+            .count()
+            == 3)
+            .then_some(events)
+    });
+    for device in ["dev-01", "dev-02", "dev-03"] {
+        for kind in ["staged", "health_checking", "installed", "committed"] {
+            let n = events
+                .iter()
+                .filter(|e| e["device"] == device && e["message"]["kind"] == kind)
+                .count();
+            assert_eq!(n, 1, "{device} {kind}: {events:#?}");
+        }
+    }
+}
