@@ -222,6 +222,21 @@ pub enum PlanError {
     NoDevices,
 }
 
+/// Waves of an exponential rate: `start` percent, then multiplied by `factor` each wave, up to
+/// 100 (e.g. 1, 2, 4, ..., 64, 100).
+pub fn exponential_waves(start: f64, factor: f64) -> Result<Vec<f64>, PlanError> {
+    if !(start.is_finite() && start > 0.0 && start <= 100.0 && factor.is_finite() && factor > 1.0) {
+        return Err(PlanError::Waves);
+    }
+    let mut waves = vec![start];
+    while let Some(&last) = waves.last()
+        && last < 100.0
+    {
+        waves.push((last * factor).min(100.0));
+    }
+    Ok(waves)
+}
+
 /// Device ids (sorted by the caller) into waves by cumulative percentage; every wave gets at
 /// least one device while devices remain, so a 1 % canary of 5 devices is one device.
 pub fn assign_waves(device_count: usize, waves: &[f64]) -> Result<Vec<usize>, PlanError> {
@@ -666,6 +681,17 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn an_exponential_rate_doubles_up_to_everyone() {
+        assert_eq!(
+            exponential_waves(1.0, 2.0).unwrap(),
+            [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 100.0]
+        );
+        assert_eq!(exponential_waves(100.0, 2.0).unwrap(), [100.0]);
+        assert!(exponential_waves(1.0, 1.0).is_err());
+        assert!(exponential_waves(0.0, 2.0).is_err());
     }
 
     #[test]

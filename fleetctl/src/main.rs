@@ -230,8 +230,11 @@ enum RolloutCommand {
         #[arg(long)]
         device: Vec<String>,
         /// Cumulative percentages, e.g. `1,10,50,100` (the default).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', conflicts_with = "exponential")]
         waves: Option<Vec<f64>>,
+        /// An exponential rate instead of waves: `START,FACTOR`, e.g. `1,2` for 1, 2, 4, ... 100 %.
+        #[arg(long, value_delimiter = ',', num_args = 1)]
+        exponential: Option<Vec<f64>>,
         /// Largest share of a wave that may fail (default 0).
         #[arg(long)]
         max_failure_ratio: Option<f64>,
@@ -423,6 +426,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tag,
                     device,
                     waves,
+                    exponential,
                     max_failure_ratio,
                     min_healthy_ratio,
                     bake_seconds,
@@ -431,6 +435,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     no_rollback,
                     json,
                 } => {
+                    let exponential = match exponential.as_deref() {
+                        None => None,
+                        Some([start, factor]) => Some((*start, *factor)),
+                        Some(_) => bail!("--exponential takes START,FACTOR, e.g. 1,2"),
+                    };
                     let options = remote::RolloutOptions {
                         model,
                         version,
@@ -438,6 +447,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         tags: tag,
                         devices: device,
                         waves,
+                        exponential,
                         max_failure_ratio,
                         min_healthy_ratio,
                         bake_seconds,

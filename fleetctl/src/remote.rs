@@ -685,6 +685,8 @@ pub struct RolloutOptions {
     pub tags: Vec<String>,
     pub devices: Vec<String>,
     pub waves: Option<Vec<f64>>,
+    /// (start percent, factor)
+    pub exponential: Option<(f64, f64)>,
     pub max_failure_ratio: Option<f64>,
     pub min_healthy_ratio: Option<f64>,
     pub bake_seconds: Option<u64>,
@@ -709,6 +711,11 @@ pub async fn rollout_create(
     let optional = [
         ("group", o.group.as_ref().map(|g| json!(g))),
         ("waves", o.waves.as_ref().map(|w| json!(w))),
+        (
+            "exponential",
+            o.exponential
+                .map(|(start, factor)| json!({"start_percent": start, "factor": factor})),
+        ),
         ("max_failure_ratio", o.max_failure_ratio.map(|v| json!(v))),
         ("min_healthy_ratio", o.min_healthy_ratio.map(|v| json!(v))),
         ("bake_seconds", o.bake_seconds.map(|v| json!(v))),

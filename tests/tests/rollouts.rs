@@ -184,13 +184,15 @@ fn forged(device: &str, revision: u64, target: &str) -> Vec<u8> {
 }
 
 #[test]
-fn forged_replayed_and_revoked_desired_states_change_nothing_and_are_reported() {
+fn forged_replayed_revoked_and_below_floor_desired_states_change_nothing_and_are_reported() {
     let tmp = tempfile::tempdir().unwrap();
-    let fleet = demo::set_up(tmp.path(), &options(2, false));
+    let mut fleet = demo::set_up(tmp.path(), &options(2, false));
     assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
     assert_eq!(demo::roll_out(&fleet, "2.0.0", &[100.0], 0), "completed");
     let admin = fleet.operator.token();
-    // dev-02's credential, used to publish on dev-01's desired topic.
+    // dev-02 is compromised: its agent stops and its credential publishes on dev-01's desired
+    // topic (one client id per session: the broker would otherwise drop one of the two).
+    fleet.agents[1].kill();
     let link: Value = serde_json::from_slice(
         &std::fs::read(tmp.path().join("agents/dev-02/data/fleet.json")).unwrap(),
     )
@@ -276,6 +278,60 @@ fn forged_replayed_and_revoked_desired_states_change_nothing_and_are_reported() 
     );
     assert_eq!(status, 200);
     rejected("NaN");
+    // 4. Below the floor: 2.1.0 raises dev-01's floor to sequence 4; a desired state naming 2.0.0
+    // (sequence 2, still signed and current) is refused as a rollback.
+    let release = tmp.path().join("churn-2.1.0");
+    std::fs::create_dir_all(&release).unwrap();
+    for file in ["interface.json", "health.json", "baseline.json"] {
+        std::fs::copy(
+            edgefleet_e2e::models_dir().join("churn/2.0.0").join(file),
+            release.join(file),
+        )
+        .unwrap();
+    }
+    // The same network, as different bytes: an extra protobuf field (number 1000, varint 1)
+    // that ONNX parsers skip as unknown. (Identical bytes would be "already active".)
+    let mut onnx =
+        std::fs::read(edgefleet_e2e::models_dir().join("churn/2.0.0/model.onnx")).unwrap();
+    onnx.extend_from_slice(&[0xC0, 0x3E, 0x01]);
+    std::fs::write(release.join("model.onnx"), onnx).unwrap();
+    std::fs::write(
+        release.join("release.json"),
+        json!({"model": "churn", "version": "2.1.0", "sequence": 4, "min_sequence": 4}).to_string(),
+    )
+    .unwrap();
+    run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["push", "--server"])
+            .arg(&release),
+    );
+    run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["device", "assign", "dev-01", "churn=2.1.0"]),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(agent.model("churn")["active"]["version"] == "2.1.0"
+        && agent.model("churn")["state"] == "committed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "2.1.0 not committed: {}\n{}",
+            agent.model("churn"),
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    intruder.publish(
+        topic,
+        forged("dev-01", 2000, "models/churn/2.0.0/model.onnx"),
+        false,
+    );
+    rejected("below this device's floor");
+    assert_eq!(agent.model("churn")["active"]["version"], "2.1.0");
 }
 
 #[test]

@@ -381,6 +381,7 @@ pub fn routes() -> Vec<Route> {
                     "model": string, "version": string,
                     "group": string, "tags": tags, "devices": {"type": "array", "items": string},
                     "waves": {"type": "array", "items": {"type": "number"}, "description": "cumulative percentages ending at 100; default [1, 10, 50, 100]"},
+                "exponential": {"type": "object", "properties": {"start_percent": {"type": "number"}, "factor": {"type": "number"}}, "description": "instead of waves: start_percent, multiplied by factor each wave"},
                     "max_failure_ratio": {"type": "number"}, "min_healthy_ratio": {"type": "number"},
                     "bake_seconds": {"type": "integer"}, "device_timeout_seconds": {"type": "integer"},
                     "require_approval": {"type": "boolean"}, "rollback_on_halt": {"type": "boolean"}

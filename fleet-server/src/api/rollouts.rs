@@ -33,6 +33,9 @@ pub struct CreateRollout {
     devices: Vec<String>,
     #[serde(default)]
     waves: Option<Vec<f64>>,
+    /// Instead of `waves`: an exponential rate, `{"start_percent": 1, "factor": 2}`.
+    #[serde(default)]
+    exponential: Option<Exponential>,
     #[serde(default)]
     max_failure_ratio: Option<f64>,
     #[serde(default)]
@@ -45,6 +48,13 @@ pub struct CreateRollout {
     require_approval: bool,
     #[serde(default = "yes")]
     rollback_on_halt: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exponential {
+    start_percent: f64,
+    factor: f64,
 }
 
 fn yes() -> bool {
@@ -177,7 +187,23 @@ pub async fn create(
         version: req.version.clone(),
         target: found.name.clone(),
         selector,
-        waves: req.waves.unwrap_or_else(|| vec![1.0, 10.0, 50.0, 100.0]),
+        waves: match (req.waves, req.exponential) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_field(
+                    "exponential",
+                    "give waves or exponential, not both",
+                ));
+            }
+            (Some(waves), None) => waves,
+            (None, Some(e)) => crate::rollout::exponential_waves(e.start_percent, e.factor)
+                .map_err(|_| {
+                    ApiError::bad_field(
+                        "exponential",
+                        "start_percent must be in (0, 100] and factor above 1",
+                    )
+                })?,
+            (None, None) => vec![1.0, 10.0, 50.0, 100.0],
+        },
         gates: Gates {
             max_failure_ratio: req.max_failure_ratio.unwrap_or(defaults.max_failure_ratio),
             min_healthy_ratio: req.min_healthy_ratio,

@@ -1,0 +1,116 @@
+//! Figures for docs/BENCHMARKS.md: time from `rollout create` to every device healthy for 50
+//! agents (separate `edge-agent` processes) on this machine, with the server's CPU time and RSS
+//! during it, and the device-message rate the server stored meanwhile.
+//!
+//! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench rollout`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use edgefleet_e2e::demo::{self, DemoOptions};
+use serde_json::json;
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of /proc/PID/stat (11 and 12 after the `)`).
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap()
+        / 1024.0
+}
+
+fn stored_messages(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("edgefleet_server_mqtt_messages_total")
+                && l.contains("outcome=\"stored\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn main() {
+    const AGENTS: usize = 50;
+    let tmp = tempfile::tempdir().unwrap();
+    let options = DemoOptions {
+        agents: AGENTS,
+        mosquitto: false,
+        verbose: false,
+        tiny_artifact_limit: Vec::new(),
+        latency_budget_factor: 200.0,
+    };
+    let started = Instant::now();
+    let fleet = demo::set_up(tmp.path(), &options);
+    println!(
+        "{AGENTS} agents enrolled, started and connected in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let pid = fleet.server.child.id();
+    let admin = fleet.operator.token();
+    for (version, waves) in [("1.0.0", vec![100.0]), ("2.0.0", vec![10.0, 50.0, 100.0])] {
+        let metrics = || String::from_utf8(ureq_get(&fleet.server.url("/metrics"))).unwrap();
+        let messages_before = stored_messages(&metrics());
+        let cpu_before = cpu_seconds(pid);
+        let t0 = Instant::now();
+        let (status, created) = fleet.server.call(
+            "POST",
+            "/api/v1/rollouts",
+            Some(&admin),
+            Some(&json!({"model": "churn", "version": version, "group": "demo", "waves": waves})),
+        );
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let mut peak_rss: f64 = 0.0;
+        loop {
+            peak_rss = peak_rss.max(rss_mib(pid));
+            let (_, r) =
+                fleet
+                    .server
+                    .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+            match r["state"]["state"].as_str() {
+                Some("completed") => break,
+                Some("running" | "baking") => {}
+                other => panic!("rollout ended {other:?}: {r}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(pid) - cpu_before;
+        let messages = stored_messages(&metrics()) - messages_before;
+        println!(
+            "rollout churn {version} to {AGENTS} agents in waves {waves:?}: all healthy after {wall:.1} s \
+             (3 s probation per wave included); server CPU {cpu:.2} s ({:.0}% of one core), peak RSS {peak_rss:.1} MiB; \
+             {messages} device messages stored ({:.0}/s, {:.1} per device)",
+            100.0 * cpu / wall,
+            messages / wall,
+            messages / AGENTS as f64
+        );
+    }
+}
+
+fn ureq_get(url: &str) -> Vec<u8> {
+    edgefleet_e2e::http()
+        .get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap()
+}
