@@ -214,48 +214,51 @@ enum DeviceCommand {
     Remove { id: String },
 }
 
+#[derive(Debug, Args)]
+struct RolloutCreate {
+    model: String,
+    version: String,
+    /// Only devices of this group.
+    #[arg(long)]
+    group: Option<String>,
+    /// Only devices with this tag (`KEY=VALUE`, repeatable).
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Only these devices (repeatable).
+    #[arg(long)]
+    device: Vec<String>,
+    /// Cumulative percentages, e.g. `1,10,50,100` (the default).
+    #[arg(long, value_delimiter = ',', conflicts_with = "exponential")]
+    waves: Option<Vec<f64>>,
+    /// An exponential rate instead of waves: `START,FACTOR`, e.g. `1,2` for 1, 2, 4, ... 100 %.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    exponential: Option<Vec<f64>>,
+    /// Largest share of a wave that may fail (default 0).
+    #[arg(long)]
+    max_failure_ratio: Option<f64>,
+    /// Smallest share of a wave that must be healthy (default 1 - max failure ratio).
+    #[arg(long)]
+    min_healthy_ratio: Option<f64>,
+    /// Seconds to watch a passed wave before the next (default 0).
+    #[arg(long)]
+    bake_seconds: Option<u64>,
+    /// Seconds a device has to settle before it counts as failed (default 600).
+    #[arg(long)]
+    device_timeout_seconds: Option<u64>,
+    /// Wait for `fleetctl rollout approve` between waves.
+    #[arg(long)]
+    require_approval: bool,
+    /// On a gate breach, halt but leave updated devices on the new version.
+    #[arg(long)]
+    no_rollback: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum RolloutCommand {
     /// Roll a signed version out in waves.
-    Create {
-        model: String,
-        version: String,
-        /// Only devices of this group.
-        #[arg(long)]
-        group: Option<String>,
-        /// Only devices with this tag (`KEY=VALUE`, repeatable).
-        #[arg(long)]
-        tag: Vec<String>,
-        /// Only these devices (repeatable).
-        #[arg(long)]
-        device: Vec<String>,
-        /// Cumulative percentages, e.g. `1,10,50,100` (the default).
-        #[arg(long, value_delimiter = ',', conflicts_with = "exponential")]
-        waves: Option<Vec<f64>>,
-        /// An exponential rate instead of waves: `START,FACTOR`, e.g. `1,2` for 1, 2, 4, ... 100 %.
-        #[arg(long, value_delimiter = ',', num_args = 1)]
-        exponential: Option<Vec<f64>>,
-        /// Largest share of a wave that may fail (default 0).
-        #[arg(long)]
-        max_failure_ratio: Option<f64>,
-        /// Smallest share of a wave that must be healthy (default 1 - max failure ratio).
-        #[arg(long)]
-        min_healthy_ratio: Option<f64>,
-        /// Seconds to watch a passed wave before the next (default 0).
-        #[arg(long)]
-        bake_seconds: Option<u64>,
-        /// Seconds a device has to settle before it counts as failed (default 600).
-        #[arg(long)]
-        device_timeout_seconds: Option<u64>,
-        /// Wait for `fleetctl rollout approve` between waves.
-        #[arg(long)]
-        require_approval: bool,
-        /// On a gate breach, halt but leave updated devices on the new version.
-        #[arg(long)]
-        no_rollback: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Create(Box<RolloutCreate>),
     List {
         #[arg(long)]
         json: bool,
@@ -419,22 +422,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollout { command } => {
             let client = client()?;
             match command {
-                RolloutCommand::Create {
-                    model,
-                    version,
-                    group,
-                    tag,
-                    device,
-                    waves,
-                    exponential,
-                    max_failure_ratio,
-                    min_healthy_ratio,
-                    bake_seconds,
-                    device_timeout_seconds,
-                    require_approval,
-                    no_rollback,
-                    json,
-                } => {
+                RolloutCommand::Create(args) => {
+                    let RolloutCreate {
+                        model,
+                        version,
+                        group,
+                        tag,
+                        device,
+                        waves,
+                        exponential,
+                        max_failure_ratio,
+                        min_healthy_ratio,
+                        bake_seconds,
+                        device_timeout_seconds,
+                        require_approval,
+                        no_rollback,
+                        json,
+                    } = *args;
                     let exponential = match exponential.as_deref() {
                         None => None,
                         Some([start, factor]) => Some((*start, *factor)),
