@@ -12,6 +12,16 @@ use edgefleet_protocol::message::{self, Desired, DesiredModel, SCHEMA_VERSION};
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 use serde_json::{Value, json};
 
+/// These tests each run a fleet of agent processes; on a 2-core machine they run one at a time,
+/// or their health checks would measure each other.
+static ONE_FLEET_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn options(agents: usize, mosquitto: bool) -> DemoOptions {
     DemoOptions {
         agents,
@@ -24,6 +34,7 @@ fn options(agents: usize, mosquitto: bool) -> DemoOptions {
 }
 
 fn check_demo(mosquitto: bool) {
+    let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let (demo, report) = demo::run(tmp.path(), &options(3, mosquitto));
     assert_eq!(
@@ -84,6 +95,7 @@ fn the_demo_scenario_runs_as_designed_on_mosquitto() {
 
 #[test]
 fn fifty_agents_halt_in_wave_two_and_wave_three_never_starts() {
+    let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let mut opts = options(50, false);
     // Waves of 10 %, 50 %, 100 % over dev-01..dev-50: wave 2 is dev-06..dev-25.
@@ -185,6 +197,7 @@ fn forged(device: &str, revision: u64, target: &str) -> Vec<u8> {
 
 #[test]
 fn forged_replayed_revoked_and_below_floor_desired_states_change_nothing_and_are_reported() {
+    let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let mut fleet = demo::set_up(tmp.path(), &options(2, false));
     assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
@@ -336,6 +349,7 @@ fn forged_replayed_revoked_and_below_floor_desired_states_change_nothing_and_are
 
 #[test]
 fn a_device_offline_during_the_rollout_converges_when_it_comes_back() {
+    let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let mut fleet = demo::set_up(tmp.path(), &options(3, false));
     assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
@@ -382,6 +396,7 @@ fn a_device_offline_during_the_rollout_converges_when_it_comes_back() {
 
 #[test]
 fn a_rollout_survives_broker_server_and_agent_restarts_without_double_installs() {
+    let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let mut fleet = demo::set_up(tmp.path(), &options(3, true));
     assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
