@@ -12,6 +12,8 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 # mosquitto: the server's MQTT tests run against a real external broker too. Only the binary is
 # used; the Debian service the package enables is stopped below so it holds no port.
 [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# openssl: the MQTT-over-TLS test makes a throwaway CA with it.
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

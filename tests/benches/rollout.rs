@@ -52,6 +52,7 @@ fn main() {
     let options = DemoOptions {
         agents: AGENTS,
         mosquitto: false,
+        tls: false,
         verbose: false,
         tiny_artifact_limit: Vec::new(),
         latency_budget_factor: 200.0,

@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fleet::{Broker, FleetOperator, Mosquitto, ServerProcess};
+use crate::fleet::{Broker, FleetOperator, Mosquitto, ServerProcess, TlsFiles};
 use crate::{AgentProcess, binary, churn_row, free_port, http, run_ok};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub agents: usize,
     pub mosquitto: bool,
+    /// With `mosquitto`: the broker speaks TLS (a throwaway CA), server and agents verify it.
+    pub tls: bool,
     /// Print the timeline as it happens.
     pub verbose: bool,
     /// Failure injection for tests: these devices accept no artifact over 1000 bytes, so they
@@ -64,7 +66,11 @@ impl Demo {
 }
 
 /// Starts the server (embedded broker, or Mosquitto configured by `mosquitto-config`).
-fn start_server(dir: &Path, mosquitto: bool) -> (ServerProcess, Option<Mosquitto>) {
+fn start_server(
+    dir: &Path,
+    mosquitto: bool,
+    tls: Option<&TlsFiles>,
+) -> (ServerProcess, Option<Mosquitto>) {
     if !mosquitto {
         return (
             ServerProcess::start(&dir.join("server"), Broker::Embedded),
@@ -90,12 +96,22 @@ fn start_server(dir: &Path, mosquitto: bool) -> (ServerProcess, Option<Mosquitto
             .arg("--out-dir")
             .arg(&conf_dir),
     );
-    let broker = Mosquitto::start(&conf_dir, &conf_dir.join("passwd"), &conf_dir.join("acl"));
+    let broker = Mosquitto::start_with(
+        &conf_dir,
+        &conf_dir.join("passwd"),
+        &conf_dir.join("acl"),
+        tls,
+    );
     let server = ServerProcess::start(
         &dir.join("server"),
         Broker::External {
-            url: broker.url(),
+            url: if tls.is_some() {
+                broker.tls_url()
+            } else {
+                broker.url()
+            },
             password: password.into(),
+            ca_file: tls.map(|t| t.ca.clone()),
         },
     );
     (server, Some(broker))
@@ -104,7 +120,8 @@ fn start_server(dir: &Path, mosquitto: bool) -> (ServerProcess, Option<Mosquitto
 /// Sets everything up: server, operator, signed releases, N enrolled agents connected.
 pub fn set_up(dir: &Path, options: &DemoOptions) -> Demo {
     let started = Instant::now();
-    let (server, mosquitto) = start_server(dir, options.mosquitto);
+    let tls = options.tls.then(|| TlsFiles::make(&dir.join("tls")));
+    let (server, mosquitto) = start_server(dir, options.mosquitto, tls.as_ref());
     let operator = FleetOperator::new(&dir.join("operator"), &server);
     let mut demo = Demo {
         server,
@@ -161,10 +178,14 @@ pub fn set_up(dir: &Path, options: &DemoOptions) -> Demo {
             format!(
                 "device_id = \"{id}\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n\
                  [api]\nlisten = \"127.0.0.1:{port}\"\n[limits]\n{artifact_limit}latency_budget_factor = {latency}\n\
-                 [probation]\nwindow_seconds = 3\nmin_requests = 5\n[fleet]\nkeep_alive_seconds = 5\n",
+                 [probation]\nwindow_seconds = 3\nmin_requests = 5\n[fleet]\nkeep_alive_seconds = 5\n{ca}",
                 agent_dir.join("data").display(),
                 demo.operator.trusted_root().display(),
                 latency = options.latency_budget_factor,
+                ca = tls
+                    .as_ref()
+                    .map(|t| format!("ca_file = \"{}\"\n", t.ca.display()))
+                    .unwrap_or_default(),
             ),
         )
         .unwrap();

@@ -13,7 +13,12 @@ use crate::{binary, free_port, http, models_dir, run_ok};
 #[derive(Debug, Clone)]
 pub enum Broker {
     Embedded,
-    External { url: String, password: String },
+    External {
+        url: String,
+        password: String,
+        /// The CA of an `mqtts://` broker.
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// A running `fleet-server`; killed when dropped. `restart` keeps its ports and data.
@@ -34,8 +39,16 @@ impl ServerProcess {
         let mqtt_port = free_port();
         let mqtt = match &broker {
             Broker::Embedded => format!("embedded_listen = \"127.0.0.1:{mqtt_port}\""),
-            Broker::External { url, password } => {
-                format!("url = \"{url}\"\npassword = \"{password}\"")
+            Broker::External {
+                url,
+                password,
+                ca_file,
+            } => {
+                let ca = ca_file
+                    .as_ref()
+                    .map(|p| format!("\nca_file = \"{}\"", p.display()))
+                    .unwrap_or_default();
+                format!("url = \"{url}\"\npassword = \"{password}\"{ca}")
             }
         };
         let config = dir.join("server.toml");
@@ -283,14 +296,29 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start(dir: &Path, passwd: &Path, acl: &Path) -> Self {
+        Self::start_with(dir, passwd, acl, None)
+    }
+
+    /// With `tls`, the listener speaks TLS with that certificate set (see [`TlsFiles`]).
+    pub fn start_with(dir: &Path, passwd: &Path, acl: &Path, tls: Option<&TlsFiles>) -> Self {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
+        let tls_lines = tls
+            .map(|t| {
+                format!(
+                    "cafile {}\ncertfile {}\nkeyfile {}\n",
+                    t.ca.display(),
+                    t.cert.display(),
+                    t.key.display()
+                )
+            })
+            .unwrap_or_default();
         std::fs::write(
             &conf,
             format!(
                 // `user root`: the test runs as root and keeps the files to itself; Mosquitto would
                 // otherwise drop to the `mosquitto` user and fail to read them.
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                "listener {port} 127.0.0.1\n{tls_lines}allow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
                 passwd.display(),
                 acl.display()
             ),
@@ -313,6 +341,10 @@ impl Mosquitto {
 
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn tls_url(&self) -> String {
+        format!("mqtts://127.0.0.1:{}", self.port)
     }
 
     /// Kills the broker (it keeps nothing: `persistence false`) and starts it again on the
@@ -360,6 +392,81 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A throwaway CA and a broker certificate for 127.0.0.1, made with the `openssl` command.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn make(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            run_ok(Command::new("openssl").args(args).current_dir(dir));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=edgefleet test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "broker.key",
+            "-out",
+            "broker.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "broker.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "broker.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("broker.pem"),
+            key: dir.join("broker.key"),
+        }
     }
 }
 

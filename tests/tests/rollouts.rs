@@ -26,6 +26,7 @@ fn options(agents: usize, mosquitto: bool) -> DemoOptions {
     DemoOptions {
         agents,
         mosquitto,
+        tls: false,
         verbose: false,
         tiny_artifact_limit: Vec::new(),
         // 20 health checks at once on 2 cores (wave 2 of 50) need a wide budget.
@@ -463,4 +464,22 @@ fn a_rollout_survives_broker_server_and_agent_restarts_without_double_installs()
             assert_eq!(n, 1, "{device} {kind}: {events:#?}");
         }
     }
+}
+
+#[test]
+fn server_and_agents_reach_mosquitto_over_tls() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = options(2, true);
+    opts.tls = true;
+    // set_up waits for the server's /readyz (its MQTT client connected over TLS) and for both
+    // agents to be online (their reports arrived over TLS).
+    let fleet = demo::set_up(tmp.path(), &opts);
+    assert_eq!(
+        demo::roll_out(&fleet, "1.0.0", &[50.0, 100.0], 0),
+        "completed"
+    );
+    // A plain-text client gets nowhere on the TLS listener.
+    let port = fleet.mosquitto.as_ref().unwrap().port;
+    assert!(MqttDevice::connect(port, "dev-01", "dev-01", "efd_x").is_err());
 }

@@ -596,6 +596,7 @@ fn server_on_mosquitto(dir: &std::path::Path) -> (Mosquitto, ServerProcess, Flee
         Broker::External {
             url,
             password: password.into(),
+            ca_file: None,
         },
     );
     let op = FleetOperator::new(&dir.join("op"), &server);

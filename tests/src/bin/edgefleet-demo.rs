@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let mut options = DemoOptions {
         agents: 5,
         mosquitto: false,
+        tls: false,
         verbose: true,
         tiny_artifact_limit: Vec::new(),
         latency_budget_factor: 10.0,
