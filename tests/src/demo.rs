@@ -66,7 +66,11 @@ impl Demo {
 }
 
 /// Starts the server (embedded broker, or Mosquitto configured by `mosquitto-config`).
-fn start_server(
+///
+/// Mosquitto must run before the server can connect, and needs the server's own entry in its
+/// password file: the files are first written for the server alone (no devices yet), from a
+/// bootstrap config whose broker URL only has to be well-formed.
+pub fn start_server(
     dir: &Path,
     mosquitto: bool,
     tls: Option<&TlsFiles>,

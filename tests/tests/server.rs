@@ -567,40 +567,9 @@ fn the_server_exchanges_device_messages_through_the_embedded_broker() {
 
 /// The server on Mosquitto with the files `mosquitto-config` writes.
 fn server_on_mosquitto(dir: &std::path::Path) -> (Mosquitto, ServerProcess, FleetOperator) {
-    // Mosquitto must run before the server can connect, and needs the server's own entry in its
-    // password file: write the files for the server alone first (no devices yet). The broker
-    // URL in this first config only has to be well-formed.
-    let password = "server-secret-for-tests";
-    let conf_dir = dir.join("mosquitto");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let config = dir.join("bootstrap.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\npassword = \"{password}\"\n",
-            dir.join("server/data").display()
-        ),
-    )
-    .unwrap();
-    run_ok(
-        std::process::Command::new(edgefleet_e2e::binary("fleet-server"))
-            .args(["mosquitto-config", "--config"])
-            .arg(&config)
-            .arg("--out-dir")
-            .arg(&conf_dir),
-    );
-    let mosquitto = Mosquitto::start(&conf_dir, &conf_dir.join("passwd"), &conf_dir.join("acl"));
-    let url = mosquitto.url();
-    let server = ServerProcess::start(
-        &dir.join("server"),
-        Broker::External {
-            url,
-            password: password.into(),
-            ca_file: None,
-        },
-    );
+    let (server, mosquitto) = edgefleet_e2e::demo::start_server(dir, true, None);
     let op = FleetOperator::new(&dir.join("op"), &server);
-    (mosquitto, server, op)
+    (mosquitto.unwrap(), server, op)
 }
 
 fn refresh_mosquitto(server: &ServerProcess, mosquitto: &Mosquitto) {
