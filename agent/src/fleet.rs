@@ -676,8 +676,12 @@ impl Fleet {
                 ..ClientLimits::default()
             },
         };
-        let transport =
-            FleetTransport::new(self.link.credential.clone()).map_err(|e| e.to_string())?;
+        let transport = FleetTransport::new(self.link.credential.clone())
+            .map_err(|e| e.to_string())?
+            .with_spool(
+                config.data_dir.join("downloads"),
+                client_config.targets_url.clone(),
+            );
         client::refresh(&client_config, transport)
             .await
             .map_err(|e| format!("TUF refresh from {base}: {e}"))

@@ -225,6 +225,37 @@ pub fn set_up(dir: &Path, options: &DemoOptions) -> Demo {
     demo
 }
 
+/// Restarts agent `index` with its links to the server and the broker changed (its
+/// `fleet.json` rewritten, as when the fleet moves behind another address — here, relays that
+/// count or slow the traffic) and `fleet_settings` added to the `[fleet]` section of its config.
+pub fn reroute(
+    demo: &mut Demo,
+    index: usize,
+    server_url: Option<&str>,
+    mqtt_url: Option<&str>,
+    fleet_settings: &str,
+) {
+    let agent = &mut demo.agents[index];
+    agent.kill();
+    let (config, port) = (agent.config.clone(), agent.port);
+    let link_file = config.parent().unwrap().join("data/fleet.json");
+    let mut link: Value = serde_json::from_slice(&std::fs::read(&link_file).unwrap()).unwrap();
+    if let Some(url) = server_url {
+        link["server_url"] = json!(url);
+    }
+    if let Some(url) = mqtt_url {
+        link["mqtt_url"] = json!(url);
+    }
+    std::fs::write(&link_file, serde_json::to_vec(&link).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[fleet]\n", &format!("[fleet]\n{fleet_settings}\n")),
+    )
+    .unwrap();
+    demo.agents[index] = AgentProcess::spawn(config, port, &[]);
+}
+
 /// Starts a rollout and follows it to an end state, narrating its history. Returns the state.
 pub fn roll_out(demo: &Demo, version: &str, waves: &[f64], bake: u64) -> String {
     let admin = demo.operator.token();

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod demo;
 pub mod fleet;
+pub mod relay;
 
 /// Path of a workspace binary in the current profile's target directory.
 pub fn binary(name: &str) -> PathBuf {

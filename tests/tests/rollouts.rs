@@ -3,10 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edgefleet_e2e::demo::{self, DemoOptions};
 use edgefleet_e2e::fleet::{MqttDevice, eventually};
+use edgefleet_e2e::relay::Relay;
 use edgefleet_e2e::run_ok;
 use edgefleet_protocol::message::{self, Desired, DesiredModel, SCHEMA_VERSION};
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
@@ -464,6 +466,105 @@ fn a_rollout_survives_broker_server_and_agent_restarts_without_double_installs()
             assert_eq!(n, 1, "{device} {kind}: {events:#?}");
         }
     }
+}
+
+#[test]
+fn an_agent_killed_mid_download_resumes_from_its_spool_and_installs_once() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fleet = demo::set_up(tmp.path(), &options(2, false));
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    // dev-02 reaches the server over a slow link: its 2,240-byte download of churn 2.0.0 takes
+    // about 7 s, so it can be killed a third of the way through.
+    let server: std::net::SocketAddr = fleet
+        .server
+        .base_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let slow = Relay::start(server, Some(300));
+    demo::reroute(
+        &mut fleet,
+        1,
+        Some(&slow.http_url()),
+        None,
+        "min_download_bytes_per_second = 64",
+    );
+    let admin = fleet.operator.token();
+    let (status, created) = fleet.server.call(
+        "POST",
+        "/api/v1/rollouts",
+        Some(&admin),
+        Some(&json!({"model": "churn", "version": "2.0.0", "group": "demo", "waves": [100.0]})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    eventually(
+        "dev-02 to be a third into its download",
+        Duration::from_secs(60),
+        || (slow.stats.target_down.load(Ordering::Relaxed) >= 900).then_some(()),
+    );
+    fleet.agents[1].kill();
+    let before_kill = slow.requests().len();
+    let (config, port) = (fleet.agents[1].config.clone(), fleet.agents[1].port);
+    fleet.agents[1] = edgefleet_e2e::AgentProcess::spawn(config, port, &[]);
+    eventually("the rollout to complete", Duration::from_secs(120), || {
+        let (_, r) =
+            fleet
+                .server
+                .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+        match r["state"]["state"].as_str() {
+            Some("completed") => Some(()),
+            Some("running" | "baking") => None,
+            other => panic!("rollout ended {other:?}: {r:#}"),
+        }
+    });
+    // After the restart the download continued from the spooled bytes rather than from zero.
+    let requests = slow.requests();
+    let resumed: Vec<u64> = requests[before_kill..]
+        .iter()
+        .filter(|r| r.starts_with("GET /tuf/targets/"))
+        .map(|r| {
+            let (_, range) = r
+                .split_once("bytes=")
+                .unwrap_or_else(|| panic!("download started over: {requests:#?}"));
+            range.trim_end_matches(['-', ']']).parse().unwrap()
+        })
+        .collect();
+    assert_eq!(resumed.len(), 1, "{requests:#?}");
+    assert!(
+        resumed[0] >= 500,
+        "resumed at byte {}: {requests:#?}",
+        resumed[0]
+    );
+    let running = demo::running(&fleet);
+    assert!(running.iter().all(|r| r.ends_with(" 2.0.0")), "{running:?}");
+    // Each device verified, installed and committed 2.0.0 once; no event is stored twice.
+    let (_, body) = fleet
+        .server
+        .call("GET", "/api/v1/events?limit=1000", Some(&admin), None);
+    let events = body["events"].as_array().unwrap();
+    for device in ["dev-01", "dev-02"] {
+        for kind in ["verified", "staged", "installed", "committed"] {
+            let n = events
+                .iter()
+                .filter(|e| {
+                    e["device"] == device
+                        && e["message"]["kind"] == kind
+                        && e["message"]["target"] == "models/churn/2.0.0/model.onnx"
+                })
+                .count();
+            assert_eq!(n, 1, "{device} {kind}: {events:#?}");
+        }
+    }
+    let mut ids: Vec<(&str, u64)> = events
+        .iter()
+        .map(|e| (e["device"].as_str().unwrap(), e["seq"].as_u64().unwrap()))
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "an event was stored twice");
 }
 
 #[test]
