@@ -77,6 +77,10 @@ pub struct MqttConfig {
     /// The broker URL told to devices at enrollment. Default: `mqtt.url`, or
     /// `mqtt://<embedded_listen>`.
     pub device_url: Option<String>,
+    /// This server's MQTT client id on an external broker, where it keeps a persistent session
+    /// (device messages queue there while the server is busy or restarting). Unique per server
+    /// process. Default: `<username>-<random>`, made once and kept in `data_dir/mqtt-client-id`.
+    pub client_id: Option<String>,
 }
 
 impl Default for MqttConfig {
@@ -89,6 +93,7 @@ impl Default for MqttConfig {
             ca_file: None,
             share_group: "fleet-server".into(),
             device_url: None,
+            client_id: None,
         }
     }
 }

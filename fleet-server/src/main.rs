@@ -158,12 +158,7 @@ async fn mosquitto_config(config: &Config, out_dir: &Path) -> anyhow::Result<()>
     let conf = out_dir.join("edgefleet.conf");
     write_private(
         &conf,
-        &format!(
-            "# Include from mosquitto.conf (`include_dir` or copy); add your own listener lines.\n\
-             allow_anonymous false\npassword_file {}\nacl_file {}\n",
-            passwd.display(),
-            acl.display()
-        ),
+        &fleet_server::mqtt::mosquitto_settings(&passwd, &acl),
     )?;
     println!(
         "wrote {} ({} devices), {} and {}; reload Mosquitto (SIGHUP) to apply",

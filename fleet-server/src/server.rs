@@ -110,6 +110,24 @@ pub struct Running {
 }
 
 /// Everything before serving: stores opened, keys present, broker up, listener bound.
+/// `mqtt.client_id`, or the one this data directory was given on its first start.
+fn mqtt_client_id(config: &Config) -> Result<String, StartError> {
+    if let Some(id) = &config.mqtt.client_id {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join("mqtt-client-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(StartError::Io { path, source }),
+    }
+    let secret = auth::new_secret(SecretKind::Operator)?;
+    let id = format!("{}-{}", config.mqtt.username, &secret[secret.len() - 12..]);
+    std::fs::write(&path, &id).map_err(io(&path))?;
+    Ok(id)
+}
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
     ensure_online_keys(&config.online_keys_dir())?;
@@ -144,7 +162,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     };
     let broker = mqtt::broker_of(&config)?;
-    let (handle, eventloop) = mqtt::connect(&config, &broker, &password)?;
+    let client_id = mqtt_client_id(&config)?;
+    let (handle, eventloop) = mqtt::connect(&config, &broker, &password, &client_id)?;
     tokio::spawn(mqtt::run(
         handle.clone(),
         eventloop,

@@ -1,6 +1,8 @@
-//! Figures for docs/BENCHMARKS.md: time from `rollout create` to every device healthy for 50
-//! agents (separate `edge-agent` processes) on this machine, with the server's CPU time and RSS
-//! during it, and the device-message rate the server stored meanwhile.
+//! Figures for docs/BENCHMARKS.md: time from `rollout create` to every device healthy for N
+//! agents (separate `edge-agent` processes; `EDGEFLEET_BENCH_AGENTS`, default 50) on this
+//! machine, with the server's CPU time and RSS during it, the device-message rate the server
+//! stored meanwhile, and the bytes one device exchanged with the fleet (HTTP and MQTT, counted
+//! by relays on its links) per update beyond the artifact itself.
 //!
 //! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench rollout`
 
@@ -9,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::demo::{self, DemoOptions};
+use edgefleet_e2e::relay::Relay;
 use serde_json::json;
 
 fn cpu_seconds(pid: u32) -> f64 {
@@ -46,11 +49,19 @@ fn stored_messages(metrics: &str) -> f64 {
         .sum()
 }
 
+fn socket(url: &str) -> std::net::SocketAddr {
+    url.split_once("://").unwrap().1.parse().unwrap()
+}
+
 fn main() {
-    const AGENTS: usize = 50;
+    let agents: usize = std::env::var("EDGEFLEET_BENCH_AGENTS")
+        .ok()
+        .map_or(50, |n| {
+            n.parse().expect("EDGEFLEET_BENCH_AGENTS is a number")
+        });
     let tmp = tempfile::tempdir().unwrap();
     let options = DemoOptions {
-        agents: AGENTS,
+        agents,
         mosquitto: false,
         tls: false,
         verbose: false,
@@ -58,14 +69,40 @@ fn main() {
         latency_budget_factor: 200.0,
     };
     let started = Instant::now();
-    let fleet = demo::set_up(tmp.path(), &options);
+    let mut fleet = demo::set_up(tmp.path(), &options);
     println!(
-        "{AGENTS} agents enrolled, started and connected in {:.1} s",
+        "{agents} agents enrolled, started and connected in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let pid = fleet.server.child.id();
     let admin = fleet.operator.token();
-    for (version, waves) in [("1.0.0", vec![100.0]), ("2.0.0", vec![10.0, 50.0, 100.0])] {
+    // dev-01 talks to the server and the broker through counting relays.
+    let link: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("agents/dev-01/data/fleet.json")).unwrap(),
+    )
+    .unwrap();
+    let http_relay = Relay::start(socket(link["server_url"].as_str().unwrap()), None);
+    let mqtt_relay = Relay::start(socket(link["mqtt_url"].as_str().unwrap()), None);
+    demo::reroute(
+        &mut fleet,
+        0,
+        Some(&http_relay.http_url()),
+        Some(&mqtt_relay.mqtt_url()),
+        "",
+    );
+    edgefleet_e2e::fleet::eventually("dev-01 back online", Duration::from_secs(30), || {
+        let (_, d) = fleet
+            .server
+            .call("GET", "/api/v1/devices/dev-01", Some(&admin), None);
+        (d["online"] == true).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    for (version, waves, artifact) in [
+        ("1.0.0", vec![100.0], 408u64),
+        ("2.0.0", vec![10.0, 50.0, 100.0], 2240),
+    ] {
+        let wire_before = http_relay.total_bytes() + mqtt_relay.total_bytes();
+        let mqtt_before = mqtt_relay.total_bytes();
         let metrics = || String::from_utf8(ureq_get(&fleet.server.url("/metrics"))).unwrap();
         let messages_before = stored_messages(&metrics());
         let cpu_before = cpu_seconds(pid);
@@ -93,15 +130,19 @@ fn main() {
             std::thread::sleep(Duration::from_millis(100));
         }
         let wall = t0.elapsed().as_secs_f64();
+        let wire = http_relay.total_bytes() + mqtt_relay.total_bytes() - wire_before;
+        let mqtt = mqtt_relay.total_bytes() - mqtt_before;
         let cpu = cpu_seconds(pid) - cpu_before;
         let messages = stored_messages(&metrics()) - messages_before;
         println!(
-            "rollout churn {version} to {AGENTS} agents in waves {waves:?}: all healthy after {wall:.1} s \
+            "rollout churn {version} to {agents} agents in waves {waves:?}: all healthy after {wall:.1} s \
              (3 s probation per wave included); server CPU {cpu:.2} s ({:.0}% of one core), peak RSS {peak_rss:.1} MiB; \
-             {messages} device messages stored ({:.0}/s, {:.1} per device)",
+             {messages} device messages stored ({:.0}/s, {:.1} per device); \
+             dev-01 exchanged {wire} bytes for it, {} beyond the {artifact}-byte artifact ({mqtt} of them MQTT)",
             100.0 * cpu / wall,
             messages / wall,
-            messages / AGENTS as f64
+            messages / agents as f64,
+            wire - artifact
         );
     }
 }

@@ -100,12 +100,7 @@ pub fn start_server(
             .arg("--out-dir")
             .arg(&conf_dir),
     );
-    let broker = Mosquitto::start_with(
-        &conf_dir,
-        &conf_dir.join("passwd"),
-        &conf_dir.join("acl"),
-        tls,
-    );
+    let broker = Mosquitto::start(&conf_dir, &conf_dir.join("edgefleet.conf"), tls);
     let server = ServerProcess::start(
         &dir.join("server"),
         Broker::External {

@@ -72,7 +72,7 @@ impl ServerProcess {
         server
     }
 
-    fn spawn(&mut self) {
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -295,12 +295,10 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    pub fn start(dir: &Path, passwd: &Path, acl: &Path) -> Self {
-        Self::start_with(dir, passwd, acl, None)
-    }
-
-    /// With `tls`, the listener speaks TLS with that certificate set (see [`TlsFiles`]).
-    pub fn start_with(dir: &Path, passwd: &Path, acl: &Path, tls: Option<&TlsFiles>) -> Self {
+    /// Runs Mosquitto with the settings `fleet-server mosquitto-config` wrote (`settings`, its
+    /// `edgefleet.conf`) on a listener of its own. With `tls`, the listener speaks TLS with that
+    /// certificate set (see [`TlsFiles`]).
+    pub fn start(dir: &Path, settings: &Path, tls: Option<&TlsFiles>) -> Self {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         let tls_lines = tls
@@ -318,9 +316,8 @@ impl Mosquitto {
             format!(
                 // `user root`: the test runs as root and keeps the files to itself; Mosquitto would
                 // otherwise drop to the `mosquitto` user and fail to read them.
-                "listener {port} 127.0.0.1\n{tls_lines}allow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
-                passwd.display(),
-                acl.display()
+                "listener {port} 127.0.0.1\n{tls_lines}{}persistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                std::fs::read_to_string(settings).unwrap(),
             ),
         )
         .unwrap();
@@ -573,6 +570,35 @@ impl MqttDevice {
             }
         }
         panic!("no PUBACK for {topic}");
+    }
+
+    /// Publishes `payloads` at QoS 1 as fast as the client's in-flight window allows, and returns
+    /// once the broker acknowledged them all.
+    pub fn publish_all(&self, topic: &str, payloads: Vec<Vec<u8>>, within: Duration) {
+        let total = payloads.len();
+        let sender = self.client.clone();
+        let topic_owned = topic.to_owned();
+        let feeder = std::thread::spawn(move || {
+            for payload in payloads {
+                sender
+                    .publish(&topic_owned, rumqttc::QoS::AtLeastOnce, false, payload)
+                    .unwrap();
+            }
+        });
+        let deadline = Instant::now() + within;
+        let mut acked = 0;
+        while acked < total {
+            assert!(
+                Instant::now() < deadline,
+                "{acked} of {total} PUBACKs on {topic}"
+            );
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) =
+                self.events.recv_timeout(Duration::from_millis(100))
+            {
+                acked += 1;
+            }
+        }
+        feeder.join().unwrap();
     }
 
     /// The next message on `topic` within `within`.

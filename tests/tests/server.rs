@@ -594,6 +594,69 @@ fn the_server_exchanges_device_messages_through_mosquitto() {
     device_messages_round_trip(&server, &op, mosquitto.port, &credential);
 }
 
+/// An event with an id of its own for every `seq`.
+fn numbered_event(device: &str, seq: u64) -> Vec<u8> {
+    let mut id = [7u8; 16];
+    id[..8].copy_from_slice(&seq.to_le_bytes());
+    message::encode(&Event {
+        schema: message::SCHEMA_VERSION,
+        id: MessageId::from_random(id),
+        device: DeviceId::new(device).unwrap(),
+        seq,
+        at_unix: 1,
+        kind: EventKind::Committed,
+        model: edgefleet_protocol::ModelName::new("churn").unwrap(),
+        target: None,
+        rollout: None,
+        detail: None,
+    })
+    .unwrap()
+}
+
+/// Mosquitto keeps 1,000 queued messages per client unless told otherwise, and drops the rest
+/// after the device has its PUBACK; and a server on a clean session would miss whatever is
+/// published while it restarts. Neither may lose a device's events.
+#[test]
+fn on_mosquitto_no_event_is_lost_to_a_burst_or_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mosquitto, mut server, op) = server_on_mosquitto(tmp.path());
+    let credential = op.enroll(&server, "d1", "pilot");
+    refresh_mosquitto(&server, &mosquitto);
+    let device = MqttDevice::connect(mosquitto.port, "d1", "d1", &credential).unwrap();
+    let topic = "edgefleet/v1/devices/d1/events";
+    server.kill();
+    device.publish_all(
+        topic,
+        (1..=1500).map(|seq| numbered_event("d1", seq)).collect(),
+        Duration::from_secs(60),
+    );
+    server.spawn();
+    device.publish_all(
+        topic,
+        (1501..=4000).map(|seq| numbered_event("d1", seq)).collect(),
+        Duration::from_secs(60),
+    );
+    let stored = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "edgefleet_server_mqtt_messages_total{channel=\"events\",outcome=\"stored\"}",
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut last = 0;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually("4,000 events stored", Duration::from_secs(60), || {
+            last = stored(&String::from_utf8(get(&server, "/metrics", None, &[]).2).unwrap());
+            (last == 4000).then_some(())
+        })
+    }));
+    assert!(outcome.is_ok(), "{last} of 4,000 events stored");
+}
+
 #[test]
 fn on_mosquitto_a_device_cannot_touch_another_devices_topics() {
     let tmp = tempfile::tempdir().unwrap();
