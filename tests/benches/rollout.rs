@@ -101,6 +101,7 @@ fn main() {
         ("1.0.0", vec![100.0], 408u64),
         ("2.0.0", vec![10.0, 50.0, 100.0], 2240),
     ] {
+        let requests_before = http_relay.requests().len();
         let wire_before = http_relay.total_bytes() + mqtt_relay.total_bytes();
         let mqtt_before = mqtt_relay.total_bytes();
         let metrics = || String::from_utf8(ureq_get(&fleet.server.url("/metrics"))).unwrap();
@@ -143,6 +144,10 @@ fn main() {
             messages / wall,
             messages / agents as f64,
             wire - artifact
+        );
+        println!(
+            "dev-01's HTTP requests: {:?}",
+            &http_relay.requests()[requests_before..]
         );
     }
 }

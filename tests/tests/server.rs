@@ -373,6 +373,40 @@ fn downloads_resume_after_a_cut_and_honour_range_etag_and_assignment() {
     assert_eq!((status, body.len()), (206, 10));
     // Operators may download anything.
     assert_eq!(get(&server, &path, Some(&op.token()), &[]).0, 200);
+    // A client that accepts gzip gets the artifact as stored (ranges count stored bytes) ...
+    let (status, headers, body) = get(&server, &path, Some(&d1), &[("Accept-Encoding", "gzip")]);
+    assert_eq!((status, header(&headers, "content-encoding")), (200, None));
+    assert!(body == original);
+    // ... and TUF metadata compressed.
+    let version_of = |file: &str, role: &str| -> u64 {
+        let (_, _, body) = get(&server, &format!("/tuf/metadata/{file}"), Some(&d1), &[]);
+        let meta: Value = serde_json::from_slice(&body).unwrap();
+        meta["signed"]["meta"][role]["version"].as_u64().unwrap()
+    };
+    let snapshot = version_of("timestamp.json", "snapshot.json");
+    let targets = format!(
+        "/tuf/metadata/{}.targets.json",
+        version_of(&format!("{snapshot}.snapshot.json"), "targets.json")
+    );
+    let (status, headers, plain) = get(&server, &targets, Some(&d1), &[]);
+    assert_eq!((status, header(&headers, "content-encoding")), (200, None));
+    let (status, headers, gzipped) = get(
+        &server,
+        &targets,
+        Some(&d1),
+        &[("Accept-Encoding", "gzip")],
+    );
+    assert_eq!(
+        (status, header(&headers, "content-encoding")),
+        (200, Some("gzip"))
+    );
+    assert_eq!(gzipped[..2], [0x1f, 0x8b]);
+    assert!(
+        gzipped.len() * 2 < plain.len(),
+        "{} bytes gzipped, {} plain",
+        gzipped.len(),
+        plain.len()
+    );
 }
 
 #[test]
