@@ -390,12 +390,8 @@ fn downloads_resume_after_a_cut_and_honour_range_etag_and_assignment() {
     );
     let (status, headers, plain) = get(&server, &targets, Some(&d1), &[]);
     assert_eq!((status, header(&headers, "content-encoding")), (200, None));
-    let (status, headers, gzipped) = get(
-        &server,
-        &targets,
-        Some(&d1),
-        &[("Accept-Encoding", "gzip")],
-    );
+    let (status, headers, gzipped) =
+        get(&server, &targets, Some(&d1), &[("Accept-Encoding", "gzip")]);
     assert_eq!(
         (status, header(&headers, "content-encoding")),
         (200, Some("gzip"))

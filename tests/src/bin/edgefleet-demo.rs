@@ -79,14 +79,14 @@ fn main() -> ExitCode {
         report.server_url
     );
     println!(
-        "operator:     FLEETCTL_CONFIG={} fleetctl rollout list",
-        demo.operator.dir.join("fleetctl.toml").display()
-    );
-    println!(
         "result:       {}",
         if ok { "OK" } else { "NOT AS DESIGNED" }
     );
     if keep_running {
+        println!(
+            "operator:     FLEETCTL_CONFIG={} fleetctl rollout list",
+            demo.operator.dir.join("fleetctl.toml").display()
+        );
         println!("--keep-running: everything stays up; press Ctrl-C to stop.");
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
