@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgefleet_inference::Runtime;
 use edgefleet_inference::health::{self, HealthReport};
+use edgefleet_inference::select::Engine;
 use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, ModelTarget};
 use tracing::{info, warn};
 
@@ -88,7 +88,7 @@ pub struct Agent {
     pub store: Arc<Store>,
     pub serving: Arc<Serving>,
     pub metrics: Arc<Metrics>,
-    runtime: Arc<dyn Runtime>,
+    pub engine: Arc<Engine>,
     /// One install at a time: installs are rare and each one holds the CPU for its health check.
     install_lock: tokio::sync::Mutex<()>,
 }
@@ -103,10 +103,7 @@ async fn blocking<T: Send + 'static>(
 
 impl Agent {
     /// Opens the store, finishes whatever a crash left in flight, and loads every active model.
-    pub async fn start(
-        config: Config,
-        runtime: Arc<dyn Runtime>,
-    ) -> Result<Arc<Self>, InstallError> {
+    pub async fn start(config: Config, engine: Arc<Engine>) -> Result<Arc<Self>, InstallError> {
         let data_dir = config.data_dir.clone();
         let store = Arc::new(blocking(move || Store::open(&data_dir)).await??);
         let recovered = {
@@ -134,7 +131,7 @@ impl Agent {
             store,
             serving: Arc::new(Serving::default()),
             metrics,
-            runtime,
+            engine,
             install_lock: tokio::sync::Mutex::new(()),
         });
         // One model that does not load must not keep the others from serving.
@@ -186,22 +183,33 @@ impl Agent {
         version: &StoredVersion,
         bytes: Vec<u8>,
     ) -> Result<(Slot, f64), InstallError> {
-        let runtime = self.runtime.clone();
+        let engine = self.engine.clone();
         let meta = Arc::new(version.meta.clone());
-        let interface = meta.interface.clone();
-        let loaded = blocking(move || runtime.load(&bytes, &interface))
-            .await?
-            .map_err(|e| InstallError::Rejected {
-                target: version.target.clone(),
-                reason: e.to_string(),
-            })?;
-        let load_ms = loaded.load_time.as_secs_f64() * 1e3;
+        let chooser = meta.clone();
+        let mut spec = meta.health.clone();
+        spec.p99_budget_ms *= self.config.limits.latency_budget_factor;
+        let selected =
+            blocking(move || engine.load(&bytes, &chooser.interface, &spec, chooser.runtime))
+                .await?
+                .map_err(|e| InstallError::Rejected {
+                    target: version.target.clone(),
+                    reason: e.to_string(),
+                })?;
+        let load_ms = selected.loaded.load_time.as_secs_f64() * 1e3;
+        info!(
+            model = %meta.model,
+            version = %meta.version,
+            runtime = selected.loaded.model.runtime(),
+            trials = ?selected.trials,
+            "model loaded"
+        );
         Ok((
             Slot {
                 sha256: version.sha256.clone(),
                 target: version.target.clone(),
                 meta,
-                model: loaded.model,
+                model: selected.loaded.model,
+                trials: selected.trials,
                 stats: Default::default(),
             },
             load_ms,

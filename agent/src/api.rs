@@ -13,6 +13,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use edgefleet_inference::select::{Trial, TrialOutcome};
 use edgefleet_inference::{F32Tensor, Inputs};
 use edgefleet_protocol::DType;
 use serde::{Deserialize, Serialize};
@@ -393,10 +394,41 @@ async fn list_models(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, Api
                 "last_error": r.last_error,
                 "serving": serving.as_ref().map(|s| s.meta.version.to_string()),
                 "runtime": serving.as_ref().map(|s| s.model.runtime()),
+                "runtime_trials": serving.as_ref().map(|s| trials_json(&s.trials)),
             })
         })
         .collect();
-    Ok(Json(json!({ "models": models })))
+    Ok(Json(json!({
+        "models": models,
+        "runtimes": {
+            "available": agent.engine.available(),
+            "unavailable": agent.engine.unavailable.iter().map(|(name, why)| json!({"runtime": name, "reason": why})).collect::<Vec<_>>(),
+        },
+    })))
+}
+
+/// How each back-end fared when the serving one was chosen.
+fn trials_json(trials: &[Trial]) -> Vec<Value> {
+    trials
+        .iter()
+        .map(|t| {
+            let (outcome, p50, p99, reason) = match &t.outcome {
+                TrialOutcome::Passed { p50_ms, p99_ms } => {
+                    ("passed", Some(*p50_ms), Some(*p99_ms), None)
+                }
+                TrialOutcome::Failed(why) => ("failed", None, None, Some(why.as_str())),
+                TrialOutcome::Unmeasured => ("unmeasured", None, None, None),
+            };
+            json!({
+                "runtime": t.runtime,
+                "outcome": outcome,
+                "load_ms": t.load_ms,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "reason": reason,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]

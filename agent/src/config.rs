@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use edgefleet_protocol::DeviceId;
+use edgefleet_protocol::target::RuntimePreference;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +29,30 @@ pub struct Config {
     pub probation: Probation,
     #[serde(default)]
     pub fleet: FleetSettings,
+    #[serde(default)]
+    pub inference: InferenceSettings,
+}
+
+/// Which inference back-ends this device has and how a model's is chosen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceSettings {
+    /// `auto` (measure every available back-end on the model's golden vectors and serve with the
+    /// fastest that passes), `tract` or `onnxruntime`. A target's own `runtime` overrides it.
+    /// Default `auto`.
+    pub runtime: RuntimePreference,
+    /// ONNX Runtime's shared library (1.22 or newer). Absent or unloadable: tract alone serves,
+    /// and the agent logs why. Default `/usr/lib/edgefleet/libonnxruntime.so`.
+    pub onnxruntime_library: PathBuf,
+}
+
+impl Default for InferenceSettings {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimePreference::Auto,
+            onnxruntime_library: PathBuf::from("/usr/lib/edgefleet/libonnxruntime.so"),
+        }
+    }
 }
 
 /// The link to a fleet server, used once the device is enrolled (`edge-agent enroll`).

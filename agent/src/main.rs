@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_agent::agent::Agent;
 use edge_agent::config::{Config, ConfigError, Listen};
+use edgefleet_inference::select::Engine;
 use tracing::{error, info, warn};
 
 #[derive(Debug, Parser)]
@@ -141,10 +142,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// tract always; ONNX Runtime when its library loads.
+fn engine(config: &Config) -> Engine {
+    let mut runtimes: Vec<Arc<dyn edgefleet_inference::Runtime>> =
+        vec![Arc::new(edgefleet_inference::tract::TractRuntime)];
+    let mut unavailable = Vec::new();
+    #[cfg(feature = "onnxruntime")]
+    match edgefleet_inference::onnxruntime::OnnxRuntime::open(&config.inference.onnxruntime_library)
+    {
+        Ok(ort) => runtimes.push(Arc::new(ort)),
+        Err(e) => {
+            info!(reason = %e, "ONNX Runtime unavailable: tract serves every model");
+            unavailable.push(("onnxruntime", e.to_string()));
+        }
+    }
+    Engine::new(runtimes, unavailable, config.inference.runtime)
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen().map_err(anyhow::Error::msg)?;
     let grace = Duration::from_secs(config.api.shutdown_grace_seconds);
-    let agent = Agent::start(config, Arc::new(edgefleet_inference::tract::TractRuntime))
+    let engine = Arc::new(engine(&config));
+    let agent = Agent::start(config, engine)
         .await
         .context("starting the agent")?;
     match edge_agent::fleet::load_link(&agent.config.data_dir)? {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use edgefleet_inference::select::Trial;
 use edgefleet_inference::{Inputs, LoadedModel, Outputs};
 use edgefleet_protocol::target::ModelTargetMeta;
 
@@ -66,6 +67,8 @@ pub struct Slot {
     pub target: String,
     pub meta: Arc<ModelTargetMeta>,
     pub model: Box<dyn LoadedModel>,
+    /// How the back-end was chosen (every back-end's figures under `auto`).
+    pub trials: Vec<Trial>,
     pub stats: LiveStats,
 }
 

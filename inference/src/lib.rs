@@ -18,6 +18,9 @@ use std::time::Duration;
 use edgefleet_protocol::interface::ModelInterface;
 
 pub mod health;
+#[cfg(feature = "onnxruntime")]
+pub mod onnxruntime;
+pub mod select;
 pub mod tract;
 
 /// Everything that can go wrong loading or running a model.

@@ -1,0 +1,197 @@
+//! Which back-end serves a model, decided on the device.
+//!
+//! `auto` loads the model on every available back-end, runs the full health check on each
+//! (golden vectors within tolerance, no NaN, p99 within budget) and keeps the one with the lowest
+//! p50 among those that pass. A back-end that cannot load the model, answers wrongly or is too
+//! slow is simply not chosen. When none passes, the first that loads it is handed on, and the
+//! install pipeline's health check refuses it with its usual verdict; when none loads it, the
+//! error gives every back-end's reason. `tract` or `onnxruntime` (from the target's metadata, else the device's default) pins
+//! the back-end: a device without it refuses the model rather than serve it on something the
+//! publisher ruled out.
+
+use std::sync::Arc;
+
+use edgefleet_protocol::health::HealthSpec;
+use edgefleet_protocol::interface::ModelInterface;
+use edgefleet_protocol::target::RuntimePreference;
+
+use crate::health::{self, HealthReport};
+use crate::{Error, Loaded, Runtime};
+
+/// The back-ends this device has, and the preference used when a target names none.
+#[derive(Debug)]
+pub struct Engine {
+    runtimes: Vec<Arc<dyn Runtime>>,
+    /// Back-ends that exist in this build but could not be started, and why.
+    pub unavailable: Vec<(&'static str, String)>,
+    pub default_preference: RuntimePreference,
+}
+
+/// How one back-end fared with a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trial {
+    pub runtime: &'static str,
+    pub load_ms: Option<f64>,
+    pub outcome: TrialOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrialOutcome {
+    /// Passed the health check with these figures.
+    Passed { p50_ms: f64, p99_ms: f64 },
+    /// Could not load or failed the health check (wrong answers, NaN, too slow).
+    Failed(String),
+    /// Loaded without a comparison (pinned, or the only back-end); the install pipeline's health
+    /// check judges it.
+    Unmeasured,
+}
+
+/// The model to serve and how it was chosen.
+#[derive(Debug)]
+pub struct Selected {
+    pub loaded: Loaded,
+    pub trials: Vec<Trial>,
+}
+
+impl Engine {
+    pub fn new(
+        runtimes: Vec<Arc<dyn Runtime>>,
+        unavailable: Vec<(&'static str, String)>,
+        default_preference: RuntimePreference,
+    ) -> Self {
+        Self {
+            runtimes,
+            unavailable,
+            default_preference,
+        }
+    }
+
+    /// Names of the back-ends this device can run.
+    pub fn available(&self) -> Vec<&'static str> {
+        self.runtimes.iter().map(|r| r.name()).collect()
+    }
+
+    /// Loads `bytes` on the back-end the preference and the measurements pick.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        interface: &ModelInterface,
+        spec: &HealthSpec,
+        preference: Option<RuntimePreference>,
+    ) -> Result<Selected, Error> {
+        let wanted = match preference.unwrap_or(self.default_preference) {
+            RuntimePreference::Auto => None,
+            RuntimePreference::Tract => Some("tract"),
+            RuntimePreference::Onnxruntime => Some("onnxruntime"),
+        };
+        if let Some(name) = wanted {
+            let runtime = self
+                .runtimes
+                .iter()
+                .find(|r| r.name() == name)
+                .ok_or_else(|| {
+                    let why = self
+                        .unavailable
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or("not built into this agent".to_owned(), |(_, why)| {
+                            why.clone()
+                        });
+                    Error::Load {
+                        runtime: "engine",
+                        detail: format!(
+                            "the model asks for runtime {name}, unavailable here: {why}"
+                        ),
+                    }
+                })?;
+            // Pinned: the pipeline's own health check judges it; no trial run here.
+            let loaded = runtime.load(bytes, interface)?;
+            return Ok(Selected {
+                trials: vec![Trial {
+                    runtime: runtime.name(),
+                    load_ms: Some(loaded.load_time.as_secs_f64() * 1e3),
+                    outcome: TrialOutcome::Unmeasured,
+                }],
+                loaded,
+            });
+        }
+        if let [only] = self.runtimes.as_slice() {
+            let loaded = only.load(bytes, interface)?;
+            return Ok(Selected {
+                trials: vec![Trial {
+                    runtime: only.name(),
+                    load_ms: Some(loaded.load_time.as_secs_f64() * 1e3),
+                    outcome: TrialOutcome::Unmeasured,
+                }],
+                loaded,
+            });
+        }
+        let mut trials = Vec::new();
+        let mut best: Option<(Loaded, HealthReport)> = None;
+        for runtime in &self.runtimes {
+            let loaded = match runtime.load(bytes, interface) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    trials.push(Trial {
+                        runtime: runtime.name(),
+                        load_ms: None,
+                        outcome: TrialOutcome::Failed(e.to_string()),
+                    });
+                    continue;
+                }
+            };
+            let load_ms = Some(loaded.load_time.as_secs_f64() * 1e3);
+            match health::check(loaded.model.as_ref(), interface, spec) {
+                Ok(report) => {
+                    trials.push(Trial {
+                        runtime: runtime.name(),
+                        load_ms,
+                        outcome: TrialOutcome::Passed {
+                            p50_ms: report.p50_ms,
+                            p99_ms: report.p99_ms,
+                        },
+                    });
+                    if best.as_ref().is_none_or(|(_, b)| report.p50_ms < b.p50_ms) {
+                        best = Some((loaded, report));
+                    }
+                }
+                Err(failure) => trials.push(Trial {
+                    runtime: runtime.name(),
+                    load_ms,
+                    outcome: TrialOutcome::Failed(failure.to_string()),
+                }),
+            }
+        }
+        if let Some((loaded, _)) = best {
+            return Ok(Selected { loaded, trials });
+        }
+        // Nothing passed: hand over the first back-end that loads it, so the install pipeline's
+        // own health check rejects it with its usual, specific verdict.
+        let first_loaded = self
+            .runtimes
+            .iter()
+            .filter(|r| {
+                trials
+                    .iter()
+                    .any(|t| t.runtime == r.name() && t.load_ms.is_some())
+            })
+            .find_map(|r| r.load(bytes, interface).ok());
+        match first_loaded {
+            Some(loaded) => Ok(Selected { loaded, trials }),
+            None => Err(Error::Load {
+                runtime: "engine",
+                detail: format!(
+                    "no runtime passed: {}",
+                    trials
+                        .iter()
+                        .map(|t| match &t.outcome {
+                            TrialOutcome::Failed(why) => format!("{}: {why}", t.runtime),
+                            TrialOutcome::Passed { .. } | TrialOutcome::Unmeasured => String::new(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            }),
+        }
+    }
+}
