@@ -632,3 +632,73 @@ fn a_corrupted_active_model_on_disk_falls_back_to_the_previous_version_at_start_
         "{body}"
     );
 }
+
+#[test]
+fn with_onnxruntime_the_agent_serves_a_model_only_it_can_load_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    op.push("bad/unsupported-op");
+    for dir in ["without", "with"] {
+        std::fs::create_dir_all(tmp.path().join(dir)).unwrap();
+    }
+    // Without the library: tract alone, and the agent says where it looked.
+    let without = AgentProcess::start(
+        &tmp.path().join("without"),
+        &tmp.path().join("without/data"),
+        &op.trusted_root(),
+        "[inference]\nonnxruntime_library = \"/nonexistent/libonnxruntime.so\"\n",
+        &[],
+    );
+    let runtimes = without.models()["runtimes"].clone();
+    assert_eq!(runtimes["available"], json!(["tract"]), "{runtimes}");
+    assert!(
+        runtimes["unavailable"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/libonnxruntime.so"),
+        "{runtimes}"
+    );
+    drop(without);
+
+    let agent = AgentProcess::start(
+        &tmp.path().join("with"),
+        &tmp.path().join("with/data"),
+        &op.trusted_root(),
+        &format!(
+            "[inference]\nonnxruntime_library = \"{}\"\n",
+            onnxruntime_library().display()
+        ),
+        &[],
+    );
+    assert_eq!(
+        agent.models()["runtimes"]["available"],
+        json!(["tract", "onnxruntime"])
+    );
+    let out = agent.install(
+        &op.repo(),
+        Some("models/churn/3.0.0-unsupported-op/model.onnx"),
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.log_text()
+    );
+    // tract cannot load the `Det` operator; ONNX Runtime passes the golden vectors and serves.
+    let churn = agent.model("churn");
+    assert_eq!(churn["serving"], "3.0.0-unsupported-op", "{churn}");
+    assert_eq!(churn["runtime"], "onnxruntime", "{churn}");
+    let trials = churn["runtime_trials"].as_array().unwrap();
+    let tract = trials.iter().find(|t| t["runtime"] == "tract").unwrap();
+    assert_eq!(tract["outcome"], "failed", "{churn}");
+    assert!(tract["reason"].as_str().unwrap().contains("Det"), "{churn}");
+    let ort = trials.iter().find(|t| t["runtime"] == "onnxruntime").unwrap();
+    assert_eq!(ort["outcome"], "passed", "{churn}");
+    assert!(ort["p50_ms"].as_f64().unwrap() > 0.0, "{churn}");
+    let (status, body) = post_json(
+        &agent.url("/v1/models/churn:predict"),
+        &churn_row(12.0),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["runtime"], "onnxruntime", "{body}");
+}
