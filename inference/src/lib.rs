@@ -85,6 +85,13 @@ pub trait LoadedModel: Send + Sync {
     fn run(&self, inputs: &Inputs) -> Result<Outputs, Error>;
 }
 
+/// The cores this process may use, read once: `available_parallelism` reads cgroup files on every
+/// call, which cost more than a small model's whole inference.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Encodes feature rows into the input tensor named by the interface's feature schema.
 pub fn features_to_input(
     interface: &ModelInterface,

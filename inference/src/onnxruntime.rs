@@ -197,7 +197,7 @@ impl OrtModel {
 
     fn return_session(&self, session: Session) {
         // One idle session per core, as tract keeps one state per core.
-        let keep = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let keep = crate::cores();
         if let Ok(mut pool) = self.sessions.lock()
             && pool.len() < keep
         {

@@ -132,7 +132,7 @@ impl TractModel {
     fn return_state(&self, state: TypedSimpleState) {
         // Keep one idle state per core: enough for every core to run without rebuilding one,
         // while a burst of concurrent calls does not leave its scratch buffers behind.
-        let keep = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let keep = crate::cores();
         if let Ok(mut pool) = self.states.lock()
             && pool.len() < keep
         {

@@ -36,29 +36,10 @@ fn release(dir: &str) -> (Vec<u8>, ModelTargetMeta) {
     (read("model.onnx"), meta)
 }
 
-/// The library from the onnxruntime wheel (`models/requirements.txt` pins it).
-fn library() -> PathBuf {
-    if let Some(path) = std::env::var_os("EDGEFLEET_ONNXRUNTIME_LIB") {
-        return PathBuf::from(path);
-    }
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import onnxruntime, os, glob; \
-             print(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi', 'libonnxruntime.so*'))[0])",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "the onnxruntime wheel is missing (run scripts/setup.sh, or set EDGEFLEET_ONNXRUNTIME_LIB): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+mod support;
 
 fn ort() -> OnnxRuntime {
-    OnnxRuntime::open(&library()).unwrap()
+    OnnxRuntime::open(&support::onnxruntime_library()).unwrap()
 }
 
 fn both() -> Engine {

@@ -692,13 +692,13 @@ fn with_onnxruntime_the_agent_serves_a_model_only_it_can_load_and_says_why() {
     let tract = trials.iter().find(|t| t["runtime"] == "tract").unwrap();
     assert_eq!(tract["outcome"], "failed", "{churn}");
     assert!(tract["reason"].as_str().unwrap().contains("Det"), "{churn}");
-    let ort = trials.iter().find(|t| t["runtime"] == "onnxruntime").unwrap();
+    let ort = trials
+        .iter()
+        .find(|t| t["runtime"] == "onnxruntime")
+        .unwrap();
     assert_eq!(ort["outcome"], "passed", "{churn}");
     assert!(ort["p50_ms"].as_f64().unwrap() > 0.0, "{churn}");
-    let (status, body) = post_json(
-        &agent.url("/v1/models/churn:predict"),
-        &churn_row(12.0),
-    );
+    let (status, body) = post_json(&agent.url("/v1/models/churn:predict"), &churn_row(12.0));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["runtime"], "onnxruntime", "{body}");
 }
