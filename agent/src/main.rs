@@ -144,12 +144,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// tract always; ONNX Runtime when its library loads.
 fn engine(config: &Config) -> Engine {
+    let settings = &config.inference;
+    edgefleet_inference::tract::set_threads(settings.threads);
     let mut runtimes: Vec<Arc<dyn edgefleet_inference::Runtime>> =
-        vec![Arc::new(edgefleet_inference::tract::TractRuntime)];
+        vec![Arc::new(edgefleet_inference::tract::CachedTractRuntime {
+            dir: config.data_dir.join("cache/tract"),
+            min_bytes: settings.tract_cache_min_bytes,
+        })];
     let mut unavailable = Vec::new();
     #[cfg(feature = "onnxruntime")]
-    match edgefleet_inference::onnxruntime::OnnxRuntime::open(&config.inference.onnxruntime_library)
-    {
+    match edgefleet_inference::onnxruntime::OnnxRuntime::open(
+        &settings.onnxruntime_library,
+        settings.threads,
+    ) {
         Ok(ort) => runtimes.push(Arc::new(ort)),
         Err(e) => {
             info!(reason = %e, "ONNX Runtime unavailable: tract serves every model");

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use edgefleet_inference::onnxruntime::OnnxRuntime;
 use edgefleet_inference::select::Engine;
-use edgefleet_inference::tract::TractRuntime;
+use edgefleet_inference::tract::{self, CachedTractRuntime, TractRuntime};
 use edgefleet_inference::{F32Tensor, Inputs, LoadedModel, Runtime, features_to_input, health};
 use edgefleet_protocol::health::HealthSpec;
 use edgefleet_protocol::interface::ModelInterface;
@@ -152,7 +152,7 @@ fn single_core_peak_gflops() -> (f64, String) {
 }
 
 fn main() {
-    let ort = Arc::new(OnnxRuntime::open(&support::onnxruntime_library()).unwrap());
+    let ort = Arc::new(OnnxRuntime::open(&support::onnxruntime_library(), 1).unwrap());
     let runtimes: Vec<Arc<dyn Runtime>> = vec![Arc::new(TractRuntime), ort.clone()];
     let subjects = vec![
         release("churn/1.0.0"),
@@ -321,5 +321,52 @@ fn main() {
     println!("|---|---|---|---|---|");
     for line in summary {
         println!("{line}");
+    }
+
+    // tract's NNEF cache: a second load of the same artifact.
+    println!();
+    println!("| model | tract load from ONNX ms | tract reload from its NNEF cache ms |");
+    println!("|---|---|---|");
+    let cache = tempfile::tempdir().unwrap();
+    let cached = CachedTractRuntime {
+        dir: cache.path().to_path_buf(),
+        min_bytes: 0,
+    };
+    for s in subjects
+        .iter()
+        .filter(|s| s.spec.is_none() || s.name.starts_with("vision"))
+    {
+        let bytes = std::fs::read(&s.path).unwrap();
+        let first = cached.load(&bytes, &s.interface).unwrap().load_time;
+        let again = cached.load(&bytes, &s.interface).unwrap().load_time;
+        println!(
+            "| {} | {:.1} | {:.1} |",
+            s.name,
+            first.as_secs_f64() * 1e3,
+            again.as_secs_f64() * 1e3
+        );
+    }
+
+    // Two threads per inference (`inference.threads = 2`), on an otherwise idle machine.
+    tract::set_threads(2);
+    let ort2 = OnnxRuntime::open(&support::onnxruntime_library(), 2).unwrap();
+    println!();
+    println!("| model | tract p50 ms, 2 threads | ONNX Runtime p50 ms, 2 threads |");
+    println!("|---|---|---|");
+    for s in subjects.iter().filter(|s| s.spec.is_none()) {
+        let bytes = std::fs::read(&s.path).unwrap();
+        let p50 = |runtime: &dyn Runtime| {
+            let loaded = runtime.load(&bytes, &s.interface).unwrap();
+            time(|| {
+                loaded.model.run(&s.inputs).unwrap();
+            })
+            .p50_ms
+        };
+        println!(
+            "| {} | {:.2} | {:.2} |",
+            s.name,
+            p50(&TractRuntime),
+            p50(&ort2)
+        );
     }
 }

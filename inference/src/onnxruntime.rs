@@ -2,9 +2,9 @@
 //! never linked, so one agent binary runs with or without it. A missing or too old library only
 //! makes this back-end unavailable; tract serves.
 //!
-//! Sessions run single-threaded (`intra_op` 1), like tract: a device serves concurrent requests
-//! from several sessions rather than splitting one request over cores, and the two back-ends are
-//! compared on equal terms.
+//! Sessions run on `threads` intra-op threads (default 1, like tract): a device serves concurrent
+//! requests from several sessions rather than splitting one request over cores, and the two
+//! back-ends are compared on equal terms.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,7 @@ static ENVIRONMENT: Mutex<Option<(Environment, String)>> = Mutex::new(None);
 pub struct OnnxRuntime {
     environment: Environment,
     library: String,
+    threads: usize,
 }
 
 impl std::fmt::Debug for OnnxRuntime {
@@ -40,7 +41,7 @@ impl OnnxRuntime {
     /// Loads `libonnxruntime.so` from `library`. The error says why it cannot be used (absent,
     /// not a shared library, older than 1.22). A process holds one library: later calls reuse
     /// the first one loaded.
-    pub fn open(library: &Path) -> Result<Self, Error> {
+    pub fn open(library: &Path, threads: usize) -> Result<Self, Error> {
         let unavailable = |detail: String| Error::Load {
             runtime: NAME,
             detail,
@@ -62,6 +63,7 @@ impl OnnxRuntime {
             return Ok(Self {
                 environment: environment.clone(),
                 library: library_name,
+                threads,
             });
         }
         let environment = ort::init_from(library)
@@ -73,6 +75,7 @@ impl OnnxRuntime {
         Ok(Self {
             environment,
             library: library_name,
+            threads,
         })
     }
 
@@ -80,7 +83,7 @@ impl OnnxRuntime {
         let text = |e: ort::Error<_>| e.to_string();
         Session::builder(&self.environment)
             .map_err(|e| e.to_string())?
-            .with_intra_threads(1)
+            .with_intra_threads(self.threads.max(1))
             .map_err(text)?
             .with_inter_threads(1)
             .map_err(text)?
@@ -161,6 +164,7 @@ impl crate::Runtime for OnnxRuntime {
                 runtime: OnnxRuntime {
                     environment: self.environment.clone(),
                     library: self.library.clone(),
+                    threads: self.threads,
                 },
                 bytes: Arc::from(bytes),
                 interface: interface.clone(),

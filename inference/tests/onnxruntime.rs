@@ -39,7 +39,7 @@ fn release(dir: &str) -> (Vec<u8>, ModelTargetMeta) {
 mod support;
 
 fn ort() -> OnnxRuntime {
-    OnnxRuntime::open(&support::onnxruntime_library()).unwrap()
+    OnnxRuntime::open(&support::onnxruntime_library(), 1).unwrap()
 }
 
 fn both() -> Engine {
@@ -97,7 +97,7 @@ fn bad_models_fail_on_onnxruntime_for_their_own_reason() {
 
 #[test]
 fn a_missing_library_makes_onnxruntime_unavailable_and_says_where_it_looked() {
-    let err = OnnxRuntime::open(Path::new("/nonexistent/libonnxruntime.so")).unwrap_err();
+    let err = OnnxRuntime::open(Path::new("/nonexistent/libonnxruntime.so"), 1).unwrap_err();
     assert!(
         err.to_string().contains("/nonexistent/libonnxruntime.so"),
         "{err}"
