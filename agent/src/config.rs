@@ -342,13 +342,34 @@ mod tests {
             listen = "nonsense"
             [probation]
             max_error_ratio = 2.0
+            [inference]
+            threads = 0
             "#,
         );
         let keys: Vec<_> = c.problems().iter().map(|p| p.key).collect();
         assert_eq!(
             keys,
-            ["data_dir", "api.listen", "probation.max_error_ratio"]
+            [
+                "data_dir",
+                "api.listen",
+                "probation.max_error_ratio",
+                "inference.threads"
+            ]
         );
+    }
+
+    #[test]
+    fn the_runtime_preference_is_one_of_three_words() {
+        let c = parse("device_id = \"x\"\n[inference]\nruntime = \"onnxruntime\"");
+        assert_eq!(c.inference.runtime, RuntimePreference::Onnxruntime);
+        assert_eq!(
+            parse("device_id = \"x\"").inference.runtime,
+            RuntimePreference::Auto
+        );
+        let err = toml::from_str::<Config>("device_id = \"x\"\n[inference]\nruntime = \"fast\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime") && err.contains("tract"), "{err}");
     }
 
     #[test]
