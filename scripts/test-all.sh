@@ -8,6 +8,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The cross-process tests in tests/ run the real binaries.
 cargo build --workspace --bins --locked
+# The systemd units verify against those binaries and stay at exposure <= 2.0.
+bash systemd/check.sh target/debug
 cargo test --workspace --locked
 # The committed models are exactly what models/build.py produces.
 python3 models/build.py --check

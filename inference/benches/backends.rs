@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,15 +19,13 @@ use edgefleet_inference::tract::{self, CachedTractRuntime, TractRuntime};
 use edgefleet_inference::{F32Tensor, Inputs, LoadedModel, Runtime, features_to_input, health};
 use edgefleet_protocol::health::HealthSpec;
 use edgefleet_protocol::interface::ModelInterface;
-use edgefleet_protocol::target::{ReleaseFiles, RuntimePreference};
+use edgefleet_protocol::target::RuntimePreference;
 use serde_json::json;
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
+use support::models_dir;
 
 struct Subject {
     name: String,
@@ -41,16 +39,7 @@ struct Subject {
 
 fn release(dir: &str) -> Subject {
     let root = models_dir().join(dir);
-    let read = |f: &str| std::fs::read(root.join(f)).unwrap();
-    let baseline = std::fs::read(root.join("baseline.json")).ok();
-    let mut meta = ReleaseFiles {
-        release: &read("release.json"),
-        interface: &read("interface.json"),
-        health: &read("health.json"),
-        baseline: baseline.as_deref(),
-    }
-    .assemble()
-    .unwrap();
+    let (_, mut meta) = support::release(dir);
     meta.health.p99_budget_ms *= 50.0;
     let case = meta.health.cases[0].clone();
     Subject {

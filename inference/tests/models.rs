@@ -3,32 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-
 use edgefleet_inference::health::{self, HealthFailure};
 use edgefleet_inference::tract::TractRuntime;
 use edgefleet_inference::{Error, Runtime};
 use edgefleet_protocol::health::Mismatch;
-use edgefleet_protocol::target::{ModelTargetMeta, ReleaseFiles};
 
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
+mod support;
 
-fn release(dir: &str) -> (Vec<u8>, ModelTargetMeta) {
-    let dir = models_dir().join(dir);
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let baseline = std::fs::read(dir.join("baseline.json")).ok();
-    let meta = ReleaseFiles {
-        release: &read("release.json"),
-        interface: &read("interface.json"),
-        health: &read("health.json"),
-        baseline: baseline.as_deref(),
-    }
-    .assemble()
-    .unwrap();
-    (read("model.onnx"), meta)
-}
+use support::release;
 
 fn check(dir: &str) -> Result<health::HealthReport, HealthFailure> {
     let (bytes, meta) = release(dir);

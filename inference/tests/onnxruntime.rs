@@ -5,7 +5,7 @@
 #![cfg(feature = "onnxruntime")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use edgefleet_inference::onnxruntime::OnnxRuntime;
@@ -13,27 +13,13 @@ use edgefleet_inference::select::{Engine, TrialOutcome};
 use edgefleet_inference::tract::TractRuntime;
 use edgefleet_inference::{Error, Inputs, Loaded, LoadedModel, Outputs, Runtime, health};
 use edgefleet_protocol::interface::ModelInterface;
-use edgefleet_protocol::target::{ModelTargetMeta, ReleaseFiles, RuntimePreference};
-
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
+use edgefleet_protocol::target::{ModelTargetMeta, RuntimePreference};
 
 fn release(dir: &str) -> (Vec<u8>, ModelTargetMeta) {
-    let dir = models_dir().join(dir);
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let baseline = std::fs::read(dir.join("baseline.json")).ok();
-    let mut meta = ReleaseFiles {
-        release: &read("release.json"),
-        interface: &read("interface.json"),
-        health: &read("health.json"),
-        baseline: baseline.as_deref(),
-    }
-    .assemble()
-    .unwrap();
+    let (bytes, mut meta) = support::release(dir);
     // Two cores shared with the rest of the suite: latency is the benchmarks' business.
     meta.health.p99_budget_ms *= 50.0;
-    (read("model.onnx"), meta)
+    (bytes, meta)
 }
 
 mod support;

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use edgefleet_e2e::cpu_seconds;
 use edgefleet_e2e::demo;
 use edgefleet_e2e::fleet::{FleetOperator, MqttDevice};
 use edgefleet_protocol::message::{self, Event, EventKind};
@@ -45,18 +46,6 @@ fn stored_events(metrics: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
 }
 
 fn run(mosquitto: bool) {

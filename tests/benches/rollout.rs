@@ -12,31 +12,8 @@ use std::time::{Duration, Instant};
 
 use edgefleet_e2e::demo::{self, DemoOptions};
 use edgefleet_e2e::relay::Relay;
+use edgefleet_e2e::{cpu_seconds, rss_mib};
 use serde_json::json;
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 of /proc/PID/stat (11 and 12 after the `)`).
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap()
-        / 1024.0
-}
 
 fn stored_messages(metrics: &str) -> f64 {
     metrics

@@ -12,19 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::fleet::{Broker, FleetOperator, ServerProcess};
-use edgefleet_e2e::{http, models_dir, run_ok};
+use edgefleet_e2e::{http, models_dir, rss_mib, run_ok};
 use serde_json::json;
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib / 1024.0
-}
 
 /// A release directory whose model.onnx is `bytes` long: the server and the wire never look
 /// inside an artifact, so transport is measured with a big one.

@@ -285,6 +285,21 @@ pub fn roll_out(demo: &Demo, version: &str, waves: &[f64], bake: u64) -> String 
     }
 }
 
+/// Waits until rollout `id` completes; panics if it ends any other way or takes over 2 minutes.
+pub fn wait_until_completed(demo: &Demo, id: &str) {
+    let admin = demo.operator.token();
+    crate::fleet::eventually("the rollout to complete", Duration::from_secs(120), || {
+        let (_, r) = demo
+            .server
+            .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+        match r["state"]["state"].as_str() {
+            Some("completed") => Some(()),
+            Some("running" | "baking") => None,
+            other => panic!("rollout ended {other:?}: {r:#}"),
+        }
+    });
+}
+
 /// Keeps asking every agent for predictions until stopped; counts failures.
 pub struct Load {
     stop: Arc<AtomicBool>,

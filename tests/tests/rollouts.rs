@@ -425,17 +425,7 @@ fn a_rollout_survives_broker_server_and_agent_restarts_without_double_installs()
     fleet
         .agents
         .push(edgefleet_e2e::AgentProcess::spawn(config, port, &[]));
-    eventually("the rollout to complete", Duration::from_secs(120), || {
-        let (_, r) =
-            fleet
-                .server
-                .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
-        match r["state"]["state"].as_str() {
-            Some("completed") => Some(()),
-            Some("running" | "baking") => None,
-            other => panic!("rollout ended {other:?}: {r:#}"),
-        }
-    });
+    demo::wait_until_completed(&fleet, &id);
     let running = demo::running(&fleet);
     assert!(running.iter().all(|r| r.ends_with(" 2.0.0")), "{running:?}");
     // Each device installed 2.0.0 once and reported each step once: events are neither lost
@@ -508,17 +498,7 @@ fn an_agent_killed_mid_download_resumes_from_its_spool_and_installs_once() {
     let before_kill = slow.requests().len();
     let (config, port) = (fleet.agents[1].config.clone(), fleet.agents[1].port);
     fleet.agents[1] = edgefleet_e2e::AgentProcess::spawn(config, port, &[]);
-    eventually("the rollout to complete", Duration::from_secs(120), || {
-        let (_, r) =
-            fleet
-                .server
-                .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
-        match r["state"]["state"].as_str() {
-            Some("completed") => Some(()),
-            Some("running" | "baking") => None,
-            other => panic!("rollout ended {other:?}: {r:#}"),
-        }
-    });
+    demo::wait_until_completed(&fleet, &id);
     // After the restart the download continued from the spooled bytes rather than from zero.
     let requests = slow.requests();
     let resumed: Vec<u64> = requests[before_kill..]

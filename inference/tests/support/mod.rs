@@ -1,7 +1,30 @@
-//! Shared by the ONNX Runtime tests and the back-end bench.
+//! Shared by the inference tests and the back-end bench.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use edgefleet_protocol::target::{ModelTargetMeta, ReleaseFiles};
+
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+/// A release directory under `models/`: the artifact's bytes and its assembled metadata.
+pub fn release(dir: &str) -> (Vec<u8>, ModelTargetMeta) {
+    let dir = models_dir().join(dir);
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let baseline = std::fs::read(dir.join("baseline.json")).ok();
+    let meta = ReleaseFiles {
+        release: &read("release.json"),
+        interface: &read("interface.json"),
+        health: &read("health.json"),
+        baseline: baseline.as_deref(),
+    }
+    .assemble()
+    .unwrap();
+    (read("model.onnx"), meta)
+}
+
+#[allow(dead_code)] // not every test file uses it
 /// ONNX Runtime's shared library from the onnxruntime wheel (`scripts/setup.sh` installs the
 /// version `models/requirements.txt` pins), or `EDGEFLEET_ONNXRUNTIME_LIB`.
 pub fn onnxruntime_library() -> PathBuf {
