@@ -10,6 +10,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 # The systemd units verify against those binaries and stay at exposure <= 2.0.
 bash systemd/check.sh target/debug
+# The Debian packages install, upgrade, remove and purge on this (throw-away) machine.
+bash packaging/deb/test.sh target/debug
 cargo test --workspace --locked
 # The committed models are exactly what models/build.py produces.
 python3 models/build.py --check

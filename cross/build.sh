@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Cross-builds release binaries of edge-agent and fleetctl for an ARM Linux target with Debian's
+# own Rust toolchain (rustup on this kind of machine cannot fetch other targets' std).
+#
+#   bash cross/build.sh aarch64-unknown-linux-gnu     # -> target/cross/aarch64-unknown-linux-gnu/release/
+#
+# Users with a Docker or Podman engine use cross-rs instead (cross/README.md, Cross.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target="${1:-}"
+case "$target" in
+  aarch64-unknown-linux-gnu)
+    debian_arch=arm64; gnu=aarch64-linux-gnu ;;
+  armv7-unknown-linux-gnueabihf)
+    debian_arch=armhf; gnu=arm-linux-gnueabihf ;;
+  *)
+    echo "usage: cross/build.sh aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf" >&2
+    exit 2 ;;
+esac
+
+# Debian's rustc-web (1.96 in bookworm-security) with the target's std from the same source
+# package; both must be the same version, or rustc refuses the std.
+if ! /usr/bin/rustc --print target-libdir --target "$target" >/dev/null 2>&1 \
+  || [ ! -x "/usr/bin/$gnu-gcc" ] || ! command -v "qemu-${target%%-*}" >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  dpkg --add-architecture "$debian_arch"
+  if ! apt-get update -q; then
+    echo "cross/build.sh: apt-get update failed for $debian_arch (see above); armhf's index in" \
+      "bookworm-security has been seen broken on this machine's mirror - use the Cross.toml route" >&2
+    exit 1
+  fi
+  apt-get install -y -q rustc-web cargo-web "libstd-rust-web-dev:$debian_arch" \
+    "gcc-$gnu" "libc6-dev-$debian_arch-cross" qemu-user
+fi
+rustc_version=$(/usr/bin/rustc --version | awk '{print $2}')
+std_version=$(dpkg-query -W -f '${Version}' "libstd-rust-web-dev:$debian_arch" | cut -d+ -f1)
+if [ "$rustc_version" != "$std_version" ]; then
+  echo "cross/build.sh: /usr/bin/rustc is $rustc_version but libstd-rust-web-dev:$debian_arch is" \
+    "$std_version; install matching versions (apt-get install rustc-web libstd-rust-web-dev:$debian_arch)" >&2
+  exit 1
+fi
+
+target_env=$(echo "$target" | tr 'a-z-' 'A-Z_')
+target_lower=$(echo "$target" | tr '-' '_')
+export "CARGO_TARGET_${target_env}_LINKER=$gnu-gcc"
+export "CC_${target_lower}=$gnu-gcc"
+export "CXX_${target_lower}=$gnu-g++"
+export "AR_${target_lower}=$gnu-ar"
+# rustup's shims come first on PATH and would pick the pinned x86-only toolchain.
+export RUSTC=/usr/bin/rustc
+export CARGO_TARGET_DIR=target/cross
+
+/usr/bin/cargo build --locked --release --target "$target" -p edge-agent --bin edge-agent -p fleetctl --bin fleetctl
+for bin in edge-agent fleetctl; do
+  ls -l "target/cross/$target/release/$bin"
+done
