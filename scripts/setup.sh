@@ -14,6 +14,12 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 # openssl: the MQTT-over-TLS test makes a throwaway CA with it.
 command -v openssl >/dev/null || need_apt+=(openssl)
+# systemd/check.sh verifies the units; packaging/deb/test.sh installs the packages, whose scripts
+# use adduser, strips with binutils and probes the installed daemons with curl.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v adduser >/dev/null || need_apt+=(adduser)
+command -v strip >/dev/null || need_apt+=(binutils)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -36,3 +42,6 @@ PY
 then
   python3 -m pip install --quiet --disable-pip-version-check -r models/requirements.txt
 fi
+
+# packaging/container/check.sh reads compose.yaml.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyyaml

@@ -12,6 +12,8 @@ cargo build --workspace --bins --locked
 bash systemd/check.sh target/debug
 # The Debian packages install, upgrade, remove and purge on this (throw-away) machine.
 bash packaging/deb/test.sh target/debug
+# No container engine here: the compose wiring and the image's config are checked instead.
+bash packaging/container/check.sh target/debug
 cargo test --workspace --locked
 # The committed models are exactly what models/build.py produces.
 python3 models/build.py --check
