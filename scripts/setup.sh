@@ -43,5 +43,6 @@ then
   python3 -m pip install --quiet --disable-pip-version-check -r models/requirements.txt
 fi
 
-# packaging/container/check.sh reads compose.yaml.
+# packaging/container/check.sh reads compose.yaml; terraform/check.py parses HCL2.
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyyaml
+python3 -c 'import hcl2' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'python-hcl2==8.1.4'

@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 cargo fmt --all --check
+# terraform/ parses and its references resolve (no terraform binary is installable here).
+python3 terraform/check.py
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The cross-process tests in tests/ run the real binaries.
 cargo build --workspace --bins --locked
