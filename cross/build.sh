@@ -26,6 +26,8 @@ if ! /usr/bin/rustc --print target-libdir --target "$target" >/dev/null 2>&1 \
   export DEBIAN_FRONTEND=noninteractive
   dpkg --add-architecture "$debian_arch"
   if ! apt-get update -q; then
+    # Leave apt as it was: a broken foreign index would fail every later apt-get update.
+    dpkg --remove-architecture "$debian_arch" 2>/dev/null || true
     echo "cross/build.sh: apt-get update failed for $debian_arch (see above); armhf's index in" \
       "bookworm-security has been seen broken on this machine's mirror - use the Cross.toml route" >&2
     exit 1
