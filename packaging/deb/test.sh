@@ -60,7 +60,7 @@ check "agent state dir edgefleet:edgefleet 750" test "$(owner_mode /var/lib/edge
 check "server state dir edgefleet-server 700" test "$(owner_mode /var/lib/edgefleet-server)" = "edgefleet-server:edgefleet-server 700"
 check "agent.toml root:edgefleet 640" test "$(owner_mode /etc/edgefleet/agent.toml)" = "root:edgefleet 640"
 check "server.toml root:edgefleet-server 640" test "$(owner_mode /etc/edgefleet/server.toml)" = "root:edgefleet-server 640"
-expected_id=$(hostname | tr -c 'A-Za-z0-9._\n-' '-' | cut -c1-64)
+expected_id=$(uname -n | tr -c 'A-Za-z0-9._\n-' '-' | cut -c1-64)
 check "agent.toml names this host as device_id" grep -qx "device_id = \"$expected_id\"" /etc/edgefleet/agent.toml
 check "server.toml is a conffile" sh -c 'dpkg-query -W -f "\${Conffiles}" fleet-server | grep -q /etc/edgefleet/server.toml'
 check "packaged agent config validates" /usr/bin/edge-agent check-config --config /etc/edgefleet/agent.toml
