@@ -20,12 +20,19 @@ command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v adduser >/dev/null || need_apt+=(adduser)
 command -v strip >/dev/null || need_apt+=(binutils)
 command -v curl >/dev/null || need_apt+=(curl)
+# PostgreSQL's server binaries: the store suite and a whole rollout run on a real PostgreSQL that
+# each test starts for itself (tests/src/postgres.rs). The cluster the package may start is stopped
+# below; the tests never use it.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 if pgrep -x mosquitto >/dev/null && command -v service >/dev/null; then
   service mosquitto stop >/dev/null 2>&1 || true
+fi
+if pgrep -f 'postgresql/.*/bin/postgres -D /var/lib/postgresql' >/dev/null && command -v service >/dev/null; then
+  service postgresql stop >/dev/null 2>&1 || true
 fi
 
 # Python is only needed to rebuild and re-check the models (the Rust tests never call it).

@@ -33,6 +33,39 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub enrollment: Enrollment,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+}
+
+/// Where the server's state lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite:///absolute/path.db` or `postgres://user:password@host:port/db?sslmode=require`
+    /// (several servers may share one PostgreSQL). Default: SQLite at `<data_dir>/fleet.db`.
+    pub url: Option<String>,
+    /// PostgreSQL connections per server process. Default 16.
+    pub pool_size: usize,
+    /// PEM of the CA that signed PostgreSQL's certificate, beside the system's roots (e.g. the
+    /// RDS bundle).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: 16,
+            ca_file: None,
+        }
+    }
+}
+
+/// The database a [`DatabaseConfig`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,7 +285,38 @@ impl Config {
         if self.enrollment.token_hours == 0 {
             problems.push("enrollment.token_hours must be at least 1".into());
         }
+        match self.database() {
+            Err(e) => problems.push(format!("database.url: {e}")),
+            Ok(Database::Sqlite(_)) if self.database.ca_file.is_some() => {
+                problems.push("database.ca_file only applies to PostgreSQL".into())
+            }
+            Ok(_) => {}
+        }
+        if !(1..=1024).contains(&self.database.pool_size) {
+            problems.push("database.pool_size must be 1 to 1024".into());
+        }
         problems
+    }
+
+    /// The database `database.url` names (SQLite in `data_dir` when unset).
+    pub fn database(&self) -> Result<Database, String> {
+        let Some(url) = &self.database.url else {
+            return Ok(Database::Sqlite(self.data_dir.join("fleet.db")));
+        };
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{url:?}: the SQLite path must be absolute (sqlite:///var/lib/...)"
+                ));
+            }
+            Ok(Database::Sqlite(path))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Database::Postgres(url.clone()))
+        } else {
+            // Never echo the URL: it may carry a password.
+            Err("must start with sqlite:// or postgres://".into())
+        }
     }
 
     pub fn public_url(&self) -> String {
@@ -403,6 +467,55 @@ mod tests {
                 tls: true
             }
         );
+    }
+
+    #[test]
+    fn the_database_is_chosen_by_url_and_sqlite_stays_the_default() {
+        let c = load("data_dir = \"/srv/fleet\"", &[]).unwrap();
+        assert_eq!(
+            c.database().unwrap(),
+            Database::Sqlite(PathBuf::from("/srv/fleet/fleet.db"))
+        );
+        assert_eq!(c.database.pool_size, 16);
+        let c = load(
+            "",
+            &[(
+                "EDGEFLEET_SERVER__DATABASE__URL",
+                "postgres://fleet:pw@db:5432/fleet?sslmode=require",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            c.database().unwrap(),
+            Database::Postgres("postgres://fleet:pw@db:5432/fleet?sslmode=require".into())
+        );
+        let c = load("[database]\nurl = \"sqlite:///var/fleet.db\"", &[]).unwrap();
+        assert_eq!(
+            c.database().unwrap(),
+            Database::Sqlite(PathBuf::from("/var/fleet.db"))
+        );
+        let err = load(
+            "[database]\nurl = \"mysql://u:secretpw@h/db\"\npool_size = 0",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("database.url: must start with sqlite:// or postgres://"),
+            "{err}"
+        );
+        assert!(err.contains("database.pool_size"), "{err}");
+        assert!(
+            !err.contains("secretpw"),
+            "the password must not be echoed: {err}"
+        );
+        let err = load(
+            "[database]\nurl = \"sqlite://relative.db\"\nca_file = \"/ca.pem\"",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must be absolute"), "{err}");
     }
 
     #[test]

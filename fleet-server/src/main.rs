@@ -10,8 +10,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fleet_server::auth::{self, Role, SecretKind};
 use fleet_server::config::Config;
-use fleet_server::store::Store;
-use fleet_server::store::sqlite::SqliteStore;
 
 #[derive(Debug, Parser)]
 #[command(name = "fleet-server", version, about = "Edgefleet's fleet server")]
@@ -160,7 +158,7 @@ async fn mosquitto_config(config: &Config, out_dir: &Path) -> anyhow::Result<()>
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| config.data_dir.display().to_string())?;
-    let store = SqliteStore::open(&config.data_dir.join("fleet.db"))?;
+    let store = fleet_server::store::open(config).await?;
     let devices = store.mqtt_credentials().await?;
     let files = fleet_server::mqtt::mosquitto_files(
         &config.mqtt.username,
@@ -202,7 +200,7 @@ async fn create_token(config: &Config, name: &str, role: &str) -> anyhow::Result
     let role = Role::parse(role).context("role must be viewer, operator or admin")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| config.data_dir.display().to_string())?;
-    let store = SqliteStore::open(&config.data_dir.join("fleet.db"))?;
+    let store = fleet_server::store::open(config).await?;
     let secret = auth::new_secret(SecretKind::Operator)?;
     store
         .create_operator_token(

@@ -14,7 +14,6 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 use crate::tufhost::TufHost;
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +130,7 @@ fn mqtt_client_id(config: &Config) -> Result<String, StartError> {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
     ensure_online_keys(&config.online_keys_dir())?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("fleet.db"))?);
+    let store: Arc<dyn Store> = crate::store::open(&config).await?;
     bootstrap_admin(&*store, &config.data_dir).await?;
     let blobs = BlobStore::open(&config.data_dir.join("artifacts"))?;
     let expiries = Expiries {

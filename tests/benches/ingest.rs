@@ -50,7 +50,7 @@ fn stored_events(metrics: &str) -> f64 {
 
 fn run(mosquitto: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let (server, broker) = demo::start_server(tmp.path(), mosquitto, None);
+    let (server, broker) = demo::start_server(tmp.path(), mosquitto, None, None);
     let op = FleetOperator::new(&tmp.path().join("op"), &server);
     let credentials: Vec<(String, String)> = (0..DEVICES)
         .map(|i| {

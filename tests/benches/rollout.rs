@@ -44,6 +44,7 @@ fn main() {
         verbose: false,
         tiny_artifact_limit: Vec::new(),
         latency_budget_factor: 200.0,
+        database_url: None,
     };
     let started = Instant::now();
     let mut fleet = demo::set_up(tmp.path(), &options);

@@ -28,6 +28,8 @@ pub struct DemoOptions {
     /// Multiplies every model's p99 budget on the agents: this machine simulates a fleet, so
     /// each "device" has a sliver of two cores (10 for a handful, more for dozens).
     pub latency_budget_factor: f64,
+    /// The server's `database.url` (PostgreSQL); `None`: SQLite in its data directory.
+    pub database_url: Option<String>,
 }
 
 /// What the demo saw.
@@ -74,10 +76,14 @@ pub fn start_server(
     dir: &Path,
     mosquitto: bool,
     tls: Option<&TlsFiles>,
+    database_url: Option<&str>,
 ) -> (ServerProcess, Option<Mosquitto>) {
+    let database = database_url
+        .map(|url| format!("[database]\nurl = \"{url}\"\n"))
+        .unwrap_or_default();
     if !mosquitto {
         return (
-            ServerProcess::start(&dir.join("server"), Broker::Embedded),
+            ServerProcess::start_with(&dir.join("server"), Broker::Embedded, &database),
             None,
         );
     }
@@ -88,7 +94,7 @@ pub fn start_server(
     std::fs::write(
         &bootstrap,
         format!(
-            "data_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\npassword = \"{password}\"\n",
+            "data_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\npassword = \"{password}\"\n{database}",
             dir.join("server/data").display()
         ),
     )
@@ -101,7 +107,7 @@ pub fn start_server(
             .arg(&conf_dir),
     );
     let broker = Mosquitto::start(&conf_dir, &conf_dir.join("edgefleet.conf"), tls);
-    let server = ServerProcess::start(
+    let server = ServerProcess::start_with(
         &dir.join("server"),
         Broker::External {
             url: if tls.is_some() {
@@ -112,6 +118,7 @@ pub fn start_server(
             password: password.into(),
             ca_file: tls.map(|t| t.ca.clone()),
         },
+        &database,
     );
     (server, Some(broker))
 }
@@ -120,7 +127,12 @@ pub fn start_server(
 pub fn set_up(dir: &Path, options: &DemoOptions) -> Demo {
     let started = Instant::now();
     let tls = options.tls.then(|| TlsFiles::make(&dir.join("tls")));
-    let (server, mosquitto) = start_server(dir, options.mosquitto, tls.as_ref());
+    let (server, mosquitto) = start_server(
+        dir,
+        options.mosquitto,
+        tls.as_ref(),
+        options.database_url.as_deref(),
+    );
     let operator = FleetOperator::new(&dir.join("operator"), &server);
     let mut demo = Demo {
         server,

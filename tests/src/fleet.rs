@@ -34,6 +34,11 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(dir: &Path, broker: Broker) -> Self {
+        Self::start_with(dir, broker, "")
+    }
+
+    /// `start`, with `extra` TOML appended to the config (sections such as `[database]`).
+    pub fn start_with(dir: &Path, broker: Broker, extra: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let http_port = free_port();
         let mqtt_port = free_port();
@@ -55,7 +60,7 @@ impl ServerProcess {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{http_port}\"\ndata_dir = \"{}\"\n[mqtt]\n{mqtt}\n",
+                "listen = \"127.0.0.1:{http_port}\"\ndata_dir = \"{}\"\n[mqtt]\n{mqtt}\n{extra}",
                 dir.join("data").display()
             ),
         )

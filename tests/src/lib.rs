@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod demo;
 pub mod fleet;
+pub mod postgres;
 pub mod relay;
 
 /// Path of a workspace binary in the current profile's target directory.

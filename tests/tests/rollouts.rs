@@ -33,13 +33,13 @@ fn options(agents: usize, mosquitto: bool) -> DemoOptions {
         tiny_artifact_limit: Vec::new(),
         // 20 health checks at once on 2 cores (wave 2 of 50) need a wide budget.
         latency_budget_factor: if agents > 10 { 200.0 } else { 10.0 },
+        database_url: None,
     }
 }
 
-fn check_demo(mosquitto: bool) {
-    let _serial = one_at_a_time();
-    let tmp = tempfile::tempdir().unwrap();
-    let (demo, report) = demo::run(tmp.path(), &options(3, mosquitto));
+/// Runs the demo scenario in `dir` and checks everything it promises; returns the running fleet.
+fn check_demo(dir: &std::path::Path, options: &DemoOptions) -> demo::Demo {
+    let (demo, report) = demo::run(dir, options);
     assert_eq!(
         report.rollout_states,
         ["completed", "completed", "halted"],
@@ -84,16 +84,59 @@ fn check_demo(mosquitto: bool) {
     assert_eq!(ids.len(), count, "an event was stored twice");
     // 3 devices x (v1: 6 events + v2: 6 events) + the canary's 5 for v3.
     assert_eq!(count, 3 * 12 + 5, "{events:#?}");
+    demo
 }
 
 #[test]
 fn the_demo_scenario_runs_as_designed_on_the_embedded_broker() {
-    check_demo(false);
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    check_demo(tmp.path(), &options(3, false));
 }
 
 #[test]
 fn the_demo_scenario_runs_as_designed_on_mosquitto() {
-    check_demo(true);
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    check_demo(tmp.path(), &options(3, true));
+}
+
+#[test]
+fn on_postgresql_and_mosquitto_the_demo_runs_and_the_state_outlives_the_server() {
+    let _serial = one_at_a_time();
+    let postgres = edgefleet_e2e::postgres::Postgres::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = options(3, true);
+    opts.database_url = Some(postgres.url());
+    let mut fleet = check_demo(tmp.path(), &opts);
+    assert!(
+        !tmp.path().join("server/data/fleet.db").exists(),
+        "the state went to SQLite, not PostgreSQL"
+    );
+    let admin = fleet.operator.token();
+    let rollouts = |fleet: &demo::Demo| {
+        let (_, body) = fleet
+            .server
+            .call("GET", "/api/v1/rollouts", Some(&admin), None);
+        body["rollouts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["state"]["state"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let before = rollouts(&fleet);
+    assert_eq!(before.len(), 3, "{before:?}");
+    fleet.server.restart();
+    assert_eq!(
+        rollouts(&fleet),
+        before,
+        "rollouts survive a server restart"
+    );
+    let (_, devices) = fleet
+        .server
+        .call("GET", "/api/v1/devices", Some(&admin), None);
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 3);
 }
 
 #[test]

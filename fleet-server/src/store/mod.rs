@@ -1,10 +1,12 @@
 //! The server's state behind one trait, so callers never see which database holds it. SQLite
-//! ([`sqlite::SqliteStore`]) is the default; the SQL sticks to what PostgreSQL also speaks
-//! (`ON CONFLICT`, no SQLite-only types) so a second implementation needs no caller changes.
+//! ([`sqlite::SqliteStore`]) is the default; PostgreSQL ([`postgres::PostgresStore`]) carries
+//! several servers sharing one database. Both speak the same schema and the same SQL but for
+//! placeholders and a few functions, and one test suite (`tests/store.rs`) runs against both.
 //!
 //! Times are Unix seconds. JSON documents (reported state, events) are stored as text exactly
 //! as received, after the protocol crate validated them.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -39,6 +41,32 @@ pub enum EnrollRefusal {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Opens the store the configuration names: SQLite (created if needed) or PostgreSQL.
+pub async fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>> {
+    use crate::config::Database;
+    match config
+        .database()
+        .map_err(|e| StoreError::Backend(format!("database.url: {e}")))?
+    {
+        Database::Sqlite(path) => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Backend(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            Ok(std::sync::Arc::new(sqlite::SqliteStore::open(&path)?))
+        }
+        Database::Postgres(url) => Ok(std::sync::Arc::new(
+            postgres::PostgresStore::connect(
+                &url,
+                config.database.pool_size,
+                config.database.ca_file.as_deref(),
+            )
+            .await?,
+        )),
+    }
+}
 
 /// A device as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

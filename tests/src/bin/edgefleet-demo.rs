@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         verbose: true,
         tiny_artifact_limit: Vec::new(),
         latency_budget_factor: 10.0,
+        database_url: None,
     };
     let mut keep_running = false;
     let mut dir: Option<PathBuf> = None;

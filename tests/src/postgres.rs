@@ -1,0 +1,145 @@
+//! A real PostgreSQL server for tests: the store suite runs on it and the fleet-server runs on it
+//! end to end. PostgreSQL's server binaries must be installed (`scripts/setup.sh` installs
+//! postgresql-15); `EDGEFLEET_PG_BIN` points at another `bin/` directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+/// A PostgreSQL server of a test's own, stopped (fast shutdown) when dropped.
+#[derive(Debug)]
+pub struct Postgres {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn postgres_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EDGEFLEET_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server binaries are not installed: run scripts/setup.sh (apt-get install postgresql-15)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no /usr/lib/postgresql/*/bin/postgres: run scripts/setup.sh")
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// PostgreSQL refuses to run as root: as root, run it as the `postgres` system user.
+fn as_postgres_user(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    /// initdb into a temporary directory, then `postgres` on a free loopback port (no Unix
+    /// socket, fsync off: test data only).
+    pub fn start() -> Self {
+        let bin = postgres_bin();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        if is_root() {
+            let status = Command::new("chmod")
+                .arg("0755")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&data)
+                .status()
+                .unwrap();
+            assert!(
+                status.success(),
+                "chown postgres: is the postgres user there?"
+            );
+        }
+        let out = as_postgres_user(&bin.join("initdb"))
+            .args([
+                "--auth=trust",
+                "--username=edgefleet",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let child = as_postgres_user(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// A URL for the `edgefleet` superuser (trust authentication, no TLS).
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://edgefleet@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT, PostgreSQL's fast shutdown: it disconnects clients rather than waiting for them
+        // (the test's runtime, blocked here, would never close its pooled connections).
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,456 @@
+//! The store test suite, run against SQLite and against a real PostgreSQL server that each test
+//! starts (`edgefleet_e2e::postgres`: initdb into a temporary directory, `postgres` on a free
+//! loopback port, stopped on drop).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use edgefleet_e2e::free_port;
+use edgefleet_e2e::postgres::Postgres;
+use edgefleet_protocol::DeviceId;
+use fleet_server::auth::Role;
+use fleet_server::rollout::{Rollout, RolloutSpec};
+use fleet_server::store::postgres::PostgresStore;
+use fleet_server::store::sqlite::SqliteStore;
+use fleet_server::store::{
+    DeviceFilter, EnrollRefusal, NewDevice, Release, Stage, Store, StoreError, StoredEvent,
+};
+
+fn dev(id: &str) -> DeviceId {
+    DeviceId::new(id).unwrap()
+}
+
+fn new_device(id: &str, group: &str) -> NewDevice {
+    NewDevice {
+        id: dev(id),
+        group: group.into(),
+        tags: BTreeMap::from([("site".to_string(), "north".to_string())]),
+    }
+}
+
+async fn enrollment_tokens_work_once_and_expire(store: &dyn Store) {
+    store
+        .add_device(&new_device("d1", "g"), "tok", 100, 0, false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .add_device(&new_device("d1", "g"), "tok2", 100, 0, false)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let refusal = |r: Result<(), StoreError>| match r {
+        Err(StoreError::Enrollment { reason }) => reason,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refusal(store.enroll(&dev("d1"), "wrong", "c", "m", 1).await),
+        EnrollRefusal::UnknownOrWrongToken
+    );
+    assert_eq!(
+        refusal(store.enroll(&dev("d2"), "tok", "c", "m", 1).await),
+        EnrollRefusal::UnknownOrWrongToken
+    );
+    assert_eq!(
+        refusal(store.enroll(&dev("d1"), "tok", "c", "m", 100).await),
+        EnrollRefusal::Expired
+    );
+    store
+        .add_device(&new_device("d1", "g"), "tok3", 200, 150, true)
+        .await
+        .unwrap();
+    store
+        .enroll(&dev("d1"), "tok3", "cred", "mhash", 150)
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(store.enroll(&dev("d1"), "tok3", "c", "m", 151).await),
+        EnrollRefusal::AlreadyEnrolled
+    );
+    assert!(matches!(
+        store
+            .add_device(&new_device("d1", "g"), "tok4", 300, 160, true)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store.device_by_credential("cred").await.unwrap(),
+        Some(dev("d1"))
+    );
+    assert_eq!(store.device_by_credential("tok3").await.unwrap(), None);
+    assert_eq!(
+        store.mqtt_credentials().await.unwrap(),
+        vec![(dev("d1"), "mhash".to_string())]
+    );
+}
+
+async fn reported_state_only_moves_forward_and_events_are_stored_once(store: &dyn Store) {
+    store
+        .add_device(&new_device("d1", "g"), "t", 100, 0, false)
+        .await
+        .unwrap();
+    let r = |n: u64| serde_json::json!({ "seq": n });
+    assert!(
+        store
+            .record_reported(&dev("d1"), 2, 10, "0.1.0", &r(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_reported(&dev("d1"), 1, 11, "0.1.0", &r(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_reported(&dev("d1"), 2, 11, "0.1.0", &r(2))
+            .await
+            .unwrap()
+    );
+    let d = store.device(&dev("d1")).await.unwrap().unwrap();
+    assert_eq!(d.reported, Some(r(2)));
+    assert_eq!(d.agent_version.as_deref(), Some("0.1.0"));
+    assert_eq!(d.last_seen, Some(10));
+    store.touch(&dev("d1"), 8).await.unwrap();
+    assert_eq!(
+        store.device(&dev("d1")).await.unwrap().unwrap().last_seen,
+        Some(10),
+        "last_seen never goes back"
+    );
+    store.touch(&dev("d1"), 12).await.unwrap();
+    assert_eq!(
+        store.device(&dev("d1")).await.unwrap().unwrap().last_seen,
+        Some(12)
+    );
+    for (seq, at) in [(1, 5), (2, 7), (3, 6)] {
+        let event = StoredEvent {
+            device: dev("d1"),
+            seq,
+            at,
+            message: serde_json::json!({"kind": "committed", "seq": seq}),
+        };
+        assert!(
+            store
+                .record_event(&event, &format!("m{seq}"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_event(&event, &format!("m{seq}"))
+                .await
+                .unwrap()
+        );
+    }
+    let events = store.events(Some(&dev("d1")), 2).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![2, 3],
+        "newest first, limited"
+    );
+    assert_eq!(events[0].message["seq"], 2);
+    assert_eq!(store.events(None, 10).await.unwrap().len(), 3);
+    assert!(store.events(Some(&dev("d9")), 10).await.unwrap().is_empty());
+    assert!(store.record_metrics(&dev("d1"), 1, 5, &r(1)).await.unwrap());
+    assert!(!store.record_metrics(&dev("d1"), 1, 5, &r(1)).await.unwrap());
+}
+
+async fn desired_revisions_grow_and_assignments_accumulate(store: &dyn Store) {
+    store
+        .add_device(&new_device("d1", "g"), "t", 100, 0, false)
+        .await
+        .unwrap();
+    let d = serde_json::json!({"models": {}});
+    store
+        .set_desired(&dev("d1"), 1, &d, &["a".into()])
+        .await
+        .unwrap();
+    store
+        .set_desired(&dev("d1"), 2, &d, &["b".into()])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_desired(&dev("d1"), 2, &d, &["c".into()])
+            .await
+            .is_err()
+    );
+    assert!(store.is_assigned(&dev("d1"), "a").await.unwrap());
+    assert!(store.is_assigned(&dev("d1"), "b").await.unwrap());
+    assert!(!store.is_assigned(&dev("d1"), "c").await.unwrap());
+    assert!(store.set_desired(&dev("nobody"), 1, &d, &[]).await.is_err());
+    assert_eq!(store.all_desired().await.unwrap(), vec![(dev("d1"), d)]);
+    assert_eq!(
+        store
+            .device(&dev("d1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .desired_revision,
+        2
+    );
+}
+
+async fn devices_groups_and_tokens(store: &dyn Store) {
+    store
+        .add_device(&new_device("d1", "g1"), "t", 100, 0, false)
+        .await
+        .unwrap();
+    store
+        .add_device(&new_device("d2", "g2"), "t2", 100, 0, false)
+        .await
+        .unwrap();
+    assert_eq!(store.device_count().await.unwrap(), 2);
+    store
+        .update_device(
+            &dev("d2"),
+            Some("g1"),
+            Some(&BTreeMap::from([("site".into(), "south".into())])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.groups().await.unwrap(),
+        BTreeMap::from([("g1".into(), 2)])
+    );
+    let north = DeviceFilter {
+        group: None,
+        tag: Some(("site".into(), Some("north".into()))),
+    };
+    assert_eq!(store.devices(&north).await.unwrap().len(), 1);
+    let g1 = DeviceFilter {
+        group: Some("g1".into()),
+        tag: None,
+    };
+    assert_eq!(store.devices(&g1).await.unwrap().len(), 2);
+    let g2 = DeviceFilter {
+        group: Some("g2".into()),
+        tag: None,
+    };
+    assert!(store.devices(&g2).await.unwrap().is_empty());
+    store
+        .set_desired(&dev("d2"), 1, &serde_json::json!({}), &["x".into()])
+        .await
+        .unwrap();
+    store.remove_device(&dev("d2")).await.unwrap();
+    assert!(store.device(&dev("d2")).await.unwrap().is_none());
+    assert!(
+        !store.is_assigned(&dev("d2"), "x").await.unwrap(),
+        "assignments go with the device"
+    );
+    assert!(matches!(
+        store.remove_device(&dev("d2")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.update_device(&dev("d2"), Some("g"), None).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let alice = store
+        .create_operator_token("alice", Role::Admin, "h1", 0)
+        .await
+        .unwrap();
+    let bob = store
+        .create_operator_token("bob", Role::Viewer, "h2", 1)
+        .await
+        .unwrap();
+    assert_ne!(alice, bob);
+    let token = store.operator_by_hash("h1").await.unwrap().unwrap();
+    assert_eq!((token.name.as_str(), token.role), ("alice", Role::Admin));
+    assert_eq!(store.operator_tokens().await.unwrap().len(), 2);
+    store.revoke_operator_token(alice).await.unwrap();
+    assert!(store.operator_by_hash("h1").await.unwrap().is_none());
+    assert!(matches!(
+        store.revoke_operator_token(alice).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.operator_tokens().await.unwrap().len(), 1);
+}
+
+async fn releases_and_rollouts(store: &dyn Store) {
+    let release = |version: &str, sequence: u64| Release {
+        target: format!("churn/{version}/model.onnx"),
+        model: "churn".into(),
+        version: version.into(),
+        sequence,
+        sha256: "ab".repeat(32),
+        length: 1234,
+        stage: Stage::Staging,
+        pushed_by: "alice".into(),
+        pushed_at: 10,
+    };
+    store.record_release(&release("2.0.0", 2)).await.unwrap();
+    store.record_release(&release("1.0.0", 1)).await.unwrap();
+    let mut again = release("1.0.0", 1);
+    again.length = 999;
+    store.record_release(&again).await.unwrap();
+    store
+        .set_stage("churn", "2.0.0", Stage::Production)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.set_stage("churn", "9.9.9", Stage::Archived).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let releases = store.releases().await.unwrap();
+    assert_eq!(
+        releases
+            .iter()
+            .map(|r| (r.version.as_str(), r.length, r.stage))
+            .collect::<Vec<_>>(),
+        vec![
+            ("1.0.0", 999, Stage::Staging),
+            ("2.0.0", 1234, Stage::Production)
+        ]
+    );
+
+    let spec = RolloutSpec {
+        model: "churn".into(),
+        version: "2.0.0".into(),
+        target: "churn/2.0.0/model.onnx".into(),
+        selector: Default::default(),
+        waves: vec![100.0],
+        gates: Default::default(),
+        rollback_on_halt: true,
+    };
+    let devices = vec![("d1".to_string(), Some("1.0.0".to_string()))];
+    let first = Rollout::new(
+        "r1".into(),
+        spec.clone(),
+        devices.clone(),
+        "alice".into(),
+        100,
+    )
+    .unwrap();
+    let mut second = Rollout::new("r2".into(), spec, devices, "alice".into(), 200).unwrap();
+    store.save_rollout(&first).await.unwrap();
+    store.save_rollout(&second).await.unwrap();
+    assert_eq!(
+        store
+            .rollouts(false)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["r2", "r1"],
+        "newest first"
+    );
+    second.abort(210, "alice").unwrap();
+    store.save_rollout(&second).await.unwrap();
+    let active = store.rollouts(true).await.unwrap();
+    assert_eq!(
+        active.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["r1"]
+    );
+    assert_eq!(store.rollout("r2").await.unwrap().unwrap(), second);
+    assert!(store.rollout("r9").await.unwrap().is_none());
+    store.ping().await.unwrap();
+}
+
+/// Runs one suite function on a fresh SQLite file and on a fresh PostgreSQL server.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let server = super::Postgres::start();
+                    let store = super::PostgresStore::connect(&server.url(), 4, None).await.unwrap();
+                    super::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    enrollment_tokens_work_once_and_expire,
+    reported_state_only_moves_forward_and_events_are_stored_once,
+    desired_revisions_grow_and_assignments_accumulate,
+    devices_groups_and_tokens,
+    releases_and_rollouts,
+);
+
+#[tokio::test]
+async fn sqlite_keeps_everything_across_reopening_and_migrates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .add_device(&new_device("d1", "g1"), "t", 100, 0, false)
+            .await
+            .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.device_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn postgres_replicas_migrate_once_and_share_state() {
+    let server = Postgres::start();
+    // Two servers starting at once against an empty database: one migrates, the other waits.
+    let url = server.url();
+    let (a, b) = tokio::join!(
+        PostgresStore::connect(&url, 2, None),
+        PostgresStore::connect(&url, 2, None)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.add_device(&new_device("d1", "g"), "t", 100, 0, false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.add_device(&new_device("d1", "g"), "t", 100, 0, false)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let event = StoredEvent {
+        device: dev("d1"),
+        seq: 1,
+        at: 1,
+        message: serde_json::json!({}),
+    };
+    // The same device message handled by both replicas is stored once.
+    let (first, second) = tokio::join!(a.record_event(&event, "m1"), b.record_event(&event, "m1"));
+    assert_eq!(
+        u8::from(first.unwrap()) + u8::from(second.unwrap()),
+        1,
+        "exactly one replica stores it"
+    );
+    drop((a, b));
+    let reopened = PostgresStore::connect(&url, 1, None).await.unwrap();
+    assert_eq!(reopened.device_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_postgres_url_or_an_unreachable_server_is_a_clear_error() {
+    let port = free_port();
+    let err = PostgresStore::connect(
+        &format!("postgres://edgefleet@127.0.0.1:{port}/postgres?sslmode=disable"),
+        1,
+        None,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("postgres"), "{err}");
+    let err = PostgresStore::connect("postgres://a:b@host:notaport/db", 1, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("database.url does not parse"), "{err}");
+    assert!(!err.contains("a:b"), "the password must not appear: {err}");
+}
