@@ -1,6 +1,7 @@
 //! Figures for docs/BENCHMARKS.md: sustained device-message ingestion — events published at
 //! QoS 1 by enrolled devices, through the broker, into the server's store (de-duplicated,
-//! acknowledged only once stored) — on the embedded broker and on Mosquitto.
+//! acknowledged only once stored) — on the embedded broker and on Mosquitto, into SQLite and into
+//! a real PostgreSQL started for the run.
 //!
 //! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench ingest`
 
@@ -48,9 +49,11 @@ fn stored_events(metrics: &str) -> f64 {
         .sum()
 }
 
-fn run(mosquitto: bool) {
+fn run(mosquitto: bool, postgres: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let (server, broker) = demo::start_server(tmp.path(), mosquitto, None, None);
+    let database = postgres.then(edgefleet_e2e::postgres::Postgres::start);
+    let url = database.as_ref().map(|d| d.url());
+    let (server, broker) = demo::start_server(tmp.path(), mosquitto, None, url.as_deref());
     let op = FleetOperator::new(&tmp.path().join("op"), &server);
     let credentials: Vec<(String, String)> = (0..DEVICES)
         .map(|i| {
@@ -135,15 +138,18 @@ fn run(mosquitto: bool) {
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu_before;
     println!(
-        "{} broker: {total} events from {DEVICES} devices stored in {wall:.1} s = {:.0} messages/s; \
+        "{} broker, {}: {total} events from {DEVICES} devices stored in {wall:.1} s = {:.0} messages/s; \
          server CPU {cpu:.1} s ({:.0}% of one core)",
         if mosquitto { "Mosquitto" } else { "embedded" },
+        if postgres { "PostgreSQL" } else { "SQLite" },
         total / wall,
         100.0 * cpu / wall
     );
 }
 
 fn main() {
-    run(false);
-    run(true);
+    for postgres in [false, true] {
+        run(false, postgres);
+        run(true, postgres);
+    }
 }
