@@ -7,7 +7,7 @@
 //! re-publishes every device's desired state, so a broker restart (the embedded one keeps nothing
 //! on disk) loses nothing. Device messages are acknowledged only after they are stored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,8 @@ use std::time::Duration;
 use edgefleet_protocol::DeviceId;
 use edgefleet_protocol::message::{self, Desired, Event, MetricsBatch, Reported};
 use edgefleet_protocol::topic::{self, Channel, TOPIC_PREFIX, Topic};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::Notify;
 
@@ -263,7 +265,11 @@ pub async fn run(
         store.clone(),
         republish.clone(),
     ));
+    let (to_ingest, from_loop) = tokio::sync::mpsc::channel(INGEST_WINDOW);
+    tokio::spawn(ingester(handle.clone(), store, metrics.clone(), from_loop));
     let mut backoff = Duration::from_millis(200);
+    // `poll` is never cancelled (its cancel safety is undocumented): device messages go to the
+    // ingester through a bounded channel, whose back-pressure pauses this loop.
     loop {
         match eventloop.poll().await {
             Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
@@ -283,27 +289,9 @@ pub async fn run(
                 republish.notify_one();
             }
             Ok(rumqttc::Event::Incoming(Packet::Publish(publish))) => {
-                let outcome = ingest(&*store, &publish.topic, &publish.payload).await;
-                metrics
-                    .mqtt_messages
-                    .get_or_create(&crate::metrics::MessageLabels {
-                        channel: channel_label(&publish.topic),
-                        outcome: outcome.label(),
-                    })
-                    .inc();
-                if let Ingested::Failed(reason) = &outcome {
-                    // Not acknowledged: the broker delivers it again after we reconnect.
-                    tracing::warn!(topic = %publish.topic, reason, "could not store a device message");
-                    continue;
-                }
-                if let Ingested::Refused(reason) = &outcome {
-                    tracing::warn!(topic = %publish.topic, reason, "refused a device message");
-                }
-                if handle.client.try_ack(&publish).is_err() {
-                    let client = handle.client.clone();
-                    tokio::spawn(async move {
-                        let _ = client.ack(&publish).await;
-                    });
+                if to_ingest.send(publish).await.is_err() {
+                    tracing::error!("the ingester stopped; device messages are no longer stored");
+                    return;
                 }
             }
             Ok(_) => {}
@@ -318,6 +306,87 @@ pub async fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
+    }
+}
+
+/// Stores device messages concurrently (up to [`INGEST_WINDOW`] at a time, over the store's
+/// pool) and acknowledges them strictly in arrival order, as MQTT requires. One at a time, a
+/// server on PostgreSQL spent its time waiting on round trips (docs/BENCHMARKS.md).
+async fn ingester(
+    handle: MqttHandle,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    mut from_loop: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
+) {
+    let mut in_flight = FuturesOrdered::new();
+    // Acknowledgements the client's request queue had no room for yet, oldest first.
+    let mut unsent_acks = VecDeque::new();
+    let mut retry = tokio::time::interval(Duration::from_millis(20));
+    let mut open = true;
+    while open || !in_flight.is_empty() || !unsent_acks.is_empty() {
+        flush_acks(&handle, &mut unsent_acks);
+        tokio::select! {
+            Some((publish, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                finish(&metrics, publish, outcome, &mut unsent_acks);
+            }
+            received = from_loop.recv(), if open && in_flight.len() < INGEST_WINDOW => match received {
+                Some(publish) => {
+                    let store = store.clone();
+                    in_flight.push_back(Box::pin(async move {
+                        let outcome = ingest(&*store, &publish.topic, &publish.payload).await;
+                        (publish, outcome)
+                    }) as IngestFuture);
+                }
+                None => open = false,
+            },
+            _ = retry.tick(), if !unsent_acks.is_empty() => {}
+        }
+    }
+}
+
+/// Device messages being stored at once by one server.
+const INGEST_WINDOW: usize = 64;
+
+type IngestFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (rumqttc::Publish, Ingested)> + Send + 'static>,
+>;
+
+/// Counts a stored (or refused) message and queues its acknowledgement; a failed one stays
+/// unacknowledged so the broker delivers it again after a reconnect.
+fn finish(
+    metrics: &Metrics,
+    publish: rumqttc::Publish,
+    outcome: Ingested,
+    acks: &mut VecDeque<rumqttc::Publish>,
+) {
+    metrics
+        .mqtt_messages
+        .get_or_create(&crate::metrics::MessageLabels {
+            channel: channel_label(&publish.topic),
+            outcome: outcome.label(),
+        })
+        .inc();
+    match &outcome {
+        Ingested::Failed(reason) => {
+            tracing::warn!(topic = %publish.topic, reason, "could not store a device message");
+            return;
+        }
+        Ingested::Refused(reason) => {
+            tracing::warn!(topic = %publish.topic, reason, "refused a device message");
+        }
+        Ingested::Stored | Ingested::Duplicate => {}
+    }
+    acks.push_back(publish);
+}
+
+/// Hands queued acknowledgements to the client in order, as far as its request queue has room
+/// (the event loop drains it; awaiting here instead could stall the loop that must drain it).
+fn flush_acks(handle: &MqttHandle, acks: &mut VecDeque<rumqttc::Publish>) {
+    while let Some(publish) = acks.front() {
+        if handle.client.try_ack(publish).is_err() {
+            return;
+        }
+        acks.pop_front();
     }
 }
 
