@@ -76,7 +76,7 @@ impl SecretKind {
 #[error("the system random generator failed; cannot make a secret")]
 pub struct RandomError;
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     let mut bytes = [0u8; N];
     SystemRandom::new()
         .fill(&mut bytes)

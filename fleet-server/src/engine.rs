@@ -15,6 +15,9 @@ use crate::rollout::{Action, Observed, Rollout};
 pub async fn tick(state: &AppState) {
     // One pass at a time: a command and the timer must not step the same rollout twice.
     let _guard = state.engine_lock.lock().await;
+    if !holds_engine_lease(state).await {
+        return;
+    }
     let rollouts = match state.store.rollouts(true).await {
         Ok(r) => r,
         Err(e) => {
@@ -47,14 +50,47 @@ pub async fn tick(state: &AppState) {
             apply(state, &mut rollout, Action::Update { device }, now).await;
         }
         if rollout != before {
-            if let Err(e) = state.store.save_rollout(&rollout).await {
-                tracing::error!(rollout = %rollout.id, error = %e, "cannot save a rollout");
+            if let Err(e) = state.store.save_rollout(&mut rollout).await {
+                // A stale revision: an operator's command on another server came first; the
+                // next pass starts from it.
+                tracing::warn!(rollout = %rollout.id, error = %e, "cannot save a rollout");
             }
             if rollout.state != before.state {
                 tracing::info!(rollout = %rollout.id, state = rollout.state.name(), "rollout state");
             }
         }
     }
+}
+
+/// The rollouts are driven by one server at a time: whoever holds this lease, renewed every pass
+/// (500 ms). A server that dies hands over within [`ENGINE_LEASE_MS`].
+const ENGINE_LEASE: &str = "rollout-engine";
+pub const ENGINE_LEASE_MS: i64 = 5_000;
+
+async fn holds_engine_lease(state: &AppState) -> bool {
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let held = match state
+        .store
+        .lease(ENGINE_LEASE, &state.instance, now_ms, ENGINE_LEASE_MS)
+        .await
+    {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot renew the rollout-engine lease");
+            false
+        }
+    };
+    let was = state
+        .driving_rollouts
+        .swap(held, std::sync::atomic::Ordering::Relaxed);
+    if held != was {
+        if held {
+            tracing::info!(instance = %state.instance, "this server now drives the rollouts");
+        } else {
+            tracing::info!(instance = %state.instance, "another server drives the rollouts");
+        }
+    }
+    held
 }
 
 /// A device that refused the target before installing it (unsigned, below its floor, too

@@ -173,6 +173,10 @@ pub struct Rollout {
     pub updated_at: i64,
     /// What happened, oldest first: `(unix time, text)`.
     pub history: Vec<(i64, String)>,
+    /// Saves so far. The store takes a save only from a copy of the revision it holds, so two
+    /// servers cannot overwrite each other's changes (optimistic concurrency).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// The failure detail until the device's own reason is known.
@@ -297,6 +301,7 @@ impl Rollout {
         let count = devices.len();
         Ok(Self {
             id,
+            revision: 0,
             state: RolloutState::Running { wave: 0 },
             devices,
             created_by,

@@ -42,6 +42,18 @@ pub enum StartError {
     Random(#[from] auth::RandomError),
 }
 
+/// Names this process in leases and logs among servers sharing a database.
+fn instance_id() -> Result<String, StartError> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let random: [u8; 4] = auth::random_bytes()?;
+    Ok(format!(
+        "{}-{}-{}",
+        host.trim(),
+        std::process::id(),
+        hex::encode(random)
+    ))
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
     move |source| StartError::Io {
         path: path.to_path_buf(),
@@ -191,6 +203,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         desired_lock: tokio::sync::Mutex::new(()),
         engine_lock: tokio::sync::Mutex::new(()),
+        instance: instance_id()?,
+        driving_rollouts: std::sync::atomic::AtomicBool::new(false),
     });
     tokio::spawn(refresh_online_metadata(state.clone()));
     tokio::spawn(crate::engine::run(state.clone()));

@@ -316,7 +316,7 @@ async fn releases_and_rollouts(store: &dyn Store) {
         rollback_on_halt: true,
     };
     let devices = vec![("d1".to_string(), Some("1.0.0".to_string()))];
-    let first = Rollout::new(
+    let mut first = Rollout::new(
         "r1".into(),
         spec.clone(),
         devices.clone(),
@@ -325,8 +325,24 @@ async fn releases_and_rollouts(store: &dyn Store) {
     )
     .unwrap();
     let mut second = Rollout::new("r2".into(), spec, devices, "alice".into(), 200).unwrap();
-    store.save_rollout(&first).await.unwrap();
-    store.save_rollout(&second).await.unwrap();
+    store.save_rollout(&mut first).await.unwrap();
+    store.save_rollout(&mut second).await.unwrap();
+    assert_eq!((first.revision, second.revision), (1, 1));
+    let mut duplicate = Rollout::new(
+        "r1".into(),
+        first.spec.clone(),
+        vec![("d1".to_string(), None)],
+        "bob".into(),
+        300,
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            store.save_rollout(&mut duplicate).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "a second rollout with the same id is refused"
+    );
     assert_eq!(
         store
             .rollouts(false)
@@ -338,8 +354,21 @@ async fn releases_and_rollouts(store: &dyn Store) {
         vec!["r2", "r1"],
         "newest first"
     );
+    // Two servers hold the same revision: the first save wins, the other must reload.
+    let mut elsewhere = store.rollout("r2").await.unwrap().unwrap();
+    assert_eq!(elsewhere, second);
     second.abort(210, "alice").unwrap();
-    store.save_rollout(&second).await.unwrap();
+    store.save_rollout(&mut second).await.unwrap();
+    assert_eq!(second.revision, 2);
+    elsewhere.updated_at = 999;
+    assert!(matches!(
+        store.save_rollout(&mut elsewhere).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        elsewhere.revision, 1,
+        "a refused save leaves the copy as it was"
+    );
     let active = store.rollouts(true).await.unwrap();
     assert_eq!(
         active.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
@@ -348,6 +377,31 @@ async fn releases_and_rollouts(store: &dyn Store) {
     assert_eq!(store.rollout("r2").await.unwrap().unwrap(), second);
     assert!(store.rollout("r9").await.unwrap().is_none());
     store.ping().await.unwrap();
+}
+
+async fn leases_go_to_one_holder_until_they_expire(store: &dyn Store) {
+    assert!(store.lease("engine", "a", 1_000, 5_000).await.unwrap());
+    assert!(
+        !store.lease("engine", "b", 2_000, 5_000).await.unwrap(),
+        "a holds it"
+    );
+    assert!(
+        store.lease("engine", "a", 4_000, 5_000).await.unwrap(),
+        "a renews until 9000"
+    );
+    assert!(!store.lease("engine", "b", 8_999, 5_000).await.unwrap());
+    assert!(
+        store.lease("other", "b", 8_999, 5_000).await.unwrap(),
+        "leases are per name"
+    );
+    assert!(
+        store.lease("engine", "b", 9_000, 5_000).await.unwrap(),
+        "expired: b takes over"
+    );
+    assert!(
+        !store.lease("engine", "a", 9_001, 5_000).await.unwrap(),
+        "a lost it"
+    );
 }
 
 /// Runs one suite function on a fresh SQLite file and on a fresh PostgreSQL server.
@@ -382,6 +436,7 @@ on_both!(
     desired_revisions_grow_and_assignments_accumulate,
     devices_groups_and_tokens,
     releases_and_rollouts,
+    leases_go_to_one_holder_until_they_expire,
 );
 
 #[tokio::test]
@@ -429,6 +484,16 @@ async fn postgres_replicas_migrate_once_and_share_state() {
         u8::from(first.unwrap()) + u8::from(second.unwrap()),
         1,
         "exactly one replica stores it"
+    );
+    // Both race for the rollout-engine lease at the same instant: exactly one gets it.
+    let (first, second) = tokio::join!(
+        a.lease("rollout-engine", "a", 1_000, 5_000),
+        b.lease("rollout-engine", "b", 1_000, 5_000)
+    );
+    assert_eq!(
+        u8::from(first.unwrap()) + u8::from(second.unwrap()),
+        1,
+        "exactly one replica drives the rollouts"
     );
     drop((a, b));
     let reopened = PostgresStore::connect(&url, 1, None).await.unwrap();

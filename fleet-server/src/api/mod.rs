@@ -50,6 +50,10 @@ pub struct Shared {
     pub desired_lock: tokio::sync::Mutex<()>,
     /// One rollout-engine pass at a time (timer and operator commands).
     pub engine_lock: tokio::sync::Mutex<()>,
+    /// This process among the servers sharing a database (random, per start).
+    pub instance: String,
+    /// Whether this server holds the rollout-engine lease.
+    pub driving_rollouts: std::sync::atomic::AtomicBool,
 }
 
 pub type AppState = Arc<Shared>;

@@ -219,7 +219,7 @@ pub async fn create(
     aws_lc_rs::rand::fill(&mut random)
         .map_err(|_| ApiError::internal("random generator failed"))?;
     let id = format!("r-{}-{}", now(), hex::encode(random));
-    let rollout = Rollout::new(id, spec, plan, principal.name(), now()).map_err(|e| {
+    let mut rollout = Rollout::new(id, spec, plan, principal.name(), now()).map_err(|e| {
         let field = match e {
             crate::rollout::PlanError::Waves => "waves",
             crate::rollout::PlanError::Ratios => "max_failure_ratio",
@@ -227,7 +227,7 @@ pub async fn create(
         };
         ApiError::bad_field(field, e.to_string())
     })?;
-    state.store.save_rollout(&rollout).await?;
+    state.store.save_rollout(&mut rollout).await?;
     tracing::info!(by = %principal.name(), rollout = %rollout.id, model = %req.model, version = %req.version, devices = rollout.devices.len(), "rollout created");
     crate::engine::tick(&state).await;
     let saved = state.store.rollout(&rollout.id).await?.unwrap_or(rollout);
@@ -268,7 +268,8 @@ async fn command(
         let mut rollout = load(&state, &id).await?;
         f(&mut rollout, now(), &principal.name())
             .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
-        state.store.save_rollout(&rollout).await?;
+        // On another server's concurrent change: 409, and the operator retries on fresh state.
+        state.store.save_rollout(&mut rollout).await?;
     }
     crate::engine::tick(&state).await;
     Ok(axum::Json(rollout_json(&load(&state, &id).await?)).into_response())

@@ -254,8 +254,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn set_stage(&self, model: &str, version: &str, stage: Stage) -> Result<()>;
 
     // Rollouts, stored whole (the state machine is in `crate::rollout`).
-    async fn save_rollout(&self, rollout: &crate::rollout::Rollout) -> Result<()>;
+    /// Stores a new rollout (revision 0) or a change to the revision the store holds, and
+    /// advances `rollout.revision`; `Conflict` if another server saved it in between (reload).
+    async fn save_rollout(&self, rollout: &mut crate::rollout::Rollout) -> Result<()>;
     async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>>;
     /// Newest first; `active_only` skips completed and aborted ones.
     async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>>;
+
+    // Work one server does for all (driving rollouts).
+    /// Takes or renews the lease `name` for `holder` until `now_ms + ttl_ms`. False while
+    /// another holder's lease has not expired.
+    async fn lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool>;
+}
+
+/// The conflict a stale rollout save gets.
+pub(crate) fn stale_rollout(id: &str) -> StoreError {
+    StoreError::Conflict {
+        what: format!(
+            "a newer revision of rollout {id} (another server changed it; reload and retry)"
+        ),
+    }
 }

@@ -92,6 +92,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX rollouts_active ON rollouts (active, created_at);",
+    // 3: optimistic concurrency on rollouts; leases for work one server does for all.
+    "ALTER TABLE rollouts ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );",
 ];
 
 /// Serialises migrations between replicas starting at once (an arbitrary constant of ours).
@@ -832,23 +839,46 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn save_rollout(&self, rollout: &crate::rollout::Rollout) -> Result<()> {
-        let body = serde_json::to_string(rollout).map_err(backend)?;
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO rollouts (id, model, active, created_at, body) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (id) DO UPDATE SET active = excluded.active, body = excluded.body",
-                &[
-                    &rollout.id,
-                    &rollout.spec.model,
-                    &i64::from(rollout.state.is_active()),
-                    &rollout.created_at,
-                    &body,
-                ],
-            )
-            .await
-            .map_err(pg)?;
+    async fn save_rollout(&self, rollout: &mut crate::rollout::Rollout) -> Result<()> {
+        let expected = rollout.revision;
+        let mut next = rollout.clone();
+        next.revision = expected + 1;
+        let body = serde_json::to_string(&next).map_err(backend)?;
+        let client = self.client().await?;
+        let n = if expected == 0 {
+            client
+                .execute(
+                    "INSERT INTO rollouts (id, model, active, created_at, body, revision)
+                     VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &next.id,
+                        &next.spec.model,
+                        &i64::from(next.state.is_active()),
+                        &next.created_at,
+                        &body,
+                    ],
+                )
+                .await
+        } else {
+            client
+                .execute(
+                    "UPDATE rollouts SET active = $2, body = $3, revision = $4
+                     WHERE id = $1 AND revision = $5",
+                    &[
+                        &next.id,
+                        &i64::from(next.state.is_active()),
+                        &body,
+                        &(expected as i64 + 1),
+                        &(expected as i64),
+                    ],
+                )
+                .await
+        }
+        .map_err(pg)?;
+        if n != 1 {
+            return Err(super::stale_rollout(&rollout.id));
+        }
+        rollout.revision = expected + 1;
         Ok(())
     }
 
@@ -875,6 +905,22 @@ impl Store for PostgresStore {
             .iter()
             .map(|r| rollout_of(r.get(0)))
             .collect()
+    }
+
+    async fn lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        // One statement: the row lock of INSERT ... ON CONFLICT makes take-or-renew atomic.
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.expires_at <= $4",
+                &[&name, &holder, &(now_ms + ttl_ms), &now_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n == 1)
     }
 }
 

@@ -86,6 +86,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX rollouts_active ON rollouts (active, created_at);",
+    // 3: optimistic concurrency on rollouts; leases for work one server does for all.
+    "ALTER TABLE rollouts ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );",
 ];
 
 #[derive(Debug, Clone)]
@@ -824,24 +831,41 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn save_rollout(&self, rollout: &crate::rollout::Rollout) -> Result<()> {
-        let body = serde_json::to_string(rollout).map_err(backend)?;
+    async fn save_rollout(&self, rollout: &mut crate::rollout::Rollout) -> Result<()> {
+        let expected = rollout.revision;
+        let mut next = rollout.clone();
+        next.revision = expected + 1;
+        let body = serde_json::to_string(&next).map_err(backend)?;
         let (id, model, active, created) = (
-            rollout.id.clone(),
-            rollout.spec.model.clone(),
-            i64::from(rollout.state.is_active()),
-            rollout.created_at,
+            next.id.clone(),
+            next.spec.model.clone(),
+            i64::from(next.state.is_active()),
+            next.created_at,
         );
-        self.with(move |c| {
-            c.execute(
-                "INSERT INTO rollouts (id, model, active, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET active = excluded.active, body = excluded.body",
-                params![id, model, active, created, body],
-            )
-            .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        let saved = self
+            .with(move |c| {
+                let n = if expected == 0 {
+                    c.execute(
+                        "INSERT INTO rollouts (id, model, active, created_at, body, revision)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1) ON CONFLICT (id) DO NOTHING",
+                        params![id, model, active, created, body],
+                    )
+                } else {
+                    c.execute(
+                        "UPDATE rollouts SET active = ?2, body = ?3, revision = ?4
+                         WHERE id = ?1 AND revision = ?5",
+                        params![id, active, body, expected as i64 + 1, expected as i64],
+                    )
+                }
+                .map_err(backend)?;
+                Ok(n == 1)
+            })
+            .await?;
+        if !saved {
+            return Err(super::stale_rollout(&rollout.id));
+        }
+        rollout.revision = expected + 1;
+        Ok(())
     }
 
     async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>> {
@@ -877,7 +901,26 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    LEASE_SQL_SQLITE,
+                    params![name, holder, now_ms + ttl_ms, now_ms],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
 }
+
+/// Takes a free or expired lease, or renews one's own; changes no row otherwise.
+const LEASE_SQL_SQLITE: &str = "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+     WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4";
 
 fn rollout_of(text: &str) -> Result<crate::rollout::Rollout> {
     serde_json::from_str(text).map_err(|e| backend(format!("stored rollout does not parse: {e}")))
