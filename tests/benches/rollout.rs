@@ -2,7 +2,8 @@
 //! agents (separate `edge-agent` processes; `EDGEFLEET_BENCH_AGENTS`, default 50) on this
 //! machine, with the server's CPU time and RSS during it, the device-message rate the server
 //! stored meanwhile, and the bytes one device exchanged with the fleet (HTTP and MQTT, counted
-//! by relays on its links) per update beyond the artifact itself.
+//! by relays on its links) per update beyond the artifact itself. `EDGEFLEET_BENCH_POSTGRES=1`
+//! runs the server on a real PostgreSQL the bench starts (SQLite otherwise).
 //!
 //! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench rollout`
 
@@ -36,6 +37,17 @@ fn main() {
         .map_or(50, |n| {
             n.parse().expect("EDGEFLEET_BENCH_AGENTS is a number")
         });
+    let postgres = std::env::var("EDGEFLEET_BENCH_POSTGRES")
+        .is_ok_and(|v| v == "1")
+        .then(edgefleet_e2e::postgres::Postgres::start);
+    println!(
+        "store: {}",
+        if postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
     let tmp = tempfile::tempdir().unwrap();
     let options = DemoOptions {
         agents,
@@ -44,7 +56,9 @@ fn main() {
         verbose: false,
         tiny_artifact_limit: Vec::new(),
         latency_budget_factor: 200.0,
-        database_url: None,
+        database_url: postgres
+            .as_ref()
+            .map(edgefleet_e2e::postgres::Postgres::url),
     };
     let started = Instant::now();
     let mut fleet = demo::set_up(tmp.path(), &options);
