@@ -68,6 +68,9 @@ const ENGINE_LEASE: &str = "rollout-engine";
 pub const ENGINE_LEASE_MS: i64 = 5_000;
 
 async fn holds_engine_lease(state: &AppState) -> bool {
+    if state.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let held = match state
         .store
@@ -91,6 +94,22 @@ async fn holds_engine_lease(state: &AppState) -> bool {
         }
     }
     held
+}
+
+/// At shutdown: stop driving and give the lease up, so another server takes over at once
+/// (and this one, restarted, need not wait out its old lease).
+pub async fn hand_over(state: &AppState) {
+    state
+        .stopping
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let _pass_done = state.engine_lock.lock().await;
+    if let Err(e) = state
+        .store
+        .release_lease(ENGINE_LEASE, &state.instance)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot give up the rollout-engine lease; it expires by itself");
+    }
 }
 
 /// A device that refused the target before installing it (unsigned, below its floor, too

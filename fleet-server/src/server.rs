@@ -205,6 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         engine_lock: tokio::sync::Mutex::new(()),
         instance: instance_id()?,
         driving_rollouts: std::sync::atomic::AtomicBool::new(false),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
     tokio::spawn(refresh_online_metadata(state.clone()));
     tokio::spawn(crate::engine::run(state.clone()));
@@ -231,7 +232,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = running.listener.local_addr()?;
     tracing::info!(%addr, public_url = %running.state.config.public_url(), "serving");
-    axum::serve(running.listener, api::router(running.state))
+    let state = running.state.clone();
+    let served = axum::serve(running.listener, api::router(running.state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    crate::engine::hand_over(&state).await;
+    served
 }

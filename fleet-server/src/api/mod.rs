@@ -54,6 +54,8 @@ pub struct Shared {
     pub instance: String,
     /// Whether this server holds the rollout-engine lease.
     pub driving_rollouts: std::sync::atomic::AtomicBool,
+    /// Set at shutdown: no new rollout-engine passes.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 pub type AppState = Arc<Shared>;

@@ -265,6 +265,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Takes or renews the lease `name` for `holder` until `now_ms + ttl_ms`. False while
     /// another holder's lease has not expired.
     async fn lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool>;
+    /// Gives the lease up if `holder` has it (at shutdown, so another server need not wait).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
 }
 
 /// The conflict a stale rollout save gets.

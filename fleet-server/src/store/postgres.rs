@@ -922,6 +922,18 @@ impl Store for PostgresStore {
             .map_err(pg)?;
         Ok(n == 1)
     }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM leases WHERE name = $1 AND holder = $2",
+                &[&name, &holder],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

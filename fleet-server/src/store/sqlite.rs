@@ -915,6 +915,19 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+                params![name, holder],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 /// Takes a free or expired lease, or renews one's own; changes no row otherwise.
