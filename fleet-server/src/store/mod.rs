@@ -42,6 +42,99 @@ pub enum EnrollRefusal {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The schema, one entry per migration, applied in order once each and recorded in
+/// `schema_migrations`. Both back-ends speak this SQL; `{id}` is each one's auto-increment key.
+/// Never edit an entry that has shipped; add another.
+const SCHEMA: &[&str] = &[
+    // 1: tokens, devices, desired/reported, events, metrics, registry.
+    "CREATE TABLE operator_tokens (
+        {id},
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        grp TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        enrollment_hash TEXT,
+        enrollment_expires_at BIGINT,
+        enrolled_at BIGINT,
+        credential_hash TEXT UNIQUE,
+        mosquitto_hash TEXT,
+        last_seen BIGINT,
+        agent_version TEXT,
+        reported TEXT,
+        reported_seq BIGINT NOT NULL DEFAULT 0,
+        desired TEXT,
+        desired_revision BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX devices_by_group ON devices (grp);
+    CREATE TABLE assignments (
+        device TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+        target TEXT NOT NULL,
+        PRIMARY KEY (device, target)
+    );
+    CREATE TABLE events (
+        device TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (device, message_id)
+    );
+    CREATE INDEX events_by_time ON events (at);
+    CREATE TABLE metrics_batches (
+        device TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        batch TEXT NOT NULL,
+        PRIMARY KEY (device, seq)
+    );
+    CREATE TABLE releases (
+        target TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        version TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        sha256 TEXT NOT NULL,
+        length BIGINT NOT NULL,
+        stage TEXT NOT NULL,
+        pushed_by TEXT NOT NULL,
+        pushed_at BIGINT NOT NULL,
+        UNIQUE (model, version)
+    );",
+    // 2: rollouts, each stored whole as JSON beside the columns queries filter on.
+    "CREATE TABLE rollouts (
+        id TEXT PRIMARY KEY,
+        model TEXT NOT NULL,
+        active BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX rollouts_active ON rollouts (active, created_at);",
+    // 3: optimistic concurrency on rollouts; leases for work one server does for all.
+    "ALTER TABLE rollouts ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );",
+];
+
+/// [`SCHEMA`] with a back-end's auto-increment key column.
+pub(crate) fn migrations(id_column: &str) -> Vec<String> {
+    SCHEMA
+        .iter()
+        .map(|m| m.replace("{id}", id_column))
+        .collect()
+}
+
+/// The schema version this server knows (a database newer than it is refused).
+const SCHEMA_VERSION: i64 = SCHEMA.len() as i64;
+
 /// Opens the store the configuration names: SQLite (created if needed) or PostgreSQL.
 pub async fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Store>> {
     use crate::config::Database;

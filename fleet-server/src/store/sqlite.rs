@@ -15,86 +15,6 @@ use super::{
 };
 use crate::auth::Role;
 
-/// Schema changes, applied in order once each. Never edit one that has shipped; add another.
-pub(crate) const MIGRATIONS: &[&str] = &[
-    // 1: tokens, devices, desired/reported, events, metrics, registry.
-    "CREATE TABLE operator_tokens (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        role TEXT NOT NULL,
-        hash TEXT NOT NULL UNIQUE,
-        created_at BIGINT NOT NULL,
-        revoked_at BIGINT
-    );
-    CREATE TABLE devices (
-        id TEXT PRIMARY KEY,
-        grp TEXT NOT NULL,
-        tags TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        enrollment_hash TEXT,
-        enrollment_expires_at BIGINT,
-        enrolled_at BIGINT,
-        credential_hash TEXT UNIQUE,
-        mosquitto_hash TEXT,
-        last_seen BIGINT,
-        agent_version TEXT,
-        reported TEXT,
-        reported_seq BIGINT NOT NULL DEFAULT 0,
-        desired TEXT,
-        desired_revision BIGINT NOT NULL DEFAULT 0
-    );
-    CREATE INDEX devices_by_group ON devices (grp);
-    CREATE TABLE assignments (
-        device TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-        target TEXT NOT NULL,
-        PRIMARY KEY (device, target)
-    );
-    CREATE TABLE events (
-        device TEXT NOT NULL,
-        message_id TEXT NOT NULL,
-        seq BIGINT NOT NULL,
-        at BIGINT NOT NULL,
-        message TEXT NOT NULL,
-        PRIMARY KEY (device, message_id)
-    );
-    CREATE INDEX events_by_time ON events (at);
-    CREATE TABLE metrics_batches (
-        device TEXT NOT NULL,
-        seq BIGINT NOT NULL,
-        at BIGINT NOT NULL,
-        batch TEXT NOT NULL,
-        PRIMARY KEY (device, seq)
-    );
-    CREATE TABLE releases (
-        target TEXT PRIMARY KEY,
-        model TEXT NOT NULL,
-        version TEXT NOT NULL,
-        sequence BIGINT NOT NULL,
-        sha256 TEXT NOT NULL,
-        length BIGINT NOT NULL,
-        stage TEXT NOT NULL,
-        pushed_by TEXT NOT NULL,
-        pushed_at BIGINT NOT NULL,
-        UNIQUE (model, version)
-    );",
-    // 2: rollouts, each stored whole as JSON beside the columns queries filter on.
-    "CREATE TABLE rollouts (
-        id TEXT PRIMARY KEY,
-        model TEXT NOT NULL,
-        active BIGINT NOT NULL,
-        created_at BIGINT NOT NULL,
-        body TEXT NOT NULL
-    );
-    CREATE INDEX rollouts_active ON rollouts (active, created_at);",
-    // 3: optimistic concurrency on rollouts; leases for work one server does for all.
-    "ALTER TABLE rollouts ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
-    CREATE TABLE leases (
-        name TEXT PRIMARY KEY,
-        holder TEXT NOT NULL,
-        expires_at BIGINT NOT NULL
-    );",
-];
-
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -153,14 +73,15 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             |r| r.get(0),
         )
         .map_err(backend)?;
-    if applied > MIGRATIONS.len() as i64 {
+    if applied > super::SCHEMA_VERSION {
         return Err(backend(format!(
             "the database is at schema version {applied}, newer than this server knows ({}); \
              run the newer fleet-server",
-            MIGRATIONS.len()
+            super::SCHEMA_VERSION
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+    let migrations = super::migrations("id INTEGER PRIMARY KEY");
+    for (index, sql) in migrations.iter().enumerate().skip(applied as usize) {
         let tx = conn.transaction().map_err(backend)?;
         tx.execute_batch(sql).map_err(backend)?;
         tx.execute(
