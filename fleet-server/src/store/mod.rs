@@ -192,6 +192,35 @@ pub struct DeviceFilter {
     pub tag: Option<(String, Option<String>)>,
 }
 
+impl DeviceFilter {
+    /// The tag condition (the group is filtered in SQL).
+    pub(crate) fn tag_matches(&self, device: &Device) -> bool {
+        match &self.tag {
+            None => true,
+            Some((key, None)) => device.tags.contains_key(key),
+            Some((key, Some(value))) => device.tags.get(key) == Some(value),
+        }
+    }
+}
+
+/// Whether a device row (`enrollment_hash`, `enrollment_expires_at`, `enrolled_at`) accepts the
+/// token hashed as `presented` at `now`; both stores lock the row and then ask this.
+pub(crate) fn judge_enrollment(
+    row: Option<(Option<String>, Option<i64>, Option<i64>)>,
+    presented: &str,
+    now: i64,
+) -> std::result::Result<(), EnrollRefusal> {
+    match row {
+        None | Some((None, _, None)) => Err(EnrollRefusal::UnknownOrWrongToken),
+        Some((_, _, Some(_))) => Err(EnrollRefusal::AlreadyEnrolled),
+        Some((Some(stored), _, None)) if stored != presented => {
+            Err(EnrollRefusal::UnknownOrWrongToken)
+        }
+        Some((_, Some(expires), None)) if expires <= now => Err(EnrollRefusal::Expired),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Where a release stands in the registry (the MLflow model registry's stages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

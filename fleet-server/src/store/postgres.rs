@@ -14,8 +14,8 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 use super::{
-    Device, DeviceFilter, EnrollRefusal, NewDevice, OperatorToken, Release, Result, Stage, Store,
-    StoreError, StoredEvent,
+    Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store, StoreError,
+    StoredEvent,
 };
 use crate::auth::Role;
 
@@ -377,20 +377,8 @@ impl Store for PostgresStore {
             .await
             .map_err(pg)?
             .map(|r| (r.get(0), r.get(1), r.get(2)));
-        let refuse = |reason| Err(StoreError::Enrollment { reason });
-        match row {
-            None => return refuse(EnrollRefusal::UnknownOrWrongToken),
-            Some((_, _, Some(_))) => return refuse(EnrollRefusal::AlreadyEnrolled),
-            Some((Some(stored), expires, None)) => {
-                if stored != enrollment_hash {
-                    return refuse(EnrollRefusal::UnknownOrWrongToken);
-                }
-                if expires.is_some_and(|e| e <= now) {
-                    return refuse(EnrollRefusal::Expired);
-                }
-            }
-            Some((None, _, None)) => return refuse(EnrollRefusal::UnknownOrWrongToken),
-        }
+        super::judge_enrollment(row, enrollment_hash, now)
+            .map_err(|reason| StoreError::Enrollment { reason })?;
         tx.execute(
             "UPDATE devices SET enrollment_hash = NULL, enrollment_expires_at = NULL,
              enrolled_at = $2, credential_hash = $3, mosquitto_hash = $4 WHERE id = $1",
@@ -431,11 +419,7 @@ impl Store for PostgresStore {
         let devices = rows.iter().map(device_row).collect::<Result<Vec<_>>>()?;
         Ok(devices
             .into_iter()
-            .filter(|d| match &filter.tag {
-                None => true,
-                Some((key, None)) => d.tags.contains_key(key),
-                Some((key, Some(value))) => d.tags.get(key) == Some(value),
-            })
+            .filter(|d| filter.tag_matches(d))
             .collect())
     }
 

@@ -10,8 +10,8 @@ use edgefleet_protocol::DeviceId;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Device, DeviceFilter, EnrollRefusal, NewDevice, OperatorToken, Release, Result, Stage, Store,
-    StoreError, StoredEvent,
+    Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store, StoreError,
+    StoredEvent,
 };
 use crate::auth::Role;
 
@@ -329,20 +329,8 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(backend)?;
-            let refuse = |reason| Err(StoreError::Enrollment { reason });
-            match row {
-                None => return refuse(EnrollRefusal::UnknownOrWrongToken),
-                Some((_, _, Some(_))) => return refuse(EnrollRefusal::AlreadyEnrolled),
-                Some((Some(stored), expires, None)) => {
-                    if stored != enrollment_hash {
-                        return refuse(EnrollRefusal::UnknownOrWrongToken);
-                    }
-                    if expires.is_some_and(|e| e <= now) {
-                        return refuse(EnrollRefusal::Expired);
-                    }
-                }
-                Some((None, _, None)) => return refuse(EnrollRefusal::UnknownOrWrongToken),
-            }
+            super::judge_enrollment(row, &enrollment_hash, now)
+            .map_err(|reason| StoreError::Enrollment { reason })?;
             tx.execute(
                 "UPDATE devices SET enrollment_hash = NULL, enrollment_expires_at = NULL,
                  enrolled_at = ?2, credential_hash = ?3, mosquitto_hash = ?4 WHERE id = ?1",
@@ -384,11 +372,7 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             Ok(devices
                 .into_iter()
-                .filter(|d| match &filter.tag {
-                    None => true,
-                    Some((key, None)) => d.tags.contains_key(key),
-                    Some((key, Some(value))) => d.tags.get(key) == Some(value),
-                })
+                .filter(|d| filter.tag_matches(d))
                 .collect())
         })
         .await
