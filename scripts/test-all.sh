@@ -4,6 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# Garage (S3 for the replica tests) builds once into a cache, beside the checks below; niced so
+# the checks keep their speed where they can.
+garage_log=$(mktemp)
+nice -n 10 bash scripts/garage.sh >"$garage_log" 2>&1 &
+garage_pid=$!
 cargo fmt --all --check
 # terraform/ parses and its references resolve (no terraform binary is installable here).
 python3 terraform/check.py
@@ -16,6 +21,11 @@ bash systemd/check.sh target/debug
 bash packaging/deb/test.sh target/debug
 # No container engine here: the compose wiring and the image's config are checked instead.
 bash packaging/container/check.sh target/debug
+if ! wait "$garage_pid"; then
+  cat "$garage_log"
+  echo "building Garage failed (scripts/garage.sh)" >&2
+  exit 1
+fi
 cargo test --workspace --locked
 # The committed models are exactly what models/build.py produces.
 python3 models/build.py --check

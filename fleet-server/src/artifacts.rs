@@ -1,14 +1,29 @@
-//! Content-addressed artifact storage: `blobs/sha256/<hex>`. An upload streams to a temporary file
-//! while it is hashed and counted; only a body of exactly the announced hash (and length, when
-//! announced) under the size cap is renamed into place. Anything else is deleted, so a tampered or
-//! truncated upload stores nothing.
+//! Content-addressed artifact storage on any object store: a directory (the default,
+//! `<data_dir>/artifacts`) or an S3-compatible bucket (`artifacts.url = "s3://bucket/prefix"`),
+//! through the `object_store` crate so every replica sees the same objects.
+//!
+//! Objects live at `sha256/<hex>`. An upload streams to a staging object `tmp/<hex>.<unique>`
+//! (a multipart upload on S3) while it is hashed and counted; only a body of exactly the
+//! announced hash (and length, when announced) under the size cap is then renamed to its address
+//! (a rename on disk, copy-then-delete on S3). Anything else is deleted, so a tampered or
+//! truncated upload never becomes visible.
 
-use std::path::{Path, PathBuf};
+use std::ops::Range;
+use std::path::Path as FsPath;
+use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use tokio::io::AsyncWriteExt;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+
+/// Staging objects older than this are leftovers of a crashed upload (a live one on another
+/// replica is younger).
+const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Size of each part of a multipart upload; S3 requires at least 5 MiB for all but the last.
+const PART_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -29,18 +44,17 @@ pub enum ArtifactError {
     Truncated { received: u64, expected: u64 },
     #[error("the upload failed while receiving: {0}; nothing was stored")]
     Body(String),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
+    #[error("artifact store {store}: {source}")]
+    Store {
+        store: String,
+        #[source]
+        source: object_store::Error,
     },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
-    move |source| ArtifactError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    #[error(
+        "artifacts.url {url:?}: {detail}; use an absolute directory or s3://bucket[/prefix] \
+         (credentials, region and endpoint from the AWS_* environment variables)"
+    )]
+    BadUrl { url: String, detail: String },
 }
 
 pub fn check_digest(sha256: &str) -> Result<(), ArtifactError> {
@@ -57,7 +71,10 @@ pub fn check_digest(sha256: &str) -> Result<(), ArtifactError> {
 
 #[derive(Debug, Clone)]
 pub struct BlobStore {
-    dir: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    /// For messages: the directory or URL, never credentials.
+    name: String,
 }
 
 /// A stored artifact.
@@ -68,36 +85,141 @@ pub struct Blob {
 }
 
 impl BlobStore {
-    pub fn open(dir: &Path) -> Result<Self, ArtifactError> {
-        for sub in ["sha256", "tmp"] {
-            let path = dir.join(sub);
-            std::fs::create_dir_all(&path).map_err(io(&path))?;
-        }
-        // Leftovers of uploads cut off by a crash.
-        let tmp = dir.join("tmp");
-        for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
-            let _ = std::fs::remove_file(entry.path());
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-        })
+    /// Artifacts in a local directory (created if needed).
+    pub async fn open_dir(dir: &FsPath) -> Result<Self, ArtifactError> {
+        let name = dir.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|e| ArtifactError::BadUrl {
+            url: name.clone(),
+            detail: e.to_string(),
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|source| ArtifactError::Store {
+                store: name.clone(),
+                source,
+            })?
+            // An acknowledged upload must survive a power cut, as it does on S3.
+            .with_fsync(true);
+        Self::start(Arc::new(store), Path::default(), name).await
     }
 
-    pub fn path(&self, sha256: &str) -> Result<PathBuf, ArtifactError> {
+    /// Artifacts where `artifacts.url` says: `s3://bucket[/prefix]`, `file:///dir` or `/dir`.
+    pub async fn open_url(url: &str) -> Result<Self, ArtifactError> {
+        if url.starts_with('/') {
+            return Self::open_dir(FsPath::new(url)).await;
+        }
+        let bad = |detail: String| ArtifactError::BadUrl {
+            url: url.to_owned(),
+            detail,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        match parsed.scheme() {
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| bad("not a local path".into()))?;
+                Self::open_dir(&dir).await
+            }
+            "s3" => {
+                let store = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                let prefix = Path::parse(parsed.path().trim_start_matches('/'))
+                    .map_err(|e| bad(e.to_string()))?;
+                Self::start(Arc::new(store), prefix, url.to_owned()).await
+            }
+            other => Err(bad(format!("unsupported scheme {other:?}"))),
+        }
+    }
+
+    /// Removes staging objects left by uploads a crash cut off.
+    async fn start(
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        name: String,
+    ) -> Result<Self, ArtifactError> {
+        let blobs = Self {
+            store,
+            prefix,
+            name,
+        };
+        let staging = blobs.key("tmp");
+        let cutoff = std::time::SystemTime::now() - STALE_UPLOAD;
+        let stale: Vec<Path> = blobs
+            .store
+            .list(Some(&staging))
+            .try_filter_map(|meta| async move {
+                Ok((std::time::SystemTime::from(meta.last_modified) < cutoff)
+                    .then_some(meta.location))
+            })
+            .try_collect()
+            .await
+            .map_err(|e| blobs.err(e))?;
+        for location in stale {
+            let _ = blobs.store.delete(&location).await;
+        }
+        Ok(blobs)
+    }
+
+    fn key(&self, relative: &str) -> Path {
+        self.prefix
+            .parts()
+            .chain(Path::from(relative).parts())
+            .collect()
+    }
+
+    fn address(&self, sha256: &str) -> Result<Path, ArtifactError> {
         check_digest(sha256)?;
-        Ok(self.dir.join("sha256").join(sha256))
+        Ok(self.key(&format!("sha256/{sha256}")))
+    }
+
+    fn err(&self, source: object_store::Error) -> ArtifactError {
+        ArtifactError::Store {
+            store: self.name.clone(),
+            source,
+        }
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.name
     }
 
     pub async fn get(&self, sha256: &str) -> Result<Option<Blob>, ArtifactError> {
-        let path = self.path(sha256)?;
-        match tokio::fs::metadata(&path).await {
+        let address = self.address(sha256)?;
+        match self.store.head(&address).await {
             Ok(meta) => Ok(Some(Blob {
                 sha256: sha256.to_owned(),
-                length: meta.len(),
+                length: meta.size,
             })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(e)),
         }
+    }
+
+    /// The bytes `range` of a stored artifact, streamed from the object store.
+    pub async fn read(
+        &self,
+        sha256: &str,
+        range: Range<u64>,
+    ) -> Result<impl Stream<Item = Result<Bytes, ArtifactError>> + Send + 'static, ArtifactError>
+    {
+        let address = self.address(sha256)?;
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let result = self
+            .store
+            .get_opts(&address, options)
+            .await
+            .map_err(|e| self.err(e))?;
+        let name = self.name.clone();
+        Ok(result
+            .into_stream()
+            .map_err(move |source| ArtifactError::Store {
+                store: name.clone(),
+                source,
+            }))
     }
 
     /// Streams `body` into the store under `sha256`. `length`, when the client announced one,
@@ -113,19 +235,24 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let dest = self.path(sha256)?;
+        let address = self.address(sha256)?;
         if let Some(length) = length
             && length > limit
         {
             return Err(ArtifactError::TooLarge { limit });
         }
-        let tmp = self.dir.join("tmp").join(format!(
-            "{sha256}.{}.{}",
+        let staging = self.key(&format!(
+            "tmp/{sha256}.{}.{}",
             std::process::id(),
             jiff::Timestamp::now().as_nanosecond()
         ));
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(io(&tmp))?;
+        let upload = self
+            .store
+            .put_multipart(&staging)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let received = async {
             let mut hasher = digest::Context::new(&digest::SHA256);
             let mut received: u64 = 0;
             while let Some(chunk) = body.next().await {
@@ -137,7 +264,8 @@ impl BlobStore {
                     });
                 }
                 hasher.update(&chunk);
-                file.write_all(&chunk).await.map_err(io(&tmp))?;
+                writer.wait_for_capacity(2).await.map_err(|e| self.err(e))?;
+                writer.put(chunk);
             }
             if let Some(expected) = length
                 && received != expected
@@ -152,19 +280,26 @@ impl BlobStore {
                     length: received,
                 });
             }
-            file.sync_all().await.map_err(io(&tmp))?;
-            drop(file);
-            tokio::fs::rename(&tmp, &dest).await.map_err(io(&dest))?;
-            Ok(Blob {
-                sha256: sha256.to_owned(),
-                length: received,
-            })
+            Ok(received)
         }
         .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        let received = match received {
+            Ok(received) => received,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        };
+        writer.finish().await.map_err(|e| self.err(e))?;
+        let result = self.store.rename(&staging, &address).await;
+        if let Err(e) = result {
+            let _ = self.store.delete(&staging).await;
+            return Err(self.err(e));
         }
-        result
+        Ok(Blob {
+            sha256: sha256.to_owned(),
+            length: received,
+        })
     }
 }
 
@@ -180,15 +315,38 @@ mod tests {
         hex::encode(digest::digest(&digest::SHA256, bytes))
     }
 
-    fn stored(dir: &Path) -> usize {
-        std::fs::read_dir(dir.join("sha256")).unwrap().count()
-            + std::fs::read_dir(dir.join("tmp")).unwrap().count()
+    fn files_under(dir: &FsPath) -> usize {
+        walk(dir).len()
+    }
+
+    fn walk(dir: &FsPath) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    async fn read_all(blobs: &BlobStore, sha256: &str, range: Range<u64>) -> Vec<u8> {
+        let chunks: Vec<Bytes> = blobs
+            .read(sha256, range)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        chunks.concat()
     }
 
     #[tokio::test]
-    async fn a_matching_upload_is_stored_under_its_hash() {
+    async fn a_matching_upload_is_stored_under_its_hash_and_read_back_by_range() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobStore::open(dir.path()).unwrap();
+        let blobs = BlobStore::open_dir(dir.path()).await.unwrap();
         let digest = sha(b"hello world");
         let blob = blobs
             .put(&digest, Some(11), 100, stream(vec![b"hello ", b"world"]))
@@ -196,16 +354,19 @@ mod tests {
             .unwrap();
         assert_eq!(blob.length, 11);
         assert_eq!(
-            std::fs::read(blobs.path(&digest).unwrap()).unwrap(),
+            std::fs::read(dir.path().join("sha256").join(&digest)).unwrap(),
             b"hello world"
         );
         assert_eq!(blobs.get(&digest).await.unwrap(), Some(blob));
+        assert_eq!(read_all(&blobs, &digest, 0..11).await, b"hello world");
+        assert_eq!(read_all(&blobs, &digest, 6..9).await, b"wor");
+        assert_eq!(files_under(dir.path()), 1, "{:?}", walk(dir.path()));
     }
 
     #[tokio::test]
     async fn tampered_truncated_or_oversized_uploads_store_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobStore::open(dir.path()).unwrap();
+        let blobs = BlobStore::open_dir(dir.path()).await.unwrap();
         let digest = sha(b"hello world");
         let err = blobs
             .put(&digest, None, 100, stream(vec![b"hello w0rld"]))
@@ -237,8 +398,36 @@ mod tests {
         ]);
         let err = blobs.put(&digest, None, 100, failing).await.unwrap_err();
         assert!(err.to_string().contains("connection reset"), "{err}");
-        assert_eq!(stored(dir.path()), 0);
+        assert_eq!(files_under(dir.path()), 0, "{:?}", walk(dir.path()));
         assert!(blobs.get(&digest).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn stale_staging_objects_are_removed_at_start_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let stale = dir.path().join("tmp/old");
+        let fresh = dir.path().join("tmp/new");
+        std::fs::write(&stale, b"x").unwrap();
+        std::fs::write(&fresh, b"y").unwrap();
+        let old = std::time::SystemTime::now() - STALE_UPLOAD - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        BlobStore::open_dir(dir.path()).await.unwrap();
+        assert!(!stale.exists());
+        assert!(fresh.exists(), "another replica's upload in progress");
+    }
+
+    #[tokio::test]
+    async fn only_absolute_directories_and_s3_urls_are_artifact_stores() {
+        for bad in ["relative/dir", "gs://bucket", "s3://", "http://x"] {
+            let err = BlobStore::open_url(bad).await.unwrap_err();
+            assert!(err.to_string().contains("artifacts.url"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -35,6 +35,19 @@ pub struct Config {
     pub enrollment: Enrollment,
     #[serde(default)]
     pub database: DatabaseConfig,
+    #[serde(default)]
+    pub artifacts: ArtifactsConfig,
+}
+
+/// Where uploaded model artifacts live.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactsConfig {
+    /// `s3://bucket[/prefix]` (any S3-compatible store; credentials, region and endpoint from
+    /// the usual `AWS_*` variables: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    /// `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, or the ECS task role) or an absolute directory.
+    /// Several servers must share one. Default: the directory `<data_dir>/artifacts`.
+    pub url: Option<String>,
 }
 
 /// Where the server's state lives.
@@ -292,6 +305,13 @@ impl Config {
             }
             Ok(_) => {}
         }
+        if let Some(url) = &self.artifacts.url
+            && !(url.starts_with('/') || url.starts_with("s3://") || url.starts_with("file:///"))
+        {
+            problems.push(format!(
+                "artifacts.url {url:?} must be s3://bucket[/prefix] or an absolute directory"
+            ));
+        }
         if !(1..=1024).contains(&self.database.pool_size) {
             problems.push("database.pool_size must be 1 to 1024".into());
         }
@@ -333,6 +353,14 @@ impl Config {
             .clone()
             .or_else(|| self.mqtt.url.clone())
             .unwrap_or_else(|| format!("mqtt://{}", self.mqtt.embedded_listen))
+    }
+
+    /// `artifacts.url`, or the default directory in `data_dir`.
+    pub fn artifacts_url(&self) -> String {
+        self.artifacts
+            .url
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("artifacts").display().to_string())
     }
 
     pub fn online_keys_dir(&self) -> PathBuf {

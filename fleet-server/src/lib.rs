@@ -15,5 +15,6 @@ pub mod mqtt;
 pub mod range;
 pub mod rollout;
 pub mod server;
+pub mod sessions;
 pub mod store;
 pub mod tufhost;

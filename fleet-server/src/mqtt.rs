@@ -199,11 +199,36 @@ pub fn connect(
     password: &str,
     client_id: &str,
 ) -> Result<(MqttHandle, EventLoop), MqttError> {
+    let options = client_options(
+        config,
+        address,
+        password,
+        client_id,
+        config.mqtt.url.is_none(),
+    )?;
+    let (client, eventloop) = AsyncClient::new(options, 10_000);
+    Ok((
+        MqttHandle {
+            client,
+            connected: Arc::new(AtomicBool::new(false)),
+        },
+        eventloop,
+    ))
+}
+
+/// The server's connection options under `client_id`, acknowledging manually.
+pub(crate) fn client_options(
+    config: &Config,
+    address: &BrokerAddress,
+    password: &str,
+    client_id: &str,
+    clean_session: bool,
+) -> Result<MqttOptions, MqttError> {
     let mut options = MqttOptions::new(client_id, address.host.clone(), address.port);
     options
         .set_credentials(config.mqtt.username.clone(), password.to_owned())
         .set_keep_alive(Duration::from_secs(30))
-        .set_clean_session(config.mqtt.url.is_none())
+        .set_clean_session(clean_session)
         .set_manual_acks(true)
         .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
     if address.tls {
@@ -224,14 +249,18 @@ pub fn connect(
             client_auth: None,
         }));
     }
-    let (client, eventloop) = AsyncClient::new(options, 10_000);
-    Ok((
-        MqttHandle {
-            client,
-            connected: Arc::new(AtomicBool::new(false)),
-        },
-        eventloop,
-    ))
+    Ok(options)
+}
+
+/// The topic filters the server subscribes to: shared on an external broker.
+pub(crate) fn device_filters(share_group: Option<&str>) -> Vec<String> {
+    [Channel::Reported, Channel::Events, Channel::Metrics]
+        .into_iter()
+        .map(|channel| match share_group {
+            Some(group) => topic::server_subscription(group, channel),
+            None => format!("{TOPIC_PREFIX}/+/{}", channel.as_str()),
+        })
+        .collect()
 }
 
 /// Where the server's client connects: the external broker, or the embedded one.
@@ -258,6 +287,7 @@ pub async fn run(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     share_group: Option<String>,
+    sessions: Option<crate::sessions::Sessions>,
 ) {
     let republish = Arc::new(Notify::new());
     tokio::spawn(republisher(
@@ -277,11 +307,7 @@ pub async fn run(
                 handle.connected.store(true, Ordering::Relaxed);
                 metrics.mqtt_connected.set(1);
                 tracing::info!("connected to the MQTT broker");
-                for channel in [Channel::Reported, Channel::Events, Channel::Metrics] {
-                    let filter = match &share_group {
-                        Some(group) => topic::server_subscription(group, channel),
-                        None => format!("{TOPIC_PREFIX}/+/{}", channel.as_str()),
-                    };
+                for filter in device_filters(share_group.as_deref()) {
                     if let Err(e) = handle.client.try_subscribe(filter, QoS::AtLeastOnce) {
                         tracing::error!(error = %e, "cannot queue a subscription");
                     }
@@ -304,6 +330,11 @@ pub async fn run(
                 metrics.mqtt_connected.set(0);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
+                // Had another server taken this session to drain it, connecting now would take
+                // it back midway.
+                if let Some(sessions) = &sessions {
+                    sessions.wait_until_ours().await;
+                }
             }
         }
     }

@@ -13,6 +13,7 @@ use crate::auth::{self, Role, SecretKind};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mqtt;
+use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::tufhost::TufHost;
 
@@ -144,17 +145,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ensure_online_keys(&config.online_keys_dir())?;
     let store: Arc<dyn Store> = crate::store::open(&config).await?;
     bootstrap_admin(&*store, &config.data_dir).await?;
-    let blobs = BlobStore::open(&config.data_dir.join("artifacts"))?;
+    let blobs = BlobStore::open_url(&config.artifacts_url()).await?;
     let expiries = Expiries {
         snapshot_days: config.tuf.snapshot_days,
         timestamp_days: config.tuf.timestamp_days,
         ..Expiries::default()
     };
     let tuf = TufHost::open(
-        &config.data_dir.join("repo"),
+        store.clone(),
+        blobs.clone(),
         &config.online_keys_dir(),
         expiries,
-    )?;
+        &config.data_dir.join("repo"),
+    )
+    .await?;
     let metrics = Arc::new(Metrics::default());
 
     let password = match (&config.mqtt.url, &config.mqtt.password) {
@@ -174,6 +178,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let broker = mqtt::broker_of(&config)?;
     let client_id = mqtt_client_id(&config)?;
+    let instance = instance_id()?;
+    let sessions = config.mqtt.url.is_some().then(|| Sessions {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        config: config.clone(),
+        address: broker.clone(),
+        password: password.clone(),
+        share_group: config.mqtt.share_group.clone(),
+        instance: instance.clone(),
+        client_id: client_id.clone(),
+    });
+    if let Some(sessions) = &sessions {
+        sessions.wait_until_ours().await;
+        tokio::spawn(sessions.clone().run());
+    }
     let (handle, eventloop) = mqtt::connect(&config, &broker, &password, &client_id)?;
     tokio::spawn(mqtt::run(
         handle.clone(),
@@ -185,6 +204,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .url
             .is_some()
             .then(|| config.mqtt.share_group.clone()),
+        sessions.clone(),
     ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -203,7 +223,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         desired_lock: tokio::sync::Mutex::new(()),
         engine_lock: tokio::sync::Mutex::new(()),
-        instance: instance_id()?,
+        instance,
+        sessions,
         driving_rollouts: std::sync::atomic::AtomicBool::new(false),
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
@@ -237,5 +258,8 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     crate::engine::hand_over(&state).await;
+    if let Some(sessions) = &state.sessions {
+        sessions.hand_over().await;
+    }
     served
 }

@@ -3,18 +3,26 @@
 //!
 //! The operator's offline keys never reach the server. It holds only `snapshot.pem` and
 //! `timestamp.pem`; root and targets arrive already signed (`fleetctl init|push --server`).
+//!
+//! The metadata lives in the server's database and the artifacts in its artifact store, so every
+//! replica serves the same repository; a publication is one database transaction that moves
+//! timestamp.json from the version it was computed from, so two replicas publishing at once
+//! cannot interleave (the later one gets a conflict and nothing is written). Every replica must
+//! hold the same online keys, which start-up checks against the current root.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use edgefleet_protocol::target::ModelTargetMeta;
 use edgefleet_tuf::operator::{Expiries, target_meta};
-use edgefleet_tuf::repo::{OnlineKeys, Published, RepoStore};
+use edgefleet_tuf::repo::{OnlineKeys, Published, RepoBackend, RepoStore};
 use edgefleet_tuf::{Error as TufError, keys::PemKeySource};
 use jiff::Timestamp;
 use tokio::sync::Mutex;
 use tough::schema::{Signed, Targets};
 
 use crate::artifacts::BlobStore;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -26,13 +34,15 @@ pub enum HostError {
         "target {name:?}: artifact sha256 {sha256} was not uploaded; upload it (PUT /api/v1/artifacts/{sha256}) before the metadata"
     )]
     MissingArtifact { name: String, sha256: String },
+    #[error(
+        "this server's online keys ({dir}) are not the ones the repository's root authorizes: \
+         {detail}; every server of one fleet must hold the same snapshot.pem and timestamp.pem"
+    )]
+    ForeignKeys { dir: String, detail: String },
+    #[error("importing the repository from {dir}: {detail}")]
+    Import { dir: String, detail: String },
     #[error(transparent)]
     Tuf(#[from] TufError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
 }
 
 /// One signed model target, as the registry shows it.
@@ -44,46 +54,162 @@ pub struct SignedModel {
     pub meta: ModelTargetMeta,
 }
 
-#[derive(Debug)]
-pub struct TufHost {
-    dir: PathBuf,
-    keys_dir: PathBuf,
-    expiries: Expiries,
-    repo: Mutex<Option<RepoStore>>,
+/// The repository's storage: metadata in the database, artifacts in the artifact store.
+#[derive(Debug, Clone)]
+pub struct SharedRepo {
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
 }
 
-impl TufHost {
-    pub fn open(dir: &Path, keys_dir: &Path, expiries: Expiries) -> Result<Self, HostError> {
-        let host = Self {
-            dir: dir.to_path_buf(),
-            keys_dir: keys_dir.to_path_buf(),
-            expiries,
-            repo: Mutex::new(None),
-        };
-        let repo = if dir.join("metadata/root.json").exists() {
-            Some(RepoStore::open(dir, host.online_keys(), expiries)?)
-        } else {
-            None
-        };
-        Ok(Self {
-            repo: Mutex::new(repo),
-            ..host
-        })
+fn storage(e: impl std::fmt::Display) -> TufError {
+    TufError::Storage(e.to_string())
+}
+
+impl RepoBackend for SharedRepo {
+    async fn read(&self, file: &str) -> Result<Option<Vec<u8>>, TufError> {
+        let body = self.store.tuf_file(file).await.map_err(storage)?;
+        Ok(body.map(String::into_bytes))
     }
 
-    fn online_keys(&self) -> OnlineKeys {
-        OnlineKeys {
-            snapshot: Box::new(PemKeySource {
-                path: self.keys_dir.join("snapshot.pem"),
+    async fn publish(
+        &self,
+        files: Vec<(String, Vec<u8>)>,
+        based_on: Option<u64>,
+    ) -> Result<(), TufError> {
+        let files = files
+            .into_iter()
+            .map(|(file, bytes)| {
+                String::from_utf8(bytes)
+                    .map(|body| (file.clone(), body))
+                    .map_err(|_| TufError::Malformed {
+                        what: file,
+                        detail: "not UTF-8 JSON".into(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = based_on.unwrap_or(0) + 1;
+        match self.store.publish_tuf(files, based_on, next).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict { .. }) => Err(TufError::Concurrent {
+                repository: self.describe(),
             }),
-            timestamp: Box::new(PemKeySource {
-                path: self.keys_dir.join("timestamp.pem"),
-            }),
+            Err(e) => Err(storage(e)),
         }
     }
 
-    pub async fn is_initialised(&self) -> bool {
-        self.repo.lock().await.is_some()
+    async fn artifact_length(
+        &self,
+        _name: &str,
+        sha256_hex: &str,
+    ) -> Result<Option<u64>, TufError> {
+        let blob = self.blobs.get(sha256_hex).await.map_err(storage)?;
+        Ok(blob.map(|b| b.length))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "in the server's database (artifacts in {})",
+            self.blobs.describe()
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct TufHost {
+    repo: RepoStore<SharedRepo>,
+    keys_dir: std::path::PathBuf,
+    /// This server's own publications one at a time; other servers are kept out by the
+    /// database (see the module comment).
+    writing: Mutex<()>,
+}
+
+impl TufHost {
+    /// Opens the shared repository. A repository an older server kept in `legacy_dir`
+    /// (`<data_dir>/tuf`) is imported once into an empty database.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        keys_dir: &Path,
+        expiries: Expiries,
+        legacy_dir: &Path,
+    ) -> Result<Self, HostError> {
+        let keys = OnlineKeys {
+            snapshot: Box::new(PemKeySource {
+                path: keys_dir.join("snapshot.pem"),
+            }),
+            timestamp: Box::new(PemKeySource {
+                path: keys_dir.join("timestamp.pem"),
+            }),
+        };
+        let host = Self {
+            repo: RepoStore::with_backend(SharedRepo { store, blobs }, keys, expiries),
+            keys_dir: keys_dir.to_path_buf(),
+            writing: Mutex::new(()),
+        };
+        if !host.repo.exists().await? && legacy_dir.join("metadata/root.json").exists() {
+            host.import(legacy_dir).await?;
+        }
+        if host.repo.exists().await? {
+            host.repo
+                .verify_online_keys()
+                .await
+                .map_err(|e| HostError::ForeignKeys {
+                    dir: keys_dir.display().to_string(),
+                    detail: e.to_string(),
+                })?;
+        }
+        Ok(host)
+    }
+
+    async fn import(&self, dir: &Path) -> Result<(), HostError> {
+        let fail = |detail: String| HostError::Import {
+            dir: dir.display().to_string(),
+            detail,
+        };
+        let metadata = dir.join("metadata");
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&metadata).map_err(|e| fail(e.to_string()))? {
+            let path = entry.map_err(|e| fail(e.to_string()))?.path();
+            let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if metadata_name_ok(file) || file == "timestamp.json" {
+                let body = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+                files.push((file.to_owned(), body));
+            }
+        }
+        let timestamp = files
+            .iter()
+            .find(|(f, _)| f == "timestamp.json")
+            .ok_or_else(|| fail("no timestamp.json".into()))?;
+        let version = serde_json::from_str::<Signed<tough::schema::Timestamp>>(&timestamp.1)
+            .map_err(|e| fail(e.to_string()))?
+            .signed
+            .version
+            .get();
+        // timestamp.json last, as every publication writes it.
+        files.sort_by_key(|(f, _)| f == "timestamp.json");
+        match self
+            .repo
+            .backend()
+            .store
+            .publish_tuf(files, None, version)
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict { .. }) => {
+                tracing::info!(from = %dir.display(), timestamp_version = version, "TUF repository imported into the database");
+                Ok(())
+            }
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+
+    pub async fn is_initialised(&self) -> Result<bool, HostError> {
+        Ok(self.repo.exists().await?)
+    }
+
+    pub fn online_keys_dir(&self) -> &Path {
+        &self.keys_dir
     }
 
     /// Creates the repository from an operator-signed root (version 1) and targets.
@@ -91,38 +217,20 @@ impl TufHost {
         &self,
         root: &[u8],
         targets: &[u8],
-        blobs: &BlobStore,
         now: Timestamp,
     ) -> Result<(Published, Vec<SignedModel>), HostError> {
-        let mut guard = self.repo.lock().await;
-        if guard.is_some() {
+        let _writing = self.writing.lock().await;
+        if self.repo.exists().await? {
             return Err(HostError::AlreadyInitialised);
         }
-        let had_metadata = self.dir.join("metadata").exists();
-        let linked = self.link_artifacts(targets, blobs)?;
-        match RepoStore::create(
-            &self.dir,
-            root,
-            targets,
-            self.online_keys(),
-            self.expiries,
-            now,
-        )
-        .await
-        {
-            Ok((repo, published)) => {
-                *guard = Some(repo);
-                Ok((published, models_of(targets)?))
+        self.check_uploaded(targets).await?;
+        let published = match self.repo.initialise(root, targets, now).await {
+            Err(TufError::RepositoryExists { .. } | TufError::Concurrent { .. }) => {
+                return Err(HostError::AlreadyInitialised);
             }
-            Err(e) => {
-                unlink(&linked);
-                // `create` checks everything before writing; clear what a failed write left.
-                if !had_metadata {
-                    let _ = std::fs::remove_dir_all(self.dir.join("metadata"));
-                }
-                Err(e.into())
-            }
-        }
+            other => other?,
+        };
+        Ok((published, models_of(targets)?))
     }
 
     /// Accepts operator-signed targets (version exactly one above) and re-signs snapshot and
@@ -130,158 +238,106 @@ impl TufHost {
     pub async fn accept_targets(
         &self,
         bytes: &[u8],
-        blobs: &BlobStore,
         now: Timestamp,
     ) -> Result<(Published, Vec<SignedModel>), HostError> {
-        let guard = self.repo.lock().await;
-        let repo = guard.as_ref().ok_or(HostError::NotInitialised)?;
-        let linked = self.link_artifacts_into(repo, bytes, blobs)?;
-        match repo.accept_targets(bytes, now).await {
-            Ok(published) => Ok((published, models_of(bytes)?)),
-            Err(e) => {
-                unlink(&linked);
-                Err(e.into())
-            }
-        }
+        let _writing = self.writing.lock().await;
+        self.ensure_initialised().await?;
+        self.check_uploaded(bytes).await?;
+        let published = self.repo.accept_targets(bytes, now).await?;
+        Ok((published, models_of(bytes)?))
     }
 
     pub async fn accept_root(&self, bytes: &[u8], now: Timestamp) -> Result<Published, HostError> {
-        let guard = self.repo.lock().await;
-        let repo = guard.as_ref().ok_or(HostError::NotInitialised)?;
-        Ok(repo.accept_root(bytes, now).await?)
+        let _writing = self.writing.lock().await;
+        self.ensure_initialised().await?;
+        Ok(self.repo.accept_root(bytes, now).await?)
     }
 
-    /// Re-signs online metadata when it is at half its validity.
+    /// Re-signs online metadata when it is at half its validity. Another server doing it at
+    /// the same moment is not an error: one of the two re-signed.
     pub async fn refresh(&self, now: Timestamp) -> Result<bool, HostError> {
-        let guard = self.repo.lock().await;
-        match guard.as_ref() {
-            Some(repo) => Ok(repo.refresh(now).await?),
-            None => Ok(false),
+        let _writing = self.writing.lock().await;
+        if !self.repo.exists().await? {
+            return Ok(false);
+        }
+        match self.repo.refresh(now).await {
+            Ok(done) => Ok(done),
+            Err(TufError::Concurrent { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// The current signed targets, byte for byte as the operator signed them.
     pub async fn current_targets(&self) -> Result<Vec<u8>, HostError> {
-        let guard = self.repo.lock().await;
-        let repo = guard.as_ref().ok_or(HostError::NotInitialised)?;
-        Ok(repo.targets()?.1)
+        self.ensure_initialised().await?;
+        Ok(self.repo.targets().await?.1)
     }
 
     /// Every model the current targets sign; empty before `init`.
     pub async fn models(&self) -> Result<Vec<SignedModel>, HostError> {
-        let guard = self.repo.lock().await;
-        match guard.as_ref() {
-            Some(repo) => models_of(&repo.targets()?.1),
-            None => Ok(Vec::new()),
+        if !self.repo.exists().await? {
+            return Ok(Vec::new());
+        }
+        models_of(&self.repo.targets().await?.1)
+    }
+
+    /// The bytes behind `/tuf/metadata/{file}`: `root.json`, `timestamp.json`, `N.root.json`,
+    /// `N.snapshot.json`, `N.targets.json`. `None` for any other name or a file not there.
+    pub async fn metadata(&self, file: &str) -> Result<Option<Vec<u8>>, HostError> {
+        if !(file == "timestamp.json" || metadata_name_ok(file)) {
+            return Ok(None);
+        }
+        Ok(self.repo.backend().read(file).await?)
+    }
+
+    async fn ensure_initialised(&self) -> Result<(), HostError> {
+        if self.repo.exists().await? {
+            Ok(())
+        } else {
+            Err(HostError::NotInitialised)
         }
     }
 
-    /// The file behind `/tuf/metadata/{file}`: `root.json`, `timestamp.json`, `N.root.json`,
-    /// `N.snapshot.json`, `N.targets.json`. Anything else is `None`.
-    pub fn metadata_file(&self, file: &str) -> Option<PathBuf> {
-        let valid = matches!(file, "root.json" | "timestamp.json")
-            || file.split_once('.').is_some_and(|(n, rest)| {
-                !n.is_empty()
-                    && n.len() <= 20
-                    && n.bytes().all(|b| b.is_ascii_digit())
-                    && matches!(rest, "root.json" | "snapshot.json" | "targets.json")
-            });
-        valid.then(|| self.dir.join("metadata").join(file))
-    }
-
-    /// The file behind `/tuf/targets/{path}` (`models/<m>/<v>/<sha256>.model.onnx`), with the
-    /// target name and sha256 it is stored under. Anything else is `None`.
-    pub fn target_file(&self, path: &str) -> Option<(PathBuf, String, String)> {
-        let (dirs, file) = path.rsplit_once('/')?;
-        let (sha256, plain) = file.split_once('.')?;
-        crate::artifacts::check_digest(sha256).ok()?;
-        let name = format!("{dirs}/{plain}");
-        edgefleet_protocol::target::parse_target_name(&name).ok()?;
-        // parse_target_name admits only validated model names and semver versions: no `..`.
-        Some((self.dir.join("targets").join(path), name, sha256.to_owned()))
-    }
-
-    /// Hard-links (or copies, across file systems) uploaded blobs to where the repository wants
-    /// each target's artifact, for targets not already there. Returns the paths it created.
-    fn link_artifacts(&self, targets: &[u8], blobs: &BlobStore) -> Result<Vec<PathBuf>, HostError> {
-        let parsed = parse_targets(targets)?;
-        let mut created = Vec::new();
-        for (name, target) in parsed.signed.targets.iter() {
-            let sha256 = hex::encode(&target.hashes.sha256);
-            let (model, version) = edgefleet_protocol::target::parse_target_name(name.raw())
-                .map_err(|e| TufError::Target {
-                    name: name.raw().to_owned(),
-                    detail: e.to_string(),
-                })?;
-            let dest = self.dir.join(format!(
-                "targets/models/{model}/{version}/{sha256}.model.onnx"
-            ));
-            if let Err(e) = place(&dest, &sha256, name.raw(), blobs, &mut created) {
-                unlink(&created);
-                return Err(e);
+    /// Names the first target whose artifact was not uploaded, before the repository code
+    /// gives a less specific refusal.
+    async fn check_uploaded(&self, targets: &[u8]) -> Result<(), HostError> {
+        for model in models_of(targets)? {
+            let stored = self
+                .repo
+                .backend()
+                .artifact_length(&model.name, &model.sha256)
+                .await?;
+            if stored.is_none() {
+                return Err(HostError::MissingArtifact {
+                    name: model.name,
+                    sha256: model.sha256,
+                });
             }
         }
-        Ok(created)
-    }
-
-    fn link_artifacts_into(
-        &self,
-        repo: &RepoStore,
-        targets: &[u8],
-        blobs: &BlobStore,
-    ) -> Result<Vec<PathBuf>, HostError> {
-        let parsed = parse_targets(targets)?;
-        let mut created = Vec::new();
-        for (name, target) in parsed.signed.targets.iter() {
-            let sha256 = hex::encode(&target.hashes.sha256);
-            let dest = repo.artifact_path(name.raw(), &sha256)?;
-            if let Err(e) = place(&dest, &sha256, name.raw(), blobs, &mut created) {
-                unlink(&created);
-                return Err(e);
-            }
-        }
-        Ok(created)
+        Ok(())
     }
 }
 
-fn place(
-    dest: &Path,
-    sha256: &str,
-    name: &str,
-    blobs: &BlobStore,
-    created: &mut Vec<PathBuf>,
-) -> Result<(), HostError> {
-    if dest.exists() {
-        return Ok(());
-    }
-    let blob = blobs.path(sha256).map_err(|_| HostError::MissingArtifact {
-        name: name.to_owned(),
-        sha256: sha256.to_owned(),
-    })?;
-    if !blob.exists() {
-        return Err(HostError::MissingArtifact {
-            name: name.to_owned(),
-            sha256: sha256.to_owned(),
-        });
-    }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| HostError::Io { path, source }
-    };
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    if std::fs::hard_link(&blob, dest).is_err() {
-        std::fs::copy(&blob, dest).map_err(io(dest))?;
-    }
-    created.push(dest.to_path_buf());
-    Ok(())
+/// `root.json` or `N.root.json`, `N.snapshot.json`, `N.targets.json`.
+fn metadata_name_ok(file: &str) -> bool {
+    file == "root.json"
+        || file.split_once('.').is_some_and(|(n, rest)| {
+            !n.is_empty()
+                && n.len() <= 20
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && matches!(rest, "root.json" | "snapshot.json" | "targets.json")
+        })
 }
 
-fn unlink(paths: &[PathBuf]) {
-    for path in paths {
-        let _ = std::fs::remove_file(path);
-    }
+/// The target name and sha256 behind `/tuf/targets/{path}`
+/// (`models/<m>/<v>/<sha256>.model.onnx`); `None` for anything else.
+pub fn target_of(path: &str) -> Option<(String, String)> {
+    let (dirs, file) = path.rsplit_once('/')?;
+    let (sha256, plain) = file.split_once('.')?;
+    crate::artifacts::check_digest(sha256).ok()?;
+    let name = format!("{dirs}/{plain}");
+    edgefleet_protocol::target::parse_target_name(&name).ok()?;
+    Some((name, sha256.to_owned()))
 }
 
 fn parse_targets(bytes: &[u8]) -> Result<Signed<Targets>, HostError> {
@@ -315,21 +371,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_tuf_metadata_names_map_to_files() {
-        let host = TufHost::open(
-            Path::new("/nonexistent"),
-            Path::new("/k"),
-            Expiries::default(),
-        )
-        .unwrap();
+    fn only_tuf_metadata_names_are_served() {
         for ok in [
             "root.json",
-            "timestamp.json",
             "3.root.json",
             "12.snapshot.json",
             "7.targets.json",
         ] {
-            assert!(host.metadata_file(ok).is_some(), "{ok}");
+            assert!(metadata_name_ok(ok), "{ok}");
         }
         for bad in [
             "../x",
@@ -339,20 +388,16 @@ mod tests {
             "x.targets.json",
             "1.targets.json/..",
         ] {
-            assert!(host.metadata_file(bad).is_none(), "{bad}");
+            assert!(!metadata_name_ok(bad), "{bad}");
         }
     }
 
     #[test]
-    fn only_model_artifact_paths_map_to_files() {
-        let host = TufHost::open(Path::new("/r"), Path::new("/k"), Expiries::default()).unwrap();
+    fn only_model_artifact_paths_name_targets() {
         let sha = "a".repeat(64);
-        let (path, name, digest) = host
-            .target_file(&format!("models/churn/2.0.0/{sha}.model.onnx"))
-            .unwrap();
+        let (name, digest) = target_of(&format!("models/churn/2.0.0/{sha}.model.onnx")).unwrap();
         assert_eq!(name, "models/churn/2.0.0/model.onnx");
         assert_eq!(digest, sha);
-        assert!(path.starts_with("/r/targets"));
         for bad in [
             format!("models/../2.0.0/{sha}.model.onnx"),
             format!("models/churn/2.0.0/../{sha}.model.onnx"),
@@ -360,7 +405,7 @@ mod tests {
             format!("models/churn/2.0.0/{sha}.other.bin"),
             format!("x/churn/2.0.0/{sha}.model.onnx"),
         ] {
-            assert!(host.target_file(&bad).is_none(), "{bad}");
+            assert!(target_of(&bad).is_none(), "{bad}");
         }
     }
 }

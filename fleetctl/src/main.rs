@@ -791,14 +791,15 @@ async fn push(args: &RepoArgs, model_dir: &Path) -> anyhow::Result<()> {
     let now = Timestamp::now();
     let (name, target) = operator::model_target(&artifact, &meta)?;
     let sha = hex::encode(&target.hashes.sha256);
-    let (current, _) = store.targets()?;
+    let (current, _) = store.targets().await?;
     let next = operator::with_target(
         &current.signed,
         &name,
         target,
         operator::days_after(now, args.targets_days)?,
     )?;
-    let signed = operator::sign_with(next, &store.root()?.signed, &targets_signers(args)?).await?;
+    let signed =
+        operator::sign_with(next, &store.root().await?.signed, &targets_signers(args)?).await?;
     store.store_artifact(&name, &artifact)?;
     let published = store
         .accept_targets(&operator::to_bytes(&signed)?, now)
@@ -815,13 +816,14 @@ async fn push(args: &RepoArgs, model_dir: &Path) -> anyhow::Result<()> {
 async fn revoke(args: &RepoArgs, target: &str) -> anyhow::Result<()> {
     let store = open(args)?;
     let now = Timestamp::now();
-    let (current, _) = store.targets()?;
+    let (current, _) = store.targets().await?;
     let next = operator::without_target(
         &current.signed,
         target,
         operator::days_after(now, args.targets_days)?,
     )?;
-    let signed = operator::sign_with(next, &store.root()?.signed, &targets_signers(args)?).await?;
+    let signed =
+        operator::sign_with(next, &store.root().await?.signed, &targets_signers(args)?).await?;
     let published = store
         .accept_targets(&operator::to_bytes(&signed)?, now)
         .await?;
@@ -858,7 +860,7 @@ async fn rotate_root(
             )?;
             root.signed
         }
-        None => open(args)?.root()?.signed,
+        None => open(args)?.root().await?.signed,
     };
     let spec = RootSpec {
         root: RoleSpec {

@@ -30,6 +30,8 @@ pub struct ServerProcess {
     pub http_port: u16,
     pub mqtt_port: u16,
     pub log: PathBuf,
+    /// Environment the process gets beside the test's own (e.g. S3 credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerProcess {
@@ -39,6 +41,16 @@ impl ServerProcess {
 
     /// `start`, with `extra` TOML appended to the config (sections such as `[database]`).
     pub fn start_with(dir: &Path, broker: Broker, extra: &str) -> Self {
+        Self::start_with_env(dir, broker, extra, Vec::new())
+    }
+
+    /// `start_with`, the process also getting `env`.
+    pub fn start_with_env(
+        dir: &Path,
+        broker: Broker,
+        extra: &str,
+        env: Vec<(String, String)>,
+    ) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let http_port = free_port();
         let mqtt_port = free_port();
@@ -72,6 +84,7 @@ impl ServerProcess {
             http_port,
             mqtt_port,
             log: dir.join("server.log"),
+            env,
         };
         server.spawn();
         server
@@ -86,6 +99,7 @@ impl ServerProcess {
         self.child = Command::new(binary("fleet-server"))
             .args(["serve", "--config"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod demo;
 pub mod fleet;
+pub mod garage;
 pub mod postgres;
 pub mod relay;
 

@@ -457,12 +457,10 @@ fn uploads_that_do_not_match_their_hash_store_nothing() {
             .0,
         404
     );
-    let leftovers = |dir: &str| {
-        std::fs::read_dir(server.dir.join("data/artifacts").join(dir))
-            .unwrap()
-            .count()
-    };
-    assert_eq!((leftovers("sha256"), leftovers("tmp")), (0, 0));
+    assert_eq!(
+        files_under(&server.dir.join("data/artifacts")),
+        Vec::<std::path::PathBuf>::new()
+    );
 
     let (status, answer) = put(bytes.clone());
     assert_eq!((status, answer["length"].as_u64()), (201, Some(200_000)));
@@ -853,4 +851,18 @@ fn a_bad_config_exits_78_naming_the_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.url"));
+}
+
+/// Every file below `dir`, however deep.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

@@ -404,6 +404,84 @@ async fn leases_go_to_one_holder_until_they_expire(store: &dyn Store) {
     );
 }
 
+async fn left_behind_leases_are_found_by_prefix(store: &dyn Store) {
+    assert!(
+        store
+            .lease("mqtt-session:a", "a", 1_000, 5_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .lease("mqtt-session:b", "b", 1_000, 9_000)
+            .await
+            .unwrap()
+    );
+    assert!(store.lease("engine", "a", 1_000, 1_000).await.unwrap());
+    assert!(
+        store
+            .expired_leases("mqtt-session:", 5_999)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.expired_leases("mqtt-session:", 6_000).await.unwrap(),
+        vec!["mqtt-session:a".to_string()],
+        "a's expired, b's has not, engine is another prefix"
+    );
+    // Given up at once (expiry 0) by its holder, as a server does when it stops.
+    assert!(store.lease("mqtt-session:b", "b", 0, 0).await.unwrap());
+    let mut left = store.expired_leases("mqtt-session:", 1_000).await.unwrap();
+    left.sort();
+    assert_eq!(left, vec!["mqtt-session:b".to_string()]);
+    store.release_lease("mqtt-session:b", "b").await.unwrap();
+    assert!(
+        store
+            .expired_leases("mqtt-session:", 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn tuf_publications_apply_whole_and_only_from_the_current_timestamp(store: &dyn Store) {
+    let files = |n: u64| {
+        vec![
+            (format!("{n}.snapshot.json"), format!("{{\"s\":{n}}}")),
+            ("timestamp.json".to_string(), format!("{{\"t\":{n}}}")),
+        ]
+    };
+    assert_eq!(store.tuf_file("timestamp.json").await.unwrap(), None);
+    store.publish_tuf(files(1), None, 1).await.unwrap();
+    assert!(
+        matches!(
+            store.publish_tuf(files(1), None, 1).await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "a second first publication"
+    );
+    store.publish_tuf(files(2), Some(1), 2).await.unwrap();
+    // A server that computed its publication from version 1 lost the race: nothing written.
+    let stale = vec![
+        ("9.snapshot.json".to_string(), "{}".to_string()),
+        ("timestamp.json".to_string(), "{\"stale\":1}".to_string()),
+    ];
+    assert!(matches!(
+        store.publish_tuf(stale, Some(1), 2).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.tuf_file("9.snapshot.json").await.unwrap(), None);
+    assert_eq!(
+        store.tuf_file("timestamp.json").await.unwrap().as_deref(),
+        Some("{\"t\":2}")
+    );
+    assert_eq!(
+        store.tuf_file("1.snapshot.json").await.unwrap().as_deref(),
+        Some("{\"s\":1}")
+    );
+}
+
 /// Runs one suite function on a fresh SQLite file and on a fresh PostgreSQL server.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -437,6 +515,8 @@ on_both!(
     devices_groups_and_tokens,
     releases_and_rollouts,
     leases_go_to_one_holder_until_they_expire,
+    left_behind_leases_are_found_by_prefix,
+    tuf_publications_apply_whole_and_only_from_the_current_timestamp,
 );
 
 #[tokio::test]

@@ -77,10 +77,17 @@ pub enum Error {
     },
     #[error("signing {role} failed: {detail}")]
     Signing { role: String, detail: String },
-    #[error("repository {path} is not initialised; run `fleetctl init` first")]
-    NoRepository { path: PathBuf },
-    #[error("repository {path} already exists")]
-    RepositoryExists { path: PathBuf },
+    #[error("repository {location} is not initialised; run `fleetctl init` first")]
+    NoRepository { location: String },
+    #[error("repository {location} already exists")]
+    RepositoryExists { location: String },
+    #[error(
+        "repository {repository} was changed by another writer meanwhile; nothing was written, \
+         try again"
+    )]
+    Concurrent { repository: String },
+    #[error("repository storage: {0}")]
+    Storage(String),
     #[error("TUF update failed: {0}")]
     Update(String),
     #[error("download of target {name:?} failed: {detail}")]

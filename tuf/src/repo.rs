@@ -1,6 +1,13 @@
 //! The repository side, run with the online `snapshot` and `timestamp` keys: by the fleet server,
 //! or by `fleetctl` for an offline repository (a USB stick).
 //!
+//! Where the metadata lives is the [`RepoBackend`]'s business: [`DirBackend`] keeps a directory
+//! (`fleetctl`'s offline repository), the fleet server keeps it in its database so that every
+//! replica serves and publishes the same repository. Publishing goes through one
+//! [`RepoBackend::publish`] call that names the timestamp version it was computed from, so a
+//! backend shared by several writers can refuse the loser of a race instead of interleaving two
+//! publications.
+//!
 //! Layout of a repository directory (consistent snapshots, as root declares):
 //!
 //! ```text
@@ -15,6 +22,7 @@
 //! repository exactly as it was.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -35,9 +43,126 @@ pub struct OnlineKeys {
     pub timestamp: Box<dyn KeySource>,
 }
 
-#[derive(Debug)]
-pub struct RepoStore {
+/// Storage of a repository's metadata files, and the lookup of its artifacts.
+pub trait RepoBackend: Send + Sync {
+    /// A metadata file (`root.json`, `timestamp.json`, `N.root.json`, `N.snapshot.json`,
+    /// `N.targets.json`), or `None` when there is none of that name.
+    fn read(&self, file: &str) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
+
+    /// Stores one publication so that readers see all of it or none of it (`timestamp.json`
+    /// last). `based_on` is the timestamp version the publication was computed from (`None` for
+    /// a new repository); when the stored one differs, another writer published first and the
+    /// backend refuses with [`Error::Concurrent`].
+    fn publish(
+        &self,
+        files: Vec<(String, Vec<u8>)>,
+        based_on: Option<u64>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The stored length of the artifact a target names, `None` when it is not stored.
+    fn artifact_length(
+        &self,
+        name: &str,
+        sha256_hex: &str,
+    ) -> impl Future<Output = Result<Option<u64>, Error>> + Send;
+
+    /// Where the repository is, for messages.
+    fn describe(&self) -> String;
+}
+
+/// A repository in a directory, laid out as above.
+#[derive(Debug, Clone)]
+pub struct DirBackend {
     dir: PathBuf,
+}
+
+impl DirBackend {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn metadata_dir(&self) -> PathBuf {
+        self.dir.join("metadata")
+    }
+
+    pub fn targets_dir(&self) -> PathBuf {
+        self.dir.join("targets")
+    }
+
+    /// Where a target's artifact lives (consistent-snapshot name).
+    pub fn artifact_path(&self, name: &str, sha256_hex: &str) -> Result<PathBuf, Error> {
+        let (model, version) =
+            edgefleet_protocol::target::parse_target_name(name).map_err(|e| Error::Target {
+                name: name.to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(self
+            .targets_dir()
+            .join(format!("models/{model}/{version}/{sha256_hex}.model.onnx")))
+    }
+
+    fn read_sync(&self, file: &str) -> Result<Option<Vec<u8>>, Error> {
+        let path = self.metadata_dir().join(file);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path)(e)),
+        }
+    }
+}
+
+impl RepoBackend for DirBackend {
+    async fn read(&self, file: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.read_sync(file)
+    }
+
+    async fn publish(
+        &self,
+        files: Vec<(String, Vec<u8>)>,
+        based_on: Option<u64>,
+    ) -> Result<(), Error> {
+        let current = match self.read_sync("timestamp.json")? {
+            Some(bytes) => Some(
+                parse::<Signed<TimestampRole>>("timestamp.json", &bytes)?
+                    .signed
+                    .version
+                    .get(),
+            ),
+            None => None,
+        };
+        if current != based_on {
+            return Err(Error::Concurrent {
+                repository: self.describe(),
+            });
+        }
+        let dir = self.metadata_dir();
+        // Callers list timestamp.json last; writing in order keeps every earlier file in place
+        // before the one that makes them reachable.
+        for (file, bytes) in &files {
+            write_atomic(&dir.join(file), bytes)?;
+        }
+        Ok(())
+    }
+
+    async fn artifact_length(&self, name: &str, sha256_hex: &str) -> Result<Option<u64>, Error> {
+        let path = self.artifact_path(name, sha256_hex)?;
+        match std::fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path)(e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+#[derive(Debug)]
+pub struct RepoStore<B = DirBackend> {
+    backend: B,
     keys: OnlineKeys,
     expiries: Expiries,
 }
@@ -65,8 +190,8 @@ fn check_not_expired(role: &str, expires: Timestamp, now: Timestamp) -> Result<(
     Ok(())
 }
 
-impl RepoStore {
-    /// Creates a repository from an operator-signed root (version 1) and targets.
+impl RepoStore<DirBackend> {
+    /// Creates a repository in `dir` from an operator-signed root (version 1) and targets.
     pub async fn create(
         dir: &Path,
         root_bytes: &[u8],
@@ -75,9 +200,88 @@ impl RepoStore {
         expiries: Expiries,
         now: Timestamp,
     ) -> Result<(Self, Published), Error> {
-        if dir.join("metadata").exists() {
+        Self::create_in(
+            DirBackend::new(dir),
+            root_bytes,
+            targets_bytes,
+            keys,
+            expiries,
+            now,
+        )
+        .await
+    }
+
+    /// Opens the repository in `dir`.
+    pub fn open(dir: &Path, keys: OnlineKeys, expiries: Expiries) -> Result<Self, Error> {
+        if !dir.join("metadata/root.json").exists() {
+            return Err(Error::NoRepository {
+                location: dir.display().to_string(),
+            });
+        }
+        Ok(Self::with_backend(DirBackend::new(dir), keys, expiries))
+    }
+
+    pub fn dir(&self) -> &DirBackend {
+        &self.backend
+    }
+
+    /// Where a target's artifact lives (consistent-snapshot name).
+    pub fn artifact_path(&self, name: &str, sha256_hex: &str) -> Result<PathBuf, Error> {
+        self.backend.artifact_path(name, sha256_hex)
+    }
+
+    /// Stores an artifact under its content address. Its hash is computed here, not trusted.
+    pub fn store_artifact(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, Error> {
+        let path = self.artifact_path(name, &hex::encode(sha256(bytes)))?;
+        write_atomic(&path, bytes)?;
+        Ok(path)
+    }
+}
+
+impl<B: RepoBackend> RepoStore<B> {
+    /// A repository on `backend`, created or not: check [`RepoStore::exists`].
+    pub fn with_backend(backend: B, keys: OnlineKeys, expiries: Expiries) -> Self {
+        Self {
+            backend,
+            keys,
+            expiries,
+        }
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Whether the backend holds a repository (a root).
+    pub async fn exists(&self) -> Result<bool, Error> {
+        Ok(self.backend.read("root.json").await?.is_some())
+    }
+
+    /// Creates a repository on `backend` from an operator-signed root (version 1) and targets.
+    pub async fn create_in(
+        backend: B,
+        root_bytes: &[u8],
+        targets_bytes: &[u8],
+        keys: OnlineKeys,
+        expiries: Expiries,
+        now: Timestamp,
+    ) -> Result<(Self, Published), Error> {
+        let store = Self::with_backend(backend, keys, expiries);
+        let published = store.initialise(root_bytes, targets_bytes, now).await?;
+        Ok((store, published))
+    }
+
+    /// Creates the repository on this store's backend, which must hold none yet, from an
+    /// operator-signed root (version 1) and targets.
+    pub async fn initialise(
+        &self,
+        root_bytes: &[u8],
+        targets_bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<Published, Error> {
+        if self.exists().await? {
             return Err(Error::RepositoryExists {
-                path: dir.to_path_buf(),
+                location: self.backend.describe(),
             });
         }
         let root: Signed<Root> = parse("root.json", root_bytes)?;
@@ -90,94 +294,63 @@ impl RepoStore {
         }
         verify_distinct(&root.signed, &root)?;
         check_not_expired("root", root.signed.expires, now)?;
-        let store = Self {
-            dir: dir.to_path_buf(),
-            keys,
-            expiries,
-        };
-        let targets = store.check_targets(&root.signed, None, targets_bytes, now)?;
-        store.check_online_keys(&root.signed).await?;
-        store.write_root(root_bytes, 1)?;
-        let published = store
-            .publish(&root.signed, &targets, targets_bytes, now)
+        let targets = self
+            .check_targets(&root.signed, None, targets_bytes, now)
             .await?;
-        Ok((store, published))
+        self.check_online_keys(&root.signed).await?;
+        self.publish(
+            &root.signed,
+            Some((root_bytes, 1)),
+            &targets,
+            targets_bytes,
+            now,
+        )
+        .await
     }
 
-    /// Opens an existing repository.
-    pub fn open(dir: &Path, keys: OnlineKeys, expiries: Expiries) -> Result<Self, Error> {
-        if !dir.join("metadata/root.json").exists() {
-            return Err(Error::NoRepository {
-                path: dir.to_path_buf(),
-            });
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            keys,
-            expiries,
-        })
+    /// Fails unless the current root authorizes this store's online keys.
+    pub async fn verify_online_keys(&self) -> Result<(), Error> {
+        let root = self.root().await?;
+        self.check_online_keys(&root.signed).await
     }
 
-    pub fn metadata_dir(&self) -> PathBuf {
-        self.dir.join("metadata")
-    }
-
-    pub fn targets_dir(&self) -> PathBuf {
-        self.dir.join("targets")
-    }
-
-    fn read(&self, file: &str) -> Result<Vec<u8>, Error> {
-        let path = self.metadata_dir().join(file);
-        std::fs::read(&path).map_err(Error::io(path))
+    async fn read(&self, file: &str) -> Result<Vec<u8>, Error> {
+        self.backend
+            .read(file)
+            .await?
+            .ok_or_else(|| Error::NoRepository {
+                location: format!("{} ({file} is missing)", self.backend.describe()),
+            })
     }
 
     /// The newest root.
-    pub fn root(&self) -> Result<Signed<Root>, Error> {
-        parse("root.json", &self.read("root.json")?)
+    pub async fn root(&self) -> Result<Signed<Root>, Error> {
+        parse("root.json", &self.read("root.json").await?)
     }
 
-    pub fn timestamp(&self) -> Result<Signed<TimestampRole>, Error> {
-        parse("timestamp.json", &self.read("timestamp.json")?)
+    pub async fn timestamp(&self) -> Result<Signed<TimestampRole>, Error> {
+        parse("timestamp.json", &self.read("timestamp.json").await?)
     }
 
-    pub fn snapshot(&self) -> Result<Signed<Snapshot>, Error> {
-        let version = meta_version(&self.timestamp()?.signed.meta, "snapshot.json")?;
+    pub async fn snapshot(&self) -> Result<Signed<Snapshot>, Error> {
+        let version = meta_version(&self.timestamp().await?.signed.meta, "snapshot.json")?;
         parse(
             "snapshot.json",
-            &self.read(&format!("{version}.snapshot.json"))?,
+            &self.read(&format!("{version}.snapshot.json")).await?,
         )
     }
 
     /// The current targets role and its exact published bytes.
-    pub fn targets(&self) -> Result<(Signed<Targets>, Vec<u8>), Error> {
-        let version = meta_version(&self.snapshot()?.signed.meta, "targets.json")?;
-        let bytes = self.read(&format!("{version}.targets.json"))?;
+    pub async fn targets(&self) -> Result<(Signed<Targets>, Vec<u8>), Error> {
+        let version = meta_version(&self.snapshot().await?.signed.meta, "targets.json")?;
+        let bytes = self.read(&format!("{version}.targets.json")).await?;
         Ok((parse("targets.json", &bytes)?, bytes))
-    }
-
-    /// Where a target's artifact lives (consistent-snapshot name).
-    pub fn artifact_path(&self, name: &str, sha256_hex: &str) -> Result<PathBuf, Error> {
-        let (model, version) =
-            edgefleet_protocol::target::parse_target_name(name).map_err(|e| Error::Target {
-                name: name.to_string(),
-                detail: e.to_string(),
-            })?;
-        Ok(self
-            .targets_dir()
-            .join(format!("models/{model}/{version}/{sha256_hex}.model.onnx")))
-    }
-
-    /// Stores an artifact under its content address. Its hash is computed here, not trusted.
-    pub fn store_artifact(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, Error> {
-        let path = self.artifact_path(name, &hex::encode(sha256(bytes)))?;
-        write_atomic(&path, bytes)?;
-        Ok(path)
     }
 
     /// Verifies operator-signed targets against `root`: threshold of distinct keys, version
     /// exactly one above the current (or 1 for a new repository), not expired, every target a
     /// valid model release whose artifact is present with the signed length and hash.
-    fn check_targets(
+    async fn check_targets(
         &self,
         root: &Root,
         current: Option<&Targets>,
@@ -197,15 +370,18 @@ impl RepoStore {
         check_not_expired("targets", targets.signed.expires, now)?;
         for (name, target) in targets.signed.targets.iter() {
             target_meta(name.raw(), target)?;
-            let path = self.artifact_path(name.raw(), &hex::encode(&target.hashes.sha256))?;
-            let ok = std::fs::metadata(&path).is_ok_and(|m| m.len() == target.length);
-            if !ok {
+            let sha256_hex = hex::encode(&target.hashes.sha256);
+            let stored = self
+                .backend
+                .artifact_length(name.raw(), &sha256_hex)
+                .await?;
+            if stored != Some(target.length) {
                 return Err(Error::Target {
                     name: name.raw().to_string(),
                     detail: format!(
-                        "artifact {} is missing or not {} bytes; upload it before the metadata",
-                        path.display(),
-                        target.length
+                        "artifact sha256 {sha256_hex} is missing or not {} bytes in {}; upload it before the metadata",
+                        target.length,
+                        self.backend.describe()
                     ),
                 });
             }
@@ -215,17 +391,19 @@ impl RepoStore {
 
     /// Accepts a new operator-signed targets role and publishes it.
     pub async fn accept_targets(&self, bytes: &[u8], now: Timestamp) -> Result<Published, Error> {
-        let root = self.root()?;
-        let (current, _) = self.targets()?;
-        let targets = self.check_targets(&root.signed, Some(&current.signed), bytes, now)?;
-        self.publish(&root.signed, &targets, bytes, now).await
+        let root = self.root().await?;
+        let (current, _) = self.targets().await?;
+        let targets = self
+            .check_targets(&root.signed, Some(&current.signed), bytes, now)
+            .await?;
+        self.publish(&root.signed, None, &targets, bytes, now).await
     }
 
     /// Accepts a new root (a key rotation): version exactly one above, signed by a threshold of
     /// the old root's keys and of its own, not expired, and authorizing the online keys this
     /// repository signs with. Then re-publishes snapshot and timestamp under it.
     pub async fn accept_root(&self, bytes: &[u8], now: Timestamp) -> Result<Published, Error> {
-        let old = self.root()?;
+        let old = self.root().await?;
         let new: Signed<Root> = parse("root.json", bytes)?;
         if new.signed.version.get() != old.signed.version.get() + 1 {
             return Err(Error::Version {
@@ -238,23 +416,28 @@ impl RepoStore {
         verify_distinct(&new.signed, &new)?;
         check_not_expired("root", new.signed.expires, now)?;
         self.check_online_keys(&new.signed).await?;
-        let (targets, targets_bytes) = self.targets()?;
+        let (targets, targets_bytes) = self.targets().await?;
         verify_distinct(&new.signed, &targets).map_err(|e| {
             Error::InvalidRoot(format!(
                 "the current targets would not verify under it ({e}); push targets signed with the new targets keys together with it"
             ))
         })?;
-        self.write_root(bytes, new.signed.version.get())?;
-        self.publish(&new.signed, &targets, &targets_bytes, now)
-            .await
+        self.publish(
+            &new.signed,
+            Some((bytes, new.signed.version.get())),
+            &targets,
+            &targets_bytes,
+            now,
+        )
+        .await
     }
 
     /// Re-signs timestamp (and snapshot) when less than half their validity is left, so clients
     /// never see expired online metadata while the server runs. Returns whether it re-signed.
     pub async fn refresh(&self, now: Timestamp) -> Result<bool, Error> {
-        let root = self.root()?;
-        let timestamp = self.timestamp()?;
-        let snapshot = self.snapshot()?;
+        let root = self.root().await?;
+        let timestamp = self.timestamp().await?;
+        let snapshot = self.snapshot().await?;
         let half = |days: u32| jiff::SignedDuration::from_hours(i64::from(days) * 12);
         let snapshot_due = snapshot.signed.expires
             <= now
@@ -267,8 +450,8 @@ impl RepoStore {
         if !snapshot_due && !timestamp_due {
             return Ok(false);
         }
-        let (targets, targets_bytes) = self.targets()?;
-        self.publish(&root.signed, &targets, &targets_bytes, now)
+        let (targets, targets_bytes) = self.targets().await?;
+        self.publish(&root.signed, None, &targets, &targets_bytes, now)
             .await?;
         Ok(true)
     }
@@ -303,26 +486,26 @@ impl RepoStore {
         Ok(())
     }
 
-    fn write_root(&self, bytes: &[u8], version: u64) -> Result<(), Error> {
-        let dir = self.metadata_dir();
-        write_atomic(&dir.join(format!("{version}.root.json")), bytes)?;
-        write_atomic(&dir.join("root.json"), bytes)
-    }
-
-    /// Writes targets (exact bytes), a new snapshot, then a new timestamp.
+    /// Publishes a new root (when given, with its version), targets (exact bytes), a new
+    /// snapshot and a new timestamp in one backend write.
     async fn publish(
         &self,
         root: &Root,
+        new_root: Option<(&[u8], u64)>,
         targets: &Signed<Targets>,
         targets_bytes: &[u8],
         now: Timestamp,
     ) -> Result<Published, Error> {
-        let (snapshot_version, timestamp_version) = match self.timestamp() {
-            Ok(ts) => {
+        let based_on = match self.backend.read("timestamp.json").await? {
+            Some(bytes) => Some(parse::<Signed<TimestampRole>>("timestamp.json", &bytes)?),
+            None => None,
+        };
+        let (snapshot_version, timestamp_version) = match &based_on {
+            Some(ts) => {
                 let snap = meta_version(&ts.signed.meta, "snapshot.json")?;
                 (snap + 1, ts.signed.version.get() + 1)
             }
-            Err(_) => (1, 1),
+            None => (1, 1),
         };
         let mut snapshot = Snapshot::new(
             SPEC_VERSION.to_string(),
@@ -348,17 +531,21 @@ impl RepoStore {
             sign_with(timestamp, root, std::slice::from_ref(&self.keys.timestamp)).await?;
         let timestamp_bytes = to_bytes(&timestamp)?;
 
-        let dir = self.metadata_dir();
         let targets_version = targets.signed.version.get();
-        write_atomic(
-            &dir.join(format!("{targets_version}.targets.json")),
-            targets_bytes,
-        )?;
-        write_atomic(
-            &dir.join(format!("{snapshot_version}.snapshot.json")),
-            &snapshot_bytes,
-        )?;
-        write_atomic(&dir.join("timestamp.json"), &timestamp_bytes)?;
+        let mut files = Vec::with_capacity(5);
+        if let Some((bytes, version)) = new_root {
+            files.push((format!("{version}.root.json"), bytes.to_vec()));
+            files.push(("root.json".to_string(), bytes.to_vec()));
+        }
+        files.push((
+            format!("{targets_version}.targets.json"),
+            targets_bytes.to_vec(),
+        ));
+        files.push((format!("{snapshot_version}.snapshot.json"), snapshot_bytes));
+        files.push(("timestamp.json".to_string(), timestamp_bytes));
+        self.backend
+            .publish(files, based_on.map(|ts| ts.signed.version.get()))
+            .await?;
         Ok(Published {
             targets_version,
             snapshot_version,

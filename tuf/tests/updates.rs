@@ -73,12 +73,12 @@ async fn a_revoked_target_is_refused() {
     let f = Fixture::new().await;
     let name = "models/churn/1.0.0/model.onnx";
     let next = operator::without_target(
-        &f.current_targets(),
+        &f.current_targets().await,
         name,
         days_after(Timestamp::now(), 90).unwrap(),
     )
     .unwrap();
-    let signed = operator::sign_with(next, &f.root(), &[source(&f.keys, "targets")])
+    let signed = operator::sign_with(next, &f.root().await, &[source(&f.keys, "targets")])
         .await
         .unwrap();
     f.repo
@@ -119,21 +119,27 @@ async fn unsigned_or_wrongly_signed_targets_never_reach_the_repository() {
     let (name, target) = operator::model_target(&bytes, &meta).unwrap();
     f.repo.store_artifact(&name, &bytes).unwrap();
     let next = operator::with_target(
-        &f.current_targets(),
+        &f.current_targets().await,
         &name,
         target,
         days_after(Timestamp::now(), 90).unwrap(),
     )
     .unwrap();
     // Signed by a key root does not list for targets.
-    let forged = operator::sign_with(next.clone(), &f.root(), &[source(&f.keys, "intruder")]).await;
+    let forged = operator::sign_with(
+        next.clone(),
+        &f.root().await,
+        &[source(&f.keys, "intruder")],
+    )
+    .await;
     assert!(
         forged.is_err(),
         "tough refuses to sign with an unlisted key"
     );
-    let mut forged = operator::sign_with(next.clone(), &f.root(), &[source(&f.keys, "targets")])
-        .await
-        .unwrap();
+    let mut forged =
+        operator::sign_with(next.clone(), &f.root().await, &[source(&f.keys, "targets")])
+            .await
+            .unwrap();
     forged.signed.expires = days_after(Timestamp::now(), 900).unwrap(); // changed after signing
     let err = f
         .repo
@@ -155,7 +161,7 @@ async fn unsigned_or_wrongly_signed_targets_never_reach_the_repository() {
     assert!(matches!(err, Error::Expired { .. }), "{err}");
     // Truncated and malformed JSON.
     let good = operator::to_bytes(
-        &operator::sign_with(next, &f.root(), &[source(&f.keys, "targets")])
+        &operator::sign_with(next, &f.root().await, &[source(&f.keys, "targets")])
             .await
             .unwrap(),
     )
@@ -174,7 +180,7 @@ async fn unsigned_or_wrongly_signed_targets_never_reach_the_repository() {
             .count(),
         before
     );
-    assert_eq!(f.current_targets().version.get(), 2);
+    assert_eq!(f.current_targets().await.version.get(), 2);
 }
 
 #[tokio::test]
@@ -183,7 +189,7 @@ async fn a_target_whose_artifact_was_not_uploaded_is_refused() {
     let (bytes, meta) = release("churn/2.0.0");
     let (name, target) = operator::model_target(&bytes, &meta).unwrap();
     let next = operator::with_target(
-        &f.current_targets(),
+        &f.current_targets().await,
         &name,
         target,
         days_after(Timestamp::now(), 90).unwrap(),
@@ -203,7 +209,7 @@ async fn a_lower_or_equal_sequence_for_the_same_model_cannot_be_pushed() {
     meta.sequence = 1;
     let (name, target) = operator::model_target(&bytes, &meta).unwrap();
     let err = operator::with_target(
-        &f.current_targets(),
+        &f.current_targets().await,
         &name,
         target,
         days_after(Timestamp::now(), 90).unwrap(),
@@ -231,7 +237,7 @@ async fn expired_timestamp_snapshot_or_targets_are_refused_by_the_device() {
     let mut ts = read_signed::<TimestampRole>(&ts_path).signed;
     ts.expires = days_after(Timestamp::now(), 1).unwrap();
     ts.version = std::num::NonZeroU64::new(ts.version.get() + 1).unwrap();
-    let signed = operator::sign_with(ts, &f.root(), &[source(&f.keys, "timestamp")])
+    let signed = operator::sign_with(ts, &f.root().await, &[source(&f.keys, "timestamp")])
         .await
         .unwrap();
     std::fs::write(&ts_path, operator::to_bytes(&signed).unwrap()).unwrap();
@@ -265,7 +271,7 @@ async fn a_snapshot_that_rolls_targets_back_is_refused_mix_and_match() {
     // A freshly signed snapshot (the online key is compromised) pointing at targets version 2,
     // while the device already trusts version 3.
     let mirror = f.mirror();
-    let snap_version = f.repo.snapshot().unwrap().signed.version.get() + 1;
+    let snap_version = f.repo.snapshot().await.unwrap().signed.version.get() + 1;
     let old_targets = std::fs::read(mirror.join("metadata/2.targets.json")).unwrap();
     let mut snapshot = Snapshot::new(
         "1.0.0".into(),
@@ -281,7 +287,7 @@ async fn a_snapshot_that_rolls_targets_back_is_refused_mix_and_match() {
             _extra: Default::default(),
         },
     );
-    let snapshot = operator::sign_with(snapshot, &f.root(), &[source(&f.keys, "snapshot")])
+    let snapshot = operator::sign_with(snapshot, &f.root().await, &[source(&f.keys, "snapshot")])
         .await
         .unwrap();
     let snapshot_bytes = operator::to_bytes(&snapshot).unwrap();
@@ -290,7 +296,7 @@ async fn a_snapshot_that_rolls_targets_back_is_refused_mix_and_match() {
         &snapshot_bytes,
     )
     .unwrap();
-    let mut ts = f.repo.timestamp().unwrap().signed;
+    let mut ts = f.repo.timestamp().await.unwrap().signed;
     ts.version = std::num::NonZeroU64::new(ts.version.get() + 1).unwrap();
     ts.meta.insert(
         "snapshot.json".into(),
@@ -301,7 +307,7 @@ async fn a_snapshot_that_rolls_targets_back_is_refused_mix_and_match() {
             _extra: Default::default(),
         },
     );
-    let ts = operator::sign_with(ts, &f.root(), &[source(&f.keys, "timestamp")])
+    let ts = operator::sign_with(ts, &f.root().await, &[source(&f.keys, "timestamp")])
         .await
         .unwrap();
     std::fs::write(
@@ -326,7 +332,7 @@ async fn a_snapshot_that_rolls_targets_back_is_refused_mix_and_match() {
 #[tokio::test]
 async fn root_rotation_needs_a_threshold_of_old_and_new_keys() {
     let f = Fixture::new().await;
-    let old = f.root();
+    let old = f.root().await;
     let expires = days_after(Timestamp::now(), 365).unwrap();
     let new_spec = spec(&f.keys, &["root-2"], 1);
     let new = operator::build_root(&new_spec, 2, expires).unwrap();
@@ -444,7 +450,7 @@ async fn duplicate_signatures_or_one_key_under_two_ids_do_not_reach_a_threshold(
     assert_eq!(new.roles[&tough::schema::RoleType::Root].keyids.len(), 2);
     let signed = operator::sign_root(
         &new,
-        &[&f.root(), &new],
+        &[&f.root().await, &new],
         &[source(&f.keys, "root"), source(&f.keys, "root-2")],
     )
     .await;
@@ -456,7 +462,7 @@ async fn duplicate_signatures_or_one_key_under_two_ids_do_not_reach_a_threshold(
     // The same signature listed twice on targets with threshold 1 is still fine to tough, but a
     // threshold-2 root made from duplicate signatures of one key is refused.
     let targets = operator::empty_targets(9, expires).unwrap();
-    let mut signed = operator::sign_with(targets, &f.root(), &[source(&f.keys, "targets")])
+    let mut signed = operator::sign_with(targets, &f.root().await, &[source(&f.keys, "targets")])
         .await
         .unwrap();
     let dup = signed.signatures[0].clone();

@@ -92,10 +92,15 @@ impl From<HostError> for ApiError {
             HostError::NotInitialised | HostError::AlreadyInitialised => {
                 Self::new(StatusCode::CONFLICT, e.to_string())
             }
+            HostError::Tuf(edgefleet_tuf::Error::Concurrent { .. }) => {
+                Self::new(StatusCode::CONFLICT, e.to_string())
+            }
+            HostError::Tuf(edgefleet_tuf::Error::Storage(_))
+            | HostError::ForeignKeys { .. }
+            | HostError::Import { .. } => Self::internal(e),
             HostError::MissingArtifact { .. } | HostError::Tuf(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
-            HostError::Io { .. } => Self::internal(e),
         }
     }
 }
@@ -111,7 +116,7 @@ impl From<ArtifactError> for ApiError {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             ArtifactError::Body(_) => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
-            ArtifactError::Io { .. } => Self::internal(e),
+            ArtifactError::Store { .. } | ArtifactError::BadUrl { .. } => Self::internal(e),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! it), then calls the store, the TUF host or the broker.
 
 use std::collections::BTreeMap;
-use std::path::Path as FsPath;
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
@@ -15,7 +14,6 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{ApiError, AppState, Principal, json_content_type, openapi, routes};
 use crate::auth::{self, Role, SecretKind};
@@ -109,10 +107,21 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if !state.mqtt.is_connected() {
         problems.push("MQTT broker: not connected".to_string());
     }
+    // Any address will do: the question is whether the store answers.
+    if let Err(e) = state.blobs.get(&"0".repeat(64)).await {
+        problems.push(format!("artifact store: {e}"));
+    }
+    let tuf_repository = match state.tuf.is_initialised().await {
+        Ok(initialised) => initialised,
+        Err(e) => {
+            problems.push(format!("TUF repository: {e}"));
+            false
+        }
+    };
     if problems.is_empty() {
         json_response(
             StatusCode::OK,
-            json!({"status": "ready", "tuf_repository": state.tuf.is_initialised().await}),
+            json!({"status": "ready", "tuf_repository": tuf_repository}),
         )
     } else {
         json_response(
@@ -710,7 +719,6 @@ pub async fn tuf_init(
         .init(
             req.root.as_bytes(),
             req.targets.as_bytes(),
-            &state.blobs,
             jiff::Timestamp::now(),
         )
         .await?;
@@ -771,7 +779,7 @@ pub async fn tuf_accept_targets(
     let bytes = limited_body(&state, body).await?;
     let (published, models) = state
         .tuf
-        .accept_targets(&bytes, &state.blobs, jiff::Timestamp::now())
+        .accept_targets(&bytes, jiff::Timestamp::now())
         .await?;
     record_new_releases(&state, &models, &principal.name()).await?;
     tracing::info!(by = %principal.name(), targets_version = published.targets_version, "targets published");
@@ -793,12 +801,8 @@ pub async fn tuf_accept_root(
 }
 
 pub async fn tuf_metadata(State(state): State<AppState>, Path(file): Path<String>) -> ApiResult {
-    let path = state
-        .tuf
-        .metadata_file(&file)
-        .ok_or_else(|| ApiError::not_found(format!("{file:?} is not TUF metadata")))?;
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => Ok((
+    match state.tuf.metadata(&file).await? {
+        Some(bytes) => Ok((
             [
                 (header::CONTENT_TYPE, json_content_type()),
                 (
@@ -809,10 +813,9 @@ pub async fn tuf_metadata(State(state): State<AppState>, Path(file): Path<String
             bytes,
         )
             .into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(ApiError::not_found(format!("{file} does not exist (yet)")))
-        }
-        Err(e) => Err(ApiError::internal(e)),
+        None => Err(ApiError::not_found(format!(
+            "{file:?} is not TUF metadata of this repository (yet)"
+        ))),
     }
 }
 
@@ -822,9 +825,7 @@ pub async fn tuf_target(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let (file, name, sha256) = state
-        .tuf
-        .target_file(&path)
+    let (name, sha256) = crate::tufhost::target_of(&path)
         .ok_or_else(|| ApiError::not_found(format!("{path:?} is not a target path")))?;
     if let Principal::Device(id) = &principal
         && !state.store.is_assigned(id, &name).await?
@@ -833,24 +834,16 @@ pub async fn tuf_target(
             "{name} is not assigned to device {id}"
         )));
     }
-    serve_file(&state, &file, &sha256, &headers).await
+    serve_blob(&state, &sha256, &headers).await
 }
 
-/// Sends a content-addressed file honouring `Range`, `If-Range` and `If-None-Match`.
-async fn serve_file(
-    state: &AppState,
-    path: &FsPath,
-    sha256: &str,
-    headers: &HeaderMap,
-) -> ApiResult {
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found("no such artifact"));
-        }
-        Err(e) => return Err(ApiError::internal(e)),
+/// Sends a content-addressed artifact honouring `Range`, `If-Range` and `If-None-Match`; the
+/// range is passed on to the artifact store, so only the bytes sent are read.
+async fn serve_blob(state: &AppState, sha256: &str, headers: &HeaderMap) -> ApiResult {
+    let Some(blob) = state.blobs.get(sha256).await? else {
+        return Err(ApiError::not_found("no such artifact"));
     };
-    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    let len = blob.length;
     let etag = format!("\"{sha256}\"");
     let header_str = |name| {
         headers
@@ -885,20 +878,17 @@ async fn serve_file(
                 .into_response());
         }
     };
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(ApiError::internal)?;
-    }
     let metrics = state.metrics.clone();
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(count), 256 * 1024).map(
-        move |chunk| {
+    let stream = state
+        .blobs
+        .read(sha256, start..start + count)
+        .await?
+        .map(move |chunk| {
             if let Ok(bytes) = &chunk {
                 metrics.artifact_bytes_sent.inc_by(bytes.len() as u64);
             }
             chunk
-        },
-    );
+        });
     let mut response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")

@@ -52,6 +52,9 @@ pub struct Shared {
     pub engine_lock: tokio::sync::Mutex<()>,
     /// This process among the servers sharing a database (random, per start).
     pub instance: String,
+    /// Its broker-session lease, and the draining of sessions of servers gone (external
+    /// brokers only).
+    pub sessions: Option<crate::sessions::Sessions>,
     /// Whether this server holds the rollout-engine lease.
     pub driving_rollouts: std::sync::atomic::AtomicBool,
     /// Set at shutdown: no new rollout-engine passes.

@@ -122,6 +122,13 @@ const SCHEMA: &[&str] = &[
         holder TEXT NOT NULL,
         expires_at BIGINT NOT NULL
     );",
+    // 4: the TUF repository's metadata files, shared by every server (see tufhost.rs);
+    // `version` is the TUF version of timestamp.json, which publications compare and set.
+    "CREATE TABLE tuf_metadata (
+        file TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        version BIGINT NOT NULL
+    );",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -389,6 +396,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool>;
     /// Gives the lease up if `holder` has it (at shutdown, so another server need not wait).
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// Names of leases starting with `prefix` (no `%` or `_` in it) that expired by `now_ms`
+    /// or were given up: work a server that died or stopped left behind.
+    async fn expired_leases(&self, prefix: &str, now_ms: i64) -> Result<Vec<String>>;
+
+    // The TUF repository's metadata.
+    /// A metadata file (`timestamp.json`, `N.snapshot.json`, ...), `None` when absent.
+    async fn tuf_file(&self, file: &str) -> Result<Option<String>>;
+    /// Stores one publication all at once: `timestamp.json` moves from version `based_on`
+    /// (`None`: there is none yet) to `timestamp_version`, every other file is written or
+    /// replaced. `Conflict` when timestamp.json is no longer at `based_on`: another server
+    /// published first, and nothing was written.
+    async fn publish_tuf(
+        &self,
+        files: Vec<(String, String)>,
+        based_on: Option<u64>,
+        timestamp_version: u64,
+    ) -> Result<()>;
+}
+
+/// The conflict a TUF publication gets when another server published first.
+pub(crate) fn concurrent_publication() -> StoreError {
+    StoreError::Conflict {
+        what: "a newer publication of the TUF repository".into(),
+    }
 }
 
 /// The conflict a stale rollout save gets.

@@ -838,4 +838,71 @@ impl Store for PostgresStore {
             .map_err(pg)?;
         Ok(())
     }
+
+    async fn expired_leases(&self, prefix: &str, now_ms: i64) -> Result<Vec<String>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT name FROM leases WHERE name LIKE $1 AND expires_at <= $2",
+                &[&format!("{prefix}%"), &now_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn tuf_file(&self, file: &str) -> Result<Option<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT body FROM tuf_metadata WHERE file = $1", &[&file])
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn publish_tuf(
+        &self,
+        files: Vec<(String, String)>,
+        based_on: Option<u64>,
+        timestamp_version: u64,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // The row lock taken here makes a concurrent publication wait, then find the version
+        // moved and claim nothing.
+        let claimed = match based_on {
+            None => {
+                tx.execute(
+                    "INSERT INTO tuf_metadata (file, body, version) VALUES ('timestamp.json', '', $1)
+                     ON CONFLICT (file) DO NOTHING",
+                    &[&(timestamp_version as i64)],
+                )
+                .await
+            }
+            Some(v) => {
+                tx.execute(
+                    "UPDATE tuf_metadata SET version = $1
+                     WHERE file = 'timestamp.json' AND version = $2",
+                    &[&(timestamp_version as i64), &(v as i64)],
+                )
+                .await
+            }
+        }
+        .map_err(pg)?;
+        if claimed != 1 {
+            return Err(super::concurrent_publication());
+        }
+        for (file, body) in &files {
+            tx.execute(
+                "INSERT INTO tuf_metadata (file, body, version) VALUES ($1, $2, 0)
+                 ON CONFLICT (file) DO UPDATE SET body = excluded.body",
+                &[file, body],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)
+    }
 }

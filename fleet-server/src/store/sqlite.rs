@@ -833,7 +833,76 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn expired_leases(&self, prefix: &str, now_ms: i64) -> Result<Vec<String>> {
+        let pattern = format!("{prefix}%");
+        self.with(move |c| {
+            let mut statement = c
+                .prepare("SELECT name FROM leases WHERE name LIKE ?1 AND expires_at <= ?2")
+                .map_err(backend)?;
+            let names = statement
+                .query_map(params![pattern, now_ms], |row| row.get(0))
+                .map_err(backend)?
+                .collect::<std::result::Result<Vec<String>, _>>()
+                .map_err(backend)?;
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn tuf_file(&self, file: &str) -> Result<Option<String>> {
+        let file = file.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT body FROM tuf_metadata WHERE file = ?1",
+                params![file],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn publish_tuf(
+        &self,
+        files: Vec<(String, String)>,
+        based_on: Option<u64>,
+        timestamp_version: u64,
+    ) -> Result<()> {
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let claimed = match based_on {
+                None => tx.execute(TUF_CLAIM_SQL_SQLITE[0], params![timestamp_version as i64]),
+                Some(v) => tx.execute(
+                    TUF_CLAIM_SQL_SQLITE[1],
+                    params![timestamp_version as i64, v as i64],
+                ),
+            }
+            .map_err(backend)?;
+            if claimed != 1 {
+                return Err(super::concurrent_publication());
+            }
+            for (file, body) in files {
+                tx.execute(
+                    "INSERT INTO tuf_metadata (file, body, version) VALUES (?1, ?2, 0)
+                     ON CONFLICT (file) DO UPDATE SET body = excluded.body",
+                    params![file, body],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
 }
+
+/// Moves timestamp.json's version from `?2` to `?1`, or creates it at `?1` when `?2` is NULL.
+const TUF_CLAIM_SQL_SQLITE: [&str; 2] = [
+    "INSERT INTO tuf_metadata (file, body, version) VALUES ('timestamp.json', '', ?1)
+     ON CONFLICT (file) DO NOTHING",
+    "UPDATE tuf_metadata SET version = ?1 WHERE file = 'timestamp.json' AND version = ?2",
+];
 
 /// Takes a free or expired lease, or renews one's own; changes no row otherwise.
 const LEASE_SQL_SQLITE: &str = "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)

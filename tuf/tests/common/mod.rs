@@ -127,12 +127,12 @@ impl Fixture {
         Self::new_at(Timestamp::now()).await
     }
 
-    pub fn root(&self) -> Root {
-        self.repo.root().unwrap().signed
+    pub async fn root(&self) -> Root {
+        self.repo.root().await.unwrap().signed
     }
 
-    pub fn current_targets(&self) -> Targets {
-        self.repo.targets().unwrap().0.signed
+    pub async fn current_targets(&self) -> Targets {
+        self.repo.targets().await.unwrap().0.signed
     }
 
     /// Signs the next targets with the release added (operator side) and publishes it.
@@ -141,15 +141,16 @@ impl Fixture {
         let (name, target) = operator::model_target(&bytes, &meta).unwrap();
         self.repo.store_artifact(&name, &bytes).unwrap();
         let next = operator::with_target(
-            &self.current_targets(),
+            &self.current_targets().await,
             &name,
             target,
             operator::days_after(now, 90).unwrap(),
         )
         .unwrap();
-        let signed = operator::sign_with(next, &self.root(), &[source(&self.keys, "targets")])
-            .await
-            .unwrap();
+        let signed =
+            operator::sign_with(next, &self.root().await, &[source(&self.keys, "targets")])
+                .await
+                .unwrap();
         self.repo
             .accept_targets(&operator::to_bytes(&signed).unwrap(), now)
             .await
@@ -159,9 +160,13 @@ impl Fixture {
 
     /// `targets` signed with the operator's targets key, as published bytes.
     pub async fn sign_targets(&self, targets: Targets) -> Vec<u8> {
-        let signed = operator::sign_with(targets, &self.root(), &[source(&self.keys, "targets")])
-            .await
-            .unwrap();
+        let signed = operator::sign_with(
+            targets,
+            &self.root().await,
+            &[source(&self.keys, "targets")],
+        )
+        .await
+        .unwrap();
         operator::to_bytes(&signed).unwrap()
     }
 

@@ -1,0 +1,198 @@
+//! Several fleet-server replicas sharing PostgreSQL, an S3 artifact store (a real Garage node)
+//! and Mosquitto: what one replica stored, every other one serves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use edgefleet_e2e::fleet::{Broker, FleetOperator, Mosquitto, ServerProcess};
+use edgefleet_e2e::garage::{self, Garage};
+use edgefleet_e2e::postgres::Postgres;
+use edgefleet_e2e::{binary, http, models_dir, run_ok};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use serde_json::Value;
+
+const SERVER_PASSWORD: &str = "replica-secret";
+
+/// Mosquitto configured by `fleet-server mosquitto-config` for servers on `database_url`.
+fn mosquitto(dir: &Path, database_url: &str) -> Mosquitto {
+    let conf_dir = dir.join("mosquitto");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let bootstrap = dir.join("bootstrap.toml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "data_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\npassword = \"{SERVER_PASSWORD}\"\n\
+             [database]\nurl = \"{database_url}\"\n",
+            dir.join("bootstrap").display()
+        ),
+    )
+    .unwrap();
+    run_ok(
+        std::process::Command::new(binary("fleet-server"))
+            .args(["mosquitto-config", "--config"])
+            .arg(&bootstrap)
+            .arg("--out-dir")
+            .arg(&conf_dir),
+    );
+    Mosquitto::start(&conf_dir, &conf_dir.join("edgefleet.conf"), None)
+}
+
+/// A replica: its own data directory, everything else shared.
+fn replica(
+    dir: &Path,
+    broker: &Mosquitto,
+    database_url: &str,
+    garage: &Garage,
+    keys: &Path,
+) -> ServerProcess {
+    ServerProcess::start_with_env(
+        dir,
+        Broker::External {
+            url: broker.url(),
+            password: SERVER_PASSWORD.into(),
+            ca_file: None,
+        },
+        &format!(
+            "[database]\nurl = \"{database_url}\"\n[artifacts]\nurl = \"s3://{}/fleet\"\n\
+             [tuf]\nonline_keys_dir = \"{}\"\n",
+            garage::BUCKET,
+            keys.display()
+        ),
+        garage
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
+/// Every object key in the bucket, read straight from Garage's S3 API.
+fn bucket_keys(garage: &Garage) -> Vec<String> {
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(garage::BUCKET)
+        .with_region("garage")
+        .with_endpoint(garage.endpoint())
+        .with_allow_http(true)
+        .with_access_key_id(garage::ACCESS_KEY_ID)
+        .with_secret_access_key(garage::SECRET_ACCESS_KEY)
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut keys: Vec<String> = runtime
+        .block_on(
+            store
+                .list(None)
+                .map_ok(|m| m.location.to_string())
+                .try_collect(),
+        )
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+fn get(server: &ServerProcess, path: &str, token: &str, range: Option<&str>) -> (u16, Vec<u8>) {
+    let mut request = http()
+        .get(&server.url(path))
+        .header("Authorization", &format!("Bearer {token}"));
+    if let Some(range) = range {
+        request = request.header("Range", range);
+    }
+    let mut response = request.call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_vec().unwrap())
+}
+
+#[test]
+fn replicas_share_artifacts_on_garage_and_the_tuf_repository_in_postgresql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let postgres = Postgres::start();
+    let garage = Garage::start();
+    let broker = mosquitto(tmp.path(), &postgres.url());
+    let keys = tmp.path().join("online-keys");
+    let a = replica(
+        &tmp.path().join("a"),
+        &broker,
+        &postgres.url(),
+        &garage,
+        &keys,
+    );
+    let b = replica(
+        &tmp.path().join("b"),
+        &broker,
+        &postgres.url(),
+        &garage,
+        &keys,
+    );
+
+    // The repository is created through A; B serves the same bytes.
+    let operator = FleetOperator::new(&tmp.path().join("operator"), &a);
+    let token = operator.token();
+    let metadata = |server: &ServerProcess, file: &str| {
+        get(server, &format!("/tuf/metadata/{file}"), &token, None)
+    };
+    assert_eq!(
+        metadata(&b, "timestamp.json"),
+        metadata(&a, "timestamp.json")
+    );
+    assert_eq!(metadata(&b, "1.root.json").0, 200);
+
+    // Pushed through B: the artifact goes to Garage, the metadata to PostgreSQL; A serves both.
+    run_ok(operator.fleetctl().args([
+        "login",
+        "--server",
+        &b.base_url(),
+        "--token-file",
+        "admin.token",
+    ]));
+    let name = operator.push("churn/1.0.0");
+    let (status, timestamp_a) = metadata(&a, "timestamp.json");
+    assert_eq!(status, 200);
+    assert_eq!(metadata(&b, "timestamp.json").1, timestamp_a);
+    let timestamp: Value = serde_json::from_slice(&timestamp_a).unwrap();
+    assert_eq!(timestamp["signed"]["version"], 2, "{timestamp}");
+    let onnx = std::fs::read(models_dir().join("churn/1.0.0/model.onnx")).unwrap();
+    let sha = {
+        let out = run_ok(
+            std::process::Command::new("sha256sum")
+                .arg(models_dir().join("churn/1.0.0/model.onnx")),
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        bucket_keys(&garage).contains(&format!("fleet/sha256/{sha}")),
+        "{:?}",
+        bucket_keys(&garage)
+    );
+    let target = format!(
+        "/tuf/targets/{}",
+        name.replace("model.onnx", &format!("{sha}.model.onnx"))
+    );
+    let (status, whole) = get(&a, &target, &token, None);
+    assert_eq!((status, whole.len()), (200, onnx.len()));
+    assert_eq!(whole, onnx);
+    let (status, part) = get(&a, &target, &token, Some("bytes=100-199"));
+    assert_eq!((status, &part[..]), (206, &onnx[100..200]));
+
+    // A tampered upload through A leaves nothing in the bucket, and neither replica has it.
+    let bogus = "0".repeat(63) + "1";
+    let response = http()
+        .put(&a.url(&format!("/api/v1/artifacts/{bogus}")))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send(&onnx[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+    assert_eq!(bucket_keys(&garage), vec![format!("fleet/sha256/{sha}")]);
+    for server in [&a, &b] {
+        let (status, _) = get(server, &format!("/api/v1/artifacts/{bogus}"), &token, None);
+        assert_eq!(status, 404);
+    }
+}
