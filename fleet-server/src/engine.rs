@@ -87,6 +87,7 @@ async fn holds_engine_lease(state: &AppState) -> bool {
         .driving_rollouts
         .swap(held, std::sync::atomic::Ordering::Relaxed);
     if held != was {
+        state.metrics.rollout_engine_leader.set(i64::from(held));
         if held {
             tracing::info!(instance = %state.instance, "this server now drives the rollouts");
         } else {

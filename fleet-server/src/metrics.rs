@@ -38,6 +38,8 @@ pub struct Metrics {
     pub devices: Gauge,
     pub artifact_bytes_sent: Counter,
     pub artifact_bytes_received: Counter,
+    pub rollout_engine_leader: Gauge,
+    pub mqtt_sessions_drained: Counter,
 }
 
 impl Default for Metrics {
@@ -53,6 +55,8 @@ impl Default for Metrics {
         let devices = Gauge::default();
         let artifact_bytes_sent = Counter::default();
         let artifact_bytes_received = Counter::default();
+        let rollout_engine_leader = Gauge::default();
+        let mqtt_sessions_drained = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -88,6 +92,16 @@ impl Default for Metrics {
             "Artifact bytes uploaded and stored",
             artifact_bytes_received.clone(),
         );
+        registry.register(
+            "rollout_engine_leader",
+            "1 while this server drives the rollouts (one server of those sharing a database)",
+            rollout_engine_leader.clone(),
+        );
+        registry.register(
+            "mqtt_sessions_drained",
+            "Broker sessions of stopped servers this server drained and ended",
+            mqtt_sessions_drained.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -97,6 +111,8 @@ impl Default for Metrics {
             devices,
             artifact_bytes_sent,
             artifact_bytes_received,
+            rollout_engine_leader,
+            mqtt_sessions_drained,
         }
     }
 }

@@ -138,6 +138,7 @@ impl Sessions {
                             messages,
                             "drained and ended the broker session of a server that stopped"
                         );
+                        self.metrics.mqtt_sessions_drained.inc();
                         if let Err(e) = self.store.release_lease(&lease, &self.instance).await {
                             tracing::warn!(error = %e, lease, "cannot delete a drained session's lease");
                         }

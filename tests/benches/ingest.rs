@@ -53,7 +53,7 @@ fn run(mosquitto: bool, postgres: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let database = postgres.then(edgefleet_e2e::postgres::Postgres::start);
     let url = database.as_ref().map(|d| d.url());
-    let (server, broker) = demo::start_server(tmp.path(), mosquitto, None, url.as_deref());
+    let (server, broker) = demo::start_server(tmp.path(), mosquitto, None, url.as_deref(), "");
     let op = FleetOperator::new(&tmp.path().join("op"), &server);
     let credentials: Vec<(String, String)> = (0..DEVICES)
         .map(|i| {

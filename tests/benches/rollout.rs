@@ -59,6 +59,7 @@ fn main() {
         database_url: postgres
             .as_ref()
             .map(edgefleet_e2e::postgres::Postgres::url),
+        server_toml: String::new(),
     };
     let started = Instant::now();
     let mut fleet = demo::set_up(tmp.path(), &options);

@@ -30,6 +30,8 @@ pub struct DemoOptions {
     pub latency_budget_factor: f64,
     /// The server's `database.url` (PostgreSQL); `None`: SQLite in its data directory.
     pub database_url: Option<String>,
+    /// More TOML for the server's config (sections such as `[artifacts]`).
+    pub server_toml: String,
 }
 
 /// What the demo saw.
@@ -77,10 +79,12 @@ pub fn start_server(
     mosquitto: bool,
     tls: Option<&TlsFiles>,
     database_url: Option<&str>,
+    server_toml: &str,
 ) -> (ServerProcess, Option<Mosquitto>) {
     let database = database_url
         .map(|url| format!("[database]\nurl = \"{url}\"\n"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + server_toml;
     if !mosquitto {
         return (
             ServerProcess::start_with(&dir.join("server"), Broker::Embedded, &database),
@@ -132,6 +136,7 @@ pub fn set_up(dir: &Path, options: &DemoOptions) -> Demo {
         options.mosquitto,
         tls.as_ref(),
         options.database_url.as_deref(),
+        &options.server_toml,
     );
     let operator = FleetOperator::new(&dir.join("operator"), &server);
     let mut demo = Demo {

@@ -150,6 +150,14 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as systemd or ECS stop a server, and waits for it to exit.
+    pub fn stop_gracefully(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -365,6 +373,14 @@ impl Mosquitto {
 
     /// Kills the broker (it keeps nothing: `persistence false`) and starts it again on the
     /// same port and files.
+    /// SIGTERM, as systemd or ECS stop a server, and waits for it to exit.
+    pub fn stop_gracefully(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

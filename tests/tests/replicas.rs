@@ -4,14 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use edgefleet_e2e::fleet::{Broker, FleetOperator, Mosquitto, ServerProcess};
+use edgefleet_e2e::demo::{self, DemoOptions};
+use edgefleet_e2e::fleet::{Broker, FleetOperator, Mosquitto, ServerProcess, eventually};
 use edgefleet_e2e::garage::{self, Garage};
 use edgefleet_e2e::postgres::Postgres;
 use edgefleet_e2e::{binary, http, models_dir, run_ok};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const SERVER_PASSWORD: &str = "replica-secret";
 
@@ -194,5 +196,149 @@ fn replicas_share_artifacts_on_garage_and_the_tuf_repository_in_postgresql() {
     for server in [&a, &b] {
         let (status, _) = get(server, &format!("/api/v1/artifacts/{bogus}"), &token, None);
         assert_eq!(status, 404);
+    }
+}
+
+/// A sample of the server's `/metrics` (unlabelled), or `None`.
+fn metric(server: &ServerProcess, name: &str) -> Option<f64> {
+    let mut response = http().get(&server.url("/metrics")).call().ok()?;
+    let text = response.body_mut().read_to_string().ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn killing_the_replica_that_drives_a_rollout_of_100_agents_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let postgres = Postgres::start();
+    let shared = tmp.path().join("shared");
+    // Both replicas on one machine: a shared directory stands in for the object store here
+    // (the test above runs S3), and they hold the same online keys.
+    let server_toml = format!(
+        "[artifacts]\nurl = \"{}\"\n[tuf]\nonline_keys_dir = \"{}\"\n",
+        shared.join("artifacts").display(),
+        shared.join("keys").display()
+    );
+    let options = DemoOptions {
+        agents: 100,
+        mosquitto: true,
+        tls: false,
+        verbose: false,
+        tiny_artifact_limit: Vec::new(),
+        latency_budget_factor: 200.0,
+        database_url: Some(postgres.url()),
+        server_toml: server_toml.clone(),
+    };
+    // Replica A (the demo's server) with 100 enrolled agents on Mosquitto, then replica B.
+    let mut fleet = demo::set_up(&tmp.path().join("fleet"), &options);
+    let broker_url = fleet.mosquitto.as_ref().unwrap().url();
+    let mut b = ServerProcess::start_with(
+        &tmp.path().join("b"),
+        Broker::External {
+            url: broker_url,
+            password: "demo-server-secret".into(),
+            ca_file: None,
+        },
+        &format!("[database]\nurl = \"{}\"\n{server_toml}", postgres.url()),
+    );
+    let leader = "edgefleet_server_rollout_engine_leader";
+    let drained = "edgefleet_server_mqtt_sessions_drained_total";
+
+    // A stops as systemd or ECS stop it: B takes the rollouts over at once and drains A's broker
+    // session; A comes back (under its old client id, after the drain) as the standby.
+    fleet.server.stop_gracefully();
+    eventually("B to drive the rollouts", Duration::from_secs(10), || {
+        (metric(&b, leader) == Some(1.0)).then_some(())
+    });
+    eventually("B to drain A's session", Duration::from_secs(20), || {
+        (metric(&b, drained) >= Some(1.0)).then_some(())
+    });
+    fleet.server.spawn();
+    assert_eq!(metric(&fleet.server, leader), Some(0.0));
+
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    let admin = fleet.operator.token();
+    let (status, created) = fleet.server.call(
+        "POST",
+        "/api/v1/rollouts",
+        Some(&admin),
+        Some(&json!({
+            "model": "churn", "version": "2.0.0", "group": "demo",
+            "waves": [10.0, 50.0, 100.0], "bake_seconds": 1, "device_timeout_seconds": 120
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let rollout = |server: &ServerProcess| {
+        server
+            .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None)
+            .1
+    };
+    // Mid-wave: the second wave (devices 11-50) has started and is not done.
+    eventually(
+        "the second wave under way",
+        Duration::from_secs(120),
+        || {
+            let r = rollout(&b);
+            let healthy = r["waves"][1]["healthy"].as_u64()?;
+            (r["state"]["wave"] == 2
+                && healthy > 0
+                && healthy < r["waves"][1]["devices"].as_u64()?)
+            .then_some(())
+        },
+    );
+    let mid = rollout(&b);
+    b.kill();
+    let killed = Instant::now();
+    eventually(
+        "A to take the rollouts over",
+        Duration::from_secs(30),
+        || (metric(&fleet.server, leader) == Some(1.0)).then_some(()),
+    );
+    let takeover = killed.elapsed();
+    eventually("A to drain B's session", Duration::from_secs(60), || {
+        (metric(&fleet.server, drained) >= Some(1.0)).then_some(())
+    });
+    let drain = killed.elapsed();
+    demo::wait_until_completed(&fleet, &id);
+    let done = killed.elapsed();
+    eprintln!(
+        "killed B with the second wave at {}/{} healthy: A drove the rollouts {:.1} s later, \
+         had drained B's broker session after {:.1} s, rollout completed after {:.1} s",
+        mid["waves"][1]["healthy"],
+        mid["waves"][1]["devices"],
+        takeover.as_secs_f64(),
+        drain.as_secs_f64(),
+        done.as_secs_f64()
+    );
+
+    let running = demo::running(&fleet);
+    assert_eq!(running.len(), 100);
+    assert!(running.iter().all(|r| r.ends_with(" 2.0.0")), "{running:?}");
+    // Every device's update events reached the database once: none lost with B, none twice.
+    for i in 1..=100 {
+        let device = format!("dev-{i:02}");
+        let (_, body) = fleet.server.call(
+            "GET",
+            &format!("/api/v1/events?device={device}&limit=100"),
+            Some(&admin),
+            None,
+        );
+        let events = body["events"].as_array().unwrap();
+        for kind in ["verified", "staged", "installed", "committed"] {
+            let n = events
+                .iter()
+                .filter(|e| {
+                    e["message"]["kind"] == kind
+                        && e["message"]["target"] == "models/churn/2.0.0/model.onnx"
+                })
+                .count();
+            assert_eq!(n, 1, "{device} {kind}: {events:#?}");
+        }
+        let mut seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        let count = seqs.len();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), count, "{device}: an event was stored twice");
     }
 }

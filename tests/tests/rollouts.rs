@@ -34,6 +34,7 @@ fn options(agents: usize, mosquitto: bool) -> DemoOptions {
         // 20 health checks at once on 2 cores (wave 2 of 50) need a wide budget.
         latency_budget_factor: if agents > 10 { 200.0 } else { 10.0 },
         database_url: None,
+        server_toml: String::new(),
     }
 }
 

@@ -595,7 +595,7 @@ fn the_server_exchanges_device_messages_through_the_embedded_broker() {
 
 /// The server on Mosquitto with the files `mosquitto-config` writes.
 fn server_on_mosquitto(dir: &std::path::Path) -> (Mosquitto, ServerProcess, FleetOperator) {
-    let (server, mosquitto) = edgefleet_e2e::demo::start_server(dir, true, None, None);
+    let (server, mosquitto) = edgefleet_e2e::demo::start_server(dir, true, None, None, "");
     let op = FleetOperator::new(&dir.join("op"), &server);
     (mosquitto.unwrap(), server, op)
 }

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         tiny_artifact_limit: Vec::new(),
         latency_budget_factor: 10.0,
         database_url: None,
+        server_toml: String::new(),
     };
     let mut keep_running = false;
     let mut dir: Option<PathBuf> = None;
