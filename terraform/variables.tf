@@ -38,7 +38,7 @@ variable "server_image" {
 }
 
 variable "server_count" {
-  description = "fleet-server tasks behind the load balancer. Two or more need PostgreSQL and S3 storage in fleet-server (issue #10)."
+  description = "fleet-server tasks behind the load balancer. They share PostgreSQL, the S3 bucket, the broker and the online keys (docs/SERVER.md)."
   type        = number
   default     = 2
 

@@ -15,9 +15,14 @@ import re, sys, yaml
 
 compose = yaml.safe_load(open(sys.argv[1]))
 services = compose["services"]
-assert set(services) == {"broker-config", "mosquitto", "fleet-server"}, services.keys()
+assert set(services) == {"postgres", "broker-config", "mosquitto", "fleet-server"}, services.keys()
 server = services["fleet-server"]
 assert server["depends_on"]["mosquitto"]["condition"] == "service_started"
+for name in ["fleet-server", "broker-config"]:
+    assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy", name
+    url = services[name]["environment"]["EDGEFLEET_SERVER__DATABASE__URL"]
+    assert url.startswith("postgres://edgefleet:") and "@postgres:5432/edgefleet" in url, url
+assert services["postgres"]["environment"]["POSTGRES_DB"] == "edgefleet"
 assert services["mosquitto"]["depends_on"]["broker-config"]["condition"] == "service_completed_successfully"
 assert services["broker-config"]["command"][0] == "mosquitto-config"
 volumes = set(compose["volumes"])

@@ -1,7 +1,8 @@
 //! Figures for docs/BENCHMARKS.md: sustained device-message ingestion — events published at
 //! QoS 1 by enrolled devices, through the broker, into the server's store (de-duplicated,
 //! acknowledged only once stored) — on the embedded broker and on Mosquitto, into SQLite and into
-//! a real PostgreSQL started for the run.
+//! a real PostgreSQL started for the run; and on Mosquitto + PostgreSQL with two server replicas
+//! splitting the messages through the shared subscription.
 //!
 //! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench ingest`
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use edgefleet_e2e::cpu_seconds;
 use edgefleet_e2e::demo;
-use edgefleet_e2e::fleet::{FleetOperator, MqttDevice};
+use edgefleet_e2e::fleet::{Broker, FleetOperator, MqttDevice, ServerProcess};
 use edgefleet_protocol::message::{self, Event, EventKind};
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 
@@ -49,11 +50,32 @@ fn stored_events(metrics: &str) -> f64 {
         .sum()
 }
 
-fn run(mosquitto: bool, postgres: bool) {
+fn run(mosquitto: bool, postgres: bool, replicas: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let database = postgres.then(edgefleet_e2e::postgres::Postgres::start);
     let url = database.as_ref().map(|d| d.url());
-    let (server, broker) = demo::start_server(tmp.path(), mosquitto, None, url.as_deref(), "");
+    let shared = format!(
+        "[artifacts]\nurl = \"{}\"\n[tuf]\nonline_keys_dir = \"{}\"\n",
+        tmp.path().join("artifacts").display(),
+        tmp.path().join("keys").display()
+    );
+    let (server, broker) = demo::start_server(tmp.path(), mosquitto, None, url.as_deref(), &shared);
+    let others: Vec<ServerProcess> = (1..replicas)
+        .map(|i| {
+            ServerProcess::start_with(
+                &tmp.path().join(format!("replica-{i}")),
+                Broker::External {
+                    url: broker.as_ref().expect("replicas need Mosquitto").url(),
+                    password: "demo-server-secret".into(),
+                    ca_file: None,
+                },
+                &format!(
+                    "[database]\nurl = \"{}\"\n{shared}",
+                    url.as_deref().expect("replicas need PostgreSQL")
+                ),
+            )
+        })
+        .collect();
     let op = FleetOperator::new(&tmp.path().join("op"), &server);
     let credentials: Vec<(String, String)> = (0..DEVICES)
         .map(|i| {
@@ -75,17 +97,24 @@ fn run(mosquitto: bool, postgres: bool) {
         }
         None => server.mqtt_port,
     };
+    let servers: Vec<&ServerProcess> = std::iter::once(&server).chain(&others).collect();
     let metrics = || {
-        String::from_utf8(
-            edgefleet_e2e::http()
-                .get(&server.url("/metrics"))
-                .call()
+        servers
+            .iter()
+            .map(|s| {
+                String::from_utf8(
+                    edgefleet_e2e::http()
+                        .get(&s.url("/metrics"))
+                        .call()
+                        .unwrap()
+                        .body_mut()
+                        .read_to_vec()
+                        .unwrap(),
+                )
                 .unwrap()
-                .body_mut()
-                .read_to_vec()
-                .unwrap(),
-        )
-        .unwrap()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     let devices: Vec<(String, MqttDevice)> = credentials
         .into_iter()
@@ -98,8 +127,9 @@ fn run(mosquitto: bool, postgres: bool) {
             (id, device)
         })
         .collect();
-    let pid = server.child.id();
-    let cpu_before = cpu_seconds(pid);
+    let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let cpu = || pids.iter().map(|&pid| cpu_seconds(pid)).sum::<f64>();
+    let cpu_before = cpu();
     let started = Instant::now();
     let threads: Vec<_> = devices
         .into_iter()
@@ -136,9 +166,9 @@ fn run(mosquitto: bool, postgres: bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid) - cpu_before;
+    let cpu = cpu() - cpu_before;
     println!(
-        "{} broker, {}: {total} events from {DEVICES} devices stored in {wall:.1} s = {:.0} messages/s; \
+        "{} broker, {}, {replicas} server(s): {total} events from {DEVICES} devices stored in {wall:.1} s = {:.0} messages/s; \
          server CPU {cpu:.1} s ({:.0}% of one core)",
         if mosquitto { "Mosquitto" } else { "embedded" },
         if postgres { "PostgreSQL" } else { "SQLite" },
@@ -149,7 +179,8 @@ fn run(mosquitto: bool, postgres: bool) {
 
 fn main() {
     for postgres in [false, true] {
-        run(false, postgres);
-        run(true, postgres);
+        run(false, postgres, 1);
+        run(true, postgres, 1);
     }
+    run(true, true, 2);
 }

@@ -866,3 +866,72 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// Copies every file below `from` to the same place below `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_repository_kept_in_files_by_an_older_server_is_imported_and_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    // An older server's data directory: the repository in repo/, its online keys in keys/ and
+    // the artifacts under artifacts/sha256/ — made here with fleetctl's offline repository, which
+    // has the same layout.
+    let op = edgefleet_e2e::Operator::new(&tmp.path().join("op"));
+    let name = op.push("churn/1.0.0");
+    let data = tmp.path().join("server/data");
+    copy_tree(&op.repo().join("metadata"), &data.join("repo/metadata"));
+    for key in [
+        "snapshot.pem",
+        "timestamp.pem",
+        "snapshot.pub.json",
+        "timestamp.pub.json",
+    ] {
+        std::fs::create_dir_all(data.join("keys")).unwrap();
+        std::fs::copy(op.dir.join("keys").join(key), data.join("keys").join(key)).unwrap();
+    }
+    let onnx = std::fs::read(edgefleet_e2e::models_dir().join("churn/1.0.0/model.onnx")).unwrap();
+    let sha = sha256_hex(&onnx);
+    std::fs::create_dir_all(data.join("artifacts/sha256")).unwrap();
+    std::fs::write(data.join("artifacts/sha256").join(&sha), &onnx).unwrap();
+
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let admin = server.admin_token();
+    for file in ["timestamp.json", "1.root.json", "root.json"] {
+        let (status, _, body) = get(&server, &format!("/tuf/metadata/{file}"), Some(&admin), &[]);
+        assert_eq!(status, 200, "{file}");
+        assert_eq!(
+            body,
+            std::fs::read(op.repo().join("metadata").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let (status, models) = server.call("GET", "/api/v1/models", Some(&admin), None);
+    assert_eq!(status, 200);
+    assert!(models.to_string().contains("1.0.0"), "{models}");
+    let path = format!(
+        "/tuf/targets/{}",
+        name.replace("model.onnx", &format!("{sha}.model.onnx"))
+    );
+    let (status, _, body) = get(&server, &path, Some(&admin), &[]);
+    assert_eq!((status, body == onnx), (200, true));
+    // Started again, it serves the database's copy: the files are not read twice.
+    std::fs::remove_dir_all(data.join("repo")).unwrap();
+    let mut server = server;
+    server.restart();
+    let (status, _, body) = get(&server, "/tuf/metadata/timestamp.json", Some(&admin), &[]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        std::fs::read(op.repo().join("metadata/timestamp.json")).unwrap()
+    );
+}

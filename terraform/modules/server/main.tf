@@ -1,6 +1,6 @@
 # fleet-server on ECS Fargate behind an HTTPS application load balancer. The tasks are stateless:
-# state in PostgreSQL, artifacts in S3 (issue #10), the TUF online keys on the encrypted shared file
-# system. A scheduled task refreshes Mosquitto's users and ACLs every minute.
+# state and the TUF metadata in PostgreSQL, artifacts in S3, the TUF online keys on the encrypted
+# shared file system. A scheduled task refreshes Mosquitto's users and ACLs every minute.
 
 resource "aws_security_group" "alb" {
   name        = "${var.name}-api-lb"
@@ -190,6 +190,8 @@ data "aws_iam_policy_document" "task" {
     actions = [
       "s3:GetObject",
       "s3:PutObject",
+      # An upload is staged under tmp/ and moved to its address once its hash checks out.
+      "s3:DeleteObject",
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
     ]
