@@ -13,8 +13,9 @@ if [ -x "$root/bin/garage" ]; then
 fi
 mkdir -p "$cache"
 rm -rf "$root.partial"
-# Only the SQLite metadata engine (bundled), no LMDB, metrics or K2V: what a test node needs.
-cargo install garage --version "$version" --locked --debug --quiet \
+# Only the SQLite metadata engine (bundled), no LMDB, metrics or K2V: what a test node needs;
+# no debug info either.
+CARGO_PROFILE_DEV_DEBUG=0 cargo install garage --version "$version" --locked --debug --quiet \
   --no-default-features --features bundled-libs,sqlite \
   --root "$root.partial" --target-dir "$cache/garage-target"
 mv "$root.partial" "$root"

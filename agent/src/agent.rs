@@ -88,6 +88,8 @@ pub struct Agent {
     pub store: Arc<Store>,
     pub serving: Arc<Serving>,
     pub metrics: Arc<Metrics>,
+    /// This telemetry window's figures per model version, for the fleet server.
+    pub telemetry: crate::telemetry::Telemetry,
     pub engine: Arc<Engine>,
     /// One install at a time: installs are rare and each one holds the CPU for its health check.
     install_lock: tokio::sync::Mutex<()>,
@@ -131,6 +133,7 @@ impl Agent {
             store,
             serving: Arc::new(Serving::default()),
             metrics,
+            telemetry: crate::telemetry::Telemetry::default(),
             engine,
             install_lock: tokio::sync::Mutex::new(()),
         });

@@ -5,6 +5,7 @@
 //! Every bad request gets a 4xx with a JSON body `{"error": ..., "field": ...}` naming what was
 //! wrong; model failures are 5xx and count against the model in probation.
 
+use crate::telemetry::Observation;
 use std::sync::Arc;
 
 use axum::Json;
@@ -261,7 +262,16 @@ async fn infer(
             },
         );
     }
-    let (outputs, _) = run_counted(&agent, &slot, inputs).await?;
+    let (outputs, latency) = run_counted(&agent, &slot, inputs).await?;
+    agent.telemetry.record(
+        &slot.meta,
+        Observation {
+            latency,
+            ok: true,
+            label: None,
+            row: None,
+        },
+    );
     let outputs: Vec<Value> = outputs
         .into_iter()
         .map(|(name, t)| json!({ "name": name, "datatype": "FP32", "shape": t.shape, "data": t.data }))
@@ -274,7 +284,8 @@ async fn infer(
     })))
 }
 
-/// Runs one inference off the async threads and counts it in the metrics.
+/// Runs one inference off the async threads and counts it in the metrics; a model failure also
+/// in the telemetry (callers record successes, with what they know of the request).
 async fn run_counted(
     agent: &Agent,
     slot: &Arc<Slot>,
@@ -298,6 +309,15 @@ async fn run_counted(
         Err(InferError::Model(_)) => {
             agent.metrics.requests.get_or_create(&labels).inc();
             agent.metrics.errors.get_or_create(&labels).inc();
+            agent.telemetry.record(
+                &slot.meta,
+                Observation {
+                    latency: std::time::Duration::ZERO,
+                    ok: false,
+                    label: None,
+                    row: None,
+                },
+            );
         }
         Err(InferError::Request(_)) => {}
     }
@@ -339,7 +359,7 @@ async fn predict(
                 other => ApiError::new(StatusCode::BAD_REQUEST, other.to_string()),
             })?;
     let started = std::time::Instant::now();
-    let (outputs, _) = run_counted(&agent, &slot, inputs).await?;
+    let (outputs, latency) = run_counted(&agent, &slot, inputs).await?;
     let output = outputs.get(spec.output()).ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -347,6 +367,26 @@ async fn predict(
         )
     })?;
     let prediction = spec.interpret(&output.data);
+    agent.telemetry.record(
+        &slot.meta,
+        Observation {
+            latency,
+            ok: true,
+            label: prediction.label.as_deref(),
+            row: Some(&row),
+        },
+    );
+    if let Some(label) = &prediction.label {
+        agent
+            .metrics
+            .predictions
+            .get_or_create(&crate::metrics::PredictionLabels {
+                model: slot.meta.model.to_string(),
+                version: slot.meta.version.to_string(),
+                label: label.clone(),
+            })
+            .inc();
+    }
     Ok(Json(json!({
         "model": name,
         "version": slot.meta.version.to_string(),

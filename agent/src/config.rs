@@ -77,6 +77,10 @@ pub struct FleetSettings {
     pub min_download_bytes_per_second: u64,
     /// PEM of the CA that signed an `mqtts://` broker's certificate.
     pub ca_file: Option<PathBuf>,
+    /// Length of a telemetry window: every this many seconds the agent queues one metrics
+    /// batch (per model version: requests, errors, latency quantiles, predicted labels, input
+    /// drift; the process's CPU and memory). Default 60.
+    pub telemetry_seconds: u64,
 }
 
 impl Default for FleetSettings {
@@ -86,6 +90,7 @@ impl Default for FleetSettings {
             keep_alive_seconds: 30,
             min_download_bytes_per_second: 16 * 1024,
             ca_file: None,
+            telemetry_seconds: 60,
         }
     }
 }
@@ -275,6 +280,12 @@ impl Config {
         }
         if self.fleet.outbox_max_messages == 0 {
             bad("fleet.outbox_max_messages", "must be above 0".into());
+        }
+        if !(1..=86_400).contains(&self.fleet.telemetry_seconds) {
+            bad(
+                "fleet.telemetry_seconds",
+                format!("{} is outside 1..=86400", self.fleet.telemetry_seconds),
+            );
         }
         if !(5..=3600).contains(&self.fleet.keep_alive_seconds) {
             bad(

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edgefleet_protocol::message::{self, Desired, Event, EventKind, Reported, SCHEMA_VERSION};
+use edgefleet_protocol::message::{
+    self, Desired, Event, EventKind, MetricsBatch, Reported, SCHEMA_VERSION,
+};
 use edgefleet_protocol::topic::{Channel, Topic};
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 use edgefleet_tuf::client::{self, ClientConfig, ClientLimits};
@@ -230,6 +232,7 @@ impl Fleet {
         tokio::spawn(fleet.clone().drive(eventloop, desired_tx));
         tokio::spawn(fleet.clone().publish_outbox());
         tokio::spawn(fleet.clone().relay_notices());
+        tokio::spawn(fleet.clone().telemetry_loop());
         tokio::spawn(fleet.clone().reconcile_loop(desired_rx));
         Ok(fleet)
     }
@@ -384,6 +387,66 @@ impl Fleet {
                     self.publish_reported();
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Every telemetry window, queues a metrics batch in the outbox (it survives restarts and
+    /// outages there; when full, the oldest batches go first and the next batch says how many).
+    async fn telemetry_loop(self: Arc<Self>) {
+        let every = Duration::from_secs(self.agent.config.fleet.telemetry_seconds);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut window_start = now_unix();
+        loop {
+            tick.tick().await;
+            let window_end = now_unix();
+            let models = self.agent.telemetry.take();
+            let process = crate::telemetry::process_stats();
+            let metrics = &self.agent.metrics;
+            metrics.process_cpu_seconds.set(process.cpu_seconds);
+            metrics.process_resident_bytes.set(process.rss_bytes as i64);
+            for m in &models {
+                for (feature, psi) in &m.drift_psi {
+                    metrics
+                        .drift_psi
+                        .get_or_create(&crate::metrics::FeatureLabels {
+                            model: m.model.to_string(),
+                            version: m.version.to_string(),
+                            feature: feature.clone(),
+                        })
+                        .set(*psi);
+                }
+            }
+            let device = self.link.device_id.clone();
+            let outbox = self.outbox.clone();
+            let queued = tokio::task::spawn_blocking(move || -> Result<(), String> {
+                let seq = outbox.next_seq().map_err(|e| e.to_string())?;
+                let dropped = outbox.take_dropped().map_err(|e| e.to_string())?;
+                let batch = MetricsBatch {
+                    schema: SCHEMA_VERSION,
+                    id: MessageId::from_random(random_bytes()),
+                    device,
+                    seq,
+                    window_start_unix: window_start,
+                    window_end_unix: window_end,
+                    dropped_batches: dropped,
+                    process,
+                    models,
+                };
+                let bytes = message::encode(&batch).map_err(|e| e.to_string())?;
+                outbox
+                    .push_carrying(seq, "metrics", &bytes, dropped)
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            window_start = window_end;
+            match queued {
+                Ok(Ok(())) => {
+                    self.agent.metrics.telemetry_batches.inc();
+                    self.wake_publisher.notify_one();
+                }
+                Ok(Err(e)) => warn!(error = %e, "cannot queue a telemetry batch"),
+                Err(e) => warn!(error = %e, "cannot queue a telemetry batch"),
             }
         }
     }

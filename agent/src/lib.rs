@@ -20,4 +20,5 @@ pub mod outbox;
 pub mod probation;
 pub mod serving;
 pub mod store;
+pub mod telemetry;
 pub mod transport;

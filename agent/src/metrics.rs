@@ -15,6 +15,20 @@ pub struct VersionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PredictionLabels {
+    pub model: String,
+    pub version: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeatureLabels {
+    pub model: String,
+    pub version: String,
+    pub feature: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub model: String,
     pub outcome: String,
@@ -42,6 +56,11 @@ pub struct Metrics {
     pub latency: Family<VersionLabels, Histogram, fn() -> Histogram>,
     pub updates: Family<OutcomeLabels, Counter>,
     pub active: Family<ActiveLabels, Gauge>,
+    pub predictions: Family<PredictionLabels, Counter>,
+    pub drift_psi: Family<FeatureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub telemetry_batches: Counter,
+    pub process_cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub process_resident_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -54,6 +73,37 @@ impl Default for Metrics {
         );
         let updates = Family::<OutcomeLabels, Counter>::default();
         let active = Family::<ActiveLabels, Gauge>::default();
+        let predictions = Family::<PredictionLabels, Counter>::default();
+        let drift_psi =
+            Family::<FeatureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let telemetry_batches = Counter::default();
+        let process_cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let process_resident_bytes = Gauge::default();
+        registry.register(
+            "predictions",
+            "Predicted labels of classifiers, per model version",
+            predictions.clone(),
+        );
+        registry.register(
+            "input_drift_psi",
+            "Population stability index of each input feature against the target's baseline, over the last telemetry window",
+            drift_psi.clone(),
+        );
+        registry.register(
+            "telemetry_batches",
+            "Telemetry batches queued for the fleet server",
+            telemetry_batches.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "CPU time of the agent process (user + system), at the last telemetry window",
+            process_cpu_seconds.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the agent process, at the last telemetry window",
+            process_resident_bytes.clone(),
+        );
         registry.register(
             "inference_requests",
             "Inferences served, per model version",
@@ -86,6 +136,11 @@ impl Default for Metrics {
             latency,
             updates,
             active,
+            predictions,
+            drift_psi,
+            telemetry_batches,
+            process_cpu_seconds,
+            process_resident_bytes,
         }
     }
 }

@@ -1,6 +1,8 @@
-//! The upstream outbox: device messages (events now, metrics batches with telemetry) wait here,
-//! in their own SQLite file, until the broker acknowledges them. Bounded: when full, the oldest
-//! go first and how many were dropped is kept, to be reported upstream.
+//! The upstream outbox: device messages (events, metrics batches) wait here, in their own SQLite
+//! file, until the broker acknowledges them. Bounded: when full, the oldest metrics batches go
+//! first (events only when no batch is left: they tell what happened to an update), and how many
+//! were dropped is kept, to be reported upstream. A batch that carried such a count and is itself
+//! dropped gives its count back, so no drop goes unreported.
 //!
 //! The row id is the message's `seq`: strictly increasing per device and never reused
 //! (`AUTOINCREMENT`), so the server can store each (device, seq) once and in order.
@@ -51,6 +53,19 @@ impl Outbox {
              CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )
         .map_err(|e| err(e.to_string()))?;
+        // Outboxes written before batches carried drop counts lack the column.
+        let has_carried: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'carried'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| err(e.to_string()))?
+            > 0;
+        if !has_carried {
+            conn.execute_batch("ALTER TABLE outbox ADD COLUMN carried INTEGER NOT NULL DEFAULT 0")
+                .map_err(|e| err(e.to_string()))?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.display().to_string(),
@@ -88,26 +103,48 @@ impl Outbox {
     }
 
     /// Queues a message under `seq` (from [`Outbox::next_seq`], under the same caller's lock);
-    /// drops the oldest beyond the bound.
+    /// drops the oldest beyond the bound, metrics batches before events.
     pub fn push(&self, seq: u64, channel: &str, payload: &[u8]) -> Result<(), OutboxError> {
+        self.push_carrying(seq, channel, payload, 0)
+    }
+
+    /// [`Outbox::push`] for a message that reports `carried` earlier drops (from
+    /// [`Outbox::take_dropped`]): if it is dropped in turn, they count as dropped again.
+    pub fn push_carrying(
+        &self,
+        seq: u64,
+        channel: &str,
+        payload: &[u8],
+        carried: u64,
+    ) -> Result<(), OutboxError> {
         let max = self.max_messages as i64;
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO outbox (seq, channel, payload) VALUES (?1, ?2, ?3)",
-                params![seq as i64, channel, payload],
+                "INSERT INTO outbox (seq, channel, payload, carried) VALUES (?1, ?2, ?3, ?4)",
+                params![seq as i64, channel, payload, carried as i64],
             )?;
             let count: i64 = tx.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?;
             if count > max {
                 let excess = count - max;
-                tx.execute(
-                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?1)",
-                    params![excess],
-                )?;
+                let evicted: Vec<(i64, i64)> = {
+                    let mut oldest = tx.prepare(
+                        "SELECT seq, carried FROM outbox
+                         ORDER BY channel = 'events', seq LIMIT ?1",
+                    )?;
+                    oldest
+                        .query_map(params![excess], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<rusqlite::Result<_>>()?
+                };
+                let mut dropped = 0i64;
+                for (seq, carried) in evicted {
+                    tx.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
+                    dropped += 1 + carried;
+                }
                 tx.execute(
                     "INSERT INTO counters (name, value) VALUES ('dropped', ?1)
                      ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                    params![excess],
+                    params![dropped],
                 )?;
             }
             tx.commit()
@@ -254,5 +291,53 @@ mod tests {
         assert_eq!(left, [2, 3, 4]);
         assert_eq!(o.take_dropped().unwrap(), 2);
         assert_eq!(o.take_dropped().unwrap(), 0);
+    }
+
+    #[test]
+    fn metrics_batches_go_before_events_and_a_dropped_count_is_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(&dir.path().join("outbox.db"), 3).unwrap();
+        push(&o, "events", b"e1");
+        push(&o, "metrics", b"m1");
+        push(&o, "events", b"e2");
+        push(&o, "metrics", b"m2"); // full: m1 goes, not the older e1
+        let left = |o: &Outbox| -> Vec<Vec<u8>> {
+            o.pending(0, 10)
+                .unwrap()
+                .into_iter()
+                .map(|q| q.payload)
+                .collect()
+        };
+        assert_eq!(left(&o), [b"e1".to_vec(), b"e2".to_vec(), b"m2".to_vec()]);
+        // A batch reporting that drop is itself dropped: it gives its count back.
+        let carried = o.take_dropped().unwrap();
+        assert_eq!(carried, 1);
+        let seq = o.next_seq().unwrap();
+        o.push_carrying(seq, "metrics", b"m3", carried).unwrap(); // m2 goes
+        push(&o, "metrics", b"m4"); // m3 goes, with the drop it carried
+        assert_eq!(left(&o), [b"e1".to_vec(), b"e2".to_vec(), b"m4".to_vec()]);
+        assert_eq!(o.take_dropped().unwrap(), 1 + 1 + 1);
+        // With no batch left, events go too, oldest first.
+        for _ in 0..3 {
+            push(&o, "events", b"e");
+        }
+        assert_eq!(left(&o), [b"e".to_vec(), b"e".to_vec(), b"e".to_vec()]);
+    }
+
+    #[test]
+    fn an_outbox_written_before_drop_counts_were_carried_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, payload BLOB NOT NULL);
+                 INSERT INTO outbox (channel, payload) VALUES ('events', x'01');",
+            )
+            .unwrap();
+        }
+        let o = Outbox::open(&path, 10).unwrap();
+        assert_eq!(o.pending(0, 10).unwrap().len(), 1);
+        assert_eq!(push(&o, "metrics", b"m"), 2);
     }
 }

@@ -66,7 +66,7 @@ fn run(mosquitto: bool, postgres: bool, replicas: usize) {
                 &tmp.path().join(format!("replica-{i}")),
                 Broker::External {
                     url: broker.as_ref().expect("replicas need Mosquitto").url(),
-                    password: "demo-server-secret".into(),
+                    password: demo::SERVER_PASSWORD.into(),
                     ca_file: None,
                 },
                 &format!(

@@ -69,11 +69,43 @@ impl Demo {
     }
 }
 
-/// Starts the server (embedded broker, or Mosquitto configured by `mosquitto-config`).
+/// The broker password `start_server` gives the server on Mosquitto (replicas reuse it).
+pub const SERVER_PASSWORD: &str = "demo-server-secret";
+
+/// Mosquitto configured by `fleet-server mosquitto-config` for a server with data in `data_dir`
+/// and `server_toml` (its `[database]`, ...), its files in `dir/mosquitto`.
 ///
 /// Mosquitto must run before the server can connect, and needs the server's own entry in its
 /// password file: the files are first written for the server alone (no devices yet), from a
 /// bootstrap config whose broker URL only has to be well-formed.
+pub fn configured_mosquitto(
+    dir: &Path,
+    data_dir: &Path,
+    server_toml: &str,
+    tls: Option<&TlsFiles>,
+) -> Mosquitto {
+    let conf_dir = dir.join("mosquitto");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let bootstrap = dir.join("bootstrap.toml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "data_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\npassword = \"{SERVER_PASSWORD}\"\n{server_toml}",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    run_ok(
+        std::process::Command::new(binary("fleet-server"))
+            .args(["mosquitto-config", "--config"])
+            .arg(&bootstrap)
+            .arg("--out-dir")
+            .arg(&conf_dir),
+    );
+    Mosquitto::start(&conf_dir, &conf_dir.join("edgefleet.conf"), tls)
+}
+
+/// Starts the server (embedded broker, or Mosquitto configured by `mosquitto-config`).
 pub fn start_server(
     dir: &Path,
     mosquitto: bool,
@@ -91,26 +123,8 @@ pub fn start_server(
             None,
         );
     }
-    let password = "demo-server-secret";
-    let conf_dir = dir.join("mosquitto");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let bootstrap = dir.join("bootstrap.toml");
-    std::fs::write(
-        &bootstrap,
-        format!(
-            "data_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\npassword = \"{password}\"\n{database}",
-            dir.join("server/data").display()
-        ),
-    )
-    .unwrap();
-    run_ok(
-        std::process::Command::new(binary("fleet-server"))
-            .args(["mosquitto-config", "--config"])
-            .arg(&bootstrap)
-            .arg("--out-dir")
-            .arg(&conf_dir),
-    );
-    let broker = Mosquitto::start(&conf_dir, &conf_dir.join("edgefleet.conf"), tls);
+    let password = SERVER_PASSWORD;
+    let broker = configured_mosquitto(dir, &dir.join("server/data"), &database, tls);
     let server = ServerProcess::start_with(
         &dir.join("server"),
         Broker::External {

@@ -89,7 +89,17 @@ impl Garage {
             config,
             dir,
         };
+        // `node id` answers from the key on disk, before the RPC port listens; the layout
+        // commands need it listening.
         let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", rpc)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "garage did not listen within 30 s: {}",
+                garage.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let node = loop {
             let out = garage.cli(&["node", "id", "-q"]);
             if out.status.success() {
@@ -127,7 +137,12 @@ impl Garage {
                 "edgefleet",
             ],
         ] {
-            let out = garage.cli(args);
+            // Retried: a fresh node may still be settling its own membership.
+            let mut out = garage.cli(args);
+            while !out.status.success() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                out = garage.cli(args);
+            }
             assert!(
                 out.status.success(),
                 "garage {args:?}: {}{}",

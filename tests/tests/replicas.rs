@@ -10,35 +10,19 @@ use edgefleet_e2e::demo::{self, DemoOptions};
 use edgefleet_e2e::fleet::{Broker, FleetOperator, Mosquitto, ServerProcess, eventually};
 use edgefleet_e2e::garage::{self, Garage};
 use edgefleet_e2e::postgres::Postgres;
-use edgefleet_e2e::{binary, http, models_dir, run_ok};
+use edgefleet_e2e::{http, models_dir, run_ok};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use serde_json::{Value, json};
 
-const SERVER_PASSWORD: &str = "replica-secret";
-
 /// Mosquitto configured by `fleet-server mosquitto-config` for servers on `database_url`.
 fn mosquitto(dir: &Path, database_url: &str) -> Mosquitto {
-    let conf_dir = dir.join("mosquitto");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let bootstrap = dir.join("bootstrap.toml");
-    std::fs::write(
-        &bootstrap,
-        format!(
-            "data_dir = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\npassword = \"{SERVER_PASSWORD}\"\n\
-             [database]\nurl = \"{database_url}\"\n",
-            dir.join("bootstrap").display()
-        ),
+    demo::configured_mosquitto(
+        dir,
+        &dir.join("bootstrap"),
+        &format!("[database]\nurl = \"{database_url}\"\n"),
+        None,
     )
-    .unwrap();
-    run_ok(
-        std::process::Command::new(binary("fleet-server"))
-            .args(["mosquitto-config", "--config"])
-            .arg(&bootstrap)
-            .arg("--out-dir")
-            .arg(&conf_dir),
-    );
-    Mosquitto::start(&conf_dir, &conf_dir.join("edgefleet.conf"), None)
 }
 
 /// A replica: its own data directory, everything else shared.
@@ -53,7 +37,7 @@ fn replica(
         dir,
         Broker::External {
             url: broker.url(),
-            password: SERVER_PASSWORD.into(),
+            password: demo::SERVER_PASSWORD.into(),
             ca_file: None,
         },
         &format!(
@@ -236,7 +220,7 @@ fn killing_the_replica_that_drives_a_rollout_of_100_agents_loses_nothing() {
         &tmp.path().join("b"),
         Broker::External {
             url: broker_url,
-            password: "demo-server-secret".into(),
+            password: demo::SERVER_PASSWORD.into(),
             ca_file: None,
         },
         &format!("[database]\nurl = \"{}\"\n{server_toml}", postgres.url()),

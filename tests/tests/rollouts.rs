@@ -608,3 +608,66 @@ fn server_and_agents_reach_mosquitto_over_tls() {
     let port = fleet.mosquitto.as_ref().unwrap().port;
     assert!(MqttDevice::connect(port, "dev-01", "dev-01", "efd_x").is_err());
 }
+
+#[test]
+fn telemetry_batches_reach_the_server_with_the_served_versions_figures() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fleet = demo::set_up(tmp.path(), &options(1, false));
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    demo::reroute(&mut fleet, 0, None, None, "telemetry_seconds = 1");
+    let predict = fleet.agents[0].url("/v1/models/churn:predict");
+    let text = |url: &str| {
+        edgefleet_e2e::http()
+            .get(url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    let stored = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("edgefleet_server_mqtt_messages_total")
+                    && l.contains("channel=\"metrics\"")
+                    && l.contains("outcome=\"stored\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = stored(&text(&fleet.server.url("/metrics")));
+    for i in 0..40 {
+        let ok = edgefleet_e2e::http()
+            .post(&predict)
+            .send_json(edgefleet_e2e::churn_row(f64::from(i % 60 + 1)))
+            .is_ok_and(|r| r.status() == 200);
+        assert!(ok);
+    }
+    // The agent's own /metrics shows the window's figures; the server stores the batches.
+    let agent_metrics = eventually(
+        "a telemetry window to close",
+        Duration::from_secs(10),
+        || {
+            let m = text(&fleet.agents[0].url("/metrics"));
+            m.contains("edgefleet_input_drift_psi{").then_some(m)
+        },
+    );
+    assert!(
+        agent_metrics.contains("edgefleet_predictions_total{model=\"churn\",version=\"1.0.0\""),
+        "{agent_metrics}"
+    );
+    assert!(agent_metrics.contains("edgefleet_process_resident_memory_bytes "));
+    eventually(
+        "batches stored by the server",
+        Duration::from_secs(10),
+        || (stored(&text(&fleet.server.url("/metrics"))) >= before + 2.0).then_some(()),
+    );
+    let refused: f64 = text(&fleet.server.url("/metrics"))
+        .lines()
+        .filter(|l| l.contains("channel=\"metrics\"") && l.contains("outcome=\"refused\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(refused, 0.0);
+}

@@ -200,15 +200,9 @@ impl RepoStore<DirBackend> {
         expiries: Expiries,
         now: Timestamp,
     ) -> Result<(Self, Published), Error> {
-        Self::create_in(
-            DirBackend::new(dir),
-            root_bytes,
-            targets_bytes,
-            keys,
-            expiries,
-            now,
-        )
-        .await
+        let store = Self::with_backend(DirBackend::new(dir), keys, expiries);
+        let published = store.initialise(root_bytes, targets_bytes, now).await?;
+        Ok((store, published))
     }
 
     /// Opens the repository in `dir`.
@@ -255,20 +249,6 @@ impl<B: RepoBackend> RepoStore<B> {
     /// Whether the backend holds a repository (a root).
     pub async fn exists(&self) -> Result<bool, Error> {
         Ok(self.backend.read("root.json").await?.is_some())
-    }
-
-    /// Creates a repository on `backend` from an operator-signed root (version 1) and targets.
-    pub async fn create_in(
-        backend: B,
-        root_bytes: &[u8],
-        targets_bytes: &[u8],
-        keys: OnlineKeys,
-        expiries: Expiries,
-        now: Timestamp,
-    ) -> Result<(Self, Published), Error> {
-        let store = Self::with_backend(backend, keys, expiries);
-        let published = store.initialise(root_bytes, targets_bytes, now).await?;
-        Ok((store, published))
     }
 
     /// Creates the repository on this store's backend, which must hold none yet, from an

@@ -1,0 +1,455 @@
+//! Live telemetry per model version, gathered on the prediction path and handed to the fleet
+//! link once per window: requests, errors, latency quantiles, the distribution of predicted
+//! labels, and input drift against the target's signed baseline (population stability index per
+//! feature). Plain logic behind a mutex; no clock, no I/O.
+//!
+//! Memory is bounded whatever the traffic: per model version a fixed log-scale latency histogram
+//! (quantiles to within 5 %), one counter per baseline bin and per label seen (labels are capped).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use edgefleet_protocol::ModelName;
+use edgefleet_protocol::baseline::{Baseline, FeatureBaseline};
+use edgefleet_protocol::message::{LatencySummary, ModelMetrics, ProcessStats};
+use edgefleet_protocol::target::ModelTargetMeta;
+use serde_json::Value;
+
+/// Ratio between neighbouring latency buckets: quantiles are exact to within this.
+const BUCKET_RATIO: f64 = 1.05;
+/// Bucket 0 starts at 1 µs; the last one holds everything above ~100 s.
+const BUCKETS: usize = 380;
+/// Distinct predicted labels kept per window; more are counted under `other`.
+const MAX_LABELS: usize = 64;
+/// Shares below this count as this in the PSI (an empty bin would make it infinite).
+const PSI_FLOOR: f64 = 1e-4;
+
+/// One prediction as the serving path saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    pub latency: Duration,
+    /// False when the model failed on a well-formed request.
+    pub ok: bool,
+    /// The predicted label, for classifiers.
+    pub label: Option<&'a str>,
+    /// The named input features, for feature-schema models.
+    pub row: Option<&'a serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    windows: Mutex<BTreeMap<(String, semver::Version), VersionWindow>>,
+}
+
+impl Telemetry {
+    pub fn record(&self, meta: &ModelTargetMeta, observation: Observation<'_>) {
+        let Ok(mut windows) = self.windows.lock() else {
+            return;
+        };
+        windows
+            .entry((meta.model.to_string(), meta.version.clone()))
+            .or_insert_with(|| VersionWindow::new(meta.baseline.as_ref()))
+            .record(meta.baseline.as_ref(), &observation);
+    }
+
+    /// The figures of the window that ends now, one entry per model version that served in it;
+    /// the next window starts empty.
+    pub fn take(&self) -> Vec<ModelMetrics> {
+        let Ok(mut windows) = self.windows.lock() else {
+            return Vec::new();
+        };
+        std::mem::take(&mut *windows)
+            .into_iter()
+            .filter_map(|((model, version), window)| {
+                Some(window.summary(ModelName::new(model).ok()?, version))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct VersionWindow {
+    requests: u64,
+    errors: u64,
+    latency: LatencyHistogram,
+    labels: BTreeMap<String, u64>,
+    /// Per baseline feature, the count of observed values in each of its bins.
+    bins: BTreeMap<String, FeatureCounts>,
+}
+
+#[derive(Debug)]
+struct FeatureCounts {
+    counts: Vec<u64>,
+    expected: Vec<f64>,
+}
+
+impl VersionWindow {
+    fn new(baseline: Option<&Baseline>) -> Self {
+        let bins = baseline
+            .map(|b| {
+                b.features
+                    .iter()
+                    .map(|(name, feature)| {
+                        let expected = expected_shares(feature);
+                        (
+                            name.clone(),
+                            FeatureCounts {
+                                counts: vec![0; expected.len()],
+                                expected,
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            requests: 0,
+            errors: 0,
+            latency: LatencyHistogram::default(),
+            labels: BTreeMap::new(),
+            bins,
+        }
+    }
+
+    fn record(&mut self, baseline: Option<&Baseline>, observation: &Observation<'_>) {
+        self.requests += 1;
+        if !observation.ok {
+            self.errors += 1;
+            return;
+        }
+        self.latency.record(observation.latency);
+        if let Some(label) = observation.label {
+            let key = if self.labels.len() < MAX_LABELS || self.labels.contains_key(label) {
+                label
+            } else {
+                "other"
+            };
+            *self.labels.entry(key.to_owned()).or_default() += 1;
+        }
+        if let (Some(row), Some(baseline)) = (observation.row, baseline) {
+            for (name, feature) in &baseline.features {
+                if let (Some(value), Some(counts)) = (row.get(name), self.bins.get_mut(name))
+                    && let Some(bin) = bin_of(feature, value)
+                {
+                    counts.counts[bin] += 1;
+                }
+            }
+        }
+    }
+
+    fn summary(self, model: ModelName, version: semver::Version) -> ModelMetrics {
+        let drift_psi = self
+            .bins
+            .into_iter()
+            .filter(|(_, c)| c.counts.iter().any(|&n| n > 0))
+            .map(|(name, c)| (name, psi(&c.expected, &c.counts)))
+            .collect();
+        ModelMetrics {
+            model,
+            version,
+            requests: self.requests,
+            errors: self.errors,
+            latency: self.latency.summary(),
+            predictions: self.labels,
+            drift_psi,
+        }
+    }
+}
+
+/// The baseline's share per bin, in the order [`bin_of`] numbers them.
+fn expected_shares(feature: &FeatureBaseline) -> Vec<f64> {
+    match feature {
+        FeatureBaseline::Numeric { shares, .. } => shares.clone(),
+        FeatureBaseline::Categorical { shares, other } => {
+            shares.values().copied().chain([*other]).collect()
+        }
+    }
+}
+
+/// Which bin of the baseline a value falls in: numeric bin `i` holds `edges[i-1] < x <=
+/// edges[i]`; a category outside the baseline's counts as its last, `other`, bin. `None` for a
+/// value of the wrong kind.
+pub fn bin_of(feature: &FeatureBaseline, value: &Value) -> Option<usize> {
+    match feature {
+        FeatureBaseline::Numeric { edges, .. } => {
+            let x = value.as_f64().filter(|x| x.is_finite())?;
+            Some(edges.partition_point(|&edge| edge < x))
+        }
+        FeatureBaseline::Categorical { shares, .. } => {
+            let category = value.as_str()?;
+            Some(
+                shares
+                    .keys()
+                    .position(|k| k == category)
+                    .unwrap_or(shares.len()),
+            )
+        }
+    }
+}
+
+/// Population stability index of observed bin counts against expected shares:
+/// `sum((o - e) * ln(o / e))`, both shares floored at 1e-4. Below 0.1 is commonly read as no
+/// shift, above 0.25 as a major one.
+pub fn psi(expected: &[f64], counts: &[u64]) -> f64 {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    expected
+        .iter()
+        .zip(counts)
+        .map(|(&e, &n)| {
+            let e = e.max(PSI_FLOOR);
+            let o = (n as f64 / total as f64).max(PSI_FLOOR);
+            (o - e) * (o / e).ln()
+        })
+        .sum()
+}
+
+/// The agent process's CPU time and resident memory, from `/proc/self` (zeros where it is not
+/// readable). CPU ticks are in USER_HZ, which Linux fixes at 100 for user space on every
+/// architecture; memory is `VmRSS` from `status`, in kB whatever the page size.
+pub fn process_stats() -> ProcessStats {
+    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| cpu_ticks(&stat))
+        .map_or(0.0, |ticks| ticks as f64 / 100.0);
+    let rss_bytes = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    ProcessStats {
+        cpu_seconds,
+        rss_bytes,
+    }
+}
+
+/// utime + stime from a `/proc/PID/stat` line. The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted after its last `)`.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // after_name starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Latencies in log-spaced buckets from 1 µs, each 5 % wider than the one before.
+#[derive(Debug)]
+struct LatencyHistogram {
+    counts: Box<[u32; BUCKETS]>,
+    total: u64,
+    max_ms: f64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            counts: Box::new([0; BUCKETS]),
+            total: 0,
+            max_ms: 0.0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn record(&mut self, latency: Duration) {
+        let micros = latency.as_secs_f64() * 1e6;
+        let bucket = if micros <= 1.0 {
+            0
+        } else {
+            ((micros.ln() / BUCKET_RATIO.ln()) as usize).min(BUCKETS - 1)
+        };
+        self.counts[bucket] = self.counts[bucket].saturating_add(1);
+        self.total += 1;
+        self.max_ms = self.max_ms.max(latency.as_secs_f64() * 1e3);
+    }
+
+    /// The latency below which a share `q` of the window's requests fell, in milliseconds:
+    /// the geometric middle of the bucket holding it (never above the largest seen).
+    fn quantile(&self, q: f64) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0u64;
+        for (bucket, &count) in self.counts.iter().enumerate() {
+            seen += u64::from(count);
+            if seen >= rank {
+                let middle_us = BUCKET_RATIO.powf(bucket as f64 + 0.5);
+                return (middle_us / 1e3).min(self.max_ms);
+            }
+        }
+        self.max_ms
+    }
+
+    fn summary(&self) -> LatencySummary {
+        LatencySummary {
+            p50_ms: self.quantile(0.50),
+            p95_ms: self.quantile(0.95),
+            p99_ms: self.quantile(0.99),
+            max_ms: self.max_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn numeric() -> FeatureBaseline {
+        FeatureBaseline::Numeric {
+            edges: vec![10.0, 20.0, 30.0],
+            shares: vec![0.25, 0.25, 0.25, 0.25],
+        }
+    }
+
+    #[test]
+    fn values_fall_in_the_baselines_bins() {
+        let f = numeric();
+        let bins: Vec<Option<usize>> = [5.0, 10.0, 10.5, 20.0, 30.0, 31.0, -1e9]
+            .iter()
+            .map(|x| bin_of(&f, &json!(x)))
+            .collect();
+        assert_eq!(
+            bins,
+            [
+                Some(0),
+                Some(0),
+                Some(1),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(0)
+            ]
+        );
+        assert_eq!(bin_of(&f, &json!("ten")), None);
+        let c = FeatureBaseline::Categorical {
+            shares: BTreeMap::from([("a".into(), 0.5), ("b".into(), 0.4)]),
+            other: 0.1,
+        };
+        assert_eq!(bin_of(&c, &json!("b")), Some(1));
+        assert_eq!(bin_of(&c, &json!("zzz")), Some(2));
+        assert_eq!(bin_of(&c, &json!(3)), None);
+    }
+
+    #[test]
+    fn psi_is_zero_on_the_baseline_and_grows_with_the_shift() {
+        let expected = [0.25, 0.25, 0.25, 0.25];
+        assert!(psi(&expected, &[100, 100, 100, 100]).abs() < 1e-12);
+        let mild = psi(&expected, &[120, 100, 100, 80]);
+        let major = psi(&expected, &[0, 0, 100, 300]);
+        assert!(mild > 0.0 && mild < 0.1, "{mild}");
+        assert!(major > 1.0, "{major}");
+        assert!(psi(&expected, &[0, 0, 0, 0]) == 0.0);
+    }
+
+    #[test]
+    fn latency_quantiles_are_within_five_percent() {
+        let mut h = LatencyHistogram::default();
+        for ms in 1..=1000 {
+            h.record(Duration::from_micros(ms * 1000));
+        }
+        let s = h.summary();
+        for (got, want) in [(s.p50_ms, 500.0), (s.p95_ms, 950.0), (s.p99_ms, 990.0)] {
+            assert!((got - want).abs() / want < 0.05, "{got} vs {want}");
+        }
+        assert_eq!(s.max_ms, 1000.0);
+        assert_eq!(
+            LatencyHistogram::default().summary(),
+            LatencySummary::default()
+        );
+    }
+
+    fn meta_with_baseline() -> ModelTargetMeta {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/churn/1.0.0");
+        let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+        let (interface, health, baseline) = (
+            read("interface.json"),
+            read("health.json"),
+            read("baseline.json"),
+        );
+        edgefleet_protocol::target::ReleaseFiles {
+            release: &read("release.json"),
+            interface: &interface,
+            health: &health,
+            baseline: Some(&baseline),
+        }
+        .assemble()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_window_counts_requests_errors_labels_and_drift_then_starts_over() {
+        let meta = meta_with_baseline();
+        let baseline = meta.baseline.clone().unwrap();
+        let (feature, spec) = baseline
+            .features
+            .iter()
+            .find(|(_, f)| matches!(f, FeatureBaseline::Numeric { .. }))
+            .unwrap();
+        let FeatureBaseline::Numeric { edges, .. } = spec else {
+            unreachable!()
+        };
+        let telemetry = Telemetry::default();
+        let far_above = edges.last().unwrap() + 1000.0;
+        for i in 0..100 {
+            let row = serde_json::Map::from_iter([(feature.clone(), json!(far_above))]);
+            telemetry.record(
+                &meta,
+                Observation {
+                    latency: Duration::from_millis(2),
+                    ok: i % 10 != 0,
+                    label: Some(if i % 2 == 0 { "stay" } else { "churn" }),
+                    row: Some(&row),
+                },
+            );
+        }
+        let taken = telemetry.take();
+        assert_eq!(taken.len(), 1);
+        let m = &taken[0];
+        assert_eq!((m.requests, m.errors), (100, 10));
+        assert_eq!(m.predictions.values().sum::<u64>(), 90);
+        assert!(m.drift_psi[feature] > 1.0, "{:?}", m.drift_psi);
+        assert!((m.latency.p50_ms - 2.0).abs() < 0.1, "{:?}", m.latency);
+        assert!(telemetry.take().is_empty(), "the next window starts empty");
+    }
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "1234 (edge agent (x)) S 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20 0 1";
+        assert_eq!(cpu_ticks(stat), Some(281));
+        assert_eq!(cpu_ticks("garbage"), None);
+        let now = process_stats();
+        assert!(now.rss_bytes > 1024 * 1024, "{now:?}");
+    }
+
+    #[test]
+    fn labels_beyond_the_cap_count_as_other() {
+        let meta = meta_with_baseline();
+        let telemetry = Telemetry::default();
+        for i in 0..(MAX_LABELS + 10) {
+            let label = format!("l{i}");
+            telemetry.record(
+                &meta,
+                Observation {
+                    latency: Duration::from_millis(1),
+                    ok: true,
+                    label: Some(&label),
+                    row: None,
+                },
+            );
+        }
+        let m = &telemetry.take()[0];
+        assert_eq!(m.predictions.len(), MAX_LABELS + 1);
+        assert_eq!(m.predictions["other"], 10);
+    }
+}
