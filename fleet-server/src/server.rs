@@ -188,6 +188,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         share_group: config.mqtt.share_group.clone(),
         instance: instance.clone(),
         client_id: client_id.clone(),
+        draining: Arc::default(),
     });
     if let Some(sessions) = &sessions {
         sessions.wait_until_ours().await;

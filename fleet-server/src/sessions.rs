@@ -50,6 +50,8 @@ pub struct Sessions {
     pub instance: String,
     /// This server's own client id.
     pub client_id: String,
+    /// Session leases this server is draining now.
+    pub draining: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -130,30 +132,46 @@ impl Sessions {
                         continue;
                     }
                 }
-                let client_id = &lease[LEASE_PREFIX.len()..];
-                match tokio::time::timeout(DRAIN_LIMIT, self.drain(client_id)).await {
-                    Ok(Ok(messages)) => {
-                        tracing::info!(
-                            client_id,
-                            messages,
-                            "drained and ended the broker session of a server that stopped"
-                        );
-                        self.metrics.mqtt_sessions_drained.inc();
-                        if let Err(e) = self.store.release_lease(&lease, &self.instance).await {
-                            tracing::warn!(error = %e, lease, "cannot delete a drained session's lease");
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, client_id, "draining a left-behind broker session failed; retrying later")
-                    }
-                    Err(_) => {
-                        tracing::warn!(
-                            client_id,
-                            "draining a left-behind broker session took too long; retrying later"
-                        )
-                    }
+                // In a task of its own: a long drain must not hold up renewing this server's
+                // own lease, or another server would take this live server's session.
+                let Ok(mut draining) = self.draining.lock() else {
+                    continue;
+                };
+                if !draining.insert(lease.clone()) {
+                    continue;
+                }
+                drop(draining);
+                tokio::spawn(self.clone().drain_left_behind(lease));
+            }
+        }
+    }
+
+    async fn drain_left_behind(self, lease: String) {
+        let client_id = &lease[LEASE_PREFIX.len()..];
+        match tokio::time::timeout(DRAIN_LIMIT, self.drain(client_id)).await {
+            Ok(Ok(messages)) => {
+                tracing::info!(
+                    client_id,
+                    messages,
+                    "drained and ended the broker session of a server that stopped"
+                );
+                self.metrics.mqtt_sessions_drained.inc();
+                if let Err(e) = self.store.release_lease(&lease, &self.instance).await {
+                    tracing::warn!(error = %e, lease, "cannot delete a drained session's lease");
                 }
             }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, client_id, "draining a left-behind broker session failed; retrying later")
+            }
+            Err(_) => {
+                tracing::warn!(
+                    client_id,
+                    "draining a left-behind broker session took too long; retrying later"
+                )
+            }
+        }
+        if let Ok(mut draining) = self.draining.lock() {
+            draining.remove(&lease);
         }
     }
 
