@@ -1,7 +1,7 @@
 //! Live telemetry per model version, gathered on the prediction path and handed to the fleet
 //! link once per window: requests, errors, latency quantiles, the distribution of predicted
 //! labels, and input drift against the target's signed baseline (population stability index per
-//! feature). Plain logic behind a mutex; no clock, no I/O.
+//! feature, with the baseline's own bins and `psi`). Plain logic behind a mutex; no clock, no I/O.
 //!
 //! Memory is bounded whatever the traffic: per model version a fixed log-scale latency histogram
 //! (quantiles to within 5 %), one counter per baseline bin and per label seen (labels are capped).
@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use edgefleet_protocol::ModelName;
-use edgefleet_protocol::baseline::{Baseline, FeatureBaseline};
+use edgefleet_protocol::baseline::{Baseline, FeatureBaseline, psi};
 use edgefleet_protocol::message::{LatencySummary, ModelMetrics, ProcessStats};
 use edgefleet_protocol::target::ModelTargetMeta;
 use serde_json::Value;
@@ -22,8 +22,6 @@ const BUCKET_RATIO: f64 = 1.05;
 const BUCKETS: usize = 380;
 /// Distinct predicted labels kept per window; more are counted under `other`.
 const MAX_LABELS: usize = 64;
-/// Shares below this count as this in the PSI (an empty bin would make it infinite).
-const PSI_FLOOR: f64 = 1e-4;
 
 /// One prediction as the serving path saw it.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +89,7 @@ impl VersionWindow {
                 b.features
                     .iter()
                     .map(|(name, feature)| {
-                        let expected = expected_shares(feature);
+                        let expected = feature.expected_shares();
                         (
                             name.clone(),
                             FeatureCounts {
@@ -142,8 +140,7 @@ impl VersionWindow {
         let drift_psi = self
             .bins
             .into_iter()
-            .filter(|(_, c)| c.counts.iter().any(|&n| n > 0))
-            .map(|(name, c)| (name, psi(&c.expected, &c.counts)))
+            .filter_map(|(name, c)| Some((name, psi(&c.expected, &c.counts)?)))
             .collect();
         ModelMetrics {
             model,
@@ -157,16 +154,6 @@ impl VersionWindow {
     }
 }
 
-/// The baseline's share per bin, in the order [`bin_of`] numbers them.
-fn expected_shares(feature: &FeatureBaseline) -> Vec<f64> {
-    match feature {
-        FeatureBaseline::Numeric { shares, .. } => shares.clone(),
-        FeatureBaseline::Categorical { shares, other } => {
-            shares.values().copied().chain([*other]).collect()
-        }
-    }
-}
-
 /// Which bin of the baseline a value falls in: numeric bin `i` holds `edges[i-1] < x <=
 /// edges[i]`; a category outside the baseline's counts as its last, `other`, bin. `None` for a
 /// value of the wrong kind.
@@ -174,7 +161,7 @@ pub fn bin_of(feature: &FeatureBaseline, value: &Value) -> Option<usize> {
     match feature {
         FeatureBaseline::Numeric { edges, .. } => {
             let x = value.as_f64().filter(|x| x.is_finite())?;
-            Some(edges.partition_point(|&edge| edge < x))
+            Some(FeatureBaseline::numeric_bin(edges, x))
         }
         FeatureBaseline::Categorical { shares, .. } => {
             let category = value.as_str()?;
@@ -186,25 +173,6 @@ pub fn bin_of(feature: &FeatureBaseline, value: &Value) -> Option<usize> {
             )
         }
     }
-}
-
-/// Population stability index of observed bin counts against expected shares:
-/// `sum((o - e) * ln(o / e))`, both shares floored at 1e-4. Below 0.1 is commonly read as no
-/// shift, above 0.25 as a major one.
-pub fn psi(expected: &[f64], counts: &[u64]) -> f64 {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return 0.0;
-    }
-    expected
-        .iter()
-        .zip(counts)
-        .map(|(&e, &n)| {
-            let e = e.max(PSI_FLOOR);
-            let o = (n as f64 / total as f64).max(PSI_FLOOR);
-            (o - e) * (o / e).ln()
-        })
-        .sum()
 }
 
 /// The agent process's CPU time and resident memory, from `/proc/self` (zeros where it is not
@@ -339,17 +307,6 @@ mod tests {
         assert_eq!(bin_of(&c, &json!("b")), Some(1));
         assert_eq!(bin_of(&c, &json!("zzz")), Some(2));
         assert_eq!(bin_of(&c, &json!(3)), None);
-    }
-
-    #[test]
-    fn psi_is_zero_on_the_baseline_and_grows_with_the_shift() {
-        let expected = [0.25, 0.25, 0.25, 0.25];
-        assert!(psi(&expected, &[100, 100, 100, 100]).abs() < 1e-12);
-        let mild = psi(&expected, &[120, 100, 100, 80]);
-        let major = psi(&expected, &[0, 0, 100, 300]);
-        assert!(mild > 0.0 && mild < 0.1, "{mild}");
-        assert!(major > 1.0, "{major}");
-        assert!(psi(&expected, &[0, 0, 0, 0]) == 0.0);
     }
 
     #[test]
