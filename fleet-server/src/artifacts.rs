@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
@@ -201,9 +202,12 @@ impl BlobStore {
         &self,
         sha256: &str,
         range: Range<u64>,
-    ) -> Result<impl Stream<Item = Result<Bytes, ArtifactError>> + Send + 'static, ArtifactError>
-    {
+    ) -> Result<BoxStream<'static, Result<Bytes, ArtifactError>>, ArtifactError> {
         let address = self.address(sha256)?;
+        // Object stores refuse an empty range; an empty artifact (or range) is no bytes.
+        if range.is_empty() {
+            return Ok(futures::stream::empty().boxed());
+        }
         let options = GetOptions {
             range: Some(GetRange::Bounded(range)),
             ..GetOptions::default()
@@ -219,7 +223,8 @@ impl BlobStore {
             .map_err(move |source| ArtifactError::Store {
                 store: name.clone(),
                 source,
-            }))
+            })
+            .boxed())
     }
 
     /// Streams `body` into the store under `sha256`. `length`, when the client announced one,
@@ -360,7 +365,13 @@ mod tests {
         assert_eq!(blobs.get(&digest).await.unwrap(), Some(blob));
         assert_eq!(read_all(&blobs, &digest, 0..11).await, b"hello world");
         assert_eq!(read_all(&blobs, &digest, 6..9).await, b"wor");
-        assert_eq!(files_under(dir.path()), 1, "{:?}", walk(dir.path()));
+        let empty = sha(b"");
+        blobs
+            .put(&empty, Some(0), 100, stream(vec![]))
+            .await
+            .unwrap();
+        assert_eq!(read_all(&blobs, &empty, 0..0).await, b"");
+        assert_eq!(files_under(dir.path()), 2, "{:?}", walk(dir.path()));
     }
 
     #[tokio::test]
