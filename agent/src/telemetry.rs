@@ -12,14 +12,11 @@ use std::time::Duration;
 
 use edgefleet_protocol::ModelName;
 use edgefleet_protocol::baseline::{Baseline, FeatureBaseline, psi};
-use edgefleet_protocol::message::{LatencySummary, ModelMetrics, ProcessStats};
+use edgefleet_protocol::latency::LatencyHistogram;
+use edgefleet_protocol::message::{ModelMetrics, ProcessStats};
 use edgefleet_protocol::target::ModelTargetMeta;
 use serde_json::Value;
 
-/// Ratio between neighbouring latency buckets: quantiles are exact to within this.
-const BUCKET_RATIO: f64 = 1.05;
-/// Bucket 0 starts at 1 µs; the last one holds everything above ~100 s.
-const BUCKETS: usize = 380;
 /// Distinct predicted labels kept per window; more are counted under `other`.
 const MAX_LABELS: usize = 64;
 
@@ -148,6 +145,7 @@ impl VersionWindow {
             requests: self.requests,
             errors: self.errors,
             latency: self.latency.summary(),
+            latency_histogram: self.latency,
             predictions: self.labels,
             drift_psi,
         }
@@ -209,65 +207,6 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// Latencies in log-spaced buckets from 1 µs, each 5 % wider than the one before.
-#[derive(Debug)]
-struct LatencyHistogram {
-    counts: Box<[u32; BUCKETS]>,
-    total: u64,
-    max_ms: f64,
-}
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        Self {
-            counts: Box::new([0; BUCKETS]),
-            total: 0,
-            max_ms: 0.0,
-        }
-    }
-}
-
-impl LatencyHistogram {
-    fn record(&mut self, latency: Duration) {
-        let micros = latency.as_secs_f64() * 1e6;
-        let bucket = if micros <= 1.0 {
-            0
-        } else {
-            ((micros.ln() / BUCKET_RATIO.ln()) as usize).min(BUCKETS - 1)
-        };
-        self.counts[bucket] = self.counts[bucket].saturating_add(1);
-        self.total += 1;
-        self.max_ms = self.max_ms.max(latency.as_secs_f64() * 1e3);
-    }
-
-    /// The latency below which a share `q` of the window's requests fell, in milliseconds:
-    /// the geometric middle of the bucket holding it (never above the largest seen).
-    fn quantile(&self, q: f64) -> f64 {
-        if self.total == 0 {
-            return 0.0;
-        }
-        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let mut seen = 0u64;
-        for (bucket, &count) in self.counts.iter().enumerate() {
-            seen += u64::from(count);
-            if seen >= rank {
-                let middle_us = BUCKET_RATIO.powf(bucket as f64 + 0.5);
-                return (middle_us / 1e3).min(self.max_ms);
-            }
-        }
-        self.max_ms
-    }
-
-    fn summary(&self) -> LatencySummary {
-        LatencySummary {
-            p50_ms: self.quantile(0.50),
-            p95_ms: self.quantile(0.95),
-            p99_ms: self.quantile(0.99),
-            max_ms: self.max_ms,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,23 +246,6 @@ mod tests {
         assert_eq!(bin_of(&c, &json!("b")), Some(1));
         assert_eq!(bin_of(&c, &json!("zzz")), Some(2));
         assert_eq!(bin_of(&c, &json!(3)), None);
-    }
-
-    #[test]
-    fn latency_quantiles_are_within_five_percent() {
-        let mut h = LatencyHistogram::default();
-        for ms in 1..=1000 {
-            h.record(Duration::from_micros(ms * 1000));
-        }
-        let s = h.summary();
-        for (got, want) in [(s.p50_ms, 500.0), (s.p95_ms, 950.0), (s.p99_ms, 990.0)] {
-            assert!((got - want).abs() / want < 0.05, "{got} vs {want}");
-        }
-        assert_eq!(s.max_ms, 1000.0);
-        assert_eq!(
-            LatencyHistogram::default().summary(),
-            LatencySummary::default()
-        );
     }
 
     fn meta_with_baseline() -> ModelTargetMeta {

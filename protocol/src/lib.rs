@@ -16,6 +16,7 @@ mod error;
 pub mod health;
 pub mod ids;
 pub mod interface;
+pub mod latency;
 pub mod message;
 pub mod target;
 pub mod tensor;

@@ -99,9 +99,10 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
         finite.clone(),
         proptest::collection::btree_map("[a-z]{1,8}", any::<u64>(), 0..4),
         proptest::collection::btree_map("[a-z]{1,8}", finite.clone(), 0..4),
+        proptest::collection::btree_map(any::<u16>(), any::<u64>(), 0..6),
     )
         .prop_map(
-            |(model, version, requests, errors, p, predictions, drift_psi)| ModelMetrics {
+            |(model, version, requests, errors, p, predictions, drift_psi, buckets)| ModelMetrics {
                 model,
                 version,
                 requests,
@@ -111,6 +112,10 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
                     p95_ms: p,
                     p99_ms: p,
                     max_ms: p,
+                },
+                latency_histogram: edgefleet_protocol::latency::LatencyHistogram {
+                    buckets,
+                    max_ms: p.abs(),
                 },
                 predictions,
                 drift_psi,
