@@ -37,6 +37,22 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub artifacts: ArtifactsConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Device telemetry (metrics batches) kept for figures, charts and model gates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Batches older than this are deleted (hourly). Default 14 days.
+    pub retention_days: u32,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { retention_days: 14 }
+    }
 }
 
 /// Where uploaded model artifacts live.
@@ -314,6 +330,9 @@ impl Config {
         }
         if !(1..=1024).contains(&self.database.pool_size) {
             problems.push("database.pool_size must be 1 to 1024".into());
+        }
+        if !(1..=3650).contains(&self.telemetry.retention_days) {
+            problems.push("telemetry.retention_days must be 1 to 3650".into());
         }
         problems
     }

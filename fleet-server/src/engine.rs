@@ -41,7 +41,19 @@ pub async fn tick(state: &AppState) {
         let model = rollout.spec.model.clone();
         let now = jiff::Timestamp::now().as_second();
         let before = rollout.clone();
-        let actions = rollout.step(now, |id| by_id.get(id).map(|d| observe(d, &model)));
+        let mut actions = rollout.step(now, |id| by_id.get(id).map(|d| observe(d, &model)));
+        if rollout.wants_model_check(now, MODEL_CHECK_SECONDS) {
+            match model_evidence(state, &rollout).await {
+                Ok((candidate, previous)) => {
+                    let gates = rollout.spec.gates.model.clone().unwrap_or_default();
+                    let verdict = crate::telemetry::judge(&gates, &candidate, &previous);
+                    actions.extend(rollout.model_checked(now, verdict));
+                }
+                Err(e) => {
+                    tracing::warn!(rollout = %rollout.id, error = %e, "cannot read telemetry for the model gates")
+                }
+            }
+        }
         for action in actions {
             apply(state, &mut rollout, action, now).await;
         }
@@ -60,6 +72,47 @@ pub async fn tick(state: &AppState) {
             }
         }
     }
+}
+
+/// How often a rollout's model gates are judged (each reads the rollout's telemetry).
+const MODEL_CHECK_SECONDS: i64 = 5;
+/// Figures of the previous version from before the rollout started count as its reference.
+const BASELINE_LOOKBACK_SECONDS: i64 = 3600;
+
+/// The rollout's new version's figures and its previous versions' (merged), over its devices'
+/// telemetry since shortly before it started.
+pub async fn model_evidence(
+    state: &AppState,
+    rollout: &Rollout,
+) -> Result<
+    (
+        crate::telemetry::VersionFigures,
+        crate::telemetry::VersionFigures,
+    ),
+    crate::store::StoreError,
+> {
+    let stored = state
+        .store
+        .metrics(None, rollout.created_at - BASELINE_LOOKBACK_SECONDS)
+        .await?;
+    let batches = crate::telemetry::decode(&stored);
+    let members: std::collections::HashSet<&str> =
+        rollout.devices.iter().map(|d| d.id.as_str()).collect();
+    let mut candidate = crate::telemetry::VersionFigures::default();
+    let mut previous = crate::telemetry::VersionFigures::default();
+    for ((model, version), figures) in
+        crate::telemetry::by_version(&batches, |d| members.contains(d))
+    {
+        if model != rollout.spec.model {
+            continue;
+        }
+        if version == rollout.spec.version {
+            candidate = figures;
+        } else {
+            previous.merge(&figures);
+        }
+    }
+    Ok((candidate, previous))
 }
 
 /// The rollouts are driven by one server at a time: whoever holds this lease, renewed every pass

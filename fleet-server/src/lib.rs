@@ -17,4 +17,5 @@ pub mod rollout;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod telemetry;
 pub mod tufhost;

@@ -22,6 +22,29 @@ pub struct MessageLabels {
     pub outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub model: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuantileLabels {
+    pub model: String,
+    pub version: String,
+    pub quantile: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeatureLabels {
+    pub model: String,
+    pub version: String,
+    pub feature: String,
+}
+
+/// Gauges of the fleet's recent telemetry cover this many seconds before the scrape.
+pub const FLEET_WINDOW_SECONDS: i64 = 300;
+
 fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.0001, 2.0, 16,
@@ -40,6 +63,13 @@ pub struct Metrics {
     pub artifact_bytes_received: Counter,
     pub rollout_engine_leader: Gauge,
     pub mqtt_sessions_drained: Counter,
+    pub fleet_predictions: Family<VersionLabels, Counter>,
+    pub fleet_prediction_errors: Family<VersionLabels, Counter>,
+    pub fleet_dropped_batches: Counter,
+    pub fleet_latency: Family<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub fleet_drift: Family<FeatureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub fleet_devices_reporting: Family<VersionLabels, Gauge>,
+    pub devices_online: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,7 +132,56 @@ impl Default for Metrics {
             "Broker sessions of stopped servers this server drained and ended",
             mqtt_sessions_drained.clone(),
         );
+        let fleet_predictions = Family::<VersionLabels, Counter>::default();
+        let fleet_prediction_errors = Family::<VersionLabels, Counter>::default();
+        let fleet_dropped_batches = Counter::default();
+        let fleet_latency = Family::default();
+        let fleet_drift = Family::default();
+        let fleet_devices_reporting = Family::<VersionLabels, Gauge>::default();
+        let devices_online = Gauge::default();
+        registry.register(
+            "fleet_predictions",
+            "Predictions devices served, by model version (from telemetry batches this server stored)",
+            fleet_predictions.clone(),
+        );
+        registry.register(
+            "fleet_prediction_errors",
+            "Predictions that failed on devices, by model version",
+            fleet_prediction_errors.clone(),
+        );
+        registry.register(
+            "fleet_telemetry_dropped_batches",
+            "Telemetry batches devices dropped from a full outbox (as they reported)",
+            fleet_dropped_batches.clone(),
+        );
+        registry.register(
+            "fleet_prediction_latency_seconds",
+            "Prediction latency quantiles over the fleet's last 5 minutes, by model version",
+            fleet_latency.clone(),
+        );
+        registry.register(
+            "fleet_input_drift_psi",
+            "Input drift (population stability index against the signed baseline) over the last 5 minutes, by feature",
+            fleet_drift.clone(),
+        );
+        registry.register(
+            "fleet_devices_reporting",
+            "Devices that sent telemetry for a model version in the last 5 minutes",
+            fleet_devices_reporting.clone(),
+        );
+        registry.register(
+            "devices_online",
+            "Devices heard from in the last 2 minutes",
+            devices_online.clone(),
+        );
         Self {
+            fleet_predictions,
+            fleet_prediction_errors,
+            fleet_dropped_batches,
+            fleet_latency,
+            fleet_drift,
+            fleet_devices_reporting,
+            devices_online,
             registry,
             http_requests,
             http_seconds,
@@ -118,6 +197,60 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a newly stored telemetry batch.
+    pub fn count_telemetry(&self, batch: &edgefleet_protocol::message::MetricsBatch) {
+        self.fleet_dropped_batches.inc_by(batch.dropped_batches);
+        for m in &batch.models {
+            let labels = VersionLabels {
+                model: m.model.to_string(),
+                version: m.version.to_string(),
+            };
+            self.fleet_predictions
+                .get_or_create(&labels)
+                .inc_by(m.requests);
+            self.fleet_prediction_errors
+                .get_or_create(&labels)
+                .inc_by(m.errors);
+        }
+    }
+
+    /// Replaces the recent-telemetry gauges with `figures` ((model, version) → figures).
+    pub fn set_fleet_figures(
+        &self,
+        figures: &std::collections::BTreeMap<(String, String), crate::telemetry::VersionFigures>,
+    ) {
+        self.fleet_latency.clear();
+        self.fleet_drift.clear();
+        self.fleet_devices_reporting.clear();
+        for ((model, version), f) in figures {
+            for q in ["0.5", "0.95", "0.99"] {
+                let quantile: f64 = q.parse().unwrap_or(0.5);
+                self.fleet_latency
+                    .get_or_create(&QuantileLabels {
+                        model: model.clone(),
+                        version: version.clone(),
+                        quantile: q.into(),
+                    })
+                    .set(f.latency.quantile_ms(quantile) / 1e3);
+            }
+            for (feature, psi) in f.drift_psi() {
+                self.fleet_drift
+                    .get_or_create(&FeatureLabels {
+                        model: model.clone(),
+                        version: version.clone(),
+                        feature,
+                    })
+                    .set(psi);
+            }
+            self.fleet_devices_reporting
+                .get_or_create(&VersionLabels {
+                    model: model.clone(),
+                    version: version.clone(),
+                })
+                .set(f.devices.len() as i64);
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -363,8 +363,13 @@ async fn ingester(
             received = from_loop.recv(), if open && in_flight.len() < INGEST_WINDOW => match received {
                 Some(publish) => {
                     let store = store.clone();
+                    let metrics = metrics.clone();
+                    // Stamped here, in arrival order, though stored concurrently.
+                    let received_us = jiff::Timestamp::now().as_microsecond();
                     in_flight.push_back(Box::pin(async move {
-                        let outcome = ingest(&*store, &publish.topic, &publish.payload).await;
+                        let outcome =
+                            ingest(&*store, &metrics, &publish.topic, &publish.payload, received_us)
+                                .await;
                         (publish, outcome)
                     }) as IngestFuture);
                 }
@@ -473,8 +478,15 @@ impl Ingested {
     }
 }
 
-/// Validates and stores one message a device published.
-pub async fn ingest(store: &dyn Store, topic: &str, payload: &[u8]) -> Ingested {
+/// Validates and stores one message a device published, received at `received_us` (Unix
+/// microseconds); a new metrics batch also counts into the fleet's Prometheus figures.
+pub async fn ingest(
+    store: &dyn Store,
+    metrics: &Metrics,
+    topic: &str,
+    payload: &[u8],
+    received_us: i64,
+) -> Ingested {
     let topic = match Topic::parse(topic) {
         Ok(t) if t.channel.from_device() => t,
         Ok(t) => {
@@ -521,7 +533,13 @@ pub async fn ingest(store: &dyn Store, topic: &str, payload: &[u8]) -> Ingested 
                     Ok(j) => j,
                     Err(e) => return Ingested::Refused(e.to_string()),
                 };
-                store.record_metrics(&m.device, m.seq, now, &json).await
+                let stored = store
+                    .record_metrics(&m.device, m.seq, received_us, &json)
+                    .await;
+                if let Ok(true) = stored {
+                    metrics.count_telemetry(&m);
+                }
+                stored
             }
             Err(e) => return Ingested::Refused(e.to_string()),
         },

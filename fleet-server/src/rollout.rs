@@ -40,6 +40,83 @@ pub struct Gates {
     pub device_timeout_seconds: u64,
     /// Wait for `approve` between waves. Default false.
     pub require_approval: bool,
+    /// Gates on how the new version behaves in live traffic (from device telemetry): a wave
+    /// advances only once they pass on figures gathered during its bake; a breach at any time
+    /// halts the rollout like an install failure. Default none.
+    pub model: Option<ModelGates>,
+}
+
+/// Model-aware gates, judged on the rollout's devices: the new version's figures against the
+/// previous version's (devices not yet updated, and all of them before they were).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelGates {
+    /// Requests the new version (and, for the comparing gates, the previous one) must have
+    /// served before any verdict. Default 100.
+    pub min_requests: u64,
+    /// Error rate at most this much above the previous version's, as a fraction (0.01: one
+    /// percentage point).
+    pub max_error_rate_increase: Option<f64>,
+    /// p99 latency at most this many percent above the previous version's.
+    pub max_p99_slowdown_percent: Option<f64>,
+    /// Population stability index between the new and the previous version's predicted
+    /// labels at most this (0.1 small, 0.25 large by the usual reading).
+    pub max_output_shift_psi: Option<f64>,
+    /// Input drift of the new version's traffic against its signed baseline: no feature's PSI
+    /// above this.
+    pub max_input_drift_psi: Option<f64>,
+}
+
+impl Default for ModelGates {
+    fn default() -> Self {
+        Self {
+            min_requests: 100,
+            max_error_rate_increase: None,
+            max_p99_slowdown_percent: None,
+            max_output_shift_psi: None,
+            max_input_drift_psi: None,
+        }
+    }
+}
+
+impl ModelGates {
+    fn validate(&self) -> Result<(), PlanError> {
+        let limits = [
+            self.max_error_rate_increase,
+            self.max_p99_slowdown_percent,
+            self.max_output_shift_psi,
+            self.max_input_drift_psi,
+        ];
+        if limits
+            .iter()
+            .flatten()
+            .any(|l| !(l.is_finite() && *l >= 0.0))
+        {
+            return Err(PlanError::ModelGates);
+        }
+        if limits.iter().all(Option::is_none) {
+            return Err(PlanError::NoModelGate);
+        }
+        Ok(())
+    }
+}
+
+/// What the model gates say of the figures so far.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Pass(String),
+    /// Not enough traffic to judge yet.
+    Insufficient(String),
+    Breach(String),
+}
+
+/// The last model-gate verdict of a rollout, for the wave it was taken in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCheck {
+    pub wave: usize,
+    pub at: i64,
+    pub passed: bool,
+    pub summary: String,
 }
 
 impl Default for Gates {
@@ -50,6 +127,7 @@ impl Default for Gates {
             bake_seconds: 0,
             device_timeout_seconds: 600,
             require_approval: false,
+            model: None,
         }
     }
 }
@@ -177,6 +255,9 @@ pub struct Rollout {
     /// servers cannot overwrite each other's changes (optimistic concurrency).
     #[serde(default)]
     pub revision: u64,
+    /// The model gates' last verdict (rollouts with `gates.model`).
+    #[serde(default)]
+    pub model_check: Option<ModelCheck>,
 }
 
 /// The failure detail until the device's own reason is known.
@@ -224,6 +305,12 @@ pub enum PlanError {
     Ratios,
     #[error("no device matches the rollout's selector")]
     NoDevices,
+    #[error("gates.model limits must be finite and not negative")]
+    ModelGates,
+    #[error(
+        "gates.model names no gate: set max_error_rate_increase, max_p99_slowdown_percent, max_output_shift_psi or max_input_drift_psi"
+    )]
+    NoModelGate,
 }
 
 /// Waves of an exponential rate: `start` percent, then multiplied by `factor` each wave, up to
@@ -283,6 +370,9 @@ impl Rollout {
         if !(0.0..=1.0).contains(&g.max_failure_ratio) || !(0.0..=1.0).contains(&g.min_healthy()) {
             return Err(PlanError::Ratios);
         }
+        if let Some(model) = &g.model {
+            model.validate()?;
+        }
         devices.sort();
         let waves = assign_waves(devices.len(), &spec.waves)?;
         let devices = devices
@@ -302,6 +392,7 @@ impl Rollout {
         Ok(Self {
             id,
             revision: 0,
+            model_check: None,
             state: RolloutState::Running { wave: 0 },
             devices,
             created_by,
@@ -489,6 +580,22 @@ impl Rollout {
                 actions
             }
             RolloutState::Baking { wave, until } if now >= until => {
+                let baked_since = until - gates.bake_seconds as i64;
+                if gates.model.is_some()
+                    && !self
+                        .model_check
+                        .as_ref()
+                        .is_some_and(|c| c.wave == wave && c.passed && c.at >= baked_since)
+                {
+                    let waiting = format!(
+                        "wave {} baked; waiting for the model gates to pass on its figures",
+                        wave + 1
+                    );
+                    if !self.history.iter().any(|(_, text)| *text == waiting) {
+                        self.note(now, waiting);
+                    }
+                    return Vec::new();
+                }
                 if wave + 1 >= self.wave_count() {
                     self.state = RolloutState::Completed;
                     self.note(now, "completed".into());
@@ -540,6 +647,54 @@ impl Rollout {
             ),
         );
         actions
+    }
+
+    /// Whether the engine should judge the model gates now: the rollout has them, is moving,
+    /// and was not judged in the last `every` seconds.
+    pub fn wants_model_check(&self, now: i64, every: i64) -> bool {
+        self.spec.gates.model.is_some()
+            && matches!(
+                self.state,
+                RolloutState::Running { .. } | RolloutState::Baking { .. }
+            )
+            && self
+                .model_check
+                .as_ref()
+                .is_none_or(|c| now - c.at >= every)
+    }
+
+    /// Takes the model gates' verdict on the figures so far: a breach halts the rollout (and
+    /// rolls back, if asked) like an install failure; otherwise the verdict is kept for the
+    /// wave, whose bake may end only on a pass taken during it.
+    pub fn model_checked(&mut self, now: i64, verdict: Verdict) -> Vec<Action> {
+        let wave = match self.state {
+            RolloutState::Running { wave } | RolloutState::Baking { wave, .. } => wave,
+            _ => return Vec::new(),
+        };
+        let (passed, summary) = match verdict {
+            Verdict::Breach(why) => {
+                self.model_check = Some(ModelCheck {
+                    wave,
+                    at: now,
+                    passed: false,
+                    summary: why.clone(),
+                });
+                return self.halt(
+                    now,
+                    wave,
+                    format!("wave {} breached its model gate: {why}", wave + 1),
+                );
+            }
+            Verdict::Pass(summary) => (true, summary),
+            Verdict::Insufficient(summary) => (false, summary),
+        };
+        self.model_check = Some(ModelCheck {
+            wave,
+            at: now,
+            passed,
+            summary,
+        });
+        self.advance(now)
     }
 
     /// Operator commands. Each returns an error naming why it does not apply.
@@ -884,6 +1039,105 @@ mod tests {
             r.history
                 .iter()
                 .any(|(_, t)| t.contains("approved by alice"))
+        );
+    }
+
+    fn gated(bake: u64) -> Rollout {
+        let mut spec = spec(vec![50.0, 100.0], 0.0);
+        spec.gates.bake_seconds = bake;
+        spec.gates.model = Some(ModelGates {
+            max_p99_slowdown_percent: Some(20.0),
+            ..ModelGates::default()
+        });
+        Rollout::new("r".into(), spec, fleet(4), "op".into(), 0).unwrap()
+    }
+
+    fn settle_wave(r: &mut Rollout, wave: usize, now: i64) -> HashMap<String, Observed> {
+        let mut seen = HashMap::new();
+        for (rev, d) in r.devices.clone().iter().enumerate() {
+            if d.wave <= wave {
+                r.notified(&d.id, rev as u64 + 1, now);
+                seen.insert(d.id.clone(), committed(rev as u64 + 1));
+            }
+        }
+        r.step(now, reports(&seen));
+        seen
+    }
+
+    #[test]
+    fn a_wave_waits_for_a_model_gate_pass_taken_during_its_bake() {
+        let mut r = gated(60);
+        // A pass before the wave settled does not count for its bake.
+        r.model_checked(1, Verdict::Pass("early".into()));
+        let seen = settle_wave(&mut r, 0, 10);
+        assert!(matches!(
+            r.state,
+            RolloutState::Baking { wave: 0, until: 70 }
+        ));
+        r.step(80, reports(&seen));
+        assert!(
+            matches!(r.state, RolloutState::Baking { wave: 0, .. }),
+            "{:?}",
+            r.state
+        );
+        assert!(
+            r.history
+                .iter()
+                .any(|(_, t)| t.contains("waiting for the model gates"))
+        );
+        assert!(r.wants_model_check(80, 5));
+        r.model_checked(80, Verdict::Insufficient("40 of 100 requests".into()));
+        assert!(matches!(r.state, RolloutState::Baking { wave: 0, .. }));
+        assert!(!r.wants_model_check(82, 5));
+        let actions = r.model_checked(85, Verdict::Pass("p99 fine".into()));
+        assert_eq!(r.state, RolloutState::Running { wave: 1 });
+        assert_eq!(updates(&actions).len(), 2);
+    }
+
+    #[test]
+    fn a_model_gate_breach_halts_and_rolls_back_like_an_install_failure() {
+        let mut r = gated(600);
+        settle_wave(&mut r, 0, 10);
+        let actions = r.model_checked(20, Verdict::Breach("p99 latency 9 ms against 2 ms".into()));
+        let RolloutState::Halted { wave: 0, reason } = &r.state else {
+            panic!("not halted: {:?}", r.state);
+        };
+        assert!(reason.contains("model gate: p99 latency"), "{reason}");
+        assert_eq!(
+            actions,
+            vec![
+                Action::Revert {
+                    device: "d00".into(),
+                    version: Some("1.0.0".into())
+                },
+                Action::Revert {
+                    device: "d01".into(),
+                    version: Some("1.0.0".into())
+                },
+            ]
+        );
+        assert!(!r.wants_model_check(100, 5));
+        assert!(
+            r.model_checked(100, Verdict::Breach("again".into()))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn model_gates_must_name_a_finite_limit() {
+        let mut bad = spec(vec![100.0], 0.0);
+        bad.gates.model = Some(ModelGates::default());
+        assert_eq!(
+            Rollout::new("r".into(), bad.clone(), fleet(1), "op".into(), 0).unwrap_err(),
+            PlanError::NoModelGate
+        );
+        bad.gates.model = Some(ModelGates {
+            max_error_rate_increase: Some(f64::NAN),
+            ..ModelGates::default()
+        });
+        assert_eq!(
+            Rollout::new("r".into(), bad, fleet(1), "op".into(), 0).unwrap_err(),
+            PlanError::ModelGates
         );
     }
 }

@@ -231,7 +231,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     tokio::spawn(refresh_online_metadata(state.clone()));
     tokio::spawn(crate::engine::run(state.clone()));
+    tokio::spawn(prune_telemetry(state.clone()));
     Ok(Running { state, listener })
+}
+
+/// Deletes telemetry past `telemetry.retention_days`, at start and hourly. Idempotent, so every
+/// server sharing a database may do it.
+async fn prune_telemetry(state: api::AppState) {
+    let keep = i64::from(state.config.telemetry.retention_days) * 86_400;
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let before = jiff::Timestamp::now().as_second() - keep;
+        match state.store.prune_metrics(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "telemetry past its retention deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot delete old telemetry; retrying in an hour")
+            }
+        }
+    }
 }
 
 /// Re-signs snapshot and timestamp before they expire, every few minutes.

@@ -224,8 +224,14 @@ impl Sessions {
                 }
                 Event::Incoming(Packet::UnsubAck(_)) => unsubscribed += 1,
                 Event::Incoming(Packet::Publish(publish)) => {
-                    let outcome =
-                        mqtt::ingest(&*self.store, &publish.topic, &publish.payload).await;
+                    let outcome = mqtt::ingest(
+                        &*self.store,
+                        &self.metrics,
+                        &publish.topic,
+                        &publish.payload,
+                        jiff::Timestamp::now().as_microsecond(),
+                    )
+                    .await;
                     if let mqtt::Ingested::Failed(reason) = outcome {
                         // Unacknowledged, it stays in the session for the next attempt.
                         return Err(MqttError::Publish(format!("storing failed: {reason}")));

@@ -192,7 +192,10 @@ pub struct ModelMetrics {
     pub errors: u64,
     pub latency: LatencySummary,
     /// The window's latencies, bucketed, so the server can merge devices and windows.
-    #[serde(default, skip_serializing_if = "crate::latency::LatencyHistogram::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::latency::LatencyHistogram::is_empty"
+    )]
     pub latency_histogram: crate::latency::LatencyHistogram,
     /// Predicted label → count, for output-distribution shift.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

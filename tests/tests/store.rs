@@ -152,8 +152,53 @@ async fn reported_state_only_moves_forward_and_events_are_stored_once(store: &dy
     assert_eq!(events[0].message["seq"], 2);
     assert_eq!(store.events(None, 10).await.unwrap().len(), 3);
     assert!(store.events(Some(&dev("d9")), 10).await.unwrap().is_empty());
-    assert!(store.record_metrics(&dev("d1"), 1, 5, &r(1)).await.unwrap());
-    assert!(!store.record_metrics(&dev("d1"), 1, 5, &r(1)).await.unwrap());
+}
+
+async fn telemetry_is_stored_once_read_in_arrival_order_and_pruned_by_age(store: &dyn Store) {
+    let batch = |seq: u64| serde_json::json!({"seq": seq});
+    // Arrival (microseconds) out of seq order on purpose: reads follow arrival.
+    for (device, seq, received_us) in [
+        ("d1", 2, 5_000_000),
+        ("d1", 1, 5_000_001),
+        ("d2", 1, 7_000_000),
+        ("d1", 3, 9_500_000),
+    ] {
+        assert!(
+            store
+                .record_metrics(&dev(device), seq, received_us, &batch(seq))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .record_metrics(&dev("d1"), 1, 9_900_000, &batch(99))
+            .await
+            .unwrap(),
+        "a (device, seq) is stored once"
+    );
+    let d1 = store.metrics(Some(&dev("d1")), 0).await.unwrap();
+    assert_eq!(
+        d1.iter()
+            .map(|m| (m.seq, m.received_us))
+            .collect::<Vec<_>>(),
+        vec![(2, 5_000_000), (1, 5_000_001), (3, 9_500_000)]
+    );
+    assert_eq!(d1[1].batch["seq"], 1, "the first copy is the one kept");
+    assert_eq!(
+        store.metrics(None, 7).await.unwrap().len(),
+        2,
+        "since seconds"
+    );
+    assert_eq!(store.prune_metrics(7).await.unwrap(), 2);
+    let left = store.metrics(None, 0).await.unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|m| (m.device.as_str(), m.seq))
+            .collect::<Vec<_>>(),
+        vec![("d2", 1), ("d1", 3)]
+    );
+    assert_eq!(store.prune_metrics(7).await.unwrap(), 0);
 }
 
 async fn desired_revisions_grow_and_assignments_accumulate(store: &dyn Store) {
@@ -517,6 +562,7 @@ on_both!(
     leases_go_to_one_holder_until_they_expire,
     left_behind_leases_are_found_by_prefix,
     tuf_publications_apply_whole_and_only_from_the_current_timestamp,
+    telemetry_is_stored_once_read_in_arrival_order_and_pruned_by_age,
 );
 
 #[tokio::test]

@@ -135,6 +135,24 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(count) = state.store.device_count().await {
         state.metrics.devices.set(count as i64);
     }
+    let now = now();
+    if let Ok(devices) = state.store.devices(&DeviceFilter::default()).await {
+        let online = devices
+            .iter()
+            .filter(|d| d.last_seen.is_some_and(|t| now - t <= ONLINE_SECONDS))
+            .count();
+        state.metrics.devices_online.set(online as i64);
+    }
+    if let Ok(stored) = state
+        .store
+        .metrics(None, now - crate::metrics::FLEET_WINDOW_SECONDS)
+        .await
+    {
+        let batches = crate::telemetry::decode(&stored);
+        state
+            .metrics
+            .set_fleet_figures(&crate::telemetry::by_version(&batches, |_| true));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -253,7 +271,7 @@ pub struct DeviceQuery {
     tag: Option<String>,
 }
 
-fn device_summary(d: &crate::store::Device, now: i64) -> Value {
+pub(super) fn device_summary(d: &crate::store::Device, now: i64) -> Value {
     let running: BTreeMap<String, Value> = d
         .reported
         .as_ref()

@@ -6,10 +6,12 @@
 //! all built from that one table, so the document cannot drift from the routes and no route can
 //! exist without an access rule.
 
+mod dashboard;
 mod errors;
 pub mod handlers;
 mod openapi;
 mod rollouts;
+mod telemetry;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -145,6 +147,30 @@ pub fn routes() -> Vec<Route> {
     let string = json!({"type": "string"});
     let tags = json!({"type": "object", "additionalProperties": {"type": "string"}});
     vec![
+        route(
+            Method::GET,
+            "/",
+            Public,
+            "The rollout dashboard (sign in with an operator token)",
+            None,
+            get(dashboard::index),
+        ),
+        route(
+            Method::GET,
+            "/dashboard/app.js",
+            Public,
+            "The dashboard's script",
+            None,
+            get(dashboard::script),
+        ),
+        route(
+            Method::GET,
+            "/dashboard/app.css",
+            Public,
+            "The dashboard's style",
+            None,
+            get(dashboard::style),
+        ),
         route(
             Method::GET,
             "/healthz",
@@ -297,6 +323,30 @@ pub fn routes() -> Vec<Route> {
         ),
         route(
             Method::GET,
+            "/api/v1/stream",
+            R(Viewer),
+            "Server-sent events: device events, rollout changes, device status changes",
+            None,
+            get(telemetry::stream),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/telemetry",
+            R(Viewer),
+            "Model figures per version from device telemetry (?model=, ?group=, ?since_seconds=, ?step_seconds=)",
+            None,
+            get(telemetry::fleet),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/devices/{id}/metrics",
+            R(Viewer),
+            "One device's telemetry batches as stored, in arrival order (?since_seconds=, default a day)",
+            None,
+            get(telemetry::device),
+        ),
+        route(
+            Method::GET,
             "/api/v1/models",
             R(Viewer),
             "The model registry: every signed version, its stage and who pushed it",
@@ -395,7 +445,14 @@ pub fn routes() -> Vec<Route> {
                 "exponential": {"type": "object", "properties": {"start_percent": {"type": "number"}, "factor": {"type": "number"}}, "description": "instead of waves: start_percent, multiplied by factor each wave"},
                     "max_failure_ratio": {"type": "number"}, "min_healthy_ratio": {"type": "number"},
                     "bake_seconds": {"type": "integer"}, "device_timeout_seconds": {"type": "integer"},
-                    "require_approval": {"type": "boolean"}, "rollback_on_halt": {"type": "boolean"}
+                    "require_approval": {"type": "boolean"}, "rollback_on_halt": {"type": "boolean"},
+                    "model_gates": {"type": "object", "additionalProperties": false, "properties": {
+                        "min_requests": {"type": "integer"},
+                        "max_error_rate_increase": {"type": "number"},
+                        "max_p99_slowdown_percent": {"type": "number"},
+                        "max_output_shift_psi": {"type": "number"},
+                        "max_input_drift_psi": {"type": "number"}},
+                        "description": "gates on live telemetry, judged against the previous version"}
                 }),
             ),
             post(rollouts::create),
@@ -407,6 +464,14 @@ pub fn routes() -> Vec<Route> {
             "One rollout: state, per-wave progress, devices, history",
             None,
             get(rollouts::show),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/rollouts/{id}/telemetry",
+            R(Viewer),
+            "The new version against the previous one on the rollout's devices, as its model gates judge them",
+            None,
+            get(telemetry::rollout),
         ),
         route(
             Method::POST,
@@ -626,6 +691,9 @@ mod tests {
             if r.access == Access::Public {
                 assert!(
                     [
+                        "/",
+                        "/dashboard/app.js",
+                        "/dashboard/app.css",
                         "/healthz",
                         "/readyz",
                         "/metrics",

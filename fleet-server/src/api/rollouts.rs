@@ -46,6 +46,9 @@ pub struct CreateRollout {
     device_timeout_seconds: Option<u64>,
     #[serde(default)]
     require_approval: bool,
+    /// Model-aware gates on live telemetry (`crate::rollout::ModelGates`).
+    #[serde(default)]
+    model_gates: Option<crate::rollout::ModelGates>,
     #[serde(default = "yes")]
     rollback_on_halt: bool,
 }
@@ -100,6 +103,7 @@ pub fn rollout_json(r: &Rollout) -> Value {
         "created_by": r.created_by,
         "created_at": r.created_at,
         "updated_at": r.updated_at,
+        "model_check": r.model_check,
         "history": r.history.iter().map(|(at, text)| json!({"at": at, "text": text})).collect::<Vec<_>>(),
     })
 }
@@ -212,6 +216,7 @@ pub async fn create(
                 .device_timeout_seconds
                 .unwrap_or(defaults.device_timeout_seconds),
             require_approval: req.require_approval,
+            model: req.model_gates,
         },
         rollback_on_halt: req.rollback_on_halt,
     };
@@ -224,6 +229,9 @@ pub async fn create(
             crate::rollout::PlanError::Waves => "waves",
             crate::rollout::PlanError::Ratios => "max_failure_ratio",
             crate::rollout::PlanError::NoDevices => "group",
+            crate::rollout::PlanError::ModelGates | crate::rollout::PlanError::NoModelGate => {
+                "model_gates"
+            }
         };
         ApiError::bad_field(field, e.to_string())
     })?;
@@ -247,7 +255,7 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
     Ok(axum::Json(json!({ "rollouts": list })).into_response())
 }
 
-async fn load(state: &AppState, id: &str) -> Result<Rollout, ApiError> {
+pub(super) async fn load(state: &AppState, id: &str) -> Result<Rollout, ApiError> {
     state.store.rollout(id).await?.ok_or_else(|| {
         ApiError::not_found(format!("rollout {id} not found; fleetctl rollout list"))
     })

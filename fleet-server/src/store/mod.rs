@@ -129,6 +129,10 @@ const SCHEMA: &[&str] = &[
         body TEXT NOT NULL,
         version BIGINT NOT NULL
     );",
+    // 5: telemetry read back in arrival order (`received`, Unix microseconds) and pruned by age.
+    "ALTER TABLE metrics_batches ADD COLUMN received BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX metrics_by_time ON metrics_batches (at);
+    CREATE INDEX metrics_by_arrival ON metrics_batches (device, received);",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -288,6 +292,33 @@ pub struct StoredEvent {
     pub message: serde_json::Value,
 }
 
+/// One stored metrics batch (`edgefleet_protocol::message::MetricsBatch` as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMetrics {
+    pub device: DeviceId,
+    pub seq: u64,
+    /// When it arrived, Unix microseconds.
+    pub received_us: i64,
+    pub batch: serde_json::Value,
+}
+
+/// A metrics row as both back-ends read it.
+pub(crate) fn stored_metrics(
+    device: String,
+    seq: i64,
+    received_us: i64,
+    batch: &str,
+) -> Result<StoredMetrics> {
+    let corrupt =
+        |e: String| StoreError::Backend(format!("stored metrics batch {device}/{seq}: {e}"));
+    Ok(StoredMetrics {
+        device: DeviceId::new(device.clone()).map_err(|e| corrupt(e.to_string()))?,
+        seq: seq as u64,
+        received_us,
+        batch: serde_json::from_str(batch).map_err(|e| corrupt(e.to_string()))?,
+    })
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Fails when the database cannot answer (for `/readyz`).
@@ -354,14 +385,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores an event once per (device, message id); returns whether it was new.
     async fn record_event(&self, event: &StoredEvent, message_id: &str) -> Result<bool>;
     async fn events(&self, id: Option<&DeviceId>, limit: u32) -> Result<Vec<StoredEvent>>;
-    /// Stores a metrics batch once per (device, seq); returns whether it was new.
+    /// Stores a metrics batch once per (device, seq), received at `received_us` (Unix
+    /// microseconds); returns whether it was new.
     async fn record_metrics(
         &self,
         id: &DeviceId,
         seq: u64,
-        at: i64,
+        received_us: i64,
         batch: &serde_json::Value,
     ) -> Result<bool>;
+    /// Batches received at or after `since` (Unix seconds), of one device or all, in the order
+    /// they arrived.
+    async fn metrics(&self, id: Option<&DeviceId>, since: i64) -> Result<Vec<StoredMetrics>>;
+    /// Deletes the batches received before `before` (Unix seconds); returns how many.
+    async fn prune_metrics(&self, before: i64) -> Result<u64>;
     async fn touch(&self, id: &DeviceId, at: i64) -> Result<()>;
 
     // What the server wants.

@@ -15,7 +15,7 @@ use tokio_postgres::error::SqlState;
 
 use super::{
     Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store, StoreError,
-    StoredEvent,
+    StoredEvent, StoredMetrics, stored_metrics,
 };
 use crate::auth::Role;
 
@@ -588,20 +588,58 @@ impl Store for PostgresStore {
         &self,
         id: &DeviceId,
         seq: u64,
-        at: i64,
+        received_us: i64,
         batch: &serde_json::Value,
     ) -> Result<bool> {
         let n = self
             .client()
             .await?
             .execute(
-                "INSERT INTO metrics_batches (device, seq, at, batch) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (device, seq) DO NOTHING",
-                &[&id.as_str(), &(seq as i64), &at, &batch.to_string()],
+                "INSERT INTO metrics_batches (device, seq, at, received, batch)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, seq) DO NOTHING",
+                &[
+                    &id.as_str(),
+                    &(seq as i64),
+                    &received_us.div_euclid(1_000_000),
+                    &received_us,
+                    &batch.to_string(),
+                ],
             )
             .await
             .map_err(pg)?;
         Ok(n == 1)
+    }
+
+    async fn metrics(&self, id: Option<&DeviceId>, since: i64) -> Result<Vec<StoredMetrics>> {
+        let id = id.map(|d| d.as_str().to_owned());
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT device, seq, received, batch FROM metrics_batches
+                 WHERE ($1::TEXT IS NULL OR device = $1) AND at >= $2 ORDER BY received, seq",
+                &[&id, &since],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                stored_metrics(
+                    r.get::<_, String>(0),
+                    r.get::<_, i64>(1),
+                    r.get::<_, i64>(2),
+                    r.get::<_, &str>(3),
+                )
+            })
+            .collect()
+    }
+
+    async fn prune_metrics(&self, before: i64) -> Result<u64> {
+        self.client()
+            .await?
+            .execute("DELETE FROM metrics_batches WHERE at < $1", &[&before])
+            .await
+            .map_err(pg)
     }
 
     async fn touch(&self, id: &DeviceId, at: i64) -> Result<()> {

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store, StoreError,
-    StoredEvent,
+    StoredEvent, StoredMetrics, stored_metrics,
 };
 use crate::auth::Role;
 
@@ -567,7 +567,7 @@ impl Store for SqliteStore {
         &self,
         id: &DeviceId,
         seq: u64,
-        at: i64,
+        received_us: i64,
         batch: &serde_json::Value,
     ) -> Result<bool> {
         let id = id.clone();
@@ -575,12 +575,58 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let n = c
                 .execute(
-                    "INSERT INTO metrics_batches (device, seq, at, batch) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (device, seq) DO NOTHING",
-                    params![id.as_str(), seq as i64, at, text],
+                    "INSERT INTO metrics_batches (device, seq, at, received, batch)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (device, seq) DO NOTHING",
+                    params![
+                        id.as_str(),
+                        seq as i64,
+                        received_us.div_euclid(1_000_000),
+                        received_us,
+                        text
+                    ],
                 )
                 .map_err(backend)?;
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn metrics(&self, id: Option<&DeviceId>, since: i64) -> Result<Vec<StoredMetrics>> {
+        let id = id.map(|d| d.as_str().to_owned());
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT device, seq, received, batch FROM metrics_batches
+                     WHERE (?1 IS NULL OR device = ?1) AND at >= ?2 ORDER BY received, seq",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![id, since], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|(device, seq, received_us, batch)| {
+                    stored_metrics(device, seq, received_us, &batch)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn prune_metrics(&self, before: i64) -> Result<u64> {
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM metrics_batches WHERE at < ?1", params![before])
+                .map_err(backend)?;
+            Ok(n as u64)
         })
         .await
     }

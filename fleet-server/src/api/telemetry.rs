@@ -1,0 +1,238 @@
+//! Fleet telemetry for operators and the dashboard: figures per model version (over the fleet,
+//! a group or a rollout's devices), time series for charts, one device's batches as stored, and
+//! a live stream of what changes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use edgefleet_protocol::DeviceId;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::rollouts::{load, rollout_json};
+use super::{ApiError, AppState};
+use crate::store::DeviceFilter;
+use crate::telemetry::{self, VersionFigures};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A window longer than this is refused (a month): the figures are computed per request.
+const MAX_SINCE_SECONDS: i64 = 31 * 86_400;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetQuery {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    /// How far back, default an hour.
+    #[serde(default)]
+    since_seconds: Option<i64>,
+    /// Chart resolution, default a sixtieth of the window (at least 1 s).
+    #[serde(default)]
+    step_seconds: Option<i64>,
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn window(since: Option<i64>, step: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let since = since.unwrap_or(3600);
+    if !(1..=MAX_SINCE_SECONDS).contains(&since) {
+        return Err(ApiError::bad_field(
+            "since_seconds",
+            format!("must be between 1 and {MAX_SINCE_SECONDS}"),
+        ));
+    }
+    let step = step.unwrap_or((since / 60).max(1));
+    if !(1..=since).contains(&step) {
+        return Err(ApiError::bad_field(
+            "step_seconds",
+            "must be between 1 and since_seconds",
+        ));
+    }
+    Ok((since, step))
+}
+
+/// `GET /api/v1/telemetry`: per model version over the window; with `model`, its time series.
+pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -> ApiResult {
+    let (since, step) = window(q.since_seconds, q.step_seconds)?;
+    let members: Option<HashSet<String>> = match &q.group {
+        Some(group) => Some(
+            state
+                .store
+                .devices(&DeviceFilter {
+                    group: Some(group.clone()),
+                    tag: None,
+                })
+                .await?
+                .into_iter()
+                .map(|d| d.id.to_string())
+                .collect(),
+        ),
+        None => None,
+    };
+    let include = |d: &str| members.as_ref().is_none_or(|m| m.contains(d));
+    let stored = state.store.metrics(None, now() - since).await?;
+    let batches = telemetry::decode(&stored);
+    let versions: Vec<_> = telemetry::by_version(&batches, include)
+        .into_iter()
+        .filter(|((model, _), _)| q.model.as_ref().is_none_or(|m| m == model))
+        .map(|((model, version), f)| f.report(&model, &version))
+        .collect();
+    let series = match &q.model {
+        Some(model) => telemetry::series(&batches, model, step, include),
+        None => Vec::new(),
+    };
+    let dropped: u64 = batches
+        .iter()
+        .filter(|b| include(b.device.as_str()))
+        .map(|b| b.dropped_batches)
+        .sum();
+    Ok(axum::Json(json!({
+        "since_seconds": since,
+        "step_seconds": step,
+        "batches": batches.iter().filter(|b| include(b.device.as_str())).count(),
+        "dropped_batches": dropped,
+        "versions": versions,
+        "series": series,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepQuery {
+    #[serde(default)]
+    step_seconds: Option<i64>,
+}
+
+/// `GET /api/v1/rollouts/{id}/telemetry`: the new version against the previous one on the
+/// rollout's devices — the figures its model gates judge — and both versions' time series.
+pub async fn rollout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StepQuery>,
+) -> ApiResult {
+    let rollout = load(&state, &id).await?;
+    let (candidate, previous) = crate::engine::model_evidence(&state, &rollout).await?;
+    let since = rollout.created_at - 3600;
+    let (_, step) = window(
+        Some((now() - since).clamp(1, MAX_SINCE_SECONDS)),
+        q.step_seconds,
+    )?;
+    let stored = state.store.metrics(None, since).await?;
+    let batches = telemetry::decode(&stored);
+    let members: HashSet<&str> = rollout.devices.iter().map(|d| d.id.as_str()).collect();
+    let series = telemetry::series(&batches, &rollout.spec.model, step, |d| members.contains(d));
+    let report = |f: &VersionFigures, version: &str| f.report(&rollout.spec.model, version);
+    Ok(axum::Json(json!({
+        "rollout": rollout.id,
+        "model": rollout.spec.model,
+        "gates": rollout.spec.gates.model,
+        "model_check": rollout.model_check,
+        "candidate": report(&candidate, &rollout.spec.version),
+        "previous": report(&previous, "previous"),
+        "output_shift_psi": telemetry::output_shift(&candidate.predictions, &previous.predictions),
+        "step_seconds": step,
+        "series": series,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceQuery {
+    #[serde(default)]
+    since_seconds: Option<i64>,
+}
+
+/// `GET /api/v1/devices/{id}/metrics`: the device's batches as stored, in arrival order.
+pub async fn device(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<DeviceQuery>,
+) -> ApiResult {
+    let id = DeviceId::new(id).map_err(|e| ApiError::bad_field("id", e.to_string()))?;
+    let (since, _) = window(Some(q.since_seconds.unwrap_or(86_400)), None)?;
+    if state.store.device(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("device {id} not found")));
+    }
+    let batches = state.store.metrics(Some(&id), now() - since).await?;
+    Ok((StatusCode::OK, axum::Json(json!({ "batches": batches }))).into_response())
+}
+
+/// What the stream has sent so far, to send only what changed.
+#[derive(Default)]
+struct Seen {
+    events: HashSet<(String, u64)>,
+    rollouts: HashMap<String, u64>,
+    devices: BTreeMap<String, serde_json::Value>,
+}
+
+/// `GET /api/v1/stream`: server-sent events — `event` (a device event, oldest first),
+/// `rollout` (a rollout whose revision changed, as `GET /rollouts/{id}` shows it) and `device`
+/// (last seen or reported state changed). Read from the store once a second, so it shows what
+/// every server ingested, not only this one.
+pub async fn stream(State(state): State<AppState>) -> Response {
+    let ticks = futures::stream::unfold(
+        (state, Seen::default(), true),
+        |(state, mut seen, first)| async move {
+            if !first {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let events = changes(&state, &mut seen).await;
+            Some((
+                futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>)),
+                (state, seen, false),
+            ))
+        },
+    );
+    use futures::StreamExt;
+    Sse::new(ticks.flatten())
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+async fn changes(state: &AppState, seen: &mut Seen) -> Vec<Event> {
+    let mut out = Vec::new();
+    if let Ok(mut events) = state.store.events(None, 200).await {
+        events.reverse();
+        for e in events {
+            if seen.events.insert((e.device.to_string(), e.seq))
+                && let Ok(event) = Event::default().event("event").json_data(&e)
+            {
+                out.push(event);
+            }
+        }
+    }
+    if let Ok(rollouts) = state.store.rollouts(false).await {
+        for r in rollouts.iter().take(50) {
+            if seen.rollouts.insert(r.id.clone(), r.revision) != Some(r.revision)
+                && let Ok(event) = Event::default().event("rollout").json_data(rollout_json(r))
+            {
+                out.push(event);
+            }
+        }
+    }
+    if let Ok(devices) = state.store.devices(&DeviceFilter::default()).await {
+        let now = now();
+        for d in devices {
+            let summary = super::handlers::device_summary(&d, now);
+            if seen.devices.get(d.id.as_str()) != Some(&summary) {
+                if let Ok(event) = Event::default().event("device").json_data(&summary) {
+                    out.push(event);
+                }
+                seen.devices.insert(d.id.to_string(), summary);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,429 @@
+//! What the fleet's telemetry says, computed from stored metrics batches: figures per model
+//! version (over any set of devices: a group, a rollout), time series for charts, and the
+//! verdict of a rollout's model-aware gates. Plain functions over decoded batches; the store
+//! reads them, the API and the rollout engine call these.
+//!
+//! Latency quantiles come from merged histograms (never averaged quantiles). Input drift is
+//! averaged over windows weighted by their requests: the agent sends a PSI per window, not its
+//! bin counts, which keeps batches small at the cost of an exact fleet-wide PSI.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use edgefleet_protocol::baseline::psi;
+use edgefleet_protocol::latency::LatencyHistogram;
+use edgefleet_protocol::message::{LatencySummary, MetricsBatch};
+use serde::Serialize;
+
+use crate::rollout::{ModelGates, Verdict};
+use crate::store::StoredMetrics;
+
+/// One model version's figures summed over devices and windows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VersionFigures {
+    pub devices: BTreeSet<String>,
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: LatencyHistogram,
+    pub predictions: BTreeMap<String, u64>,
+    /// Feature → (PSI × requests summed, requests).
+    drift: BTreeMap<String, (f64, u64)>,
+}
+
+impl VersionFigures {
+    fn add(&mut self, device: &str, m: &edgefleet_protocol::message::ModelMetrics) {
+        self.devices.insert(device.to_owned());
+        self.requests = self.requests.saturating_add(m.requests);
+        self.errors = self.errors.saturating_add(m.errors);
+        self.latency.merge(&m.latency_histogram);
+        for (label, count) in &m.predictions {
+            let mine = self.predictions.entry(label.clone()).or_default();
+            *mine = mine.saturating_add(*count);
+        }
+        let weight = m.requests.saturating_sub(m.errors).max(1);
+        for (feature, value) in &m.drift_psi {
+            if value.is_finite() && *value >= 0.0 {
+                let (sum, w) = self.drift.entry(feature.clone()).or_default();
+                *sum += value * weight as f64;
+                *w = w.saturating_add(weight);
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &VersionFigures) {
+        self.devices.extend(other.devices.iter().cloned());
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.latency.merge(&other.latency);
+        for (label, count) in &other.predictions {
+            *self.predictions.entry(label.clone()).or_default() += count;
+        }
+        for (feature, (sum, w)) in &other.drift {
+            let mine = self.drift.entry(feature.clone()).or_default();
+            mine.0 += sum;
+            mine.1 = mine.1.saturating_add(*w);
+        }
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+
+    /// Feature → request-weighted mean PSI.
+    pub fn drift_psi(&self) -> BTreeMap<String, f64> {
+        self.drift
+            .iter()
+            .filter(|(_, (_, w))| *w > 0)
+            .map(|(f, (sum, w))| (f.clone(), sum / *w as f64))
+            .collect()
+    }
+
+    /// The most drifted feature and its PSI.
+    pub fn worst_drift(&self) -> Option<(String, f64)> {
+        self.drift_psi()
+            .into_iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    pub fn report(&self, model: &str, version: &str) -> VersionReport {
+        VersionReport {
+            model: model.to_owned(),
+            version: version.to_owned(),
+            devices: self.devices.len(),
+            requests: self.requests,
+            errors: self.errors,
+            error_rate: self.error_rate(),
+            latency_ms: self.latency.summary(),
+            predictions: self.predictions.clone(),
+            drift_psi: self.drift_psi(),
+        }
+    }
+}
+
+/// A version's figures as the API shows them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersionReport {
+    pub model: String,
+    pub version: String,
+    pub devices: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub latency_ms: LatencySummary,
+    pub predictions: BTreeMap<String, u64>,
+    pub drift_psi: BTreeMap<String, f64>,
+}
+
+/// Stored batches decoded; a batch the store holds but this server cannot read (written by a
+/// newer one) is skipped rather than failing every figure.
+pub fn decode(stored: &[StoredMetrics]) -> Vec<MetricsBatch> {
+    stored
+        .iter()
+        .filter_map(|s| serde_json::from_value(s.batch.clone()).ok())
+        .collect()
+}
+
+/// (model, version) → figures, over the batches of devices `include` accepts.
+pub fn by_version(
+    batches: &[MetricsBatch],
+    include: impl Fn(&str) -> bool,
+) -> BTreeMap<(String, String), VersionFigures> {
+    let mut out: BTreeMap<(String, String), VersionFigures> = BTreeMap::new();
+    for batch in batches.iter().filter(|b| include(b.device.as_str())) {
+        for m in &batch.models {
+            out.entry((m.model.to_string(), m.version.to_string()))
+                .or_default()
+                .add(batch.device.as_str(), m);
+        }
+    }
+    out
+}
+
+/// One point of a version's time series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Start of the step, Unix seconds.
+    pub at: i64,
+    pub version: String,
+    pub requests: u64,
+    pub error_rate: f64,
+    pub p99_ms: f64,
+    /// The most drifted feature's PSI in the step.
+    pub max_drift_psi: Option<f64>,
+}
+
+/// `model`'s figures per version in steps of `step` seconds (by each window's end).
+pub fn series(
+    batches: &[MetricsBatch],
+    model: &str,
+    step: i64,
+    include: impl Fn(&str) -> bool,
+) -> Vec<SeriesPoint> {
+    let step = step.max(1);
+    let mut steps: BTreeMap<(i64, String), VersionFigures> = BTreeMap::new();
+    for batch in batches.iter().filter(|b| include(b.device.as_str())) {
+        let at = (batch.window_end_unix as i64).div_euclid(step) * step;
+        for m in batch.models.iter().filter(|m| m.model.as_str() == model) {
+            steps
+                .entry((at, m.version.to_string()))
+                .or_default()
+                .add(batch.device.as_str(), m);
+        }
+    }
+    steps
+        .into_iter()
+        .map(|((at, version), f)| SeriesPoint {
+            at,
+            version,
+            requests: f.requests,
+            error_rate: f.error_rate(),
+            p99_ms: f.latency.quantile_ms(0.99),
+            max_drift_psi: f.worst_drift().map(|(_, v)| v),
+        })
+        .collect()
+}
+
+/// How far the candidate's predicted-label distribution moved from the previous version's:
+/// PSI over the labels either saw. `None` without predictions on both sides.
+pub fn output_shift(
+    candidate: &BTreeMap<String, u64>,
+    previous: &BTreeMap<String, u64>,
+) -> Option<f64> {
+    let labels: BTreeSet<&String> = candidate.keys().chain(previous.keys()).collect();
+    let previous_total: u64 = previous.values().sum();
+    if previous_total == 0 {
+        return None;
+    }
+    let expected: Vec<f64> = labels
+        .iter()
+        .map(|l| previous.get(*l).copied().unwrap_or(0) as f64 / previous_total as f64)
+        .collect();
+    let actual: Vec<u64> = labels
+        .iter()
+        .map(|l| candidate.get(*l).copied().unwrap_or(0))
+        .collect();
+    psi(&expected, &actual)
+}
+
+/// Judges a rollout's candidate against the devices still on (or, before updating, on) the
+/// previous version. Input drift is judged on the candidate alone (against its signed
+/// baseline); the rest compare with the previous version and need `min_requests` on both sides.
+pub fn judge(gates: &ModelGates, candidate: &VersionFigures, previous: &VersionFigures) -> Verdict {
+    let need = gates.min_requests;
+    if candidate.requests < need {
+        return Verdict::Insufficient(format!(
+            "the new version has served {} of the {need} requests the gates need",
+            candidate.requests
+        ));
+    }
+    if let Some(limit) = gates.max_input_drift_psi
+        && let Some((feature, value)) = candidate.worst_drift()
+        && value > limit
+    {
+        return Verdict::Breach(format!(
+            "input drift: feature {feature} has PSI {value:.3} against the model's baseline, above the gate's {limit}"
+        ));
+    }
+    let compares = gates.max_error_rate_increase.is_some()
+        || gates.max_p99_slowdown_percent.is_some()
+        || gates.max_output_shift_psi.is_some();
+    if compares && previous.requests < need {
+        return Verdict::Insufficient(format!(
+            "the previous version has served {} of the {need} requests needed to compare against",
+            previous.requests
+        ));
+    }
+    if let Some(limit) = gates.max_error_rate_increase {
+        let (new, old) = (candidate.error_rate(), previous.error_rate());
+        if new > old + limit {
+            return Verdict::Breach(format!(
+                "error rate {:.2}% against {:.2}% on the previous version (at most {:.2} points more allowed)",
+                new * 100.0,
+                old * 100.0,
+                limit * 100.0
+            ));
+        }
+    }
+    if let Some(percent) = gates.max_p99_slowdown_percent {
+        let (new, old) = (
+            candidate.latency.quantile_ms(0.99),
+            previous.latency.quantile_ms(0.99),
+        );
+        if new > old * (1.0 + percent / 100.0) {
+            return Verdict::Breach(format!(
+                "p99 latency {new:.2} ms against {old:.2} ms on the previous version ({:+.0}%, at most +{percent}% allowed)",
+                (new / old.max(f64::MIN_POSITIVE) - 1.0) * 100.0
+            ));
+        }
+    }
+    if let Some(limit) = gates.max_output_shift_psi
+        && let Some(shift) = output_shift(&candidate.predictions, &previous.predictions)
+        && shift > limit
+    {
+        return Verdict::Breach(format!(
+            "output distribution moved: PSI {shift:.3} between the new and the previous version's predictions, above the gate's {limit}"
+        ));
+    }
+    Verdict::Pass(format!(
+        "{} requests, {:.2}% errors, p99 {:.2} ms (previous: {} requests, {:.2}% errors, p99 {:.2} ms)",
+        candidate.requests,
+        candidate.error_rate() * 100.0,
+        candidate.latency.quantile_ms(0.99),
+        previous.requests,
+        previous.error_rate() * 100.0,
+        previous.latency.quantile_ms(0.99),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgefleet_protocol::message::ModelMetrics;
+    use std::time::Duration;
+
+    fn metrics(version: &str, requests: u64, errors: u64, latency_ms: u64) -> ModelMetrics {
+        let mut h = LatencyHistogram::default();
+        for _ in 0..requests - errors {
+            h.record(Duration::from_millis(latency_ms));
+        }
+        ModelMetrics {
+            model: "churn".parse().unwrap(),
+            version: version.parse().unwrap(),
+            requests,
+            errors,
+            latency: h.summary(),
+            latency_histogram: h,
+            predictions: [
+                ("yes".to_owned(), requests / 2),
+                ("no".to_owned(), requests / 2),
+            ]
+            .into(),
+            drift_psi: [("tenure".to_owned(), 0.01)].into(),
+        }
+    }
+
+    fn figures(m: &ModelMetrics) -> VersionFigures {
+        let mut f = VersionFigures::default();
+        f.add("d1", m);
+        f
+    }
+
+    fn gates() -> ModelGates {
+        ModelGates {
+            min_requests: 100,
+            max_error_rate_increase: Some(0.01),
+            max_p99_slowdown_percent: Some(50.0),
+            max_output_shift_psi: Some(0.2),
+            max_input_drift_psi: Some(0.25),
+        }
+    }
+
+    #[test]
+    fn a_like_for_like_candidate_passes() {
+        let old = figures(&metrics("1.0.0", 1000, 2, 2));
+        let new = figures(&metrics("2.0.0", 500, 1, 2));
+        assert!(matches!(judge(&gates(), &new, &old), Verdict::Pass(_)));
+    }
+
+    #[test]
+    fn too_few_requests_is_no_verdict_yet() {
+        let old = figures(&metrics("1.0.0", 1000, 0, 2));
+        let new = figures(&metrics("2.0.0", 99, 0, 2));
+        assert!(matches!(
+            judge(&gates(), &new, &old),
+            Verdict::Insufficient(_)
+        ));
+        let new = figures(&metrics("2.0.0", 500, 0, 2));
+        let none = VersionFigures::default();
+        assert!(matches!(
+            judge(&gates(), &new, &none),
+            Verdict::Insufficient(_)
+        ));
+    }
+
+    #[test]
+    fn a_slower_candidate_breaches_the_latency_gate() {
+        let old = figures(&metrics("1.0.0", 1000, 0, 2));
+        let new = figures(&metrics("2.0.0", 500, 0, 4));
+        let Verdict::Breach(why) = judge(&gates(), &new, &old) else {
+            panic!("a twice slower candidate passed");
+        };
+        assert!(why.starts_with("p99 latency"), "{why}");
+    }
+
+    #[test]
+    fn more_errors_breach_the_error_gate() {
+        let old = figures(&metrics("1.0.0", 1000, 1, 2));
+        let new = figures(&metrics("2.0.0", 1000, 30, 2));
+        let Verdict::Breach(why) = judge(&gates(), &new, &old) else {
+            panic!("3% errors passed");
+        };
+        assert!(why.starts_with("error rate 3.00%"), "{why}");
+    }
+
+    #[test]
+    fn drifted_inputs_breach_even_without_a_previous_version() {
+        let mut m = metrics("2.0.0", 500, 0, 2);
+        m.drift_psi.insert("monthly_charges".into(), 0.9);
+        let Verdict::Breach(why) = judge(&gates(), &figures(&m), &VersionFigures::default()) else {
+            panic!("drift passed");
+        };
+        assert!(why.contains("monthly_charges has PSI 0.900"), "{why}");
+    }
+
+    #[test]
+    fn a_moved_output_distribution_breaches() {
+        let old = figures(&metrics("1.0.0", 1000, 0, 2));
+        let mut m = metrics("2.0.0", 1000, 0, 2);
+        m.predictions = [("yes".to_owned(), 950), ("no".to_owned(), 50)].into();
+        let Verdict::Breach(why) = judge(&gates(), &figures(&m), &old) else {
+            panic!("a 95/5 split passed against 50/50");
+        };
+        assert!(why.starts_with("output distribution moved"), "{why}");
+        assert!(
+            output_shift(&old.predictions, &old.predictions)
+                .unwrap()
+                .abs()
+                < 1e-12
+        );
+    }
+
+    #[test]
+    fn figures_merge_devices_windows_and_weight_drift_by_requests() {
+        let mut a = metrics("1.0.0", 100, 0, 2);
+        a.drift_psi.insert("tenure".into(), 0.1);
+        let mut b = metrics("1.0.0", 300, 0, 8);
+        b.drift_psi.insert("tenure".into(), 0.5);
+        let batch = |device: &str, seq: u64, m: ModelMetrics| MetricsBatch {
+            schema: 1,
+            id: edgefleet_protocol::MessageId::new(format!("m{seq}")).unwrap(),
+            device: edgefleet_protocol::DeviceId::new(device.to_owned()).unwrap(),
+            seq,
+            window_start_unix: 60 * seq,
+            window_end_unix: 60 * seq + 60,
+            dropped_batches: 0,
+            process: Default::default(),
+            models: vec![m],
+        };
+        let batches = vec![
+            batch("d1", 1, a),
+            batch("d2", 2, b),
+            batch("d3", 3, metrics("1.0.0", 10, 0, 1)),
+        ];
+        let all = by_version(&batches, |d| d != "d3");
+        let f = &all[&("churn".to_owned(), "1.0.0".to_owned())];
+        assert_eq!((f.devices.len(), f.requests), (2, 400));
+        assert!((f.drift_psi()["tenure"] - 0.4).abs() < 1e-9);
+        // 300 of 400 at 8 ms: the p50 is there, not at the mean of the two p50s.
+        assert!((f.latency.quantile_ms(0.5) - 8.0).abs() / 8.0 < 0.05);
+        let points = series(&batches, "churn", 120, |_| true);
+        assert_eq!(
+            points.iter().map(|p| p.at).collect::<Vec<_>>(),
+            vec![120, 240]
+        );
+        assert_eq!(points[0].requests, 400);
+    }
+}
