@@ -409,8 +409,37 @@ def build_churn(out_root) -> dict:
                       sequence=seq, min_sequence=0, interface=tabular_interface(width, labels, features),
                       health=health, baseline=baseline, card=card)
         results[version]["_model"] = model
+        results[version]["_baseline"] = baseline
+        results[version]["_pick"] = pick
     build_bad_variants(out_root, results["2.0.0"]["_model"], features_v["2.0.0"], rows[int(n * 0.8):])
+    build_slower(out_root, results["2.0.0"], features_v["2.0.0"])
     return {v: {k: r[k] for k in r if not k.startswith("_")} for v, r in results.items()}
+
+
+def build_slower(out_root, v2, features):
+    """churn 2.1.0-slower: 2.0.0's predictions (to 1e-30) behind ~34 M multiply-adds of dead weight
+    (the row tiled to 256x256 through two dense matmuls), with an honest 50 ms health budget it
+    passes. A candidate that is healthy on the device and several times slower in live traffic:
+    what a rollout's latency gate exists to stop."""
+    width = v2["_model"].graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    nodes = [
+        helper.make_node("Gemm", ["features", "WS"], ["s0"], name="slow_in"),
+        helper.make_node("Tile", ["s0", "TILE"], ["s1"], name="slow_tile"),
+        helper.make_node("MatMul", ["s1", "M"], ["m0"], name="slow_mm0"),
+        helper.make_node("MatMul", ["m0", "M"], ["m1"], name="slow_mm1"),
+        helper.make_node("ReduceMean", ["m1"], ["r"], keepdims=0, name="slow_reduce"),
+        helper.make_node("Mul", ["r", "TINY"], ["rt"], name="slow_scale"),
+        helper.make_node("Add", ["z_nan_in", "rt"], ["z_slow"], name="slow_join"),
+    ]
+    r = np.random.default_rng(SEED + 5)
+    inits = [f32("WS", r.normal(0, 0.1, (width, 256))), numpy_helper.from_array(np.array([256, 1], dtype=np.int64), "TILE"),
+             f32("TINY", [1e-30]), f32("M", r.normal(0, 1 / math.sqrt(256), (256, 256)))]
+    model = extend(v2["_model"], nodes, rename_output="z", new_input_of_softmax="z_slow", extra_init=inits)
+    labels = ["stay", "churn"]
+    write_version(os.path.join(out_root, "bad", "slower-live"), model=model, name="churn", version="2.1.0-slower",
+                  sequence=4, min_sequence=0, interface=tabular_interface(width, labels, features),
+                  health=tabular_health(model, features, v2["_pick"], budget_ms=50.0), baseline=v2["_baseline"],
+                  card=None)
 
 
 def churn_card(version, metrics, train, rows):

@@ -162,7 +162,12 @@ pub fn bin_of(feature: &FeatureBaseline, value: &Value) -> Option<usize> {
             Some(FeatureBaseline::numeric_bin(edges, x))
         }
         FeatureBaseline::Categorical { shares, .. } => {
-            let category = value.as_str()?;
+            // Boolean features are baselined as the categories "false" and "true".
+            let category = match value {
+                Value::Bool(true) => "true",
+                Value::Bool(false) => "false",
+                other => other.as_str()?,
+            };
             Some(
                 shares
                     .keys()
@@ -246,6 +251,12 @@ mod tests {
         assert_eq!(bin_of(&c, &json!("b")), Some(1));
         assert_eq!(bin_of(&c, &json!("zzz")), Some(2));
         assert_eq!(bin_of(&c, &json!(3)), None);
+        let flags = FeatureBaseline::Categorical {
+            shares: [("false".to_owned(), 0.4), ("true".to_owned(), 0.6)].into(),
+            other: 0.0,
+        };
+        assert_eq!(bin_of(&flags, &json!(true)), Some(1));
+        assert_eq!(bin_of(&flags, &json!(false)), Some(0));
     }
 
     fn meta_with_baseline() -> ModelTargetMeta {

@@ -1,0 +1,499 @@
+// The Edgefleet dashboard: plain DOM, no framework, no fetch beyond this server's API.
+// State comes from the API once, then from the server-sent event stream (/api/v1/stream),
+// read with fetch so the bearer token travels in a header and never in a URL or cookie.
+"use strict";
+
+const TOKEN_KEY = "edgefleet.token";
+const ROLES = { viewer: 0, operator: 1, admin: 2 };
+const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed"];
+
+const state = {
+  me: null,
+  rollouts: new Map(),
+  devices: new Map(),
+  selected: null,
+  pending: null, // { action, id } awaiting confirmation
+  streamAbort: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(path, options = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const response = await fetch(path, {
+    ...options,
+    headers: { Authorization: `Bearer ${token}`, ...(options.headers || {}) },
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    if (response.status === 401) signOut("Your token was refused: " + (body.error || "sign in again"));
+    throw new ApiError(response.status, body.error || `HTTP ${response.status}`);
+  }
+  return body;
+}
+
+function ago(unix) {
+  if (!unix) return "never";
+  const seconds = Math.max(0, Math.round(Date.now() / 1000 - unix));
+  if (seconds < 60) return `${seconds} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return new Date(unix * 1000).toISOString().slice(0, 10);
+}
+
+function time(unix) {
+  return new Date(unix * 1000).toLocaleTimeString();
+}
+
+// ---- sign-in ----
+
+async function signIn(token) {
+  sessionStorage.setItem(TOKEN_KEY, token);
+  const me = await api("/api/v1/whoami");
+  if (me.kind !== "operator") {
+    sessionStorage.removeItem(TOKEN_KEY);
+    throw new Error("that is a device credential; sign in with an operator token");
+  }
+  state.me = me;
+  $("who").textContent = `${me.name} (${me.role})`;
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("logout").hidden = false;
+  await loadAll();
+  openStream();
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  if (state.streamAbort) state.streamAbort.abort();
+  state.me = null;
+  $("app").hidden = true;
+  $("logout").hidden = true;
+  $("who").textContent = "";
+  $("login").hidden = false;
+  $("login-error").textContent = message || "";
+  setLive(false);
+}
+
+function canOperate() {
+  return state.me && ROLES[state.me.role] >= ROLES.operator;
+}
+
+// ---- data ----
+
+async function loadAll() {
+  const [rollouts, devices] = await Promise.all([
+    api("/api/v1/rollouts"),
+    api("/api/v1/devices"),
+  ]);
+  state.rollouts = new Map(rollouts.rollouts.map((r) => [r.id, r]));
+  state.devices = new Map(devices.devices.map((d) => [d.id, d]));
+  if (!state.selected && rollouts.rollouts.length) state.selected = rollouts.rollouts[0].id;
+  renderRollouts();
+  renderDevices();
+  if (state.selected) loadTelemetry();
+}
+
+async function openStream() {
+  if (state.streamAbort) state.streamAbort.abort();
+  const abort = new AbortController();
+  state.streamAbort = abort;
+  while (!abort.signal.aborted) {
+    try {
+      const response = await fetch("/api/v1/stream", {
+        headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
+        signal: abort.signal,
+      });
+      if (response.status === 401) return signOut("Your token was revoked.");
+      if (!response.ok || !response.body) throw new Error(`stream: HTTP ${response.status}`);
+      setLive(true);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          dispatch(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch (e) {
+      if (abort.signal.aborted) return;
+    }
+    setLive(false);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+function dispatch(frame) {
+  let type = "message";
+  const data = [];
+  for (const line of frame.split("\n")) {
+    if (line.startsWith("event:")) type = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  if (!data.length) return;
+  const payload = JSON.parse(data.join("\n"));
+  if (type === "rollout") {
+    state.rollouts.set(payload.id, payload);
+    if (!state.selected) state.selected = payload.id;
+    renderRollouts();
+  } else if (type === "device") {
+    state.devices.set(payload.id, payload);
+    renderDevicesSoon();
+  } else if (type === "event") {
+    addTimeline(payload);
+  }
+}
+
+function setLive(on) {
+  $("live").textContent = on ? "live" : "offline";
+  $("live").classList.toggle("on", on);
+}
+
+// ---- rollouts ----
+
+function sortedRollouts() {
+  return [...state.rollouts.values()].sort((a, b) => b.created_at - a.created_at);
+}
+
+function renderRollouts() {
+  const list = $("rollout-list");
+  const rollouts = sortedRollouts();
+  $("rollouts-empty").hidden = rollouts.length > 0;
+  list.replaceChildren(
+    ...rollouts.map((r) => {
+      const done = r.waves.reduce((n, w) => n + w.healthy, 0);
+      const total = r.waves.reduce((n, w) => n + w.devices, 0);
+      return el(
+        "li",
+        {
+          class: r.id === state.selected ? "selected" : "",
+          "data-rollout-id": r.id,
+          tabindex: "0",
+          onclick: () => select(r.id),
+          onkeydown: (e) => e.key === "Enter" && select(r.id),
+        },
+        el("strong", {}, `${r.model} ${r.version}`),
+        el("span", { class: `badge ${r.state.state}` }, r.state.state.replace("_", " ")),
+        el("span", { class: "muted" }, `${done}/${total} healthy · ${ago(r.created_at)}`),
+      );
+    }),
+  );
+  renderRollout();
+}
+
+function select(id) {
+  state.selected = id;
+  state.pending = null;
+  renderRollouts();
+  loadTelemetry();
+}
+
+const ACTIONS = {
+  pause: { label: "Pause", when: ["running", "baking", "awaiting_approval"] },
+  resume: { label: "Resume", when: ["paused"] },
+  approve: { label: "Approve next wave", when: ["awaiting_approval"] },
+  "retry-failed": { label: "Retry failed", when: ["halted", "running", "paused"] },
+  abort: { label: "Abort", when: ["running", "baking", "awaiting_approval", "paused", "halted"], confirm: "Abort this rollout? Devices keep what they run." },
+};
+
+function renderRollout() {
+  const r = state.rollouts.get(state.selected);
+  $("rollout").hidden = !r;
+  if (!r) return;
+  $("rollout-title").textContent = `${r.model} ${r.version}`;
+  const badge = $("rollout-state");
+  badge.textContent = r.state.state.replace("_", " ");
+  badge.className = `badge ${r.state.state}`;
+  badge.dataset.state = r.state.state;
+  $("rollout-reason").textContent = r.state.reason || "";
+
+  const actions = $("actions");
+  actions.replaceChildren();
+  if (canOperate()) {
+    for (const [action, spec] of Object.entries(ACTIONS)) {
+      if (!spec.when.includes(r.state.state)) continue;
+      actions.append(
+        el("button", {
+          "data-action": action,
+          class: action === "abort" ? "danger" : "",
+          onclick: () => (spec.confirm ? ask(action, r.id, spec.confirm) : act(action, r.id)),
+        }, spec.label),
+      );
+    }
+  } else {
+    actions.append(el("span", { class: "muted" }, "Viewer role: read only."));
+  }
+  const pending = state.pending && state.pending.id === r.id;
+  $("confirm").hidden = !pending;
+
+  $("waves").replaceChildren(
+    ...r.waves.map((w) => {
+      const bar = el("div", { class: "bar-track" });
+      for (const [part, count] of [["healthy", w.healthy], ["failed", w.failed], ["rolled_back", w.rolled_back], ["in_progress", w.in_progress]]) {
+        if (!count) continue;
+        const seg = el("span", { class: `seg ${part}`, title: `${count} ${part.replace("_", " ")}` });
+        seg.style.width = `${(100 * count) / w.devices}%`;
+        bar.append(seg);
+      }
+      const current = r.state.wave === w.wave;
+      return el(
+        "li",
+        { class: current ? "wave current" : "wave", "data-wave": w.wave },
+        el("span", { class: "wave-name" }, `Wave ${w.wave} · ${w.percent}%`),
+        bar,
+        el("span", { class: "wave-count" }, `${w.healthy}/${w.devices} healthy` + (w.failed ? `, ${w.failed} failed` : "") + (w.rolled_back ? `, ${w.rolled_back} rolled back` : "")),
+      );
+    }),
+  );
+
+  const check = r.model_check;
+  $("model-check").textContent = r.gates.model
+    ? check
+      ? `Model gates (wave ${check.wave + 1}): ${check.passed ? "pass" : "not yet"} — ${check.summary}`
+      : "Model gates: waiting for telemetry."
+    : "No model gates on this rollout; figures below are for watching.";
+
+  $("history").replaceChildren(
+    ...r.history.slice(-30).reverse().map((h) => el("li", {}, el("time", {}, time(h.at)), " ", h.text)),
+  );
+}
+
+function ask(action, id, text) {
+  state.pending = { action, id };
+  $("confirm-text").textContent = text;
+  renderRollout();
+}
+
+async function act(action, id) {
+  state.pending = null;
+  $("action-error").textContent = "";
+  try {
+    const updated = await api(`/api/v1/rollouts/${encodeURIComponent(id)}/${action}`, { method: "POST" });
+    state.rollouts.set(updated.id, updated);
+  } catch (e) {
+    $("action-error").textContent = e.message;
+  }
+  renderRollouts();
+}
+
+// ---- live model figures ----
+
+let telemetryTimer = null;
+
+async function loadTelemetry() {
+  clearTimeout(telemetryTimer);
+  const id = state.selected;
+  if (!id || $("app").hidden) return;
+  try {
+    const t = await api(`/api/v1/rollouts/${encodeURIComponent(id)}/telemetry`);
+    if (id === state.selected) renderTelemetry(t);
+  } catch (e) {
+    $("compare").textContent = `Telemetry unavailable: ${e.message}`;
+  }
+  telemetryTimer = setTimeout(loadTelemetry, 5000);
+}
+
+function renderTelemetry(t) {
+  const row = (name, c, p, fmt) => el("tr", {}, el("th", {}, name), el("td", {}, fmt(c)), el("td", {}, fmt(p)));
+  const maxDrift = (v) => {
+    const values = Object.values(v.drift_psi);
+    return values.length ? Math.max(...values).toFixed(3) : "–";
+  };
+  const c = t.candidate;
+  const p = t.previous;
+  $("compare").replaceChildren(
+    el(
+      "table",
+      { class: "figures" },
+      el("thead", {}, el("tr", {}, el("th"), el("th", {}, `new ${c.version}`), el("th", {}, "previous"))),
+      el(
+        "tbody",
+        {},
+        row("devices", c, p, (v) => v.devices),
+        row("requests", c, p, (v) => v.requests),
+        row("error rate", c, p, (v) => `${(v.error_rate * 100).toFixed(2)}%`),
+        row("p50 / p99", c, p, (v) => `${v.latency_ms.p50_ms.toFixed(2)} / ${v.latency_ms.p99_ms.toFixed(2)} ms`),
+        row("max drift PSI", c, p, maxDrift),
+      ),
+    ),
+  );
+  const versions = [...new Set(t.series.map((s) => s.version))].sort();
+  chart($("chart-latency"), t.series, versions, (s) => s.p99_ms);
+  chart($("chart-errors"), t.series, versions, (s) => s.error_rate * 100);
+  chart($("chart-drift"), t.series, versions, (s) => s.max_drift_psi);
+  $("legend").replaceChildren(
+    ...versions.map((v, i) => {
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.background = COLORS[i % COLORS.length];
+      return el("span", {}, swatch, ` ${v}${v === c.version ? " (new)" : ""}`);
+    }),
+  );
+}
+
+function chart(node, series, versions, value) {
+  const W = 320, H = 140, L = 34, B = 18, T = 6;
+  node.replaceChildren();
+  const points = series.filter((s) => value(s) !== null && value(s) !== undefined);
+  if (!points.length) {
+    const text = svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis" });
+    text.textContent = "no data yet";
+    node.append(text);
+    return;
+  }
+  const t0 = Math.min(...points.map((s) => s.at));
+  const t1 = Math.max(...points.map((s) => s.at), t0 + 1);
+  const top = Math.max(...points.map(value)) * 1.1 || 1;
+  const x = (at) => L + ((at - t0) / (t1 - t0)) * (W - L - 4);
+  const y = (v) => H - B - (v / top) * (H - B - T);
+  node.append(svg("line", { x1: L, y1: H - B, x2: W, y2: H - B, class: "grid" }));
+  for (const v of [0, top / 2, top]) {
+    const label = svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end", class: "axis" });
+    label.textContent = v >= 10 ? v.toFixed(0) : v.toFixed(2);
+    node.append(label, svg("line", { x1: L, y1: y(v), x2: W, y2: y(v), class: "grid" }));
+  }
+  for (const [edge, at] of [["start", t0], ["end", t1]]) {
+    const label = svg("text", { x: x(at), y: H - 4, "text-anchor": edge, class: "axis" });
+    label.textContent = time(at);
+    node.append(label);
+  }
+  versions.forEach((version, i) => {
+    const mine = points.filter((s) => s.version === version).sort((a, b) => a.at - b.at);
+    if (!mine.length) return;
+    const d = mine.map((s, k) => `${k ? "L" : "M"}${x(s.at).toFixed(1)},${y(value(s)).toFixed(1)}`).join(" ");
+    node.append(svg("path", { d, fill: "none", stroke: COLORS[i % COLORS.length], "stroke-width": 2, "data-version": version }));
+  });
+}
+
+// ---- devices ----
+
+let devicesPending = false;
+function renderDevicesSoon() {
+  if (devicesPending) return;
+  devicesPending = true;
+  requestAnimationFrame(() => {
+    devicesPending = false;
+    renderDevices();
+  });
+}
+
+function renderDevices() {
+  const text = $("filter-text").value.trim().toLowerCase();
+  const group = $("filter-group").value;
+  const status = $("filter-status").value;
+  const all = [...state.devices.values()].sort((a, b) => a.id.localeCompare(b.id));
+  const groups = [...new Set(all.map((d) => d.group))].sort();
+  const select = $("filter-group");
+  if (select.options.length - 1 !== groups.length) {
+    select.replaceChildren(el("option", { value: "" }, "all groups"), ...groups.map((g) => el("option", { value: g }, g)));
+    select.value = groups.includes(group) ? group : "";
+  }
+  const shown = all.filter((d) => {
+    if (group && d.group !== group) return false;
+    if (status === "online" && !d.online) return false;
+    if (status === "offline" && d.online) return false;
+    if (!text) return true;
+    const haystack = [d.id, d.group, ...Object.entries(d.tags).map(([k, v]) => `${k}=${v}`), ...Object.values(d.running).map((m) => m.version || "")].join(" ").toLowerCase();
+    return haystack.includes(text);
+  });
+  $("device-count").textContent = `${shown.length} of ${all.length}`;
+  $("devices").tBodies[0].replaceChildren(
+    ...shown.map((d) => {
+      const models = Object.entries(d.running);
+      const health = models.map(([, m]) => m.state || "–");
+      const bad = health.some((h) => ["rejected", "rolled_back"].includes(h));
+      return el(
+        "tr",
+        { "data-device": d.id },
+        el("td", { "data-label": "Device" }, d.id),
+        el("td", { "data-label": "Group" }, d.group),
+        el("td", { "data-label": "Status" }, el("span", { class: d.online ? "dot on" : "dot" }), d.online ? "online" : "offline"),
+        el("td", { "data-label": "Models" }, models.map(([name, m]) => `${name} ${m.version || "–"}`).join(", ") || "–"),
+        el("td", { "data-label": "Health", class: bad ? "error" : "" }, health.join(", ") || "–"),
+        el("td", { "data-label": "Last seen" }, ago(d.last_seen)),
+      );
+    }),
+  );
+}
+
+// ---- timeline ----
+
+function addTimeline(stored) {
+  const m = stored.message;
+  const text = `${stored.device}: ${m.kind.replace("_", " ")} ${m.model}${m.target ? " " + m.target.split("/").slice(-2, -1)[0] : ""}${m.detail ? " — " + m.detail : ""}`;
+  const item = el("li", { class: `kind-${m.kind}` }, el("time", {}, time(stored.at)), " ", text);
+  const list = $("timeline");
+  list.prepend(item);
+  while (list.children.length > 300) list.lastChild.remove();
+}
+
+// ---- wiring ----
+
+function showTab(name) {
+  for (const tab of document.querySelectorAll("[role=tab]")) {
+    tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
+  }
+  for (const section of document.querySelectorAll(".tab")) {
+    section.hidden = section.id !== `tab-${name}`;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const tab of document.querySelectorAll("[role=tab]")) {
+    tab.addEventListener("click", () => showTab(tab.dataset.tab));
+  }
+  for (const id of ["filter-text", "filter-group", "filter-status"]) {
+    $(id).addEventListener("input", renderDevices);
+  }
+  $("confirm-yes").addEventListener("click", () => state.pending && act(state.pending.action, state.pending.id));
+  $("confirm-no").addEventListener("click", () => {
+    state.pending = null;
+    renderRollout();
+  });
+  $("logout").addEventListener("click", () => signOut(""));
+  $("login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    $("login-error").textContent = "";
+    try {
+      await signIn($("login-token").value.trim());
+      $("login-token").value = "";
+    } catch (err) {
+      signOut(err.message);
+    }
+  });
+  // Relative times age; refresh them without waiting for a change.
+  setInterval(() => !$("app").hidden && renderDevices(), 10000);
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) signIn(saved).catch((e) => signOut(e.message));
+  else signOut("");
+});

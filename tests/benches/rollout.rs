@@ -60,6 +60,7 @@ fn main() {
             .as_ref()
             .map(edgefleet_e2e::postgres::Postgres::url),
         server_toml: String::new(),
+        agent_fleet_toml: String::new(),
     };
     let started = Instant::now();
     let mut fleet = demo::set_up(tmp.path(), &options);

@@ -32,6 +32,8 @@ pub struct DemoOptions {
     pub database_url: Option<String>,
     /// More TOML for the server's config (sections such as `[artifacts]`).
     pub server_toml: String,
+    /// More settings for every agent's `[fleet]` section (`telemetry_seconds = 3`).
+    pub agent_fleet_toml: String,
 }
 
 /// What the demo saw.
@@ -208,7 +210,7 @@ pub fn set_up(dir: &Path, options: &DemoOptions) -> Demo {
             format!(
                 "device_id = \"{id}\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n\
                  [api]\nlisten = \"127.0.0.1:{port}\"\n[limits]\n{artifact_limit}latency_budget_factor = {latency}\n\
-                 [probation]\nwindow_seconds = 3\nmin_requests = 5\n[fleet]\nkeep_alive_seconds = 5\n{ca}",
+                 [probation]\nwindow_seconds = 3\nmin_requests = 5\n[fleet]\nkeep_alive_seconds = 5\n{ca}{fleet}\n",
                 agent_dir.join("data").display(),
                 demo.operator.trusted_root().display(),
                 latency = options.latency_budget_factor,
@@ -216,6 +218,7 @@ pub fn set_up(dir: &Path, options: &DemoOptions) -> Demo {
                     .as_ref()
                     .map(|t| format!("ca_file = \"{}\"\n", t.ca.display()))
                     .unwrap_or_default(),
+                fleet = options.agent_fleet_toml,
             ),
         )
         .unwrap();
@@ -347,22 +350,30 @@ impl std::fmt::Debug for Load {
 
 impl Load {
     pub fn start(urls: Vec<String>) -> Self {
+        Self::with_rows(urls, (1..=60).map(|t| churn_row(f64::from(t))).collect())
+    }
+
+    /// Asks with `rows` in turn (every agent starts at another one).
+    pub fn with_rows(urls: Vec<String>, rows: Vec<Value>) -> Self {
+        let rows = Arc::new(rows);
         let stop = Arc::new(AtomicBool::new(false));
         let total = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let threads = urls
             .into_iter()
-            .map(|url| {
+            .enumerate()
+            .map(|(start, url)| {
                 let (stop, total, failed) = (stop.clone(), total.clone(), failed.clone());
+                let rows = rows.clone();
                 std::thread::spawn(move || {
                     let agent = http();
-                    let mut i = 0u32;
+                    let mut i = start * 7;
                     while !stop.load(Ordering::Relaxed) {
                         i += 1;
-                        let row = churn_row(f64::from(i % 60 + 1));
+                        let row = &rows[i % rows.len()];
                         let ok = agent
                             .post(&url)
-                            .send_json(&row)
+                            .send_json(row)
                             .is_ok_and(|r| r.status() == 200);
                         total.fetch_add(1, Ordering::Relaxed);
                         if !ok {

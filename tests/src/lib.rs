@@ -351,3 +351,60 @@ pub fn churn_row(tenure_months: f64) -> Value {
         "internet_service": "dsl", "support_tickets": 1
     })
 }
+
+/// `n` churn requests drawn from a release's signed input baseline (`models/<release>/
+/// baseline.json`): each feature independently, a bin by its share, then a value inside the bin.
+/// Traffic like the training data, so its drift PSI stays low; `scale` multiplies the named
+/// numeric features to shift them. Deterministic for a `seed`.
+pub fn baseline_rows(release: &str, n: usize, seed: u64, scale: &[(&str, f64)]) -> Vec<Value> {
+    let text = std::fs::read_to_string(models_dir().join(release).join("baseline.json")).unwrap();
+    let baseline: Value = serde_json::from_str(&text).unwrap();
+    let features = baseline["features"].as_object().unwrap();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        // xorshift64*: plenty for sampling test traffic.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let pick = |shares: &[f64], u: f64| {
+        let mut seen = 0.0;
+        for (i, s) in shares.iter().enumerate() {
+            seen += s;
+            if u < seen {
+                return i;
+            }
+        }
+        shares.len() - 1
+    };
+    (0..n)
+        .map(|_| {
+            let mut row = serde_json::Map::new();
+            for (name, f) in features {
+                let value = if f["kind"] == "numeric" {
+                    let edges: Vec<f64> = serde_json::from_value(f["edges"].clone()).unwrap();
+                    let shares: Vec<f64> = serde_json::from_value(f["shares"].clone()).unwrap();
+                    let bin = pick(&shares, uniform());
+                    let width = (edges[edges.len() - 1] - edges[0]) / edges.len() as f64;
+                    let low = if bin == 0 { edges[0] - width } else { edges[bin - 1] };
+                    let high = if bin == edges.len() { low + width } else { edges[bin] };
+                    let x = low.max(0.0) + (high - low.max(0.0)) * (0.05 + 0.9 * uniform());
+                    let factor = scale.iter().find(|(n, _)| n == name).map_or(1.0, |s| s.1);
+                    serde_json::json!(x * factor)
+                } else {
+                    let shares = f["shares"].as_object().unwrap();
+                    let names: Vec<&String> = shares.keys().collect();
+                    let weights: Vec<f64> = shares.values().map(|v| v.as_f64().unwrap()).collect();
+                    match names[pick(&weights, uniform())].as_str() {
+                        "true" => Value::Bool(true),
+                        "false" => Value::Bool(false),
+                        category => Value::String(category.to_owned()),
+                    }
+                };
+                row.insert(name.clone(), value);
+            }
+            Value::Object(row)
+        })
+        .collect()
+}

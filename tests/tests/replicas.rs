@@ -212,6 +212,7 @@ fn killing_the_replica_that_drives_a_rollout_of_100_agents_loses_nothing() {
         latency_budget_factor: 200.0,
         database_url: Some(postgres.url()),
         server_toml: server_toml.clone(),
+        agent_fleet_toml: String::new(),
     };
     // Replica A (the demo's server) with 100 enrolled agents on Mosquitto, then replica B.
     let mut fleet = demo::set_up(&tmp.path().join("fleet"), &options);

@@ -35,6 +35,7 @@ fn options(agents: usize, mosquitto: bool) -> DemoOptions {
         latency_budget_factor: if agents > 10 { 200.0 } else { 10.0 },
         database_url: None,
         server_toml: String::new(),
+        agent_fleet_toml: String::new(),
     }
 }
 

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         latency_budget_factor: 10.0,
         database_url: None,
         server_toml: String::new(),
+        agent_fleet_toml: String::new(),
     };
     let mut keep_running = false;
     let mut dir: Option<PathBuf> = None;

@@ -1,0 +1,344 @@
+//! Telemetry end to end over real processes: agents serving traffic send metrics batches through
+//! a real broker to the fleet server, which stores them once, in order, and judges rollouts by
+//! them (model-aware gates).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use edgefleet_e2e::demo::{self, Demo, DemoOptions, Load};
+use edgefleet_e2e::fleet::eventually;
+use edgefleet_e2e::{baseline_rows, http};
+use serde_json::{Value, json};
+
+/// Fleets that judge latency run one at a time: on 2 cores they would measure each other.
+static ONE_FLEET_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Telemetry windows of 3 s (60 s by default): short enough for a test, long enough that a
+/// window's ~150 requests give a PSI whose small-sample bias (about bins / requests) stays well
+/// under the gates' 0.3.
+fn options(agents: usize, mosquitto: bool) -> DemoOptions {
+    DemoOptions {
+        agents,
+        mosquitto,
+        tls: false,
+        verbose: false,
+        tiny_artifact_limit: Vec::new(),
+        latency_budget_factor: 20.0,
+        database_url: None,
+        server_toml: String::new(),
+        agent_fleet_toml: "telemetry_seconds = 3".into(),
+    }
+}
+
+fn predict_urls(demo: &Demo) -> Vec<String> {
+    demo.agents
+        .iter()
+        .map(|a| a.url("/v1/models/churn:predict"))
+        .collect()
+}
+
+/// Starts a rollout with model gates and waits for it to end; returns it as the API shows it.
+fn gated_rollout(demo: &Demo, version: &str, waves: &[f64], gates: Value) -> Value {
+    let admin = demo.operator.token();
+    let (status, created) = demo.server.call(
+        "POST",
+        "/api/v1/rollouts",
+        Some(&admin),
+        Some(&json!({
+            "model": "churn", "version": version, "group": "demo", "waves": waves,
+            "bake_seconds": 4, "device_timeout_seconds": 120, "model_gates": gates,
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    eventually(
+        &format!("rollout of {version} to end"),
+        Duration::from_secs(240),
+        || {
+            let (_, r) =
+                demo.server
+                    .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+            matches!(
+                r["state"]["state"].as_str(),
+                Some("completed" | "halted" | "aborted")
+            )
+            .then_some(r)
+        },
+    )
+}
+
+fn rollout_telemetry(demo: &Demo, id: &str) -> Value {
+    let (status, t) = demo.server.call(
+        "GET",
+        &format!("/api/v1/rollouts/{id}/telemetry"),
+        Some(&demo.operator.token()),
+        None,
+    );
+    assert_eq!(status, 200, "{t}");
+    t
+}
+
+const GATES: &str = r#"{"min_requests": 300, "max_p99_slowdown_percent": 200,
+    "max_error_rate_increase": 0.01, "max_input_drift_psi": 0.3}"#;
+
+#[test]
+fn model_gates_pass_a_like_for_like_version_and_halt_a_slower_one_before_its_next_wave() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = demo::set_up(tmp.path(), &options(4, false));
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    let load = Load::with_rows(
+        predict_urls(&fleet),
+        baseline_rows("churn/2.0.0", 2000, 1, &[]),
+    );
+    let gates: Value = serde_json::from_str(GATES).unwrap();
+
+    // Control: 2.0.0 serves like 1.0.0, on traffic like its training data; every gate passes.
+    let v2 = gated_rollout(&fleet, "2.0.0", &[25.0, 100.0], gates.clone());
+    let t2 = rollout_telemetry(&fleet, v2["id"].as_str().unwrap());
+    assert_eq!(v2["state"]["state"], "completed", "{v2:#}\n{t2:#}");
+    assert!(v2["model_check"]["passed"] == true, "{v2:#}");
+    let drift = t2["candidate"]["drift_psi"].as_object().unwrap();
+    assert!(
+        drift.len() == 9 && drift.values().all(|v| v.as_f64().unwrap() < 0.3),
+        "{t2:#}"
+    );
+
+    // A version that passes its health check on the device but is several times slower live.
+    fleet.operator.push("bad/slower-live");
+    let slow = gated_rollout(&fleet, "2.1.0-slower", &[25.0, 100.0], gates);
+    let id = slow["id"].as_str().unwrap();
+    let t = rollout_telemetry(&fleet, id);
+    let (_, failed) = load.stop();
+    assert_eq!(failed, 0, "no prediction failed meanwhile");
+    assert_eq!(slow["state"]["state"], "halted", "{slow:#}\n{t:#}");
+    let reason = slow["state"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("wave 1 breached its model gate: p99 latency"),
+        "{reason}"
+    );
+    let (new_p99, old_p99) = (
+        t["candidate"]["latency_ms"]["p99_ms"].as_f64().unwrap(),
+        t["previous"]["latency_ms"]["p99_ms"].as_f64().unwrap(),
+    );
+    assert!(new_p99 > 3.0 * old_p99, "{t:#}");
+    // The canary passed its health check (it was healthy), then was rolled back; the second
+    // wave was never asked to update.
+    let devices = slow["devices"].as_array().unwrap();
+    let canary: Vec<&Value> = devices.iter().filter(|d| d["wave"] == 0).collect();
+    assert_eq!(canary.len(), 1);
+    assert_eq!(canary[0]["state"], "rolled_back");
+    assert!(
+        devices
+            .iter()
+            .filter(|d| d["wave"] == 1)
+            .all(|d| d["state"] == "pending" && d["notified_at"].is_null()),
+        "{slow:#}"
+    );
+    let history = slow["history"].to_string();
+    assert!(history.contains("Healthy"), "the canary installed it healthy first: {history}");
+    eventually("every device back on 2.0.0", Duration::from_secs(60), || {
+        demo::running(&fleet)
+            .iter()
+            .all(|r| r.ends_with(" 2.0.0"))
+            .then_some(())
+    });
+    eprintln!(
+        "latency gate: candidate p99 {new_p99:.2} ms vs previous {old_p99:.2} ms; control drift {drift:?}"
+    );
+}
+
+#[test]
+fn shifted_inputs_raise_the_drift_figure_and_the_drift_gate_halts_the_rollout() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = demo::set_up(tmp.path(), &options(3, false));
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    // Customers now pay three times as much a month; everything else is as in training.
+    let load = Load::with_rows(
+        predict_urls(&fleet),
+        baseline_rows("churn/2.0.0", 2000, 2, &[("monthly_charges", 3.0)]),
+    );
+    let gates = json!({"min_requests": 100, "max_input_drift_psi": 0.3});
+    let r = gated_rollout(&fleet, "2.0.0", &[34.0, 100.0], gates);
+    let (_, failed) = load.stop();
+    assert_eq!(failed, 0);
+    assert_eq!(r["state"]["state"], "halted", "{r:#}");
+    let reason = r["state"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("model gate: input drift: feature monthly_charges has PSI"),
+        "{reason}"
+    );
+    // The agent's own /metrics shows it, and the fleet's Prometheus figures (newest windows)
+    // single out the shifted feature: the others stay low.
+    let canary = r["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|d| d["wave"] == 0)
+        .unwrap();
+    let agent_metrics = http()
+        .get(&fleet.agents[canary].url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let gauge = |text: &str, prefix: &str, feature: &str| -> f64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with(prefix)
+                    && l.contains("version=\"2.0.0\"")
+                    && l.contains(&format!("feature=\"{feature}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} for {feature} in\n{text}"))
+    };
+    assert!(gauge(&agent_metrics, "edgefleet_input_drift_psi{", "monthly_charges") > 0.3);
+    let server_metrics = http()
+        .get(&fleet.server.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let prefix = "edgefleet_server_fleet_input_drift_psi{";
+    assert!(gauge(&server_metrics, prefix, "monthly_charges") > 1.0);
+    for steady in ["tenure_months", "contract_type", "payment_method"] {
+        assert!(gauge(&server_metrics, prefix, steady) < 0.3, "{steady}");
+    }
+}
+
+/// How long the broker stays down: minutes of telemetry windows pile up in the outboxes.
+const OUTAGE: Duration = Duration::from_secs(150);
+
+fn batches_of(demo: &Demo, device: &str) -> Vec<Value> {
+    let (status, body) = demo.server.call(
+        "GET",
+        &format!("/api/v1/devices/{device}/metrics"),
+        Some(&demo.operator.token()),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    body["batches"].as_array().unwrap().clone()
+}
+
+fn agent_gauge(demo: &Demo, index: usize, name: &str) -> f64 {
+    let text = http()
+        .get(&demo.agents[index].url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+fn file_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("outbox"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_broker_outage_of_minutes_loses_no_batch_and_a_full_outbox_reports_what_it_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut options = options(2, true);
+    options.agent_fleet_toml = "telemetry_seconds = 1".into();
+    options.latency_budget_factor = 50.0;
+    let mut fleet = demo::set_up(tmp.path(), &options);
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    // Agent 1 keeps at most 20 messages: the outage overflows it.
+    demo::reroute(
+        &mut fleet,
+        1,
+        None,
+        None,
+        "telemetry_seconds = 1\noutbox_max_messages = 20",
+    );
+    let load = Load::start(predict_urls(&fleet));
+    std::thread::sleep(Duration::from_secs(5));
+
+    fleet.mosquitto.as_mut().unwrap().stop_gracefully();
+    let outage = Instant::now();
+    let outbox_dir = fleet.agents[1].config.parent().unwrap().join("data");
+    let pid = fleet.agents[1].child.id();
+    let mut samples = Vec::new();
+    while outage.elapsed() < OUTAGE {
+        std::thread::sleep(Duration::from_secs(10));
+        samples.push((
+            file_bytes(&outbox_dir),
+            (edgefleet_e2e::rss_mib(pid) * 1048576.0) as u64,
+        ));
+    }
+    fleet.mosquitto.as_mut().unwrap().restart();
+    std::thread::sleep(Duration::from_secs(3));
+    let (served, failed) = load.stop();
+    assert_eq!(failed, 0, "predictions kept being served during the outage");
+    assert!(served > 1000);
+    // Let the last windows close, then compare what each agent made with what the server holds.
+    std::thread::sleep(Duration::from_secs(3));
+    for (index, device) in ["dev-01", "dev-02"].into_iter().enumerate() {
+        let produced = agent_gauge(&fleet, index, "edgefleet_telemetry_batches_total") as u64;
+        let batches = eventually(
+            &format!("{device}'s batches to arrive"),
+            Duration::from_secs(60),
+            || {
+                let b = batches_of(&fleet, device);
+                let dropped: u64 = b
+                    .iter()
+                    .map(|x| x["batch"]["dropped_batches"].as_u64().unwrap())
+                    .sum();
+                (b.len() as u64 + dropped >= produced).then_some(b)
+            },
+        );
+        let seqs: Vec<u64> = batches.iter().map(|b| b["seq"].as_u64().unwrap()).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{device}: batches arrived out of order: {seqs:?}"
+        );
+        let dropped: u64 = batches
+            .iter()
+            .map(|b| b["batch"]["dropped_batches"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            batches.len() as u64 + dropped,
+            produced,
+            "{device}: every batch made is stored once or counted as dropped"
+        );
+        if index == 0 {
+            assert_eq!(dropped, 0, "{device} had room for the whole outage");
+            assert!(
+                batches.len() as u64 >= OUTAGE.as_secs() - 5,
+                "{device}: {} batches",
+                batches.len()
+            );
+        } else {
+            assert!(
+                dropped >= OUTAGE.as_secs() - 30,
+                "{device}: only {dropped} dropped"
+            );
+        }
+    }
+    // At its bound the outbox stops growing: the file (with its WAL) and the process stay flat
+    // through the second half of the outage.
+    let half = &samples[samples.len() / 2..];
+    let (files, rss): (Vec<u64>, Vec<u64>) = half.iter().copied().unzip();
+    let spread = |v: &[u64]| v.iter().max().unwrap() - v.iter().min().unwrap();
+    assert!(spread(&files) < 256 * 1024, "outbox files grew: {samples:?}");
+    assert!(spread(&rss) < 8 * 1024 * 1024, "agent memory grew: {samples:?}");
+    eprintln!("outage samples (outbox bytes, agent RSS): {samples:?}");
+}
