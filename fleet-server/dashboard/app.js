@@ -390,8 +390,12 @@ function chart(node, series, versions, value) {
   versions.forEach((version, i) => {
     const mine = points.filter((s) => s.version === version).sort((a, b) => a.at - b.at);
     if (!mine.length) return;
+    const color = COLORS[i % COLORS.length];
     const d = mine.map((s, k) => `${k ? "L" : "M"}${x(s.at).toFixed(1)},${y(value(s)).toFixed(1)}`).join(" ");
-    node.append(svg("path", { d, fill: "none", stroke: COLORS[i % COLORS.length], "stroke-width": 2, "data-version": version }));
+    node.append(svg("path", { d, fill: "none", stroke: color, "stroke-width": 2, "data-version": version }));
+    for (const s of mine) {
+      node.append(svg("circle", { cx: x(s.at).toFixed(1), cy: y(value(s)).toFixed(1), r: 2.5, fill: color }));
+    }
   });
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::fleet::{Broker, FleetOperator, Mosquitto, ServerProcess, TlsFiles};
-use crate::{AgentProcess, binary, churn_row, free_port, http, run_ok};
+use crate::{AgentProcess, binary, free_port, http, run_ok};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -350,7 +350,8 @@ impl std::fmt::Debug for Load {
 
 impl Load {
     pub fn start(urls: Vec<String>) -> Self {
-        Self::with_rows(urls, (1..=60).map(|t| churn_row(f64::from(t))).collect())
+        // Traffic like churn's training data, as a real fleet would see.
+        Self::with_rows(urls, crate::baseline_rows("churn/2.0.0", 600, 7, &[]))
     }
 
     /// Asks with `rows` in turn (every agent starts at another one).

@@ -387,8 +387,16 @@ pub fn baseline_rows(release: &str, n: usize, seed: u64, scale: &[(&str, f64)]) 
                     let shares: Vec<f64> = serde_json::from_value(f["shares"].clone()).unwrap();
                     let bin = pick(&shares, uniform());
                     let width = (edges[edges.len() - 1] - edges[0]) / edges.len() as f64;
-                    let low = if bin == 0 { edges[0] - width } else { edges[bin - 1] };
-                    let high = if bin == edges.len() { low + width } else { edges[bin] };
+                    let low = if bin == 0 {
+                        edges[0] - width
+                    } else {
+                        edges[bin - 1]
+                    };
+                    let high = if bin == edges.len() {
+                        low + width
+                    } else {
+                        edges[bin]
+                    };
                     let x = low.max(0.0) + (high - low.max(0.0)) * (0.05 + 0.9 * uniform());
                     let factor = scale.iter().find(|(n, _)| n == name).map_or(1.0, |s| s.1);
                     serde_json::json!(x * factor)

@@ -21,6 +21,9 @@ use crate::telemetry::{self, VersionFigures};
 
 type ApiResult = Result<Response, ApiError>;
 
+/// How long before a rollout its charts start (the previous version's recent figures).
+const SERIES_LEAD_SECONDS: i64 = 300;
+
 /// A window longer than this is refused (a month): the figures are computed per request.
 const MAX_SINCE_SECONDS: i64 = 31 * 86_400;
 
@@ -123,7 +126,8 @@ pub async fn rollout(
 ) -> ApiResult {
     let rollout = load(&state, &id).await?;
     let (candidate, previous) = crate::engine::model_evidence(&state, &rollout).await?;
-    let since = rollout.created_at - 3600;
+    // Charts start shortly before the rollout, in about 60 steps of its age so far.
+    let since = rollout.created_at - SERIES_LEAD_SECONDS;
     let (_, step) = window(
         Some((now() - since).clamp(1, MAX_SINCE_SECONDS)),
         q.step_seconds,
