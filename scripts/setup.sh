@@ -24,6 +24,9 @@ command -v curl >/dev/null || need_apt+=(curl)
 # each test starts for itself (tests/src/postgres.rs). The cluster the package may start is stopped
 # below; the tests never use it.
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
+# chromium + chromium-driver: the dashboard test drives a real headless browser over WebDriver.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
