@@ -38,19 +38,72 @@ fn event(device: &str, index: usize, seq: u64) -> Vec<u8> {
     .unwrap()
 }
 
-fn stored_events(metrics: &str) -> f64 {
+/// A telemetry batch as an agent serving churn sends one per window: two labels, a latency
+/// histogram of ~40 buckets, a PSI for each of its 9 features.
+fn metrics_batch(device: &str, index: usize, seq: u64) -> Vec<u8> {
+    use edgefleet_protocol::latency::LatencyHistogram;
+    use edgefleet_protocol::message::{MetricsBatch, ModelMetrics, ProcessStats};
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&seq.to_le_bytes());
+    id[8..12].copy_from_slice(&u32::try_from(index).unwrap().to_le_bytes());
+    let mut latency = LatencyHistogram::default();
+    for i in 0..6_000u64 {
+        latency.record(Duration::from_micros(60 + (i * 7919 % 900)));
+    }
+    let features = [
+        "contract_type",
+        "internet_service",
+        "monthly_charges",
+        "paperless_billing",
+        "payment_method",
+        "senior_citizen",
+        "support_tickets",
+        "tenure_months",
+        "total_charges",
+    ];
+    message::encode(&MetricsBatch {
+        schema: message::SCHEMA_VERSION,
+        id: MessageId::from_random(id),
+        device: DeviceId::new(device).unwrap(),
+        seq,
+        window_start_unix: 1_800_000_000 + 60 * seq,
+        window_end_unix: 1_800_000_060 + 60 * seq,
+        dropped_batches: 0,
+        process: ProcessStats {
+            cpu_seconds: 12.5,
+            rss_bytes: 31_000_000,
+        },
+        models: vec![ModelMetrics {
+            model: ModelName::new("churn").unwrap(),
+            version: "2.0.0".parse().unwrap(),
+            requests: 6_000,
+            errors: 0,
+            latency: latency.summary(),
+            latency_histogram: latency,
+            predictions: [("churn".to_owned(), 1_700), ("stay".to_owned(), 4_300)].into(),
+            drift_psi: features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| ((*f).to_owned(), 0.01 * i as f64))
+                .collect(),
+        }],
+    })
+    .unwrap()
+}
+
+fn stored(metrics: &str, channel: &str) -> f64 {
     metrics
         .lines()
         .filter(|l| {
             l.starts_with("edgefleet_server_mqtt_messages_total")
-                && l.contains("channel=\"events\"")
+                && l.contains(&format!("channel=\"{channel}\""))
                 && l.contains("outcome=\"stored\"")
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
-fn run(mosquitto: bool, postgres: bool, replicas: usize) {
+fn run(mosquitto: bool, postgres: bool, replicas: usize, channel: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let database = postgres.then(edgefleet_e2e::postgres::Postgres::start);
     let url = database.as_ref().map(|d| d.url());
@@ -135,12 +188,17 @@ fn run(mosquitto: bool, postgres: bool, replicas: usize) {
         .into_iter()
         .enumerate()
         .map(|(index, (id, device))| {
+            let channel = channel.to_owned();
             std::thread::spawn(move || {
+                let channel = channel.as_str();
                 let payloads = (1..=EVENTS_PER_DEVICE)
-                    .map(|seq| event(&id, index, seq))
+                    .map(|seq| match channel {
+                        "events" => event(&id, index, seq),
+                        _ => metrics_batch(&id, index, seq),
+                    })
                     .collect();
                 device.publish_all(
-                    &format!("edgefleet/v1/devices/{id}/events"),
+                    &format!("edgefleet/v1/devices/{id}/{channel}"),
                     payloads,
                     Duration::from_secs(600),
                 );
@@ -153,10 +211,10 @@ fn run(mosquitto: bool, postgres: bool, replicas: usize) {
     // A device's PUBACK says the broker has the message; the figure counts until the server
     // has stored every one (it acknowledges its own deliveries only after storing).
     let deadline = Instant::now() + Duration::from_secs(120);
-    while stored_events(&metrics()) < total {
+    while stored(&metrics(), channel) < total {
         assert!(
             Instant::now() < deadline,
-            "not every event was stored:\n{}",
+            "not every message was stored:\n{}",
             metrics()
                 .lines()
                 .filter(|l| l.starts_with("edgefleet_server_mqtt"))
@@ -167,9 +225,26 @@ fn run(mosquitto: bool, postgres: bool, replicas: usize) {
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu() - cpu_before;
+    let storage = if channel == "metrics" && !postgres {
+        // SQLite folds its WAL into the file when the server closes it.
+        let mut server = server;
+        server.stop_gracefully();
+        let db = std::fs::metadata(tmp.path().join("server/data/fleet.db")).map(|m| m.len());
+        match db {
+            Ok(bytes) => format!(
+                "; database {:.1} MB = {:.0} B per batch, {:.2} MB per device-day at 60 s windows",
+                bytes as f64 / 1e6,
+                bytes as f64 / total,
+                bytes as f64 / total * 1440.0 / 1e6
+            ),
+            Err(e) => format!("; database size unknown: {e}"),
+        }
+    } else {
+        String::new()
+    };
     println!(
-        "{} broker, {}, {replicas} server(s): {total} events from {DEVICES} devices stored in {wall:.1} s = {:.0} messages/s; \
-         server CPU {cpu:.1} s ({:.0}% of one core)",
+        "{} broker, {}, {replicas} server(s): {total} {channel} messages from {DEVICES} devices stored in {wall:.1} s = {:.0} messages/s; \
+         server CPU {cpu:.1} s ({:.0}% of one core){storage}",
         if mosquitto { "Mosquitto" } else { "embedded" },
         if postgres { "PostgreSQL" } else { "SQLite" },
         total / wall,
@@ -179,8 +254,11 @@ fn run(mosquitto: bool, postgres: bool, replicas: usize) {
 
 fn main() {
     for postgres in [false, true] {
-        run(false, postgres, 1);
-        run(true, postgres, 1);
+        run(false, postgres, 1, "events");
+        run(true, postgres, 1, "events");
     }
-    run(true, true, 2);
+    run(true, true, 2, "events");
+    // Telemetry batches (~1.2 kB each against ~0.3 kB events).
+    run(false, false, 1, "metrics");
+    run(true, true, 1, "metrics");
 }
