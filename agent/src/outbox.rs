@@ -43,8 +43,13 @@ impl Outbox {
         };
         let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
         conn.execute_batch(
+            // A device's disk is small and its flash wears: the write-ahead log is folded back
+            // every 64 pages (256 kB at 4 kB pages) and cut back to 512 kB, so an outbox at its
+            // bound stays near its rows' size (SQLite's default lets the log reach ~4 MB).
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
+             PRAGMA wal_autocheckpoint = 64;
+             PRAGMA journal_size_limit = 524288;
              CREATE TABLE IF NOT EXISTS outbox (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
                  channel TEXT NOT NULL,

@@ -248,6 +248,22 @@ struct RolloutCreate {
     /// Wait for `fleetctl rollout approve` between waves.
     #[arg(long)]
     require_approval: bool,
+    /// Model gate: the new version's error rate at most this much above the previous
+    /// version's (a fraction: 0.01 is one percentage point).
+    #[arg(long)]
+    gate_error_rate_increase: Option<f64>,
+    /// Model gate: the new version's p99 latency at most this many percent above the previous's.
+    #[arg(long)]
+    gate_p99_slowdown_percent: Option<f64>,
+    /// Model gate: PSI between the new and previous version's predicted labels at most this.
+    #[arg(long)]
+    gate_output_shift_psi: Option<f64>,
+    /// Model gate: no input feature's drift PSI against the new version's baseline above this.
+    #[arg(long)]
+    gate_input_drift_psi: Option<f64>,
+    /// Requests each side must have served before the model gates judge (default 100).
+    #[arg(long)]
+    gate_min_requests: Option<u64>,
     /// On a gate breach, halt but leave updated devices on the new version.
     #[arg(long)]
     no_rollback: bool,
@@ -436,9 +452,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         bake_seconds,
                         device_timeout_seconds,
                         require_approval,
+                        gate_error_rate_increase,
+                        gate_p99_slowdown_percent,
+                        gate_output_shift_psi,
+                        gate_input_drift_psi,
+                        gate_min_requests,
                         no_rollback,
                         json,
                     } = *args;
+                    let gates = [
+                        ("max_error_rate_increase", gate_error_rate_increase),
+                        ("max_p99_slowdown_percent", gate_p99_slowdown_percent),
+                        ("max_output_shift_psi", gate_output_shift_psi),
+                        ("max_input_drift_psi", gate_input_drift_psi),
+                    ];
+                    let mut model_gates = serde_json::Map::new();
+                    for (key, value) in gates {
+                        if let Some(v) = value {
+                            model_gates.insert(key.into(), serde_json::json!(v));
+                        }
+                    }
+                    if let Some(n) = gate_min_requests {
+                        if model_gates.is_empty() {
+                            bail!(
+                                "--gate-min-requests needs a model gate (--gate-p99-slowdown-percent, ...)"
+                            );
+                        }
+                        model_gates.insert("min_requests".into(), serde_json::json!(n));
+                    }
                     let exponential = match exponential.as_deref() {
                         None => None,
                         Some([start, factor]) => Some((*start, *factor)),
@@ -457,6 +498,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         bake_seconds,
                         device_timeout_seconds,
                         require_approval,
+                        model_gates: (!model_gates.is_empty())
+                            .then_some(serde_json::Value::Object(model_gates)),
                         no_rollback,
                     };
                     remote::rollout_create(&client, &options, json).await

@@ -692,6 +692,8 @@ pub struct RolloutOptions {
     pub bake_seconds: Option<u64>,
     pub device_timeout_seconds: Option<u64>,
     pub require_approval: bool,
+    /// `gates.model` of the API (model-aware gates on live telemetry).
+    pub model_gates: Option<serde_json::Value>,
     pub no_rollback: bool,
 }
 
@@ -719,6 +721,7 @@ pub async fn rollout_create(
         ("max_failure_ratio", o.max_failure_ratio.map(|v| json!(v))),
         ("min_healthy_ratio", o.min_healthy_ratio.map(|v| json!(v))),
         ("bake_seconds", o.bake_seconds.map(|v| json!(v))),
+        ("model_gates", o.model_gates.clone()),
         (
             "device_timeout_seconds",
             o.device_timeout_seconds.map(|v| json!(v)),
@@ -823,6 +826,18 @@ pub fn render_rollout(r: &Value) -> String {
             "  wave {} ({:>5}%) [{bar:<width$}] {ok}/{n} healthy, {bad} failed, {busy} in progress, {back} rolled back\n",
             text(&w["wave"]),
             text(&w["percent"]),
+        ));
+    }
+    if let Some(check) = r["model_check"].as_object() {
+        out.push_str(&format!(
+            "  model gates (wave {}): {} — {}\n",
+            check["wave"].as_u64().unwrap_or(0) + 1,
+            if check["passed"] == true {
+                "pass"
+            } else {
+                "not passed"
+            },
+            text(&check["summary"])
         ));
     }
     let troubled: Vec<&Value> = r["devices"]

@@ -19,7 +19,8 @@ fn main() -> ExitCode {
         latency_budget_factor: 10.0,
         database_url: None,
         server_toml: String::new(),
-        agent_fleet_toml: String::new(),
+        // Five-second telemetry windows (60 s by default) keep the dashboard lively.
+        agent_fleet_toml: "telemetry_seconds = 5".into(),
     };
     let mut keep_running = false;
     let mut dir: Option<PathBuf> = None;
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
         report.predictions, report.failed_predictions
     );
     println!(
-        "fleet server: {} (operator API; GET /openapi.json lists it)",
+        "fleet server: {} (dashboard at /, operator API; GET /openapi.json lists it)",
         report.server_url
     );
     println!(
@@ -89,6 +90,11 @@ fn main() -> ExitCode {
         println!(
             "operator:     FLEETCTL_CONFIG={} fleetctl rollout list",
             demo.operator.dir.join("fleetctl.toml").display()
+        );
+        println!(
+            "dashboard:    {}/ (sign in with the token in {})",
+            report.server_url,
+            demo.operator.dir.join("admin.token").display()
         );
         println!("--keep-running: everything stays up; press Ctrl-C to stop.");
         loop {
