@@ -568,7 +568,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_by_key() {
         let err = load(
-            "public_url = \"ftp://x\"\n[mqtt]\nurl = \"tcp://x\"\nshare_group = \"a/b\"\n[enrollment]\ntoken_hours = 0",
+            "public_url = \"ftp://x\"\n[mqtt]\nurl = \"tcp://x\"\nshare_group = \"a/b\"\n[enrollment]\ntoken_hours = 0\n[telemetry]\nretention_days = 0",
             &[],
         )
         .unwrap_err()
@@ -578,6 +578,7 @@ mod tests {
             "mqtt.url",
             "mqtt.share_group",
             "enrollment.token_hours",
+            "telemetry.retention_days",
         ] {
             assert!(err.contains(key), "{key} missing from: {err}");
         }

@@ -284,6 +284,17 @@ async fn the_dashboard_follows_a_rollout_live_and_an_abort_click_stops_it() {
     )
     .await;
 
+    // The timeline has the devices' events, live from the stream.
+    click(&client, "[data-tab=timeline]").await;
+    until(
+        &client,
+        "committed events in the timeline",
+        Duration::from_secs(10),
+        "document.querySelectorAll('#timeline li.kind-committed').length >= 2",
+    )
+    .await;
+    click(&client, "[data-tab=devices]").await;
+
     // On a phone: no sideways scrolling, the device rows become cards.
     client.set_window_size(390, 844).await.unwrap();
     until(

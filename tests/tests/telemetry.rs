@@ -258,6 +258,34 @@ fn shifted_inputs_raise_the_drift_figure_and_the_drift_gate_halts_the_rollout() 
         .body_mut()
         .read_to_string()
         .unwrap();
+    let served: f64 = server_metrics
+        .lines()
+        .filter(|l| l.starts_with("edgefleet_server_fleet_predictions_total{model=\"churn\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(served >= 100.0, "fleet predictions counted: {served}");
+    // Per group: the demo group has both versions' figures, another group none.
+    let (_, demo_group) = fleet.server.call(
+        "GET",
+        "/api/v1/telemetry?model=churn&group=demo&since_seconds=600",
+        Some(&admin),
+        None,
+    );
+    let versions: Vec<&str> = demo_group["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["1.0.0", "2.0.0"], "{demo_group:#}");
+    assert!(!demo_group["series"].as_array().unwrap().is_empty());
+    let (_, elsewhere) = fleet.server.call(
+        "GET",
+        "/api/v1/telemetry?model=churn&group=elsewhere",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(elsewhere["versions"], json!([]), "{elsewhere:#}");
     let prefix = "edgefleet_server_fleet_input_drift_psi{";
     assert!(gauge(&server_metrics, prefix, "monthly_charges") > 1.0);
     for steady in ["tenure_months", "contract_type", "payment_method"] {
