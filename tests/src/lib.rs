@@ -416,3 +416,12 @@ pub fn baseline_rows(release: &str, n: usize, seed: u64, scale: &[(&str, f64)]) 
         })
         .collect()
 }
+
+/// Tests that run a fleet of agent processes take turns within their test binary: on 2 cores
+/// their health checks and latency figures would measure each other.
+pub fn one_fleet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_FLEET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_FLEET
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -14,15 +14,7 @@ use edgefleet_protocol::message::{self, Desired, DesiredModel, SCHEMA_VERSION};
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 use serde_json::{Value, json};
 
-/// These tests each run a fleet of agent processes; on a 2-core machine they run one at a time,
-/// or their health checks would measure each other.
-static ONE_FLEET_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use edgefleet_e2e::one_fleet_at_a_time as one_at_a_time;
 
 fn options(agents: usize, mosquitto: bool) -> DemoOptions {
     DemoOptions {

@@ -11,14 +11,7 @@ use edgefleet_e2e::fleet::eventually;
 use edgefleet_e2e::{baseline_rows, http};
 use serde_json::{Value, json};
 
-/// Fleets that judge latency run one at a time: on 2 cores they would measure each other.
-static ONE_FLEET_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use edgefleet_e2e::one_fleet_at_a_time as one_at_a_time;
 
 /// Telemetry windows of 3 s (60 s by default): short enough for a test, long enough that a
 /// window's ~150 requests give a PSI whose small-sample bias (about bins / requests) stays well
