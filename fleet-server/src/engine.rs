@@ -98,6 +98,14 @@ pub async fn model_evidence(
     let batches = crate::telemetry::decode(&stored);
     let members: std::collections::HashSet<&str> =
         rollout.devices.iter().map(|d| d.id.as_str()).collect();
+    // The versions the rollout replaces, as its devices ran them when it started; an older
+    // version some device served an hour ago is no reference.
+    let replaced: std::collections::HashSet<&str> = rollout
+        .devices
+        .iter()
+        .filter_map(|d| d.previous_version.as_deref())
+        .filter(|v| *v != rollout.spec.version)
+        .collect();
     let mut candidate = crate::telemetry::VersionFigures::default();
     let mut previous = crate::telemetry::VersionFigures::default();
     for ((model, version), figures) in
@@ -108,7 +116,7 @@ pub async fn model_evidence(
         }
         if version == rollout.spec.version {
             candidate = figures;
-        } else {
+        } else if replaced.contains(version.as_str()) {
             previous.merge(&figures);
         }
     }

@@ -80,6 +80,13 @@ impl Default for ModelGates {
 }
 
 impl ModelGates {
+    /// Whether a gate compares the new version with the one it replaces.
+    pub fn compares(&self) -> bool {
+        self.max_error_rate_increase.is_some()
+            || self.max_p99_slowdown_percent.is_some()
+            || self.max_output_shift_psi.is_some()
+    }
+
     fn validate(&self) -> Result<(), PlanError> {
         let limits = [
             self.max_error_rate_increase,

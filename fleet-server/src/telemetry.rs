@@ -227,10 +227,7 @@ pub fn judge(gates: &ModelGates, candidate: &VersionFigures, previous: &VersionF
             "input drift: feature {feature} has PSI {value:.3} against the model's baseline, above the gate's {limit}"
         ));
     }
-    let compares = gates.max_error_rate_increase.is_some()
-        || gates.max_p99_slowdown_percent.is_some()
-        || gates.max_output_shift_psi.is_some();
-    if compares && previous.requests < need {
+    if gates.compares() && previous.requests < need {
         return Verdict::Insufficient(format!(
             "the previous version has served {} of the {need} requests needed to compare against",
             previous.requests

@@ -220,6 +220,19 @@ pub async fn create(
         },
         rollback_on_halt: req.rollback_on_halt,
     };
+    if let Some(gates) = &spec.gates.model
+        && gates.compares()
+        && plan.iter().all(|(_, running)| running.is_none())
+    {
+        return Err(ApiError::bad_field(
+            "model_gates",
+            format!(
+                "no device of this rollout runs {} yet, so there is no previous version to compare with; \
+                 keep only max_input_drift_psi, or roll out without model gates",
+                req.model
+            ),
+        ));
+    }
     let mut random = [0u8; 4];
     aws_lc_rs::rand::fill(&mut random)
         .map_err(|_| ApiError::internal("random generator failed"))?;
