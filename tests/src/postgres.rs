@@ -97,26 +97,58 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
-        let child = as_postgres_user(&bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "unix_socket_directories="])
-            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // TCP accepting is not PostgreSQL ready (it refuses clients while starting up), and a
+        // free port may be taken by another test's process before postgres binds it: wait for
+        // pg_isready, and start again on another port if postgres exits.
+        let mut attempts = 0;
+        let (child, port) = loop {
+            attempts += 1;
+            let port = free_port();
+            let mut child = as_postgres_user(&bin.join("postgres"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string()])
+                .args(["-c", "listen_addresses=127.0.0.1"])
+                .args(["-c", "unix_socket_directories="])
+                .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let ready = loop {
+                let accepting = Command::new(bin.join("pg_isready"))
+                    .args([
+                        "-q",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port.to_string(),
+                        "-U",
+                        "edgefleet",
+                    ])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if accepting {
+                    break true;
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break false;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "postgres did not accept connections within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if ready {
+                break (child, port);
+            }
             assert!(
-                Instant::now() < deadline,
-                "postgres did not listen within 30 s"
+                attempts < 3,
+                "postgres exited at start three times (ports taken?)"
             );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        };
         Self {
             child,
             port,
