@@ -43,8 +43,10 @@ pub async fn tick(state: &AppState) {
         let before = rollout.clone();
         let mut actions = rollout.step(now, |id| by_id.get(id).map(|d| observe(d, &model)));
         if rollout.wants_model_check(now, MODEL_CHECK_SECONDS) {
-            match model_evidence(state, &rollout).await {
-                Ok((candidate, previous)) => {
+            match rollout_batches(state, &rollout).await {
+                Ok(batches) => {
+                    let (candidate, previous) =
+                        crate::telemetry::rollout_evidence(&rollout, &batches);
                     let gates = rollout.spec.gates.model.clone().unwrap_or_default();
                     let verdict = crate::telemetry::judge(&gates, &candidate, &previous);
                     actions.extend(rollout.model_checked(now, verdict));
@@ -79,48 +81,17 @@ const MODEL_CHECK_SECONDS: i64 = 5;
 /// Figures of the previous version from before the rollout started count as its reference.
 const BASELINE_LOOKBACK_SECONDS: i64 = 3600;
 
-/// The rollout's new version's figures and its previous versions' (merged), over its devices'
-/// telemetry since shortly before it started.
-pub async fn model_evidence(
+/// The telemetry a rollout's model gates judge: every batch since shortly before it started
+/// (the previous version's figures from before count as its reference).
+pub async fn rollout_batches(
     state: &AppState,
     rollout: &Rollout,
-) -> Result<
-    (
-        crate::telemetry::VersionFigures,
-        crate::telemetry::VersionFigures,
-    ),
-    crate::store::StoreError,
-> {
+) -> Result<Vec<edgefleet_protocol::message::MetricsBatch>, crate::store::StoreError> {
     let stored = state
         .store
         .metrics(None, rollout.created_at - BASELINE_LOOKBACK_SECONDS)
         .await?;
-    let batches = crate::telemetry::decode(&stored);
-    let members: std::collections::HashSet<&str> =
-        rollout.devices.iter().map(|d| d.id.as_str()).collect();
-    // The versions the rollout replaces, as its devices ran them when it started; an older
-    // version some device served an hour ago is no reference.
-    let replaced: std::collections::HashSet<&str> = rollout
-        .devices
-        .iter()
-        .filter_map(|d| d.previous_version.as_deref())
-        .filter(|v| *v != rollout.spec.version)
-        .collect();
-    let mut candidate = crate::telemetry::VersionFigures::default();
-    let mut previous = crate::telemetry::VersionFigures::default();
-    for ((model, version), figures) in
-        crate::telemetry::by_version(&batches, |d| members.contains(d))
-    {
-        if model != rollout.spec.model {
-            continue;
-        }
-        if version == rollout.spec.version {
-            candidate = figures;
-        } else if replaced.contains(version.as_str()) {
-            previous.merge(&figures);
-        }
-    }
-    Ok((candidate, previous))
+    Ok(crate::telemetry::decode(&stored))
 }
 
 /// The rollouts are driven by one server at a time: whoever holds this lease, renewed every pass

@@ -120,10 +120,41 @@ pub struct VersionReport {
 /// Stored batches decoded; a batch the store holds but this server cannot read (written by a
 /// newer one) is skipped rather than failing every figure.
 pub fn decode(stored: &[StoredMetrics]) -> Vec<MetricsBatch> {
+    use serde::Deserialize;
     stored
         .iter()
-        .filter_map(|s| serde_json::from_value(s.batch.clone()).ok())
+        .filter_map(|s| MetricsBatch::deserialize(&s.batch).ok())
         .collect()
+}
+
+/// A rollout's new version's figures and those of the versions it replaces (merged), over its
+/// own devices' batches.
+pub fn rollout_evidence(
+    rollout: &crate::rollout::Rollout,
+    batches: &[MetricsBatch],
+) -> (VersionFigures, VersionFigures) {
+    let members: BTreeSet<&str> = rollout.devices.iter().map(|d| d.id.as_str()).collect();
+    // The versions the rollout replaces, as its devices ran them when it started; an older
+    // version some device served an hour ago is no reference.
+    let replaced: BTreeSet<&str> = rollout
+        .devices
+        .iter()
+        .filter_map(|d| d.previous_version.as_deref())
+        .filter(|v| *v != rollout.spec.version)
+        .collect();
+    let mut candidate = VersionFigures::default();
+    let mut previous = VersionFigures::default();
+    for ((model, version), figures) in by_version(batches, |d| members.contains(d)) {
+        if model != rollout.spec.model {
+            continue;
+        }
+        if version == rollout.spec.version {
+            candidate = figures;
+        } else if replaced.contains(version.as_str()) {
+            previous.merge(&figures);
+        }
+    }
+    (candidate, previous)
 }
 
 /// (model, version) → figures, over the batches of devices `include` accepts.
@@ -422,5 +453,45 @@ mod tests {
             vec![120, 240]
         );
         assert_eq!(points[0].requests, 400);
+    }
+
+    #[test]
+    fn a_rollout_is_judged_on_its_devices_against_the_versions_it_replaces() {
+        use crate::rollout::{Gates, Rollout, RolloutSpec, Selector};
+        let spec = RolloutSpec {
+            model: "churn".into(),
+            version: "2.1.0".into(),
+            target: "models/churn/2.1.0/model.onnx".into(),
+            selector: Selector::default(),
+            waves: vec![100.0],
+            gates: Gates::default(),
+            rollback_on_halt: true,
+        };
+        let fleet = vec![
+            ("d1".to_owned(), Some("2.0.0".to_owned())),
+            ("d2".to_owned(), Some("2.0.0".to_owned())),
+        ];
+        let rollout = Rollout::new("r".into(), spec, fleet, "op".into(), 0).unwrap();
+        let batch = |device: &str, seq: u64, version: &str, requests: u64| MetricsBatch {
+            schema: 1,
+            id: edgefleet_protocol::MessageId::new(format!("m{seq}")).unwrap(),
+            device: edgefleet_protocol::DeviceId::new(device.to_owned()).unwrap(),
+            seq,
+            window_start_unix: 0,
+            window_end_unix: 60,
+            dropped_batches: 0,
+            process: Default::default(),
+            models: vec![metrics(version, requests, 0, 2)],
+        };
+        let batches = vec![
+            batch("d1", 1, "2.0.0", 100),
+            batch("d2", 2, "1.0.0", 7), // older than what the rollout replaces: no reference
+            batch("d1", 3, "2.1.0", 40),
+            batch("d9", 4, "2.1.0", 1000), // not in the rollout
+            batch("d2", 5, "2.0.0", 50),
+        ];
+        let (candidate, previous) = rollout_evidence(&rollout, &batches);
+        assert_eq!((candidate.requests, previous.requests), (40, 150));
+        assert_eq!(previous.devices.len(), 2);
     }
 }

@@ -125,17 +125,21 @@ pub async fn rollout(
     Query(q): Query<StepQuery>,
 ) -> ApiResult {
     let rollout = load(&state, &id).await?;
-    let (candidate, previous) = crate::engine::model_evidence(&state, &rollout).await?;
+    // One read serves both the gates' figures and the charts.
+    let batches = crate::engine::rollout_batches(&state, &rollout).await?;
+    let (candidate, previous) = telemetry::rollout_evidence(&rollout, &batches);
     // Charts start shortly before the rollout, in about 60 steps of its age so far.
     let since = rollout.created_at - SERIES_LEAD_SECONDS;
     let (_, step) = window(
         Some((now() - since).clamp(1, MAX_SINCE_SECONDS)),
         q.step_seconds,
     )?;
-    let stored = state.store.metrics(None, since).await?;
-    let batches = telemetry::decode(&stored);
+    let recent: Vec<_> = batches
+        .into_iter()
+        .filter(|b| b.window_end_unix as i64 >= since)
+        .collect();
     let members: HashSet<&str> = rollout.devices.iter().map(|d| d.id.as_str()).collect();
-    let series = telemetry::series(&batches, &rollout.spec.model, step, |d| members.contains(d));
+    let series = telemetry::series(&recent, &rollout.spec.model, step, |d| members.contains(d));
     let report = |f: &VersionFigures, version: &str| f.report(&rollout.spec.model, version);
     Ok(axum::Json(json!({
         "rollout": rollout.id,
