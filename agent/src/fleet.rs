@@ -19,6 +19,7 @@ use edgefleet_protocol::message::{
 use edgefleet_protocol::topic::{Channel, Topic};
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 use edgefleet_tuf::client::{self, ClientConfig, ClientLimits};
+use edgefleet_tuf::desired;
 use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
@@ -26,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::agent::{Agent, InstallError, Notice, now_unix};
 use crate::outbox::Outbox;
+use crate::reconcile::{self, Step, Triage};
 use crate::transport::FleetTransport;
 
 /// What enrollment leaves on the device (`<data_dir>/fleet.json`, mode 0600).
@@ -176,6 +178,13 @@ pub struct Fleet {
     wake_publisher: Notify,
     /// The models' rollout ids from the last desired state, for tagging events.
     rollouts: Mutex<BTreeMap<String, String>>,
+    /// The newest verified desired state, for the reconcile loop.
+    desired: watch::Sender<Option<Desired>>,
+    /// The last desired-state message whose signature did not verify, kept (one, bounded by the
+    /// message limit) to try again after a TUF refresh: it may be signed by a rotated timestamp
+    /// key this device has not learned yet.
+    unverified: Mutex<Option<Vec<u8>>>,
+    recheck_unverified: Notify,
 }
 
 const REPORTED_SEQ: &str = "reported_seq";
@@ -219,6 +228,7 @@ impl Fleet {
             .set_clean_session(true)
             .set_max_packet_size(512 * 1024, 512 * 1024);
         let (client, eventloop) = AsyncClient::new(options, 1000);
+        let (desired, desired_rx) = watch::channel::<Option<Desired>>(None);
         let fleet = Arc::new(Self {
             agent,
             link,
@@ -227,9 +237,11 @@ impl Fleet {
             wire: Mutex::new(Wire::default()),
             wake_publisher: Notify::new(),
             rollouts: Mutex::new(BTreeMap::new()),
+            desired,
+            unverified: Mutex::new(None),
+            recheck_unverified: Notify::new(),
         });
-        let (desired_tx, desired_rx) = watch::channel::<Option<Desired>>(None);
-        tokio::spawn(fleet.clone().drive(eventloop, desired_tx));
+        tokio::spawn(fleet.clone().drive(eventloop));
         tokio::spawn(fleet.clone().publish_outbox());
         tokio::spawn(fleet.clone().relay_notices());
         tokio::spawn(fleet.clone().telemetry_loop());
@@ -269,11 +281,7 @@ impl Fleet {
 
     /// The MQTT event loop: (re)connects with backoff and jitter, subscribes, hands desired state
     /// over, and matches PUBACKs to outbox rows.
-    async fn drive(
-        self: Arc<Self>,
-        mut eventloop: rumqttc::EventLoop,
-        desired_tx: watch::Sender<Option<Desired>>,
-    ) {
+    async fn drive(self: Arc<Self>, mut eventloop: rumqttc::EventLoop) {
         let desired_topic = self.topic(Channel::Desired);
         let mut backoff = Duration::from_millis(500);
         loop {
@@ -297,15 +305,7 @@ impl Fleet {
                     if p.payload.is_empty() {
                         continue; // cleared (device removed)
                     }
-                    match message::decode::<Desired>(&p.payload) {
-                        Ok(d) if d.device == self.link.device_id => {
-                            let _ = desired_tx.send(Some(d));
-                        }
-                        Ok(d) => {
-                            warn!(named = %d.device, "desired state for another device ignored")
-                        }
-                        Err(e) => warn!(error = %e, "malformed desired state ignored"),
-                    }
+                    self.take_desired(&p.payload);
                 }
                 Ok(rumqttc::Event::Incoming(Packet::PubAck(_))) => {
                     let acked = self
@@ -337,6 +337,40 @@ impl Fleet {
                 }
             }
         }
+    }
+
+    /// Verifies a desired-state message against the trusted root and hands it to the reconcile
+    /// loop. A message that does not verify moves nothing; one whose signature fails is kept to
+    /// be tried again after a TUF refresh (the timestamp key may have rotated).
+    fn take_desired(&self, bytes: &[u8]) {
+        let verified = trusted_root(&self.agent.config).and_then(|root| {
+            desired::verify(bytes, &root, &self.link.device_id).map_err(|e| e.to_string())
+        });
+        match verified {
+            Ok(d) => self.offer_desired(d),
+            Err(why) => {
+                self.agent.metrics.desired_refused.inc();
+                warn!(why, "desired state refused: it moves nothing");
+                if bytes.len() <= desired::MAX_SIGNED_DESIRED_BYTES
+                    && let Ok(mut slot) = self.unverified.lock()
+                {
+                    *slot = Some(bytes.to_vec());
+                    self.recheck_unverified.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Hands a verified desired state to the reconcile loop unless it already holds a newer one
+    /// (a replayed genuine message must not displace one not yet acted on).
+    fn offer_desired(&self, d: Desired) {
+        self.desired.send_if_modified(|held| {
+            if held.as_ref().is_some_and(|h| h.revision > d.revision) {
+                return false;
+            }
+            *held = Some(d);
+            true
+        });
     }
 
     /// Sends outbox rows not yet sent on this connection, oldest first.
@@ -524,18 +558,21 @@ impl Fleet {
     async fn reconcile_loop(self: Arc<Self>, mut desired: watch::Receiver<Option<Desired>>) {
         let mut backoff = Duration::from_secs(1);
         let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut last_recheck: Option<tokio::time::Instant> = None;
         loop {
-            match retry_at {
-                Some(at) => {
-                    tokio::select! {
-                        changed = desired.changed() => if changed.is_err() { return },
-                        () = tokio::time::sleep_until(at) => {}
+            let sleep_until = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + FAR);
+            tokio::select! {
+                changed = desired.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep_until(sleep_until), if retry_at.is_some() => {}
+                () = self.recheck_unverified.notified() => {
+                    // At most one refresh a minute on behalf of messages that did not verify, so
+                    // a stream of forgeries costs the server nothing.
+                    if last_recheck.is_some_and(|t| t.elapsed() < RECHECK_EVERY) {
+                        continue;
                     }
-                }
-                None => {
-                    if desired.changed().await.is_err() {
-                        return;
-                    }
+                    last_recheck = Some(tokio::time::Instant::now());
+                    self.recheck_after_refresh().await;
+                    continue;
                 }
             }
             // After a retry timer, the newest desired state (the same one, or a newer one).
@@ -557,6 +594,31 @@ impl Fleet {
         }
     }
 
+    /// Refreshes TUF (which follows root rotations) and verifies the kept unverified desired
+    /// state again.
+    async fn recheck_after_refresh(&self) {
+        let Some(bytes) = self.unverified.lock().ok().and_then(|mut s| s.take()) else {
+            return;
+        };
+        if let Err(e) = self.refresh_tuf().await {
+            warn!(error = %e, "TUF refresh for an unverified desired state failed");
+            return;
+        }
+        let verified = trusted_root(&self.agent.config).and_then(|root| {
+            desired::verify(&bytes, &root, &self.link.device_id).map_err(|e| e.to_string())
+        });
+        match verified {
+            Ok(d) => {
+                info!(
+                    revision = d.revision,
+                    "desired state verified after learning rotated keys"
+                );
+                self.offer_desired(d);
+            }
+            Err(why) => warn!(why, "desired state still refused after a TUF refresh"),
+        }
+    }
+
     /// Brings the device to `wanted`. `Err` only for transient trouble worth a retry (network,
     /// server); a refused target is final for that revision and reported as an event.
     async fn reconcile(&self, wanted: &Desired) -> Result<(), String> {
@@ -564,26 +626,88 @@ impl Fleet {
             .outbox
             .counter(DESIRED_REVISION)
             .map_err(|e| e.to_string())?;
-        if wanted.revision < acted {
-            warn!(
-                revision = wanted.revision,
-                acted,
-                "desired state older than one already acted on: ignored (replayed or reordered)"
-            );
-            for m in &wanted.models {
-                self.emit(Notice {
-                    model: m.model.to_string(),
-                    kind: EventKind::Rejected,
-                    target: Some(m.target.clone()),
-                    detail: Some(format!(
-                        "desired revision {} is older than revision {acted} already acted on; ignored",
-                        wanted.revision
-                    )),
-                })
-                .await;
+        let running = self.agent.reported_models().map_err(|e| e.to_string())?;
+        let (todo, first_time, revision) = match reconcile::triage(wanted, acted, &running) {
+            Triage::Stale { acted } => {
+                warn!(
+                    revision = wanted.revision,
+                    acted,
+                    "desired state older than one already acted on: ignored (replayed or reordered)"
+                );
+                return Ok(());
             }
-            return Ok(());
+            Triage::Settled { advance_to } => {
+                self.remember_rollouts(wanted);
+                if let Some(revision) = advance_to {
+                    self.outbox
+                        .set_counter(DESIRED_REVISION, revision)
+                        .map_err(|e| e.to_string())?;
+                }
+                self.publish_reported();
+                return Ok(());
+            }
+            Triage::Needs {
+                todo,
+                first_time,
+                revision,
+            } => (todo, first_time, revision),
+        };
+        self.remember_rollouts(wanted);
+        let trusted = self.refresh_tuf().await?;
+        let steps = reconcile::plan(&todo, first_time, |name| trusted.model_target(name), self);
+        for step in steps {
+            let (m, target) = match step {
+                Step::Refuse { wanted, why } => {
+                    self.refuse(&wanted, why).await;
+                    continue;
+                }
+                Step::Install { wanted, target } => (wanted, target),
+            };
+            self.emit(Notice {
+                model: m.model.to_string(),
+                kind: EventKind::Downloading,
+                target: Some(target.name.clone()),
+                detail: None,
+            })
+            .await;
+            let staging = self.agent.config.data_dir.join("store/staging");
+            let bytes = trusted
+                .fetch(&target, &staging)
+                .await
+                .map_err(|e| format!("download of {}: {e}", target.name))?;
+            self.emit(Notice {
+                model: m.model.to_string(),
+                kind: EventKind::Verified,
+                target: Some(target.name.clone()),
+                detail: Some(format!(
+                    "{} bytes, sha256 and length as signed",
+                    bytes.len()
+                )),
+            })
+            .await;
+            match self.agent.install(&target, bytes).await {
+                Ok(report) => info!(?report, "over-the-air install"),
+                Err(InstallError::Rejected { .. }) => {
+                    self.remember_failed(m.model.as_str(), &target.sha256_hex);
+                }
+                Err(e @ (InstallError::Verify(_) | InstallError::TooLarge { .. })) => {
+                    self.refuse(&m, e.to_string()).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
+        // The message is genuine (its signature verified): once every step ran, this revision
+        // is acted on, refusals included (they were reported).
+        if first_time {
+            self.outbox
+                .set_counter(DESIRED_REVISION, revision)
+                .map_err(|e| e.to_string())?;
+        }
+        self.publish_reported();
+        Ok(())
+    }
+
+    fn remember_rollouts(&self, wanted: &Desired) {
         if let Ok(mut r) = self.rollouts.lock() {
             for m in &wanted.models {
                 match &m.rollout {
@@ -592,114 +716,6 @@ impl Fleet {
                 };
             }
         }
-        let current = self.agent.reported_models().map_err(|e| e.to_string())?;
-        let todo: Vec<_> = wanted
-            .models
-            .iter()
-            .filter(|m| {
-                !current.iter().any(|c| {
-                    c.model == m.model && c.active.as_ref().is_some_and(|a| a.target == m.target)
-                })
-            })
-            .collect();
-        let first_time = wanted.revision > acted;
-        // A message naming anything unsigned may be forged: it must not move the revision
-        // (which would make the device ignore the server's next, genuine one).
-        let mut all_signed = true;
-        if !todo.is_empty() {
-            let trusted = self.refresh_tuf().await?;
-            for m in todo {
-                let target = match trusted.model_target(&m.target) {
-                    Ok(t) if t.meta.model == m.model => t,
-                    Ok(_) | Err(_) if !first_time => continue, // already reported
-                    Ok(t) => {
-                        all_signed = false;
-                        self.refuse(m, format!("target is for model {}", t.meta.model))
-                            .await;
-                        continue;
-                    }
-                    Err(e) => {
-                        all_signed = false;
-                        self.refuse(m, e.to_string()).await;
-                        continue;
-                    }
-                };
-                let record = self
-                    .agent
-                    .store
-                    .record(m.model.as_str())
-                    .map_err(|e| e.to_string())?;
-                let floor = record.as_ref().map_or(0, |r| r.floor);
-                if let Err(e) = client::admit(&target, floor) {
-                    if first_time {
-                        self.refuse(m, e.to_string()).await;
-                    }
-                    continue;
-                }
-                // A revision already acted on is retried only for transient failures: do not
-                // re-install a candidate this device already rejected for it.
-                if !first_time && self.already_failed(m.model.as_str(), &target.sha256_hex) {
-                    continue;
-                }
-                let limit = self.agent.config.limits.max_artifact_bytes;
-                if target.length > limit {
-                    self.refuse(
-                        m,
-                        format!(
-                            "{} bytes is over this device's limits.max_artifact_bytes ({limit})",
-                            target.length
-                        ),
-                    )
-                    .await;
-                    continue;
-                }
-                self.emit(Notice {
-                    model: m.model.to_string(),
-                    kind: EventKind::Downloading,
-                    target: Some(target.name.clone()),
-                    detail: None,
-                })
-                .await;
-                let staging = self.agent.config.data_dir.join("store/staging");
-                let bytes = trusted
-                    .fetch(&target, &staging)
-                    .await
-                    .map_err(|e| format!("download of {}: {e}", target.name))?;
-                self.emit(Notice {
-                    model: m.model.to_string(),
-                    kind: EventKind::Verified,
-                    target: Some(target.name.clone()),
-                    detail: Some(format!(
-                        "{} bytes, sha256 and length as signed",
-                        bytes.len()
-                    )),
-                })
-                .await;
-                match self.agent.install(&target, bytes).await {
-                    Ok(report) => info!(?report, "over-the-air install"),
-                    Err(InstallError::Rejected { .. }) => {
-                        self.remember_failed(m.model.as_str(), &target.sha256_hex);
-                    }
-                    Err(e @ (InstallError::Verify(_) | InstallError::TooLarge { .. })) => {
-                        self.refuse(m, e.to_string()).await;
-                    }
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        }
-        if first_time && all_signed {
-            self.outbox
-                .set_counter(DESIRED_REVISION, wanted.revision)
-                .map_err(|e| e.to_string())?;
-        }
-        self.publish_reported();
-        Ok(())
-    }
-
-    fn already_failed(&self, model: &str, sha256: &str) -> bool {
-        self.outbox
-            .counter(&format!("failed:{model}:{sha256}"))
-            .is_ok_and(|n| n > 0)
     }
 
     fn remember_failed(&self, model: &str, sha256: &str) {
@@ -750,6 +766,50 @@ impl Fleet {
             .map_err(|e| format!("TUF refresh from {base}: {e}"))
     }
 }
+
+impl reconcile::Local for Fleet {
+    fn floor(&self, model: &ModelName) -> u64 {
+        // An unreadable store counts as the highest floor: refuse rather than risk a rollback.
+        match self.agent.store.record(model.as_str()) {
+            Ok(record) => record.map_or(0, |r| r.floor),
+            Err(e) => {
+                warn!(error = %e, %model, "cannot read the model's floor; refusing updates to it");
+                u64::MAX
+            }
+        }
+    }
+
+    fn already_failed(&self, model: &ModelName, sha256_hex: &str) -> bool {
+        self.outbox
+            .counter(&format!("failed:{model}:{sha256_hex}"))
+            .is_ok_and(|n| n > 0)
+    }
+
+    fn max_artifact_bytes(&self) -> u64 {
+        self.agent.config.limits.max_artifact_bytes
+    }
+}
+
+/// The root this device trusts now: the newest one TUF verified (`<data_dir>/tuf/root.json`), or
+/// the one it shipped with before its first refresh.
+fn trusted_root(config: &crate::config::Config) -> Result<tough::schema::Root, String> {
+    let refreshed = config.data_dir.join("tuf/root.json");
+    let path = if refreshed.exists() {
+        refreshed
+    } else {
+        config.trusted_root_path.clone()
+    };
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let root: tough::schema::Signed<tough::schema::Root> = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{}: not a TUF root: {e}", path.display()))?;
+    Ok(root.signed)
+}
+
+/// No retry pending: a wait that never ends in practice.
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How often a desired state that did not verify may trigger a TUF refresh.
+const RECHECK_EVERY: Duration = Duration::from_secs(60);
 
 fn random_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod outbox;
 pub mod probation;
+pub mod reconcile;
 pub mod serving;
 pub mod store;
 pub mod telemetry;

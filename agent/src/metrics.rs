@@ -59,6 +59,8 @@ pub struct Metrics {
     pub predictions: Family<PredictionLabels, Counter>,
     pub drift_psi: Family<FeatureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub telemetry_batches: Counter,
+    /// Desired-state messages refused (unsigned, forged, for another device, oversized).
+    pub desired_refused: Counter,
     pub process_cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub process_resident_bytes: Gauge,
 }
@@ -77,6 +79,7 @@ impl Default for Metrics {
         let drift_psi =
             Family::<FeatureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let telemetry_batches = Counter::default();
+        let desired_refused = Counter::default();
         let process_cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let process_resident_bytes = Gauge::default();
         registry.register(
@@ -93,6 +96,11 @@ impl Default for Metrics {
             "telemetry_batches",
             "Telemetry batches queued for the fleet server",
             telemetry_batches.clone(),
+        );
+        registry.register(
+            "desired_refused",
+            "Desired-state messages refused before they moved anything (not signed by the trusted timestamp keys, for another device, oversized)",
+            desired_refused.clone(),
         );
         registry.register(
             "process_cpu_seconds",
@@ -139,6 +147,7 @@ impl Default for Metrics {
             predictions,
             drift_psi,
             telemetry_batches,
+            desired_refused,
             process_cpu_seconds,
             process_resident_bytes,
         }

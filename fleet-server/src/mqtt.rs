@@ -25,6 +25,7 @@ use crate::auth::secret_hash;
 use crate::config::{BrokerAddress, Config, broker_address};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoredEvent};
+use crate::tufhost::TufHost;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -58,10 +59,14 @@ impl MqttHandle {
         self.connected.load(Ordering::Relaxed)
     }
 
-    /// Publishes `desired` retained at QoS 1 on the device's desired topic.
-    pub async fn publish_desired(&self, desired: &Desired) -> Result<(), MqttError> {
-        let bytes = message::encode(desired).map_err(|e| MqttError::Encode(e.to_string()))?;
-        self.publish_retained(&desired.device, bytes).await
+    /// Publishes a desired state, signed ([`crate::tufhost::TufHost::sign_desired`]), retained
+    /// at QoS 1 on the device's desired topic.
+    pub async fn publish_desired(
+        &self,
+        device: &DeviceId,
+        signed: Vec<u8>,
+    ) -> Result<(), MqttError> {
+        self.publish_retained(device, signed).await
     }
 
     /// Clears the retained desired state of a removed device.
@@ -285,6 +290,7 @@ pub async fn run(
     handle: MqttHandle,
     mut eventloop: EventLoop,
     store: Arc<dyn Store>,
+    tuf: Arc<TufHost>,
     metrics: Arc<Metrics>,
     share_group: Option<String>,
     sessions: Option<crate::sessions::Sessions>,
@@ -293,6 +299,7 @@ pub async fn run(
     tokio::spawn(republisher(
         handle.clone(),
         store.clone(),
+        tuf,
         republish.clone(),
     ));
     let (to_ingest, from_loop) = tokio::sync::mpsc::channel(INGEST_WINDOW);
@@ -432,25 +439,50 @@ fn channel_label(topic: &str) -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-async fn republisher(handle: MqttHandle, store: Arc<dyn Store>, wake: Arc<Notify>) {
+async fn republisher(
+    handle: MqttHandle,
+    store: Arc<dyn Store>,
+    tuf: Arc<TufHost>,
+    wake: Arc<Notify>,
+) {
     loop {
         wake.notified().await;
-        match store.all_desired().await {
-            Ok(all) => {
-                let count = all.len();
-                for (device, desired) in all {
-                    let Ok(bytes) = serde_json::to_vec(&desired) else {
-                        continue;
-                    };
-                    if let Err(e) = handle.publish_retained(&device, bytes).await {
-                        tracing::warn!(error = %e, "re-publishing desired state stopped");
-                        break;
-                    }
-                }
-                tracing::info!(devices = count, "re-published desired state");
+        let all = match store.all_desired().await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read desired state to re-publish");
+                continue;
             }
-            Err(e) => tracing::error!(error = %e, "cannot read desired state to re-publish"),
+        };
+        let desired: Vec<Desired> = all
+            .into_iter()
+            .filter_map(|(device, json)| match serde_json::from_value(json) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::error!(%device, error = %e, "stored desired state unreadable; not re-published");
+                    None
+                }
+            })
+            .collect();
+        if desired.is_empty() {
+            continue;
         }
+        // Signed afresh, so a rotated timestamp key takes effect for every device.
+        let signed = match tuf.sign_desired(desired).await {
+            Ok(signed) => signed,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign desired state to re-publish");
+                continue;
+            }
+        };
+        let count = signed.len();
+        for (desired, bytes) in signed {
+            if let Err(e) = handle.publish_retained(&desired.device, bytes).await {
+                tracing::warn!(error = %e, "re-publishing desired state stopped");
+                break;
+            }
+        }
+        tracing::info!(devices = count, "re-published desired state");
     }
 }
 

@@ -151,14 +151,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         timestamp_days: config.tuf.timestamp_days,
         ..Expiries::default()
     };
-    let tuf = TufHost::open(
-        store.clone(),
-        blobs.clone(),
-        &config.online_keys_dir(),
-        expiries,
-        &config.data_dir.join("repo"),
-    )
-    .await?;
+    let tuf = Arc::new(
+        TufHost::open(
+            store.clone(),
+            blobs.clone(),
+            &config.online_keys_dir(),
+            expiries,
+            &config.data_dir.join("repo"),
+        )
+        .await?,
+    );
     let metrics = Arc::new(Metrics::default());
 
     let password = match (&config.mqtt.url, &config.mqtt.password) {
@@ -199,6 +201,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         handle.clone(),
         eventloop,
         store.clone(),
+        tuf.clone(),
         metrics.clone(),
         config
             .mqtt

@@ -13,6 +13,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use edgefleet_protocol::message::Desired;
 use edgefleet_protocol::target::ModelTargetMeta;
 use edgefleet_tuf::operator::{Expiries, target_meta};
 use edgefleet_tuf::repo::{OnlineKeys, Published, RepoBackend, RepoStore};
@@ -265,6 +266,22 @@ impl TufHost {
             Err(TufError::Concurrent { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Signs desired states with the timestamp key (`edgefleet_tuf::desired`), reading the root
+    /// once for all of them. The bytes are what goes on each device's desired topic.
+    pub async fn sign_desired(
+        &self,
+        desired: Vec<Desired>,
+    ) -> Result<Vec<(Desired, Vec<u8>)>, HostError> {
+        self.ensure_initialised().await?;
+        let root = self.repo.root().await?;
+        let mut signed = Vec::with_capacity(desired.len());
+        for d in desired {
+            let bytes = self.repo.sign_desired(&root.signed, d.clone()).await?;
+            signed.push((d, bytes));
+        }
+        Ok(signed)
     }
 
     /// The current signed targets, byte for byte as the operator signed them.

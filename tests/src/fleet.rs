@@ -288,6 +288,22 @@ impl FleetOperator {
         self.dir.join("keys/root.json")
     }
 
+    /// A desired-state message from the broker, verified as a device does (signed by the
+    /// timestamp key of the trusted root, for `device`).
+    pub fn verify_desired(
+        &self,
+        bytes: &[u8],
+        device: &str,
+    ) -> Result<edgefleet_protocol::message::Desired, edgefleet_tuf::desired::DesiredRefused> {
+        let root: tough::schema::Signed<tough::schema::Root> =
+            serde_json::from_slice(&std::fs::read(self.trusted_root()).unwrap()).unwrap();
+        edgefleet_tuf::desired::verify(
+            bytes,
+            &root.signed,
+            &edgefleet_protocol::DeviceId::new(device).unwrap(),
+        )
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.dir.join("admin.token")).unwrap()
     }

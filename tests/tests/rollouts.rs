@@ -235,8 +235,23 @@ fn forged(device: &str, revision: u64, target: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// The agent's count of desired-state messages it refused before they moved anything.
+fn desired_refused(agent: &edgefleet_e2e::AgentProcess) -> u64 {
+    let text = edgefleet_e2e::http()
+        .get(&agent.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("edgefleet_desired_refused_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 #[test]
-fn forged_replayed_revoked_and_below_floor_desired_states_change_nothing_and_are_reported() {
+fn forged_tampered_and_replayed_desired_states_move_nothing_and_genuine_ones_still_arrive() {
     let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let mut fleet = demo::set_up(tmp.path(), &options(2, false));
@@ -244,7 +259,7 @@ fn forged_replayed_revoked_and_below_floor_desired_states_change_nothing_and_are
     assert_eq!(demo::roll_out(&fleet, "2.0.0", &[100.0], 0), "completed");
     let admin = fleet.operator.token();
     // dev-02 is compromised: its agent stops and its credential publishes on dev-01's desired
-    // topic (one client id per session: the broker would otherwise drop one of the two).
+    // topic (the embedded broker has no per-device topic rights; one client id per session).
     fleet.agents[1].kill();
     let link: Value = serde_json::from_slice(
         &std::fs::read(tmp.path().join("agents/dev-02/data/fleet.json")).unwrap(),
@@ -258,15 +273,22 @@ fn forged_replayed_revoked_and_below_floor_desired_states_change_nothing_and_are
     )
     .unwrap();
     let topic = "edgefleet/v1/devices/dev-01/desired";
+    // It can read dev-01's genuine, signed desired state (naming 2.0.0) to replay later.
+    intruder.subscribe(topic);
+    let genuine_2_0 = intruder
+        .next_message(topic, Duration::from_secs(10))
+        .expect("the retained desired state of dev-01");
+    let agent = &fleet.agents[0];
+    let refused_before = desired_refused(agent);
     let rejected = |needle: &str| {
         let needle = needle.to_owned();
         eventually(
             &format!("a rejected event about {needle}"),
-            Duration::from_secs(20),
+            Duration::from_secs(30),
             || {
                 let (_, events) = fleet.server.call(
                     "GET",
-                    "/api/v1/events?device=dev-01&limit=100",
+                    "/api/v1/events?device=dev-01&limit=200",
                     Some(&admin),
                     None,
                 );
@@ -283,46 +305,38 @@ fn forged_replayed_revoked_and_below_floor_desired_states_change_nothing_and_are
             },
         )
     };
-    // 1. A target nobody signed.
-    intruder.publish(
-        topic,
-        forged("dev-01", 1000, "models/churn/9.9.9/model.onnx"),
-        false,
-    );
-    rejected("9.9.9");
-    // 2. A revoked one: churn 1.0.0 is removed from the signed targets, then named.
-    run_ok(
-        fleet
-            .operator
-            .fleetctl()
-            .args(["revoke", "--server", "models/churn/1.0.0/model.onnx"]),
-    );
-    intruder.publish(
-        topic,
-        forged("dev-01", 1001, "models/churn/1.0.0/model.onnx"),
-        false,
-    );
-    let event = rejected("churn/1.0.0");
-    assert!(
-        event["message"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not in the current signed targets"),
-        "{event}"
-    );
-    // 3. A replay of an old desired state (revision 1, from the first rollout).
-    intruder.publish(
-        topic,
-        forged("dev-01", 1, "models/churn/2.0.0/model.onnx"),
-        false,
-    );
-    rejected("older than revision");
-    // Nothing changed on the device: still 2.0.0, committed, serving.
-    let agent = &fleet.agents[0];
+    // 1. Unsigned messages with the highest revision there is: naming a target nobody signed,
+    //    an older signed one (a downgrade), and nothing at all (the old freeze).
+    let mut empty: Value =
+        serde_json::from_slice(&forged("dev-01", u64::MAX, "models/churn/1.0.0/model.onnx"))
+            .unwrap();
+    empty["models"] = json!([]);
+    let mut tampered: Value = serde_json::from_slice(&genuine_2_0).unwrap();
+    tampered["signed"]["desired"]["revision"] = json!(u64::MAX);
+    tampered["signed"]["desired"]["models"][0]["target"] = json!("models/churn/1.0.0/model.onnx");
+    let attacks = [
+        forged("dev-01", u64::MAX, "models/churn/9.9.9/model.onnx"),
+        forged("dev-01", u64::MAX, "models/churn/1.0.0/model.onnx"),
+        serde_json::to_vec(&empty).unwrap(),
+        // 2. A genuine signed message with its revision and target changed.
+        serde_json::to_vec(&tampered).unwrap(),
+        // 3. Junk, and junk far over the message limit (under the broker's packet limit).
+        b"{}".to_vec(),
+        vec![b'x'; 300 * 1024],
+    ];
+    let count = attacks.len() as u64;
+    for attack in attacks {
+        intruder.publish(topic, attack, false);
+    }
+    eventually("every forgery refused", Duration::from_secs(20), || {
+        (desired_refused(agent) >= refused_before + count).then_some(())
+    });
     let model = agent.model("churn");
     assert_eq!(model["active"]["version"], "2.0.0", "{model}");
     assert_eq!(model["state"], "committed", "{model}");
-    // And the forged revisions did not block the server: a genuine rollout still works.
+    // 4. The server's next genuine desired state still arrives and is acted on: the NaN release
+    //    is tried (and refused by the device's own health check), so the forged revisions froze
+    //    nothing.
     let (status, _) = fleet.server.call(
         "PUT",
         "/api/v1/devices/dev-01/desired",
@@ -331,8 +345,10 @@ fn forged_replayed_revoked_and_below_floor_desired_states_change_nothing_and_are
     );
     assert_eq!(status, 200);
     rejected("NaN");
-    // 4. Below the floor: 2.1.0 raises dev-01's floor to sequence 4; a desired state naming 2.0.0
-    // (sequence 2, still signed and current) is refused as a rollback.
+    // 5. A replay of the older genuine message (2.0.0, a lower revision) is ignored as stale.
+    intruder.publish(topic, genuine_2_0.clone(), false);
+    // 6. Below the floor: 2.1.0 raises dev-01's floor to sequence 4; a genuine desired state
+    //    naming 2.0.0 (sequence 2, still signed and current) is refused as a rollback.
     let release = tmp.path().join("churn-2.1.0");
     std::fs::create_dir_all(&release).unwrap();
     for file in ["interface.json", "health.json", "baseline.json"] {
@@ -360,6 +376,7 @@ fn forged_replayed_revoked_and_below_floor_desired_states_change_nothing_and_are
             .args(["push", "--server"])
             .arg(&release),
     );
+    // A genuine rollout reaches the attacked device after all of the above.
     run_ok(
         fleet
             .operator
@@ -378,12 +395,15 @@ fn forged_replayed_revoked_and_below_floor_desired_states_change_nothing_and_are
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    intruder.publish(
-        topic,
-        forged("dev-01", 2000, "models/churn/2.0.0/model.onnx"),
-        false,
+    run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["device", "assign", "dev-01", "churn=2.0.0"]),
     );
     rejected("below this device's floor");
+    intruder.publish(topic, genuine_2_0, false);
+    std::thread::sleep(Duration::from_secs(1));
     assert_eq!(agent.model("churn")["active"]["version"], "2.1.0");
 }
 

@@ -11,7 +11,7 @@ use edgefleet_e2e::fleet::{
     Broker, FleetOperator, Mosquitto, MqttDevice, ServerProcess, call, eventually,
 };
 use edgefleet_e2e::{http, run_ok};
-use edgefleet_protocol::message::{self, Desired, Event, EventKind, Reported};
+use edgefleet_protocol::message::{self, Event, EventKind, Reported};
 use edgefleet_protocol::{DeviceId, MessageId};
 use serde_json::{Value, json};
 
@@ -546,7 +546,7 @@ fn device_messages_round_trip(
     let bytes = device
         .next_message(&topic("desired"), Duration::from_secs(10))
         .expect("retained desired state");
-    let desired: Desired = message::decode(&bytes).unwrap();
+    let desired = op.verify_desired(&bytes, "d1").unwrap();
     assert_eq!(desired.revision, 1);
     assert_eq!(desired.models[0].target, "models/churn/1.0.0/model.onnx");
     assert!(desired.models[0].artifact_urls[0].starts_with(&server.base_url()));
@@ -592,8 +592,15 @@ fn device_messages_round_trip(
     let bytes = device
         .next_message(&topic("desired"), Duration::from_secs(10))
         .expect("live desired update");
-    let desired: Desired = message::decode(&bytes).unwrap();
+    let desired = op.verify_desired(&bytes, "d1").unwrap();
     assert_eq!(desired.revision, 2);
+    // What a device sees is signed: the same message with one field changed is refused.
+    let mut tampered: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    tampered["signed"]["desired"]["revision"] = u64::MAX.into();
+    assert!(
+        op.verify_desired(&serde_json::to_vec(&tampered).unwrap(), "d1")
+            .is_err()
+    );
 }
 
 #[test]
@@ -805,7 +812,7 @@ fn everything_registered_survives_a_server_restart() {
     let bytes = device
         .next_message("edgefleet/v1/devices/d1/desired", Duration::from_secs(10))
         .expect("desired state after restart");
-    let desired: Desired = message::decode(&bytes).unwrap();
+    let desired = op.verify_desired(&bytes, "d1").unwrap();
     assert_eq!(desired.models.len(), 2);
     // The repository serves the same metadata and still accepts pushes.
     op.push("churn/2.0.0");

@@ -18,6 +18,7 @@
 use std::path::PathBuf;
 
 pub mod client;
+pub mod desired;
 pub mod keys;
 pub mod operator;
 pub mod repo;

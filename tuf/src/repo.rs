@@ -320,6 +320,23 @@ impl<B: RepoBackend> RepoStore<B> {
         )
     }
 
+    /// Signs `desired` with the timestamp key for the device to verify against its trusted root
+    /// ([`crate::desired`]), under `root` (the newest, from [`RepoStore::root`]: read it once for
+    /// many devices). Returns the bytes to publish.
+    pub async fn sign_desired(
+        &self,
+        root: &Root,
+        desired: edgefleet_protocol::message::Desired,
+    ) -> Result<Vec<u8>, Error> {
+        let signed = sign_with(
+            crate::desired::DesiredStatement::new(desired),
+            root,
+            std::slice::from_ref(&self.keys.timestamp),
+        )
+        .await?;
+        crate::desired::encode(&signed)
+    }
+
     /// The current targets role and its exact published bytes.
     pub async fn targets(&self) -> Result<(Signed<Targets>, Vec<u8>), Error> {
         let version = meta_version(&self.snapshot().await?.signed.meta, "targets.json")?;

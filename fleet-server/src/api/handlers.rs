@@ -526,12 +526,21 @@ pub async fn assign_tagged(
         models,
     };
     let json = serde_json::to_value(&desired).map_err(ApiError::internal)?;
+    // Signed before it is stored: a desired state the server cannot sign is never recorded as
+    // wanted (devices would not act on it).
+    let signed = state
+        .tuf
+        .sign_desired(vec![desired.clone()])
+        .await?
+        .pop()
+        .map(|(_, bytes)| bytes)
+        .ok_or_else(|| ApiError::internal("signing desired state returned nothing"))?;
     state
         .store
         .set_desired(id, desired.revision, &json, &targets)
         .await?;
     // Stored first: if the broker is away, the republisher sends it after reconnecting.
-    if let Err(e) = state.mqtt.publish_desired(&desired).await {
+    if let Err(e) = state.mqtt.publish_desired(id, signed).await {
         tracing::warn!(device = %id, error = %e, "desired state stored; publishing waits for the broker");
     }
     Ok(desired)

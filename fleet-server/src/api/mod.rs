@@ -43,7 +43,7 @@ pub struct Shared {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub blobs: BlobStore,
-    pub tuf: TufHost,
+    pub tuf: Arc<TufHost>,
     pub mqtt: MqttHandle,
     pub metrics: Arc<Metrics>,
     /// The URL devices connect to the broker at, told to them at enrollment.

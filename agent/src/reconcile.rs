@@ -1,0 +1,458 @@
+//! The reconcile decision, with no I/O: what a *verified* desired state asks of this device.
+//!
+//! The fleet link verifies a desired-state message's signature first
+//! ([`edgefleet_tuf::desired::verify`]); only then does it call [`triage`] with what the device
+//! runs and the last revision it acted on. When models must change, it refreshes TUF and calls
+//! [`plan`] with the trusted targets, the device's floors and the candidates it already rejected.
+//! The link then carries the plan out (download, install, report) and records `advance_to`.
+//! Every decision here is a plain function, so the table tests below cover forged, replayed,
+//! reordered, empty, below-floor and already-installed messages without a broker or a clock.
+
+use edgefleet_protocol::ModelName;
+use edgefleet_protocol::message::{Desired, DesiredModel, ReportedModel};
+use edgefleet_tuf::client::{self, ModelTarget};
+
+/// The first look at a verified desired state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Triage {
+    /// Older than a revision this device already acted on: a replayed or reordered message.
+    /// Nothing moves.
+    Stale { acted: u64 },
+    /// Everything it names already runs: record the revision (when new) and report.
+    Settled { advance_to: Option<u64> },
+    /// These models must change; `first_time` is false when this revision was already acted on
+    /// and only a transient failure is being retried.
+    Needs {
+        todo: Vec<DesiredModel>,
+        first_time: bool,
+        revision: u64,
+    },
+}
+
+/// Compares a verified desired state with what runs. `acted` is the highest revision acted on.
+pub fn triage(desired: &Desired, acted: u64, running: &[ReportedModel]) -> Triage {
+    if desired.revision < acted {
+        return Triage::Stale { acted };
+    }
+    let first_time = desired.revision > acted;
+    let todo: Vec<DesiredModel> = desired
+        .models
+        .iter()
+        .filter(|m| {
+            !running.iter().any(|r| {
+                r.model == m.model && r.active.as_ref().is_some_and(|a| a.target == m.target)
+            })
+        })
+        .cloned()
+        .collect();
+    if todo.is_empty() {
+        return Triage::Settled {
+            advance_to: first_time.then_some(desired.revision),
+        };
+    }
+    Triage::Needs {
+        todo,
+        first_time,
+        revision: desired.revision,
+    }
+}
+
+/// One thing to do for one desired model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Download, verify and install this trusted target.
+    Install {
+        wanted: DesiredModel,
+        target: Box<ModelTarget>,
+    },
+    /// Final for this revision: report it as a rejected event.
+    Refuse { wanted: DesiredModel, why: String },
+}
+
+/// What the device knows locally when it plans.
+pub trait Local {
+    /// The model's sequence floor (0 when it never ran).
+    fn floor(&self, model: &ModelName) -> u64;
+    /// Whether this device already rejected this artifact for this model.
+    fn already_failed(&self, model: &ModelName, sha256_hex: &str) -> bool;
+    /// The largest artifact this device accepts, in bytes.
+    fn max_artifact_bytes(&self) -> u64;
+}
+
+/// Decides each model of `todo` against the trusted targets (`trusted` looks a target name up in
+/// freshly refreshed TUF metadata). A refusal on a revision already acted on (`first_time`
+/// false) was reported then and is not repeated.
+pub fn plan(
+    todo: &[DesiredModel],
+    first_time: bool,
+    trusted: impl Fn(&str) -> Result<ModelTarget, edgefleet_tuf::Error>,
+    local: &dyn Local,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for wanted in todo {
+        let refuse = |why: String| Step::Refuse {
+            wanted: wanted.clone(),
+            why,
+        };
+        let target = match trusted(&wanted.target) {
+            Ok(t) if t.meta.model == wanted.model => t,
+            Ok(t) => {
+                if first_time {
+                    steps.push(refuse(format!("target is for model {}", t.meta.model)));
+                }
+                continue;
+            }
+            Err(e) => {
+                if first_time {
+                    steps.push(refuse(e.to_string()));
+                }
+                continue;
+            }
+        };
+        if let Err(e) = client::admit(&target, local.floor(&wanted.model)) {
+            if first_time {
+                steps.push(refuse(e.to_string()));
+            }
+            continue;
+        }
+        // A retried revision does not re-install a candidate this device already rejected.
+        if !first_time && local.already_failed(&wanted.model, &target.sha256_hex) {
+            continue;
+        }
+        let limit = local.max_artifact_bytes();
+        if target.length > limit {
+            steps.push(refuse(format!(
+                "{} bytes is over this device's limits.max_artifact_bytes ({limit})",
+                target.length
+            )));
+            continue;
+        }
+        steps.push(Step::Install {
+            wanted: wanted.clone(),
+            target: Box::new(target),
+        });
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgefleet_protocol::message::{InstalledVersion, SCHEMA_VERSION, UpdateState};
+    use edgefleet_protocol::target::ModelTargetMeta;
+    use edgefleet_protocol::{DeviceId, MessageId};
+    use edgefleet_tuf::desired::{self, DesiredRefused, DesiredStatement};
+    use edgefleet_tuf::keys::{PemKeySource, generate, read_public};
+    use edgefleet_tuf::operator::{RoleSpec, RootSpec, build_root, sign_with};
+    use std::collections::BTreeMap;
+    use tough::key_source::KeySource;
+    use tough::schema::Root;
+
+    const CHURN_1: &str = "models/churn/1.0.0/model.onnx";
+    const CHURN_2: &str = "models/churn/2.0.0/model.onnx";
+    const CHURN_3: &str = "models/churn/3.0.0/model.onnx";
+
+    fn meta(version: &str, sequence: u64) -> ModelTargetMeta {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/churn")
+            .join(version);
+        let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+        let baseline = dir
+            .join("baseline.json")
+            .exists()
+            .then(|| read("baseline.json"));
+        let mut meta = edgefleet_protocol::target::ReleaseFiles {
+            release: &read("release.json"),
+            interface: &read("interface.json"),
+            health: &read("health.json"),
+            baseline: baseline.as_deref(),
+        }
+        .assemble()
+        .unwrap();
+        meta.sequence = sequence;
+        meta.min_sequence = 0;
+        meta
+    }
+
+    /// The signed targets this device would see: churn 1.0.0 (seq 1) and 2.0.0 (seq 2).
+    fn trusted(name: &str) -> Result<ModelTarget, edgefleet_tuf::Error> {
+        let (version, sequence, length) = match name {
+            CHURN_1 => ("1.0.0", 1, 1_000),
+            CHURN_2 => ("2.0.0", 2, 2_000),
+            _ => {
+                return Err(edgefleet_tuf::Error::UnknownTarget {
+                    name: name.to_owned(),
+                });
+            }
+        };
+        Ok(ModelTarget {
+            name: name.to_owned(),
+            meta: meta(version, sequence),
+            length,
+            sha256_hex: format!("{sequence:064}"),
+        })
+    }
+
+    #[derive(Default)]
+    struct Device {
+        floors: BTreeMap<String, u64>,
+        failed: Vec<String>,
+        max_artifact_bytes: u64,
+    }
+
+    impl Local for Device {
+        fn floor(&self, model: &ModelName) -> u64 {
+            self.floors.get(model.as_str()).copied().unwrap_or(0)
+        }
+        fn already_failed(&self, _model: &ModelName, sha256_hex: &str) -> bool {
+            self.failed.iter().any(|s| s == sha256_hex)
+        }
+        fn max_artifact_bytes(&self) -> u64 {
+            self.max_artifact_bytes
+        }
+    }
+
+    fn running(target: &str) -> Vec<ReportedModel> {
+        vec![ReportedModel {
+            model: ModelName::new("churn").unwrap(),
+            active: Some(InstalledVersion {
+                version: semver::Version::new(1, 0, 0),
+                sequence: 1,
+                target: target.into(),
+                sha256: "x".into(),
+                runtime: None,
+            }),
+            previous: None,
+            state: UpdateState::Committed,
+            last_error: None,
+        }]
+    }
+
+    fn wanted(device: &str, revision: u64, targets: &[&str]) -> Desired {
+        Desired {
+            schema: SCHEMA_VERSION,
+            id: MessageId::from_random([revision as u8; 16]),
+            device: DeviceId::new(device).unwrap(),
+            revision,
+            issued_at_unix: 1_800_000_000,
+            models: targets
+                .iter()
+                .map(|t| DesiredModel {
+                    model: ModelName::new("churn").unwrap(),
+                    target: (*t).into(),
+                    artifact_urls: vec![],
+                    rollout: None,
+                })
+                .collect(),
+        }
+    }
+
+    struct Keys {
+        _dir: tempfile::TempDir,
+        root: Root,
+        timestamp: Vec<Box<dyn KeySource>>,
+        /// A forger's own key, and a root of its own that names it for timestamp.
+        other_device: Vec<Box<dyn KeySource>>,
+        forger_root: Root,
+    }
+
+    fn keys() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        let mut public = BTreeMap::new();
+        for name in ["root", "targets", "snapshot", "timestamp", "a-device"] {
+            let key = generate(dir.path(), name).unwrap();
+            public.insert(name, read_public(&key.public_path).unwrap());
+        }
+        let role = |name: &str| RoleSpec {
+            keys: vec![public[name].clone()],
+            threshold: 1,
+        };
+        let spec = RootSpec {
+            root: role("root"),
+            targets: role("targets"),
+            snapshot: role("snapshot"),
+            timestamp: role("timestamp"),
+        };
+        let expires = jiff::Timestamp::from_second(4_000_000_000).unwrap();
+        let root = build_root(&spec, 1, expires).unwrap();
+        let forger_root = build_root(
+            &RootSpec {
+                timestamp: role("a-device"),
+                ..spec.clone()
+            },
+            1,
+            expires,
+        )
+        .unwrap();
+        let source = |name: &str| -> Vec<Box<dyn KeySource>> {
+            vec![Box::new(PemKeySource {
+                path: dir.path().join(format!("{name}.pem")),
+            })]
+        };
+        Keys {
+            root,
+            timestamp: source("timestamp"),
+            other_device: source("a-device"),
+            forger_root,
+            _dir: dir,
+        }
+    }
+
+    async fn sign(keys: &[Box<dyn KeySource>], root: &Root, d: Desired) -> Vec<u8> {
+        desired::encode(
+            &sign_with(DesiredStatement::new(d), root, keys)
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// What the device would do with `bytes`: refused, or the plan.
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Refused,
+        Stale,
+        Settled(Option<u64>),
+        Steps(Vec<&'static str>),
+    }
+
+    fn outcome(
+        bytes: &[u8],
+        root: &Root,
+        acted: u64,
+        run: &[ReportedModel],
+        dev: &Device,
+    ) -> Outcome {
+        let me = DeviceId::new("d1").unwrap();
+        let d = match desired::verify(bytes, root, &me) {
+            Ok(d) => d,
+            Err(_) => return Outcome::Refused,
+        };
+        match triage(&d, acted, run) {
+            Triage::Stale { .. } => Outcome::Stale,
+            Triage::Settled { advance_to } => Outcome::Settled(advance_to),
+            Triage::Needs {
+                todo, first_time, ..
+            } => Outcome::Steps(
+                plan(&todo, first_time, trusted, dev)
+                    .iter()
+                    .map(|s| match s {
+                        Step::Install { target, .. } if target.name == CHURN_1 => "install 1.0.0",
+                        Step::Install { .. } => "install 2.0.0",
+                        Step::Refuse { why, .. } if why.contains("floor") => "refuse: below floor",
+                        Step::Refuse { why, .. } if why.contains("not in the current") => {
+                            "refuse: unsigned"
+                        }
+                        Step::Refuse { why, .. } if why.contains("max_artifact_bytes") => {
+                            "refuse: too large for this device"
+                        }
+                        Step::Refuse { .. } => "refuse: other",
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// (what, message bytes, revision acted on, what runs, the device, what must happen)
+    type Case<'a> = (
+        &'a str,
+        Vec<u8>,
+        u64,
+        &'a [ReportedModel],
+        &'a Device,
+        Outcome,
+    );
+
+    #[tokio::test]
+    async fn every_kind_of_desired_message_moves_exactly_what_it_should() {
+        let k = keys();
+        let device = Device {
+            max_artifact_bytes: 1 << 20,
+            ..Device::default()
+        };
+        let floored = Device {
+            floors: BTreeMap::from([("churn".into(), 2)]),
+            max_artifact_bytes: 1 << 20,
+            ..Device::default()
+        };
+        let small = Device {
+            max_artifact_bytes: 1_500,
+            ..Device::default()
+        };
+        let genuine =
+            |rev, t: &'static [&'static str]| sign(&k.timestamp, &k.root, wanted("d1", rev, t));
+        let on_1 = running(CHURN_1);
+        let on_2 = running(CHURN_2);
+        let mut tampered: serde_json::Value =
+            serde_json::from_slice(&genuine(5, &[CHURN_2]).await).unwrap();
+        tampered["signed"]["desired"]["revision"] = u64::MAX.into();
+        let huge = {
+            let mut d = wanted("d1", 6, &[CHURN_2]);
+            d.models[0].artifact_urls = vec!["x".repeat(desired::MAX_SIGNED_DESIRED_BYTES)];
+            let signed = sign_with(DesiredStatement::new(d), &k.root, &k.timestamp)
+                .await
+                .unwrap();
+            serde_json::to_vec(&signed).unwrap()
+        };
+        #[rustfmt::skip]
+        let table: Vec<Case> = vec![
+            ("genuine update", genuine(5, &[CHURN_2]).await, 4, &on_1, &device,
+                Outcome::Steps(vec!["install 2.0.0"])),
+            ("forged: unsigned, freezing revision", serde_json::to_vec(&wanted("d1", u64::MAX, &[CHURN_1])).unwrap(), 4, &on_1, &device,
+                Outcome::Refused),
+            ("forged: signed by another device's key", sign(&k.other_device, &k.forger_root, wanted("d1", u64::MAX, &[])).await, 4, &on_1, &device,
+                Outcome::Refused),
+            ("forged: genuine message with its revision raised", serde_json::to_vec(&tampered).unwrap(), 4, &on_1, &device,
+                Outcome::Refused),
+            ("genuine, but for another device", sign(&k.timestamp, &k.root, wanted("d2", 9, &[CHURN_2])).await, 4, &on_1, &device,
+                Outcome::Refused),
+            ("replayed: an older genuine revision", genuine(3, &[CHURN_1]).await, 4, &on_2, &device,
+                Outcome::Stale),
+            ("reordered: the same revision again, already running", genuine(4, &[CHURN_2]).await, 4, &on_2, &device,
+                Outcome::Settled(None)),
+            ("empty: no models", genuine(5, &[]).await, 4, &on_1, &device,
+                Outcome::Settled(Some(5))),
+            ("already installed", genuine(5, &[CHURN_1]).await, 4, &on_1, &device,
+                Outcome::Settled(Some(5))),
+            ("below the floor", genuine(5, &[CHURN_1]).await, 4, &on_2, &floored,
+                Outcome::Steps(vec!["refuse: below floor"])),
+            ("a target nobody signed", genuine(5, &[CHURN_3]).await, 4, &on_1, &device,
+                Outcome::Steps(vec!["refuse: unsigned"])),
+            ("an artifact too large for this device", genuine(5, &[CHURN_2]).await, 4, &on_1, &small,
+                Outcome::Steps(vec!["refuse: too large for this device"])),
+            ("oversized message", huge, 4, &on_1, &device,
+                Outcome::Refused),
+            ("retry of a revision already acted on: refusals not repeated", genuine(4, &[CHURN_3]).await, 4, &on_1, &device,
+                Outcome::Steps(vec![])),
+        ];
+        for (case, bytes, acted, run, dev, expected) in table {
+            assert_eq!(
+                outcome(&bytes, &k.root, acted, run, dev),
+                expected,
+                "{case}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_message_says_why_in_words_an_operator_can_act_on() {
+        let k = keys();
+        let me = DeviceId::new("d1").unwrap();
+        let forged = sign(&k.other_device, &k.forger_root, wanted("d1", 9, &[])).await;
+        let err = desired::verify(&forged, &k.root, &me).unwrap_err();
+        assert!(matches!(err, DesiredRefused::Signature(_)));
+        assert!(err.to_string().contains("timestamp keys"), "{err}");
+    }
+
+    #[test]
+    fn a_retried_revision_does_not_reinstall_a_rejected_candidate() {
+        let dev = Device {
+            failed: vec![format!("{:064}", 2)],
+            max_artifact_bytes: 1 << 20,
+            ..Device::default()
+        };
+        let todo = wanted("d1", 5, &[CHURN_2]).models;
+        assert!(plan(&todo, false, trusted, &dev).is_empty());
+        assert_eq!(plan(&todo, true, trusted, &dev).len(), 1);
+    }
+}
