@@ -12,7 +12,7 @@ the feature schema (interface.json), which the device applies through the very s
 `encode_row` below. Golden vectors are computed with onnxruntime, the reference runtime.
 
 Outputs per model version directory: model.onnx, interface.json, health.json, baseline.json,
-release.json (model, version, sequence, min_sequence) and MODEL_CARD.md.
+release.json (model, version, sequence; the rollback floor is set at push) and MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ def write_json(path, obj):
         f.write("\n")
 
 
-def write_version(out_dir, *, model, name, version, sequence, min_sequence, interface, health, baseline, card):
+def write_version(out_dir, *, model, name, version, sequence, interface, health, baseline, card):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "model.onnx"), "wb") as f:
         f.write(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model)
@@ -323,8 +323,9 @@ def write_version(out_dir, *, model, name, version, sequence, min_sequence, inte
     write_json(os.path.join(out_dir, "health.json"), health)
     if baseline is not None:
         write_json(os.path.join(out_dir, "baseline.json"), baseline)
+    # No min_sequence: `fleetctl push` sets the rollback floor by the operator's floor policy.
     write_json(os.path.join(out_dir, "release.json"), {
-        "model": name, "version": version, "sequence": sequence, "min_sequence": min_sequence,
+        "model": name, "version": version, "sequence": sequence,
     })
     if card is not None:
         with open(os.path.join(out_dir, "MODEL_CARD.md"), "w") as f:
@@ -406,7 +407,7 @@ def build_churn(out_root) -> dict:
         seq = {"1.0.0": 1, "2.0.0": 2}[version]
         card = churn_card(version, results[version], windows[version], rows)
         write_version(os.path.join(out_root, "churn", version), model=model, name="churn", version=version,
-                      sequence=seq, min_sequence=0, interface=tabular_interface(width, labels, features),
+                      sequence=seq, interface=tabular_interface(width, labels, features),
                       health=health, baseline=baseline, card=card)
         results[version]["_model"] = model
         results[version]["_baseline"] = baseline
@@ -437,7 +438,7 @@ def build_slower(out_root, v2, features):
     model = extend(v2["_model"], nodes, rename_output="z", new_input_of_softmax="z_slow", extra_init=inits)
     labels = ["stay", "churn"]
     write_version(os.path.join(out_root, "bad", "slower-live"), model=model, name="churn", version="2.1.0-slower",
-                  sequence=4, min_sequence=0, interface=tabular_interface(width, labels, features),
+                  sequence=4, interface=tabular_interface(width, labels, features),
                   health=tabular_health(model, features, v2["_pick"], budget_ms=50.0), baseline=v2["_baseline"],
                   card=None)
 
@@ -483,7 +484,7 @@ def build_bad_variants(out_root, good: onnx.ModelProto, features, test_rows):
 
     def write(kind, model, iface=iface, health=health):
         write_version(os.path.join(bad_root, kind), model=model, name="churn", version=f"3.0.0-{kind}",
-                      sequence=seq, min_sequence=0, interface=iface, health=health, baseline=None, card=None)
+                      sequence=seq, interface=iface, health=health, baseline=None, card=None)
 
     raw = good.SerializeToString()
     write("truncated", raw[: len(raw) // 2])
@@ -614,7 +615,7 @@ Softmax. Scaling is in `interface.json`.
 **Limits.** Knows three species; anything else is forced into one of them.
 """
     write_version(os.path.join(out_root, "iris", "1.0.0"), model=model, name="iris", version="1.0.0", sequence=1,
-                  min_sequence=0, interface=tabular_interface(4, labels, features), health=health,
+                  interface=tabular_interface(4, labels, features), health=health,
                   baseline=baseline, card=card)
     return {"1.0.0": {"accuracy": acc, "roc_auc_ovr": auc, "test_rows": len(yte)}}
 
@@ -707,7 +708,7 @@ onnxruntime's outputs on two seeded pseudo-random images (`uniform_seed`).
 **Limits.** Not a classifier of anything. Fixed batch of 1.
 """
     write_version(os.path.join(out_root, "vision", "1.0.0"), model=model, name="vision", version="1.0.0",
-                  sequence=1, min_sequence=0, interface=interface, health=health, baseline=None, card=card)
+                  sequence=1, interface=interface, health=health, baseline=None, card=card)
     return {"1.0.0": {"parameters": params}}
 
 
@@ -729,13 +730,70 @@ def build_all(out_root):
     return metrics
 
 
+# Rebuilt float32 weights differ from the committed ones in the last bit or two when BLAS picks
+# another kernel (another CPU, or OPENBLAS_CORETYPE set differently): measured 1.2e-7 at most on
+# churn 2.0.0's weights. Everything else must match exactly; floats within this relative bound.
+FLOAT_RTOL = 1e-5
+FLOAT_ATOL = 1e-6
+
+
+def same_json(x, y) -> bool:
+    if isinstance(x, float) or isinstance(y, float):
+        return isinstance(x, (int, float)) and isinstance(y, (int, float)) and bool(
+            np.isclose(x, y, rtol=FLOAT_RTOL, atol=FLOAT_ATOL))
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(same_json(x[k], y[k]) for k in x)
+    if isinstance(x, list):
+        return isinstance(y, list) and len(x) == len(y) and all(same_json(u, v) for u, v in zip(x, y))
+    return x == y
+
+
+def same_onnx(pa, pb) -> bool:
+    try:
+        ma, mb = onnx.load(pa), onnx.load(pb)
+    except Exception:
+        # A deliberately broken file (bad/truncated: the first half of churn 2.0.0's bytes, whose
+        # weights are compared with tolerance where they are whole): same length, and no more
+        # bytes differ than its weights take (measured: 136 of 1,120 after a kernel change).
+        ba, bb = open(pa, "rb").read(), open(pb, "rb").read()
+        return len(ba) == len(bb) and sum(u != v for u, v in zip(ba, bb)) <= len(ba) // 4
+    if len(ma.graph.initializer) != len(mb.graph.initializer):
+        return False
+    for ia, ib in zip(ma.graph.initializer, mb.graph.initializer):
+        ta, tb = numpy_helper.to_array(ia), numpy_helper.to_array(ib)
+        if ia.name != ib.name or ta.dtype != tb.dtype or ta.shape != tb.shape:
+            return False
+        if not np.allclose(ta, tb, rtol=FLOAT_RTOL, atol=FLOAT_ATOL, equal_nan=True):
+            return False
+    # The rest of the graph, byte for byte.
+    for m in (ma, mb):
+        for init in m.graph.initializer:
+            init.ClearField("raw_data")
+            init.ClearField("float_data")
+            init.ClearField("int64_data")
+            init.ClearField("int32_data")
+            init.ClearField("double_data")
+    return ma.SerializeToString() == mb.SerializeToString()
+
+
+def same_file(pa, pb) -> bool:
+    if filecmp.cmp(pa, pb, shallow=False):
+        return True
+    if pa.endswith(".onnx"):
+        return same_onnx(pa, pb)
+    if pa.endswith(".json"):
+        with open(pa) as fa, open(pb) as fb:
+            return same_json(json.load(fa), json.load(fb))
+    return False
+
+
 def compare_trees(a, b) -> list[str]:
     diffs = []
     for root, _, files in os.walk(b):
         for f in files:
             rel = os.path.relpath(os.path.join(root, f), b)
             pa = os.path.join(a, rel)
-            if not os.path.exists(pa) or not filecmp.cmp(pa, os.path.join(root, f), shallow=False):
+            if not os.path.exists(pa) or not same_file(pa, os.path.join(root, f)):
                 diffs.append(rel)
     return sorted(diffs)
 
@@ -753,7 +811,7 @@ def main():
             if diffs:
                 print("differs from the committed files:\n  " + "\n  ".join(diffs))
                 sys.exit(1)
-            print("rebuilt models are bit-identical to the committed ones")
+            print("rebuilt models match the committed ones (floats to within a few ulps, all else exactly)")
         return
     metrics = build_all(args.out)
     print(json.dumps(metrics, indent=2))

@@ -100,6 +100,8 @@ enum Command {
     Push {
         #[command(flatten)]
         repo: RepoArgs,
+        #[command(flatten)]
+        release: ReleaseArgs,
         model_dir: PathBuf,
     },
     /// Remove a target from targets: devices refuse it from then on.
@@ -372,10 +374,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 init(&repo, &spec).await
             }
         }
-        Command::Push { repo, model_dir } if repo.server => {
-            push_to_server(&client()?, &repo, &model_dir).await
-        }
-        Command::Push { repo, model_dir } => push(&repo, &model_dir).await,
+        Command::Push {
+            repo,
+            release,
+            model_dir,
+        } if repo.server => push_to_server(&client()?, &repo, &release, &model_dir).await,
+        Command::Push {
+            repo,
+            release,
+            model_dir,
+        } => push(&repo, &release, &model_dir).await,
         Command::Revoke { repo, target } if repo.server => {
             revoke_on_server(&client()?, &repo, &target).await
         }
@@ -766,15 +774,51 @@ async fn server_targets(
     Ok((root.signed, current))
 }
 
+/// How a pushed release's rollback floor and downgrades are decided.
+#[derive(Debug, Clone, clap::Args)]
+struct ReleaseArgs {
+    /// The rollback floor (`min_sequence`) a release sets when its release.json does not:
+    /// "previous" lets a device go back exactly one release (the rollback after a halted
+    /// rollout) and never further; "own" allows no way back at all. Set it once for your
+    /// release machine in the environment.
+    #[arg(long, env = "EDGEFLEET_FLOOR_POLICY", default_value = "previous")]
+    floor_policy: operator::FloorPolicy,
+    /// Sign a release whose version is below one already listed (a deliberate downgrade). It
+    /// still needs a higher sequence; the version it goes back from is recorded in the target.
+    #[arg(long)]
+    allow_downgrade: bool,
+}
+
+impl ReleaseArgs {
+    fn settle(
+        &self,
+        current: &tough::schema::Targets,
+        release: &mut operator::ReleaseDir,
+    ) -> anyhow::Result<()> {
+        operator::settle_release(current, release, self.floor_policy, self.allow_downgrade)?;
+        Ok(())
+    }
+}
+
+fn downgrade_note(meta: &edgefleet_protocol::target::ModelTargetMeta) -> String {
+    meta.downgrade_from
+        .as_ref()
+        .map(|from| format!(", a signed downgrade from {from}"))
+        .unwrap_or_default()
+}
+
 async fn push_to_server(
     client: &remote::Client,
     args: &RepoArgs,
+    release_args: &ReleaseArgs,
     model_dir: &Path,
 ) -> anyhow::Result<()> {
-    let (artifact, meta) = operator::read_release_dir(model_dir)?;
-    let (name, target) = operator::model_target(&artifact, &meta)?;
-    let sha = hex::encode(&target.hashes.sha256);
     let (root, current) = server_targets(client, args).await?;
+    let mut release = operator::read_release(model_dir)?;
+    release_args.settle(&current.signed, &mut release)?;
+    let (artifact, meta) = (&release.artifact, &release.meta);
+    let (name, target) = operator::model_target(artifact, meta)?;
+    let sha = hex::encode(&target.hashes.sha256);
     let next = operator::with_target(
         &current.signed,
         &name,
@@ -793,8 +837,10 @@ async fn push_to_server(
         )
         .await?;
     println!(
-        "pushed {name} (sequence {}, {} bytes{}, sha256 {sha}); targets version {}",
+        "pushed {name} (sequence {}, floor {}{}, {} bytes{}, sha256 {sha}); targets version {}",
         meta.sequence,
+        meta.min_sequence,
+        downgrade_note(meta),
         artifact.len(),
         if uploaded { "" } else { ", already uploaded" },
         published["targets_version"]
@@ -828,13 +874,15 @@ async fn revoke_on_server(
     Ok(())
 }
 
-async fn push(args: &RepoArgs, model_dir: &Path) -> anyhow::Result<()> {
-    let (artifact, meta) = operator::read_release_dir(model_dir)?;
+async fn push(args: &RepoArgs, release_args: &ReleaseArgs, model_dir: &Path) -> anyhow::Result<()> {
     let store = open(args)?;
     let now = Timestamp::now();
-    let (name, target) = operator::model_target(&artifact, &meta)?;
-    let sha = hex::encode(&target.hashes.sha256);
     let (current, _) = store.targets().await?;
+    let mut release = operator::read_release(model_dir)?;
+    release_args.settle(&current.signed, &mut release)?;
+    let (artifact, meta) = (&release.artifact, &release.meta);
+    let (name, target) = operator::model_target(artifact, meta)?;
+    let sha = hex::encode(&target.hashes.sha256);
     let next = operator::with_target(
         &current.signed,
         &name,
@@ -843,13 +891,15 @@ async fn push(args: &RepoArgs, model_dir: &Path) -> anyhow::Result<()> {
     )?;
     let signed =
         operator::sign_with(next, &store.root().await?.signed, &targets_signers(args)?).await?;
-    store.store_artifact(&name, &artifact)?;
+    store.store_artifact(&name, artifact)?;
     let published = store
         .accept_targets(&operator::to_bytes(&signed)?, now)
         .await?;
     println!(
-        "pushed {name} (sequence {}, {} bytes, sha256 {sha}); targets version {}",
+        "pushed {name} (sequence {}, floor {}{}, {} bytes, sha256 {sha}); targets version {}",
         meta.sequence,
+        meta.min_sequence,
+        downgrade_note(meta),
         artifact.len(),
         published.targets_version
     );

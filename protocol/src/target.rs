@@ -29,10 +29,16 @@ pub struct ModelTargetMeta {
     pub version: semver::Version,
     /// Strictly increasing per model; what devices order releases by.
     pub sequence: u64,
-    /// The rollback floor this release sets: once a device has seen it, it refuses any release of
-    /// this model with a lower `sequence`.
+    /// The rollback floor this release sets: once a device has committed it, it refuses any
+    /// release of this model with a lower `sequence`. `fleetctl push` sets it by the operator's
+    /// floor policy unless `release.json` gives it.
     #[serde(default)]
     pub min_sequence: u64,
+    /// Set when the operator signed this release as a deliberate downgrade (its version is below
+    /// that of a release already listed): the version it goes back from, recorded in the signed
+    /// metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgrade_from: Option<semver::Version>,
     pub interface: ModelInterface,
     pub health: HealthSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,8 +144,9 @@ pub struct ReleaseInfo {
     pub model: ModelName,
     pub version: semver::Version,
     pub sequence: u64,
-    #[serde(default)]
-    pub min_sequence: u64,
+    /// Absent: `fleetctl push` applies the operator's floor policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_sequence: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimePreference>,
 }
@@ -178,7 +185,8 @@ impl ReleaseFiles<'_> {
             model: release.model,
             version: release.version,
             sequence: release.sequence,
-            min_sequence: release.min_sequence,
+            min_sequence: release.min_sequence.unwrap_or(0),
+            downgrade_from: None,
             interface: parse("interface.json", self.interface)?,
             health: parse("health.json", self.health)?,
             baseline: self

@@ -271,9 +271,15 @@ impl FleetOperator {
 
     /// Pushes `models/<release>` through the server; returns the target name.
     pub fn push(&self, release: &str) -> String {
+        self.push_with(release, &[])
+    }
+
+    /// [`FleetOperator::push`] with more `fleetctl push` flags (`--allow-downgrade`).
+    pub fn push_with(&self, release: &str, flags: &[&str]) -> String {
         let out = run_ok(
             self.fleetctl()
                 .args(["push", "--server"])
+                .args(flags)
                 .arg(models_dir().join(release)),
         );
         String::from_utf8_lossy(&out.stdout)

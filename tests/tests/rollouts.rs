@@ -373,7 +373,7 @@ fn forged_tampered_and_replayed_desired_states_move_nothing_and_genuine_ones_sti
         fleet
             .operator
             .fleetctl()
-            .args(["push", "--server"])
+            .args(["push", "--server", "--allow-downgrade"])
             .arg(&release),
     );
     // A genuine rollout reaches the attacked device after all of the above.

@@ -111,7 +111,10 @@ fn model_gates_pass_a_like_for_like_version_and_halt_a_slower_one_before_its_nex
     );
 
     // A version that passes its health check on the device but is several times slower live.
-    fleet.operator.push("bad/slower-live");
+    // 2.1.0 after the demo's 3.0.0-nan: a deliberate, signed downgrade of the version number.
+    fleet
+        .operator
+        .push_with("bad/slower-live", &["--allow-downgrade"]);
     let slow = gated_rollout(&fleet, "2.1.0-slower", &[25.0, 100.0], gates);
     let id = slow["id"].as_str().unwrap();
     let t = rollout_telemetry(&fleet, id);

@@ -211,6 +211,8 @@ struct CustomFields {
     version: semver::Version,
     sequence: u64,
     min_sequence: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    downgrade_from: Option<semver::Version>,
     spec: String,
 }
 
@@ -250,6 +252,7 @@ pub fn model_target(artifact: &[u8], meta: &ModelTargetMeta) -> Result<(String, 
         version: meta.version.clone(),
         sequence: meta.sequence,
         min_sequence: meta.min_sequence,
+        downgrade_from: meta.downgrade_from.clone(),
         spec,
     };
     let custom =
@@ -297,6 +300,7 @@ pub fn target_meta(name: &str, target: &Target) -> Result<ModelTargetMeta, Error
         version: fields.version,
         sequence: fields.sequence,
         min_sequence: fields.min_sequence,
+        downgrade_from: fields.downgrade_from,
         interface: spec.interface,
         health: spec.health,
         baseline: spec.baseline,
@@ -383,6 +387,102 @@ pub fn role_spec_of(root: &Root, role: RoleType) -> Result<RoleSpec, Error> {
     })
 }
 
+/// How a release's rollback floor (`min_sequence`) is set when `release.json` does not give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FloorPolicy {
+    /// The sequence of the listed release just below it in version order: a device can go back
+    /// exactly one version (what a rollout's rollback after a halt needs) and never further.
+    #[default]
+    Previous,
+    /// Its own sequence: once committed, nothing older is ever installed again.
+    Own,
+}
+
+impl std::str::FromStr for FloorPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "previous" => Ok(Self::Previous),
+            "own" => Ok(Self::Own),
+            other => Err(format!(
+                "floor policy {other:?}: expected \"previous\" (one release back allowed) or \"own\" (none)"
+            )),
+        }
+    }
+}
+
+/// A release directory read for signing.
+#[derive(Debug, Clone)]
+pub struct ReleaseDir {
+    pub artifact: Vec<u8>,
+    pub meta: ModelTargetMeta,
+    /// Whether `release.json` set `min_sequence` itself (else the floor policy does).
+    pub min_sequence_given: bool,
+}
+
+/// Settles what the operator's signature will say about a release beside the listed ones:
+/// its floor, by `policy` unless given, and whether it is a downgrade. A release whose version
+/// is below the newest listed one of its model is refused unless `allow_downgrade`; then the
+/// version it goes back from is recorded in its signed metadata. Sequence order is checked by
+/// [`with_target`].
+pub fn settle_release(
+    current: &Targets,
+    release: &mut ReleaseDir,
+    policy: FloorPolicy,
+    allow_downgrade: bool,
+) -> Result<(), Error> {
+    let meta = &mut release.meta;
+    let others: Vec<ModelTargetMeta> = current
+        .targets
+        .iter()
+        .filter_map(|(name, t)| target_meta(name.raw(), t).ok())
+        .filter(|m| m.model == meta.model && m.version != meta.version)
+        .collect();
+    let newest = others.iter().max_by(|a, b| a.version.cmp(&b.version));
+    let just_below = others
+        .iter()
+        .filter(|m| m.version < meta.version)
+        .max_by(|a, b| a.version.cmp(&b.version));
+    if let Some(newest) = newest
+        && meta.version < newest.version
+    {
+        if !allow_downgrade {
+            return Err(Error::Target {
+                name: meta.target_name(),
+                detail: format!(
+                    "version {} is below {} already listed: that is a downgrade; sign it on purpose \
+                     with --allow-downgrade (it is recorded in the target)",
+                    meta.version, newest.version
+                ),
+            });
+        }
+        meta.downgrade_from = Some(newest.version.clone());
+    }
+    if !release.min_sequence_given {
+        meta.min_sequence = match (policy, just_below) {
+            (FloorPolicy::Previous, Some(below)) => below.sequence.min(meta.sequence),
+            _ => meta.sequence,
+        };
+    }
+    meta.validate()
+        .map_err(|e| Error::malformed("model metadata", e))
+}
+
+/// Reads a model release directory for signing ([`read_release_dir`], and whether it sets its
+/// own floor).
+pub fn read_release(dir: &std::path::Path) -> Result<ReleaseDir, Error> {
+    let (artifact, meta) = read_release_dir(dir)?;
+    let path = dir.join("release.json");
+    let release: edgefleet_protocol::target::ReleaseInfo =
+        serde_json::from_slice(&std::fs::read(&path).map_err(Error::io(&path))?)
+            .map_err(|e| Error::malformed(path.display().to_string(), e))?;
+    Ok(ReleaseDir {
+        artifact,
+        meta,
+        min_sequence_given: release.min_sequence.is_some(),
+    })
+}
+
 /// Reads a model release directory (`model.onnx`, `release.json`, `interface.json`,
 /// `health.json`, optional `baseline.json`, as `models/build.py` writes it) into the artifact
 /// and its validated metadata.
@@ -410,4 +510,89 @@ pub fn read_release_dir(dir: &std::path::Path) -> Result<(Vec<u8>, ModelTargetMe
     .assemble()
     .map_err(|e| Error::malformed(format!("model directory {}", dir.display()), e))?;
     Ok((read("model.onnx")?, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(dir: &str, version: &str, sequence: u64, min_sequence: Option<u64>) -> ReleaseDir {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models")
+            .join(dir);
+        let (artifact, mut meta) = read_release_dir(&path).unwrap();
+        meta.version = version.parse().unwrap();
+        meta.sequence = sequence;
+        meta.min_sequence = min_sequence.unwrap_or(0);
+        ReleaseDir {
+            artifact,
+            meta,
+            min_sequence_given: min_sequence.is_some(),
+        }
+    }
+
+    fn listed(releases: &[&ReleaseDir]) -> Targets {
+        let expires = Timestamp::from_second(4_000_000_000).unwrap();
+        let mut targets = empty_targets(1, expires).unwrap();
+        for r in releases {
+            let (name, target) = model_target(&r.artifact, &r.meta).unwrap();
+            targets = with_target(&targets, &name, target, expires).unwrap();
+        }
+        targets
+    }
+
+    #[test]
+    fn the_default_floor_allows_one_version_back_and_own_allows_none() {
+        let mut first = release("churn/1.0.0", "1.0.0", 1, None);
+        settle_release(&listed(&[]), &mut first, FloorPolicy::Previous, false).unwrap();
+        assert_eq!(
+            first.meta.min_sequence, 1,
+            "nothing below: its own sequence"
+        );
+        let mut second = release("churn/2.0.0", "2.0.0", 2, None);
+        let current = listed(&[&first]);
+        settle_release(&current, &mut second, FloorPolicy::Previous, false).unwrap();
+        assert_eq!(second.meta.min_sequence, 1, "1.0.0 stays reachable");
+        let mut strict = release("churn/2.0.0", "2.0.0", 2, None);
+        settle_release(&current, &mut strict, FloorPolicy::Own, false).unwrap();
+        assert_eq!(strict.meta.min_sequence, 2);
+        // A release that is not the newest version is floored by the version just below it, not
+        // by the newest sequence (a bad 3.0.0 pushed earlier must not block the way back).
+        let mut bad = release("churn/2.0.0", "3.0.0-nan", 3, None);
+        settle_release(
+            &listed(&[&first, &second]),
+            &mut bad,
+            FloorPolicy::Previous,
+            false,
+        )
+        .unwrap();
+        assert_eq!(bad.meta.min_sequence, 2);
+        // release.json's own value wins.
+        let mut given = release("churn/2.0.0", "2.0.0", 2, Some(0));
+        settle_release(&current, &mut given, FloorPolicy::Own, false).unwrap();
+        assert_eq!(given.meta.min_sequence, 0);
+    }
+
+    #[test]
+    fn a_lower_version_is_refused_unless_signed_as_a_downgrade_and_then_it_is_recorded() {
+        let first = release("churn/1.0.0", "1.0.0", 1, None);
+        let second = release("churn/2.0.0", "2.0.0", 2, None);
+        let current = listed(&[&first, &second]);
+        let mut back = release("churn/1.0.0", "1.0.1", 3, None);
+        let err = settle_release(&current, &mut back, FloorPolicy::Previous, false).unwrap_err();
+        assert!(err.to_string().contains("--allow-downgrade"), "{err}");
+        assert_eq!(back.meta.downgrade_from, None);
+        settle_release(&current, &mut back, FloorPolicy::Previous, true).unwrap();
+        assert_eq!(back.meta.downgrade_from, Some("2.0.0".parse().unwrap()));
+        // Recorded in what the operator signs, and read back from the target.
+        let (name, target) = model_target(&back.artifact, &back.meta).unwrap();
+        assert_eq!(
+            target_meta(&name, &target).unwrap().downgrade_from,
+            Some("2.0.0".parse().unwrap())
+        );
+        // Still ordered by sequence: a downgrade needs a higher sequence like any release.
+        let (name, target) = model_target(&back.artifact, &back.meta).unwrap();
+        let expires = Timestamp::from_second(4_000_000_000).unwrap();
+        assert!(with_target(&current, &name, target, expires).is_ok());
+    }
 }
