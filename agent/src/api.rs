@@ -188,11 +188,16 @@ fn flatten(value: &Value, out: &mut Vec<f32>, name: &str) -> Result<(), ApiError
             Ok(())
         }
         Value::Number(n) => {
-            let v = n.as_f64().ok_or_else(|| {
-                ApiError::new(StatusCode::BAD_REQUEST, "number out of range")
-                    .field(name.to_string())
+            // A double beyond float32's range (1e300) would enter the model as infinity.
+            let v = n.as_f64().map(|v| v as f32).filter(|v| v.is_finite());
+            let v = v.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("input {name:?}: {n} is not a finite FP32 number (|x| up to 3.4e38)"),
+                )
+                .field(name.to_string())
             })?;
-            out.push(v as f32);
+            out.push(v);
             Ok(())
         }
         other => Err(ApiError::new(
@@ -511,4 +516,20 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
         agent.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_tensor_values_beyond_fp32_are_a_400_naming_the_input() {
+        let mut out = Vec::new();
+        let err = flatten(&serde_json::json!([[1.0, -1e300]]), &mut out, "x").unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.error.contains("\"x\""), "{}", err.error);
+        let mut out = Vec::new();
+        flatten(&serde_json::json!([[1.0, -3e38]]), &mut out, "x").unwrap();
+        assert_eq!(out, vec![1.0, -3e38]);
+    }
 }

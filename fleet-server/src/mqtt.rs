@@ -44,8 +44,16 @@ pub enum MqttError {
     Encode(String),
 }
 
-/// Largest MQTT packet the server accepts or sends: the protocol's biggest message plus headers.
-const MAX_PACKET_BYTES: usize = 512 * 1024;
+/// Largest MQTT packet a broker should take from any client: the protocol's biggest message plus
+/// headers. The embedded broker enforces it, and `mosquitto-config` writes it as Mosquitto's
+/// `max_packet_size`.
+pub const MAX_PACKET_BYTES: usize = 512 * 1024;
+
+/// Largest packet the server's own client accepts: twice the brokers' limit, so that a message a
+/// broker let through is never one the server must refuse. (Refusing one drops the connection,
+/// and a persistent session hands the same message back at once: one device's oversized
+/// message stopped a whole Mosquitto fleet that way.)
+const SERVER_MAX_INCOMING_BYTES: usize = 2 * MAX_PACKET_BYTES;
 
 /// The server's connection to the broker.
 #[derive(Debug, Clone)]
@@ -235,7 +243,7 @@ pub(crate) fn client_options(
         .set_keep_alive(Duration::from_secs(30))
         .set_clean_session(clean_session)
         .set_manual_acks(true)
-        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        .set_max_packet_size(SERVER_MAX_INCOMING_BYTES, MAX_PACKET_BYTES);
     if address.tls {
         let ca = match &config.mqtt.ca_file {
             Some(path) => std::fs::read(path).map_err(|source| MqttError::CaFile {
@@ -644,7 +652,9 @@ pub fn mosquitto_files(
 /// session receives every device's messages, so a burst (a fleet reconnecting after an outage)
 /// or a server restart would lose telemetry (measured: 3,000 events at full rate, 1,052
 /// arrived). Its queue is therefore sized for the whole fleet's backlog; memory, not messages,
-/// is what the operator then watches.
+/// is what the operator then watches, and it is bounded ([`MAX_QUEUED_BYTES`]) so that no
+/// client's queue can take the broker's memory. Packets over [`MAX_PACKET_BYTES`] are refused by
+/// the broker itself (it disconnects the sender), so none reaches the server.
 pub fn mosquitto_settings(passwd: &std::path::Path, acl: &std::path::Path) -> String {
     format!(
         "# Written by `fleet-server mosquitto-config`. Include it from mosquitto.conf\n\
@@ -652,14 +662,21 @@ pub fn mosquitto_settings(passwd: &std::path::Path, acl: &std::path::Path) -> St
          allow_anonymous false\n\
          password_file {}\n\
          acl_file {}\n\
-         # The server's persistent session must queue device messages, not drop them.\n\
+         # No message larger than any Edgefleet message: the sender is disconnected instead.\n\
+         max_packet_size {MAX_PACKET_BYTES}\n\
+         # The server's persistent session must queue device messages, not drop them; in bytes\n\
+         # every queue is bounded, so a flood cannot take the broker's memory.\n\
          max_queued_messages 1000000\n\
-         max_queued_bytes 0\n\
+         max_queued_bytes {MAX_QUEUED_BYTES}\n\
          max_inflight_messages 1000\n",
         passwd.display(),
         acl.display()
     )
 }
+
+/// The bound on each client's queue at the broker, in bytes: some 440,000 of the usual ~1.2 kB
+/// telemetry batches waiting for the server.
+pub const MAX_QUEUED_BYTES: usize = 512 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -85,20 +85,7 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<(), Start
     }
     let secret = auth::new_secret(SecretKind::Operator)?;
     let path = data_dir.join("admin.token");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io(&path))?;
-        file.write_all(format!("{secret}\n").as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io(&path))?;
-    }
+    write_private(&path, format!("{secret}\n").as_bytes())?;
     store
         .create_operator_token(
             "bootstrap-admin",
@@ -129,15 +116,38 @@ fn mqtt_client_id(config: &Config) -> Result<String, StartError> {
     }
     let path = config.data_dir.join("mqtt-client-id");
     match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(id) if !id.trim().is_empty() => {
+            // Older servers wrote it world-readable; on a shared broker whoever knows a client
+            // id can knock its session off, so it is the server's alone.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io(&path))?;
+            return Ok(id.trim().to_owned());
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(StartError::Io { path, source }),
     }
     let secret = auth::new_secret(SecretKind::Operator)?;
     let id = format!("{}-{}", config.mqtt.username, &secret[secret.len() - 12..]);
-    std::fs::write(&path, &id).map_err(io(&path))?;
+    write_private(&path, id.as_bytes())?;
     Ok(id)
+}
+
+/// Writes a file only this user can read (mode 0600), synced before it counts.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io(path))
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {

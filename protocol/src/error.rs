@@ -53,7 +53,10 @@ pub enum Error {
         found: &'static str,
     },
 
-    #[error("feature {feature:?} is not a finite number")]
+    #[error(
+        "feature {feature:?} is not a finite number, or is none once scaled into the model's \
+         float32 input (|x| up to 3.4e38)"
+    )]
     NonFiniteFeature { feature: String },
 
     #[error("feature {feature:?} has unseen category {value:?}; known: {known}")]

@@ -256,8 +256,15 @@ impl Feature {
                     Scaling::None => x,
                     Scaling::Standard { mean, std } => (x - mean) / std,
                     Scaling::MinMax { min, max } => (x - min) / (max - min),
-                };
-                out.push(scaled as f32);
+                } as f32;
+                // Finite as a JSON double yet infinite as float32 (-1e300): the model would
+                // answer garbage or fail, and the failure would count against it.
+                if !scaled.is_finite() {
+                    return Err(Error::NonFiniteFeature {
+                        feature: name.to_string(),
+                    });
+                }
+                out.push(scaled);
             }
             Feature::Categorical {
                 categories,
@@ -522,6 +529,24 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(got, vec![0.0, 0.5, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0, 0.0]);
+    }
+
+    #[test]
+    fn a_value_beyond_float32_is_refused_by_name_not_passed_on_as_infinity() {
+        let s = schema();
+        for tenure in [json!(-1e300), json!(1e39), json!(f64::MAX)] {
+            let r = row(json!({"tenure": tenure, "contract": "m2m", "region": "n"}));
+            assert_eq!(
+                s.encode(&r),
+                Err(Error::NonFiniteFeature {
+                    feature: "tenure".into()
+                }),
+                "{tenure}"
+            );
+        }
+        // Within range after scaling, however large.
+        let r = row(json!({"tenure": 3e38, "contract": "m2m", "region": "n"}));
+        assert!(s.encode(&r).is_ok());
     }
 
     #[test]

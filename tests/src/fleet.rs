@@ -559,7 +559,8 @@ impl MqttDevice {
         options
             .set_credentials(username, password)
             .set_keep_alive(Duration::from_secs(10))
-            .set_max_packet_size(512 * 1024, 512 * 1024);
+            // Outgoing limit far above any broker's: an attacker's client has none.
+            .set_max_packet_size(512 * 1024, 64 * 1024 * 1024);
         let (client, mut connection) = rumqttc::Client::new(options, 100);
         let (tx, events) = std::sync::mpsc::channel();
         let (connected_tx, connected) = std::sync::mpsc::channel();
@@ -627,6 +628,13 @@ impl MqttDevice {
             }
         }
         panic!("no PUBACK for {topic}");
+    }
+
+    /// Publishes at QoS 1 without waiting for anything (the broker may well disconnect instead).
+    pub fn fire(&self, topic: &str, payload: Vec<u8>) {
+        let _ = self
+            .client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload);
     }
 
     /// Publishes `payloads` at QoS 1 as fast as the client's in-flight window allows, and returns

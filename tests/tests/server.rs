@@ -667,6 +667,76 @@ fn numbered_event(device: &str, seq: u64) -> Vec<u8> {
 /// Mosquitto keeps 1,000 queued messages per client unless told otherwise, and drops the rest
 /// after the device has its PUBACK; and a server on a clean session would miss whatever is
 /// published while it restarts. Neither may lose a device's events.
+/// One enrolled device publishes a message far over the protocol's limits on its *own* events
+/// topic (its rights allow the topic). The broker must refuse it, not hand it to the server: a
+/// server that refuses a packet drops its connection and, on a persistent session, gets the same
+/// packet back at once (~430 reconnects in 70 s stopped a whole Mosquitto fleet).
+fn one_oversized_message_stops_nothing(
+    server: &ServerProcess,
+    op: &FleetOperator,
+    port: u16,
+    after_enrolling: &dyn Fn(),
+) {
+    let attacker = op.enroll(server, "d1", "pilot");
+    let honest = op.enroll(server, "d2", "pilot");
+    after_enrolling();
+    let d1 = MqttDevice::connect(port, "d1", "d1", &attacker).unwrap();
+    d1.fire("edgefleet/v1/devices/d1/events", vec![b'x'; 600 * 1024]);
+    d1.fire(
+        "edgefleet/v1/devices/d1/events",
+        vec![b'x'; 8 * 1024 * 1024],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // Another device's messages are still stored, its desired state still delivered, and the
+    // server is ready throughout.
+    let d2 = MqttDevice::connect(port, "d2", "d2", &honest).unwrap();
+    d2.publish("edgefleet/v1/devices/d2/reported", reported("d2", 1), true);
+    let admin = op.token();
+    eventually("d2's report stored", Duration::from_secs(10), || {
+        let (_, d) = server.call("GET", "/api/v1/devices/d2", Some(&admin), None);
+        (d["reported"]["seq"] == 1).then_some(())
+    });
+    d2.subscribe("edgefleet/v1/devices/d2/desired");
+    run_ok(
+        op.fleetctl()
+            .args(["device", "assign", "d2", "churn=1.0.0"]),
+    );
+    let bytes = d2
+        .next_message("edgefleet/v1/devices/d2/desired", Duration::from_secs(10))
+        .expect("d2's desired state");
+    assert_eq!(op.verify_desired(&bytes, "d2").unwrap().revision, 1);
+    assert_eq!(get(server, "/readyz", None, &[]).0, 200);
+    let metrics = String::from_utf8(get(server, "/metrics", None, &[]).2).unwrap();
+    assert!(
+        metrics.contains("edgefleet_server_mqtt_connected 1"),
+        "{metrics}"
+    );
+    let reconnects: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("outcome=\"failed\""))
+        .collect();
+    assert!(reconnects.is_empty(), "{reconnects:?}");
+}
+
+#[test]
+fn on_mosquitto_one_oversized_message_stops_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mosquitto, server, op) = server_on_mosquitto(tmp.path());
+    op.push("churn/1.0.0");
+    one_oversized_message_stops_nothing(&server, &op, mosquitto.port, &|| {
+        refresh_mosquitto(&server, &mosquitto)
+    });
+}
+
+#[test]
+fn on_the_embedded_broker_one_oversized_message_stops_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let op = FleetOperator::new(&tmp.path().join("op"), &server);
+    op.push("churn/1.0.0");
+    one_oversized_message_stops_nothing(&server, &op, server.mqtt_port, &|| {});
+}
+
 #[test]
 fn on_mosquitto_no_event_is_lost_to_a_burst_or_a_server_restart() {
     let tmp = tempfile::tempdir().unwrap();
