@@ -80,14 +80,35 @@ pub async fn enroll(
     token: &str,
 ) -> Result<FleetLink, FleetError> {
     let server_url = server_url.trim_end_matches('/');
-    let response = reqwest::Client::new()
+    // A server (or something posing as one) that answers slowly or endlessly must not hang
+    // enrollment: the whole exchange has a deadline, and the answer is small.
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(ENROLL_TIMEOUT)
+        .build()
+        .map_err(|e| FleetError::Enroll(format!("HTTP client: {e}")))?;
+    let response = client
         .post(format!("{server_url}/api/v1/enroll"))
         .json(&serde_json::json!({"device_id": device_id, "token": token.trim()}))
         .send()
         .await
         .map_err(|e| FleetError::Enroll(format!("cannot reach {server_url}: {e}")))?;
     let status = response.status();
-    let body: serde_json::Value = response.json().await.map_err(|e| {
+    let mut response = response;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| FleetError::Enroll(format!("reading {server_url}'s answer: {e}")))?
+    {
+        if bytes.len() + chunk.len() > MAX_ENROLL_ANSWER_BYTES {
+            return Err(FleetError::Enroll(format!(
+                "{server_url}'s answer is over {MAX_ENROLL_ANSWER_BYTES} bytes; not an enrollment"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         FleetError::Enroll(format!("{server_url} answered {status} without JSON: {e}"))
     })?;
     if !status.is_success() {
@@ -804,6 +825,12 @@ fn trusted_root(config: &crate::config::Config) -> Result<tough::schema::Root, S
         .map_err(|e| format!("{}: not a TUF root: {e}", path.display()))?;
     Ok(root.signed)
 }
+
+/// An enrollment answer is a few hundred bytes.
+const MAX_ENROLL_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The whole enrollment exchange, connection to last byte.
+const ENROLL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// No retry pending: a wait that never ends in practice.
 const FAR: Duration = Duration::from_secs(365 * 24 * 3600);

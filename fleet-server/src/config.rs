@@ -165,15 +165,27 @@ impl Default for MqttConfig {
 pub struct Limits {
     /// Largest artifact upload, in bytes. Default 1 GiB.
     pub max_artifact_bytes: u64,
-    /// Largest JSON request body, in bytes. Default 1 MiB (signed targets metadata included).
+    /// Largest JSON request body, in bytes. Default 16 MiB: signed targets metadata for some
+    /// 1,000 releases with their golden vectors (measured 4.9 MB) fits with room.
     pub max_json_bytes: usize,
+    /// Open HTTP connections at most; more are closed at once. Default 16,384, and never above
+    /// the process's open-file limit less 1,024 (kept for the database, broker and files).
+    pub max_connections: usize,
+    /// Open HTTP connections one client address may hold. Default 256.
+    pub max_connections_per_client: usize,
+    /// A connection that has not sent a whole request header within this many seconds (its
+    /// first request, or the next on a kept-alive connection) is closed. Default 10.
+    pub header_read_timeout_seconds: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_artifact_bytes: 1024 * 1024 * 1024,
-            max_json_bytes: 1024 * 1024,
+            max_json_bytes: 16 * 1024 * 1024,
+            max_connections: 16_384,
+            max_connections_per_client: 256,
+            header_read_timeout_seconds: 10,
         }
     }
 }
@@ -310,6 +322,19 @@ impl Config {
                 "limits.max_artifact_bytes must be positive and limits.max_json_bytes at least 4096"
                     .into(),
             );
+        }
+        if self.limits.max_connections == 0
+            || self.limits.max_connections_per_client == 0
+            || self.limits.max_connections_per_client > self.limits.max_connections
+        {
+            problems.push(
+                "limits.max_connections and limits.max_connections_per_client must be at least 1, \
+                 and the per-client cap at most the total"
+                    .into(),
+            );
+        }
+        if !(1..=3600).contains(&self.limits.header_read_timeout_seconds) {
+            problems.push("limits.header_read_timeout_seconds must be between 1 and 3600".into());
         }
         if self.enrollment.token_hours == 0 {
             problems.push("enrollment.token_hours must be at least 1".into());

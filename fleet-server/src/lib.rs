@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod config;
 pub mod engine;
+pub mod listener;
 pub mod metrics;
 pub mod mqtt;
 pub mod range;

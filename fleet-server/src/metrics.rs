@@ -17,6 +17,12 @@ pub struct RequestLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `server_full` or `client_full`.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
     pub channel: String,
     pub outcome: String,
@@ -63,6 +69,8 @@ pub struct Metrics {
     pub artifact_bytes_received: Counter,
     pub rollout_engine_leader: Gauge,
     pub mqtt_sessions_drained: Counter,
+    /// HTTP connections closed at once because a connection cap was reached.
+    pub http_connections_refused: Family<RefusedLabels, Counter>,
     pub fleet_predictions: Family<VersionLabels, Counter>,
     pub fleet_prediction_errors: Family<VersionLabels, Counter>,
     pub fleet_dropped_batches: Counter,
@@ -132,6 +140,12 @@ impl Default for Metrics {
             "Broker sessions of stopped servers this server drained and ended",
             mqtt_sessions_drained.clone(),
         );
+        let http_connections_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed at once: the server's or the client address's connection cap was reached",
+            http_connections_refused.clone(),
+        );
         let fleet_predictions = Family::<VersionLabels, Counter>::default();
         let fleet_prediction_errors = Family::<VersionLabels, Counter>::default();
         let fleet_dropped_batches = Counter::default();
@@ -192,6 +206,7 @@ impl Default for Metrics {
             artifact_bytes_received,
             rollout_engine_leader,
             mqtt_sessions_drained,
+            http_connections_refused,
         }
     }
 }

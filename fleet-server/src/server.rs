@@ -279,6 +279,34 @@ async fn refresh_online_metadata(state: api::AppState) {
     }
 }
 
+/// The configured connection limits, with the total kept below the open-file limit (raised to
+/// its hard limit first): running out of descriptors would also stop the database, the broker
+/// and the artifact store, not only HTTP.
+fn connection_limits(limits: &crate::config::Limits) -> crate::listener::ConnectionLimits {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let mut nofile = getrlimit(Resource::Nofile);
+    if nofile.current < nofile.maximum {
+        let raised = Rlimit {
+            current: nofile.maximum,
+            maximum: nofile.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            nofile = raised;
+        }
+    }
+    let fd_room = nofile
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        .saturating_sub(1024)
+        .max(64);
+    let max_connections = limits.max_connections.min(fd_room);
+    crate::listener::ConnectionLimits {
+        max_connections,
+        max_connections_per_client: limits.max_connections_per_client.min(max_connections),
+        header_read_timeout: Duration::from_secs(limits.header_read_timeout_seconds),
+    }
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     running: Running,
@@ -287,9 +315,22 @@ pub async fn serve(
     let addr = running.listener.local_addr()?;
     tracing::info!(%addr, public_url = %running.state.config.public_url(), "serving");
     let state = running.state.clone();
-    let served = axum::serve(running.listener, api::router(running.state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = connection_limits(&state.config.limits);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        per_client = limits.max_connections_per_client,
+        header_read_timeout_s = limits.header_read_timeout.as_secs(),
+        "connection limits"
+    );
+    let served = crate::listener::serve(
+        running.listener,
+        api::router(running.state),
+        limits,
+        state.metrics.clone(),
+        shutdown,
+        Duration::from_secs(10),
+    )
+    .await;
     crate::engine::hand_over(&state).await;
     if let Some(sessions) = &state.sessions {
         sessions.hand_over().await;

@@ -299,6 +299,7 @@ fn downloads_resume_after_a_cut_and_honour_range_etag_and_assignment() {
     let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
     let op = FleetOperator::new(&tmp.path().join("op"), &server);
     op.push("vision/1.0.0");
+    op.push("churn/1.0.0");
     let d1 = op.enroll(&server, "d1", "pilot");
     let d2 = op.enroll(&server, "d2", "pilot");
     run_ok(
@@ -317,6 +318,15 @@ fn downloads_resume_after_a_cut_and_honour_range_etag_and_assignment() {
 
     assert_eq!(get(&server, &path, None, &[]).0, 401);
     let (status, _, body) = get(&server, &path, Some(&d2), &[]);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    // The name d1 was assigned, with the hash of an artifact it was not: refused by what would
+    // be served, not allowed by the name.
+    let churn = std::fs::read(edgefleet_e2e::models_dir().join("churn/1.0.0/model.onnx")).unwrap();
+    let other = format!(
+        "/tuf/targets/models/vision/1.0.0/{}.model.onnx",
+        sha256_hex(&churn)
+    );
+    let (status, _, body) = get(&server, &other, Some(&d1), &[]);
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
 
     // Cut off after a third, then resume from there.
@@ -1027,4 +1037,114 @@ fn a_repository_kept_in_files_by_an_older_server_is_imported_and_served() {
         body,
         std::fs::read(op.repo().join("metadata/timestamp.json")).unwrap()
     );
+}
+
+/// Header-trickling connections (slowloris) from a dozen addresses, 6,000 of them, with no
+/// credential: each address holds at most its share, every slow connection is closed at the
+/// header deadline, and meanwhile the server keeps answering health checks and devices' TUF
+/// requests with its memory bounded. (The machine's open-file limit is 20,000 per process, so
+/// the attack is sized to what one test process can hold beside everything else.)
+#[test]
+fn slow_connections_cannot_starve_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(
+        &tmp.path().join("server"),
+        Broker::Embedded,
+        "[limits]\nheader_read_timeout_seconds = 3\n",
+    );
+    let op = FleetOperator::new(&tmp.path().join("op"), &server);
+    op.push("churn/1.0.0");
+    let device = op.enroll(&server, "d1", "pilot");
+    let pid = server.child.id();
+    let rss_before = edgefleet_e2e::rss_mib(pid);
+    let port = server.http_port;
+    const ADDRESSES: u8 = 12;
+    const PER_ADDRESS: usize = 500;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Open every connection and send half a request header.
+    let sockets = runtime.block_on(async {
+        let mut sockets = Vec::new();
+        for a in 0..ADDRESSES {
+            let source: std::net::SocketAddr = format!("127.0.0.{}:0", a + 2).parse().unwrap();
+            for _ in 0..PER_ADDRESS {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(source).unwrap();
+                let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+                if let Ok(Ok(mut stream)) =
+                    tokio::time::timeout(Duration::from_secs(2), socket.connect(target)).await
+                {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = stream
+                        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                        .await;
+                    sockets.push(stream);
+                }
+            }
+        }
+        sockets
+    });
+    let started = std::time::Instant::now();
+    let opened = sockets.len();
+    // While they hang: the server answers others at once.
+    let answer = |path: &str, token: Option<&str>| {
+        let t = std::time::Instant::now();
+        let (status, _, _) = get(&server, path, token, &[]);
+        (status, t.elapsed())
+    };
+    let (health, health_took) = answer("/healthz", None);
+    let (tuf, tuf_took) = answer("/tuf/metadata/timestamp.json", Some(&device));
+    let rss_during = edgefleet_e2e::rss_mib(pid);
+    assert_eq!(health, 200);
+    assert_eq!(tuf, 200);
+    assert!(health_took < Duration::from_secs(2), "{health_took:?}");
+    assert!(tuf_took < Duration::from_secs(2), "{tuf_took:?}");
+    // Each address got at most its share; the rest were closed at once and counted.
+    let metrics = String::from_utf8(get(&server, "/metrics", None, &[]).2).unwrap();
+    let refused = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("edgefleet_server_http_connections_refused_total{reason=\"client_full\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0) as usize;
+    let attempted = usize::from(ADDRESSES) * PER_ADDRESS;
+    assert!(
+        refused >= attempted - usize::from(ADDRESSES) * 256,
+        "{refused} of {attempted} refused:\n{metrics}"
+    );
+    // At the header deadline the server closes every slow connection: each read ends.
+    let closed = runtime.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut closed = 0;
+        for mut s in sockets {
+            let mut buf = [0u8; 512];
+            let deadline = Duration::from_secs(10).saturating_sub(started.elapsed());
+            match tokio::time::timeout(deadline.max(Duration::from_millis(10)), s.read(&mut buf))
+                .await
+            {
+                Ok(Ok(_)) | Ok(Err(_)) => closed += 1,
+                Err(_) => {}
+            }
+        }
+        closed
+    });
+    assert_eq!(
+        closed, opened,
+        "slow connections left open after the header deadline"
+    );
+    assert!(
+        opened * 10 >= attempted * 9,
+        "only {opened} of {attempted} connected"
+    );
+    let rss_growth = rss_during - rss_before;
+    println!(
+        "slowloris: {attempted} connections from {ADDRESSES} addresses, {refused} refused at once, \
+         /healthz {health_took:?}, TUF {tuf_took:?}, server RSS {rss_before:.1} -> {rss_during:.1} MiB"
+    );
+    assert!(rss_growth < 200.0, "server RSS grew {rss_growth:.1} MiB");
+    assert_eq!(answer("/healthz", None).0, 200);
 }

@@ -854,12 +854,20 @@ pub async fn tuf_target(
 ) -> ApiResult {
     let (name, sha256) = crate::tufhost::target_of(&path)
         .ok_or_else(|| ApiError::not_found(format!("{path:?} is not a target path")))?;
-    if let Principal::Device(id) = &principal
-        && !state.store.is_assigned(id, &name).await?
-    {
-        return Err(ApiError::forbidden(format!(
-            "{name} is not assigned to device {id}"
-        )));
+    if let Principal::Device(id) = &principal {
+        if !state.store.is_assigned(id, &name).await? {
+            return Err(ApiError::forbidden(format!(
+                "{name} is not assigned to device {id}"
+            )));
+        }
+        // Authorized by what is served, not by the name in the path: the hash must be the one
+        // the current signed targets give that name, or an assigned name would unlock any blob.
+        let signed = state.tuf.models().await?;
+        if !signed.iter().any(|m| m.name == name && m.sha256 == sha256) {
+            return Err(ApiError::forbidden(format!(
+                "{sha256} is not the artifact of {name} in the current signed targets"
+            )));
+        }
     }
     serve_blob(&state, &sha256, &headers).await
 }
