@@ -35,6 +35,7 @@ trusted_root_path = "$work/op/repo/metadata/1.root.json"
 latency_budget_factor = 50.0
 [api]
 listen = "127.0.0.1:$port"
+install_from = "$work"
 TOML
 
 # Without -L: the binary's own loader path resolves through binfmt-free user-mode emulation; with

@@ -84,8 +84,10 @@ fn infer_error(e: InferError) -> ApiError {
     }
 }
 
-pub fn router(agent: Arc<Agent>) -> Router {
+/// The local API. `admin_token` guards `POST /v1/admin/install` ([`crate::admin`]).
+pub fn router(agent: Arc<Agent>, admin_token: String) -> Router {
     let limit = agent.config.api.max_body_bytes;
+    let admin_token: Arc<str> = admin_token.into();
     Router::new()
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
@@ -94,7 +96,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name_action}", post(predict))
-        .route("/v1/admin/install", post(install))
+        .route(
+            "/v1/admin/install",
+            post(move |state, headers, body| install(state, admin_token.clone(), headers, body)),
+        )
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(agent)
@@ -484,10 +489,27 @@ struct InstallRequest {
     targets: Vec<String>,
 }
 
-async fn install(State(agent): State<Arc<Agent>>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn install(
+    State(agent): State<Arc<Agent>>,
+    admin_token: Arc<str>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let token_file = crate::admin::token_path(&agent.config.data_dir);
+    crate::admin::check_headers(&headers, &admin_token, &token_file).map_err(|e| {
+        let status = match e {
+            crate::admin::Refused::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            crate::admin::Refused::NoToken { .. } => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::FORBIDDEN,
+        };
+        ApiError::new(status, e.to_string())
+    })?;
     let request: InstallRequest = parse_body(body)?;
+    let repository =
+        crate::admin::check_repository(&request.repository, &agent.config.api.install_from)
+            .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()).field("repository"))?;
     match agent
-        .install_from_repository(&request.repository, &request.targets)
+        .install_from_repository(&repository, &request.targets)
         .await
     {
         Ok(reports) => Ok(Json(json!({ "installed": reports }))),

@@ -105,6 +105,9 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Seconds in-flight requests get to finish at shutdown. Default 10.
     pub shutdown_grace_seconds: u64,
+    /// Local installs (`edge-agent install DIR`) take repositories under this directory only
+    /// (after resolving links and `..`). Default `/media` (where removable media are mounted).
+    pub install_from: PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -113,6 +116,7 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8700".into(),
             max_body_bytes: 8 * 1024 * 1024,
             shutdown_grace_seconds: 10,
+            install_from: PathBuf::from("/media"),
         }
     }
 }
@@ -246,6 +250,15 @@ impl Config {
                 format!(
                     "{} must be an absolute path",
                     self.trusted_root_path.display()
+                ),
+            );
+        }
+        if !self.api.install_from.is_absolute() {
+            bad(
+                "api.install_from",
+                format!(
+                    "{} must be an absolute path",
+                    self.api.install_from.display()
                 ),
             );
         }

@@ -10,6 +10,7 @@
 //! Test with `cargo test -p edge-agent` (unit tests of the pure parts) and the cross-process tests
 //! in `tests/` (`cargo test -p edgefleet-e2e`), which run the real binary against real models.
 
+pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod config;

@@ -180,7 +180,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => info!("not enrolled with a fleet server: serving and local installs only"),
     }
-    let app = edge_agent::api::router(agent.clone());
+    let admin_token =
+        edge_agent::admin::ensure_token(&agent.config.data_dir).with_context(|| {
+            format!(
+                "the admin token {}",
+                edge_agent::admin::token_path(&agent.config.data_dir).display()
+            )
+        })?;
+    let app = edge_agent::api::router(agent.clone(), admin_token);
     let shutdown = shutdown_signal();
     match listen {
         Listen::Tcp(addr) => {
@@ -270,14 +277,23 @@ async fn enroll(config: Config, server: String, token_file: PathBuf) -> anyhow::
 async fn install(config: Config, repository: PathBuf, targets: Vec<String>) -> anyhow::Result<()> {
     let Listen::Tcp(addr) = config.listen().map_err(anyhow::Error::msg)? else {
         anyhow::bail!(
-            "api.listen is a unix socket; run: curl --unix-socket PATH -d '{{\"repository\": \"DIR\"}}' http://agent/v1/admin/install"
+            "api.listen is a unix socket; run: curl --unix-socket PATH -H 'Content-Type: application/json' -H \"Authorization: Bearer $(cat {})\" -d '{{\"repository\": \"DIR\"}}' http://agent/v1/admin/install",
+            edge_agent::admin::token_path(&config.data_dir).display()
         );
     };
+    let token_file = edge_agent::admin::token_path(&config.data_dir);
+    let token = std::fs::read_to_string(&token_file).with_context(|| {
+        format!(
+            "reading the admin token {} (run as the agent's user or root; the agent makes it at its first start)",
+            token_file.display()
+        )
+    })?;
     let repository =
         std::fs::canonicalize(&repository).with_context(|| format!("{}", repository.display()))?;
     let body = serde_json::json!({ "repository": repository, "targets": targets });
     let response = reqwest::Client::new()
         .post(format!("http://{addr}/v1/admin/install"))
+        .bearer_auth(token.trim())
         .json(&body)
         .send()
         .await

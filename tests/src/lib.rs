@@ -194,9 +194,10 @@ impl AgentProcess {
         std::fs::write(
             &config,
             format!(
-                "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n{extra}\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+                "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n{extra}\n[api]\nlisten = \"127.0.0.1:{port}\"\ninstall_from = \"{}\"\n",
                 data_dir.display(),
-                trusted_root.display()
+                trusted_root.display(),
+                dir.display()
             ),
         )
         .unwrap();

@@ -643,7 +643,7 @@ fn with_onnxruntime_the_agent_serves_a_model_only_it_can_load_and_says_why() {
     }
     // Without the library: tract alone, and the agent says where it looked.
     let without = AgentProcess::start(
-        &tmp.path().join("without"),
+        tmp.path(),
         &tmp.path().join("without/data"),
         &op.trusted_root(),
         "[inference]\nonnxruntime_library = \"/nonexistent/libonnxruntime.so\"\n",
@@ -661,7 +661,7 @@ fn with_onnxruntime_the_agent_serves_a_model_only_it_can_load_and_says_why() {
     drop(without);
 
     let agent = AgentProcess::start(
-        &tmp.path().join("with"),
+        tmp.path(),
         &tmp.path().join("with/data"),
         &op.trusted_root(),
         &format!(
@@ -701,4 +701,85 @@ fn with_onnxruntime_the_agent_serves_a_model_only_it_can_load_and_says_why() {
     let (status, body) = post_json(&agent.url("/v1/models/churn:predict"), &churn_row(12.0));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["runtime"], "onnxruntime", "{body}");
+}
+
+/// The local install API as another local process or a web page in the device's browser would
+/// try it: no token, a form-style body, an Origin header, a repository outside
+/// `api.install_from`. Each is refused and installs nothing; `edge-agent install` still works.
+#[test]
+fn the_local_install_api_takes_only_the_agents_own_token_json_and_repositories_under_install_from()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    op.push("churn/2.0.0");
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "",
+        &[],
+    );
+    let token_file = tmp.path().join("data/admin.token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("repo");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(op.repo())
+            .arg(&copy),
+    );
+    let body = |repo: &std::path::Path| json!({"repository": repo}).to_string();
+    let attempt = |headers: &[(&str, String)], body: String| -> u16 {
+        let mut request = http().post(&agent.url("/v1/admin/install"));
+        for (k, v) in headers {
+            request = request.header(*k, v);
+        }
+        match request.send(body) {
+            Ok(r) => r.status().as_u16(),
+            Err(ureq::Error::StatusCode(code)) => code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let json_ct = ("Content-Type", "application/json".to_string());
+    let bearer = ("Authorization", format!("Bearer {}", token.trim()));
+    assert_eq!(
+        attempt(std::slice::from_ref(&json_ct), body(&op.repo())),
+        401
+    );
+    assert_eq!(
+        attempt(
+            &[("Content-Type", "text/plain".into()), bearer.clone()],
+            body(&op.repo())
+        ),
+        415
+    );
+    assert_eq!(
+        attempt(
+            &[
+                json_ct.clone(),
+                bearer.clone(),
+                ("Origin", "http://evil.example".into())
+            ],
+            body(&op.repo())
+        ),
+        403
+    );
+    assert_eq!(
+        attempt(&[json_ct.clone(), bearer.clone()], body(&copy)),
+        403
+    );
+    assert!(
+        !agent.models().to_string().contains("churn"),
+        "{}",
+        agent.models()
+    );
+    let out = agent.install(&op.repo(), None);
+    assert!(out.status.success(), "{}", agent.log_text());
+    assert_eq!(agent.model("churn")["active"]["version"], "2.0.0");
 }
