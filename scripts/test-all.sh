@@ -9,6 +9,11 @@ bash scripts/setup.sh
 garage_log=$(mktemp)
 nice -n 10 bash scripts/garage.sh >"$garage_log" 2>&1 &
 garage_pid=$!
+# Supply chain (cargo deny, offline against ../shared/supply-chain) and the fuzz targets' build,
+# beside the checks below too: both mostly wait on compiling.
+deny_log=$(mktemp)
+nice -n 10 bash scripts/deny.sh >"$deny_log" 2>&1 &
+deny_pid=$!
 cargo fmt --all --check
 # terraform/ parses and its references resolve (no terraform binary is installable here).
 python3 terraform/check.py
@@ -21,6 +26,15 @@ bash systemd/check.sh target/debug
 bash packaging/deb/test.sh target/debug
 # No container engine here: the compose wiring and the image's config are checked instead.
 bash packaging/container/check.sh target/debug
+# Every fuzz target still compiles against the decoders it feeds (stable, no sanitizers; the
+# fuzzing runs themselves are recorded in docs/FUZZING.md).
+CARGO_TARGET_DIR=target/fuzz cargo check --locked --manifest-path fuzz/Cargo.toml --bins
+if ! wait "$deny_pid"; then
+  cat "$deny_log"
+  echo "cargo deny check failed (scripts/deny.sh, deny.toml)" >&2
+  exit 1
+fi
+tail -n 2 "$deny_log"
 if ! wait "$garage_pid"; then
   cat "$garage_log"
   echo "building Garage failed (scripts/garage.sh)" >&2
