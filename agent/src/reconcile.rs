@@ -156,19 +156,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../models/churn")
             .join(version);
-        let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-        let baseline = dir
-            .join("baseline.json")
-            .exists()
-            .then(|| read("baseline.json"));
-        let mut meta = edgefleet_protocol::target::ReleaseFiles {
-            release: &read("release.json"),
-            interface: &read("interface.json"),
-            health: &read("health.json"),
-            baseline: baseline.as_deref(),
-        }
-        .assemble()
-        .unwrap();
+        let (_, mut meta) = edgefleet_tuf::operator::read_release_dir(&dir).unwrap();
         meta.sequence = sequence;
         meta.min_sequence = 0;
         meta

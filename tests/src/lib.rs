@@ -265,6 +265,20 @@ impl AgentProcess {
         cmd.output().unwrap()
     }
 
+    /// A sample of the agent's Prometheus `/metrics` (`name` followed by a space or `{`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = http()
+            .get(&self.url("/metrics"))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     pub fn models(&self) -> Value {
         get_json(&self.url("/v1/models"))
     }

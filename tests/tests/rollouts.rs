@@ -237,16 +237,8 @@ fn forged(device: &str, revision: u64, target: &str) -> Vec<u8> {
 
 /// The agent's count of desired-state messages it refused before they moved anything.
 fn desired_refused(agent: &edgefleet_e2e::AgentProcess) -> u64 {
-    let text = edgefleet_e2e::http()
-        .get(&agent.url("/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("edgefleet_desired_refused_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    agent
+        .metric("edgefleet_desired_refused_total")
         .map_or(0, |v| v as u64)
 }
 

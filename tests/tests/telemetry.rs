@@ -322,17 +322,9 @@ fn batches_of(demo: &Demo, device: &str) -> Vec<Value> {
 }
 
 fn agent_gauge(demo: &Demo, index: usize, name: &str) -> f64 {
-    let text = http()
-        .get(&demo.agents[index].url("/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    demo.agents[index]
+        .metric(name)
+        .unwrap_or_else(|| panic!("no {name} on agent {index}"))
 }
 
 fn dropped(batches: &[Value]) -> u64 {
