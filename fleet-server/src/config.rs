@@ -139,10 +139,40 @@ pub struct MqttConfig {
     /// The broker URL told to devices at enrollment. Default: `mqtt.url`, or
     /// `mqtt://<embedded_listen>`.
     pub device_url: Option<String>,
-    /// This server's MQTT client id on an external broker, where it keeps a persistent session
+    /// This server's broker user name and client id on an external broker (the two are one:
+    /// `mosquitto-config` sets `use_username_as_clientid`), where it keeps a persistent session
     /// (device messages queue there while the server is busy or restarting). Unique per server
-    /// process. Default: `<username>-<random>`, made once and kept in `data_dir/mqtt-client-id`.
+    /// process. Default: the first free replica slot `<username>-1` … `<username>-<replicas>`,
+    /// claimed through a lease in the shared database.
     pub client_id: Option<String>,
+    /// How many server replicas may share an external broker: `mosquitto-config` writes one
+    /// broker user per replica slot. Default 4.
+    pub replicas: u16,
+}
+
+impl MqttConfig {
+    /// The broker user names server replicas connect as on an external broker: one per replica
+    /// slot, and the configured `client_id` if it is none of them.
+    pub fn server_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = (1..=self.replicas)
+            .map(|slot| format!("{}-{slot}", self.username))
+            .collect();
+        if let Some(id) = &self.client_id
+            && !users.contains(id)
+        {
+            users.push(id.clone());
+        }
+        users
+    }
+
+    /// Whether `name` is, or could be, a server's broker user: a device may not take it.
+    pub fn is_server_user(&self, name: &str) -> bool {
+        let slot = name
+            .strip_prefix(self.username.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        name == self.username || slot || self.client_id.as_deref() == Some(name)
+    }
 }
 
 impl Default for MqttConfig {
@@ -156,6 +186,7 @@ impl Default for MqttConfig {
             share_group: "fleet-server".into(),
             device_url: None,
             client_id: None,
+            replicas: 4,
         }
     }
 }
@@ -303,6 +334,19 @@ impl Config {
             problems.push(format!(
                 "mqtt.username {:?} must be non-empty and contain no '+', '#' or '/'",
                 self.mqtt.username
+            ));
+        }
+        if self.mqtt.replicas == 0 || self.mqtt.replicas > 1000 {
+            problems.push(format!(
+                "mqtt.replicas {} must be between 1 and 1000 (one broker user per server replica)",
+                self.mqtt.replicas
+            ));
+        }
+        if let Some(id) = &self.mqtt.client_id
+            && (id.is_empty() || id.contains(['+', '#', '/', ':']))
+        {
+            problems.push(format!(
+                "mqtt.client_id {id:?} must be non-empty and contain no '+', '#', '/' or ':'"
             ));
         }
         if self.mqtt.share_group.is_empty() || self.mqtt.share_group.contains(['+', '#', '/']) {
@@ -621,5 +665,23 @@ mod tests {
     fn unknown_keys_are_refused_by_name() {
         let err = load("[mqtt]\nurll = \"x\"", &[]).unwrap_err().to_string();
         assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn server_users_are_replica_slots_that_no_device_may_take() {
+        let mut mqtt = MqttConfig {
+            username: "fs".into(),
+            replicas: 2,
+            ..MqttConfig::default()
+        };
+        assert_eq!(mqtt.server_users(), ["fs-1", "fs-2"]);
+        mqtt.client_id = Some("edge-a".into());
+        assert_eq!(mqtt.server_users(), ["fs-1", "fs-2", "edge-a"]);
+        for taken in ["fs", "fs-1", "fs-17", "edge-a"] {
+            assert!(mqtt.is_server_user(taken), "{taken}");
+        }
+        for free in ["fs-", "fs-1a", "fsx-1", "d1"] {
+            assert!(!mqtt.is_server_user(free), "{free}");
+        }
     }
 }

@@ -160,8 +160,9 @@ async fn mosquitto_config(config: &Config, out_dir: &Path) -> anyhow::Result<()>
         .with_context(|| config.data_dir.display().to_string())?;
     let store = fleet_server::store::open(config).await?;
     let devices = store.mqtt_credentials().await?;
+    let server_users = config.mqtt.server_users();
     let files = fleet_server::mqtt::mosquitto_files(
-        &config.mqtt.username,
+        &server_users,
         &auth::mosquitto_hash(password)?,
         &devices,
     );
@@ -176,8 +177,9 @@ async fn mosquitto_config(config: &Config, out_dir: &Path) -> anyhow::Result<()>
         &fleet_server::mqtt::mosquitto_settings(&passwd, &acl),
     )?;
     println!(
-        "wrote {} ({} devices), {} and {}; reload Mosquitto (SIGHUP) to apply",
+        "wrote {} ({} server replica users, {} devices), {} and {}; reload Mosquitto (SIGHUP) to apply",
         passwd.display(),
+        server_users.len(),
         devices.len(),
         acl.display(),
         conf.display()

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub http_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub mqtt_messages: Family<MessageLabels, Counter>,
     pub mqtt_connected: Gauge,
+    /// Connections the server's client made to the broker (1 unless it was ever knocked off).
+    pub mqtt_connections: Counter,
     pub devices: Gauge,
     pub artifact_bytes_sent: Counter,
     pub artifact_bytes_received: Counter,
@@ -90,6 +92,7 @@ impl Default for Metrics {
             );
         let mqtt_messages = Family::<MessageLabels, Counter>::default();
         let mqtt_connected = Gauge::default();
+        let mqtt_connections = Counter::default();
         let devices = Gauge::default();
         let artifact_bytes_sent = Counter::default();
         let artifact_bytes_received = Counter::default();
@@ -114,6 +117,11 @@ impl Default for Metrics {
             "mqtt_connected",
             "1 while the server's client is connected to the broker",
             mqtt_connected.clone(),
+        );
+        registry.register(
+            "mqtt_connections",
+            "Connections the server's client made to the broker since start",
+            mqtt_connections.clone(),
         );
         registry.register(
             "devices",
@@ -201,6 +209,7 @@ impl Default for Metrics {
             http_seconds,
             mqtt_messages,
             mqtt_connected,
+            mqtt_connections,
             devices,
             artifact_bytes_sent,
             artifact_bytes_received,

@@ -238,8 +238,14 @@ pub(crate) fn client_options(
     clean_session: bool,
 ) -> Result<MqttOptions, MqttError> {
     let mut options = MqttOptions::new(client_id, address.host.clone(), address.port);
+    // On an external broker each replica is a user of its own whose name is its client id
+    // (`use_username_as_clientid`), so no other client can take its session.
+    let user = match config.mqtt.url {
+        Some(_) => client_id.to_owned(),
+        None => config.mqtt.username.clone(),
+    };
     options
-        .set_credentials(config.mqtt.username.clone(), password.to_owned())
+        .set_credentials(user, password.to_owned())
         .set_keep_alive(Duration::from_secs(30))
         .set_clean_session(clean_session)
         .set_manual_acks(true)
@@ -321,6 +327,7 @@ pub async fn run(
                 backoff = Duration::from_millis(200);
                 handle.connected.store(true, Ordering::Relaxed);
                 metrics.mqtt_connected.set(1);
+                metrics.mqtt_connections.inc();
                 tracing::info!("connected to the MQTT broker");
                 for filter in device_filters(share_group.as_deref()) {
                     if let Err(e) = handle.client.try_subscribe(filter, QoS::AtLeastOnce) {
@@ -616,32 +623,49 @@ pub struct MosquittoFiles {
     pub acl: String,
 }
 
+///
+/// Every server replica is a user of its own (`server_users`, all with the server's password
+/// hash): with `use_username_as_clientid` a client's id is its user name, so no device can take
+/// a server's session, nor one replica another's by accident.
 pub fn mosquitto_files(
-    server_user: &str,
+    server_users: &[String],
     server_hash: &str,
     devices: &[(DeviceId, String)],
 ) -> MosquittoFiles {
-    let mut passwd = format!("{server_user}:{server_hash}\n");
+    let mut passwd = String::new();
+    for user in server_users {
+        passwd.push_str(&format!("{user}:{server_hash}\n"));
+    }
     for (device, hash) in devices {
+        if server_users.iter().any(|u| u == device.as_str()) {
+            tracing::warn!(%device, "a device id is a server replica's broker user; left out of the password file");
+            continue;
+        }
         passwd.push_str(&format!("{device}:{hash}\n"));
     }
     let prefix = TOPIC_PREFIX;
-    let acl = format!(
+    let mut acl = String::from(
         "# Written by `fleet-server mosquitto-config`; regenerate after enrolling devices.\n\
-         # The server reads every device's messages and writes desired state.\n\
-         user {server_user}\n\
-         topic read {prefix}/+/reported\n\
-         topic read {prefix}/+/events\n\
-         topic read {prefix}/+/metrics\n\
-         topic write {prefix}/+/desired\n\
-         \n\
-         # Each device (user name = device id) reads its own desired state and writes its own\n\
+         # Each server replica reads every device's messages and writes desired state.\n",
+    );
+    for user in server_users {
+        acl.push_str(&format!(
+            "user {user}\n\
+             topic read {prefix}/+/reported\n\
+             topic read {prefix}/+/events\n\
+             topic read {prefix}/+/metrics\n\
+             topic write {prefix}/+/desired\n\
+             \n"
+        ));
+    }
+    acl.push_str(&format!(
+        "# Each device (user name = device id) reads its own desired state and writes its own\n\
          # reported state, events and metrics; nothing else.\n\
          pattern read {prefix}/%u/desired\n\
          pattern write {prefix}/%u/reported\n\
          pattern write {prefix}/%u/events\n\
          pattern write {prefix}/%u/metrics\n"
-    );
+    ));
     MosquittoFiles { passwd, acl }
 }
 
@@ -662,6 +686,9 @@ pub fn mosquitto_settings(passwd: &std::path::Path, acl: &std::path::Path) -> St
          allow_anonymous false\n\
          password_file {}\n\
          acl_file {}\n\
+         # A client's id is its user name: nobody can connect under another's id and knock it\n\
+         # off or take over its session.\n\
+         use_username_as_clientid true\n\
          # No message larger than any Edgefleet message: the sender is disconnected instead.\n\
          max_packet_size {MAX_PACKET_BYTES}\n\
          # The server's persistent session must queue device messages, not drop them; in bytes\n\
@@ -684,12 +711,24 @@ mod tests {
 
     #[test]
     fn mosquitto_acl_confines_devices_to_their_own_topics() {
+        let servers = ["fleet-server-1".to_owned(), "fleet-server-2".to_owned()];
         let files = mosquitto_files(
-            "fleet-server",
+            &servers,
             "$7$x",
-            &[(DeviceId::new("d1").unwrap(), "$7$y".into())],
+            &[
+                (DeviceId::new("d1").unwrap(), "$7$y".into()),
+                (DeviceId::new("fleet-server-2").unwrap(), "$7$z".into()),
+            ],
         );
-        assert_eq!(files.passwd, "fleet-server:$7$x\nd1:$7$y\n");
+        assert_eq!(
+            files.passwd, "fleet-server-1:$7$x\nfleet-server-2:$7$x\nd1:$7$y\n",
+            "one user per replica; a device may never take a server's user"
+        );
+        for server in servers {
+            assert!(files.acl.contains(&format!(
+                "user {server}\ntopic read edgefleet/v1/devices/+/reported\n"
+            )));
+        }
         assert!(
             files
                 .acl
@@ -701,5 +740,17 @@ mod tests {
                 .contains("pattern write edgefleet/v1/devices/%u/desired")
         );
         assert!(!files.acl.contains("#\n"), "no wildcard grants");
+    }
+
+    #[test]
+    fn mosquitto_settings_bind_client_ids_to_users_and_bound_messages() {
+        let settings = mosquitto_settings(
+            std::path::Path::new("/etc/p"),
+            std::path::Path::new("/etc/a"),
+        );
+        assert!(settings.contains("\nuse_username_as_clientid true\n"));
+        assert!(settings.contains(&format!("\nmax_packet_size {MAX_PACKET_BYTES}\n")));
+        assert!(settings.contains(&format!("\nmax_queued_bytes {MAX_QUEUED_BYTES}\n")));
+        assert!(settings.contains("\nallow_anonymous false\n"));
     }
 }

@@ -109,27 +109,33 @@ pub struct Running {
 }
 
 /// Everything before serving: stores opened, keys present, broker up, listener bound.
-/// `mqtt.client_id`, or the one this data directory was given on its first start.
-fn mqtt_client_id(config: &Config) -> Result<String, StartError> {
-    if let Some(id) = &config.mqtt.client_id {
-        return Ok(id.clone());
+/// This server's broker client id (and, on an external broker, its user name): `mqtt.client_id`;
+/// else on an external broker the replica slot this data directory had before (so a restart
+/// takes its own persistent session back), or the first slot free in the shared database. The
+/// embedded broker lives in this process, so there the server's user name serves.
+async fn mqtt_client_id(
+    config: &Config,
+    store: &dyn Store,
+    instance: &str,
+) -> Result<String, StartError> {
+    match (&config.mqtt.url, &config.mqtt.client_id) {
+        (None, _) => return Ok(config.mqtt.username.clone()),
+        (Some(_), Some(id)) => return Ok(id.clone()),
+        (Some(_), None) => {}
     }
+    let users = config.mqtt.server_users();
     let path = config.data_dir.join("mqtt-client-id");
     match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => {
-            // Older servers wrote it world-readable; on a shared broker whoever knows a client
-            // id can knock its session off, so it is the server's alone.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(io(&path))?;
-            return Ok(id.trim().to_owned());
-        }
-        Ok(_) => {}
+        // Its lease is waited for (`Sessions::wait_until_ours`) like any configured id's.
+        Ok(id) if users.iter().any(|u| u == id.trim()) => return Ok(id.trim().to_owned()),
+        Ok(id) => tracing::warn!(
+            old = id.trim(),
+            "this data directory's broker client id is no replica slot (servers before per-replica broker users made their own); taking a slot"
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(StartError::Io { path, source }),
     }
-    let secret = auth::new_secret(SecretKind::Operator)?;
-    let id = format!("{}-{}", config.mqtt.username, &secret[secret.len() - 12..]);
+    let id = crate::sessions::claim_replica_slot(store, &users, instance).await;
     write_private(&path, id.as_bytes())?;
     Ok(id)
 }
@@ -189,8 +195,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     };
     let broker = mqtt::broker_of(&config)?;
-    let client_id = mqtt_client_id(&config)?;
     let instance = instance_id()?;
+    let client_id = mqtt_client_id(&config, &*store, &instance).await?;
     let sessions = config.mqtt.url.is_some().then(|| Sessions {
         store: store.clone(),
         metrics: metrics.clone(),

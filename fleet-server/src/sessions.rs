@@ -37,6 +37,42 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
+/// Takes the session lease of the first of `users` (the replica slots, each a broker user) that
+/// no running server holds, and returns that user name: it is this server's client id while it
+/// runs. Waits while every slot is taken (a replica stopping frees its slot at once, one that
+/// died within [`LEASE_MS`]). A slot left behind is taken over as it is: its queued messages
+/// are then this server's, as they would be after a restart.
+pub async fn claim_replica_slot(store: &dyn Store, users: &[String], instance: &str) -> String {
+    let mut warned = false;
+    loop {
+        for user in users {
+            match store
+                .lease(
+                    &format!("{LEASE_PREFIX}{user}"),
+                    instance,
+                    now_ms(),
+                    LEASE_MS,
+                )
+                .await
+            {
+                Ok(true) => return user.clone(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take a replica slot's lease; retrying")
+                }
+            }
+        }
+        if !warned {
+            tracing::warn!(
+                slots = users.len(),
+                "every server replica slot on the broker is taken; waiting for one to free (raise mqtt.replicas and rerun mosquitto-config to run more replicas)"
+            );
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// What a server needs to keep its own session lease and drain others'.
 #[derive(Clone)]
 pub struct Sessions {

@@ -721,11 +721,15 @@ fn one_oversized_message_stops_nothing(
         metrics.contains("edgefleet_server_mqtt_connected 1"),
         "{metrics}"
     );
-    let reconnects: Vec<&str> = metrics
+    let failed: Vec<&str> = metrics
         .lines()
         .filter(|l| l.contains("outcome=\"failed\""))
         .collect();
-    assert!(reconnects.is_empty(), "{reconnects:?}");
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        metrics.contains("edgefleet_server_mqtt_connections_total 1\n"),
+        "the server lost its broker connection: {metrics}"
+    );
 }
 
 #[test]
@@ -786,6 +790,58 @@ fn on_mosquitto_no_event_is_lost_to_a_burst_or_a_server_restart() {
         })
     }));
     assert!(outcome.is_ok(), "{last} of 4,000 events stored");
+}
+
+/// Mosquitto without `use_username_as_clientid` let a device connect under another client's id
+/// and knock it off — the server's too, wiping its persistent session and queue. Now a client's
+/// id is its user name: d1 connecting as d2 or as any server replica is only d1 again.
+#[test]
+fn on_mosquitto_no_device_can_take_another_clients_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mosquitto, server, op) = server_on_mosquitto(tmp.path());
+    op.push("churn/1.0.0");
+    let c1 = op.enroll(&server, "d1", "pilot");
+    let c2 = op.enroll(&server, "d2", "pilot");
+    refresh_mosquitto(&server, &mosquitto);
+    let d2 = MqttDevice::connect(mosquitto.port, "d2", "d2", &c2).unwrap();
+    d2.subscribe("edgefleet/v1/devices/d2/desired");
+    // d1 queues an event under the server's slot ids: had it taken the server's session, the
+    // server would be knocked off and its queue wiped.
+    let mut attackers = Vec::new();
+    for victim in ["d2", "fleet-server-1", "fleet-server-2", "fleet-server"] {
+        let attacker = MqttDevice::connect(mosquitto.port, victim, "d1", &c1)
+            .unwrap_or_else(|e| panic!("d1 connecting as {victim}: {e}"));
+        attackers.push(attacker);
+    }
+    // The server's own user name with a device's password is refused outright.
+    assert!(MqttDevice::connect(mosquitto.port, "fleet-server-1", "fleet-server-1", &c1).is_err());
+    std::thread::sleep(Duration::from_secs(1));
+
+    // d2's connection and subscription survived: a genuine assignment arrives on it.
+    run_ok(
+        op.fleetctl()
+            .args(["device", "assign", "d2", "churn=1.0.0"]),
+    );
+    let bytes = d2
+        .next_message("edgefleet/v1/devices/d2/desired", Duration::from_secs(10))
+        .expect("d2 was knocked off: its desired state never arrived on its connection");
+    assert_eq!(op.verify_desired(&bytes, "d2").unwrap().revision, 1);
+    // The server was never disconnected and still stores what devices send.
+    d2.publish("edgefleet/v1/devices/d2/reported", reported("d2", 1), true);
+    let admin = op.token();
+    eventually("d2's report stored", Duration::from_secs(10), || {
+        let (_, d) = server.call("GET", "/api/v1/devices/d2", Some(&admin), None);
+        (d["reported"]["seq"] == 1).then_some(())
+    });
+    let metrics = String::from_utf8(get(&server, "/metrics", None, &[]).2).unwrap();
+    assert!(
+        metrics.contains("edgefleet_server_mqtt_connected 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edgefleet_server_mqtt_connections_total 1\n"),
+        "the server was knocked off the broker: {metrics}"
+    );
 }
 
 #[test]

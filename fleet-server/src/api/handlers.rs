@@ -346,10 +346,10 @@ pub async fn add_device(
     JsonBody(req): JsonBody<AddDevice>,
 ) -> ApiResult {
     let id = device_id(&req.id, "id")?;
-    if id.as_str() == state.config.mqtt.username {
+    if state.config.mqtt.is_server_user(id.as_str()) {
         return Err(ApiError::bad_field(
             "id",
-            format!("{id:?} is the server's own MQTT user name; choose another device id"),
+            format!("{id:?} is (or could be) a server's MQTT user name; choose another device id"),
         ));
     }
     let group = req.group.unwrap_or_else(|| "default".into());
