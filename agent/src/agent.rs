@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgefleet_inference::health::{self, HealthReport};
 use edgefleet_inference::select::Engine;
-use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, ModelTarget};
+use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, ModelTarget, VerifiedArtifact};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -316,13 +316,13 @@ impl Agent {
             .inc();
     }
 
-    /// Installs a verified candidate. `artifact` must be the bytes the TUF client verified
-    /// against `target`; they are what gets written and loaded. Returns once the candidate
-    /// serves (probation continues in the background) or was rejected.
+    /// Installs a verified candidate. `artifact` must be the file the TUF client verified
+    /// against `target`; it is moved into the store and loaded from there. Returns once the
+    /// candidate serves (probation continues in the background) or was rejected.
     pub async fn install(
         self: &Arc<Self>,
         target: &ModelTarget,
-        artifact: Vec<u8>,
+        artifact: VerifiedArtifact,
     ) -> Result<InstallReport, InstallError> {
         let _guard = self.install_lock.lock().await;
         let model = target.meta.model.to_string();
@@ -347,7 +347,16 @@ impl Agent {
                 target: target.name.clone(),
             });
         }
-        let size = artifact.len() as u64;
+        if artifact.sha256_hex() != version.sha256 {
+            return Err(InstallError::Rejected {
+                target: target.name.clone(),
+                reason: format!(
+                    "the downloaded file is sha256 {}, not the target's",
+                    artifact.sha256_hex()
+                ),
+            });
+        }
+        let size = artifact.length();
         if size > self.config.limits.max_artifact_bytes {
             return Err(InstallError::TooLarge {
                 target: target.name.clone(),
@@ -370,8 +379,7 @@ impl Agent {
         let written = {
             let store = self.store.clone();
             let v = version.clone();
-            let bytes = artifact.clone();
-            blocking(move || store.write_files(&v, &bytes)).await?
+            blocking(move || store.write_files(&v, artifact)).await?
         };
         if let Err(e) = written {
             return Err(self.reject(&model, &version.target, e.to_string()).await);
@@ -383,7 +391,7 @@ impl Agent {
         self.notify(&model, EventKind::HealthChecking, &version.target, None);
         crash_point("checking");
 
-        let (slot, load_ms) = match self.slot_from_bytes(&version, artifact).await {
+        let (slot, load_ms) = match self.load_slot(&version).await {
             Ok(s) => s,
             Err(InstallError::Rejected { reason, .. }) => {
                 return Err(self
@@ -559,8 +567,8 @@ impl Agent {
         let staging = self.config.data_dir.join("store/staging");
         let mut reports = Vec::new();
         for target in targets {
-            let bytes = trusted.fetch(&target, &staging).await?;
-            reports.push(self.install(&target, bytes).await?);
+            let artifact = trusted.fetch(&target, &staging).await?;
+            reports.push(self.install(&target, artifact).await?);
         }
         Ok(reports)
     }

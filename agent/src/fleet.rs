@@ -693,7 +693,7 @@ impl Fleet {
             })
             .await;
             let staging = self.agent.config.data_dir.join("store/staging");
-            let bytes = trusted
+            let artifact = trusted
                 .fetch(&target, &staging)
                 .await
                 .map_err(|e| format!("download of {}: {e}", target.name))?;
@@ -703,11 +703,11 @@ impl Fleet {
                 target: Some(target.name.clone()),
                 detail: Some(format!(
                     "{} bytes, sha256 and length as signed",
-                    bytes.len()
+                    artifact.length()
                 )),
             })
             .await;
-            match self.agent.install(&target, bytes).await {
+            match self.agent.install(&target, artifact).await {
                 Ok(report) => info!(?report, "over-the-air install"),
                 Err(InstallError::Rejected { .. }) => {
                     self.remember_failed(m.model.as_str(), &target.sha256_hex);

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use edgefleet_protocol::target::ModelTargetMeta;
+use edgefleet_tuf::client::VerifiedArtifact;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::lifecycle::{self, Event, InstallState, Next, Outcome};
@@ -221,7 +222,14 @@ impl Store {
     }
 
     /// Writes the artifact and its metadata into the store: staging dir, fsync, rename, fsync.
-    pub fn write_files(&self, version: &StoredVersion, artifact: &[u8]) -> Result<(), StoreError> {
+    /// Moves a verified artifact into the version's directory with its metadata, atomically (a
+    /// directory rename) and durably (synced). The artifact's file must be on the store's file
+    /// system: the TUF client downloads into `store/staging`.
+    pub fn write_files(
+        &self,
+        version: &StoredVersion,
+        artifact: VerifiedArtifact,
+    ) -> Result<(), StoreError> {
         let model = version.meta.model.as_str();
         let dest = self.version_dir(model, &version.sha256);
         if dest.join("model.onnx").exists() {
@@ -246,10 +254,10 @@ impl Store {
                 detail: e.to_string(),
             }
         })?;
-        for (name, bytes) in [("model.onnx", artifact), ("meta.json", meta.as_slice())] {
-            let path = staging.join(name);
-            write_synced(&path, bytes).map_err(io(&path))?;
-        }
+        let model_path = staging.join("model.onnx");
+        artifact.persist(&model_path).map_err(io(&model_path))?;
+        let meta_path = staging.join("meta.json");
+        write_synced(&meta_path, &meta).map_err(io(&meta_path))?;
         sync_dir(&staging).map_err(io(&staging))?;
         let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(io(&parent))?;

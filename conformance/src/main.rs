@@ -128,10 +128,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 if already_there(&dest, &target) {
                     continue;
                 }
-                let bytes = trusted
+                let artifact = trusted
                     .fetch_plain(&target, &target_dir.join(".staging"))
                     .await?;
-                write_file(&dest, &bytes)?;
+                let dir = dest.parent().context("target path has no parent")?;
+                std::fs::create_dir_all(dir)?;
+                artifact
+                    .persist(&dest)
+                    .with_context(|| dest.display().to_string())?;
             }
         }
     }
@@ -152,13 +156,4 @@ fn already_there(dest: &Path, target: &client::PlainTarget) -> bool {
     std::fs::read(dest).is_ok_and(|bytes| {
         bytes.len() as u64 == target.length && client::sha256_hex(&bytes) == target.sha256_hex
     })
-}
-
-fn write_file(dest: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = dest.parent().context("target path has no parent")?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(".incoming");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, dest)?;
-    Ok(())
 }

@@ -842,6 +842,12 @@ fn on_mosquitto_no_device_can_take_another_clients_id() {
         metrics.contains("edgefleet_server_mqtt_connections_total 1\n"),
         "the server was knocked off the broker: {metrics}"
     );
+    // The slot it took is kept for its restart, readable by nobody else.
+    use std::os::unix::fs::PermissionsExt;
+    let kept = server.dir.join("data/mqtt-client-id");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "fleet-server-1");
+    let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
 
 #[test]

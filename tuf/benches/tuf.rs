@@ -188,7 +188,7 @@ async fn main() {
         .await
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
-    assert_eq!(bytes.len(), size);
+    assert_eq!(bytes.length(), size as u64);
     println!(
         "fetch + verify + stage 128 MiB (file transport): {:.0} MB/s",
         size as f64 / 1e6 / secs

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgefleet_protocol::target::ModelTargetMeta;
 use futures::StreamExt;
@@ -20,6 +20,7 @@ use tough::schema::{Root, Signed};
 use tough::{RepositoryLoader, TargetName, Transport, TransportError};
 use url::Url;
 
+pub use crate::artifact::VerifiedArtifact;
 use crate::operator::target_meta;
 use crate::verify::verify_distinct;
 use crate::{Error, sha256, write_atomic};
@@ -80,6 +81,7 @@ pub fn init(metadata_dir: &Path, trusted_root: &[u8]) -> Result<(), Error> {
 struct Recording<T> {
     inner: T,
     metadata_url: Url,
+    limits: ClientLimits,
     seen: Arc<Mutex<HashMap<String, Vec<u8>>>>,
 }
 
@@ -94,11 +96,30 @@ impl<T: Transport + Clone + 'static> Transport for Recording<T> {
         else {
             return Ok(stream);
         };
-        // Metadata is small and capped by tough's limits; buffer it to record it.
+        // Buffered to be recorded, so capped here while it arrives: tough's own size limits
+        // apply only to what this returns, after the whole file would have been in memory.
+        let cap = if file.ends_with("targets.json") {
+            self.limits.max_targets_bytes
+        } else {
+            self.limits.max_metadata_bytes
+        };
+        let refuse = |why: String| {
+            TransportError::new_with_cause(tough::TransportErrorKind::Other, url.as_str(), why)
+        };
         let mut bytes = Vec::new();
         let mut stream = stream;
-        while let Some(chunk) = stream.next().await {
-            bytes.extend_from_slice(&chunk?);
+        loop {
+            let next = tokio::time::timeout(self.limits.stall_timeout, stream.next())
+                .await
+                .map_err(|_| refuse(format!("no data for {:?}", self.limits.stall_timeout)))?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk?;
+            if (bytes.len() + chunk.len()) as u64 > cap {
+                return Err(refuse(format!(
+                    "metadata larger than this device's limit of {cap} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
         }
         if let Ok(mut seen) = self.seen.lock() {
             seen.insert(file, bytes.clone());
@@ -152,6 +173,7 @@ pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
     let recording = Recording {
         inner: transport.clone(),
         metadata_url: config.metadata_url.clone(),
+        limits: config.limits,
         seen: Arc::default(),
     };
     let limits = tough::Limits {
@@ -373,11 +395,15 @@ impl TrustedRepo {
             .collect()
     }
 
-    /// Downloads a target into `staging_dir/<sha256>.part`, capped at its signed length (and the
-    /// device's own cap), abandoning slow or stalled transfers, and checks length and sha256.
-    /// Returns the verified bytes: the caller installs from them, never by re-reading a path. On
-    /// any failure the partial file is removed.
-    pub async fn fetch(&self, target: &ModelTarget, staging_dir: &Path) -> Result<Vec<u8>, Error> {
+    /// Downloads a target into `staging_dir`, streamed to disk while hashed (never whole in
+    /// memory), capped at its signed length (and the device's own cap), abandoning slow or
+    /// stalled transfers, and checks length and sha256. Returns the verified file, which the
+    /// caller moves into place; dropped unused, it is deleted. On any failure nothing is left.
+    pub async fn fetch(
+        &self,
+        target: &ModelTarget,
+        staging_dir: &Path,
+    ) -> Result<VerifiedArtifact, Error> {
         self.fetch_plain(
             &PlainTarget {
                 name: target.name.clone(),
@@ -394,7 +420,7 @@ impl TrustedRepo {
         &self,
         target: &PlainTarget,
         staging_dir: &Path,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<VerifiedArtifact, Error> {
         let fail = |detail: String| Error::Download {
             name: target.name.clone(),
             detail,
@@ -406,12 +432,15 @@ impl TrustedRepo {
             )));
         }
         std::fs::create_dir_all(staging_dir).map_err(Error::io(staging_dir))?;
-        let part = staging_dir.join(format!("{}.part", target.sha256_hex));
-        let result = self.fetch_into(target, &part).await.map_err(fail);
-        // The caller gets the verified bytes; the partial file only bounds memory use during the
-        // transfer (and is where a resumed download will pick up).
-        let _ = std::fs::remove_file(&part);
-        result
+        let url = self.target_url(target).map_err(fail)?;
+        let stream = self
+            .transport
+            .fetch(url.clone())
+            .await
+            .map_err(|e| fail(format!("{url}: {}", error_chain(&e))))?;
+        crate::artifact::download(stream, target, staging_dir, &self.limits)
+            .await
+            .map_err(fail)
     }
 
     /// The spec's download path: `dir/HASH.file` under consistent snapshots, `dir/file` otherwise.
@@ -427,61 +456,6 @@ impl TrustedRepo {
         self.targets_url
             .join(&path)
             .map_err(|e| format!("target URL for {path:?}: {e}"))
-    }
-
-    async fn fetch_into(&self, target: &PlainTarget, part: &Path) -> Result<Vec<u8>, String> {
-        use std::io::Write;
-        let url = self.target_url(target)?;
-        let mut stream = self
-            .transport
-            .fetch(url.clone())
-            .await
-            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
-        let mut file =
-            std::fs::File::create(part).map_err(|e| format!("{}: {e}", part.display()))?;
-        let mut bytes = Vec::with_capacity(usize::try_from(target.length).unwrap_or(0));
-        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        let started = Instant::now();
-        loop {
-            let next = tokio::time::timeout(self.limits.stall_timeout, stream.next())
-                .await
-                .map_err(|_| format!("no data for {:?}", self.limits.stall_timeout))?;
-            let Some(chunk) = next else { break };
-            let chunk = chunk.map_err(|e| error_chain(&e))?;
-            bytes.extend_from_slice(&chunk);
-            digest.update(&chunk);
-            if bytes.len() as u64 > target.length {
-                return Err(format!(
-                    "more than the signed length of {} bytes",
-                    target.length
-                ));
-            }
-            file.write_all(&chunk).map_err(|e| e.to_string())?;
-            let elapsed = started.elapsed();
-            if elapsed > self.limits.grace
-                && (bytes.len() as f64)
-                    < self.limits.min_bytes_per_second as f64 * elapsed.as_secs_f64()
-            {
-                return Err(format!(
-                    "{} bytes in {:.1} s is below the minimum rate of {} B/s",
-                    bytes.len(),
-                    elapsed.as_secs_f64(),
-                    self.limits.min_bytes_per_second
-                ));
-            }
-        }
-        if bytes.len() as u64 != target.length {
-            return Err(format!(
-                "got {} bytes, signed length is {}",
-                bytes.len(),
-                target.length
-            ));
-        }
-        if hex::encode(digest.finish()) != target.sha256_hex {
-            return Err("sha256 does not match the signed hash".into());
-        }
-        file.sync_all().map_err(|e| e.to_string())?;
-        Ok(bytes)
     }
 }
 

@@ -17,6 +17,7 @@
 
 use std::path::PathBuf;
 
+pub mod artifact;
 pub mod client;
 pub mod desired;
 pub mod keys;

@@ -127,7 +127,10 @@ async fn attempt(mode: Artifact) -> (Result<Vec<u8>, edgefleet_tuf::Error>, Path
         .model_target("models/churn/1.0.0/model.onnx")
         .unwrap();
     let staging = f.tmp.path().join("staging");
-    let result = trusted.fetch(&target, &staging).await;
+    let result = trusted
+        .fetch(&target, &staging)
+        .await
+        .map(|artifact| artifact.read().unwrap());
     (result, staging, f)
 }
 

@@ -27,8 +27,12 @@ async fn a_device_verifies_and_downloads_a_signed_model() {
         .unwrap();
     assert_eq!(target.meta.sequence, 1);
     let staging = f.tmp.path().join("staging");
-    let bytes = trusted.fetch(&target, &staging).await.unwrap();
-    assert_eq!(bytes, release("churn/1.0.0").0);
+    let artifact = trusted.fetch(&target, &staging).await.unwrap();
+    assert_eq!(artifact.read().unwrap(), release("churn/1.0.0").0);
+    assert_eq!(artifact.length(), target.length);
+    // Dropped unused, the verified file goes: nothing is left in staging.
+    drop(artifact);
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
     // Cached metadata is the exact bytes the repository published.
     for (cached, published) in [
         ("timestamp.json", "timestamp.json".to_string()),
