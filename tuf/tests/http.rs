@@ -23,6 +23,8 @@ enum Artifact {
     Endless,
     /// One byte every 200 ms.
     Trickle,
+    /// Artifacts honest, but `timestamp.json` never ends (a mirror filling the device's RAM).
+    EndlessTimestamp,
 }
 
 /// Serves `repo_dir` over HTTP/1.1 on loopback, misbehaving on artifact requests as told.
@@ -51,8 +53,20 @@ async fn serve(repo_dir: PathBuf, mode: Artifact) -> Url {
                     return;
                 };
                 let is_artifact = path.starts_with("targets/");
+                if matches!(mode, Artifact::EndlessTimestamp) && path.ends_with("timestamp.json") {
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
+                        .await;
+                    let chunk = vec![b' '; 64 * 1024];
+                    for _ in 0..100_000 {
+                        if sock.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
                 match (is_artifact, mode) {
-                    (false, _) | (true, Artifact::Honest) => {
+                    (false, _) | (true, Artifact::Honest | Artifact::EndlessTimestamp) => {
                         let head = format!(
                             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                             body.len()
@@ -108,10 +122,9 @@ fn transport() -> tough::HttpTransport {
         .build()
 }
 
-async fn attempt(mode: Artifact) -> (Result<Vec<u8>, edgefleet_tuf::Error>, PathBuf, Fixture) {
-    let f = Fixture::new().await;
+async fn client_config(f: &Fixture, mode: Artifact) -> ClientConfig {
     let base = serve(f.repo_dir.clone(), mode).await;
-    let config = ClientConfig {
+    ClientConfig {
         metadata_dir: f.client_dir.clone(),
         metadata_url: base.join("metadata/").unwrap(),
         targets_url: base.join("targets/").unwrap(),
@@ -121,7 +134,12 @@ async fn attempt(mode: Artifact) -> (Result<Vec<u8>, edgefleet_tuf::Error>, Path
             stall_timeout: Duration::from_secs(3),
             ..ClientLimits::default()
         },
-    };
+    }
+}
+
+async fn attempt(mode: Artifact) -> (Result<Vec<u8>, edgefleet_tuf::Error>, PathBuf, Fixture) {
+    let f = Fixture::new().await;
+    let config = client_config(&f, mode).await;
     let trusted = client::refresh(&config, transport()).await.unwrap();
     let target = trusted
         .model_target("models/churn/1.0.0/model.onnx")
@@ -162,4 +180,20 @@ async fn lying_content_length_endless_bodies_and_trickles_are_cut_off_leaving_no
         let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
         assert_eq!(left, 0, "{mode:?}: part file left behind");
     }
+}
+
+#[tokio::test]
+async fn endless_metadata_is_cut_off_at_the_devices_limit_while_it_arrives() {
+    let f = Fixture::new().await;
+    let config = client_config(&f, Artifact::EndlessTimestamp).await;
+    let started = std::time::Instant::now();
+    let err = client::refresh(&config, transport()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("larger than this device's limit"), "{text}");
+    // Cut at 1 MiB, not after the 6.4 GB the mirror would send.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
