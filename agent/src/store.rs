@@ -379,8 +379,14 @@ impl Store {
         }
         let staging = self.root.join("staging");
         if let Ok(entries) = std::fs::read_dir(&staging) {
+            // Half-written install directories, and downloads a crash cut short or left
+            // verified but never moved in.
             for entry in entries.flatten() {
-                let _ = std::fs::remove_dir_all(entry.path());
+                let path = entry.path();
+                let _ = match entry.file_type() {
+                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                    _ => std::fs::remove_file(&path),
+                };
             }
         }
         Ok(done)
