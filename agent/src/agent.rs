@@ -177,7 +177,21 @@ impl Agent {
         let store = self.store.clone();
         let model = version.meta.model.to_string();
         let sha = version.sha256.clone();
-        let bytes = blocking(move || store.read_artifact(&model, &sha)).await??;
+        let bytes = blocking(move || {
+            let bytes = store.read_artifact(&model, &sha)?;
+            // What is loaded is what was verified: the file is hashed again as it is read, so
+            // a copy changed on disk since (bit rot, tampering) is refused, never served.
+            let found = client::sha256_hex(&bytes);
+            Ok::<_, InstallError>((found == sha).then_some(bytes).ok_or(found))
+        })
+        .await??;
+        let bytes = bytes.map_err(|found| InstallError::Rejected {
+            target: version.target.clone(),
+            reason: format!(
+                "the stored copy's sha256 is {found}, not the signed {}",
+                version.sha256
+            ),
+        })?;
         self.slot_from_bytes(version, bytes).await
     }
 
