@@ -581,17 +581,30 @@ impl Fleet {
         let mut backoff = Duration::from_secs(1);
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut last_recheck: Option<tokio::time::Instant> = None;
+        let mut recheck_at: Option<tokio::time::Instant> = None;
         loop {
             let sleep_until = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + FAR);
+            let recheck_until = recheck_at.unwrap_or_else(|| tokio::time::Instant::now() + FAR);
             tokio::select! {
                 changed = desired.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep_until(sleep_until), if retry_at.is_some() => {}
                 () = self.recheck_unverified.notified() => {
                     // At most one refresh a minute on behalf of messages that did not verify, so
-                    // a stream of forgeries costs the server nothing.
-                    if last_recheck.is_some_and(|t| t.elapsed() < RECHECK_EVERY) {
-                        continue;
+                    // a stream of forgeries costs the server nothing; one asked for sooner is
+                    // put off, not dropped (a second key rotation within the minute).
+                    match last_recheck {
+                        Some(t) if t.elapsed() < RECHECK_EVERY => {
+                            recheck_at = Some(t + RECHECK_EVERY);
+                        }
+                        _ => {
+                            last_recheck = Some(tokio::time::Instant::now());
+                            self.recheck_after_refresh().await;
+                        }
                     }
+                    continue;
+                }
+                () = tokio::time::sleep_until(recheck_until), if recheck_at.is_some() => {
+                    recheck_at = None;
                     last_recheck = Some(tokio::time::Instant::now());
                     self.recheck_after_refresh().await;
                     continue;

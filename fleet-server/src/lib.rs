@@ -13,6 +13,7 @@ pub mod engine;
 pub mod listener;
 pub mod metrics;
 pub mod mqtt;
+pub mod online_keys;
 pub mod range;
 pub mod rollout;
 pub mod server;

@@ -60,11 +60,18 @@ const SERVER_MAX_INCOMING_BYTES: usize = 2 * MAX_PACKET_BYTES;
 pub struct MqttHandle {
     client: AsyncClient,
     connected: Arc<AtomicBool>,
+    republish: Arc<Notify>,
 }
 
 impl MqttHandle {
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Has every device's desired state signed afresh and re-published (after an online key
+    /// rotation, so retained messages carry the key devices' new root lists).
+    pub fn republish_all(&self) {
+        self.republish.notify_one();
     }
 
     /// Publishes a desired state, signed ([`crate::tufhost::TufHost::sign_desired`]), retained
@@ -224,6 +231,7 @@ pub fn connect(
         MqttHandle {
             client,
             connected: Arc::new(AtomicBool::new(false)),
+            republish: Arc::new(Notify::new()),
         },
         eventloop,
     ))
@@ -309,7 +317,7 @@ pub async fn run(
     share_group: Option<String>,
     sessions: Option<crate::sessions::Sessions>,
 ) {
-    let republish = Arc::new(Notify::new());
+    let republish = handle.republish.clone();
     tokio::spawn(republisher(
         handle.clone(),
         store.clone(),

@@ -43,6 +43,8 @@ pub enum HostError {
     #[error("importing the repository from {dir}: {detail}")]
     Import { dir: String, detail: String },
     #[error(transparent)]
+    Rotation(#[from] crate::online_keys::RotationError),
+    #[error(transparent)]
     Tuf(#[from] TufError),
 }
 
@@ -249,9 +251,42 @@ impl TufHost {
     }
 
     pub async fn accept_root(&self, bytes: &[u8], now: Timestamp) -> Result<Published, HostError> {
+        self.accept_rotation(bytes, None, now).await
+    }
+
+    /// Accepts a rotated root, with the targets re-signed under it when its targets keys
+    /// changed. Where it lists an online role's next key (see [`crate::online_keys`]), that key
+    /// becomes current first, so snapshot and timestamp are re-signed with it; if the root is
+    /// refused, the keys are as they were.
+    pub async fn accept_rotation(
+        &self,
+        root: &[u8],
+        targets: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<Published, HostError> {
         let _writing = self.writing.lock().await;
         self.ensure_initialised().await?;
-        Ok(self.repo.accept_root(bytes, now).await?)
+        let parsed: Signed<tough::schema::Root> =
+            serde_json::from_slice(root).map_err(|e| TufError::Malformed {
+                what: "root.json".into(),
+                detail: e.to_string(),
+            })?;
+        if let Some(targets) = targets {
+            self.check_uploaded(targets).await?;
+        }
+        let promotion =
+            crate::online_keys::promote_for(&self.keys_dir, &parsed.signed, now.as_second())?;
+        let published = self.repo.accept_rotation(root, targets, now).await?;
+        promotion.keep();
+        Ok(published)
+    }
+
+    /// The public half of the next key for an online role, made if none waits.
+    pub fn next_online_key(
+        &self,
+        role: crate::online_keys::OnlineRole,
+    ) -> Result<tough::schema::key::Key, HostError> {
+        Ok(crate::online_keys::next_key(&self.keys_dir, role)?)
     }
 
     /// Re-signs online metadata when it is at half its validity. Another server doing it at

@@ -16,6 +16,7 @@
 #![allow(clippy::print_stdout)]
 
 mod remote;
+mod rotate;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,7 +30,6 @@ use edgefleet_tuf::operator::{self, Expiries, RoleSpec, RootSpec};
 use edgefleet_tuf::repo::{OnlineKeys, RepoStore};
 use jiff::Timestamp;
 use tough::key_source::KeySource;
-use tough::schema::RoleType;
 
 #[derive(Debug, Parser)]
 #[command(name = "fleetctl", version, about = "Operate an Edgefleet fleet")]
@@ -111,7 +111,27 @@ enum Command {
         /// Target name, e.g. models/churn/2.0.0/model.onnx.
         target: String,
     },
-    /// Replace the root keys: a new root version signed by a threshold of the old and the new keys.
+    /// Replace the keys of one role (root, targets, snapshot or timestamp): a new root version
+    /// signed by the current root keys (and the new ones, for root). Targets are re-signed with
+    /// new targets keys in the same step; snapshot and timestamp keys are made by the server.
+    RotateKeys {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long, value_enum)]
+        role: rotate::RotatedRole,
+        /// Current root key names to sign the new root with (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        root_keys: Vec<String>,
+        /// New key names for root or targets (comma-separated; `fleetctl keygen` them first).
+        #[arg(long, value_delimiter = ',')]
+        new_keys: Vec<String>,
+        /// Signatures the rotated role needs (root and targets).
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+        #[arg(long, default_value_t = Expiries::default().root_days)]
+        root_days: u32,
+    },
+    /// Replace the root keys (same as `rotate-keys --role root`).
     RotateRoot {
         #[command(flatten)]
         repo: RepoArgs,
@@ -388,6 +408,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             revoke_on_server(&client()?, &repo, &target).await
         }
         Command::Revoke { repo, target } => revoke(&repo, &target).await,
+        Command::RotateKeys {
+            repo,
+            role,
+            root_keys,
+            new_keys,
+            threshold,
+            root_days,
+        } => {
+            let server = if repo.server { Some(client()?) } else { None };
+            let spec = rotate::RotationSpec {
+                role,
+                root_keys: &root_keys,
+                new_keys: &new_keys,
+                threshold,
+                root_days,
+            };
+            rotate::rotate_keys(server.as_ref(), &repo, &spec).await
+        }
         Command::RotateRoot {
             repo,
             old_keys,
@@ -396,15 +434,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             root_days,
         } => {
             let server = if repo.server { Some(client()?) } else { None };
-            rotate_root(
-                server.as_ref(),
-                &repo,
-                &old_keys,
-                &new_keys,
+            let spec = rotate::RotationSpec {
+                role: rotate::RotatedRole::Root,
+                root_keys: &old_keys,
+                new_keys: &new_keys,
                 threshold,
                 root_days,
-            )
-            .await
+            };
+            rotate::rotate_keys(server.as_ref(), &repo, &spec).await
         }
         Command::Verify { repo, root } => verify(&repo, root.as_deref()).await,
         Command::Login { server, token_file } => {
@@ -923,71 +960,6 @@ async fn revoke(args: &RepoArgs, target: &str) -> anyhow::Result<()> {
     println!(
         "revoked {target}; targets version {}",
         published.targets_version
-    );
-    Ok(())
-}
-
-async fn rotate_root(
-    server: Option<&remote::Client>,
-    args: &RepoArgs,
-    old_keys: &[String],
-    new_keys: &[String],
-    threshold: u64,
-    root_days: u32,
-) -> anyhow::Result<()> {
-    let old = match server {
-        Some(client) => {
-            let bytes = client
-                .get_bytes("/tuf/metadata/root.json", "fetching root.json")
-                .await?;
-            let root: tough::schema::Signed<tough::schema::Root> =
-                serde_json::from_slice(&bytes).context("the server's root.json does not parse")?;
-            // The new root copies the other roles' keys from this one: make sure it is a root
-            // these operators signed, not one the server made up.
-            let ours: Vec<_> = old_keys
-                .iter()
-                .map(|n| public(&args.keys, n))
-                .collect::<Result<_, _>>()?;
-            edgefleet_tuf::verify::signed_by_one_of(&root.signed, &root, &ours).context(
-                "the server's root.json is not signed by the --old-keys; refusing to rotate from it",
-            )?;
-            root.signed
-        }
-        None => open(args)?.root().await?.signed,
-    };
-    let spec = RootSpec {
-        root: RoleSpec {
-            keys: new_keys
-                .iter()
-                .map(|n| public(&args.keys, n))
-                .collect::<Result<_, _>>()?,
-            threshold,
-        },
-        targets: operator::role_spec_of(&old, RoleType::Targets)?,
-        snapshot: operator::role_spec_of(&old, RoleType::Snapshot)?,
-        timestamp: operator::role_spec_of(&old, RoleType::Timestamp)?,
-    };
-    let signers: Vec<_> = old_keys
-        .iter()
-        .chain(new_keys)
-        .map(|n| source(&args.keys, n))
-        .collect::<Result<_, _>>()?;
-    let now = Timestamp::now();
-    let bytes =
-        operator::rotate_root(&old, &spec, operator::days_after(now, root_days)?, &signers).await?;
-    match server {
-        Some(client) => {
-            client
-                .post_bytes("/api/v1/tuf/root", bytes, "publishing the new root")
-                .await?;
-        }
-        None => {
-            open(args)?.accept_root(&bytes, now).await?;
-        }
-    }
-    println!(
-        "root rotated to version {}; devices follow it on their next refresh",
-        old.version.get() + 1
     );
     Ok(())
 }

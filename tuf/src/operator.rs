@@ -371,6 +371,14 @@ pub fn without_target(current: &Targets, name: &str, expires: Timestamp) -> Resu
     Ok(next)
 }
 
+/// The same targets one version on, to sign with new targets keys after a rotation.
+pub fn resigned(current: &Targets, expires: Timestamp) -> Result<Targets, Error> {
+    let mut next = current.clone();
+    next.version = nonzero(current.version.get() + 1, "targets")?;
+    next.expires = expires;
+    Ok(next)
+}
+
 /// The keys and threshold a root assigns to `role`, to carry them into a rotated root.
 pub fn role_spec_of(root: &Root, role: RoleType) -> Result<RoleSpec, Error> {
     let keys = root

@@ -400,6 +400,18 @@ impl<B: RepoBackend> RepoStore<B> {
     /// the old root's keys and of its own, not expired, and authorizing the online keys this
     /// repository signs with. Then re-publishes snapshot and timestamp under it.
     pub async fn accept_root(&self, bytes: &[u8], now: Timestamp) -> Result<Published, Error> {
+        self.accept_rotation(bytes, None, now).await
+    }
+
+    /// [`RepoStore::accept_root`], with the targets re-signed by the new root's targets keys
+    /// (version exactly one above the current) published in the same step, so no client ever
+    /// sees a root whose targets do not verify: how the targets keys are rotated.
+    pub async fn accept_rotation(
+        &self,
+        bytes: &[u8],
+        targets: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<Published, Error> {
         let old = self.root().await?;
         let new: Signed<Root> = parse("root.json", bytes)?;
         if new.signed.version.get() != old.signed.version.get() + 1 {
@@ -413,12 +425,22 @@ impl<B: RepoBackend> RepoStore<B> {
         verify_distinct(&new.signed, &new)?;
         check_not_expired("root", new.signed.expires, now)?;
         self.check_online_keys(&new.signed).await?;
-        let (targets, targets_bytes) = self.targets().await?;
-        verify_distinct(&new.signed, &targets).map_err(|e| {
-            Error::InvalidRoot(format!(
-                "the current targets would not verify under it ({e}); push targets signed with the new targets keys together with it"
-            ))
-        })?;
+        let (current, current_bytes) = self.targets().await?;
+        let (targets, targets_bytes) = match targets {
+            Some(resigned) => (
+                self.check_targets(&new.signed, Some(&current.signed), resigned, now)
+                    .await?,
+                resigned.to_vec(),
+            ),
+            None => {
+                verify_distinct(&new.signed, &current).map_err(|e| {
+                    Error::InvalidRoot(format!(
+                        "the current targets would not verify under it ({e}); publish targets signed with the new targets keys together with it (`fleetctl rotate-keys --role targets`)"
+                    ))
+                })?;
+                (current, current_bytes)
+            }
+        };
         self.publish(
             &new.signed,
             Some((bytes, new.signed.version.get())),

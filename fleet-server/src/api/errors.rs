@@ -97,7 +97,8 @@ impl From<HostError> for ApiError {
             }
             HostError::Tuf(edgefleet_tuf::Error::Storage(_))
             | HostError::ForeignKeys { .. }
-            | HostError::Import { .. } => Self::internal(e),
+            | HostError::Import { .. }
+            | HostError::Rotation(_) => Self::internal(e),
             HostError::MissingArtifact { .. } | HostError::Tuf(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }

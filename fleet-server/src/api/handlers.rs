@@ -20,7 +20,7 @@ use crate::auth::{self, Role, SecretKind};
 use crate::range::{RangeDecision, decide};
 use crate::store::{DeviceFilter, NewDevice, Release, Stage, StoreError};
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 fn now() -> i64 {
     jiff::Timestamp::now().as_second()
@@ -67,7 +67,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn json_response(status: StatusCode, value: Value) -> Response {
+pub(super) fn json_response(status: StatusCode, value: Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
@@ -757,7 +757,7 @@ pub async fn tuf_init(
     ))
 }
 
-fn published_json(p: &edgefleet_tuf::repo::Published) -> Value {
+pub(super) fn published_json(p: &edgefleet_tuf::repo::Published) -> Value {
     json!({
         "targets_version": p.targets_version,
         "snapshot_version": p.snapshot_version,

@@ -11,6 +11,7 @@ mod errors;
 pub mod handlers;
 mod openapi;
 mod rollouts;
+mod rotation;
 mod telemetry;
 
 use std::sync::Arc;
@@ -422,6 +423,22 @@ pub fn routes() -> Vec<Route> {
             "Publish a new operator-signed root.json (raw body): a key rotation",
             None,
             post(h::tuf_accept_root),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/tuf/online-keys/{role}/next",
+            R(Admin),
+            "Make (or show the waiting) next key of an online role (snapshot or timestamp), for a root that rotates to it",
+            None,
+            post(rotation::next_online_key),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/tuf/rotation",
+            R(Admin),
+            "Publish a rotated root.json with, when its targets keys changed, the current targets re-signed by them; a root listing an online role's next key makes it current",
+            object(&["root"], json!({"root": string, "targets": string})),
+            post(rotation::rotate),
         ),
         route(
             Method::GET,
