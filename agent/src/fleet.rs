@@ -87,9 +87,14 @@ pub async fn enroll(
         .timeout(ENROLL_TIMEOUT)
         .build()
         .map_err(|e| FleetError::Enroll(format!("HTTP client: {e}")))?;
+    let key = crate::device_key::prepare(data_dir)?;
     let response = client
         .post(format!("{server_url}/api/v1/enroll"))
-        .json(&serde_json::json!({"device_id": device_id, "token": token.trim()}))
+        .json(&serde_json::json!({
+            "device_id": device_id,
+            "token": token.trim(),
+            "public_key": key.public_key().to_hex(),
+        }))
         .send()
         .await
         .map_err(|e| FleetError::Enroll(format!("cannot reach {server_url}: {e}")))?;
@@ -133,6 +138,7 @@ pub async fn enroll(
         path: data_dir.to_path_buf(),
         detail: e.to_string(),
     })?;
+    crate::device_key::commit(data_dir)?;
     let path = link_path(data_dir);
     write_private(&path, &serde_json::to_vec_pretty(&link).unwrap_or_default()).map_err(|e| {
         FleetError::File {
@@ -207,6 +213,8 @@ pub struct Fleet {
     /// key this device has not learned yet.
     unverified: Mutex<Option<Vec<u8>>>,
     recheck_unverified: Notify,
+    /// Seals every message this device publishes; `None` for a device enrolled before keys.
+    key: Option<edgefleet_sealed::DeviceKey>,
 }
 
 const REPORTED_SEQ: &str = "reported_seq";
@@ -225,6 +233,12 @@ impl Fleet {
             })?,
         );
         let (host, port, tls) = broker(&link.mqtt_url)?;
+        let key = crate::device_key::load(&agent.config.data_dir)?;
+        if key.is_none() {
+            warn!(
+                "this device has no key of its own (enrolled before device keys): its messages go unsealed; enroll it again to seal them"
+            );
+        }
         let id = link.device_id.to_string();
         let mut options = MqttOptions::new(id.clone(), host, port);
         if tls {
@@ -262,6 +276,7 @@ impl Fleet {
             desired,
             unverified: Mutex::new(None),
             recheck_unverified: Notify::new(),
+            key,
         });
         tokio::spawn(fleet.clone().drive(eventloop));
         tokio::spawn(fleet.clone().publish_outbox());
@@ -287,9 +302,14 @@ impl Fleet {
         if !wire.connected {
             return false;
         }
+        let topic = self.topic(channel);
+        let payload = match &self.key {
+            Some(key) => key.seal(&topic, &payload),
+            None => payload,
+        };
         if self
             .client
-            .try_publish(self.topic(channel), QoS::AtLeastOnce, retain, payload)
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
             .is_err()
         {
             return false;

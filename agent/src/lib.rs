@@ -14,6 +14,7 @@ pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod device_key;
 pub mod fleet;
 pub mod lifecycle;
 pub mod metrics;

@@ -9,6 +9,7 @@ pub mod api;
 pub mod artifacts;
 pub mod auth;
 pub mod config;
+pub mod device_keys;
 pub mod engine;
 pub mod listener;
 pub mod metrics;

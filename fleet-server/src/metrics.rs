@@ -28,6 +28,9 @@ pub struct MessageLabels {
     pub outcome: String,
 }
 
+/// The most (model, version) label sets device telemetry may create.
+pub const MAX_VERSION_LABELS: usize = 1_000;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub model: String,
@@ -74,6 +77,8 @@ pub struct Metrics {
     /// HTTP connections closed at once because a connection cap was reached.
     pub http_connections_refused: Family<RefusedLabels, Counter>,
     pub fleet_predictions: Family<VersionLabels, Counter>,
+    /// The (model, version) label sets devices have named, bounded: see [`MAX_VERSION_LABELS`].
+    device_versions: std::sync::Mutex<std::collections::HashSet<VersionLabels>>,
     pub fleet_prediction_errors: Family<VersionLabels, Counter>,
     pub fleet_dropped_batches: Counter,
     pub fleet_latency: Family<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -198,6 +203,7 @@ impl Default for Metrics {
         );
         Self {
             fleet_predictions,
+            device_versions: Default::default(),
             fleet_prediction_errors,
             fleet_dropped_batches,
             fleet_latency,
@@ -225,16 +231,32 @@ impl Metrics {
     pub fn count_telemetry(&self, batch: &edgefleet_protocol::message::MetricsBatch) {
         self.fleet_dropped_batches.inc_by(batch.dropped_batches);
         for m in &batch.models {
-            let labels = VersionLabels {
+            let labels = self.bounded_labels(VersionLabels {
                 model: m.model.to_string(),
                 version: m.version.to_string(),
-            };
+            });
             self.fleet_predictions
                 .get_or_create(&labels)
                 .inc_by(m.requests);
             self.fleet_prediction_errors
                 .get_or_create(&labels)
                 .inc_by(m.errors);
+        }
+    }
+
+    /// `labels`, or `other` for both once devices have named [`MAX_VERSION_LABELS`] sets: the
+    /// names come from devices, and every new set is a new series in every scrape.
+    fn bounded_labels(&self, labels: VersionLabels) -> VersionLabels {
+        let Ok(mut seen) = self.device_versions.lock() else {
+            return labels;
+        };
+        if seen.contains(&labels) || seen.len() < MAX_VERSION_LABELS {
+            seen.insert(labels.clone());
+            return labels;
+        }
+        VersionLabels {
+            model: "other".into(),
+            version: "other".into(),
         }
     }
 
@@ -281,5 +303,26 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_cannot_make_label_sets_without_bound() {
+        let metrics = Metrics::default();
+        let labels = |i: usize| VersionLabels {
+            model: "churn".into(),
+            version: format!("1.0.{i}"),
+        };
+        for i in 0..MAX_VERSION_LABELS {
+            assert_eq!(metrics.bounded_labels(labels(i)), labels(i));
+        }
+        let other = metrics.bounded_labels(labels(MAX_VERSION_LABELS));
+        assert_eq!(other.version, "other");
+        // Sets already seen keep their names.
+        assert_eq!(metrics.bounded_labels(labels(7)), labels(7));
     }
 }

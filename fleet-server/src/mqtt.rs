@@ -7,6 +7,7 @@
 //! re-publishes every device's desired state, so a broker restart (the embedded one keeps nothing
 //! on disk) loses nothing. Device messages are acknowledged only after they are stored.
 
+use crate::device_keys::{DeviceKeys, NotOpened};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -302,21 +303,31 @@ pub fn broker_of(config: &Config) -> Result<BrokerAddress, MqttError> {
     }
 }
 
+/// What the server's broker client works with.
+#[derive(Debug)]
+pub struct ClientParts {
+    pub store: Arc<dyn Store>,
+    pub tuf: Arc<TufHost>,
+    pub metrics: Arc<Metrics>,
+    pub keys: Arc<DeviceKeys>,
+    /// `None` on the embedded broker: only this process reads it, and rumqttd 0.20 delivers
+    /// only the first message per topic to a shared subscription (found by `tests/server.rs`),
+    /// so a plain subscription is both sufficient and correct there.
+    pub share_group: Option<String>,
+    pub sessions: Option<crate::sessions::Sessions>,
+}
+
 /// Drives the client forever: subscribes after every connection, re-publishes desired state,
 /// stores device messages and only then acknowledges them.
-///
-/// `share_group` is `None` on the embedded broker: only this process reads it, and rumqttd 0.20
-/// delivers only the first message per topic to a shared subscription (found by
-/// `tests/server.rs`), so a plain subscription is both sufficient and correct there.
-pub async fn run(
-    handle: MqttHandle,
-    mut eventloop: EventLoop,
-    store: Arc<dyn Store>,
-    tuf: Arc<TufHost>,
-    metrics: Arc<Metrics>,
-    share_group: Option<String>,
-    sessions: Option<crate::sessions::Sessions>,
-) {
+pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientParts) {
+    let ClientParts {
+        store,
+        tuf,
+        metrics,
+        keys,
+        share_group,
+        sessions,
+    } = parts;
     let republish = handle.republish.clone();
     tokio::spawn(republisher(
         handle.clone(),
@@ -325,7 +336,13 @@ pub async fn run(
         republish.clone(),
     ));
     let (to_ingest, from_loop) = tokio::sync::mpsc::channel(INGEST_WINDOW);
-    tokio::spawn(ingester(handle.clone(), store, metrics.clone(), from_loop));
+    tokio::spawn(ingester(
+        handle.clone(),
+        store,
+        metrics.clone(),
+        keys,
+        from_loop,
+    ));
     let mut backoff = Duration::from_millis(200);
     // `poll` is never cancelled (its cancel safety is undocumented): device messages go to the
     // ingester through a bounded channel, whose back-pressure pauses this loop.
@@ -377,6 +394,7 @@ async fn ingester(
     handle: MqttHandle,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    keys: Arc<DeviceKeys>,
     mut from_loop: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
 ) {
     let mut in_flight = FuturesOrdered::new();
@@ -394,11 +412,12 @@ async fn ingester(
                 Some(publish) => {
                     let store = store.clone();
                     let metrics = metrics.clone();
+                    let keys = keys.clone();
                     // Stamped here, in arrival order, though stored concurrently.
                     let received_us = jiff::Timestamp::now().as_microsecond();
                     in_flight.push_back(Box::pin(async move {
                         let outcome =
-                            ingest(&*store, &metrics, &publish.topic, &publish.payload, received_us)
+                            ingest(&*store, &metrics, &keys, &publish.topic, &publish.payload, received_us)
                                 .await;
                         (publish, outcome)
                     }) as IngestFuture);
@@ -538,16 +557,23 @@ impl Ingested {
 pub async fn ingest(
     store: &dyn Store,
     metrics: &Metrics,
+    keys: &DeviceKeys,
     topic: &str,
     payload: &[u8],
     received_us: i64,
 ) -> Ingested {
+    let raw_topic = topic;
     let topic = match Topic::parse(topic) {
         Ok(t) if t.channel.from_device() => t,
         Ok(t) => {
             return Ingested::Refused(format!("{} is not a device channel", t.channel.as_str()));
         }
         Err(e) => return Ingested::Refused(e.to_string()),
+    };
+    let payload = match keys.open(store, &topic.device, raw_topic, payload).await {
+        Ok(message) => message,
+        Err(NotOpened::Refused(why)) => return Ingested::Refused(why),
+        Err(NotOpened::Failed(why)) => return Ingested::Failed(why),
     };
     let now = jiff::Timestamp::now().as_second();
     let result = match topic.channel {
@@ -583,6 +609,9 @@ pub async fn ingest(
         },
         Channel::Metrics => match message::decode::<MetricsBatch>(payload) {
             Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),
+            Ok(m) if let Some(why) = m.implausible() => {
+                return Ingested::Refused(format!("metrics batch {}: {why}", m.seq));
+            }
             Ok(m) => {
                 let json = match serde_json::to_value(&m) {
                     Ok(j) => j,

@@ -196,6 +196,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let broker = mqtt::broker_of(&config)?;
     let instance = instance_id()?;
+    let keys = Arc::new(crate::device_keys::DeviceKeys::default());
     let client_id = mqtt_client_id(&config, &*store, &instance).await?;
     let sessions = config.mqtt.url.is_some().then(|| Sessions {
         store: store.clone(),
@@ -206,6 +207,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         share_group: config.mqtt.share_group.clone(),
         instance: instance.clone(),
         client_id: client_id.clone(),
+        keys: keys.clone(),
         draining: Arc::default(),
     });
     if let Some(sessions) = &sessions {
@@ -216,15 +218,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tokio::spawn(mqtt::run(
         handle.clone(),
         eventloop,
-        store.clone(),
-        tuf.clone(),
-        metrics.clone(),
-        config
-            .mqtt
-            .url
-            .is_some()
-            .then(|| config.mqtt.share_group.clone()),
-        sessions.clone(),
+        mqtt::ClientParts {
+            store: store.clone(),
+            tuf: tuf.clone(),
+            metrics: metrics.clone(),
+            keys,
+            share_group: config
+                .mqtt
+                .url
+                .is_some()
+                .then(|| config.mqtt.share_group.clone()),
+            sessions: sessions.clone(),
+        },
     ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)

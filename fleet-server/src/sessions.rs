@@ -86,6 +86,8 @@ pub struct Sessions {
     pub instance: String,
     /// This server's own client id.
     pub client_id: String,
+    /// Device keys, to open what the drained sessions hold.
+    pub keys: Arc<crate::device_keys::DeviceKeys>,
     /// Session leases this server is draining now.
     pub draining: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
@@ -263,6 +265,7 @@ impl Sessions {
                     let outcome = mqtt::ingest(
                         &*self.store,
                         &self.metrics,
+                        &self.keys,
                         &publish.topic,
                         &publish.payload,
                         jiff::Timestamp::now().as_microsecond(),

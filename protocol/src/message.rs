@@ -227,6 +227,40 @@ pub struct MetricsBatch {
     pub models: Vec<ModelMetrics>,
 }
 
+/// The most predictions a device may claim per second of a metrics window: far beyond any edge
+/// device, so only a lie or a bug exceeds it.
+pub const MAX_REQUESTS_PER_SECOND: u64 = 1_000_000;
+/// The longest window a batch may claim, for that bound.
+pub const MAX_WINDOW_SECONDS: u64 = 86_400;
+
+impl MetricsBatch {
+    /// Why the batch's counts cannot be true, if they cannot: more requests than
+    /// [`MAX_REQUESTS_PER_SECOND`] over its window (at most [`MAX_WINDOW_SECONDS`]), or more
+    /// errors than requests. The server stores and counts none of such a batch.
+    pub fn implausible(&self) -> Option<String> {
+        let window = self
+            .window_end_unix
+            .saturating_sub(self.window_start_unix)
+            .clamp(1, MAX_WINDOW_SECONDS);
+        let cap = window * MAX_REQUESTS_PER_SECOND;
+        self.models.iter().find_map(|m| {
+            if m.requests > cap {
+                Some(format!(
+                    "{} {} claims {} requests in a {window} s window (at most {cap})",
+                    m.model, m.version, m.requests
+                ))
+            } else if m.errors > m.requests {
+                Some(format!(
+                    "{} {} claims {} errors in {} requests",
+                    m.model, m.version, m.errors, m.requests
+                ))
+            } else {
+                None
+            }
+        })
+    }
+}
+
 macro_rules! wire_message {
     ($t:ty, $kind:literal, $max:expr) => {
         impl WireMessage for $t {
@@ -261,6 +295,45 @@ mod tests {
                 rollout: Some("r1".into()),
             }],
         }
+    }
+
+    #[test]
+    fn metrics_counts_no_device_could_have_are_named() {
+        let batch = |requests: u64, errors: u64, window: (u64, u64)| MetricsBatch {
+            schema: SCHEMA_VERSION,
+            id: MessageId::from_random([1; 16]),
+            device: DeviceId::new("d1").unwrap(),
+            seq: 1,
+            window_start_unix: window.0,
+            window_end_unix: window.1,
+            dropped_batches: 0,
+            process: ProcessStats {
+                cpu_seconds: 0.0,
+                rss_bytes: 0,
+            },
+            models: vec![ModelMetrics {
+                model: crate::ModelName::new("churn").unwrap(),
+                version: semver::Version::new(1, 0, 0),
+                requests,
+                errors,
+                latency: LatencySummary {
+                    p50_ms: 0.0,
+                    p95_ms: 0.0,
+                    p99_ms: 0.0,
+                    max_ms: 0.0,
+                },
+                latency_histogram: Default::default(),
+                predictions: BTreeMap::new(),
+                drift_psi: BTreeMap::new(),
+            }],
+        };
+        assert_eq!(batch(60_000_000, 0, (0, 60)).implausible(), None);
+        assert!(batch(60_000_001, 0, (0, 60)).implausible().is_some());
+        assert!(batch(1_000_000_000_000, 0, (0, 60)).implausible().is_some());
+        // A window the device stretches (or turns backwards) gains it nothing unbounded.
+        assert!(batch(u64::MAX, 0, (0, u64::MAX)).implausible().is_some());
+        assert!(batch(2_000_000, 0, (60, 0)).implausible().is_some());
+        assert!(batch(5, 6, (0, 60)).implausible().is_some());
     }
 
     #[test]

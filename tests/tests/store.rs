@@ -44,15 +44,15 @@ async fn enrollment_tokens_work_once_and_expire(store: &dyn Store) {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        refusal(store.enroll(&dev("d1"), "wrong", "c", "m", 1).await),
+        refusal(store.enroll(&dev("d1"), "wrong", "c", "m", None, 1).await),
         EnrollRefusal::UnknownOrWrongToken
     );
     assert_eq!(
-        refusal(store.enroll(&dev("d2"), "tok", "c", "m", 1).await),
+        refusal(store.enroll(&dev("d2"), "tok", "c", "m", None, 1).await),
         EnrollRefusal::UnknownOrWrongToken
     );
     assert_eq!(
-        refusal(store.enroll(&dev("d1"), "tok", "c", "m", 100).await),
+        refusal(store.enroll(&dev("d1"), "tok", "c", "m", None, 100).await),
         EnrollRefusal::Expired
     );
     store
@@ -60,11 +60,21 @@ async fn enrollment_tokens_work_once_and_expire(store: &dyn Store) {
         .await
         .unwrap();
     store
-        .enroll(&dev("d1"), "tok3", "cred", "mhash", 150)
+        .enroll(&dev("d1"), "tok3", "cred", "mhash", Some("00ff"), 150)
         .await
         .unwrap();
+    // The key it registered is what its messages are opened with; other devices have none.
     assert_eq!(
-        refusal(store.enroll(&dev("d1"), "tok3", "c", "m", 151).await),
+        store
+            .device_public_key(&dev("d1"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("00ff")
+    );
+    assert_eq!(store.device_public_key(&dev("nobody")).await.unwrap(), None);
+    assert_eq!(
+        refusal(store.enroll(&dev("d1"), "tok3", "c", "m", None, 151).await),
         EnrollRefusal::AlreadyEnrolled
     );
     assert!(matches!(

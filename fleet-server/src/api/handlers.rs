@@ -172,6 +172,9 @@ pub async fn openapi() -> Response {
 pub struct EnrollRequest {
     device_id: String,
     token: String,
+    /// The device's own ed25519 public key (hex): its messages must then be sealed with it.
+    #[serde(default)]
+    public_key: Option<String>,
 }
 
 pub async fn enroll(
@@ -185,6 +188,14 @@ pub async fn enroll(
             "not an enrollment token (they start with efe_); ask the operator for `fleetctl device add`",
         ));
     }
+    let public_key = match &req.public_key {
+        Some(text) => Some(
+            edgefleet_sealed::PublicKey::from_hex(text)
+                .map_err(|e| ApiError::bad_field("public_key", e.to_string()))?
+                .to_hex(),
+        ),
+        None => None,
+    };
     let credential = auth::new_secret(SecretKind::Device).map_err(ApiError::internal)?;
     let mosquitto = auth::mosquitto_hash(&credential).map_err(ApiError::internal)?;
     state
@@ -194,10 +205,11 @@ pub async fn enroll(
             &auth::secret_hash(&req.token),
             &auth::secret_hash(&credential),
             &mosquitto,
+            public_key.as_deref(),
             now(),
         )
         .await?;
-    tracing::info!(device = %id, "device enrolled");
+    tracing::info!(device = %id, sealed = public_key.is_some(), "device enrolled");
     Ok(json_response(
         StatusCode::OK,
         json!({

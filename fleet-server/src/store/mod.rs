@@ -133,6 +133,9 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE metrics_batches ADD COLUMN received BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX metrics_by_time ON metrics_batches (at);
     CREATE INDEX metrics_by_arrival ON metrics_batches (device, received);",
+    // 6: the device's own public key (hex ed25519), registered at enrollment; its messages must
+    // then be sealed with it (edgefleet-sealed). NULL: enrolled before keys, plain messages.
+    "ALTER TABLE devices ADD COLUMN public_key TEXT;",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -354,6 +357,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         enrollment_hash: &str,
         credential_hash: &str,
         mosquitto_hash: &str,
+        public_key: Option<&str>,
         now: i64,
     ) -> Result<()>;
     async fn device(&self, id: &DeviceId) -> Result<Option<Device>>;
@@ -367,6 +371,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
     async fn remove_device(&self, id: &DeviceId) -> Result<()>;
     async fn device_by_credential(&self, hash: &str) -> Result<Option<DeviceId>>;
+    /// The public key a device registered at enrollment (hex), if it did.
+    async fn device_public_key(&self, id: &DeviceId) -> Result<Option<String>>;
     /// Enrolled devices and their Mosquitto password hashes.
     async fn mqtt_credentials(&self) -> Result<Vec<(DeviceId, String)>>;
     /// Group name → number of devices.

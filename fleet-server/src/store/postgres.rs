@@ -364,6 +364,7 @@ impl Store for PostgresStore {
         enrollment_hash: &str,
         credential_hash: &str,
         mosquitto_hash: &str,
+        public_key: Option<&str>,
         now: i64,
     ) -> Result<()> {
         let mut client = self.client().await?;
@@ -381,12 +382,32 @@ impl Store for PostgresStore {
             .map_err(|reason| StoreError::Enrollment { reason })?;
         tx.execute(
             "UPDATE devices SET enrollment_hash = NULL, enrollment_expires_at = NULL,
-             enrolled_at = $2, credential_hash = $3, mosquitto_hash = $4 WHERE id = $1",
-            &[&id.as_str(), &now, &credential_hash, &mosquitto_hash],
+             enrolled_at = $2, credential_hash = $3, mosquitto_hash = $4, public_key = $5
+             WHERE id = $1",
+            &[
+                &id.as_str(),
+                &now,
+                &credential_hash,
+                &mosquitto_hash,
+                &public_key,
+            ],
         )
         .await
         .map_err(pg)?;
         tx.commit().await.map_err(pg)
+    }
+
+    async fn device_public_key(&self, id: &DeviceId) -> Result<Option<String>> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT public_key FROM devices WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(pg)?
+            .and_then(|r| r.get::<_, Option<String>>(0)))
     }
 
     async fn device(&self, id: &DeviceId) -> Result<Option<Device>> {

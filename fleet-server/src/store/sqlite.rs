@@ -311,6 +311,7 @@ impl Store for SqliteStore {
         enrollment_hash: &str,
         credential_hash: &str,
         mosquitto_hash: &str,
+        public_key: Option<&str>,
         now: i64,
     ) -> Result<()> {
         let id = id.clone();
@@ -319,6 +320,7 @@ impl Store for SqliteStore {
             credential_hash.to_owned(),
             mosquitto_hash.to_owned(),
         );
+        let public_key = public_key.map(str::to_owned);
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             let row: Option<(Option<String>, Option<i64>, Option<i64>)> = tx
@@ -333,11 +335,27 @@ impl Store for SqliteStore {
             .map_err(|reason| StoreError::Enrollment { reason })?;
             tx.execute(
                 "UPDATE devices SET enrollment_hash = NULL, enrollment_expires_at = NULL,
-                 enrolled_at = ?2, credential_hash = ?3, mosquitto_hash = ?4 WHERE id = ?1",
-                params![id.as_str(), now, credential_hash, mosquitto_hash],
+                 enrolled_at = ?2, credential_hash = ?3, mosquitto_hash = ?4, public_key = ?5
+                 WHERE id = ?1",
+                params![id.as_str(), now, credential_hash, mosquitto_hash, public_key],
             )
             .map_err(backend)?;
             tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn device_public_key(&self, id: &DeviceId) -> Result<Option<String>> {
+        let id = id.clone();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT public_key FROM devices WHERE id = ?1",
+                params![id.as_str()],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(backend)
         })
         .await
     }
