@@ -97,31 +97,31 @@ impl FleetTransport {
         accept(url, self.send(url, offset, etag).await?)
     }
 
-    /// The first response of a fetch and the spooled bytes it continues (empty unless the
+    /// The first response of a fetch and how many spooled bytes it continues (0 unless the
     /// server agreed to resume).
     async fn first_response(
         &self,
         url: &Url,
         spool: Option<&Spool>,
-    ) -> Result<(reqwest::Response, Vec<u8>), TransportError> {
+    ) -> Result<(reqwest::Response, u64), TransportError> {
         if let Some(spool) = spool
             && let Some((saved, etag)) = spool.saved()
         {
-            let response = self.send(url, saved.len() as u64, Some(&etag)).await?;
+            let response = self.send(url, saved, Some(&etag)).await?;
             match response.status() {
                 StatusCode::PARTIAL_CONTENT => {
-                    tracing::info!(%url, offset = saved.len(), "resuming a download from the spool");
+                    tracing::info!(%url, offset = saved, "resuming a download from the spool");
                     return Ok((response, saved));
                 }
                 // The artifact changed or the spool is longer than it: start over.
                 StatusCode::RANGE_NOT_SATISFIABLE => {
                     spool.discard();
-                    return Ok((self.open(url, 0, None).await?, Vec::new()));
+                    return Ok((self.open(url, 0, None).await?, 0));
                 }
-                _ => return Ok((accept(url, response)?, Vec::new())),
+                _ => return Ok((accept(url, response)?, 0)),
             }
         }
-        Ok((self.open(url, 0, None).await?, Vec::new()))
+        Ok((self.open(url, 0, None).await?, 0))
     }
 }
 
@@ -180,11 +180,48 @@ impl Spool {
         })
     }
 
-    /// What an earlier attempt left: its bytes and the ETag to resume them with.
-    fn saved(&self) -> Option<(Vec<u8>, String)> {
+    /// What an earlier attempt left: how many bytes, and the ETag to resume them with.
+    fn saved(&self) -> Option<(u64, String)> {
         let etag = std::fs::read_to_string(&self.etag).ok()?;
-        let bytes = std::fs::read(&self.part).ok()?;
-        (!bytes.is_empty() && !etag.is_empty()).then_some((bytes, etag))
+        let length = std::fs::metadata(&self.part).ok()?.len();
+        (length > 0 && !etag.is_empty()).then_some((length, etag))
+    }
+
+    /// Sends the first `length` spooled bytes on, a chunk at a time (never the whole spool in
+    /// memory: it may be most of a large model).
+    async fn replay(
+        &self,
+        length: u64,
+        tx: &mut futures::channel::mpsc::Sender<Result<Bytes, TransportError>>,
+        url: &Url,
+    ) -> bool {
+        use tokio::io::AsyncReadExt;
+        let failed = |e: std::io::Error| {
+            TransportError::new_with_cause(TransportErrorKind::Other, url, e.to_string())
+        };
+        let mut file = match tokio::fs::File::open(&self.part).await {
+            Ok(file) => file.take(length),
+            Err(e) => {
+                let _ = tx.send(Err(failed(e))).await;
+                return false;
+            }
+        };
+        loop {
+            let mut chunk = vec![0u8; 64 * 1024];
+            match file.read(&mut chunk).await {
+                Ok(0) => return true,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(failed(e))).await;
+                    return false;
+                }
+            }
+        }
     }
 
     /// The file to append the coming bytes to: emptied first unless they continue the spool.
@@ -218,7 +255,7 @@ impl Transport for FleetTransport {
         let (first, replay) = self.first_response(&url, spool.as_ref()).await?;
         let etag = etag_of(&first);
         let mut writer = match (&spool, &etag) {
-            (Some(spool), Some(etag)) => match spool.writer(etag, !replay.is_empty()).await {
+            (Some(spool), Some(etag)) => match spool.writer(etag, replay > 0).await {
                 Ok(file) => Some(file),
                 Err(e) => {
                     tracing::warn!(%url, error = %e, "cannot spool the download; it will not survive a restart");
@@ -235,8 +272,11 @@ impl Transport for FleetTransport {
         let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, TransportError>>(4);
         let transport = self.clone();
         tokio::spawn(async move {
-            let mut offset = replay.len() as u64;
-            if !replay.is_empty() && tx.send(Ok(Bytes::from(replay))).await.is_err() {
+            let mut offset = replay;
+            if replay > 0
+                && let Some(spool) = &spool
+                && !spool.replay(replay, &mut tx, &url).await
+            {
                 return;
             }
             let mut response = first;
@@ -322,19 +362,27 @@ mod tests {
         let mut file = spool.writer("\"e1\"", false).await.unwrap();
         write_through(&mut file, b"abc").await.unwrap();
         drop(file);
-        assert_eq!(spool.saved(), Some((b"abc".to_vec(), "\"e1\"".into())));
+        assert_eq!(spool.saved(), Some((3, "\"e1\"".into())));
         let mut file = spool.writer("\"e1\"", true).await.unwrap();
         write_through(&mut file, b"def").await.unwrap();
         drop(file);
-        assert_eq!(
-            Spool::open(dir.path(), &a).unwrap().saved().unwrap().0,
-            b"abcdef"
+        assert_eq!(Spool::open(dir.path(), &a).unwrap().saved().unwrap().0, 6);
+        let (mut tx, mut rx) = futures::channel::mpsc::channel(16);
+        assert!(
+            spool.replay(5, &mut tx, &a).await,
+            "the first 5 bytes, in chunks"
         );
+        drop(tx);
+        let mut replayed = Vec::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut rx).await {
+            replayed.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(replayed, b"abcde");
         // A fresh (non-resumed) response replaces what was there.
         let mut file = spool.writer("\"e2\"", false).await.unwrap();
         write_through(&mut file, b"x").await.unwrap();
         drop(file);
-        assert_eq!(spool.saved(), Some((b"x".to_vec(), "\"e2\"".into())));
+        assert_eq!(spool.saved(), Some((1, "\"e2\"".into())));
         // Another download evicts this one.
         let other = Spool::open(dir.path(), &b).unwrap();
         assert_eq!(other.saved(), None);
