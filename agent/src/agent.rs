@@ -69,6 +69,13 @@ fn crash_point(state: &str) {
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         std::process::abort();
     }
+    // For measurements: the process stops itself here (SIGSTOP) with its memory as the step
+    // left it, for a test to read /proc and send SIGCONT.
+    if std::env::var("EDGE_AGENT_STOP_AT").is_ok_and(|s| s == state) {
+        warn!(state, "EDGE_AGENT_STOP_AT reached: stopping until SIGCONT");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+    }
 }
 
 /// A step of an install, for the fleet link to report upstream.

@@ -344,11 +344,12 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
         from_loop,
     ));
     let mut backoff = Duration::from_millis(200);
+    let mut first_connection = true;
     // `poll` is never cancelled (its cancel safety is undocumented): device messages go to the
     // ingester through a bounded channel, whose back-pressure pauses this loop.
     loop {
         match eventloop.poll().await {
-            Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(rumqttc::Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(200);
                 handle.connected.store(true, Ordering::Relaxed);
                 metrics.mqtt_connected.set(1);
@@ -359,7 +360,15 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
                         tracing::error!(error = %e, "cannot queue a subscription");
                     }
                 }
-                republish.notify_one();
+                // Retained desired states are re-signed and re-published wholesale only when the
+                // broker may have lost them: at start, or when an external broker no longer had
+                // this server's persistent session (it restarted without its state). The
+                // embedded broker lives in this process, so only the first connection counts.
+                let broker_forgot = share_group.is_some() && !ack.session_present;
+                if first_connection || broker_forgot {
+                    republish.notify_one();
+                }
+                first_connection = false;
             }
             Ok(rumqttc::Event::Incoming(Packet::Publish(publish))) => {
                 if to_ingest.send(publish).await.is_err() {

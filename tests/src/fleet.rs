@@ -365,8 +365,9 @@ impl Mosquitto {
             format!(
                 // `user root`: the test runs as root and keeps the files to itself; Mosquitto would
                 // otherwise drop to the `mosquitto` user and fail to read them.
-                "listener {port} 127.0.0.1\n{tls_lines}{}persistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                "listener {port} 127.0.0.1\n{tls_lines}{}persistence true\npersistence_location {}/\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
                 std::fs::read_to_string(settings).unwrap(),
+                dir.display(),
             ),
         )
         .unwrap();
@@ -393,9 +394,8 @@ impl Mosquitto {
         format!("mqtts://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the broker (it keeps nothing: `persistence false`) and starts it again on the
-    /// same port and files.
-    /// SIGTERM, as systemd or ECS stop a server, and waits for it to exit.
+    /// SIGTERM, as systemd stops a broker, and waits for it to exit. Mosquitto saves its state
+    /// (`persistence true`, as SERVER.md recommends): sessions and their queues survive.
     pub fn stop_gracefully(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -403,6 +403,8 @@ impl Mosquitto {
         let _ = self.child.wait();
     }
 
+    /// Kills the broker (SIGKILL: what it had not saved is gone, which since the last graceful
+    /// stop is everything) and starts it again on the same port and files.
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
