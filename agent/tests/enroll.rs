@@ -1,0 +1,44 @@
+//! Enrollment against a server that is not one: an answer far over the size of any enrollment is
+//! cut off at 64 KiB with a clear error, and a failed enrollment leaves no key or link behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use edge_agent::fleet;
+use edgefleet_protocol::DeviceId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn an_endless_answer_is_cut_at_the_cap_and_leaves_nothing_behind() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut request = vec![0u8; 4096];
+        let _ = sock.read(&mut request).await;
+        let _ = sock
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n")
+            .await;
+        let chunk = vec![b' '; 64 * 1024];
+        // 64 MiB unless the client hangs up first.
+        for _ in 0..1024 {
+            if sock.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    // As the agent's main does.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let data = tempfile::tempdir().unwrap();
+    let err = fleet::enroll(
+        data.path(),
+        &DeviceId::new("d1").unwrap(),
+        &format!("http://{addr}"),
+        "efe_token",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("over 65536 bytes"), "{err}");
+    assert!(!fleet::link_path(data.path()).exists());
+    assert!(!edge_agent::device_key::key_path(data.path()).exists());
+}
