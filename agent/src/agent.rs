@@ -180,45 +180,50 @@ impl Agent {
         Ok(())
     }
 
+    /// Loads a stored version from its file. What is loaded is what was verified: the file is
+    /// hashed again (a chunk at a time) just before, so a copy changed on disk since (bit rot,
+    /// tampering) is refused, never served; then the runtime maps it rather than reading it, so
+    /// the model is never in memory twice while it loads.
     async fn load_slot(&self, version: &StoredVersion) -> Result<(Slot, f64), InstallError> {
-        let store = self.store.clone();
-        let model = version.meta.model.to_string();
-        let sha = version.sha256.clone();
-        let bytes = blocking(move || {
-            let bytes = store.read_artifact(&model, &sha)?;
-            // What is loaded is what was verified: the file is hashed again as it is read, so
-            // a copy changed on disk since (bit rot, tampering) is refused, never served.
-            let found = client::sha256_hex(&bytes);
-            Ok::<_, InstallError>((found == sha).then_some(bytes).ok_or(found))
-        })
-        .await??;
-        let bytes = bytes.map_err(|found| InstallError::Rejected {
-            target: version.target.clone(),
-            reason: format!(
-                "the stored copy's sha256 is {found}, not the signed {}",
-                version.sha256
-            ),
-        })?;
-        self.slot_from_bytes(version, bytes).await
-    }
-
-    async fn slot_from_bytes(
-        &self,
-        version: &StoredVersion,
-        bytes: Vec<u8>,
-    ) -> Result<(Slot, f64), InstallError> {
+        let path = self
+            .store
+            .version_dir(version.meta.model.as_str(), &version.sha256)
+            .join("model.onnx");
+        let found = {
+            let path = path.clone();
+            blocking(move || {
+                edgefleet_tuf::artifact::file_sha256_hex(&path)
+                    .map_err(|source| StoreError::Io { path, source })
+            })
+            .await??
+        };
+        if found != version.sha256 {
+            return Err(InstallError::Rejected {
+                target: version.target.clone(),
+                reason: format!(
+                    "the stored copy's sha256 is {found}, not the signed {}",
+                    version.sha256
+                ),
+            });
+        }
         let engine = self.engine.clone();
         let meta = Arc::new(version.meta.clone());
         let chooser = meta.clone();
         let mut spec = meta.health.clone();
         spec.p99_budget_ms *= self.config.limits.latency_budget_factor;
-        let selected =
-            blocking(move || engine.load(&bytes, &chooser.interface, &spec, chooser.runtime))
-                .await?
-                .map_err(|e| InstallError::Rejected {
-                    target: version.target.clone(),
-                    reason: e.to_string(),
-                })?;
+        let sha = version.sha256.clone();
+        let selected = blocking(move || {
+            let artifact = edgefleet_inference::Artifact::File {
+                path: &path,
+                sha256_hex: &sha,
+            };
+            engine.load_artifact(artifact, &chooser.interface, &spec, chooser.runtime)
+        })
+        .await?
+        .map_err(|e| InstallError::Rejected {
+            target: version.target.clone(),
+            reason: e.to_string(),
+        })?;
         let load_ms = selected.loaded.load_time.as_secs_f64() * 1e3;
         info!(
             model = %meta.model,

@@ -165,12 +165,6 @@ impl Store {
         self.root.join("models").join(model).join(sha256)
     }
 
-    /// The artifact of a stored version.
-    pub fn read_artifact(&self, model: &str, sha256: &str) -> Result<Vec<u8>, StoreError> {
-        let path = self.version_dir(model, sha256).join("model.onnx");
-        std::fs::read(&path).map_err(|source| StoreError::Io { path, source })
-    }
-
     /// Refuses to stage `size` bytes unless the data dir keeps `margin` bytes free afterwards.
     pub fn check_free_space(&self, size: u64, margin: u64) -> Result<(), StoreError> {
         let stat = rustix::fs::statvfs(&self.root).map_err(|e| StoreError::Io {

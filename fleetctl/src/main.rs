@@ -120,27 +120,12 @@ enum Command {
         #[arg(long, value_enum)]
         role: rotate::RotatedRole,
         /// Current root key names to sign the new root with (comma-separated).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, alias = "old-keys", value_delimiter = ',', required = true)]
         root_keys: Vec<String>,
         /// New key names for root or targets (comma-separated; `fleetctl keygen` them first).
         #[arg(long, value_delimiter = ',')]
         new_keys: Vec<String>,
         /// Signatures the rotated role needs (root and targets).
-        #[arg(long, default_value_t = 1)]
-        threshold: u64,
-        #[arg(long, default_value_t = Expiries::default().root_days)]
-        root_days: u32,
-    },
-    /// Replace the root keys (same as `rotate-keys --role root`).
-    RotateRoot {
-        #[command(flatten)]
-        repo: RepoArgs,
-        /// Current root key names to sign with (comma-separated).
-        #[arg(long, value_delimiter = ',', required = true)]
-        old_keys: Vec<String>,
-        /// New root key names (comma-separated).
-        #[arg(long, value_delimiter = ',', required = true)]
-        new_keys: Vec<String>,
         #[arg(long, default_value_t = 1)]
         threshold: u64,
         #[arg(long, default_value_t = Expiries::default().root_days)]
@@ -420,23 +405,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let spec = rotate::RotationSpec {
                 role,
                 root_keys: &root_keys,
-                new_keys: &new_keys,
-                threshold,
-                root_days,
-            };
-            rotate::rotate_keys(server.as_ref(), &repo, &spec).await
-        }
-        Command::RotateRoot {
-            repo,
-            old_keys,
-            new_keys,
-            threshold,
-            root_days,
-        } => {
-            let server = if repo.server { Some(client()?) } else { None };
-            let spec = rotate::RotationSpec {
-                role: rotate::RotatedRole::Root,
-                root_keys: &old_keys,
                 new_keys: &new_keys,
                 threshold,
                 root_days,

@@ -1,9 +1,10 @@
 //! Edgefleet's inference engine: turn verified model bytes into something that predicts, and
 //! judge whether it predicts well enough to serve.
 //!
-//! - [`Runtime`] loads a model from bytes (never from a path: what was verified is what runs)
-//!   with input facts fixed from the model's signed interface; [`LoadedModel`] runs it and may be
-//!   shared across threads.
+//! - [`Runtime`] loads a model ([`Artifact`]: bytes, or a stored file whose sha256 the caller
+//!   has just verified) with input facts fixed from the model's signed interface; [`LoadedModel`]
+//!   runs it and may be shared across threads. tract maps a file rather than reading it, so a
+//!   model is never in memory twice while it loads.
 //! - [`tract::TractRuntime`] is the default back-end: pure Rust, compiled in.
 //! - [`health::check`] runs a model's health check: warm-up, golden vectors within tolerance,
 //!   no NaN or infinity, p99 latency within budget.
@@ -54,6 +55,17 @@ pub type Inputs = BTreeMap<String, F32Tensor>;
 /// Named outputs of one inference call.
 pub type Outputs = BTreeMap<String, F32Tensor>;
 
+/// A model artifact to load.
+#[derive(Debug, Clone, Copy)]
+pub enum Artifact<'a> {
+    Bytes(&'a [u8]),
+    /// A file whose content the caller verified to have this sha256 (hex) just before.
+    File {
+        path: &'a std::path::Path,
+        sha256_hex: &'a str,
+    },
+}
+
 /// An inference back-end.
 pub trait Runtime: Send + Sync + std::fmt::Debug {
     /// Short name reported to operators (`tract`, `onnxruntime`).
@@ -62,6 +74,25 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     /// Builds a runnable model from the artifact's bytes, with input shapes fixed from
     /// `interface` (dynamic dimensions stay symbolic).
     fn load(&self, model: &[u8], interface: &ModelInterface) -> Result<Loaded, Error>;
+
+    /// [`Runtime::load`] for any [`Artifact`]. A file is read whole unless the back-end can do
+    /// better (tract maps it).
+    fn load_artifact(
+        &self,
+        artifact: Artifact<'_>,
+        interface: &ModelInterface,
+    ) -> Result<Loaded, Error> {
+        match artifact {
+            Artifact::Bytes(bytes) => self.load(bytes, interface),
+            Artifact::File { path, .. } => {
+                let bytes = std::fs::read(path).map_err(|e| Error::Load {
+                    runtime: self.name(),
+                    detail: format!("{}: {e}", path.display()),
+                })?;
+                self.load(&bytes, interface)
+            }
+        }
+    }
 }
 
 /// A model ready to run, and what loading it cost.

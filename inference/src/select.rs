@@ -79,6 +79,17 @@ impl Engine {
         spec: &HealthSpec,
         preference: Option<RuntimePreference>,
     ) -> Result<Selected, Error> {
+        self.load_artifact(crate::Artifact::Bytes(bytes), interface, spec, preference)
+    }
+
+    /// [`Engine::load`] for any [`crate::Artifact`].
+    pub fn load_artifact(
+        &self,
+        bytes: crate::Artifact<'_>,
+        interface: &ModelInterface,
+        spec: &HealthSpec,
+        preference: Option<RuntimePreference>,
+    ) -> Result<Selected, Error> {
         let wanted = match preference.unwrap_or(self.default_preference) {
             RuntimePreference::Auto => None,
             RuntimePreference::Tract => Some("tract"),
@@ -105,7 +116,7 @@ impl Engine {
                     }
                 })?;
             // Pinned: the pipeline's own health check judges it; no trial run here.
-            let loaded = runtime.load(bytes, interface)?;
+            let loaded = runtime.load_artifact(bytes, interface)?;
             return Ok(Selected {
                 trials: vec![Trial {
                     runtime: runtime.name(),
@@ -116,7 +127,7 @@ impl Engine {
             });
         }
         if let [only] = self.runtimes.as_slice() {
-            let loaded = only.load(bytes, interface)?;
+            let loaded = only.load_artifact(bytes, interface)?;
             return Ok(Selected {
                 trials: vec![Trial {
                     runtime: only.name(),
@@ -129,7 +140,7 @@ impl Engine {
         let mut trials = Vec::new();
         let mut best: Option<(Loaded, HealthReport)> = None;
         for runtime in &self.runtimes {
-            let loaded = match runtime.load(bytes, interface) {
+            let loaded = match runtime.load_artifact(bytes, interface) {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     trials.push(Trial {
@@ -175,7 +186,7 @@ impl Engine {
                     .iter()
                     .any(|t| t.runtime == r.name() && t.load_ms.is_some())
             })
-            .find_map(|r| r.load(bytes, interface).ok());
+            .find_map(|r| r.load_artifact(bytes, interface).ok());
         match first_loaded {
             Some(loaded) => Ok(Selected { loaded, trials }),
             None => Err(Error::Load {

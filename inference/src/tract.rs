@@ -25,14 +25,32 @@ impl crate::Runtime for TractRuntime {
     }
 
     fn load(&self, bytes: &[u8], interface: &ModelInterface) -> Result<Loaded, Error> {
+        self.load_artifact(crate::Artifact::Bytes(bytes), interface)
+    }
+
+    fn load_artifact(
+        &self,
+        artifact: crate::Artifact<'_>,
+        interface: &ModelInterface,
+    ) -> Result<Loaded, Error> {
         let started = Instant::now();
-        let (typed, input_order) = decluttered(bytes, interface)?;
+        let (typed, input_order) = decluttered(parsed(artifact)?, interface)?;
         let model = runnable(typed, interface, input_order, None)?;
         Ok(Loaded {
             model: Box::new(model),
             load_time: started.elapsed(),
         })
     }
+}
+
+/// The ONNX graph of an artifact. A file is mapped, not read: its pages are touched only as the
+/// parser reads them, and the bytes are not copied into the heap before tract takes the tensors.
+fn parsed(artifact: crate::Artifact<'_>) -> Result<InferenceModel, Error> {
+    match artifact {
+        crate::Artifact::Bytes(bytes) => tract_onnx::onnx().model_for_read(&mut Cursor::new(bytes)),
+        crate::Artifact::File { path, .. } => tract_onnx::onnx().model_for_path(path),
+    }
+    .map_err(|e| load_err(format!("{e:#}")))
 }
 
 /// tract with a cache of decluttered models in NNEF next to the artifacts: a large model
@@ -56,11 +74,12 @@ struct CacheEntry {
 }
 
 impl CachedTractRuntime {
-    fn key(bytes: &[u8], interface: &ModelInterface) -> String {
+    /// The entry of an artifact with this sha256 (hex) under this interface and tract series.
+    fn key(artifact_sha256_hex: &str, interface: &ModelInterface) -> String {
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         digest.update(TRACT_SERIES.as_bytes());
         digest.update(&serde_json::to_vec(interface).unwrap_or_default());
-        digest.update(bytes);
+        digest.update(artifact_sha256_hex.as_bytes());
         hex::encode(digest.finish().as_ref())
     }
 
@@ -128,18 +147,53 @@ impl crate::Runtime for CachedTractRuntime {
     }
 
     fn load(&self, bytes: &[u8], interface: &ModelInterface) -> Result<Loaded, Error> {
-        if bytes.len() < self.min_bytes {
-            return TractRuntime.load(bytes, interface);
+        let sha256_hex =
+            hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+        self.load_cached(
+            crate::Artifact::Bytes(bytes),
+            bytes.len() as u64,
+            &sha256_hex,
+            interface,
+        )
+    }
+
+    fn load_artifact(
+        &self,
+        artifact: crate::Artifact<'_>,
+        interface: &ModelInterface,
+    ) -> Result<Loaded, Error> {
+        match artifact {
+            crate::Artifact::Bytes(bytes) => self.load(bytes, interface),
+            crate::Artifact::File { path, sha256_hex } => {
+                let size = std::fs::metadata(path)
+                    .map_err(|e| load_err(format!("{}: {e}", path.display())))?
+                    .len();
+                self.load_cached(artifact, size, sha256_hex, interface)
+            }
+        }
+    }
+}
+
+impl CachedTractRuntime {
+    fn load_cached(
+        &self,
+        artifact: crate::Artifact<'_>,
+        size: u64,
+        sha256_hex: &str,
+        interface: &ModelInterface,
+    ) -> Result<Loaded, Error> {
+        if size < self.min_bytes as u64 {
+            return crate::Runtime::load_artifact(&TractRuntime, artifact, interface);
         }
         let started = Instant::now();
-        let key = Self::key(bytes, interface);
+        let key = Self::key(sha256_hex, interface);
         if let Some(model) = self.cached_model(&key, interface) {
             return Ok(Loaded {
                 model: Box::new(model),
                 load_time: started.elapsed(),
             });
         }
-        let (typed, input_order) = decluttered(bytes, interface)?;
+        let (typed, input_order) = decluttered(parsed(artifact)?, interface)?;
         let model = runnable(typed.clone(), interface, input_order, None)?;
         let load_time = started.elapsed();
         self.store(&key, &typed, &model);
@@ -176,12 +230,9 @@ fn load_err(detail: String) -> Error {
 /// shapes are checked and the optimizer can specialise; dynamic dimensions share one batch
 /// symbol) and declutters it. Returns the graph's input names in order.
 fn decluttered(
-    bytes: &[u8],
+    mut model: InferenceModel,
     interface: &ModelInterface,
 ) -> Result<(TypedModel, Vec<String>), Error> {
-    let mut model = tract_onnx::onnx()
-        .model_for_read(&mut Cursor::new(bytes))
-        .map_err(|e| load_err(format!("{e:#}")))?;
     let batch = model.sym("batch");
     let graph_inputs: Vec<String> = model
         .input_outlets()
@@ -379,6 +430,45 @@ mod tests {
     }
 
     #[test]
+    fn a_model_loaded_from_its_file_answers_as_from_its_bytes_and_shares_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (bytes, interface, inputs) = vision();
+        let path = tmp.path().join("model.onnx");
+        std::fs::write(&path, &bytes).unwrap();
+        let sha256_hex =
+            hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
+        let file = crate::Artifact::File {
+            path: &path,
+            sha256_hex: &sha256_hex,
+        };
+        let expected = TractRuntime
+            .load(&bytes, &interface)
+            .unwrap()
+            .model
+            .run(&inputs)
+            .unwrap();
+        let from_file = TractRuntime.load_artifact(file, &interface).unwrap();
+        assert_eq!(from_file.model.run(&inputs).unwrap(), expected);
+        // Cached by the artifact's hash, however it was loaded first.
+        let cached = CachedTractRuntime {
+            dir: tmp.path().join("cache"),
+            min_bytes: 0,
+        };
+        cached.load_artifact(file, &interface).unwrap();
+        let key = CachedTractRuntime::key(&sha256_hex, &interface);
+        assert!(cached.cached_model(&key, &interface).is_some());
+        assert_eq!(
+            cached
+                .load(&bytes, &interface)
+                .unwrap()
+                .model
+                .run(&inputs)
+                .unwrap(),
+            expected
+        );
+    }
+
+    #[test]
     fn the_nnef_cache_reloads_the_same_model_and_shrugs_off_damage() {
         let tmp = tempfile::tempdir().unwrap();
         let cached = CachedTractRuntime {
@@ -388,7 +478,9 @@ mod tests {
         let (bytes, interface, inputs) = vision();
         let fresh = cached.load(&bytes, &interface).unwrap();
         let expected = fresh.model.run(&inputs).unwrap();
-        let key = CachedTractRuntime::key(&bytes, &interface);
+        let sha256_hex =
+            hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
+        let key = CachedTractRuntime::key(&sha256_hex, &interface);
         let tar = tmp.path().join(format!("{key}.nnef.tar"));
         assert!(tar.exists());
         let reloaded = cached

@@ -36,6 +36,42 @@ pub struct DemoOptions {
     pub agent_fleet_toml: String,
 }
 
+impl DemoOptions {
+    /// A quiet fleet of `agents` on the embedded broker and SQLite, with the latency budget a
+    /// handful of devices on two cores needs.
+    pub fn embedded(agents: usize) -> Self {
+        Self {
+            agents,
+            mosquitto: false,
+            tls: false,
+            verbose: false,
+            tiny_artifact_limit: Vec::new(),
+            latency_budget_factor: 10.0,
+            database_url: None,
+            server_toml: String::new(),
+            agent_fleet_toml: String::new(),
+        }
+    }
+}
+
+impl Demo {
+    /// Takes over enrolled device `device` (its agent stopped, by the caller): connects to the
+    /// broker with the credential the agent saved under `dir` (the demo's directory).
+    pub fn intruder_as(&self, dir: &Path, device: &str) -> crate::fleet::MqttDevice {
+        let link: Value = serde_json::from_slice(
+            &std::fs::read(dir.join("agents").join(device).join("data/fleet.json")).unwrap(),
+        )
+        .unwrap();
+        crate::fleet::MqttDevice::connect(
+            self.server.mqtt_port,
+            device,
+            device,
+            link["credential"].as_str().unwrap(),
+        )
+        .unwrap()
+    }
+}
+
 /// What the demo saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DemoReport {

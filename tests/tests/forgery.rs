@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use edgefleet_e2e::demo::{self, DemoOptions};
-use edgefleet_e2e::fleet::{MqttDevice, eventually};
+use edgefleet_e2e::fleet::eventually;
 use edgefleet_e2e::{churn_row, http, run_ok};
 use edgefleet_protocol::message::{self, Event, EventKind};
 use edgefleet_protocol::{DeviceId, MessageId};
@@ -52,15 +52,8 @@ fn forged_reports_events_and_metrics_are_refused_and_a_genuine_update_still_arri
     let mut fleet = demo::set_up(
         tmp.path(),
         &DemoOptions {
-            agents: 2,
-            mosquitto: false,
-            tls: false,
-            verbose: false,
-            tiny_artifact_limit: Vec::new(),
-            latency_budget_factor: 10.0,
-            database_url: None,
-            server_toml: String::new(),
             agent_fleet_toml: "telemetry_seconds = 1\n".into(),
+            ..DemoOptions::embedded(2)
         },
     );
     assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
@@ -85,17 +78,9 @@ fn forged_reports_events_and_metrics_are_refused_and_a_genuine_update_still_arri
     // dev-02 is compromised: its credential and its own key are the attacker's now.
     fleet.agents[1].kill();
     let dev02 = tmp.path().join("agents/dev-02/data");
-    let link: Value =
-        serde_json::from_slice(&std::fs::read(dev02.join("fleet.json")).unwrap()).unwrap();
     let stolen_key = DeviceKey::from_pkcs8(&std::fs::read(dev02.join("device.key")).unwrap())
         .expect("dev-02 made a key at enrollment");
-    let intruder = MqttDevice::connect(
-        fleet.server.mqtt_port,
-        "dev-02",
-        "dev-02",
-        link["credential"].as_str().unwrap(),
-    )
-    .unwrap();
+    let intruder = fleet.intruder_as(tmp.path(), "dev-02");
     // It reads dev-01's own sealed messages (no topic rights on the embedded broker).
     intruder.subscribe("edgefleet/v1/devices/dev-01/+");
     let topic = |channel: &str| format!("edgefleet/v1/devices/dev-01/{channel}");

@@ -253,17 +253,7 @@ fn forged_tampered_and_replayed_desired_states_move_nothing_and_genuine_ones_sti
     // dev-02 is compromised: its agent stops and its credential publishes on dev-01's desired
     // topic (the embedded broker has no per-device topic rights; one client id per session).
     fleet.agents[1].kill();
-    let link: Value = serde_json::from_slice(
-        &std::fs::read(tmp.path().join("agents/dev-02/data/fleet.json")).unwrap(),
-    )
-    .unwrap();
-    let intruder = MqttDevice::connect(
-        fleet.server.mqtt_port,
-        "dev-02",
-        "dev-02",
-        link["credential"].as_str().unwrap(),
-    )
-    .unwrap();
+    let intruder = fleet.intruder_as(tmp.path(), "dev-02");
     let topic = "edgefleet/v1/devices/dev-01/desired";
     // It can read dev-01's genuine, signed desired state (naming 2.0.0) to replay later.
     intruder.subscribe(topic);

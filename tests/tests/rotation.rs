@@ -44,20 +44,7 @@ fn online_key_id(fleet: &demo::Demo, role: &str) -> String {
 #[test]
 fn every_role_rotates_and_a_device_keeps_updating_across_each_rotation() {
     let tmp = tempfile::tempdir().unwrap();
-    let fleet = demo::set_up(
-        tmp.path(),
-        &DemoOptions {
-            agents: 1,
-            mosquitto: false,
-            tls: false,
-            verbose: false,
-            tiny_artifact_limit: Vec::new(),
-            latency_budget_factor: 10.0,
-            database_url: None,
-            server_toml: String::new(),
-            agent_fleet_toml: String::new(),
-        },
-    );
+    let fleet = demo::set_up(tmp.path(), &DemoOptions::embedded(1));
     assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
     let op = &fleet.operator;
     run_ok(op.fleetctl().args(["keygen", "root-2", "targets-2"]));

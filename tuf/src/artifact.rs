@@ -58,6 +58,20 @@ impl Drop for VerifiedArtifact {
     }
 }
 
+/// The hex sha256 of a file, read a chunk at a time (page cache, not this process's memory).
+pub fn file_sha256_hex(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut chunk)? {
+            0 => return Ok(hex::encode(digest.finish())),
+            n => digest.update(&chunk[..n]),
+        }
+    }
+}
+
 /// A file in the staging directory that is deleted unless it is handed on.
 struct Spool {
     path: PathBuf,
