@@ -28,9 +28,6 @@ pub struct MessageLabels {
     pub outcome: String,
 }
 
-/// The most (model, version) label sets device telemetry may create.
-pub const MAX_VERSION_LABELS: usize = 1_000;
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub model: String,
@@ -69,6 +66,8 @@ pub struct Metrics {
     pub mqtt_connected: Gauge,
     /// Connections the server's client made to the broker (1 unless it was ever knocked off).
     pub mqtt_connections: Counter,
+    /// Times every device's desired state was signed and re-published wholesale.
+    pub desired_republished: Counter,
     pub devices: Gauge,
     pub artifact_bytes_sent: Counter,
     pub artifact_bytes_received: Counter,
@@ -77,8 +76,9 @@ pub struct Metrics {
     /// HTTP connections closed at once because a connection cap was reached.
     pub http_connections_refused: Family<RefusedLabels, Counter>,
     pub fleet_predictions: Family<VersionLabels, Counter>,
-    /// The (model, version) label sets devices have named, bounded: see [`MAX_VERSION_LABELS`].
-    device_versions: std::sync::Mutex<std::collections::HashSet<VersionLabels>>,
+    /// The signed (model, version) pairs of the registry: the only label sets device telemetry
+    /// may create (see [`Metrics::known_labels`]).
+    known_versions: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
     pub fleet_prediction_errors: Family<VersionLabels, Counter>,
     pub fleet_dropped_batches: Counter,
     pub fleet_latency: Family<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -98,6 +98,7 @@ impl Default for Metrics {
         let mqtt_messages = Family::<MessageLabels, Counter>::default();
         let mqtt_connected = Gauge::default();
         let mqtt_connections = Counter::default();
+        let desired_republished = Counter::default();
         let devices = Gauge::default();
         let artifact_bytes_sent = Counter::default();
         let artifact_bytes_received = Counter::default();
@@ -127,6 +128,11 @@ impl Default for Metrics {
             "mqtt_connections",
             "Connections the server's client made to the broker since start",
             mqtt_connections.clone(),
+        );
+        registry.register(
+            "desired_republished",
+            "Times every device's desired state was signed and re-published (at start, and when the broker lost them)",
+            desired_republished.clone(),
         );
         registry.register(
             "devices",
@@ -203,7 +209,7 @@ impl Default for Metrics {
         );
         Self {
             fleet_predictions,
-            device_versions: Default::default(),
+            known_versions: Default::default(),
             fleet_prediction_errors,
             fleet_dropped_batches,
             fleet_latency,
@@ -216,6 +222,7 @@ impl Default for Metrics {
             mqtt_messages,
             mqtt_connected,
             mqtt_connections,
+            desired_republished,
             devices,
             artifact_bytes_sent,
             artifact_bytes_received,
@@ -231,10 +238,7 @@ impl Metrics {
     pub fn count_telemetry(&self, batch: &edgefleet_protocol::message::MetricsBatch) {
         self.fleet_dropped_batches.inc_by(batch.dropped_batches);
         for m in &batch.models {
-            let labels = self.bounded_labels(VersionLabels {
-                model: m.model.to_string(),
-                version: m.version.to_string(),
-            });
+            let labels = self.known_labels(m.model.as_str(), &m.version.to_string());
             self.fleet_predictions
                 .get_or_create(&labels)
                 .inc_by(m.requests);
@@ -244,19 +248,31 @@ impl Metrics {
         }
     }
 
-    /// `labels`, or `other` for both once devices have named [`MAX_VERSION_LABELS`] sets: the
-    /// names come from devices, and every new set is a new series in every scrape.
-    fn bounded_labels(&self, labels: VersionLabels) -> VersionLabels {
-        let Ok(mut seen) = self.device_versions.lock() else {
-            return labels;
-        };
-        if seen.contains(&labels) || seen.len() < MAX_VERSION_LABELS {
-            seen.insert(labels.clone());
-            return labels;
+    /// Replaces the registry's (model, version) pairs that telemetry may be labelled with.
+    pub fn set_known_versions(&self, versions: impl IntoIterator<Item = (String, String)>) {
+        if let Ok(mut known) = self.known_versions.write() {
+            *known = versions.into_iter().collect();
         }
-        VersionLabels {
-            model: "other".into(),
-            version: "other".into(),
+    }
+
+    /// The labels for a (model, version) a device named: itself if the registry signed it, else
+    /// `unreleased` for both. The names come from devices, and every new pair would be a new
+    /// series in every scrape.
+    fn known_labels(&self, model: &str, version: &str) -> VersionLabels {
+        let known = self
+            .known_versions
+            .read()
+            .is_ok_and(|k| k.contains(&(model.to_owned(), version.to_owned())));
+        if known {
+            VersionLabels {
+                model: model.to_owned(),
+                version: version.to_owned(),
+            }
+        } else {
+            VersionLabels {
+                model: "unreleased".into(),
+                version: "unreleased".into(),
+            }
         }
     }
 
@@ -269,6 +285,10 @@ impl Metrics {
         self.fleet_drift.clear();
         self.fleet_devices_reporting.clear();
         for ((model, version), f) in figures {
+            // Only the registry's versions: these labels come from what devices said.
+            if self.known_labels(model, version).version != *version {
+                continue;
+            }
             for q in ["0.5", "0.95", "0.99"] {
                 let quantile: f64 = q.parse().unwrap_or(0.5);
                 self.fleet_latency
@@ -311,18 +331,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn devices_cannot_make_label_sets_without_bound() {
+    fn devices_label_telemetry_only_with_versions_the_registry_signed() {
         let metrics = Metrics::default();
-        let labels = |i: usize| VersionLabels {
-            model: "churn".into(),
-            version: format!("1.0.{i}"),
-        };
-        for i in 0..MAX_VERSION_LABELS {
-            assert_eq!(metrics.bounded_labels(labels(i)), labels(i));
+        metrics.set_known_versions([("churn".to_owned(), "1.0.0".to_owned())]);
+        assert_eq!(metrics.known_labels("churn", "1.0.0").version, "1.0.0");
+        for (model, version) in [("churn", "9.9.9"), ("x", "1.0.0"), ("churn", "1.0.0\nevil")] {
+            let labels = metrics.known_labels(model, version);
+            assert_eq!(
+                (labels.model.as_str(), labels.version.as_str()),
+                ("unreleased", "unreleased")
+            );
         }
-        let other = metrics.bounded_labels(labels(MAX_VERSION_LABELS));
-        assert_eq!(other.version, "other");
-        // Sets already seen keep their names.
-        assert_eq!(metrics.bounded_labels(labels(7)), labels(7));
     }
 }

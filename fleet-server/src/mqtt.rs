@@ -333,6 +333,7 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
         handle.clone(),
         store.clone(),
         tuf,
+        metrics.clone(),
         republish.clone(),
     ));
     let (to_ingest, from_loop) = tokio::sync::mpsc::channel(INGEST_WINDOW);
@@ -494,10 +495,12 @@ async fn republisher(
     handle: MqttHandle,
     store: Arc<dyn Store>,
     tuf: Arc<TufHost>,
+    metrics: Arc<Metrics>,
     wake: Arc<Notify>,
 ) {
     loop {
         wake.notified().await;
+        metrics.desired_republished.inc();
         let all = match store.all_desired().await {
             Ok(all) => all,
             Err(e) => {

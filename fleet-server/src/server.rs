@@ -253,6 +253,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         driving_rollouts: std::sync::atomic::AtomicBool::new(false),
         stopping: std::sync::atomic::AtomicBool::new(false),
     });
+    crate::api::handlers::refresh_known_versions(&state).await;
     tokio::spawn(refresh_online_metadata(state.clone()));
     tokio::spawn(crate::engine::run(state.clone()));
     tokio::spawn(prune_telemetry(state.clone()));

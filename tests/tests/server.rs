@@ -855,6 +855,65 @@ fn on_mosquitto_no_device_can_take_another_clients_id() {
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
 
+fn server_counter(server: &ServerProcess, name: &str) -> u64 {
+    let metrics = String::from_utf8(get(server, "/metrics", None, &[]).2).unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name}:\n{metrics}")) as u64
+}
+
+/// Desired state is signed and re-published wholesale only when the broker may have lost it:
+/// not when a broker that kept its state comes back, but when one comes back empty — and then
+/// the device gets its desired state again.
+#[test]
+fn on_mosquitto_desired_state_is_republished_only_when_the_broker_lost_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut mosquitto, server, op, _, c2) = two_devices_on_mosquitto(tmp.path());
+    run_ok(
+        op.fleetctl()
+            .args(["device", "assign", "d2", "churn=1.0.0"]),
+    );
+    let connections = |n: u64| {
+        eventually(
+            "the server connected again",
+            Duration::from_secs(30),
+            || {
+                (server_counter(&server, "edgefleet_server_mqtt_connections_total") == n
+                    && server_counter(&server, "edgefleet_server_mqtt_connected") == 1)
+                    .then_some(())
+            },
+        )
+    };
+    connections(1);
+    let republished = || server_counter(&server, "edgefleet_server_desired_republished_total");
+    assert_eq!(republished(), 1, "once at start");
+    // The broker stops and comes back with its saved state: nothing to re-publish.
+    mosquitto.stop_gracefully();
+    mosquitto.restart();
+    connections(2);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        republished(),
+        1,
+        "the broker kept the retained desired states"
+    );
+    // The broker dies and comes back empty: every desired state is re-published.
+    std::fs::remove_file(mosquitto.conf.with_file_name("mosquitto.db")).unwrap();
+    mosquitto.restart();
+    connections(3);
+    eventually("a re-publication", Duration::from_secs(10), || {
+        (republished() == 2).then_some(())
+    });
+    let d2 = MqttDevice::connect(mosquitto.port, "d2", "d2", &c2).unwrap();
+    d2.subscribe("edgefleet/v1/devices/d2/desired");
+    let bytes = d2
+        .next_message("edgefleet/v1/devices/d2/desired", Duration::from_secs(10))
+        .expect("d2's desired state, retained again");
+    assert_eq!(op.verify_desired(&bytes, "d2").unwrap().revision, 1);
+}
+
 #[test]
 fn on_mosquitto_a_device_cannot_touch_another_devices_topics() {
     let tmp = tempfile::tempdir().unwrap();

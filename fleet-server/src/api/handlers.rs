@@ -132,6 +132,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    refresh_known_versions(&state).await;
     if let Ok(count) = state.store.device_count().await {
         state.metrics.devices.set(count as i64);
     }
@@ -683,6 +684,20 @@ fn release_of(m: &crate::tufhost::SignedModel, pushed_by: &str, stage: Stage) ->
     }
 }
 
+/// Tells the metrics which (model, version) pairs the registry holds (device telemetry is
+/// labelled with those only). At every scrape, start and push, so a version pushed through
+/// another replica is known here by the next scrape.
+pub(crate) async fn refresh_known_versions(state: &AppState) {
+    match state.store.releases().await {
+        Ok(releases) => state
+            .metrics
+            .set_known_versions(releases.into_iter().map(|r| (r.model, r.version))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the registry's versions for metric labels")
+        }
+    }
+}
+
 async fn record_new_releases(
     state: &AppState,
     models: &[crate::tufhost::SignedModel],
@@ -700,6 +715,7 @@ async fn record_new_releases(
                 .await?;
         }
     }
+    refresh_known_versions(state).await;
     Ok(())
 }
 
