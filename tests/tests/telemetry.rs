@@ -84,7 +84,9 @@ fn rollout_telemetry(demo: &Demo, id: &str) -> Value {
     t
 }
 
-const GATES: &str = r#"{"min_requests": 300, "max_p99_slowdown_percent": 200,
+/// The latency gate allows 10x: on 2 busy cores a like-for-like version has measured 4x slower
+/// than its predecessor, and the slow candidate is some 20x slower.
+const GATES: &str = r#"{"min_requests": 300, "max_p99_slowdown_percent": 900,
     "max_error_rate_increase": 0.01, "max_input_drift_psi": 0.3}"#;
 
 #[test]
@@ -130,7 +132,7 @@ fn model_gates_pass_a_like_for_like_version_and_halt_a_slower_one_before_its_nex
         t["candidate"]["latency_ms"]["p99_ms"].as_f64().unwrap(),
         t["previous"]["latency_ms"]["p99_ms"].as_f64().unwrap(),
     );
-    assert!(new_p99 > 3.0 * old_p99, "{t:#}");
+    assert!(new_p99 > 10.0 * old_p99, "{t:#}");
     // The canary passed its health check (it was healthy), then was rolled back; the second
     // wave was never asked to update.
     let devices = slow["devices"].as_array().unwrap();
