@@ -1192,7 +1192,9 @@ fn slow_connections_cannot_starve_the_server() {
                         i * ADDRESSES,
                         ADDRESSES,
                         PER_ADDRESS,
-                        20,
+                        // Seconds to wait for the server to close them all (it should take
+                        // the header deadline plus its accept backlog: some 10 s).
+                        60,
                     ]
                     .map(|n| n.to_string()),
                 )
@@ -1238,8 +1240,10 @@ fn slow_connections_cannot_starve_the_server() {
     let rss_during = edgefleet_e2e::rss_mib(pid);
     assert_eq!(health, 200);
     assert_eq!(tuf, 200);
-    assert!(health_took < Duration::from_secs(2), "{health_took:?}");
-    assert!(tuf_took < Duration::from_secs(2), "{tuf_took:?}");
+    // Answered at once in practice (1 ms, 5 ms measured); the bound leaves room for a SYN
+    // retransmitted while the kernel's accept backlog is full of attackers.
+    assert!(health_took < Duration::from_secs(5), "{health_took:?}");
+    assert!(tuf_took < Duration::from_secs(5), "{tuf_took:?}");
     // Each address got at most its share; the rest were closed at once and counted.
     let metrics = String::from_utf8(get(&server, "/metrics", None, &[]).2).unwrap();
     let refused = metrics
