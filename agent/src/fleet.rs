@@ -191,8 +191,6 @@ fn broker(url: &str) -> Result<(String, u16, bool), FleetError> {
 struct Wire {
     connected: bool,
     awaiting_ack: VecDeque<Option<u64>>,
-    /// Highest outbox seq handed to the broker on this connection.
-    sent_up_to: u64,
 }
 
 /// A running fleet link.
@@ -315,9 +313,6 @@ impl Fleet {
             return false;
         }
         wire.awaiting_ack.push_back(seq);
-        if let Some(seq) = seq {
-            wire.sent_up_to = wire.sent_up_to.max(seq);
-        }
         true
     }
 
@@ -336,6 +331,7 @@ impl Fleet {
                             ..Wire::default()
                         };
                     }
+                    self.outbox_connection_ended();
                     info!(broker = %self.link.mqtt_url, "connected to the fleet");
                     let _ = self
                         .client
@@ -371,6 +367,7 @@ impl Fleet {
                         .unwrap_or(false);
                     if was {
                         warn!(error = %e, "lost the fleet broker; serving goes on, reconnecting");
+                        self.outbox_connection_ended();
                     }
                     // Full jitter: a fleet that lost its broker does not come back in lockstep.
                     let wait = backoff.mul_f64(0.5 + jitter());
@@ -415,6 +412,12 @@ impl Fleet {
         });
     }
 
+    fn outbox_connection_ended(&self) {
+        if let Err(e) = self.outbox.connection_ended() {
+            warn!(error = %e, "cannot put unacknowledged messages back in the outbox queue");
+        }
+    }
+
     /// Sends outbox rows not yet sent on this connection, oldest first.
     async fn publish_outbox(self: Arc<Self>) {
         loop {
@@ -425,9 +428,8 @@ impl Fleet {
             if !self.is_connected() {
                 continue;
             }
-            let after = self.wire.lock().map(|w| w.sent_up_to).unwrap_or(0);
             let outbox = self.outbox.clone();
-            let pending = tokio::task::spawn_blocking(move || outbox.pending(after, 200)).await;
+            let pending = tokio::task::spawn_blocking(move || outbox.claim_for_sending(200)).await;
             let Ok(Ok(pending)) = pending else { continue };
             let full = pending.len() == 200;
             for q in pending {
@@ -437,6 +439,9 @@ impl Fleet {
                     Channel::Events
                 };
                 if !self.send(channel, q.payload, false, Some(q.seq)) {
+                    if let Err(e) = self.outbox.unclaim_from(q.seq) {
+                        warn!(error = %e, "cannot put unsent messages back in the outbox queue");
+                    }
                     break;
                 }
             }
@@ -472,6 +477,9 @@ impl Fleet {
     async fn telemetry_loop(self: Arc<Self>) {
         let every = Duration::from_secs(self.agent.config.fleet.telemetry_seconds);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // After the process was stopped or the device slept, one batch covers the gap: a burst
+        // of empty windows would only push real batches out of a full outbox.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut window_start = now_unix();
         loop {
             tick.tick().await;

@@ -4,6 +4,14 @@
 //! were dropped is kept, to be reported upstream. A batch that carried such a count and is itself
 //! dropped gives its count back, so no drop goes unreported.
 //!
+//! A message handed to the broker and not yet acknowledged ("on the wire") is never dropped: the
+//! broker may already have passed it on, and counting it as dropped as well would report a loss
+//! that did not happen. So the bound is `max_messages` plus what is on the wire on the current
+//! connection (at most what the publisher sends before acknowledgements come back); when the
+//! connection ends, everything is waiting again and the bound applies to all of it. (What was
+//! on the wire when a connection died is the one case QoS 1 cannot settle: if the broker had
+//! passed it on and the outbox overflows before the next connection, it is counted dropped too.)
+//!
 //! The row id is the message's `seq`: strictly increasing per device and never reused
 //! (`AUTOINCREMENT`), so the server can store each (device, seq) once and in order.
 
@@ -19,6 +27,15 @@ pub struct OutboxError {
     detail: String,
 }
 
+#[derive(Debug)]
+struct Inner {
+    conn: Connection,
+    /// Highest seq handed to the broker on the current connection: rows up to it are on the
+    /// wire (or acknowledged and gone) and are not evicted. Behind the same lock as the rows so
+    /// that claiming rows for sending and evicting them cannot interleave.
+    on_wire_up_to: u64,
+}
+
 /// One queued message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
@@ -30,7 +47,7 @@ pub struct Queued {
 
 #[derive(Debug)]
 pub struct Outbox {
-    conn: Mutex<Connection>,
+    inner: Mutex<Inner>,
     path: String,
     max_messages: u64,
 }
@@ -72,7 +89,10 @@ impl Outbox {
                 .map_err(|e| err(e.to_string()))?;
         }
         Ok(Self {
-            conn: Mutex::new(conn),
+            inner: Mutex::new(Inner {
+                conn,
+                on_wire_up_to: 0,
+            }),
             path: path.display().to_string(),
             max_messages: max_messages.max(1),
         })
@@ -89,8 +109,16 @@ impl Outbox {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, OutboxError> {
-        let mut conn = self.conn.lock().map_err(|_| self.err("poisoned"))?;
-        f(&mut conn).map_err(|e| self.err(e))
+        let mut inner = self.inner.lock().map_err(|_| self.err("poisoned"))?;
+        f(&mut inner.conn).map_err(|e| self.err(e))
+    }
+
+    fn with_inner<T>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> rusqlite::Result<T>,
+    ) -> Result<T, OutboxError> {
+        let mut inner = self.inner.lock().map_err(|_| self.err("poisoned"))?;
+        f(&mut inner).map_err(|e| self.err(e))
     }
 
     /// The seq the next message will get: build the message with it, then [`Outbox::push`].
@@ -123,8 +151,9 @@ impl Outbox {
         carried: u64,
     ) -> Result<(), OutboxError> {
         let max = self.max_messages as i64;
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.with_inner(|inner| {
+            let on_wire_up_to = inner.on_wire_up_to as i64;
+            let tx = inner.conn.transaction()?;
             tx.execute(
                 "INSERT INTO outbox (seq, channel, payload, carried) VALUES (?1, ?2, ?3, ?4)",
                 params![seq as i64, channel, payload, carried as i64],
@@ -134,11 +163,13 @@ impl Outbox {
                 let excess = count - max;
                 let evicted: Vec<(i64, i64)> = {
                     let mut oldest = tx.prepare(
-                        "SELECT seq, carried FROM outbox
+                        "SELECT seq, carried FROM outbox WHERE seq > ?2
                          ORDER BY channel = 'events', seq LIMIT ?1",
                     )?;
                     oldest
-                        .query_map(params![excess], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .query_map(params![excess, on_wire_up_to], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?
                         .collect::<rusqlite::Result<_>>()?
                 };
                 let mut dropped = 0i64;
@@ -156,21 +187,41 @@ impl Outbox {
         })
     }
 
-    /// Messages after `after_seq`, oldest first.
-    pub fn pending(&self, after_seq: u64, limit: u32) -> Result<Vec<Queued>, OutboxError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT seq, channel, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            stmt.query_map(params![after_seq as i64, limit], |r| {
-                Ok(Queued {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    channel: r.get(1)?,
-                    payload: r.get(2)?,
-                })
-            })?
-            .collect()
+    /// Up to `limit` messages not yet on the wire on this connection, oldest first; they are on
+    /// the wire from now on (not evicted) until [`Outbox::unclaim_from`] or
+    /// [`Outbox::connection_ended`].
+    pub fn claim_for_sending(&self, limit: u32) -> Result<Vec<Queued>, OutboxError> {
+        self.with_inner(|inner| {
+            let rows = pending_after(&inner.conn, inner.on_wire_up_to, limit)?;
+            if let Some(last) = rows.last() {
+                inner.on_wire_up_to = last.seq;
+            }
+            Ok(rows)
         })
+    }
+
+    /// The message `seq` and those after it could not be handed to the broker after all: they
+    /// wait again (and may be evicted).
+    pub fn unclaim_from(&self, seq: u64) -> Result<(), OutboxError> {
+        self.with_inner(|inner| {
+            inner.on_wire_up_to = inner.on_wire_up_to.min(seq.saturating_sub(1));
+            Ok(())
+        })
+    }
+
+    /// The connection ended (or a new one began): what was on the wire and not acknowledged
+    /// waits again, to be sent on the next connection or evicted.
+    pub fn connection_ended(&self) -> Result<(), OutboxError> {
+        self.with_inner(|inner| {
+            inner.on_wire_up_to = 0;
+            Ok(())
+        })
+    }
+
+    /// Messages after `after_seq`, oldest first.
+    #[cfg(test)]
+    pub fn pending(&self, after_seq: u64, limit: u32) -> Result<Vec<Queued>, OutboxError> {
+        self.with(|c| pending_after(c, after_seq, limit))
     }
 
     /// The broker has it: forget it.
@@ -242,6 +293,19 @@ impl Outbox {
             .map(|_| ())
         })
     }
+}
+
+fn pending_after(c: &Connection, after_seq: u64, limit: u32) -> rusqlite::Result<Vec<Queued>> {
+    let mut stmt =
+        c.prepare("SELECT seq, channel, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+    stmt.query_map(params![after_seq as i64, limit], |r| {
+        Ok(Queued {
+            seq: r.get::<_, i64>(0)? as u64,
+            channel: r.get(1)?,
+            payload: r.get(2)?,
+        })
+    })?
+    .collect()
 }
 
 #[cfg(test)]
@@ -327,6 +391,45 @@ mod tests {
             push(&o, "events", b"e");
         }
         assert_eq!(left(&o), [b"e".to_vec(), b"e".to_vec(), b"e".to_vec()]);
+    }
+
+    /// A message the broker may already have passed on is not also counted dropped: made =
+    /// delivered + reported dropped holds when batches keep coming while the outbox drains.
+    #[test]
+    fn a_message_on_the_wire_is_never_evicted_and_made_equals_delivered_plus_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Outbox::open(&dir.path().join("outbox.db"), 3).unwrap();
+        for i in 0..3u8 {
+            push(&o, "metrics", &[i]);
+        }
+        let on_wire: Vec<u64> = o
+            .claim_for_sending(2)
+            .unwrap()
+            .iter()
+            .map(|q| q.seq)
+            .collect();
+        assert_eq!(on_wire, [1, 2]);
+        // Two more while 1 and 2 are on the wire: only 3 and 4 can go.
+        push(&o, "metrics", &[3]);
+        push(&o, "metrics", &[4]);
+        let seqs =
+            |o: &Outbox| -> Vec<u64> { o.pending(0, 10).unwrap().iter().map(|q| q.seq).collect() };
+        assert_eq!(seqs(&o), [1, 2, 5]);
+        assert_eq!(o.take_dropped().unwrap(), 2);
+        // The broker acknowledges 1; 2 could not be sent after all and waits again.
+        o.acknowledge(1).unwrap();
+        o.unclaim_from(2).unwrap();
+        push(&o, "metrics", &[5]);
+        push(&o, "metrics", &[6]);
+        assert_eq!(seqs(&o), [5, 6, 7]);
+        assert_eq!(o.take_dropped().unwrap(), 1);
+        // Claimed again on a connection that then ends: everything is evictable.
+        assert_eq!(o.claim_for_sending(10).unwrap().len(), 3);
+        o.connection_ended().unwrap();
+        push(&o, "metrics", &[7]);
+        assert_eq!(seqs(&o), [6, 7, 8]);
+        // Made 8 = delivered 1 + dropped 2 + 1 + 1 + waiting 3.
+        assert_eq!(o.take_dropped().unwrap(), 1);
     }
 
     #[test]
