@@ -55,18 +55,30 @@ impl DemoOptions {
 }
 
 impl Demo {
-    /// Takes over enrolled device `device` (its agent stopped, by the caller): connects to the
-    /// broker with the credential the agent saved under `dir` (the demo's directory).
-    pub fn intruder_as(&self, dir: &Path, device: &str) -> crate::fleet::MqttDevice {
+    /// The port devices reach the broker on: Mosquitto's, or the server's embedded broker.
+    pub fn mqtt_port(&self) -> u16 {
+        self.mosquitto
+            .as_ref()
+            .map_or(self.server.mqtt_port, |m| m.port)
+    }
+
+    /// The credential enrolled device `device` saved under `dir` (the demo's directory).
+    pub fn credential_of(dir: &Path, device: &str) -> String {
         let link: Value = serde_json::from_slice(
             &std::fs::read(dir.join("agents").join(device).join("data/fleet.json")).unwrap(),
         )
         .unwrap();
+        link["credential"].as_str().unwrap().to_owned()
+    }
+
+    /// Takes over enrolled device `device` (its agent stopped, by the caller): connects to the
+    /// broker with the credential the agent saved under `dir` (the demo's directory).
+    pub fn intruder_as(&self, dir: &Path, device: &str) -> crate::fleet::MqttDevice {
         crate::fleet::MqttDevice::connect(
-            self.server.mqtt_port,
+            self.mqtt_port(),
             device,
             device,
-            link["credential"].as_str().unwrap(),
+            &Self::credential_of(dir, device),
         )
         .unwrap()
     }
