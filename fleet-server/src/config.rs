@@ -148,6 +148,10 @@ pub struct MqttConfig {
     /// How many server replicas may share an external broker: `mosquitto-config` writes one
     /// broker user per replica slot. Default 4.
     pub replicas: u16,
+    /// Embedded broker only: every this many seconds the server subscribes to everything again,
+    /// which has rumqttd hand it every retained message, and clears those it refuses. Catches
+    /// junk a device retained faster than the server could read it live. Default 300.
+    pub retained_sweep_seconds: u64,
 }
 
 impl MqttConfig {
@@ -187,6 +191,7 @@ impl Default for MqttConfig {
             device_url: None,
             client_id: None,
             replicas: 4,
+            retained_sweep_seconds: 300,
         }
     }
 }
@@ -335,6 +340,11 @@ impl Config {
                 "mqtt.username {:?} must be non-empty and contain no '+', '#' or '/'",
                 self.mqtt.username
             ));
+        }
+        if self.mqtt.retained_sweep_seconds == 0 {
+            problems.push(
+                "mqtt.retained_sweep_seconds must be at least 1 (300 is the default)".to_owned(),
+            );
         }
         if self.mqtt.replicas == 0 || self.mqtt.replicas > 1000 {
             problems.push(format!(

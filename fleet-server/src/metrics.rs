@@ -66,6 +66,8 @@ pub struct Metrics {
     pub mqtt_connected: Gauge,
     /// Connections the server's client made to the broker (1 unless it was ever knocked off).
     pub mqtt_connections: Counter,
+    /// Topics the server cleared of a retained message it refused (embedded broker).
+    pub mqtt_retained_cleared: Counter,
     /// Times every device's desired state was signed and re-published wholesale.
     pub desired_republished: Counter,
     pub devices: Gauge,
@@ -98,6 +100,7 @@ impl Default for Metrics {
         let mqtt_messages = Family::<MessageLabels, Counter>::default();
         let mqtt_connected = Gauge::default();
         let mqtt_connections = Counter::default();
+        let mqtt_retained_cleared = Counter::default();
         let desired_republished = Counter::default();
         let devices = Gauge::default();
         let artifact_bytes_sent = Counter::default();
@@ -116,7 +119,7 @@ impl Default for Metrics {
         );
         registry.register(
             "mqtt_messages",
-            "Device messages by channel and outcome (stored, duplicate, refused, failed)",
+            "Device messages by channel and outcome (stored, duplicate, refused, failed, ignored)",
             mqtt_messages.clone(),
         );
         registry.register(
@@ -128,6 +131,11 @@ impl Default for Metrics {
             "mqtt_connections",
             "Connections the server's client made to the broker since start",
             mqtt_connections.clone(),
+        );
+        registry.register(
+            "mqtt_retained_cleared",
+            "Topics cleared of what a device retained there and the server refused (embedded broker)",
+            mqtt_retained_cleared.clone(),
         );
         registry.register(
             "desired_republished",
@@ -222,6 +230,7 @@ impl Default for Metrics {
             mqtt_messages,
             mqtt_connected,
             mqtt_connections,
+            mqtt_retained_cleared,
             desired_republished,
             devices,
             artifact_bytes_sent,

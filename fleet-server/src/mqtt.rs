@@ -168,8 +168,12 @@ pub async fn start_embedded_broker(
         router: rumqttd::RouterConfig {
             max_connections: 100_000,
             max_outgoing_packet_count: 1000,
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
+            // What rumqttd keeps of each subscription's traffic, delivered or not: a ring of
+            // 4 x 16 MiB (it was 10 x 100 MiB: a device could hold a gigabyte of the server's
+            // memory with junk). Messages are at most 512 KiB, so the server, reading as they
+            // come, is never a ring behind.
+            max_segment_size: 16 * 1024 * 1024,
+            max_segment_count: 4,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: rumqttd::Strategy::default(),
@@ -291,6 +295,17 @@ pub(crate) fn device_filters(share_group: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// What the server subscribes to. On an external broker, the device channels (shared). On the
+/// embedded broker, everything: rumqttd has no topic rights, so a device may publish — and
+/// retain, which rumqttd keeps forever — anywhere; the server sees it all and clears what it
+/// refuses (see [`ingester`]).
+fn subscriptions(share_group: Option<&str>) -> Vec<String> {
+    match share_group {
+        Some(_) => device_filters(share_group),
+        None => vec!["#".into()],
+    }
+}
+
 /// Where the server's client connects: the external broker, or the embedded one.
 pub fn broker_of(config: &Config) -> Result<BrokerAddress, MqttError> {
     match &config.mqtt.url {
@@ -315,6 +330,8 @@ pub struct ClientParts {
     /// so a plain subscription is both sufficient and correct there.
     pub share_group: Option<String>,
     pub sessions: Option<crate::sessions::Sessions>,
+    /// `mqtt.retained_sweep_seconds` (used on the embedded broker only).
+    pub retained_sweep: Duration,
 }
 
 /// Drives the client forever: subscribes after every connection, re-publishes desired state,
@@ -327,7 +344,11 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
         keys,
         share_group,
         sessions,
+        retained_sweep,
     } = parts;
+    if share_group.is_none() {
+        tokio::spawn(retained_sweeper(handle.clone(), retained_sweep));
+    }
     let republish = handle.republish.clone();
     tokio::spawn(republisher(
         handle.clone(),
@@ -343,6 +364,7 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
         metrics.clone(),
         keys,
         from_loop,
+        share_group.is_none(),
     ));
     let mut backoff = Duration::from_millis(200);
     let mut first_connection = true;
@@ -356,7 +378,7 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
                 metrics.mqtt_connected.set(1);
                 metrics.mqtt_connections.inc();
                 tracing::info!("connected to the MQTT broker");
-                for filter in device_filters(share_group.as_deref()) {
+                for filter in subscriptions(share_group.as_deref()) {
                     if let Err(e) = handle.client.try_subscribe(filter, QoS::AtLeastOnce) {
                         tracing::error!(error = %e, "cannot queue a subscription");
                     }
@@ -400,14 +422,19 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
 /// Stores device messages concurrently (up to [`INGEST_WINDOW`] at a time, over the store's
 /// pool) and acknowledges them strictly in arrival order, as MQTT requires. One at a time, a
 /// server on PostgreSQL spent its time waiting on round trips (docs/BENCHMARKS.md).
+///
+/// With `clear_refused` (the embedded broker), a refused message's topic is cleared of any
+/// retained message (an empty retained publish): whatever a device left there, forged or junk,
+/// goes, and the broker's memory of retained messages stays bounded by what the server accepts.
 async fn ingester(
     handle: MqttHandle,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     keys: Arc<DeviceKeys>,
     mut from_loop: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
+    clear_refused: bool,
 ) {
-    let mut in_flight = FuturesOrdered::new();
+    let mut in_flight: FuturesOrdered<IngestFuture> = FuturesOrdered::new();
     // Acknowledgements the client's request queue had no room for yet, oldest first.
     let mut unsent_acks = VecDeque::new();
     let mut retry = tokio::time::interval(Duration::from_millis(20));
@@ -416,6 +443,9 @@ async fn ingester(
         flush_acks(&handle, &mut unsent_acks);
         tokio::select! {
             Some((publish, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                if clear_refused && matches!(outcome, Ingested::Refused(_)) {
+                    clear_retained(&handle, &metrics, &publish.topic);
+                }
                 finish(&metrics, publish, outcome, &mut unsent_acks);
             }
             received = from_loop.recv(), if open && in_flight.len() < INGEST_WINDOW => match received {
@@ -469,9 +499,54 @@ fn finish(
         Ingested::Refused(reason) => {
             tracing::warn!(topic = %publish.topic, reason, "refused a device message");
         }
-        Ingested::Stored | Ingested::Duplicate => {}
+        Ingested::Stored | Ingested::Duplicate | Ingested::Ignored => {}
     }
     acks.push_back(publish);
+}
+
+/// On the embedded broker, every `every`, has rumqttd hand over every retained message again so
+/// that the ingester clears those it refuses: live clearing misses junk published faster than
+/// the server reads (rumqttd's ring moves on without it). rumqttd forwards retained messages only
+/// on a filter new to the connection, so the server moves between two filters that match the
+/// same topics, `#` and `+/#`: the new one first, the old one dropped once the new one has had
+/// time to deliver, so no live message falls in a gap (some arrive twice meanwhile; storing is
+/// idempotent).
+async fn retained_sweeper(handle: MqttHandle, every: Duration) {
+    const FILTERS: [&str; 2] = ["#", "+/#"];
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut live = 0;
+    loop {
+        tick.tick().await;
+        if !handle.connected.load(Ordering::Relaxed) {
+            continue; // a new connection subscribes to `#` and gets every retained message
+        }
+        let next = 1 - live;
+        if let Err(e) = handle.client.try_subscribe(FILTERS[next], QoS::AtLeastOnce) {
+            tracing::warn!(error = %e, "cannot queue the retained-message sweep");
+            continue;
+        }
+        tokio::time::sleep(every.min(Duration::from_secs(10)) / 2).await;
+        if let Err(e) = handle.client.try_unsubscribe(FILTERS[live]) {
+            tracing::warn!(error = %e, "cannot drop the previous subscription after a sweep");
+        }
+        live = next;
+    }
+}
+
+/// Publishes an empty retained message on `topic`, which deletes what a device retained there.
+/// The server sees its own empty publish come back and ignores it ([`ingest`]), so this never
+/// loops.
+fn clear_retained(handle: &MqttHandle, metrics: &Metrics, topic: &str) {
+    match handle
+        .client
+        .try_publish(topic, QoS::AtMostOnce, true, Vec::new())
+    {
+        Ok(()) => {
+            metrics.mqtt_retained_cleared.inc();
+        }
+        Err(e) => tracing::warn!(topic, error = %e, "cannot clear a refused message's topic"),
+    }
 }
 
 /// Hands queued acknowledgements to the client in order, as far as its request queue has room
@@ -550,6 +625,10 @@ pub enum Ingested {
     Refused(String),
     /// The store failed: not acknowledged, so the broker redelivers.
     Failed(String),
+    /// Not for the server: an empty message (a retained message being cleared, by the server
+    /// itself or a device) or desired state (the server's own, seen through its `#` on the
+    /// embedded broker; devices verify desired state themselves).
+    Ignored,
 }
 
 impl Ingested {
@@ -559,6 +638,7 @@ impl Ingested {
             Ingested::Duplicate => "duplicate",
             Ingested::Refused(_) => "refused",
             Ingested::Failed(_) => "failed",
+            Ingested::Ignored => "ignored",
         }
         .into()
     }
@@ -575,8 +655,12 @@ pub async fn ingest(
     received_us: i64,
 ) -> Ingested {
     let raw_topic = topic;
+    if payload.is_empty() {
+        return Ingested::Ignored;
+    }
     let topic = match Topic::parse(topic) {
         Ok(t) if t.channel.from_device() => t,
+        Ok(t) if t.channel == Channel::Desired => return Ingested::Ignored,
         Ok(t) => {
             return Ingested::Refused(format!("{} is not a device channel", t.channel.as_str()));
         }
@@ -639,7 +723,7 @@ pub async fn ingest(
             }
             Err(e) => return Ingested::Refused(e.to_string()),
         },
-        Channel::Desired => return Ingested::Refused("desired is not a device channel".into()),
+        Channel::Desired => return Ingested::Ignored,
     };
     match result {
         Ok(true) => {

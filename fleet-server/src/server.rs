@@ -229,6 +229,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .is_some()
                 .then(|| config.mqtt.share_group.clone()),
             sessions: sessions.clone(),
+            retained_sweep: Duration::from_secs(config.mqtt.retained_sweep_seconds),
         },
     ));
 

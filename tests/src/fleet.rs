@@ -642,23 +642,28 @@ impl MqttDevice {
     /// Publishes `payloads` at QoS 1 as fast as the client's in-flight window allows, and returns
     /// once the broker acknowledged them all.
     pub fn publish_all(&self, topic: &str, payloads: Vec<Vec<u8>>, within: Duration) {
-        let total = payloads.len();
+        let messages = payloads
+            .into_iter()
+            .map(|p| (topic.to_owned(), p))
+            .collect();
+        self.publish_all_to(messages, false, within);
+    }
+
+    /// [`MqttDevice::publish_all`] for (topic, payload) pairs, retained or not.
+    pub fn publish_all_to(&self, messages: Vec<(String, Vec<u8>)>, retain: bool, within: Duration) {
+        let total = messages.len();
         let sender = self.client.clone();
-        let topic_owned = topic.to_owned();
         let feeder = std::thread::spawn(move || {
-            for payload in payloads {
+            for (topic, payload) in messages {
                 sender
-                    .publish(&topic_owned, rumqttc::QoS::AtLeastOnce, false, payload)
+                    .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
                     .unwrap();
             }
         });
         let deadline = Instant::now() + within;
         let mut acked = 0;
         while acked < total {
-            assert!(
-                Instant::now() < deadline,
-                "{acked} of {total} PUBACKs on {topic}"
-            );
+            assert!(Instant::now() < deadline, "{acked} of {total} PUBACKs");
             if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) =
                 self.events.recv_timeout(Duration::from_millis(100))
             {
@@ -666,6 +671,20 @@ impl MqttDevice {
             }
         }
         feeder.join().unwrap();
+    }
+
+    /// The topics of every message that arrives within `within`.
+    pub fn topics_within(&self, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut topics = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) =
+                self.events.recv_timeout(left)
+            {
+                topics.push(p.topic);
+            }
+        }
+        topics
     }
 
     /// The next message on `topic` within `within`.

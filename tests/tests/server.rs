@@ -774,6 +774,85 @@ fn on_the_embedded_broker_one_oversized_message_stops_nothing() {
     one_oversized_message_stops_nothing(&server, &op, server.mqtt_port, &|| {});
 }
 
+/// rumqttd keeps what is retained forever and has no topic rights, so on the embedded broker a
+/// device could fill the server's memory with retained junk on any topic (+300 MB for 200 MB of
+/// junk, measured before the fix). The server, subscribed to everything there, clears each
+/// topic it refuses a message on; rumqttd keeps at most a 128 MiB ring of traffic.
+#[test]
+fn on_the_embedded_broker_retained_junk_is_cleared_and_the_brokers_memory_stays_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A sweep every 3 s (300 by default) catches what the server could not read live.
+    let server = ServerProcess::start_with(
+        &tmp.path().join("server"),
+        Broker::Embedded,
+        "retained_sweep_seconds = 3",
+    );
+    let op = FleetOperator::new(&tmp.path().join("op"), &server);
+    op.push("churn/1.0.0");
+    let c1 = op.enroll(&server, "d1", "pilot");
+    let c2 = op.enroll(&server, "d2", "pilot");
+    let c3 = op.enroll(&server, "d3", "pilot");
+    run_ok(
+        op.fleetctl()
+            .args(["device", "assign", "d2", "churn=1.0.0"]),
+    );
+    let d2 = MqttDevice::connect(server.mqtt_port, "d2", "d2", &c2).unwrap();
+    d2.publish("edgefleet/v1/devices/d2/reported", reported("d2", 1), true);
+    let pid = server.child.id();
+    let rss_before = edgefleet_e2e::rss_mib(pid);
+
+    // Twice 200 MB of junk, retained: on topics of d1's own making, its own channels, d2's.
+    let d1 = MqttDevice::connect(server.mqtt_port, "d1", "d1", &c1).unwrap();
+    let genuine = [
+        "edgefleet/v1/devices/d2/desired",
+        "edgefleet/v1/devices/d2/reported",
+    ];
+    let mut rss = vec![rss_before];
+    for round in 0..3 {
+        let junk: Vec<(String, Vec<u8>)> = (0..400)
+            .map(|i| {
+                let topic = match i % 4 {
+                    0 => format!("junk/{round}/{i}"),
+                    1 => format!("edgefleet/v1/devices/d1/x{round}-{i}"),
+                    2 => "edgefleet/v1/devices/d1/events".to_owned(),
+                    _ => "edgefleet/v1/devices/d2/metrics".to_owned(),
+                };
+                (topic, vec![b'j'; 500 * 1024])
+            })
+            .collect();
+        d1.publish_all_to(junk, true, Duration::from_secs(120));
+        // Soon a device subscribing to everything finds only what is genuinely retained: d2's
+        // signed desired state and its report.
+        let mut retained = Vec::new();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually("every junk topic cleared", Duration::from_secs(60), || {
+                let d3 = MqttDevice::connect(server.mqtt_port, "d3", "d3", &c3).unwrap();
+                d3.subscribe("#");
+                retained = d3.topics_within(Duration::from_secs(2));
+                retained.sort();
+                retained.dedup();
+                (retained == genuine).then_some(())
+            })
+        }));
+        assert!(
+            outcome.is_ok(),
+            "round {round}: still retained: {} topics, e.g. {:?}",
+            retained.len(),
+            &retained[..retained.len().min(5)]
+        );
+        rss.push(edgefleet_e2e::rss_mib(pid));
+    }
+    let cleared = server_counter(&server, "edgefleet_server_mqtt_retained_cleared_total");
+    assert!(cleared >= 606, "{cleared} topics cleared");
+    // What the broker holds is bounded (a ring of traffic), not growing with the junk.
+    eprintln!("server RSS {rss:.1?} MiB: before, after 200, 400 and 600 MB of retained junk");
+    assert!(
+        rss[3] - rss[2] < 64.0 && rss[3] - rss[0] < 400.0,
+        "server RSS {rss:.0?} MiB: before, after 200, 400 and 600 MB of junk"
+    );
+    still_stores_and_never_lost_the_broker(&server, &op, &d2);
+}
+
 #[test]
 fn on_mosquitto_no_event_is_lost_to_a_burst_or_a_server_restart() {
     let tmp = tempfile::tempdir().unwrap();
