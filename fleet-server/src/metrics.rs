@@ -68,6 +68,8 @@ pub struct Metrics {
     pub mqtt_connections: Counter,
     /// Topics the server cleared of a retained message it refused (embedded broker).
     pub mqtt_retained_cleared: Counter,
+    /// Desired topics where a device's message was replaced by the genuine state (embedded broker).
+    pub desired_restored: Counter,
     /// Times every device's desired state was signed and re-published wholesale.
     pub desired_republished: Counter,
     pub devices: Gauge,
@@ -101,6 +103,7 @@ impl Default for Metrics {
         let mqtt_connected = Gauge::default();
         let mqtt_connections = Counter::default();
         let mqtt_retained_cleared = Counter::default();
+        let desired_restored = Counter::default();
         let desired_republished = Counter::default();
         let devices = Gauge::default();
         let artifact_bytes_sent = Counter::default();
@@ -136,6 +139,11 @@ impl Default for Metrics {
             "mqtt_retained_cleared",
             "Topics cleared of what a device retained there and the server refused (embedded broker)",
             mqtt_retained_cleared.clone(),
+        );
+        registry.register(
+            "desired_restored",
+            "Desired topics where a message the server did not write was replaced by the genuine state (embedded broker)",
+            desired_restored.clone(),
         );
         registry.register(
             "desired_republished",
@@ -231,6 +239,7 @@ impl Default for Metrics {
             mqtt_connected,
             mqtt_connections,
             mqtt_retained_cleared,
+            desired_restored,
             desired_republished,
             devices,
             artifact_bytes_sent,

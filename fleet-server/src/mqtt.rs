@@ -62,6 +62,8 @@ pub struct MqttHandle {
     client: AsyncClient,
     connected: Arc<AtomicBool>,
     republish: Arc<Notify>,
+    /// On the embedded broker: what this server last published on each desired topic.
+    guard: Option<Arc<DesiredGuard>>,
 }
 
 impl MqttHandle {
@@ -92,10 +94,110 @@ impl MqttHandle {
 
     async fn publish_retained(&self, device: &DeviceId, bytes: Vec<u8>) -> Result<(), MqttError> {
         let topic = Topic::new(device.clone(), Channel::Desired).to_string();
+        if let Some(guard) = &self.guard {
+            guard.record(device, &bytes);
+        }
         self.client
             .publish(topic, QoS::AtLeastOnce, true, bytes)
             .await
             .map_err(|e| MqttError::Publish(e.to_string()))
+    }
+}
+
+/// The digest of the last desired state this server published per device. On the embedded broker
+/// (no topic rights) a device can publish — and retain — on another device's desired topic: a
+/// forgery or a replay the victim refuses, or an empty message that wipes its retained state.
+/// Either way a victim that reconnects would find nothing genuine retained. The server sees every
+/// desired message there (its own come back to it), so one it did not write is noticed and the
+/// genuine state restored ([`desired_restorer`]).
+#[derive(Debug, Default)]
+struct DesiredGuard {
+    published: std::sync::Mutex<HashMap<String, Published>>,
+}
+
+/// What the server published on one desired topic: the last message (what should be retained)
+/// and those whose echo has not come back yet, oldest first.
+#[derive(Debug, Default)]
+struct Published {
+    last: [u8; 32],
+    awaiting_echo: VecDeque<[u8; 32]>,
+}
+
+/// More publications than this for one device before their echoes return: the oldest is
+/// forgotten (and its late echo restores the last, harmlessly).
+const MAX_AWAITING_ECHO: usize = 16;
+
+impl DesiredGuard {
+    fn digest(bytes: &[u8]) -> [u8; 32] {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        out
+    }
+
+    fn record(&self, device: &DeviceId, bytes: &[u8]) {
+        let digest = Self::digest(bytes);
+        if let Ok(mut published) = self.published.lock() {
+            let entry = published.entry(device.to_string()).or_default();
+            entry.last = digest;
+            entry.awaiting_echo.push_back(digest);
+            if entry.awaiting_echo.len() > MAX_AWAITING_ECHO {
+                entry.awaiting_echo.pop_front();
+            }
+        }
+    }
+
+    /// Whether `bytes` seen on `device`'s desired topic is this server's: the echo of one of its
+    /// publications, or what it last published (handed over again by a sweep). With nothing
+    /// published, only an empty message is (nothing to restore either).
+    fn is_ours(&self, device: &DeviceId, bytes: &[u8]) -> bool {
+        let Ok(mut published) = self.published.lock() else {
+            return true;
+        };
+        let Some(entry) = published.get_mut(device.as_str()) else {
+            return bytes.is_empty();
+        };
+        let digest = Self::digest(bytes);
+        if let Some(at) = entry.awaiting_echo.iter().position(|d| *d == digest) {
+            entry.awaiting_echo.drain(..=at);
+            if entry.awaiting_echo.is_empty() {
+                entry.awaiting_echo = VecDeque::new(); // a fleet of idle entries holds no buffers
+            }
+            return true;
+        }
+        entry.last == digest
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn echoes_and_the_last_state_are_ours_and_anything_else_is_restored_once() {
+        let guard = DesiredGuard::default();
+        let dev = DeviceId::new("dev-01").unwrap();
+        assert!(
+            guard.is_ours(&dev, b""),
+            "nothing published, nothing to restore"
+        );
+        assert!(!guard.is_ours(&dev, b"forged"));
+        guard.record(&dev, b"d1");
+        guard.record(&dev, b"d2");
+        // Echoes in order, then a sweep handing the retained one over again.
+        assert!(guard.is_ours(&dev, b"d1"));
+        assert!(guard.is_ours(&dev, b"d2"));
+        assert!(guard.is_ours(&dev, b"d2"));
+        // A replay of an older genuine message, a forgery, a wipe: not ours.
+        assert!(!guard.is_ours(&dev, b"d1"));
+        assert!(!guard.is_ours(&dev, b"forged"));
+        assert!(!guard.is_ours(&dev, b""));
+        // Restoring publishes again while earlier echoes are still coming: no ping-pong.
+        guard.record(&dev, b"d3");
+        guard.record(&dev, b"d3-restored");
+        assert!(guard.is_ours(&dev, b"d3"));
+        assert!(guard.is_ours(&dev, b"d3-restored"));
+        assert!(guard.is_ours(&dev, b"d3-restored"));
     }
 }
 
@@ -237,6 +339,11 @@ pub fn connect(
             client,
             connected: Arc::new(AtomicBool::new(false)),
             republish: Arc::new(Notify::new()),
+            guard: config
+                .mqtt
+                .url
+                .is_none()
+                .then(|| Arc::new(DesiredGuard::default())),
         },
         eventloop,
     ))
@@ -349,11 +456,21 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
     if share_group.is_none() {
         tokio::spawn(retained_sweeper(handle.clone(), retained_sweep));
     }
+    let (restore, to_restore) = tokio::sync::mpsc::channel(RESTORE_QUEUE);
+    if handle.guard.is_some() {
+        tokio::spawn(desired_restorer(
+            handle.clone(),
+            store.clone(),
+            tuf.clone(),
+            metrics.clone(),
+            to_restore,
+        ));
+    }
     let republish = handle.republish.clone();
     tokio::spawn(republisher(
         handle.clone(),
         store.clone(),
-        tuf,
+        tuf.clone(),
         metrics.clone(),
         republish.clone(),
     ));
@@ -365,6 +482,7 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
         keys,
         from_loop,
         share_group.is_none(),
+        restore,
     ));
     let mut backoff = Duration::from_millis(200);
     let mut first_connection = true;
@@ -433,6 +551,7 @@ async fn ingester(
     keys: Arc<DeviceKeys>,
     mut from_loop: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
     clear_refused: bool,
+    restore: tokio::sync::mpsc::Sender<DeviceId>,
 ) {
     let mut in_flight: FuturesOrdered<IngestFuture> = FuturesOrdered::new();
     // Acknowledgements the client's request queue had no room for yet, oldest first.
@@ -450,6 +569,14 @@ async fn ingester(
             }
             received = from_loop.recv(), if open && in_flight.len() < INGEST_WINDOW => match received {
                 Some(publish) => {
+                    if let Some(guard) = &handle.guard
+                        && let Ok(topic) = Topic::parse(&publish.topic)
+                        && topic.channel == Channel::Desired
+                        && !guard.is_ours(&topic.device, &publish.payload)
+                    {
+                        // Full: the next sweep hands this message over again.
+                        let _ = restore.try_send(topic.device);
+                    }
                     let store = store.clone();
                     let metrics = metrics.clone();
                     let keys = keys.clone();
@@ -502,6 +629,50 @@ fn finish(
         Ingested::Stored | Ingested::Duplicate | Ingested::Ignored => {}
     }
     acks.push_back(publish);
+}
+
+/// Devices whose desired topic held a message this server did not write, waiting to be restored.
+const RESTORE_QUEUE: usize = 1024;
+
+/// Puts back what the server wants on a desired topic where a device published something else
+/// (embedded broker, see [`DesiredGuard`]): the stored desired state signed afresh, or nothing
+/// (an empty retained message) for a device the server wants nothing of or does not know.
+async fn desired_restorer(
+    handle: MqttHandle,
+    store: Arc<dyn Store>,
+    tuf: Arc<TufHost>,
+    metrics: Arc<Metrics>,
+    mut devices: tokio::sync::mpsc::Receiver<DeviceId>,
+) {
+    while let Some(device) = devices.recv().await {
+        let wanted = match store.device(&device).await {
+            Ok(found) => found
+                .and_then(|d| d.desired)
+                .and_then(|json| serde_json::from_value::<Desired>(json).ok()),
+            Err(e) => {
+                tracing::warn!(%device, error = %e, "cannot read the desired state to restore");
+                continue;
+            }
+        };
+        let bytes = match wanted {
+            Some(desired) => match tuf.sign_desired(vec![desired]).await {
+                Ok(mut signed) => match signed.pop() {
+                    Some((_, bytes)) => bytes,
+                    None => continue,
+                },
+                Err(e) => {
+                    tracing::warn!(%device, error = %e, "cannot sign the desired state to restore");
+                    continue;
+                }
+            },
+            None => Vec::new(),
+        };
+        tracing::warn!(%device, "a desired state this server did not publish was on the device's topic; restored");
+        metrics.desired_restored.inc();
+        if let Err(e) = handle.publish_retained(&device, bytes).await {
+            tracing::warn!(%device, error = %e, "cannot restore the desired state");
+        }
+    }
 }
 
 /// On the embedded broker, every `every`, has rumqttd hand over every retained message again so

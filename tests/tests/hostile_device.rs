@@ -247,6 +247,23 @@ fn a_hostile_device_changes_nothing(mosquitto: bool) {
             || (server_refused() >= server_refused_before + 4.0).then_some(()),
         );
     }
+    if !mosquitto {
+        // The server noticed desired states it did not write on dev-01's topic and put the
+        // genuine one back: a victim reconnecting now finds it retained.
+        drop(intruder);
+        eventually(
+            "dev-01's genuine desired state retained again",
+            Duration::from_secs(20),
+            || {
+                let probe = MqttDevice::connect(port, "dev-02", "dev-02", &credential).ok()?;
+                probe.subscribe(&victim_topic("desired"));
+                let bytes = probe.next_message(&victim_topic("desired"), Duration::from_secs(2))?;
+                let desired = fleet.operator.verify_desired(&bytes, "dev-01").ok()?;
+                (desired.revision < u64::MAX).then_some(())
+            },
+        );
+        assert!(server_sum(&fleet, "edgefleet_server_desired_restored_total") >= 1.0);
+    }
     let model = fleet.agents[0].model("churn");
     assert_eq!(model["active"]["version"], "2.0.0", "{model}");
     assert_eq!(model["state"], "committed", "{model}");
