@@ -221,6 +221,8 @@ const DESIRED_REVISION: &str = "desired_revision";
 impl Fleet {
     /// Connects to the broker and starts the link's tasks.
     pub fn start(agent: Arc<Agent>, link: FleetLink) -> Result<Arc<Self>, FleetError> {
+        // Agents before the one-copy download kept a second copy of downloads here.
+        let _ = std::fs::remove_dir_all(agent.config.data_dir.join("downloads"));
         let outbox_path = agent.config.data_dir.join("outbox.db");
         let outbox = Arc::new(
             Outbox::open(&outbox_path, agent.config.fleet.outbox_max_messages).map_err(|e| {
@@ -818,14 +820,11 @@ impl Fleet {
                 ..ClientLimits::default()
             },
         };
-        let transport = FleetTransport::new(self.link.credential.clone())
-            .map_err(|e| e.to_string())?
-            .with_spool(
-                config.data_dir.join("downloads"),
-                client_config.targets_url.clone(),
-            );
-        client::refresh(&client_config, transport)
+        let transport =
+            FleetTransport::new(self.link.credential.clone()).map_err(|e| e.to_string())?;
+        client::refresh(&client_config, transport.clone())
             .await
+            .map(|trusted| trusted.with_resume(Arc::new(transport)))
             .map_err(|e| format!("TUF refresh from {base}: {e}"))
     }
 }

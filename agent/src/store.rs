@@ -373,10 +373,14 @@ impl Store {
         }
         let staging = self.root.join("staging");
         if let Ok(entries) = std::fs::read_dir(&staging) {
-            // Half-written install directories, and downloads a crash cut short or left
-            // verified but never moved in.
+            // Half-written install directories go. Part files of downloads (`*.part`, cut
+            // short or verified but never moved in) stay: the next attempt continues them, and
+            // opening one removes those no download wants (`edgefleet_tuf::artifact`).
             for entry in entries.flatten() {
                 let path = entry.path();
+                if path.extension().is_some_and(|e| e == "part") {
+                    continue;
+                }
                 let _ = match entry.file_type() {
                     Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
                     _ => std::fs::remove_file(&path),

@@ -2,20 +2,17 @@
 //! credential on every request, and downloads that resume where a cut connection left them
 //! (`Range: bytes=N-` guarded by `If-Range` on the artifact's ETag) instead of starting over.
 //!
-//! Target downloads are also spooled to disk as they arrive, so a download cut by a crash, a
-//! reboot or a kill resumes from the spooled bytes when the agent comes back: a device on a slow
-//! link never pays twice for the same bytes. The spool is only a cache of what the server sent:
-//! the TUF client above still checks length, sha256 and the minimum transfer rate over the whole,
-//! resumed transfer, and a spool that turns out wrong is dropped (see [`Spool`]).
+//! Across attempts and restarts, a download continues from the bytes the TUF client's part file
+//! holds ([`ResumableFetch`], `edgefleet_tuf::artifact`): this transport keeps no copy of its
+//! own, so a download takes its size on disk once.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use edgefleet_tuf::artifact::ResumableFetch;
 use futures::SinkExt;
 use reqwest::StatusCode;
-use reqwest::header::{ETAG, IF_RANGE, RANGE};
-use tokio::io::AsyncWriteExt;
+use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
 use tough::{Transport, TransportError, TransportErrorKind, TransportStream};
 use url::Url;
 
@@ -25,15 +22,6 @@ pub struct FleetTransport {
     credential: String,
     /// How many times a cut transfer is resumed before the fetch fails.
     resumes: u32,
-    /// Downloads under `targets` are spooled in `dir` (metadata never is: it is small and
-    /// changes under the same name).
-    spool: Option<SpoolConfig>,
-}
-
-#[derive(Debug, Clone)]
-struct SpoolConfig {
-    dir: PathBuf,
-    targets: Url,
 }
 
 impl FleetTransport {
@@ -45,28 +33,7 @@ impl FleetTransport {
                 .build()?,
             credential,
             resumes: 5,
-            spool: None,
         })
-    }
-
-    /// Keeps partial downloads of URLs under `targets` in `dir` across restarts.
-    pub fn with_spool(mut self, dir: PathBuf, targets: Url) -> Self {
-        self.spool = Some(SpoolConfig { dir, targets });
-        self
-    }
-
-    fn spool_for(&self, url: &Url) -> Option<Spool> {
-        let config = self.spool.as_ref()?;
-        if !url.as_str().starts_with(config.targets.as_str()) {
-            return None;
-        }
-        match Spool::open(&config.dir, url) {
-            Ok(spool) => Some(spool),
-            Err(e) => {
-                tracing::warn!(dir = %config.dir.display(), error = %e, "cannot spool the download; it will not survive a restart");
-                None
-            }
-        }
     }
 
     async fn send(
@@ -97,211 +64,60 @@ impl FleetTransport {
         accept(url, self.send(url, offset, etag).await?)
     }
 
-    /// The first response of a fetch and how many spooled bytes it continues (0 unless the
-    /// server agreed to resume).
+    /// The first response for `url` from `offset` on, and where its bytes really start.
     async fn first_response(
         &self,
         url: &Url,
-        spool: Option<&Spool>,
+        offset: u64,
     ) -> Result<(reqwest::Response, u64), TransportError> {
-        if let Some(spool) = spool
-            && let Some((saved, etag)) = spool.saved()
-        {
-            let response = self.send(url, saved, Some(&etag)).await?;
-            match response.status() {
-                StatusCode::PARTIAL_CONTENT => {
-                    tracing::info!(%url, offset = saved, "resuming a download from the spool");
-                    return Ok((response, saved));
-                }
-                // The artifact changed or the spool is longer than it: start over.
-                StatusCode::RANGE_NOT_SATISFIABLE => {
-                    spool.discard();
-                    return Ok((self.open(url, 0, None).await?, 0));
-                }
-                _ => return Ok((accept(url, response)?, 0)),
-            }
+        if offset == 0 {
+            return Ok((self.open(url, 0, None).await?, 0));
         }
-        Ok((self.open(url, 0, None).await?, 0))
-    }
-}
-
-fn accept(url: &Url, response: reqwest::Response) -> Result<reqwest::Response, TransportError> {
-    match response.status() {
-        StatusCode::OK | StatusCode::PARTIAL_CONTENT => Ok(response),
-        StatusCode::NOT_FOUND => Err(TransportError::new(TransportErrorKind::FileNotFound, url)),
-        status => Err(TransportError::new_with_cause(
-            TransportErrorKind::Other,
-            url,
-            format!("the server answered {status}"),
-        )),
-    }
-}
-
-/// tokio's `File` finishes writes in the background; waiting for each keeps the spool in step
-/// with what was passed on.
-async fn write_through(file: &mut tokio::fs::File, chunk: &[u8]) -> std::io::Result<()> {
-    file.write_all(chunk).await?;
-    file.flush().await
-}
-
-fn etag_of(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get(ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// The bytes of one target download received so far (`KEY.part`) and the ETag they belong to
-/// (`KEY.etag`), `KEY` naming the URL. Only the download in progress is kept: opening a spool
-/// removes every other one. Chunks are written before they are passed on, without fsync: a kill
-/// loses nothing, and a power cut that leaves garbage at the end of the part file costs one
-/// failed sha256 check, after which the spool is gone and the next attempt starts afresh.
-#[derive(Debug)]
-struct Spool {
-    part: PathBuf,
-    etag: PathBuf,
-}
-
-impl Spool {
-    fn open(dir: &Path, url: &Url) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_str().as_bytes());
-        let key = hex::encode(&digest.as_ref()[..16]);
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            if !entry.file_name().to_string_lossy().starts_with(&key) {
-                let _ = std::fs::remove_file(entry.path());
+        let response = self.send(url, offset, None).await?;
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT if starts_at(&response) == Some(offset) => {
+                tracing::info!(%url, offset, "continuing a download an earlier attempt began");
+                Ok((response, offset))
             }
+            // What was held is as long as the artifact or longer (it changed), or the server
+            // answered another range: start over.
+            StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE => {
+                Ok((self.open(url, 0, None).await?, 0))
+            }
+            _ => Ok((accept(url, response)?, 0)),
         }
-        Ok(Self {
-            part: dir.join(format!("{key}.part")),
-            etag: dir.join(format!("{key}.etag")),
-        })
     }
 
-    /// What an earlier attempt left: how many bytes, and the ETag to resume them with.
-    fn saved(&self) -> Option<(u64, String)> {
-        let etag = std::fs::read_to_string(&self.etag).ok()?;
-        let length = std::fs::metadata(&self.part).ok()?.len();
-        (length > 0 && !etag.is_empty()).then_some((length, etag))
-    }
-
-    /// Sends the first `length` spooled bytes on, a chunk at a time (never the whole spool in
-    /// memory: it may be most of a large model).
-    async fn replay(
+    /// Streams `url` from `offset` (see [`ResumableFetch::fetch_from`]), resuming a cut
+    /// connection up to `resumes` times.
+    async fn stream_from(
         &self,
-        length: u64,
-        tx: &mut futures::channel::mpsc::Sender<Result<Bytes, TransportError>>,
-        url: &Url,
-    ) -> bool {
-        use tokio::io::AsyncReadExt;
-        let failed = |e: std::io::Error| {
-            TransportError::new_with_cause(TransportErrorKind::Other, url, e.to_string())
-        };
-        let mut file = match tokio::fs::File::open(&self.part).await {
-            Ok(file) => file.take(length),
-            Err(e) => {
-                let _ = tx.send(Err(failed(e))).await;
-                return false;
-            }
-        };
-        loop {
-            let mut chunk = vec![0u8; 64 * 1024];
-            match file.read(&mut chunk).await {
-                Ok(0) => return true,
-                Ok(n) => {
-                    chunk.truncate(n);
-                    if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
-                        return false;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(failed(e))).await;
-                    return false;
-                }
-            }
-        }
-    }
-
-    /// The file to append the coming bytes to: emptied first unless they continue the spool.
-    async fn writer(&self, etag: &str, resumed: bool) -> std::io::Result<tokio::fs::File> {
-        if !resumed {
-            tokio::fs::write(&self.etag, etag).await?;
-            return tokio::fs::File::create(&self.part).await;
-        }
-        tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.part)
-            .await
-    }
-
-    fn discard(&self) {
-        let _ = std::fs::remove_file(&self.part);
-        let _ = std::fs::remove_file(&self.etag);
-    }
-}
-
-#[async_trait::async_trait]
-impl Transport for FleetTransport {
-    async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
+        url: Url,
+        offset: u64,
+    ) -> Result<(TransportStream, u64), TransportError> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(TransportError::new(
                 TransportErrorKind::UnsupportedUrlScheme,
                 url,
             ));
         }
-        let spool = self.spool_for(&url);
-        let (first, replay) = self.first_response(&url, spool.as_ref()).await?;
+        let (first, start) = self.first_response(&url, offset).await?;
         let etag = etag_of(&first);
-        let mut writer = match (&spool, &etag) {
-            (Some(spool), Some(etag)) => match spool.writer(etag, replay > 0).await {
-                Ok(file) => Some(file),
-                Err(e) => {
-                    tracing::warn!(%url, error = %e, "cannot spool the download; it will not survive a restart");
-                    None
-                }
-            },
-            // Without an ETag a later resume could not be checked against the same bytes.
-            (Some(spool), None) => {
-                spool.discard();
-                None
-            }
-            _ => None,
-        };
         let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, TransportError>>(4);
         let transport = self.clone();
         tokio::spawn(async move {
-            let mut offset = replay;
-            if replay > 0
-                && let Some(spool) = &spool
-                && !spool.replay(replay, &mut tx, &url).await
-            {
-                return;
-            }
+            let mut offset = start;
             let mut response = first;
             let mut resumes = 0;
             loop {
                 match response.chunk().await {
                     Ok(Some(chunk)) => {
                         offset += chunk.len() as u64;
-                        if let Some(file) = writer.as_mut()
-                            && let Err(e) = write_through(file, &chunk).await
-                        {
-                            tracing::warn!(%url, error = %e, "spooling the download failed; it will not survive a restart");
-                            writer = None;
-                        }
                         if tx.send(Ok(chunk)).await.is_err() {
-                            return; // the reader gave up; the spool keeps what came
+                            return; // the reader gave up
                         }
                     }
-                    Ok(None) => {
-                        // Complete: the TUF client verifies it, and the spool has served.
-                        if let Some(spool) = &spool {
-                            spool.discard();
-                        }
-                        return;
-                    }
+                    Ok(None) => return,
                     Err(cut) => {
                         resumes += 1;
                         if resumes > transport.resumes {
@@ -317,15 +133,15 @@ impl Transport for FleetTransport {
                         tracing::info!(%url, offset, resumes, error = %cut, "download cut off; resuming");
                         tokio::time::sleep(Duration::from_millis(200 * u64::from(resumes))).await;
                         match transport.open(&url, offset, etag.as_deref()).await {
-                            Ok(next) if next.status() == StatusCode::PARTIAL_CONTENT => {
+                            Ok(next)
+                                if next.status() == StatusCode::PARTIAL_CONTENT
+                                    && starts_at(&next) == Some(offset) =>
+                            {
                                 response = next;
                             }
                             Ok(_) => {
                                 // The server sent the whole file again (the artifact changed, or
                                 // it ignores ranges): the bytes already passed on are wrong.
-                                if let Some(spool) = &spool {
-                                    spool.discard();
-                                }
                                 let _ = tx
                                     .send(Err(TransportError::new_with_cause(
                                         TransportErrorKind::Other,
@@ -344,51 +160,55 @@ impl Transport for FleetTransport {
                 }
             }
         });
-        Ok(Box::pin(rx))
+        Ok((Box::pin(rx), start))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn accept(url: &Url, response: reqwest::Response) -> Result<reqwest::Response, TransportError> {
+    match response.status() {
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT => Ok(response),
+        StatusCode::NOT_FOUND => Err(TransportError::new(TransportErrorKind::FileNotFound, url)),
+        status => Err(TransportError::new_with_cause(
+            TransportErrorKind::Other,
+            url,
+            format!("the server answered {status}"),
+        )),
+    }
+}
 
-    #[tokio::test]
-    async fn a_spool_keeps_one_download_and_only_with_its_etag() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = Url::parse("http://s/tuf/targets/models/a/1.onnx").unwrap();
-        let b = Url::parse("http://s/tuf/targets/models/b/1.onnx").unwrap();
-        let spool = Spool::open(dir.path(), &a).unwrap();
-        assert_eq!(spool.saved(), None);
-        let mut file = spool.writer("\"e1\"", false).await.unwrap();
-        write_through(&mut file, b"abc").await.unwrap();
-        drop(file);
-        assert_eq!(spool.saved(), Some((3, "\"e1\"".into())));
-        let mut file = spool.writer("\"e1\"", true).await.unwrap();
-        write_through(&mut file, b"def").await.unwrap();
-        drop(file);
-        assert_eq!(Spool::open(dir.path(), &a).unwrap().saved().unwrap().0, 6);
-        let (mut tx, mut rx) = futures::channel::mpsc::channel(16);
-        assert!(
-            spool.replay(5, &mut tx, &a).await,
-            "the first 5 bytes, in chunks"
-        );
-        drop(tx);
-        let mut replayed = Vec::new();
-        while let Some(chunk) = futures::StreamExt::next(&mut rx).await {
-            replayed.extend_from_slice(&chunk.unwrap());
-        }
-        assert_eq!(replayed, b"abcde");
-        // A fresh (non-resumed) response replaces what was there.
-        let mut file = spool.writer("\"e2\"", false).await.unwrap();
-        write_through(&mut file, b"x").await.unwrap();
-        drop(file);
-        assert_eq!(spool.saved(), Some((1, "\"e2\"".into())));
-        // Another download evicts this one.
-        let other = Spool::open(dir.path(), &b).unwrap();
-        assert_eq!(other.saved(), None);
-        assert_eq!(Spool::open(dir.path(), &a).unwrap().saved(), None);
-        // Bytes without their ETag cannot be resumed safely.
-        std::fs::write(&other.part, b"zz").unwrap();
-        assert_eq!(other.saved(), None);
+fn etag_of(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The first byte a 206 answer carries, from its `Content-Range: bytes FIRST-LAST/LENGTH`.
+fn starts_at(response: &reqwest::Response) -> Option<u64> {
+    let range = response.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    range
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[async_trait::async_trait]
+impl Transport for FleetTransport {
+    async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
+        self.stream_from(url, 0).await.map(|(stream, _)| stream)
+    }
+}
+
+#[async_trait::async_trait]
+impl ResumableFetch for FleetTransport {
+    async fn fetch_from(
+        &self,
+        url: Url,
+        offset: u64,
+    ) -> Result<(TransportStream, u64), TransportError> {
+        self.stream_from(url, offset).await
     }
 }

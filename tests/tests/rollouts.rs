@@ -498,7 +498,7 @@ fn a_rollout_survives_broker_server_and_agent_restarts_without_double_installs()
 }
 
 #[test]
-fn an_agent_killed_mid_download_resumes_from_its_spool_and_installs_once() {
+fn an_agent_killed_mid_download_continues_its_part_file_and_installs_once() {
     let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let mut fleet = demo::set_up(tmp.path(), &options(2, false));
@@ -538,7 +538,7 @@ fn an_agent_killed_mid_download_resumes_from_its_spool_and_installs_once() {
     let (config, port) = (fleet.agents[1].config.clone(), fleet.agents[1].port);
     fleet.agents[1] = edgefleet_e2e::AgentProcess::spawn(config, port, &[]);
     demo::wait_until_completed(&fleet, &id);
-    // After the restart the download continued from the spooled bytes rather than from zero.
+    // After the restart the download continued from the bytes its part file held, not from zero.
     let requests = slow.requests();
     let resumed: Vec<u64> = requests[before_kill..]
         .iter()

@@ -138,6 +138,8 @@ pub struct TrustedRepo {
     /// Artifacts are fetched by our own code (not tough's `read_target`, which in 0.24 names a
     /// consistent-snapshot target `HASH.dir/file` instead of the spec's `dir/HASH.file`).
     transport: Box<dyn Transport>,
+    /// When set, artifact downloads continue what an earlier attempt left ([`Self::with_resume`]).
+    resumable: Option<Arc<dyn crate::artifact::ResumableFetch>>,
     targets_url: Url,
 }
 
@@ -217,6 +219,7 @@ pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
         repo,
         limits: config.limits,
         transport: Box::new(transport),
+        resumable: None,
         targets_url: config.targets_url.clone(),
     })
 }
@@ -333,6 +336,13 @@ pub fn admit(target: &ModelTarget, floor: u64) -> Result<u64, Error> {
 }
 
 impl TrustedRepo {
+    /// Artifact downloads through `fetch` continue from the bytes an earlier attempt (or an
+    /// earlier run of the process) left in the staging directory, instead of starting over.
+    pub fn with_resume(mut self, fetch: Arc<dyn crate::artifact::ResumableFetch>) -> Self {
+        self.resumable = Some(fetch);
+        self
+    }
+
     pub fn root(&self) -> &Signed<Root> {
         self.repo.root()
     }
@@ -433,12 +443,19 @@ impl TrustedRepo {
         }
         std::fs::create_dir_all(staging_dir).map_err(Error::io(staging_dir))?;
         let url = self.target_url(target).map_err(fail)?;
-        let stream = self
-            .transport
-            .fetch(url.clone())
-            .await
-            .map_err(|e| fail(format!("{url}: {}", error_chain(&e))))?;
-        crate::artifact::download(stream, target, staging_dir, &self.limits)
+        let part = crate::artifact::Part::open(staging_dir, target).map_err(fail)?;
+        let part = match part.into_verified_if_complete(target) {
+            Ok(verified) => return Ok(verified),
+            Err(part) => part,
+        };
+        let fetched = match &self.resumable {
+            Some(resumable) if !part.is_empty() => {
+                resumable.fetch_from(url.clone(), part.len()).await
+            }
+            _ => self.transport.fetch(url.clone()).await.map(|s| (s, 0)),
+        };
+        let (stream, start) = fetched.map_err(|e| fail(format!("{url}: {}", error_chain(&e))))?;
+        crate::artifact::resume(part, start, stream, target, &self.limits)
             .await
             .map_err(fail)
     }
