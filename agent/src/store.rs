@@ -345,7 +345,9 @@ impl Store {
                 .map_err(&err)?
             };
             let mut done = Vec::new();
+            let mut finished_shas = Vec::new();
             for (model, sha, meta, state, previous_before) in rows {
+                finished_shas.push(sha.clone());
                 let state = InstallState::parse(&state).unwrap_or(InstallState::Staging);
                 let outcome = lifecycle::recover(state);
                 let detail = format!(
@@ -366,19 +368,24 @@ impl Store {
                 done.push((model, outcome));
             }
             tx.commit().map_err(&err)?;
-            Ok(done)
+            Ok((done, finished_shas))
         })?;
+        let (done, finished_shas) = done;
         for model in self.model_names()? {
             self.collect_garbage(&model)?;
         }
         let staging = self.root.join("staging");
         if let Ok(entries) = std::fs::read_dir(&staging) {
-            // Half-written install directories go. Part files of downloads (`*.part`, cut
-            // short or verified but never moved in) stay: the next attempt continues them, and
-            // opening one removes those no download wants (`edgefleet_tuf::artifact`).
+            // Half-written install directories go, and the verified download of an install the
+            // journal just finished (it is decided). Part files of downloads cut short stay: the
+            // next attempt continues them, and opening one removes those no download wants
+            // (`edgefleet_tuf::artifact`).
             for entry in entries.flatten() {
                 let path = entry.path();
-                if path.extension().is_some_and(|e| e == "part") {
+                let finished = finished_shas
+                    .iter()
+                    .any(|sha| path.file_stem().is_some_and(|stem| *stem == **sha));
+                if path.extension().is_some_and(|e| e == "part") && !finished {
                     continue;
                 }
                 let _ = match entry.file_type() {

@@ -113,7 +113,8 @@ fn hash_prefix(
 pub struct Part {
     path: PathBuf,
     file: std::fs::File,
-    wrong: bool,
+    /// Delete the file when dropped: its bytes proved wrong, or could not be written.
+    discard: bool,
 }
 
 impl Part {
@@ -142,7 +143,7 @@ impl Part {
         let part = Self {
             path,
             file,
-            wrong: false,
+            discard: false,
         };
         if part.len() > target.length {
             part.file
@@ -195,7 +196,7 @@ impl Part {
 
 impl Drop for Part {
     fn drop(&mut self) {
-        if self.wrong {
+        if self.discard {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -263,16 +264,18 @@ pub async fn resume(
         received += chunk.len() as u64;
         this_attempt += chunk.len() as u64;
         if received > target.length {
-            part.wrong = true;
+            part.discard = true;
             return Err(format!(
                 "more than the signed length of {} bytes",
                 target.length
             ));
         }
         digest.update(&chunk);
-        part.file
-            .write_all(&chunk)
-            .map_err(|e| format!("{}: {e}", part.path.display()))?;
+        if let Err(e) = part.file.write_all(&chunk) {
+            // A full disk must not stay full of a download nobody can finish.
+            part.discard = true;
+            return Err(format!("{}: {e}", part.path.display()));
+        }
         let elapsed = started.elapsed();
         if elapsed > limits.grace
             && (this_attempt as f64) < limits.min_bytes_per_second as f64 * elapsed.as_secs_f64()
@@ -291,7 +294,7 @@ pub async fn resume(
         ));
     }
     if hex::encode(digest.finish()) != target.sha256_hex {
-        part.wrong = true;
+        part.discard = true;
         return Err("sha256 does not match the signed hash".into());
     }
     part.file
