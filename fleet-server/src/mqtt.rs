@@ -244,13 +244,23 @@ pub fn embedded_authenticator(
     })
 }
 
+/// rumqttd has no cap on connections that have not sent CONNECT yet; it closes each after this
+/// deadline and accepts at most one connection per [`EMBEDDED_ACCEPT_INTERVAL_MS`]. Together they
+/// bound the files silent connections can hold in this process to
+/// [`EMBEDDED_HALF_OPEN_MAX`], which the HTTP listener's budget leaves room for: a flood on the
+/// broker's port cannot take the descriptors HTTP, the database and the store need.
+const EMBEDDED_CONNECT_DEADLINE_MS: u16 = 10_000;
+const EMBEDDED_ACCEPT_INTERVAL_MS: u64 = 2;
+pub const EMBEDDED_HALF_OPEN_MAX: usize =
+    (EMBEDDED_CONNECT_DEADLINE_MS as u64 / EMBEDDED_ACCEPT_INTERVAL_MS) as usize;
+
 /// Starts rumqttd on `listen` in its own threads.
 pub async fn start_embedded_broker(
     listen: SocketAddr,
     authenticator: Authenticator,
 ) -> Result<(), MqttError> {
     let mut connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 10_000,
+        connection_timeout_ms: EMBEDDED_CONNECT_DEADLINE_MS,
         max_payload_size: MAX_PACKET_BYTES,
         max_inflight_count: 500,
         auth: None,
@@ -262,7 +272,7 @@ pub async fn start_embedded_broker(
         name: "edgefleet-v4".into(),
         listen,
         tls: None,
-        next_connection_delay_ms: 1,
+        next_connection_delay_ms: EMBEDDED_ACCEPT_INTERVAL_MS,
         connections,
     };
     let config = rumqttd::Config {

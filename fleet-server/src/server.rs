@@ -293,9 +293,13 @@ async fn refresh_online_metadata(state: api::AppState) {
 }
 
 /// The configured connection limits, with the total kept below the open-file limit (raised to
-/// its hard limit first): running out of descriptors would also stop the database, the broker
-/// and the artifact store, not only HTTP.
-fn connection_limits(limits: &crate::config::Limits) -> crate::listener::ConnectionLimits {
+/// its hard limit first) less `reserved` files (the embedded broker's silent connections):
+/// running out of descriptors would also stop the database, the broker and the artifact store,
+/// not only HTTP.
+fn connection_limits(
+    limits: &crate::config::Limits,
+    reserved: usize,
+) -> crate::listener::ConnectionLimits {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let mut nofile = getrlimit(Resource::Nofile);
     if nofile.current < nofile.maximum {
@@ -311,6 +315,7 @@ fn connection_limits(limits: &crate::config::Limits) -> crate::listener::Connect
         .current
         .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
         .saturating_sub(1024)
+        .saturating_sub(reserved)
         .max(64);
     let max_connections = limits.max_connections.min(fd_room);
     crate::listener::ConnectionLimits {
@@ -328,7 +333,12 @@ pub async fn serve(
     let addr = running.listener.local_addr()?;
     tracing::info!(%addr, public_url = %running.state.config.public_url(), "serving");
     let state = running.state.clone();
-    let limits = connection_limits(&state.config.limits);
+    let reserved = if state.config.mqtt.url.is_none() {
+        crate::mqtt::EMBEDDED_HALF_OPEN_MAX
+    } else {
+        0
+    };
+    let limits = connection_limits(&state.config.limits, reserved);
     tracing::info!(
         max_connections = limits.max_connections,
         per_client = limits.max_connections_per_client,

@@ -1244,6 +1244,58 @@ fn a_repository_kept_in_files_by_an_older_server_is_imported_and_served() {
 /// credential: each address holds at most its share, every slow connection is closed at the
 /// header deadline, and meanwhile the server keeps answering health checks and devices' TUF
 /// requests with its memory bounded.
+/// rumqttd has no cap on connections that never send CONNECT: 20,000 of them on the embedded
+/// broker's port would take every file the server process may open, HTTP's included. It now
+/// accepts one connection per 2 ms and closes a silent one after 10 s, so they hold at most
+/// 5,000 files, which the HTTP listener's budget leaves room for.
+#[test]
+fn silent_connections_on_the_embedded_brokers_port_cannot_starve_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let op = FleetOperator::new(&tmp.path().join("op"), &server);
+    op.push("churn/1.0.0");
+    let device = op.enroll(&server, "d1", "pilot");
+    let pid = server.child.id();
+    // Two attackers of 10,000 silent connections each (a process holds at most 20,000 files).
+    let mut attackers: Vec<_> = (0..2u64)
+        .map(|i| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_slow-clients"))
+                .args(
+                    [server.mqtt_port as u64, 100 + i * 20, 20, 500, 40, 1].map(|n| n.to_string()),
+                )
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut most_fds = 0;
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(25) {
+        if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            most_fds = most_fds.max(fds.count());
+        }
+        // The server answers HTTP and a device's TUF request throughout.
+        let t = std::time::Instant::now();
+        assert_eq!(get(&server, "/healthz", None, &[]).0, 200);
+        let (status, _, _) = get(&server, "/tuf/metadata/timestamp.json", Some(&device), &[]);
+        assert_eq!(status, 200);
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for a in &mut attackers {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    eprintln!("server files at most {most_fds}; slowest healthz + TUF pair {slowest:?}");
+    assert!(most_fds < 5_600, "the server held {most_fds} files");
+    assert!(slowest < Duration::from_secs(5), "{slowest:?}");
+    // Once the flood is gone, devices connect again.
+    eventually("d1 connects to the broker", Duration::from_secs(30), || {
+        MqttDevice::connect(server.mqtt_port, "d1", "d1", &device).ok()
+    });
+}
+
 #[test]
 fn slow_connections_cannot_starve_the_server() {
     let tmp = tempfile::tempdir().unwrap();

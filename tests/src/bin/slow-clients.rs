@@ -3,9 +3,10 @@
 //! close them. One process can hold only as many sockets as its open-file limit allows, so the
 //! test runs several of these.
 //!
-//! `slow-clients PORT FIRST_ADDRESS ADDRESSES PER_ADDRESS WAIT_SECONDS` prints `opened N` once
-//! every connection is tried, then `closed M` when the server closed M of them (or the wait ran
-//! out), and exits.
+//! `slow-clients PORT FIRST_ADDRESS ADDRESSES PER_ADDRESS WAIT_SECONDS [SILENT]` prints
+//! `opened N` once every connection is tried, then `closed M` when the server closed M of them
+//! (or the wait ran out), and exits. With `SILENT` 1 the connections send nothing at all (an
+//! MQTT client that never sends CONNECT).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,8 +20,16 @@ async fn main() {
         .skip(1)
         .map(|a| a.parse().expect("numeric arguments"))
         .collect();
-    let [port, first, addresses, per_address, wait] = args[..] else {
-        panic!("usage: slow-clients PORT FIRST_ADDRESS ADDRESSES PER_ADDRESS WAIT_SECONDS");
+    let (port, first, addresses, per_address, wait, silent) = match args[..] {
+        [port, first, addresses, per_address, wait] => {
+            (port, first, addresses, per_address, wait, false)
+        }
+        [port, first, addresses, per_address, wait, silent] => {
+            (port, first, addresses, per_address, wait, silent == 1)
+        }
+        _ => panic!(
+            "usage: slow-clients PORT FIRST_ADDRESS ADDRESSES PER_ADDRESS WAIT_SECONDS [SILENT]"
+        ),
     };
     let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut sockets = Vec::new();
@@ -34,9 +43,11 @@ async fn main() {
             if let Ok(Ok(mut stream)) =
                 tokio::time::timeout(Duration::from_secs(2), socket.connect(target)).await
             {
-                let _ = stream
-                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-                    .await;
+                if !silent {
+                    let _ = stream
+                        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                        .await;
+                }
                 sockets.push(stream);
             }
         }
