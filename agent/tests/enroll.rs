@@ -1,5 +1,6 @@
 //! Enrollment against a server that is not one: an answer far over the size of any enrollment is
-//! cut off at 64 KiB with a clear error, and a failed enrollment leaves no key or link behind.
+//! cut off at 64 KiB with a clear error, an answer trickled forever hits the 30 s deadline, and a
+//! failed enrollment leaves no key or link behind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -39,6 +40,48 @@ async fn an_endless_answer_is_cut_at_the_cap_and_leaves_nothing_behind() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("over 65536 bytes"), "{err}");
+    assert!(!fleet::link_path(data.path()).exists());
+    assert!(!edge_agent::device_key::key_path(data.path()).exists());
+}
+
+/// A server that accepts and then trickles its answer (a byte of header every 5 s, forever):
+/// the whole exchange has a 30 s deadline. On tokio's paused clock, so the test takes no time:
+/// the clock jumps whenever nothing is ready, which is how a quiet network looks.
+#[tokio::test(start_paused = true)]
+async fn a_trickled_answer_hits_the_30_second_deadline_and_leaves_nothing_behind() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut request = vec![0u8; 4096];
+        let _ = sock.read(&mut request).await;
+        let _ = sock.write_all(b"HTTP/1.1 200 OK\r\n").await;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            if sock.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let data = tempfile::tempdir().unwrap();
+    let started = tokio::time::Instant::now();
+    let enrolling = fleet::enroll(
+        data.path(),
+        &DeviceId::new("d1").unwrap(),
+        &format!("http://{addr}"),
+        "efe_token",
+    );
+    let err = tokio::time::timeout(std::time::Duration::from_secs(120), enrolling)
+        .await
+        .expect("no deadline: still enrolling after 120 s")
+        .unwrap_err()
+        .to_string();
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(30) && took < std::time::Duration::from_secs(35),
+        "gave up after {took:?}: {err}"
+    );
     assert!(!fleet::link_path(data.path()).exists());
     assert!(!edge_agent::device_key::key_path(data.path()).exists());
 }
