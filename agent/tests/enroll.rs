@@ -66,12 +66,9 @@ async fn a_trickled_answer_hits_the_30_second_deadline_and_leaves_nothing_behind
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let data = tempfile::tempdir().unwrap();
     let started = tokio::time::Instant::now();
-    let enrolling = fleet::enroll(
-        data.path(),
-        &DeviceId::new("d1").unwrap(),
-        &format!("http://{addr}"),
-        "efe_token",
-    );
+    let device = DeviceId::new("d1").unwrap();
+    let url = format!("http://{addr}");
+    let enrolling = fleet::enroll(data.path(), &device, &url, "efe_token");
     let err = tokio::time::timeout(std::time::Duration::from_secs(120), enrolling)
         .await
         .expect("no deadline: still enrolling after 120 s")
