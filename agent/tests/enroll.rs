@@ -8,14 +8,26 @@ use edge_agent::fleet;
 use edgefleet_protocol::DeviceId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[tokio::test]
-async fn an_endless_answer_is_cut_at_the_cap_and_leaves_nothing_behind() {
+/// A server on a free port that takes one request and answers with `answer`; returns its address.
+async fn serve_once<F, Fut>(answer: F) -> std::net::SocketAddr
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut sock, _) = listener.accept().await.unwrap();
         let mut request = vec![0u8; 4096];
         let _ = sock.read(&mut request).await;
+        answer(sock).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_cut_at_the_cap_and_leaves_nothing_behind() {
+    let addr = serve_once(|mut sock| async move {
         let _ = sock
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n")
             .await;
@@ -26,7 +38,8 @@ async fn an_endless_answer_is_cut_at_the_cap_and_leaves_nothing_behind() {
                 return;
             }
         }
-    });
+    })
+    .await;
     // As the agent's main does.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let data = tempfile::tempdir().unwrap();
@@ -49,12 +62,7 @@ async fn an_endless_answer_is_cut_at_the_cap_and_leaves_nothing_behind() {
 /// the clock jumps whenever nothing is ready, which is how a quiet network looks.
 #[tokio::test(start_paused = true)]
 async fn a_trickled_answer_hits_the_30_second_deadline_and_leaves_nothing_behind() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut request = vec![0u8; 4096];
-        let _ = sock.read(&mut request).await;
+    let addr = serve_once(|mut sock| async move {
         let _ = sock.write_all(b"HTTP/1.1 200 OK\r\n").await;
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
@@ -62,7 +70,8 @@ async fn a_trickled_answer_hits_the_30_second_deadline_and_leaves_nothing_behind
                 return;
             }
         }
-    });
+    })
+    .await;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let data = tempfile::tempdir().unwrap();
     let started = tokio::time::Instant::now();

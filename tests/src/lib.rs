@@ -440,3 +440,30 @@ pub fn one_fleet_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// A desired-state message naming `targets`, unsigned: what a device could forge on a broker
+/// without topic rights. The model of each target comes from its name.
+pub fn unsigned_desired(device: &str, revision: u64, targets: &[&str]) -> Vec<u8> {
+    use edgefleet_protocol::message::{self, Desired, DesiredModel, SCHEMA_VERSION};
+    use edgefleet_protocol::{DeviceId, MessageId, ModelName};
+    message::encode(&Desired {
+        schema: SCHEMA_VERSION,
+        id: MessageId::from_random([revision as u8; 16]),
+        device: DeviceId::new(device).unwrap(),
+        revision,
+        issued_at_unix: 1,
+        models: targets
+            .iter()
+            .map(|target| {
+                let (model, _) = edgefleet_protocol::target::parse_target_name(target).unwrap();
+                DesiredModel {
+                    model: ModelName::new(model.to_string()).unwrap(),
+                    target: (*target).into(),
+                    artifact_urls: vec![],
+                    rollout: None,
+                }
+            })
+            .collect(),
+    })
+    .unwrap()
+}

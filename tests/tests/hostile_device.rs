@@ -18,10 +18,8 @@ use std::time::Duration;
 
 use edgefleet_e2e::demo::{self, Demo, DemoOptions, Load};
 use edgefleet_e2e::fleet::{MqttDevice, eventually};
-use edgefleet_e2e::{churn_row, http, one_fleet_at_a_time, post_json, run_ok};
-use edgefleet_protocol::message::{
-    self, Desired, DesiredModel, Event, EventKind, Reported, SCHEMA_VERSION,
-};
+use edgefleet_e2e::{churn_row, http, one_fleet_at_a_time, post_json, run_ok, unsigned_desired};
+use edgefleet_protocol::message::{self, Event, EventKind, Reported, SCHEMA_VERSION};
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 use edgefleet_sealed::DeviceKey;
 use serde_json::json;
@@ -61,26 +59,6 @@ fn victim_disconnections(fleet: &Demo) -> usize {
         .log_text()
         .matches("lost the fleet broker")
         .count()
-}
-
-fn unsigned_desired(device: &str, revision: u64, models: &[(&str, &str)]) -> Vec<u8> {
-    message::encode(&Desired {
-        schema: SCHEMA_VERSION,
-        id: MessageId::from_random([revision as u8; 16]),
-        device: DeviceId::new(device).unwrap(),
-        revision,
-        issued_at_unix: 1,
-        models: models
-            .iter()
-            .map(|(model, target)| DesiredModel {
-                model: ModelName::new(model.to_string()).unwrap(),
-                target: (*target).into(),
-                artifact_urls: vec![],
-                rollout: None,
-            })
-            .collect(),
-    })
-    .unwrap()
 }
 
 /// churn 3.1.0: 2.0.0's network as different bytes (an unknown protobuf field ONNX parsers
@@ -166,22 +144,14 @@ fn a_hostile_device_changes_nothing(mosquitto: bool) {
     // Attacks 2, 3 and 8: unsigned desired states with the highest revision there is — the
     // freeze (nothing, or what it runs), the downgrade, 600 unsigned models — and dev-02's own
     // genuine, signed message replayed for dev-01.
-    let many: Vec<(String, String)> = (0..600)
-        .map(|i| (format!("m{i}"), format!("models/m{i}/1.0.0/model.onnx")))
+    let many: Vec<String> = (0..600)
+        .map(|i| format!("models/m{i}/1.0.0/model.onnx"))
         .collect();
-    let many: Vec<(&str, &str)> = many.iter().map(|(m, t)| (&**m, &**t)).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
     let forged_desired = [
         unsigned_desired("dev-01", u64::MAX, &[]),
-        unsigned_desired(
-            "dev-01",
-            u64::MAX,
-            &[("churn", "models/churn/2.0.0/model.onnx")],
-        ),
-        unsigned_desired(
-            "dev-01",
-            u64::MAX,
-            &[("churn", "models/churn/1.0.0/model.onnx")],
-        ),
+        unsigned_desired("dev-01", u64::MAX, &["models/churn/2.0.0/model.onnx"]),
+        unsigned_desired("dev-01", u64::MAX, &["models/churn/1.0.0/model.onnx"]),
         unsigned_desired("dev-01", u64::MAX, &many),
         own_desired,
     ];

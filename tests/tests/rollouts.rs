@@ -10,8 +10,6 @@ use edgefleet_e2e::demo::{self, DemoOptions};
 use edgefleet_e2e::fleet::{MqttDevice, eventually};
 use edgefleet_e2e::relay::Relay;
 use edgefleet_e2e::run_ok;
-use edgefleet_protocol::message::{self, Desired, DesiredModel, SCHEMA_VERSION};
-use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 use serde_json::{Value, json};
 
 use edgefleet_e2e::one_fleet_at_a_time as one_at_a_time;
@@ -218,21 +216,7 @@ fn fifty_agents_halt_in_wave_two_and_wave_three_never_starts() {
 
 /// A desired-state message a device could forge on the embedded broker (it has no ACLs).
 fn forged(device: &str, revision: u64, target: &str) -> Vec<u8> {
-    let (model, _) = edgefleet_protocol::target::parse_target_name(target).unwrap();
-    message::encode(&Desired {
-        schema: SCHEMA_VERSION,
-        id: MessageId::from_random([revision as u8; 16]),
-        device: DeviceId::new(device).unwrap(),
-        revision,
-        issued_at_unix: 1,
-        models: vec![DesiredModel {
-            model: ModelName::new(model.to_string()).unwrap(),
-            target: target.into(),
-            artifact_urls: vec![],
-            rollout: None,
-        }],
-    })
-    .unwrap()
+    edgefleet_e2e::unsigned_desired(device, revision, &[target])
 }
 
 /// The agent's count of desired-state messages it refused before they moved anything.
