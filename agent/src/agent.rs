@@ -13,7 +13,6 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::lifecycle::{Event, InstallState, Next, Outcome};
 use crate::metrics::{ActiveLabels, Metrics, OutcomeLabels};
-use crate::probation::{self, Policy, Verdict};
 use crate::serving::{Serving, Slot};
 use crate::store::{Store, StoreError, StoredVersion};
 use edgefleet_protocol::ModelName;
@@ -100,7 +99,11 @@ pub struct Agent {
     pub engine: Arc<Engine>,
     /// One install at a time: installs are rare and each one holds the CPU for its health check.
     install_lock: tokio::sync::Mutex<()>,
+    /// Probations running, by model: how long each has served (see `probation_watch`).
+    probations: std::sync::Mutex<std::collections::HashMap<String, probation_watch::Clock>>,
 }
+
+mod probation_watch;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -120,7 +123,7 @@ impl Agent {
             blocking(move || store.recover(now_unix())).await??
         };
         let metrics = Arc::new(Metrics::default());
-        for (model, outcome) in &recovered {
+        for (model, outcome) in &recovered.finished {
             warn!(
                 model,
                 outcome = outcome.as_str(),
@@ -143,6 +146,7 @@ impl Agent {
             telemetry: crate::telemetry::Telemetry::default(),
             engine,
             install_lock: tokio::sync::Mutex::new(()),
+            probations: std::sync::Mutex::default(),
         });
         // One model that does not load must not keep the others from serving.
         for model in agent.store.model_names()? {
@@ -150,6 +154,7 @@ impl Agent {
                 warn!(model, error = %e, "model not served: neither its active nor its previous version loads");
             }
         }
+        agent.resume_probations(recovered.resumed).await;
         Ok(agent)
     }
 
@@ -457,7 +462,7 @@ impl Agent {
         info!(model, target = %version.target, p99_ms = report.p99_ms, "activated; probation begins");
         crash_point("probation");
         let agent = self.clone();
-        tokio::spawn(async move { agent.probation(model, slot, previous).await });
+        tokio::spawn(async move { agent.probation(model, slot, previous, Duration::ZERO).await });
         Ok(InstallReport::Activated {
             target: version.target,
             load_ms,
@@ -479,66 +484,6 @@ impl Agent {
         InstallError::Rejected {
             target: target.to_string(),
             reason,
-        }
-    }
-
-    /// Watches live traffic on the new slot for the probation window; rolls back on a breach.
-    async fn probation(
-        self: Arc<Self>,
-        model: String,
-        slot: Arc<Slot>,
-        previous: Option<Arc<Slot>>,
-    ) {
-        let p = &self.config.probation;
-        let policy = Policy {
-            min_requests: p.min_requests,
-            max_error_ratio: p.max_error_ratio,
-            max_p99_ms: slot.meta.health.p99_budget_ms
-                * self.config.limits.latency_budget_factor
-                * p.latency_factor,
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(p.window_seconds);
-        let verdict = loop {
-            let (requests, errors, p99) = slot.stats.snapshot();
-            let verdict = probation::judge(requests, errors, p99, policy);
-            if matches!(verdict, Verdict::Breach(_)) || tokio::time::Instant::now() >= deadline {
-                break verdict;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let _guard = self.install_lock.lock().await;
-        match verdict {
-            Verdict::Healthy => match self.transition(&model, Event::ProbationPassed, None).await {
-                Ok(_) => {
-                    info!(model, target = %slot.target, "probation passed; committed");
-                    self.count(&model, Outcome::Committed);
-                    self.notify(&model, EventKind::Committed, &slot.target, None);
-                }
-                Err(e) => warn!(model, error = %e, "could not commit"),
-            },
-            Verdict::Breach(reason) => {
-                warn!(model, target = %slot.target, reason, "probation failed; rolling back");
-                // Back in service first: clients stop hitting the failing version at once.
-                let previous_target = previous.as_ref().map(|p| p.target.clone());
-                match previous {
-                    Some(prev) => {
-                        self.put_in_service(&model, prev);
-                    }
-                    None => {
-                        self.serving.swap(&model, None);
-                    }
-                }
-                let detail = format!("probation failed: {reason}");
-                if let Err(e) = self
-                    .transition(&model, Event::Failed, Some(detail.clone()))
-                    .await
-                {
-                    warn!(model, error = %e, "could not journal the rollback");
-                }
-                self.count(&model, Outcome::RolledBack);
-                self.notify(&model, EventKind::RolledBack, &slot.target, Some(detail));
-                info!(model, to = ?previous_target, "rolled back");
-            }
         }
     }
 

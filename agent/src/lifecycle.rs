@@ -65,14 +65,47 @@ pub fn next(state: InstallState, event: Event) -> Result<Next, IllegalTransition
     }
 }
 
+/// How the process that left an install in flight ended, as the journal tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interruption {
+    /// It was stopped (SIGTERM, a reboot through systemd): it recorded how long probation had
+    /// served. Otherwise it died (a crash, a kill, power loss).
+    pub stopped_cleanly: bool,
+    /// There is a version to go back to.
+    pub has_previous: bool,
+    /// Times a probation of this install already ended in a crash and was resumed.
+    pub crashes: u32,
+}
+
+/// What start-up does with an install in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    Finish(Outcome),
+    /// The candidate keeps serving and its probation goes on, with the time it already served.
+    ResumeProbation,
+}
+
+/// A first version whose probation crashed the agent this many times is given up (the device
+/// then serves nothing for that model, as it did before the install).
+pub const MAX_PROBATION_CRASHES: u32 = 3;
+
 /// What start-up does with an install the journal says was in flight. Before activation the
-/// candidate never served, so it is dropped. During probation the candidate had not yet proven
-/// itself under live traffic, and the crash may have been its doing: the previous version comes
-/// back (the conservative choice; a crash loop on a bad model is worse than a retried update).
-pub fn recover(state: InstallState) -> Outcome {
+/// candidate never served, so it is dropped. During probation, a stop is not a failure: probation
+/// resumes with the time already served. A crash may have been the candidate's doing, so with a
+/// previous version to go back to, that version comes back (the conservative choice: a crash
+/// loop on a bad model is worse than a retried update); with none, going back would leave the
+/// model unserved, so probation resumes, until crashes show the candidate cannot be kept.
+pub fn recover(state: InstallState, how: Interruption) -> Recovery {
     match state {
-        InstallState::Staging | InstallState::Staged | InstallState::Checking => Outcome::Rejected,
-        InstallState::Probation => Outcome::RolledBack,
+        InstallState::Staging | InstallState::Staged | InstallState::Checking => {
+            Recovery::Finish(Outcome::Rejected)
+        }
+        InstallState::Probation if how.stopped_cleanly => Recovery::ResumeProbation,
+        InstallState::Probation if how.has_previous => Recovery::Finish(Outcome::RolledBack),
+        InstallState::Probation if how.crashes + 1 < MAX_PROBATION_CRASHES => {
+            Recovery::ResumeProbation
+        }
+        InstallState::Probation => Recovery::Finish(Outcome::RolledBack),
     }
 }
 
@@ -142,13 +175,45 @@ mod tests {
             InstallState::Checking,
         ] {
             assert_eq!(next(s, Event::Failed), Ok(Next::Done(Outcome::Rejected)));
-            assert_eq!(recover(s), Outcome::Rejected);
         }
         assert_eq!(
             next(InstallState::Probation, Event::Failed),
             Ok(Next::Done(Outcome::RolledBack))
         );
-        assert_eq!(recover(InstallState::Probation), Outcome::RolledBack);
+    }
+
+    #[test]
+    fn recovery_drops_what_never_served_resumes_a_stopped_probation_and_rolls_back_a_crashed_one() {
+        let how = |stopped_cleanly, has_previous, crashes| Interruption {
+            stopped_cleanly,
+            has_previous,
+            crashes,
+        };
+        for s in [
+            InstallState::Staging,
+            InstallState::Staged,
+            InstallState::Checking,
+        ] {
+            for i in [how(true, true, 0), how(false, false, 0)] {
+                assert_eq!(recover(s, i), Recovery::Finish(Outcome::Rejected), "{s}");
+            }
+        }
+        let p = InstallState::Probation;
+        // A stop is not a failure, with or without a previous version.
+        assert_eq!(recover(p, how(true, true, 0)), Recovery::ResumeProbation);
+        assert_eq!(recover(p, how(true, false, 2)), Recovery::ResumeProbation);
+        // A crash with somewhere to go back to: back.
+        assert_eq!(
+            recover(p, how(false, true, 0)),
+            Recovery::Finish(Outcome::RolledBack)
+        );
+        // A first version is not left unserved by a crash, until it keeps crashing.
+        assert_eq!(recover(p, how(false, false, 0)), Recovery::ResumeProbation);
+        assert_eq!(recover(p, how(false, false, 1)), Recovery::ResumeProbation);
+        assert_eq!(
+            recover(p, how(false, false, MAX_PROBATION_CRASHES - 1)),
+            Recovery::Finish(Outcome::RolledBack)
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         })?;
     let app = edge_agent::api::router(agent.clone(), admin_token);
     let shutdown = shutdown_signal();
-    match listen {
+    let served = match listen {
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -214,7 +214,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
             .await
         }
-    }
+    };
+    // A stop is not a failure: probations in progress resume at the next start.
+    agent.pause_probations().await;
+    served
 }
 
 /// Drives the server; once shutdown begins, in-flight requests get `grace` to finish.

@@ -19,6 +19,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::lifecycle::{self, Event, InstallState, Next, Outcome};
 
+mod recovery;
+pub use recovery::{Recovered, Resumed};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
@@ -102,7 +105,10 @@ CREATE TABLE IF NOT EXISTS install (
     meta TEXT NOT NULL,
     state TEXT NOT NULL,
     previous_before TEXT,
-    started_unix INTEGER NOT NULL
+    started_unix INTEGER NOT NULL,
+    probation_served_ms INTEGER NOT NULL DEFAULT 0,
+    stopped_cleanly INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS journal (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -136,6 +142,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        recovery::add_probation_columns(&conn).map_err(db)?;
         Ok(Self {
             root,
             db_path,
@@ -325,76 +332,6 @@ impl Store {
             self.collect_garbage(model)?;
         }
         Ok(next)
-    }
-
-    /// Finishes every install the journal says was in flight (after a crash or power loss), as
-    /// [`lifecycle::recover`] decides, and removes files nothing points to. Returns what it did.
-    pub fn recover(&self, now_unix: u64) -> Result<Vec<(String, Outcome)>, StoreError> {
-        let err = self.db_err();
-        let done = self.with(|conn| {
-            let tx = conn.transaction().map_err(&err)?;
-            let rows: Vec<(String, String, String, String, Option<String>)> = {
-                let mut stmt = tx
-                    .prepare("SELECT model, sha256, meta, state, previous_before FROM install")
-                    .map_err(&err)?;
-                stmt.query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .map_err(&err)?
-                .collect::<Result<_, _>>()
-                .map_err(&err)?
-            };
-            let mut done = Vec::new();
-            let mut finished_shas = Vec::new();
-            for (model, sha, meta, state, previous_before) in rows {
-                finished_shas.push(sha.clone());
-                let state = InstallState::parse(&state).unwrap_or(InstallState::Staging);
-                let outcome = lifecycle::recover(state);
-                let detail = format!(
-                    "the agent stopped during {state}; {}",
-                    outcome.as_str().replace('_', " ")
-                );
-                finish(
-                    &tx,
-                    &model,
-                    &sha,
-                    &meta,
-                    previous_before.as_deref(),
-                    outcome,
-                    Some(&detail),
-                    now_unix,
-                )
-                .map_err(&err)?;
-                done.push((model, outcome));
-            }
-            tx.commit().map_err(&err)?;
-            Ok((done, finished_shas))
-        })?;
-        let (done, finished_shas) = done;
-        for model in self.model_names()? {
-            self.collect_garbage(&model)?;
-        }
-        let staging = self.root.join("staging");
-        if let Ok(entries) = std::fs::read_dir(&staging) {
-            // Half-written install directories go, and the verified download of an install the
-            // journal just finished (it is decided). Part files of downloads cut short stay: the
-            // next attempt continues them, and opening one removes those no download wants
-            // (`edgefleet_tuf::artifact`).
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let finished = finished_shas
-                    .iter()
-                    .any(|sha| path.file_stem().is_some_and(|stem| *stem == **sha));
-                if path.extension().is_some_and(|e| e == "part") && !finished {
-                    continue;
-                }
-                let _ = match entry.file_type() {
-                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-                    _ => std::fs::remove_file(&path),
-                };
-            }
-        }
-        Ok(done)
     }
 
     pub fn model_names(&self) -> Result<Vec<String>, StoreError> {

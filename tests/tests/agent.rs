@@ -783,3 +783,70 @@ fn the_local_install_api_takes_only_the_agents_own_token_json_and_repositories_u
     assert!(out.status.success(), "{}", agent.log_text());
     assert_eq!(agent.model("churn")["active"]["version"], "2.0.0");
 }
+
+/// A stop during probation is not a failure: after a restart the candidate still serves and its
+/// probation goes on with the time it had served. A first version whose probation ends in a
+/// crash is not left unserved either (there is nothing to go back to); it resumes too.
+#[test]
+fn a_stop_or_a_crash_during_a_first_versions_probation_keeps_it_serving_and_probation_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let v1 = op.push("churn/1.0.0");
+    let data = tmp.path().join("data");
+    let extra = "[probation]\nwindow_seconds = 12";
+    let mut agent = AgentProcess::start(tmp.path(), &data, &op.trusted_root(), extra, &[]);
+    assert!(agent.install(&op.repo(), Some(&v1)).status.success());
+    assert_eq!(agent.model("churn")["state"], "probation");
+    std::thread::sleep(Duration::from_secs(4));
+    let serves = |agent: &AgentProcess| {
+        let (status, body) = post_json(&agent.url("/v1/models/churn:predict"), &churn_row(12.0));
+        assert_eq!(
+            (status, body["version"].as_str()),
+            (200, Some("1.0.0")),
+            "{body}"
+        );
+    };
+
+    // A clean stop (SIGTERM), then a start: still serving, still in probation, time kept.
+    let signal = |agent: &AgentProcess, name: &str| {
+        let pid = agent.child.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal(&agent, "-TERM");
+    assert!(agent.child.wait().unwrap().success());
+    let (config, port) = (agent.config.clone(), agent.port);
+    agent = AgentProcess::spawn(config.clone(), port, &[]);
+    serves(&agent);
+    let m = agent.model("churn");
+    assert_eq!(m["state"], "probation", "{m}");
+    let log = agent.log_text();
+    assert!(log.contains("probation resumes after the restart"), "{log}");
+    assert!(log.contains("after_crash=false"), "{log}");
+
+    // A crash (SIGKILL): with no previous version, the candidate keeps serving as well.
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&agent, "-KILL");
+    let _ = agent.child.wait();
+    agent = AgentProcess::spawn(config, port, &[]);
+    serves(&agent);
+    let log = agent.log_text();
+    assert!(log.contains("after_crash=true"), "{log}");
+
+    // Probation ends with the time served before the restarts counted: well before a fresh
+    // 12 s window would.
+    let resumed = std::time::Instant::now();
+    let m = agent.wait_state("churn", &["committed"], Duration::from_secs(20));
+    assert_eq!(m["active"]["version"], "1.0.0", "{m}");
+    assert!(
+        resumed.elapsed() < Duration::from_secs(10),
+        "committed {:?} after the last start",
+        resumed.elapsed()
+    );
+    serves(&agent);
+}
