@@ -4,7 +4,7 @@
 //! reports and events (plain and sealed with its own key), an oversized message, an artifact
 //! that is not its own, inputs beyond float32, the victim's local install API, slow connections
 //! — one after another, while a client keeps asking the victim for predictions. Nothing is
-//! stored or installed, no prediction fails, and a genuine release still reaches the victim.
+//! stored or installed, no prediction fails, and a genuine rollout still reaches the victim.
 //!
 //! The attacks one by one, with the figures, have their own tests (the table names them); this
 //! is the whole of it against real agents, a real broker and a live load.
@@ -25,12 +25,13 @@ use edgefleet_sealed::DeviceKey;
 use serde_json::json;
 
 #[test]
-fn on_the_embedded_broker_a_hostile_device_changes_nothing_and_a_genuine_release_still_arrives() {
+fn on_the_embedded_broker_a_hostile_device_changes_nothing_and_a_genuine_rollout_still_reaches_the_victim()
+ {
     a_hostile_device_changes_nothing(false);
 }
 
 #[test]
-fn on_mosquitto_a_hostile_device_changes_nothing_and_a_genuine_release_still_arrives() {
+fn on_mosquitto_a_hostile_device_changes_nothing_and_a_genuine_rollout_still_reaches_the_victim() {
     a_hostile_device_changes_nothing(true);
 }
 
@@ -294,7 +295,7 @@ fn a_hostile_device_changes_nothing(mosquitto: bool) {
         })
         .collect();
 
-    // A genuine release still reaches the victim, through all of it.
+    // A genuine rollout still reaches the victim, through all of it.
     run_ok(
         fleet
             .operator
@@ -302,19 +303,40 @@ fn a_hostile_device_changes_nothing(mosquitto: bool) {
             .args(["push", "--server"])
             .arg(release_3_1_0(tmp.path())),
     );
-    run_ok(
-        fleet
-            .operator
-            .fleetctl()
-            .args(["device", "assign", "dev-01", "churn=3.1.0"]),
+    // A rollout to the victim (dev-02's agent is gone: a rollout including it would wait for it).
+    let (status, created) = fleet.server.call(
+        "POST",
+        "/api/v1/rollouts",
+        Some(&admin),
+        Some(
+            &json!({"model": "churn", "version": "3.1.0", "devices": ["dev-01"], "waves": [100.0]}),
+        ),
     );
-    eventually("dev-01 committed 3.1.0", Duration::from_secs(90), || {
-        for s in &mut slow {
-            let _ = s.write_all(b"X");
-        }
-        let m = fleet.agents[0].model("churn");
-        (m["active"]["version"] == "3.1.0" && m["state"] == "committed").then_some(())
-    });
+    assert_eq!(status, 201, "{created}");
+    let rollout = created["id"].as_str().unwrap().to_owned();
+    eventually(
+        "the rollout of 3.1.0 completed",
+        Duration::from_secs(90),
+        || {
+            for s in &mut slow {
+                let _ = s.write_all(b"X");
+            }
+            let (_, r) = fleet.server.call(
+                "GET",
+                &format!("/api/v1/rollouts/{rollout}"),
+                Some(&admin),
+                None,
+            );
+            match r["state"]["state"].as_str() {
+                Some("completed") => Some(()),
+                Some("running" | "baking") => None,
+                other => panic!("the rollout ended {other:?}: {r:#}"),
+            }
+        },
+    );
+    let m = fleet.agents[0].model("churn");
+    assert_eq!(m["active"]["version"], "3.1.0", "{m}");
+    assert_eq!(m["state"], "committed", "{m}");
     drop(slow);
     let (served, failed) = load.stop();
     assert_eq!(failed, 0, "predictions failed during the attacks");
