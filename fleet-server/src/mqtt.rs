@@ -419,7 +419,7 @@ pub(crate) fn device_filters(share_group: Option<&str>) -> Vec<String> {
 fn subscriptions(share_group: Option<&str>) -> Vec<String> {
     match share_group {
         Some(_) => device_filters(share_group),
-        None => vec!["#".into()],
+        None => vec![SWEEP_FILTERS[0].into()],
     }
 }
 
@@ -685,6 +685,10 @@ async fn desired_restorer(
     }
 }
 
+/// Two filters that match every topic a device may publish on (see [`retained_sweeper`]); a
+/// connection starts on the first.
+const SWEEP_FILTERS: [&str; 2] = ["#", "+/#"];
+
 /// On the embedded broker, every `every`, has rumqttd hand over every retained message again so
 /// that the ingester clears those it refuses: live clearing misses junk published faster than
 /// the server reads (rumqttd's ring moves on without it). rumqttd forwards retained messages only
@@ -693,7 +697,6 @@ async fn desired_restorer(
 /// time to deliver, so no live message falls in a gap (some arrive twice meanwhile; storing is
 /// idempotent).
 async fn retained_sweeper(handle: MqttHandle, every: Duration) {
-    const FILTERS: [&str; 2] = ["#", "+/#"];
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut live = 0;
@@ -703,12 +706,15 @@ async fn retained_sweeper(handle: MqttHandle, every: Duration) {
             continue; // a new connection subscribes to `#` and gets every retained message
         }
         let next = 1 - live;
-        if let Err(e) = handle.client.try_subscribe(FILTERS[next], QoS::AtLeastOnce) {
+        if let Err(e) = handle
+            .client
+            .try_subscribe(SWEEP_FILTERS[next], QoS::AtLeastOnce)
+        {
             tracing::warn!(error = %e, "cannot queue the retained-message sweep");
             continue;
         }
         tokio::time::sleep(every.min(Duration::from_secs(10)) / 2).await;
-        if let Err(e) = handle.client.try_unsubscribe(FILTERS[live]) {
+        if let Err(e) = handle.client.try_unsubscribe(SWEEP_FILTERS[live]) {
             tracing::warn!(error = %e, "cannot drop the previous subscription after a sweep");
         }
         live = next;

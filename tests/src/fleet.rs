@@ -163,6 +163,22 @@ impl ServerProcess {
         self.spawn();
     }
 
+    /// The server's Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        let mut response = crate::http().get(&self.url("/metrics")).call().unwrap();
+        response.body_mut().read_to_string().unwrap()
+    }
+
+    /// The sum of the server's samples whose line starts with `prefix` (a name, or a name and
+    /// some of its labels).
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

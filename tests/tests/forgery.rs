@@ -11,31 +11,19 @@ use std::time::Duration;
 
 use edgefleet_e2e::demo::{self, DemoOptions};
 use edgefleet_e2e::fleet::eventually;
-use edgefleet_e2e::{churn_row, http, run_ok};
+use edgefleet_e2e::{churn_row, run_ok};
 use edgefleet_protocol::message::{self, Event, EventKind};
 use edgefleet_protocol::{DeviceId, MessageId};
 use edgefleet_sealed::DeviceKey;
 use serde_json::{Value, json};
 
-fn server_metric(fleet: &demo::Demo, prefix: &str) -> f64 {
-    let mut response = http().get(&fleet.server.url("/metrics")).call().unwrap();
-    let text = response.body_mut().read_to_string().unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn refused(fleet: &demo::Demo) -> f64 {
     ["reported", "events", "metrics"]
         .iter()
         .map(|c| {
-            server_metric(
-                fleet,
-                &format!(
-                    "edgefleet_server_mqtt_messages_total{{channel=\"{c}\",outcome=\"refused\"}}"
-                ),
-            )
+            fleet.server.metric_sum(&format!(
+                "edgefleet_server_mqtt_messages_total{{channel=\"{c}\",outcome=\"refused\"}}"
+            ))
         })
         .sum()
 }
@@ -96,7 +84,9 @@ fn forged_reports_events_and_metrics_are_refused_and_a_genuine_update_still_arri
             .call("GET", "/api/v1/devices/dev-01", Some(&admin), None);
         d["reported"]["seq"].as_u64().unwrap_or(0)
     };
-    let predictions_before = server_metric(&fleet, "edgefleet_server_fleet_predictions_total");
+    let predictions_before = fleet
+        .server
+        .metric_sum("edgefleet_server_fleet_predictions_total");
     let refused_before = refused(&fleet);
 
     // Forgeries: a report far ahead (it would shadow every genuine one), a batch of 10^12
@@ -157,14 +147,15 @@ fn forged_reports_events_and_metrics_are_refused_and_a_genuine_update_still_arri
         !events.to_string().contains("9.9.9"),
         "a forged event was stored: {events}"
     );
-    let predictions = server_metric(&fleet, "edgefleet_server_fleet_predictions_total");
+    let predictions = fleet
+        .server
+        .metric_sum("edgefleet_server_fleet_predictions_total");
     assert!(
         predictions - predictions_before < 1e9,
         "forged predictions were counted: {predictions_before} -> {predictions}"
     );
     let stored_metrics = |fleet: &demo::Demo| {
-        server_metric(
-            fleet,
+        fleet.server.metric_sum(
             "edgefleet_server_mqtt_messages_total{channel=\"metrics\",outcome=\"stored\"}",
         )
     };

@@ -35,19 +35,6 @@ fn on_mosquitto_a_hostile_device_changes_nothing_and_a_genuine_rollout_still_rea
     a_hostile_device_changes_nothing(true);
 }
 
-fn server_metrics(fleet: &Demo) -> String {
-    let mut response = http().get(&fleet.server.url("/metrics")).call().unwrap();
-    response.body_mut().read_to_string().unwrap()
-}
-
-fn server_sum(fleet: &Demo, prefix: &str) -> f64 {
-    server_metrics(fleet)
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn desired_refused(fleet: &Demo) -> u64 {
     fleet.agents[0]
         .metric("edgefleet_desired_refused_total")
@@ -111,7 +98,11 @@ fn a_hostile_device_changes_nothing(mosquitto: bool) {
     let victim_topic = |channel: &str| format!("edgefleet/v1/devices/dev-01/{channel}");
     let refused_before = desired_refused(&fleet);
     let disconnections_before = victim_disconnections(&fleet);
-    let server_connections = || server_sum(&fleet, "edgefleet_server_mqtt_connections_total");
+    let server_connections = || {
+        fleet
+            .server
+            .metric_sum("edgefleet_server_mqtt_connections_total")
+    };
     let server_connections_before = server_connections();
 
     // Attack 7: connect under the victim's client id. The embedded broker refuses a client id
@@ -187,11 +178,9 @@ fn a_hostile_device_changes_nothing(mosquitto: bool) {
     })
     .unwrap();
     let server_refused = || {
-        server_sum(
-            &fleet,
+        fleet.server.metric_sum(
             "edgefleet_server_mqtt_messages_total{channel=\"reported\",outcome=\"refused\"}",
-        ) + server_sum(
-            &fleet,
+        ) + fleet.server.metric_sum(
             "edgefleet_server_mqtt_messages_total{channel=\"events\",outcome=\"refused\"}",
         )
     };
@@ -233,7 +222,12 @@ fn a_hostile_device_changes_nothing(mosquitto: bool) {
                 (desired.revision < u64::MAX).then_some(())
             },
         );
-        assert!(server_sum(&fleet, "edgefleet_server_desired_restored_total") >= 1.0);
+        assert!(
+            fleet
+                .server
+                .metric_sum("edgefleet_server_desired_restored_total")
+                >= 1.0
+        );
     }
     let model = fleet.agents[0].model("churn");
     assert_eq!(model["active"]["version"], "2.0.0", "{model}");
@@ -367,7 +361,7 @@ fn a_hostile_device_changes_nothing(mosquitto: bool) {
         !events.contains("models/m599"),
         "the 600 models left events"
     );
-    let metrics = server_metrics(&fleet);
+    let metrics = fleet.server.metrics_text();
     assert!(
         metrics.contains("edgefleet_server_mqtt_connected 1\n"),
         "{metrics}"

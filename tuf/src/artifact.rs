@@ -336,6 +336,8 @@ mod tests {
     }
 
     const WHOLE: &[u8] = b"0123456789abcdef";
+    /// Eight bytes that are not the artifact's first eight.
+    const NOT_ITS_PREFIX: &[u8] = b"zzzzzzzz";
 
     #[tokio::test]
     async fn a_cut_download_resumes_from_its_part_file_and_verifies_the_whole() {
@@ -367,7 +369,7 @@ mod tests {
         let limits = ClientLimits::default();
         std::fs::write(
             dir.path().join(format!("{}.part", t.sha256_hex)),
-            b"XXXXXXXX",
+            NOT_ITS_PREFIX,
         )
         .unwrap();
         let part = Part::open(dir.path(), &t).unwrap();
@@ -379,7 +381,7 @@ mod tests {
         // A server that sends the whole again (start 0) replaces what the part held.
         std::fs::write(
             dir.path().join(format!("{}.part", t.sha256_hex)),
-            b"XXXXXXXX",
+            NOT_ITS_PREFIX,
         )
         .unwrap();
         let part = Part::open(dir.path(), &t).unwrap();

@@ -94,18 +94,24 @@ impl Agent {
                         self.serving.swap(&model, None);
                     }
                 }
-                let detail = format!("probation failed: {reason}");
-                if let Err(e) = self
-                    .transition(&model, Event::Failed, Some(detail.clone()))
-                    .await
-                {
-                    warn!(model, error = %e, "could not journal the rollback");
-                }
-                self.count(&model, Outcome::RolledBack);
-                self.notify(&model, EventKind::RolledBack, &slot.target, Some(detail));
+                self.journal_rollback(&model, &slot.target, format!("probation failed: {reason}"))
+                    .await;
                 info!(model, to = ?previous_target, "rolled back");
             }
         }
+    }
+
+    /// Ends a failed probation in the journal (the pointers go back), counts it and says so
+    /// upstream; the caller has already put what should serve in service.
+    async fn journal_rollback(&self, model: &str, target: &str, detail: String) {
+        if let Err(e) = self
+            .transition(model, Event::Failed, Some(detail.clone()))
+            .await
+        {
+            warn!(model, error = %e, "could not journal the rollback");
+        }
+        self.count(model, Outcome::RolledBack);
+        self.notify(model, EventKind::RolledBack, target, Some(detail));
     }
 
     async fn record_served(&self, model: &str, served: Duration, stopped: bool) {
@@ -159,17 +165,9 @@ impl Agent {
                     "the candidate in probation does not load after the restart"
                 );
                 let _guard = self.install_lock.lock().await;
+                let target = candidate.unwrap_or_default();
                 let detail = "probation failed: the candidate did not load after a restart";
-                if let Err(e) = self
-                    .transition(&model, Event::Failed, Some(detail.into()))
-                    .await
-                {
-                    warn!(model, error = %e, "could not journal the rollback");
-                }
-                self.count(&model, Outcome::RolledBack);
-                if let Some(target) = &candidate {
-                    self.notify(&model, EventKind::RolledBack, target, Some(detail.into()));
-                }
+                self.journal_rollback(&model, &target, detail.into()).await;
                 if let Err(e) = self.load_active(&model).await {
                     warn!(model, error = %e, "model not served after the rollback");
                 }
