@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use edgefleet_inference::select::{Trial, TrialOutcome};
-use edgefleet_inference::{F32Tensor, Inputs};
+use edgefleet_inference::{Inputs, Tensor};
 use edgefleet_protocol::DType;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -184,37 +184,6 @@ struct InferInput {
     data: Value,
 }
 
-fn flatten(value: &Value, out: &mut Vec<f32>, name: &str) -> Result<(), ApiError> {
-    match value {
-        Value::Array(items) => {
-            for item in items {
-                flatten(item, out, name)?;
-            }
-            Ok(())
-        }
-        Value::Number(n) => {
-            // A double beyond float32's range (1e300) would enter the model as infinity.
-            let v = n.as_f64().map(|v| v as f32).filter(|v| v.is_finite());
-            let v = v.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("input {name:?}: {n} is not a finite FP32 number (|x| up to 3.4e38)"),
-                )
-                .field(name.to_string())
-            })?;
-            out.push(v);
-            Ok(())
-        }
-        other => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "input {name:?}: data must be numbers (row-major, flat or nested), found {other}"
-            ),
-        )
-        .field(name.to_string())),
-    }
-}
-
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -252,25 +221,8 @@ async fn infer(
     let request: InferRequest = parse_body(body)?;
     let mut inputs = Inputs::new();
     for input in &request.inputs {
-        if DType::from_kserve_name(&input.datatype) != Some(DType::Float32) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "input {:?}: datatype {:?} is not served; use FP32",
-                    input.name, input.datatype
-                ),
-            )
-            .field(input.name.clone()));
-        }
-        let mut data = Vec::new();
-        flatten(&input.data, &mut data, &input.name)?;
-        inputs.insert(
-            input.name.clone(),
-            F32Tensor {
-                shape: input.shape.clone(),
-                data,
-            },
-        );
+        let tensor = request_tensor(&slot.meta.interface, input)?;
+        inputs.insert(input.name.clone(), tensor);
     }
     let (outputs, latency) = run_counted(&agent, &slot, inputs).await?;
     agent.telemetry.record(
@@ -283,8 +235,8 @@ async fn infer(
         },
     );
     let outputs: Vec<Value> = outputs
-        .into_iter()
-        .map(|(name, t)| json!({ "name": name, "datatype": "FP32", "shape": t.shape, "data": t.data }))
+        .iter()
+        .map(|(name, t)| t.to_oip_json(name))
         .collect();
     Ok(Json(json!({
         "model_name": name,
@@ -292,6 +244,40 @@ async fn infer(
         "id": request.id,
         "outputs": outputs,
     })))
+}
+
+/// One input of an infer request, read as the datatype it names, which must be the one the model
+/// declares (a client sending INT32 ids to an INT64 input learns so, rather than getting a cast).
+fn request_tensor(
+    interface: &edgefleet_protocol::interface::ModelInterface,
+    input: &InferInput,
+) -> Result<Tensor, ApiError> {
+    let refuse = |detail: String| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("input {:?}: {detail}", input.name),
+        )
+        .field(input.name.clone())
+    };
+    let spec = interface.input(&input.name).ok_or_else(|| {
+        let names: Vec<&str> = interface.inputs.iter().map(|s| s.name.as_str()).collect();
+        refuse(format!("the model has no such input; it takes {names:?}"))
+    })?;
+    let Some(dtype) = DType::from_kserve_name(&input.datatype) else {
+        let known: Vec<&str> = DType::ALL.iter().map(|d| d.kserve_name()).collect();
+        return Err(refuse(format!(
+            "unknown datatype {:?}; one of {known:?}",
+            input.datatype
+        )));
+    };
+    if dtype != spec.dtype {
+        return Err(refuse(format!(
+            "datatype {dtype} does not match the model's {}",
+            spec.dtype
+        )));
+    }
+    Tensor::from_json(dtype, input.shape.clone(), &input.data, &input.name)
+        .map_err(|e| protocol_error(&e))
 }
 
 /// Runs one inference off the async threads and counts it in the metrics; a model failure also
@@ -376,7 +362,13 @@ async fn predict(
             "prediction output missing",
         )
     })?;
-    let prediction = spec.interpret(&output.data);
+    let scores = output.data.floats_as_f32().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("prediction output is {}, not floats", output.dtype()),
+        )
+    })?;
+    let prediction = spec.interpret(&scores);
     agent.telemetry.record(
         &slot.meta,
         Observation {
@@ -544,14 +536,58 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
 mod tests {
     use super::*;
 
+    fn interface() -> edgefleet_protocol::interface::ModelInterface {
+        serde_json::from_value(json!({
+            "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [-1, 8]},
+                       {"name": "x", "dtype": "float32", "shape": [-1, 2]}],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 1]}]
+        }))
+        .unwrap()
+    }
+
+    fn input(name: &str, datatype: &str, data: Value) -> InferInput {
+        let shape = vec![1, data.as_array().map_or(1, |a| a.len())];
+        InferInput {
+            name: name.into(),
+            shape,
+            datatype: datatype.into(),
+            data,
+        }
+    }
+
     #[test]
-    fn raw_tensor_values_beyond_fp32_are_a_400_naming_the_input() {
-        let mut out = Vec::new();
-        let err = flatten(&serde_json::json!([[1.0, -1e300]]), &mut out, "x").unwrap_err();
-        assert_eq!(err.status, StatusCode::BAD_REQUEST);
-        assert!(err.error.contains("\"x\""), "{}", err.error);
-        let mut out = Vec::new();
-        flatten(&serde_json::json!([[1.0, -3e38]]), &mut out, "x").unwrap();
-        assert_eq!(out, vec![1.0, -3e38]);
+    fn request_tensors_are_read_in_the_declared_type_or_refused_naming_the_input() {
+        let interface = interface();
+        let ids = request_tensor(
+            &interface,
+            &input(
+                "input_ids",
+                "INT64",
+                json!([101, 2023, 2003, 1037, 3231, 102, 0, 0]),
+            ),
+        )
+        .unwrap();
+        assert_eq!(ids.dtype(), DType::Int64);
+        for (bad, needle) in [
+            (
+                input("input_ids", "INT32", json!([1, 2, 3, 4, 5, 6, 7, 8])),
+                "does not match the model's INT64",
+            ),
+            (
+                input("input_ids", "INT64", json!([1.5, 2, 3, 4, 5, 6, 7, 8])),
+                "INT64",
+            ),
+            (
+                input("input_ids", "int64", json!([1, 2, 3, 4, 5, 6, 7, 8])),
+                "unknown datatype",
+            ),
+            (input("x", "FP32", json!([1.0, -1e300])), "FP32"),
+            (input("z", "FP32", json!([1.0])), "no such input"),
+        ] {
+            let err = request_tensor(&interface, &bad).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert_eq!(err.field.as_deref(), Some(bad.name.as_str()));
+            assert!(err.error.contains(needle), "{}", err.error);
+        }
     }
 }

@@ -102,7 +102,7 @@ impl Slot {
         let result = match result {
             Ok(outputs) => match outputs
                 .iter()
-                .find(|(_, t)| t.data.iter().any(|v| !v.is_finite()))
+                .find(|(_, t)| t.data.first_non_finite().is_some())
             {
                 Some((name, _)) => Err(InferError::Model(format!(
                     "output {name:?} contains NaN or infinity"

@@ -16,7 +16,9 @@ use std::time::Instant;
 use edgefleet_inference::onnxruntime::OnnxRuntime;
 use edgefleet_inference::select::Engine;
 use edgefleet_inference::tract::{self, CachedTractRuntime, TractRuntime};
-use edgefleet_inference::{F32Tensor, Inputs, LoadedModel, Runtime, features_to_input, health};
+use edgefleet_inference::{
+    Inputs, LoadedModel, Runtime, Tensor, TensorData, features_to_input, health,
+};
 use edgefleet_protocol::health::HealthSpec;
 use edgefleet_protocol::interface::ModelInterface;
 use edgefleet_protocol::target::RuntimePreference;
@@ -83,9 +85,9 @@ fn zoo(name: &str, input: &str, output: &str, output_shape: &[i64]) -> Subject {
         spec: None,
         inputs: BTreeMap::from([(
             input.to_owned(),
-            F32Tensor {
+            Tensor {
                 shape: vec![1, 3, 224, 224],
-                data,
+                data: TensorData::Float32(data),
             },
         )]),
         row: None,
@@ -161,7 +163,8 @@ fn main() {
         .map(|(i, s)| {
             let (name, tensor) = s.inputs.iter().next().unwrap();
             let data = tmp.path().join(format!("{i}.f32"));
-            let bytes: Vec<u8> = tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let floats = tensor.data.floats_as_f32().unwrap();
+            let bytes: Vec<u8> = floats.iter().flat_map(|v| v.to_le_bytes()).collect();
             std::fs::write(&data, bytes).unwrap();
             json!({"name": s.name, "model": s.path, "input": name, "shape": tensor.shape, "data": data})
         })
@@ -209,7 +212,10 @@ fn main() {
             };
             let model: &dyn LoadedModel = loaded.model.as_ref();
             let outputs = model.run(&s.inputs).unwrap();
-            let values: Vec<f32> = outputs.values().flat_map(|t| t.data.clone()).collect();
+            let values: Vec<f32> = outputs
+                .values()
+                .flat_map(|t| t.data.floats_as_f32().unwrap())
+                .collect();
             let diff = match &reference {
                 None => {
                     reference = Some(values);
@@ -264,14 +270,14 @@ fn main() {
                     .unwrap();
                 outputs
                     .into_iter()
-                    .map(|(n, t)| (n, json!({"dtype": "float32", "shape": t.shape, "data": t.data})))
+                    .map(|(n, t)| (n, serde_json::to_value(&t).unwrap()))
                     .collect()
             };
             let (name, tensor) = s.inputs.iter().next().unwrap();
             serde_json::from_value(json!({
                 "warmup_runs": 2, "latency_runs": 10, "p99_budget_ms": 1e9,
                 "tolerance": {"abs": 1e-4, "rel": 1e-3},
-                "cases": [{"name": "seeded", "inputs": {name: {"dtype": "float32", "shape": tensor.shape, "data": tensor.data}}, "expected": expected}]
+                "cases": [{"name": "seeded", "inputs": {name: serde_json::to_value(tensor).unwrap()}, "expected": expected}]
             }))
             .unwrap()
         });
@@ -287,8 +293,8 @@ fn main() {
             time(|| {
                 let inputs = features_to_input(&s.interface, std::slice::from_ref(row)).unwrap();
                 let out = selected.loaded.model.run(&inputs).unwrap();
-                let probabilities = &out[spec.output()].data;
-                std::hint::black_box(spec.interpret(probabilities));
+                let probabilities = out[spec.output()].data.floats_as_f32().unwrap();
+                std::hint::black_box(spec.interpret(&probabilities));
             })
         });
         summary.push(format!(

@@ -3,13 +3,12 @@
 //! within the budget. Judgement reuses `protocol::health`, so the build scripts, the agent and the
 //! tests agree on what "correct" means.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use edgefleet_protocol::health::{GoldenCase, HealthSpec, Mismatch, quantile};
 use edgefleet_protocol::interface::ModelInterface;
 
-use crate::{Error, F32Tensor, Inputs, LoadedModel, features_to_input};
+use crate::{Error, Inputs, LoadedModel, features_to_input};
 
 /// A single timed run slower than this many budgets ends the latency measurement at once: a
 /// hopeless candidate should not hold the device for `latency_runs` slow runs.
@@ -47,14 +46,7 @@ pub fn case_inputs(interface: &ModelInterface, case: &GoldenCase) -> Result<Inpu
     }
     let mut inputs = Inputs::new();
     for (name, input) in &case.inputs {
-        let tensor = input.materialize(name)?;
-        inputs.insert(
-            name.clone(),
-            F32Tensor {
-                shape: tensor.shape.clone(),
-                data: tensor.to_f32(),
-            },
-        );
+        inputs.insert(name.clone(), input.materialize(name)?);
     }
     Ok(inputs)
 }
@@ -94,12 +86,7 @@ pub fn check(
         run(first_case, first_inputs)?;
     }
     for (case, inputs) in &prepared {
-        let outputs = run(case, inputs)?;
-        let actual: BTreeMap<String, (Vec<usize>, Vec<f64>)> = outputs
-            .into_iter()
-            .map(|(name, t)| (name, (t.shape, t.data.into_iter().map(f64::from).collect())))
-            .collect();
-        spec.check_case(case, &actual)?;
+        spec.check_case(case, &run(case, inputs)?)?;
     }
     let mut samples = Vec::with_capacity(spec.latency_runs as usize);
     for _ in 0..spec.latency_runs {

@@ -43,17 +43,12 @@ pub enum Error {
     Protocol(#[from] edgefleet_protocol::Error),
 }
 
-/// A float32 tensor on its way into or out of a model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct F32Tensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
+pub use edgefleet_protocol::{DType, Tensor, TensorData};
 
 /// Named inputs of one inference call, in any order.
-pub type Inputs = BTreeMap<String, F32Tensor>;
+pub type Inputs = BTreeMap<String, Tensor>;
 /// Named outputs of one inference call.
-pub type Outputs = BTreeMap<String, F32Tensor>;
+pub type Outputs = BTreeMap<String, Tensor>;
 
 /// A model artifact to load.
 #[derive(Debug, Clone, Copy)]
@@ -139,15 +134,15 @@ pub fn features_to_input(
     }
     Ok(BTreeMap::from([(
         schema.input.clone(),
-        F32Tensor {
+        Tensor {
             shape: vec![rows.len(), width],
-            data,
+            data: TensorData::Float32(data),
         },
     )]))
 }
 
-/// Checks `inputs` against the interface: every declared input present, nothing else, shapes
-/// fitting their specs, data length matching the shape.
+/// Checks `inputs` against the interface: every declared input present, nothing else, each of
+/// its declared type, shapes fitting their specs, data length matching the shape.
 pub fn check_inputs(interface: &ModelInterface, inputs: &Inputs) -> Result<(), Error> {
     if let Some(extra) = inputs.keys().find(|k| interface.input(k).is_none()) {
         return Err(Error::Input {
@@ -160,6 +155,12 @@ pub fn check_inputs(interface: &ModelInterface, inputs: &Inputs) -> Result<(), E
             name: spec.name.clone(),
             detail: "missing".into(),
         })?;
+        if tensor.dtype() != spec.dtype {
+            return Err(Error::Input {
+                name: spec.name.clone(),
+                detail: format!("is {}, the model takes {}", tensor.dtype(), spec.dtype),
+            });
+        }
         if !spec.accepts_shape(&tensor.shape) {
             return Err(Error::Input {
                 name: spec.name.clone(),

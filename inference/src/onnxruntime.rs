@@ -14,10 +14,11 @@ use edgefleet_protocol::DType;
 use edgefleet_protocol::interface::ModelInterface;
 use ort::environment::Environment;
 use ort::session::Session;
+use ort::session::SessionInputValue;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::TensorRef;
+use ort::value::{DynValue, TensorElementType, TensorRef};
 
-use crate::{Error, F32Tensor, Inputs, Loaded, LoadedModel, Outputs, check_inputs};
+use crate::{Error, Inputs, Loaded, LoadedModel, Outputs, Tensor, TensorData, check_inputs};
 
 const NAME: &str = "onnxruntime";
 
@@ -144,18 +145,26 @@ impl crate::Runtime for OnnxRuntime {
                     spec.shape
                 )));
             }
-            if spec.dtype != DType::Float32 {
+            let graph_type = input.dtype().tensor_type();
+            if graph_type != Some(element_type(spec.dtype)) {
                 return Err(load_err(format!(
-                    "input {name:?} is {:?}; this runtime serves float32 inputs only",
+                    "input {name:?} is {graph_type:?} in the graph, the interface declares {}",
                     spec.dtype
                 )));
             }
         }
         for spec in &interface.outputs {
-            if !graph_outputs.contains(&spec.name) {
+            let Some(output) = session.outputs().iter().find(|o| o.name() == spec.name) else {
                 return Err(load_err(format!(
                     "interface output {:?} is not among the graph's outputs {graph_outputs:?}",
                     spec.name
+                )));
+            };
+            let graph_type = output.dtype().tensor_type();
+            if graph_type != Some(element_type(spec.dtype)) {
+                return Err(load_err(format!(
+                    "output {:?} is {graph_type:?} in the graph, the interface declares {}",
+                    spec.name, spec.dtype
                 )));
             }
         }
@@ -221,11 +230,9 @@ impl LoadedModel for OrtModel {
             runtime: NAME,
             detail: e.to_string(),
         };
-        let mut values = Vec::with_capacity(inputs.len());
+        let mut values: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
         for (name, tensor) in inputs {
-            let value = TensorRef::from_array_view((tensor.shape.clone(), tensor.data.as_slice()))
-                .map_err(run_err)?;
-            values.push((name.as_str(), value));
+            values.push((name.as_str(), to_ort(tensor).map_err(run_err)?));
         }
         let mut session = self.take_session()?;
         let result = session.run(values).map_err(run_err).and_then(|outputs| {
@@ -235,16 +242,9 @@ impl LoadedModel for OrtModel {
                     runtime: NAME,
                     detail: format!("output {:?} missing from the result", spec.name),
                 })?;
-                let (shape, data) = value.try_extract_tensor::<f32>().map_err(run_err)?;
                 named.insert(
                     spec.name.clone(),
-                    F32Tensor {
-                        shape: shape
-                            .iter()
-                            .map(|&d| usize::try_from(d).unwrap_or(0))
-                            .collect(),
-                        data: data.to_vec(),
-                    },
+                    from_ort(value, spec.dtype).map_err(run_err)?,
                 );
             }
             Ok(named)
@@ -252,4 +252,68 @@ impl LoadedModel for OrtModel {
         self.return_session(session);
         result
     }
+}
+
+fn element_type(dtype: DType) -> TensorElementType {
+    match dtype {
+        DType::Float32 => TensorElementType::Float32,
+        DType::Float64 => TensorElementType::Float64,
+        DType::Float16 => TensorElementType::Float16,
+        DType::Int64 => TensorElementType::Int64,
+        DType::Int32 => TensorElementType::Int32,
+        DType::Int8 => TensorElementType::Int8,
+        DType::Uint8 => TensorElementType::Uint8,
+        DType::Bool => TensorElementType::Bool,
+        DType::String => TensorElementType::String,
+    }
+}
+
+/// A borrowed view of the tensor's elements (a string tensor is copied: ONNX Runtime keeps
+/// its own representation of strings).
+fn to_ort(tensor: &Tensor) -> ort::Result<SessionInputValue<'_>> {
+    let shape = tensor.shape.clone();
+    Ok(match &tensor.data {
+        TensorData::Float32(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Float64(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Float16(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Int64(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Int32(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Int8(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Uint8(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::Bool(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+        TensorData::String(v) => {
+            ort::value::Tensor::from_string_array((shape, v.as_slice()))?.into()
+        }
+    })
+}
+
+/// The output in the type the interface declares (checked against the graph at load).
+fn from_ort(value: &DynValue, dtype: DType) -> ort::Result<Tensor> {
+    fn elements<T: ort::value::PrimitiveTensorElementType + Clone>(
+        value: &DynValue,
+    ) -> ort::Result<(Vec<usize>, Vec<T>)> {
+        let (shape, data) = value.try_extract_tensor::<T>()?;
+        Ok((dims(shape), data.to_vec()))
+    }
+    fn dims(shape: &ort::value::Shape) -> Vec<usize> {
+        shape
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(0))
+            .collect()
+    }
+    let (shape, data) = match dtype {
+        DType::Float32 => elements(value).map(|(s, v)| (s, TensorData::Float32(v)))?,
+        DType::Float64 => elements(value).map(|(s, v)| (s, TensorData::Float64(v)))?,
+        DType::Float16 => elements(value).map(|(s, v)| (s, TensorData::Float16(v)))?,
+        DType::Int64 => elements(value).map(|(s, v)| (s, TensorData::Int64(v)))?,
+        DType::Int32 => elements(value).map(|(s, v)| (s, TensorData::Int32(v)))?,
+        DType::Int8 => elements(value).map(|(s, v)| (s, TensorData::Int8(v)))?,
+        DType::Uint8 => elements(value).map(|(s, v)| (s, TensorData::Uint8(v)))?,
+        DType::Bool => elements(value).map(|(s, v)| (s, TensorData::Bool(v)))?,
+        DType::String => {
+            let (shape, strings) = value.try_extract_strings()?;
+            (dims(shape), TensorData::String(strings))
+        }
+    };
+    Ok(Tensor { shape, data })
 }

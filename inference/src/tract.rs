@@ -12,7 +12,7 @@ use edgefleet_protocol::interface::ModelInterface;
 use tract_onnx::WithOnnx;
 use tract_onnx::prelude::*;
 
-use crate::{Error, F32Tensor, Inputs, Loaded, LoadedModel, Outputs, check_inputs};
+use crate::{Error, Inputs, Loaded, LoadedModel, Outputs, TensorData, check_inputs};
 
 const NAME: &str = "tract";
 
@@ -251,12 +251,6 @@ fn decluttered(
         let spec = interface
             .input(name)
             .ok_or_else(|| load_err(format!("graph input {name:?} is not in the interface")))?;
-        if spec.dtype != DType::Float32 {
-            return Err(load_err(format!(
-                "input {name:?} is {:?}; this runtime serves float32 inputs only",
-                spec.dtype
-            )));
-        }
         let dims: TVec<TDim> = spec
             .shape
             .iter()
@@ -269,7 +263,7 @@ fn decluttered(
             })
             .collect();
         model
-            .set_input_fact(index, InferenceFact::dt_shape(f32::datum_type(), dims))
+            .set_input_fact(index, InferenceFact::dt_shape(datum_type(spec.dtype), dims))
             .map_err(|e| load_err(format!("{e:#}")))?;
         input_order.push(name.clone());
     }
@@ -313,11 +307,23 @@ fn runnable(
         }
         None => labels,
     };
+    let outlets = optimized
+        .output_outlets()
+        .map_err(|e| load_err(format!("{e:#}")))?;
     for spec in &interface.outputs {
-        if !output_names.contains(&spec.name) {
+        let Some(position) = output_names.iter().position(|n| *n == spec.name) else {
             return Err(load_err(format!(
                 "interface output {:?} is not among the graph's outputs {output_names:?}",
                 spec.name
+            )));
+        };
+        let fact = optimized
+            .outlet_fact(outlets[position])
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        if fact.datum_type != datum_type(spec.dtype) {
+            return Err(load_err(format!(
+                "output {:?} is {:?} in the graph, the interface declares {}",
+                spec.name, fact.datum_type, spec.dtype
             )));
         }
     }
@@ -381,8 +387,7 @@ impl LoadedModel for TractModel {
             let Some(t) = inputs.get(name) else {
                 continue;
             };
-            let tensor = Tensor::from_shape(&t.shape, &t.data).map_err(run_err)?;
-            values.push(tensor.into_tvalue());
+            values.push(to_tract(t).map_err(run_err)?.into_tvalue());
         }
         let mut state = self.take_state().map_err(run_err)?;
         let result = state.run(values);
@@ -393,17 +398,65 @@ impl LoadedModel for TractModel {
             if self.interface.output(name).is_none() {
                 continue;
             }
-            let view = value.to_plain_array_view::<f32>().map_err(run_err)?;
-            named.insert(
-                name.clone(),
-                F32Tensor {
-                    shape: view.shape().to_vec(),
-                    data: view.iter().copied().collect(),
-                },
-            );
+            named.insert(name.clone(), from_tract(&value).map_err(run_err)?);
         }
         Ok(named)
     }
+}
+
+fn datum_type(dtype: DType) -> DatumType {
+    match dtype {
+        DType::Float32 => DatumType::F32,
+        DType::Float64 => DatumType::F64,
+        DType::Float16 => DatumType::F16,
+        DType::Int64 => DatumType::I64,
+        DType::Int32 => DatumType::I32,
+        DType::Int8 => DatumType::I8,
+        DType::Uint8 => DatumType::U8,
+        DType::Bool => DatumType::Bool,
+        DType::String => DatumType::String,
+    }
+}
+
+fn to_tract(tensor: &crate::Tensor) -> TractResult<Tensor> {
+    let shape = &tensor.shape;
+    match &tensor.data {
+        TensorData::Float32(v) => Tensor::from_shape(shape, v),
+        TensorData::Float64(v) => Tensor::from_shape(shape, v),
+        TensorData::Float16(v) => Tensor::from_shape(shape, v),
+        TensorData::Int64(v) => Tensor::from_shape(shape, v),
+        TensorData::Int32(v) => Tensor::from_shape(shape, v),
+        TensorData::Int8(v) => Tensor::from_shape(shape, v),
+        TensorData::Uint8(v) => Tensor::from_shape(shape, v),
+        TensorData::Bool(v) => Tensor::from_shape(shape, v),
+        TensorData::String(v) => {
+            Ok(tract_ndarray::ArrayD::from_shape_vec(shape.as_slice(), v.clone())?.into_tensor())
+        }
+    }
+}
+
+fn from_tract(value: &Tensor) -> TractResult<crate::Tensor> {
+    fn elements<T: Datum + Clone>(value: &Tensor) -> TractResult<Vec<T>> {
+        Ok(value.to_plain_array_view::<T>()?.iter().cloned().collect())
+    }
+    let data = match value.datum_type() {
+        DatumType::F32 => TensorData::Float32(elements(value)?),
+        DatumType::F64 => TensorData::Float64(elements(value)?),
+        DatumType::F16 => TensorData::Float16(elements(value)?),
+        DatumType::I64 => TensorData::Int64(elements(value)?),
+        DatumType::I32 => TensorData::Int32(elements(value)?),
+        DatumType::I8 => TensorData::Int8(elements(value)?),
+        DatumType::U8 => TensorData::Uint8(elements(value)?),
+        DatumType::Bool => TensorData::Bool(elements(value)?),
+        DatumType::String => TensorData::String(elements(value)?),
+        other => tract_onnx::prelude::tract_data::internal::bail!(
+            "the model produced {other:?}, which no interface type holds"
+        ),
+    };
+    Ok(crate::Tensor {
+        shape: value.shape().to_vec(),
+        data,
+    })
 }
 
 #[cfg(test)]

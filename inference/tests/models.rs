@@ -108,6 +108,6 @@ fn predictions_through_the_feature_schema_name_a_label() {
     .unwrap();
     let outputs = loaded.model.run(&inputs).unwrap();
     let spec = meta.interface.prediction.as_ref().unwrap();
-    let p = spec.interpret(&outputs[spec.output()].data);
+    let p = spec.interpret(&outputs[spec.output()].data.floats_as_f32().unwrap());
     assert_eq!(p.label.as_deref(), Some("churn"), "{p:?}");
 }

@@ -201,8 +201,8 @@ impl LoadedModel for OffModel {
     fn run(&self, inputs: &Inputs) -> Result<Outputs, Error> {
         let mut outputs = self.0.run(inputs)?;
         for tensor in outputs.values_mut() {
-            for v in &mut tensor.data {
-                *v += 0.1;
+            if let edgefleet_inference::TensorData::Float32(values) = &mut tensor.data {
+                values.iter_mut().for_each(|v| *v += 0.1);
             }
         }
         Ok(outputs)

@@ -26,7 +26,11 @@ pub struct HealthSpec {
     pub latency_runs: u32,
     /// The 99th-percentile latency of one single-row inference must stay within this, in ms.
     pub p99_budget_ms: f64,
+    /// How far a float output may stray; integer, bool and string outputs must match exactly.
     pub tolerance: Tolerance,
+    /// Per-output overrides of `tolerance` (a float16 head needs more room than a float32 one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_tolerances: BTreeMap<String, Tolerance>,
     pub cases: Vec<GoldenCase>,
 }
 
@@ -68,7 +72,8 @@ pub enum GoldenInput {
     Generated(GeneratedTensor),
 }
 
-/// `shape` filled with uniform values in [0, 1) from [`uniform_fill`]`(uniform_seed, n)`.
+/// `shape` filled with uniform values in [0, 1) from [`uniform_fill`]`(uniform_seed, n)`; a float
+/// type only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratedTensor {
@@ -99,7 +104,16 @@ impl GoldenInput {
                         tensor: name.to_string(),
                         detail: format!("generated shape {:?} is too large", g.shape),
                     })?;
-                Tensor::new(g.dtype, g.shape.clone(), uniform_fill(g.uniform_seed, n))
+                let data =
+                    crate::TensorData::from_unit_floats(g.dtype, uniform_fill(g.uniform_seed, n))
+                        .ok_or_else(|| Error::TensorMismatch {
+                        tensor: name.to_string(),
+                        detail: format!(
+                            "generated inputs are floats; {} cannot be generated",
+                            g.dtype
+                        ),
+                    })?;
+                Tensor::new(g.shape.clone(), data)
             }
         }
     }
@@ -134,6 +148,13 @@ pub enum Mismatch {
         expected: Vec<usize>,
         actual: Vec<usize>,
     },
+    #[error("case {case:?}: output {output:?} is {actual}, the interface declares {expected}")]
+    DType {
+        case: String,
+        output: String,
+        expected: crate::DType,
+        actual: crate::DType,
+    },
     #[error("case {case:?}: output {output:?} contains NaN or infinity at index {index}")]
     NotFinite {
         case: String,
@@ -151,6 +172,14 @@ pub enum Mismatch {
         actual: f64,
         abs: f64,
         rel: f64,
+    },
+    #[error("case {case:?}: output {output:?}[{index}] = {actual}, expected exactly {expected}")]
+    Exact {
+        case: String,
+        output: String,
+        index: usize,
+        expected: String,
+        actual: String,
     },
 }
 
@@ -177,8 +206,17 @@ impl HealthSpec {
             return Err(bad("p99_budget_ms must be a positive number".into()));
         }
         let tol_ok = |v: f64| v.is_finite() && v >= 0.0;
-        if !tol_ok(self.tolerance.abs) || !tol_ok(self.tolerance.rel) {
-            return Err(bad("tolerances must be finite and >= 0".into()));
+        for (output, tolerance) in
+            std::iter::once((&String::new(), &self.tolerance)).chain(&self.output_tolerances)
+        {
+            if !tol_ok(tolerance.abs) || !tol_ok(tolerance.rel) {
+                return Err(bad("tolerances must be finite and >= 0".into()));
+            }
+            if !output.is_empty() && interface.output(output).is_none() {
+                return Err(bad(format!(
+                    "output_tolerances names {output:?}, which is not an output"
+                )));
+            }
         }
         if self.cases.is_empty() || self.cases.len() > MAX_CASES {
             return Err(bad(format!("needs 1 to {MAX_CASES} golden cases")));
@@ -207,8 +245,24 @@ impl HealthSpec {
                 let spec = interface.input(name).ok_or_else(|| {
                     bad(format!("case {:?}: {name:?} is not an input", case.name))
                 })?;
-                if let GoldenInput::Values(tensor) = input {
-                    tensor.validate(name)?;
+                let dtype = match input {
+                    GoldenInput::Values(tensor) => {
+                        tensor.validate(name)?;
+                        tensor.dtype()
+                    }
+                    GoldenInput::Generated(g) => g.dtype,
+                };
+                if dtype != spec.dtype {
+                    return Err(bad(format!(
+                        "case {:?}: input {name:?} is {dtype}, the interface declares {}",
+                        case.name, spec.dtype
+                    )));
+                }
+                if matches!(input, GoldenInput::Generated(_)) && !dtype.is_float() {
+                    return Err(bad(format!(
+                        "case {:?}: input {name:?}: only float inputs can be generated; give {dtype} values",
+                        case.name
+                    )));
                 }
                 if !spec.accepts_shape(input.shape()) {
                     return Err(bad(format!(
@@ -223,69 +277,120 @@ impl HealthSpec {
                 return Err(bad(format!("case {:?} expects no outputs", case.name)));
             }
             for (name, tensor) in &case.expected {
-                interface.output(name).ok_or_else(|| {
+                let spec = interface.output(name).ok_or_else(|| {
                     bad(format!("case {:?}: {name:?} is not an output", case.name))
                 })?;
                 tensor.validate(name)?;
+                if tensor.dtype() != spec.dtype {
+                    return Err(bad(format!(
+                        "case {:?}: expected {name:?} is {}, the interface declares {}",
+                        case.name,
+                        tensor.dtype(),
+                        spec.dtype
+                    )));
+                }
             }
         }
         Ok(())
     }
 
-    /// Compares one case's actual outputs (name → shape, values) with its expected ones.
+    /// The tolerance a float output is judged with.
+    pub fn tolerance_of(&self, output: &str) -> Tolerance {
+        self.output_tolerances
+            .get(output)
+            .copied()
+            .unwrap_or(self.tolerance)
+    }
+
+    /// Compares one case's actual outputs with its expected ones.
     pub fn check_case(
         &self,
         case: &GoldenCase,
-        actual: &BTreeMap<String, (Vec<usize>, Vec<f64>)>,
+        actual: &BTreeMap<String, Tensor>,
     ) -> Result<(), Mismatch> {
         for (output, expected) in &case.expected {
-            let Some((shape, values)) = actual.get(output) else {
+            let Some(tensor) = actual.get(output) else {
                 return Err(Mismatch::MissingOutput {
                     case: case.name.clone(),
                     output: output.clone(),
                 });
             };
-            check_tensor(&case.name, output, expected, shape, values, self.tolerance)?;
+            check_tensor(
+                &case.name,
+                output,
+                expected,
+                tensor,
+                self.tolerance_of(output),
+            )?;
         }
         Ok(())
     }
 }
 
-/// Judges one output tensor: shape equal, every value finite and within tolerance.
+/// Judges one output tensor: type and shape equal; float values finite and within tolerance,
+/// every other type exactly equal.
 pub fn check_tensor(
     case: &str,
     output: &str,
     expected: &Tensor,
-    shape: &[usize],
-    values: &[f64],
+    actual: &Tensor,
     tolerance: Tolerance,
 ) -> Result<(), Mismatch> {
-    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+    if expected.dtype() != actual.dtype() {
+        return Err(Mismatch::DType {
+            case: case.into(),
+            output: output.into(),
+            expected: expected.dtype(),
+            actual: actual.dtype(),
+        });
+    }
+    let floats = expected.dtype().is_float();
+    if let Some(index) = actual.data.first_non_finite() {
         return Err(Mismatch::NotFinite {
             case: case.into(),
             output: output.into(),
             index,
         });
     }
-    if expected.shape != shape || values.len() != expected.data.len() {
+    if expected.shape != actual.shape || actual.data.len() != expected.data.len() {
         return Err(Mismatch::Shape {
             case: case.into(),
             output: output.into(),
             expected: expected.shape.clone(),
-            actual: shape.to_vec(),
+            actual: actual.shape.clone(),
         });
     }
-    for (index, (&e, &a)) in expected.data.iter().zip(values).enumerate() {
-        if !tolerance.accepts(e, a) {
-            return Err(Mismatch::Value {
-                case: case.into(),
-                output: output.into(),
-                index,
-                expected: e,
-                actual: a,
-                abs: tolerance.abs,
-                rel: tolerance.rel,
-            });
+    for index in 0..expected.data.len() {
+        if floats {
+            let (Some(e), Some(a)) = (expected.data.number(index), actual.data.number(index))
+            else {
+                continue;
+            };
+            if !tolerance.accepts(e, a) {
+                return Err(Mismatch::Value {
+                    case: case.into(),
+                    output: output.into(),
+                    index,
+                    expected: e,
+                    actual: a,
+                    abs: tolerance.abs,
+                    rel: tolerance.rel,
+                });
+            }
+        } else {
+            let (e, a) = (
+                expected.data.json_value(index),
+                actual.data.json_value(index),
+            );
+            if e != a {
+                return Err(Mismatch::Exact {
+                    case: case.into(),
+                    output: output.into(),
+                    index,
+                    expected: e.to_string(),
+                    actual: a.to_string(),
+                });
+            }
         }
     }
     Ok(())
@@ -306,7 +411,11 @@ mod tests {
     use super::*;
 
     fn t(shape: Vec<usize>, data: Vec<f64>) -> Tensor {
-        Tensor::new(crate::DType::Float32, shape, data).unwrap()
+        Tensor::new(
+            shape,
+            crate::TensorData::Float32(data.into_iter().map(|v| v as f32).collect()),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -316,8 +425,10 @@ mod tests {
             rel: 0.0,
         };
         let exp = t(vec![1, 2], vec![0.5, 0.5]);
-        assert!(check_tensor("c", "p", &exp, &[1, 2], &[0.5005, 0.4995], tol).is_ok());
-        let err = check_tensor("c", "p", &exp, &[1, 2], &[0.5, 0.51], tol).unwrap_err();
+        let near = t(vec![1, 2], vec![0.5005, 0.4995]);
+        assert!(check_tensor("c", "p", &exp, &near, tol).is_ok());
+        let far = t(vec![1, 2], vec![0.5, 0.51]);
+        let err = check_tensor("c", "p", &exp, &far, tol).unwrap_err();
         assert!(matches!(err, Mismatch::Value { index: 1, .. }), "{err}");
     }
 
@@ -329,7 +440,7 @@ mod tests {
         };
         let exp = t(vec![2], vec![0.0, 0.0]);
         for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            let err = check_tensor("c", "p", &exp, &[2], &[0.0, bad], tol).unwrap_err();
+            let err = check_tensor("c", "p", &exp, &t(vec![2], vec![0.0, bad]), tol).unwrap_err();
             assert_eq!(
                 err,
                 Mismatch::NotFinite {
@@ -346,9 +457,35 @@ mod tests {
         let tol = Tolerance { abs: 1.0, rel: 0.0 };
         let exp = t(vec![1, 2], vec![0.0, 0.0]);
         assert!(matches!(
-            check_tensor("c", "p", &exp, &[2, 1], &[0.0, 0.0], tol),
+            check_tensor("c", "p", &exp, &t(vec![2, 1], vec![0.0, 0.0]), tol),
             Err(Mismatch::Shape { .. })
         ));
+    }
+
+    #[test]
+    fn integers_bools_and_strings_match_exactly_whatever_the_tolerance() {
+        use crate::TensorData;
+        let tol = Tolerance {
+            abs: 10.0,
+            rel: 1.0,
+        };
+        let ints = |v: Vec<i64>| Tensor::new(vec![v.len()], TensorData::Int64(v)).unwrap();
+        assert!(check_tensor("c", "label", &ints(vec![1, 2]), &ints(vec![1, 2]), tol).is_ok());
+        let err =
+            check_tensor("c", "label", &ints(vec![1, 2]), &ints(vec![1, 3]), tol).unwrap_err();
+        assert!(matches!(err, Mismatch::Exact { index: 1, .. }), "{err}");
+        let words = |v: &[&str]| {
+            Tensor::new(
+                vec![v.len()],
+                TensorData::String(v.iter().map(|s| s.to_string()).collect()),
+            )
+            .unwrap()
+        };
+        assert!(check_tensor("c", "l", &words(&["a"]), &words(&["b"]), tol).is_err());
+        // A model that answers float where int64 was signed is wrong, however close the values.
+        let err =
+            check_tensor("c", "label", &ints(vec![1]), &t(vec![1], vec![1.0]), tol).unwrap_err();
+        assert!(matches!(err, Mismatch::DType { .. }), "{err}");
     }
 
     #[test]

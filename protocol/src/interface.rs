@@ -406,6 +406,16 @@ impl ModelInterface {
                 )));
             }
         }
+        if let Some(prediction) = &self.prediction {
+            let output = prediction.output();
+            if let Some(spec) = self.output(output).filter(|s| !s.dtype.is_float()) {
+                return Err(bad(format!(
+                    "prediction reads {output:?}, which is {}; scores and values must be floats \
+                     (read integer labels through /v2 infer)",
+                    spec.dtype
+                )));
+            }
+        }
         if let Some(PredictionSpec::Classification { output, labels }) = &self.prediction {
             let spec = self.output(output).ok_or_else(|| {
                 bad(format!(

@@ -24,4 +24,4 @@ pub mod topic;
 
 pub use error::Error;
 pub use ids::{DeviceId, MessageId, ModelName};
-pub use tensor::{DType, Tensor};
+pub use tensor::{DType, Tensor, TensorData};

@@ -68,10 +68,13 @@ fn api_predictions_equal_each_models_golden_vectors() {
                     .iter()
                     .map(|l| body["probabilities"][l].as_f64().unwrap())
                     .collect();
+                let expected: Vec<f64> = (0..expected.data.len())
+                    .map(|i| expected.data.number(i).unwrap())
+                    .collect();
                 close(
-                    &expected.data,
+                    &expected,
                     &actual,
-                    health.tolerance,
+                    health.tolerance_of(name),
                     &format!("{release} {}", case.name),
                 );
                 continue;
@@ -79,10 +82,7 @@ fn api_predictions_equal_each_models_golden_vectors() {
             let inputs: Vec<Value> = if case.features.is_empty() {
                 case.inputs
                     .iter()
-                    .map(|(n, input)| {
-                        let t = input.materialize(n).unwrap();
-                        json!({ "name": n, "shape": t.shape, "datatype": "FP32", "data": t.data })
-                    })
+                    .map(|(n, input)| input.materialize(n).unwrap().to_oip_json(n))
                     .collect()
             } else {
                 continue; // multi-row feature cases are covered by their tensor twin
@@ -98,18 +98,22 @@ fn api_predictions_equal_each_models_golden_vectors() {
                 .iter()
                 .find(|o| o["name"] == name.as_str())
                 .unwrap();
-            let actual: Vec<f64> = output["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
-            close(
-                &expected.data,
+            let actual = edgefleet_protocol::Tensor::from_json(
+                expected.dtype(),
+                serde_json::from_value(output["shape"].clone()).unwrap(),
+                &output["data"],
+                name,
+            )
+            .unwrap();
+            assert_eq!(output["datatype"], expected.dtype().kserve_name());
+            edgefleet_protocol::health::check_tensor(
+                &case.name,
+                name,
+                expected,
                 &actual,
-                health.tolerance,
-                &format!("{release} {}", case.name),
-            );
+                health.tolerance_of(name),
+            )
+            .unwrap_or_else(|e| panic!("{release}: {e}"));
         }
     }
 }
