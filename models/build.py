@@ -261,10 +261,21 @@ def run_ort(model: onnx.ModelProto, feeds: dict) -> dict:
     return dict(zip(names, sess.run(names, feeds)))
 
 
+DTYPES = {np.dtype("float32"): "float32", np.dtype("float64"): "float64", np.dtype("float16"): "float16",
+          np.dtype("int64"): "int64", np.dtype("int32"): "int32", np.dtype("int8"): "int8",
+          np.dtype("uint8"): "uint8", np.dtype("bool"): "bool"}
+
+
 def tensor_json(a: np.ndarray) -> dict:
+    """A golden tensor in its own type: floats as floats, integers and bools exactly."""
     a = np.asarray(a)
-    dtype = {np.dtype("float32"): "float32", np.dtype("int64"): "int64"}[a.dtype]
-    return {"dtype": dtype, "shape": list(a.shape), "data": [float(v) for v in a.reshape(-1).tolist()]}
+    if a.dtype.kind in "OUS":
+        return {"dtype": "string", "shape": list(a.shape), "data": [str(v) for v in a.reshape(-1).tolist()]}
+    dtype = DTYPES[a.dtype]
+    values = a.reshape(-1).tolist()
+    if a.dtype.kind == "f":
+        values = [float(v) for v in values]
+    return {"dtype": dtype, "shape": list(a.shape), "data": values}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -716,6 +727,203 @@ onnxruntime's outputs on two seeded pseudo-random images (`uniform_seed`).
     return {"1.0.0": {"parameters": params}}
 
 
+# ---------------------------------------------------------------------------------------------
+# What people actually export: a scikit-learn pipeline through skl2onnx (int64 labels), a token-id
+# text encoder (int64 inputs, bool output), a detector with dynamic height and width.
+
+
+def build_iris_sklearn(out_root) -> dict:
+    """LogisticRegression exported by skl2onnx as it comes (ai.onnx.ml LinearClassifier): an int64
+    `label` next to float `probabilities`, raw measurements in (no feature scaling outside the
+    graph). ZipMap is turned off: its sequence-of-maps output is not a tensor."""
+    from skl2onnx import to_onnx
+
+    data = load_iris()
+    names = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
+    labels = [str(t) for t in data.target_names]
+    x_raw, y = data.data.astype(np.float32), data.target
+    xtr, xte, ytr, yte = train_test_split(x_raw, y, test_size=0.3, random_state=SEED, stratify=y)
+    clf = LogisticRegression(C=1.0, max_iter=2000, random_state=SEED).fit(xtr, ytr)
+    model = to_onnx(clf, xtr[:1], options={id(clf): {"zipmap": False}},
+                    target_opset={"": OPSET, "ai.onnx.ml": 3})
+    model.ir_version = IR_VERSION
+    model.producer_name, model.producer_version = "skl2onnx", "1.20.0"
+    onnx.checker.check_model(model, full_check=True)
+    out = run_ort(model, {"X": xte})
+    acc = round(float(accuracy_score(yte, out["label"])), 4)
+    features = [{"kind": "numeric", "name": n} for n in names]
+    pick = xte[[0, 7, 14, 21, 28, 35]]
+    cases = []
+    for i in range(len(pick)):
+        x = pick[i:i + 1]
+        o = run_ort(model, {"X": x})
+        cases.append({"name": f"flower-{i}", "inputs": {"X": tensor_json(x)},
+                      "expected": {"label": tensor_json(o["label"]), "probabilities": tensor_json(o["probabilities"])}})
+    o = run_ort(model, {"X": pick})
+    cases.append({"name": "batch", "inputs": {"X": tensor_json(pick)},
+                  "expected": {"label": tensor_json(o["label"]), "probabilities": tensor_json(o["probabilities"])}})
+    row = dict(zip(names, map(float, pick[0])))
+    cases.append({"name": "features", "features": [row],
+                  "expected": {"label": tensor_json(run_ort(model, {"X": pick[:1]})["label"])}})
+    interface = {
+        "inputs": [{"name": "X", "dtype": "float32", "shape": [-1, 4]}],
+        "outputs": [{"name": "label", "dtype": "int64", "shape": [-1]},
+                    {"name": "probabilities", "dtype": "float32", "shape": [-1, 3]}],
+        "features": {"input": "X", "features": features},
+        "prediction": {"task": "classification", "output": "probabilities", "labels": labels},
+    }
+    health = {"warmup_runs": 3, "latency_runs": 100, "p99_budget_ms": 2.0,
+              "tolerance": {"abs": 1e-5, "rel": 1e-4}, "cases": cases}
+    card = f"""# iris-sklearn 1.0.0
+
+**Intended use.** A scikit-learn model exactly as `skl2onnx` exports it, so the device is tested on
+what data scientists hand over: the `ai.onnx.ml` LinearClassifier operator and an int64 `label`
+output beside the float `probabilities`.
+
+**Data.** scikit-learn's iris (150 flowers), stratified 70/30 split (seed {SEED}).
+
+**Model.** `LogisticRegression(C=1.0)` on raw measurements, converted with skl2onnx 1.20.0
+(`zipmap=False`). Golden vectors hold the label (compared exactly) and the probabilities.
+
+**Metrics (30% held out, {len(yte)} flowers).** accuracy {acc:.4f}.
+
+**Limits.** Knows three species.
+"""
+    write_version(os.path.join(out_root, "iris-sklearn", "1.0.0"), model=model, name="iris-sklearn",
+                  version="1.0.0", sequence=1, interface=interface, health=health, baseline=None, card=card)
+    return {"1.0.0": {"accuracy": acc, "test_rows": len(yte)}}
+
+
+TEXT_VOCAB, TEXT_DIM = 1000, 32
+
+
+def build_text_encoder(out_root) -> dict:
+    """A BERT-shaped front: int64 token ids and attention mask of any batch and sequence length,
+    an embedding lookup, mask-weighted mean pooling and a two-way head. Outputs float
+    probabilities, the int64 argmax and a bool saying whether the row had any token."""
+    rng = np.random.default_rng(SEED + 11)
+    emb = rng.normal(0.0, 1.0, (TEXT_VOCAB, TEXT_DIM))
+    w = rng.normal(0.0, 1.0 / math.sqrt(TEXT_DIM), (TEXT_DIM, 2))
+    b = np.zeros(2)
+    i64 = lambda name, v: numpy_helper.from_array(np.asarray(v, dtype=np.int64), name)
+    nodes = [
+        helper.make_node("Gather", ["embedding", "input_ids"], ["tokens"], axis=0),
+        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mask", "axis2"], ["mask3"]),
+        helper.make_node("Mul", ["tokens", "mask3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+        helper.make_node("ReduceSum", ["mask", "axis1"], ["count"], keepdims=1),
+        helper.make_node("Max", ["count", "one"], ["safe_count"]),
+        helper.make_node("Div", ["summed", "safe_count"], ["pooled"]),
+        helper.make_node("Gemm", ["pooled", "W", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+        helper.make_node("Greater", ["count", "zero"], ["any3"]),
+        helper.make_node("Squeeze", ["any3", "axis1"], ["has_tokens"]),
+    ]
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2]),
+         helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+         helper.make_tensor_value_info("has_tokens", TensorProto.BOOL, ["batch"])],
+        [f32("embedding", emb), f32("W", w), f32("B", b), i64("axis1", [1]), i64("axis2", [2]),
+         f32("one", [1.0]), f32("zero", [0.0])],
+        "text_encoder",
+    )
+    trng = np.random.default_rng(SEED + 12)
+    cases = []
+    for name, batch, seq, pad in [("one-sentence", 1, 8, 2), ("batch-of-three", 3, 13, 5), ("long", 1, 64, 0)]:
+        ids = trng.integers(1, TEXT_VOCAB, (batch, seq)).astype(np.int64)
+        mask = np.ones((batch, seq), dtype=np.int64)
+        if pad:
+            ids[-1, seq - pad:] = 0
+            mask[-1, seq - pad:] = 0
+        if name == "batch-of-three":
+            mask[0, :] = 0  # an empty row: has_tokens false, probabilities of the bias alone
+        o = run_ort(model, {"input_ids": ids, "attention_mask": mask})
+        cases.append({"name": name, "inputs": {"input_ids": tensor_json(ids), "attention_mask": tensor_json(mask)},
+                      "expected": {k: tensor_json(v) for k, v in o.items()}})
+    interface = {
+        "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [-1, -1]},
+                   {"name": "attention_mask", "dtype": "int64", "shape": [-1, -1]}],
+        "outputs": [{"name": "probabilities", "dtype": "float32", "shape": [-1, 2]},
+                    {"name": "label", "dtype": "int64", "shape": [-1]},
+                    {"name": "has_tokens", "dtype": "bool", "shape": [-1]}],
+    }
+    health = {"warmup_runs": 2, "latency_runs": 20, "p99_budget_ms": 5.0,
+              "tolerance": {"abs": 1e-5, "rel": 1e-4}, "cases": cases}
+    card = f"""# text-encoder 1.0.0
+
+**Intended use.** Stands for the token-id text models (BERT and kin) customers export: int64
+`input_ids` and `attention_mask` of any batch size and sequence length.
+
+**Data.** None: a {TEXT_VOCAB}-token embedding table and a two-way head with fixed-seed weights
+({SEED}); the predictions mean nothing, the interface and operators are real.
+
+**Model.** Gather, Cast, Unsqueeze, Mul, ReduceSum, Max, Div, Gemm, Softmax, ArgMax, Greater,
+Squeeze (opset {OPSET}). Outputs: `probabilities` (float32), `label` (int64, compared exactly),
+`has_tokens` (bool, compared exactly).
+
+**Limits.** Token ids must be below {TEXT_VOCAB}.
+"""
+    write_version(os.path.join(out_root, "text-encoder", "1.0.0"), model=model, name="text-encoder",
+                  version="1.0.0", sequence=1, interface=interface, health=health, baseline=None, card=card)
+    return {"1.0.0": {"vocabulary": TEXT_VOCAB, "width": TEXT_DIM}}
+
+
+def build_detector(out_root) -> dict:
+    """A detector-shaped graph over images of any height and width: Conv, Relu, MaxPool and a
+    1x1 Conv head giving 4 box offsets and 2 class scores per cell of a stride-2 grid. The
+    exporter's shape hints (value_info from shape inference, with named dims) are kept, as
+    torch.onnx leaves them."""
+    rng = np.random.default_rng(SEED + 21)
+    w1 = rng.normal(0.0, math.sqrt(2.0 / 27), (8, 3, 3, 3))
+    w2 = rng.normal(0.0, math.sqrt(2.0 / 8), (6, 8, 1, 1))
+    nodes = [
+        helper.make_node("Conv", ["images", "W1", "B1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "W2", "B2"], ["heads"], kernel_shape=[1, 1]),
+    ]
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("heads", TensorProto.FLOAT, ["batch", 6, "grid_h", "grid_w"])],
+        [f32("W1", w1), f32("B1", np.zeros(8)), f32("W2", w2), f32("B2", np.zeros(6))],
+        "detector",
+    )
+    model = onnx.shape_inference.infer_shapes(model)
+    cases = []
+    for i, (h, w) in enumerate([(64, 96), (128, 128), (40, 200)]):
+        shape = [1, 3, h, w]
+        x = uniform_fill(SEED + 30 + i, int(np.prod(shape))).reshape(shape)
+        y = run_ort(model, {"images": x})["heads"]
+        cases.append({"name": f"image-{h}x{w}", "inputs": {"images": {"dtype": "float32", "shape": shape, "uniform_seed": SEED + 30 + i}},
+                      "expected": {"heads": tensor_json(y)}})
+    interface = {"inputs": [{"name": "images", "dtype": "float32", "shape": [-1, 3, -1, -1]}],
+                 "outputs": [{"name": "heads", "dtype": "float32", "shape": [-1, 6, -1, -1]}]}
+    health = {"warmup_runs": 2, "latency_runs": 10, "p99_budget_ms": 50.0,
+              "tolerance": {"abs": 1e-5, "rel": 1e-4}, "cases": cases}
+    card = f"""# detector 1.0.0
+
+**Intended use.** Stands for the detection models (YOLO-style heads) customers run on camera
+frames of whatever size the camera gives: height and width are dynamic.
+
+**Data.** None: fixed-seed weights ({SEED}); the boxes mean nothing, the shapes are real.
+
+**Model.** Conv 3x3, Relu, MaxPool 2x2, Conv 1x1 (opset {OPSET}) giving a [batch, 6, H/2, W/2]
+grid; the exporter's value_info shape hints are kept. Golden vectors at 64x96, 128x128, 40x200.
+
+**Limits.** Height and width must be even.
+"""
+    write_version(os.path.join(out_root, "detector", "1.0.0"), model=model, name="detector",
+                  version="1.0.0", sequence=1, interface=interface, health=health, baseline=None, card=card)
+    return {"1.0.0": {"parameters": int(w1.size + w2.size + 14)}}
+
+
+
 def build_zoo(out_root):
     for name in ["resnet50", "shufflenet", "squeezenet"]:
         model = materialize_zoo(name)
@@ -729,7 +937,9 @@ def build_zoo(out_root):
 
 
 def build_all(out_root):
-    metrics = {"churn": build_churn(out_root), "iris": build_iris(out_root), "vision": build_vision(out_root)}
+    metrics = {"churn": build_churn(out_root), "iris": build_iris(out_root), "vision": build_vision(out_root),
+               "iris-sklearn": build_iris_sklearn(out_root), "text-encoder": build_text_encoder(out_root),
+               "detector": build_detector(out_root)}
     write_json(os.path.join(out_root, "metrics.json"), metrics)
     return metrics
 

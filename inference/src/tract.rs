@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use edgefleet_protocol::DType;
 use edgefleet_protocol::interface::ModelInterface;
 use tract_onnx::WithOnnx;
+use tract_onnx::tract_hir::internal::Factoid;
 use tract_onnx::prelude::*;
 
 use crate::{Error, Inputs, Loaded, LoadedModel, Outputs, TensorData, check_inputs};
@@ -45,10 +46,18 @@ impl crate::Runtime for TractRuntime {
 
 /// The ONNX graph of an artifact. A file is mapped, not read: its pages are touched only as the
 /// parser reads them, and the bytes are not copied into the heap before tract takes the tensors.
+///
+/// Exporters' shape hints (`value_info`, output shapes) are ignored: tract derives every shape
+/// from the operators, and a hint naming its own symbol for a derived dimension (YOLOv8's
+/// anchors, a detector's grid) would otherwise contradict the derivation and fail the load that
+/// onnxruntime, which treats hints as hints, accepts.
 fn parsed(artifact: crate::Artifact<'_>) -> Result<InferenceModel, Error> {
+    let onnx = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .with_ignore_output_shapes(true);
     match artifact {
-        crate::Artifact::Bytes(bytes) => tract_onnx::onnx().model_for_read(&mut Cursor::new(bytes)),
-        crate::Artifact::File { path, .. } => tract_onnx::onnx().model_for_path(path),
+        crate::Artifact::Bytes(bytes) => onnx.model_for_read(&mut Cursor::new(bytes)),
+        crate::Artifact::File { path, .. } => onnx.model_for_path(path),
     }
     .map_err(|e| load_err(format!("{e:#}")))
 }
@@ -227,8 +236,12 @@ fn load_err(detail: String) -> Error {
 }
 
 /// Parses the ONNX graph, fixes its input facts from the signed interface (matched by name, so
-/// shapes are checked and the optimizer can specialise; dynamic dimensions share one batch
-/// symbol) and declutters it. Returns the graph's input names in order.
+/// types and shapes are checked and the optimizer can specialise) and declutters it. Returns the
+/// graph's input names in order.
+///
+/// A dynamic dimension keeps the symbol the graph names it by (`dim_param`: `batch`, `sequence`,
+/// `height`), so that inputs sharing a name share a size and the others vary on their own; an
+/// unnamed one is `batch` on the first axis and a symbol of its own elsewhere.
 fn decluttered(
     mut model: InferenceModel,
     interface: &ModelInterface,
@@ -251,15 +264,22 @@ fn decluttered(
         let spec = interface
             .input(name)
             .ok_or_else(|| load_err(format!("graph input {name:?} is not in the interface")))?;
+        let graph_dims: Vec<Option<TDim>> = model
+            .input_fact(index)
+            .map_err(|e| load_err(format!("{e:#}")))?
+            .shape
+            .dims()
+            .map(|d| d.concretize())
+            .collect();
         let dims: TVec<TDim> = spec
             .shape
             .iter()
-            .map(|&d| {
-                if d < 0 {
-                    TDim::Sym(batch.clone())
-                } else {
-                    TDim::Val(d)
-                }
+            .enumerate()
+            .map(|(axis, &d)| match graph_dims.get(axis) {
+                _ if d >= 0 => TDim::Val(d),
+                Some(Some(named @ TDim::Sym(_))) => named.clone(),
+                _ if axis == 0 => TDim::Sym(batch.clone()),
+                _ => TDim::Sym(model.sym(&format!("{name}_{axis}"))),
             })
             .collect();
         model

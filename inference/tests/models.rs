@@ -25,7 +25,14 @@ fn check(dir: &str) -> Result<health::HealthReport, HealthFailure> {
 
 #[test]
 fn every_good_model_passes_its_golden_vectors_on_tract() {
-    for dir in ["churn/1.0.0", "churn/2.0.0", "iris/1.0.0"] {
+    for dir in [
+        "churn/1.0.0",
+        "churn/2.0.0",
+        "iris/1.0.0",
+        "iris-sklearn/1.0.0",
+        "text-encoder/1.0.0",
+        "detector/1.0.0",
+    ] {
         // Two cores shared with the rest of the test suite: judge latency against a budget ten
         // times wider, as the agent's `limits.latency_budget_factor` does on a slow board.
         let (bytes, mut meta) = release(dir);
@@ -33,7 +40,10 @@ fn every_good_model_passes_its_golden_vectors_on_tract() {
         let loaded = TractRuntime.load(&bytes, &meta.interface).unwrap();
         let report = health::check(loaded.model.as_ref(), &meta.interface, &meta.health)
             .unwrap_or_else(|e| panic!("{dir}: {e}"));
-        assert_eq!(report.timed_runs, 100, "{dir}");
+        assert_eq!(
+            report.timed_runs, meta.health.latency_runs as usize,
+            "{dir}"
+        );
     }
 }
 

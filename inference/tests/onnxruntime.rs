@@ -44,6 +44,9 @@ fn every_model_passes_its_golden_vectors_on_onnxruntime() {
         "churn/2.0.0",
         "iris/1.0.0",
         "vision/1.0.0",
+        "iris-sklearn/1.0.0",
+        "text-encoder/1.0.0",
+        "detector/1.0.0",
         "bad/unsupported-op",
     ] {
         let (bytes, mut meta) = release(dir);
