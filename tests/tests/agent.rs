@@ -24,17 +24,34 @@ fn close(expected: &[f64], actual: &[f64], tol: Tolerance, what: &str) {
 }
 
 #[test]
-fn api_predictions_equal_each_models_golden_vectors() {
+fn api_predictions_equal_each_models_golden_vectors_on_each_back_end() {
+    for runtime in ["tract", "onnxruntime"] {
+        api_predictions_equal_golden_vectors(runtime);
+    }
+}
+
+fn api_predictions_equal_golden_vectors(runtime: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let op = Operator::new(&tmp.path().join("operator"));
-    for release in ["churn/2.0.0", "iris/1.0.0", "vision/1.0.0"] {
+    let releases = [
+        "churn/2.0.0",
+        "iris/1.0.0",
+        "vision/1.0.0",
+        "iris-sklearn/1.0.0",
+        "text-encoder/1.0.0",
+        "detector/1.0.0",
+    ];
+    for release in releases {
         op.push(release);
     }
     let agent = AgentProcess::start(
         tmp.path(),
         &tmp.path().join("data"),
         &op.trusted_root(),
-        "",
+        &format!(
+            "[inference]\nruntime = \"{runtime}\"\nonnxruntime_library = \"{}\"\n",
+            onnxruntime_library().display()
+        ),
         &[],
     );
     let out = agent.install(&op.repo(), None);
@@ -44,76 +61,98 @@ fn api_predictions_equal_each_models_golden_vectors() {
         String::from_utf8_lossy(&out.stderr),
         agent.log_text()
     );
+    for served in agent.models()["models"].as_array().unwrap() {
+        assert_eq!(served["runtime"], runtime, "{served}");
+    }
 
-    for release in ["churn/2.0.0", "iris/1.0.0", "vision/1.0.0"] {
+    for release in releases {
         let model = release.split('/').next().unwrap();
         let health: HealthSpec = read(release, "health.json");
         let interface: ModelInterface = read(release, "interface.json");
         for case in &health.cases {
-            let (name, expected) = case.expected.iter().next().unwrap();
             if case.features.len() == 1 {
-                let (status, body) = post_json(
-                    &agent.url(&format!("/v1/models/{model}:predict")),
-                    &Value::Object(case.features[0].clone()),
-                );
-                assert_eq!(status, 200, "{body}");
-                let labels = match interface.prediction.as_ref().unwrap() {
-                    edgefleet_protocol::interface::PredictionSpec::Classification {
-                        labels,
-                        ..
-                    } => labels.clone(),
-                    _ => unreachable!(),
-                };
-                let actual: Vec<f64> = labels
-                    .iter()
-                    .map(|l| body["probabilities"][l].as_f64().unwrap())
-                    .collect();
-                let expected: Vec<f64> = (0..expected.data.len())
-                    .map(|i| expected.data.number(i).unwrap())
-                    .collect();
-                close(
-                    &expected,
-                    &actual,
-                    health.tolerance_of(name),
-                    &format!("{release} {}", case.name),
-                );
+                check_predict(&agent, model, release, &interface, &health, case);
                 continue;
             }
-            let inputs: Vec<Value> = if case.features.is_empty() {
-                case.inputs
-                    .iter()
-                    .map(|(n, input)| input.materialize(n).unwrap().to_oip_json(n))
-                    .collect()
-            } else {
+            if !case.features.is_empty() {
                 continue; // multi-row feature cases are covered by their tensor twin
-            };
+            }
+            let inputs: Vec<Value> = case
+                .inputs
+                .iter()
+                .map(|(n, input)| input.materialize(n).unwrap().to_oip_json(n))
+                .collect();
             let (status, body) = post_json(
                 &agent.url(&format!("/v2/models/{model}/infer")),
                 &json!({ "inputs": inputs }),
             );
             assert_eq!(status, 200, "{release} {}: {body}", case.name);
-            let output = body["outputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|o| o["name"] == name.as_str())
+            for (name, expected) in &case.expected {
+                let output = body["outputs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|o| o["name"] == name.as_str())
+                    .unwrap();
+                assert_eq!(output["datatype"], expected.dtype().kserve_name());
+                let actual = edgefleet_protocol::Tensor::from_json(
+                    expected.dtype(),
+                    serde_json::from_value(output["shape"].clone()).unwrap(),
+                    &output["data"],
+                    name,
+                )
                 .unwrap();
-            let actual = edgefleet_protocol::Tensor::from_json(
-                expected.dtype(),
-                serde_json::from_value(output["shape"].clone()).unwrap(),
-                &output["data"],
-                name,
-            )
-            .unwrap();
-            assert_eq!(output["datatype"], expected.dtype().kserve_name());
-            edgefleet_protocol::health::check_tensor(
-                &case.name,
-                name,
-                expected,
+                edgefleet_protocol::health::check_tensor(
+                    &case.name,
+                    name,
+                    expected,
+                    &actual,
+                    health.tolerance_of(name),
+                )
+                .unwrap_or_else(|e| panic!("{release}: {e}"));
+            }
+        }
+    }
+}
+
+/// A one-row feature case through `:predict`: the probabilities match the golden scores, or the
+/// label the golden integer label names.
+fn check_predict(
+    agent: &AgentProcess,
+    model: &str,
+    release: &str,
+    interface: &ModelInterface,
+    health: &HealthSpec,
+    case: &edgefleet_protocol::health::GoldenCase,
+) {
+    let (status, body) = post_json(
+        &agent.url(&format!("/v1/models/{model}:predict")),
+        &Value::Object(case.features[0].clone()),
+    );
+    assert_eq!(status, 200, "{body}");
+    let Some(edgefleet_protocol::interface::PredictionSpec::Classification { labels, output }) =
+        interface.prediction.as_ref()
+    else {
+        unreachable!("the tabular models are classifiers")
+    };
+    for (name, expected) in &case.expected {
+        if name == output {
+            let actual: Vec<f64> = labels
+                .iter()
+                .map(|l| body["probabilities"][l].as_f64().unwrap())
+                .collect();
+            let expected: Vec<f64> = (0..expected.data.len())
+                .map(|i| expected.data.number(i).unwrap())
+                .collect();
+            close(
+                &expected,
                 &actual,
                 health.tolerance_of(name),
-            )
-            .unwrap_or_else(|e| panic!("{release}: {e}"));
+                &format!("{release} {}", case.name),
+            );
+        } else {
+            let index = expected.data.number(0).unwrap() as usize;
+            assert_eq!(body["prediction"], labels[index].as_str(), "{release} {name}");
         }
     }
 }
