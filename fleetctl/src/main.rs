@@ -792,14 +792,33 @@ struct ReleaseArgs {
     /// still needs a higher sequence; the version it goes back from is recorded in the target.
     #[arg(long)]
     allow_downgrade: bool,
+    /// Sign without checking interface.json against the model's graph (names, element types,
+    /// ranks, fixed dims). Devices still refuse a model that does not fit; this exists to test
+    /// that they do, and for a graph this check misreads.
+    #[arg(long)]
+    skip_graph_check: bool,
 }
 
 impl ReleaseArgs {
+    /// Checks the release against its graph, then settles its floor and downgrade fields
+    /// against what is already signed.
     fn settle(
         &self,
         current: &tough::schema::Targets,
         release: &mut operator::ReleaseDir,
     ) -> anyhow::Result<()> {
+        if self.skip_graph_check {
+            eprintln!(
+                "warning: interface.json was not checked against the graph (--skip-graph-check)"
+            );
+        } else {
+            let graph = edgefleet_onnx_graph::read(&release.artifact)
+                .context("reading model.onnx's inputs and outputs")?;
+            let notes = edgefleet_onnx_graph::check(&graph, &release.meta.interface)?;
+            for note in notes.0 {
+                eprintln!("note: {note}");
+            }
+        }
         operator::settle_release(current, release, self.floor_policy, self.allow_downgrade)?;
         Ok(())
     }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use edgefleet_protocol::DType;
 use edgefleet_protocol::interface::ModelInterface;
 use tract_onnx::WithOnnx;
-use tract_onnx::tract_hir::internal::Factoid;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::internal::Factoid;
 
 use crate::{Error, Inputs, Loaded, LoadedModel, Outputs, TensorData, check_inputs};
 

@@ -124,7 +124,17 @@ impl Operator {
 
     /// Pushes a release directory under `models/` (e.g. `churn/2.0.0`); returns its target name.
     pub fn push(&self, release: &str) -> String {
-        let out = run_ok(self.fleetctl().arg("push").arg(models_dir().join(release)));
+        self.push_with(release, &[])
+    }
+
+    /// [`Operator::push`] with more `fleetctl push` flags (`--skip-graph-check`).
+    pub fn push_with(&self, release: &str, flags: &[&str]) -> String {
+        let out = run_ok(
+            self.fleetctl()
+                .arg("push")
+                .args(flags)
+                .arg(models_dir().join(release)),
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         stdout
             .split_whitespace()
