@@ -101,6 +101,17 @@ pub struct Agent {
     install_lock: tokio::sync::Mutex<()>,
     /// Probations running, by model: how long each has served (see `probation_watch`).
     probations: std::sync::Mutex<std::collections::HashMap<String, probation_watch::Clock>>,
+    /// The last candidate refused per model since start, with how each back-end fared, until a
+    /// later install of that model succeeds (`GET /v1/models` shows it).
+    refused: std::sync::Mutex<std::collections::HashMap<String, Refused>>,
+}
+
+/// A candidate the device refused, and each back-end's trial of it.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub target: String,
+    pub reason: String,
+    pub trials: Vec<edgefleet_inference::select::Trial>,
 }
 
 mod probation_watch;
@@ -147,6 +158,7 @@ impl Agent {
             engine,
             install_lock: tokio::sync::Mutex::new(()),
             probations: std::sync::Mutex::default(),
+            refused: std::sync::Mutex::default(),
         });
         // One model that does not load must not keep the others from serving.
         for model in agent.store.model_names()? {
@@ -225,9 +237,19 @@ impl Agent {
             engine.load_artifact(artifact, &chooser.interface, &spec, chooser.runtime)
         })
         .await?
-        .map_err(|e| InstallError::Rejected {
-            target: version.target.clone(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            if let edgefleet_inference::Error::NoRuntimePassed { trials } = &e {
+                self.remember_refused(
+                    version.meta.model.as_str(),
+                    &version.target,
+                    e.to_string(),
+                    trials.clone(),
+                );
+            }
+            InstallError::Rejected {
+                target: version.target.clone(),
+                reason: e.to_string(),
+            }
         })?;
         let load_ms = selected.loaded.load_time.as_secs_f64() * 1e3;
         info!(
@@ -442,6 +464,16 @@ impl Agent {
         let report: HealthReport = match report {
             Ok(r) => r,
             Err(e) => {
+                // The one back-end that loaded it failed the check: that is its trial's outcome.
+                let trials = slot
+                    .trials
+                    .iter()
+                    .map(|t| edgefleet_inference::select::Trial {
+                        outcome: edgefleet_inference::select::TrialOutcome::Failed(e.to_string()),
+                        ..t.clone()
+                    })
+                    .collect();
+                self.remember_refused(&model, &version.target, e.to_string(), trials);
                 return Err(self
                     .reject(&model, &version.target, format!("health check failed: {e}"))
                     .await);
@@ -449,6 +481,9 @@ impl Agent {
         };
 
         self.transition(&model, Event::Activated, None).await?;
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.remove(&model);
+        }
         let previous = self.put_in_service(&model, slot.clone());
         self.notify(
             &model,
@@ -471,8 +506,48 @@ impl Agent {
         })
     }
 
+    /// Records a refused candidate's trials (the reason is completed by [`Agent::reject`]).
+    fn remember_refused(
+        &self,
+        model: &str,
+        target: &str,
+        reason: String,
+        trials: Vec<edgefleet_inference::select::Trial>,
+    ) {
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.insert(
+                model.to_string(),
+                Refused {
+                    target: target.to_string(),
+                    reason,
+                    trials,
+                },
+            );
+        }
+    }
+
+    /// The last candidate of `model` refused since start, if no install succeeded after it.
+    pub fn refused(&self, model: &str) -> Option<Refused> {
+        self.refused.lock().ok()?.get(model).cloned()
+    }
+
     async fn reject(&self, model: &str, target: &str, reason: String) -> InstallError {
         warn!(model, target, reason, "candidate rejected");
+        if let Ok(mut refused) = self.refused.lock() {
+            let trials = refused
+                .remove(model)
+                .filter(|r| r.target == target)
+                .map(|r| r.trials)
+                .unwrap_or_default();
+            refused.insert(
+                model.to_string(),
+                Refused {
+                    target: target.to_string(),
+                    reason: reason.clone(),
+                    trials,
+                },
+            );
+        }
         if let Err(e) = self
             .transition(model, Event::Failed, Some(reason.clone()))
             .await

@@ -41,6 +41,9 @@ pub enum Error {
     Input { name: String, detail: String },
     #[error(transparent)]
     Protocol(#[from] edgefleet_protocol::Error),
+    /// Every back-end was tried and none passed; each one's reason is kept.
+    #[error("no runtime passed: {}", select::reasons(.trials))]
+    NoRuntimePassed { trials: Vec<select::Trial> },
 }
 
 pub use edgefleet_protocol::{DType, Tensor, TensorData};

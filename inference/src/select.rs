@@ -3,9 +3,8 @@
 //! `auto` loads the model on every available back-end, runs the full health check on each
 //! (golden vectors within tolerance, no NaN, p99 within budget) and keeps the one with the lowest
 //! p50 among those that pass. A back-end that cannot load the model, answers wrongly or is too
-//! slow is simply not chosen. When none passes, the first that loads it is handed on, and the
-//! install pipeline's health check refuses it with its usual verdict; when none loads it, the
-//! error gives every back-end's reason. `tract` or `onnxruntime` (from the target's metadata, else the device's default) pins
+//! slow is simply not chosen. When none passes, the error keeps every back-end's trial and
+//! reason, so the operator sees why each one refused, not just the first. `tract` or `onnxruntime` (from the target's metadata, else the device's default) pins
 //! the back-end: a device without it refuses the model rather than serve it on something the
 //! publisher ruled out.
 
@@ -173,36 +172,21 @@ impl Engine {
                 }),
             }
         }
-        if let Some((loaded, _)) = best {
-            return Ok(Selected { loaded, trials });
-        }
-        // Nothing passed: hand over the first back-end that loads it, so the install pipeline's
-        // own health check rejects it with its usual, specific verdict.
-        let first_loaded = self
-            .runtimes
-            .iter()
-            .filter(|r| {
-                trials
-                    .iter()
-                    .any(|t| t.runtime == r.name() && t.load_ms.is_some())
-            })
-            .find_map(|r| r.load_artifact(bytes, interface).ok());
-        match first_loaded {
-            Some(loaded) => Ok(Selected { loaded, trials }),
-            None => Err(Error::Load {
-                runtime: "engine",
-                detail: format!(
-                    "no runtime passed: {}",
-                    trials
-                        .iter()
-                        .map(|t| match &t.outcome {
-                            TrialOutcome::Failed(why) => format!("{}: {why}", t.runtime),
-                            TrialOutcome::Passed { .. } | TrialOutcome::Unmeasured => String::new(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-            }),
+        match best {
+            Some((loaded, _)) => Ok(Selected { loaded, trials }),
+            None => Err(Error::NoRuntimePassed { trials }),
         }
     }
+}
+
+/// `tract: why; onnxruntime: why` for the trials that failed.
+pub(crate) fn reasons(trials: &[Trial]) -> String {
+    trials
+        .iter()
+        .filter_map(|t| match &t.outcome {
+            TrialOutcome::Failed(why) => Some(format!("{}: {why}", t.runtime)),
+            TrialOutcome::Passed { .. } | TrialOutcome::Unmeasured => None,
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

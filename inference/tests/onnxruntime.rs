@@ -161,6 +161,31 @@ fn a_model_only_onnxruntime_can_load_is_served_by_it() {
 }
 
 #[test]
+fn when_no_back_end_passes_the_error_keeps_every_ones_reason() {
+    // NaN on both: each trial fails on its own golden vectors.
+    let (bytes, meta) = release("bad/nan");
+    let err = both()
+        .load(&bytes, &meta.interface, &meta.health, None)
+        .unwrap_err();
+    let Error::NoRuntimePassed { trials } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(trials.len(), 2, "{trials:?}");
+    let text = err.to_string();
+    assert!(text.contains("tract: golden vectors"), "{text}");
+    assert!(text.contains("onnxruntime: golden vectors"), "{text}");
+    // One cannot load it, the other loads it and is too slow: both reasons again.
+    let (bytes, mut meta) = release("bad/unsupported-op");
+    meta.health.p99_budget_ms = 1e-9;
+    let err = both()
+        .load(&bytes, &meta.interface, &meta.health, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tract: tract could not load"), "{err}");
+    assert!(err.contains("onnxruntime: p99 latency"), "{err}");
+}
+
+#[test]
 fn a_pinned_runtime_is_used_without_measuring() {
     let (bytes, meta) = release("iris/1.0.0");
     for (preference, name) in [

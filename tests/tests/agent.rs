@@ -768,6 +768,44 @@ fn with_onnxruntime_the_agent_serves_a_model_only_it_can_load_and_says_why() {
     assert_eq!(body["runtime"], "onnxruntime", "{body}");
 }
 
+/// A candidate neither back-end serves: the refusal gives both reasons, and the model list keeps
+/// the refused candidate with each back-end's trial while the active version serves on.
+#[test]
+fn a_candidate_no_back_end_passes_is_refused_with_every_back_ends_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let good = op.push("churn/2.0.0");
+    let nan = op.push("bad/nan");
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        &format!(
+            "[probation]\nwindow_seconds = 1\n[inference]\nonnxruntime_library = \"{}\"\n",
+            onnxruntime_library().display()
+        ),
+        &[],
+    );
+    assert!(agent.install(&op.repo(), Some(&good)).status.success());
+    agent.wait_state("churn", &["committed"], Duration::from_secs(20));
+    assert!(!agent.install(&op.repo(), Some(&nan)).status.success());
+    let churn = agent.model("churn");
+    assert_eq!(churn["serving"], "2.0.0", "{churn}");
+    let error = churn["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{churn}"));
+    assert!(error.contains("tract: golden vectors"), "{error}");
+    assert!(error.contains("onnxruntime: golden vectors"), "{error}");
+    let refused = &churn["refused"];
+    assert_eq!(refused["target"], nan.as_str(), "{churn}");
+    let trials = refused["runtime_trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2, "{churn}");
+    for trial in trials {
+        assert_eq!(trial["outcome"], "failed", "{churn}");
+        assert!(trial["reason"].as_str().unwrap().contains("NaN"), "{churn}");
+    }
+}
+
 /// The local install API as another local process or a web page in the device's browser would
 /// try it: no token, a form-style body, an Origin header, a repository outside
 /// `api.install_from`. Each is refused and installs nothing; `edge-agent install` still works.
