@@ -14,14 +14,15 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use edgefleet_inference::Inputs;
 use edgefleet_inference::select::{Trial, TrialOutcome};
-use edgefleet_inference::{Inputs, Tensor};
-use edgefleet_protocol::DType;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::agent::{Agent, InstallError};
 use crate::serving::{InferError, Slot};
+
+mod oip;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -169,21 +170,6 @@ async fn model_ready(
     Ok(Json(json!({ "name": name, "ready": true })))
 }
 
-#[derive(Debug, Deserialize)]
-struct InferRequest {
-    #[serde(default)]
-    id: Option<String>,
-    inputs: Vec<InferInput>,
-}
-
-#[derive(Debug, Deserialize)]
-struct InferInput {
-    name: String,
-    shape: Vec<usize>,
-    datatype: String,
-    data: Value,
-}
-
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -198,15 +184,25 @@ async fn run_blocking<T: Send + 'static>(
 /// A request body, or the reason it was refused (e.g. over `api.max_body_bytes`).
 type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
 
+/// The body, or a JSON error naming `body`; over the limit, one naming the setting and its value.
+fn body_bytes(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|rejection| {
+        let error = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the request body is over api.max_body_bytes = {limit} bytes (the agent's \
+                 config); raise it, or send tensors in the binary extension \
+                 (Inference-Header-Content-Length), a third of JSON's size for FP32"
+            )
+        } else {
+            format!("request body refused: {}", rejection.body_text())
+        };
+        ApiError::new(rejection.status(), error).field("body")
+    })
+}
+
 /// Parses a JSON body; every failure, the body limit included, is a JSON error naming `body`.
-fn parse_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
-    let body = body.map_err(|rejection| {
-        ApiError::new(
-            rejection.status(),
-            format!("request body refused: {}", rejection.body_text()),
-        )
-        .field("body")
-    })?;
+fn parse_body<T: serde::de::DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
+    let body = body_bytes(body, limit)?;
     serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")).field("body")
     })
@@ -215,16 +211,14 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError>
 async fn infer(
     State(agent): State<Arc<Agent>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let slot = slot(&agent, &name)?;
-    let request: InferRequest = parse_body(body)?;
-    let mut inputs = Inputs::new();
-    for input in &request.inputs {
-        let tensor = request_tensor(&slot.meta.interface, input)?;
-        inputs.insert(input.name.clone(), tensor);
-    }
-    let (outputs, latency) = run_counted(&agent, &slot, inputs).await?;
+    let body = body_bytes(body, agent.config.api.max_body_bytes)?;
+    let request = oip::decode_request(&slot.meta.interface, &headers, &body)?;
+    drop(body);
+    let (outputs, latency) = run_counted(&agent, &slot, request.inputs).await?;
     agent.telemetry.record(
         &slot.meta,
         Observation {
@@ -234,50 +228,15 @@ async fn infer(
             row: None,
         },
     );
-    let outputs: Vec<Value> = outputs
-        .iter()
-        .map(|(name, t)| t.to_oip_json(name))
-        .collect();
-    Ok(Json(json!({
-        "model_name": name,
-        "model_version": slot.meta.version.to_string(),
-        "id": request.id,
-        "outputs": outputs,
-    })))
-}
-
-/// One input of an infer request, read as the datatype it names, which must be the one the model
-/// declares (a client sending INT32 ids to an INT64 input learns so, rather than getting a cast).
-fn request_tensor(
-    interface: &edgefleet_protocol::interface::ModelInterface,
-    input: &InferInput,
-) -> Result<Tensor, ApiError> {
-    let refuse = |detail: String| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("input {:?}: {detail}", input.name),
-        )
-        .field(input.name.clone())
-    };
-    let spec = interface.input(&input.name).ok_or_else(|| {
-        let names: Vec<&str> = interface.inputs.iter().map(|s| s.name.as_str()).collect();
-        refuse(format!("the model has no such input; it takes {names:?}"))
-    })?;
-    let Some(dtype) = DType::from_kserve_name(&input.datatype) else {
-        let known: Vec<&str> = DType::ALL.iter().map(|d| d.kserve_name()).collect();
-        return Err(refuse(format!(
-            "unknown datatype {:?}; one of {known:?}",
-            input.datatype
-        )));
-    };
-    if dtype != spec.dtype {
-        return Err(refuse(format!(
-            "datatype {dtype} does not match the model's {}",
-            spec.dtype
-        )));
-    }
-    Tensor::from_json(dtype, input.shape.clone(), &input.data, &input.name)
-        .map_err(|e| protocol_error(&e))
+    Ok(oip::encode_response(
+        json!({
+            "model_name": name,
+            "model_version": slot.meta.version.to_string(),
+            "id": request.id,
+        }),
+        &outputs,
+        &request.wanted,
+    ))
 }
 
 /// Runs one inference off the async threads and counts it in the metrics; a model failure also
@@ -332,16 +291,17 @@ async fn predict(
         ));
     };
     let slot = slot(&agent, name)?;
-    let row: serde_json::Map<String, Value> = match parse_body::<Value>(body)? {
-        Value::Object(map) => map,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "the body must be a JSON object of named features",
-            )
-            .field("body"));
-        }
-    };
+    let row: serde_json::Map<String, Value> =
+        match parse_body::<Value>(body, agent.config.api.max_body_bytes)? {
+            Value::Object(map) => map,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be a JSON object of named features",
+                )
+                .field("body"));
+            }
+        };
     let Some(spec) = slot.meta.interface.prediction.clone() else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -501,7 +461,7 @@ async fn install(
         };
         ApiError::new(status, e.to_string())
     })?;
-    let request: InstallRequest = parse_body(body)?;
+    let request: InstallRequest = parse_body(body, agent.config.api.max_body_bytes)?;
     let repository =
         crate::admin::check_repository(&request.repository, &agent.config.api.install_from)
             .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()).field("repository"))?;
@@ -535,64 +495,4 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
         agent.metrics.encode(),
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn interface() -> edgefleet_protocol::interface::ModelInterface {
-        serde_json::from_value(json!({
-            "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [-1, 8]},
-                       {"name": "x", "dtype": "float32", "shape": [-1, 2]}],
-            "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 1]}]
-        }))
-        .unwrap()
-    }
-
-    fn input(name: &str, datatype: &str, data: Value) -> InferInput {
-        let shape = vec![1, data.as_array().map_or(1, |a| a.len())];
-        InferInput {
-            name: name.into(),
-            shape,
-            datatype: datatype.into(),
-            data,
-        }
-    }
-
-    #[test]
-    fn request_tensors_are_read_in_the_declared_type_or_refused_naming_the_input() {
-        let interface = interface();
-        let ids = request_tensor(
-            &interface,
-            &input(
-                "input_ids",
-                "INT64",
-                json!([101, 2023, 2003, 1037, 3231, 102, 0, 0]),
-            ),
-        )
-        .unwrap();
-        assert_eq!(ids.dtype(), DType::Int64);
-        for (bad, needle) in [
-            (
-                input("input_ids", "INT32", json!([1, 2, 3, 4, 5, 6, 7, 8])),
-                "does not match the model's INT64",
-            ),
-            (
-                input("input_ids", "INT64", json!([1.5, 2, 3, 4, 5, 6, 7, 8])),
-                "INT64",
-            ),
-            (
-                input("input_ids", "int64", json!([1, 2, 3, 4, 5, 6, 7, 8])),
-                "unknown datatype",
-            ),
-            (input("x", "FP32", json!([1.0, -1e300])), "FP32"),
-            (input("z", "FP32", json!([1.0])), "no such input"),
-        ] {
-            let err = request_tensor(&interface, &bad).unwrap_err();
-            assert_eq!(err.status, StatusCode::BAD_REQUEST);
-            assert_eq!(err.field.as_deref(), Some(bad.name.as_str()));
-            assert!(err.error.contains(needle), "{}", err.error);
-        }
-    }
 }

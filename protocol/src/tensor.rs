@@ -231,6 +231,96 @@ impl TensorData {
     }
 }
 
+/// The Open Inference Protocol's binary tensor data: elements little-endian and packed, BOOL one
+/// byte each (0 or 1), BYTES each a 4-byte little-endian length and the bytes.
+impl TensorData {
+    /// Reads `count` elements of `dtype` from exactly `bytes`; `name` goes into the error.
+    pub fn from_le_bytes(
+        dtype: DType,
+        bytes: &[u8],
+        count: usize,
+        name: &str,
+    ) -> Result<Self, Error> {
+        let refuse = |detail: String| Error::TensorMismatch {
+            tensor: name.to_string(),
+            detail,
+        };
+        if let Some(size) = dtype.element_size()
+            && count.checked_mul(size) != Some(bytes.len())
+        {
+            return Err(refuse(format!(
+                "{} bytes of binary data, but {count} {dtype} elements take {}",
+                bytes.len(),
+                count.saturating_mul(size)
+            )));
+        }
+        fn words<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+            bytes
+                .chunks_exact(N)
+                .map(|c| f(c.try_into().unwrap_or([0; N])))
+                .collect()
+        }
+        Ok(match dtype {
+            DType::Float32 => TensorData::Float32(words(bytes, f32::from_le_bytes)),
+            DType::Float64 => TensorData::Float64(words(bytes, f64::from_le_bytes)),
+            DType::Float16 => TensorData::Float16(words(bytes, half::f16::from_le_bytes)),
+            DType::Int64 => TensorData::Int64(words(bytes, i64::from_le_bytes)),
+            DType::Int32 => TensorData::Int32(words(bytes, i32::from_le_bytes)),
+            DType::Int8 => TensorData::Int8(words(bytes, i8::from_le_bytes)),
+            DType::Uint8 => TensorData::Uint8(bytes.to_vec()),
+            DType::Bool => TensorData::Bool(
+                bytes
+                    .iter()
+                    .map(|&b| match b {
+                        0 => Ok(false),
+                        1 => Ok(true),
+                        other => Err(refuse(format!("BOOL byte {other} is neither 0 nor 1"))),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            DType::String => {
+                let mut strings = Vec::with_capacity(count.min(bytes.len() / 4));
+                let mut rest = bytes;
+                while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                    let len = u32::from_le_bytes(*len) as usize;
+                    let (text, tail) = tail.split_at_checked(len).ok_or_else(|| {
+                        refuse(format!("a BYTES element claims {len} bytes past the end"))
+                    })?;
+                    let text = std::str::from_utf8(text)
+                        .map_err(|e| refuse(format!("a BYTES element is not UTF-8: {e}")))?;
+                    strings.push(text.to_string());
+                    rest = tail;
+                }
+                if !rest.is_empty() || strings.len() != count {
+                    return Err(refuse(format!(
+                        "binary BYTES data holds {} whole elements, the shape needs {count}",
+                        strings.len()
+                    )));
+                }
+                TensorData::String(strings)
+            }
+        })
+    }
+
+    /// Appends the elements in the binary encoding [`TensorData::from_le_bytes`] reads.
+    pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
+        match self {
+            TensorData::Float32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            TensorData::Float64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            TensorData::Float16(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            TensorData::Int64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            TensorData::Int32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            TensorData::Int8(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            TensorData::Uint8(v) => out.extend_from_slice(v),
+            TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+            TensorData::String(v) => v.iter().for_each(|s| {
+                out.extend((s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }),
+        }
+    }
+}
+
 /// The elements as a flat JSON array (FP16 as the numbers they are).
 impl Serialize for TensorData {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -510,6 +600,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.data, TensorData::Int64(vec![9_007_199_254_740_993, 3]));
+    }
+
+    #[test]
+    fn binary_data_round_trips_for_every_type_and_wrong_lengths_are_refused() {
+        let samples = [
+            TensorData::Float32(vec![0.5, -3e38]),
+            TensorData::Float64(vec![1e300, -0.25]),
+            TensorData::Float16(vec![half::f16::from_f32(0.5), half::f16::MAX]),
+            TensorData::Int64(vec![i64::MIN, 9_007_199_254_740_993]),
+            TensorData::Int32(vec![i32::MAX, -1]),
+            TensorData::Int8(vec![-128, 127]),
+            TensorData::Uint8(vec![0, 255]),
+            TensorData::Bool(vec![true, false]),
+            TensorData::String(vec!["setosa".into(), "ü".into()]),
+        ];
+        for data in samples {
+            let mut bytes = Vec::new();
+            data.write_le_bytes(&mut bytes);
+            let back = TensorData::from_le_bytes(data.dtype(), &bytes, 2, "x").unwrap();
+            assert_eq!(back, data);
+            // One byte short, or one element too many claimed, is an error naming the tensor.
+            let err = TensorData::from_le_bytes(data.dtype(), &bytes[..bytes.len() - 1], 2, "x");
+            assert!(err.unwrap_err().to_string().contains("\"x\""));
+            assert!(TensorData::from_le_bytes(data.dtype(), &bytes, 3, "x").is_err());
+        }
+        assert!(TensorData::from_le_bytes(DType::Bool, &[2], 1, "x").is_err());
+        let huge_claim = [0xff, 0xff, 0xff, 0x7f, b'a'];
+        assert!(TensorData::from_le_bytes(DType::String, &huge_claim, 1, "x").is_err());
     }
 
     #[test]

@@ -368,6 +368,82 @@ pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
     (status, body)
 }
 
+/// Posts an Open Inference Protocol request in the binary tensor extension: `inputs` as raw
+/// little-endian data after the JSON header, every output asked back as binary. Returns the
+/// status and, for a 200, each output as a tensor read from the binary response.
+pub fn post_infer_binary(
+    url: &str,
+    inputs: &[(&str, &edgefleet_protocol::Tensor)],
+) -> (
+    u16,
+    Value,
+    std::collections::BTreeMap<String, edgefleet_protocol::Tensor>,
+) {
+    let mut raw = Vec::new();
+    let described: Vec<Value> = inputs
+        .iter()
+        .map(|(name, tensor)| {
+            let start = raw.len();
+            tensor.data.write_le_bytes(&mut raw);
+            serde_json::json!({
+                "name": name, "shape": tensor.shape, "datatype": tensor.dtype().kserve_name(),
+                "parameters": {"binary_data_size": raw.len() - start}
+            })
+        })
+        .collect();
+    let head = serde_json::to_vec(
+        &serde_json::json!({"inputs": described, "parameters": {"binary_data_output": true}}),
+    )
+    .unwrap();
+    let mut body = head.clone();
+    body.extend_from_slice(&raw);
+    let mut response = http()
+        .post(url)
+        .header("Inference-Header-Content-Length", head.len().to_string())
+        .header("Content-Type", "application/octet-stream")
+        .send(&body[..])
+        .unwrap();
+    let status = response.status().as_u16();
+    let length: Option<usize> = response
+        .headers()
+        .get("inference-header-content-length")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .unwrap_or_default();
+    let Some(length) = length else {
+        return (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            Default::default(),
+        );
+    };
+    let head: Value = serde_json::from_slice(&bytes[..length]).unwrap();
+    let mut rest = &bytes[length..];
+    let mut outputs = std::collections::BTreeMap::new();
+    for output in head["outputs"].as_array().unwrap() {
+        let dtype =
+            edgefleet_protocol::DType::from_kserve_name(output["datatype"].as_str().unwrap())
+                .unwrap();
+        let shape: Vec<usize> = serde_json::from_value(output["shape"].clone()).unwrap();
+        let size = output["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let count = edgefleet_protocol::Tensor::element_count(&shape).unwrap();
+        let data =
+            edgefleet_protocol::TensorData::from_le_bytes(dtype, chunk, count, "output").unwrap();
+        outputs.insert(
+            output["name"].as_str().unwrap().to_string(),
+            edgefleet_protocol::Tensor::new(shape, data).unwrap(),
+        );
+    }
+    assert!(rest.is_empty(), "binary data no output claims");
+    (status, head, outputs)
+}
+
 /// A churn customer as the `:predict` endpoint takes it.
 pub fn churn_row(tenure_months: f64) -> Value {
     serde_json::json!({

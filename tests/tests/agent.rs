@@ -111,6 +111,27 @@ fn api_predictions_equal_golden_vectors(runtime: &str) {
                 )
                 .unwrap_or_else(|e| panic!("{release}: {e}"));
             }
+            // The same case in the binary tensor extension, every output back as binary.
+            let tensors: Vec<(String, edgefleet_protocol::Tensor)> = case
+                .inputs
+                .iter()
+                .map(|(n, input)| (n.clone(), input.materialize(n).unwrap()))
+                .collect();
+            let refs: Vec<(&str, &edgefleet_protocol::Tensor)> =
+                tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let (status, head, outputs) =
+                post_infer_binary(&agent.url(&format!("/v2/models/{model}/infer")), &refs);
+            assert_eq!(status, 200, "{release} {} (binary): {head}", case.name);
+            for (name, expected) in &case.expected {
+                edgefleet_protocol::health::check_tensor(
+                    &case.name,
+                    name,
+                    expected,
+                    &outputs[name],
+                    health.tolerance_of(name),
+                )
+                .unwrap_or_else(|e| panic!("{release} (binary): {e}"));
+            }
         }
     }
 }
