@@ -86,18 +86,10 @@ fn main() {
     );
 
     // Raw inference of one churn row in this process, with the same runtime.
-    let dir = models_dir().join("churn/2.0.0");
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let meta = edgefleet_protocol::target::ReleaseFiles {
-        release: &read("release.json"),
-        interface: &read("interface.json"),
-        health: &read("health.json"),
-        baseline: None,
-    }
-    .assemble()
-    .unwrap();
+    let (model_bytes, meta) =
+        edgefleet_tuf::operator::read_release_dir(&models_dir().join("churn/2.0.0")).unwrap();
     let loaded = edgefleet_inference::tract::TractRuntime
-        .load(&read("model.onnx"), &meta.interface)
+        .load(&model_bytes, &meta.interface)
         .unwrap();
     let row = churn_row(12.0);
     let mut raw = Vec::new();

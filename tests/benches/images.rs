@@ -24,7 +24,7 @@ fn timed(mut f: impl FnMut()) -> (f64, f64) {
             samples.push(started.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let q = |q| edgefleet_protocol::health::quantile(&mut samples, q).unwrap();
+    let mut q = |q| edgefleet_protocol::health::quantile(&mut samples, q).unwrap();
     (q(0.5), q(0.99))
 }
 
@@ -40,7 +40,11 @@ fn main() {
         &[],
     );
     assert!(agent.install(&op.repo(), Some(&target)).status.success());
-    agent.wait_state("detector", &["probation", "committed"], Duration::from_secs(30));
+    agent.wait_state(
+        "detector",
+        &["probation", "committed"],
+        Duration::from_secs(30),
+    );
 
     let image = GoldenInput::Generated(GeneratedTensor {
         dtype: edgefleet_protocol::DType::Float32,
@@ -50,18 +54,10 @@ fn main() {
     .materialize("images")
     .unwrap();
 
-    let dir = models_dir().join("detector/1.0.0");
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let meta = edgefleet_protocol::target::ReleaseFiles {
-        release: &read("release.json"),
-        interface: &read("interface.json"),
-        health: &read("health.json"),
-        baseline: None,
-    }
-    .assemble()
-    .unwrap();
+    let (model_bytes, meta) =
+        edgefleet_tuf::operator::read_release_dir(&models_dir().join("detector/1.0.0")).unwrap();
     let loaded = edgefleet_inference::tract::TractRuntime
-        .load(&read("model.onnx"), &meta.interface)
+        .load(&model_bytes, &meta.interface)
         .unwrap();
     let inputs = edgefleet_inference::Inputs::from([("images".to_string(), image.clone())]);
     let expected = loaded.model.run(&inputs).unwrap();
@@ -89,7 +85,10 @@ fn main() {
     });
     let (status, _, outputs) = post_infer_binary(&url, &[("images", &image)]);
     assert_eq!(status, 200);
-    assert_eq!(outputs["heads"], expected["heads"], "binary answers as in-process");
+    assert_eq!(
+        outputs["heads"], expected["heads"],
+        "binary answers as in-process"
+    );
     let (bin50, bin99) = timed(|| {
         post_infer_binary(&url, &[("images", &image)]);
     });
