@@ -115,6 +115,7 @@ pub struct Refused {
 }
 
 mod probation_watch;
+mod trial_cache;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -229,12 +230,13 @@ impl Agent {
         let mut spec = meta.health.clone();
         spec.p99_budget_ms *= self.config.limits.latency_budget_factor;
         let sha = version.sha256.clone();
-        let selected = blocking(move || {
+        let store = self.store.clone();
+        let (selected, trials_cached) = blocking(move || {
             let artifact = edgefleet_inference::Artifact::File {
                 path: &path,
                 sha256_hex: &sha,
             };
-            engine.load_artifact(artifact, &chooser.interface, &spec, chooser.runtime)
+            trial_cache::load(&engine, &store, artifact, &chooser, &spec)
         })
         .await?
         .map_err(|e| {
@@ -266,6 +268,7 @@ impl Agent {
                 meta,
                 model: selected.loaded.model,
                 trials: selected.trials,
+                trials_cached,
                 stats: Default::default(),
             },
             load_ms,

@@ -397,6 +397,7 @@ async fn list_models(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, Api
                 "serving": serving.as_ref().map(|s| s.meta.version.to_string()),
                 "runtime": serving.as_ref().map(|s| s.model.runtime()),
                 "runtime_trials": serving.as_ref().map(|s| trials_json(&s.trials)),
+                "runtime_trials_cached": serving.as_ref().map(|s| s.trials_cached),
                 "refused": agent.refused(&r.model).map(|refused| json!({
                     "target": refused.target,
                     "reason": refused.reason,

@@ -69,6 +69,8 @@ pub struct Slot {
     pub model: Box<dyn LoadedModel>,
     /// How the back-end was chosen (every back-end's figures under `auto`).
     pub trials: Vec<Trial>,
+    /// Whether `trials` were measured earlier on this device and the choice reused.
+    pub trials_cached: bool,
     pub stats: LiveStats,
 }
 

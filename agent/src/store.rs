@@ -20,6 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::lifecycle::{self, Event, InstallState, Next, Outcome};
 
 mod recovery;
+mod trials;
 pub use recovery::{Recovered, Resumed};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +143,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        conn.execute_batch(trials::SCHEMA).map_err(db)?;
         recovery::add_probation_columns(&conn).map_err(db)?;
         Ok(Self {
             root,

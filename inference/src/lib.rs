@@ -69,6 +69,10 @@ pub trait Runtime: Send + Sync + std::fmt::Debug {
     /// Short name reported to operators (`tract`, `onnxruntime`).
     fn name(&self) -> &'static str;
 
+    /// What identifies this back-end's build, for caching what it measured: a result measured
+    /// on another version may not hold.
+    fn version(&self) -> String;
+
     /// Builds a runnable model from the artifact's bytes, with input shapes fixed from
     /// `interface` (dynamic dimensions stay symbolic).
     fn load(&self, model: &[u8], interface: &ModelInterface) -> Result<Loaded, Error>;

@@ -100,6 +100,23 @@ impl crate::Runtime for OnnxRuntime {
         NAME
     }
 
+    /// The library's path, size and modification time: a replaced `libonnxruntime.so` is another
+    /// version, whatever it calls itself.
+    fn version(&self) -> String {
+        let meta = std::fs::metadata(&self.library).ok();
+        let modified = meta
+            .as_ref()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        format!(
+            "onnxruntime {} {} bytes {modified} threads {}",
+            self.library,
+            meta.map_or(0, |m| m.len()),
+            self.threads
+        )
+    }
+
     fn load(&self, bytes: &[u8], interface: &ModelInterface) -> Result<Loaded, Error> {
         let started = Instant::now();
         let load_err = |detail: String| Error::Load {

@@ -27,14 +27,15 @@ pub struct Engine {
 }
 
 /// How one back-end fared with a model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Trial {
-    pub runtime: &'static str,
+    pub runtime: String,
     pub load_ms: Option<f64>,
     pub outcome: TrialOutcome,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TrialOutcome {
     /// Passed the health check with these figures.
     Passed { p50_ms: f64, p99_ms: f64 },
@@ -68,6 +69,40 @@ impl Engine {
     /// Names of the back-ends this device can run.
     pub fn available(&self) -> Vec<&'static str> {
         self.runtimes.iter().map(|r| r.name()).collect()
+    }
+
+    /// The back-ends and their versions: part of what a cached choice is keyed by.
+    pub fn fingerprint(&self) -> String {
+        self.runtimes
+            .iter()
+            .map(|r| r.version())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Whether `preference` makes [`Engine::load_artifact`] measure every back-end (and so is
+    /// worth caching).
+    pub fn measures(&self, preference: Option<RuntimePreference>) -> bool {
+        preference.unwrap_or(self.default_preference) == RuntimePreference::Auto
+            && self.runtimes.len() > 1
+    }
+
+    /// Loads on the named back-end without measuring: a choice made before, on this device.
+    pub fn load_on(
+        &self,
+        runtime: &str,
+        artifact: crate::Artifact<'_>,
+        interface: &ModelInterface,
+    ) -> Result<Loaded, Error> {
+        let runtime = self
+            .runtimes
+            .iter()
+            .find(|r| r.name() == runtime)
+            .ok_or_else(|| Error::Load {
+                runtime: "engine",
+                detail: format!("runtime {runtime} is not available here"),
+            })?;
+        runtime.load_artifact(artifact, interface)
     }
 
     /// Loads `bytes` on the back-end the preference and the measurements pick.
@@ -118,7 +153,7 @@ impl Engine {
             let loaded = runtime.load_artifact(bytes, interface)?;
             return Ok(Selected {
                 trials: vec![Trial {
-                    runtime: runtime.name(),
+                    runtime: runtime.name().to_string(),
                     load_ms: Some(loaded.load_time.as_secs_f64() * 1e3),
                     outcome: TrialOutcome::Unmeasured,
                 }],
@@ -129,7 +164,7 @@ impl Engine {
             let loaded = only.load_artifact(bytes, interface)?;
             return Ok(Selected {
                 trials: vec![Trial {
-                    runtime: only.name(),
+                    runtime: only.name().to_string(),
                     load_ms: Some(loaded.load_time.as_secs_f64() * 1e3),
                     outcome: TrialOutcome::Unmeasured,
                 }],
@@ -143,7 +178,7 @@ impl Engine {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     trials.push(Trial {
-                        runtime: runtime.name(),
+                        runtime: runtime.name().to_string(),
                         load_ms: None,
                         outcome: TrialOutcome::Failed(e.to_string()),
                     });
@@ -154,7 +189,7 @@ impl Engine {
             match health::check(loaded.model.as_ref(), interface, spec) {
                 Ok(report) => {
                     trials.push(Trial {
-                        runtime: runtime.name(),
+                        runtime: runtime.name().to_string(),
                         load_ms,
                         outcome: TrialOutcome::Passed {
                             p50_ms: report.p50_ms,
@@ -166,7 +201,7 @@ impl Engine {
                     }
                 }
                 Err(failure) => trials.push(Trial {
-                    runtime: runtime.name(),
+                    runtime: runtime.name().to_string(),
                     load_ms,
                     outcome: TrialOutcome::Failed(failure.to_string()),
                 }),

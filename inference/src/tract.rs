@@ -25,6 +25,10 @@ impl crate::Runtime for TractRuntime {
         NAME
     }
 
+    fn version(&self) -> String {
+        format!("tract {TRACT_SERIES}")
+    }
+
     fn load(&self, bytes: &[u8], interface: &ModelInterface) -> Result<Loaded, Error> {
         self.load_artifact(crate::Artifact::Bytes(bytes), interface)
     }
@@ -153,6 +157,10 @@ impl CachedTractRuntime {
 impl crate::Runtime for CachedTractRuntime {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn version(&self) -> String {
+        TractRuntime.version()
     }
 
     fn load(&self, bytes: &[u8], interface: &ModelInterface) -> Result<Loaded, Error> {

@@ -212,6 +212,10 @@ impl Runtime for OffByATenth {
         "off-by-a-tenth"
     }
 
+    fn version(&self) -> String {
+        "off-by-a-tenth 1".into()
+    }
+
     fn load(&self, model: &[u8], interface: &ModelInterface) -> Result<Loaded, Error> {
         let inner = TractRuntime.load(model, interface)?;
         Ok(Loaded {

@@ -325,6 +325,17 @@ impl AgentProcess {
         let _ = self.child.wait();
     }
 
+    /// Stops the agent cleanly (SIGTERM, as systemd does) and starts it again on the same
+    /// configuration and port.
+    pub fn restart(mut self) -> Self {
+        let pid = self.child.id().to_string();
+        run_ok(Command::new("kill").args(["-TERM", &pid]));
+        let _ = self.child.wait();
+        let (config, port) = (self.config.clone(), self.port);
+        drop(self);
+        Self::spawn(config, port, &[])
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

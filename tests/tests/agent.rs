@@ -787,6 +787,21 @@ fn with_onnxruntime_the_agent_serves_a_model_only_it_can_load_and_says_why() {
     let (status, body) = post_json(&agent.url("/v1/models/churn:predict"), &churn_row(12.0));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["runtime"], "onnxruntime", "{body}");
+    assert_eq!(churn["runtime_trials_cached"], false, "{churn}");
+
+    // A restart does not measure again: the choice and its trials come from the store.
+    let agent = agent.restart();
+    let again = agent.model("churn");
+    assert_eq!(again["runtime"], "onnxruntime", "{again}");
+    assert_eq!(again["runtime_trials_cached"], true, "{again}");
+    assert_eq!(again["runtime_trials"], churn["runtime_trials"], "{again}");
+    assert!(
+        agent
+            .log_text()
+            .contains("back-end chosen before; not measured again"),
+        "{}",
+        agent.log_text()
+    );
 }
 
 /// A candidate neither back-end serves: the refusal gives both reasons, and the model list keeps
