@@ -536,21 +536,16 @@ impl Agent {
 
     async fn reject(&self, model: &str, target: &str, reason: String) -> InstallError {
         warn!(model, target, reason, "candidate rejected");
-        if let Ok(mut refused) = self.refused.lock() {
-            let trials = refused
-                .remove(model)
-                .filter(|r| r.target == target)
-                .map(|r| r.trials)
-                .unwrap_or_default();
-            refused.insert(
-                model.to_string(),
-                Refused {
-                    target: target.to_string(),
-                    reason: reason.clone(),
-                    trials,
-                },
-            );
-        }
+        // Trials recorded for this candidate a moment ago (at load or health check) stay.
+        let trials = self
+            .refused
+            .lock()
+            .ok()
+            .and_then(|mut refused| refused.remove(model))
+            .filter(|r| r.target == target)
+            .map(|r| r.trials)
+            .unwrap_or_default();
+        self.remember_refused(model, target, reason.clone(), trials);
         if let Err(e) = self
             .transition(model, Event::Failed, Some(reason.clone()))
             .await

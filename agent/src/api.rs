@@ -191,7 +191,7 @@ fn body_bytes(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
             format!(
                 "the request body is over api.max_body_bytes = {limit} bytes (the agent's \
                  config); raise it, or send tensors in the binary extension \
-                 (Inference-Header-Content-Length), a third of JSON's size for FP32"
+                 (Inference-Header-Content-Length), about a fifth of JSON's size for FP32"
             )
         } else {
             format!("request body refused: {}", rejection.body_text())

@@ -492,6 +492,19 @@ impl Tensor {
         Ok(tensor)
     }
 
+    /// A tensor from binary data of `dtype` (see [`TensorData::from_le_bytes`]); the shape is
+    /// checked before the data is read.
+    pub fn from_le_bytes(
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: &[u8],
+        name: &str,
+    ) -> Result<Self, Error> {
+        let count = Self::checked_count(&shape, name)?;
+        let data = TensorData::from_le_bytes(dtype, bytes, count, name)?;
+        Ok(Self { shape, data })
+    }
+
     pub fn dtype(&self) -> DType {
         self.data.dtype()
     }

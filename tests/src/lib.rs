@@ -443,12 +443,9 @@ pub fn post_infer_binary(
         let size = output["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let count = edgefleet_protocol::Tensor::element_count(&shape).unwrap();
-        let data =
-            edgefleet_protocol::TensorData::from_le_bytes(dtype, chunk, count, "output").unwrap();
         outputs.insert(
             output["name"].as_str().unwrap().to_string(),
-            edgefleet_protocol::Tensor::new(shape, data).unwrap(),
+            edgefleet_protocol::Tensor::from_le_bytes(dtype, shape, chunk, "output").unwrap(),
         );
     }
     assert!(rest.is_empty(), "binary data no output claims");

@@ -23,17 +23,17 @@ pub(super) fn load(
     meta: &ModelTargetMeta,
     spec: &HealthSpec,
 ) -> Result<(Selected, bool), Error> {
-    if !engine.measures(meta.runtime) {
-        return engine
-            .load_artifact(artifact, &meta.interface, spec, meta.runtime)
-            .map(|s| (s, false));
-    }
-    let Artifact::File { sha256_hex, .. } = artifact else {
-        return engine
-            .load_artifact(artifact, &meta.interface, spec, meta.runtime)
-            .map(|s| (s, false));
+    // Only a choice made by measuring is worth keeping, and only a stored file names its bytes.
+    let key = match artifact {
+        Artifact::File { sha256_hex, .. } if engine.measures(meta.runtime) => {
+            key(engine, sha256_hex, meta, spec)
+        }
+        _ => {
+            return engine
+                .load_artifact(artifact, &meta.interface, spec, meta.runtime)
+                .map(|s| (s, false));
+        }
     };
-    let key = key(engine, sha256_hex, meta, spec);
     if let Ok(Some((runtime, trials))) = store.runtime_choice(&key) {
         match engine.load_on(&runtime, artifact, &meta.interface) {
             Ok(loaded) => {
@@ -73,8 +73,13 @@ fn key(engine: &Engine, sha256_hex: &str, meta: &ModelTargetMeta, spec: &HealthS
     hex::encode(digest.finish().as_ref())
 }
 
-/// The CPU model and the cores this process may use.
+/// The CPU model and the cores this process may use; read once per process.
 fn device() -> String {
+    static DEVICE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DEVICE.get_or_init(read_device).clone()
+}
+
+fn read_device() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

@@ -6,7 +6,7 @@
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use edgefleet_inference::{Inputs, Outputs, Tensor, TensorData};
+use edgefleet_inference::{Inputs, Outputs, Tensor};
 use edgefleet_protocol::DType;
 use edgefleet_protocol::interface::ModelInterface;
 use serde::Deserialize;
@@ -193,12 +193,8 @@ pub(super) fn request_tensor(
     }
     let tensor = match (raw, &input.data) {
         (Some(bytes), None) => {
-            let count = Tensor::element_count(&input.shape)
-                .filter(|&n| n <= edgefleet_protocol::tensor::MAX_TENSOR_ELEMENTS)
-                .ok_or_else(|| refuse(format!("shape {:?} is too large", input.shape)))?;
-            let data = TensorData::from_le_bytes(dtype, bytes, count, &input.name)
-                .map_err(|e| protocol_error(&e))?;
-            Tensor::new(input.shape.clone(), data).map_err(|e| protocol_error(&e))?
+            Tensor::from_le_bytes(dtype, input.shape.clone(), bytes, &input.name)
+                .map_err(|e| protocol_error(&e))?
         }
         (None, Some(data)) => Tensor::from_json(dtype, input.shape.clone(), data, &input.name)
             .map_err(|e| protocol_error(&e))?,

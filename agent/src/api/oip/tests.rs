@@ -1,4 +1,5 @@
 use super::*;
+use edgefleet_inference::TensorData;
 
 fn interface() -> ModelInterface {
     serde_json::from_value(json!({
