@@ -47,8 +47,18 @@ pub enum InstallReport {
         health_p50_ms: f64,
         health_p99_ms: f64,
     },
-    /// Already the active version: nothing to do.
+    /// Already the active version (the same signed target and metadata): nothing to do.
     AlreadyActive { target: String },
+}
+
+/// Where a candidate's model file comes from.
+#[derive(Debug)]
+pub enum ArtifactSource {
+    /// Downloaded by the TUF client and verified against the target.
+    Downloaded(VerifiedArtifact),
+    /// Already in the store: another version ships the same file. It is hashed again against
+    /// the signed sha256 as it loads, like every stored file.
+    Stored,
 }
 
 pub fn now_unix() -> u64 {
@@ -263,7 +273,7 @@ impl Agent {
         );
         Ok((
             Slot {
-                sha256: version.sha256.clone(),
+                key: version.key(),
                 target: version.target.clone(),
                 meta,
                 model: selected.loaded.model,
@@ -372,13 +382,13 @@ impl Agent {
             .inc();
     }
 
-    /// Installs a verified candidate. `artifact` must be the file the TUF client verified
-    /// against `target`; it is moved into the store and loaded from there. Returns once the
-    /// candidate serves (probation continues in the background) or was rejected.
+    /// Installs a verified candidate. A downloaded artifact must be the file the TUF client
+    /// verified against `target`; it is moved into the store and loaded from there. Returns once
+    /// the candidate serves (probation continues in the background) or was rejected.
     pub async fn install(
         self: &Arc<Self>,
         target: &ModelTarget,
-        artifact: VerifiedArtifact,
+        source: ArtifactSource,
     ) -> Result<InstallReport, InstallError> {
         let _guard = self.install_lock.lock().await;
         let model = target.meta.model.to_string();
@@ -397,48 +407,28 @@ impl Agent {
         if record
             .as_ref()
             .and_then(|r| r.active.as_ref())
-            .is_some_and(|a| a.sha256 == version.sha256)
+            .is_some_and(|a| a.key() == version.key())
         {
             return Ok(InstallReport::AlreadyActive {
                 target: target.name.clone(),
             });
         }
-        if artifact.sha256_hex() != version.sha256 {
-            return Err(InstallError::Rejected {
-                target: target.name.clone(),
-                reason: format!(
-                    "the downloaded file is sha256 {}, not the target's",
-                    artifact.sha256_hex()
-                ),
-            });
-        }
-        let size = artifact.length();
-        if size > self.config.limits.max_artifact_bytes {
-            return Err(InstallError::TooLarge {
-                target: target.name.clone(),
-                size,
-                limit: self.config.limits.max_artifact_bytes,
-            });
-        }
-        // Free space first, so a full disk never even starts an install.
-        {
-            let store = self.store.clone();
-            let margin = self.config.limits.min_free_disk_bytes;
-            blocking(move || store.check_free_space(size, margin)).await??;
-        }
-        {
-            let store = self.store.clone();
-            let v = version.clone();
-            blocking(move || store.begin(&v, now_unix())).await??;
-        }
-        crash_point("staging");
-        let written = {
-            let store = self.store.clone();
-            let v = version.clone();
-            blocking(move || store.write_files(&v, artifact)).await?
-        };
-        if let Err(e) = written {
-            return Err(self.reject(&model, &version.target, e.to_string()).await);
+        match source {
+            ArtifactSource::Downloaded(artifact) => {
+                self.stage_download(&model, &version, artifact).await?
+            }
+            ArtifactSource::Stored => {
+                if !self.store.has_artifact(&model, &version.sha256) {
+                    return Err(InstallError::Internal(format!(
+                        "{}: its model file is not in the store; download it",
+                        target.name
+                    )));
+                }
+                let store = self.store.clone();
+                let v = version.clone();
+                blocking(move || store.begin(&v, now_unix())).await??;
+                crash_point("staging");
+            }
         }
         self.transition(&model, Event::FilesWritten, None).await?;
         self.notify(&model, EventKind::Staged, &version.target, None);
@@ -507,6 +497,60 @@ impl Agent {
             health_p50_ms: report.p50_ms,
             health_p99_ms: report.p99_ms,
         })
+    }
+
+    /// Checks a downloaded candidate's file, journals the install and moves the file into the
+    /// store.
+    async fn stage_download(
+        &self,
+        model: &str,
+        version: &StoredVersion,
+        artifact: VerifiedArtifact,
+    ) -> Result<(), InstallError> {
+        if artifact.sha256_hex() != version.sha256 {
+            return Err(InstallError::Rejected {
+                target: version.target.clone(),
+                reason: format!(
+                    "the downloaded file is sha256 {}, not the target's",
+                    artifact.sha256_hex()
+                ),
+            });
+        }
+        let size = artifact.length();
+        if size > self.config.limits.max_artifact_bytes {
+            return Err(InstallError::TooLarge {
+                target: version.target.clone(),
+                size,
+                limit: self.config.limits.max_artifact_bytes,
+            });
+        }
+        // Free space first, so a full disk never even starts an install.
+        {
+            let store = self.store.clone();
+            let margin = self.config.limits.min_free_disk_bytes;
+            blocking(move || store.check_free_space(size, margin)).await??;
+        }
+        {
+            let store = self.store.clone();
+            let v = version.clone();
+            blocking(move || store.begin(&v, now_unix())).await??;
+        }
+        crash_point("staging");
+        let written = {
+            let store = self.store.clone();
+            let v = version.clone();
+            blocking(move || store.write_files(&v, artifact)).await?
+        };
+        if let Err(e) = written {
+            return Err(self.reject(model, &version.target, e.to_string()).await);
+        }
+        Ok(())
+    }
+
+    /// Whether `target`'s model file is already stored, so its install needs no download.
+    pub fn has_artifact_of(&self, target: &ModelTarget) -> bool {
+        self.store
+            .has_artifact(target.meta.model.as_str(), &target.sha256_hex)
     }
 
     /// Records a refused candidate's trials (the reason is completed by [`Agent::reject`]).
@@ -611,8 +655,12 @@ impl Agent {
         let staging = self.config.data_dir.join("store/staging");
         let mut reports = Vec::new();
         for target in targets {
-            let artifact = trusted.fetch(&target, &staging).await?;
-            reports.push(self.install(&target, artifact).await?);
+            let source = if self.has_artifact_of(&target) {
+                ArtifactSource::Stored
+            } else {
+                ArtifactSource::Downloaded(trusted.fetch(&target, &staging).await?)
+            };
+            reports.push(self.install(&target, source).await?);
         }
         Ok(reports)
     }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::agent::{Agent, InstallError, Notice, now_unix};
+use crate::agent::{Agent, ArtifactSource, InstallError, Notice, now_unix};
 use crate::outbox::Outbox;
 use crate::reconcile::{self, Step, Triage};
 use crate::transport::FleetTransport;
@@ -728,32 +728,26 @@ impl Fleet {
                 }
                 Step::Install { wanted, target } => (wanted, target),
             };
-            self.emit(Notice {
-                model: m.model.to_string(),
-                kind: EventKind::Downloading,
-                target: Some(target.name.clone()),
-                detail: None,
-            })
-            .await;
-            let staging = self.agent.config.data_dir.join("store/staging");
-            let artifact = trusted
-                .fetch(&target, &staging)
-                .await
-                .map_err(|e| format!("download of {}: {e}", target.name))?;
-            self.emit(Notice {
-                model: m.model.to_string(),
-                kind: EventKind::Verified,
-                target: Some(target.name.clone()),
-                detail: Some(format!(
-                    "{} bytes, sha256 and length as signed",
-                    artifact.length()
-                )),
-            })
-            .await;
-            match self.agent.install(&target, artifact).await {
+            let source = if self.agent.has_artifact_of(&target) {
+                self.emit(Notice {
+                    model: m.model.to_string(),
+                    kind: EventKind::Verified,
+                    target: Some(target.name.clone()),
+                    detail: Some(
+                        "the same model file is already stored: not downloaded again".into(),
+                    ),
+                })
+                .await;
+                ArtifactSource::Stored
+            } else {
+                ArtifactSource::Downloaded(self.download(&m, &target, &trusted).await?)
+            };
+            match self.agent.install(&target, source).await {
                 Ok(report) => info!(?report, "over-the-air install"),
                 Err(InstallError::Rejected { .. }) => {
-                    self.remember_failed(m.model.as_str(), &target.sha256_hex);
+                    let key =
+                        crate::store::version_key(&target.name, &target.sha256_hex, &target.meta);
+                    self.remember_failed(m.model.as_str(), &key);
                 }
                 Err(e @ (InstallError::Verify(_) | InstallError::TooLarge { .. })) => {
                     self.refuse(&m, e.to_string()).await;
@@ -783,8 +777,8 @@ impl Fleet {
         }
     }
 
-    fn remember_failed(&self, model: &str, sha256: &str) {
-        let _ = self.outbox.bump(&format!("failed:{model}:{sha256}"));
+    fn remember_failed(&self, model: &str, version_key: &str) {
+        let _ = self.outbox.bump(&format!("failed:{model}:{version_key}"));
     }
 
     async fn refuse(&self, m: &edgefleet_protocol::message::DesiredModel, why: String) {
@@ -796,6 +790,39 @@ impl Fleet {
             detail: Some(format!("refused: {why}")),
         })
         .await;
+    }
+
+    /// Downloads `target` into the store's staging directory, verified against its signed
+    /// length and sha256, and reports each step.
+    async fn download(
+        &self,
+        m: &edgefleet_protocol::message::DesiredModel,
+        target: &client::ModelTarget,
+        trusted: &client::TrustedRepo,
+    ) -> Result<client::VerifiedArtifact, String> {
+        self.emit(Notice {
+            model: m.model.to_string(),
+            kind: EventKind::Downloading,
+            target: Some(target.name.clone()),
+            detail: None,
+        })
+        .await;
+        let staging = self.agent.config.data_dir.join("store/staging");
+        let artifact = trusted
+            .fetch(target, &staging)
+            .await
+            .map_err(|e| format!("download of {}: {e}", target.name))?;
+        self.emit(Notice {
+            model: m.model.to_string(),
+            kind: EventKind::Verified,
+            target: Some(target.name.clone()),
+            detail: Some(format!(
+                "{} bytes, sha256 and length as signed",
+                artifact.length()
+            )),
+        })
+        .await;
+        Ok(artifact)
     }
 
     async fn refresh_tuf(&self) -> Result<client::TrustedRepo, String> {
@@ -841,9 +868,9 @@ impl reconcile::Local for Fleet {
         }
     }
 
-    fn already_failed(&self, model: &ModelName, sha256_hex: &str) -> bool {
+    fn already_failed(&self, model: &ModelName, version_key: &str) -> bool {
         self.outbox
-            .counter(&format!("failed:{model}:{sha256_hex}"))
+            .counter(&format!("failed:{model}:{version_key}"))
             .is_ok_and(|n| n > 0)
     }
 

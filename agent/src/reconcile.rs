@@ -12,6 +12,8 @@ use edgefleet_protocol::ModelName;
 use edgefleet_protocol::message::{Desired, DesiredModel, ReportedModel};
 use edgefleet_tuf::client::{self, ModelTarget};
 
+use crate::store::version_key;
+
 /// The first look at a verified desired state.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Triage {
@@ -73,8 +75,9 @@ pub enum Step {
 pub trait Local {
     /// The model's sequence floor (0 when it never ran).
     fn floor(&self, model: &ModelName) -> u64;
-    /// Whether this device already rejected this artifact for this model.
-    fn already_failed(&self, model: &ModelName, sha256_hex: &str) -> bool;
+    /// Whether this device already rejected this signed target ([`version_key`]) for this
+    /// model. The same file under new metadata is a new candidate.
+    fn already_failed(&self, model: &ModelName, version_key: &str) -> bool;
     /// The largest artifact this device accepts, in bytes.
     fn max_artifact_bytes(&self) -> u64;
 }
@@ -116,7 +119,8 @@ pub fn plan(
             continue;
         }
         // A retried revision does not re-install a candidate this device already rejected.
-        if !first_time && local.already_failed(&wanted.model, &target.sha256_hex) {
+        let key = version_key(&target.name, &target.sha256_hex, &target.meta);
+        if !first_time && local.already_failed(&wanted.model, &key) {
             continue;
         }
         let limit = local.max_artifact_bytes();
@@ -192,8 +196,8 @@ mod tests {
         fn floor(&self, model: &ModelName) -> u64 {
             self.floors.get(model.as_str()).copied().unwrap_or(0)
         }
-        fn already_failed(&self, _model: &ModelName, sha256_hex: &str) -> bool {
-            self.failed.iter().any(|s| s == sha256_hex)
+        fn already_failed(&self, _model: &ModelName, key: &str) -> bool {
+            self.failed.iter().any(|s| s == key)
         }
         fn max_artifact_bytes(&self) -> u64 {
             self.max_artifact_bytes
@@ -434,13 +438,21 @@ mod tests {
 
     #[test]
     fn a_retried_revision_does_not_reinstall_a_rejected_candidate() {
+        let churn_2 = trusted(CHURN_2).unwrap();
         let dev = Device {
-            failed: vec![format!("{:064}", 2)],
+            failed: vec![version_key(CHURN_2, &churn_2.sha256_hex, &churn_2.meta)],
             max_artifact_bytes: 1 << 20,
             ..Device::default()
         };
         let todo = wanted("d1", 5, &[CHURN_2]).models;
         assert!(plan(&todo, false, trusted, &dev).is_empty());
         assert_eq!(plan(&todo, true, trusted, &dev).len(), 1);
+        // The same file re-signed with a looser tolerance is a new candidate: it is tried.
+        let loosened = |name: &str| {
+            let mut t = trusted(name)?;
+            t.meta.health.tolerance.abs *= 10.0;
+            Ok(t)
+        };
+        assert_eq!(plan(&todo, false, loosened, &dev).len(), 1);
     }
 }

@@ -63,7 +63,8 @@ impl LiveStats {
 
 /// One loaded version of a model.
 pub struct Slot {
-    pub sha256: String,
+    /// The stored version's identity ([`crate::store::StoredVersion::key`]).
+    pub key: String,
     pub target: String,
     pub meta: Arc<ModelTargetMeta>,
     pub model: Box<dyn LoadedModel>,

@@ -20,8 +20,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::lifecycle::{self, Event, InstallState, Next, Outcome};
 
 mod recovery;
+mod schema;
+#[cfg(test)]
+mod tests;
 mod trials;
 pub use recovery::{Recovered, Resumed};
+pub use schema::version_key;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,12 +60,21 @@ pub enum StoreError {
     },
 }
 
-/// A version in the store: its files and the verified metadata they were installed with.
+/// A version in the store: a signed target (its name, its artifact's sha256 and the verified
+/// metadata it was installed with). Versions are told apart by [`StoredVersion::key`]; their
+/// files by the artifact's sha256, so versions with the same bytes share one file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredVersion {
     pub sha256: String,
     pub target: String,
     pub meta: ModelTargetMeta,
+}
+
+impl StoredVersion {
+    /// This version's identity in the store (see [`version_key`]).
+    pub fn key(&self) -> String {
+        version_key(&self.target, &self.sha256, &self.meta)
+    }
 }
 
 /// Per-model state, as `GET /v1/models` and the reported state show it.
@@ -83,44 +96,6 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS models (
-    name TEXT PRIMARY KEY,
-    active_sha TEXT,
-    previous_sha TEXT,
-    floor INTEGER NOT NULL DEFAULT 0,
-    last_outcome TEXT,
-    last_error TEXT
-);
-CREATE TABLE IF NOT EXISTS versions (
-    model TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    target TEXT NOT NULL,
-    meta TEXT NOT NULL,
-    PRIMARY KEY (model, sha256)
-);
-CREATE TABLE IF NOT EXISTS install (
-    model TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL,
-    target TEXT NOT NULL,
-    meta TEXT NOT NULL,
-    state TEXT NOT NULL,
-    previous_before TEXT,
-    started_unix INTEGER NOT NULL,
-    probation_served_ms INTEGER NOT NULL DEFAULT 0,
-    stopped_cleanly INTEGER NOT NULL DEFAULT 0,
-    crashes INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS journal (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    state TEXT NOT NULL,
-    detail TEXT,
-    at_unix INTEGER NOT NULL
-);
-";
-
 impl Store {
     /// Opens (creating if needed) the store under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
@@ -136,15 +111,20 @@ impl Store {
             path: db_path.clone(),
             source,
         };
-        let conn = Connection::open(&db_path).map_err(db)?;
+        let mut conn = Connection::open(&db_path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         // FULL: a committed pointer flip survives power loss, not just a process crash.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        schema::migrate(&mut conn).map_err(|e| match e {
+            schema::MigrateError::Db(source) => db(source),
+            schema::MigrateError::Meta(row) => StoreError::Corrupt {
+                what: format!("stored metadata of {}", row.target),
+                detail: format!("{}; the store cannot be migrated", row.detail),
+            },
+        })?;
         conn.execute_batch(trials::SCHEMA).map_err(db)?;
-        recovery::add_probation_columns(&conn).map_err(db)?;
         Ok(Self {
             root,
             db_path,
@@ -172,6 +152,13 @@ impl Store {
 
     pub fn version_dir(&self, model: &str, sha256: &str) -> PathBuf {
         self.root.join("models").join(model).join(sha256)
+    }
+
+    /// Whether the model file with this sha256 is stored for `model` (by a version in place or
+    /// in flight): a release that ships it again needs no download. What it holds is checked
+    /// again when it loads.
+    pub fn has_artifact(&self, model: &str, sha256: &str) -> bool {
+        self.version_dir(model, sha256).join("model.onnx").is_file()
     }
 
     /// Refuses to stage `size` bytes unless the data dir keeps `margin` bytes free afterwards.
@@ -215,30 +202,29 @@ impl Store {
             }
             tx.execute("INSERT OR IGNORE INTO models (name) VALUES (?1)", [&model]).map_err(&err)?;
             tx.execute(
-                "INSERT INTO install (model, sha256, target, meta, state, started_unix) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![model, version.sha256, version.target, meta, InstallState::Staging.as_str(), now_unix as i64],
+                "INSERT INTO install (model, key, sha256, target, meta, state, started_unix) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![model, version.key(), version.sha256, version.target, meta, InstallState::Staging.as_str(), now_unix as i64],
             )
             .map_err(&err)?;
-            journal(&tx, &model, &version.sha256, InstallState::Staging.as_str(), None, now_unix).map_err(&err)?;
+            journal(&tx, &model, &version.sha256, &version.target, InstallState::Staging.as_str(), None, now_unix).map_err(&err)?;
             tx.commit().map_err(&err)
         })
     }
 
-    /// Writes the artifact and its metadata into the store: staging dir, fsync, rename, fsync.
-    /// Moves a verified artifact into the version's directory with its metadata, atomically (a
-    /// directory rename) and durably (synced). The artifact's file must be on the store's file
-    /// system: the TUF client downloads into `store/staging`.
+    /// Moves a verified artifact into its content-addressed directory, atomically (a directory
+    /// rename) and durably (synced). The artifact's file must be on the store's file system: the
+    /// TUF client downloads into `store/staging`. The metadata lives in the database only: one
+    /// file may serve several versions.
     pub fn write_files(
         &self,
         version: &StoredVersion,
         artifact: VerifiedArtifact,
     ) -> Result<(), StoreError> {
         let model = version.meta.model.as_str();
-        let dest = self.version_dir(model, &version.sha256);
-        if dest.join("model.onnx").exists() {
-            // Content-addressed: the same bytes are already here (reinstalling the previous one).
+        if self.has_artifact(model, &version.sha256) {
             return Ok(());
         }
+        let dest = self.version_dir(model, &version.sha256);
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
@@ -251,16 +237,8 @@ impl Store {
             std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
         }
         std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-        let meta = serde_json::to_vec_pretty(&(&version.target, &version.meta)).map_err(|e| {
-            StoreError::Corrupt {
-                what: version.target.clone(),
-                detail: e.to_string(),
-            }
-        })?;
         let model_path = staging.join("model.onnx");
         artifact.persist(&model_path).map_err(io(&model_path))?;
-        let meta_path = staging.join("meta.json");
-        write_synced(&meta_path, &meta).map_err(io(&meta_path))?;
         sync_dir(&staging).map_err(io(&staging))?;
         let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(io(&parent))?;
@@ -281,15 +259,15 @@ impl Store {
         let err = self.db_err();
         let next = self.with(|conn| {
             let tx = conn.transaction().map_err(&err)?;
-            let row: Option<(String, String, String, String, Option<String>)> = tx
+            let row: Option<(String, String, String, String, String, Option<String>)> = tx
                 .query_row(
-                    "SELECT sha256, target, meta, state, previous_before FROM install WHERE model = ?1",
+                    "SELECT key, sha256, target, meta, state, previous_before FROM install WHERE model = ?1",
                     [model],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
                 )
                 .optional()
                 .map_err(&err)?;
-            let Some((sha, target, meta, state, previous_before)) = row else {
+            let Some((key, sha, target, meta, state, previous_before)) = row else {
                 return Err(StoreError::NoInstall { model: model.into() });
             };
             let state = InstallState::parse(&state).ok_or_else(|| StoreError::Corrupt {
@@ -297,22 +275,23 @@ impl Store {
                 detail: format!("unknown state {state:?}"),
             })?;
             let next = lifecycle::next(state, event)?;
+            let candidate = Candidate { key: &key, sha256: &sha, target: &target, meta: &meta };
             match next {
                 Next::Continue(new_state) => {
                     if event == Event::Activated {
                         tx.execute(
-                            "INSERT OR REPLACE INTO versions (model, sha256, target, meta) VALUES (?1, ?2, ?3, ?4)",
-                            params![model, sha, target, meta],
+                            "INSERT OR REPLACE INTO versions (model, key, sha256, target, meta) VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![model, key, sha, target, meta],
                         )
                         .map_err(&err)?;
                         tx.execute(
-                            "UPDATE install SET previous_before = (SELECT previous_sha FROM models WHERE name = ?1) WHERE model = ?1",
+                            "UPDATE install SET previous_before = (SELECT previous_key FROM models WHERE name = ?1) WHERE model = ?1",
                             [model],
                         )
                         .map_err(&err)?;
                         tx.execute(
-                            "UPDATE models SET previous_sha = active_sha, active_sha = ?2 WHERE name = ?1",
-                            params![model, sha],
+                            "UPDATE models SET previous_key = active_key, active_key = ?2 WHERE name = ?1",
+                            params![model, key],
                         )
                         .map_err(&err)?;
                     }
@@ -321,10 +300,10 @@ impl Store {
                         params![model, new_state.as_str()],
                     )
                     .map_err(&err)?;
-                    journal(&tx, model, &sha, new_state.as_str(), detail, now_unix).map_err(&err)?;
+                    journal(&tx, model, &sha, &target, new_state.as_str(), detail, now_unix).map_err(&err)?;
                 }
                 Next::Done(outcome) => {
-                    finish(&tx, model, &sha, &meta, previous_before.as_deref(), outcome, detail, now_unix).map_err(&err)?;
+                    finish(&tx, model, &candidate, previous_before.as_deref(), outcome, detail, now_unix).map_err(&err)?;
                 }
             }
             tx.commit().map_err(&err)?;
@@ -357,7 +336,7 @@ impl Store {
         self.with(|conn| {
             let row: Option<ModelRow> = conn
                 .query_row(
-                    "SELECT active_sha, previous_sha, floor, last_outcome, last_error FROM models WHERE name = ?1",
+                    "SELECT active_key, previous_key, floor, last_outcome, last_error FROM models WHERE name = ?1",
                     [model],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
@@ -366,17 +345,17 @@ impl Store {
             let Some((active, previous, floor, last_outcome, last_error)) = row else {
                 return Ok(None);
             };
-            let version = |sha: Option<String>| -> Result<Option<StoredVersion>, StoreError> {
-                let Some(sha) = sha else { return Ok(None) };
-                let row: Option<(String, String)> = conn
+            let version = |key: Option<String>| -> Result<Option<StoredVersion>, StoreError> {
+                let Some(key) = key else { return Ok(None) };
+                let row: Option<(String, String, String)> = conn
                     .query_row(
-                        "SELECT target, meta FROM versions WHERE model = ?1 AND sha256 = ?2",
-                        params![model, sha],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+                        "SELECT sha256, target, meta FROM versions WHERE model = ?1 AND key = ?2",
+                        params![model, key],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
                     .optional()
                     .map_err(&err)?;
-                row.map(|(target, meta)| stored(sha, target, &meta)).transpose()
+                row.map(|(sha, target, meta)| stored(sha, target, &meta)).transpose()
             };
             let install: Option<(String, String, String, String)> = conn
                 .query_row(
@@ -406,22 +385,21 @@ impl Store {
         })
     }
 
-    /// Removes version directories and rows of `model` that are neither active, previous nor
-    /// being installed.
+    /// Removes the rows of `model`'s versions that are neither active nor previous, and the
+    /// files no active, previous or in-flight version uses.
     fn collect_garbage(&self, model: &str) -> Result<(), StoreError> {
         let err = self.db_err();
         let keep: Vec<String> = self.with(|conn| {
             conn.execute(
-                "DELETE FROM versions WHERE model = ?1 AND sha256 NOT IN (
-                    SELECT active_sha FROM models WHERE name = ?1 AND active_sha IS NOT NULL
-                    UNION SELECT previous_sha FROM models WHERE name = ?1 AND previous_sha IS NOT NULL)",
+                "DELETE FROM versions WHERE model = ?1 AND key NOT IN (
+                    SELECT active_key FROM models WHERE name = ?1 AND active_key IS NOT NULL
+                    UNION SELECT previous_key FROM models WHERE name = ?1 AND previous_key IS NOT NULL)",
                 [model],
             )
             .map_err(&err)?;
             let mut stmt = conn
                 .prepare(
-                    "SELECT active_sha FROM models WHERE name = ?1 AND active_sha IS NOT NULL
-                     UNION SELECT previous_sha FROM models WHERE name = ?1 AND previous_sha IS NOT NULL
+                    "SELECT sha256 FROM versions WHERE model = ?1
                      UNION SELECT sha256 FROM install WHERE model = ?1",
                 )
                 .map_err(&err)?;
@@ -449,7 +427,7 @@ impl Store {
     }
 }
 
-/// `models` row: active sha, previous sha, floor, last outcome, last error.
+/// `models` row: active key, previous key, floor, last outcome, last error.
 type ModelRow = (
     Option<String>,
     Option<String>,
@@ -474,24 +452,31 @@ fn journal(
     tx: &rusqlite::Transaction<'_>,
     model: &str,
     sha: &str,
+    target: &str,
     state: &str,
     detail: Option<&str>,
     now_unix: u64,
 ) -> rusqlite::Result<usize> {
     tx.execute(
-        "INSERT INTO journal (model, sha256, state, detail, at_unix) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![model, sha, state, detail, now_unix as i64],
+        "INSERT INTO journal (model, sha256, target, state, detail, at_unix) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![model, sha, target, state, detail, now_unix as i64],
     )
+}
+
+/// The install row's version, as `finish` needs it.
+struct Candidate<'a> {
+    key: &'a str,
+    sha256: &'a str,
+    target: &'a str,
+    meta: &'a str,
 }
 
 /// Ends an install: commit raises the floor, rollback restores the pointers, all drop the
 /// install row and journal the outcome.
-#[allow(clippy::too_many_arguments)]
 fn finish(
     tx: &rusqlite::Transaction<'_>,
     model: &str,
-    sha: &str,
-    meta: &str,
+    candidate: &Candidate<'_>,
     previous_before: Option<&str>,
     outcome: Outcome,
     detail: Option<&str>,
@@ -499,7 +484,7 @@ fn finish(
 ) -> rusqlite::Result<()> {
     match outcome {
         Outcome::Committed => {
-            let min_sequence = serde_json::from_str::<ModelTargetMeta>(meta)
+            let min_sequence = serde_json::from_str::<ModelTargetMeta>(candidate.meta)
                 .map(|m| m.min_sequence)
                 .unwrap_or(0);
             tx.execute(
@@ -515,22 +500,23 @@ fn finish(
         }
         Outcome::RolledBack => {
             tx.execute(
-                "UPDATE models SET active_sha = previous_sha, previous_sha = ?2, last_outcome = 'rolled_back', last_error = ?3
-                 WHERE name = ?1 AND active_sha = ?4",
-                params![model, previous_before, detail, sha],
+                "UPDATE models SET active_key = previous_key, previous_key = ?2, last_outcome = 'rolled_back', last_error = ?3
+                 WHERE name = ?1 AND active_key = ?4",
+                params![model, previous_before, detail, candidate.key],
             )?;
         }
     }
     tx.execute("DELETE FROM install WHERE model = ?1", [model])?;
-    journal(tx, model, sha, outcome.as_str(), detail, now_unix)?;
+    journal(
+        tx,
+        model,
+        candidate.sha256,
+        candidate.target,
+        outcome.as_str(),
+        detail,
+        now_unix,
+    )?;
     Ok(())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {

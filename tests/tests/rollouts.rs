@@ -325,7 +325,7 @@ fn forged_tampered_and_replayed_desired_states_move_nothing_and_genuine_ones_sti
         .unwrap();
     }
     // The same network, as different bytes: an extra protobuf field (number 1000, varint 1)
-    // that ONNX parsers skip as unknown. (Identical bytes would be "already active".)
+    // that ONNX parsers skip as unknown.
     let mut onnx =
         std::fs::read(edgefleet_e2e::models_dir().join("churn/2.0.0/model.onnx")).unwrap();
     onnx.extend_from_slice(&[0xC0, 0x3E, 0x01]);
@@ -371,6 +371,84 @@ fn forged_tampered_and_replayed_desired_states_move_nothing_and_genuine_ones_sti
     intruder.publish(topic, genuine_2_0, false);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(agent.model("churn")["active"]["version"], "2.1.0");
+}
+
+#[test]
+fn a_release_with_the_same_model_file_activates_with_its_own_metadata_and_its_rollout_completes() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = demo::set_up(tmp.path(), &options(2, false));
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    // 3.1.0 ships 1.0.0's model file byte for byte, with a looser tolerance and a new version.
+    let release = tmp.path().join("churn-3.1.0");
+    std::fs::create_dir_all(&release).unwrap();
+    let source = edgefleet_e2e::models_dir().join("churn/1.0.0");
+    for file in ["model.onnx", "interface.json", "baseline.json"] {
+        std::fs::copy(source.join(file), release.join(file)).unwrap();
+    }
+    let mut health: Value =
+        serde_json::from_slice(&std::fs::read(source.join("health.json")).unwrap()).unwrap();
+    health["tolerance"]["abs"] = json!(1e-3);
+    std::fs::write(release.join("health.json"), health.to_string()).unwrap();
+    std::fs::write(
+        release.join("release.json"),
+        json!({"model": "churn", "version": "3.1.0", "sequence": 10}).to_string(),
+    )
+    .unwrap();
+    run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["push", "--server"])
+            .arg(&release),
+    );
+    assert_eq!(
+        demo::roll_out(&fleet, "3.1.0", &[50.0, 100.0], 0),
+        "completed"
+    );
+    let admin = fleet.operator.token();
+    for (i, agent) in fleet.agents.iter().enumerate() {
+        let model = agent.model("churn");
+        assert_eq!(model["active"]["version"], "3.1.0", "{model}");
+        assert_eq!(model["previous"]["version"], "1.0.0", "{model}");
+        assert_eq!(model["active"]["sha256"], model["previous"]["sha256"]);
+        let served = edgefleet_e2e::get_json(&agent.url("/v2/models/churn"));
+        assert_eq!(served["versions"], json!(["3.1.0"]), "{served}");
+        // Nothing was downloaded again: the device said so instead.
+        let device = format!("dev-{:02}", i + 1);
+        let (_, events) = fleet.server.call(
+            "GET",
+            &format!("/api/v1/events?device={device}&limit=200"),
+            Some(&admin),
+            None,
+        );
+        let steps: Vec<(String, String)> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["message"]["target"] == "models/churn/3.1.0/model.onnx")
+            .map(|e| {
+                (
+                    e["message"]["kind"].as_str().unwrap().to_owned(),
+                    e["message"]["detail"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert!(
+            steps.iter().all(|(kind, _)| kind != "downloading"),
+            "{device}: {steps:?}"
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|(kind, detail)| kind == "verified" && detail.contains("not downloaded")),
+            "{device}: {steps:?}"
+        );
+        assert!(
+            steps.iter().any(|(kind, _)| kind == "committed"),
+            "{device}: {steps:?}"
+        );
+    }
 }
 
 #[test]

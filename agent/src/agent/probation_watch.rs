@@ -157,15 +157,15 @@ impl Agent {
                 Ok(Ok(Some(record))) => record,
                 _ => continue,
             };
-            let candidate = record.install.as_ref().map(|(v, _)| v.target.clone());
+            let candidate = record.install.as_ref().map(|(v, _)| v);
             let serving = self.serving.get(&model);
-            let Some(slot) = serving.filter(|s| Some(&s.target) == candidate.as_ref()) else {
+            let Some(slot) = serving.filter(|s| candidate.is_some_and(|c| c.key() == s.key)) else {
                 warn!(
                     model,
                     "the candidate in probation does not load after the restart"
                 );
                 let _guard = self.install_lock.lock().await;
-                let target = candidate.unwrap_or_default();
+                let target = candidate.map(|c| c.target.clone()).unwrap_or_default();
                 let detail = "probation failed: the candidate did not load after a restart";
                 self.journal_rollback(&model, &target, detail.into()).await;
                 if let Err(e) = self.load_active(&model).await {

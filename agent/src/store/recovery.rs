@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
-use super::{Store, StoreError, finish};
+use super::{Candidate, Store, StoreError, finish};
 use crate::lifecycle::{self, InstallState, Interruption, Outcome, Recovery};
 
 /// What [`Store::recover`] did.
@@ -48,17 +48,20 @@ pub(super) fn add_probation_columns(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-type InstallRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-    bool,
-    u32,
-    bool,
-);
+/// An install in flight: its candidate, then how it stood when the agent went down.
+struct InstallRow {
+    model: String,
+    key: String,
+    sha256: String,
+    target: String,
+    meta: String,
+    state: String,
+    previous_before: Option<String>,
+    served_ms: i64,
+    stopped: bool,
+    crashes: u32,
+    has_previous: bool,
+}
 
 impl Store {
     /// Settles every install the journal says was in flight (after a stop, a crash or power
@@ -70,24 +73,26 @@ impl Store {
             let rows: Vec<InstallRow> = {
                 let mut stmt = tx
                     .prepare(
-                        "SELECT i.model, i.sha256, i.meta, i.state, i.previous_before,
+                        "SELECT i.model, i.key, i.sha256, i.target, i.meta, i.state, i.previous_before,
                                 i.probation_served_ms, i.stopped_cleanly, i.crashes,
-                                m.previous_sha IS NOT NULL
+                                m.previous_key IS NOT NULL
                          FROM install i LEFT JOIN models m ON m.name = i.model",
                     )
                     .map_err(&err)?;
                 stmt.query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get::<_, i64>(6)? != 0,
-                        r.get::<_, i64>(7)?.clamp(0, i64::from(u32::MAX)) as u32,
-                        r.get::<_, Option<bool>>(8)?.unwrap_or(false),
-                    ))
+                    Ok(InstallRow {
+                        model: r.get(0)?,
+                        key: r.get(1)?,
+                        sha256: r.get(2)?,
+                        target: r.get(3)?,
+                        meta: r.get(4)?,
+                        state: r.get(5)?,
+                        previous_before: r.get(6)?,
+                        served_ms: r.get(7)?,
+                        stopped: r.get::<_, i64>(8)? != 0,
+                        crashes: r.get::<_, i64>(9)?.clamp(0, i64::from(u32::MAX)) as u32,
+                        has_previous: r.get::<_, Option<bool>>(10)?.unwrap_or(false),
+                    })
                 })
                 .map_err(&err)?
                 .collect::<Result<_, _>>()
@@ -95,23 +100,14 @@ impl Store {
             };
             let mut recovered = Recovered::default();
             let mut finished_shas = Vec::new();
-            for (
-                model,
-                sha,
-                meta,
-                state,
-                previous_before,
-                served_ms,
-                stopped,
-                crashes,
-                has_previous,
-            ) in rows
-            {
-                let state = InstallState::parse(&state).unwrap_or(InstallState::Staging);
+            for row in rows {
+                let model = row.model.clone();
+                let stopped = row.stopped;
+                let state = InstallState::parse(&row.state).unwrap_or(InstallState::Staging);
                 let how = Interruption {
                     stopped_cleanly: stopped,
-                    has_previous,
-                    crashes,
+                    has_previous: row.has_previous,
+                    crashes: row.crashes,
                 };
                 match lifecycle::recover(state, how) {
                     Recovery::ResumeProbation => {
@@ -123,23 +119,28 @@ impl Store {
                         .map_err(&err)?;
                         recovered.resumed.push(Resumed {
                             model,
-                            served: Duration::from_millis(served_ms.max(0) as u64),
+                            served: Duration::from_millis(row.served_ms.max(0) as u64),
                             after_crash: !stopped,
                         });
                     }
                     Recovery::Finish(outcome) => {
-                        finished_shas.push(sha.clone());
+                        finished_shas.push(row.sha256.clone());
                         let how = if stopped { "was stopped" } else { "stopped" };
                         let detail = format!(
                             "the agent {how} during {state}; {}",
                             outcome.as_str().replace('_', " ")
                         );
+                        let candidate = Candidate {
+                            key: &row.key,
+                            sha256: &row.sha256,
+                            target: &row.target,
+                            meta: &row.meta,
+                        };
                         finish(
                             &tx,
                             &model,
-                            &sha,
-                            &meta,
-                            previous_before.as_deref(),
+                            &candidate,
+                            row.previous_before.as_deref(),
                             outcome,
                             Some(&detail),
                             now_unix,
