@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::lifecycle::{Event, InstallState, Next, Outcome};
 use crate::metrics::{ActiveLabels, Metrics, OutcomeLabels};
 use crate::serving::{Serving, Slot};
-use crate::store::{Store, StoreError, StoredVersion};
+use crate::store::{Resumed, Store, StoreError, StoredVersion};
 use edgefleet_protocol::ModelName;
 use edgefleet_protocol::message::{EventKind, InstalledVersion, ReportedModel, UpdateState};
 
@@ -114,6 +114,13 @@ pub struct Agent {
     /// The last candidate refused per model since start, with how each back-end fared, until a
     /// later install of that model succeeds (`GET /v1/models` shows it).
     refused: std::sync::Mutex<std::collections::HashMap<String, Refused>>,
+    /// Models not yet loaded since start: the API answers at once and says which these are.
+    loading: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Probations the journal says to resume, until their watch runs again (a stop before then
+    /// must still be recorded as a stop).
+    awaiting_resume: std::sync::Mutex<Vec<Resumed>>,
+    /// True once [`Agent::load_models`] is done; installs wait for it.
+    loaded: tokio::sync::watch::Sender<bool>,
 }
 
 /// A candidate the device refused, and each back-end's trial of it.
@@ -136,8 +143,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Agent {
-    /// Opens the store, finishes whatever a crash left in flight, and loads every active model.
-    pub async fn start(config: Config, engine: Arc<Engine>) -> Result<Arc<Self>, InstallError> {
+    /// Opens the store and finishes whatever a stop or a crash left in flight; loads nothing
+    /// yet, so the API can answer at once. [`Agent::load_models`] then puts the models in
+    /// service.
+    pub async fn open(config: Config, engine: Arc<Engine>) -> Result<Arc<Self>, InstallError> {
         let data_dir = config.data_dir.clone();
         let store = Arc::new(blocking(move || Store::open(&data_dir)).await??);
         let recovered = {
@@ -159,7 +168,8 @@ impl Agent {
                 })
                 .inc();
         }
-        let agent = Arc::new(Self {
+        let loading = store.model_names()?.into_iter().collect();
+        Ok(Arc::new(Self {
             config,
             notices: tokio::sync::broadcast::channel(256).0,
             store,
@@ -170,15 +180,48 @@ impl Agent {
             install_lock: tokio::sync::Mutex::new(()),
             probations: std::sync::Mutex::default(),
             refused: std::sync::Mutex::default(),
-        });
-        // One model that does not load must not keep the others from serving.
-        for model in agent.store.model_names()? {
-            if let Err(e) = agent.load_active(&model).await {
+            loading: std::sync::Mutex::new(loading),
+            awaiting_resume: std::sync::Mutex::new(recovered.resumed),
+            loaded: tokio::sync::watch::channel(false).0,
+        }))
+    }
+
+    /// Loads every stored model, one at a time (each is in service as soon as it loads), then
+    /// resumes the probations a restart interrupted. Installs wait until this is done.
+    pub async fn load_models(self: &Arc<Self>) {
+        let pending: Vec<String> = self
+            .loading
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default();
+        for model in pending {
+            // One model that does not load must not keep the others from serving.
+            if let Err(e) = self.load_active(&model).await {
                 warn!(model, error = %e, "model not served: neither its active nor its previous version loads");
             }
+            if let Ok(mut loading) = self.loading.lock() {
+                loading.remove(&model);
+            }
         }
-        agent.resume_probations(recovered.resumed).await;
-        Ok(agent)
+        let resumed = self
+            .awaiting_resume
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        self.resume_probations(resumed).await;
+        self.loaded.send_replace(true);
+    }
+
+    /// Models not loaded yet since start.
+    pub fn loading(&self) -> Vec<String> {
+        self.loading
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn is_loading(&self, model: &str) -> bool {
+        self.loading.lock().is_ok_and(|l| l.contains(model))
     }
 
     /// Puts the stored active version of `model` in service (start-up, rollback).
@@ -390,6 +433,8 @@ impl Agent {
         target: &ModelTarget,
         source: ArtifactSource,
     ) -> Result<InstallReport, InstallError> {
+        // What start-up loads must be in service before anything replaces it.
+        let _ = self.loaded.subscribe().wait_for(|loaded| *loaded).await;
         let _guard = self.install_lock.lock().await;
         let model = target.meta.model.to_string();
         let version = StoredVersion {

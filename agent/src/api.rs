@@ -110,24 +110,38 @@ async fn live() -> Json<Value> {
     Json(json!({ "live": true }))
 }
 
+/// Ready once the models stored at start are loaded and one of them serves; `loading` names
+/// those still loading.
 async fn ready(State(agent): State<Arc<Agent>>) -> Response {
-    let ready = agent.serving.any_ready();
+    let loading = agent.loading();
+    let ready = loading.is_empty() && agent.serving.any_ready();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": ready }))).into_response()
+    (status, Json(json!({ "ready": ready, "loading": loading }))).into_response()
 }
 
 fn slot(agent: &Agent, name: &str) -> Result<Arc<Slot>, ApiError> {
-    agent.serving.get(name).ok_or_else(|| {
+    if let Some(slot) = agent.serving.get(name) {
+        return Ok(slot);
+    }
+    let error = if agent.is_loading(name) {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "model {name:?} is still loading after the agent started; \
+                 GET /v2/models/{name}/ready says when it serves"
+            ),
+        )
+    } else {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no model {name:?} is being served; GET /v1/models lists them"),
         )
-        .field("model")
-    })
+    };
+    Err(error.field("model"))
 }
 
 #[derive(Debug, Serialize)]
@@ -162,12 +176,16 @@ async fn model_metadata(
     })))
 }
 
-async fn model_ready(
-    State(agent): State<Arc<Agent>>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    slot(&agent, &name)?;
-    Ok(Json(json!({ "name": name, "ready": true })))
+async fn model_ready(State(agent): State<Arc<Agent>>, Path(name): Path<String>) -> Response {
+    match slot(&agent, &name) {
+        Ok(_) => Json(json!({ "name": name, "ready": true })).into_response(),
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => (
+            e.status,
+            Json(json!({ "name": name, "ready": false, "loading": true })),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn run_blocking<T: Send + 'static>(
@@ -395,6 +413,7 @@ async fn list_models(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, Api
                 "floor": r.floor,
                 "last_error": r.last_error,
                 "serving": serving.as_ref().map(|s| s.meta.version.to_string()),
+                "loading": agent.is_loading(&r.model),
                 "runtime": serving.as_ref().map(|s| s.model.runtime()),
                 "runtime_trials": serving.as_ref().map(|s| trials_json(&s.trials)),
                 "runtime_trials_cached": serving.as_ref().map(|s| s.trials_cached),

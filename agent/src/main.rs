@@ -93,7 +93,13 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_failure(e),
             };
-            exit(runtime().and_then(|rt| rt.block_on(run(config))))
+            exit(runtime().and_then(|rt| {
+                let result = rt.block_on(run(config));
+                // A model still loading from a stalled disk must not hold the stop for ever
+                // (the journal already says what to resume).
+                rt.shutdown_timeout(Duration::from_secs(5));
+                result
+            }))
         }
         Command::Enroll {
             config,
@@ -170,7 +176,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen().map_err(anyhow::Error::msg)?;
     let grace = Duration::from_secs(config.api.shutdown_grace_seconds);
     let engine = Arc::new(engine(&config));
-    let agent = Agent::start(config, engine)
+    let agent = Agent::open(config, engine)
         .await
         .context("starting the agent")?;
     match edge_agent::fleet::load_link(&agent.config.data_dir)? {
@@ -189,12 +195,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
         })?;
     let app = edge_agent::api::router(agent.clone(), admin_token);
     let shutdown = shutdown_signal();
+    // The API answers liveness at once and readiness per model while this loads them.
+    let loader = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            agent.load_models().await;
+            info!(
+                models = ?agent.serving.names(),
+                load_ms = started.elapsed().as_secs_f64() * 1e3,
+                "models loaded"
+            );
+        })
+    };
     let served = match listen {
         Listen::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr} (api.listen)"))?;
-            info!(%addr, device = %agent.config.device_id, models = ?agent.serving.names(), "serving");
+            info!(%addr, device = %agent.config.device_id, loading = ?agent.loading(), "serving");
             ready();
             serve(
                 axum::serve(listener, app).with_graceful_shutdown(shutdown),
@@ -215,6 +234,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .await
         }
     };
+    loader.abort();
     // A stop is not a failure: probations in progress resume at the next start.
     agent.pause_probations().await;
     served

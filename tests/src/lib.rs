@@ -214,7 +214,16 @@ impl AgentProcess {
         Self::spawn(config, port, env)
     }
 
+    /// Starts the agent on `config` and waits until it answers and has loaded the models it had
+    /// stored (`/v2/health/ready` lists none as loading).
     pub fn spawn(config: PathBuf, port: u16, env: &[(&str, &str)]) -> Self {
+        let agent = Self::launch(config, port, env);
+        agent.wait_loaded(Duration::from_secs(60));
+        agent
+    }
+
+    /// Starts the agent and waits only until it answers `/v2/health/live`.
+    pub fn launch(config: PathBuf, port: u16, env: &[(&str, &str)]) -> Self {
         let log = config.with_extension(format!(
             "{}.log",
             std::process::id() as u64 + u64::from(port)
@@ -261,6 +270,31 @@ impl AgentProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `/v2/health/ready`: its status and body.
+    pub fn readiness(&self) -> (u16, Value) {
+        let mut response = http().get(&self.url("/v2/health/ready")).call().unwrap();
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_json().unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Waits until no model stored at start is still loading.
+    pub fn wait_loaded(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, body) = self.readiness();
+            if body["loading"].as_array().is_some_and(|l| l.is_empty()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "models still loading after {within:?}: {body}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `edge-agent install REPO [--target T]` as an operator with a USB stick runs it.
@@ -327,13 +361,18 @@ impl AgentProcess {
 
     /// Stops the agent cleanly (SIGTERM, as systemd does) and starts it again on the same
     /// configuration and port.
-    pub fn restart(mut self) -> Self {
+    pub fn restart(self) -> Self {
+        let (config, port) = self.stop();
+        Self::spawn(config, port, &[])
+    }
+
+    /// Stops the agent cleanly (SIGTERM) and waits for it to exit; returns its configuration
+    /// and port for a later start.
+    pub fn stop(mut self) -> (PathBuf, u16) {
         let pid = self.child.id().to_string();
         run_ok(Command::new("kill").args(["-TERM", &pid]));
         let _ = self.child.wait();
-        let (config, port) = (self.config.clone(), self.port);
-        drop(self);
-        Self::spawn(config, port, &[])
+        (self.config.clone(), self.port)
     }
 
     pub fn log_text(&self) -> String {

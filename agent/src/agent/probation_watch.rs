@@ -56,6 +56,7 @@ impl Agent {
         if let Ok(mut running) = self.probations.lock() {
             running.insert(model.clone(), clock);
         }
+        self.resumed(&model);
         let mut recorded = tokio::time::Instant::now();
         let verdict = loop {
             let (requests, errors, p99) = slot.stats.snapshot();
@@ -123,14 +124,25 @@ impl Agent {
         }
     }
 
+    /// A probation to resume is running again, or was ended.
+    fn resumed(&self, model: &str) {
+        if let Ok(mut awaiting) = self.awaiting_resume.lock() {
+            awaiting.retain(|r| r.model != model);
+        }
+    }
+
     /// At a clean stop: records how long each running probation has served, and that the
-    /// agent stopped on purpose, so the next start resumes them.
+    /// agent stopped on purpose, so the next start resumes them. Probations still waiting to
+    /// resume (a stop while models load) are recorded as they were.
     pub async fn pause_probations(&self) {
-        let running: Vec<(String, Duration)> = self
+        let mut running: Vec<(String, Duration)> = self
             .probations
             .lock()
             .map(|r| r.iter().map(|(m, c)| (m.clone(), c.served())).collect())
             .unwrap_or_default();
+        if let Ok(awaiting) = self.awaiting_resume.lock() {
+            running.extend(awaiting.iter().map(|r| (r.model.clone(), r.served)));
+        }
         for (model, served) in running {
             info!(
                 model,
@@ -168,6 +180,7 @@ impl Agent {
                 let target = candidate.map(|c| c.target.clone()).unwrap_or_default();
                 let detail = "probation failed: the candidate did not load after a restart";
                 self.journal_rollback(&model, &target, detail.into()).await;
+                self.resumed(&model);
                 if let Err(e) = self.load_active(&model).await {
                     warn!(model, error = %e, "model not served after the rollback");
                 }

@@ -1,0 +1,206 @@
+//! `edge-agent` starting up with models stored: the API answers at once and each model is ready
+//! as soon as it loads. Real processes, real models, a real TUF repository made by `fleetctl`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use edgefleet_e2e::fleet::eventually;
+use edgefleet_e2e::*;
+use serde_json::Value;
+
+fn status_and_body(url: &str) -> (u16, Value) {
+    let mut response = http().get(url).call().unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_json().unwrap_or(Value::Null),
+    )
+}
+
+/// A model whose stored file cannot be read yet (a FIFO with no writer stands in for a stalled
+/// disk, so the test decides when the read ends) keeps neither liveness nor the other models
+/// waiting: they serve, the server says it is not ready and names what is still loading, and
+/// requests to the loading model get a 503 that says so.
+#[test]
+fn after_a_restart_liveness_answers_at_once_and_each_model_is_ready_as_it_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    for release in ["churn/2.0.0", "iris/1.0.0", "text-encoder/1.0.0"] {
+        op.push(release);
+    }
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "[probation]\nwindow_seconds = 1\nmin_requests = 0\n",
+        &[],
+    );
+    let out = agent.install(&op.repo(), None);
+    assert!(out.status.success(), "{}", agent.log_text());
+    for model in ["churn", "iris", "text-encoder"] {
+        agent.wait_state(model, &["committed"], Duration::from_secs(30));
+    }
+    let sha = agent.model("text-encoder")["active"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (config, port) = agent.stop();
+
+    let stored = tmp
+        .path()
+        .join("data/store/models/text-encoder")
+        .join(&sha)
+        .join("model.onnx");
+    std::fs::remove_file(&stored).unwrap();
+    run_ok(Command::new("mkfifo").arg(&stored));
+
+    let agent = AgentProcess::launch(config, port, &[]);
+    // The models before it in the loading order serve while it waits for its disk.
+    eventually("churn and iris serving", Duration::from_secs(30), || {
+        let ready = |m: &str| status_and_body(&agent.url(&format!("/v2/models/{m}/ready"))).0;
+        (ready("churn") == 200 && ready("iris") == 200).then_some(())
+    });
+    let (status, body) = post_json(&agent.url("/v1/models/churn:predict"), &churn_row(12.0));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = agent.readiness();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["loading"],
+        serde_json::json!(["text-encoder"]),
+        "{body}"
+    );
+    let (status, body) = status_and_body(&agent.url("/v2/models/text-encoder/ready"));
+    assert_eq!(
+        (status, &body["loading"]),
+        (503, &Value::Bool(true)),
+        "{body}"
+    );
+    assert_eq!(agent.model("text-encoder")["loading"], true);
+    let (status, body) = post_json(
+        &agent.url("/v2/models/text-encoder/infer"),
+        &serde_json::json!({"inputs": []}),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("still loading"),
+        "{body}"
+    );
+    assert_eq!(
+        status_and_body(&agent.url("/v2/health/live")).0,
+        200,
+        "live while a model loads"
+    );
+
+    // The disk fails the read: the model is not served (it has no previous version to fall back
+    // to) and start-up is done.
+    drop(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&stored)
+            .unwrap(),
+    );
+    agent.wait_loaded(Duration::from_secs(30));
+    let (status, body) = agent.readiness();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = status_and_body(&agent.url("/v2/models/text-encoder/ready"));
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        agent
+            .log_text()
+            .contains("model not served: neither its active nor its previous version loads"),
+        "{}",
+        agent.log_text()
+    );
+}
+
+/// A stop while models are still loading is a stop, not a crash: a probation waiting to resume
+/// behind a model that reads slowly resumes at the next start instead of being rolled back.
+#[test]
+fn a_stop_while_models_load_keeps_a_waiting_probation_for_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    for release in ["churn/2.0.0", "iris/1.0.0"] {
+        op.push(release);
+    }
+    // iris 1.1.0: the same model file, new metadata (a new version that needs no download).
+    let release = tmp.path().join("iris-1.1.0");
+    std::fs::create_dir_all(&release).unwrap();
+    let source = models_dir().join("iris/1.0.0");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), release.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        release.join("release.json"),
+        r#"{"model": "iris", "version": "1.1.0", "sequence": 2}"#,
+    )
+    .unwrap();
+    let iris_1_1 = op.push(release.to_str().unwrap());
+    let config_with =
+        |window: u32| format!("[probation]\nwindow_seconds = {window}\nmin_requests = 0\n");
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        &config_with(1),
+        &[],
+    );
+    for target in [
+        "models/churn/2.0.0/model.onnx",
+        "models/iris/1.0.0/model.onnx",
+    ] {
+        assert!(agent.install(&op.repo(), Some(target)).status.success());
+    }
+    for model in ["churn", "iris"] {
+        agent.wait_state(model, &["committed"], Duration::from_secs(30));
+    }
+    let churn_sha = agent.model("churn")["active"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (config, port) = agent.stop();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("window_seconds = 1", "window_seconds = 600"),
+    )
+    .unwrap();
+    let agent = AgentProcess::spawn(config, port, &[]);
+    assert!(agent.install(&op.repo(), Some(&iris_1_1)).status.success());
+    assert_eq!(agent.model("iris")["state"], "probation");
+    let (config, port) = agent.stop();
+
+    // churn loads first and its disk stalls; iris's probation waits behind it. Stop then.
+    let stored = tmp
+        .path()
+        .join("data/store/models/churn")
+        .join(&churn_sha)
+        .join("model.onnx");
+    std::fs::remove_file(&stored).unwrap();
+    run_ok(Command::new("mkfifo").arg(&stored));
+    let agent = AgentProcess::launch(config, port, &[]);
+    assert_eq!(
+        agent.readiness().1["loading"],
+        serde_json::json!(["churn", "iris"])
+    );
+    let (config, port) = agent.stop();
+
+    // The disk is back: iris 1.1.0 is still the active version, in probation, resumed.
+    std::fs::remove_file(&stored).unwrap();
+    std::fs::copy(models_dir().join("churn/2.0.0/model.onnx"), &stored).unwrap();
+    let agent = AgentProcess::spawn(config, port, &[]);
+    let iris = agent.model("iris");
+    assert_eq!(iris["active"]["version"], "1.1.0", "{iris}");
+    assert_eq!(iris["state"], "probation", "{iris}");
+    assert_eq!(iris["serving"], "1.1.0", "{iris}");
+    assert!(
+        agent
+            .log_text()
+            .contains("probation resumes after the restart"),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(agent.model("churn")["serving"], "2.0.0");
+}
