@@ -818,6 +818,9 @@ impl ReleaseArgs {
             for note in notes.0 {
                 eprintln!("note: {note}");
             }
+            for named in edgefleet_onnx_graph::name_dims(&graph, &mut release.meta.interface) {
+                eprintln!("note: from the graph, {named}");
+            }
         }
         operator::settle_release(current, release, self.floor_policy, self.allow_downgrade)?;
         Ok(())

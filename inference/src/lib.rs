@@ -149,7 +149,11 @@ pub fn features_to_input(
 }
 
 /// Checks `inputs` against the interface: every declared input present, nothing else, each of
-/// its declared type, shapes fitting their specs, data length matching the shape.
+/// its declared type, shapes fitting their specs, data length matching the shape, and axes that
+/// share a name ([`TensorSpec::dim_name`]) of one size. A request that breaks one of these is the
+/// caller's error, named here, never a failure inside the model.
+///
+/// [`TensorSpec::dim_name`]: edgefleet_protocol::interface::TensorSpec::dim_name
 pub fn check_inputs(interface: &ModelInterface, inputs: &Inputs) -> Result<(), Error> {
     if let Some(extra) = inputs.keys().find(|k| interface.input(k).is_none()) {
         return Err(Error::Input {
@@ -183,6 +187,37 @@ pub fn check_inputs(interface: &ModelInterface, inputs: &Inputs) -> Result<(), E
                     tensor.data.len()
                 ),
             });
+        }
+    }
+    check_shared_dims(interface, inputs)
+}
+
+fn check_shared_dims(interface: &ModelInterface, inputs: &Inputs) -> Result<(), Error> {
+    // First input to give each named axis a size: (size, input, axis).
+    let mut sizes: BTreeMap<&str, (usize, &str, usize)> = BTreeMap::new();
+    for spec in &interface.inputs {
+        let Some(tensor) = inputs.get(&spec.name) else {
+            continue;
+        };
+        for (axis, &size) in tensor.shape.iter().enumerate() {
+            let Some(dim) = spec.dim_name(axis) else {
+                continue;
+            };
+            match sizes.get(dim) {
+                None => {
+                    sizes.insert(dim, (size, &spec.name, axis));
+                }
+                Some(&(first, other, other_axis)) if first != size => {
+                    return Err(Error::Input {
+                        name: spec.name.clone(),
+                        detail: format!(
+                            "axis {axis} ({dim:?}) is {size}, but {other:?} axis {other_axis} \
+                             is {first}; inputs sharing the dimension {dim:?} must agree"
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
         }
     }
     Ok(())

@@ -247,9 +247,10 @@ fn load_err(detail: String) -> Error {
 /// types and shapes are checked and the optimizer can specialise) and declutters it. Returns the
 /// graph's input names in order.
 ///
-/// A dynamic dimension keeps the symbol the graph names it by (`dim_param`: `batch`, `sequence`,
-/// `height`), so that inputs sharing a name share a size and the others vary on their own; an
-/// unnamed one is `batch` on the first axis and a symbol of its own elsewhere.
+/// A dynamic dimension takes the name the interface gives it, else the symbol the graph names it
+/// by (`dim_param`: `batch`, `sequence`, `height`), so that inputs sharing a name share a size
+/// and the others vary on their own; an unnamed one is `batch` on the first axis and a symbol of
+/// its own elsewhere.
 fn decluttered(
     mut model: InferenceModel,
     interface: &ModelInterface,
@@ -283,12 +284,15 @@ fn decluttered(
             .shape
             .iter()
             .enumerate()
-            .map(|(axis, &d)| match graph_dims.get(axis) {
-                _ if d >= 0 => TDim::Val(d),
-                Some(Some(named @ TDim::Sym(_))) => named.clone(),
-                _ if axis == 0 => TDim::Sym(batch.clone()),
-                _ => TDim::Sym(model.sym(&format!("{name}_{axis}"))),
-            })
+            .map(
+                |(axis, &d)| match (spec.dims.get(axis), graph_dims.get(axis)) {
+                    _ if d >= 0 => TDim::Val(d),
+                    (Some(Some(named)), _) => TDim::Sym(model.sym(named)),
+                    (_, Some(Some(named @ TDim::Sym(_)))) => named.clone(),
+                    _ if axis == 0 => TDim::Sym(batch.clone()),
+                    _ => TDim::Sym(model.sym(&format!("{name}_{axis}"))),
+                },
+            )
             .collect();
         model
             .set_input_fact(index, InferenceFact::dt_shape(datum_type(spec.dtype), dims))

@@ -121,3 +121,39 @@ fn predictions_through_the_feature_schema_name_a_label() {
     let p = spec.interpret(&outputs[spec.output()].data.floats_as_f32().unwrap());
     assert_eq!(p.label.as_deref(), Some("churn"), "{p:?}");
 }
+
+/// Token ids and their mask of different lengths break the `sequence` the interface names: the
+/// request is refused naming both inputs and the axis, before the model runs; equal lengths of
+/// any size serve.
+#[test]
+fn inputs_that_disagree_on_a_named_dimension_are_refused_before_the_model_runs() {
+    use edgefleet_protocol::{Tensor, TensorData};
+    let (bytes, mut meta) = release("text-encoder/1.0.0");
+    for input in &mut meta.interface.inputs {
+        input.dims = vec![Some("batch".into()), Some("sequence".into())];
+    }
+    meta.interface.validate().unwrap();
+    let loaded = TractRuntime.load(&bytes, &meta.interface).unwrap();
+    let tokens = |n: usize| Tensor {
+        shape: vec![1, n],
+        data: TensorData::Int64((0..n as i64).map(|i| 100 + i).collect()),
+    };
+    let inputs = |ids: usize, mask: usize| {
+        edgefleet_inference::Inputs::from([
+            ("input_ids".to_string(), tokens(ids)),
+            ("attention_mask".to_string(), tokens(mask)),
+        ])
+    };
+    for length in [3, 17] {
+        let outputs = loaded.model.run(&inputs(length, length)).unwrap();
+        assert_eq!(outputs["probabilities"].shape, [1, 2]);
+    }
+    let Err(Error::Input { name, detail }) = loaded.model.run(&inputs(7, 9)) else {
+        panic!("served")
+    };
+    assert_eq!(name, "attention_mask");
+    assert!(
+        detail.contains("axis 1 (\"sequence\") is 9, but \"input_ids\" axis 1 is 7"),
+        "{detail}"
+    );
+}

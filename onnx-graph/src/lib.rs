@@ -7,7 +7,7 @@
 //! inputs, outputs and initializer names.
 
 use edgefleet_protocol::DType;
-use edgefleet_protocol::interface::{ModelInterface, TensorSpec};
+use edgefleet_protocol::interface::{ModelInterface, TensorSpec, is_dim_name};
 
 mod proto;
 
@@ -189,6 +189,15 @@ fn compare(role: &str, spec: &TensorSpec, value: &GraphValue, problems: &mut Vec
         return;
     }
     for (axis, (dim, &declared)) in dims.iter().zip(&spec.shape).enumerate() {
+        if let (Dim::Named(graph_name), Some(Some(named))) = (dim, spec.dims.get(axis))
+            && graph_name != named
+            && role == "input"
+        {
+            problems.push(format!(
+                "{role} {name:?} axis {axis} is {graph_name:?} in the graph, the interface names \
+                 it {named:?}; use the graph's name or null (inputs sharing a name share a size)"
+            ));
+        }
         match (dim, declared) {
             (Dim::Fixed(g), d) if d >= 0 && *g != d => problems.push(format!(
                 "{role} {name:?} axis {axis} is {g} in the graph, the interface declares {d}"
@@ -200,6 +209,63 @@ fn compare(role: &str, spec: &TensorSpec, value: &GraphValue, problems: &mut Vec
             _ => {}
         }
     }
+}
+
+/// Names the interface's anonymous dynamic input axes after the graph's (`dim_param`), so that
+/// devices hold requests to the sizes the graph ties together (inputs sharing `sequence` agree)
+/// and name them in their refusals. Returns what it named, for the operator. Run after
+/// [`check`]; names the interface cannot carry are left out.
+pub fn name_dims(graph: &GraphSignature, interface: &mut ModelInterface) -> Vec<String> {
+    let mut named = Vec::new();
+    for spec in &mut interface.inputs {
+        let Some(ValueKind::Tensor {
+            dims: Some(dims), ..
+        }) = graph
+            .inputs
+            .iter()
+            .find(|v| v.name == spec.name)
+            .map(|v| &v.kind)
+        else {
+            continue;
+        };
+        if dims.len() != spec.shape.len() {
+            continue;
+        }
+        let mut names = if spec.dims.is_empty() {
+            vec![None; spec.shape.len()]
+        } else {
+            spec.dims.clone()
+        };
+        let mut changed = false;
+        for (axis, dim) in dims.iter().enumerate() {
+            if let Dim::Named(graph_name) = dim
+                && spec.shape[axis] < 0
+                && names[axis].is_none()
+                && is_dim_name(graph_name)
+            {
+                names[axis] = Some(graph_name.clone());
+                changed = true;
+            }
+        }
+        if changed {
+            let shown: Vec<String> = names
+                .iter()
+                .zip(&spec.shape)
+                .map(|(n, &size)| match n {
+                    Some(n) => n.clone(),
+                    None if size >= 0 => size.to_string(),
+                    None => "?".into(),
+                })
+                .collect();
+            named.push(format!(
+                "input {:?} axes named [{}]",
+                spec.name,
+                shown.join(", ")
+            ));
+            spec.dims = names;
+        }
+    }
+    named
 }
 
 fn serde_name(dtype: DType) -> String {

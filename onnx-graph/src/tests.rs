@@ -198,3 +198,44 @@ proptest::proptest! {
         let _ = read(&bytes);
     }
 }
+
+#[test]
+fn anonymous_dynamic_axes_take_the_graphs_names_and_a_contrary_name_is_refused() {
+    let (model, mut interface) = release("text-encoder/1.0.0");
+    let graph = read(&model).unwrap();
+    let named = name_dims(&graph, &mut interface);
+    assert_eq!(
+        named,
+        [
+            "input \"input_ids\" axes named [batch, sequence]",
+            "input \"attention_mask\" axes named [batch, sequence]"
+        ]
+    );
+    interface.validate().unwrap();
+    assert_eq!(interface.inputs[1].dim_name(1), Some("sequence"));
+    assert!(name_dims(&graph, &mut interface).is_empty(), "named once");
+
+    // The detector's height and width stay apart; its channel axis is fixed and unnamed.
+    let (model, mut detector) = release("detector/1.0.0");
+    name_dims(&read(&model).unwrap(), &mut detector);
+    assert_eq!(
+        detector.inputs[0].dims,
+        [
+            Some("batch".into()),
+            None,
+            Some("height".into()),
+            Some("width".into())
+        ]
+    );
+
+    interface.inputs[1].dims[1] = Some("mask_length".into());
+    let Err(Error::Mismatch(problems)) = check(&graph, &interface) else {
+        panic!("accepted")
+    };
+    assert!(
+        problems[0].contains(
+            "input \"attention_mask\" axis 1 is \"sequence\" in the graph, the interface names it \"mask_length\""
+        ),
+        "{problems:#?}"
+    );
+}

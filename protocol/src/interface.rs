@@ -31,16 +31,38 @@ pub struct ModelInterface {
     pub prediction: Option<PredictionSpec>,
 }
 
-/// One named tensor. A dimension of `-1` is dynamic (the batch dimension, in practice).
+/// One named tensor. A dimension of `-1` is dynamic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TensorSpec {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<i64>,
+    /// Names of the dynamic axes, one entry per axis (`null` for a fixed or anonymous one), e.g.
+    /// `["batch", "sequence"]`. Inputs whose axes share a name take the same size in a request;
+    /// an anonymous one varies on its own, except a dynamic first axis, which is `batch`.
+    /// `fleetctl push` names the axes the graph names (its `dim_param`) and the interface does
+    /// not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dims: Vec<Option<String>>,
 }
 
+/// The name of an anonymous dynamic first axis.
+pub const BATCH_DIM: &str = "batch";
+
 impl TensorSpec {
+    /// The name axis `axis` goes by, if it is dynamic and named (or the first axis).
+    pub fn dim_name(&self, axis: usize) -> Option<&str> {
+        if self.shape.get(axis).is_none_or(|&d| d >= 0) {
+            return None;
+        }
+        match self.dims.get(axis) {
+            Some(Some(name)) => Some(name),
+            _ if axis == 0 => Some(BATCH_DIM),
+            _ => None,
+        }
+    }
+
     /// Whether a concrete shape fits this spec (same rank; fixed dims equal).
     pub fn accepts_shape(&self, shape: &[usize]) -> bool {
         shape.len() == self.shape.len()
@@ -366,6 +388,45 @@ impl FeatureSchema {
     }
 }
 
+/// Whether `name` can name an axis: 1 to 64 letters, digits, `_`, `-` or `.`.
+pub fn is_dim_name(name: &str) -> bool {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    !name.is_empty() && name.len() <= 64 && name.chars().all(fine)
+}
+
+fn validate_dim_names(spec: &TensorSpec) -> Result<(), String> {
+    if spec.dims.is_empty() {
+        return Ok(());
+    }
+    if spec.dims.len() != spec.shape.len() {
+        return Err(format!(
+            "tensor {:?}: dims names {} axes, its shape {:?} has {}",
+            spec.name,
+            spec.dims.len(),
+            spec.shape,
+            spec.shape.len()
+        ));
+    }
+    for (axis, (name, &size)) in spec.dims.iter().zip(&spec.shape).enumerate() {
+        let Some(name) = name else { continue };
+        if size >= 0 {
+            return Err(format!(
+                "tensor {:?}: axis {axis} is fixed at {size}; only dynamic (-1) axes are named \
+                 (use null)",
+                spec.name
+            ));
+        }
+        if !is_dim_name(name) {
+            return Err(format!(
+                "tensor {:?}: axis {axis} name {name:?} needs 1 to 64 letters, digits, '_', '-' \
+                 or '.'",
+                spec.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl ModelInterface {
     /// Checks internal consistency: unique tensor names, a feature schema that fills a declared
     /// 2-D float input of matching width, a prediction spec naming a declared output whose width
@@ -389,6 +450,7 @@ impl ModelInterface {
                     spec.name, spec.shape
                 )));
             }
+            validate_dim_names(spec).map_err(bad)?;
         }
         if let Some(schema) = &self.features {
             schema.validate()?;
@@ -623,11 +685,13 @@ mod tests {
                 name: "x".into(),
                 dtype: DType::Float32,
                 shape: vec![-1, 10],
+                dims: Vec::new(),
             }],
             outputs: vec![TensorSpec {
                 name: "p".into(),
                 dtype: DType::Float32,
                 shape: vec![-1, 2],
+                dims: Vec::new(),
             }],
             features: Some(schema()),
             prediction: Some(PredictionSpec::Classification {
@@ -663,10 +727,39 @@ mod tests {
             name: "x".into(),
             dtype: DType::Float32,
             shape: vec![-1, 3],
+            dims: Vec::new(),
         };
         assert!(spec.accepts_shape(&[7, 3]));
         assert!(!spec.accepts_shape(&[7, 4]));
         assert!(!spec.accepts_shape(&[3]));
         assert_eq!(spec.concrete_shape(2), vec![2, 3]);
+        assert_eq!(spec.dim_name(0), Some(BATCH_DIM));
+        assert_eq!(spec.dim_name(1), None);
+    }
+
+    #[test]
+    fn dynamic_axes_are_named_once_per_axis_and_only_when_dynamic() {
+        let spec = |shape: serde_json::Value, dims: serde_json::Value| -> ModelInterface {
+            serde_json::from_value(json!({
+                "inputs": [{"name": "ids", "dtype": "int64", "shape": shape, "dims": dims}],
+                "outputs": [{"name": "y", "dtype": "float32", "shape": [-1]}],
+            }))
+            .unwrap()
+        };
+        let fine = spec(json!([-1, -1]), json!(["rows", "sequence"]));
+        fine.validate().unwrap();
+        assert_eq!(fine.inputs[0].dim_name(0), Some("rows"));
+        assert_eq!(fine.inputs[0].dim_name(1), Some("sequence"));
+        spec(json!([-1, -1]), json!([null, "sequence"]))
+            .validate()
+            .unwrap();
+        for (shape, dims, needle) in [
+            (json!([-1, -1]), json!(["sequence"]), "names 1 axes"),
+            (json!([-1, 8]), json!([null, "sequence"]), "fixed at 8"),
+            (json!([-1, -1]), json!([null, "a b"]), "letters"),
+        ] {
+            let err = spec(shape, dims).validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 }

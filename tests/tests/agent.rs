@@ -134,6 +134,20 @@ fn api_predictions_equal_golden_vectors(runtime: &str) {
             }
         }
     }
+    // `fleetctl push` named the encoder's axes after its graph (`batch`, `sequence`): ids and a
+    // mask of different lengths are the client's error, named, not a failure inside the model.
+    let ids = |n: usize| json!({"name": "input_ids", "datatype": "INT64", "shape": [1, n], "data": vec![101; n]});
+    let mask = |n: usize| json!({"name": "attention_mask", "datatype": "INT64", "shape": [1, n], "data": vec![1; n]});
+    let (status, body) = post_json(
+        &agent.url("/v2/models/text-encoder/infer"),
+        &json!({"inputs": [ids(7), mask(9)]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "attention_mask", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("\"sequence\""),
+        "{body}"
+    );
 }
 
 /// A one-row feature case through `:predict`: the probabilities match the golden scores, or the
