@@ -7,7 +7,7 @@
 //! inputs, outputs and initializer names.
 
 use edgefleet_protocol::DType;
-use edgefleet_protocol::interface::{ModelInterface, TensorSpec, is_dim_name};
+use edgefleet_protocol::interface::{BATCH_DIM, ModelInterface, TensorSpec, is_dim_name};
 
 mod proto;
 
@@ -238,23 +238,25 @@ pub fn name_dims(graph: &GraphSignature, interface: &mut ModelInterface) -> Vec<
         };
         let mut changed = false;
         for (axis, dim) in dims.iter().enumerate() {
+            // A dynamic first axis is `batch` already: naming it so would only make the metadata
+            // longer (and unreadable to agents from before `dims`).
             if let Dim::Named(graph_name) = dim
                 && spec.shape[axis] < 0
                 && names[axis].is_none()
                 && is_dim_name(graph_name)
+                && !(axis == 0 && graph_name == BATCH_DIM)
             {
                 names[axis] = Some(graph_name.clone());
                 changed = true;
             }
         }
         if changed {
-            let shown: Vec<String> = names
-                .iter()
-                .zip(&spec.shape)
-                .map(|(n, &size)| match n {
-                    Some(n) => n.clone(),
-                    None if size >= 0 => size.to_string(),
-                    None => "?".into(),
+            spec.dims = names;
+            let shown: Vec<String> = (0..spec.shape.len())
+                .map(|axis| match (spec.dim_name(axis), spec.shape[axis]) {
+                    (Some(n), _) => n.to_owned(),
+                    (None, size) if size >= 0 => size.to_string(),
+                    (None, _) => "?".into(),
                 })
                 .collect();
             named.push(format!(
@@ -262,7 +264,6 @@ pub fn name_dims(graph: &GraphSignature, interface: &mut ModelInterface) -> Vec<
                 spec.name,
                 shown.join(", ")
             ));
-            spec.dims = names;
         }
     }
     named

@@ -220,13 +220,13 @@ fn anonymous_dynamic_axes_take_the_graphs_names_and_a_contrary_name_is_refused()
     name_dims(&read(&model).unwrap(), &mut detector);
     assert_eq!(
         detector.inputs[0].dims,
-        [
-            Some("batch".into()),
-            None,
-            Some("height".into()),
-            Some("width".into())
-        ]
+        [None, None, Some("height".into()), Some("width".into())]
     );
+
+    // The churn model's only dynamic axis is its batch: nothing to name, the metadata unchanged.
+    let (model, mut churn) = release("churn/2.0.0");
+    assert!(name_dims(&read(&model).unwrap(), &mut churn).is_empty());
+    assert!(churn.inputs[0].dims.is_empty());
 
     interface.inputs[1].dims[1] = Some("mask_length".into());
     let Err(Error::Mismatch(problems)) = check(&graph, &interface) else {
