@@ -22,7 +22,10 @@ use serde_json::{Value, json};
 use crate::agent::{Agent, InstallError};
 use crate::serving::{InferError, Slot};
 
+mod body;
 mod oip;
+
+use body::{Body, limited_body, model_body_limit, parse_body};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -199,41 +202,15 @@ async fn run_blocking<T: Send + 'static>(
     })
 }
 
-/// A request body, or the reason it was refused (e.g. over `api.max_body_bytes`).
-type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
-
-/// The body, or a JSON error naming `body`; over the limit, one naming the setting and its value.
-fn body_bytes(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    body.map_err(|rejection| {
-        let error = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            format!(
-                "the request body is over api.max_body_bytes = {limit} bytes (the agent's \
-                 config); raise it, or send tensors in the binary extension \
-                 (Inference-Header-Content-Length), about a fifth of JSON's size for FP32"
-            )
-        } else {
-            format!("request body refused: {}", rejection.body_text())
-        };
-        ApiError::new(rejection.status(), error).field("body")
-    })
-}
-
-/// Parses a JSON body; every failure, the body limit included, is a JSON error naming `body`.
-fn parse_body<T: serde::de::DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
-    let body = body_bytes(body, limit)?;
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")).field("body")
-    })
-}
-
 async fn infer(
     State(agent): State<Arc<Agent>>,
     Path(name): Path<String>,
     headers: axum::http::HeaderMap,
-    body: Body,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let slot = slot(&agent, &name)?;
-    let body = body_bytes(body, agent.config.api.max_body_bytes)?;
+    let (limit, source) = model_body_limit(&agent.config.api, &slot.meta);
+    let body = limited_body(&headers, body, limit, &source).await?;
     let request = oip::decode_request(&slot.meta.interface, &headers, &body)?;
     drop(body);
     let (outputs, latency) = run_counted(&agent, &slot, request.inputs).await?;

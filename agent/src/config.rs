@@ -103,6 +103,9 @@ pub struct ApiConfig {
     pub listen: String,
     /// Largest request body, in bytes. Default 8 MiB (a 224x224 image as JSON fits).
     pub max_body_bytes: usize,
+    /// The most a model's signed interface may raise its own `/v2/models/{name}/infer` body
+    /// limit to (`max_request_bytes`), in bytes. Default 64 MiB.
+    pub max_model_body_bytes: usize,
     /// Seconds in-flight requests get to finish at shutdown. Default 10.
     pub shutdown_grace_seconds: u64,
     /// Local installs (`edge-agent install DIR`) take repositories under this directory only
@@ -115,6 +118,7 @@ impl Default for ApiConfig {
         Self {
             listen: "127.0.0.1:8700".into(),
             max_body_bytes: 8 * 1024 * 1024,
+            max_model_body_bytes: 64 * 1024 * 1024,
             shutdown_grace_seconds: 10,
             install_from: PathBuf::from("/media"),
         }
@@ -267,6 +271,15 @@ impl Config {
         }
         if self.api.max_body_bytes < 1024 {
             bad("api.max_body_bytes", "must be at least 1024".into());
+        }
+        if self.api.max_model_body_bytes < self.api.max_body_bytes {
+            bad(
+                "api.max_model_body_bytes",
+                format!(
+                    "must be at least api.max_body_bytes ({})",
+                    self.api.max_body_bytes
+                ),
+            );
         }
         if self.limits.max_artifact_bytes == 0 {
             bad("limits.max_artifact_bytes", "must be above 0".into());

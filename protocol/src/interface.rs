@@ -29,6 +29,11 @@ pub struct ModelInterface {
     /// How to read a prediction out of the outputs; absent means raw tensors only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction: Option<PredictionSpec>,
+    /// The largest `/v2/models/{name}/infer` body this model expects, in bytes (an image model:
+    /// its tensors and the JSON header). Devices take it up to their `api.max_model_body_bytes`;
+    /// absent, their `api.max_body_bytes` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<u64>,
 }
 
 /// One named tensor. A dimension of `-1` is dynamic.
@@ -436,6 +441,11 @@ impl ModelInterface {
         if self.inputs.is_empty() || self.outputs.is_empty() {
             return Err(bad("declare at least one input and one output".into()));
         }
+        if self.max_request_bytes.is_some_and(|m| m < 1024) {
+            return Err(bad(
+                "max_request_bytes must be at least 1024 (or absent: the device's default)".into(),
+            ));
+        }
         let mut names = HashSet::new();
         for spec in self.inputs.iter().chain(&self.outputs) {
             if spec.name.is_empty() || !names.insert(spec.name.as_str()) {
@@ -698,6 +708,7 @@ mod tests {
                 output: "p".into(),
                 labels: vec!["stay".into(), "churn".into()],
             }),
+            max_request_bytes: None,
         };
         iface.validate().unwrap();
         iface.inputs[0].shape = vec![-1, 9];

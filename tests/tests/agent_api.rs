@@ -1,5 +1,7 @@
-//! `edge-agent` starting up with models stored: the API answers at once and each model is ready
-//! as soon as it loads. Real processes, real models, a real TUF repository made by `fleetctl`.
+//! `edge-agent`'s API where it meets the device's limits: starting up with models stored (the API
+//! answers at once and each model is ready as soon as it loads) and request bodies sized by each
+//! model's signed interface. Real processes, real models, a real TUF repository made by
+//! `fleetctl`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -203,4 +205,78 @@ fn a_stop_while_models_load_keeps_a_waiting_probation_for_the_next_start() {
         agent.log_text()
     );
     assert_eq!(agent.model("churn")["serving"], "2.0.0");
+}
+
+/// An image model signs the request size it needs (`max_request_bytes`): its endpoint takes
+/// bodies up to that, over the device's small default, and refuses larger ones naming the signed
+/// limit; a model that signs none keeps the default, and the 413 names the config key.
+#[test]
+fn each_models_request_limit_comes_from_its_signed_interface_and_413s_name_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    op.push("churn/2.0.0");
+    let release = tmp.path().join("detector-1.0.0");
+    std::fs::create_dir_all(&release).unwrap();
+    let source = models_dir().join("detector/1.0.0");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), release.join(entry.file_name())).unwrap();
+    }
+    let mut interface: Value =
+        serde_json::from_slice(&std::fs::read(release.join("interface.json")).unwrap()).unwrap();
+    interface["max_request_bytes"] = 65536.into();
+    std::fs::write(release.join("interface.json"), interface.to_string()).unwrap();
+    op.push(release.to_str().unwrap());
+
+    let port = free_port();
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n\
+             [limits]\nlatency_budget_factor = 50.0\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\ninstall_from = \"{}\"\nmax_body_bytes = 4096\n",
+            tmp.path().join("data").display(),
+            op.trusted_root().display(),
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let agent = AgentProcess::spawn(config, port, &[]);
+    let out = agent.install(&op.repo(), None);
+    assert!(out.status.success(), "{}", agent.log_text());
+
+    let image = |side: usize| {
+        serde_json::json!({"inputs": [{
+            "name": "images", "datatype": "FP32", "shape": [1, 3, side, side],
+            "data": vec![0.25; 3 * side * side],
+        }]})
+    };
+    let infer = agent.url("/v2/models/detector/infer");
+    // 32x32 as JSON is about 16 KB: over the device's 4,096-byte default, within the signed 64 KiB.
+    let (status, body) = post_json(&infer, &image(32));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post_json(&infer, &image(96));
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["field"], "body");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_request_bytes = 65536 (model \"detector\" 1.0.0's signed interface)"),
+        "{body}"
+    );
+    let rows: Vec<f64> = vec![0.5; 17 * 64];
+    let (status, body) = post_json(
+        &agent.url("/v2/models/churn/infer"),
+        &serde_json::json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [64, 17], "data": rows}]}),
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("api.max_body_bytes = 4096 (the agent's config"),
+        "{body}"
+    );
 }

@@ -1,0 +1,189 @@
+//! Request bodies: read within a limit, and the limit of each model's inference endpoint (its
+//! signed interface's `max_request_bytes`, capped by the device). Over a limit, the 413 names the
+//! setting or the field that set it, and its value.
+
+use axum::http::StatusCode;
+
+use super::ApiError;
+
+/// A request body, or the reason it was refused (e.g. over `api.max_body_bytes`).
+pub(super) type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
+
+/// The body, or a JSON error naming `body`; over the limit, one naming the setting and its value.
+pub(super) fn body_bytes(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|rejection| {
+        let error = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the request body is over api.max_body_bytes = {limit} bytes (the agent's \
+                 config); raise it, or send tensors in the binary extension \
+                 (Inference-Header-Content-Length), about a fifth of JSON's size for FP32"
+            )
+        } else {
+            format!("request body refused: {}", rejection.body_text())
+        };
+        ApiError::new(rejection.status(), error).field("body")
+    })
+}
+
+/// Parses a JSON body; every failure, the body limit included, is a JSON error naming `body`.
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let body = body_bytes(body, limit)?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")).field("body")
+    })
+}
+
+/// The `/v2/models/{name}/infer` body limit of a model: what its signed interface asks for, up to
+/// `api.max_model_body_bytes`; else `api.max_body_bytes`. Returns the limit and where it comes
+/// from, for the 413.
+pub(super) fn model_body_limit(
+    api: &crate::config::ApiConfig,
+    meta: &edgefleet_protocol::target::ModelTargetMeta,
+) -> (usize, String) {
+    let Some(asked) = meta.interface.max_request_bytes else {
+        return (
+            api.max_body_bytes,
+            format!(
+                "api.max_body_bytes = {} (the agent's config; a model's signed interface can \
+                 set its own max_request_bytes)",
+                api.max_body_bytes
+            ),
+        );
+    };
+    let asked = usize::try_from(asked).unwrap_or(usize::MAX);
+    if asked > api.max_model_body_bytes {
+        return (
+            api.max_model_body_bytes,
+            format!(
+                "api.max_model_body_bytes = {} (the agent's config caps the model's signed \
+                 max_request_bytes = {asked})",
+                api.max_model_body_bytes
+            ),
+        );
+    }
+    (
+        asked,
+        format!(
+            "max_request_bytes = {asked} (model {:?} {}'s signed interface)",
+            meta.model.as_str(),
+            meta.version
+        ),
+    )
+}
+
+/// Reads a body of at most `limit` bytes without holding more than that; over it (by its
+/// `Content-Length` before reading, or as it arrives), a 413 that names the limit and where it
+/// comes from (`source`).
+pub(super) async fn limited_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    source: &str,
+) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over {limit} bytes, the limit set by {source}; send tensors \
+                 in the binary extension (Inference-Header-Content-Length), about a fifth of \
+                 JSON's size for FP32"
+            ),
+        )
+        .field("body")
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("request body refused: {inner}"),
+            )
+            .field("body")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ApiConfig;
+
+    fn meta(max_request_bytes: Option<u64>) -> edgefleet_protocol::target::ModelTargetMeta {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/detector/1.0.0");
+        let (_, mut meta) = edgefleet_tuf::operator::read_release_dir(&dir).unwrap();
+        meta.interface.max_request_bytes = max_request_bytes;
+        meta
+    }
+
+    #[test]
+    fn a_models_limit_is_its_signed_one_capped_by_the_device_else_the_devices_default() {
+        let api = ApiConfig {
+            max_body_bytes: 4096,
+            max_model_body_bytes: 1 << 20,
+            ..ApiConfig::default()
+        };
+        let (limit, source) = model_body_limit(&api, &meta(None));
+        assert_eq!(limit, 4096);
+        assert!(source.starts_with("api.max_body_bytes = 4096"), "{source}");
+        let (limit, source) = model_body_limit(&api, &meta(Some(65536)));
+        assert_eq!(limit, 65536);
+        assert!(
+            source.contains("max_request_bytes = 65536 (model \"detector\" 1.0.0's signed"),
+            "{source}"
+        );
+        let (limit, source) = model_body_limit(&api, &meta(Some(1 << 30)));
+        assert_eq!(limit, 1 << 20);
+        assert!(
+            source.starts_with("api.max_model_body_bytes = 1048576"),
+            "{source}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_its_limit_is_a_413_naming_it_whether_declared_or_streamed() {
+        let mut headers = axum::http::HeaderMap::new();
+        let body = || axum::body::Body::from(vec![b'x'; 5000]);
+        let read = limited_body(&headers, body(), 5000, "the test's")
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 5000);
+        // No Content-Length: refused as it arrives.
+        let err = limited_body(&headers, body(), 4999, "the test's")
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            err.error
+                .contains("over 4999 bytes, the limit set by the test's"),
+            "{}",
+            err.error
+        );
+        // A declared length over the limit is refused before anything is read.
+        headers.insert(
+            axum::http::header::CONTENT_LENGTH,
+            "1000000".parse().unwrap(),
+        );
+        let never_read = axum::body::Body::from_stream(futures::stream::pending::<
+            Result<axum::body::Bytes, std::io::Error>,
+        >());
+        let err = limited_body(&headers, never_read, 4999, "the test's")
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(err.field.as_deref(), Some("body"));
+    }
+}
