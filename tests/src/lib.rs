@@ -260,7 +260,7 @@ impl AgentProcess {
             if http().get(&self.url("/v2/health/live")).call().is_ok() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(5));
         }
         panic!(
             "agent did not come up; log:\n{}",
