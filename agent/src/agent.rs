@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::lifecycle::{Event, InstallState, Next, Outcome};
 use crate::metrics::{ActiveLabels, Metrics, OutcomeLabels};
 use crate::serving::{Serving, Slot};
-use crate::store::{Resumed, Store, StoreError, StoredVersion};
+use crate::store::{Refused, Resumed, Store, StoreError, StoredVersion};
 use edgefleet_protocol::ModelName;
 use edgefleet_protocol::message::{EventKind, InstalledVersion, ReportedModel, UpdateState};
 
@@ -111,9 +111,6 @@ pub struct Agent {
     install_lock: tokio::sync::Mutex<()>,
     /// Probations running, by model: how long each has served (see `probation_watch`).
     probations: std::sync::Mutex<std::collections::HashMap<String, probation_watch::Clock>>,
-    /// The last candidate refused per model since start, with how each back-end fared, until a
-    /// later install of that model succeeds (`GET /v1/models` shows it).
-    refused: std::sync::Mutex<std::collections::HashMap<String, Refused>>,
     /// Models not yet loaded since start: the API answers at once and says which these are.
     loading: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Probations the journal says to resume, until their watch runs again (a stop before then
@@ -121,14 +118,6 @@ pub struct Agent {
     awaiting_resume: std::sync::Mutex<Vec<Resumed>>,
     /// True once [`Agent::load_models`] is done; installs wait for it.
     loaded: tokio::sync::watch::Sender<bool>,
-}
-
-/// A candidate the device refused, and each back-end's trial of it.
-#[derive(Debug, Clone)]
-pub struct Refused {
-    pub target: String,
-    pub reason: String,
-    pub trials: Vec<edgefleet_inference::select::Trial>,
 }
 
 mod probation_watch;
@@ -179,7 +168,6 @@ impl Agent {
             engine,
             install_lock: tokio::sync::Mutex::new(()),
             probations: std::sync::Mutex::default(),
-            refused: std::sync::Mutex::default(),
             loading: std::sync::Mutex::new(loading),
             awaiting_resume: std::sync::Mutex::new(recovered.resumed),
             loaded: tokio::sync::watch::channel(false).0,
@@ -519,8 +507,8 @@ impl Agent {
         };
 
         self.transition(&model, Event::Activated, None).await?;
-        if let Ok(mut refused) = self.refused.lock() {
-            refused.remove(&model);
+        if let Err(e) = self.store.forget_refused(&model) {
+            warn!(model, error = %e, "cannot clear the refused candidate");
         }
         let previous = self.put_in_service(&model, slot.clone());
         self.notify(
@@ -606,31 +594,26 @@ impl Agent {
         reason: String,
         trials: Vec<edgefleet_inference::select::Trial>,
     ) {
-        if let Ok(mut refused) = self.refused.lock() {
-            refused.insert(
-                model.to_string(),
-                Refused {
-                    target: target.to_string(),
-                    reason,
-                    trials,
-                },
-            );
+        let refused = Refused {
+            target: target.to_string(),
+            reason,
+            trials,
+        };
+        if let Err(e) = self.store.remember_refused(model, &refused) {
+            warn!(model, error = %e, "cannot record the refused candidate");
         }
     }
 
-    /// The last candidate of `model` refused since start, if no install succeeded after it.
+    /// The last candidate of `model` refused, if no install succeeded after it.
     pub fn refused(&self, model: &str) -> Option<Refused> {
-        self.refused.lock().ok()?.get(model).cloned()
+        self.store.refused(model).ok().flatten()
     }
 
     async fn reject(&self, model: &str, target: &str, reason: String) -> InstallError {
         warn!(model, target, reason, "candidate rejected");
         // Trials recorded for this candidate a moment ago (at load or health check) stay.
         let trials = self
-            .refused
-            .lock()
-            .ok()
-            .and_then(|mut refused| refused.remove(model))
+            .refused(model)
             .filter(|r| r.target == target)
             .map(|r| r.trials)
             .unwrap_or_default();

@@ -20,11 +20,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::lifecycle::{self, Event, InstallState, Next, Outcome};
 
 mod recovery;
+mod refused;
 mod schema;
 #[cfg(test)]
 mod tests;
 mod trials;
 pub use recovery::{Recovered, Resumed};
+pub use refused::Refused;
 pub use schema::version_key;
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,7 @@ impl Store {
             },
         })?;
         conn.execute_batch(trials::SCHEMA).map_err(db)?;
+        conn.execute_batch(refused::SCHEMA).map_err(db)?;
         Ok(Self {
             root,
             db_path,

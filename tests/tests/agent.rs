@@ -854,6 +854,24 @@ fn a_candidate_no_back_end_passes_is_refused_with_every_back_ends_reason() {
         assert_eq!(trial["outcome"], "failed", "{churn}");
         assert!(trial["reason"].as_str().unwrap().contains("NaN"), "{churn}");
     }
+    // A reboot does not forget it; a successful install (2.0.0's file as 3.1.0) does.
+    let agent = agent.restart();
+    assert_eq!(agent.model("churn")["refused"], *refused);
+    let release = tmp.path().join("churn-3.1.0");
+    std::fs::create_dir_all(&release).unwrap();
+    for entry in std::fs::read_dir(models_dir().join("churn/2.0.0")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), release.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        release.join("release.json"),
+        r#"{"model": "churn", "version": "3.1.0", "sequence": 5}"#,
+    )
+    .unwrap();
+    let fixed = op.push(release.to_str().unwrap());
+    let out = agent.install(&op.repo(), Some(&fixed));
+    assert!(out.status.success(), "{}", agent.log_text());
+    assert!(agent.model("churn")["refused"].is_null());
 }
 
 /// The local install API as another local process or a web page in the device's browser would
