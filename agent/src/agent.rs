@@ -123,6 +123,28 @@ pub struct Agent {
 mod probation_watch;
 mod trial_cache;
 
+/// The health check that choosing the back-end just ran on the serving one (`auto`, measured
+/// now rather than read from the cache), so the install need not run it a second time.
+fn checked_in_trial(slot: &Slot) -> Option<HealthReport> {
+    if slot.trials_cached {
+        return None;
+    }
+    let trial = slot
+        .trials
+        .iter()
+        .find(|t| t.runtime == slot.model.runtime())?;
+    match trial.outcome {
+        edgefleet_inference::select::TrialOutcome::Passed { p50_ms, p99_ms } => {
+            Some(HealthReport {
+                p50_ms,
+                p99_ms,
+                timed_runs: slot.meta.health.latency_runs as usize,
+            })
+        }
+        _ => None,
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, InstallError> {
@@ -480,12 +502,15 @@ impl Agent {
             Err(e) => return Err(self.reject(&model, &version.target, e.to_string()).await),
         };
         let slot = Arc::new(slot);
-        let report = {
-            let slot = slot.clone();
-            let mut spec = version.meta.health.clone();
-            spec.p99_budget_ms *= self.config.limits.latency_budget_factor;
-            blocking(move || health::check(slot.model.as_ref(), &slot.meta.interface, &spec))
-                .await?
+        let report = match checked_in_trial(&slot) {
+            Some(report) => Ok(report),
+            None => {
+                let slot = slot.clone();
+                let mut spec = version.meta.health.clone();
+                spec.p99_budget_ms *= self.config.limits.latency_budget_factor;
+                blocking(move || health::check(slot.model.as_ref(), &slot.meta.interface, &spec))
+                    .await?
+            }
         };
         let report: HealthReport = match report {
             Ok(r) => r,
