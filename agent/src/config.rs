@@ -104,7 +104,7 @@ pub struct ApiConfig {
     /// Largest request body, in bytes. Default 8 MiB (a 224x224 image as JSON fits).
     pub max_body_bytes: usize,
     /// The most a model's signed interface may raise its own `/v2/models/{name}/infer` body
-    /// limit to (`max_request_bytes`), in bytes. Default 64 MiB.
+    /// limit to (`max_request_bytes`), in bytes; never below `max_body_bytes`. Default 64 MiB.
     pub max_model_body_bytes: usize,
     /// Seconds in-flight requests get to finish at shutdown. Default 10.
     pub shutdown_grace_seconds: u64,
@@ -271,15 +271,6 @@ impl Config {
         }
         if self.api.max_body_bytes < 1024 {
             bad("api.max_body_bytes", "must be at least 1024".into());
-        }
-        if self.api.max_model_body_bytes < self.api.max_body_bytes {
-            bad(
-                "api.max_model_body_bytes",
-                format!(
-                    "must be at least api.max_body_bytes ({})",
-                    self.api.max_body_bytes
-                ),
-            );
         }
         if self.limits.max_artifact_bytes == 0 {
             bad("limits.max_artifact_bytes", "must be above 0".into());

@@ -54,13 +54,17 @@ pub(super) fn model_body_limit(
         );
     };
     let asked = usize::try_from(asked).unwrap_or(usize::MAX);
-    if asked > api.max_model_body_bytes {
+    let (cap, key) = if api.max_model_body_bytes >= api.max_body_bytes {
+        (api.max_model_body_bytes, "api.max_model_body_bytes")
+    } else {
+        (api.max_body_bytes, "api.max_body_bytes")
+    };
+    if asked > cap {
         return (
-            api.max_model_body_bytes,
+            cap,
             format!(
-                "api.max_model_body_bytes = {} (the agent's config caps the model's signed \
-                 max_request_bytes = {asked})",
-                api.max_model_body_bytes
+                "{key} = {cap} (the agent's config caps the model's signed \
+                 max_request_bytes = {asked})"
             ),
         );
     }
