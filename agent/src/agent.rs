@@ -118,6 +118,8 @@ pub struct Agent {
     awaiting_resume: std::sync::Mutex<Vec<Resumed>>,
     /// True once [`Agent::load_models`] is done; installs wait for it.
     loaded: tokio::sync::watch::Sender<bool>,
+    /// One per inference allowed to run at once (`inference.max_parallel`).
+    pub inference_permits: tokio::sync::Semaphore,
 }
 
 mod probation_watch;
@@ -180,6 +182,7 @@ impl Agent {
                 .inc();
         }
         let loading = store.model_names()?.into_iter().collect();
+        let permits = config.inference.parallel_inferences();
         Ok(Arc::new(Self {
             config,
             notices: tokio::sync::broadcast::channel(256).0,
@@ -193,6 +196,7 @@ impl Agent {
             loading: std::sync::Mutex::new(loading),
             awaiting_resume: std::sync::Mutex::new(recovered.resumed),
             loaded: tokio::sync::watch::channel(false).0,
+            inference_permits: tokio::sync::Semaphore::new(permits),
         }))
     }
 

@@ -242,6 +242,12 @@ async fn run_counted(
     inputs: Inputs,
 ) -> Result<(edgefleet_inference::Outputs, std::time::Duration), ApiError> {
     let served = slot.clone();
+    // A request waiting here holds no thread and no scratch state.
+    let _permit = agent
+        .inference_permits
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"))?;
     let result = run_blocking(move || served.infer(&inputs)).await?;
     let labels = crate::metrics::VersionLabels {
         model: slot.meta.model.to_string(),

@@ -47,9 +47,23 @@ pub struct InferenceSettings {
     /// Threads one inference may use, on either back-end. Default 1: concurrent requests
     /// already spread over the cores; raise it for one large model on an idle multi-core board.
     pub threads: usize,
+    /// Inferences run at once, over all models; more requests wait their turn (without a
+    /// thread). Each running inference holds its model's scratch state, so this bounds the
+    /// memory a burst of clients can take. Default 0: the number of cores.
+    pub max_parallel: usize,
     /// tract keeps models of at least this many bytes as NNEF in `<data_dir>/cache/tract` and
     /// reloads them from there (ResNet50: 534 → 184 ms); smaller ones gain nothing. Default 16 MiB.
     pub tract_cache_min_bytes: usize,
+}
+
+impl InferenceSettings {
+    /// `max_parallel`, with 0 read as the number of cores.
+    pub fn parallel_inferences(&self) -> usize {
+        match self.max_parallel {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
 }
 
 impl Default for InferenceSettings {
@@ -58,6 +72,7 @@ impl Default for InferenceSettings {
             runtime: RuntimePreference::Auto,
             onnxruntime_library: PathBuf::from("/usr/lib/edgefleet/libonnxruntime.so"),
             threads: 1,
+            max_parallel: 0,
             tract_cache_min_bytes: 16 * 1024 * 1024,
         }
     }

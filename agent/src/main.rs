@@ -141,8 +141,15 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// The blocking pool's bound: enough for the inferences of a many-core board beside the store.
+const BLOCKING_THREADS: usize = 64;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        // Inference is bounded by `inference.max_parallel`; the rest (store, hashing) is short.
+        // Tokio's default of 512 threads would let a burst leave hundreds of threads and their
+        // allocator arenas behind.
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")

@@ -155,16 +155,36 @@ fn main() {
             })
         })
         .collect();
+    let pid = agent.child.id();
+    let rss_before = rss_kib(pid);
+    let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
-    std::thread::sleep(Duration::from_secs(10));
+    let mut rss_peak = rss_before;
+    while started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        rss_peak = rss_peak.max(rss_kib(pid));
+    }
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let predictions = done.load(Ordering::Relaxed);
     println!(
         "churn :predict, 64 concurrent clients (same 2-core machine as the load generator): {:.0} predictions/s, {} failed",
-        done.load(Ordering::Relaxed) as f64 / secs,
+        predictions as f64 / secs,
         failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "  agent CPU per prediction: {:.1} µs (user + system, /proc/PID/stat, over the 10 s)",
+        cpu / predictions.max(1) as f64 * 1e6
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    println!(
+        "  agent RSS: {:.1} MiB before, peak {:.1} MiB during (sampled every 100 ms), {:.1} MiB 1 s after",
+        rss_before as f64 / 1024.0,
+        rss_peak as f64 / 1024.0,
+        rss_kib(pid) as f64 / 1024.0
     );
 }
