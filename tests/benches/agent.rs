@@ -126,7 +126,21 @@ fn main() {
         e99 - raw99
     );
 
-    // Throughput: 64 clients for 10 s.
+    // Throughput and memory: 64 clients for 10 s, with inferences bounded by the cores (the
+    // default), then with the bound lifted to 64 (what the agent did before the bound), same run.
+    concurrent_load(&agent, &url, &row, "inference.max_parallel = cores (default)");
+    let (config, port) = agent.stop();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[inference]\nmax_parallel = 64\n");
+    std::fs::write(&config, text).unwrap();
+    let agent = AgentProcess::spawn(config, port, &[]);
+    for _ in 0..100 {
+        client.post(&url).send_json(&row).unwrap();
+    }
+    concurrent_load(&agent, &url, &row, "inference.max_parallel = 64 (no bound)");
+}
+
+fn concurrent_load(agent: &AgentProcess, url: &str, row: &serde_json::Value, setting: &str) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -136,7 +150,7 @@ fn main() {
                 stop.clone(),
                 done.clone(),
                 failed.clone(),
-                url.clone(),
+                url.to_owned(),
                 row.clone(),
             );
             std::thread::spawn(move || {
@@ -172,7 +186,7 @@ fn main() {
     let cpu = cpu_seconds(pid) - cpu_before;
     let predictions = done.load(Ordering::Relaxed);
     println!(
-        "churn :predict, 64 concurrent clients (same 2-core machine as the load generator): {:.0} predictions/s, {} failed",
+        "churn :predict, 64 concurrent clients, {setting} (same 2-core machine as the load generator): {:.0} predictions/s, {} failed",
         predictions as f64 / secs,
         failed.load(Ordering::Relaxed)
     );
