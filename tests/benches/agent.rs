@@ -128,7 +128,12 @@ fn main() {
 
     // Throughput and memory: 64 clients for 10 s, with inferences bounded by the cores (the
     // default), then with the bound lifted to 64 (what the agent did before the bound), same run.
-    concurrent_load(&agent, &url, &row, "inference.max_parallel = cores (default)");
+    concurrent_load(
+        &agent,
+        &url,
+        &row,
+        "inference.max_parallel = cores (default)",
+    );
     let (config, port) = agent.stop();
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("\n[inference]\nmax_parallel = 64\n");

@@ -84,6 +84,25 @@ pub fn rss_mib(pid: u32) -> f64 {
 }
 
 /// The repository's `models/` directory.
+/// A copy of the release `models/<from>` (e.g. `churn/2.0.0`) in `dir`, signed as `version` with
+/// `sequence`: the same model file under new metadata, as an operator re-releases one. The copy's
+/// other files can be edited before it is pushed.
+pub fn copy_release(dir: &Path, from: &str, version: &str, sequence: u64) -> PathBuf {
+    let model = from.split('/').next().expect("MODEL/VERSION");
+    let release = dir.join(format!("{model}-{version}"));
+    std::fs::create_dir_all(&release).unwrap();
+    for entry in std::fs::read_dir(models_dir().join(from)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), release.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        release.join("release.json"),
+        serde_json::json!({"model": model, "version": version, "sequence": sequence}).to_string(),
+    )
+    .unwrap();
+    release
+}
+
 pub fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
 }

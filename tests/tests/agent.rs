@@ -658,7 +658,7 @@ fn bad_requests_get_a_4xx_json_error_naming_the_field() {
         assert_eq!(answer["field"], field, "{url} {body}: {answer}");
         assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
-    // Over the body limit (8 MiB by default): refused from the Content-Length alone, 413 JSON.
+    // Over the body limit (8 MiB by default): a 413 in JSON naming the body.
     use std::io::{Read, Write};
     let mut sock = std::net::TcpStream::connect(("127.0.0.1", agent.port)).unwrap();
     let body = vec![b' '; 9 * 1024 * 1024];
@@ -857,17 +857,7 @@ fn a_candidate_no_back_end_passes_is_refused_with_every_back_ends_reason() {
     // A reboot does not forget it; a successful install (2.0.0's file as 3.1.0) does.
     let agent = agent.restart();
     assert_eq!(agent.model("churn")["refused"], *refused);
-    let release = tmp.path().join("churn-3.1.0");
-    std::fs::create_dir_all(&release).unwrap();
-    for entry in std::fs::read_dir(models_dir().join("churn/2.0.0")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), release.join(entry.file_name())).unwrap();
-    }
-    std::fs::write(
-        release.join("release.json"),
-        r#"{"model": "churn", "version": "3.1.0", "sequence": 5}"#,
-    )
-    .unwrap();
+    let release = copy_release(tmp.path(), "churn/2.0.0", "3.1.0", 5);
     let fixed = op.push(release.to_str().unwrap());
     let out = agent.install(&op.repo(), Some(&fixed));
     assert!(out.status.success(), "{}", agent.log_text());

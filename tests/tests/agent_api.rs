@@ -127,18 +127,7 @@ fn a_stop_while_models_load_keeps_a_waiting_probation_for_the_next_start() {
         op.push(release);
     }
     // iris 1.1.0: the same model file, new metadata (a new version that needs no download).
-    let release = tmp.path().join("iris-1.1.0");
-    std::fs::create_dir_all(&release).unwrap();
-    let source = models_dir().join("iris/1.0.0");
-    for entry in std::fs::read_dir(&source).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), release.join(entry.file_name())).unwrap();
-    }
-    std::fs::write(
-        release.join("release.json"),
-        r#"{"model": "iris", "version": "1.1.0", "sequence": 2}"#,
-    )
-    .unwrap();
+    let release = copy_release(tmp.path(), "iris/1.0.0", "1.1.0", 2);
     let iris_1_1 = op.push(release.to_str().unwrap());
     let config_with =
         |window: u32| format!("[probation]\nwindow_seconds = {window}\nmin_requests = 0\n");
@@ -215,13 +204,7 @@ fn each_models_request_limit_comes_from_its_signed_interface_and_413s_name_it() 
     let tmp = tempfile::tempdir().unwrap();
     let op = Operator::new(&tmp.path().join("operator"));
     op.push("churn/2.0.0");
-    let release = tmp.path().join("detector-1.0.0");
-    std::fs::create_dir_all(&release).unwrap();
-    let source = models_dir().join("detector/1.0.0");
-    for entry in std::fs::read_dir(&source).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), release.join(entry.file_name())).unwrap();
-    }
+    let release = copy_release(tmp.path(), "detector/1.0.0", "1.0.0", 1);
     let mut interface: Value =
         serde_json::from_slice(&std::fs::read(release.join("interface.json")).unwrap()).unwrap();
     interface["max_request_bytes"] = 65536.into();

@@ -380,21 +380,11 @@ fn a_release_with_the_same_model_file_activates_with_its_own_metadata_and_its_ro
     let fleet = demo::set_up(tmp.path(), &options(2, false));
     assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
     // 3.1.0 ships 1.0.0's model file byte for byte, with a looser tolerance and a new version.
-    let release = tmp.path().join("churn-3.1.0");
-    std::fs::create_dir_all(&release).unwrap();
-    let source = edgefleet_e2e::models_dir().join("churn/1.0.0");
-    for file in ["model.onnx", "interface.json", "baseline.json"] {
-        std::fs::copy(source.join(file), release.join(file)).unwrap();
-    }
+    let release = edgefleet_e2e::copy_release(tmp.path(), "churn/1.0.0", "3.1.0", 10);
     let mut health: Value =
-        serde_json::from_slice(&std::fs::read(source.join("health.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(release.join("health.json")).unwrap()).unwrap();
     health["tolerance"]["abs"] = json!(1e-3);
     std::fs::write(release.join("health.json"), health.to_string()).unwrap();
-    std::fs::write(
-        release.join("release.json"),
-        json!({"model": "churn", "version": "3.1.0", "sequence": 10}).to_string(),
-    )
-    .unwrap();
     run_ok(
         fleet
             .operator

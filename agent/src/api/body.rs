@@ -78,6 +78,12 @@ pub(super) fn model_body_limit(
     )
 }
 
+/// How much of a refused body is read and thrown away before the 413 goes out. A client that is
+/// still sending when the server answers and closes gets a connection reset instead of the 413
+/// (and its reason), so a moderate excess is drained first; a larger one is not worth the
+/// bandwidth, and that client sees the connection close.
+const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Reads a body of at most `limit` bytes without holding more than that; over it (by its
 /// `Content-Length` before reading, or as it arrives), a 413 that names the limit and where it
 /// comes from (`source`).
@@ -87,6 +93,7 @@ pub(super) async fn limited_body(
     limit: usize,
     source: &str,
 ) -> Result<axum::body::Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -101,24 +108,35 @@ pub(super) async fn limited_body(
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > limit as u64 + DRAIN_BYTES) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let inner = e.into_inner();
-        if inner
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            too_large()
-        } else {
+    let mut body = body;
+    let mut kept = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("request body refused: {inner}"),
+                format!("request body refused: {e}"),
             )
             .field("body")
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen += data.len() as u64;
+        if seen > limit as u64 + DRAIN_BYTES {
+            return Err(too_large());
         }
-    })
+        if seen <= limit as u64 {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > limit as u64 {
+        return Err(too_large());
+    }
+    Ok(kept.freeze())
 }
 
 #[cfg(test)]
@@ -176,10 +194,10 @@ mod tests {
             "{}",
             err.error
         );
-        // A declared length over the limit is refused before anything is read.
+        // A declared length far over the limit is refused before anything is read.
         headers.insert(
             axum::http::header::CONTENT_LENGTH,
-            "1000000".parse().unwrap(),
+            (4999 + DRAIN_BYTES + 1).to_string().parse().unwrap(),
         );
         let never_read = axum::body::Body::from_stream(futures::stream::pending::<
             Result<axum::body::Bytes, std::io::Error>,
@@ -189,5 +207,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(err.field.as_deref(), Some("body"));
+        // A moderate excess is read to the end first, so the client is not cut off mid-send.
+        headers.insert(axum::http::header::CONTENT_LENGTH, "5000".parse().unwrap());
+        let err = limited_body(&headers, body(), 4999, "the test's")
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 }
