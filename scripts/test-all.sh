@@ -43,3 +43,8 @@ fi
 cargo test --workspace --locked
 # The committed models are exactly what models/build.py produces.
 python3 models/build.py --check
+# The device's tract-only build (no ONNX Runtime loader) is a real build: lints and the agent's own
+# tests. Last, because it rebuilds target/debug/edge-agent without ONNX Runtime, which the
+# cross-process tests above must not run.
+cargo clippy -p edge-agent --no-default-features --all-targets --locked -- -D warnings
+cargo test -p edge-agent --no-default-features --locked

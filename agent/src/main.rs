@@ -155,27 +155,34 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// tract always; ONNX Runtime when its library loads.
+/// tract always; ONNX Runtime when its library loads (and the build includes it).
 fn engine(config: &Config) -> Engine {
     let settings = &config.inference;
     edgefleet_inference::tract::set_threads(settings.threads);
-    let mut runtimes: Vec<Arc<dyn edgefleet_inference::Runtime>> =
-        vec![Arc::new(edgefleet_inference::tract::CachedTractRuntime {
+    let tract: Arc<dyn edgefleet_inference::Runtime> =
+        Arc::new(edgefleet_inference::tract::CachedTractRuntime {
             dir: config.data_dir.join("cache/tract"),
             min_bytes: settings.tract_cache_min_bytes,
-        })];
-    let mut unavailable = Vec::new();
+        });
     #[cfg(feature = "onnxruntime")]
-    match edgefleet_inference::onnxruntime::OnnxRuntime::open(
+    let (runtimes, unavailable) = match edgefleet_inference::onnxruntime::OnnxRuntime::open(
         &settings.onnxruntime_library,
         settings.threads,
     ) {
-        Ok(ort) => runtimes.push(Arc::new(ort)),
+        Ok(ort) => (vec![tract, Arc::new(ort) as Arc<_>], Vec::new()),
         Err(e) => {
             info!(reason = %e, "ONNX Runtime unavailable: tract serves every model");
-            unavailable.push(("onnxruntime", e.to_string()));
+            (vec![tract], vec![("onnxruntime", e.to_string())])
         }
-    }
+    };
+    #[cfg(not(feature = "onnxruntime"))]
+    let (runtimes, unavailable) = (
+        vec![tract],
+        vec![(
+            "onnxruntime",
+            "this edge-agent was built without the onnxruntime feature (tract only)".to_string(),
+        )],
+    );
     Engine::new(runtimes, unavailable, config.inference.runtime)
 }
 
