@@ -236,6 +236,10 @@ async fn infer(
 
 /// Runs one inference off the async threads and counts it in the metrics; a model failure also
 /// in the telemetry (callers record successes, with what they know of the request).
+/// Input elements up to which a quick model's request runs inline (a few dozen rows of a tabular
+/// model).
+const INLINE_MAX_ELEMENTS: usize = 1024;
+
 async fn run_counted(
     agent: &Agent,
     slot: &Arc<Slot>,
@@ -248,7 +252,14 @@ async fn run_counted(
         .acquire()
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping"))?;
-    let result = run_blocking(move || served.infer(&inputs)).await?;
+    // Inline only when the model is quick *and* the request small: a large batch to a quick
+    // model still goes to the blocking pool.
+    let elements: usize = inputs.values().map(|t| t.data.len()).sum();
+    let result = if served.stats.is_quick() && elements <= INLINE_MAX_ELEMENTS {
+        served.infer(&inputs)
+    } else {
+        run_blocking(move || served.infer(&inputs)).await?
+    };
     let labels = crate::metrics::VersionLabels {
         model: slot.meta.model.to_string(),
         version: slot.meta.version.to_string(),

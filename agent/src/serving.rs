@@ -16,6 +16,8 @@ use edgefleet_protocol::target::ModelTargetMeta;
 pub struct LiveStats {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
+    /// Moving average of the inference latency in microseconds (weight 1/8 to the newest).
+    typical_micros: AtomicU64,
     /// Recent inference latencies in microseconds (a bounded ring), for live p99.
     latencies: Mutex<Ring>,
 }
@@ -28,6 +30,12 @@ struct Ring {
 
 const RING: usize = 2048;
 
+/// Requests a slot serves through the blocking pool before it may be judged quick.
+const QUICK_AFTER: u64 = 32;
+/// Typical inference time under which a request runs inline: well under the ~100 µs an async
+/// worker may be held without starving the others.
+const QUICK_MICROS: u64 = 50;
+
 impl LiveStats {
     pub fn record(&self, latency: Duration, ok: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -35,6 +43,14 @@ impl LiveStats {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        // Racy by design: concurrent updates may drop one sample of the average.
+        let typical = self.typical_micros.load(Ordering::Relaxed);
+        let next = if typical == 0 {
+            u64::from(micros)
+        } else {
+            (typical * 7 + u64::from(micros)) / 8
+        };
+        self.typical_micros.store(next.max(1), Ordering::Relaxed);
         if let Ok(mut ring) = self.latencies.lock() {
             if ring.samples.len() < RING {
                 ring.samples.push(micros);
@@ -44,6 +60,15 @@ impl LiveStats {
                 ring.next = (i + 1) % RING;
             }
         }
+    }
+
+    /// Whether this model's inferences are quick enough to run on the async worker that took the
+    /// request instead of handing them to the blocking pool (two thread wake-ups, which cost
+    /// more CPU than a tabular model's whole inference): after [`QUICK_AFTER`] requests, when the
+    /// moving average is under [`QUICK_MICROS`].
+    pub fn is_quick(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) >= QUICK_AFTER
+            && self.typical_micros.load(Ordering::Relaxed) < QUICK_MICROS
     }
 
     /// (requests, errors, p99 in ms over the recent samples).
@@ -156,5 +181,28 @@ impl Serving {
 
     pub fn any_ready(&self) -> bool {
         self.names().iter().any(|n| self.get(n).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_is_quick_only_after_enough_quick_requests_and_stops_being_when_it_slows() {
+        let stats = LiveStats::default();
+        for _ in 0..QUICK_AFTER - 1 {
+            stats.record(Duration::from_micros(5), true);
+        }
+        assert!(!stats.is_quick(), "judged on too few requests");
+        stats.record(Duration::from_micros(5), true);
+        assert!(stats.is_quick());
+        for _ in 0..16 {
+            stats.record(Duration::from_millis(2), true);
+        }
+        assert!(
+            !stats.is_quick(),
+            "a slowed model goes back to the blocking pool"
+        );
     }
 }
