@@ -33,21 +33,14 @@ fn main() {
     let op = Operator::new(&tmp.path().join("operator"));
     let target = op.push("detector/1.0.0");
     // The JSON request is ~25 MB: over the default body limit, so the config raises it.
-    let port = free_port();
-    let config = tmp.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n\
-             [inference]\nruntime = \"tract\"\n\
-             [api]\nlisten = \"127.0.0.1:{port}\"\ninstall_from = \"{}\"\nmax_body_bytes = 134217728\n",
-            tmp.path().join("data").display(),
-            op.trusted_root().display(),
-            tmp.path().display()
-        ),
-    )
-    .unwrap();
-    let agent = AgentProcess::spawn(config, port, &[]);
+    let agent = AgentProcess::start_with_api(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "[inference]\nruntime = \"tract\"\n",
+        "max_body_bytes = 134217728",
+        &[],
+    );
     assert!(agent.install(&op.repo(), Some(&target)).status.success());
     agent.wait_state(
         "detector",

@@ -217,13 +217,26 @@ impl AgentProcess {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_with_api(dir, data_dir, trusted_root, extra, "", env)
+    }
+
+    /// [`AgentProcess::start`] with `api` added to the config's `[api]` section (which the
+    /// harness writes, for the port).
+    pub fn start_with_api(
+        dir: &Path,
+        data_dir: &Path,
+        trusted_root: &Path,
+        extra: &str,
+        api: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let config = dir.join("agent.toml");
         let extra = with_test_latency_budget(extra);
         std::fs::write(
             &config,
             format!(
-                "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n{extra}\n[api]\nlisten = \"127.0.0.1:{port}\"\ninstall_from = \"{}\"\n",
+                "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n{extra}\n[api]\nlisten = \"127.0.0.1:{port}\"\ninstall_from = \"{}\"\n{api}\n",
                 data_dir.display(),
                 trusted_root.display(),
                 dir.display()

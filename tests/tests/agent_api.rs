@@ -211,21 +211,14 @@ fn each_models_request_limit_comes_from_its_signed_interface_and_413s_name_it() 
     std::fs::write(release.join("interface.json"), interface.to_string()).unwrap();
     op.push(release.to_str().unwrap());
 
-    let port = free_port();
-    let config = tmp.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n\
-             [limits]\nlatency_budget_factor = 50.0\n\
-             [api]\nlisten = \"127.0.0.1:{port}\"\ninstall_from = \"{}\"\nmax_body_bytes = 4096\n",
-            tmp.path().join("data").display(),
-            op.trusted_root().display(),
-            tmp.path().display()
-        ),
-    )
-    .unwrap();
-    let agent = AgentProcess::spawn(config, port, &[]);
+    let agent = AgentProcess::start_with_api(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "[limits]\nlatency_budget_factor = 50.0\n",
+        "max_body_bytes = 4096",
+        &[],
+    );
     let out = agent.install(&op.repo(), None);
     assert!(out.status.success(), "{}", agent.log_text());
 
