@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +25,7 @@ use crate::serving::{InferError, Slot};
 mod body;
 mod oip;
 
-use body::{Body, limited_body, model_body_limit, parse_body};
+use body::{limited_body, model_body_limit, parse_body};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -90,7 +90,6 @@ fn infer_error(e: InferError) -> ApiError {
 
 /// The local API. `admin_token` guards `POST /v1/admin/install` ([`crate::admin`]).
 pub fn router(agent: Arc<Agent>, admin_token: String) -> Router {
-    let limit = agent.config.api.max_body_bytes;
     let admin_token: Arc<str> = admin_token.into();
     Router::new()
         .route("/v2/health/live", get(live))
@@ -105,7 +104,6 @@ pub fn router(agent: Arc<Agent>, admin_token: String) -> Router {
             post(move |state, headers, body| install(state, admin_token.clone(), headers, body)),
         )
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(agent)
 }
 
@@ -234,12 +232,13 @@ async fn infer(
     ))
 }
 
-/// Runs one inference off the async threads and counts it in the metrics; a model failure also
-/// in the telemetry (callers record successes, with what they know of the request).
 /// Input elements up to which a quick model's request runs inline (a few dozen rows of a tabular
 /// model).
 const INLINE_MAX_ELEMENTS: usize = 1024;
 
+/// Runs one inference (inline for a quick model's small request, else in the blocking pool)
+/// within `inference.max_parallel`, and counts it in the metrics; a model failure also in the
+/// telemetry (callers record successes, with what they know of the request).
 async fn run_counted(
     agent: &Agent,
     slot: &Arc<Slot>,
@@ -294,7 +293,8 @@ async fn run_counted(
 async fn predict(
     State(agent): State<Arc<Agent>>,
     Path(name_action): Path<String>,
-    body: Body,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     let Some(name) = name_action.strip_suffix(":predict") else {
         return Err(ApiError::new(
@@ -304,7 +304,7 @@ async fn predict(
     };
     let slot = slot(&agent, name)?;
     let row: serde_json::Map<String, Value> =
-        match parse_body::<Value>(body, agent.config.api.max_body_bytes)? {
+        match parse_body::<Value>(&agent.config.api, &headers, body).await? {
             Value::Object(map) => map,
             _ => {
                 return Err(ApiError::new(
@@ -464,7 +464,7 @@ async fn install(
     State(agent): State<Arc<Agent>>,
     admin_token: Arc<str>,
     headers: axum::http::HeaderMap,
-    body: Body,
+    body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     let token_file = crate::admin::token_path(&agent.config.data_dir);
     crate::admin::check_headers(&headers, &admin_token, &token_file).map_err(|e| {
@@ -475,7 +475,7 @@ async fn install(
         };
         ApiError::new(status, e.to_string())
     })?;
-    let request: InstallRequest = parse_body(body, agent.config.api.max_body_bytes)?;
+    let request: InstallRequest = parse_body(&agent.config.api, &headers, body).await?;
     let repository =
         crate::admin::check_repository(&request.repository, &agent.config.api.install_from)
             .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()).field("repository"))?;

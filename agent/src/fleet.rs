@@ -745,9 +745,7 @@ impl Fleet {
             match self.agent.install(&target, source).await {
                 Ok(report) => info!(?report, "over-the-air install"),
                 Err(InstallError::Rejected { .. }) => {
-                    let key =
-                        crate::store::version_key(&target.name, &target.sha256_hex, &target.meta);
-                    self.remember_failed(m.model.as_str(), &key);
+                    self.remember_failed(m.model.as_str(), &reconcile::candidate_key(&target));
                 }
                 Err(e @ (InstallError::Verify(_) | InstallError::TooLarge { .. })) => {
                     self.refuse(&m, e.to_string()).await;

@@ -59,6 +59,11 @@ pub fn triage(desired: &Desired, acted: u64, running: &[ReportedModel]) -> Triag
     }
 }
 
+/// The store's identity of a trusted target ([`version_key`]): what a refusal is remembered by.
+pub fn candidate_key(target: &ModelTarget) -> String {
+    version_key(&target.name, &target.sha256_hex, &target.meta)
+}
+
 /// One thing to do for one desired model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -119,8 +124,7 @@ pub fn plan(
             continue;
         }
         // A retried revision does not re-install a candidate this device already rejected.
-        let key = version_key(&target.name, &target.sha256_hex, &target.meta);
-        if !first_time && local.already_failed(&wanted.model, &key) {
+        if !first_time && local.already_failed(&wanted.model, &candidate_key(&target)) {
             continue;
         }
         let limit = local.max_artifact_bytes();

@@ -255,4 +255,16 @@ fn each_models_request_limit_comes_from_its_signed_interface_and_413s_name_it() 
             .contains("api.max_body_bytes = 4096 (the agent's config"),
         "{body}"
     );
+    // `:predict` reads its body under the same limit and says so the same way.
+    let mut row = churn_row(12.0);
+    row["note"] = "x".repeat(5000).into();
+    let (status, body) = post_json(&agent.url("/v1/models/churn:predict"), &row);
+    assert_eq!((status, &body["field"]), (413, &"body".into()), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("api.max_body_bytes = 4096"),
+        "{body}"
+    );
 }

@@ -6,31 +6,16 @@ use axum::http::StatusCode;
 
 use super::ApiError;
 
-/// A request body, or the reason it was refused (e.g. over `api.max_body_bytes`).
-pub(super) type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
-
-/// The body, or a JSON error naming `body`; over the limit, one naming the setting and its value.
-pub(super) fn body_bytes(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    body.map_err(|rejection| {
-        let error = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            format!(
-                "the request body is over api.max_body_bytes = {limit} bytes (the agent's \
-                 config); raise it, or send tensors in the binary extension \
-                 (Inference-Header-Content-Length), about a fifth of JSON's size for FP32"
-            )
-        } else {
-            format!("request body refused: {}", rejection.body_text())
-        };
-        ApiError::new(rejection.status(), error).field("body")
-    })
-}
-
-/// Parses a JSON body; every failure, the body limit included, is a JSON error naming `body`.
-pub(super) fn parse_body<T: serde::de::DeserializeOwned>(
-    body: Body,
-    limit: usize,
+/// Reads a JSON body within `api.max_body_bytes`; every failure, the limit included, is a JSON
+/// error naming `body`.
+pub(super) async fn parse_body<T: serde::de::DeserializeOwned>(
+    api: &crate::config::ApiConfig,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<T, ApiError> {
-    let body = body_bytes(body, limit)?;
+    let limit = api.max_body_bytes;
+    let source = format!("api.max_body_bytes = {limit} (the agent's config)");
+    let body = limited_body(headers, body, limit, &source).await?;
     serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")).field("body")
     })
