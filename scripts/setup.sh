@@ -20,6 +20,8 @@ command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v adduser >/dev/null || need_apt+=(adduser)
 command -v strip >/dev/null || need_apt+=(binutils)
 command -v curl >/dev/null || need_apt+=(curl)
+# wrk: the agent benchmark's load generator, the same settings for the agent and its peer.
+command -v wrk >/dev/null || need_apt+=(wrk)
 # PostgreSQL's server binaries: the store suite and a whole rollout run on a real PostgreSQL that
 # each test starts for itself (tests/src/postgres.rs). The cluster the package may start is stopped
 # below; the tests never use it.

@@ -9,7 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use edge_agent::telemetry::{Observation, Telemetry};
+use std::sync::Arc;
+
+use edge_agent::live::LiveStats;
+use edge_agent::telemetry::Telemetry;
 use edgefleet_protocol::message::{self, MetricsBatch, ProcessStats, SCHEMA_VERSION};
 use edgefleet_protocol::{DeviceId, MessageId};
 use serde_json::{Value, json};
@@ -52,16 +55,14 @@ fn main() {
     let meta = churn_meta();
     let rows = rows();
     let telemetry = Telemetry::default();
+    let stats = Arc::new(LiveStats::new(meta.baseline.as_ref()));
+    telemetry.register(&meta.model, &meta.version, &stats);
     let record = |n: usize| {
         for i in 0..n {
-            telemetry.record(
-                &meta,
-                Observation {
-                    latency: Duration::from_micros(80 + (i % 400) as u64),
-                    ok: true,
-                    label: Some(if i % 3 == 0 { "churn" } else { "stay" }),
-                    row: Some(&rows[i % rows.len()]),
-                },
+            stats.record_success(Duration::from_micros(80 + (i % 400) as u64));
+            stats.record_prediction(
+                Some(if i % 3 == 0 { "churn" } else { "stay" }),
+                Some(&rows[i % rows.len()]),
             );
         }
     };

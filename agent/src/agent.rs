@@ -105,7 +105,7 @@ pub struct Agent {
     pub serving: Arc<Serving>,
     pub metrics: Arc<Metrics>,
     /// This telemetry window's figures per model version, for the fleet server.
-    pub telemetry: crate::telemetry::Telemetry,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
     pub engine: Arc<Engine>,
     /// One install at a time: installs are rare and each one holds the CPU for its health check.
     install_lock: tokio::sync::Mutex<()>,
@@ -120,6 +120,8 @@ pub struct Agent {
     loaded: tokio::sync::watch::Sender<bool>,
     /// One per inference allowed to run at once (`inference.max_parallel`).
     pub inference_permits: tokio::sync::Semaphore,
+    /// Request bodies in memory at once (`api.max_inflight_body_bytes`).
+    pub body_budget: crate::api::BodyBudget,
 }
 
 mod probation_watch;
@@ -163,6 +165,8 @@ impl Agent {
             version: slot.meta.version.to_string(),
             runtime: slot.model.runtime().to_string(),
         };
+        self.telemetry
+            .register(&slot.meta.model, &slot.meta.version, &slot.stats);
         let old = self.serving.swap(model, Some(slot));
         if let Some(old) = &old {
             self.metrics

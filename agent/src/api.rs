@@ -5,7 +5,6 @@
 //! Every bad request gets a 4xx with a JSON body `{"error": ..., "field": ...}` naming what was
 //! wrong; model failures are 5xx and count against the model in probation.
 
-use crate::telemetry::Observation;
 use std::sync::Arc;
 
 use axum::Json;
@@ -25,6 +24,7 @@ use crate::serving::{InferError, Slot};
 mod body;
 mod oip;
 
+pub use body::BodyBudget;
 use body::{limited_body, model_body_limit, parse_body};
 
 #[derive(Debug)]
@@ -208,19 +208,11 @@ async fn infer(
 ) -> Result<Response, ApiError> {
     let slot = slot(&agent, &name)?;
     let (limit, source) = model_body_limit(&agent.config.api, &slot.meta);
-    let body = limited_body(&headers, body, limit, &source).await?;
+    let (body, _reserved) =
+        limited_body(&agent.body_budget, &headers, body, limit, &source).await?;
     let request = oip::decode_request(&slot.meta.interface, &headers, &body)?;
     drop(body);
-    let (outputs, latency) = run_counted(&agent, &slot, request.inputs).await?;
-    agent.telemetry.record(
-        &slot.meta,
-        Observation {
-            latency,
-            ok: true,
-            label: None,
-            row: None,
-        },
-    );
+    let outputs = run_counted(&agent, &slot, request.inputs).await?;
     Ok(oip::encode_response(
         json!({
             "model_name": name,
@@ -237,13 +229,12 @@ async fn infer(
 const INLINE_MAX_ELEMENTS: usize = 1024;
 
 /// Runs one inference (inline for a quick model's small request, else in the blocking pool)
-/// within `inference.max_parallel`, and counts it in the metrics; a model failure also in the
-/// telemetry (callers record successes, with what they know of the request).
+/// within `inference.max_parallel`; the slot counts it.
 async fn run_counted(
     agent: &Agent,
     slot: &Arc<Slot>,
     inputs: Inputs,
-) -> Result<(edgefleet_inference::Outputs, std::time::Duration), ApiError> {
+) -> Result<edgefleet_inference::Outputs, ApiError> {
     let served = slot.clone();
     // A request waiting here holds no thread and no scratch state.
     let _permit = agent
@@ -259,35 +250,7 @@ async fn run_counted(
     } else {
         run_blocking(move || served.infer(&inputs)).await?
     };
-    let labels = crate::metrics::VersionLabels {
-        model: slot.meta.model.to_string(),
-        version: slot.meta.version.to_string(),
-    };
-    match &result {
-        Ok((_, latency)) => {
-            agent.metrics.requests.get_or_create(&labels).inc();
-            agent
-                .metrics
-                .latency
-                .get_or_create(&labels)
-                .observe(latency.as_secs_f64());
-        }
-        Err(InferError::Model(_)) => {
-            agent.metrics.requests.get_or_create(&labels).inc();
-            agent.metrics.errors.get_or_create(&labels).inc();
-            agent.telemetry.record(
-                &slot.meta,
-                Observation {
-                    latency: std::time::Duration::ZERO,
-                    ok: false,
-                    label: None,
-                    row: None,
-                },
-            );
-        }
-        Err(InferError::Request(_)) => {}
-    }
-    result.map_err(infer_error)
+    result.map(|(outputs, _)| outputs).map_err(infer_error)
 }
 
 async fn predict(
@@ -304,7 +267,7 @@ async fn predict(
     };
     let slot = slot(&agent, name)?;
     let row: serde_json::Map<String, Value> =
-        match parse_body::<Value>(&agent.config.api, &headers, body).await? {
+        match parse_body::<Value>(&agent.config.api, &agent.body_budget, &headers, body).await? {
             Value::Object(map) => map,
             _ => {
                 return Err(ApiError::new(
@@ -327,7 +290,7 @@ async fn predict(
                 other => ApiError::new(StatusCode::BAD_REQUEST, other.to_string()),
             })?;
     let started = std::time::Instant::now();
-    let (outputs, latency) = run_counted(&agent, &slot, inputs).await?;
+    let outputs = run_counted(&agent, &slot, inputs).await?;
     let output = outputs.get(spec.output()).ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -341,26 +304,8 @@ async fn predict(
         )
     })?;
     let prediction = spec.interpret(&scores);
-    agent.telemetry.record(
-        &slot.meta,
-        Observation {
-            latency,
-            ok: true,
-            label: prediction.label.as_deref(),
-            row: Some(&row),
-        },
-    );
-    if let Some(label) = &prediction.label {
-        agent
-            .metrics
-            .predictions
-            .get_or_create(&crate::metrics::PredictionLabels {
-                model: slot.meta.model.to_string(),
-                version: slot.meta.version.to_string(),
-                label: label.clone(),
-            })
-            .inc();
-    }
+    slot.stats
+        .record_prediction(prediction.label.as_deref(), Some(&row));
     Ok(Json(json!({
         "model": name,
         "version": slot.meta.version.to_string(),
@@ -475,7 +420,8 @@ async fn install(
         };
         ApiError::new(status, e.to_string())
     })?;
-    let request: InstallRequest = parse_body(&agent.config.api, &headers, body).await?;
+    let request: InstallRequest =
+        parse_body(&agent.config.api, &agent.body_budget, &headers, body).await?;
     let repository =
         crate::admin::check_repository(&request.repository, &agent.config.api.install_from)
             .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()).field("repository"))?;

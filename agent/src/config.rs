@@ -121,6 +121,13 @@ pub struct ApiConfig {
     /// The most a model's signed interface may raise its own `/v2/models/{name}/infer` body
     /// limit to (`max_request_bytes`), in bytes; never below `max_body_bytes`. Default 64 MiB.
     pub max_model_body_bytes: usize,
+    /// Request bodies held in memory at once, in bytes: past it, a request waits for others to
+    /// finish before its body is read (one larger than this runs alone). It bounds what many
+    /// concurrent clients cost, whatever the models' own limits. Default 16 MiB.
+    pub max_inflight_body_bytes: usize,
+    /// Seconds a request body may take to arrive once reading it starts; a slower one gets a 408
+    /// and gives its share of `max_inflight_body_bytes` back. Default 30.
+    pub body_read_seconds: u64,
     /// Seconds in-flight requests get to finish at shutdown. Default 10.
     pub shutdown_grace_seconds: u64,
     /// Local installs (`edge-agent install DIR`) take repositories under this directory only
@@ -134,6 +141,8 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8700".into(),
             max_body_bytes: 8 * 1024 * 1024,
             max_model_body_bytes: 64 * 1024 * 1024,
+            max_inflight_body_bytes: 16 * 1024 * 1024,
+            body_read_seconds: 30,
             shutdown_grace_seconds: 10,
             install_from: PathBuf::from("/media"),
         }
@@ -286,6 +295,15 @@ impl Config {
         }
         if self.api.max_body_bytes < 1024 {
             bad("api.max_body_bytes", "must be at least 1024".into());
+        }
+        if self.api.max_inflight_body_bytes < 1024 {
+            bad(
+                "api.max_inflight_body_bytes",
+                "must be at least 1024".into(),
+            );
+        }
+        if self.api.body_read_seconds == 0 {
+            bad("api.body_read_seconds", "must be at least 1".into());
         }
         if self.limits.max_artifact_bytes == 0 {
             bad("limits.max_artifact_bytes", "must be above 0".into());

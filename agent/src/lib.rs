@@ -17,6 +17,7 @@ pub mod config;
 pub mod device_key;
 pub mod fleet;
 pub mod lifecycle;
+pub mod live;
 pub mod metrics;
 pub mod outbox;
 pub mod probation;

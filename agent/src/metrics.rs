@@ -1,25 +1,15 @@
 //! Prometheus metrics of the agent (`GET /metrics`), in Prometheus naming: units in the name,
 //! `_total` on counters.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionLabels {
-    pub model: String,
-    pub version: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PredictionLabels {
-    pub model: String,
-    pub version: String,
-    pub label: String,
-}
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FeatureLabels {
@@ -41,22 +31,11 @@ pub struct ActiveLabels {
     pub runtime: String,
 }
 
-fn latency_histogram() -> Histogram {
-    // 50 µs .. ~3.3 s in factors of 2: tabular models sit at the low end, CNNs at the high.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.00005, 2.0, 17,
-    ))
-}
-
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<VersionLabels, Counter>,
-    pub errors: Family<VersionLabels, Counter>,
-    pub latency: Family<VersionLabels, Histogram, fn() -> Histogram>,
     pub updates: Family<OutcomeLabels, Counter>,
     pub active: Family<ActiveLabels, Gauge>,
-    pub predictions: Family<PredictionLabels, Counter>,
     pub drift_psi: Family<FeatureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub telemetry_batches: Counter,
     /// Desired-state messages refused (unsigned, forged, for another device, oversized).
@@ -65,28 +44,21 @@ pub struct Metrics {
     pub process_resident_bytes: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The agent's metrics; the per-request ones (`inference_requests_total`,
+    /// `inference_errors_total`, `inference_seconds`, `predictions_total`) are read from
+    /// `telemetry`'s slots at each scrape.
+    pub fn new(telemetry: Arc<Telemetry>) -> Self {
         let mut registry = Registry::with_prefix("edgefleet");
-        let requests = Family::<VersionLabels, Counter>::default();
-        let errors = Family::<VersionLabels, Counter>::default();
-        let latency = Family::<VersionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
-        );
+        registry.register_collector(Box::new(telemetry));
         let updates = Family::<OutcomeLabels, Counter>::default();
         let active = Family::<ActiveLabels, Gauge>::default();
-        let predictions = Family::<PredictionLabels, Counter>::default();
         let drift_psi =
             Family::<FeatureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let telemetry_batches = Counter::default();
         let desired_refused = Counter::default();
         let process_cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let process_resident_bytes = Gauge::default();
-        registry.register(
-            "predictions",
-            "Predicted labels of classifiers, per model version",
-            predictions.clone(),
-        );
         registry.register(
             "input_drift_psi",
             "Population stability index of each input feature against the target's baseline, over the last telemetry window",
@@ -113,21 +85,6 @@ impl Default for Metrics {
             process_resident_bytes.clone(),
         );
         registry.register(
-            "inference_requests",
-            "Inferences served, per model version",
-            requests.clone(),
-        );
-        registry.register(
-            "inference_errors",
-            "Inferences the model failed (runtime error, NaN), per model version",
-            errors.clone(),
-        );
-        registry.register(
-            "inference_seconds",
-            "Inference latency, per model version",
-            latency.clone(),
-        );
-        registry.register(
             "updates",
             "Installs by outcome (committed, rejected, rolled_back)",
             updates.clone(),
@@ -139,12 +96,8 @@ impl Default for Metrics {
         );
         Self {
             registry,
-            requests,
-            errors,
-            latency,
             updates,
             active,
-            predictions,
             drift_psi,
             telemetry_batches,
             desired_refused,
@@ -152,9 +105,7 @@ impl Default for Metrics {
             process_resident_bytes,
         }
     }
-}
 
-impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -2,8 +2,7 @@
 //! an `Arc` of the slot it starts on and finishes on it, whatever swaps happen meanwhile.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -11,80 +10,7 @@ use edgefleet_inference::select::Trial;
 use edgefleet_inference::{Inputs, LoadedModel, Outputs};
 use edgefleet_protocol::target::ModelTargetMeta;
 
-/// Live figures of one slot, for probation and metrics.
-#[derive(Debug, Default)]
-pub struct LiveStats {
-    pub requests: AtomicU64,
-    pub errors: AtomicU64,
-    /// Moving average of the inference latency in microseconds (weight 1/8 to the newest).
-    typical_micros: AtomicU64,
-    /// Recent inference latencies in microseconds (a bounded ring), for live p99.
-    latencies: Mutex<Ring>,
-}
-
-#[derive(Debug, Default)]
-struct Ring {
-    samples: Vec<u32>,
-    next: usize,
-}
-
-const RING: usize = 2048;
-
-/// Requests a slot serves through the blocking pool before it may be judged quick.
-const QUICK_AFTER: u64 = 32;
-/// Typical inference time under which a request runs inline: well under the ~100 µs an async
-/// worker may be held without starving the others.
-const QUICK_MICROS: u64 = 50;
-
-impl LiveStats {
-    pub fn record(&self, latency: Duration, ok: bool) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
-        // Racy by design: concurrent updates may drop one sample of the average.
-        let typical = self.typical_micros.load(Ordering::Relaxed);
-        let next = if typical == 0 {
-            u64::from(micros)
-        } else {
-            (typical * 7 + u64::from(micros)) / 8
-        };
-        self.typical_micros.store(next.max(1), Ordering::Relaxed);
-        if let Ok(mut ring) = self.latencies.lock() {
-            if ring.samples.len() < RING {
-                ring.samples.push(micros);
-            } else {
-                let i = ring.next;
-                ring.samples[i] = micros;
-                ring.next = (i + 1) % RING;
-            }
-        }
-    }
-
-    /// Whether this model's inferences are quick enough to run on the async worker that took the
-    /// request instead of handing them to the blocking pool (two thread wake-ups, which cost
-    /// more CPU than a tabular model's whole inference): after [`QUICK_AFTER`] requests, when the
-    /// moving average is under [`QUICK_MICROS`].
-    pub fn is_quick(&self) -> bool {
-        self.requests.load(Ordering::Relaxed) >= QUICK_AFTER
-            && self.typical_micros.load(Ordering::Relaxed) < QUICK_MICROS
-    }
-
-    /// (requests, errors, p99 in ms over the recent samples).
-    pub fn snapshot(&self) -> (u64, u64, Option<f64>) {
-        let mut samples: Vec<f64> = self
-            .latencies
-            .lock()
-            .map(|r| r.samples.iter().map(|&us| f64::from(us) / 1000.0).collect())
-            .unwrap_or_default();
-        (
-            self.requests.load(Ordering::Relaxed),
-            self.errors.load(Ordering::Relaxed),
-            edgefleet_protocol::health::quantile(&mut samples, 0.99),
-        )
-    }
-}
+use crate::live::LiveStats;
 
 /// One loaded version of a model.
 pub struct Slot {
@@ -97,7 +23,8 @@ pub struct Slot {
     pub trials: Vec<Trial>,
     /// Whether `trials` were measured earlier on this device and the choice reused.
     pub trials_cached: bool,
-    pub stats: LiveStats,
+    /// Counted once per request; read by `/metrics`, probation and telemetry.
+    pub stats: Arc<LiveStats>,
 }
 
 impl std::fmt::Debug for Slot {
@@ -142,8 +69,8 @@ impl Slot {
             Err(e) => Err(InferError::Model(e.to_string())),
         };
         match &result {
-            Ok(_) => self.stats.record(elapsed, true),
-            Err(InferError::Model(_)) => self.stats.record(elapsed, false),
+            Ok(_) => self.stats.record_success(elapsed),
+            Err(InferError::Model(_)) => self.stats.record_failure(),
             Err(InferError::Request(_)) => {}
         }
         result.map(|o| (o, elapsed))
@@ -181,28 +108,5 @@ impl Serving {
 
     pub fn any_ready(&self) -> bool {
         self.names().iter().any(|n| self.get(n).is_some())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_model_is_quick_only_after_enough_quick_requests_and_stops_being_when_it_slows() {
-        let stats = LiveStats::default();
-        for _ in 0..QUICK_AFTER - 1 {
-            stats.record(Duration::from_micros(5), true);
-        }
-        assert!(!stats.is_quick(), "judged on too few requests");
-        stats.record(Duration::from_micros(5), true);
-        assert!(stats.is_quick());
-        for _ in 0..16 {
-            stats.record(Duration::from_millis(2), true);
-        }
-        assert!(
-            !stats.is_quick(),
-            "a slowed model goes back to the blocking pool"
-        );
     }
 }

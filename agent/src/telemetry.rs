@@ -1,180 +1,273 @@
-//! Live telemetry per model version, gathered on the prediction path and handed to the fleet
-//! link once per window: requests, errors, latency quantiles, the distribution of predicted
-//! labels, and input drift against the target's signed baseline (population stability index per
-//! feature, with the baseline's own bins and `psi`). Plain logic behind a mutex; no clock, no I/O.
+//! Telemetry per model version for the fleet server, once per window: requests, errors, latency
+//! quantiles, the distribution of predicted labels, and input drift against the target's signed
+//! baseline (population stability index per feature, with the baseline's own bins and `psi`).
+//! The serving path records into each slot's [`LiveStats`]; this reads every slot in service
+//! (and those retired since) at the window's close and at each `/metrics` scrape. No clock, no
+//! I/O; the one lock is taken by a window close, a scrape or a slot going into service, never by
+//! a request.
 //!
-//! Memory is bounded whatever the traffic: per model version a fixed log-scale latency histogram
+//! Memory is bounded whatever the traffic: per slot a fixed log-scale latency histogram
 //! (quantiles to within 5 %), one counter per baseline bin and per label seen (labels are capped).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgefleet_protocol::ModelName;
-use edgefleet_protocol::baseline::{Baseline, FeatureBaseline, psi};
-use edgefleet_protocol::latency::LatencyHistogram;
+use edgefleet_protocol::baseline::psi;
+use edgefleet_protocol::latency::BUCKET_RATIO;
 use edgefleet_protocol::message::{ModelMetrics, ProcessStats};
-use edgefleet_protocol::target::ModelTargetMeta;
-use serde_json::Value;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 
-/// Distinct predicted labels kept per window; more are counted under `other`.
-const MAX_LABELS: usize = 64;
+use crate::live::{Counts, LiveStats};
 
-/// One prediction as the serving path saw it.
-#[derive(Debug, Clone, Copy)]
-pub struct Observation<'a> {
-    pub latency: Duration,
-    /// False when the model failed on a well-formed request.
-    pub ok: bool,
-    /// The predicted label, for classifiers.
-    pub label: Option<&'a str>,
-    /// The named input features, for feature-schema models.
-    pub row: Option<&'a serde_json::Map<String, Value>>,
-}
+type VersionKey = (ModelName, semver::Version);
 
 #[derive(Debug, Default)]
 pub struct Telemetry {
-    windows: Mutex<BTreeMap<(String, semver::Version), VersionWindow>>,
+    inner: Mutex<Inner>,
 }
 
-impl Telemetry {
-    pub fn record(&self, meta: &ModelTargetMeta, observation: Observation<'_>) {
-        let Ok(mut windows) = self.windows.lock() else {
-            return;
-        };
-        windows
-            .entry((meta.model.to_string(), meta.version.clone()))
-            .or_insert_with(|| VersionWindow::new(meta.baseline.as_ref()))
-            .record(meta.baseline.as_ref(), &observation);
-    }
-
-    /// The figures of the window that ends now, one entry per model version that served in it;
-    /// the next window starts empty.
-    pub fn take(&self) -> Vec<ModelMetrics> {
-        let Ok(mut windows) = self.windows.lock() else {
-            return Vec::new();
-        };
-        std::mem::take(&mut *windows)
-            .into_iter()
-            .filter_map(|((model, version), window)| {
-                Some(window.summary(ModelName::new(model).ok()?, version))
-            })
-            .collect()
-    }
+#[derive(Debug, Default)]
+struct Inner {
+    sources: Vec<Source>,
+    /// Counted by slots no longer alive and not yet sent in a window.
+    unsent: BTreeMap<VersionKey, Window>,
+    /// Everything slots no longer alive counted, so `/metrics` counters never go back.
+    retired: BTreeMap<VersionKey, Counts>,
 }
 
 #[derive(Debug)]
-struct VersionWindow {
-    requests: u64,
-    errors: u64,
-    latency: LatencyHistogram,
-    labels: BTreeMap<String, u64>,
-    /// Per baseline feature, the count of observed values in each of its bins.
-    bins: BTreeMap<String, FeatureCounts>,
+struct Source {
+    key: VersionKey,
+    stats: Arc<LiveStats>,
+    /// The reading the last window ended at.
+    sent: Counts,
 }
 
-#[derive(Debug)]
-struct FeatureCounts {
-    counts: Vec<u64>,
-    expected: Vec<f64>,
+/// One version's counts over a window, with what its drift is judged against.
+#[derive(Debug, Default)]
+struct Window {
+    counts: Counts,
+    max: Duration,
+    expected: BTreeMap<String, Vec<f64>>,
 }
 
-impl VersionWindow {
-    fn new(baseline: Option<&Baseline>) -> Self {
-        let bins = baseline
-            .map(|b| {
-                b.features
-                    .iter()
-                    .map(|(name, feature)| {
-                        let expected = feature.expected_shares();
-                        (
-                            name.clone(),
-                            FeatureCounts {
-                                counts: vec![0; expected.len()],
-                                expected,
-                            },
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self {
-            requests: 0,
-            errors: 0,
-            latency: LatencyHistogram::default(),
-            labels: BTreeMap::new(),
-            bins,
+impl Window {
+    fn add(&mut self, counts: &Counts, max: Duration, stats: &LiveStats) {
+        self.counts.add(counts);
+        self.max = self.max.max(max);
+        for (feature, expected) in stats.expected_shares() {
+            self.expected
+                .entry(feature.to_owned())
+                .or_insert_with(|| expected.to_vec());
         }
     }
 
-    fn record(&mut self, baseline: Option<&Baseline>, observation: &Observation<'_>) {
-        self.requests += 1;
-        if !observation.ok {
-            self.errors += 1;
-            return;
-        }
-        self.latency.record(observation.latency);
-        if let Some(label) = observation.label {
-            let key = if self.labels.len() < MAX_LABELS || self.labels.contains_key(label) {
-                label
-            } else {
-                "other"
-            };
-            *self.labels.entry(key.to_owned()).or_default() += 1;
-        }
-        if let (Some(row), Some(baseline)) = (observation.row, baseline) {
-            for (name, feature) in &baseline.features {
-                if let (Some(value), Some(counts)) = (row.get(name), self.bins.get_mut(name))
-                    && let Some(bin) = bin_of(feature, value)
-                {
-                    counts.counts[bin] += 1;
-                }
-            }
-        }
-    }
-
-    fn summary(self, model: ModelName, version: semver::Version) -> ModelMetrics {
+    fn summary(self, (model, version): VersionKey) -> ModelMetrics {
         let drift_psi = self
+            .counts
             .bins
-            .into_iter()
-            .filter_map(|(name, c)| Some((name, psi(&c.expected, &c.counts)?)))
+            .iter()
+            .filter_map(|(name, counts)| {
+                Some((name.clone(), psi(self.expected.get(name)?, counts)?))
+            })
             .collect();
+        let latency_histogram = self.counts.histogram(self.max);
         ModelMetrics {
             model,
             version,
-            requests: self.requests,
-            errors: self.errors,
-            latency: self.latency.summary(),
-            latency_histogram: self.latency,
-            predictions: self.labels,
+            requests: self.counts.requests,
+            errors: self.counts.errors,
+            latency: latency_histogram.summary(),
+            latency_histogram,
+            predictions: self.counts.labels,
             drift_psi,
         }
     }
 }
 
-/// Which bin of the baseline a value falls in: numeric bin `i` holds `edges[i-1] < x <=
-/// edges[i]`; a category outside the baseline's counts as its last, `other`, bin. `None` for a
-/// value of the wrong kind.
-pub fn bin_of(feature: &FeatureBaseline, value: &Value) -> Option<usize> {
-    match feature {
-        FeatureBaseline::Numeric { edges, .. } => {
-            let x = value.as_f64().filter(|x| x.is_finite())?;
-            Some(FeatureBaseline::numeric_bin(edges, x))
+impl Telemetry {
+    /// Starts reading a slot going into service (again, after a rollback: it is read once).
+    pub fn register(&self, model: &ModelName, version: &semver::Version, stats: &Arc<LiveStats>) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        inner.retire_dead();
+        if inner.sources.iter().any(|s| Arc::ptr_eq(&s.stats, stats)) {
+            return;
         }
-        FeatureBaseline::Categorical { shares, .. } => {
-            // Boolean features are baselined as the categories "false" and "true".
-            let category = match value {
-                Value::Bool(true) => "true",
-                Value::Bool(false) => "false",
-                other => other.as_str()?,
-            };
-            Some(
-                shares
-                    .keys()
-                    .position(|k| k == category)
-                    .unwrap_or(shares.len()),
-            )
+        let sent = stats.counts();
+        inner.sources.push(Source {
+            key: (model.clone(), version.clone()),
+            stats: stats.clone(),
+            sent,
+        });
+    }
+
+    /// The figures of the window that ends now, one entry per model version that served in it;
+    /// the next window starts empty.
+    pub fn take(&self) -> Vec<ModelMetrics> {
+        let Ok(mut inner) = self.inner.lock() else {
+            return Vec::new();
+        };
+        inner.retire_dead();
+        let mut windows = std::mem::take(&mut inner.unsent);
+        for source in &mut inner.sources {
+            let now = source.stats.counts();
+            let max = source.stats.take_window_max();
+            windows.entry(source.key.clone()).or_default().add(
+                &now.since(&source.sent),
+                max,
+                &source.stats,
+            );
+            source.sent = now;
         }
+        windows
+            .into_iter()
+            .filter(|(_, w)| w.counts.requests > 0)
+            .map(|(key, window)| window.summary(key))
+            .collect()
+    }
+
+    /// Everything counted per model version since the agent started: slots alive and retired.
+    fn totals(&self) -> BTreeMap<VersionKey, Counts> {
+        let Ok(inner) = self.inner.lock() else {
+            return BTreeMap::new();
+        };
+        let mut totals = inner.retired.clone();
+        for source in &inner.sources {
+            totals
+                .entry(source.key.clone())
+                .or_default()
+                .add(&source.stats.counts());
+        }
+        totals
+    }
+}
+
+impl Inner {
+    /// Moves slots that nothing else holds (retired, their last request done) out of the
+    /// sources: what they counted since the last window waits for the next one.
+    fn retire_dead(&mut self) {
+        let (dead, alive): (Vec<Source>, Vec<Source>) = std::mem::take(&mut self.sources)
+            .into_iter()
+            .partition(|s| Arc::strong_count(&s.stats) == 1);
+        self.sources = alive;
+        for source in dead {
+            let now = source.stats.counts();
+            let max = source.stats.take_window_max();
+            self.unsent.entry(source.key.clone()).or_default().add(
+                &now.since(&source.sent),
+                max,
+                &source.stats,
+            );
+            self.retired.entry(source.key).or_default().add(&now);
+        }
+    }
+}
+
+/// Prometheus bucket bounds of `inference_seconds`: every 14th bound of the telemetry histogram
+/// (a factor of 1.98), from 50 µs to 2.7 s, so each bucket's count is exact, not interpolated.
+fn prometheus_bounds() -> impl Iterator<Item = (usize, f64)> {
+    (0..17).map(|k| {
+        let bucket = 80 + 14 * k;
+        (bucket, BUCKET_RATIO.powi(bucket as i32) / 1e6)
+    })
+}
+
+/// `(upper bound in seconds, count)` per Prometheus bucket from a slot's latency buckets; the
+/// telemetry bucket `i` holds latencies below 1.05^(i+1) µs.
+fn prometheus_buckets(latency: &[u64]) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(18);
+    let mut from = 0;
+    for (bucket, bound) in prometheus_bounds() {
+        let to = bucket.min(latency.len());
+        out.push((bound, latency[from.min(to)..to].iter().sum()));
+        from = to;
+    }
+    out.push((
+        f64::INFINITY,
+        latency[from.min(latency.len())..].iter().sum(),
+    ));
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct VersionLabels {
+    model: String,
+    version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct PredictionLabels {
+    model: String,
+    version: String,
+    label: String,
+}
+
+impl Collector for Telemetry {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let totals = self.totals();
+        let labels = |(model, version): &VersionKey| VersionLabels {
+            model: model.to_string(),
+            version: version.to_string(),
+        };
+        let mut counter = |name: &str, help: &str, value: &dyn Fn(&Counts) -> u64| {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (key, counts) in &totals {
+                ConstCounter::new(value(counts)).encode(family.encode_family(&labels(key))?)?;
+            }
+            Ok::<_, std::fmt::Error>(())
+        };
+        counter(
+            "inference_requests",
+            "Inferences served, per model version",
+            &|c| c.requests,
+        )?;
+        counter(
+            "inference_errors",
+            "Inferences the model failed (runtime error, NaN), per model version",
+            &|c| c.errors,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "inference_seconds",
+            "Inference latency, per model version",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (key, counts) in &totals {
+            let buckets = prometheus_buckets(&counts.latency);
+            let count = buckets.iter().map(|(_, n)| n).sum();
+            family
+                .encode_family(&labels(key))?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    counts.latency_sum_seconds,
+                    count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "predictions",
+            "Predicted labels of classifiers, per model version",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((model, version), counts) in &totals {
+            for (label, n) in &counts.labels {
+                let labels = PredictionLabels {
+                    model: model.to_string(),
+                    version: version.to_string(),
+                    label: label.clone(),
+                };
+                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -213,133 +306,4 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn numeric() -> FeatureBaseline {
-        FeatureBaseline::Numeric {
-            edges: vec![10.0, 20.0, 30.0],
-            shares: vec![0.25, 0.25, 0.25, 0.25],
-        }
-    }
-
-    #[test]
-    fn values_fall_in_the_baselines_bins() {
-        let f = numeric();
-        let bins: Vec<Option<usize>> = [5.0, 10.0, 10.5, 20.0, 30.0, 31.0, -1e9]
-            .iter()
-            .map(|x| bin_of(&f, &json!(x)))
-            .collect();
-        assert_eq!(
-            bins,
-            [
-                Some(0),
-                Some(0),
-                Some(1),
-                Some(1),
-                Some(2),
-                Some(3),
-                Some(0)
-            ]
-        );
-        assert_eq!(bin_of(&f, &json!("ten")), None);
-        let c = FeatureBaseline::Categorical {
-            shares: BTreeMap::from([("a".into(), 0.5), ("b".into(), 0.4)]),
-            other: 0.1,
-        };
-        assert_eq!(bin_of(&c, &json!("b")), Some(1));
-        assert_eq!(bin_of(&c, &json!("zzz")), Some(2));
-        assert_eq!(bin_of(&c, &json!(3)), None);
-        let flags = FeatureBaseline::Categorical {
-            shares: [("false".to_owned(), 0.4), ("true".to_owned(), 0.6)].into(),
-            other: 0.0,
-        };
-        assert_eq!(bin_of(&flags, &json!(true)), Some(1));
-        assert_eq!(bin_of(&flags, &json!(false)), Some(0));
-    }
-
-    fn meta_with_baseline() -> ModelTargetMeta {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/churn/1.0.0");
-        let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-        let (interface, health, baseline) = (
-            read("interface.json"),
-            read("health.json"),
-            read("baseline.json"),
-        );
-        edgefleet_protocol::target::ReleaseFiles {
-            release: &read("release.json"),
-            interface: &interface,
-            health: &health,
-            baseline: Some(&baseline),
-        }
-        .assemble()
-        .unwrap()
-    }
-
-    #[test]
-    fn a_window_counts_requests_errors_labels_and_drift_then_starts_over() {
-        let meta = meta_with_baseline();
-        let baseline = meta.baseline.clone().unwrap();
-        let (feature, spec) = baseline
-            .features
-            .iter()
-            .find(|(_, f)| matches!(f, FeatureBaseline::Numeric { .. }))
-            .unwrap();
-        let FeatureBaseline::Numeric { edges, .. } = spec else {
-            unreachable!()
-        };
-        let telemetry = Telemetry::default();
-        let far_above = edges.last().unwrap() + 1000.0;
-        for i in 0..100 {
-            let row = serde_json::Map::from_iter([(feature.clone(), json!(far_above))]);
-            telemetry.record(
-                &meta,
-                Observation {
-                    latency: Duration::from_millis(2),
-                    ok: i % 10 != 0,
-                    label: Some(if i % 2 == 0 { "stay" } else { "churn" }),
-                    row: Some(&row),
-                },
-            );
-        }
-        let taken = telemetry.take();
-        assert_eq!(taken.len(), 1);
-        let m = &taken[0];
-        assert_eq!((m.requests, m.errors), (100, 10));
-        assert_eq!(m.predictions.values().sum::<u64>(), 90);
-        assert!(m.drift_psi[feature] > 1.0, "{:?}", m.drift_psi);
-        assert!((m.latency.p50_ms - 2.0).abs() < 0.1, "{:?}", m.latency);
-        assert!(telemetry.take().is_empty(), "the next window starts empty");
-    }
-
-    #[test]
-    fn cpu_time_is_read_past_a_command_name_with_spaces_and_parentheses() {
-        let stat = "1234 (edge agent (x)) S 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20 0 1";
-        assert_eq!(cpu_ticks(stat), Some(281));
-        assert_eq!(cpu_ticks("garbage"), None);
-        let now = process_stats();
-        assert!(now.rss_bytes > 1024 * 1024, "{now:?}");
-    }
-
-    #[test]
-    fn labels_beyond_the_cap_count_as_other() {
-        let meta = meta_with_baseline();
-        let telemetry = Telemetry::default();
-        for i in 0..(MAX_LABELS + 10) {
-            let label = format!("l{i}");
-            telemetry.record(
-                &meta,
-                Observation {
-                    latency: Duration::from_millis(1),
-                    ok: true,
-                    label: Some(&label),
-                    row: None,
-                },
-            );
-        }
-        let m = &telemetry.take()[0];
-        assert_eq!(m.predictions.len(), MAX_LABELS + 1);
-        assert_eq!(m.predictions["other"], 10);
-    }
-}
+mod tests;

@@ -1,32 +1,91 @@
-//! Figures for docs/BENCHMARKS.md: the agent's HTTP overhead over raw inference, throughput at 64
-//! concurrent clients, memory, binary size, and time from a candidate's arrival to serving it.
+//! Figures for docs/BENCHMARKS.md: the agent beside a FastAPI + uvicorn + onnxruntime peer serving
+//! the same churn model in the same run (start to first prediction, memory idle, under 64
+//! connections and after a soak, CPU per prediction, throughput), then the agent's HTTP overhead
+//! over raw inference, installs, memory with a vision model, and the inference bound.
 //!
-//! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench agent`
+//! Load: `wrk -t2 -c64` (Debian's wrk 4.1, scripts/setup.sh), 10 s per figure, on the same 2
+//! cores as both servers. The soak lasts `EDGEFLEET_BENCH_SOAK_SECONDS` (default 600).
+//!
+//! `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench agent`; with
+//! `EDGEFLEET_AGENT_BINARY=target/device/edge-agent` it measures the device build instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use edgefleet_e2e::wrk::{LoadRun, post_load};
 use edgefleet_e2e::*;
 use edgefleet_inference::Runtime;
+
+const LOAD: Duration = Duration::from_secs(10);
+const CONNECTIONS: u32 = 64;
 
 fn quantile(v: &mut [f64], q: f64) -> f64 {
     edgefleet_protocol::health::quantile(v, q).unwrap()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+/// The figures of the table, for one server.
+struct Figures {
+    first_prediction: Duration,
+    rss_idle_mib: f64,
+    load: LoadRun,
+    soak: LoadRun,
+}
+
+/// Time from starting a server process to its first answered prediction.
+fn first_prediction(url: &str, body: &serde_json::Value, started: Instant) -> Duration {
+    let client = http();
+    loop {
+        if let Ok(r) = client.post(url).send_json(body)
+            && r.status().as_u16() == 200
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no prediction from {url}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn measure(
+    pid: u32,
+    url: &str,
+    body: &serde_json::Value,
+    first: Duration,
+    soak: Duration,
+) -> Figures {
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_idle_mib = rss_mib(pid);
+    let text = body.to_string();
+    let load = post_load(url, &text, CONNECTIONS, LOAD, pid);
+    let soak = post_load(url, &text, CONNECTIONS, soak, pid);
+    Figures {
+        first_prediction: first,
+        rss_idle_mib,
+        load,
+        soak,
+    }
+}
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn main() {
+    let soak = Duration::from_secs(
+        std::env::var("EDGEFLEET_BENCH_SOAK_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(600),
+    );
     let tmp = tempfile::tempdir().unwrap();
     let op = Operator::new(&tmp.path().join("operator"));
     let churn = op.push("churn/2.0.0");
@@ -40,49 +99,78 @@ fn main() {
     );
     let size = std::fs::metadata(binary("edge-agent")).unwrap().len();
     println!(
-        "edge-agent release binary (stripped): {:.1} MB",
-        size as f64 / 1e6
+        "edge-agent binary {}: {:.1} MB ({:.1} MiB)",
+        binary("edge-agent").display(),
+        size as f64 / 1e6,
+        size as f64 / 1048576.0
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_empty = rss_kib(agent.child.id());
+    let out = agent.install(&op.repo(), Some(&churn));
+    assert!(out.status.success());
+    agent.wait_state("churn", &["committed"], Duration::from_secs(30));
+    let row = churn_row(12.0);
+    let path = "/v1/models/churn:predict";
 
-    for (name, target) in [("churn", &churn), ("vision", &vision)] {
-        let started = Instant::now();
-        let out = agent.install(&op.repo(), Some(target));
-        assert!(out.status.success());
-        let wall = started.elapsed();
-        let report = String::from_utf8_lossy(&out.stdout).to_string();
-        let field = |k: &str| {
-            report
-                .split(&format!("\"{k}\":"))
-                .nth(1)
-                .and_then(|r| r.split([',', '}']).next())
-                .unwrap_or("?")
-                .to_string()
-        };
-        println!(
-            "install {name}: {:.0} ms from command to serving (verify + stage + load {} ms + health check p50 {} ms / p99 {} ms)",
-            wall.as_secs_f64() * 1e3,
-            field("load_ms"),
-            field("health_p50_ms"),
-            field("health_p99_ms")
-        );
-        agent.wait_state(name, &["committed"], Duration::from_secs(30));
-    }
+    // The agent with churn in its store, from a cold process start.
+    let (config, port) = agent.stop();
+    let started = Instant::now();
+    let agent = AgentProcess::launch(config, port, &[]);
+    let first = first_prediction(&agent.url(path), &row, started);
+    let ours = measure(agent.child.id(), &agent.url(path), &row, first, soak);
+    let (config, port) = agent.stop();
+
+    let peer_port = free_port();
+    let started = Instant::now();
+    let peer = Peer(
+        Command::new("python3")
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("benches/peer/fastapi_peer.py"),
+            )
+            .arg(models_dir().join("churn/2.0.0"))
+            .arg(peer_port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs the peer (scripts/setup.sh installs FastAPI, uvicorn)"),
+    );
+    let peer_url = format!("http://127.0.0.1:{peer_port}{path}");
+    let first = first_prediction(&peer_url, &row, started);
+    let theirs = measure(peer.0.id(), &peer_url, &row, first, soak);
+    drop(peer);
+
+    report(&ours, &theirs, soak);
+
+    let agent = AgentProcess::spawn(config, port, &[]);
+    let rss_churn = rss_mib(agent.child.id());
+    let started = Instant::now();
+    let out = agent.install(&op.repo(), Some(&vision));
+    assert!(out.status.success());
+    let wall = started.elapsed();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |k: &str| {
+        report
+            .split(&format!("\"{k}\":"))
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .unwrap_or("?")
+            .to_string()
+    };
+    println!(
+        "install vision: {:.0} ms from command to serving (verify + stage + load {} ms + health check p50 {} ms / p99 {} ms)",
+        wall.as_secs_f64() * 1e3,
+        field("load_ms"),
+        field("health_p50_ms"),
+        field("health_p99_ms")
+    );
+    agent.wait_state("vision", &["committed"], Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
-    let rss_loaded = rss_kib(agent.child.id());
     let weights = std::fs::metadata(models_dir().join("vision/1.0.0/model.onnx"))
         .unwrap()
-        .len()
-        + std::fs::metadata(models_dir().join("churn/2.0.0/model.onnx"))
-            .unwrap()
-            .len();
+        .len() as f64
+        / 1048576.0;
+    let rss_both = rss_mib(agent.child.id());
     println!(
-        "RSS idle: {:.1} MB with no model, {:.1} MB with churn + vision loaded (weights {:.1} MB on disk) -> {:.1} MB beyond the weights",
-        rss_empty as f64 / 1024.0,
-        rss_loaded as f64 / 1024.0,
-        weights as f64 / 1e6,
-        (rss_loaded as f64 * 1024.0 - weights as f64) / 1e6
+        "RSS idle with churn: {rss_churn:.1} MiB; with churn + vision (weights {weights:.1} MiB on disk): {rss_both:.1} MiB, {:.1} MiB beyond vision's weights",
+        rss_both - weights
     );
 
     // Raw inference of one churn row in this process, with the same runtime.
@@ -91,7 +179,6 @@ fn main() {
     let loaded = edgefleet_inference::tract::TractRuntime
         .load(&model_bytes, &meta.interface)
         .unwrap();
-    let row = churn_row(12.0);
     let mut raw = Vec::new();
     for i in 0..5000 {
         let started = Instant::now();
@@ -106,7 +193,7 @@ fn main() {
         }
     }
     let client = http();
-    let url = agent.url("/v1/models/churn:predict");
+    let url = agent.url(path);
     let mut e2e = Vec::new();
     for i in 0..5000 {
         let started = Instant::now();
@@ -126,84 +213,95 @@ fn main() {
         e99 - raw99
     );
 
-    // Throughput and memory: 64 clients for 10 s, with inferences bounded by the cores (the
-    // default), then with the bound lifted to 64 (what the agent did before the bound), same run.
-    concurrent_load(
-        &agent,
-        &url,
-        &row,
+    // The inference bound: cores (the default) against 64 (every connection's request at once).
+    print_load(
         "inference.max_parallel = cores (default)",
+        &post_load(&url, &row.to_string(), CONNECTIONS, LOAD, agent.child.id()),
     );
     let (config, port) = agent.stop();
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("\n[inference]\nmax_parallel = 64\n");
     std::fs::write(&config, text).unwrap();
     let agent = AgentProcess::spawn(config, port, &[]);
-    for _ in 0..100 {
-        client.post(&url).send_json(&row).unwrap();
-    }
-    concurrent_load(&agent, &url, &row, "inference.max_parallel = 64 (no bound)");
+    print_load(
+        "inference.max_parallel = 64 (no bound)",
+        &post_load(&url, &row.to_string(), CONNECTIONS, LOAD, agent.child.id()),
+    );
 }
 
-fn concurrent_load(agent: &AgentProcess, url: &str, row: &serde_json::Value, setting: &str) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..64)
-        .map(|_| {
-            let (stop, done, failed, url, row) = (
-                stop.clone(),
-                done.clone(),
-                failed.clone(),
-                url.to_owned(),
-                row.clone(),
-            );
-            std::thread::spawn(move || {
-                let client = http();
-                while !stop.load(Ordering::Relaxed) {
-                    match client.post(&url).send_json(&row) {
-                        Ok(mut r) if r.status().as_u16() == 200 => {
-                            let _ = r.body_mut().read_to_string();
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    let pid = agent.child.id();
-    let rss_before = rss_kib(pid);
-    let cpu_before = cpu_seconds(pid);
-    let started = Instant::now();
-    let mut rss_peak = rss_before;
-    while started.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-        rss_peak = rss_peak.max(rss_kib(pid));
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid) - cpu_before;
-    let predictions = done.load(Ordering::Relaxed);
+fn print_load(setting: &str, run: &LoadRun) {
     println!(
-        "churn :predict, 64 concurrent clients, {setting} (same 2-core machine as the load generator): {:.0} predictions/s, {} failed",
-        predictions as f64 / secs,
-        failed.load(Ordering::Relaxed)
+        "churn :predict, wrk -c{CONNECTIONS}, {setting}: {:.0}/s, {} failed, p50 {:.2} ms, p99 {:.2} ms, CPU {:.1} µs per prediction, RSS {:.1} → peak {:.1} → {:.1} MiB",
+        run.requests_per_second,
+        run.failed,
+        run.p50_ms,
+        run.p99_ms,
+        run.cpu_per_request.as_secs_f64() * 1e6,
+        run.rss_before_mib,
+        run.rss_peak_mib,
+        run.rss_after_mib
+    );
+}
+
+fn report(ours: &Figures, theirs: &Figures, soak: Duration) {
+    let row = |figure: &str, a: f64, b: f64, unit: &str| {
+        println!(
+            "| {figure} | {a:.1} {unit} | {b:.1} {unit} | {:.2}× |",
+            a / b
+        );
+    };
+    println!("| figure | edge-agent | FastAPI + uvicorn + onnxruntime | agent ÷ peer |");
+    println!("|---|---|---|---|");
+    row(
+        "start → first answered prediction (model on disk)",
+        ours.first_prediction.as_secs_f64() * 1e3,
+        theirs.first_prediction.as_secs_f64() * 1e3,
+        "ms",
+    );
+    row(
+        "RSS idle, churn loaded",
+        ours.rss_idle_mib,
+        theirs.rss_idle_mib,
+        "MiB",
+    );
+    row(
+        "RSS peak under 64 connections (10 s)",
+        ours.load.rss_peak_mib,
+        theirs.load.rss_peak_mib,
+        "MiB",
+    );
+    row(
+        &format!("RSS after {} s more of 64 connections", soak.as_secs()),
+        ours.soak.rss_after_mib,
+        theirs.soak.rss_after_mib,
+        "MiB",
+    );
+    row(
+        &format!("RSS growth over those {} s", soak.as_secs()),
+        ours.soak.rss_after_mib - ours.soak.rss_before_mib,
+        theirs.soak.rss_after_mib - theirs.soak.rss_before_mib,
+        "MiB",
+    );
+    row(
+        "server CPU per prediction at 64 connections",
+        ours.load.cpu_per_request.as_secs_f64() * 1e6,
+        theirs.load.cpu_per_request.as_secs_f64() * 1e6,
+        "µs",
+    );
+    row(
+        "predictions/s at 64 connections",
+        ours.load.requests_per_second,
+        theirs.load.requests_per_second,
+        "",
+    );
+    row(
+        "p99 latency at 64 connections",
+        ours.load.p99_ms,
+        theirs.load.p99_ms,
+        "ms",
     );
     println!(
-        "  agent CPU per prediction: {:.1} µs (user + system, /proc/PID/stat, over the 10 s)",
-        cpu / predictions.max(1) as f64 * 1e6
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    println!(
-        "  agent RSS: {:.1} MiB before, peak {:.1} MiB during (sampled every 100 ms), {:.1} MiB 1 s after",
-        rss_before as f64 / 1024.0,
-        rss_peak as f64 / 1024.0,
-        rss_kib(pid) as f64 / 1024.0
+        "(failed requests: agent {} + {}, peer {} + {})",
+        ours.load.failed, ours.soak.failed, theirs.load.failed, theirs.soak.failed
     );
 }

@@ -15,9 +15,16 @@ pub mod fleet;
 pub mod garage;
 pub mod postgres;
 pub mod relay;
+pub mod wrk;
 
-/// Path of a workspace binary in the current profile's target directory.
+/// Path of a workspace binary in the current profile's target directory; `EDGEFLEET_AGENT_BINARY`
+/// names another build of the agent to run (the benchmarks measure the device profile's so).
 pub fn binary(name: &str) -> PathBuf {
+    if name == "edge-agent"
+        && let Some(path) = std::env::var_os("EDGEFLEET_AGENT_BINARY")
+    {
+        return PathBuf::from(path);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));

@@ -268,3 +268,121 @@ fn each_models_request_limit_comes_from_its_signed_interface_and_413s_name_it() 
         "{body}"
     );
 }
+
+/// Sends `per_client` requests from each of `clients` threads at once; every one must succeed.
+fn hammer(clients: usize, per_client: usize, send: impl Fn() -> u16 + Send + Sync + 'static) {
+    let send = std::sync::Arc::new(send);
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let send = send.clone();
+            std::thread::spawn(move || {
+                for _ in 0..per_client {
+                    assert_eq!(send(), 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// Samples the process's RSS every 50 ms while `work` runs; the peak, in MiB.
+fn peak_rss_during(pid: u32, work: impl FnOnce()) -> f64 {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = rss_mib(pid);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_mib(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak.max(rss_mib(pid))
+        })
+    };
+    work();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap()
+}
+
+/// The agent's memory is bounded under concurrency (docs/AGENT.md, "Memory"): 64 clients at once
+/// queue for `inference.max_parallel` run states instead of each growing one, so a vision model's
+/// scratch is allocated a bounded number of times, and sustained tabular traffic leaves nothing
+/// behind. The limits are generous (a debug build, two cores shared with the clients): they
+/// catch a pool that grows with the clients or a leak per request, not noise.
+#[test]
+fn memory_stays_bounded_under_64_concurrent_clients_and_does_not_grow_with_traffic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    op.push("churn/2.0.0");
+    op.push("vision/1.0.0");
+    let agent = AgentProcess::start(
+        tmp.path(),
+        &tmp.path().join("data"),
+        &op.trusted_root(),
+        "[probation]\nwindow_seconds = 1\nmin_requests = 0\n",
+        &[],
+    );
+    let out = agent.install(&op.repo(), None);
+    assert!(out.status.success(), "{}", agent.log_text());
+    for model in ["churn", "vision"] {
+        agent.wait_state(model, &["committed"], Duration::from_secs(60));
+    }
+    let pid = agent.child.id();
+    let churn_url = agent.url("/v1/models/churn:predict");
+    let churn = move || {
+        http()
+            .post(&churn_url)
+            .send_json(churn_row(12.0))
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Warm: the connection handling and the first run states exist before the baseline.
+    hammer(64, 5, churn.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_mib(pid);
+
+    let image = edgefleet_protocol::Tensor::f32(
+        vec![1, 3, 224, 224],
+        (0..3 * 224 * 224)
+            .map(|i| (i % 255) as f32 / 255.0)
+            .collect(),
+    )
+    .unwrap();
+    let vision_url = agent.url("/v2/models/vision/infer");
+    let vision_peak = peak_rss_during(pid, || {
+        hammer(64, 2, move || {
+            post_infer_binary(&vision_url, &[("data_0", &image)]).0
+        })
+    });
+    let vision_after = rss_mib(pid);
+    eprintln!(
+        "RSS {before:.1} MiB before, {vision_peak:.1} MiB peak with 64 vision clients, {vision_after:.1} after"
+    );
+    assert!(
+        vision_peak - before < 96.0,
+        "64 clients of a vision model took the agent from {before:.1} to {vision_peak:.1} MiB: \
+         run states or buffers grow with the clients"
+    );
+
+    let churn_peak = peak_rss_during(pid, || hammer(64, 100, churn.clone()));
+    std::thread::sleep(Duration::from_millis(500));
+    let after_first = rss_mib(pid);
+    hammer(64, 100, churn);
+    std::thread::sleep(Duration::from_millis(500));
+    let after_second = rss_mib(pid);
+    eprintln!(
+        "RSS peak {churn_peak:.1} MiB with 64 tabular clients; {after_first:.1} then {after_second:.1} MiB after"
+    );
+    assert!(
+        churn_peak - before < 96.0,
+        "tabular load took the agent from {before:.1} to {churn_peak:.1} MiB"
+    );
+    assert!(
+        after_second - after_first < 8.0,
+        "6,400 more requests left {:.1} MiB behind ({after_first:.1} -> {after_second:.1} MiB)",
+        after_second - after_first
+    );
+}

@@ -23,7 +23,8 @@ impl Agent {
             let store = store.clone();
             blocking(move || store.recover(now_unix())).await??
         };
-        let metrics = Arc::new(Metrics::default());
+        let telemetry = Arc::new(crate::telemetry::Telemetry::default());
+        let metrics = Arc::new(Metrics::new(telemetry.clone()));
         for (model, outcome) in &recovered.finished {
             warn!(
                 model,
@@ -40,13 +41,14 @@ impl Agent {
         }
         let loading = store.model_names()?.into_iter().collect();
         let permits = config.inference.parallel_inferences();
+        let body_budget = crate::api::BodyBudget::new(&config.api);
         Ok(Arc::new(Self {
             config,
             notices: tokio::sync::broadcast::channel(256).0,
             store,
             serving: Arc::new(Serving::default()),
             metrics,
-            telemetry: crate::telemetry::Telemetry::default(),
+            telemetry,
             engine,
             install_lock: tokio::sync::Mutex::new(()),
             probations: std::sync::Mutex::default(),
@@ -54,6 +56,7 @@ impl Agent {
             awaiting_resume: std::sync::Mutex::new(recovered.resumed),
             loaded: tokio::sync::watch::channel(false).0,
             inference_permits: tokio::sync::Semaphore::new(permits),
+            body_budget,
         }))
     }
 
@@ -188,6 +191,7 @@ impl Agent {
             trials = ?selected.trials,
             "model loaded"
         );
+        let stats = Arc::new(crate::live::LiveStats::new(meta.baseline.as_ref()));
         Ok((
             Slot {
                 key: version.key(),
@@ -196,7 +200,7 @@ impl Agent {
                 model: selected.loaded.model,
                 trials: selected.trials,
                 trials_cached,
-                stats: Default::default(),
+                stats,
             },
             load_ms,
         ))

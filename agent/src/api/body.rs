@@ -2,20 +2,62 @@
 //! signed interface's `max_request_bytes`, capped by the device). Over a limit, the 413 names the
 //! setting or the field that set it, and its value.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::http::StatusCode;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ApiError;
+use crate::config::ApiConfig;
+
+/// The bytes of request bodies held at once (`api.max_inflight_body_bytes`) and how long one may
+/// take to arrive (`api.body_read_seconds`). A request reserves its share before reading its
+/// body and keeps it until its answer is made, decoded tensors included: 64 clients of an image
+/// model cost the budget, not 64 images and their copies.
+#[derive(Debug)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+    read_within: Duration,
+}
+
+/// A request's share of the [`BodyBudget`], given back when dropped.
+#[derive(Debug)]
+pub(super) struct Reserved {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl BodyBudget {
+    pub fn new(api: &ApiConfig) -> Self {
+        let total = api.max_inflight_body_bytes.min(Semaphore::MAX_PERMITS);
+        Self {
+            bytes: Arc::new(Semaphore::new(total)),
+            total,
+            read_within: Duration::from_secs(api.body_read_seconds),
+        }
+    }
+
+    /// Waits for `wanted` bytes of the budget (all of it, for a body larger than the budget).
+    async fn reserve(&self, wanted: usize) -> Reserved {
+        let n = u32::try_from(wanted.min(self.total)).unwrap_or(u32::MAX);
+        Reserved {
+            _permit: self.bytes.clone().acquire_many_owned(n).await.ok(),
+        }
+    }
+}
 
 /// Reads a JSON body within `api.max_body_bytes`; every failure, the limit included, is a JSON
 /// error naming `body`.
 pub(super) async fn parse_body<T: serde::de::DeserializeOwned>(
-    api: &crate::config::ApiConfig,
+    api: &ApiConfig,
+    budget: &BodyBudget,
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<T, ApiError> {
     let limit = api.max_body_bytes;
     let source = format!("api.max_body_bytes = {limit} (the agent's config)");
-    let body = limited_body(headers, body, limit, &source).await?;
+    let (body, _reserved) = limited_body(budget, headers, body, limit, &source).await?;
     serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")).field("body")
     })
@@ -25,7 +67,7 @@ pub(super) async fn parse_body<T: serde::de::DeserializeOwned>(
 /// `api.max_model_body_bytes`; else `api.max_body_bytes`. Returns the limit and where it comes
 /// from, for the 413.
 pub(super) fn model_body_limit(
-    api: &crate::config::ApiConfig,
+    api: &ApiConfig,
     meta: &edgefleet_protocol::target::ModelTargetMeta,
 ) -> (usize, String) {
     let Some(asked) = meta.interface.max_request_bytes else {
@@ -69,33 +111,62 @@ pub(super) fn model_body_limit(
 /// bandwidth, and that client sees the connection close.
 const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Reads a body of at most `limit` bytes without holding more than that; over it (by its
-/// `Content-Length` before reading, or as it arrives), a 413 that names the limit and where it
-/// comes from (`source`).
+/// Reads a body of at most `limit` bytes without holding more than that, within the budget's
+/// share (its `Content-Length`, or `limit` when it has none) and read deadline; over the limit
+/// (by its `Content-Length` before reading, or as it arrives), a 413 that names the limit and
+/// where it comes from (`source`). The share is the caller's to hold while it uses the body.
 pub(super) async fn limited_body(
+    budget: &BodyBudget,
     headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    source: &str,
+) -> Result<(axum::body::Bytes, Reserved), ApiError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // Refused before it takes any of the budget.
+    if declared.is_some_and(|n| n > limit as u64 + DRAIN_BYTES) {
+        return Err(too_large(limit, source));
+    }
+    let wanted = declared.map_or(limit, |n| {
+        usize::try_from(n).unwrap_or(usize::MAX).min(limit)
+    });
+    let reserved = budget.reserve(wanted).await;
+    let within = budget.read_within;
+    match tokio::time::timeout(within, read_limited(declared, body, limit, source)).await {
+        Ok(read) => read.map(|bytes| (bytes, reserved)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s (api.body_read_seconds)",
+                within.as_secs()
+            ),
+        )
+        .field("body")),
+    }
+}
+
+fn too_large(limit: usize, source: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the request body is over {limit} bytes, the limit set by {source}; send tensors in \
+             the binary extension (Inference-Header-Content-Length), about a fifth of JSON's \
+             size for FP32"
+        ),
+    )
+    .field("body")
+}
+
+async fn read_limited(
+    declared: Option<u64>,
     body: axum::body::Body,
     limit: usize,
     source: &str,
 ) -> Result<axum::body::Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is over {limit} bytes, the limit set by {source}; send tensors \
-                 in the binary extension (Inference-Header-Content-Length), about a fifth of \
-                 JSON's size for FP32"
-            ),
-        )
-        .field("body")
-    };
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64 + DRAIN_BYTES) {
-        return Err(too_large());
-    }
+    let too_large = || too_large(limit, source);
     let mut body = body;
     let mut kept = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
     let mut seen: u64 = 0;
@@ -162,14 +233,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_over_its_limit_is_a_413_naming_it_whether_declared_or_streamed() {
+        let budget = BodyBudget::new(&ApiConfig::default());
         let mut headers = axum::http::HeaderMap::new();
         let body = || axum::body::Body::from(vec![b'x'; 5000]);
-        let read = limited_body(&headers, body(), 5000, "the test's")
+        let read = limited_body(&budget, &headers, body(), 5000, "the test's")
             .await
             .unwrap();
-        assert_eq!(read.len(), 5000);
+        assert_eq!(read.0.len(), 5000);
         // No Content-Length: refused as it arrives.
-        let err = limited_body(&headers, body(), 4999, "the test's")
+        let err = limited_body(&budget, &headers, body(), 4999, "the test's")
             .await
             .unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -187,16 +259,93 @@ mod tests {
         let never_read = axum::body::Body::from_stream(futures::stream::pending::<
             Result<axum::body::Bytes, std::io::Error>,
         >());
-        let err = limited_body(&headers, never_read, 4999, "the test's")
+        let err = limited_body(&budget, &headers, never_read, 4999, "the test's")
             .await
             .unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(err.field.as_deref(), Some("body"));
         // A moderate excess is read to the end first, so the client is not cut off mid-send.
         headers.insert(axum::http::header::CONTENT_LENGTH, "5000".parse().unwrap());
-        let err = limited_body(&headers, body(), 4999, "the test's")
+        let err = limited_body(&budget, &headers, body(), 4999, "the test's")
             .await
             .unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    fn budget(bytes: usize, seconds: u64) -> BodyBudget {
+        BodyBudget::new(&ApiConfig {
+            max_inflight_body_bytes: bytes,
+            body_read_seconds: seconds,
+            ..ApiConfig::default()
+        })
+    }
+
+    fn sized(n: usize) -> axum::http::HeaderMap {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(axum::http::header::CONTENT_LENGTH, n.into());
+        headers
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_past_the_budget_wait_for_held_ones_to_be_given_back() {
+        let budget = std::sync::Arc::new(budget(10_000, 30));
+        let body = |n: usize| axum::body::Body::from(vec![b'x'; n]);
+        let (_, held) = limited_body(&budget, &sized(6000), body(6000), 1 << 20, "t")
+            .await
+            .unwrap();
+        // 6,000 + 5,000 > 10,000: the second waits while the first is held...
+        let waiting = {
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                limited_body(&budget, &sized(5000), body(5000), 1 << 20, "t")
+                    .await
+                    .map(|(b, _)| b.len())
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiting.is_finished(), "read past the budget");
+        // First come, first served: one that would fit waits behind it, so a large body is not
+        // starved by a stream of small ones.
+        let behind = {
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                limited_body(&budget, &sized(1000), body(1000), 1 << 20, "t")
+                    .await
+                    .map(|(b, _)| b.len())
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!behind.is_finished(), "overtook a waiting body");
+        drop(held);
+        assert_eq!(waiting.await.unwrap().unwrap(), 5000);
+        assert_eq!(behind.await.unwrap().unwrap(), 1000);
+        // A body larger than the whole budget runs alone instead of never.
+        let (big, _) = limited_body(&budget, &sized(50_000), body(50_000), 1 << 20, "t")
+            .await
+            .unwrap();
+        assert_eq!(big.len(), 50_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_does_not_arrive_in_time_is_a_408_and_gives_its_share_back() {
+        let budget = budget(10_000, 30);
+        let stalled = axum::body::Body::from_stream(futures::stream::pending::<
+            Result<axum::body::Bytes, std::io::Error>,
+        >());
+        let err = limited_body(&budget, &sized(10_000), stalled, 1 << 20, "t")
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::REQUEST_TIMEOUT);
+        assert!(err.error.contains("api.body_read_seconds"), "{}", err.error);
+        let (whole, _) = limited_body(
+            &budget,
+            &sized(10_000),
+            axum::body::Body::from(vec![0u8; 10_000]),
+            1 << 20,
+            "t",
+        )
+        .await
+        .unwrap();
+        assert_eq!(whole.len(), 10_000, "the stalled body's share came back");
     }
 }
