@@ -2,13 +2,22 @@
 # Cross-builds release binaries of edge-agent and fleetctl for an ARM Linux target with Debian's
 # own Rust toolchain (rustup on this kind of machine cannot fetch other targets' std).
 #
-#   bash cross/build.sh aarch64-unknown-linux-gnu     # -> target/cross/aarch64-unknown-linux-gnu/release/
+#   bash cross/build.sh aarch64-unknown-linux-gnu               # -> target/cross/aarch64-unknown-linux-gnu/device/
+#   bash cross/build.sh aarch64-unknown-linux-gnu --agent-only  # edge-agent alone (CI)
+#
+# Built with the device profile (Cargo.toml: small code, tract's kernels at full speed, fat LTO).
 #
 # Users with a Docker or Podman engine use cross-rs instead (cross/README.md, Cross.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target="${1:-}"
+packages=(-p edge-agent --bin edge-agent -p fleetctl --bin fleetctl)
+bins=(edge-agent fleetctl)
+if [ "${2:-}" = "--agent-only" ]; then
+  packages=(-p edge-agent --bin edge-agent)
+  bins=(edge-agent)
+fi
 case "$target" in
   aarch64-unknown-linux-gnu)
     debian_arch=arm64; gnu=aarch64-linux-gnu ;;
@@ -53,7 +62,7 @@ export "AR_${target_lower}=$gnu-ar"
 export RUSTC=/usr/bin/rustc
 export CARGO_TARGET_DIR=target/cross
 
-/usr/bin/cargo build --locked --release --target "$target" -p edge-agent --bin edge-agent -p fleetctl --bin fleetctl
-for bin in edge-agent fleetctl; do
-  ls -l "target/cross/$target/release/$bin"
+/usr/bin/cargo build --locked --profile device --target "$target" "${packages[@]}"
+for bin in "${bins[@]}"; do
+  ls -l "target/cross/$target/device/$bin"
 done
