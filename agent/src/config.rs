@@ -44,8 +44,9 @@ pub struct InferenceSettings {
     /// ONNX Runtime's shared library (1.22 or newer). Absent or unloadable: tract alone serves,
     /// and the agent logs why. Default `/usr/lib/edgefleet/libonnxruntime.so`.
     pub onnxruntime_library: PathBuf,
-    /// Threads one inference may use, on either back-end. Default 1: concurrent requests
-    /// already spread over the cores; raise it for one large model on an idle multi-core board.
+    /// Threads one inference may use, on either back-end (on tract only in builds with the
+    /// `tract-threads` feature, a default one). Default 1: concurrent requests already spread
+    /// over the cores; raise it for one large model on an idle multi-core board.
     pub threads: usize,
     /// Inferences run at once, over all models; more requests wait their turn (without a
     /// thread). Each running inference holds its model's scratch state, so this bounds the

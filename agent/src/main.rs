@@ -158,7 +158,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// tract always; ONNX Runtime when its library loads (and the build includes it).
 fn engine(config: &Config) -> Engine {
     let settings = &config.inference;
-    edgefleet_inference::tract::set_threads(settings.threads);
+    if !edgefleet_inference::tract::set_threads(settings.threads) {
+        warn!(
+            threads = settings.threads,
+            "this build runs tract on one thread per inference (built without the tract-threads \
+             feature); inference.threads applies to ONNX Runtime only"
+        );
+    }
     let tract: Arc<dyn edgefleet_inference::Runtime> =
         Arc::new(edgefleet_inference::tract::CachedTractRuntime {
             dir: config.data_dir.join("cache/tract"),

@@ -224,12 +224,21 @@ impl CachedTractRuntime {
 /// Runs tract's matrix products on `threads` threads of a private pool (the default, 1, keeps
 /// every call on the caller's thread: a device serving concurrent requests already uses its
 /// cores). A private pool, because tract's `Executor::multithread(1)` would use rayon's global one.
-pub fn set_threads(threads: usize) {
+/// False when more than one thread was asked of a build without the `tract-threads` feature.
+#[cfg(feature = "tract-threads")]
+pub fn set_threads(threads: usize) -> bool {
     if threads > 1 {
         tract_linalg::multithread::set_default_executor(
             tract_linalg::multithread::Executor::multithread(threads),
         );
     }
+    true
+}
+
+/// This build runs tract on the caller's thread only (no `tract-threads` feature).
+#[cfg(not(feature = "tract-threads"))]
+pub fn set_threads(threads: usize) -> bool {
+    threads <= 1
 }
 
 fn nnef() -> tract_nnef::framework::Nnef {
