@@ -90,7 +90,6 @@ pub fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-/// The repository's `models/` directory.
 /// A copy of the release `models/<from>` (e.g. `churn/2.0.0`) in `dir`, signed as `version` with
 /// `sequence`: the same model file under new metadata, as an operator re-releases one. The copy's
 /// other files can be edited before it is pushed.
@@ -110,6 +109,7 @@ pub fn copy_release(dir: &Path, from: &str, version: &str, sequence: u64) -> Pat
     release
 }
 
+/// The repository's `models/` directory.
 pub fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
