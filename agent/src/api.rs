@@ -250,7 +250,7 @@ async fn run_counted(
     } else {
         run_blocking(move || served.infer(&inputs)).await?
     };
-    result.map(|(outputs, _)| outputs).map_err(infer_error)
+    result.map_err(infer_error)
 }
 
 async fn predict(

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use edgefleet_inference::select::Trial;
@@ -50,7 +49,7 @@ pub enum InferError {
 impl Slot {
     /// Runs one inference, counting it in the slot's live stats. Non-finite outputs are the
     /// model's failure.
-    pub fn infer(&self, inputs: &Inputs) -> Result<(Outputs, Duration), InferError> {
+    pub fn infer(&self, inputs: &Inputs) -> Result<Outputs, InferError> {
         let started = std::time::Instant::now();
         let result = self.model.run(inputs);
         let elapsed = started.elapsed();
@@ -73,7 +72,7 @@ impl Slot {
             Err(InferError::Model(_)) => self.stats.record_failure(),
             Err(InferError::Request(_)) => {}
         }
-        result.map(|o| (o, elapsed))
+        result
     }
 }
 
