@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 command -v faketime >/dev/null || { apt-get update -qq && apt-get install -y -qq faketime; }
 cargo build --locked -p edgefleet-conformance-client
-cp conformance/conformance-client.xfails target/debug/conformance-client.xfails
 cd "$suite"
 [ -x env/bin/pytest ] || { python3 -m venv env && ./env/bin/pip install -q -e .; }
 ./env/bin/pytest tuf_conformance --entrypoint "$repo/target/debug/conformance-client" -q -p no:cacheprovider

@@ -510,7 +510,7 @@ impl Agent {
                 ..ClientLimits::default()
             },
         };
-        let trusted = client::refresh(&config, tough::FilesystemTransport).await?;
+        let mut trusted = client::refresh(&config, tough::FilesystemTransport).await?;
         let targets: Vec<ModelTarget> = if names.is_empty() {
             let mut newest: std::collections::BTreeMap<String, ModelTarget> = Default::default();
             for t in trusted.model_targets() {
@@ -523,10 +523,11 @@ impl Agent {
             }
             newest.into_values().collect()
         } else {
-            names
-                .iter()
-                .map(|n| trusted.model_target(n))
-                .collect::<Result<_, _>>()?
+            let mut targets = Vec::with_capacity(names.len());
+            for name in names {
+                targets.push(trusted.model_target(name).await?);
+            }
+            targets
         };
         let staging = self.config.data_dir.join("store/staging");
         let mut reports = Vec::new();

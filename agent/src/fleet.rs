@@ -718,8 +718,27 @@ impl Fleet {
             } => (todo, first_time, revision),
         };
         self.remember_rollouts(wanted);
-        let trusted = self.refresh_tuf().await?;
-        let steps = reconcile::plan(&todo, first_time, |name| trusted.model_target(name), self);
+        let mut trusted = self.refresh_tuf().await?;
+        // Resolved before planning: a target of a delegated role loads that role's metadata.
+        let mut resolved = std::collections::HashMap::new();
+        for wanted in &todo {
+            let target = trusted
+                .model_target(&wanted.target)
+                .await
+                .map_err(|e| e.to_string());
+            resolved.insert(wanted.target.clone(), target);
+        }
+        let steps = reconcile::plan(
+            &todo,
+            first_time,
+            |name| {
+                resolved
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| Err(name.to_string()))
+            },
+            self,
+        );
         for step in steps {
             let (m, target) = match step {
                 Step::Refuse { wanted, why } => {

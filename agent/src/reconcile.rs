@@ -93,7 +93,7 @@ pub trait Local {
 pub fn plan(
     todo: &[DesiredModel],
     first_time: bool,
-    trusted: impl Fn(&str) -> Result<ModelTarget, edgefleet_tuf::Error>,
+    trusted: impl Fn(&str) -> Result<ModelTarget, String>,
     local: &dyn Local,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
@@ -112,7 +112,7 @@ pub fn plan(
             }
             Err(e) => {
                 if first_time {
-                    steps.push(refuse(e.to_string()));
+                    steps.push(refuse(e));
                 }
                 continue;
             }
@@ -171,14 +171,15 @@ mod tests {
     }
 
     /// The signed targets this device would see: churn 1.0.0 (seq 1) and 2.0.0 (seq 2).
-    fn trusted(name: &str) -> Result<ModelTarget, edgefleet_tuf::Error> {
+    fn trusted(name: &str) -> Result<ModelTarget, String> {
         let (version, sequence, length) = match name {
             CHURN_1 => ("1.0.0", 1, 1_000),
             CHURN_2 => ("2.0.0", 2, 2_000),
             _ => {
                 return Err(edgefleet_tuf::Error::UnknownTarget {
                     name: name.to_owned(),
-                });
+                }
+                .to_string());
             }
         };
         Ok(ModelTarget {

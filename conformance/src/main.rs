@@ -121,9 +121,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .context("--target-base-url is required")?,
                 ),
             )?;
-            let trusted = client::refresh(&config, transport()).await?;
+            let mut trusted = client::refresh(&config, transport()).await?;
             for name in &cli.target_name {
-                let target = trusted.plain_target(name)?;
+                let target = trusted.resolve(name).await?;
                 let dest = target_dir.join(local_name(name));
                 if already_there(&dest, &target) {
                     continue;
@@ -154,6 +154,12 @@ fn local_name(target: &str) -> String {
 
 fn already_there(dest: &Path, target: &client::PlainTarget) -> bool {
     std::fs::read(dest).is_ok_and(|bytes| {
-        bytes.len() as u64 == target.length && client::sha256_hex(&bytes) == target.sha256_hex
+        edgefleet_tuf::metadata::check_length_and_hashes(
+            &target.name,
+            &bytes,
+            Some(target.length),
+            Some(&target.hashes),
+        )
+        .is_ok()
     })
 }

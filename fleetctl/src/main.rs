@@ -983,7 +983,7 @@ async fn verify_in(repo: &Path, trusted_root: &[u8], scratch: &Path) -> anyhow::
     let trusted = client::refresh(&config, tough::FilesystemTransport).await?;
     println!(
         "metadata verifies: root {}, targets {}",
-        trusted.root().signed.version,
+        trusted.root_version(),
         trusted.targets_version()
     );
     for target in trusted.model_targets() {

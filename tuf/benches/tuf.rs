@@ -178,10 +178,10 @@ async fn main() {
         .unwrap();
     let dir = tmp.path().join("device-big");
     client::init(&dir, &root_bytes).unwrap();
-    let trusted = client::refresh(&config(&dir), tough::FilesystemTransport)
+    let mut trusted = client::refresh(&config(&dir), tough::FilesystemTransport)
         .await
         .unwrap();
-    let plain: PlainTarget = trusted.plain_target(&name).unwrap();
+    let plain: PlainTarget = trusted.resolve(&name).await.unwrap();
     let started = Instant::now();
     let bytes = trusted
         .fetch_plain(&plain, &tmp.path().join("staging"))

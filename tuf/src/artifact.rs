@@ -11,6 +11,7 @@
 //! file; opening one removes every part file no download holds (only downloads in progress are
 //! kept: a device's disk is small).
 
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,6 +21,13 @@ use tough::{TransportError, TransportStream};
 use url::Url;
 
 use crate::client::{ClientLimits, PlainTarget};
+use crate::metadata::{Digests, matches};
+
+/// The digests a download of `target` computes: every algorithm it lists, and sha256 always
+/// (the store keys artifacts by it).
+fn digests_for(target: &PlainTarget) -> Result<Digests, String> {
+    Digests::new(std::iter::once("sha256").chain(target.hashes.keys().map(String::as_str)))
+}
 
 /// A transport that can continue a download: the bytes of `url` from `offset` on.
 #[async_trait::async_trait]
@@ -85,17 +93,13 @@ impl Drop for VerifiedArtifact {
 /// The hex sha256 of a file, read a chunk at a time (page cache, not this process's memory).
 pub fn file_sha256_hex(path: &Path) -> std::io::Result<String> {
     let file = std::fs::File::open(path)?;
-    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut digest = Digests::new(["sha256"]).map_err(std::io::Error::other)?;
     hash_prefix(&file, u64::MAX, &mut digest)?;
-    Ok(hex::encode(digest.finish()))
+    Ok(digest.finish().remove("sha256").unwrap_or_default())
 }
 
 /// Feeds up to `length` bytes of `file`, from its start, into `digest`, a chunk at a time.
-fn hash_prefix(
-    mut file: &std::fs::File,
-    length: u64,
-    digest: &mut aws_lc_rs::digest::Context,
-) -> std::io::Result<()> {
+fn hash_prefix(mut file: &std::fs::File, length: u64, digest: &mut Digests) -> std::io::Result<()> {
     file.seek(std::io::SeekFrom::Start(0))?;
     let mut file = file.take(length);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -124,7 +128,7 @@ impl Part {
     pub fn open(staging_dir: &Path, target: &PlainTarget) -> Result<Self, String> {
         std::fs::create_dir_all(staging_dir)
             .map_err(|e| format!("{}: {e}", staging_dir.display()))?;
-        let path = staging_dir.join(format!("{}.part", target.sha256_hex));
+        let path = staging_dir.join(format!("{}.part", target.key_hex()));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -169,17 +173,25 @@ impl Part {
         if self.len() != target.length {
             return Err(self);
         }
-        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        let verified = hash_prefix(&self.file, target.length, &mut digest).is_ok()
-            && hex::encode(digest.finish()) == target.sha256_hex;
-        if !verified {
+        let Ok(mut digest) = digests_for(target) else {
+            return Err(self);
+        };
+        if hash_prefix(&self.file, target.length, &mut digest).is_err() {
+            return Err(self);
+        }
+        let computed = digest.finish();
+        if matches(&computed, &target.hashes).is_err() {
             let _ = self.file.set_len(0);
             return Err(self);
         }
-        self.into_verified(target)
+        self.into_verified(target, &computed)
     }
 
-    fn into_verified(self, target: &PlainTarget) -> Result<VerifiedArtifact, Self> {
+    fn into_verified(
+        self,
+        target: &PlainTarget,
+        computed: &BTreeMap<String, String>,
+    ) -> Result<VerifiedArtifact, Self> {
         // A duplicate descriptor shares the lock, which holds until the artifact is dropped.
         let Ok(lock) = self.file.try_clone() else {
             return Err(self);
@@ -187,7 +199,7 @@ impl Part {
         Ok(VerifiedArtifact {
             path: self.path.clone(),
             length: target.length,
-            sha256_hex: target.sha256_hex.clone(),
+            sha256_hex: computed.get("sha256").cloned().unwrap_or_default(),
             kept: false,
             _lock: lock,
         })
@@ -247,7 +259,7 @@ pub async fn resume(
     let at = |e: std::io::Error| format!("{}: {e}", part.path.display());
     let start = start.min(part.len());
     part.file.set_len(start).map_err(at)?;
-    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut digest = digests_for(target)?;
     hash_prefix(&part.file, start, &mut digest).map_err(at)?;
     part.file
         .seek(std::io::SeekFrom::Start(start))
@@ -293,14 +305,15 @@ pub async fn resume(
             target.length
         ));
     }
-    if hex::encode(digest.finish()) != target.sha256_hex {
+    let computed = digest.finish();
+    if let Err(mismatch) = matches(&computed, &target.hashes) {
         part.discard = true;
-        return Err("sha256 does not match the signed hash".into());
+        return Err(mismatch);
     }
     part.file
         .sync_all()
         .map_err(|e| format!("{}: {e}", part.path.display()))?;
-    part.into_verified(target)
+    part.into_verified(target, &computed)
         .map_err(|part| format!("{}: cannot keep it locked", part.path.display()))
 }
 
@@ -309,11 +322,7 @@ mod tests {
     use super::*;
 
     fn target(bytes: &[u8]) -> PlainTarget {
-        PlainTarget {
-            name: "models/m/1.0.0/model.onnx".into(),
-            length: bytes.len() as u64,
-            sha256_hex: crate::client::sha256_hex(bytes),
-        }
+        PlainTarget::of_bytes("models/m/1.0.0/model.onnx", bytes)
     }
 
     fn body(chunks: Vec<&'static [u8]>) -> TransportStream {
@@ -368,7 +377,7 @@ mod tests {
         let t = target(WHOLE);
         let limits = ClientLimits::default();
         std::fs::write(
-            dir.path().join(format!("{}.part", t.sha256_hex)),
+            dir.path().join(format!("{}.part", t.key_hex())),
             NOT_ITS_PREFIX,
         )
         .unwrap();
@@ -380,7 +389,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         // A server that sends the whole again (start 0) replaces what the part held.
         std::fs::write(
-            dir.path().join(format!("{}.part", t.sha256_hex)),
+            dir.path().join(format!("{}.part", t.key_hex())),
             NOT_ITS_PREFIX,
         )
         .unwrap();
@@ -397,7 +406,7 @@ mod tests {
         let t = target(WHOLE);
         let other = dir.path().join(format!("{}.part", "ab".repeat(32)));
         std::fs::write(&other, b"idle").unwrap();
-        std::fs::write(dir.path().join(format!("{}.part", t.sha256_hex)), WHOLE).unwrap();
+        std::fs::write(dir.path().join(format!("{}.part", t.key_hex())), WHOLE).unwrap();
         let part = Part::open(dir.path(), &t).unwrap();
         assert!(!other.exists(), "a part no download holds is removed");
         let artifact = part.into_verified_if_complete(&t).unwrap();
@@ -406,7 +415,7 @@ mod tests {
         drop(artifact);
         let mut wrong = WHOLE.to_vec();
         wrong[0] = b'X';
-        std::fs::write(dir.path().join(format!("{}.part", t.sha256_hex)), &wrong).unwrap();
+        std::fs::write(dir.path().join(format!("{}.part", t.key_hex())), &wrong).unwrap();
         let part = Part::open(dir.path(), &t).unwrap();
         let part = part.into_verified_if_complete(&t).unwrap_err();
         assert!(part.is_empty());

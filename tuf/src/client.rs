@@ -1,29 +1,38 @@
-//! The device side: the TUF client workflow (via tough) over a narrow [`Transport`], and
+//! The device side: the specification's client workflow (§5) over a narrow [`Transport`], and
 //! Edgefleet's rules on top.
 //!
-//! The metadata directory holds the trusted metadata as the exact bytes received (`root.json`,
-//! `timestamp.json`, `snapshot.json`, `targets.json`) plus tough's own state in `.tough/` (its
-//! rollback copies and the latest time it has seen, which makes a clock that went backwards an
-//! error instead of a way to revive expired metadata). Nothing is written outside it before the
-//! whole chain verifies. On top of tough: thresholds are counted per distinct key, a target must
-//! be listed in the current targets (removal revokes), its custom fields must be valid model
-//! metadata whose name matches, and its `sequence` must not be below the device's floor.
+//! The rules live in [`crate::trusted`] (what may become trusted, in which order) and
+//! [`crate::search`] (which role answers for a target path); this module does the I/O: it reads
+//! the trusted copies, fetches what is newer with every download capped and stall-timed while it
+//! arrives, and writes each role the moment it becomes trusted. The metadata directory holds the
+//! trusted metadata as the exact bytes received (`root.json`, `timestamp.json`, `snapshot.json`,
+//! `targets.json`, and each delegated role loaded as `<percent-encoded name>.json`) plus
+//! `latest-time`, the latest time the device has seen, which makes a clock set back an error
+//! instead of a way to revive expired metadata. Delegated roles are loaded only when a search
+//! needs them. On top of the workflow: thresholds are counted per distinct public key, a target
+//! must be listed in the current metadata (removal revokes), a model target's custom fields must
+//! be valid model metadata whose name matches, and its `sequence` must not be below the
+//! device's floor.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use edgefleet_protocol::target::ModelTargetMeta;
 use futures::StreamExt;
-use tough::schema::{Root, Signed};
-use tough::{RepositoryLoader, TargetName, Transport, TransportError};
+use tough::{TargetName, Transport, TransportErrorKind};
 use url::Url;
 
 pub use crate::artifact::VerifiedArtifact;
-use crate::operator::target_meta;
-use crate::verify::verify_distinct;
+use crate::metadata::{TargetFile, quote_role};
+use crate::operator::model_meta;
+use crate::search::Search;
+use crate::trusted::{TimestampUpdate, TrustedSet};
 use crate::{Error, sha256, write_atomic};
+
+/// The most root versions one refresh walks through.
+const MAX_ROOT_ROTATIONS: u64 = 1024;
 
 /// Caps on what the network may make a device download.
 #[derive(Debug, Clone, Copy)]
@@ -67,80 +76,28 @@ pub struct ClientConfig {
 /// Installs the trusted root (shipped with the device, or `init` of the conformance CLI). The
 /// root must be signed by a threshold of its own keys.
 pub fn init(metadata_dir: &Path, trusted_root: &[u8]) -> Result<(), Error> {
-    let root: Signed<Root> = serde_json::from_slice(trusted_root)
-        .map_err(|e| Error::malformed("trusted root.json", e))?;
-    verify_distinct(&root.signed, &root)?;
+    TrustedSet::new(trusted_root, jiff::Timestamp::now())?;
     write_atomic(&metadata_dir.join("root.json"), trusted_root)?;
-    std::fs::create_dir_all(metadata_dir.join(".tough")).map_err(Error::io(metadata_dir))?;
     Ok(())
 }
 
-/// A transport wrapper that keeps the bytes of every metadata file it fetched, so the client can
-/// cache exactly what it verified.
-#[derive(Debug, Clone)]
-struct Recording<T> {
-    inner: T,
-    metadata_url: Url,
-    limits: ClientLimits,
-    seen: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-}
-
-#[async_trait::async_trait]
-impl<T: Transport + Clone + 'static> Transport for Recording<T> {
-    async fn fetch(&self, url: Url) -> Result<tough::TransportStream, TransportError> {
-        let stream = self.inner.fetch(url.clone()).await?;
-        let Some(file) = url
-            .as_str()
-            .strip_prefix(self.metadata_url.as_str())
-            .map(str::to_string)
-        else {
-            return Ok(stream);
-        };
-        // Buffered to be recorded, so capped here while it arrives: tough's own size limits
-        // apply only to what this returns, after the whole file would have been in memory.
-        let cap = if file.ends_with("targets.json") {
-            self.limits.max_targets_bytes
-        } else {
-            self.limits.max_metadata_bytes
-        };
-        let refuse = |why: String| {
-            TransportError::new_with_cause(tough::TransportErrorKind::Other, url.as_str(), why)
-        };
-        let mut bytes = Vec::new();
-        let mut stream = stream;
-        loop {
-            let next = tokio::time::timeout(self.limits.stall_timeout, stream.next())
-                .await
-                .map_err(|_| refuse(format!("no data for {:?}", self.limits.stall_timeout)))?;
-            let Some(chunk) = next else { break };
-            let chunk = chunk?;
-            if (bytes.len() + chunk.len()) as u64 > cap {
-                return Err(refuse(format!(
-                    "metadata larger than this device's limit of {cap} bytes"
-                )));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.insert(file, bytes.clone());
-        }
-        Ok(Box::pin(futures::stream::iter([Ok(bytes::Bytes::from(
-            bytes,
-        ))])))
-    }
-}
-
-/// A verified view of the repository after a successful refresh.
-#[derive(Debug)]
+/// A verified view of the repository after a successful refresh. Delegated roles are fetched
+/// through it as target searches need them.
 pub struct TrustedRepo {
-    repo: tough::Repository,
-    limits: ClientLimits,
-    /// Artifacts are fetched by our own code (not tough's `read_target`, which in 0.24 names a
-    /// consistent-snapshot target `HASH.dir/file` instead of the spec's `dir/HASH.file`).
+    set: TrustedSet,
+    config: ClientConfig,
     transport: Box<dyn Transport>,
     /// When set, artifact downloads continue what an earlier attempt left ([`Self::with_resume`]).
     resumable: Option<Arc<dyn crate::artifact::ResumableFetch>>,
-    targets_url: Url,
+}
+
+impl std::fmt::Debug for TrustedRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedRepo")
+            .field("root", &self.set.root().version())
+            .field("metadata_url", &self.config.metadata_url.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Any target: what the signed metadata says about it.
@@ -148,7 +105,37 @@ pub struct TrustedRepo {
 pub struct PlainTarget {
     pub name: String,
     pub length: u64,
-    pub sha256_hex: String,
+    /// Every hash the metadata lists, hex by algorithm name; all are checked.
+    pub hashes: BTreeMap<String, String>,
+}
+
+impl PlainTarget {
+    /// A target of these bytes, hashed with sha256 (tests, local sources).
+    pub fn of_bytes(name: &str, bytes: &[u8]) -> Self {
+        PlainTarget {
+            name: name.to_string(),
+            length: bytes.len() as u64,
+            hashes: BTreeMap::from([("sha256".to_string(), sha256_hex(bytes))]),
+        }
+    }
+
+    /// The hash that names this target's download under consistent snapshots and its part
+    /// file: sha256 when listed, otherwise the first listed.
+    pub fn key_hex(&self) -> &str {
+        self.hashes
+            .get("sha256")
+            .or_else(|| self.hashes.values().next())
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    fn from_file(name: &str, file: &TargetFile) -> Self {
+        PlainTarget {
+            name: name.to_string(),
+            length: file.length,
+            hashes: file.hashes.clone(),
+        }
+    }
 }
 
 /// One model target, verified and parsed.
@@ -160,154 +147,433 @@ pub struct ModelTarget {
     pub sha256_hex: String,
 }
 
-/// Runs the TUF client workflow: root rotation, timestamp, snapshot, targets, each verified
-/// (signatures by distinct keys, versions never going back, expiry against the system clock),
-/// then caches the exact bytes.
+/// Why a fetch of one metadata file failed.
+enum FetchError {
+    /// The server says it has no such file (403, 404, 410, or no such local file).
+    NotFound,
+    Other(Error),
+}
+
+impl From<FetchError> for Error {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::NotFound => Error::Update("metadata file not found".into()),
+            FetchError::Other(e) => e,
+        }
+    }
+}
+
+/// Fetches one metadata file whole, refusing more than `cap` bytes while it arrives and any
+/// chunk slower than the stall timeout.
+async fn fetch_capped(
+    transport: &dyn Transport,
+    url: Url,
+    cap: u64,
+    limits: &ClientLimits,
+) -> Result<Vec<u8>, FetchError> {
+    let fail = |detail: String| {
+        FetchError::Other(Error::Download {
+            name: url.to_string(),
+            detail,
+        })
+    };
+    let mut stream = match transport.fetch(url.clone()).await {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == TransportErrorKind::FileNotFound => return Err(FetchError::NotFound),
+        Err(e) => return Err(fail(error_chain(&e))),
+    };
+    let mut bytes = Vec::new();
+    loop {
+        let next = tokio::time::timeout(limits.stall_timeout, stream.next())
+            .await
+            .map_err(|_| fail(format!("no data for {:?}", limits.stall_timeout)))?;
+        let Some(chunk) = next else { break };
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            // HTTP transports learn the status only once the body is polled.
+            Err(e) if bytes.is_empty() && e.kind() == TransportErrorKind::FileNotFound => {
+                return Err(FetchError::NotFound);
+            }
+            Err(e) => return Err(fail(error_chain(&e))),
+        };
+        if (bytes.len() + chunk.len()) as u64 > cap {
+            return Err(fail(format!(
+                "metadata larger than this device's limit of {cap} bytes for it (the signed \
+                 length when there is one)"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Runs the client workflow: root rotation (§5.3), timestamp (§5.4), snapshot (§5.5) and
+/// top-level targets (§5.6), each verified before it is written; delegated roles follow when a
+/// target search needs them ([`TrustedRepo::resolve`]). A failure part-way keeps what was
+/// verified before it (a newer root stays trusted), as the workflow requires.
 pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
     config: &ClientConfig,
     transport: T,
 ) -> Result<TrustedRepo, Error> {
     let dir = &config.metadata_dir;
+    let now = clock_not_set_back(dir)?;
+    // tough's datastore, from before the workflow was ours: the files beside it are the same
+    // trusted state, so nothing is lost.
+    let _ = std::fs::remove_dir_all(dir.join(".tough"));
     let root_path = dir.join("root.json");
     let trusted_root = std::fs::read(&root_path).map_err(Error::io(&root_path))?;
-    let state = dir.join(".tough");
-    std::fs::create_dir_all(&state).map_err(Error::io(&state))?;
-    let recording = Recording {
-        inner: transport.clone(),
-        metadata_url: config.metadata_url.clone(),
-        limits: config.limits,
-        seen: Arc::default(),
-    };
-    let limits = tough::Limits {
-        max_root_size: config.limits.max_metadata_bytes,
-        max_targets_size: config.limits.max_targets_bytes,
-        max_timestamp_size: config.limits.max_metadata_bytes,
-        max_snapshot_size: config.limits.max_metadata_bytes,
-        max_root_updates: 1024,
-    };
-    let loaded = RepositoryLoader::new(
-        &trusted_root,
-        config.metadata_url.clone(),
-        config.targets_url.clone(),
-    )
-    .transport(recording.clone())
-    .limits(limits)
-    .datastore(&state)
-    .load()
-    .await;
-    let seen = recording
-        .seen
-        .lock()
-        .map_err(|_| Error::Update("recording lock poisoned".into()))?
-        .clone();
-    let repo = match loaded {
-        Ok(repo) => repo,
-        Err(e) => {
-            // Roles verified before the one that failed (a newer root, say) stay trusted, as the
-            // TUF workflow requires; nothing from the failing role on is.
-            persist_trusted(dir, &state, &seen, Recheck::Yes)?;
-            return Err(Error::Update(error_chain(&e)));
-        }
-    };
-    let root = repo.root();
-    verify_distinct(&root.signed, root)?;
-    verify_distinct(&root.signed, repo.timestamp())?;
-    verify_distinct(&root.signed, repo.snapshot())?;
-    verify_distinct(&root.signed, repo.targets())?;
-    persist_trusted(dir, &state, &seen, Recheck::No)?;
-    Ok(TrustedRepo {
-        repo,
-        limits: config.limits,
+    let mut repo = TrustedRepo {
+        set: TrustedSet::new(&trusted_root, now)?,
+        config: config.clone(),
         transport: Box::new(transport),
         resumable: None,
-        targets_url: config.targets_url.clone(),
-    })
+    };
+    repo.update_root().await?;
+    repo.update_timestamp().await?;
+    repo.update_snapshot().await?;
+    repo.load_targets("targets", "root").await?;
+    Ok(repo)
 }
 
-/// Whether [`persist_trusted`] must check distinct-key thresholds itself (after a failed
-/// refresh) or they were just checked on the whole loaded repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Recheck {
-    Yes,
-    No,
-}
+/// How far the clock may step back between refreshes (an NTP correction, a clock pinned by a
+/// test harness) without counting as set back. Far below any expiry period we sign.
+const CLOCK_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(600);
 
-/// Writes, for each top-level role tough now trusts (its `.tough/` copies), the exact bytes this
-/// refresh received for that version.
-fn persist_trusted(
-    dir: &Path,
-    state: &Path,
-    seen: &HashMap<String, Vec<u8>>,
-    recheck: Recheck,
-) -> Result<(), Error> {
-    fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-    }
-    fn version_of(bytes: &[u8]) -> Option<u64> {
-        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-        v.get("signed")?.get("version")?.as_u64()
-    }
-    let Some(root) = read::<Signed<Root>>(&state.join("root.json")) else {
-        return Ok(());
-    };
-    if verify_distinct(&root.signed, &root).is_err() {
-        return Ok(());
-    }
-    let consistent = root.signed.consistent_snapshot;
-    let versioned = |v: u64, role: &str| {
-        if consistent {
-            format!("{v}.{role}.json")
-        } else {
-            format!("{role}.json")
-        }
-    };
-    let root_version = root.signed.version.get();
-    if let Some(bytes) = seen
-        .get(&format!("{root_version}.root.json"))
-        .filter(|b| version_of(b) == Some(root_version))
+/// The current time, unless it is well before the latest time this metadata directory has seen
+/// (then the clock was set back, and expired metadata could look valid again); records the
+/// latest.
+fn clock_not_set_back(dir: &Path) -> Result<jiff::Timestamp, Error> {
+    let now = jiff::Timestamp::now();
+    let path = dir.join("latest-time");
+    let seen = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<jiff::Timestamp>().ok());
+    if let Some(seen) = seen
+        && now < seen - CLOCK_SLACK
     {
-        write_atomic(&dir.join("root.json"), bytes)?;
+        return Err(Error::Update(format!(
+            "the system clock ({now}) is behind the latest time this device has seen \
+                 ({seen}); set the clock right before updating"
+        )));
     }
-    for role in ["timestamp", "snapshot", "targets"] {
-        let Some(trusted) = read::<serde_json::Value>(&state.join(format!("{role}.json"))) else {
-            break;
-        };
-        let Some(version) = trusted
-            .get("signed")
-            .and_then(|s| s.get("version"))
-            .and_then(serde_json::Value::as_u64)
-        else {
-            break;
-        };
-        let fetched = if role == "timestamp" {
-            "timestamp.json".to_string()
-        } else {
-            versioned(version, role)
-        };
-        let Some(bytes) = seen
-            .get(&fetched)
-            .filter(|b| version_of(b) == Some(version))
-        else {
-            continue;
-        };
-        let distinct = match role {
-            _ if recheck == Recheck::No => Ok(()),
-            "timestamp" => serde_json::from_slice::<Signed<tough::schema::Timestamp>>(bytes)
-                .map_err(|e| Error::malformed(role, e))
-                .and_then(|m| verify_distinct(&root.signed, &m)),
-            "snapshot" => serde_json::from_slice::<Signed<tough::schema::Snapshot>>(bytes)
-                .map_err(|e| Error::malformed(role, e))
-                .and_then(|m| verify_distinct(&root.signed, &m)),
-            _ => serde_json::from_slice::<Signed<tough::schema::Targets>>(bytes)
-                .map_err(|e| Error::malformed(role, e))
-                .and_then(|m| verify_distinct(&root.signed, &m)),
-        };
-        if distinct.is_err() {
-            break;
+    let latest = seen.map_or(now, |seen| seen.max(now));
+    write_atomic(&path, latest.to_string().as_bytes())?;
+    Ok(now)
+}
+
+impl TrustedRepo {
+    fn metadata_url(&self, file: &str) -> Result<Url, Error> {
+        self.config
+            .metadata_url
+            .join(file)
+            .map_err(|e| Error::Update(format!("metadata URL for {file:?}: {e}")))
+    }
+
+    fn persist(&self, file: &str, bytes: &[u8]) -> Result<(), Error> {
+        write_atomic(&self.config.metadata_dir.join(file), bytes)
+    }
+
+    async fn fetch_metadata(&self, file: &str, cap: u64) -> Result<Vec<u8>, FetchError> {
+        let url = self.metadata_url(file).map_err(FetchError::Other)?;
+        fetch_capped(self.transport.as_ref(), url, cap, &self.config.limits).await
+    }
+
+    /// §5.3: every newer root in turn, until the repository has no next version.
+    async fn update_root(&mut self) -> Result<(), Error> {
+        for _ in 0..MAX_ROOT_ROTATIONS {
+            let next = self.set.root().version() + 1;
+            let cap = self.config.limits.max_metadata_bytes;
+            match self.fetch_metadata(&format!("{next}.root.json"), cap).await {
+                Ok(bytes) => {
+                    self.set.update_root(&bytes)?;
+                    self.persist("root.json", &bytes)?;
+                }
+                Err(FetchError::NotFound) => return Ok(()),
+                Err(FetchError::Other(e)) => return Err(e),
+            }
         }
-        write_atomic(&dir.join(format!("{role}.json")), bytes)?;
+        Ok(())
     }
-    Ok(())
+
+    /// §5.4: the trusted copy (if it still verifies under the current root) is the rollback
+    /// reference; a new one of the same version leaves it in place.
+    async fn update_timestamp(&mut self) -> Result<(), Error> {
+        if let Ok(local) = std::fs::read(self.config.metadata_dir.join("timestamp.json")) {
+            // Invalid under the current root (say, its keys were rotated): no reference. Expired:
+            // still the reference, and the fresh one must not be older.
+            let _ = self.set.update_timestamp(&local);
+        }
+        let bytes = self
+            .fetch_metadata("timestamp.json", self.config.limits.max_metadata_bytes)
+            .await?;
+        if self.set.update_timestamp(&bytes)? == TimestampUpdate::Accepted {
+            self.persist("timestamp.json", &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// §5.5: the trusted copy serves if it is the version timestamp names; otherwise the new
+    /// one, which must not roll back any role the trusted copy lists.
+    async fn update_snapshot(&mut self) -> Result<(), Error> {
+        if let Ok(local) = std::fs::read(self.config.metadata_dir.join("snapshot.json"))
+            && self.set.update_snapshot(&local, true).is_ok()
+        {
+            return Ok(());
+        }
+        let meta = self
+            .set
+            .timestamp()
+            .ok_or_else(|| Error::Update("no timestamp loaded".into()))?
+            .signed
+            .snapshot_meta()
+            .clone();
+        let file = if self.set.root().signed.consistent_snapshot {
+            format!("{}.snapshot.json", meta.version)
+        } else {
+            "snapshot.json".to_string()
+        };
+        let bytes = self
+            .fetch_metadata(
+                &file,
+                self.cap(meta.length, self.config.limits.max_metadata_bytes),
+            )
+            .await?;
+        self.set.update_snapshot(&bytes, false)?;
+        self.persist("snapshot.json", &bytes)
+    }
+
+    /// The signed length when there is one (never above the device's limit), else the limit.
+    fn cap(&self, signed: Option<u64>, limit: u64) -> u64 {
+        signed.map_or(limit, |length| length.min(limit))
+    }
+
+    /// §5.6 for `targets`, §5.7.6 for a delegated role: a role already trusted is checked again
+    /// against this delegator's keys for it (a role reached through a second delegator gains
+    /// nothing from the first); otherwise the trusted copy if it is the version snapshot names,
+    /// else the repository's.
+    async fn load_targets(&mut self, role: &str, delegator: &str) -> Result<(), Error> {
+        if let Some(trusted) = self.set.targets(role) {
+            return self.set.verify_delegated(role, delegator, trusted);
+        }
+        let local_name = format!("{}.json", quote_role(role));
+        if let Ok(local) = std::fs::read(self.config.metadata_dir.join(&local_name))
+            && self.set.update_targets(role, delegator, &local).is_ok()
+        {
+            return Ok(());
+        }
+        let snapshot = self
+            .set
+            .snapshot()
+            .ok_or_else(|| Error::Update("no snapshot loaded".into()))?;
+        let meta = snapshot
+            .signed
+            .meta
+            .get(&format!("{role}.json"))
+            .cloned()
+            .ok_or_else(|| {
+                Error::Update(format!(
+                    "{role} is delegated but snapshot does not list it, so it cannot be trusted"
+                ))
+            })?;
+        let file = if self.set.root().signed.consistent_snapshot {
+            format!("{}.{local_name}", meta.version)
+        } else {
+            local_name.clone()
+        };
+        let bytes = self
+            .fetch_metadata(
+                &file,
+                self.cap(meta.length, self.config.limits.max_targets_bytes),
+            )
+            .await?;
+        self.set.update_targets(role, delegator, &bytes)?;
+        self.persist(&local_name, &bytes)
+    }
+
+    /// With artifact downloads through `fetch`, continuing from the bytes an earlier attempt (or
+    /// an earlier run of the process) left in the staging directory, instead of starting over.
+    pub fn with_resume(mut self, fetch: Arc<dyn crate::artifact::ResumableFetch>) -> Self {
+        self.resumable = Some(fetch);
+        self
+    }
+
+    pub fn root_version(&self) -> u64 {
+        self.set.root().version()
+    }
+
+    pub fn targets_version(&self) -> u64 {
+        self.set.targets("targets").map_or(0, |t| t.version())
+    }
+
+    /// The signed description of target `name`: a search of `targets` and, lazily, the roles it
+    /// delegates to for that path (§5.7.7). A name that path resolution would change (`a/../b`)
+    /// is refused rather than resolved.
+    pub async fn resolve(&mut self, name: &str) -> Result<PlainTarget, Error> {
+        let unknown = || Error::UnknownTarget {
+            name: name.chars().take(200).collect(),
+        };
+        let target_name = TargetName::new(name).map_err(|_| unknown())?;
+        if target_name.resolved() != name {
+            return Err(unknown());
+        }
+        let mut search = Search::new(name);
+        while let Some(visit) = search.next_role() {
+            self.load_targets(&visit.role, &visit.delegator).await?;
+            let Some(role) = self.set.targets(&visit.role) else {
+                break;
+            };
+            if search.visit(&visit, &role.signed) {
+                return Ok(PlainTarget::from_file(name, &role.signed.targets[name]));
+            }
+        }
+        Err(unknown())
+    }
+
+    /// A model target of the current signed metadata, with its model metadata checked.
+    pub async fn model_target(&mut self, name: &str) -> Result<ModelTarget, Error> {
+        let plain = self.resolve(name).await?;
+        self.as_model(plain)
+    }
+
+    fn as_model(&self, plain: PlainTarget) -> Result<ModelTarget, Error> {
+        let bad = |detail: &str| Error::Target {
+            name: plain.name.chars().take(200).collect(),
+            detail: detail.to_string(),
+        };
+        let sha256_hex = plain
+            .hashes
+            .get("sha256")
+            .cloned()
+            .ok_or_else(|| bad("a model target must list a sha256 hash"))?;
+        let custom = self
+            .find_listed(&plain.name)
+            .and_then(|t| t.custom.clone())
+            .unwrap_or(serde_json::Value::Null);
+        let serde_json::Value::Object(custom) = custom else {
+            return Err(bad("custom fields are not an object"));
+        };
+        let meta = model_meta(&plain.name, custom)?;
+        Ok(ModelTarget {
+            name: plain.name,
+            meta,
+            length: plain.length,
+            sha256_hex,
+        })
+    }
+
+    /// The entry for `name` in whichever loaded role lists it, searched in the same order.
+    fn find_listed(&self, name: &str) -> Option<&TargetFile> {
+        let mut search = Search::new(name);
+        while let Some(visit) = search.next_role() {
+            let role = self.set.targets(&visit.role)?;
+            if search.visit(&visit, &role.signed) {
+                return role.signed.targets.get(name);
+            }
+        }
+        None
+    }
+
+    /// Every valid model target the top-level targets role lists (invalid ones are skipped).
+    /// Targets of delegated roles are found by name ([`Self::model_target`]).
+    pub fn model_targets(&self) -> Vec<ModelTarget> {
+        let Some(targets) = self.set.targets("targets") else {
+            return Vec::new();
+        };
+        let mut names: Vec<&String> = targets.signed.targets.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let plain = PlainTarget::from_file(n, &targets.signed.targets[n]);
+                self.as_model(plain).ok()
+            })
+            .collect()
+    }
+
+    /// Downloads a target into `staging_dir`, streamed to disk while hashed (never whole in
+    /// memory), capped at its signed length (and the device's own cap), abandoning slow or
+    /// stalled transfers, and checks length and hashes. Returns the verified file, which the
+    /// caller moves into place; dropped unused, it is deleted. On any failure nothing is left.
+    pub async fn fetch(
+        &self,
+        target: &ModelTarget,
+        staging_dir: &Path,
+    ) -> Result<VerifiedArtifact, Error> {
+        self.fetch_plain(
+            &PlainTarget {
+                name: target.name.clone(),
+                length: target.length,
+                hashes: BTreeMap::from([("sha256".to_string(), target.sha256_hex.clone())]),
+            },
+            staging_dir,
+        )
+        .await
+    }
+
+    /// [`TrustedRepo::fetch`] for any target.
+    pub async fn fetch_plain(
+        &self,
+        target: &PlainTarget,
+        staging_dir: &Path,
+    ) -> Result<VerifiedArtifact, Error> {
+        let fail = |detail: String| Error::Download {
+            name: target.name.clone(),
+            detail,
+        };
+        if target.length > self.config.limits.max_artifact_bytes {
+            return Err(fail(format!(
+                "signed length {} exceeds this device's limit of {} bytes",
+                target.length, self.config.limits.max_artifact_bytes
+            )));
+        }
+        std::fs::create_dir_all(staging_dir).map_err(Error::io(staging_dir))?;
+        let url = self.target_url(target).map_err(fail)?;
+        let part = crate::artifact::Part::open(staging_dir, target).map_err(fail)?;
+        let part = match part.into_verified_if_complete(target) {
+            Ok(verified) => return Ok(verified),
+            Err(part) => part,
+        };
+        let fetched = match &self.resumable {
+            Some(resumable) if !part.is_empty() => {
+                resumable.fetch_from(url.clone(), part.len()).await
+            }
+            _ => self.transport.fetch(url.clone()).await.map(|s| (s, 0)),
+        };
+        let (stream, start) = fetched.map_err(|e| fail(format!("{url}: {}", error_chain(&e))))?;
+        crate::artifact::resume(part, start, stream, target, &self.config.limits)
+            .await
+            .map_err(fail)
+    }
+
+    /// The spec's download path: `dir/HASH.file` under consistent snapshots, `dir/file`
+    /// otherwise, each segment percent-encoded so `?` or `#` in a name stay part of the path.
+    fn target_url(&self, target: &PlainTarget) -> Result<Url, String> {
+        let path = if self.set.root().signed.consistent_snapshot {
+            match target.name.rsplit_once('/') {
+                Some((dir, file)) => format!("{dir}/{}.{file}", target.key_hex()),
+                None => format!("{}.{}", target.key_hex(), target.name),
+            }
+        } else {
+            target.name.clone()
+        };
+        self.config
+            .targets_url
+            .join(&encode_path(&path))
+            .map_err(|e| format!("target URL for {path:?}: {e}"))
+    }
+}
+
+/// Percent-encodes what a URL path would otherwise read as syntax, keeping `/`.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -333,147 +599,6 @@ pub fn admit(target: &ModelTarget, floor: u64) -> Result<u64, Error> {
         });
     }
     Ok(floor.max(target.meta.min_sequence))
-}
-
-impl TrustedRepo {
-    /// Artifact downloads through `fetch` continue from the bytes an earlier attempt (or an
-    /// earlier run of the process) left in the staging directory, instead of starting over.
-    pub fn with_resume(mut self, fetch: Arc<dyn crate::artifact::ResumableFetch>) -> Self {
-        self.resumable = Some(fetch);
-        self
-    }
-
-    pub fn root(&self) -> &Signed<Root> {
-        self.repo.root()
-    }
-
-    pub fn targets_version(&self) -> u64 {
-        self.repo.targets().signed.version.get()
-    }
-
-    /// Any target of the current signed targets, delegated roles included. A name that path
-    /// resolution would change (`a/../b`) is refused rather than resolved.
-    pub fn plain_target(&self, name: &str) -> Result<PlainTarget, Error> {
-        let (_, target) = self.find(name)?;
-        Ok(PlainTarget {
-            name: name.to_string(),
-            length: target.length,
-            sha256_hex: hex::encode(&target.hashes.sha256),
-        })
-    }
-
-    fn find(&self, name: &str) -> Result<(TargetName, &tough::schema::Target), Error> {
-        let unknown = || Error::UnknownTarget {
-            name: name.chars().take(200).collect(),
-        };
-        let target_name = TargetName::new(name).map_err(|_| unknown())?;
-        if target_name.resolved() != name {
-            return Err(unknown());
-        }
-        let target = self
-            .repo
-            .targets()
-            .signed
-            .find_target(&target_name, false)
-            .map_err(|_| unknown())?;
-        Ok((target_name, target))
-    }
-
-    /// A model target of the current signed targets, with its model metadata checked.
-    pub fn model_target(&self, name: &str) -> Result<ModelTarget, Error> {
-        let (_, target) = self.find(name)?;
-        let meta = target_meta(name, target)?;
-        Ok(ModelTarget {
-            name: name.to_string(),
-            meta,
-            length: target.length,
-            sha256_hex: hex::encode(&target.hashes.sha256),
-        })
-    }
-
-    /// Every valid model target currently signed (invalid ones are skipped).
-    pub fn model_targets(&self) -> Vec<ModelTarget> {
-        let mut names: Vec<String> = self
-            .repo
-            .all_targets()
-            .map(|(n, _)| n.raw().to_string())
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .filter_map(|n| self.model_target(n).ok())
-            .collect()
-    }
-
-    /// Downloads a target into `staging_dir`, streamed to disk while hashed (never whole in
-    /// memory), capped at its signed length (and the device's own cap), abandoning slow or
-    /// stalled transfers, and checks length and sha256. Returns the verified file, which the
-    /// caller moves into place; dropped unused, it is deleted. On any failure nothing is left.
-    pub async fn fetch(
-        &self,
-        target: &ModelTarget,
-        staging_dir: &Path,
-    ) -> Result<VerifiedArtifact, Error> {
-        self.fetch_plain(
-            &PlainTarget {
-                name: target.name.clone(),
-                length: target.length,
-                sha256_hex: target.sha256_hex.clone(),
-            },
-            staging_dir,
-        )
-        .await
-    }
-
-    /// [`TrustedRepo::fetch`] for any target.
-    pub async fn fetch_plain(
-        &self,
-        target: &PlainTarget,
-        staging_dir: &Path,
-    ) -> Result<VerifiedArtifact, Error> {
-        let fail = |detail: String| Error::Download {
-            name: target.name.clone(),
-            detail,
-        };
-        if target.length > self.limits.max_artifact_bytes {
-            return Err(fail(format!(
-                "signed length {} exceeds this device's limit of {} bytes",
-                target.length, self.limits.max_artifact_bytes
-            )));
-        }
-        std::fs::create_dir_all(staging_dir).map_err(Error::io(staging_dir))?;
-        let url = self.target_url(target).map_err(fail)?;
-        let part = crate::artifact::Part::open(staging_dir, target).map_err(fail)?;
-        let part = match part.into_verified_if_complete(target) {
-            Ok(verified) => return Ok(verified),
-            Err(part) => part,
-        };
-        let fetched = match &self.resumable {
-            Some(resumable) if !part.is_empty() => {
-                resumable.fetch_from(url.clone(), part.len()).await
-            }
-            _ => self.transport.fetch(url.clone()).await.map(|s| (s, 0)),
-        };
-        let (stream, start) = fetched.map_err(|e| fail(format!("{url}: {}", error_chain(&e))))?;
-        crate::artifact::resume(part, start, stream, target, &self.limits)
-            .await
-            .map_err(fail)
-    }
-
-    /// The spec's download path: `dir/HASH.file` under consistent snapshots, `dir/file` otherwise.
-    fn target_url(&self, target: &PlainTarget) -> Result<Url, String> {
-        let path = if self.repo.root().signed.consistent_snapshot {
-            match target.name.rsplit_once('/') {
-                Some((dir, file)) => format!("{dir}/{}.{file}", target.sha256_hex),
-                None => format!("{}.{}", target.sha256_hex, target.name),
-            }
-        } else {
-            target.name.clone()
-        };
-        self.targets_url
-            .join(&path)
-            .map_err(|e| format!("target URL for {path:?}: {e}"))
-    }
 }
 
 /// Hex sha256 of `bytes`, as targets metadata writes it.

@@ -21,8 +21,11 @@ pub mod artifact;
 pub mod client;
 pub mod desired;
 pub mod keys;
+pub mod metadata;
 pub mod operator;
 pub mod repo;
+pub mod search;
+pub mod trusted;
 pub mod verify;
 
 /// Name of the TUF specification version we write.

@@ -274,16 +274,24 @@ pub fn model_target(artifact: &[u8], meta: &ModelTargetMeta) -> Result<(String, 
 
 /// The model metadata of a target, checked: the name is canonical and matches the metadata.
 pub fn target_meta(name: &str, target: &Target) -> Result<ModelTargetMeta, Error> {
-    let bad = |detail: String| Error::Target {
-        name: name.chars().take(200).collect(),
-        detail,
-    };
-    let (model, version) = parse_target_name(name).map_err(|e| bad(e.to_string()))?;
     let custom: serde_json::Map<String, serde_json::Value> = target
         .custom
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    model_meta(name, custom)
+}
+
+/// [`target_meta`] from a target's `custom` object as the client parsed it.
+pub fn model_meta(
+    name: &str,
+    custom: serde_json::Map<String, serde_json::Value>,
+) -> Result<ModelTargetMeta, Error> {
+    let bad = |detail: String| Error::Target {
+        name: name.chars().take(200).collect(),
+        detail,
+    };
+    let (model, version) = parse_target_name(name).map_err(|e| bad(e.to_string()))?;
     let fields: CustomFields =
         serde_json::from_value(serde_json::Value::Object(custom)).map_err(|e| {
             bad(format!(

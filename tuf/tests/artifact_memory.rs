@@ -34,7 +34,7 @@ async fn a_64_mib_artifact_is_never_held_in_memory() {
     let target = PlainTarget {
         name: "models/big/1.0.0/model.onnx".into(),
         length: (CHUNK * CHUNKS) as u64,
-        sha256_hex: hex::encode(digest.finish()),
+        hashes: [("sha256".to_string(), hex::encode(digest.finish()))].into(),
     };
     let staging = tempfile::tempdir().unwrap();
     // Heap use is counted from here: the peak is what the download itself held at once.
@@ -55,7 +55,7 @@ async fn a_64_mib_artifact_is_never_held_in_memory() {
 
     // A wrong hash leaves nothing behind, and neither does an unused verified file.
     let mut lying = target.clone();
-    lying.sha256_hex = "00".repeat(32);
+    lying.hashes = [("sha256".to_string(), "00".repeat(32))].into();
     let err = download(body(), &lying, staging.path(), &ClientLimits::default())
         .await
         .unwrap_err();

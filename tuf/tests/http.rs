@@ -140,9 +140,10 @@ async fn client_config(f: &Fixture, mode: Artifact) -> ClientConfig {
 async fn attempt(mode: Artifact) -> (Result<Vec<u8>, edgefleet_tuf::Error>, PathBuf, Fixture) {
     let f = Fixture::new().await;
     let config = client_config(&f, mode).await;
-    let trusted = client::refresh(&config, transport()).await.unwrap();
+    let mut trusted = client::refresh(&config, transport()).await.unwrap();
     let target = trusted
         .model_target("models/churn/1.0.0/model.onnx")
+        .await
         .unwrap();
     let staging = f.tmp.path().join("staging");
     let result = trusted

@@ -21,9 +21,10 @@ fn ago(days: i64) -> Timestamp {
 #[tokio::test]
 async fn a_device_verifies_and_downloads_a_signed_model() {
     let f = Fixture::new().await;
-    let trusted = f.refresh().await.unwrap();
+    let mut trusted = f.refresh().await.unwrap();
     let target = trusted
         .model_target("models/churn/1.0.0/model.onnx")
+        .await
         .unwrap();
     assert_eq!(target.meta.sequence, 1);
     let staging = f.tmp.path().join("staging");
@@ -50,12 +51,14 @@ async fn a_device_verifies_and_downloads_a_signed_model() {
 async fn the_sequence_floor_refuses_rollbacks_and_min_sequence_raises_it() {
     let mut f = Fixture::new().await;
     f.push("churn/2.0.0", Timestamp::now()).await;
-    let trusted = f.refresh().await.unwrap();
+    let mut trusted = f.refresh().await.unwrap();
     let v1 = trusted
         .model_target("models/churn/1.0.0/model.onnx")
+        .await
         .unwrap();
     let v2 = trusted
         .model_target("models/churn/2.0.0/model.onnx")
+        .await
         .unwrap();
     let floor = admit(&v2, 0).unwrap();
     assert_eq!(floor, v2.meta.min_sequence);
@@ -89,9 +92,9 @@ async fn a_revoked_target_is_refused() {
         .accept_targets(&operator::to_bytes(&signed).unwrap(), Timestamp::now())
         .await
         .unwrap();
-    let trusted = f.refresh().await.unwrap();
+    let mut trusted = f.refresh().await.unwrap();
     assert!(matches!(
-        trusted.model_target(name),
+        trusted.model_target(name).await,
         Err(Error::UnknownTarget { .. })
     ));
 }
@@ -99,7 +102,7 @@ async fn a_revoked_target_is_refused() {
 #[tokio::test]
 async fn target_names_that_could_escape_the_store_are_unknown_and_write_nothing() {
     let f = Fixture::new().await;
-    let trusted = f.refresh().await.unwrap();
+    let mut trusted = f.refresh().await.unwrap();
     for name in [
         "models/churn/1.0.0/../../../etc/passwd",
         "/etc/passwd",
@@ -108,7 +111,7 @@ async fn target_names_that_could_escape_the_store_are_unknown_and_write_nothing(
         "models/churn/1.0.0/model.onnx\0",
         "../models/churn/1.0.0/model.onnx",
     ] {
-        assert!(trusted.model_target(name).is_err(), "{name:?}");
+        assert!(trusted.model_target(name).await.is_err(), "{name:?}");
     }
     assert!(!f.tmp.path().join("staging").exists());
 }
@@ -386,7 +389,7 @@ async fn root_rotation_needs_a_threshold_of_old_and_new_keys() {
         .await
         .unwrap();
     let trusted = f.refresh().await.unwrap();
-    assert_eq!(trusted.root().signed.version.get(), 2);
+    assert_eq!(trusted.root_version(), 2);
     assert_eq!(
         std::fs::read(f.client_dir.join("root.json")).unwrap(),
         rotated
@@ -399,16 +402,7 @@ async fn root_rotation_needs_a_threshold_of_old_and_new_keys() {
     let mirror = f.mirror();
     std::fs::write(mirror.join("metadata/root.json"), &v1).unwrap();
     std::fs::remove_file(mirror.join("metadata/2.root.json")).unwrap();
-    assert_eq!(
-        f.refresh_from(&mirror)
-            .await
-            .unwrap()
-            .root()
-            .signed
-            .version
-            .get(),
-        2
-    );
+    assert_eq!(f.refresh_from(&mirror).await.unwrap().root_version(), 2);
 }
 
 /// Signs `new` with `keys` under `old` and under `new` without the threshold check, as an
@@ -518,6 +512,13 @@ async fn malformed_metadata_at_every_level_is_an_error_not_a_panic() {
                 file
             };
             std::fs::write(mirror.join("metadata").join(written), &good[..cut]).unwrap();
+            // A device whose trusted copy is the version timestamp names never fetches that
+            // role (§5.5, §5.6): drop the copy so the cut file is what it must read.
+            f.refresh().await.unwrap();
+            let cached = file.split_once('.').map(|(_, role)| role);
+            if matches!(cached, Some("snapshot.json" | "targets.json")) {
+                let _ = std::fs::remove_file(f.client_dir.join(cached.unwrap()));
+            }
             let before = f.client_state();
             assert!(
                 f.refresh_from(&mirror).await.is_err(),
@@ -533,9 +534,10 @@ async fn malformed_metadata_at_every_level_is_an_error_not_a_panic() {
 #[tokio::test]
 async fn an_artifact_with_the_wrong_hash_or_length_is_refused_and_wrong_bytes_are_not_kept() {
     let f = Fixture::new().await;
-    let trusted = f.refresh().await.unwrap();
+    let mut trusted = f.refresh().await.unwrap();
     let target = trusted
         .model_target("models/churn/1.0.0/model.onnx")
+        .await
         .unwrap();
     let path = f
         .repo
