@@ -218,3 +218,35 @@ fn hash_prefixes_delegate_by_the_sha256_of_the_path() {
     bin.path_hash_prefixes = Some(vec![if digest.starts_with('0') { "1" } else { "0" }.into()]);
     assert!(!delegates(&bin, "models/churn/1/model.onnx"));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::path_matches;
+
+    fn segment() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9._*?\\[\\]!-]{0,8}"
+    }
+
+    proptest! {
+        /// Without wildcards a pattern is the path itself.
+        #[test]
+        fn a_literal_pattern_matches_only_itself(a in "[a-z0-9./-]{0,20}", b in "[a-z0-9./-]{0,20}") {
+            prop_assert_eq!(path_matches(&a, &b), a == b);
+        }
+
+        /// `*` segments match any path with as many segments, and no other.
+        #[test]
+        fn star_segments_match_by_segment_count(parts in proptest::collection::vec(segment(), 1..5), extra in 0usize..3) {
+            let path = parts.join("/");
+            let stars = vec!["*"; parts.len() + extra].join("/");
+            prop_assert_eq!(path_matches(&stars, &path), extra == 0);
+        }
+
+        /// Whatever the pattern, matching ends and never panics.
+        #[test]
+        fn any_pattern_is_answered(pattern in "[a-c*?\\[\\]!/-]{0,24}", path in "[a-c/\\[\\]-]{0,24}") {
+            let _ = path_matches(&pattern, &path);
+        }
+    }
+}
