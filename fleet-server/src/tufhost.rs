@@ -250,6 +250,49 @@ impl TufHost {
         Ok((published, models_of(bytes)?))
     }
 
+    /// Accepts the next version of a model's delegated role, signed as the current top-level
+    /// targets delegate it. Returns the models it now signs.
+    pub async fn accept_delegated(
+        &self,
+        role: &str,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(Published, Vec<SignedModel>), HostError> {
+        let _writing = self.writing.lock().await;
+        self.ensure_initialised().await?;
+        self.check_uploaded(bytes).await?;
+        let published = self.repo.accept_delegated(role, bytes, now).await?;
+        Ok((published, models_of(bytes)?))
+    }
+
+    /// Accepts top-level targets that delegate a model together with that model's role, in one
+    /// publication (`fleetctl delegate`: the model's releases move into its role).
+    pub async fn accept_delegation(
+        &self,
+        targets: &[u8],
+        role: &str,
+        role_bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(Published, Vec<SignedModel>), HostError> {
+        let _writing = self.writing.lock().await;
+        self.ensure_initialised().await?;
+        self.check_uploaded(targets).await?;
+        self.check_uploaded(role_bytes).await?;
+        let published = self
+            .repo
+            .accept_targets_with_delegated(targets, role, role_bytes, now)
+            .await?;
+        let mut models = models_of(targets)?;
+        models.extend(models_of(role_bytes)?);
+        Ok((published, models))
+    }
+
+    /// The current version of a delegated role, byte for byte; `None` when never published.
+    pub async fn current_delegated(&self, role: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.ensure_initialised().await?;
+        Ok(self.repo.delegated(role).await?.map(|(_, bytes)| bytes))
+    }
+
     pub async fn accept_root(&self, bytes: &[u8], now: Timestamp) -> Result<Published, HostError> {
         self.accept_rotation(bytes, None, now).await
     }
@@ -325,16 +368,25 @@ impl TufHost {
         Ok(self.repo.targets().await?.1)
     }
 
-    /// Every model the current targets sign; empty before `init`.
+    /// Every model the current targets sign, in the top-level role and in each role it
+    /// delegates to (a role no longer delegated to signs nothing); empty before `init`.
     pub async fn models(&self) -> Result<Vec<SignedModel>, HostError> {
         if !self.repo.exists().await? {
             return Ok(Vec::new());
         }
-        models_of(&self.repo.targets().await?.1)
+        let (top, bytes) = self.repo.targets().await?;
+        let mut models = models_of(&bytes)?;
+        for role in top.signed.delegations.iter().flat_map(|d| &d.roles) {
+            if let Some((_, bytes)) = self.repo.delegated(&role.name).await? {
+                models.extend(models_of(&bytes)?);
+            }
+        }
+        Ok(models)
     }
 
     /// The bytes behind `/tuf/metadata/{file}`: `root.json`, `timestamp.json`, `N.root.json`,
-    /// `N.snapshot.json`, `N.targets.json`. `None` for any other name or a file not there.
+    /// `N.snapshot.json`, `N.targets.json`, `N.model-<model>.json`. `None` for any other name or
+    /// a file not there.
     pub async fn metadata(&self, file: &str) -> Result<Option<Vec<u8>>, HostError> {
         if !(file == "timestamp.json" || metadata_name_ok(file)) {
             return Ok(None);
@@ -370,14 +422,20 @@ impl TufHost {
     }
 }
 
-/// `root.json` or `N.root.json`, `N.snapshot.json`, `N.targets.json`.
+/// `root.json` or `N.root.json`, `N.snapshot.json`, `N.targets.json`, `N.model-<model>.json`.
 fn metadata_name_ok(file: &str) -> bool {
+    let delegated = |rest: &str| {
+        rest.strip_prefix("model-")
+            .and_then(|r| r.strip_suffix(".json"))
+            .is_some_and(|model| edgefleet_protocol::ModelName::new(model).is_ok())
+    };
     file == "root.json"
         || file.split_once('.').is_some_and(|(n, rest)| {
             !n.is_empty()
                 && n.len() <= 20
                 && n.bytes().all(|b| b.is_ascii_digit())
-                && matches!(rest, "root.json" | "snapshot.json" | "targets.json")
+                && (matches!(rest, "root.json" | "snapshot.json" | "targets.json")
+                    || delegated(rest))
         })
 }
 
@@ -429,6 +487,7 @@ mod tests {
             "3.root.json",
             "12.snapshot.json",
             "7.targets.json",
+            "2.model-churn.json",
         ] {
             assert!(metadata_name_ok(ok), "{ok}");
         }
@@ -439,6 +498,10 @@ mod tests {
             "1.timestamp.json",
             "x.targets.json",
             "1.targets.json/..",
+            "model-churn.json",
+            "1.model-.json",
+            "1.model-../x.json",
+            "1.other.json",
         ] {
             assert!(!metadata_name_ok(bad), "{bad}");
         }

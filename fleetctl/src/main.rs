@@ -15,6 +15,7 @@
 // A CLI answers on stdout; the workspace lint against print_stdout is meant for daemons.
 #![allow(clippy::print_stdout)]
 
+mod delegate;
 mod remote;
 mod rotate;
 
@@ -68,6 +69,10 @@ struct RepoArgs {
     /// online keys are then the server's; only root and targets keys are used here.
     #[arg(long)]
     server: bool,
+    /// Names of the keys that sign a delegated model's role (comma-separated; `fleetctl
+    /// delegate`). Default: the targets keys.
+    #[arg(long, value_delimiter = ',')]
+    model_keys: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +108,17 @@ enum Command {
         #[command(flatten)]
         release: ReleaseArgs,
         model_dir: PathBuf,
+    },
+    /// Give a model a targets role of its own (`models/MODEL/*/*`), signed by `--model-keys`
+    /// (default: the targets keys), and move its releases into it. Devices then fetch only the
+    /// metadata of the models they run; later pushes of the model sign only its role.
+    Delegate {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Signatures the model's role needs.
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+        model: String,
     },
     /// Remove a target from targets: devices refuse it from then on.
     Revoke {
@@ -389,6 +405,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             release,
             model_dir,
         } => push(&repo, &release, &model_dir).await,
+        Command::Delegate {
+            repo,
+            threshold,
+            model,
+        } => {
+            let client = if repo.server { Some(client()?) } else { None };
+            let target = match &client {
+                Some(client) => delegate::Repository::Server(client),
+                None => delegate::Repository::Local(open(&repo)?),
+            };
+            delegate::delegate(&target, &repo, &model, &repo.model_keys, threshold).await
+        }
         Command::Revoke { repo, target } if repo.server => {
             revoke_on_server(&client()?, &repo, &target).await
         }
@@ -842,6 +870,11 @@ async fn push_to_server(
 ) -> anyhow::Result<()> {
     let (root, current) = server_targets(client, args).await?;
     let mut release = operator::read_release(model_dir)?;
+    if delegate::is_delegated(&current.signed, release.meta.model.as_str()) {
+        let repo = delegate::Repository::Server(client);
+        let (_, _, top_bytes) = repo.top(args).await?;
+        return push_delegated(&repo, args, release_args, release, &top_bytes, model_dir).await;
+    }
     release_args.settle(&current.signed, &mut release)?;
     let (artifact, meta) = (&release.artifact, &release.meta);
     let (name, target) = operator::model_target(artifact, meta)?;
@@ -881,6 +914,13 @@ async fn revoke_on_server(
     target: &str,
 ) -> anyhow::Result<()> {
     let (root, current) = server_targets(client, args).await?;
+    if let Some(model) = delegate::model_of_target(target)
+        && delegate::is_delegated(&current.signed, &model)
+    {
+        let repo = delegate::Repository::Server(client);
+        let (_, _, top_bytes) = repo.top(args).await?;
+        return revoke_delegated(&repo, args, target, &model, &top_bytes).await;
+    }
     let next = operator::without_target(
         &current.signed,
         target,
@@ -904,8 +944,20 @@ async fn revoke_on_server(
 async fn push(args: &RepoArgs, release_args: &ReleaseArgs, model_dir: &Path) -> anyhow::Result<()> {
     let store = open(args)?;
     let now = Timestamp::now();
-    let (current, _) = store.targets().await?;
+    let (current, current_bytes) = store.targets().await?;
     let mut release = operator::read_release(model_dir)?;
+    if delegate::is_delegated(&current.signed, release.meta.model.as_str()) {
+        let repo = delegate::Repository::Local(store);
+        return push_delegated(
+            &repo,
+            args,
+            release_args,
+            release,
+            &current_bytes,
+            model_dir,
+        )
+        .await;
+    }
     release_args.settle(&current.signed, &mut release)?;
     let (artifact, meta) = (&release.artifact, &release.meta);
     let (name, target) = operator::model_target(artifact, meta)?;
@@ -933,10 +985,73 @@ async fn push(args: &RepoArgs, release_args: &ReleaseArgs, model_dir: &Path) -> 
     Ok(())
 }
 
+/// Signs a release into its model's own role and publishes it (the model is delegated).
+async fn push_delegated(
+    repo: &delegate::Repository<'_>,
+    args: &RepoArgs,
+    release_args: &ReleaseArgs,
+    mut release: operator::ReleaseDir,
+    top_bytes: &[u8],
+    model_dir: &Path,
+) -> anyhow::Result<()> {
+    let model = release.meta.model.to_string();
+    let role = edgefleet_tuf::delegation::role_of(&model);
+    let current = delegate::current_role(repo, top_bytes, &model).await?;
+    release_args.settle(&current, &mut release)?;
+    let (artifact, meta) = (&release.artifact, &release.meta);
+    let (name, target) = operator::model_target(artifact, meta)?;
+    let sha = hex::encode(&target.hashes.sha256);
+    let next = operator::with_target(
+        &current,
+        &name,
+        target,
+        operator::days_after(Timestamp::now(), args.targets_days)?,
+    )?;
+    let uploaded = repo
+        .store_artifact(&name, artifact, &model_dir.join("model.onnx"), &sha)
+        .await?;
+    let version = delegate::publish_into_role(repo, args, &args.model_keys, &role, next).await?;
+    println!(
+        "pushed {name} (sequence {}, floor {}{}, {} bytes{}, sha256 {sha}); {role} version {version}",
+        meta.sequence,
+        meta.min_sequence,
+        downgrade_note(meta),
+        artifact.len(),
+        if uploaded { "" } else { ", already uploaded" },
+    );
+    Ok(())
+}
+
+/// Removes `target` from its model's role (the model is delegated).
+async fn revoke_delegated(
+    repo: &delegate::Repository<'_>,
+    args: &RepoArgs,
+    target: &str,
+    model: &str,
+    top_bytes: &[u8],
+) -> anyhow::Result<()> {
+    let role = edgefleet_tuf::delegation::role_of(model);
+    let current = delegate::current_role(repo, top_bytes, model).await?;
+    let next = operator::without_target(
+        &current,
+        target,
+        operator::days_after(Timestamp::now(), args.targets_days)?,
+    )?;
+    let version = delegate::publish_into_role(repo, args, &args.model_keys, &role, next).await?;
+    println!("revoked {target}; {role} version {version}");
+    Ok(())
+}
+
 async fn revoke(args: &RepoArgs, target: &str) -> anyhow::Result<()> {
     let store = open(args)?;
     let now = Timestamp::now();
-    let (current, _) = store.targets().await?;
+    let (current, current_bytes) = store.targets().await?;
+    if let Some(model) = delegate::model_of_target(target)
+        && delegate::is_delegated(&current.signed, &model)
+    {
+        let repo = delegate::Repository::Local(store);
+        return revoke_delegated(&repo, args, target, &model, &current_bytes).await;
+    }
     let next = operator::without_target(
         &current.signed,
         target,

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 pub mod artifact;
 pub mod client;
+pub mod delegation;
 pub mod desired;
 pub mod keys;
 pub mod metadata;

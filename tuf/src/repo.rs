@@ -13,7 +13,8 @@
 //! ```text
 //! metadata/root.json          newest root (also as N.root.json for every version N)
 //! metadata/N.targets.json     exactly the bytes the operator signed
-//! metadata/N.snapshot.json
+//! metadata/N.model-<m>.json   a model's delegated role, exactly as signed (delegation.rs)
+//! metadata/N.snapshot.json    every targets role, top-level and delegated
 //! metadata/timestamp.json     written last: publishing is atomic for clients
 //! targets/models/<model>/<version>/<sha256>.model.onnx
 //! ```
@@ -32,9 +33,13 @@ use tough::schema::{
     Hashes, Metafile, Root, Signed, Snapshot, Targets, Timestamp as TimestampRole,
 };
 
+use crate::metadata::quote_role;
 use crate::operator::{Expiries, days_after, sign_with, target_meta, to_bytes};
+
+mod delegated;
 use crate::verify::verify_distinct;
 use crate::{Error, SPEC_VERSION, sha256, write_atomic};
+pub use delegated::DelegatedFile;
 
 /// The online keys the repository signs with.
 #[derive(Debug)]
@@ -515,6 +520,23 @@ impl<B: RepoBackend> RepoStore<B> {
         targets_bytes: &[u8],
         now: Timestamp,
     ) -> Result<Published, Error> {
+        self.publish_with(root, new_root, targets, targets_bytes, &[], now)
+            .await
+    }
+
+    /// [`Self::publish`], also publishing new versions of delegated roles (`role`, version, exact
+    /// bytes). Every delegated role the current snapshot lists stays listed: a client refuses a
+    /// snapshot that drops a role it trusts, so a revoked model's role is left in place and
+    /// simply no longer delegated to.
+    async fn publish_with(
+        &self,
+        root: &Root,
+        new_root: Option<(&[u8], u64)>,
+        targets: &Signed<Targets>,
+        targets_bytes: &[u8],
+        delegated: &[DelegatedFile<'_>],
+        now: Timestamp,
+    ) -> Result<Published, Error> {
         let based_on = match self.backend.read("timestamp.json").await? {
             Some(bytes) => Some(parse::<Signed<TimestampRole>>("timestamp.json", &bytes)?),
             None => None,
@@ -531,10 +553,24 @@ impl<B: RepoBackend> RepoStore<B> {
             nz(snapshot_version)?,
             days_after(now, self.expiries.snapshot_days)?,
         );
+        if let Some(ts) = &based_on {
+            let current = meta_version(&ts.signed.meta, "snapshot.json")?;
+            let listed: Signed<Snapshot> = parse(
+                "snapshot.json",
+                &self.read(&format!("{current}.snapshot.json")).await?,
+            )?;
+            snapshot.meta = listed.signed.meta;
+        }
         snapshot.meta.insert(
             "targets.json".to_string(),
             metafile(targets.signed.version.get(), targets_bytes)?,
         );
+        for file in delegated {
+            snapshot.meta.insert(
+                format!("{}.json", file.role),
+                metafile(file.version, file.bytes)?,
+            );
+        }
         let snapshot = sign_with(snapshot, root, std::slice::from_ref(&self.keys.snapshot)).await?;
         let snapshot_bytes = to_bytes(&snapshot)?;
         let mut timestamp = TimestampRole::new(
@@ -560,6 +596,12 @@ impl<B: RepoBackend> RepoStore<B> {
             format!("{targets_version}.targets.json"),
             targets_bytes.to_vec(),
         ));
+        for file in delegated {
+            files.push((
+                format!("{}.{}.json", file.version, quote_role(file.role)),
+                file.bytes.to_vec(),
+            ));
+        }
         files.push((format!("{snapshot_version}.snapshot.json"), snapshot_bytes));
         files.push(("timestamp.json".to_string(), timestamp_bytes));
         self.backend

@@ -841,6 +841,63 @@ pub async fn tuf_accept_targets(
     Ok(json_response(StatusCode::OK, published_json(&published)))
 }
 
+pub async fn tuf_current_delegated(
+    State(state): State<AppState>,
+    Path(role): Path<String>,
+) -> ApiResult {
+    match state.tuf.current_delegated(&role).await? {
+        Some(bytes) => Ok(([(header::CONTENT_TYPE, json_content_type())], bytes).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "no delegated role {role:?} has been published; `fleetctl delegate` the model first"
+        ))),
+    }
+}
+
+pub async fn tuf_accept_delegated(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(role): Path<String>,
+    body: Body,
+) -> ApiResult {
+    let bytes = limited_body(&state, body).await?;
+    let (published, models) = state
+        .tuf
+        .accept_delegated(&role, &bytes, jiff::Timestamp::now())
+        .await?;
+    record_new_releases(&state, &models, &principal.name()).await?;
+    tracing::info!(by = %principal.name(), role = %role, "delegated role published");
+    Ok(json_response(StatusCode::OK, published_json(&published)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TufDelegation {
+    /// The next top-level targets, delegating the model.
+    targets: String,
+    /// The role it delegates to, and that role's next version.
+    role: String,
+    role_targets: String,
+}
+
+pub async fn tuf_accept_delegation(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(req): JsonBody<TufDelegation>,
+) -> ApiResult {
+    let (published, models) = state
+        .tuf
+        .accept_delegation(
+            req.targets.as_bytes(),
+            &req.role,
+            req.role_targets.as_bytes(),
+            jiff::Timestamp::now(),
+        )
+        .await?;
+    record_new_releases(&state, &models, &principal.name()).await?;
+    tracing::info!(by = %principal.name(), role = %req.role, "model delegated");
+    Ok(json_response(StatusCode::OK, published_json(&published)))
+}
+
 pub async fn tuf_accept_root(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -417,6 +417,33 @@ pub fn routes() -> Vec<Route> {
             post(h::tuf_accept_targets),
         ),
         route(
+            Method::GET,
+            "/api/v1/tuf/delegated/{role}",
+            R(Viewer),
+            "The current version of a model's delegated targets role (model-<model>), byte for byte",
+            None,
+            get(h::tuf_current_delegated),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/tuf/delegated/{role}",
+            R(Operator),
+            "Publish the next version of a delegated targets role, signed by the keys the top-level targets give it (raw body)",
+            None,
+            post(h::tuf_accept_delegated),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/tuf/delegation",
+            R(Operator),
+            "Publish top-level targets that delegate a model together with that model's role, in one step",
+            object(
+                &["targets", "role", "role_targets"],
+                json!({"targets": string, "role": string, "role_targets": string}),
+            ),
+            post(h::tuf_accept_delegation),
+        ),
+        route(
             Method::POST,
             "/api/v1/tuf/root",
             R(Admin),

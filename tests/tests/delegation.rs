@@ -1,0 +1,94 @@
+//! One targets role per model, through the real fleet server, `fleetctl` and an agent: after
+//! `fleetctl delegate`, a device that runs only churn fetches churn's role and never vision's
+//! (counted at a relay between the device and the server), pushes of a delegated model land in
+//! its role, and the server signs, serves and authorizes them as before.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use edgefleet_e2e::demo::{self, DemoOptions};
+use edgefleet_e2e::one_fleet_at_a_time as one_at_a_time;
+use edgefleet_e2e::relay::Relay;
+use edgefleet_e2e::run_ok;
+
+#[test]
+fn through_the_server_a_device_running_churn_fetches_only_churns_role() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let options = DemoOptions {
+        latency_budget_factor: 10.0,
+        ..DemoOptions::embedded(1)
+    };
+    let mut fleet = demo::set_up(tmp.path(), &options);
+    let vision = fleet.operator.push("vision/1.0.0");
+    for model in ["churn", "vision"] {
+        let out = run_ok(
+            fleet
+                .operator
+                .fleetctl()
+                .args(["delegate", "--server", model]),
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains(&format!("role model-{model}")), "{said}");
+    }
+    // A model delegated before its first release: the push lands in its own role.
+    run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["delegate", "--server", "iris"]),
+    );
+    let out = run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["push", "--server"])
+            .arg(edgefleet_e2e::models_dir().join("iris/1.0.0")),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("model-iris version 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let admin = fleet.operator.token();
+    let (status, models) = fleet
+        .server
+        .call("GET", "/api/v1/models", Some(&admin), None);
+    assert_eq!(status, 200, "{models}");
+    let listed = models.to_string();
+    for target in [
+        "models/churn/2.0.0/model.onnx",
+        "models/iris/1.0.0/model.onnx",
+        vision.as_str(),
+    ] {
+        assert!(listed.contains(target), "{target} missing from {listed}");
+    }
+
+    let server: std::net::SocketAddr = fleet
+        .server
+        .base_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let relay = Relay::start(server, None);
+    demo::reroute(&mut fleet, 0, Some(&relay.http_url()), None, "");
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    assert_eq!(demo::roll_out(&fleet, "2.0.0", &[100.0], 0), "completed");
+    let running = demo::running(&fleet);
+    assert!(running.iter().all(|r| r.ends_with(" 2.0.0")), "{running:?}");
+
+    let requests = relay.requests();
+    let metadata: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.contains("/tuf/metadata/"))
+        .collect();
+    assert!(
+        metadata.iter().any(|r| r.contains(".model-churn.json")),
+        "{metadata:#?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.contains("vision") || r.contains("iris")),
+        "the device fetched metadata of models it does not run: {requests:#?}"
+    );
+}
