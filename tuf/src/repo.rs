@@ -34,7 +34,7 @@ use tough::schema::{
 };
 
 use crate::metadata::quote_role;
-use crate::operator::{Expiries, days_after, sign_with, target_meta, to_bytes};
+use crate::operator::{Expiries, days_after, sign_with, target_meta, to_compact_bytes};
 
 mod delegated;
 use crate::verify::verify_distinct;
@@ -566,13 +566,20 @@ impl<B: RepoBackend> RepoStore<B> {
             metafile(targets.signed.version.get(), targets_bytes)?,
         );
         for file in delegated {
+            // Version and length only: the role is signed and named by its version, so a hash
+            // adds nothing a device checks, and snapshot grows with every model of the fleet.
             snapshot.meta.insert(
                 format!("{}.json", file.role),
-                metafile(file.version, file.bytes)?,
+                Metafile {
+                    length: Some(file.bytes.len() as u64),
+                    hashes: None,
+                    version: nz(file.version)?,
+                    _extra: HashMap::new(),
+                },
             );
         }
         let snapshot = sign_with(snapshot, root, std::slice::from_ref(&self.keys.snapshot)).await?;
-        let snapshot_bytes = to_bytes(&snapshot)?;
+        let snapshot_bytes = to_compact_bytes(&snapshot)?;
         let mut timestamp = TimestampRole::new(
             SPEC_VERSION.to_string(),
             nz(timestamp_version)?,
@@ -584,7 +591,7 @@ impl<B: RepoBackend> RepoStore<B> {
         );
         let timestamp =
             sign_with(timestamp, root, std::slice::from_ref(&self.keys.timestamp)).await?;
-        let timestamp_bytes = to_bytes(&timestamp)?;
+        let timestamp_bytes = to_compact_bytes(&timestamp)?;
 
         let targets_version = targets.signed.version.get();
         let mut files = Vec::with_capacity(5);
