@@ -513,7 +513,7 @@ impl Agent {
         let mut trusted = client::refresh(&config, tough::FilesystemTransport).await?;
         let targets: Vec<ModelTarget> = if names.is_empty() {
             let mut newest: std::collections::BTreeMap<String, ModelTarget> = Default::default();
-            for t in trusted.model_targets() {
+            for t in trusted.all_model_targets().await? {
                 let keep = newest
                     .get(t.meta.model.as_str())
                     .is_none_or(|cur| cur.meta.sequence < t.meta.sequence);

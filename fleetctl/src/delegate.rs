@@ -165,6 +165,23 @@ pub(crate) fn is_delegated(top: &Targets, model: &str) -> bool {
         .is_some_and(|d| d.roles.iter().any(|r| r.name == role))
 }
 
+/// The models the top-level targets list releases of (`fleetctl delegate --all`).
+pub(crate) async fn listed_models(
+    repo: &Repository<'_>,
+    args: &RepoArgs,
+) -> anyhow::Result<Vec<String>> {
+    let (_, top, _) = repo.top(args).await?;
+    let mut models: Vec<String> = top
+        .signed
+        .targets
+        .keys()
+        .filter_map(|name| model_of_target(name.raw()))
+        .collect();
+    models.sort();
+    models.dedup();
+    Ok(models)
+}
+
 /// `fleetctl delegate MODEL`: the next top-level targets delegating the model to `model_keys`
 /// (a `threshold` of them), signed with the targets keys, and the model's releases moved into its
 /// role, signed with the model keys, published together.

@@ -118,7 +118,12 @@ enum Command {
         /// Signatures the model's role needs.
         #[arg(long, default_value_t = 1)]
         threshold: u64,
-        model: String,
+        /// Every model the top-level targets still list: the whole repository moves to one role
+        /// per model, one publication per model.
+        #[arg(long, conflicts_with = "model")]
+        all: bool,
+        #[arg(required_unless_present = "all")]
+        model: Option<String>,
     },
     /// Remove a target from targets: devices refuse it from then on.
     Revoke {
@@ -408,6 +413,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delegate {
             repo,
             threshold,
+            all,
             model,
         } => {
             let client = if repo.server { Some(client()?) } else { None };
@@ -415,7 +421,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(client) => delegate::Repository::Server(client),
                 None => delegate::Repository::Local(open(&repo)?),
             };
-            delegate::delegate(&target, &repo, &model, &repo.model_keys, threshold).await
+            let models = match model {
+                Some(model) if !all => vec![model],
+                _ => delegate::listed_models(&target, &repo).await?,
+            };
+            for model in models {
+                delegate::delegate(&target, &repo, &model, &repo.model_keys, threshold).await?;
+            }
+            Ok(())
         }
         Command::Revoke { repo, target } if repo.server => {
             revoke_on_server(&client()?, &repo, &target).await
@@ -1095,13 +1108,13 @@ async fn verify_in(repo: &Path, trusted_root: &[u8], scratch: &Path) -> anyhow::
         targets_url: url("targets")?,
         limits: ClientLimits::default(),
     };
-    let trusted = client::refresh(&config, tough::FilesystemTransport).await?;
+    let mut trusted = client::refresh(&config, tough::FilesystemTransport).await?;
     println!(
         "metadata verifies: root {}, targets {}",
         trusted.root_version(),
         trusted.targets_version()
     );
-    for target in trusted.model_targets() {
+    for target in trusted.all_model_targets().await? {
         trusted
             .fetch(&target, &scratch.join("staging"))
             .await

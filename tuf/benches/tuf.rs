@@ -109,7 +109,7 @@ async fn main() {
         let dir = tmp.path().join(format!("device-{run}"));
         client::init(&dir, &root_bytes).unwrap();
         let started = Instant::now();
-        let trusted = client::refresh(&config(&dir), tough::FilesystemTransport)
+        let mut trusted = client::refresh(&config(&dir), tough::FilesystemTransport)
             .await
             .unwrap();
         cold.push(started.elapsed());
@@ -119,7 +119,7 @@ async fn main() {
             .unwrap();
         warm.push(started.elapsed());
         let started = Instant::now();
-        assert_eq!(trusted.model_targets().len(), 1000);
+        assert_eq!(trusted.all_model_targets().await.unwrap().len(), 1000);
         parse.push(started.elapsed());
     }
     println!(

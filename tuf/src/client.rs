@@ -89,6 +89,9 @@ pub struct TrustedRepo {
     transport: Box<dyn Transport>,
     /// When set, artifact downloads continue what an earlier attempt left ([`Self::with_resume`]).
     resumable: Option<Arc<dyn crate::artifact::ResumableFetch>>,
+    /// (role, delegator) pairs whose signatures were checked: a role reached again through the
+    /// same delegator needs no second check, through another it does.
+    verified_via: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for TrustedRepo {
@@ -227,6 +230,7 @@ pub async fn refresh<T: Transport + Clone + Send + Sync + 'static>(
         config: config.clone(),
         transport: Box::new(transport),
         resumable: None,
+        verified_via: Vec::new(),
     };
     repo.update_root().await?;
     repo.update_timestamp().await?;
@@ -353,12 +357,20 @@ impl TrustedRepo {
     /// else the repository's.
     async fn load_targets(&mut self, role: &str, delegator: &str) -> Result<(), Error> {
         if let Some(trusted) = self.set.targets(role) {
-            return self.set.verify_delegated(role, delegator, trusted);
+            let pair = (role.to_string(), delegator.to_string());
+            if self.verified_via.contains(&pair) {
+                return Ok(());
+            }
+            self.set.verify_delegated(role, delegator, trusted)?;
+            self.verified_via.push(pair);
+            return Ok(());
         }
         let local_name = format!("{}.json", quote_role(role));
         if let Ok(local) = std::fs::read(self.config.metadata_dir.join(&local_name))
             && self.set.update_targets(role, delegator, &local).is_ok()
         {
+            self.verified_via
+                .push((role.to_string(), delegator.to_string()));
             return Ok(());
         }
         let snapshot = self
@@ -387,6 +399,8 @@ impl TrustedRepo {
             )
             .await?;
         self.set.update_targets(role, delegator, &bytes)?;
+        self.verified_via
+            .push((role.to_string(), delegator.to_string()));
         self.persist(&local_name, &bytes)
     }
 
@@ -473,21 +487,41 @@ impl TrustedRepo {
         None
     }
 
-    /// Every valid model target the top-level targets role lists (invalid ones are skipped).
-    /// Targets of delegated roles are found by name ([`Self::model_target`]).
-    pub fn model_targets(&self) -> Vec<ModelTarget> {
-        let Some(targets) = self.set.targets("targets") else {
-            return Vec::new();
-        };
-        let mut names: Vec<&String> = targets.signed.targets.keys().collect();
+    /// Every valid model target the repository signs (invalid ones are skipped): the top-level
+    /// role's and those of every role delegated from it, each loaded and verified. For tools
+    /// that audit a whole repository and for a standalone device that installs everything; a
+    /// device on a fleet looks up only its own targets ([`Self::model_target`]).
+    pub async fn all_model_targets(&mut self) -> Result<Vec<ModelTarget>, Error> {
+        let mut queue = vec![("targets".to_string(), "root".to_string())];
+        let mut loaded: Vec<String> = Vec::new();
+        while let Some((role, delegator)) = queue.pop() {
+            if loaded.contains(&role) || loaded.len() >= crate::search::MAX_DELEGATIONS {
+                continue;
+            }
+            self.load_targets(&role, &delegator).await?;
+            let Some(targets) = self.set.targets(&role) else {
+                continue;
+            };
+            for child in targets.signed.delegations.iter().flat_map(|d| &d.roles) {
+                queue.push((child.name.clone(), role.clone()));
+            }
+            loaded.push(role);
+        }
+        let mut names: Vec<String> = loaded
+            .iter()
+            .filter_map(|role| self.set.targets(role))
+            .flat_map(|t| t.signed.targets.keys().cloned())
+            .collect();
         names.sort();
-        names
-            .into_iter()
-            .filter_map(|n| {
-                let plain = PlainTarget::from_file(n, &targets.signed.targets[n]);
-                self.as_model(plain).ok()
-            })
-            .collect()
+        names.dedup();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            // The search decides which role answers for each name, as it would for a device.
+            if let Ok(target) = self.model_target(&name).await {
+                out.push(target);
+            }
+        }
+        Ok(out)
     }
 
     /// Downloads a target into `staging_dir`, streamed to disk while hashed (never whole in

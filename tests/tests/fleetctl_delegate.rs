@@ -1,0 +1,97 @@
+//! `fleetctl delegate` on an offline repository, as an operator runs it: a repository made in
+//! the old layout (every release in the top-level role) moves to one role per model with
+//! `--all`, `fleetctl verify` (the device's client) finds every release before and after, a model
+//! re-delegated to a key of its own is then signed only by that key, and revocations land in the
+//! model's role.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use edgefleet_e2e::{binary, models_dir};
+
+fn fleetctl(dir: &Path, args: &[&str]) -> Output {
+    Command::new(binary("fleetctl"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("spawn fleetctl")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = fleetctl(dir, args);
+    assert!(
+        out.status.success(),
+        "fleetctl {args:?}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn verified_targets(dir: &Path) -> Vec<String> {
+    let mut listed: Vec<String> = ok(dir, &["verify"])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ok  "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    listed.sort();
+    listed
+}
+
+#[test]
+fn an_old_layout_repository_moves_to_one_role_per_model_and_keeps_every_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, &["keygen"]);
+    ok(dir, &["keygen", "churn-key"]);
+    ok(dir, &["init"]);
+    let release = |r: &str| models_dir().join(r).display().to_string();
+    for r in ["churn/1.0.0", "churn/2.0.0", "iris/1.0.0"] {
+        ok(dir, &["push", &release(r)]);
+    }
+    let before = verified_targets(dir);
+    assert_eq!(
+        before,
+        [
+            "models/churn/1.0.0/model.onnx",
+            "models/churn/2.0.0/model.onnx",
+            "models/iris/1.0.0/model.onnx"
+        ]
+    );
+
+    let said = ok(dir, &["delegate", "--all"]);
+    assert!(said.contains("role model-churn"), "{said}");
+    assert!(said.contains("role model-iris"), "{said}");
+    assert_eq!(
+        verified_targets(dir),
+        before,
+        "every release found in its role"
+    );
+    assert!(dir.join("repo/metadata/1.model-churn.json").exists());
+
+    // churn moves to a key of its own: the targets key can no longer sign its releases.
+    ok(dir, &["delegate", "churn", "--model-keys", "churn-key"]);
+    let refused = fleetctl(dir, &["revoke", "models/churn/1.0.0/model.onnx"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("signature"), "{stderr}");
+    let said = ok(
+        dir,
+        &[
+            "revoke",
+            "models/churn/1.0.0/model.onnx",
+            "--model-keys",
+            "churn-key",
+        ],
+    );
+    assert!(said.contains("model-churn version"), "{said}");
+    assert_eq!(
+        verified_targets(dir),
+        [
+            "models/churn/2.0.0/model.onnx",
+            "models/iris/1.0.0/model.onnx"
+        ]
+    );
+}
