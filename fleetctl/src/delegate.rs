@@ -165,6 +165,22 @@ pub(crate) fn is_delegated(top: &Targets, model: &str) -> bool {
         .is_some_and(|d| d.roles.iter().any(|r| r.name == role))
 }
 
+/// The keys that sign a model's role: `--model-keys`, or the targets keys when none are given.
+fn model_key_names<'a>(args: &'a RepoArgs, model_keys: &'a [String]) -> &'a [String] {
+    if model_keys.is_empty() {
+        &args.targets_keys
+    } else {
+        model_keys
+    }
+}
+
+fn signers(
+    args: &RepoArgs,
+    names: &[String],
+) -> anyhow::Result<Vec<Box<dyn tough::key_source::KeySource>>> {
+    names.iter().map(|n| source(&args.keys, n)).collect()
+}
+
 /// The models the top-level targets list releases of (`fleetctl delegate --all`).
 pub(crate) async fn listed_models(
     repo: &Repository<'_>,
@@ -194,11 +210,7 @@ pub(crate) async fn delegate(
 ) -> anyhow::Result<()> {
     edgefleet_protocol::ModelName::new(model)
         .with_context(|| format!("{model:?} is not a model name"))?;
-    let key_names = if model_keys.is_empty() {
-        &args.targets_keys
-    } else {
-        model_keys
-    };
+    let key_names = model_key_names(args, model_keys);
     let keys = key_names
         .iter()
         .map(|n| public(&args.keys, n))
@@ -217,10 +229,7 @@ pub(crate) async fn delegate(
     )?;
     let next_top =
         operator::to_bytes(&operator::sign_with(next_top, &root, &targets_signers(args)?).await?)?;
-    let role_signers = key_names
-        .iter()
-        .map(|n| source(&args.keys, n))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let role_signers = signers(args, key_names)?;
     // A role must exist for devices to search it; a model with nothing listed yet gets an empty
     // first version.
     let role_targets = match moved {
@@ -253,15 +262,7 @@ pub(crate) async fn publish_into_role(
     role: &str,
     next: Targets,
 ) -> anyhow::Result<u64> {
-    let names = if model_keys.is_empty() {
-        &args.targets_keys
-    } else {
-        model_keys
-    };
-    let signers = names
-        .iter()
-        .map(|n| source(&args.keys, n))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let signers = signers(args, model_key_names(args, model_keys))?;
     let bytes = operator::to_bytes(&sign_delegated(next, &signers).await?)?;
     repo.publish_role(role, bytes).await
 }

@@ -138,6 +138,11 @@ impl ServerProcess {
         self.url("")
     }
 
+    /// The server's HTTP address, for a relay in front of it.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.http_port))
+    }
+
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.dir.join("data/admin.token"))
             .unwrap()

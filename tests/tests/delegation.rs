@@ -63,12 +63,7 @@ fn through_the_server_a_device_running_churn_fetches_only_churns_role() {
         assert!(listed.contains(target), "{target} missing from {listed}");
     }
 
-    let server: std::net::SocketAddr = fleet
-        .server
-        .base_url()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let server = fleet.server.addr();
     let relay = Relay::start(server, None);
     demo::reroute(&mut fleet, 0, Some(&relay.http_url()), None, "");
     assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");

@@ -557,12 +557,7 @@ fn an_agent_killed_mid_download_continues_its_part_file_and_installs_once() {
     assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
     // dev-02 reaches the server over a slow link: its 2,240-byte download of churn 2.0.0 takes
     // about 7 s, so it can be killed a third of the way through.
-    let server: std::net::SocketAddr = fleet
-        .server
-        .base_url()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let server = fleet.server.addr();
     let slow = Relay::start(server, Some(300));
     demo::reroute(
         &mut fleet,

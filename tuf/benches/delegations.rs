@@ -8,30 +8,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::source;
 use edgefleet_protocol::ModelName;
 use edgefleet_protocol::target::ModelTargetMeta;
 use edgefleet_tuf::client::{self, ClientConfig, ClientLimits};
 use edgefleet_tuf::delegation::{role_of, sign_delegated, with_delegation};
-use edgefleet_tuf::keys::{self, PemKeySource};
-use edgefleet_tuf::operator::{self, Expiries, RoleSpec, RootSpec};
-use edgefleet_tuf::repo::{OnlineKeys, RepoStore};
+use edgefleet_tuf::keys;
+use edgefleet_tuf::operator;
+use edgefleet_tuf::repo::RepoStore;
 use jiff::Timestamp;
-use tough::key_source::KeySource;
 use tough::{FilesystemTransport, Transport, TransportError, TransportStream};
 use url::Url;
 
 const MODELS: u64 = 50;
 const RELEASES: u64 = 20;
-
-fn source(keys: &Path, name: &str) -> Box<dyn KeySource> {
-    Box::new(PemKeySource {
-        path: keys.join(format!("{name}.pem")),
-    })
-}
 
 /// Counts the bytes of every file fetched.
 #[derive(Debug, Clone, Default)]
@@ -75,57 +71,16 @@ struct Repo {
 impl Repo {
     async fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let keys_dir = tmp.path().join("keys");
-        for n in ["root", "targets", "snapshot", "timestamp"] {
-            keys::generate(&keys_dir, n).unwrap();
-        }
-        let public = |n: &str| keys::read_public(&keys_dir.join(format!("{n}.pub.json"))).unwrap();
-        let role = |n: &str| RoleSpec {
-            keys: vec![public(n)],
-            threshold: 1,
-        };
-        let now = Timestamp::now();
-        let root = operator::build_root(
-            &RootSpec {
-                root: role("root"),
-                targets: role("targets"),
-                snapshot: role("snapshot"),
-                timestamp: role("timestamp"),
-            },
-            1,
-            operator::days_after(now, 365).unwrap(),
-        )
-        .unwrap();
-        let root_bytes = operator::sign_root(&root, &[&root], &[source(&keys_dir, "root")])
-            .await
-            .unwrap();
-        let empty = operator::empty_targets(1, operator::days_after(now, 90).unwrap()).unwrap();
-        let empty = operator::sign_with(empty, &root, &[source(&keys_dir, "targets")])
-            .await
-            .unwrap();
-        let dir = tmp.path().join("repo");
-        let (store, _) = RepoStore::create(
-            &dir,
-            &root_bytes,
-            &operator::to_bytes(&empty).unwrap(),
-            OnlineKeys {
-                snapshot: source(&keys_dir, "snapshot"),
-                timestamp: source(&keys_dir, "timestamp"),
-            },
-            Expiries::default(),
-            now,
-        )
-        .await
-        .unwrap();
+        let empty = common::empty_repository(tmp.path(), Timestamp::now()).await;
         // A real model's metadata (churn: interface, health check with golden vectors, baseline).
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/churn/1.0.0");
         let (artifact, base) = operator::read_release_dir(&models).unwrap();
         Repo {
             _tmp: tmp,
-            dir,
-            keys: keys_dir,
-            root_bytes,
-            store,
+            dir: empty.repo_dir,
+            keys: empty.keys,
+            root_bytes: empty.root_bytes,
+            store: empty.store,
             artifact,
             base,
         }

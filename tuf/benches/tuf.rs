@@ -5,22 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::source;
 use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, PlainTarget};
-use edgefleet_tuf::keys::{self, PemKeySource};
-use edgefleet_tuf::operator::{self, Expiries, RoleSpec, RootSpec};
-use edgefleet_tuf::repo::{OnlineKeys, RepoStore};
+use edgefleet_tuf::operator;
 use jiff::Timestamp;
-use tough::key_source::KeySource;
 use url::Url;
-
-fn source(keys: &Path, name: &str) -> Box<dyn KeySource> {
-    Box::new(PemKeySource {
-        path: keys.join(format!("{name}.pem")),
-    })
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -30,53 +24,19 @@ fn median(mut v: Vec<Duration>) -> Duration {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let tmp = tempfile::tempdir().unwrap();
-    let keys_dir = tmp.path().join("keys");
-    for n in ["root", "targets", "snapshot", "timestamp"] {
-        keys::generate(&keys_dir, n).unwrap();
-    }
-    let public = |n: &str| keys::read_public(&keys_dir.join(format!("{n}.pub.json"))).unwrap();
-    let role = |n: &str| RoleSpec {
-        keys: vec![public(n)],
-        threshold: 1,
-    };
     let now = Timestamp::now();
-    let root = operator::build_root(
-        &RootSpec {
-            root: role("root"),
-            targets: role("targets"),
-            snapshot: role("snapshot"),
-            timestamp: role("timestamp"),
-        },
-        1,
-        operator::days_after(now, 365).unwrap(),
-    )
-    .unwrap();
-    let root_bytes = operator::sign_root(&root, &[&root], &[source(&keys_dir, "root")])
-        .await
-        .unwrap();
+    let common::Empty {
+        keys: keys_dir,
+        root,
+        root_bytes,
+        repo_dir,
+        store,
+    } = common::empty_repository(tmp.path(), now).await;
 
     // 1,000 releases of a real model's metadata (iris: interface, health, baseline).
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/iris/1.0.0");
     let (artifact, base_meta) = operator::read_release_dir(&models).unwrap();
-    let repo_dir = tmp.path().join("repo");
-    let online = || OnlineKeys {
-        snapshot: source(&keys_dir, "snapshot"),
-        timestamp: source(&keys_dir, "timestamp"),
-    };
     let mut targets = operator::empty_targets(1, operator::days_after(now, 90).unwrap()).unwrap();
-    let empty = operator::sign_with(targets.clone(), &root, &[source(&keys_dir, "targets")])
-        .await
-        .unwrap();
-    let (store, _) = RepoStore::create(
-        &repo_dir,
-        &root_bytes,
-        &operator::to_bytes(&empty).unwrap(),
-        online(),
-        Expiries::default(),
-        now,
-    )
-    .await
-    .unwrap();
     for i in 0..1000u64 {
         let mut meta = base_meta.clone();
         meta.version = semver::Version::new(1, 0, i);
