@@ -1,0 +1,97 @@
+//! Artifact downloads of a verified repository: the spec's download path, streamed to disk while
+//! hashed, capped at the signed length, resumable.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use url::Url;
+
+use super::{ModelTarget, PlainTarget, TrustedRepo, VerifiedArtifact, error_chain};
+use crate::Error;
+
+impl TrustedRepo {
+    /// Downloads a target into `staging_dir`, streamed to disk while hashed (never whole in
+    /// memory), capped at its signed length (and the device's own cap), abandoning slow or
+    /// stalled transfers, and checks length and hashes. Returns the verified file, which the
+    /// caller moves into place; dropped unused, it is deleted. On any failure nothing is left.
+    pub async fn fetch(
+        &self,
+        target: &ModelTarget,
+        staging_dir: &Path,
+    ) -> Result<VerifiedArtifact, Error> {
+        self.fetch_plain(
+            &PlainTarget {
+                name: target.name.clone(),
+                length: target.length,
+                hashes: BTreeMap::from([("sha256".to_string(), target.sha256_hex.clone())]),
+            },
+            staging_dir,
+        )
+        .await
+    }
+
+    /// [`TrustedRepo::fetch`] for any target.
+    pub async fn fetch_plain(
+        &self,
+        target: &PlainTarget,
+        staging_dir: &Path,
+    ) -> Result<VerifiedArtifact, Error> {
+        let fail = |detail: String| Error::Download {
+            name: target.name.clone(),
+            detail,
+        };
+        if target.length > self.config.limits.max_artifact_bytes {
+            return Err(fail(format!(
+                "signed length {} exceeds this device's limit of {} bytes",
+                target.length, self.config.limits.max_artifact_bytes
+            )));
+        }
+        std::fs::create_dir_all(staging_dir).map_err(Error::io(staging_dir))?;
+        let url = self.target_url(target).map_err(fail)?;
+        let part = crate::artifact::Part::open(staging_dir, target).map_err(fail)?;
+        let part = match part.into_verified_if_complete(target) {
+            Ok(verified) => return Ok(verified),
+            Err(part) => part,
+        };
+        let fetched = match &self.resumable {
+            Some(resumable) if !part.is_empty() => {
+                resumable.fetch_from(url.clone(), part.len()).await
+            }
+            _ => self.transport.fetch(url.clone()).await.map(|s| (s, 0)),
+        };
+        let (stream, start) = fetched.map_err(|e| fail(format!("{url}: {}", error_chain(&e))))?;
+        crate::artifact::resume(part, start, stream, target, &self.config.limits)
+            .await
+            .map_err(fail)
+    }
+
+    /// The spec's download path: `dir/HASH.file` under consistent snapshots, `dir/file`
+    /// otherwise, each segment percent-encoded so `?` or `#` in a name stay part of the path.
+    fn target_url(&self, target: &PlainTarget) -> Result<Url, String> {
+        let path = if self.set.root().signed.consistent_snapshot {
+            match target.name.rsplit_once('/') {
+                Some((dir, file)) => format!("{dir}/{}.{file}", target.key_hex()),
+                None => format!("{}.{}", target.key_hex(), target.name),
+            }
+        } else {
+            target.name.clone()
+        };
+        self.config
+            .targets_url
+            .join(&encode_path(&path))
+            .map_err(|e| format!("target URL for {path:?}: {e}"))
+    }
+}
+
+/// Percent-encodes what a URL path would otherwise read as syntax, keeping `/`.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
