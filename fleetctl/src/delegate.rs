@@ -58,14 +58,12 @@ impl Repository<'_> {
         let bytes = match self {
             Repository::Local(store) => store.delegated(role).await?.map(|(_, b)| b),
             Repository::Server(client) => {
-                let path = format!("/api/v1/tuf/delegated/{role}");
-                match client
-                    .get_optional(&path, "fetching the model's role")
+                client
+                    .get_bytes_optional(
+                        &format!("/api/v1/tuf/delegated/{role}"),
+                        "fetching the model's role",
+                    )
                     .await?
-                {
-                    Some(_) => Some(client.get_bytes(&path, "fetching the model's role").await?),
-                    None => None,
-                }
             }
         };
         let Some(bytes) = bytes else { return Ok(None) };

@@ -139,6 +139,20 @@ impl Client {
     }
 
     pub async fn get_optional(&self, path: &str, what: &str) -> anyhow::Result<Option<Value>> {
+        match self.get_bytes_optional(path, what).await? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!("the fleet server's answer ({what}) is not JSON")
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Self::get_bytes`], with `None` for a 404.
+    pub async fn get_bytes_optional(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
         let response = self.request(Method::GET, path).send().await.map_err(|e| {
             anyhow!(
                 "cannot reach the fleet server at {} ({what}): {e}",
@@ -148,7 +162,7 @@ impl Client {
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        Ok(Some(check(response, what).await?.json().await?))
+        Ok(Some(check(response, what).await?.bytes().await?.to_vec()))
     }
 
     pub async fn get_bytes(&self, path: &str, what: &str) -> anyhow::Result<Vec<u8>> {

@@ -155,14 +155,16 @@ pub struct ModelTarget {
 /// Why a fetch of one metadata file failed.
 enum FetchError {
     /// The server says it has no such file (403, 404, 410, or no such local file).
-    NotFound,
+    NotFound(Url),
     Other(Error),
 }
 
 impl From<FetchError> for Error {
     fn from(e: FetchError) -> Self {
         match e {
-            FetchError::NotFound => Error::Update("metadata file not found".into()),
+            FetchError::NotFound(url) => {
+                Error::Update(format!("{url}: the repository has no such metadata file"))
+            }
             FetchError::Other(e) => e,
         }
     }
@@ -184,7 +186,9 @@ async fn fetch_capped(
     };
     let mut stream = match transport.fetch(url.clone()).await {
         Ok(stream) => stream,
-        Err(e) if e.kind() == TransportErrorKind::FileNotFound => return Err(FetchError::NotFound),
+        Err(e) if e.kind() == TransportErrorKind::FileNotFound => {
+            return Err(FetchError::NotFound(url));
+        }
         Err(e) => return Err(fail(error_chain(&e))),
     };
     let mut bytes = Vec::new();
@@ -197,7 +201,7 @@ async fn fetch_capped(
             Ok(chunk) => chunk,
             // HTTP transports learn the status only once the body is polled.
             Err(e) if bytes.is_empty() && e.kind() == TransportErrorKind::FileNotFound => {
-                return Err(FetchError::NotFound);
+                return Err(FetchError::NotFound(url));
             }
             Err(e) => return Err(fail(error_chain(&e))),
         };
@@ -294,7 +298,7 @@ impl TrustedRepo {
                     self.set.update_root(&bytes)?;
                     self.persist("root.json", &bytes)?;
                 }
-                Err(FetchError::NotFound) => return Ok(()),
+                Err(FetchError::NotFound(_)) => return Ok(()),
                 Err(FetchError::Other(e)) => return Err(e),
             }
         }
@@ -425,6 +429,12 @@ impl TrustedRepo {
     /// delegates to for that path (§5.7.7). A name that path resolution would change (`a/../b`)
     /// is refused rather than resolved.
     pub async fn resolve(&mut self, name: &str) -> Result<PlainTarget, Error> {
+        let file = self.locate(name).await?;
+        Ok(PlainTarget::from_file(name, &file))
+    }
+
+    /// The entry for `name` in the role the search finds answering for it.
+    async fn locate(&mut self, name: &str) -> Result<TargetFile, Error> {
         let unknown = || Error::UnknownTarget {
             name: name.chars().take(200).collect(),
         };
@@ -439,7 +449,7 @@ impl TrustedRepo {
                 break;
             };
             if search.visit(&visit, &role.signed) {
-                return Ok(PlainTarget::from_file(name, &role.signed.targets[name]));
+                return Ok(role.signed.targets[name].clone());
             }
         }
         Err(unknown())
@@ -447,46 +457,25 @@ impl TrustedRepo {
 
     /// A model target of the current signed metadata, with its model metadata checked.
     pub async fn model_target(&mut self, name: &str) -> Result<ModelTarget, Error> {
-        let plain = self.resolve(name).await?;
-        self.as_model(plain)
-    }
-
-    fn as_model(&self, plain: PlainTarget) -> Result<ModelTarget, Error> {
+        let file = self.locate(name).await?;
         let bad = |detail: &str| Error::Target {
-            name: plain.name.chars().take(200).collect(),
+            name: name.chars().take(200).collect(),
             detail: detail.to_string(),
         };
-        let sha256_hex = plain
+        let sha256_hex = file
             .hashes
             .get("sha256")
             .cloned()
             .ok_or_else(|| bad("a model target must list a sha256 hash"))?;
-        let custom = self
-            .find_listed(&plain.name)
-            .and_then(|t| t.custom.clone())
-            .unwrap_or(serde_json::Value::Null);
-        let serde_json::Value::Object(custom) = custom else {
+        let Some(serde_json::Value::Object(custom)) = file.custom else {
             return Err(bad("custom fields are not an object"));
         };
-        let meta = model_meta(&plain.name, custom)?;
         Ok(ModelTarget {
-            name: plain.name,
-            meta,
-            length: plain.length,
+            name: name.to_string(),
+            meta: model_meta(name, custom)?,
+            length: file.length,
             sha256_hex,
         })
-    }
-
-    /// The entry for `name` in whichever loaded role lists it, searched in the same order.
-    fn find_listed(&self, name: &str) -> Option<&TargetFile> {
-        let mut search = Search::new(name);
-        while let Some(visit) = search.next_role() {
-            let role = self.set.targets(&visit.role)?;
-            if search.visit(&visit, &role.signed) {
-                return role.signed.targets.get(name);
-            }
-        }
-        None
     }
 
     /// Every valid model target the repository signs (invalid ones are skipped): the top-level

@@ -219,6 +219,9 @@ impl Role for Targets {
         &self.common
     }
     fn check(&self) -> Result<(), String> {
+        if let Some((name, _)) = self.targets.iter().find(|(_, t)| t.hashes.is_empty()) {
+            return Err(format!("target {name:?} lists no hash"));
+        }
         let Some(delegations) = &self.delegations else {
             return Ok(());
         };
@@ -394,12 +397,10 @@ pub fn check_length_and_hashes(
             bytes.len()
         )));
     }
-    for (algorithm, expected) in hashes.into_iter().flatten() {
-        let mut digest = Digests::new(std::iter::once(algorithm.as_str())).map_err(bad)?;
-        digest.update(bytes);
-        digest
-            .check(&BTreeMap::from([(algorithm.clone(), expected.clone())]))
-            .map_err(bad)?;
+    if let Some(hashes) = hashes {
+        let mut digests = Digests::new(hashes.keys().map(String::as_str)).map_err(bad)?;
+        digests.update(bytes);
+        digests.check(hashes).map_err(bad)?;
     }
     Ok(())
 }
@@ -480,9 +481,14 @@ pub fn matches(
 /// A role name as it appears in a URL or file name: everything but `A-Za-z0-9_.-~`
 /// percent-encoded, so `../x` or `a/b` stay one path segment.
 pub fn quote_role(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"_.-~".contains(&byte) {
+    percent_encode(name, b"_.-~")
+}
+
+/// `text` with every byte but ASCII letters, digits and `keep` percent-encoded.
+pub fn percent_encode(text: &str, keep: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
             out.push(byte as char);
         } else {
             out.push_str(&format!("%{byte:02X}"));

@@ -8,6 +8,7 @@ use url::Url;
 
 use super::{ModelTarget, PlainTarget, TrustedRepo, VerifiedArtifact, error_chain};
 use crate::Error;
+use crate::metadata::percent_encode;
 
 impl TrustedRepo {
     /// Downloads a target into `staging_dir`, streamed to disk while hashed (never whole in
@@ -78,20 +79,7 @@ impl TrustedRepo {
         };
         self.config
             .targets_url
-            .join(&encode_path(&path))
+            .join(&percent_encode(&path, b"/-._~!$&'()*+,;=:@"))
             .map_err(|e| format!("target URL for {path:?}: {e}"))
     }
-}
-
-/// Percent-encodes what a URL path would otherwise read as syntax, keeping `/`.
-fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for byte in path.bytes() {
-        if byte.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }

@@ -158,6 +158,32 @@ fn branches_whose_paths_do_not_match_are_never_loaded() {
 }
 
 #[test]
+fn a_role_never_answers_for_a_path_outside_what_it_was_delegated() {
+    // The churn role lists a vision target (a churn-only key signing another model's release):
+    // no search for that path ever reaches it.
+    let graph = HashMap::from([
+        (
+            "targets",
+            targets(
+                &[],
+                vec![
+                    role("model-churn", &["models/churn/*/*"], true),
+                    role("model-vision", &["models/vision/*/*"], true),
+                ],
+            ),
+        ),
+        (
+            "model-churn",
+            targets(&["models/vision/9.0.0/model.onnx"], vec![]),
+        ),
+        ("model-vision", targets(&[], vec![])),
+    ]);
+    let (order, found) = run(&graph, "models/vision/9.0.0/model.onnx");
+    assert_eq!(order, ["targets", "model-vision"]);
+    assert_eq!(found, None);
+}
+
+#[test]
 fn a_role_reached_twice_is_visited_once_and_cycles_end() {
     let graph = HashMap::from([
         (
