@@ -291,6 +291,12 @@ impl Agent {
                 target: target.name.clone(),
             });
         }
+        if let Some(kind) = target.meta.pending().first() {
+            return Err(InstallError::Internal(format!(
+                "{}: its {kind} must be fetched before the install (TrustedRepo::fetch_release_files)",
+                target.name
+            )));
+        }
         match source {
             ArtifactSource::Downloaded(artifact) => {
                 self.stage_download(&model, &version, artifact).await?
@@ -507,6 +513,7 @@ impl Agent {
             targets_url: url("targets")?,
             limits: ClientLimits {
                 max_artifact_bytes: self.config.limits.max_artifact_bytes,
+                max_release_file_bytes: self.config.limits.max_release_file_bytes,
                 ..ClientLimits::default()
             },
         };
@@ -531,7 +538,8 @@ impl Agent {
         };
         let staging = self.config.data_dir.join("store/staging");
         let mut reports = Vec::new();
-        for target in targets {
+        for mut target in targets {
+            trusted.fetch_release_files(&mut target, &staging).await?;
             let source = if self.has_artifact_of(&target) {
                 ArtifactSource::Stored
             } else {

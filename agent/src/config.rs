@@ -155,6 +155,9 @@ impl Default for ApiConfig {
 pub struct Limits {
     /// Largest model artifact accepted, in bytes. Default 512 MiB.
     pub max_artifact_bytes: u64,
+    /// Largest release file (a release's golden cases or baseline) accepted, in bytes: these are
+    /// parsed in memory for the health check. Default 64 MiB.
+    pub max_release_file_bytes: u64,
     /// Free space that must remain on the data dir's file system after staging, in bytes.
     /// Default 64 MiB.
     pub min_free_disk_bytes: u64,
@@ -167,6 +170,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_artifact_bytes: 512 * 1024 * 1024,
+            max_release_file_bytes: 64 * 1024 * 1024,
             min_free_disk_bytes: 64 * 1024 * 1024,
             latency_budget_factor: 1.0,
         }
@@ -308,6 +312,9 @@ impl Config {
         }
         if self.limits.max_artifact_bytes == 0 {
             bad("limits.max_artifact_bytes", "must be above 0".into());
+        }
+        if self.limits.max_release_file_bytes == 0 {
+            bad("limits.max_release_file_bytes", "must be above 0".into());
         }
         if !(self.limits.latency_budget_factor.is_finite()
             && self.limits.latency_budget_factor >= 1.0)

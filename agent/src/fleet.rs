@@ -747,6 +747,12 @@ impl Fleet {
                 }
                 Step::Install { wanted, target } => (wanted, target),
             };
+            let mut target = target;
+            let staging = self.agent.config.data_dir.join("store/staging");
+            trusted
+                .fetch_release_files(&mut target, &staging)
+                .await
+                .map_err(|e| format!("release files of {}: {e}", target.name))?;
             let source = if self.agent.has_artifact_of(&target) {
                 self.emit(Notice {
                     model: m.model.to_string(),
@@ -860,6 +866,7 @@ impl Fleet {
             targets_url: url("targets")?,
             limits: ClientLimits {
                 max_artifact_bytes: config.limits.max_artifact_bytes,
+                max_release_file_bytes: config.limits.max_release_file_bytes,
                 min_bytes_per_second: config.fleet.min_download_bytes_per_second,
                 ..ClientLimits::default()
             },
@@ -893,6 +900,10 @@ impl reconcile::Local for Fleet {
 
     fn max_artifact_bytes(&self) -> u64 {
         self.agent.config.limits.max_artifact_bytes
+    }
+
+    fn max_release_file_bytes(&self) -> u64 {
+        self.agent.config.limits.max_release_file_bytes
     }
 }
 

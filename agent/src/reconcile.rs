@@ -85,6 +85,8 @@ pub trait Local {
     fn already_failed(&self, model: &ModelName, version_key: &str) -> bool;
     /// The largest artifact this device accepts, in bytes.
     fn max_artifact_bytes(&self) -> u64;
+    /// The largest release file (golden cases, baseline) this device accepts, in bytes.
+    fn max_release_file_bytes(&self) -> u64;
 }
 
 /// Decides each model of `todo` against the trusted targets (`trusted` looks a target name up in
@@ -132,6 +134,15 @@ pub fn plan(
             steps.push(refuse(format!(
                 "{} bytes is over this device's limits.max_artifact_bytes ({limit})",
                 target.length
+            )));
+            continue;
+        }
+        let limit = local.max_release_file_bytes();
+        if let Some((kind, file)) = target.meta.files.iter().find(|(_, f)| f.length > limit) {
+            steps.push(refuse(format!(
+                "its {kind} is {} bytes, over this device's limits.max_release_file_bytes \
+                 ({limit})",
+                file.length
             )));
             continue;
         }
@@ -195,6 +206,7 @@ mod tests {
         floors: BTreeMap<String, u64>,
         failed: Vec<String>,
         max_artifact_bytes: u64,
+        max_release_file_bytes: u64,
     }
 
     impl Local for Device {
@@ -207,6 +219,52 @@ mod tests {
         fn max_artifact_bytes(&self) -> u64 {
             self.max_artifact_bytes
         }
+        fn max_release_file_bytes(&self) -> u64 {
+            self.max_release_file_bytes
+        }
+    }
+
+    #[test]
+    fn a_release_is_one_candidate_before_and_after_its_files_are_fetched() {
+        let mut listed = trusted(CHURN_2).unwrap();
+        let inline_key = candidate_key(&listed);
+        let files = edgefleet_tuf::release_files::detach(&mut listed.meta, u64::MAX).unwrap();
+        let mut fetched = listed.clone();
+        for file in &files {
+            edgefleet_tuf::release_files::attach(&mut fetched.meta, file.kind, &file.bytes)
+                .unwrap();
+        }
+        // What the store keeps (fetched) and what the metadata lists are one candidate, so a
+        // restart or a repeated desired state does not install it again.
+        assert_eq!(candidate_key(&fetched), candidate_key(&listed));
+        // Signed differently (cases inline), it is another candidate.
+        assert_ne!(candidate_key(&listed), inline_key);
+    }
+
+    #[test]
+    fn a_release_file_over_the_devices_limit_is_refused_before_anything_is_fetched() {
+        let mut target = trusted(CHURN_2).unwrap();
+        let files = edgefleet_tuf::release_files::detach(&mut target.meta, u64::MAX).unwrap();
+        let golden = files[0].bytes.len() as u64;
+        let wanted = wanted("d1", 1, &[CHURN_2]).models;
+        let plan_with = |limit| {
+            let device = Device {
+                max_artifact_bytes: 1 << 20,
+                max_release_file_bytes: limit,
+                ..Device::default()
+            };
+            plan(&wanted, true, |_| Ok(target.clone()), &device)
+        };
+        match &plan_with(golden - 1)[..] {
+            [Step::Refuse { why, .. }] => {
+                assert!(
+                    why.contains("golden.json") && why.contains("limits.max_release_file_bytes"),
+                    "{why}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&plan_with(golden)[..], [Step::Install { .. }]));
     }
 
     fn running(target: &str) -> Vec<ReportedModel> {

@@ -14,6 +14,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use edgefleet_protocol::message::Desired;
+use edgefleet_protocol::release_files::{
+    ReleaseFileKind, parse_release_file_name, release_file_name,
+};
 use edgefleet_protocol::target::ModelTargetMeta;
 use edgefleet_tuf::operator::{Expiries, target_meta};
 use edgefleet_tuf::repo::{OnlineKeys, Published, RepoBackend, RepoStore};
@@ -406,16 +409,17 @@ impl TufHost {
     /// gives a less specific refusal.
     async fn check_uploaded(&self, targets: &[u8]) -> Result<(), HostError> {
         for model in models_of(targets)? {
-            let stored = self
-                .repo
-                .backend()
-                .artifact_length(&model.name, &model.sha256)
-                .await?;
-            if stored.is_none() {
-                return Err(HostError::MissingArtifact {
-                    name: model.name,
-                    sha256: model.sha256,
+            let files =
+                model.meta.files.iter().map(|(kind, file)| {
+                    (release_file_name(&model.name, kind), file.sha256.clone())
                 });
+            for (name, sha256) in
+                std::iter::once((model.name.clone(), model.sha256.clone())).chain(files)
+            {
+                let stored = self.repo.backend().artifact_length(&name, &sha256).await?;
+                if stored.is_none() {
+                    return Err(HostError::MissingArtifact { name, sha256 });
+                }
             }
         }
         Ok(())
@@ -439,15 +443,51 @@ fn metadata_name_ok(file: &str) -> bool {
         })
 }
 
-/// The target name and sha256 behind `/tuf/targets/{path}`
-/// (`models/<m>/<v>/<sha256>.model.onnx`); `None` for anything else.
-pub fn target_of(path: &str) -> Option<(String, String)> {
+/// What `/tuf/targets/{path}` asks for: a release's artifact
+/// (`models/<m>/<v>/<sha256>.model.onnx`) or one of its files (`<sha256>.golden.json`,
+/// `<sha256>.baseline.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedFile {
+    /// The release's target name, `models/<m>/<v>/model.onnx`.
+    pub release: String,
+    /// `None` for the artifact itself.
+    pub kind: Option<ReleaseFileKind>,
+    pub sha256: String,
+}
+
+impl ServedFile {
+    /// Whether `model` (the current signed release of that name) names exactly this content.
+    pub fn is_signed_in(&self, model: &SignedModel) -> bool {
+        model.name == self.release
+            && match self.kind {
+                None => model.sha256 == self.sha256,
+                Some(kind) => model
+                    .meta
+                    .files
+                    .get(kind)
+                    .is_some_and(|f| f.sha256 == self.sha256),
+            }
+    }
+}
+
+/// Parses a target download path; `None` for anything that is not exactly one of the forms.
+pub fn target_of(path: &str) -> Option<ServedFile> {
     let (dirs, file) = path.rsplit_once('/')?;
     let (sha256, plain) = file.split_once('.')?;
     crate::artifacts::check_digest(sha256).ok()?;
     let name = format!("{dirs}/{plain}");
-    edgefleet_protocol::target::parse_target_name(&name).ok()?;
-    Some((name, sha256.to_owned()))
+    let (release, kind) = match edgefleet_protocol::target::parse_target_name(&name) {
+        Ok(_) => (name, None),
+        Err(_) => {
+            let (release, kind) = parse_release_file_name(&name).ok()?;
+            (release, Some(kind))
+        }
+    };
+    Some(ServedFile {
+        release,
+        kind,
+        sha256: sha256.to_owned(),
+    })
 }
 
 fn parse_targets(bytes: &[u8]) -> Result<Signed<Targets>, HostError> {
@@ -510,9 +550,12 @@ mod tests {
     #[test]
     fn only_model_artifact_paths_name_targets() {
         let sha = "a".repeat(64);
-        let (name, digest) = target_of(&format!("models/churn/2.0.0/{sha}.model.onnx")).unwrap();
-        assert_eq!(name, "models/churn/2.0.0/model.onnx");
-        assert_eq!(digest, sha);
+        let served = target_of(&format!("models/churn/2.0.0/{sha}.model.onnx")).unwrap();
+        assert_eq!(served.release, "models/churn/2.0.0/model.onnx");
+        assert_eq!((served.kind, served.sha256.as_str()), (None, sha.as_str()));
+        let golden = target_of(&format!("models/churn/2.0.0/{sha}.golden.json")).unwrap();
+        assert_eq!(golden.release, "models/churn/2.0.0/model.onnx");
+        assert_eq!(golden.kind, Some(ReleaseFileKind::Golden));
         for bad in [
             format!("models/../2.0.0/{sha}.model.onnx"),
             format!("models/churn/2.0.0/../{sha}.model.onnx"),

@@ -123,6 +123,36 @@ impl Repository<'_> {
         }
     }
 
+    /// Stores (locally) or uploads (to the server) a release file before the metadata that
+    /// names it. Returns false when the server already had it.
+    pub async fn store_file(&self, name: &str, bytes: &[u8], sha256: &str) -> anyhow::Result<bool> {
+        match self {
+            Repository::Local(store) => {
+                store.store_artifact(name, bytes)?;
+                Ok(true)
+            }
+            Repository::Server(client) => client.upload_bytes(sha256, bytes.to_vec()).await,
+        }
+    }
+
+    /// Publishes operator-signed top-level targets; returns the targets version now served.
+    pub async fn publish_top(&self, bytes: Vec<u8>) -> anyhow::Result<u64> {
+        match self {
+            Repository::Local(store) => Ok(store
+                .accept_targets(&bytes, Timestamp::now())
+                .await?
+                .targets_version),
+            Repository::Server(client) => {
+                let published = client
+                    .post_bytes("/api/v1/tuf/targets", bytes, "publishing targets")
+                    .await?;
+                published["targets_version"]
+                    .as_u64()
+                    .context("the server's answer names no targets_version")
+            }
+        }
+    }
+
     async fn publish_delegation(
         &self,
         top: Vec<u8>,

@@ -16,6 +16,7 @@
 #![allow(clippy::print_stdout)]
 
 mod delegate;
+mod push;
 mod remote;
 mod rotate;
 
@@ -404,12 +405,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             repo,
             release,
             model_dir,
-        } if repo.server => push_to_server(&client()?, &repo, &release, &model_dir).await,
-        Command::Push {
-            repo,
-            release,
-            model_dir,
-        } => push(&repo, &release, &model_dir).await,
+        } => {
+            let client = if repo.server { Some(client()?) } else { None };
+            let target = repository(&repo, client.as_ref())?;
+            push::push(&target, &repo, &release, &model_dir).await
+        }
         Command::Delegate {
             repo,
             threshold,
@@ -417,10 +417,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             model,
         } => {
             let client = if repo.server { Some(client()?) } else { None };
-            let target = match &client {
-                Some(client) => delegate::Repository::Server(client),
-                None => delegate::Repository::Local(open(&repo)?),
-            };
+            let target = repository(&repo, client.as_ref())?;
             let models = match model {
                 Some(model) if !all => vec![model],
                 _ => delegate::listed_models(&target, &repo).await?,
@@ -430,10 +427,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Revoke { repo, target } if repo.server => {
-            revoke_on_server(&client()?, &repo, &target).await
+        Command::Revoke { repo, target } => {
+            let client = if repo.server { Some(client()?) } else { None };
+            push::revoke(&repository(&repo, client.as_ref())?, &repo, &target).await
         }
-        Command::Revoke { repo, target } => revoke(&repo, &target).await,
         Command::RotateKeys {
             repo,
             role,
@@ -820,9 +817,20 @@ async fn server_targets(
     Ok((root.signed, current))
 }
 
-/// How a pushed release's rollback floor and downgrades are decided.
+/// The repository `args` name: the fleet server's (`--server`) or the local one.
+fn repository<'a>(
+    args: &RepoArgs,
+    client: Option<&'a remote::Client>,
+) -> anyhow::Result<delegate::Repository<'a>> {
+    Ok(match client {
+        Some(client) => delegate::Repository::Server(client),
+        None => delegate::Repository::Local(open(args)?),
+    })
+}
+
+/// How a pushed release's rollback floor and downgrades are decided, and how its files travel.
 #[derive(Debug, Clone, clap::Args)]
-struct ReleaseArgs {
+pub(crate) struct ReleaseArgs {
     /// The rollback floor (`min_sequence`) a release sets when its release.json does not:
     /// "previous" lets a device go back exactly one release (the rollback after a halted
     /// rollout) and never further; "own" allows no way back at all. Set it once for your
@@ -838,12 +846,21 @@ struct ReleaseArgs {
     /// that they do, and for a graph this check misreads.
     #[arg(long)]
     skip_graph_check: bool,
+    /// Largest release file (the golden cases or the baseline, as JSON) a push signs, in MiB.
+    /// Devices have their own limit (`limits.max_release_file_bytes`, default 64 MiB).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_release_file_mib: u64,
+    /// Keep the golden cases and baseline inside the signed metadata, as releases did before
+    /// they became release files: only for fleets whose agents predate release files (every
+    /// device then downloads them with the metadata, for every release listed).
+    #[arg(long)]
+    pub(crate) inline_release_files: bool,
 }
 
 impl ReleaseArgs {
     /// Checks the release against its graph, then settles its floor and downgrade fields
     /// against what is already signed.
-    fn settle(
+    pub(crate) fn settle(
         &self,
         current: &tough::schema::Targets,
         release: &mut operator::ReleaseDir,
@@ -866,220 +883,6 @@ impl ReleaseArgs {
         operator::settle_release(current, release, self.floor_policy, self.allow_downgrade)?;
         Ok(())
     }
-}
-
-fn downgrade_note(meta: &edgefleet_protocol::target::ModelTargetMeta) -> String {
-    meta.downgrade_from
-        .as_ref()
-        .map(|from| format!(", a signed downgrade from {from}"))
-        .unwrap_or_default()
-}
-
-async fn push_to_server(
-    client: &remote::Client,
-    args: &RepoArgs,
-    release_args: &ReleaseArgs,
-    model_dir: &Path,
-) -> anyhow::Result<()> {
-    let (root, current) = server_targets(client, args).await?;
-    let mut release = operator::read_release(model_dir)?;
-    if delegate::is_delegated(&current.signed, release.meta.model.as_str()) {
-        let repo = delegate::Repository::Server(client);
-        let (_, _, top_bytes) = repo.top(args).await?;
-        return push_delegated(&repo, args, release_args, release, &top_bytes, model_dir).await;
-    }
-    release_args.settle(&current.signed, &mut release)?;
-    let (artifact, meta) = (&release.artifact, &release.meta);
-    let (name, target) = operator::model_target(artifact, meta)?;
-    let sha = hex::encode(&target.hashes.sha256);
-    let next = operator::with_target(
-        &current.signed,
-        &name,
-        target,
-        operator::days_after(Timestamp::now(), args.targets_days)?,
-    )?;
-    let signed = operator::sign_with(next, &root, &targets_signers(args)?).await?;
-    let uploaded = client
-        .upload_artifact(&model_dir.join("model.onnx"), &sha, artifact.len() as u64)
-        .await?;
-    let published = client
-        .post_bytes(
-            "/api/v1/tuf/targets",
-            operator::to_bytes(&signed)?,
-            "publishing targets",
-        )
-        .await?;
-    println!(
-        "pushed {name} (sequence {}, floor {}{}, {} bytes{}, sha256 {sha}); targets version {}",
-        meta.sequence,
-        meta.min_sequence,
-        downgrade_note(meta),
-        artifact.len(),
-        if uploaded { "" } else { ", already uploaded" },
-        published["targets_version"]
-    );
-    Ok(())
-}
-
-async fn revoke_on_server(
-    client: &remote::Client,
-    args: &RepoArgs,
-    target: &str,
-) -> anyhow::Result<()> {
-    let (root, current) = server_targets(client, args).await?;
-    if let Some(model) = delegate::model_of_target(target)
-        && delegate::is_delegated(&current.signed, &model)
-    {
-        let repo = delegate::Repository::Server(client);
-        let (_, _, top_bytes) = repo.top(args).await?;
-        return revoke_delegated(&repo, args, target, &model, &top_bytes).await;
-    }
-    let next = operator::without_target(
-        &current.signed,
-        target,
-        operator::days_after(Timestamp::now(), args.targets_days)?,
-    )?;
-    let signed = operator::sign_with(next, &root, &targets_signers(args)?).await?;
-    let published = client
-        .post_bytes(
-            "/api/v1/tuf/targets",
-            operator::to_bytes(&signed)?,
-            "publishing targets",
-        )
-        .await?;
-    println!(
-        "revoked {target}; targets version {}",
-        published["targets_version"]
-    );
-    Ok(())
-}
-
-async fn push(args: &RepoArgs, release_args: &ReleaseArgs, model_dir: &Path) -> anyhow::Result<()> {
-    let store = open(args)?;
-    let now = Timestamp::now();
-    let (current, current_bytes) = store.targets().await?;
-    let mut release = operator::read_release(model_dir)?;
-    if delegate::is_delegated(&current.signed, release.meta.model.as_str()) {
-        let repo = delegate::Repository::Local(store);
-        return push_delegated(
-            &repo,
-            args,
-            release_args,
-            release,
-            &current_bytes,
-            model_dir,
-        )
-        .await;
-    }
-    release_args.settle(&current.signed, &mut release)?;
-    let (artifact, meta) = (&release.artifact, &release.meta);
-    let (name, target) = operator::model_target(artifact, meta)?;
-    let sha = hex::encode(&target.hashes.sha256);
-    let next = operator::with_target(
-        &current.signed,
-        &name,
-        target,
-        operator::days_after(now, args.targets_days)?,
-    )?;
-    let signed =
-        operator::sign_with(next, &store.root().await?.signed, &targets_signers(args)?).await?;
-    store.store_artifact(&name, artifact)?;
-    let published = store
-        .accept_targets(&operator::to_bytes(&signed)?, now)
-        .await?;
-    println!(
-        "pushed {name} (sequence {}, floor {}{}, {} bytes, sha256 {sha}); targets version {}",
-        meta.sequence,
-        meta.min_sequence,
-        downgrade_note(meta),
-        artifact.len(),
-        published.targets_version
-    );
-    Ok(())
-}
-
-/// Signs a release into its model's own role and publishes it (the model is delegated).
-async fn push_delegated(
-    repo: &delegate::Repository<'_>,
-    args: &RepoArgs,
-    release_args: &ReleaseArgs,
-    mut release: operator::ReleaseDir,
-    top_bytes: &[u8],
-    model_dir: &Path,
-) -> anyhow::Result<()> {
-    let model = release.meta.model.to_string();
-    let role = edgefleet_tuf::delegation::role_of(&model);
-    let current = delegate::current_role(repo, top_bytes, &model).await?;
-    release_args.settle(&current, &mut release)?;
-    let (artifact, meta) = (&release.artifact, &release.meta);
-    let (name, target) = operator::model_target(artifact, meta)?;
-    let sha = hex::encode(&target.hashes.sha256);
-    let next = operator::with_target(
-        &current,
-        &name,
-        target,
-        operator::days_after(Timestamp::now(), args.targets_days)?,
-    )?;
-    let uploaded = repo
-        .store_artifact(&name, artifact, &model_dir.join("model.onnx"), &sha)
-        .await?;
-    let version = delegate::publish_into_role(repo, args, &args.model_keys, &role, next).await?;
-    println!(
-        "pushed {name} (sequence {}, floor {}{}, {} bytes{}, sha256 {sha}); {role} version {version}",
-        meta.sequence,
-        meta.min_sequence,
-        downgrade_note(meta),
-        artifact.len(),
-        if uploaded { "" } else { ", already uploaded" },
-    );
-    Ok(())
-}
-
-/// Removes `target` from its model's role (the model is delegated).
-async fn revoke_delegated(
-    repo: &delegate::Repository<'_>,
-    args: &RepoArgs,
-    target: &str,
-    model: &str,
-    top_bytes: &[u8],
-) -> anyhow::Result<()> {
-    let role = edgefleet_tuf::delegation::role_of(model);
-    let current = delegate::current_role(repo, top_bytes, model).await?;
-    let next = operator::without_target(
-        &current,
-        target,
-        operator::days_after(Timestamp::now(), args.targets_days)?,
-    )?;
-    let version = delegate::publish_into_role(repo, args, &args.model_keys, &role, next).await?;
-    println!("revoked {target}; {role} version {version}");
-    Ok(())
-}
-
-async fn revoke(args: &RepoArgs, target: &str) -> anyhow::Result<()> {
-    let store = open(args)?;
-    let now = Timestamp::now();
-    let (current, current_bytes) = store.targets().await?;
-    if let Some(model) = delegate::model_of_target(target)
-        && delegate::is_delegated(&current.signed, &model)
-    {
-        let repo = delegate::Repository::Local(store);
-        return revoke_delegated(&repo, args, target, &model, &current_bytes).await;
-    }
-    let next = operator::without_target(
-        &current.signed,
-        target,
-        operator::days_after(now, args.targets_days)?,
-    )?;
-    let signed =
-        operator::sign_with(next, &store.root().await?.signed, &targets_signers(args)?).await?;
-    let published = store
-        .accept_targets(&operator::to_bytes(&signed)?, now)
-        .await?;
-    println!(
-        "revoked {target}; targets version {}",
-        published.targets_version
-    );
-    Ok(())
 }
 
 async fn verify(repo: &Path, root: Option<&Path>) -> anyhow::Result<()> {
@@ -1114,14 +917,28 @@ async fn verify_in(repo: &Path, trusted_root: &[u8], scratch: &Path) -> anyhow::
         trusted.root_version(),
         trusted.targets_version()
     );
-    for target in trusted.all_model_targets().await? {
+    for mut target in trusted.all_model_targets().await? {
         trusted
             .fetch(&target, &scratch.join("staging"))
             .await
             .with_context(|| format!("artifact of {}", target.name))?;
+        let files: Vec<String> = target
+            .meta
+            .files
+            .iter()
+            .map(|(kind, file)| format!("  {kind} {} bytes", file.length))
+            .collect();
+        trusted
+            .fetch_release_files(&mut target, &scratch.join("staging"))
+            .await
+            .with_context(|| format!("release files of {}", target.name))?;
         println!(
-            "  ok  {}  sequence {}  {} bytes  sha256 {}",
-            target.name, target.meta.sequence, target.length, target.sha256_hex
+            "  ok  {}  sequence {}  {} bytes  sha256 {}{}",
+            target.name,
+            target.meta.sequence,
+            target.length,
+            target.sha256_hex,
+            files.concat()
         );
     }
     Ok(())

@@ -217,11 +217,7 @@ impl Client {
         length: u64,
     ) -> anyhow::Result<bool> {
         let path = format!("/api/v1/artifacts/{sha256}");
-        if self
-            .get_optional(&path, "checking the artifact")
-            .await?
-            .is_some()
-        {
+        if self.has_blob(&path).await? {
             return Ok(false);
         }
         let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -253,6 +249,28 @@ impl Client {
         bar.finish_and_clear();
         result?;
         Ok(true)
+    }
+
+    /// Uploads a small content-addressed file (a release's golden cases or baseline) unless the
+    /// server has it. Returns whether it was sent.
+    pub async fn upload_bytes(&self, sha256: &str, bytes: Vec<u8>) -> anyhow::Result<bool> {
+        let path = format!("/api/v1/artifacts/{sha256}");
+        if self.has_blob(&path).await? {
+            return Ok(false);
+        }
+        let request = self
+            .request(Method::PUT, &path)
+            .header(reqwest::header::CONTENT_LENGTH, bytes.len())
+            .body(bytes);
+        self.send(request, "uploading a release file").await?;
+        Ok(true)
+    }
+
+    async fn has_blob(&self, path: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .get_optional(path, "checking the artifact store")
+            .await?
+            .is_some())
     }
 }
 

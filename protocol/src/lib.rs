@@ -18,6 +18,7 @@ pub mod ids;
 pub mod interface;
 pub mod latency;
 pub mod message;
+pub mod release_files;
 pub mod target;
 pub mod tensor;
 pub mod topic;

@@ -1,14 +1,17 @@
 //! The model metadata carried in the `custom` field of a signed TUF target.
 //!
 //! A target named `models/<model>/<version>/model.onnx` carries a [`ModelTargetMeta`]. Because it
-//! sits inside `targets.json`, it is covered by the operator's signature: a device trusts the
-//! interface, health check and baseline exactly as much as it trusts the artifact's hash.
+//! sits inside the signed targets metadata, it is covered by the operator's signature: a device
+//! trusts the interface, health check and baseline exactly as much as it trusts the artifact's
+//! hash. The bulky parts (golden cases, baseline) are usually not inline but named by hash as
+//! [`crate::release_files`], which extends the same trust to them once fetched and checked.
 
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::Baseline;
 use crate::health::HealthSpec;
 use crate::interface::ModelInterface;
+use crate::release_files::{ReleaseFileKind, ReleaseFileRefs};
 use crate::{Error, ModelName};
 
 /// Where a model wants to run; `auto` lets the device measure the available runtimes.
@@ -45,6 +48,10 @@ pub struct ModelTargetMeta {
     pub baseline: Option<Baseline>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimePreference>,
+    /// The release's files named by hash. A named file's content is absent from the signed form
+    /// (`health.cases` empty, `baseline` none) and present once fetched ([`Self::pending`]).
+    #[serde(default, skip_serializing_if = "ReleaseFileRefs::is_empty")]
+    pub files: ReleaseFileRefs,
 }
 
 impl ModelTargetMeta {
@@ -64,11 +71,41 @@ impl ModelTargetMeta {
             ));
         }
         self.interface.validate()?;
-        self.health.validate(&self.interface)?;
+        self.files.validate()?;
+        self.health.validate_settings(&self.interface)?;
+        if !self.pending().contains(&ReleaseFileKind::Golden) {
+            self.health.validate_cases(&self.interface)?;
+        }
         if let Some(baseline) = &self.baseline {
             baseline.validate()?;
         }
         Ok(())
+    }
+
+    /// The files this release names whose content is not here yet: what a device must fetch
+    /// before it can check or watch the model.
+    pub fn pending(&self) -> Vec<ReleaseFileKind> {
+        self.files
+            .iter()
+            .map(|(kind, _)| kind)
+            .filter(|kind| match kind {
+                ReleaseFileKind::Golden => self.health.cases.is_empty(),
+                ReleaseFileKind::Baseline => self.baseline.is_none(),
+            })
+            .collect()
+    }
+
+    /// The metadata as signed: the content of every named file left out. Two copies of one
+    /// release (as listed, as stored after its files were fetched) have the same signed form.
+    pub fn signed_form(&self) -> ModelTargetMeta {
+        let mut signed = self.clone();
+        if self.files.golden.is_some() {
+            signed.health.cases.clear();
+        }
+        if self.files.baseline.is_some() {
+            signed.baseline = None;
+        }
+        signed
     }
 }
 
@@ -151,8 +188,13 @@ pub struct ReleaseInfo {
     pub runtime: Option<RuntimePreference>,
 }
 
-/// Upper bound on one metadata file of a model directory.
+/// Upper bound on `release.json` and `interface.json` of a model directory.
 pub const MAX_RELEASE_FILE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Upper bound on `health.json` and `baseline.json`, which become release files outside the
+/// signed metadata: a sanity ceiling only; the operator's own bound is applied when signing
+/// (`fleetctl push --max-release-file-mib`) and the device's when downloading.
+pub const MAX_RELEASE_DATA_BYTES: usize = 256 * 1024 * 1024;
 
 /// The contents of a model release directory: `release.json`, `interface.json`, `health.json`
 /// and optionally `baseline.json`. The caller reads the files; this assembles and validates them
@@ -171,11 +213,15 @@ impl ReleaseFiles<'_> {
             what: &'static str,
             bytes: &[u8],
         ) -> Result<T, Error> {
-            if bytes.len() > MAX_RELEASE_FILE_BYTES {
+            let limit = match what {
+                "health.json" | "baseline.json" => MAX_RELEASE_DATA_BYTES,
+                _ => MAX_RELEASE_FILE_BYTES,
+            };
+            if bytes.len() > limit {
                 return Err(Error::MessageTooLarge {
                     kind: what,
                     size: bytes.len(),
-                    limit: MAX_RELEASE_FILE_BYTES,
+                    limit,
                 });
             }
             serde_json::from_slice(bytes).map_err(|e| Error::malformed(what, e))
@@ -194,6 +240,7 @@ impl ReleaseFiles<'_> {
                 .map(|b| parse("baseline.json", b))
                 .transpose()?,
             runtime: release.runtime,
+            files: ReleaseFileRefs::default(),
         };
         meta.validate()?;
         Ok(meta)

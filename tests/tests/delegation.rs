@@ -1,7 +1,8 @@
 //! One targets role per model, through the real fleet server, `fleetctl` and an agent: after
-//! `fleetctl delegate`, a device that runs only churn fetches churn's role and never vision's
-//! (counted at a relay between the device and the server), pushes of a delegated model land in
-//! its role, and the server signs, serves and authorizes them as before.
+//! `fleetctl delegate`, a device that runs only churn fetches churn's role and the golden cases
+//! and baseline of the churn releases it installs, and never anything of vision (counted at a
+//! relay between the device and the server); pushes of a delegated model land in its role, and
+//! the server signs, serves and authorizes them as before.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -86,4 +87,17 @@ fn through_the_server_a_device_running_churn_fetches_only_churns_role() {
             .any(|r| r.contains("vision") || r.contains("iris")),
         "the device fetched metadata of models it does not run: {requests:#?}"
     );
+    // Golden cases and baseline travel as release files, once per release installed.
+    for version in ["1.0.0", "2.0.0"] {
+        for file in ["golden.json", "baseline.json"] {
+            let fetched = requests
+                .iter()
+                .filter(|r| {
+                    r.contains(&format!("/tuf/targets/models/churn/{version}/"))
+                        && r.contains(&format!(".{file}"))
+                })
+                .count();
+            assert_eq!(fetched, 1, "churn {version} {file}: {requests:#?}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! `fleetctl delegate` on an offline repository, as an operator runs it: a repository made in
-//! the old layout (every release in the top-level role) moves to one role per model with
-//! `--all`, `fleetctl verify` (the device's client) finds every release before and after, a model
+//! the old layout (every release in the top-level role, cases inline) moves to one role per model
+//! with `--all`, `fleetctl verify` (the device's client) finds every release and its release files
+//! before and after, a model
 //! re-delegated to a key of its own is then signed only by that key, and revocations land in the
 //! model's role.
 
@@ -48,9 +49,21 @@ fn an_old_layout_repository_moves_to_one_role_per_model_and_keeps_every_release(
     ok(dir, &["keygen", "churn-key"]);
     ok(dir, &["init"]);
     let release = |r: &str| models_dir().join(r).display().to_string();
-    for r in ["churn/1.0.0", "churn/2.0.0", "iris/1.0.0"] {
-        ok(dir, &["push", &release(r)]);
+    // Releases signed the old way (cases and baseline inline) beside one with release files.
+    for r in ["churn/1.0.0", "iris/1.0.0"] {
+        ok(dir, &["push", "--inline-release-files", &release(r)]);
     }
+    let pushed = ok(dir, &["push", &release("churn/2.0.0")]);
+    assert!(
+        pushed.contains("golden.json") && pushed.contains("baseline.json"),
+        "{pushed}"
+    );
+    let verified = ok(dir, &["verify"]);
+    let churn_2 = verified
+        .lines()
+        .find(|l| l.contains("models/churn/2.0.0/"))
+        .unwrap();
+    assert!(churn_2.contains("golden.json"), "{verified}");
     let before = verified_targets(dir);
     assert_eq!(
         before,

@@ -252,9 +252,24 @@ fn a_hostile_device_changes_nothing(mosquitto: bool) {
         &edgefleet_e2e::models_dir().join("vision/1.0.0/model.onnx"),
     )
     .unwrap();
+    // Release files likewise: vision's golden cases, and any blob under churn's file names.
+    let release_file_sha = |dir: &str| {
+        let (_, mut meta) =
+            edgefleet_tuf::operator::read_release_dir(&edgefleet_e2e::models_dir().join(dir))
+                .unwrap();
+        edgefleet_tuf::release_files::detach(&mut meta, u64::MAX).unwrap()[0]
+            .sha256_hex
+            .clone()
+    };
+    let vision_golden = release_file_sha("vision/1.0.0");
+    let churn_golden = release_file_sha("churn/2.0.0");
     for path in [
         format!("/tuf/targets/models/vision/1.0.0/{vision_sha}.model.onnx"),
         format!("/tuf/targets/models/churn/2.0.0/{vision_sha}.model.onnx"),
+        format!("/tuf/targets/models/vision/1.0.0/{vision_golden}.golden.json"),
+        format!("/tuf/targets/models/churn/2.0.0/{vision_golden}.golden.json"),
+        format!("/tuf/targets/models/churn/2.0.0/{vision_sha}.golden.json"),
+        format!("/tuf/targets/models/churn/2.0.0/{churn_golden}.baseline.json"),
     ] {
         let status = http()
             .get(&fleet.server.url(&path))

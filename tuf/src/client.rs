@@ -45,6 +45,8 @@ pub struct ClientLimits {
     pub max_targets_bytes: u64,
     /// Largest artifact accepted, whatever targets says, in bytes.
     pub max_artifact_bytes: u64,
+    /// Largest release file (golden cases, baseline) accepted, whatever the metadata says.
+    pub max_release_file_bytes: u64,
     /// A download slower than this on average (after the first `grace`) is abandoned: the
     /// slow-retrieval attack.
     pub min_bytes_per_second: u64,
@@ -59,6 +61,7 @@ impl Default for ClientLimits {
             max_metadata_bytes: 1024 * 1024,
             max_targets_bytes: 16 * 1024 * 1024,
             max_artifact_bytes: 512 * 1024 * 1024,
+            max_release_file_bytes: 64 * 1024 * 1024,
             min_bytes_per_second: 16 * 1024,
             grace: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),

@@ -24,6 +24,7 @@ pub mod desired;
 pub mod keys;
 pub mod metadata;
 pub mod operator;
+pub mod release_files;
 pub mod repo;
 pub mod search;
 pub mod trusted;

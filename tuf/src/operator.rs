@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 
 use aws_lc_rs::rand::SystemRandom;
+use edgefleet_protocol::release_files::ReleaseFileRefs;
 use edgefleet_protocol::target::{ModelTargetMeta, parse_target_name};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -231,6 +232,8 @@ struct Spec {
     baseline: Option<edgefleet_protocol::baseline::Baseline>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     runtime: Option<edgefleet_protocol::target::RuntimePreference>,
+    #[serde(default, skip_serializing_if = "ReleaseFileRefs::is_empty")]
+    files: ReleaseFileRefs,
 }
 
 /// The TUF target for a model artifact: length, sha256, and the model metadata as custom fields.
@@ -242,13 +245,15 @@ pub fn model_target(artifact: &[u8], meta: &ModelTargetMeta) -> Result<(String, 
         health: meta.health.clone(),
         baseline: meta.baseline.clone(),
         runtime: meta.runtime,
+        files: meta.files.clone(),
     })
     .map_err(|e| Error::malformed("model metadata", e))?;
     if spec.len() > MAX_SPEC_BYTES {
         return Err(Error::malformed(
             "model metadata",
             format!(
-                "{} bytes of interface/health/baseline exceed {MAX_SPEC_BYTES}; use generated golden inputs",
+                "{} bytes of interface/health/baseline exceed {MAX_SPEC_BYTES}; move the golden \
+                 cases and baseline into release files (release_files::detach)",
                 spec.len()
             ),
         ));
@@ -319,6 +324,7 @@ pub fn model_meta(
         health: spec.health,
         baseline: spec.baseline,
         runtime: spec.runtime,
+        files: spec.files,
     };
     meta.validate().map_err(|e| bad(e.to_string()))?;
     if meta.model != model || meta.version != version {

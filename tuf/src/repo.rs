@@ -96,16 +96,31 @@ impl DirBackend {
         self.dir.join("targets")
     }
 
-    /// Where a target's artifact lives (consistent-snapshot name).
+    /// Where a target's artifact, or a release file (`models/<m>/<v>/golden.json`), lives
+    /// (consistent-snapshot name).
     pub fn artifact_path(&self, name: &str, sha256_hex: &str) -> Result<PathBuf, Error> {
-        let (model, version) =
-            edgefleet_protocol::target::parse_target_name(name).map_err(|e| Error::Target {
-                name: name.to_string(),
-                detail: e.to_string(),
+        let known = edgefleet_protocol::target::parse_target_name(name).is_ok()
+            || edgefleet_protocol::release_files::parse_release_file_name(name).is_ok();
+        let (dir, file) = name
+            .rsplit_once('/')
+            .filter(|_| known)
+            .ok_or_else(|| Error::Target {
+                name: name.chars().take(200).collect(),
+                detail: "not a model artifact or release file name".into(),
             })?;
+        if sha256_hex.len() != 64
+            || !sha256_hex
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(Error::Target {
+                name: name.to_string(),
+                detail: "its sha256 is not 64 lowercase hex digits".into(),
+            });
+        }
         Ok(self
             .targets_dir()
-            .join(format!("models/{model}/{version}/{sha256_hex}.model.onnx")))
+            .join(format!("{dir}/{sha256_hex}.{file}")))
     }
 
     fn read_sync(&self, file: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -371,24 +386,45 @@ impl<B: RepoBackend> RepoStore<B> {
         }
         check_not_expired("targets", targets.signed.expires, now)?;
         for (name, target) in targets.signed.targets.iter() {
-            target_meta(name.raw(), target)?;
+            let meta = target_meta(name.raw(), target)?;
             let sha256_hex = hex::encode(&target.hashes.sha256);
-            let stored = self
-                .backend
-                .artifact_length(name.raw(), &sha256_hex)
+            self.check_stored(name.raw(), target.length, &sha256_hex, &meta)
                 .await?;
-            if stored != Some(target.length) {
+        }
+        Ok(targets)
+    }
+
+    /// A release's artifact and every file its metadata names must be stored with the signed
+    /// length before the metadata that lists them is published.
+    pub(crate) async fn check_stored(
+        &self,
+        name: &str,
+        length: u64,
+        sha256_hex: &str,
+        meta: &edgefleet_protocol::target::ModelTargetMeta,
+    ) -> Result<(), Error> {
+        let files = meta.files.iter().map(|(kind, file)| {
+            (
+                edgefleet_protocol::release_files::release_file_name(name, kind),
+                file.length,
+                file.sha256.as_str(),
+            )
+        });
+        for (file, length, sha256_hex) in
+            std::iter::once((name.to_string(), length, sha256_hex)).chain(files)
+        {
+            if self.backend.artifact_length(&file, sha256_hex).await? != Some(length) {
                 return Err(Error::Target {
-                    name: name.raw().to_string(),
+                    name: file,
                     detail: format!(
-                        "artifact sha256 {sha256_hex} is missing or not {} bytes in {}; upload it before the metadata",
-                        target.length,
+                        "sha256 {sha256_hex} is missing or not {length} bytes in {}; upload it \
+                         before the metadata",
                         self.backend.describe()
                     ),
                 });
             }
         }
-        Ok(targets)
+        Ok(())
     }
 
     /// Accepts a new operator-signed targets role and publishes it.

@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS journal (
 /// metadata as the agent stores it (serde's field order, so the same metadata always gives the
 /// same key).
 pub fn version_key(target: &str, sha256_hex: &str, meta: &ModelTargetMeta) -> String {
-    let meta = serde_json::to_string(meta).unwrap_or_default();
+    // The signed form: a release is the same candidate before its files are fetched and after.
+    let meta = serde_json::to_string(&meta.signed_form()).unwrap_or_default();
     let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for part in [target, sha256_hex, meta.as_str()] {
         digest.update(&(part.len() as u64).to_le_bytes());

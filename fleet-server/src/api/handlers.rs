@@ -937,24 +937,28 @@ pub async fn tuf_target(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let (name, sha256) = crate::tufhost::target_of(&path)
+    let served = crate::tufhost::target_of(&path)
         .ok_or_else(|| ApiError::not_found(format!("{path:?} is not a target path")))?;
     if let Principal::Device(id) = &principal {
-        if !state.store.is_assigned(id, &name).await? {
+        let name = &served.release;
+        if !state.store.is_assigned(id, name).await? {
             return Err(ApiError::forbidden(format!(
                 "{name} is not assigned to device {id}"
             )));
         }
         // Authorized by what is served, not by the name in the path: the hash must be the one
-        // the current signed targets give that name, or an assigned name would unlock any blob.
+        // the current signed metadata gives that release, or an assigned name would unlock any
+        // blob.
         let signed = state.tuf.models().await?;
-        if !signed.iter().any(|m| m.name == name && m.sha256 == sha256) {
+        if !signed.iter().any(|m| served.is_signed_in(m)) {
+            let what = served.kind.map_or("artifact", |k| k.file_name());
             return Err(ApiError::forbidden(format!(
-                "{sha256} is not the artifact of {name} in the current signed targets"
+                "{} is not the {what} of {name} in the current signed targets",
+                served.sha256
             )));
         }
     }
-    serve_blob(&state, &sha256, &headers).await
+    serve_blob(&state, &served.sha256, &headers).await
 }
 
 /// Sends a content-addressed artifact honouring `Range`, `If-Range` and `If-None-Match`; the

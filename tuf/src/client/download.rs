@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use edgefleet_protocol::release_files::release_file_name;
 use url::Url;
 
 use super::{ModelTarget, PlainTarget, TrustedRepo, VerifiedArtifact, error_chain};
@@ -29,6 +30,44 @@ impl TrustedRepo {
             staging_dir,
         )
         .await
+    }
+
+    /// Fetches the files `target`'s metadata names but does not hold yet (golden cases,
+    /// baseline), each like an artifact (capped at its signed length and this device's limit,
+    /// hashed while it arrives), and puts them into `target.meta`. On failure `target` is
+    /// unchanged and nothing is left in `staging_dir`.
+    pub async fn fetch_release_files(
+        &self,
+        target: &mut ModelTarget,
+        staging_dir: &Path,
+    ) -> Result<(), Error> {
+        let mut meta = target.meta.clone();
+        for kind in meta.pending() {
+            let Some(file) = meta.files.get(kind) else {
+                continue;
+            };
+            let plain = PlainTarget {
+                name: release_file_name(&target.name, kind),
+                length: file.length,
+                hashes: BTreeMap::from([("sha256".to_string(), file.sha256.clone())]),
+            };
+            let limit = self.config.limits.max_release_file_bytes;
+            if plain.length > limit {
+                return Err(Error::Download {
+                    name: plain.name,
+                    detail: format!(
+                        "signed length {} exceeds this device's limit of {limit} bytes for a \
+                         release file",
+                        file.length
+                    ),
+                });
+            }
+            let fetched = self.fetch_plain(&plain, staging_dir).await?;
+            let bytes = fetched.read().map_err(Error::io(fetched.path()))?;
+            crate::release_files::attach(&mut meta, kind, &bytes)?;
+        }
+        target.meta = meta;
+        Ok(())
     }
 
     /// [`TrustedRepo::fetch`] for any target.

@@ -143,19 +143,13 @@ impl<B: RepoBackend> RepoStore<B> {
                 Some(serde_json::Value::Object(custom)) => custom.clone(),
                 _ => return Err(bad("no model metadata in its custom fields".into())),
             };
-            model_meta(name, custom)?;
+            let meta = model_meta(name, custom)?;
             let sha256_hex = target
                 .hashes
                 .get("sha256")
                 .ok_or_else(|| bad("a model target must list a sha256 hash".into()))?;
-            let stored = self.backend.artifact_length(name, sha256_hex).await?;
-            if stored != Some(target.length) {
-                return Err(bad(format!(
-                    "artifact sha256 {sha256_hex} is missing or not {} bytes in {}; upload it before the metadata",
-                    target.length,
-                    self.backend.describe()
-                )));
-            }
+            self.check_stored(name, target.length, sha256_hex, &meta)
+                .await?;
         }
         Ok(new.version())
     }

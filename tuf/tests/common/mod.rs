@@ -135,11 +135,31 @@ impl Fixture {
         self.repo.targets().await.unwrap().0.signed
     }
 
-    /// Signs the next targets with the release added (operator side) and publishes it.
+    /// Signs the next targets with the release added (operator side) and publishes it, its
+    /// golden cases and baseline inline (the form releases had before release files).
     pub async fn push(&mut self, release_dir: &str, now: Timestamp) -> String {
         let (bytes, meta) = release(release_dir);
-        let (name, target) = operator::model_target(&bytes, &meta).unwrap();
-        self.repo.store_artifact(&name, &bytes).unwrap();
+        self.publish_release(&bytes, &meta, now).await
+    }
+
+    /// [`Fixture::push`] as `fleetctl push` does it today: golden cases and baseline as release
+    /// files stored beside the artifact.
+    pub async fn push_with_files(&mut self, release_dir: &str, now: Timestamp) -> String {
+        let (bytes, mut meta) = release(release_dir);
+        for file in edgefleet_tuf::release_files::detach(&mut meta, u64::MAX).unwrap() {
+            self.repo.store_artifact(&file.name, &file.bytes).unwrap();
+        }
+        self.publish_release(&bytes, &meta, now).await
+    }
+
+    async fn publish_release(
+        &mut self,
+        bytes: &[u8],
+        meta: &ModelTargetMeta,
+        now: Timestamp,
+    ) -> String {
+        let (name, target) = operator::model_target(bytes, meta).unwrap();
+        self.repo.store_artifact(&name, bytes).unwrap();
         let next = operator::with_target(
             &self.current_targets().await,
             &name,
