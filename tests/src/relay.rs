@@ -15,7 +15,8 @@ pub struct RelayStats {
     pub up: AtomicU64,
     /// Bytes from the upstream to the device.
     pub down: AtomicU64,
-    /// Of `down`, the bytes answering `GET /tuf/targets/…` (headers included).
+    /// Of `down`, the bytes answering model artifact downloads, `GET /tuf/targets/….model.onnx`
+    /// (headers included; a release's golden cases and baseline are not counted here).
     pub target_down: AtomicU64,
     /// Each HTTP request's first line, with its `Range` header when it had one.
     requests: Mutex<Vec<String>>,
@@ -141,7 +142,10 @@ fn note_requests(bytes: &[u8], stats: &RelayStats, downloading: &AtomicBool) {
     if !(first.starts_with("GET /") || first.starts_with("POST /") || first.starts_with("HEAD /")) {
         return;
     }
-    downloading.store(first.starts_with("GET /tuf/targets/"), Ordering::Relaxed);
+    downloading.store(
+        first.starts_with("GET /tuf/targets/") && first.contains(".model.onnx "),
+        Ordering::Relaxed,
+    );
     let range = text
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("range:"))

@@ -589,7 +589,7 @@ fn an_agent_killed_mid_download_continues_its_part_file_and_installs_once() {
     let requests = slow.requests();
     let resumed: Vec<u64> = requests[before_kill..]
         .iter()
-        .filter(|r| r.starts_with("GET /tuf/targets/"))
+        .filter(|r| r.starts_with("GET /tuf/targets/") && r.contains(".model.onnx "))
         .map(|r| {
             let (_, range) = r
                 .split_once("bytes=")

@@ -42,6 +42,9 @@ impl TrustedRepo {
         staging_dir: &Path,
     ) -> Result<(), Error> {
         let mut meta = target.meta.clone();
+        // Apart from the artifact's: starting a part file evicts the idle ones beside it, and
+        // an artifact download cut off earlier must stay resumable.
+        let staging_dir = staging_dir.join("release-files");
         for kind in meta.pending() {
             let Some(file) = meta.files.get(kind) else {
                 continue;
@@ -51,18 +54,13 @@ impl TrustedRepo {
                 length: file.length,
                 hashes: BTreeMap::from([("sha256".to_string(), file.sha256.clone())]),
             };
-            let limit = self.config.limits.max_release_file_bytes;
-            if plain.length > limit {
-                return Err(Error::Download {
-                    name: plain.name,
-                    detail: format!(
-                        "signed length {} exceeds this device's limit of {limit} bytes for a \
-                         release file",
-                        file.length
-                    ),
-                });
-            }
-            let fetched = self.fetch_plain(&plain, staging_dir).await?;
+            let fetched = self
+                .fetch_within(
+                    &plain,
+                    &staging_dir,
+                    self.config.limits.max_release_file_bytes,
+                )
+                .await?;
             let bytes = fetched.read().map_err(Error::io(fetched.path()))?;
             crate::release_files::attach(&mut meta, kind, &bytes)?;
         }
@@ -76,14 +74,25 @@ impl TrustedRepo {
         target: &PlainTarget,
         staging_dir: &Path,
     ) -> Result<VerifiedArtifact, Error> {
+        self.fetch_within(target, staging_dir, self.config.limits.max_artifact_bytes)
+            .await
+    }
+
+    /// A target whose signed length is at most `limit` (the device's own cap for its kind).
+    async fn fetch_within(
+        &self,
+        target: &PlainTarget,
+        staging_dir: &Path,
+        limit: u64,
+    ) -> Result<VerifiedArtifact, Error> {
         let fail = |detail: String| Error::Download {
             name: target.name.clone(),
             detail,
         };
-        if target.length > self.config.limits.max_artifact_bytes {
+        if target.length > limit {
             return Err(fail(format!(
-                "signed length {} exceeds this device's limit of {} bytes",
-                target.length, self.config.limits.max_artifact_bytes
+                "signed length {} exceeds this device's limit of {limit} bytes",
+                target.length
             )));
         }
         std::fs::create_dir_all(staging_dir).map_err(Error::io(staging_dir))?;
