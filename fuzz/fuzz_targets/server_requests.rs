@@ -13,8 +13,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(start <= end && end < len);
         }
     }
-    // An accepted artifact path names a canonical target and a sha256, and never climbs out.
-    if let Some((name, sha)) = target_of(&text) {
+    // An accepted target path (an artifact or a release file) names a canonical release and a
+    // sha256, and never climbs out.
+    if let Some(served) = target_of(&text) {
+        let (name, sha) = (&served.release, &served.sha256);
         assert!(!text.contains("..") && !name.contains(".."));
         assert!(name.starts_with("models/") && name.ends_with("/model.onnx"));
         assert_eq!(sha.len(), 64);

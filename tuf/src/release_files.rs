@@ -170,6 +170,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever bytes arrive under a reference that matches them, attaching never panics,
+        /// and what attaches leaves metadata that validates.
+        #[test]
+        fn arbitrary_bytes_under_a_matching_reference_never_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 1..512),
+            golden in proptest::bool::ANY,
+        ) {
+            let kind = if golden { ReleaseFileKind::Golden } else { ReleaseFileKind::Baseline };
+            let mut meta = churn();
+            detach(&mut meta, u64::MAX).unwrap();
+            meta.files.set(kind, FileRef { length: bytes.len() as u64, sha256: hex::encode(sha256(&bytes)) });
+            if attach(&mut meta, kind, &bytes).is_ok() {
+                proptest::prop_assert!(meta.validate().is_ok());
+            }
+        }
+    }
+
     #[test]
     fn a_file_over_the_operators_limit_is_refused_with_its_size() {
         let mut meta = churn();
