@@ -1,8 +1,9 @@
 //! Figures for docs/BENCHMARKS.md: what a device running one model fetches, with one role per
 //! model (`delegation.rs`), from a repository of 50 models × 20 releases, against the same model
-//! alone in a repository and against the old layout (every release in the top-level role).
-//! Counted as the bytes of every metadata file the device's client asks for (file transport:
-//! bodies only, no HTTP headers), and timed.
+//! alone in a repository and against the old layout (every release in the top-level role, golden
+//! cases and baseline inline). Counted as the bytes of every file the device's client asks for
+//! (file transport: bodies only, no HTTP headers), the metadata apart from the release files of
+//! the release it installs, and timed.
 //!
 //! `cargo bench -p edgefleet-tuf --bench delegations`
 
@@ -66,10 +67,13 @@ struct Repo {
     store: RepoStore,
     artifact: Vec<u8>,
     base: ModelTargetMeta,
+    /// Releases carry their golden cases and baseline as release files (as `fleetctl push`
+    /// signs them), not inline (the layout before).
+    release_files: bool,
 }
 
 impl Repo {
-    async fn new() -> Self {
+    async fn new(release_files: bool) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let empty = common::empty_repository(tmp.path(), Timestamp::now()).await;
         // A real model's metadata (churn: interface, health check with golden vectors, baseline).
@@ -83,6 +87,7 @@ impl Repo {
             store: empty.store,
             artifact,
             base,
+            release_files,
         }
     }
 
@@ -92,6 +97,11 @@ impl Repo {
         meta.version = semver::Version::new(1, release, 0);
         meta.sequence = release + 1;
         meta.min_sequence = release;
+        if self.release_files {
+            for file in edgefleet_tuf::release_files::detach(&mut meta, u64::MAX).unwrap() {
+                self.store.store_artifact(&file.name, &file.bytes).unwrap();
+            }
+        }
         let (name, target) = operator::model_target(&self.artifact, &meta).unwrap();
         self.store.store_artifact(&name, &self.artifact).unwrap();
         (name, target)
@@ -110,8 +120,8 @@ impl Repo {
     }
 
     /// `models` models with `releases` releases each, every model in a role of its own.
-    async fn delegated(models: u64, releases: u64) -> Self {
-        let repo = Self::new().await;
+    async fn delegated(models: u64, releases: u64, release_files: bool) -> Self {
+        let repo = Self::new(release_files).await;
         for m in 0..models {
             let model = format!("m{m:02}");
             let mut role = operator::empty_targets(1, Self::expires()).unwrap();
@@ -147,9 +157,10 @@ impl Repo {
         repo
     }
 
-    /// The same releases, every one in the top-level role (the layout before delegations).
+    /// The same releases, every one in the top-level role, cases inline (the layout before
+    /// delegations and release files).
     async fn flat(models: u64, releases: u64) -> Self {
-        let repo = Self::new().await;
+        let repo = Self::new(false).await;
         let (top, _) = repo.store.targets().await.unwrap();
         let mut next = top.signed.clone();
         next.version = next.version.checked_add(1).unwrap();
@@ -201,13 +212,15 @@ impl Repo {
     }
 }
 
-/// A device's refresh and lookup of m00's newest release: (bytes, files, time).
-async fn device_run(
-    repo: &Repo,
-    device: &Path,
-    counting: &Counting,
-    release: u64,
-) -> (u64, u64, Duration) {
+/// What one device run fetched: metadata and release files apart.
+struct Run {
+    metadata: (u64, u64),
+    release_files: (u64, u64),
+    time: Duration,
+}
+
+/// A device's refresh and lookup of m00's newest release, then that release's files.
+async fn device_run(repo: &Repo, device: &Path, counting: &Counting, release: u64) -> Run {
     let config = ClientConfig {
         metadata_dir: device.to_path_buf(),
         metadata_url: Url::from_directory_path(repo.dir.join("metadata")).unwrap(),
@@ -216,28 +229,55 @@ async fn device_run(
     };
     let started = Instant::now();
     let mut trusted = client::refresh(&config, counting.clone()).await.unwrap();
-    trusted
+    let mut target = trusted
         .model_target(&format!("models/m00/1.{release}.0/model.onnx"))
         .await
         .unwrap();
-    let elapsed = started.elapsed();
-    let (bytes, files) = counting.take();
-    (bytes, files, elapsed)
+    let metadata = counting.take();
+    trusted
+        .fetch_release_files(&mut target, &device.join("staging"))
+        .await
+        .unwrap();
+    Run {
+        metadata,
+        release_files: counting.take(),
+        time: started.elapsed(),
+    }
 }
 
 async fn measure(label: &str, repo: &Repo) {
     let device = repo.dir.parent().unwrap().join(format!("device-{label}"));
     client::init(&device, &repo.root_bytes).unwrap();
     let counting = Counting::default();
-    let (cold, cold_files, cold_time) = device_run(repo, &device, &counting, RELEASES - 1).await;
-    let (warm, warm_files, warm_time) = device_run(repo, &device, &counting, RELEASES - 1).await;
+    let cold = device_run(repo, &device, &counting, RELEASES - 1).await;
+    // Warm: a refresh that finds nothing new (the release files were fetched by the cold run).
+    let started = Instant::now();
+    let config = ClientConfig {
+        metadata_dir: device.clone(),
+        metadata_url: Url::from_directory_path(repo.dir.join("metadata")).unwrap(),
+        targets_url: Url::from_directory_path(repo.dir.join("targets")).unwrap(),
+        limits: ClientLimits::default(),
+    };
+    client::refresh(&config, counting.clone()).await.unwrap();
+    let (warm, warm_files) = counting.take();
+    let warm_time = started.elapsed();
     repo.push_m00(RELEASES).await;
-    let (update, update_files, update_time) = device_run(repo, &device, &counting, RELEASES).await;
+    let update = device_run(repo, &device, &counting, RELEASES).await;
+    let cell = |run: &Run| {
+        format!(
+            "{} B in {} files + release files {} B in {} files, {:.1} ms",
+            run.metadata.0,
+            run.metadata.1,
+            run.release_files.0,
+            run.release_files.1,
+            run.time.as_secs_f64() * 1e3
+        )
+    };
     println!(
-        "| {label} | {cold} B in {cold_files} files, {:.1} ms | {warm} B in {warm_files} files, {:.1} ms | {update} B in {update_files} files, {:.1} ms |",
-        cold_time.as_secs_f64() * 1e3,
+        "| {label} | {} | {warm} B in {warm_files} files, {:.1} ms | {} |",
+        cell(&cold),
         warm_time.as_secs_f64() * 1e3,
-        update_time.as_secs_f64() * 1e3,
+        cell(&update),
     );
 }
 
@@ -247,16 +287,18 @@ async fn main() {
         "| repository (device runs m00) | cold refresh + lookup | warm, nothing changed | after one push to m00 |"
     );
     println!("|---|---|---|---|");
-    measure(
-        &format!("{MODELS} models × {RELEASES} releases, one role per model"),
-        &Repo::delegated(MODELS, RELEASES).await,
-    )
-    .await;
-    measure(
-        &format!("m00 alone ({RELEASES} releases), in its role"),
-        &Repo::delegated(1, RELEASES).await,
-    )
-    .await;
+    for (files, how) in [(true, "release files"), (false, "cases inline")] {
+        measure(
+            &format!("{MODELS} models × {RELEASES} releases, one role per model, {how}"),
+            &Repo::delegated(MODELS, RELEASES, files).await,
+        )
+        .await;
+        measure(
+            &format!("m00 alone ({RELEASES} releases), in its role, {how}"),
+            &Repo::delegated(1, RELEASES, files).await,
+        )
+        .await;
+    }
     measure(
         &format!("{MODELS} models × {RELEASES} releases, all in top-level targets"),
         &Repo::flat(MODELS, RELEASES).await,
