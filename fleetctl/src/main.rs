@@ -126,6 +126,17 @@ enum Command {
         #[arg(required_unless_present = "all")]
         model: Option<String>,
     },
+    /// Keep only the newest releases of a model listed (by sequence) and drop the rest, so the
+    /// role devices re-fetch on every change of the model stays small. Devices keep serving what
+    /// they run; a dropped release can no longer be installed or rolled back to.
+    Prune {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Releases to keep; 2 keeps the one a halted rollout goes back to.
+        #[arg(long, default_value_t = 2)]
+        keep: usize,
+        model: String,
+    },
     /// Remove a target from targets: devices refuse it from then on.
     Revoke {
         #[command(flatten)]
@@ -426,6 +437,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 delegate::delegate(&target, &repo, &model, &repo.model_keys, threshold).await?;
             }
             Ok(())
+        }
+        Command::Prune { repo, keep, model } => {
+            let client = if repo.server { Some(client()?) } else { None };
+            push::prune(&repository(&repo, client.as_ref())?, &repo, &model, keep).await
         }
         Command::Revoke { repo, target } => {
             let client = if repo.server { Some(client()?) } else { None };

@@ -1,4 +1,4 @@
-//! `fleetctl push` and `fleetctl revoke`: one flow for a local repository and the fleet server,
+//! `fleetctl push`, `revoke` and `prune`: one flow for a local repository and the fleet server,
 //! for a model listed in the top-level targets and for one delegated to its own role.
 //!
 //! A push signs the release's metadata with its golden cases and baseline moved out into release
@@ -126,6 +126,34 @@ pub(crate) async fn revoke(
     )?;
     let published = publish(repo, args, place, next).await?;
     println!("revoked {target}; {published}");
+    Ok(())
+}
+
+/// Drops all but the `keep` newest releases of `model` from the role that lists them, in one
+/// publication.
+pub(crate) async fn prune(
+    repo: &Repository<'_>,
+    args: &RepoArgs,
+    model: &str,
+    keep: usize,
+) -> anyhow::Result<()> {
+    let (current, place) = place_of(repo, args, model).await?;
+    let (next, dropped) = operator::pruned(
+        &current,
+        model,
+        keep,
+        operator::days_after(Timestamp::now(), args.targets_days)?,
+    )?;
+    if dropped.is_empty() {
+        println!("nothing to prune: {model} lists {keep} release(s) or fewer");
+        return Ok(());
+    }
+    let published = publish(repo, args, place, next).await?;
+    println!(
+        "pruned {} release(s) of {model}: {}; {published}",
+        dropped.len(),
+        dropped.join(", ")
+    );
     Ok(())
 }
 

@@ -1,9 +1,8 @@
 //! `fleetctl delegate` on an offline repository, as an operator runs it: a repository made in
 //! the old layout (every release in the top-level role, cases inline) moves to one role per model
 //! with `--all`, `fleetctl verify` (the device's client) finds every release and its release files
-//! before and after, a model
-//! re-delegated to a key of its own is then signed only by that key, and revocations land in the
-//! model's role.
+//! before and after, a model re-delegated to a key of its own is then signed only by that key, and
+//! revocations and prunes land in the model's role.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -104,6 +103,40 @@ fn an_old_layout_repository_moves_to_one_role_per_model_and_keeps_every_release(
         verified_targets(dir),
         [
             "models/churn/2.0.0/model.onnx",
+            "models/iris/1.0.0/model.onnx"
+        ]
+    );
+
+    // Pruning keeps the newest releases of one model, in its role, and touches no other model.
+    let next = dir.join("churn-2.1.0");
+    std::fs::create_dir_all(&next).unwrap();
+    for file in std::fs::read_dir(models_dir().join("churn/2.0.0")).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), next.join(file.file_name())).unwrap();
+    }
+    std::fs::write(
+        next.join("release.json"),
+        r#"{"model": "churn", "version": "2.1.0", "sequence": 3}"#,
+    )
+    .unwrap();
+    ok(
+        dir,
+        &["push", next.to_str().unwrap(), "--model-keys", "churn-key"],
+    );
+    let said = ok(dir, &["prune", "iris", "--keep", "1"]);
+    assert!(said.contains("nothing to prune"), "{said}");
+    let said = ok(
+        dir,
+        &["prune", "churn", "--keep", "1", "--model-keys", "churn-key"],
+    );
+    assert!(
+        said.contains("models/churn/2.0.0/model.onnx") && said.contains("model-churn version"),
+        "{said}"
+    );
+    assert_eq!(
+        verified_targets(dir),
+        [
+            "models/churn/2.1.0/model.onnx",
             "models/iris/1.0.0/model.onnx"
         ]
     );

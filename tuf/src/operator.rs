@@ -391,6 +391,42 @@ pub fn without_target(current: &Targets, name: &str, expires: Timestamp) -> Resu
     Ok(next)
 }
 
+/// The next targets role keeping only the `keep` newest releases (by sequence) of `model`, and
+/// the names it drops. A role re-fetched on every change of its model then weighs `keep`
+/// releases, not the model's whole history. Devices keep serving what they installed; a dropped
+/// release can no longer be installed or rolled back to, so keep at least the one a halted
+/// rollout would go back to (2, with the default floor policy).
+pub fn pruned(
+    current: &Targets,
+    model: &str,
+    keep: usize,
+    expires: Timestamp,
+) -> Result<(Targets, Vec<String>), Error> {
+    if keep == 0 {
+        return Err(Error::Target {
+            name: format!("models/{model}"),
+            detail: "keep at least 1 release; revoke the model's delegation to drop it whole"
+                .into(),
+        });
+    }
+    let mut releases: Vec<(u64, String)> = current
+        .targets
+        .iter()
+        .filter_map(|(name, t)| {
+            let meta = target_meta(name.raw(), t).ok()?;
+            (meta.model.as_str() == model).then(|| (meta.sequence, name.raw().to_string()))
+        })
+        .collect();
+    releases.sort_by(|a, b| b.0.cmp(&a.0));
+    let dropped: Vec<String> = releases.into_iter().skip(keep).map(|(_, n)| n).collect();
+    let mut next = current.clone();
+    next.targets
+        .retain(|n, _| !dropped.iter().any(|d| d == n.raw()));
+    next.version = nonzero(current.version.get() + 1, "targets")?;
+    next.expires = expires;
+    Ok((next, dropped))
+}
+
 /// The same targets one version on, to sign with new targets keys after a rotation.
 pub fn resigned(current: &Targets, expires: Timestamp) -> Result<Targets, Error> {
     let mut next = current.clone();
@@ -567,6 +603,32 @@ mod tests {
             targets = with_target(&targets, &name, target, expires).unwrap();
         }
         targets
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_releases_of_one_model_and_no_other() {
+        let a = release("churn/1.0.0", "1.0.0", 1, None);
+        let b = release("churn/2.0.0", "2.0.0", 2, None);
+        let c = release("churn/2.0.0", "2.1.0", 3, None);
+        let mut iris = release("iris/1.0.0", "1.0.0", 1, None);
+        iris.meta.min_sequence = 1;
+        let current = listed(&[&a, &b, &c, &iris]);
+        let expires = Timestamp::from_second(4_000_000_000).unwrap();
+        let (next, dropped) = pruned(&current, "churn", 2, expires).unwrap();
+        assert_eq!(dropped, ["models/churn/1.0.0/model.onnx"]);
+        let mut left: Vec<&str> = next.targets.keys().map(|n| n.raw()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "models/churn/2.0.0/model.onnx",
+                "models/churn/2.1.0/model.onnx",
+                "models/iris/1.0.0/model.onnx"
+            ]
+        );
+        assert_eq!(next.version.get(), current.version.get() + 1);
+        assert!(pruned(&current, "churn", 3, expires).unwrap().1.is_empty());
+        assert!(pruned(&current, "churn", 0, expires).is_err());
     }
 
     #[test]
