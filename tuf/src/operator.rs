@@ -417,7 +417,7 @@ pub fn pruned(
             (meta.model.as_str() == model).then(|| (meta.sequence, name.raw().to_string()))
         })
         .collect();
-    releases.sort_by(|a, b| b.0.cmp(&a.0));
+    releases.sort_by_key(|(sequence, _)| std::cmp::Reverse(*sequence));
     let dropped: Vec<String> = releases.into_iter().skip(keep).map(|(_, n)| n).collect();
     let mut next = current.clone();
     next.targets
