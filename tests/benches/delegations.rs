@@ -2,9 +2,10 @@
 //! model (m00) fetches to refresh its TUF metadata and find its release, cold and warm, and per
 //! update, when the repository holds m00 alone (20 releases) and then 50 models × 20 releases,
 //! one role per model, each release pushed by `fleetctl push --server` with its golden cases and
-//! baseline as release files. The device is the agent's TUF client with the agent's HTTP
-//! transport (bearer credential, gzip), talking to the server through a counting relay
-//! (`tests/src/relay.rs`): bytes both ways, HTTP headers included.
+//! baseline as release files; then again with m00's role pruned to its two newest releases. The
+//! device is the agent's TUF client with the agent's HTTP transport (bearer credential, gzip),
+//! talking to the server through a counting relay (`tests/src/relay.rs`): bytes both ways, HTTP
+//! headers included.
 //!
 //! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench delegations`
 
@@ -23,19 +24,30 @@ use serde_json::json;
 const MODELS: usize = 50;
 const RELEASES: u64 = 20;
 
-/// churn 1.0.0's files as release `1.<release>.0` of `model`.
+/// churn 1.0.0's files as release `1.<release>.0` of `model`, each release with bytes of its
+/// own (as real releases have: identical ones would flatter gzip): the artifact carries a
+/// `doc_string` naming the release (a protobuf field appended; the last one wins), the golden
+/// cases are renamed, the baseline's row count differs.
 fn release_dir(root: &Path, model: &str, release: u64) -> PathBuf {
     let dir = root.join(format!("{model}-{release}"));
     std::fs::create_dir_all(&dir).unwrap();
     let source = models_dir().join("churn/1.0.0");
-    for file in [
-        "model.onnx",
-        "interface.json",
-        "health.json",
-        "baseline.json",
-    ] {
-        std::fs::copy(source.join(file), dir.join(file)).unwrap();
+    std::fs::copy(source.join("interface.json"), dir.join("interface.json")).unwrap();
+    let tag = format!("{model} 1.{release}.0");
+    let mut onnx = std::fs::read(source.join("model.onnx")).unwrap();
+    onnx.extend([0x32, u8::try_from(tag.len()).unwrap()]);
+    onnx.extend(tag.as_bytes());
+    std::fs::write(dir.join("model.onnx"), onnx).unwrap();
+    let mut health: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(source.join("health.json")).unwrap()).unwrap();
+    for case in health["cases"].as_array_mut().unwrap() {
+        case["name"] = json!(format!("{} ({tag})", case["name"].as_str().unwrap()));
     }
+    std::fs::write(dir.join("health.json"), health.to_string()).unwrap();
+    let mut baseline: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(source.join("baseline.json")).unwrap()).unwrap();
+    baseline["rows"] = json!(baseline["rows"].as_u64().unwrap() + release);
+    std::fs::write(dir.join("baseline.json"), baseline.to_string()).unwrap();
     let release_json = json!({
         "model": model,
         "version": format!("1.{release}.0"),
@@ -218,6 +230,20 @@ async fn main() {
         &scratch,
         "among-fifty",
         RELEASES - 1,
+    )
+    .await;
+    // The operator keeps m00's role short: the newest two releases (the way back included).
+    run_ok(
+        op.fleetctl()
+            .args(["prune", "--server", "m00", "--keep", "2"]),
+    );
+    measure(
+        &format!("{MODELS} models × {RELEASES} releases, m00 pruned to 2 (`fleetctl prune`)"),
+        &server,
+        &op,
+        &scratch,
+        "pruned",
+        RELEASES,
     )
     .await;
     let pct = |a: u64, b: u64| 100.0 * (a as f64 - b as f64) / b as f64;
