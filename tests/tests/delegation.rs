@@ -87,7 +87,34 @@ fn through_the_server_a_device_running_churn_fetches_only_churns_role() {
             .any(|r| r.contains("vision") || r.contains("iris")),
         "the device fetched metadata of models it does not run: {requests:#?}"
     );
-    // Golden cases and baseline travel as release files, once per release installed.
+    // Golden cases and baseline travel as release files, once per release installed: gzipped
+    // when sent whole, as stored when a range resumes one.
+    let golden = requests
+        .iter()
+        .find(|r| r.contains("/churn/2.0.0/") && r.contains(".golden.json"))
+        .and_then(|r| r.split_whitespace().nth(1))
+        .unwrap()
+        .to_owned();
+    let credential = demo::Demo::credential_of(tmp.path(), "dev-01");
+    let get = |range: Option<&str>| {
+        let mut request = edgefleet_e2e::http()
+            .get(&fleet.server.url(&golden))
+            .header("Authorization", &format!("Bearer {credential}"))
+            .header("Accept-Encoding", "gzip");
+        if let Some(range) = range {
+            request = request.header("Range", range);
+        }
+        let response = request.call().unwrap();
+        (
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        )
+    };
+    assert_eq!(get(None), (200, Some("gzip".to_owned())));
+    assert_eq!(get(Some("bytes=10-")), (206, None));
     for version in ["1.0.0", "2.0.0"] {
         for file in ["golden.json", "baseline.json"] {
             let fetched = requests

@@ -958,12 +958,25 @@ pub async fn tuf_target(
             )));
         }
     }
-    serve_blob(&state, &served.sha256, &headers).await
+    // A release file is JSON and shrinks about threefold with gzip; served whole, it is sent as
+    // JSON so the compression layer takes it. A range (a resumed download) counts stored bytes
+    // and stays as it is.
+    let content_type = if served.kind.is_some() {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    };
+    serve_blob(&state, &served.sha256, &headers, content_type).await
 }
 
 /// Sends a content-addressed artifact honouring `Range`, `If-Range` and `If-None-Match`; the
 /// range is passed on to the artifact store, so only the bytes sent are read.
-async fn serve_blob(state: &AppState, sha256: &str, headers: &HeaderMap) -> ApiResult {
+async fn serve_blob(
+    state: &AppState,
+    sha256: &str,
+    headers: &HeaderMap,
+    whole_content_type: &'static str,
+) -> ApiResult {
     let Some(blob) = state.blobs.get(sha256).await? else {
         return Err(ApiError::not_found("no such artifact"));
     };
@@ -1013,9 +1026,14 @@ async fn serve_blob(state: &AppState, sha256: &str, headers: &HeaderMap) -> ApiR
             }
             chunk
         });
+    let content_type = if status == StatusCode::OK {
+        whole_content_type
+    } else {
+        "application/octet-stream"
+    };
     let mut response = Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CONTENT_LENGTH, count)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, etag)
