@@ -23,7 +23,7 @@ pub const TOP_LEVEL: [&str; 4] = ["root", "timestamp", "snapshot", "targets"];
 pub struct Envelope<T> {
     pub signed: T,
     canonical: Vec<u8>,
-    signatures: Vec<(String, Vec<u8>)>,
+    signatures: Signatures,
 }
 
 /// What every role's signed part carries.
@@ -254,35 +254,91 @@ impl Timestamp {
     }
 }
 
+/// Signatures by key id, at most one per id.
+type Signatures = Vec<(String, Vec<u8>)>;
+
+/// Any signed document split into its signed part, that part in canonical JSON, and its
+/// signatures, before its schema is looked at.
+fn split(bytes: &[u8], what: &str) -> Result<(Value, Vec<u8>, Signatures), Error> {
+    let bad = |detail: String| Error::malformed(what, detail);
+    #[derive(Deserialize)]
+    struct Raw {
+        signed: Value,
+        signatures: Vec<RawSignature>,
+    }
+    #[derive(Deserialize)]
+    struct RawSignature {
+        keyid: String,
+        sig: String,
+    }
+    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut canonical = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(
+        &mut canonical,
+        olpc_cjson::CanonicalFormatter::new(),
+    );
+    serde::Serialize::serialize(&raw.signed, &mut serializer)
+        .map_err(|e| bad(format!("no canonical form: {e}")))?;
+    let mut seen = HashSet::new();
+    let mut signatures = Vec::with_capacity(raw.signatures.len());
+    for s in raw.signatures {
+        if !seen.insert(s.keyid.clone()) {
+            return Err(bad(format!("two signatures by key {}", s.keyid)));
+        }
+        // A signature that is not hex cannot verify; it simply does not count.
+        signatures.push((s.keyid, hex::decode(&s.sig).unwrap_or_default()));
+    }
+    Ok((raw.signed, canonical, signatures))
+}
+
+/// Checks that `threshold` distinct keys among `keyids` (looked up in `keys`) signed
+/// `canonical`: the one threshold rule of every check, device, repository and server alike.
+fn verify_threshold(
+    canonical: &[u8],
+    signatures: &[(String, Vec<u8>)],
+    role: &str,
+    keys: &HashMap<String, PublicKey>,
+    keyids: &[String],
+    threshold: u64,
+) -> Result<(), Error> {
+    let mut valid: HashSet<&[u8]> = HashSet::new();
+    for (keyid, sig) in signatures {
+        if !keyids.contains(keyid) {
+            continue;
+        }
+        let Some(key) = keys.get(keyid) else {
+            continue;
+        };
+        if let Some(material) = key.material()
+            && key.verify(canonical, sig)
+        {
+            valid.insert(material);
+        }
+    }
+    if (valid.len() as u64) < threshold {
+        return Err(Error::Signature {
+            role: role.to_string(),
+            detail: format!(
+                "{} valid signature(s) by distinct keys, {threshold} required",
+                valid.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl<T: Role> Envelope<T> {
     /// Parses `bytes` as metadata of role type `T` (the `_type` must say so), with the signed
     /// part kept in canonical form. Nothing is verified yet beyond the shape.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
         let what = format!("{} metadata", T::TYPE);
         let bad = |detail: String| Error::malformed(&what, detail);
-        #[derive(Deserialize)]
-        struct Raw {
-            signed: Value,
-            signatures: Vec<RawSignature>,
-        }
-        #[derive(Deserialize)]
-        struct RawSignature {
-            keyid: String,
-            sig: String,
-        }
-        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        let mut canonical = Vec::new();
-        let mut serializer = serde_json::Serializer::with_formatter(
-            &mut canonical,
-            olpc_cjson::CanonicalFormatter::new(),
-        );
-        serde::Serialize::serialize(&raw.signed, &mut serializer)
-            .map_err(|e| bad(format!("no canonical form: {e}")))?;
-        let kind = raw.signed.get("_type").and_then(Value::as_str);
+        let (signed, canonical, signatures) = split(bytes, &what)?;
+        let kind = signed.get("_type").and_then(Value::as_str);
         if kind != Some(T::TYPE) {
             return Err(bad(format!("_type is {kind:?}, expected {:?}", T::TYPE)));
         }
-        let signed: T = serde_json::from_value(raw.signed).map_err(|e| bad(e.to_string()))?;
+        let signed: T = serde_json::from_value(signed).map_err(|e| bad(e.to_string()))?;
         let common = signed.common();
         let major = common.spec_version.split('.').next().unwrap_or_default();
         if major != crate::SPEC_VERSION.split('.').next().unwrap_or_default()
@@ -298,15 +354,6 @@ impl<T: Role> Envelope<T> {
             return Err(bad("version 0 (versions start at 1)".into()));
         }
         signed.check().map_err(bad)?;
-        let mut seen = HashSet::new();
-        let mut signatures = Vec::with_capacity(raw.signatures.len());
-        for s in raw.signatures {
-            if !seen.insert(s.keyid.clone()) {
-                return Err(bad(format!("two signatures by key {}", s.keyid)));
-            }
-            // A signature that is not hex cannot verify; it simply does not count.
-            signatures.push((s.keyid, hex::decode(&s.sig).unwrap_or_default()));
-        }
         Ok(Envelope {
             signed,
             canonical,
@@ -330,30 +377,32 @@ impl<T: Role> Envelope<T> {
         keyids: &[String],
         threshold: u64,
     ) -> Result<(), Error> {
-        let mut valid: HashSet<&[u8]> = HashSet::new();
-        for (keyid, sig) in &self.signatures {
-            if !keyids.contains(keyid) {
-                continue;
-            }
-            let Some(key) = keys.get(keyid) else {
-                continue;
-            };
-            if let Some(material) = key.material()
-                && key.verify(&self.canonical, sig)
-            {
-                valid.insert(material);
-            }
-        }
-        if (valid.len() as u64) < threshold {
-            return Err(Error::Signature {
-                role: role.to_string(),
-                detail: format!(
-                    "{} valid signature(s) by distinct keys, {threshold} required",
-                    valid.len()
-                ),
-            });
-        }
-        Ok(())
+        verify_threshold(
+            &self.canonical,
+            &self.signatures,
+            role,
+            keys,
+            keyids,
+            threshold,
+        )
+    }
+}
+
+/// A signed document of any schema (the repository's own metadata in tough's types, a signed
+/// desired state), ready for [`Root::verify_document`].
+#[derive(Debug, Clone)]
+pub struct SignedDocument {
+    canonical: Vec<u8>,
+    signatures: Signatures,
+}
+
+impl SignedDocument {
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Self, Error> {
+        let (_, canonical, signatures) = split(bytes, what)?;
+        Ok(Self {
+            canonical,
+            signatures,
+        })
     }
 }
 
@@ -362,6 +411,22 @@ impl Root {
     pub fn verify<T: Role>(&self, envelope: &Envelope<T>) -> Result<(), Error> {
         let role = &self.roles[T::TYPE];
         envelope.verify(T::TYPE, &self.keys, &role.keyids, role.threshold)
+    }
+
+    /// Verifies any document signed by the keys this root gives `role`.
+    pub fn verify_document(&self, role: &str, document: &SignedDocument) -> Result<(), Error> {
+        let keys = self.roles.get(role).ok_or_else(|| Error::Signature {
+            role: role.to_string(),
+            detail: "root defines no keys for this role".into(),
+        })?;
+        verify_threshold(
+            &document.canonical,
+            &document.signatures,
+            role,
+            &self.keys,
+            &keys.keyids,
+            keys.threshold,
+        )
     }
 }
 

@@ -1,50 +1,28 @@
-//! Checks on top of tough's own signature verification.
+//! Signature checks of documents held in tough's types (the repository's and the server's
+//! metadata, signed desired states).
 //!
-//! tough counts a threshold in distinct key *ids*. A root that lists one public key under two ids
-//! (the id is a hash of the key object, so an extra field yields a new id) would let one key
-//! reach a threshold of two. We therefore verify again against a copy of root in which every
-//! public key appears under one id only: a threshold met only through such aliases fails.
-
-use std::collections::HashSet;
+//! tough counts a threshold in distinct key *ids*: a root listing one public key under two ids
+//! (the id is a hash of the key object, so an extra field yields a new id) would let one key reach
+//! a threshold of two. These checks therefore use the device's own rule from
+//! [`crate::metadata`]: signatures over the canonical form, counted per distinct public key.
 
 use serde::Serialize;
 use tough::schema::key::Key;
 use tough::schema::{Role, Root, Signed};
 
-use crate::Error;
+use crate::{Error, metadata};
 
-/// The public key material, whatever the key's id or extra fields.
-fn material(key: &Key) -> Vec<u8> {
-    match key {
-        Key::Ed25519 { keyval, .. } => [b"ed25519:".as_slice(), keyval.public.as_ref()].concat(),
-        Key::Rsa { keyval, .. } => [b"rsa:".as_slice(), keyval.public.as_ref()].concat(),
-        Key::Ecdsa { keyval, .. } | Key::EcdsaOld { keyval, .. } => {
-            [b"ecdsa:".as_slice(), keyval.public.as_ref()].concat()
-        }
-    }
-}
-
-/// `root` with each role's key ids reduced to one id per distinct public key.
-pub fn dedup_root(root: &Root) -> Root {
-    let mut out = root.clone();
-    for role_keys in out.roles.values_mut() {
-        let mut seen = HashSet::new();
-        role_keys.keyids.retain(|id| match root.keys.get(id) {
-            Some(key) => seen.insert(material(key)),
-            None => false,
-        });
-    }
-    out
-}
-
-/// Verifies `role` against `root` counting each public key once.
+/// Verifies `role` against `root` counting each public key once: the device's own threshold
+/// rule ([`crate::metadata`]), applied to the documents the repository and server hold in
+/// tough's types.
 pub fn verify_distinct<T: Role + Serialize>(root: &Root, role: &Signed<T>) -> Result<(), Error> {
-    dedup_root(root)
-        .verify_role(role)
-        .map_err(|e| Error::Signature {
-            role: T::TYPE.to_string(),
-            detail: e.to_string(),
-        })
+    let what = format!("{} metadata", T::TYPE);
+    let root = serde_json::to_value(root)
+        .and_then(serde_json::from_value::<metadata::Root>)
+        .map_err(|e| Error::malformed("root metadata", e))?;
+    let bytes = serde_json::to_vec(role).map_err(|e| Error::malformed(&what, e))?;
+    let document = metadata::SignedDocument::parse(&bytes, &what)?;
+    root.verify_document(&T::TYPE.to_string(), &document)
 }
 
 /// Checks that `role` carries a valid signature by at least one of `keys`, whatever `root`
