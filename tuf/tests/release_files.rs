@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use edgefleet_protocol::release_files::ReleaseFileKind;
 use edgefleet_tuf::client::ClientLimits;
-use edgefleet_tuf::operator::{self, days_after};
+use edgefleet_tuf::operator;
 use edgefleet_tuf::release_files::detach;
 use jiff::Timestamp;
 
@@ -131,13 +131,7 @@ async fn metadata_naming_a_file_that_was_not_stored_never_reaches_the_repository
     f.repo
         .store_artifact(&files[0].name, &files[0].bytes)
         .unwrap(); // not the baseline
-    let next = operator::with_target(
-        &f.current_targets().await,
-        &name,
-        target,
-        days_after(Timestamp::now(), 90).unwrap(),
-    )
-    .unwrap();
+    let next = f.current_with(&name, target).await.unwrap();
     let err = f
         .offer(&f.sign_targets(next).await)
         .await

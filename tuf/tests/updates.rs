@@ -125,13 +125,7 @@ async fn unsigned_or_wrongly_signed_targets_never_reach_the_repository() {
     let (bytes, meta) = release("churn/2.0.0");
     let (name, target) = operator::model_target(&bytes, &meta).unwrap();
     f.repo.store_artifact(&name, &bytes).unwrap();
-    let next = operator::with_target(
-        &f.current_targets().await,
-        &name,
-        target,
-        days_after(Timestamp::now(), 90).unwrap(),
-    )
-    .unwrap();
+    let next = f.current_with(&name, target).await.unwrap();
     // Signed by a key root does not list for targets.
     let forged = operator::sign_with(
         next.clone(),
@@ -195,13 +189,7 @@ async fn a_target_whose_artifact_was_not_uploaded_is_refused() {
     let f = Fixture::new().await;
     let (bytes, meta) = release("churn/2.0.0");
     let (name, target) = operator::model_target(&bytes, &meta).unwrap();
-    let next = operator::with_target(
-        &f.current_targets().await,
-        &name,
-        target,
-        days_after(Timestamp::now(), 90).unwrap(),
-    )
-    .unwrap();
+    let next = f.current_with(&name, target).await.unwrap();
     let err = f.offer(&f.sign_targets(next).await).await.unwrap_err();
     assert!(
         err.to_string().contains("upload it before the metadata"),
@@ -215,13 +203,7 @@ async fn a_lower_or_equal_sequence_for_the_same_model_cannot_be_pushed() {
     let (bytes, mut meta) = release("churn/2.0.0");
     meta.sequence = 1;
     let (name, target) = operator::model_target(&bytes, &meta).unwrap();
-    let err = operator::with_target(
-        &f.current_targets().await,
-        &name,
-        target,
-        days_after(Timestamp::now(), 90).unwrap(),
-    )
-    .unwrap_err();
+    let err = f.current_with(&name, target).await.unwrap_err();
     assert!(
         err.to_string().contains("sequence 1 is not above 1"),
         "{err}"

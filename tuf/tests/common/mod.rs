@@ -178,6 +178,20 @@ impl Fixture {
         name
     }
 
+    /// The current targets with `target` added (sequence checked), expiring in 90 days.
+    pub async fn current_with(
+        &self,
+        name: &str,
+        target: tough::schema::Target,
+    ) -> Result<Targets, edgefleet_tuf::Error> {
+        operator::with_target(
+            &self.current_targets().await,
+            name,
+            target,
+            operator::days_after(Timestamp::now(), 90).unwrap(),
+        )
+    }
+
     /// `targets` signed with the operator's targets key, as published bytes.
     pub async fn sign_targets(&self, targets: Targets) -> Vec<u8> {
         let signed = operator::sign_with(
