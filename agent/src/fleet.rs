@@ -749,10 +749,16 @@ impl Fleet {
             };
             let mut target = target;
             let staging = self.agent.config.data_dir.join("store/staging");
-            trusted
-                .fetch_release_files(&mut target, &staging)
-                .await
-                .map_err(|e| format!("release files of {}: {e}", target.name))?;
+            match trusted.fetch_release_files(&mut target, &staging).await {
+                Ok(()) => {}
+                // Fetched and matching its signed hash, yet not valid for the release: the
+                // operator signed a bad file, and no retry will mend it.
+                Err(e @ edgefleet_tuf::Error::Target { .. }) => {
+                    self.refuse(&m, e.to_string()).await;
+                    continue;
+                }
+                Err(e) => return Err(format!("release files of {}: {e}", target.name)),
+            }
             let source = if self.agent.has_artifact_of(&target) {
                 self.emit(Notice {
                     model: m.model.to_string(),
