@@ -41,10 +41,22 @@ impl TrustedRepo {
         target: &mut ModelTarget,
         staging_dir: &Path,
     ) -> Result<(), Error> {
-        let mut meta = target.meta.clone();
         // Apart from the artifact's: starting a part file evicts the idle ones beside it, and
-        // an artifact download cut off earlier must stay resumable.
+        // an artifact download cut off earlier must stay resumable. Removed again once empty,
+        // so nothing is left behind, whatever the outcome.
         let staging_dir = staging_dir.join("release-files");
+        let fetched = self.fetch_pending_files(target, &staging_dir).await;
+        let _ = std::fs::remove_dir(&staging_dir);
+        target.meta = fetched?;
+        Ok(())
+    }
+
+    async fn fetch_pending_files(
+        &self,
+        target: &ModelTarget,
+        staging_dir: &Path,
+    ) -> Result<edgefleet_protocol::target::ModelTargetMeta, Error> {
+        let mut meta = target.meta.clone();
         for kind in meta.pending() {
             let Some(file) = meta.files.get(kind) else {
                 continue;
@@ -57,15 +69,14 @@ impl TrustedRepo {
             let fetched = self
                 .fetch_within(
                     &plain,
-                    &staging_dir,
+                    staging_dir,
                     self.config.limits.max_release_file_bytes,
                 )
                 .await?;
             let bytes = fetched.read().map_err(Error::io(fetched.path()))?;
             crate::release_files::attach(&mut meta, kind, &bytes)?;
         }
-        target.meta = meta;
-        Ok(())
+        Ok(meta)
     }
 
     /// [`TrustedRepo::fetch`] for any target.
