@@ -169,6 +169,9 @@ fn replicas_share_artifacts_on_garage_and_the_tuf_repository_in_postgresql() {
     assert_eq!((status, &part[..]), (206, &onnx[100..200]));
 
     // A tampered upload through A leaves nothing in the bucket, and neither replica has it.
+    // (The bucket holds the artifact and the release's two files, golden cases and baseline.)
+    let stored = bucket_keys(&garage);
+    assert_eq!(stored.len(), 3, "{stored:?}");
     let bogus = "0".repeat(63) + "1";
     let response = http()
         .put(&a.url(&format!("/api/v1/artifacts/{bogus}")))
@@ -176,7 +179,7 @@ fn replicas_share_artifacts_on_garage_and_the_tuf_repository_in_postgresql() {
         .send(&onnx[..])
         .unwrap();
     assert_eq!(response.status().as_u16(), 422);
-    assert_eq!(bucket_keys(&garage), vec![format!("fleet/sha256/{sha}")]);
+    assert_eq!(bucket_keys(&garage), stored);
     for server in [&a, &b] {
         let (status, _) = get(server, &format!("/api/v1/artifacts/{bogus}"), &token, None);
         assert_eq!(status, 404);
