@@ -11,12 +11,12 @@ use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, ModelTarget, Verif
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::lifecycle::{Event, InstallState, Next, Outcome};
+use crate::lifecycle::{Event, Next, Outcome};
 use crate::metrics::{ActiveLabels, Metrics, OutcomeLabels};
 use crate::serving::{Serving, Slot};
 use crate::store::{Refused, Resumed, Store, StoreError, StoredVersion};
 use edgefleet_protocol::ModelName;
-use edgefleet_protocol::message::{EventKind, InstalledVersion, ReportedModel, UpdateState};
+use edgefleet_protocol::message::{EventKind, InstalledVersion, ReportedModel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -224,16 +224,10 @@ impl Agent {
                         .map(|s| s.model.runtime().to_owned()),
                 })
             };
-            let state = match (&r.install, r.last_outcome.as_deref()) {
-                (Some((_, InstallState::Staging)), _) => UpdateState::Downloading,
-                (Some((_, InstallState::Staged)), _) => UpdateState::Staged,
-                (Some((_, InstallState::Checking)), _) => UpdateState::HealthChecking,
-                (Some((_, InstallState::Probation)), _) => UpdateState::Probation,
-                (None, Some("committed")) => UpdateState::Committed,
-                (None, Some("rejected")) => UpdateState::Rejected,
-                (None, Some("rolled_back")) => UpdateState::RolledBack,
-                (None, _) => UpdateState::Idle,
-            };
+            let state = crate::lifecycle::reported_state(
+                r.install.as_ref().map(|(_, state)| *state),
+                r.last_outcome,
+            );
             out.push(ReportedModel {
                 model: ModelName::new(name.clone()).map_err(|e| StoreError::Corrupt {
                     what: format!("model name {name:?}"),

@@ -338,11 +338,10 @@ async fn list_models(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, Api
                 v.as_ref().map(|v| json!({ "version": v.meta.version.to_string(), "sequence": v.meta.sequence, "sha256": v.sha256, "target": v.target }))
             };
             let serving = agent.serving.get(&r.model);
-            let state = match (&r.install, r.last_outcome.as_deref()) {
-                (Some((_, state)), _) => state.as_str().to_string(),
-                (None, Some(outcome)) => outcome.to_string(),
-                (None, None) => "idle".into(),
-            };
+            let state = crate::lifecycle::reported_state(
+                r.install.as_ref().map(|(_, state)| *state),
+                r.last_outcome,
+            );
             json!({
                 "name": r.model,
                 "active": version(&r.active),

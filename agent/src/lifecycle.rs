@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use edgefleet_protocol::message::UpdateState;
+
 /// States an install can be in while it is in flight; each is journaled in SQLite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InstallState {
@@ -132,12 +134,34 @@ impl InstallState {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Committed, Outcome::Rejected, Outcome::RolledBack];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Committed => "committed",
             Outcome::Rejected => "rejected",
             Outcome::RolledBack => "rolled_back",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// What the device tells the server (and its local API's callers) about a model's update, in
+/// the protocol's one vocabulary: the install in flight if there is one, else how the last one
+/// ended. The journal's own states stay inside the agent; this is where they meet the wire.
+pub fn reported_state(install: Option<InstallState>, last: Option<Outcome>) -> UpdateState {
+    match (install, last) {
+        (Some(InstallState::Staging), _) => UpdateState::Downloading,
+        (Some(InstallState::Staged), _) => UpdateState::Staged,
+        (Some(InstallState::Checking), _) => UpdateState::HealthChecking,
+        (Some(InstallState::Probation), _) => UpdateState::Probation,
+        (None, Some(Outcome::Committed)) => UpdateState::Committed,
+        (None, Some(Outcome::Rejected)) => UpdateState::Rejected,
+        (None, Some(Outcome::RolledBack)) => UpdateState::RolledBack,
+        (None, None) => UpdateState::Idle,
     }
 }
 
@@ -150,6 +174,34 @@ impl fmt::Display for InstallState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_journal_state_and_outcome_has_one_reported_state() {
+        let in_flight: Vec<UpdateState> = InstallState::ALL
+            .into_iter()
+            .map(|s| reported_state(Some(s), Some(Outcome::Committed)))
+            .collect();
+        assert_eq!(
+            in_flight,
+            [
+                UpdateState::Downloading,
+                UpdateState::Staged,
+                UpdateState::HealthChecking,
+                UpdateState::Probation
+            ],
+            "an install in flight wins over the last outcome"
+        );
+        for outcome in Outcome::ALL {
+            assert_eq!(Outcome::parse(outcome.as_str()), Some(outcome));
+            let reported = serde_json::to_value(reported_state(None, Some(outcome))).unwrap();
+            assert_eq!(
+                reported,
+                outcome.as_str(),
+                "outcomes read the same on the wire"
+            );
+        }
+        assert_eq!(reported_state(None, None), UpdateState::Idle);
+    }
 
     #[test]
     fn the_happy_path_runs_staging_to_committed() {

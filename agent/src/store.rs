@@ -87,7 +87,7 @@ pub struct ModelRecord {
     pub previous: Option<StoredVersion>,
     pub floor: u64,
     pub install: Option<(StoredVersion, InstallState)>,
-    pub last_outcome: Option<String>,
+    pub last_outcome: Option<Outcome>,
     pub last_error: Option<String>,
 }
 
@@ -382,7 +382,7 @@ impl Store {
                 previous: version(previous)?,
                 floor: u64::try_from(floor).unwrap_or(0),
                 install,
-                last_outcome,
+                last_outcome: last_outcome.as_deref().and_then(Outcome::parse),
                 last_error,
             }))
         })

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use edgefleet_protocol::DeviceId;
 
-use crate::api::{ApiError, AppState, handlers};
+use edgefleet_protocol::message::EventKind;
+
+use crate::desired::{self, Catalog};
 use crate::rollout::{Action, Observed, Rollout};
+use crate::state::AppState;
 
 /// One pass over every active rollout; the API calls it too, right after a command, so the
 /// operator sees the effect without waiting for the next tick.
@@ -37,6 +40,7 @@ pub async fn tick(state: &AppState) {
     };
     let by_id: HashMap<String, crate::store::Device> =
         devices.into_iter().map(|d| (d.id.to_string(), d)).collect();
+    let mut catalog: Option<Catalog> = None;
     for mut rollout in rollouts {
         let model = rollout.spec.model.clone();
         let now = jiff::Timestamp::now().as_second();
@@ -56,12 +60,27 @@ pub async fn tick(state: &AppState) {
                 }
             }
         }
-        for action in actions {
-            apply(state, &mut rollout, action, now).await;
-        }
         explain_failures(state, &mut rollout).await;
-        for device in crate::rollout::retry_targets(&rollout) {
-            apply(state, &mut rollout, Action::Update { device }, now).await;
+        actions.extend(
+            crate::rollout::retry_targets(&rollout)
+                .into_iter()
+                .map(|device| Action::Update { device }),
+        );
+        if !actions.is_empty() {
+            // The signed targets, read once for every change this pass makes.
+            let catalog = match &mut catalog {
+                Some(c) => &*c,
+                none => match Catalog::load(&state.tuf).await {
+                    Ok(c) => &*none.insert(c),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the signed targets; desired states wait for the next pass");
+                        continue;
+                    }
+                },
+            };
+            for action in actions {
+                apply(state, catalog, &mut rollout, action, now).await;
+            }
         }
         if rollout != before {
             if let Err(e) = state.store.save_rollout(&mut rollout).await {
@@ -91,7 +110,7 @@ pub async fn rollout_batches(
         .store
         .metrics(None, rollout.created_at - BASELINE_LOOKBACK_SECONDS)
         .await?;
-    Ok(crate::telemetry::decode(&stored))
+    Ok(crate::telemetry::batches(stored))
 }
 
 /// The rollouts are driven by one server at a time: whoever holds this lease, renewed every pass
@@ -160,9 +179,10 @@ async fn explain_failures(state: &AppState, rollout: &mut Rollout) {
         };
         let why = events.iter().find_map(|e| {
             let m = &e.message;
-            (m["kind"] == "rejected" && m["target"] == rollout.spec.target.as_str())
-                .then(|| m["detail"].as_str().map(str::to_owned))
-                .flatten()
+            (m.kind == EventKind::Rejected
+                && m.target.as_deref() == Some(rollout.spec.target.as_str()))
+            .then(|| m.detail.clone())
+            .flatten()
         });
         if let Some(why) = why {
             d.detail = Some(why);
@@ -175,22 +195,24 @@ fn observe(device: &crate::store::Device, model: &str) -> Observed {
     let Some(reported) = &device.reported else {
         return Observed::default();
     };
-    let entry = reported["models"]
-        .as_array()
-        .and_then(|models| models.iter().find(|m| m["model"] == model));
+    let entry = reported.models.iter().find(|m| m.model.as_str() == model);
     Observed {
         active_target: entry
-            .and_then(|m| m["active"]["target"].as_str())
-            .map(str::to_owned),
-        state: entry.and_then(|m| m["state"].as_str()).map(str::to_owned),
-        last_error: entry
-            .and_then(|m| m["last_error"].as_str())
-            .map(str::to_owned),
-        desired_revision: reported["desired_revision"].as_u64().unwrap_or(0),
+            .and_then(|m| m.active.as_ref())
+            .map(|a| a.target.clone()),
+        state: entry.map(|m| m.state),
+        last_error: entry.and_then(|m| m.last_error.clone()),
+        desired_revision: reported.desired_revision,
     }
 }
 
-async fn apply(state: &AppState, rollout: &mut Rollout, action: Action, now: i64) {
+async fn apply(
+    state: &AppState,
+    catalog: &Catalog,
+    rollout: &mut Rollout,
+    action: Action,
+    now: i64,
+) {
     let model = rollout.spec.model.clone();
     let (device, version, tag) = match &action {
         Action::Update { device } => (
@@ -203,66 +225,28 @@ async fn apply(state: &AppState, rollout: &mut Rollout, action: Action, now: i64
     let Ok(id) = DeviceId::new(device.clone()) else {
         return;
     };
-    match set_model_version(state, &id, &model, version.as_deref(), tag.as_deref()).await {
+    let set = desired::set_model_version(
+        state,
+        catalog,
+        &id,
+        &model,
+        version.as_deref(),
+        tag.as_deref(),
+    )
+    .await;
+    match set {
         Ok(revision) => {
             if matches!(action, Action::Update { .. }) {
                 rollout.notified(&device, revision, now);
             }
         }
         Err(e) => {
-            tracing::warn!(rollout = %rollout.id, device, error = %e.error, "could not set desired state");
-            rollout.history.push((
-                now,
-                format!("device {device}: desired state not set: {}", e.error),
-            ));
+            tracing::warn!(rollout = %rollout.id, device, error = %e, "could not set desired state");
+            rollout
+                .history
+                .push((now, format!("device {device}: desired state not set: {e}")));
         }
     }
-}
-
-/// Sets one model of a device's desired state, keeping its other models. `version` `None`
-/// removes the model. Returns the new desired revision.
-pub async fn set_model_version(
-    state: &AppState,
-    device: &DeviceId,
-    model: &str,
-    version: Option<&str>,
-    rollout: Option<&str>,
-) -> Result<u64, ApiError> {
-    let current = state
-        .store
-        .device(device)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("device {device} not found")))?;
-    let mut wanted = Vec::new();
-    let mut rollouts = HashMap::new();
-    let models = current
-        .desired
-        .as_ref()
-        .and_then(|d| d["models"].as_array().cloned())
-        .unwrap_or_default();
-    for m in &models {
-        let Some(target) = m["target"].as_str() else {
-            continue;
-        };
-        let Ok((name, v)) = edgefleet_protocol::target::parse_target_name(target) else {
-            continue;
-        };
-        if name.as_str() == model {
-            continue;
-        }
-        if let Some(tag) = m["rollout"].as_str() {
-            rollouts.insert(name.to_string(), tag.to_owned());
-        }
-        wanted.push((name.to_string(), v.to_string()));
-    }
-    if let Some(version) = version {
-        wanted.push((model.to_owned(), version.to_owned()));
-        if let Some(tag) = rollout {
-            rollouts.insert(model.to_owned(), tag.to_owned());
-        }
-    }
-    let desired = handlers::assign_tagged(state, device, &wanted, &rollouts).await?;
-    Ok(desired.revision)
 }
 
 /// Ticks forever.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use edgefleet_protocol::DeviceId;
-use edgefleet_protocol::message::{self, Desired, Event, MetricsBatch, Reported};
+use edgefleet_protocol::message::{self, Event, MetricsBatch, Reported};
 use edgefleet_protocol::topic::{self, Channel, TOPIC_PREFIX, Topic};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -656,9 +656,7 @@ async fn desired_restorer(
 ) {
     while let Some(device) = devices.recv().await {
         let wanted = match store.device(&device).await {
-            Ok(found) => found
-                .and_then(|d| d.desired)
-                .and_then(|json| serde_json::from_value::<Desired>(json).ok()),
+            Ok(found) => found.and_then(|d| d.desired),
             Err(e) => {
                 tracing::warn!(%device, error = %e, "cannot read the desired state to restore");
                 continue;
@@ -763,23 +761,13 @@ async fn republisher(
     loop {
         wake.notified().await;
         metrics.desired_republished.inc();
-        let all = match store.all_desired().await {
+        let desired = match store.all_desired().await {
             Ok(all) => all,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read desired state to re-publish");
                 continue;
             }
         };
-        let desired: Vec<Desired> = all
-            .into_iter()
-            .filter_map(|(device, json)| match serde_json::from_value(json) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    tracing::error!(%device, error = %e, "stored desired state unreadable; not re-published");
-                    None
-                }
-            })
-            .collect();
         if desired.is_empty() {
             continue;
         }
@@ -862,32 +850,12 @@ pub async fn ingest(
     let result = match topic.channel {
         Channel::Reported => match message::decode::<Reported>(payload) {
             Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),
-            Ok(m) => {
-                let json = match serde_json::to_value(&m) {
-                    Ok(j) => j,
-                    Err(e) => return Ingested::Refused(e.to_string()),
-                };
-                store
-                    .record_reported(&m.device, m.seq, now, &m.agent_version, &json)
-                    .await
-            }
+            Ok(m) => store.record_reported(&m, now).await,
             Err(e) => return Ingested::Refused(e.to_string()),
         },
         Channel::Events => match message::decode::<Event>(payload) {
             Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),
-            Ok(m) => {
-                let json = match serde_json::to_value(&m) {
-                    Ok(j) => j,
-                    Err(e) => return Ingested::Refused(e.to_string()),
-                };
-                let stored = StoredEvent {
-                    device: m.device.clone(),
-                    seq: m.seq,
-                    at: now,
-                    message: json,
-                };
-                store.record_event(&stored, m.id.as_str()).await
-            }
+            Ok(m) => store.record_event(&StoredEvent::received(m, now)).await,
             Err(e) => return Ingested::Refused(e.to_string()),
         },
         Channel::Metrics => match message::decode::<MetricsBatch>(payload) {
@@ -896,13 +864,7 @@ pub async fn ingest(
                 return Ingested::Refused(format!("metrics batch {}: {why}", m.seq));
             }
             Ok(m) => {
-                let json = match serde_json::to_value(&m) {
-                    Ok(j) => j,
-                    Err(e) => return Ingested::Refused(e.to_string()),
-                };
-                let stored = store
-                    .record_metrics(&m.device, m.seq, received_us, &json)
-                    .await;
+                let stored = store.record_metrics(&m, received_us).await;
                 if let Ok(true) = stored {
                     metrics.count_telemetry(&m);
                 }

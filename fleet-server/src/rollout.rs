@@ -9,6 +9,7 @@
 //! rollout at once — it does not wait for the rest of the wave — and, with `rollback_on_halt`,
 //! sets every device it updated back to the version it had.
 
+use edgefleet_protocol::message::UpdateState;
 use serde::{Deserialize, Serialize};
 
 /// Which devices a rollout covers: all conditions given must hold.
@@ -297,8 +298,8 @@ pub enum Action {
 pub struct Observed {
     /// The target it serves.
     pub active_target: Option<String>,
-    /// Its update state (`committed`, `probation`, `rejected`, ...).
-    pub state: Option<String>,
+    /// Where its update of the model stands.
+    pub state: Option<UpdateState>,
     pub last_error: Option<String>,
     /// The last desired revision it acted on.
     pub desired_revision: u64,
@@ -479,16 +480,18 @@ impl Rollout {
             let seen = observe(&d.id).unwrap_or_default();
             let acted = d.revision.is_some_and(|r| seen.desired_revision >= r);
             let runs_it = seen.active_target.as_deref() == Some(target.as_str());
-            let next = match (runs_it, seen.state.as_deref()) {
-                (true, Some("committed")) => DeviceState::Healthy,
+            let next = match (runs_it, seen.state) {
+                (true, Some(UpdateState::Committed)) => DeviceState::Healthy,
                 (true, _) => DeviceState::Installing,
-                (false, Some("downloading")) => DeviceState::Downloading,
-                (false, Some("staged" | "health_checking" | "probation")) => {
-                    DeviceState::Installing
-                }
-                (false, Some("rejected" | "rolled_back")) if acted => DeviceState::Failed,
-                // Acted on our revision and runs something else: it refused the target (below
-                // its floor, unsigned) or rolled it back.
+                (false, Some(UpdateState::Downloading)) => DeviceState::Downloading,
+                (
+                    false,
+                    Some(
+                        UpdateState::Staged | UpdateState::HealthChecking | UpdateState::Probation,
+                    ),
+                ) => DeviceState::Installing,
+                // Acted on our revision and runs something else: it rejected the target (below
+                // its floor, unsigned, unhealthy) or rolled it back.
                 (false, _) if acted => DeviceState::Failed,
                 (false, _) => d.state,
             };
@@ -825,7 +828,7 @@ mod tests {
     fn committed(rev: u64) -> Observed {
         Observed {
             active_target: Some("models/churn/2.0.0/model.onnx".into()),
-            state: Some("committed".into()),
+            state: Some(UpdateState::Committed),
             last_error: None,
             desired_revision: rev,
         }
@@ -834,7 +837,7 @@ mod tests {
     fn rejected(rev: u64) -> Observed {
         Observed {
             active_target: Some("models/churn/1.0.0/model.onnx".into()),
-            state: Some("rejected".into()),
+            state: Some(UpdateState::Rejected),
             last_error: Some("health check failed".into()),
             desired_revision: rev,
         }

@@ -117,14 +117,9 @@ pub struct VersionReport {
     pub drift_psi: BTreeMap<String, f64>,
 }
 
-/// Stored batches decoded; a batch the store holds but this server cannot read (written by a
-/// newer one) is skipped rather than failing every figure.
-pub fn decode(stored: &[StoredMetrics]) -> Vec<MetricsBatch> {
-    use serde::Deserialize;
-    stored
-        .iter()
-        .filter_map(|s| MetricsBatch::deserialize(&s.batch).ok())
-        .collect()
+/// The batches of stored rows (the store already left out any it could not read).
+pub fn batches(stored: Vec<StoredMetrics>) -> Vec<MetricsBatch> {
+    stored.into_iter().map(|s| s.batch).collect()
 }
 
 /// A rollout's new version's figures and those of the versions it replaces (merged), over its

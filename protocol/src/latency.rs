@@ -10,12 +10,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::LatencySummary;
-
 /// Ratio between neighbouring buckets: quantiles are exact to within this.
 pub const BUCKET_RATIO: f64 = 1.05;
 /// Bucket 0 holds up to 1 µs; the last one everything above ~100 s.
 pub const BUCKETS: u16 = 380;
+
+/// Latency summary of one window, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

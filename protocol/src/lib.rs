@@ -20,6 +20,7 @@ pub mod latency;
 pub mod message;
 pub mod release_files;
 pub mod target;
+pub mod target_name;
 pub mod tensor;
 pub mod topic;
 

@@ -95,7 +95,6 @@ pub struct DesiredModel {
 pub enum UpdateState {
     Idle,
     Downloading,
-    Verifying,
     Staged,
     HealthChecking,
     Probation,
@@ -144,12 +143,10 @@ pub struct Reported {
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Downloading,
-    Downloaded,
     Verified,
     Staged,
     HealthChecking,
     Installed,
-    Healthy,
     Committed,
     Rejected,
     RolledBack,
@@ -174,14 +171,7 @@ pub struct Event {
     pub detail: Option<String>,
 }
 
-/// Latency summary of one window, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct LatencySummary {
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
+pub use crate::latency::LatencySummary;
 
 /// One model version's figures over a metrics window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -124,7 +124,7 @@ pub struct GoldenFile {
 
 /// The release directory of a file's target-style name: `models/<m>/<v>/golden.json` gives
 /// `models/<m>/<v>/model.onnx` and [`ReleaseFileKind::Golden`]. Anything else is refused, as
-/// [`crate::target::parse_target_name`] refuses it.
+/// [`crate::target_name::parse_target_name`] refuses it.
 pub fn parse_release_file_name(name: &str) -> Result<(String, ReleaseFileKind), Error> {
     let bad = || {
         Error::invalid(
@@ -138,7 +138,7 @@ pub fn parse_release_file_name(name: &str) -> Result<(String, ReleaseFileKind), 
     let (dir, file) = name.rsplit_once('/').ok_or_else(bad)?;
     let kind = ReleaseFileKind::from_file_name(file).ok_or_else(bad)?;
     let release = format!("{dir}/model.onnx");
-    crate::target::parse_target_name(&release).map_err(|_| bad())?;
+    crate::target_name::parse_target_name(&release).map_err(|_| bad())?;
     Ok((release, kind))
 }
 

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use edgefleet_e2e::free_port;
 use edgefleet_e2e::postgres::Postgres;
-use edgefleet_protocol::DeviceId;
+use edgefleet_protocol::message::{
+    Desired, DesiredModel, Event, EventKind, MetricsBatch, Reported, SCHEMA_VERSION,
+};
+use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 use fleet_server::auth::Role;
 use fleet_server::rollout::{Rollout, RolloutSpec};
 use fleet_server::store::postgres::PostgresStore;
@@ -18,6 +21,73 @@ use fleet_server::store::{
 
 fn dev(id: &str) -> DeviceId {
     DeviceId::new(id).unwrap()
+}
+
+fn id(n: u64) -> MessageId {
+    MessageId::from_random([n as u8; 16])
+}
+
+fn reported(device: &str, seq: u64) -> Reported {
+    Reported {
+        schema: SCHEMA_VERSION,
+        id: id(seq),
+        device: dev(device),
+        seq,
+        at_unix: seq,
+        agent_version: "0.1.0".into(),
+        desired_revision: seq,
+        models: vec![],
+    }
+}
+
+fn event(device: &str, seq: u64, at: i64) -> StoredEvent {
+    let message = Event {
+        schema: SCHEMA_VERSION,
+        id: id(seq),
+        device: dev(device),
+        seq,
+        at_unix: seq,
+        kind: EventKind::Committed,
+        model: ModelName::new("churn").unwrap(),
+        target: None,
+        rollout: None,
+        detail: None,
+    };
+    StoredEvent::received(message, at)
+}
+
+/// A metrics batch whose `dropped_batches` marks which copy was stored.
+fn batch(device: &str, seq: u64, marker: u64) -> MetricsBatch {
+    MetricsBatch {
+        schema: SCHEMA_VERSION,
+        id: id(seq),
+        device: dev(device),
+        seq,
+        window_start_unix: 0,
+        window_end_unix: 60,
+        dropped_batches: marker,
+        process: Default::default(),
+        models: vec![],
+    }
+}
+
+fn desired(device: &str, revision: u64, targets: &[&str]) -> Desired {
+    Desired {
+        schema: SCHEMA_VERSION,
+        id: id(revision),
+        device: dev(device),
+        revision,
+        issued_at_unix: 0,
+        models: targets
+            .iter()
+            .map(|t| DesiredModel {
+                model: ModelName::new("churn").unwrap(),
+                target: (*t).into(),
+                artifact_urls: vec![],
+                rollout: None,
+            })
+            .collect(),
+    }
 }
 
 fn new_device(id: &str, group: &str) -> NewDevice {
@@ -99,27 +169,11 @@ async fn reported_state_only_moves_forward_and_events_are_stored_once(store: &dy
         .add_device(&new_device("d1", "g"), "t", 100, 0, false)
         .await
         .unwrap();
-    let r = |n: u64| serde_json::json!({ "seq": n });
-    assert!(
-        store
-            .record_reported(&dev("d1"), 2, 10, "0.1.0", &r(2))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .record_reported(&dev("d1"), 1, 11, "0.1.0", &r(1))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .record_reported(&dev("d1"), 2, 11, "0.1.0", &r(2))
-            .await
-            .unwrap()
-    );
+    assert!(store.record_reported(&reported("d1", 2), 10).await.unwrap());
+    assert!(!store.record_reported(&reported("d1", 1), 11).await.unwrap());
+    assert!(!store.record_reported(&reported("d1", 2), 11).await.unwrap());
     let d = store.device(&dev("d1")).await.unwrap().unwrap();
-    assert_eq!(d.reported, Some(r(2)));
+    assert_eq!(d.reported, Some(reported("d1", 2)));
     assert_eq!(d.agent_version.as_deref(), Some("0.1.0"));
     assert_eq!(d.last_seen, Some(10));
     store.touch(&dev("d1"), 8).await.unwrap();
@@ -134,24 +188,9 @@ async fn reported_state_only_moves_forward_and_events_are_stored_once(store: &dy
         Some(12)
     );
     for (seq, at) in [(1, 5), (2, 7), (3, 6)] {
-        let event = StoredEvent {
-            device: dev("d1"),
-            seq,
-            at,
-            message: serde_json::json!({"kind": "committed", "seq": seq}),
-        };
-        assert!(
-            store
-                .record_event(&event, &format!("m{seq}"))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .record_event(&event, &format!("m{seq}"))
-                .await
-                .unwrap()
-        );
+        let event = event("d1", seq, at);
+        assert!(store.record_event(&event).await.unwrap());
+        assert!(!store.record_event(&event).await.unwrap());
     }
     let events = store.events(Some(&dev("d1")), 2).await.unwrap();
     assert_eq!(
@@ -159,13 +198,12 @@ async fn reported_state_only_moves_forward_and_events_are_stored_once(store: &dy
         vec![2, 3],
         "newest first, limited"
     );
-    assert_eq!(events[0].message["seq"], 2);
+    assert_eq!(events[0], event("d1", 2, 7), "read back as stored");
     assert_eq!(store.events(None, 10).await.unwrap().len(), 3);
     assert!(store.events(Some(&dev("d9")), 10).await.unwrap().is_empty());
 }
 
 async fn telemetry_is_stored_once_read_in_arrival_order_and_pruned_by_age(store: &dyn Store) {
-    let batch = |seq: u64| serde_json::json!({"seq": seq});
     // Arrival (microseconds) out of seq order on purpose: reads follow arrival.
     for (device, seq, received_us) in [
         ("d1", 2, 5_000_000),
@@ -175,14 +213,14 @@ async fn telemetry_is_stored_once_read_in_arrival_order_and_pruned_by_age(store:
     ] {
         assert!(
             store
-                .record_metrics(&dev(device), seq, received_us, &batch(seq))
+                .record_metrics(&batch(device, seq, seq), received_us)
                 .await
                 .unwrap()
         );
     }
     assert!(
         !store
-            .record_metrics(&dev("d1"), 1, 9_900_000, &batch(99))
+            .record_metrics(&batch("d1", 1, 99), 9_900_000)
             .await
             .unwrap(),
         "a (device, seq) is stored once"
@@ -194,7 +232,11 @@ async fn telemetry_is_stored_once_read_in_arrival_order_and_pruned_by_age(store:
             .collect::<Vec<_>>(),
         vec![(2, 5_000_000), (1, 5_000_001), (3, 9_500_000)]
     );
-    assert_eq!(d1[1].batch["seq"], 1, "the first copy is the one kept");
+    assert_eq!(
+        d1[1].batch,
+        batch("d1", 1, 1),
+        "the first copy is the one kept"
+    );
     assert_eq!(
         store.metrics(None, 7).await.unwrap().len(),
         2,
@@ -216,26 +258,17 @@ async fn desired_revisions_grow_and_assignments_accumulate(store: &dyn Store) {
         .add_device(&new_device("d1", "g"), "t", 100, 0, false)
         .await
         .unwrap();
-    let d = serde_json::json!({"models": {}});
-    store
-        .set_desired(&dev("d1"), 1, &d, &["a".into()])
-        .await
-        .unwrap();
-    store
-        .set_desired(&dev("d1"), 2, &d, &["b".into()])
-        .await
-        .unwrap();
-    assert!(
-        store
-            .set_desired(&dev("d1"), 2, &d, &["c".into()])
-            .await
-            .is_err()
-    );
+    store.set_desired(&desired("d1", 1, &["a"])).await.unwrap();
+    store.set_desired(&desired("d1", 2, &["b"])).await.unwrap();
+    assert!(store.set_desired(&desired("d1", 2, &["c"])).await.is_err());
     assert!(store.is_assigned(&dev("d1"), "a").await.unwrap());
     assert!(store.is_assigned(&dev("d1"), "b").await.unwrap());
     assert!(!store.is_assigned(&dev("d1"), "c").await.unwrap());
-    assert!(store.set_desired(&dev("nobody"), 1, &d, &[]).await.is_err());
-    assert_eq!(store.all_desired().await.unwrap(), vec![(dev("d1"), d)]);
+    assert!(store.set_desired(&desired("nobody", 1, &[])).await.is_err());
+    assert_eq!(
+        store.all_desired().await.unwrap(),
+        vec![desired("d1", 2, &["b"])]
+    );
     assert_eq!(
         store
             .device(&dev("d1"))
@@ -284,10 +317,7 @@ async fn devices_groups_and_tokens(store: &dyn Store) {
         tag: None,
     };
     assert!(store.devices(&g2).await.unwrap().is_empty());
-    store
-        .set_desired(&dev("d2"), 1, &serde_json::json!({}), &["x".into()])
-        .await
-        .unwrap();
+    store.set_desired(&desired("d2", 1, &["x"])).await.unwrap();
     store.remove_device(&dev("d2")).await.unwrap();
     assert!(store.device(&dev("d2")).await.unwrap().is_none());
     assert!(
@@ -608,14 +638,9 @@ async fn postgres_replicas_migrate_once_and_share_state() {
             .await,
         Err(StoreError::Conflict { .. })
     ));
-    let event = StoredEvent {
-        device: dev("d1"),
-        seq: 1,
-        at: 1,
-        message: serde_json::json!({}),
-    };
+    let event = event("d1", 1, 1);
     // The same device message handled by both replicas is stored once.
-    let (first, second) = tokio::join!(a.record_event(&event, "m1"), b.record_event(&event, "m1"));
+    let (first, second) = tokio::join!(a.record_event(&event), b.record_event(&event));
     assert_eq!(
         u8::from(first.unwrap()) + u8::from(second.unwrap()),
         1,

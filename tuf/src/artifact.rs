@@ -20,8 +20,8 @@ use futures::StreamExt;
 use tough::{TransportError, TransportStream};
 use url::Url;
 
-use crate::client::{ClientLimits, PlainTarget};
-use crate::metadata::{Digests, matches};
+use crate::limits::ClientLimits;
+use crate::metadata::{Digests, PlainTarget, matches};
 
 /// The digests a download of `target` computes: every algorithm it lists, and sha256 always
 /// (the store keys artifacts by it).

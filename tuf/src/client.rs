@@ -14,10 +14,8 @@
 //! be valid model metadata whose name matches, and its `sequence` must not be below the
 //! device's floor.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use edgefleet_protocol::target::ModelTargetMeta;
 use futures::StreamExt;
@@ -25,49 +23,19 @@ use tough::{TargetName, Transport, TransportErrorKind};
 use url::Url;
 
 pub use crate::artifact::VerifiedArtifact;
+pub use crate::limits::ClientLimits;
+pub use crate::metadata::PlainTarget;
 use crate::metadata::{TargetFile, quote_role};
 use crate::operator::model_meta;
 use crate::search::Search;
+pub use crate::sha256_hex;
 use crate::trusted::{TimestampUpdate, TrustedSet};
-use crate::{Error, sha256, write_atomic};
+use crate::{Error, write_atomic};
 
 mod download;
 
 /// The most root versions one refresh walks through.
 const MAX_ROOT_ROTATIONS: u64 = 1024;
-
-/// Caps on what the network may make a device download.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientLimits {
-    /// Largest root, timestamp or snapshot file accepted, in bytes.
-    pub max_metadata_bytes: u64,
-    /// Largest targets file accepted when snapshot does not give its length, in bytes.
-    pub max_targets_bytes: u64,
-    /// Largest artifact accepted, whatever targets says, in bytes.
-    pub max_artifact_bytes: u64,
-    /// Largest release file (golden cases, baseline) accepted, whatever the metadata says.
-    pub max_release_file_bytes: u64,
-    /// A download slower than this on average (after the first `grace`) is abandoned: the
-    /// slow-retrieval attack.
-    pub min_bytes_per_second: u64,
-    pub grace: Duration,
-    /// No single chunk may take longer than this.
-    pub stall_timeout: Duration,
-}
-
-impl Default for ClientLimits {
-    fn default() -> Self {
-        Self {
-            max_metadata_bytes: 1024 * 1024,
-            max_targets_bytes: 16 * 1024 * 1024,
-            max_artifact_bytes: 512 * 1024 * 1024,
-            max_release_file_bytes: 64 * 1024 * 1024,
-            min_bytes_per_second: 16 * 1024,
-            grace: Duration::from_secs(10),
-            stall_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Where a client keeps its trusted metadata and where it fetches from.
 #[derive(Debug, Clone)]
@@ -105,44 +73,6 @@ impl std::fmt::Debug for TrustedRepo {
             .field("root", &self.set.root().version())
             .field("metadata_url", &self.config.metadata_url.as_str())
             .finish_non_exhaustive()
-    }
-}
-
-/// Any target: what the signed metadata says about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlainTarget {
-    pub name: String,
-    pub length: u64,
-    /// Every hash the metadata lists, hex by algorithm name; all are checked.
-    pub hashes: BTreeMap<String, String>,
-}
-
-impl PlainTarget {
-    /// A target of these bytes, hashed with sha256 (tests, local sources).
-    pub fn of_bytes(name: &str, bytes: &[u8]) -> Self {
-        PlainTarget {
-            name: name.to_string(),
-            length: bytes.len() as u64,
-            hashes: BTreeMap::from([("sha256".to_string(), sha256_hex(bytes))]),
-        }
-    }
-
-    /// The hash that names this target's download under consistent snapshots and its part
-    /// file: sha256 when listed, otherwise the first listed.
-    pub fn key_hex(&self) -> &str {
-        self.hashes
-            .get("sha256")
-            .or_else(|| self.hashes.values().next())
-            .map(String::as_str)
-            .unwrap_or_default()
-    }
-
-    fn from_file(name: &str, file: &TargetFile) -> Self {
-        PlainTarget {
-            name: name.to_string(),
-            length: file.length,
-            hashes: file.hashes.clone(),
-        }
     }
 }
 
@@ -542,9 +472,4 @@ pub fn admit(target: &ModelTarget, floor: u64) -> Result<u64, Error> {
         });
     }
     Ok(floor.max(target.meta.min_sequence))
-}
-
-/// Hex sha256 of `bytes`, as targets metadata writes it.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha256(bytes))
 }

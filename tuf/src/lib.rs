@@ -22,6 +22,7 @@ pub mod client;
 pub mod delegation;
 pub mod desired;
 pub mod keys;
+pub mod limits;
 pub mod metadata;
 pub mod operator;
 pub mod release_files;
@@ -138,6 +139,11 @@ pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), E
         .and_then(|d| d.sync_all())
         .map_err(Error::io(dir))?;
     Ok(())
+}
+
+/// Hex sha256 of `bytes`, as targets metadata writes it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha256(bytes))
 }
 
 pub(crate) fn sha256(bytes: &[u8]) -> Vec<u8> {

@@ -562,6 +562,44 @@ pub fn percent_encode(text: &str, keep: &[u8]) -> String {
     out
 }
 
+/// Any target: what the signed metadata says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainTarget {
+    pub name: String,
+    pub length: u64,
+    /// Every hash the metadata lists, hex by algorithm name; all are checked.
+    pub hashes: BTreeMap<String, String>,
+}
+
+impl PlainTarget {
+    /// A target of these bytes, hashed with sha256 (tests, local sources).
+    pub fn of_bytes(name: &str, bytes: &[u8]) -> Self {
+        PlainTarget {
+            name: name.to_string(),
+            length: bytes.len() as u64,
+            hashes: BTreeMap::from([("sha256".to_string(), crate::sha256_hex(bytes))]),
+        }
+    }
+
+    /// The hash that names this target's download under consistent snapshots and its part
+    /// file: sha256 when listed, otherwise the first listed.
+    pub fn key_hex(&self) -> &str {
+        self.hashes
+            .get("sha256")
+            .or_else(|| self.hashes.values().next())
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn from_file(name: &str, file: &TargetFile) -> Self {
+        PlainTarget {
+            name: name.to_string(),
+            length: file.length,
+            hashes: file.hashes.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::artifacts::ArtifactError;
+use crate::desired::DesiredError;
 use crate::store::StoreError;
 use crate::tufhost::HostError;
 
@@ -118,6 +119,26 @@ impl From<ArtifactError> for ApiError {
             }
             ArtifactError::Body(_) => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
             ArtifactError::Store { .. } | ArtifactError::BadUrl { .. } => Self::internal(e),
+        }
+    }
+}
+
+impl From<DesiredError> for ApiError {
+    fn from(e: DesiredError) -> Self {
+        let field = e.field();
+        let error = match e {
+            DesiredError::NotSigned { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+            DesiredError::ListedTwice { .. } => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
+            DesiredError::UnknownDevice(_) => Self::not_found(e.to_string()),
+            DesiredError::NothingSigned | DesiredError::Random => Self::internal(e),
+            DesiredError::Store(e) => e.into(),
+            DesiredError::Host(e) => e.into(),
+        };
+        match field {
+            Some(field) => error.with_field(field),
+            None => error,
         }
     }
 }

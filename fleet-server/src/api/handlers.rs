@@ -8,8 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use edgefleet_protocol::message::{Desired, DesiredModel, SCHEMA_VERSION};
-use edgefleet_protocol::{DeviceId, MessageId};
+use edgefleet_protocol::DeviceId;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -17,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Principal, json_content_type, openapi, routes};
 use crate::auth::{self, Role, SecretKind};
+use crate::desired::{Catalog, Wanted};
 use crate::range::{RangeDecision, decide};
 use crate::store::{DeviceFilter, NewDevice, Release, Stage, StoreError};
 
@@ -149,7 +149,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .metrics(None, now - crate::metrics::FLEET_WINDOW_SECONDS)
         .await
     {
-        let batches = crate::telemetry::decode(&stored);
+        let batches = crate::telemetry::batches(stored);
         state
             .metrics
             .set_fleet_figures(&crate::telemetry::by_version(&batches, |_| true));
@@ -287,24 +287,16 @@ pub struct DeviceQuery {
 pub(super) fn device_summary(d: &crate::store::Device, now: i64) -> Value {
     let running: BTreeMap<String, Value> = d
         .reported
-        .as_ref()
-        .and_then(|r| r.get("models"))
-        .and_then(Value::as_array)
-        .map(|models| {
-            models
-                .iter()
-                .filter_map(|m| {
-                    let name = m.get("model")?.as_str()?.to_owned();
-                    let version = m
-                        .get("active")
-                        .and_then(|a| a.get("version"))
-                        .cloned()
-                        .unwrap_or(Value::Null);
-                    Some((name, json!({"version": version, "state": m.get("state")})))
-                })
-                .collect()
+        .iter()
+        .flat_map(|r| &r.models)
+        .map(|m| {
+            let version = m.active.as_ref().map(|a| a.version.to_string());
+            (
+                m.model.to_string(),
+                json!({"version": version, "state": m.state}),
+            )
         })
-        .unwrap_or_default();
+        .collect();
     json!({
         "id": d.id,
         "group": d.group,
@@ -407,8 +399,8 @@ pub async fn show_device(State(state): State<AppState>, Path(id): Path<String>) 
         .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
     let events = state.store.events(Some(&id), 20).await?;
     let mut body = device_summary(&device, now());
-    body["desired"] = device.desired.clone().unwrap_or(Value::Null);
-    body["reported"] = device.reported.clone().unwrap_or(Value::Null);
+    body["desired"] = json!(device.desired);
+    body["reported"] = json!(device.reported);
     body["events"] = json!(events);
     Ok(json_response(StatusCode::OK, body))
 }
@@ -466,99 +458,6 @@ pub struct DesiredVersion {
     version: String,
 }
 
-/// Sets `id`'s desired models (each a signed version), stores and publishes it. Shared with
-/// rollouts.
-pub async fn assign(
-    state: &AppState,
-    id: &DeviceId,
-    wanted: &[(String, String)],
-) -> Result<Desired, ApiError> {
-    assign_tagged(state, id, wanted, &std::collections::HashMap::new()).await
-}
-
-/// [`assign`], tagging models with the rollout that set them (`model → rollout id`).
-pub async fn assign_tagged(
-    state: &AppState,
-    id: &DeviceId,
-    wanted: &[(String, String)],
-    rollouts: &std::collections::HashMap<String, String>,
-) -> Result<Desired, ApiError> {
-    let signed = state.tuf.models().await?;
-    let public = state.config.public_url();
-    let mut models = Vec::new();
-    let mut targets = Vec::new();
-    for (i, (model, version)) in wanted.iter().enumerate() {
-        let found = signed
-            .iter()
-            .find(|m| m.meta.model.as_str() == model && m.meta.version.to_string() == *version)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!(
-                        "{model} {version} is not a signed target; push it first (fleetctl push)"
-                    ),
-                )
-                .with_field(format!("models[{i}]"))
-            })?;
-        if models
-            .iter()
-            .any(|m: &DesiredModel| m.model == found.meta.model)
-        {
-            return Err(ApiError::bad_field(
-                format!("models[{i}]"),
-                format!("model {model} is listed twice"),
-            ));
-        }
-        let (dir, file) = found.name.rsplit_once('/').unwrap_or(("", &found.name));
-        models.push(DesiredModel {
-            model: found.meta.model.clone(),
-            target: found.name.clone(),
-            artifact_urls: vec![format!(
-                "{public}/tuf/targets/{dir}/{}.{file}",
-                found.sha256
-            )],
-            rollout: rollouts.get(model).cloned(),
-        });
-        targets.push(found.name.clone());
-    }
-    let _guard = state.desired_lock.lock().await;
-    let device = state
-        .store
-        .device(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
-    let mut random = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut random)
-        .map_err(|_| ApiError::internal("random generator failed"))?;
-    let desired = Desired {
-        schema: SCHEMA_VERSION,
-        id: MessageId::from_random(random),
-        device: id.clone(),
-        revision: device.desired_revision + 1,
-        issued_at_unix: now().max(0) as u64,
-        models,
-    };
-    let json = serde_json::to_value(&desired).map_err(ApiError::internal)?;
-    // Signed before it is stored: a desired state the server cannot sign is never recorded as
-    // wanted (devices would not act on it).
-    let signed = state
-        .tuf
-        .sign_desired(vec![desired.clone()])
-        .await?
-        .pop()
-        .map(|(_, bytes)| bytes)
-        .ok_or_else(|| ApiError::internal("signing desired state returned nothing"))?;
-    state
-        .store
-        .set_desired(id, desired.revision, &json, &targets)
-        .await?;
-    // Stored first: if the broker is away, the republisher sends it after reconnecting.
-    if let Err(e) = state.mqtt.publish_desired(id, signed).await {
-        tracing::warn!(device = %id, error = %e, "desired state stored; publishing waits for the broker");
-    }
-    Ok(desired)
-}
-
 pub async fn set_desired(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -566,12 +465,17 @@ pub async fn set_desired(
     JsonBody(req): JsonBody<DesiredRequest>,
 ) -> ApiResult {
     let id = device_id(&id, "id")?;
-    let wanted: Vec<(String, String)> = req
+    let wanted: Vec<Wanted> = req
         .models
         .into_iter()
-        .map(|m| (m.model, m.version))
+        .map(|m| Wanted {
+            model: m.model,
+            version: m.version,
+            rollout: None,
+        })
         .collect();
-    let desired = assign(&state, &id, &wanted).await?;
+    let catalog = Catalog::load(&state.tuf).await?;
+    let desired = crate::desired::assign(&state, &catalog, &id, &wanted).await?;
     tracing::info!(by = %principal.name(), device = %id, revision = desired.revision, "desired state set");
     Ok(json_response(StatusCode::OK, json!(desired)))
 }

@@ -14,7 +14,6 @@ mod rollouts;
 mod rotation;
 mod telemetry;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -30,41 +29,10 @@ use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Pr
 
 pub use errors::ApiError;
 
-use crate::artifacts::BlobStore;
 use crate::auth::{Role, SecretKind, secret_hash};
-use crate::config::Config;
-use crate::metrics::{Metrics, RequestLabels};
-use crate::mqtt::MqttHandle;
-use crate::store::Store;
-use crate::tufhost::TufHost;
+use crate::metrics::RequestLabels;
 
-/// Everything handlers share.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Config,
-    pub store: Arc<dyn Store>,
-    pub blobs: BlobStore,
-    pub tuf: Arc<TufHost>,
-    pub mqtt: MqttHandle,
-    pub metrics: Arc<Metrics>,
-    /// The URL devices connect to the broker at, told to them at enrollment.
-    pub device_mqtt_url: String,
-    /// Serialises desired-state changes so revisions never race.
-    pub desired_lock: tokio::sync::Mutex<()>,
-    /// One rollout-engine pass at a time (timer and operator commands).
-    pub engine_lock: tokio::sync::Mutex<()>,
-    /// This process among the servers sharing a database (random, per start).
-    pub instance: String,
-    /// Its broker-session lease, and the draining of sessions of servers gone (external
-    /// brokers only).
-    pub sessions: Option<crate::sessions::Sessions>,
-    /// Whether this server holds the rollout-engine lease.
-    pub driving_rollouts: std::sync::atomic::AtomicBool,
-    /// Set at shutdown: no new rollout-engine passes.
-    pub stopping: std::sync::atomic::AtomicBool,
-}
-
-pub type AppState = Arc<Shared>;
+pub use crate::state::{AppState, Shared};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -177,11 +177,11 @@ pub async fn create(
         .map(|d| {
             let running = d
                 .reported
-                .as_ref()
-                .and_then(|r| r["models"].as_array())
-                .and_then(|models| models.iter().find(|m| m["model"] == req.model.as_str()))
-                .and_then(|m| m["active"]["version"].as_str())
-                .map(str::to_owned);
+                .iter()
+                .flat_map(|r| &r.models)
+                .find(|m| m.model.as_str() == req.model)
+                .and_then(|m| m.active.as_ref())
+                .map(|a| a.version.to_string());
             (d.id.to_string(), running)
         })
         .collect();

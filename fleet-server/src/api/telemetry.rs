@@ -84,7 +84,7 @@ pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -
     };
     let include = |d: &str| members.as_ref().is_none_or(|m| m.contains(d));
     let stored = state.store.metrics(None, now() - since).await?;
-    let batches = telemetry::decode(&stored);
+    let batches = telemetry::batches(stored);
     let versions: Vec<_> = telemetry::by_version(&batches, include)
         .into_iter()
         .filter(|((model, _), _)| q.model.as_ref().is_none_or(|m| m == model))

@@ -3,8 +3,10 @@
 //! several servers sharing one database. Both speak the same schema and the same SQL but for
 //! placeholders and a few functions, and one test suite (`tests/store.rs`) runs against both.
 //!
-//! Times are Unix seconds. JSON documents (reported state, events) are stored as text exactly
-//! as received, after the protocol crate validated them.
+//! Times are Unix seconds. Device documents (reported and desired state, events, metrics
+//! batches) cross this boundary as the protocol crate's types, validated before they are
+//! stored; the database keeps them as JSON text, and reading one back decodes it again, so no
+//! caller ever parses a document by hand.
 
 pub mod postgres;
 pub mod sqlite;
@@ -13,6 +15,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use edgefleet_protocol::DeviceId;
+use edgefleet_protocol::message::{Desired, Event, MetricsBatch, Reported};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
@@ -185,10 +189,10 @@ pub struct Device {
     pub enrolled_at: Option<i64>,
     pub last_seen: Option<i64>,
     pub agent_version: Option<String>,
-    /// The device's last reported state (`edgefleet_protocol::Reported`), as it sent it.
-    pub reported: Option<serde_json::Value>,
-    /// What the server last asked it to run (`edgefleet_protocol::Desired`).
-    pub desired: Option<serde_json::Value>,
+    /// The device's last reported state.
+    pub reported: Option<Reported>,
+    /// What the server last asked it to run.
+    pub desired: Option<Desired>,
     pub desired_revision: u64,
 }
 
@@ -286,40 +290,78 @@ pub struct OperatorToken {
     pub created_at: i64,
 }
 
-/// One stored device message (event), newest first when listed.
+/// One stored device event, with when the server received it; newest first when listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
     pub device: DeviceId,
     pub seq: u64,
     pub at: i64,
-    pub message: serde_json::Value,
+    pub message: Event,
 }
 
-/// One stored metrics batch (`edgefleet_protocol::message::MetricsBatch` as JSON).
+impl StoredEvent {
+    /// `event` as received at `at` (Unix seconds).
+    pub fn received(event: Event, at: i64) -> Self {
+        Self {
+            device: event.device.clone(),
+            seq: event.seq,
+            at,
+            message: event,
+        }
+    }
+}
+
+/// One stored metrics batch (`device` and `seq` repeat the batch's, for readers of the API).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredMetrics {
     pub device: DeviceId,
     pub seq: u64,
     /// When it arrived, Unix microseconds.
     pub received_us: i64,
-    pub batch: serde_json::Value,
+    pub batch: MetricsBatch,
 }
 
-/// A metrics row as both back-ends read it.
-pub(crate) fn stored_metrics(
-    device: String,
-    seq: i64,
-    received_us: i64,
-    batch: &str,
-) -> Result<StoredMetrics> {
-    let corrupt =
-        |e: String| StoreError::Backend(format!("stored metrics batch {device}/{seq}: {e}"));
-    Ok(StoredMetrics {
-        device: DeviceId::new(device.clone()).map_err(|e| corrupt(e.to_string()))?,
-        seq: seq as u64,
-        received_us,
-        batch: serde_json::from_str(batch).map_err(|e| corrupt(e.to_string()))?,
-    })
+impl StoredMetrics {
+    pub fn received(batch: MetricsBatch, received_us: i64) -> Self {
+        Self {
+            device: batch.device.clone(),
+            seq: batch.seq,
+            received_us,
+            batch,
+        }
+    }
+}
+
+/// A stored document of `what`, decoded. The protocol crate validated it before it was stored,
+/// so failing here means the row was edited or written by a build with another message format;
+/// the error names the row so an operator can find it.
+pub(crate) fn decode_stored<T: DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Backend(format!("stored {what} cannot be read: {e}")))
+}
+
+/// A device's stored reported or desired state or metrics batch: one unreadable document must
+/// not hide the whole fleet (or every figure) from the operator, so it reads as absent (and says
+/// so in the log).
+pub(crate) fn device_document<T: DeserializeOwned>(
+    device: &str,
+    what: &str,
+    text: Option<String>,
+) -> Option<T> {
+    let text = text?;
+    match serde_json::from_str(&text) {
+        Ok(doc) => Some(doc),
+        Err(e) => {
+            tracing::warn!(device, what, error = %e, "a stored device document cannot be read; shown as absent");
+            None
+        }
+    }
+}
+
+/// A document as the database keeps it.
+pub(crate) fn encode_stored<T: Serialize>(what: &str, doc: &T) -> Result<String> {
+    serde_json::to_string(doc)
+        .map_err(|e| StoreError::Backend(format!("cannot encode {what}: {e}")))
 }
 
 #[async_trait]
@@ -379,44 +421,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn groups(&self) -> Result<BTreeMap<String, u64>>;
 
     // What devices say.
-    /// Keeps `reported` if `seq` is above the last one stored; returns whether it did.
-    async fn record_reported(
-        &self,
-        id: &DeviceId,
-        seq: u64,
-        at: i64,
-        agent_version: &str,
-        reported: &serde_json::Value,
-    ) -> Result<bool>;
+    /// Keeps `reported`, received at `at`, if its `seq` is above the last one stored; returns
+    /// whether it did.
+    async fn record_reported(&self, reported: &Reported, at: i64) -> Result<bool>;
     /// Stores an event once per (device, message id); returns whether it was new.
-    async fn record_event(&self, event: &StoredEvent, message_id: &str) -> Result<bool>;
+    async fn record_event(&self, event: &StoredEvent) -> Result<bool>;
     async fn events(&self, id: Option<&DeviceId>, limit: u32) -> Result<Vec<StoredEvent>>;
     /// Stores a metrics batch once per (device, seq), received at `received_us` (Unix
     /// microseconds); returns whether it was new.
-    async fn record_metrics(
-        &self,
-        id: &DeviceId,
-        seq: u64,
-        received_us: i64,
-        batch: &serde_json::Value,
-    ) -> Result<bool>;
+    async fn record_metrics(&self, batch: &MetricsBatch, received_us: i64) -> Result<bool>;
     /// Batches received at or after `since` (Unix seconds), of one device or all, in the order
-    /// they arrived.
+    /// they arrived (one this server cannot read is left out).
     async fn metrics(&self, id: Option<&DeviceId>, since: i64) -> Result<Vec<StoredMetrics>>;
     /// Deletes the batches received before `before` (Unix seconds); returns how many.
     async fn prune_metrics(&self, before: i64) -> Result<u64>;
     async fn touch(&self, id: &DeviceId, at: i64) -> Result<()>;
 
     // What the server wants.
-    /// Stores the device's new desired state and remembers the targets it may download.
-    async fn set_desired(
-        &self,
-        id: &DeviceId,
-        revision: u64,
-        desired: &serde_json::Value,
-        targets: &[String],
-    ) -> Result<()>;
-    async fn all_desired(&self) -> Result<Vec<(DeviceId, serde_json::Value)>>;
+    /// Stores the device's new desired state (`desired.device`, at `desired.revision`) and
+    /// remembers the targets it names, which the device may then download.
+    async fn set_desired(&self, desired: &Desired) -> Result<()>;
+    async fn all_desired(&self) -> Result<Vec<Desired>>;
     /// Whether the device was ever assigned `target` (so it may download it again to roll back).
     async fn is_assigned(&self, id: &DeviceId, target: &str) -> Result<bool>;
 

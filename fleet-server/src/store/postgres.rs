@@ -15,9 +15,10 @@ use tokio_postgres::error::SqlState;
 
 use super::{
     Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store, StoreError,
-    StoredEvent, StoredMetrics, stored_metrics,
+    StoredEvent, StoredMetrics, decode_stored, device_document, encode_stored,
 };
 use crate::auth::Role;
+use edgefleet_protocol::message::{Desired, MetricsBatch, Reported};
 
 /// Serialises migrations between replicas starting at once (an arbitrary constant of ours).
 const MIGRATION_LOCK: i64 = 0x0065_6467_6566_6c74;
@@ -161,20 +162,17 @@ const DEVICE_COLUMNS: &str = "id, grp, tags, created_at, enrolled_at, last_seen,
                               reported, desired, desired_revision";
 
 fn device_row(row: &Row) -> Result<Device> {
-    let json = |i: usize| -> Option<serde_json::Value> {
-        row.get::<_, Option<String>>(i)
-            .and_then(|t| serde_json::from_str(&t).ok())
-    };
+    let id = row.get::<_, String>(0);
     Ok(Device {
-        id: DeviceId::new(row.get::<_, String>(0)).map_err(backend)?,
+        reported: device_document(&id, "reported state", row.get(7)),
+        desired: device_document(&id, "desired state", row.get(8)),
+        id: DeviceId::new(id).map_err(backend)?,
         group: row.get(1),
         tags: serde_json::from_str(row.get::<_, &str>(2)).unwrap_or_default(),
         created_at: row.get(3),
         enrolled_at: row.get(4),
         last_seen: row.get(5),
         agent_version: row.get(6),
-        reported: json(7),
-        desired: json(8),
         desired_revision: row.get::<_, i64>(9) as u64,
     })
 }
@@ -535,14 +533,8 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    async fn record_reported(
-        &self,
-        id: &DeviceId,
-        seq: u64,
-        at: i64,
-        agent_version: &str,
-        reported: &serde_json::Value,
-    ) -> Result<bool> {
+    async fn record_reported(&self, reported: &Reported, at: i64) -> Result<bool> {
+        let text = encode_stored("reported state", reported)?;
         let n = self
             .client()
             .await?
@@ -551,10 +543,10 @@ impl Store for PostgresStore {
                  last_seen = GREATEST(COALESCE(last_seen, 0), $5)
                  WHERE id = $1 AND reported_seq < $2",
                 &[
-                    &id.as_str(),
-                    &(seq as i64),
-                    &reported.to_string(),
-                    &agent_version,
+                    &reported.device.as_str(),
+                    &(reported.seq as i64),
+                    &text,
+                    &reported.agent_version,
                     &at,
                 ],
             )
@@ -563,7 +555,8 @@ impl Store for PostgresStore {
         Ok(n == 1)
     }
 
-    async fn record_event(&self, event: &StoredEvent, message_id: &str) -> Result<bool> {
+    async fn record_event(&self, event: &StoredEvent) -> Result<bool> {
+        let message = encode_stored("event", &event.message)?;
         let n = self
             .client()
             .await?
@@ -572,10 +565,10 @@ impl Store for PostgresStore {
                  ON CONFLICT (device, message_id) DO NOTHING",
                 &[
                     &event.device.as_str(),
-                    &message_id,
+                    &event.message.id.as_str(),
                     &(event.seq as i64),
                     &event.at,
-                    &event.message.to_string(),
+                    &message,
                 ],
             )
             .await
@@ -595,23 +588,20 @@ impl Store for PostgresStore {
             .map_err(pg)?
             .iter()
             .map(|r| {
+                let device = r.get::<_, String>(0);
+                let seq = r.get::<_, i64>(1) as u64;
                 Ok(StoredEvent {
-                    device: DeviceId::new(r.get::<_, String>(0)).map_err(backend)?,
-                    seq: r.get::<_, i64>(1) as u64,
+                    message: decode_stored(&format!("event {device}/{seq}"), r.get(3))?,
+                    device: DeviceId::new(device).map_err(backend)?,
+                    seq,
                     at: r.get(2),
-                    message: serde_json::from_str(r.get(3)).map_err(backend)?,
                 })
             })
             .collect()
     }
 
-    async fn record_metrics(
-        &self,
-        id: &DeviceId,
-        seq: u64,
-        received_us: i64,
-        batch: &serde_json::Value,
-    ) -> Result<bool> {
+    async fn record_metrics(&self, batch: &MetricsBatch, received_us: i64) -> Result<bool> {
+        let text = encode_stored("metrics batch", batch)?;
         let n = self
             .client()
             .await?
@@ -619,11 +609,11 @@ impl Store for PostgresStore {
                 "INSERT INTO metrics_batches (device, seq, at, received, batch)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, seq) DO NOTHING",
                 &[
-                    &id.as_str(),
-                    &(seq as i64),
+                    &batch.device.as_str(),
+                    &(batch.seq as i64),
                     &received_us.div_euclid(1_000_000),
                     &received_us,
-                    &batch.to_string(),
+                    &text,
                 ],
             )
             .await
@@ -643,16 +633,13 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
-        rows.iter()
-            .map(|r| {
-                stored_metrics(
-                    r.get::<_, String>(0),
-                    r.get::<_, i64>(1),
-                    r.get::<_, i64>(2),
-                    r.get::<_, &str>(3),
-                )
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let batch = device_document(r.get(0), "metrics batch", r.get(3))?;
+                Some(StoredMetrics::received(batch, r.get(2)))
             })
-            .collect()
+            .collect())
     }
 
     async fn prune_metrics(&self, before: i64) -> Result<u64> {
@@ -675,20 +662,17 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn set_desired(
-        &self,
-        id: &DeviceId,
-        revision: u64,
-        desired: &serde_json::Value,
-        targets: &[String],
-    ) -> Result<()> {
+    async fn set_desired(&self, desired: &Desired) -> Result<()> {
+        let id = &desired.device;
+        let revision = desired.revision;
+        let text = encode_stored("desired state", desired)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let n = tx
             .execute(
                 "UPDATE devices SET desired = $3, desired_revision = $2
                  WHERE id = $1 AND desired_revision < $2",
-                &[&id.as_str(), &(revision as i64), &desired.to_string()],
+                &[&id.as_str(), &(revision as i64), &text],
             )
             .await
             .map_err(pg)?;
@@ -699,7 +683,7 @@ impl Store for PostgresStore {
                 ),
             });
         }
-        for target in targets {
+        for target in desired.models.iter().map(|m| &m.target) {
             tx.execute(
                 "INSERT INTO assignments (device, target) VALUES ($1, $2)
                  ON CONFLICT (device, target) DO NOTHING",
@@ -711,8 +695,9 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg)
     }
 
-    async fn all_desired(&self) -> Result<Vec<(DeviceId, serde_json::Value)>> {
-        self.client()
+    async fn all_desired(&self) -> Result<Vec<Desired>> {
+        Ok(self
+            .client()
             .await?
             .query(
                 "SELECT id, desired FROM devices WHERE desired IS NOT NULL ORDER BY id",
@@ -721,13 +706,8 @@ impl Store for PostgresStore {
             .await
             .map_err(pg)?
             .iter()
-            .map(|r| {
-                Ok((
-                    DeviceId::new(r.get::<_, String>(0)).map_err(backend)?,
-                    serde_json::from_str(r.get(1)).map_err(backend)?,
-                ))
-            })
-            .collect()
+            .filter_map(|r| device_document(r.get(0), "desired state", r.get(1)))
+            .collect())
     }
 
     async fn is_assigned(&self, id: &DeviceId, target: &str) -> Result<bool> {

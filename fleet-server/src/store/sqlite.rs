@@ -11,9 +11,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store, StoreError,
-    StoredEvent, StoredMetrics, stored_metrics,
+    StoredEvent, StoredMetrics, decode_stored, device_document, encode_stored,
 };
 use crate::auth::Role;
+use edgefleet_protocol::message::{Desired, MetricsBatch, Reported};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -100,11 +101,9 @@ const DEVICE_COLUMNS: &str = "id, grp, tags, created_at, enrolled_at, last_seen,
 fn device_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     let id: String = row.get(0)?;
     let tags: String = row.get(2)?;
-    let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
-        let text: Option<String> = row.get(i)?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-    };
     Ok(Device {
+        reported: device_document(&id, "reported state", row.get(7)?),
+        desired: device_document(&id, "desired state", row.get(8)?),
         id: DeviceId::new(id).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
         })?,
@@ -114,8 +113,6 @@ fn device_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         enrolled_at: row.get(4)?,
         last_seen: row.get(5)?,
         agent_version: row.get(6)?,
-        reported: json(7)?,
-        desired: json(8)?,
         desired_revision: row.get::<_, i64>(9)? as u64,
     })
 }
@@ -499,17 +496,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_reported(
-        &self,
-        id: &DeviceId,
-        seq: u64,
-        at: i64,
-        agent_version: &str,
-        reported: &serde_json::Value,
-    ) -> Result<bool> {
-        let id = id.clone();
-        let agent_version = agent_version.to_owned();
-        let text = reported.to_string();
+    async fn record_reported(&self, reported: &Reported, at: i64) -> Result<bool> {
+        let id = reported.device.clone();
+        let seq = reported.seq;
+        let agent_version = reported.agent_version.clone();
+        let text = encode_stored("reported state", reported)?;
         self.with(move |c| {
             let n = c
                 .execute(
@@ -524,9 +515,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_event(&self, event: &StoredEvent, message_id: &str) -> Result<bool> {
+    async fn record_event(&self, event: &StoredEvent) -> Result<bool> {
         let event = event.clone();
-        let message_id = message_id.to_owned();
+        let message = encode_stored("event", &event.message)?;
         self.with(move |c| {
             let n = c
                 .execute(
@@ -534,10 +525,10 @@ impl Store for SqliteStore {
                      ON CONFLICT (device, message_id) DO NOTHING",
                     params![
                         event.device.as_str(),
-                        message_id,
+                        event.message.id.as_str(),
                         event.seq as i64,
                         event.at,
-                        event.message.to_string()
+                        message
                     ],
                 )
                 .map_err(backend)?;
@@ -570,10 +561,10 @@ impl Store for SqliteStore {
             rows.into_iter()
                 .map(|(device, seq, at, message)| {
                     Ok(StoredEvent {
-                        device: DeviceId::new(device).map_err(backend)?,
+                        device: DeviceId::new(device.clone()).map_err(backend)?,
                         seq: seq as u64,
                         at,
-                        message: serde_json::from_str(&message).map_err(backend)?,
+                        message: decode_stored(&format!("event {device}/{seq}"), &message)?,
                     })
                 })
                 .collect()
@@ -581,15 +572,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_metrics(
-        &self,
-        id: &DeviceId,
-        seq: u64,
-        received_us: i64,
-        batch: &serde_json::Value,
-    ) -> Result<bool> {
-        let id = id.clone();
-        let text = batch.to_string();
+    async fn record_metrics(&self, batch: &MetricsBatch, received_us: i64) -> Result<bool> {
+        let id = batch.device.clone();
+        let seq = batch.seq;
+        let text = encode_stored("metrics batch", batch)?;
         self.with(move |c| {
             let n = c
                 .execute(
@@ -630,11 +616,13 @@ impl Store for SqliteStore {
                 .map_err(backend)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(backend)?;
-            rows.into_iter()
-                .map(|(device, seq, received_us, batch)| {
-                    stored_metrics(device, seq, received_us, &batch)
+            Ok(rows
+                .into_iter()
+                .filter_map(|(device, _, received_us, batch)| {
+                    let batch = device_document(&device, "metrics batch", Some(batch))?;
+                    Some(StoredMetrics::received(batch, received_us))
                 })
-                .collect()
+                .collect())
         })
         .await
     }
@@ -662,16 +650,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_desired(
-        &self,
-        id: &DeviceId,
-        revision: u64,
-        desired: &serde_json::Value,
-        targets: &[String],
-    ) -> Result<()> {
-        let id = id.clone();
-        let text = desired.to_string();
-        let targets = targets.to_vec();
+    async fn set_desired(&self, desired: &Desired) -> Result<()> {
+        let id = desired.device.clone();
+        let revision = desired.revision;
+        let text = encode_stored("desired state", desired)?;
+        let targets: Vec<String> = desired.models.iter().map(|m| m.target.clone()).collect();
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             let n = tx
@@ -701,7 +684,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn all_desired(&self) -> Result<Vec<(DeviceId, serde_json::Value)>> {
+    async fn all_desired(&self) -> Result<Vec<Desired>> {
         self.with(|c| {
             let mut stmt = c
                 .prepare("SELECT id, desired FROM devices WHERE desired IS NOT NULL ORDER BY id")
@@ -711,14 +694,10 @@ impl Store for SqliteStore {
                 .map_err(backend)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(backend)?;
-            rows.into_iter()
-                .map(|(id, desired)| {
-                    Ok((
-                        DeviceId::new(id).map_err(backend)?,
-                        serde_json::from_str(&desired).map_err(backend)?,
-                    ))
-                })
-                .collect()
+            Ok(rows
+                .into_iter()
+                .filter_map(|(id, desired)| device_document(&id, "desired state", Some(desired)))
+                .collect())
         })
         .await
     }

@@ -1,0 +1,40 @@
+//! What the server's parts share at run time: configuration, the store, the TUF host, the
+//! broker handle and the locks that keep concurrent writers in order. The HTTP layer, the
+//! rollout engine and desired-state assignment all take it; it depends on none of them.
+
+use std::sync::Arc;
+
+use crate::artifacts::BlobStore;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::mqtt::MqttHandle;
+use crate::store::Store;
+use crate::tufhost::TufHost;
+
+/// Everything the server's parts share.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub blobs: BlobStore,
+    pub tuf: Arc<TufHost>,
+    pub mqtt: MqttHandle,
+    pub metrics: Arc<Metrics>,
+    /// The URL devices connect to the broker at, told to them at enrollment.
+    pub device_mqtt_url: String,
+    /// Serialises desired-state changes so revisions never race.
+    pub desired_lock: tokio::sync::Mutex<()>,
+    /// One rollout-engine pass at a time (timer and operator commands).
+    pub engine_lock: tokio::sync::Mutex<()>,
+    /// This process among the servers sharing a database (random, per start).
+    pub instance: String,
+    /// Its broker-session lease, and the draining of sessions of servers gone (external
+    /// brokers only).
+    pub sessions: Option<crate::sessions::Sessions>,
+    /// Whether this server holds the rollout-engine lease.
+    pub driving_rollouts: std::sync::atomic::AtomicBool,
+    /// Set at shutdown: no new rollout-engine passes.
+    pub stopping: std::sync::atomic::AtomicBool,
+}
+
+pub type AppState = Arc<Shared>;
