@@ -38,7 +38,7 @@ pub fn ensure_token(data_dir: &Path) -> std::io::Result<String> {
         .map_err(|_| std::io::Error::other("the system random generator failed"))?;
     let token = hex::encode(random);
     std::fs::create_dir_all(data_dir)?;
-    crate::fleet::write_private(&path, format!("{token}\n").as_bytes())?;
+    edgefleet_files::write_private(&path, format!("{token}\n").as_bytes())?;
     Ok(token)
 }
 

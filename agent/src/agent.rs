@@ -121,7 +121,7 @@ pub struct Agent {
     /// One per inference allowed to run at once (`inference.max_parallel`).
     pub inference_permits: tokio::sync::Semaphore,
     /// Request bodies in memory at once (`api.max_inflight_body_bytes`).
-    pub body_budget: crate::api::BodyBudget,
+    pub body_budget: crate::body_budget::BodyBudget,
 }
 
 mod probation_watch;

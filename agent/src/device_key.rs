@@ -6,7 +6,15 @@ use std::path::{Path, PathBuf};
 
 use edgefleet_sealed::DeviceKey;
 
-use crate::fleet::{FleetError, write_private};
+use edgefleet_files::write_private;
+
+/// The key file could not be made, read or moved into place.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {detail}")]
+pub struct KeyFileError {
+    pub path: PathBuf,
+    pub detail: String,
+}
 
 pub fn key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("device.key")
@@ -16,8 +24,8 @@ fn pending_path(data_dir: &Path) -> PathBuf {
     data_dir.join("device.key.pending")
 }
 
-fn file_error(path: &Path) -> impl FnOnce(String) -> FleetError + '_ {
-    move |detail| FleetError::File {
+fn file_error(path: &Path) -> impl FnOnce(String) -> KeyFileError + '_ {
+    move |detail| KeyFileError {
         path: path.to_path_buf(),
         detail,
     }
@@ -25,7 +33,7 @@ fn file_error(path: &Path) -> impl FnOnce(String) -> FleetError + '_ {
 
 /// A new key, kept aside until [`commit`]: an enrollment that fails leaves the key the
 /// current link seals with untouched.
-pub fn prepare(data_dir: &Path) -> Result<DeviceKey, FleetError> {
+pub fn prepare(data_dir: &Path) -> Result<DeviceKey, KeyFileError> {
     let path = pending_path(data_dir);
     std::fs::create_dir_all(data_dir).map_err(|e| file_error(data_dir)(e.to_string()))?;
     let (key, pkcs8) = DeviceKey::generate().map_err(|e| file_error(&path)(e.to_string()))?;
@@ -34,13 +42,13 @@ pub fn prepare(data_dir: &Path) -> Result<DeviceKey, FleetError> {
 }
 
 /// Makes the prepared key the device's key (the server has registered it).
-pub fn commit(data_dir: &Path) -> Result<(), FleetError> {
+pub fn commit(data_dir: &Path) -> Result<(), KeyFileError> {
     let path = key_path(data_dir);
     std::fs::rename(pending_path(data_dir), &path).map_err(|e| file_error(&path)(e.to_string()))
 }
 
 /// The device's key; `None` for a device enrolled before keys (its messages go plain).
-pub fn load(data_dir: &Path) -> Result<Option<DeviceKey>, FleetError> {
+pub fn load(data_dir: &Path) -> Result<Option<DeviceKey>, KeyFileError> {
     let path = key_path(data_dir);
     match std::fs::read(&path) {
         Ok(pkcs8) => DeviceKey::from_pkcs8(&pkcs8)

@@ -46,6 +46,8 @@ pub enum FleetError {
     Enroll(String),
     #[error("{path}: {detail}")]
     File { path: PathBuf, detail: String },
+    #[error("device key {0}")]
+    DeviceKey(#[from] crate::device_key::KeyFileError),
     #[error("mqtt url {url:?}: {detail}")]
     MqttUrl { url: String, detail: String },
 }
@@ -140,29 +142,12 @@ pub async fn enroll(
     })?;
     crate::device_key::commit(data_dir)?;
     let path = link_path(data_dir);
-    write_private(&path, &serde_json::to_vec_pretty(&link).unwrap_or_default()).map_err(|e| {
-        FleetError::File {
+    edgefleet_files::write_private(&path, &serde_json::to_vec_pretty(&link).unwrap_or_default())
+        .map_err(|e| FleetError::File {
             path: path.clone(),
             detail: e.to_string(),
-        }
-    })?;
+        })?;
     Ok(link)
-}
-
-/// Writes a file only the agent's user can read (0600): temporary file, fsync, rename.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Host, port and TLS of `mqtt://HOST:PORT` or `mqtts://HOST:PORT`.

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod agent;
 pub mod api;
+pub mod body_budget;
 pub mod config;
 pub mod device_key;
 pub mod fleet;

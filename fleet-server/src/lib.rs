@@ -8,12 +8,15 @@
 pub mod api;
 pub mod artifacts;
 pub mod auth;
+pub mod broker;
 pub mod config;
 pub mod desired;
 pub mod device_keys;
 pub mod engine;
+pub mod ingest;
 pub mod listener;
 pub mod metrics;
+pub mod mosquitto;
 pub mod mqtt;
 pub mod online_keys;
 pub mod range;

@@ -161,7 +161,7 @@ async fn mosquitto_config(config: &Config, out_dir: &Path) -> anyhow::Result<()>
     let store = fleet_server::store::open(config).await?;
     let devices = store.mqtt_credentials().await?;
     let server_users = config.mqtt.server_users();
-    let files = fleet_server::mqtt::mosquitto_files(
+    let files = fleet_server::mosquitto::mosquitto_files(
         &server_users,
         &auth::mosquitto_hash(password)?,
         &devices,
@@ -174,7 +174,7 @@ async fn mosquitto_config(config: &Config, out_dir: &Path) -> anyhow::Result<()>
     let conf = out_dir.join("edgefleet.conf");
     write_private(
         &conf,
-        &fleet_server::mqtt::mosquitto_settings(&passwd, &acl),
+        &fleet_server::mosquitto::mosquitto_settings(&passwd, &acl),
     )?;
     println!(
         "wrote {} ({} server replica users, {} devices), {} and {}; reload Mosquitto (SIGHUP) to apply",
@@ -190,12 +190,12 @@ async fn mosquitto_config(config: &Config, out_dir: &Path) -> anyhow::Result<()>
 /// Mosquitto refuses world-readable password files in newer versions; these hold hashes only,
 /// but keep them to the owner and group.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| tmp.display().to_string())?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))?;
-    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
-    Ok(())
+    edgefleet_files::write_atomic(
+        path,
+        text.as_bytes(),
+        edgefleet_files::Visibility::OwnerAndGroup,
+    )
+    .with_context(|| path.display().to_string())
 }
 
 async fn create_token(config: &Config, name: &str, role: &str) -> anyhow::Result<()> {

@@ -1,13 +1,13 @@
-//! The server's side of MQTT: an embedded broker (rumqttd) for pilots or any external broker, the
-//! server's own client that publishes each device's retained desired state and consumes
-//! reported / events / metrics through a shared subscription, and the Mosquitto password and ACL
-//! files that confine each device to its own topics.
+//! The server's side of MQTT: an embedded broker (rumqttd) for pilots or any external broker, and
+//! the server's own client that publishes each device's retained desired state and consumes
+//! reported / events / metrics through a shared subscription. Connection options live in
+//! [`crate::broker`], what a device message does to the store in [`crate::ingest`], and
+//! Mosquitto's files in [`crate::mosquitto`].
 //!
 //! The store, not the broker, is the source of truth: after every (re)connection the server
 //! re-publishes every device's desired state, so a broker restart (the embedded one keeps nothing
 //! on disk) loses nothing. Device messages are acknowledged only after they are stored.
 
-use crate::device_keys::{DeviceKeys, NotOpened};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,46 +15,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use edgefleet_protocol::DeviceId;
-use edgefleet_protocol::message::{self, Event, MetricsBatch, Reported};
-use edgefleet_protocol::topic::{self, Channel, TOPIC_PREFIX, Topic};
+use edgefleet_protocol::topic::{Channel, Topic};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use rumqttc::{AsyncClient, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, EventLoop, Packet, QoS};
 use tokio::sync::Notify;
 
 use crate::auth::secret_hash;
-use crate::config::{BrokerAddress, Config, broker_address};
+use crate::broker::{MAX_PACKET_BYTES, client_options, device_filters};
+pub use crate::broker::{MqttError, broker_of};
+use crate::config::{BrokerAddress, Config};
+use crate::device_keys::DeviceKeys;
+use crate::ingest::{Ingested, ingest};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoredEvent};
+use crate::store::Store;
 use crate::tufhost::TufHost;
-
-#[derive(Debug, thiserror::Error)]
-pub enum MqttError {
-    #[error("mqtt.url: {0}")]
-    Url(String),
-    #[error("cannot read mqtt.ca_file {path}: {source}")]
-    CaFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the embedded MQTT broker did not start on {listen}: {detail}")]
-    Embedded { listen: SocketAddr, detail: String },
-    #[error("publishing to the broker failed: {0}")]
-    Publish(String),
-    #[error("encoding a message failed: {0}")]
-    Encode(String),
-}
-
-/// Largest MQTT packet a broker should take from any client: the protocol's biggest message plus
-/// headers. The embedded broker enforces it, and `mosquitto-config` writes it as Mosquitto's
-/// `max_packet_size`.
-pub const MAX_PACKET_BYTES: usize = 512 * 1024;
-
-/// Largest packet the server's own client accepts: twice the brokers' limit, so that a message a
-/// broker let through is never one the server must refuse. (Refusing one drops the connection,
-/// and a persistent session hands the same message back at once: one device's oversized
-/// message stopped a whole Mosquitto fleet that way.)
-const SERVER_MAX_INCOMING_BYTES: usize = 2 * MAX_PACKET_BYTES;
 
 /// The server's connection to the broker.
 #[derive(Debug, Clone)]
@@ -359,59 +334,6 @@ pub fn connect(
     ))
 }
 
-/// The server's connection options under `client_id`, acknowledging manually.
-pub(crate) fn client_options(
-    config: &Config,
-    address: &BrokerAddress,
-    password: &str,
-    client_id: &str,
-    clean_session: bool,
-) -> Result<MqttOptions, MqttError> {
-    let mut options = MqttOptions::new(client_id, address.host.clone(), address.port);
-    // On an external broker each replica is a user of its own whose name is its client id
-    // (`use_username_as_clientid`), so no other client can take its session.
-    let user = match config.mqtt.url {
-        Some(_) => client_id.to_owned(),
-        None => config.mqtt.username.clone(),
-    };
-    options
-        .set_credentials(user, password.to_owned())
-        .set_keep_alive(Duration::from_secs(30))
-        .set_clean_session(clean_session)
-        .set_manual_acks(true)
-        .set_max_packet_size(SERVER_MAX_INCOMING_BYTES, MAX_PACKET_BYTES);
-    if address.tls {
-        let ca = match &config.mqtt.ca_file {
-            Some(path) => std::fs::read(path).map_err(|source| MqttError::CaFile {
-                path: path.clone(),
-                source,
-            })?,
-            None => {
-                return Err(MqttError::Url(
-                    "mqtts:// needs mqtt.ca_file (the PEM of the broker's CA)".into(),
-                ));
-            }
-        };
-        options.set_transport(Transport::Tls(TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth: None,
-        }));
-    }
-    Ok(options)
-}
-
-/// The topic filters the server subscribes to: shared on an external broker.
-pub(crate) fn device_filters(share_group: Option<&str>) -> Vec<String> {
-    [Channel::Reported, Channel::Events, Channel::Metrics]
-        .into_iter()
-        .map(|channel| match share_group {
-            Some(group) => topic::server_subscription(group, channel),
-            None => format!("{TOPIC_PREFIX}/+/{}", channel.as_str()),
-        })
-        .collect()
-}
-
 /// What the server subscribes to. On an external broker, the device channels (shared). On the
 /// embedded broker, everything: rumqttd has no topic rights, so a device may publish — and
 /// retain, which rumqttd keeps forever — anywhere; the server sees it all and clears what it
@@ -420,18 +342,6 @@ fn subscriptions(share_group: Option<&str>) -> Vec<String> {
     match share_group {
         Some(_) => device_filters(share_group),
         None => vec![SWEEP_FILTERS[0].into()],
-    }
-}
-
-/// Where the server's client connects: the external broker, or the embedded one.
-pub fn broker_of(config: &Config) -> Result<BrokerAddress, MqttError> {
-    match &config.mqtt.url {
-        Some(url) => broker_address(url).map_err(MqttError::Url),
-        None => Ok(BrokerAddress {
-            host: config.mqtt.embedded_listen.ip().to_string(),
-            port: config.mqtt.embedded_listen.port(),
-            tls: false,
-        }),
     }
 }
 
@@ -787,252 +697,5 @@ async fn republisher(
             }
         }
         tracing::info!(devices = count, "re-published desired state");
-    }
-}
-
-/// What became of one device message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ingested {
-    Stored,
-    /// Already stored (a redelivery) or older than what is stored.
-    Duplicate,
-    /// Malformed, for an unknown device, or naming another device than its topic: dropped.
-    Refused(String),
-    /// The store failed: not acknowledged, so the broker redelivers.
-    Failed(String),
-    /// Not for the server: an empty message (a retained message being cleared, by the server
-    /// itself or a device) or desired state (the server's own, seen through its `#` on the
-    /// embedded broker; devices verify desired state themselves).
-    Ignored,
-}
-
-impl Ingested {
-    fn label(&self) -> String {
-        match self {
-            Ingested::Stored => "stored",
-            Ingested::Duplicate => "duplicate",
-            Ingested::Refused(_) => "refused",
-            Ingested::Failed(_) => "failed",
-            Ingested::Ignored => "ignored",
-        }
-        .into()
-    }
-}
-
-/// Validates and stores one message a device published, received at `received_us` (Unix
-/// microseconds); a new metrics batch also counts into the fleet's Prometheus figures.
-pub async fn ingest(
-    store: &dyn Store,
-    metrics: &Metrics,
-    keys: &DeviceKeys,
-    topic: &str,
-    payload: &[u8],
-    received_us: i64,
-) -> Ingested {
-    let raw_topic = topic;
-    if payload.is_empty() {
-        return Ingested::Ignored;
-    }
-    let topic = match Topic::parse(topic) {
-        Ok(t) if t.channel.from_device() => t,
-        Ok(t) if t.channel == Channel::Desired => return Ingested::Ignored,
-        Ok(t) => {
-            return Ingested::Refused(format!("{} is not a device channel", t.channel.as_str()));
-        }
-        Err(e) => return Ingested::Refused(e.to_string()),
-    };
-    let payload = match keys.open(store, &topic.device, raw_topic, payload).await {
-        Ok(message) => message,
-        Err(NotOpened::Refused(why)) => return Ingested::Refused(why),
-        Err(NotOpened::Failed(why)) => return Ingested::Failed(why),
-    };
-    let now = jiff::Timestamp::now().as_second();
-    let result = match topic.channel {
-        Channel::Reported => match message::decode::<Reported>(payload) {
-            Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),
-            Ok(m) => store.record_reported(&m, now).await,
-            Err(e) => return Ingested::Refused(e.to_string()),
-        },
-        Channel::Events => match message::decode::<Event>(payload) {
-            Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),
-            Ok(m) => store.record_event(&StoredEvent::received(m, now)).await,
-            Err(e) => return Ingested::Refused(e.to_string()),
-        },
-        Channel::Metrics => match message::decode::<MetricsBatch>(payload) {
-            Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),
-            Ok(m) if let Some(why) = m.implausible() => {
-                return Ingested::Refused(format!("metrics batch {}: {why}", m.seq));
-            }
-            Ok(m) => {
-                let stored = store.record_metrics(&m, received_us).await;
-                if let Ok(true) = stored {
-                    metrics.count_telemetry(&m);
-                }
-                stored
-            }
-            Err(e) => return Ingested::Refused(e.to_string()),
-        },
-        Channel::Desired => return Ingested::Ignored,
-    };
-    match result {
-        Ok(true) => {
-            if let Err(e) = store.touch(&topic.device, now).await {
-                return Ingested::Failed(e.to_string());
-            }
-            Ingested::Stored
-        }
-        Ok(false) => match store.device(&topic.device).await {
-            Ok(Some(_)) => Ingested::Duplicate,
-            Ok(None) => Ingested::Refused(format!("unknown device {}", topic.device)),
-            Err(e) => Ingested::Failed(e.to_string()),
-        },
-        Err(crate::store::StoreError::Backend(e)) => Ingested::Failed(e),
-        Err(e) => Ingested::Refused(e.to_string()),
-    }
-}
-
-fn wrong_device(topic: &Topic, named: &DeviceId) -> Ingested {
-    Ingested::Refused(format!(
-        "message names device {named} but was published on {}'s topic",
-        topic.device
-    ))
-}
-
-/// Mosquitto's `password_file` and `acl_file` for the server and every enrolled device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MosquittoFiles {
-    pub passwd: String,
-    pub acl: String,
-}
-
-///
-/// Every server replica is a user of its own (`server_users`, all with the server's password
-/// hash): with `use_username_as_clientid` a client's id is its user name, so no device can take
-/// a server's session, nor one replica another's by accident.
-pub fn mosquitto_files(
-    server_users: &[String],
-    server_hash: &str,
-    devices: &[(DeviceId, String)],
-) -> MosquittoFiles {
-    let mut passwd = String::new();
-    for user in server_users {
-        passwd.push_str(&format!("{user}:{server_hash}\n"));
-    }
-    for (device, hash) in devices {
-        if server_users.iter().any(|u| u == device.as_str()) {
-            tracing::warn!(%device, "a device id is a server replica's broker user; left out of the password file");
-            continue;
-        }
-        passwd.push_str(&format!("{device}:{hash}\n"));
-    }
-    let prefix = TOPIC_PREFIX;
-    let mut acl = String::from(
-        "# Written by `fleet-server mosquitto-config`; regenerate after enrolling devices.\n\
-         # Each server replica reads every device's messages and writes desired state.\n",
-    );
-    for user in server_users {
-        acl.push_str(&format!(
-            "user {user}\n\
-             topic read {prefix}/+/reported\n\
-             topic read {prefix}/+/events\n\
-             topic read {prefix}/+/metrics\n\
-             topic write {prefix}/+/desired\n\
-             \n"
-        ));
-    }
-    acl.push_str(&format!(
-        "# Each device (user name = device id) reads its own desired state and writes its own\n\
-         # reported state, events and metrics; nothing else.\n\
-         pattern read {prefix}/%u/desired\n\
-         pattern write {prefix}/%u/reported\n\
-         pattern write {prefix}/%u/events\n\
-         pattern write {prefix}/%u/metrics\n"
-    ));
-    MosquittoFiles { passwd, acl }
-}
-
-/// The broker settings the fleet needs, as a Mosquitto config fragment (`edgefleet.conf`).
-///
-/// Mosquitto queues at most 1,000 QoS 1 messages per client by default and silently drops the
-/// rest — after the device already has its PUBACK and has let the message go. The server's one
-/// session receives every device's messages, so a burst (a fleet reconnecting after an outage)
-/// or a server restart would lose telemetry (measured: 3,000 events at full rate, 1,052
-/// arrived). Its queue is therefore sized for the whole fleet's backlog; memory, not messages,
-/// is what the operator then watches, and it is bounded ([`MAX_QUEUED_BYTES`]) so that no
-/// client's queue can take the broker's memory. Packets over [`MAX_PACKET_BYTES`] are refused by
-/// the broker itself (it disconnects the sender), so none reaches the server.
-pub fn mosquitto_settings(passwd: &std::path::Path, acl: &std::path::Path) -> String {
-    format!(
-        "# Written by `fleet-server mosquitto-config`. Include it from mosquitto.conf\n\
-         # (`include_dir` or copy) and add your own listener lines.\n\
-         allow_anonymous false\n\
-         password_file {}\n\
-         acl_file {}\n\
-         # A client's id is its user name: nobody can connect under another's id and knock it\n\
-         # off or take over its session.\n\
-         use_username_as_clientid true\n\
-         # No message larger than any Edgefleet message: the sender is disconnected instead.\n\
-         max_packet_size {MAX_PACKET_BYTES}\n\
-         # The server's persistent session must queue device messages, not drop them; in bytes\n\
-         # every queue is bounded, so a flood cannot take the broker's memory.\n\
-         max_queued_messages 1000000\n\
-         max_queued_bytes {MAX_QUEUED_BYTES}\n\
-         max_inflight_messages 1000\n",
-        passwd.display(),
-        acl.display()
-    )
-}
-
-/// The bound on each client's queue at the broker, in bytes: some 440,000 of the usual ~1.2 kB
-/// telemetry batches waiting for the server.
-pub const MAX_QUEUED_BYTES: usize = 512 * 1024 * 1024;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mosquitto_acl_confines_devices_to_their_own_topics() {
-        let servers = ["fleet-server-1".to_owned(), "fleet-server-2".to_owned()];
-        let files = mosquitto_files(
-            &servers,
-            "$7$x",
-            &[
-                (DeviceId::new("d1").unwrap(), "$7$y".into()),
-                (DeviceId::new("fleet-server-2").unwrap(), "$7$z".into()),
-            ],
-        );
-        assert_eq!(
-            files.passwd, "fleet-server-1:$7$x\nfleet-server-2:$7$x\nd1:$7$y\n",
-            "one user per replica; a device may never take a server's user"
-        );
-        for server in servers {
-            assert!(files.acl.contains(&format!(
-                "user {server}\ntopic read edgefleet/v1/devices/+/reported\n"
-            )));
-        }
-        assert!(
-            files
-                .acl
-                .contains("pattern read edgefleet/v1/devices/%u/desired\n")
-        );
-        assert!(
-            !files
-                .acl
-                .contains("pattern write edgefleet/v1/devices/%u/desired")
-        );
-        assert!(!files.acl.contains("#\n"), "no wildcard grants");
-    }
-
-    #[test]
-    fn mosquitto_settings_bind_client_ids_to_users_and_bound_messages() {
-        let settings = mosquitto_settings(
-            std::path::Path::new("/etc/p"),
-            std::path::Path::new("/etc/a"),
-        );
-        assert!(settings.contains("\nuse_username_as_clientid true\n"));
-        assert!(settings.contains(&format!("\nmax_packet_size {MAX_PACKET_BYTES}\n")));
-        assert!(settings.contains(&format!("\nmax_queued_bytes {MAX_QUEUED_BYTES}\n")));
-        assert!(settings.contains("\nallow_anonymous false\n"));
     }
 }

@@ -85,7 +85,7 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<(), Start
     }
     let secret = auth::new_secret(SecretKind::Operator)?;
     let path = data_dir.join("admin.token");
-    write_private(&path, format!("{secret}\n").as_bytes())?;
+    edgefleet_files::write_private(&path, format!("{secret}\n").as_bytes()).map_err(io(&path))?;
     store
         .create_operator_token(
             "bootstrap-admin",
@@ -136,24 +136,8 @@ async fn mqtt_client_id(
         Err(source) => return Err(StartError::Io { path, source }),
     }
     let id = crate::sessions::claim_replica_slot(store, &users, instance).await;
-    write_private(&path, id.as_bytes())?;
+    edgefleet_files::write_private(&path, id.as_bytes()).map_err(io(&path))?;
     Ok(id)
-}
-
-/// Writes a file only this user can read (mode 0600), synced before it counts.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StartError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io(path))
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {

@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Packet};
 
+use crate::broker::{MqttError, client_options, device_filters};
 use crate::config::{BrokerAddress, Config};
+use crate::ingest::{Ingested, ingest};
 use crate::metrics::Metrics;
-use crate::mqtt::{self, MqttError};
 use crate::store::Store;
 
 const LEASE_PREFIX: &str = "mqtt-session:";
@@ -227,7 +228,7 @@ impl Sessions {
     /// Takes what the session `client_id` holds, stops its subscription and ends it. Returns the
     /// number of messages taken.
     async fn drain(&self, client_id: &str) -> Result<usize, MqttError> {
-        let options = mqtt::client_options(
+        let options = client_options(
             &self.config,
             &self.address,
             &self.password,
@@ -237,7 +238,7 @@ impl Sessions {
         let (client, mut events) = connection(options);
         let mut messages = 0;
         let mut unsubscribed = 0;
-        let filters = mqtt::device_filters(Some(&self.share_group));
+        let filters = device_filters(Some(&self.share_group));
         let mut acked = 0;
         loop {
             let wait = if unsubscribed == filters.len() {
@@ -262,7 +263,7 @@ impl Sessions {
                 }
                 Event::Incoming(Packet::UnsubAck(_)) => unsubscribed += 1,
                 Event::Incoming(Packet::Publish(publish)) => {
-                    let outcome = mqtt::ingest(
+                    let outcome = ingest(
                         &*self.store,
                         &self.metrics,
                         &self.keys,
@@ -271,7 +272,7 @@ impl Sessions {
                         jiff::Timestamp::now().as_microsecond(),
                     )
                     .await;
-                    if let mqtt::Ingested::Failed(reason) = outcome {
+                    if let Ingested::Failed(reason) = outcome {
                         // Unacknowledged, it stays in the session for the next attempt.
                         return Err(MqttError::Publish(format!("storing failed: {reason}")));
                     }
@@ -295,8 +296,7 @@ impl Sessions {
         }
         disconnect(&client, &mut events).await;
         // A clean connect discards the (now empty, unsubscribed) session on the broker.
-        let options =
-            mqtt::client_options(&self.config, &self.address, &self.password, client_id, true)?;
+        let options = client_options(&self.config, &self.address, &self.password, client_id, true)?;
         let (client, mut events) = connection(options);
         loop {
             match tokio::time::timeout(DRAIN_LIMIT, events.recv()).await {

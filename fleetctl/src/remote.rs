@@ -75,20 +75,9 @@ pub fn resolve(url: Option<&str>, token: Option<&str>) -> anyhow::Result<Login> 
 }
 
 pub fn save_login(login: &Login) -> anyhow::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = login_path()?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
+    edgefleet_files::write_private(&path, toml::to_string(login)?.as_bytes())
         .with_context(|| path.display().to_string())?;
-    file.write_all(toml::to_string(login)?.as_bytes())?;
     Ok(path)
 }
 

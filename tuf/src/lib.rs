@@ -119,26 +119,8 @@ impl Error {
 /// Writes `bytes` to `path` crash-safely: temporary file in the same directory, fsync, rename,
 /// fsync of the directory. A reader sees the old file or the new one, never a part.
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::malformed(path.display().to_string(), "no parent directory"))?;
-    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    let mut file = std::fs::File::create(&tmp).map_err(Error::io(&tmp))?;
-    file.write_all(bytes).map_err(Error::io(&tmp))?;
-    file.sync_all().map_err(Error::io(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))?;
-    Ok(())
+    edgefleet_files::write_atomic(path, bytes, edgefleet_files::Visibility::Public)
+        .map_err(Error::io(path))
 }
 
 /// Hex sha256 of `bytes`, as targets metadata writes it.

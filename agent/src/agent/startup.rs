@@ -41,7 +41,7 @@ impl Agent {
         }
         let loading = store.model_names()?.into_iter().collect();
         let permits = config.inference.parallel_inferences();
-        let body_budget = crate::api::BodyBudget::new(&config.api);
+        let body_budget = crate::body_budget::BodyBudget::new(&config.api);
         Ok(Arc::new(Self {
             config,
             notices: tokio::sync::broadcast::channel(256).0,

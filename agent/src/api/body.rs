@@ -2,50 +2,11 @@
 //! signed interface's `max_request_bytes`, capped by the device). Over a limit, the 413 names the
 //! setting or the field that set it, and its value.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::http::StatusCode;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ApiError;
+pub use crate::body_budget::{BodyBudget, Reserved};
 use crate::config::ApiConfig;
-
-/// The bytes of request bodies held at once (`api.max_inflight_body_bytes`) and how long one may
-/// take to arrive (`api.body_read_seconds`). A request reserves its share before reading its
-/// body and keeps it until its answer is made, decoded tensors included: 64 clients of an image
-/// model cost the budget, not 64 images and their copies.
-#[derive(Debug)]
-pub struct BodyBudget {
-    bytes: Arc<Semaphore>,
-    total: usize,
-    read_within: Duration,
-}
-
-/// A request's share of the [`BodyBudget`], given back when dropped.
-#[derive(Debug)]
-pub(super) struct Reserved {
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl BodyBudget {
-    pub fn new(api: &ApiConfig) -> Self {
-        let total = api.max_inflight_body_bytes.min(Semaphore::MAX_PERMITS);
-        Self {
-            bytes: Arc::new(Semaphore::new(total)),
-            total,
-            read_within: Duration::from_secs(api.body_read_seconds),
-        }
-    }
-
-    /// Waits for `wanted` bytes of the budget (all of it, for a body larger than the budget).
-    async fn reserve(&self, wanted: usize) -> Reserved {
-        let n = u32::try_from(wanted.min(self.total)).unwrap_or(u32::MAX);
-        Reserved {
-            _permit: self.bytes.clone().acquire_many_owned(n).await.ok(),
-        }
-    }
-}
 
 /// Reads a JSON body within `api.max_body_bytes`; every failure, the limit included, is a JSON
 /// error naming `body`.
@@ -133,7 +94,7 @@ pub(super) async fn limited_body(
         usize::try_from(n).unwrap_or(usize::MAX).min(limit)
     });
     let reserved = budget.reserve(wanted).await;
-    let within = budget.read_within;
+    let within = budget.read_within();
     match tokio::time::timeout(within, read_limited(declared, body, limit, source)).await {
         Ok(read) => read.map(|bytes| (bytes, reserved)),
         Err(_) => Err(ApiError::new(
@@ -197,8 +158,9 @@ async fn read_limited(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::config::ApiConfig;
 
     fn meta(max_request_bytes: Option<u64>) -> edgefleet_protocol::target::ModelTargetMeta {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/detector/1.0.0");
