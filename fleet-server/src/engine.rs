@@ -119,7 +119,7 @@ const ENGINE_LEASE: &str = "rollout-engine";
 pub const ENGINE_LEASE_MS: i64 = 5_000;
 
 async fn holds_engine_lease(state: &AppState) -> bool {
-    if state.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+    if state.shutdown.is_cancelled() {
         return false;
     }
     let now_ms = jiff::Timestamp::now().as_millisecond();
@@ -151,9 +151,7 @@ async fn holds_engine_lease(state: &AppState) -> bool {
 /// At shutdown: stop driving and give the lease up, so another server takes over at once
 /// (and this one, restarted, need not wait out its old lease).
 pub async fn hand_over(state: &AppState) {
-    state
-        .stopping
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    state.shutdown.cancel();
     let _pass_done = state.engine_lock.lock().await;
     if let Err(e) = state
         .store
@@ -249,12 +247,14 @@ async fn apply(
     }
 }
 
-/// Ticks forever.
+/// Ticks until the server shuts down.
 pub async fn run(state: AppState) {
     let mut interval = tokio::time::interval(Duration::from_millis(500));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        interval.tick().await;
-        tick(&state).await;
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = interval.tick() => tick(&state).await,
+        }
     }
 }

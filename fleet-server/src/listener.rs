@@ -101,7 +101,8 @@ impl Drop for Admitted {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections to
-/// finish their requests (at most `drain`).
+/// finish their requests (at most `drain`; those still open then are closed). Returns once no
+/// connection task is left.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
@@ -118,7 +119,10 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Connections that ended leave the set, so it holds only open ones.
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -161,7 +165,7 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %client, "connection ended with an error");
             }
@@ -175,9 +179,11 @@ pub async fn serve(
     {
         tracing::warn!(
             drain_seconds = drain.as_secs(),
+            open = connections.len(),
             "connections still open after the drain period; closing them"
         );
     }
+    connections.shutdown().await;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use rumqttc::{AsyncClient, EventLoop, Packet, QoS};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::secret_hash;
 use crate::broker::{MAX_PACKET_BYTES, client_options, device_filters};
@@ -359,10 +360,14 @@ pub struct ClientParts {
     pub sessions: Option<crate::sessions::Sessions>,
     /// `mqtt.retained_sweep_seconds` (used on the embedded broker only).
     pub retained_sweep: Duration,
+    /// Cancelled at shutdown: the client stores and acknowledges the messages it holds, then
+    /// disconnects; what arrives after is left to the broker to deliver again.
+    pub shutdown: CancellationToken,
 }
 
-/// Drives the client forever: subscribes after every connection, re-publishes desired state,
-/// stores device messages and only then acknowledges them.
+/// Drives the client until shutdown: subscribes after every connection, re-publishes desired
+/// state, stores device messages and only then acknowledges them. Returns once its helper tasks
+/// have all finished.
 pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientParts) {
     let ClientParts {
         store,
@@ -372,38 +377,72 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
         share_group,
         sessions,
         retained_sweep,
+        shutdown,
     } = parts;
+    let mut helpers = tokio::task::JoinSet::new();
     if share_group.is_none() {
-        tokio::spawn(retained_sweeper(handle.clone(), retained_sweep));
+        helpers.spawn(retained_sweeper(
+            handle.clone(),
+            retained_sweep,
+            shutdown.clone(),
+        ));
     }
     let (restore, to_restore) = tokio::sync::mpsc::channel(RESTORE_QUEUE);
     if handle.guard.is_some() {
-        tokio::spawn(desired_restorer(
+        helpers.spawn(desired_restorer(
             handle.clone(),
             store.clone(),
             tuf.clone(),
             metrics.clone(),
             to_restore,
+            shutdown.clone(),
         ));
     }
     let republish = handle.republish.clone();
-    tokio::spawn(republisher(
+    helpers.spawn(republisher(
         handle.clone(),
         store.clone(),
         tuf.clone(),
         metrics.clone(),
         republish.clone(),
+        shutdown.clone(),
     ));
     let (to_ingest, from_loop) = tokio::sync::mpsc::channel(INGEST_WINDOW);
-    tokio::spawn(ingester(
+    helpers.spawn(ingester(
         handle.clone(),
         store,
         metrics.clone(),
         keys,
         from_loop,
-        share_group.is_none(),
-        restore,
+        handle.guard.is_some().then_some(restore),
+        shutdown.clone(),
     ));
+    poll_until_disconnected(
+        &handle,
+        &mut eventloop,
+        &to_ingest,
+        &share_group,
+        &sessions,
+        &metrics,
+        &shutdown,
+    )
+    .await;
+    drop(to_ingest);
+    while helpers.join_next().await.is_some() {}
+}
+
+/// Reads the broker connection until the ingester disconnects it at shutdown (or, at shutdown,
+/// the broker is away).
+async fn poll_until_disconnected(
+    handle: &MqttHandle,
+    eventloop: &mut EventLoop,
+    to_ingest: &tokio::sync::mpsc::Sender<rumqttc::Publish>,
+    share_group: &Option<String>,
+    sessions: &Option<crate::sessions::Sessions>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) {
+    let republish = handle.republish.clone();
     let mut backoff = Duration::from_millis(200);
     let mut first_connection = true;
     // `poll` is never cancelled (its cancel safety is undocumented): device messages go to the
@@ -432,12 +471,23 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
                 first_connection = false;
             }
             Ok(rumqttc::Event::Incoming(Packet::Publish(publish))) => {
-                if to_ingest.send(publish).await.is_err() {
-                    tracing::error!("the ingester stopped; device messages are no longer stored");
-                    return;
+                // At shutdown the ingester takes nothing more: the message stays unacknowledged
+                // and the broker delivers it again (to this server's session, or a drainer).
+                tokio::select! {
+                    sent = to_ingest.send(publish) => if sent.is_err() && !shutdown.is_cancelled() {
+                        tracing::error!("the ingester stopped; device messages are no longer stored");
+                        return;
+                    },
+                    () = shutdown.cancelled() => {}
                 }
             }
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect))
+                if shutdown.is_cancelled() =>
+            {
+                return;
+            }
             Ok(_) => {}
+            Err(_) if shutdown.is_cancelled() => return,
             Err(e) => {
                 if handle.connected.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "lost the MQTT broker; reconnecting");
@@ -445,7 +495,10 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
                     tracing::debug!(error = %e, "MQTT broker unreachable; retrying");
                 }
                 metrics.mqtt_connected.set(0);
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return,
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 // Had another server taken this session to drain it, connecting now would take
                 // it back midway.
@@ -461,17 +514,18 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
 /// pool) and acknowledges them strictly in arrival order, as MQTT requires. One at a time, a
 /// server on PostgreSQL spent its time waiting on round trips (docs/BENCHMARKS.md).
 ///
-/// With `clear_refused` (the embedded broker), a refused message's topic is cleared of any
-/// retained message (an empty retained publish): whatever a device left there, forged or junk,
-/// goes, and the broker's memory of retained messages stays bounded by what the server accepts.
+/// On the embedded broker (`embedded` holds where desired topics in need of restoring go), a
+/// refused message's topic is cleared of any retained message (an empty retained publish):
+/// whatever a device left there, forged or junk, goes, and the broker's memory of retained
+/// messages stays bounded by what the server accepts.
 async fn ingester(
     handle: MqttHandle,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     keys: Arc<DeviceKeys>,
     mut from_loop: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
-    clear_refused: bool,
-    restore: tokio::sync::mpsc::Sender<DeviceId>,
+    embedded: Option<tokio::sync::mpsc::Sender<DeviceId>>,
+    shutdown: CancellationToken,
 ) {
     let mut in_flight: FuturesOrdered<IngestFuture> = FuturesOrdered::new();
     // Acknowledgements the client's request queue had no room for yet, oldest first.
@@ -482,7 +536,7 @@ async fn ingester(
         flush_acks(&handle, &mut unsent_acks);
         tokio::select! {
             Some((publish, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                if clear_refused && matches!(outcome, Ingested::Refused(_)) {
+                if embedded.is_some() && matches!(outcome, Ingested::Refused(_)) {
                     clear_retained(&handle, &metrics, &publish.topic);
                 }
                 finish(&metrics, publish, outcome, &mut unsent_acks);
@@ -490,6 +544,7 @@ async fn ingester(
             received = from_loop.recv(), if open && in_flight.len() < INGEST_WINDOW => match received {
                 Some(publish) => {
                     if let Some(guard) = &handle.guard
+                        && let Some(restore) = &embedded
                         && let Ok(topic) = Topic::parse(&publish.topic)
                         && topic.channel == Channel::Desired
                         && !guard.is_ours(&topic.device, &publish.payload)
@@ -512,7 +567,15 @@ async fn ingester(
                 None => open = false,
             },
             _ = retry.tick(), if !unsent_acks.is_empty() => {}
+            () = shutdown.cancelled(), if open => open = false,
         }
+    }
+    // Everything taken is stored and its acknowledgement queued ahead of the disconnect, which
+    // ends the client's event loop once sent.
+    if shutdown.is_cancelled()
+        && let Err(e) = handle.client.try_disconnect()
+    {
+        tracing::warn!(error = %e, "cannot queue the disconnect from the broker");
     }
 }
 
@@ -563,8 +626,16 @@ async fn desired_restorer(
     tuf: Arc<TufHost>,
     metrics: Arc<Metrics>,
     mut devices: tokio::sync::mpsc::Receiver<DeviceId>,
+    shutdown: CancellationToken,
 ) {
-    while let Some(device) = devices.recv().await {
+    loop {
+        let device = tokio::select! {
+            received = devices.recv() => match received {
+                Some(device) => device,
+                None => return,
+            },
+            () = shutdown.cancelled() => return,
+        };
         let wanted = match store.device(&device).await {
             Ok(found) => found.and_then(|d| d.desired),
             Err(e) => {
@@ -604,12 +675,15 @@ const SWEEP_FILTERS: [&str; 2] = ["#", "+/#"];
 /// same topics, `#` and `+/#`: the new one first, the old one dropped once the new one has had
 /// time to deliver, so no live message falls in a gap (some arrive twice meanwhile; storing is
 /// idempotent).
-async fn retained_sweeper(handle: MqttHandle, every: Duration) {
+async fn retained_sweeper(handle: MqttHandle, every: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut live = 0;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         if !handle.connected.load(Ordering::Relaxed) {
             continue; // a new connection subscribes to `#` and gets every retained message
         }
@@ -667,9 +741,13 @@ async fn republisher(
     tuf: Arc<TufHost>,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
+    shutdown: CancellationToken,
 ) {
     loop {
-        wake.notified().await;
+        tokio::select! {
+            () = wake.notified() => {}
+            () = shutdown.cancelled() => return,
+        }
         metrics.desired_republished.inc();
         let desired = match store.all_desired().await {
             Ok(all) => all,

@@ -106,6 +106,9 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<(), Start
 pub struct Running {
     pub state: api::AppState,
     pub listener: tokio::net::TcpListener,
+    /// The background tasks (broker client, rollout engine, lease renewal, pruning,
+    /// re-signing), each stopping when `state.shutdown` is cancelled; [`serve`] joins them.
+    pub tasks: tokio::task::JoinSet<()>,
 }
 
 /// Everything before serving: stores opened, keys present, broker up, listener bound.
@@ -194,12 +197,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         keys: keys.clone(),
         draining: Arc::default(),
     });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
     if let Some(sessions) = &sessions {
         sessions.wait_until_ours().await;
-        tokio::spawn(sessions.clone().run());
+        tasks.spawn(sessions.clone().run(shutdown.clone()));
     }
     let (handle, eventloop) = mqtt::connect(&config, &broker, &password, &client_id)?;
-    tokio::spawn(mqtt::run(
+    tasks.spawn(mqtt::run(
         handle.clone(),
         eventloop,
         mqtt::ClientParts {
@@ -214,6 +219,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .then(|| config.mqtt.share_group.clone()),
             sessions: sessions.clone(),
             retained_sweep: Duration::from_secs(config.mqtt.retained_sweep_seconds),
+            shutdown: shutdown.clone(),
         },
     ));
 
@@ -236,13 +242,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         instance,
         sessions,
         driving_rollouts: std::sync::atomic::AtomicBool::new(false),
-        stopping: std::sync::atomic::AtomicBool::new(false),
+        shutdown,
     });
     crate::api::handlers::refresh_known_versions(&state).await;
-    tokio::spawn(refresh_online_metadata(state.clone()));
-    tokio::spawn(crate::engine::run(state.clone()));
-    tokio::spawn(prune_telemetry(state.clone()));
-    Ok(Running { state, listener })
+    tasks.spawn(refresh_online_metadata(state.clone()));
+    tasks.spawn(crate::engine::run(state.clone()));
+    tasks.spawn(prune_telemetry(state.clone()));
+    Ok(Running {
+        state,
+        listener,
+        tasks,
+    })
 }
 
 /// Deletes telemetry past `telemetry.retention_days`, at start and hourly. Idempotent, so every
@@ -251,7 +261,10 @@ async fn prune_telemetry(state: api::AppState) {
     let keep = i64::from(state.config.telemetry.retention_days) * 86_400;
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         let before = jiff::Timestamp::now().as_second() - keep;
         match state.store.prune_metrics(before).await {
             Ok(0) => {}
@@ -267,7 +280,10 @@ async fn prune_telemetry(state: api::AppState) {
 async fn refresh_online_metadata(state: api::AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(300));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         match state.tuf.refresh(jiff::Timestamp::now()).await {
             Ok(true) => tracing::info!("re-signed snapshot/timestamp metadata"),
             Ok(false) => {}
@@ -309,14 +325,25 @@ fn connection_limits(
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// How long the background tasks get to finish at shutdown (the broker client stores and
+/// acknowledges the device messages it holds) before the rest are aborted.
+const TASKS_GRACE: Duration = Duration::from_secs(15);
+
+/// Serves until `shutdown` resolves, then stops in order: HTTP (in-flight requests finish), the
+/// rollout engine (its lease given up), every background task (joined; the broker client
+/// stores and acknowledges what it holds, then disconnects), and last the broker session's
+/// lease. Returns once nothing of the server runs.
 pub async fn serve(
     running: Running,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let addr = running.listener.local_addr()?;
-    tracing::info!(%addr, public_url = %running.state.config.public_url(), "serving");
-    let state = running.state.clone();
+) -> std::io::Result<Stopped> {
+    let Running {
+        state,
+        listener,
+        mut tasks,
+    } = running;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, public_url = %state.config.public_url(), "serving");
     let reserved = if state.config.mqtt.url.is_none() {
         crate::mqtt::EMBEDDED_HALF_OPEN_MAX
     } else {
@@ -330,17 +357,46 @@ pub async fn serve(
         "connection limits"
     );
     let served = crate::listener::serve(
-        running.listener,
-        api::router(running.state),
+        listener,
+        api::router(state.clone()),
         limits,
         state.metrics.clone(),
         shutdown,
         Duration::from_secs(10),
     )
     .await;
+    // Cancels `state.shutdown`, so every task starts stopping meanwhile.
     crate::engine::hand_over(&state).await;
+    let joined = tokio::time::timeout(TASKS_GRACE, async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "a background task had panicked");
+            }
+        }
+    })
+    .await;
+    let aborted = tasks.len();
+    if joined.is_err() {
+        tracing::warn!(
+            left = aborted,
+            "background tasks still running after the grace period; aborted"
+        );
+        tasks.shutdown().await;
+    }
+    // Only now that the broker client has disconnected may another server take its session.
     if let Some(sessions) = &state.sessions {
         sessions.hand_over().await;
     }
-    served
+    tracing::info!("stopped");
+    served.map(|()| Stopped { aborted })
+}
+
+/// How a server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Background tasks that did not finish within the grace period and were aborted (0 when
+    /// every task stopped by itself, as each should).
+    pub aborted: usize,
 }

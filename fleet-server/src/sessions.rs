@@ -131,11 +131,21 @@ impl Sessions {
         }
     }
 
-    /// Renews this server's lease and drains sessions left behind, until the process ends.
-    pub async fn run(self) {
+    /// Renews this server's lease and drains sessions left behind, until `shutdown`; a drain
+    /// still running then is abandoned (its lease expires and another server takes it up).
+    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(RENEW_EVERY);
+        let mut drains = tokio::task::JoinSet::new();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    drains.shutdown().await;
+                    return;
+                }
+                _ = tick.tick() => {}
+            }
+            // Reap the drains that ended, so the set holds only those running.
+            while drains.try_join_next().is_some() {}
             if let Err(e) = self
                 .store
                 .lease(&self.own_lease(), &self.instance, now_ms(), LEASE_MS)
@@ -180,7 +190,7 @@ impl Sessions {
                     continue;
                 }
                 drop(draining);
-                tokio::spawn(self.clone().drain_left_behind(lease));
+                drains.spawn(self.clone().drain_left_behind(lease));
             }
         }
     }
@@ -311,7 +321,24 @@ impl Sessions {
     }
 }
 
-type Events = tokio::sync::mpsc::Receiver<Result<Event, String>>;
+/// A drain connection's events; dropping it ends the connection's poller, so a drain abandoned
+/// at shutdown leaves no task behind.
+struct Events {
+    rx: tokio::sync::mpsc::Receiver<Result<Event, String>>,
+    poller: tokio::task::AbortHandle,
+}
+
+impl Events {
+    async fn recv(&mut self) -> Option<Result<Event, String>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
 
 /// A client whose event loop a task of its own drives (a poll is never cancelled midway); its
 /// events arrive on a channel, which can be waited on with a timeout. The task ends with the
@@ -319,7 +346,7 @@ type Events = tokio::sync::mpsc::Receiver<Result<Event, String>>;
 fn connection(options: rumqttc::MqttOptions) -> (AsyncClient, Events) {
     let (client, mut eventloop) = AsyncClient::new(options, 1_000);
     let (tx, rx) = tokio::sync::mpsc::channel(1_000);
-    tokio::spawn(async move {
+    let poller = tokio::spawn(async move {
         loop {
             let event = eventloop.poll().await.map_err(|e| e.to_string());
             let failed = event.is_err();
@@ -328,7 +355,13 @@ fn connection(options: rumqttc::MqttOptions) -> (AsyncClient, Events) {
             }
         }
     });
-    (client, rx)
+    (
+        client,
+        Events {
+            rx,
+            poller: poller.abort_handle(),
+        },
+    )
 }
 
 async fn disconnect(client: &AsyncClient, events: &mut Events) {

@@ -33,8 +33,8 @@ pub struct Shared {
     pub sessions: Option<crate::sessions::Sessions>,
     /// Whether this server holds the rollout-engine lease.
     pub driving_rollouts: std::sync::atomic::AtomicBool,
-    /// Set at shutdown: no new rollout-engine passes.
-    pub stopping: std::sync::atomic::AtomicBool,
+    /// Cancelled at shutdown: every background task of the server watches it and stops.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub type AppState = Arc<Shared>;
