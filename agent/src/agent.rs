@@ -122,6 +122,10 @@ pub struct Agent {
     pub inference_permits: tokio::sync::Semaphore,
     /// Request bodies in memory at once (`api.max_inflight_body_bytes`).
     pub body_budget: crate::body_budget::BodyBudget,
+    /// Cancelled by [`Agent::stop`]: every background task watches it.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The background tasks (fleet link, probations), joined by [`Agent::stop`].
+    tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 mod probation_watch;
@@ -159,6 +163,46 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Agent {
+    /// Runs `task` in the background until the agent stops; [`Agent::stop`] joins it.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            // Tasks that ended leave the set, so it holds only those running.
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(task);
+        }
+    }
+
+    /// Stops the background tasks: each sees [`Agent::shutdown`] and ends (the fleet link sends
+    /// what it can and disconnects, probations record how long they served), and is joined;
+    /// those still running after `grace` are aborted. Returns how many had to be.
+    pub async fn stop(&self, grace: Duration) -> usize {
+        self.shutdown.cancel();
+        self.pause_probations().await;
+        let mut tasks = match self.tasks.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(_) => return 0,
+        };
+        let joined = tokio::time::timeout(grace, async {
+            while let Some(done) = tasks.join_next().await {
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    warn!(error = %e, "a background task had panicked");
+                }
+            }
+        })
+        .await;
+        let aborted = tasks.len();
+        if joined.is_err() {
+            warn!(
+                left = aborted,
+                "background tasks still running after the grace period; aborted"
+            );
+            tasks.shutdown().await;
+        }
+        aborted
+    }
+
     fn put_in_service(&self, model: &str, slot: Arc<Slot>) -> Option<Arc<Slot>> {
         let labels = ActiveLabels {
             model: model.to_string(),
@@ -371,7 +415,7 @@ impl Agent {
         info!(model, target = %version.target, p99_ms = report.p99_ms, "activated; probation begins");
         crash_point("probation");
         let agent = self.clone();
-        tokio::spawn(async move { agent.probation(model, slot, previous, Duration::ZERO).await });
+        self.spawn(async move { agent.probation(model, slot, previous, Duration::ZERO).await });
         Ok(InstallReport::Activated {
             target: version.target,
             load_ms,

@@ -263,11 +263,12 @@ impl Fleet {
             recheck_unverified: Notify::new(),
             key,
         });
-        tokio::spawn(fleet.clone().drive(eventloop));
-        tokio::spawn(fleet.clone().publish_outbox());
-        tokio::spawn(fleet.clone().relay_notices());
-        tokio::spawn(fleet.clone().telemetry_loop());
-        tokio::spawn(fleet.clone().reconcile_loop(desired_rx));
+        let agent = &fleet.agent;
+        agent.spawn(fleet.clone().drive(eventloop));
+        agent.spawn(fleet.clone().publish_outbox());
+        agent.spawn(fleet.clone().relay_notices());
+        agent.spawn(fleet.clone().telemetry_loop());
+        agent.spawn(fleet.clone().reconcile_loop(desired_rx));
         Ok(fleet)
     }
 
@@ -308,8 +309,25 @@ impl Fleet {
     async fn drive(self: Arc<Self>, mut eventloop: rumqttc::EventLoop) {
         let desired_topic = self.topic(Channel::Desired);
         let mut backoff = Duration::from_millis(500);
+        let shutdown = self.agent.shutdown.clone();
+        let mut disconnecting = false;
         loop {
-            match eventloop.poll().await {
+            let event = tokio::select! {
+                event = eventloop.poll() => event,
+                // The outbox keeps what was not acknowledged; it goes at the next start.
+                () = shutdown.cancelled(), if !disconnecting => {
+                    disconnecting = true;
+                    if !self.is_connected() || self.client.try_disconnect().is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            match event {
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) if disconnecting => {
+                    return;
+                }
+                Err(_) if disconnecting => return,
                 Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(500);
                     if let Ok(mut wire) = self.wire.lock() {
@@ -358,7 +376,10 @@ impl Fleet {
                     }
                     // Full jitter: a fleet that lost its broker does not come back in lockstep.
                     let wait = backoff.mul_f64(0.5 + jitter());
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.cancelled() => return,
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
@@ -411,6 +432,7 @@ impl Fleet {
             tokio::select! {
                 () = self.wake_publisher.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = self.agent.shutdown.cancelled() => return,
             }
             if !self.is_connected() {
                 continue;
@@ -442,7 +464,11 @@ impl Fleet {
     async fn relay_notices(self: Arc<Self>) {
         let mut notices = self.agent.notices.subscribe();
         loop {
-            match notices.recv().await {
+            let notice = tokio::select! {
+                notice = notices.recv() => notice,
+                () = self.agent.shutdown.cancelled() => return,
+            };
+            match notice {
                 Ok(notice) => {
                     self.emit(notice).await;
                     self.publish_reported();
@@ -469,9 +495,17 @@ impl Fleet {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut window_start = now_unix();
         loop {
-            tick.tick().await;
+            // A stop closes the window early: its figures go in the outbox, not down with the
+            // process.
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                () = self.agent.shutdown.cancelled() => true,
+            };
             let window_end = now_unix();
             let models = self.agent.telemetry.take();
+            if stopping && models.is_empty() {
+                return;
+            }
             let process = crate::telemetry::process_stats();
             let metrics = &self.agent.metrics;
             metrics.process_cpu_seconds.set(process.cpu_seconds);
@@ -518,6 +552,9 @@ impl Fleet {
                 }
                 Ok(Err(e)) => warn!(error = %e, "cannot queue a telemetry batch"),
                 Err(e) => warn!(error = %e, "cannot queue a telemetry batch"),
+            }
+            if stopping {
+                return;
             }
         }
     }
@@ -601,6 +638,7 @@ impl Fleet {
             let sleep_until = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + FAR);
             let recheck_until = recheck_at.unwrap_or_else(|| tokio::time::Instant::now() + FAR);
             tokio::select! {
+                () = self.agent.shutdown.cancelled() => return,
                 changed = desired.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep_until(sleep_until), if retry_at.is_some() => {}
                 () = self.recheck_unverified.notified() => {

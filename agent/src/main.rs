@@ -214,7 +214,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let app = edge_agent::api::router(agent.clone(), admin_token);
-    let shutdown = shutdown_signal();
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let shutdown = shutdown_signal(stopping.clone());
     // The API answers liveness at once and readiness per model while this loads them.
     let loader = {
         let agent = agent.clone();
@@ -237,6 +238,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ready();
             serve(
                 axum::serve(listener, app).with_graceful_shutdown(shutdown),
+                &stopping,
                 grace,
             )
             .await
@@ -249,36 +251,38 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ready();
             serve(
                 axum::serve(listener, app).with_graceful_shutdown(shutdown),
+                &stopping,
                 grace,
             )
             .await
         }
     };
     loader.abort();
+    let _ = loader.await;
     // A stop is not a failure: probations in progress resume at the next start.
-    agent.pause_probations().await;
+    let aborted = agent.stop(grace).await;
+    info!(aborted, "stopped");
     served
 }
 
 /// Drives the server; once shutdown begins, in-flight requests get `grace` to finish.
 async fn serve(
     server: impl std::future::IntoFuture<Output = std::io::Result<()>>,
+    stopping: &tokio_util::sync::CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let server = server.into_future();
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result.context("serving the API"),
-        () = async { SHUTTING_DOWN.notified().await; tokio::time::sleep(grace).await } => {
+        () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
             warn!(?grace, "in-flight requests did not finish within the grace period");
             Ok(())
         }
     }
 }
 
-static SHUTTING_DOWN: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-async fn shutdown_signal() {
+async fn shutdown_signal(stopping: tokio_util::sync::CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -291,7 +295,7 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => info!("interrupt: draining in-flight requests"),
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    SHUTTING_DOWN.notify_waiters();
+    stopping.cancel();
 }
 
 /// Tells systemd (`Type=notify`) that the API is up, and pings its watchdog from then on.

@@ -1,8 +1,8 @@
-//! A server stopped under load stops whole: in-flight requests answered, the device messages it
-//! took stored, and not one of its tasks left running when `serve` returns. The server runs in
-//! this process (so its runtime can be asked how many tasks are alive); the load comes from
-//! threads with runtimes of their own: HTTP clients, and an enrolled device publishing events
-//! over the embedded broker.
+//! A server and an agent stopped under load stop whole: in-flight requests answered, the device
+//! messages taken stored, and not one of their tasks left running when they return. Both run in
+//! this process, each on a runtime of its own (so the runtime can be asked how many tasks are
+//! alive); the load comes from threads with runtimes of their own: HTTP clients, and an enrolled
+//! device publishing events over the embedded broker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -75,7 +75,7 @@ fn publish_events(
 }
 
 #[test]
-fn a_loaded_server_stops_with_every_task_joined_and_every_taken_message_stored() {
+fn a_loaded_server_and_agent_stop_with_every_task_joined() {
     let dir = tempfile::tempdir().unwrap();
     let (http_port, mqtt_port) = (free_port(), free_port());
     let data = dir.path().join("data");
@@ -150,6 +150,54 @@ fn a_loaded_server_stops_with_every_task_joined_and_every_taken_message_stored()
         })
         .collect();
 
+    // A real agent, enrolled and linked to the fleet, reporting telemetry every second.
+    let (status, added) = call(
+        &format!("{base}/api/v1/devices"),
+        "POST",
+        Some(&admin),
+        Some(&json!({"id": "dev-2"})),
+    );
+    assert_eq!(status, 201, "{added}");
+    let agent_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent_config = agent_dir.join("agent.toml");
+    std::fs::write(
+        &agent_config,
+        format!(
+            "device_id = \"dev-2\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n[fleet]\ntelemetry_seconds = 1\n",
+            agent_dir.join("data").display(),
+            agent_dir.join("root.json").display()
+        ),
+    )
+    .unwrap();
+    let agent = agent_runtime.block_on(async {
+        let config = edge_agent::config::Config::load(&agent_config).unwrap();
+        let engine = edgefleet_inference::select::Engine::new(
+            vec![Arc::new(edgefleet_inference::tract::TractRuntime)],
+            vec![],
+            config.inference.runtime,
+        );
+        let agent = edge_agent::agent::Agent::open(config, Arc::new(engine))
+            .await
+            .unwrap();
+        let device = DeviceId::new("dev-2").unwrap();
+        let link = edge_agent::fleet::enroll(
+            &agent.config.data_dir,
+            &device,
+            &base,
+            added["enrollment_token"].as_str().unwrap(),
+        )
+        .await
+        .unwrap();
+        edge_agent::fleet::Fleet::start(agent.clone(), link).unwrap();
+        agent
+    });
+
     // Load for a while, then SIGTERM's path while it goes on.
     let until = std::time::Instant::now() + Duration::from_secs(30);
     while acked.load(Ordering::Relaxed) < 200 && std::time::Instant::now() < until {
@@ -158,6 +206,34 @@ fn a_loaded_server_stops_with_every_task_joined_and_every_taken_message_stored()
     assert!(
         acked.load(Ordering::Relaxed) >= 200,
         "the device's events are not taken"
+    );
+    // The agent's telemetry reached the server.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let reported = loop {
+        let (_, device) = call(
+            &format!("{base}/api/v1/devices/dev-2"),
+            "GET",
+            Some(&admin),
+            None,
+        );
+        if !device["reported"].is_null() || std::time::Instant::now() > until {
+            break device["reported"].clone();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(reported["device"], "dev-2", "the agent never reported");
+    let agent_tasks = agent_runtime.metrics().num_alive_tasks();
+    assert!(
+        agent_tasks >= 5,
+        "the agent's fleet link should be running: {agent_tasks}"
+    );
+    let aborted = agent_runtime.block_on(agent.stop(Duration::from_secs(10)));
+    assert_eq!(aborted, 0, "agent tasks ignored the stop");
+    drop(agent);
+    assert_eq!(
+        agent_runtime.metrics().num_alive_tasks(),
+        0,
+        "agent tasks left running after stop"
     );
     let alive_before = runtime.metrics().num_alive_tasks();
     assert!(

@@ -68,7 +68,12 @@ impl Agent {
                 recorded = tokio::time::Instant::now();
                 self.record_served(&model, clock.served(), false).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                // Undecided: `pause_probations` records how long it served, and it resumes at
+                // the next start.
+                () = self.shutdown.cancelled() => return,
+            }
         };
         let _guard = self.install_lock.lock().await;
         if let Ok(mut running) = self.probations.lock() {
@@ -204,7 +209,7 @@ impl Agent {
                 "probation resumes after the restart"
             );
             let agent = self.clone();
-            tokio::spawn(async move { agent.probation(model, slot, previous, served).await });
+            self.spawn(async move { agent.probation(model, slot, previous, served).await });
         }
     }
 }

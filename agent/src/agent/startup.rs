@@ -57,6 +57,8 @@ impl Agent {
             loaded: tokio::sync::watch::channel(false).0,
             inference_permits: tokio::sync::Semaphore::new(permits),
             body_budget,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         }))
     }
 
