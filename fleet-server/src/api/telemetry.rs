@@ -126,7 +126,7 @@ pub async fn rollout(
 ) -> ApiResult {
     let rollout = load(&state, &id).await?;
     // One read serves both the gates' figures and the charts.
-    let batches = crate::engine::rollout_batches(&state, &rollout).await?;
+    let batches = crate::engine::rollout_batches(&*state.store, &rollout).await?;
     let (candidate, previous) = telemetry::rollout_evidence(&rollout, &batches);
     // Charts start shortly before the rollout, in about 60 steps of its age so far.
     let since = rollout.created_at - SERIES_LEAD_SECONDS;

@@ -1,0 +1,127 @@
+//! Drives the active rollouts: twice a second, reads what each rollout's devices report, steps
+//! the state machine (`crate::rollout`) and makes the desired-state changes it asks for. All
+//! state is in the store, so a restarted server picks up where it stopped.
+//!
+//! [`pass`] is the engine itself, over the store and an [`pass::Assigner`] with the time passed
+//! in; this module adds what a running server needs: the lease that makes one server of many
+//! drive, the signer and broker behind the assigner, and the timer.
+
+mod pass;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use edgefleet_protocol::DeviceId;
+
+use crate::desired::{self, Catalog, DesiredError};
+use crate::state::AppState;
+use crate::store::Store;
+
+pub use pass::{Assigner, rollout_batches, run_pass};
+
+/// One pass over every active rollout; the API calls it too, right after a command, so the
+/// operator sees the effect without waiting for the next tick.
+pub async fn tick(state: &AppState) {
+    // One pass at a time: a command and the timer must not step the same rollout twice.
+    let _guard = state.engine_lock.lock().await;
+    if !holds_engine_lease(state).await {
+        return;
+    }
+    let assigner = SigningAssigner {
+        state,
+        catalog: tokio::sync::OnceCell::new(),
+    };
+    run_pass(&*state.store, &assigner, jiff::Timestamp::now().as_second()).await;
+}
+
+/// The server's assigner: signs each desired state and publishes it to the device, reading the
+/// signed targets once per pass.
+struct SigningAssigner<'a> {
+    state: &'a AppState,
+    catalog: tokio::sync::OnceCell<Catalog>,
+}
+
+#[async_trait]
+impl Assigner for SigningAssigner<'_> {
+    async fn set_model_version(
+        &self,
+        device: &DeviceId,
+        model: &str,
+        version: Option<&str>,
+        rollout: Option<&str>,
+    ) -> Result<u64, DesiredError> {
+        let catalog = self
+            .catalog
+            .get_or_try_init(|| Catalog::load(&self.state.tuf))
+            .await?;
+        desired::set_model_version(self.state, catalog, device, model, version, rollout).await
+    }
+}
+
+/// The rollouts are driven by one server at a time: whoever holds this lease, renewed every pass
+/// (500 ms). A server that dies hands over within [`ENGINE_LEASE_MS`].
+const ENGINE_LEASE: &str = "rollout-engine";
+pub const ENGINE_LEASE_MS: i64 = 5_000;
+
+async fn holds_engine_lease(state: &AppState) -> bool {
+    if state.shutdown.is_cancelled() {
+        return false;
+    }
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let held = take_lease(&*state.store, &state.instance, now_ms).await;
+    let was = state
+        .driving_rollouts
+        .swap(held, std::sync::atomic::Ordering::Relaxed);
+    if held != was {
+        state.metrics.rollout_engine_leader.set(i64::from(held));
+        if held {
+            tracing::info!(instance = %state.instance, "this server now drives the rollouts");
+        } else {
+            tracing::info!(instance = %state.instance, "another server drives the rollouts");
+        }
+    }
+    held
+}
+
+/// Takes or renews the rollout-engine lease for `instance` at `now_ms`; false while another
+/// server's has not expired (or the store cannot say).
+pub async fn take_lease(store: &dyn Store, instance: &str, now_ms: i64) -> bool {
+    match store
+        .lease(ENGINE_LEASE, instance, now_ms, ENGINE_LEASE_MS)
+        .await
+    {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot renew the rollout-engine lease");
+            false
+        }
+    }
+}
+
+/// At shutdown: stop driving and give the lease up, so another server takes over at once
+/// (and this one, restarted, need not wait out its old lease).
+pub async fn hand_over(state: &AppState) {
+    state.shutdown.cancel();
+    let _pass_done = state.engine_lock.lock().await;
+    if let Err(e) = state
+        .store
+        .release_lease(ENGINE_LEASE, &state.instance)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot give up the rollout-engine lease; it expires by itself");
+    }
+}
+
+/// Ticks until the server shuts down.
+pub async fn run(state: AppState) {
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = interval.tick() => tick(&state).await,
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! One pass of the rollout engine over the active rollouts, written against the store and an
+//! [`Assigner`] only, with the time passed in: the server runs it with the real signer and
+//! broker twice a second, and the tests run it against a real SQLite store and simulated
+//! devices, stepping time by hand.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use edgefleet_protocol::DeviceId;
+use edgefleet_protocol::message::EventKind;
+
+use crate::desired::DesiredError;
+use crate::rollout::{Action, Observed, Rollout};
+use crate::store::{Device, Store, StoreError};
+
+/// How often a rollout's model gates are judged (each reads the rollout's telemetry).
+const MODEL_CHECK_SECONDS: i64 = 5;
+/// Figures of the previous version from before the rollout started count as its reference.
+const BASELINE_LOOKBACK_SECONDS: i64 = 3600;
+
+/// What makes a desired-state change real. The server's signs it and publishes it to the
+/// device; a test's records it.
+#[async_trait]
+pub trait Assigner: Send + Sync {
+    /// Sets one model of a device's desired state (`version` `None` removes it), keeping its
+    /// other models; returns the new desired revision.
+    async fn set_model_version(
+        &self,
+        device: &DeviceId,
+        model: &str,
+        version: Option<&str>,
+        rollout: Option<&str>,
+    ) -> Result<u64, DesiredError>;
+}
+
+/// The telemetry a rollout's model gates judge: every batch since shortly before it started
+/// (the previous version's figures from before count as its reference).
+pub async fn rollout_batches(
+    store: &dyn Store,
+    rollout: &Rollout,
+) -> Result<Vec<edgefleet_protocol::message::MetricsBatch>, StoreError> {
+    let stored = store
+        .metrics(None, rollout.created_at - BASELINE_LOOKBACK_SECONDS)
+        .await?;
+    Ok(crate::telemetry::batches(stored))
+}
+
+/// Steps every active rollout at `now` (Unix seconds), makes the desired-state changes they ask
+/// for and saves what changed.
+pub async fn run_pass(store: &dyn Store, assigner: &dyn Assigner, now: i64) {
+    let rollouts = match store.rollouts(true).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read rollouts");
+            return;
+        }
+    };
+    if rollouts.is_empty() {
+        return;
+    }
+    let devices = match store.devices(&Default::default()).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read devices");
+            return;
+        }
+    };
+    let by_id: HashMap<String, Device> =
+        devices.into_iter().map(|d| (d.id.to_string(), d)).collect();
+    for mut rollout in rollouts {
+        let model = rollout.spec.model.clone();
+        let before = rollout.clone();
+        let mut actions = rollout.step(now, |id| by_id.get(id).map(|d| observe(d, &model)));
+        if rollout.wants_model_check(now, MODEL_CHECK_SECONDS) {
+            match rollout_batches(store, &rollout).await {
+                Ok(batches) => {
+                    let (candidate, previous) =
+                        crate::telemetry::rollout_evidence(&rollout, &batches);
+                    let gates = rollout.spec.gates.model.clone().unwrap_or_default();
+                    let verdict = crate::telemetry::judge(&gates, &candidate, &previous);
+                    actions.extend(rollout.model_checked(now, verdict));
+                }
+                Err(e) => {
+                    tracing::warn!(rollout = %rollout.id, error = %e, "cannot read telemetry for the model gates")
+                }
+            }
+        }
+        explain_failures(store, &mut rollout).await;
+        actions.extend(
+            crate::rollout::retry_targets(&rollout)
+                .into_iter()
+                .map(|device| Action::Update { device }),
+        );
+        for action in actions {
+            apply(assigner, &mut rollout, action, now).await;
+        }
+        if rollout != before {
+            if let Err(e) = store.save_rollout(&mut rollout).await {
+                // A stale revision: an operator's command on another server came first; the
+                // next pass starts from it.
+                tracing::warn!(rollout = %rollout.id, error = %e, "cannot save a rollout");
+            }
+            if rollout.state != before.state {
+                tracing::info!(rollout = %rollout.id, state = rollout.state.name(), "rollout state");
+            }
+        }
+    }
+}
+
+/// A device that refused the target before installing it (unsigned, below its floor, too
+/// large) has no install error in its reported state; its rejected event says why.
+async fn explain_failures(store: &dyn Store, rollout: &mut Rollout) {
+    for d in &mut rollout.devices {
+        if d.detail.as_deref() != Some(crate::rollout::UNEXPLAINED) {
+            continue;
+        }
+        let Ok(id) = DeviceId::new(d.id.clone()) else {
+            continue;
+        };
+        let Ok(events) = store.events(Some(&id), 50).await else {
+            continue;
+        };
+        let why = events.iter().find_map(|e| {
+            let m = &e.message;
+            (m.kind == EventKind::Rejected
+                && m.target.as_deref() == Some(rollout.spec.target.as_str()))
+            .then(|| m.detail.clone())
+            .flatten()
+        });
+        if let Some(why) = why {
+            d.detail = Some(why);
+        }
+    }
+}
+
+/// What a device's reported state says about `model`.
+fn observe(device: &Device, model: &str) -> Observed {
+    let Some(reported) = &device.reported else {
+        return Observed::default();
+    };
+    let entry = reported.models.iter().find(|m| m.model.as_str() == model);
+    Observed {
+        active_target: entry
+            .and_then(|m| m.active.as_ref())
+            .map(|a| a.target.clone()),
+        state: entry.map(|m| m.state),
+        last_error: entry.and_then(|m| m.last_error.clone()),
+        desired_revision: reported.desired_revision,
+    }
+}
+
+async fn apply(assigner: &dyn Assigner, rollout: &mut Rollout, action: Action, now: i64) {
+    let model = rollout.spec.model.clone();
+    let (device, version, tag) = match &action {
+        Action::Update { device } => (
+            device.clone(),
+            Some(rollout.spec.version.clone()),
+            Some(rollout.id.clone()),
+        ),
+        Action::Revert { device, version } => (device.clone(), version.clone(), None),
+    };
+    let Ok(id) = DeviceId::new(device.clone()) else {
+        return;
+    };
+    let set = assigner
+        .set_model_version(&id, &model, version.as_deref(), tag.as_deref())
+        .await;
+    match set {
+        Ok(revision) => {
+            if matches!(action, Action::Update { .. }) {
+                rollout.notified(&device, revision, now);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(rollout = %rollout.id, device, error = %e, "could not set desired state");
+            rollout
+                .history
+                .push((now, format!("device {device}: desired state not set: {e}")));
+        }
+    }
+}
