@@ -166,7 +166,7 @@ pub async fn assign(
         id: MessageId::from_random(random),
         device: id.clone(),
         revision: device.desired_revision + 1,
-        issued_at_unix: jiff::Timestamp::now().as_second().max(0) as u64,
+        issued_at_unix: state.clock.unix().max(0) as u64,
         models,
     };
     // Signed before it is stored: a desired state the server cannot sign is never recorded as

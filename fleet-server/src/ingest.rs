@@ -66,7 +66,7 @@ pub async fn ingest(
         Err(NotOpened::Refused(why)) => return Ingested::Refused(why),
         Err(NotOpened::Failed(why)) => return Ingested::Failed(why),
     };
-    let now = jiff::Timestamp::now().as_second();
+    let now = received_us.div_euclid(1_000_000);
     let result = match topic.channel {
         Channel::Reported => match message::decode::<Reported>(payload) {
             Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),

@@ -363,6 +363,8 @@ pub struct ClientParts {
     /// Cancelled at shutdown: the client stores and acknowledges the messages it holds, then
     /// disconnects; what arrives after is left to the broker to deliver again.
     pub shutdown: CancellationToken,
+    /// Stamps each device message's arrival.
+    pub clock: Arc<dyn edgefleet_clock::Clock>,
 }
 
 /// Drives the client until shutdown: subscribes after every connection, re-publishes desired
@@ -378,6 +380,7 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
         sessions,
         retained_sweep,
         shutdown,
+        clock,
     } = parts;
     let mut helpers = tokio::task::JoinSet::new();
     if share_group.is_none() {
@@ -409,13 +412,16 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
     ));
     let (to_ingest, from_loop) = tokio::sync::mpsc::channel(INGEST_WINDOW);
     helpers.spawn(ingester(
-        handle.clone(),
-        store,
-        metrics.clone(),
-        keys,
+        Ingester {
+            handle: handle.clone(),
+            store,
+            metrics: metrics.clone(),
+            keys,
+            clock,
+            embedded: handle.guard.is_some().then_some(restore),
+            shutdown: shutdown.clone(),
+        },
         from_loop,
-        handle.guard.is_some().then_some(restore),
-        shutdown.clone(),
     ));
     poll_until_disconnected(
         &handle,
@@ -518,15 +524,16 @@ async fn poll_until_disconnected(
 /// refused message's topic is cleared of any retained message (an empty retained publish):
 /// whatever a device left there, forged or junk, goes, and the broker's memory of retained
 /// messages stays bounded by what the server accepts.
-async fn ingester(
-    handle: MqttHandle,
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-    keys: Arc<DeviceKeys>,
-    mut from_loop: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
-    embedded: Option<tokio::sync::mpsc::Sender<DeviceId>>,
-    shutdown: CancellationToken,
-) {
+async fn ingester(parts: Ingester, mut from_loop: tokio::sync::mpsc::Receiver<rumqttc::Publish>) {
+    let Ingester {
+        handle,
+        store,
+        metrics,
+        keys,
+        clock,
+        embedded,
+        shutdown,
+    } = parts;
     let mut in_flight: FuturesOrdered<IngestFuture> = FuturesOrdered::new();
     // Acknowledgements the client's request queue had no room for yet, oldest first.
     let mut unsent_acks = VecDeque::new();
@@ -556,7 +563,7 @@ async fn ingester(
                     let metrics = metrics.clone();
                     let keys = keys.clone();
                     // Stamped here, in arrival order, though stored concurrently.
-                    let received_us = jiff::Timestamp::now().as_microsecond();
+                    let received_us = clock.unix_us();
                     in_flight.push_back(Box::pin(async move {
                         let outcome =
                             ingest(&*store, &metrics, &keys, &publish.topic, &publish.payload, received_us)
@@ -577,6 +584,18 @@ async fn ingester(
     {
         tracing::warn!(error = %e, "cannot queue the disconnect from the broker");
     }
+}
+
+/// What the ingester works with.
+struct Ingester {
+    handle: MqttHandle,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    keys: Arc<DeviceKeys>,
+    clock: Arc<dyn edgefleet_clock::Clock>,
+    /// On the embedded broker: where desired topics in need of restoring go.
+    embedded: Option<tokio::sync::mpsc::Sender<DeviceId>>,
+    shutdown: CancellationToken,
 }
 
 /// Device messages being stored at once by one server.

@@ -79,7 +79,7 @@ fn ensure_online_keys(dir: &Path) -> Result<(), StartError> {
 
 /// On a server with no operator token, writes a first admin token to `data_dir/admin.token`
 /// (mode 0600) for `fleetctl login`.
-async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<(), StartError> {
+async fn bootstrap_admin(store: &dyn Store, data_dir: &Path, now: i64) -> Result<(), StartError> {
     if !store.operator_tokens().await?.is_empty() {
         return Ok(());
     }
@@ -91,7 +91,7 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<(), Start
             "bootstrap-admin",
             Role::Admin,
             &auth::secret_hash(&secret),
-            jiff::Timestamp::now().as_second(),
+            now,
         )
         .await?;
     tracing::warn!(
@@ -120,6 +120,7 @@ async fn mqtt_client_id(
     config: &Config,
     store: &dyn Store,
     instance: &str,
+    clock: &dyn edgefleet_clock::Clock,
 ) -> Result<String, StartError> {
     match (&config.mqtt.url, &config.mqtt.client_id) {
         (None, _) => return Ok(config.mqtt.username.clone()),
@@ -138,16 +139,24 @@ async fn mqtt_client_id(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(StartError::Io { path, source }),
     }
-    let id = crate::sessions::claim_replica_slot(store, &users, instance).await;
+    let id = crate::sessions::claim_replica_slot(store, &users, instance, clock).await;
     edgefleet_files::write_private(&path, id.as_bytes()).map_err(io(&path))?;
     Ok(id)
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with_clock(config, Arc::new(edgefleet_clock::SystemClock)).await
+}
+
+/// [`start`] with the time taken from `clock` (tests pass one they pause and move).
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn edgefleet_clock::Clock>,
+) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
     ensure_online_keys(&config.online_keys_dir())?;
     let store: Arc<dyn Store> = crate::store::open(&config).await?;
-    bootstrap_admin(&*store, &config.data_dir).await?;
+    bootstrap_admin(&*store, &config.data_dir, clock.unix()).await?;
     let blobs = BlobStore::open_url(&config.artifacts_url()).await?;
     let expiries = Expiries {
         snapshot_days: config.tuf.snapshot_days,
@@ -184,7 +193,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let broker = mqtt::broker_of(&config)?;
     let instance = instance_id()?;
     let keys = Arc::new(crate::device_keys::DeviceKeys::default());
-    let client_id = mqtt_client_id(&config, &*store, &instance).await?;
+    let client_id = mqtt_client_id(&config, &*store, &instance, &*clock).await?;
     let sessions = config.mqtt.url.is_some().then(|| Sessions {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -196,6 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         client_id: client_id.clone(),
         keys: keys.clone(),
         draining: Arc::default(),
+        clock: clock.clone(),
     });
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -220,6 +230,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             sessions: sessions.clone(),
             retained_sweep: Duration::from_secs(config.mqtt.retained_sweep_seconds),
             shutdown: shutdown.clone(),
+            clock: clock.clone(),
         },
     ));
 
@@ -242,6 +253,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         instance,
         sessions,
         driving_rollouts: std::sync::atomic::AtomicBool::new(false),
+        clock,
         shutdown,
     });
     crate::api::handlers::refresh_known_versions(&state).await;
@@ -265,7 +277,7 @@ async fn prune_telemetry(state: api::AppState) {
             () = state.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let before = jiff::Timestamp::now().as_second() - keep;
+        let before = state.clock.unix() - keep;
         match state.store.prune_metrics(before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "telemetry past its retention deleted"),
@@ -284,7 +296,7 @@ async fn refresh_online_metadata(state: api::AppState) {
             () = state.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match state.tuf.refresh(jiff::Timestamp::now()).await {
+        match state.tuf.refresh(state.clock.now()).await {
             Ok(true) => tracing::info!("re-signed snapshot/timestamp metadata"),
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "cannot re-sign online TUF metadata"),

@@ -34,16 +34,17 @@ const QUIET: Duration = Duration::from_secs(1);
 /// How long a drain may take before it is abandoned (and retried once the lease expires).
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
 /// Takes the session lease of the first of `users` (the replica slots, each a broker user) that
 /// no running server holds, and returns that user name: it is this server's client id while it
 /// runs. Waits while every slot is taken (a replica stopping frees its slot at once, one that
 /// died within [`LEASE_MS`]). A slot left behind is taken over as it is: its queued messages
 /// are then this server's, as they would be after a restart.
-pub async fn claim_replica_slot(store: &dyn Store, users: &[String], instance: &str) -> String {
+pub async fn claim_replica_slot(
+    store: &dyn Store,
+    users: &[String],
+    instance: &str,
+    clock: &dyn edgefleet_clock::Clock,
+) -> String {
     let mut warned = false;
     loop {
         for user in users {
@@ -51,7 +52,7 @@ pub async fn claim_replica_slot(store: &dyn Store, users: &[String], instance: &
                 .lease(
                     &format!("{LEASE_PREFIX}{user}"),
                     instance,
-                    now_ms(),
+                    clock.unix_ms(),
                     LEASE_MS,
                 )
                 .await
@@ -91,6 +92,7 @@ pub struct Sessions {
     pub keys: Arc<crate::device_keys::DeviceKeys>,
     /// Session leases this server is draining now.
     pub draining: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    pub clock: Arc<dyn edgefleet_clock::Clock>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -114,7 +116,12 @@ impl Sessions {
         loop {
             match self
                 .store
-                .lease(&self.own_lease(), &self.instance, now_ms(), LEASE_MS)
+                .lease(
+                    &self.own_lease(),
+                    &self.instance,
+                    self.clock.unix_ms(),
+                    LEASE_MS,
+                )
                 .await
             {
                 Ok(true) => return,
@@ -148,12 +155,21 @@ impl Sessions {
             while drains.try_join_next().is_some() {}
             if let Err(e) = self
                 .store
-                .lease(&self.own_lease(), &self.instance, now_ms(), LEASE_MS)
+                .lease(
+                    &self.own_lease(),
+                    &self.instance,
+                    self.clock.unix_ms(),
+                    LEASE_MS,
+                )
                 .await
             {
                 tracing::warn!(error = %e, "cannot renew this server's session lease");
             }
-            let left = match self.store.expired_leases(LEASE_PREFIX, now_ms()).await {
+            let left = match self
+                .store
+                .expired_leases(LEASE_PREFIX, self.clock.unix_ms())
+                .await
+            {
                 Ok(left) => left,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot look for broker sessions left behind");
@@ -169,7 +185,7 @@ impl Sessions {
                     .lease(
                         &lease,
                         &self.instance,
-                        now_ms(),
+                        self.clock.unix_ms(),
                         DRAIN_LIMIT.as_millis() as i64,
                     )
                     .await
@@ -279,7 +295,7 @@ impl Sessions {
                         &self.keys,
                         &publish.topic,
                         &publish.payload,
-                        jiff::Timestamp::now().as_microsecond(),
+                        self.clock.unix_us(),
                     )
                     .await;
                     if let Ingested::Failed(reason) = outcome {

@@ -33,6 +33,8 @@ pub struct Shared {
     pub sessions: Option<crate::sessions::Sessions>,
     /// Whether this server holds the rollout-engine lease.
     pub driving_rollouts: std::sync::atomic::AtomicBool,
+    /// Where "now" comes from (the system's clock; tests pass one they move).
+    pub clock: Arc<dyn edgefleet_clock::Clock>,
     /// Cancelled at shutdown: every background task of the server watches it and stops.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -345,10 +345,10 @@ async fn devices_groups_and_tokens(store: &dyn Store) {
     let token = store.operator_by_hash("h1").await.unwrap().unwrap();
     assert_eq!((token.name.as_str(), token.role), ("alice", Role::Admin));
     assert_eq!(store.operator_tokens().await.unwrap().len(), 2);
-    store.revoke_operator_token(alice).await.unwrap();
+    store.revoke_operator_token(alice, 5).await.unwrap();
     assert!(store.operator_by_hash("h1").await.unwrap().is_none());
     assert!(matches!(
-        store.revoke_operator_token(alice).await,
+        store.revoke_operator_token(alice, 6).await,
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(store.operator_tokens().await.unwrap().len(), 1);

@@ -22,10 +22,6 @@ use crate::store::{DeviceFilter, NewDevice, Release, Stage, StoreError};
 
 pub(super) type ApiResult = Result<Response, ApiError>;
 
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
 /// JSON body whose errors name the field: `{"error": "...", "field": "tags.site"}`.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
@@ -136,7 +132,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(count) = state.store.device_count().await {
         state.metrics.devices.set(count as i64);
     }
-    let now = now();
+    let now = state.clock.unix();
     if let Ok(devices) = state.store.devices(&DeviceFilter::default()).await {
         let online = devices
             .iter()
@@ -207,7 +203,7 @@ pub async fn enroll(
             &auth::secret_hash(&credential),
             &mosquitto,
             public_key.as_deref(),
-            now(),
+            state.clock.unix(),
         )
         .await?;
     tracing::info!(device = %id, sealed = public_key.is_some(), "device enrolled");
@@ -260,7 +256,12 @@ pub async fn create_token(
     let secret = auth::new_secret(SecretKind::Operator).map_err(ApiError::internal)?;
     let id = state
         .store
-        .create_operator_token(&req.name, req.role, &auth::secret_hash(&secret), now())
+        .create_operator_token(
+            &req.name,
+            req.role,
+            &auth::secret_hash(&secret),
+            state.clock.unix(),
+        )
         .await?;
     tracing::info!(by = %principal.name(), name = %req.name, role = req.role.as_str(), "operator token created");
     Ok(json_response(
@@ -273,7 +274,10 @@ pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>)
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_field("id", format!("{id:?} is not a token id")))?;
-    state.store.revoke_operator_token(id).await?;
+    state
+        .store
+        .revoke_operator_token(id, state.clock.unix())
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -328,7 +332,7 @@ pub async fn list_devices(
         tag,
     };
     let devices = state.store.devices(&filter).await?;
-    let now = now();
+    let now = state.clock.unix();
     let list: Vec<Value> = devices.iter().map(|d| device_summary(d, now)).collect();
     Ok(json_response(StatusCode::OK, json!({ "devices": list })))
 }
@@ -361,7 +365,7 @@ pub async fn add_device(
     check_name(&group, "group")?;
     check_tags(&req.tags)?;
     let token = auth::new_secret(SecretKind::Enrollment).map_err(ApiError::internal)?;
-    let now = now();
+    let now = state.clock.unix();
     let expires_at = now + i64::from(state.config.enrollment.token_hours) * 3600;
     let device = NewDevice {
         id: id.clone(),
@@ -398,7 +402,7 @@ pub async fn show_device(State(state): State<AppState>, Path(id): Path<String>) 
         .await?
         .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
     let events = state.store.events(Some(&id), 20).await?;
-    let mut body = device_summary(&device, now());
+    let mut body = device_summary(&device, state.clock.unix());
     body["desired"] = json!(device.desired);
     body["reported"] = json!(device.reported);
     body["events"] = json!(events);
@@ -562,7 +566,12 @@ pub async fn set_stage(
         Err(StoreError::NotFound { .. }) => {
             state
                 .store
-                .record_release(&release_of(found, "unknown (signed offline)", req.stage))
+                .record_release(&release_of(
+                    found,
+                    "unknown (signed offline)",
+                    req.stage,
+                    state.clock.unix(),
+                ))
                 .await?;
         }
         other => other?,
@@ -574,7 +583,12 @@ pub async fn set_stage(
     ))
 }
 
-fn release_of(m: &crate::tufhost::SignedModel, pushed_by: &str, stage: Stage) -> Release {
+fn release_of(
+    m: &crate::tufhost::SignedModel,
+    pushed_by: &str,
+    stage: Stage,
+    pushed_at: i64,
+) -> Release {
     Release {
         target: m.name.clone(),
         model: m.meta.model.to_string(),
@@ -584,7 +598,7 @@ fn release_of(m: &crate::tufhost::SignedModel, pushed_by: &str, stage: Stage) ->
         length: m.length,
         stage,
         pushed_by: pushed_by.to_owned(),
-        pushed_at: now(),
+        pushed_at,
     }
 }
 
@@ -615,7 +629,7 @@ async fn record_new_releases(
         {
             state
                 .store
-                .record_release(&release_of(m, by, Stage::Staging))
+                .record_release(&release_of(m, by, Stage::Staging, state.clock.unix()))
                 .await?;
         }
     }
@@ -678,7 +692,7 @@ pub async fn tuf_init(
         .init(
             req.root.as_bytes(),
             req.targets.as_bytes(),
-            jiff::Timestamp::now(),
+            state.clock.now(),
         )
         .await?;
     record_new_releases(&state, &models, &principal.name()).await?;
@@ -736,10 +750,7 @@ pub async fn tuf_accept_targets(
     body: Body,
 ) -> ApiResult {
     let bytes = limited_body(&state, body).await?;
-    let (published, models) = state
-        .tuf
-        .accept_targets(&bytes, jiff::Timestamp::now())
-        .await?;
+    let (published, models) = state.tuf.accept_targets(&bytes, state.clock.now()).await?;
     record_new_releases(&state, &models, &principal.name()).await?;
     tracing::info!(by = %principal.name(), targets_version = published.targets_version, "targets published");
     Ok(json_response(StatusCode::OK, published_json(&published)))
@@ -766,7 +777,7 @@ pub async fn tuf_accept_delegated(
     let bytes = limited_body(&state, body).await?;
     let (published, models) = state
         .tuf
-        .accept_delegated(&role, &bytes, jiff::Timestamp::now())
+        .accept_delegated(&role, &bytes, state.clock.now())
         .await?;
     record_new_releases(&state, &models, &principal.name()).await?;
     tracing::info!(by = %principal.name(), role = %role, "delegated role published");
@@ -794,7 +805,7 @@ pub async fn tuf_accept_delegation(
             req.targets.as_bytes(),
             &req.role,
             req.role_targets.as_bytes(),
-            jiff::Timestamp::now(),
+            state.clock.now(),
         )
         .await?;
     record_new_releases(&state, &models, &principal.name()).await?;
@@ -808,10 +819,7 @@ pub async fn tuf_accept_root(
     body: Body,
 ) -> ApiResult {
     let bytes = limited_body(&state, body).await?;
-    let published = state
-        .tuf
-        .accept_root(&bytes, jiff::Timestamp::now())
-        .await?;
+    let published = state.tuf.accept_root(&bytes, state.clock.now()).await?;
     tracing::info!(by = %principal.name(), "root rotated");
     Ok(json_response(StatusCode::OK, published_json(&published)))
 }

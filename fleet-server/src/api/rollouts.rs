@@ -16,10 +16,6 @@ use crate::store::DeviceFilter;
 
 type ApiResult = Result<Response, ApiError>;
 
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRollout {
@@ -236,18 +232,19 @@ pub async fn create(
     let mut random = [0u8; 4];
     aws_lc_rs::rand::fill(&mut random)
         .map_err(|_| ApiError::internal("random generator failed"))?;
-    let id = format!("r-{}-{}", now(), hex::encode(random));
-    let mut rollout = Rollout::new(id, spec, plan, principal.name(), now()).map_err(|e| {
-        let field = match e {
-            crate::rollout::PlanError::Waves => "waves",
-            crate::rollout::PlanError::Ratios => "max_failure_ratio",
-            crate::rollout::PlanError::NoDevices => "group",
-            crate::rollout::PlanError::ModelGates | crate::rollout::PlanError::NoModelGate => {
-                "model_gates"
-            }
-        };
-        ApiError::bad_field(field, e.to_string())
-    })?;
+    let id = format!("r-{}-{}", state.clock.unix(), hex::encode(random));
+    let mut rollout =
+        Rollout::new(id, spec, plan, principal.name(), state.clock.unix()).map_err(|e| {
+            let field = match e {
+                crate::rollout::PlanError::Waves => "waves",
+                crate::rollout::PlanError::Ratios => "max_failure_ratio",
+                crate::rollout::PlanError::NoDevices => "group",
+                crate::rollout::PlanError::ModelGates | crate::rollout::PlanError::NoModelGate => {
+                    "model_gates"
+                }
+            };
+            ApiError::bad_field(field, e.to_string())
+        })?;
     state.store.save_rollout(&mut rollout).await?;
     tracing::info!(by = %principal.name(), rollout = %rollout.id, model = %req.model, version = %req.version, devices = rollout.devices.len(), "rollout created");
     crate::engine::tick(&state).await;
@@ -287,7 +284,7 @@ async fn command(
     {
         let _guard = state.engine_lock.lock().await;
         let mut rollout = load(&state, &id).await?;
-        f(&mut rollout, now(), &principal.name())
+        f(&mut rollout, state.clock.unix(), &principal.name())
             .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
         // On another server's concurrent change: 409, and the operator retries on fresh state.
         state.store.save_rollout(&mut rollout).await?;

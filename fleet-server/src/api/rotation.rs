@@ -48,7 +48,7 @@ pub async fn rotate(
         .accept_rotation(
             req.root.as_bytes(),
             req.targets.as_deref().map(str::as_bytes),
-            jiff::Timestamp::now(),
+            state.clock.now(),
         )
         .await?;
     state.mqtt.republish_all();

@@ -42,10 +42,6 @@ pub struct FleetQuery {
     step_seconds: Option<i64>,
 }
 
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
 fn window(since: Option<i64>, step: Option<i64>) -> Result<(i64, i64), ApiError> {
     let since = since.unwrap_or(3600);
     if !(1..=MAX_SINCE_SECONDS).contains(&since) {
@@ -83,7 +79,10 @@ pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -
         None => None,
     };
     let include = |d: &str| members.as_ref().is_none_or(|m| m.contains(d));
-    let stored = state.store.metrics(None, now() - since).await?;
+    let stored = state
+        .store
+        .metrics(None, state.clock.unix() - since)
+        .await?;
     let batches = telemetry::batches(stored);
     let versions: Vec<_> = telemetry::by_version(&batches, include)
         .into_iter()
@@ -131,7 +130,7 @@ pub async fn rollout(
     // Charts start shortly before the rollout, in about 60 steps of its age so far.
     let since = rollout.created_at - SERIES_LEAD_SECONDS;
     let (_, step) = window(
-        Some((now() - since).clamp(1, MAX_SINCE_SECONDS)),
+        Some((state.clock.unix() - since).clamp(1, MAX_SINCE_SECONDS)),
         q.step_seconds,
     )?;
     let recent: Vec<_> = batches
@@ -173,7 +172,10 @@ pub async fn device(
     if state.store.device(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("device {id} not found")));
     }
-    let batches = state.store.metrics(Some(&id), now() - since).await?;
+    let batches = state
+        .store
+        .metrics(Some(&id), state.clock.unix() - since)
+        .await?;
     Ok((StatusCode::OK, axum::Json(json!({ "batches": batches }))).into_response())
 }
 
@@ -231,7 +233,7 @@ async fn changes(state: &AppState, seen: &mut Seen) -> Vec<Event> {
         }
     }
     if let Ok(devices) = state.store.devices(&DeviceFilter::default()).await {
-        let now = now();
+        let now = state.clock.unix();
         for d in devices {
             let summary = super::handlers::device_summary(&d, now);
             if seen.devices.get(d.id.as_str()) != Some(&summary) {

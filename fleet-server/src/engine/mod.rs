@@ -33,7 +33,7 @@ pub async fn tick(state: &AppState) {
         state,
         catalog: tokio::sync::OnceCell::new(),
     };
-    run_pass(&*state.store, &assigner, jiff::Timestamp::now().as_second()).await;
+    run_pass(&*state.store, &assigner, state.clock.unix()).await;
 }
 
 /// The server's assigner: signs each desired state and publishes it to the device, reading the
@@ -69,7 +69,7 @@ async fn holds_engine_lease(state: &AppState) -> bool {
     if state.shutdown.is_cancelled() {
         return false;
     }
-    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let now_ms = state.clock.unix_ms();
     let held = take_lease(&*state.store, &state.instance, now_ms).await;
     let was = state
         .driving_rollouts

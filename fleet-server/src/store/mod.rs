@@ -379,7 +379,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<i64>;
     async fn operator_by_hash(&self, hash: &str) -> Result<Option<OperatorToken>>;
     async fn operator_tokens(&self) -> Result<Vec<OperatorToken>>;
-    async fn revoke_operator_token(&self, id: i64) -> Result<()>;
+    async fn revoke_operator_token(&self, id: i64, now: i64) -> Result<()>;
 
     // Devices.
     /// Registers a device that has not enrolled yet, with the hash of its one-time token.

@@ -273,8 +273,7 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn revoke_operator_token(&self, id: i64) -> Result<()> {
-        let now = jiff::Timestamp::now().as_second();
+    async fn revoke_operator_token(&self, id: i64, now: i64) -> Result<()> {
         let n = self
             .client()
             .await?

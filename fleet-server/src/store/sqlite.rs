@@ -228,9 +228,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revoke_operator_token(&self, id: i64) -> Result<()> {
+    async fn revoke_operator_token(&self, id: i64, now: i64) -> Result<()> {
         self.with(move |c| {
-            let now = jiff::Timestamp::now().as_second();
             let n = c
                 .execute(
                     "UPDATE operator_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
