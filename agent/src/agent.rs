@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use edgefleet_inference::health::{self, HealthReport};
 use edgefleet_inference::select::Engine;
@@ -61,11 +61,11 @@ pub enum ArtifactSource {
     Stored,
 }
 
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+impl Agent {
+    /// Unix seconds, from the agent's clock.
+    pub fn now_unix(&self) -> u64 {
+        u64::try_from(self.clock.unix()).unwrap_or(0)
+    }
 }
 
 /// Test hook for the crash-safety tests: `EDGE_AGENT_CRASH_AT=<state>` makes the process SIGKILL
@@ -122,6 +122,8 @@ pub struct Agent {
     pub inference_permits: tokio::sync::Semaphore,
     /// Request bodies in memory at once (`api.max_inflight_body_bytes`).
     pub body_budget: crate::body_budget::BodyBudget,
+    /// Where "now" comes from (the system's; tests pass one they move).
+    pub clock: Arc<dyn edgefleet_clock::Clock>,
     /// Cancelled by [`Agent::stop`]: every background task watches it.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The background tasks (fleet link, probations), joined by [`Agent::stop`].
@@ -234,8 +236,9 @@ impl Agent {
     ) -> Result<Next, InstallError> {
         let store = self.store.clone();
         let model = model.to_string();
-        let next = blocking(move || store.transition(&model, event, detail.as_deref(), now_unix()))
-            .await??;
+        let now = self.now_unix();
+        let next =
+            blocking(move || store.transition(&model, event, detail.as_deref(), now)).await??;
         Ok(next)
     }
 
@@ -348,7 +351,8 @@ impl Agent {
                 }
                 let store = self.store.clone();
                 let v = version.clone();
-                blocking(move || store.begin(&v, now_unix())).await??;
+                let now = self.now_unix();
+                blocking(move || store.begin(&v, now)).await??;
                 crash_point("staging");
             }
         }
@@ -458,7 +462,8 @@ impl Agent {
         {
             let store = self.store.clone();
             let v = version.clone();
-            blocking(move || store.begin(&v, now_unix())).await??;
+            let now = self.now_unix();
+            blocking(move || store.begin(&v, now)).await??;
         }
         crash_point("staging");
         let written = {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::agent::{Agent, ArtifactSource, InstallError, Notice, now_unix};
+use crate::agent::{Agent, ArtifactSource, InstallError, Notice};
 use crate::outbox::Outbox;
 use crate::reconcile::{self, Step, Triage};
 use crate::transport::FleetTransport;
@@ -493,7 +493,7 @@ impl Fleet {
         // After the process was stopped or the device slept, one batch covers the gap: a burst
         // of empty windows would only push real batches out of a full outbox.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut window_start = now_unix();
+        let mut window_start = self.agent.now_unix();
         loop {
             // A stop closes the window early: its figures go in the outbox, not down with the
             // process.
@@ -501,7 +501,7 @@ impl Fleet {
                 _ = tick.tick() => false,
                 () = self.agent.shutdown.cancelled() => true,
             };
-            let window_end = now_unix();
+            let window_end = self.agent.now_unix();
             let models = self.agent.telemetry.take();
             if stopping && models.is_empty() {
                 return;
@@ -571,6 +571,7 @@ impl Fleet {
             .and_then(|r| r.get(&notice.model).cloned());
         let device = self.link.device_id.clone();
         let outbox = self.outbox.clone();
+        let at_unix = self.agent.now_unix();
         let queued = tokio::task::spawn_blocking(move || -> Result<(), String> {
             let seq = outbox.next_seq().map_err(|e| e.to_string())?;
             let event = Event {
@@ -578,7 +579,7 @@ impl Fleet {
                 id: MessageId::from_random(random_bytes()),
                 device,
                 seq,
-                at_unix: now_unix(),
+                at_unix,
                 kind: notice.kind,
                 model,
                 target: notice.target,
@@ -610,7 +611,7 @@ impl Fleet {
                 id: MessageId::from_random(random_bytes()),
                 device: self.link.device_id.clone(),
                 seq: self.outbox.bump(REPORTED_SEQ).map_err(|e| e.to_string())?,
-                at_unix: now_unix(),
+                at_unix: self.agent.now_unix(),
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 desired_revision: self
                     .outbox

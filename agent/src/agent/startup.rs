@@ -6,7 +6,7 @@ use std::sync::Arc;
 use edgefleet_inference::select::Engine;
 use tracing::{info, warn};
 
-use super::{Agent, InstallError, blocking, now_unix, trial_cache};
+use super::{Agent, InstallError, blocking, trial_cache};
 use crate::config::Config;
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::serving::{Serving, Slot};
@@ -17,11 +17,21 @@ impl Agent {
     /// yet, so the API can answer at once. [`Agent::load_models`] then puts the models in
     /// service.
     pub async fn open(config: Config, engine: Arc<Engine>) -> Result<Arc<Self>, InstallError> {
+        Self::open_with_clock(config, engine, Arc::new(edgefleet_clock::SystemClock)).await
+    }
+
+    /// [`Agent::open`] with the time taken from `clock`.
+    pub async fn open_with_clock(
+        config: Config,
+        engine: Arc<Engine>,
+        clock: Arc<dyn edgefleet_clock::Clock>,
+    ) -> Result<Arc<Self>, InstallError> {
         let data_dir = config.data_dir.clone();
         let store = Arc::new(blocking(move || Store::open(&data_dir)).await??);
         let recovered = {
             let store = store.clone();
-            blocking(move || store.recover(now_unix())).await??
+            let now = u64::try_from(clock.unix()).unwrap_or(0);
+            blocking(move || store.recover(now)).await??
         };
         let telemetry = Arc::new(crate::telemetry::Telemetry::default());
         let metrics = Arc::new(Metrics::new(telemetry.clone()));
@@ -57,6 +67,7 @@ impl Agent {
             loaded: tokio::sync::watch::channel(false).0,
             inference_permits: tokio::sync::Semaphore::new(permits),
             body_budget,
+            clock,
             shutdown: tokio_util::sync::CancellationToken::new(),
             tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         }))
