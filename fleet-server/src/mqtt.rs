@@ -539,8 +539,13 @@ async fn ingester(parts: Ingester, mut from_loop: tokio::sync::mpsc::Receiver<ru
     let mut unsent_acks = VecDeque::new();
     let mut retry = tokio::time::interval(Duration::from_millis(20));
     let mut open = true;
-    while open || !in_flight.is_empty() || !unsent_acks.is_empty() {
+    loop {
         flush_acks(&handle, &mut unsent_acks);
+        // Checked after the flush: with nothing left to take, store or acknowledge, every
+        // branch below would be disabled.
+        if !open && in_flight.is_empty() && unsent_acks.is_empty() {
+            break;
+        }
         tokio::select! {
             Some((publish, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 if embedded.is_some() && matches!(outcome, Ingested::Refused(_)) {
