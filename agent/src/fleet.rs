@@ -150,23 +150,15 @@ pub async fn enroll(
     Ok(link)
 }
 
-/// Host, port and TLS of `mqtt://HOST:PORT` or `mqtts://HOST:PORT`.
+/// Host, port and TLS of the broker URL the server gave at enrollment (the same parser as the
+/// server's own `mqtt.url`).
 fn broker(url: &str) -> Result<(String, u16, bool), FleetError> {
-    let bad = |detail: &str| FleetError::MqttUrl {
-        url: url.to_owned(),
-        detail: detail.to_owned(),
-    };
-    let (tls, rest) = match (url.strip_prefix("mqtts://"), url.strip_prefix("mqtt://")) {
-        (Some(rest), _) => (true, rest),
-        (None, Some(rest)) => (false, rest),
-        (None, None) => return Err(bad("expected mqtt://HOST:PORT or mqtts://HOST:PORT")),
-    };
-    let (host, port) = rest
-        .trim_end_matches('/')
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected a port: mqtt[s]://HOST:PORT"))?;
-    let port = port.parse().map_err(|_| bad("the port is not a number"))?;
-    Ok((host.to_owned(), port, tls))
+    let address =
+        edgefleet_protocol::broker::BrokerAddress::parse(url).map_err(|e| FleetError::MqttUrl {
+            url: url.to_owned(),
+            detail: e.to_string(),
+        })?;
+    Ok((address.host, address.port, address.tls))
 }
 
 /// The connection's publishing state. PUBACKs of QoS 1 messages come back in the order the
@@ -987,8 +979,8 @@ mod tests {
             ("127.0.0.1".into(), 1883, false)
         );
         assert_eq!(broker("mqtts://h:8883").unwrap(), ("h".into(), 8883, true));
+        assert_eq!(broker("mqtt://h").unwrap(), ("h".into(), 1883, false));
         assert!(broker("tcp://h:1").is_err());
-        assert!(broker("mqtt://h").is_err());
         assert!(broker("mqtt://h:x").is_err());
     }
 }

@@ -469,42 +469,12 @@ impl Config {
     }
 }
 
-/// An external broker's address from `mqtt://host:port` / `mqtts://host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddress {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
+/// An external broker's address (one parser for the server and its devices).
+pub use edgefleet_protocol::broker::BrokerAddress;
 
+/// `url` as a broker address, or why not (for configuration errors).
 pub fn broker_address(url: &str) -> Result<BrokerAddress, String> {
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("mqtt://") {
-        (false, rest)
-    } else {
-        return Err(format!("{url:?} must start with mqtt:// or mqtts://"));
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse::<u16>()
-                .map_err(|_| format!("{url:?}: port {port:?} is not a number 1-65535"))?,
-        ),
-        None => (rest, if tls { 8883 } else { 1883 }),
-    };
-    if host.is_empty() || host.contains('/') {
-        return Err(format!("{url:?}: expected mqtt[s]://HOST[:PORT]"));
-    }
-    Ok(BrokerAddress {
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        port,
-        tls,
-    })
+    BrokerAddress::parse(url).map_err(|e| e.to_string())
 }
 
 fn apply_override(

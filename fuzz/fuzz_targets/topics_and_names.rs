@@ -1,6 +1,8 @@
-//! MQTT topic names, target names and identifiers on arbitrary strings: parsed values round-trip.
+//! MQTT topic names, target names, identifiers and broker URLs on arbitrary strings: parsed
+//! values round-trip.
 #![no_main]
 
+use edgefleet_protocol::broker::BrokerAddress;
 use edgefleet_protocol::target::{parse_target_name, target_name};
 use edgefleet_protocol::topic::Topic;
 use edgefleet_protocol::{DeviceId, ModelName};
@@ -22,4 +24,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(id.as_str(), s);
     }
     let _ = ModelName::new(s);
+    if let Ok(broker) = BrokerAddress::parse(s) {
+        assert_eq!(BrokerAddress::parse(&broker.url()).ok(), Some(broker));
+    }
 });

@@ -12,6 +12,7 @@
 //! edgefleet-protocol` (unit and property tests); the decoders also have fuzz targets in `fuzz/`.
 
 pub mod baseline;
+pub mod broker;
 mod error;
 pub mod health;
 pub mod ids;
