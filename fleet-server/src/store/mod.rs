@@ -239,6 +239,32 @@ pub(crate) fn judge_enrollment(
     }
 }
 
+/// What registering `id` does, given its row (`None`: no such device; `Some(enrolled_at)`):
+/// both stores lock the row, ask this, then write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AddDevice {
+    Insert,
+    /// A new one-time token for a device that has not enrolled yet.
+    RenewToken,
+}
+
+pub(crate) fn judge_add_device(
+    id: &DeviceId,
+    existing: Option<Option<i64>>,
+    renew: bool,
+) -> Result<AddDevice> {
+    match (existing, renew) {
+        (None, _) => Ok(AddDevice::Insert),
+        (Some(None), true) => Ok(AddDevice::RenewToken),
+        (Some(Some(_)), true) => Err(StoreError::Conflict {
+            what: format!("device {id} is enrolled; remove it first to enroll it again"),
+        }),
+        (Some(_), false) => Err(StoreError::Conflict {
+            what: format!("device {id}"),
+        }),
+    }
+}
+
 /// Where a release stands in the registry (the MLflow model registry's stages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -14,8 +14,9 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 use super::{
-    Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store, StoreError,
-    StoredEvent, StoredMetrics, decode_stored, device_document, encode_stored,
+    AddDevice, Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store,
+    StoreError, StoredEvent, StoredMetrics, decode_stored, device_document, encode_stored,
+    judge_add_device,
 };
 use crate::auth::Role;
 use edgefleet_protocol::message::{Desired, MetricsBatch, Reported};
@@ -310,8 +311,8 @@ impl Store for PostgresStore {
             .await
             .map_err(pg)?
             .map(|r| r.get(0));
-        match (existing, renew) {
-            (None, _) => {
+        match judge_add_device(&device.id, existing, renew)? {
+            AddDevice::Insert => {
                 let inserted = tx
                     .execute(
                         "INSERT INTO devices (id, grp, tags, created_at, enrollment_hash, enrollment_expires_at)
@@ -330,26 +331,13 @@ impl Store for PostgresStore {
                     Err(e) => return Err(pg(e)),
                 }
             }
-            (Some(None), true) => {
+            AddDevice::RenewToken => {
                 tx.execute(
                     "UPDATE devices SET enrollment_hash = $2, enrollment_expires_at = $3 WHERE id = $1",
                     &[&device.id.as_str(), &enrollment_hash, &expires_at],
                 )
                 .await
                 .map_err(pg)?;
-            }
-            (Some(Some(_)), true) => {
-                return Err(StoreError::Conflict {
-                    what: format!(
-                        "device {} is enrolled; remove it first to enroll it again",
-                        device.id
-                    ),
-                });
-            }
-            (Some(_), false) => {
-                return Err(StoreError::Conflict {
-                    what: format!("device {}", device.id),
-                });
             }
         }
         tx.commit().await.map_err(pg)

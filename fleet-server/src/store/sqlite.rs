@@ -10,8 +10,9 @@ use edgefleet_protocol::DeviceId;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store, StoreError,
-    StoredEvent, StoredMetrics, decode_stored, device_document, encode_stored,
+    AddDevice, Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store,
+    StoreError, StoredEvent, StoredMetrics, decode_stored, device_document, encode_stored,
+    judge_add_device,
 };
 use crate::auth::Role;
 use edgefleet_protocol::message::{Desired, MetricsBatch, Reported};
@@ -266,8 +267,8 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(backend)?;
-            match (existing, renew) {
-                (None, _) => {
+            match judge_add_device(&device.id, existing, renew)? {
+                AddDevice::Insert => {
                     c.execute(
                         "INSERT INTO devices (id, grp, tags, created_at, enrollment_hash, enrollment_expires_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -275,25 +276,12 @@ impl Store for SqliteStore {
                     )
                     .map_err(backend)?;
                 }
-                (Some(None), true) => {
+                AddDevice::RenewToken => {
                     c.execute(
                         "UPDATE devices SET enrollment_hash = ?2, enrollment_expires_at = ?3 WHERE id = ?1",
                         params![device.id.as_str(), hash, expires_at],
                     )
                     .map_err(backend)?;
-                }
-                (Some(Some(_)), true) => {
-                    return Err(StoreError::Conflict {
-                        what: format!(
-                            "device {} is enrolled; remove it first to enroll it again",
-                            device.id
-                        ),
-                    });
-                }
-                (Some(_), false) => {
-                    return Err(StoreError::Conflict {
-                        what: format!("device {}", device.id),
-                    });
                 }
             }
             Ok(())
