@@ -256,7 +256,7 @@ pub async fn start_with_clock(
         clock,
         shutdown,
     });
-    crate::api::handlers::refresh_known_versions(&state).await;
+    crate::api::refresh_known_versions(&state).await;
     tasks.spawn(refresh_online_metadata(state.clone()));
     tasks.spawn(crate::engine::run(state.clone()));
     tasks.spawn(prune_telemetry(state.clone()));

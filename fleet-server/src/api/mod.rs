@@ -7,9 +7,12 @@
 //! exist without an access rule.
 
 mod dashboard;
+mod devices;
 mod errors;
 pub mod handlers;
 mod openapi;
+mod registry;
+mod repository;
 mod rollouts;
 mod rotation;
 mod telemetry;
@@ -28,6 +31,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 
 pub use errors::ApiError;
+pub(crate) use registry::refresh_known_versions;
 
 use crate::auth::{Role, SecretKind, secret_hash};
 use crate::metrics::RequestLabels;
@@ -112,7 +116,7 @@ fn object(required: &[&str], properties: Value) -> Option<Value> {
 pub fn routes() -> Vec<Route> {
     use Access::{Device, Public, Role as R};
     use Role::{Admin, Operator, Viewer};
-    use handlers as h;
+    use {devices as d, handlers as h, registry as reg, repository as repo};
     let string = json!({"type": "string"});
     let tags = json!({"type": "object", "additionalProperties": {"type": "string"}});
     vec![
@@ -181,7 +185,7 @@ pub fn routes() -> Vec<Route> {
                 &["device_id", "token"],
                 json!({"device_id": string, "token": string}),
             ),
-            post(h::enroll),
+            post(d::enroll),
         ),
         route(
             Method::GET,
@@ -224,7 +228,7 @@ pub fn routes() -> Vec<Route> {
             R(Viewer),
             "Devices; filter with ?group= and ?tag=key[=value]",
             None,
-            get(h::list_devices),
+            get(d::list_devices),
         ),
         route(
             Method::POST,
@@ -235,7 +239,7 @@ pub fn routes() -> Vec<Route> {
                 &["id"],
                 json!({"id": string, "group": string, "tags": tags, "renew": {"type": "boolean"}}),
             ),
-            post(h::add_device),
+            post(d::add_device),
         ),
         route(
             Method::GET,
@@ -243,7 +247,7 @@ pub fn routes() -> Vec<Route> {
             R(Viewer),
             "One device: desired and reported state, recent events",
             None,
-            get(h::show_device),
+            get(d::show_device),
         ),
         route(
             Method::PATCH,
@@ -251,7 +255,7 @@ pub fn routes() -> Vec<Route> {
             R(Operator),
             "Change a device's group or tags",
             object(&[], json!({"group": string, "tags": tags})),
-            patch(h::update_device),
+            patch(d::update_device),
         ),
         route(
             Method::DELETE,
@@ -259,7 +263,7 @@ pub fn routes() -> Vec<Route> {
             R(Operator),
             "Remove a device and revoke its credential",
             None,
-            delete(h::remove_device),
+            delete(d::remove_device),
         ),
         route(
             Method::PUT,
@@ -272,7 +276,7 @@ pub fn routes() -> Vec<Route> {
                 "type": "object", "required": ["model", "version"], "additionalProperties": false,
                 "properties": {"model": string, "version": string}}}}),
             ),
-            put(h::set_desired),
+            put(d::set_desired),
         ),
         route(
             Method::GET,
@@ -280,7 +284,7 @@ pub fn routes() -> Vec<Route> {
             R(Viewer),
             "Device groups and their sizes",
             None,
-            get(h::groups),
+            get(d::groups),
         ),
         route(
             Method::GET,
@@ -288,7 +292,7 @@ pub fn routes() -> Vec<Route> {
             R(Viewer),
             "Recent device events, newest first (?device=, ?limit=)",
             None,
-            get(h::events),
+            get(d::events),
         ),
         route(
             Method::GET,
@@ -320,7 +324,7 @@ pub fn routes() -> Vec<Route> {
             R(Viewer),
             "The model registry: every signed version, its stage and who pushed it",
             None,
-            get(h::models),
+            get(reg::models),
         ),
         route(
             Method::POST,
@@ -331,7 +335,7 @@ pub fn routes() -> Vec<Route> {
                 &["stage"],
                 json!({"stage": {"enum": ["staging", "production", "archived"]}}),
             ),
-            post(h::set_stage),
+            post(reg::set_stage),
         ),
         route(
             Method::GET,
@@ -339,7 +343,7 @@ pub fn routes() -> Vec<Route> {
             R(Viewer),
             "Whether an artifact is stored, and its length",
             None,
-            get(h::artifact_info),
+            get(reg::artifact_info),
         ),
         route(
             Method::PUT,
@@ -347,7 +351,7 @@ pub fn routes() -> Vec<Route> {
             R(Operator),
             "Upload an artifact (raw body) under its sha256; stored only if the bytes match",
             None,
-            put(h::upload_artifact),
+            put(reg::upload_artifact),
         ),
         route(
             Method::POST,
@@ -358,7 +362,7 @@ pub fn routes() -> Vec<Route> {
                 &["root", "targets"],
                 json!({"root": string, "targets": string}),
             ),
-            post(h::tuf_init),
+            post(repo::tuf_init),
         ),
         route(
             Method::GET,
@@ -366,7 +370,7 @@ pub fn routes() -> Vec<Route> {
             R(Viewer),
             "Public keys of the server's online snapshot and timestamp roles, for building root.json",
             None,
-            get(h::tuf_online_keys),
+            get(repo::tuf_online_keys),
         ),
         route(
             Method::GET,
@@ -374,7 +378,7 @@ pub fn routes() -> Vec<Route> {
             R(Viewer),
             "The current signed targets.json, byte for byte",
             None,
-            get(h::tuf_current_targets),
+            get(repo::tuf_current_targets),
         ),
         route(
             Method::POST,
@@ -382,7 +386,7 @@ pub fn routes() -> Vec<Route> {
             R(Operator),
             "Publish operator-signed targets.json (raw body); snapshot and timestamp are re-signed",
             None,
-            post(h::tuf_accept_targets),
+            post(repo::tuf_accept_targets),
         ),
         route(
             Method::GET,
@@ -390,7 +394,7 @@ pub fn routes() -> Vec<Route> {
             R(Viewer),
             "The current version of a model's delegated targets role (model-<model>), byte for byte",
             None,
-            get(h::tuf_current_delegated),
+            get(repo::tuf_current_delegated),
         ),
         route(
             Method::POST,
@@ -398,7 +402,7 @@ pub fn routes() -> Vec<Route> {
             R(Operator),
             "Publish the next version of a delegated targets role, signed by the keys the top-level targets give it (raw body)",
             None,
-            post(h::tuf_accept_delegated),
+            post(repo::tuf_accept_delegated),
         ),
         route(
             Method::POST,
@@ -409,7 +413,7 @@ pub fn routes() -> Vec<Route> {
                 &["targets", "role", "role_targets"],
                 json!({"targets": string, "role": string, "role_targets": string}),
             ),
-            post(h::tuf_accept_delegation),
+            post(repo::tuf_accept_delegation),
         ),
         route(
             Method::POST,
@@ -417,7 +421,7 @@ pub fn routes() -> Vec<Route> {
             R(Admin),
             "Publish a new operator-signed root.json (raw body): a key rotation",
             None,
-            post(h::tuf_accept_root),
+            post(repo::tuf_accept_root),
         ),
         route(
             Method::POST,
@@ -531,7 +535,7 @@ pub fn routes() -> Vec<Route> {
             Device,
             "TUF metadata for devices",
             None,
-            get(h::tuf_metadata),
+            get(repo::tuf_metadata),
         ),
         route(
             Method::GET,
@@ -539,7 +543,7 @@ pub fn routes() -> Vec<Route> {
             Device,
             "A model artifact; Range, ETag and If-None-Match supported; a device only gets targets assigned to it",
             None,
-            get(h::tuf_target),
+            get(repo::tuf_target),
         ),
     ]
 }

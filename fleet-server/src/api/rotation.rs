@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::handlers::{ApiResult, JsonBody, json_response, published_json};
+use super::handlers::{ApiResult, JsonBody, json_response};
+use super::repository::published_json;
 use super::{ApiError, AppState, Principal};
 use crate::online_keys::OnlineRole;
 

@@ -235,7 +235,7 @@ async fn changes(state: &AppState, seen: &mut Seen) -> Vec<Event> {
     if let Ok(devices) = state.store.devices(&DeviceFilter::default()).await {
         let now = state.clock.unix();
         for d in devices {
-            let summary = super::handlers::device_summary(&d, now);
+            let summary = super::devices::device_summary(&d, now);
             if seen.devices.get(d.id.as_str()) != Some(&summary) {
                 if let Ok(event) = Event::default().event("device").json_data(&summary) {
                     out.push(event);

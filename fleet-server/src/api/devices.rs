@@ -1,0 +1,300 @@
+//! Devices: enrollment (a one-time token traded for a credential), the inventory, and each
+//! device's desired state as the operator sets it.
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::handlers::{ApiResult, JsonBody, check_name, check_tags, device_id, json_response};
+use super::{ApiError, AppState, Principal};
+use crate::auth::{self, SecretKind};
+use crate::desired::{Catalog, Wanted};
+use crate::store::{DeviceFilter, NewDevice};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    device_id: String,
+    token: String,
+    /// The device's own ed25519 public key (hex): its messages must then be sealed with it.
+    #[serde(default)]
+    public_key: Option<String>,
+}
+
+pub async fn enroll(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<EnrollRequest>,
+) -> ApiResult {
+    let id = device_id(&req.device_id, "device_id")?;
+    if SecretKind::of(&req.token) != Some(SecretKind::Enrollment) {
+        return Err(ApiError::bad_field(
+            "token",
+            "not an enrollment token (they start with efe_); ask the operator for `fleetctl device add`",
+        ));
+    }
+    let public_key = match &req.public_key {
+        Some(text) => Some(
+            edgefleet_sealed::PublicKey::from_hex(text)
+                .map_err(|e| ApiError::bad_field("public_key", e.to_string()))?
+                .to_hex(),
+        ),
+        None => None,
+    };
+    let credential = auth::new_secret(SecretKind::Device).map_err(ApiError::internal)?;
+    let mosquitto = auth::mosquitto_hash(&credential).map_err(ApiError::internal)?;
+    state
+        .store
+        .enroll(
+            &id,
+            &auth::secret_hash(&req.token),
+            &auth::secret_hash(&credential),
+            &mosquitto,
+            public_key.as_deref(),
+            state.clock.unix(),
+        )
+        .await?;
+    tracing::info!(device = %id, sealed = public_key.is_some(), "device enrolled");
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "device_id": id,
+            "credential": credential,
+            "server_url": state.config.public_url(),
+            "mqtt_url": state.device_mqtt_url,
+            "mqtt_username": id,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceQuery {
+    group: Option<String>,
+    tag: Option<String>,
+}
+
+pub(super) fn device_summary(d: &crate::store::Device, now: i64) -> Value {
+    let running: BTreeMap<String, Value> = d
+        .reported
+        .iter()
+        .flat_map(|r| &r.models)
+        .map(|m| {
+            let version = m.active.as_ref().map(|a| a.version.to_string());
+            (
+                m.model.to_string(),
+                json!({"version": version, "state": m.state}),
+            )
+        })
+        .collect();
+    json!({
+        "id": d.id,
+        "group": d.group,
+        "tags": d.tags,
+        "enrolled": d.enrolled_at.is_some(),
+        "enrolled_at": d.enrolled_at,
+        "last_seen": d.last_seen,
+        "online": d.last_seen.is_some_and(|t| now - t <= ONLINE_SECONDS),
+        "agent_version": d.agent_version,
+        "running": running,
+        "desired_revision": d.desired_revision,
+    })
+}
+
+/// A device heard from within this many seconds counts as online (agents report at least every
+/// 60 s).
+pub(super) const ONLINE_SECONDS: i64 = 120;
+
+pub async fn list_devices(
+    State(state): State<AppState>,
+    Query(query): Query<DeviceQuery>,
+) -> ApiResult {
+    let tag = query.tag.map(|t| match t.split_once('=') {
+        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+        None => (t, None),
+    });
+    let filter = DeviceFilter {
+        group: query.group,
+        tag,
+    };
+    let devices = state.store.devices(&filter).await?;
+    let now = state.clock.unix();
+    let list: Vec<Value> = devices.iter().map(|d| device_summary(d, now)).collect();
+    Ok(json_response(StatusCode::OK, json!({ "devices": list })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddDevice {
+    id: String,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    renew: bool,
+}
+
+pub async fn add_device(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(req): JsonBody<AddDevice>,
+) -> ApiResult {
+    let id = device_id(&req.id, "id")?;
+    if state.config.mqtt.is_server_user(id.as_str()) {
+        return Err(ApiError::bad_field(
+            "id",
+            format!("{id:?} is (or could be) a server's MQTT user name; choose another device id"),
+        ));
+    }
+    let group = req.group.unwrap_or_else(|| "default".into());
+    check_name(&group, "group")?;
+    check_tags(&req.tags)?;
+    let token = auth::new_secret(SecretKind::Enrollment).map_err(ApiError::internal)?;
+    let now = state.clock.unix();
+    let expires_at = now + i64::from(state.config.enrollment.token_hours) * 3600;
+    let device = NewDevice {
+        id: id.clone(),
+        group,
+        tags: req.tags,
+    };
+    state
+        .store
+        .add_device(
+            &device,
+            &auth::secret_hash(&token),
+            expires_at,
+            now,
+            req.renew,
+        )
+        .await?;
+    tracing::info!(by = %principal.name(), device = %id, "device registered");
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({
+            "device_id": id,
+            "enrollment_token": token,
+            "expires_at": expires_at,
+            "enroll_url": format!("{}/api/v1/enroll", state.config.public_url()),
+        }),
+    ))
+}
+
+pub async fn show_device(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let id = device_id(&id, "id")?;
+    let device = state
+        .store
+        .device(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
+    let events = state.store.events(Some(&id), 20).await?;
+    let mut body = device_summary(&device, state.clock.unix());
+    body["desired"] = json!(device.desired);
+    body["reported"] = json!(device.reported);
+    body["events"] = json!(events);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDevice {
+    group: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+pub async fn update_device(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<UpdateDevice>,
+) -> ApiResult {
+    let id = device_id(&id, "id")?;
+    if let Some(group) = &req.group {
+        check_name(group, "group")?;
+    }
+    if let Some(tags) = &req.tags {
+        check_tags(tags)?;
+    }
+    state
+        .store
+        .update_device(&id, req.group.as_deref(), req.tags.as_ref())
+        .await?;
+    show_device(State(state), Path(id.to_string())).await
+}
+
+pub async fn remove_device(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = device_id(&id, "id")?;
+    state.store.remove_device(&id).await?;
+    if let Err(e) = state.mqtt.clear_desired(&id).await {
+        tracing::warn!(device = %id, error = %e, "could not clear the removed device's retained desired state");
+    }
+    tracing::info!(by = %principal.name(), device = %id, "device removed");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredRequest {
+    models: Vec<DesiredVersion>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredVersion {
+    model: String,
+    version: String,
+}
+
+pub async fn set_desired(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<DesiredRequest>,
+) -> ApiResult {
+    let id = device_id(&id, "id")?;
+    let wanted: Vec<Wanted> = req
+        .models
+        .into_iter()
+        .map(|m| Wanted {
+            model: m.model,
+            version: m.version,
+            rollout: None,
+        })
+        .collect();
+    let catalog = Catalog::load(&state.tuf).await?;
+    let desired = crate::desired::assign(&state, &catalog, &id, &wanted).await?;
+    tracing::info!(by = %principal.name(), device = %id, revision = desired.revision, "desired state set");
+    Ok(json_response(StatusCode::OK, json!(desired)))
+}
+
+pub async fn groups(State(state): State<AppState>) -> ApiResult {
+    let groups: Vec<Value> = state
+        .store
+        .groups()
+        .await?
+        .into_iter()
+        .map(|(name, devices)| json!({"name": name, "devices": devices}))
+        .collect();
+    Ok(json_response(StatusCode::OK, json!({ "groups": groups })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    device: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn events(State(state): State<AppState>, Query(q): Query<EventQuery>) -> ApiResult {
+    let device = q.device.map(|d| device_id(&d, "device")).transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let events = state.store.events(device.as_ref(), limit).await?;
+    Ok(json_response(StatusCode::OK, json!({ "events": events })))
+}

@@ -1,0 +1,181 @@
+//! The model registry: signed versions with who pushed them and their stage, and the artifact
+//! uploads a push begins with.
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::handlers::{ApiResult, JsonBody, json_response};
+use super::{ApiError, AppState, Principal};
+use crate::store::{Release, Stage, StoreError};
+
+pub async fn models(State(state): State<AppState>) -> ApiResult {
+    let signed = state.tuf.models().await?;
+    let releases = state.store.releases().await?;
+    let mut by_model: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for m in &signed {
+        let release = releases.iter().find(|r| r.target == m.name);
+        by_model
+            .entry(m.meta.model.to_string())
+            .or_default()
+            .push(json!({
+                "version": m.meta.version.to_string(),
+                "sequence": m.meta.sequence,
+                "min_sequence": m.meta.min_sequence,
+                "target": m.name,
+                "sha256": m.sha256,
+                "length": m.length,
+                "stage": release.map_or(Stage::Staging, |r| r.stage),
+                "pushed_by": release.map(|r| r.pushed_by.clone()),
+                "pushed_at": release.map(|r| r.pushed_at),
+            }));
+    }
+    let models: Vec<Value> = by_model
+        .into_iter()
+        .map(|(model, mut versions)| {
+            versions.sort_by_key(|v| v["sequence"].as_u64());
+            json!({"model": model, "versions": versions})
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, json!({ "models": models })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRequest {
+    stage: Stage,
+}
+
+pub async fn set_stage(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((model, version)): Path<(String, String)>,
+    JsonBody(req): JsonBody<StageRequest>,
+) -> ApiResult {
+    let signed = state.tuf.models().await?;
+    let Some(found) = signed
+        .iter()
+        .find(|m| m.meta.model.as_str() == model && m.meta.version.to_string() == version)
+    else {
+        return Err(ApiError::not_found(format!(
+            "{model} {version} is not a signed version (fleetctl models lists them)"
+        )));
+    };
+    // A version signed offline has no registry row yet; make one.
+    match state.store.set_stage(&model, &version, req.stage).await {
+        Err(StoreError::NotFound { .. }) => {
+            state
+                .store
+                .record_release(&release_of(
+                    found,
+                    "unknown (signed offline)",
+                    req.stage,
+                    state.clock.unix(),
+                ))
+                .await?;
+        }
+        other => other?,
+    }
+    tracing::info!(by = %principal.name(), %model, %version, stage = req.stage.as_str(), "stage changed");
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"model": model, "version": version, "stage": req.stage}),
+    ))
+}
+
+fn release_of(
+    m: &crate::tufhost::SignedModel,
+    pushed_by: &str,
+    stage: Stage,
+    pushed_at: i64,
+) -> Release {
+    Release {
+        target: m.name.clone(),
+        model: m.meta.model.to_string(),
+        version: m.meta.version.to_string(),
+        sequence: m.meta.sequence,
+        sha256: m.sha256.clone(),
+        length: m.length,
+        stage,
+        pushed_by: pushed_by.to_owned(),
+        pushed_at,
+    }
+}
+
+/// Tells the metrics which (model, version) pairs the registry holds (device telemetry is
+/// labelled with those only). At every scrape, start and push, so a version pushed through
+/// another replica is known here by the next scrape.
+pub(crate) async fn refresh_known_versions(state: &AppState) {
+    match state.store.releases().await {
+        Ok(releases) => state
+            .metrics
+            .set_known_versions(releases.into_iter().map(|r| (r.model, r.version))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the registry's versions for metric labels")
+        }
+    }
+}
+
+pub(super) async fn record_new_releases(
+    state: &AppState,
+    models: &[crate::tufhost::SignedModel],
+    by: &str,
+) -> Result<(), ApiError> {
+    let known = state.store.releases().await?;
+    for m in models {
+        if !known
+            .iter()
+            .any(|r| r.target == m.name && r.sha256 == m.sha256)
+        {
+            state
+                .store
+                .record_release(&release_of(m, by, Stage::Staging, state.clock.unix()))
+                .await?;
+        }
+    }
+    refresh_known_versions(state).await;
+    Ok(())
+}
+
+pub async fn artifact_info(State(state): State<AppState>, Path(sha256): Path<String>) -> ApiResult {
+    match state.blobs.get(&sha256).await? {
+        Some(blob) => Ok(json_response(StatusCode::OK, json!(blob))),
+        None => Err(ApiError::not_found(format!(
+            "artifact {sha256} is not stored"
+        ))),
+    }
+}
+
+pub async fn upload_artifact(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    crate::artifacts::check_digest(&sha256)?;
+    if let Some(existing) = state.blobs.get(&sha256).await? {
+        return Ok(json_response(StatusCode::OK, json!(existing)));
+    }
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let blob = state
+        .blobs
+        .put(
+            &sha256,
+            length,
+            state.config.limits.max_artifact_bytes,
+            body.into_data_stream(),
+        )
+        .await?;
+    state.metrics.artifact_bytes_received.inc_by(blob.length);
+    tracing::info!(by = %principal.name(), sha256, length = blob.length, "artifact stored");
+    Ok(json_response(StatusCode::CREATED, json!(blob)))
+}
