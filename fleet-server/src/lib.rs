@@ -20,10 +20,12 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod online_keys;
 pub mod range;
-pub mod rollout;
 pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tufhost;
+
+/// Staged rollouts, the state machine (crate `edgefleet-rollout`, no I/O).
+pub use edgefleet_rollout as rollout;

@@ -11,6 +11,8 @@ const CRATES: &[&str] = &[
     "protocol",
     "sealed",
     "files",
+    "clock",
+    "rollout",
     "onnx-graph",
     "inference",
     "tuf",

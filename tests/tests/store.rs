@@ -442,7 +442,9 @@ async fn releases_and_rollouts(store: &dyn Store) {
     // Two servers hold the same revision: the first save wins, the other must reload.
     let mut elsewhere = store.rollout("r2").await.unwrap().unwrap();
     assert_eq!(elsewhere, second);
-    second.abort(210, "alice").unwrap();
+    second
+        .command(fleet_server::rollout::Command::Abort, 210, "alice")
+        .unwrap();
     store.save_rollout(&mut second).await.unwrap();
     assert_eq!(second.revision, 2);
     elsewhere.updated_at = 999;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::handlers::JsonBody;
 use super::{ApiError, AppState, Principal};
-use crate::rollout::{Gates, Rollout, RolloutSpec, Selector};
+use crate::rollout::{Command, Gates, Rollout, RolloutSpec, Selector};
 use crate::store::DeviceFilter;
 
 type ApiResult = Result<Response, ApiError>;
@@ -275,17 +275,13 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
     Ok(axum::Json(rollout_json(&load(&state, &id).await?)).into_response())
 }
 
-async fn command(
-    state: AppState,
-    principal: Principal,
-    id: String,
-    f: impl FnOnce(&mut Rollout, i64, &str) -> Result<(), String>,
-) -> ApiResult {
+async fn command(state: AppState, principal: Principal, id: String, command: Command) -> ApiResult {
     {
         let _guard = state.engine_lock.lock().await;
         let mut rollout = load(&state, &id).await?;
-        f(&mut rollout, state.clock.unix(), &principal.name())
-            .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+        rollout
+            .command(command, state.clock.unix(), &principal.name())
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
         // On another server's concurrent change: 409, and the operator retries on fresh state.
         state.store.save_rollout(&mut rollout).await?;
     }
@@ -298,7 +294,7 @@ pub async fn pause(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    command(state, p, id, |r, now, by| r.pause(now, by)).await
+    command(state, p, id, Command::Pause).await
 }
 
 pub async fn resume(
@@ -306,7 +302,7 @@ pub async fn resume(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    command(state, p, id, |r, now, by| r.resume(now, by)).await
+    command(state, p, id, Command::Resume).await
 }
 
 pub async fn approve(
@@ -314,7 +310,7 @@ pub async fn approve(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    command(state, p, id, |r, now, by| r.approve(now, by)).await
+    command(state, p, id, Command::Approve).await
 }
 
 pub async fn abort(
@@ -322,7 +318,7 @@ pub async fn abort(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    command(state, p, id, |r, now, by| r.abort(now, by)).await
+    command(state, p, id, Command::Abort).await
 }
 
 pub async fn retry_failed(
@@ -330,8 +326,5 @@ pub async fn retry_failed(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    command(state, p, id, |r, now, by| {
-        r.retry_failed(now, by).map(|_| ())
-    })
-    .await
+    command(state, p, id, Command::RetryFailed).await
 }

@@ -419,7 +419,9 @@ async fn approval_holds_every_wave_until_an_operator_approves() {
     assert!(waiting(&fleet.rollout(&id).await));
     assert_eq!(fleet.changes.lock().unwrap().len(), quiet);
     let mut rollout = fleet.rollout(&id).await;
-    rollout.approve(at + 3601, "ops").unwrap();
+    rollout
+        .command(crate::rollout::Command::Approve, at + 3601, "ops")
+        .unwrap();
     fleet.store.save_rollout(&mut rollout).await.unwrap();
     fleet.run(&id, at + 3601, 60, completed).await;
     assert_eq!(fleet.changes.lock().unwrap().len(), 4);
