@@ -8,6 +8,7 @@
 //! broker's PUBACK, so a broker, network or agent restart loses none; the server stores each
 //! (device, message id) once, so re-sends are not double-counted.
 
+use edgefleet_protocol::api::{EnrollRequest, EnrollResponse, ErrorBody};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -92,11 +93,11 @@ pub async fn enroll(
     let key = crate::device_key::prepare(data_dir)?;
     let response = client
         .post(format!("{server_url}/api/v1/enroll"))
-        .json(&serde_json::json!({
-            "device_id": device_id,
-            "token": token.trim(),
-            "public_key": key.public_key().to_hex(),
-        }))
+        .json(&EnrollRequest {
+            device_id: device_id.to_string(),
+            token: token.trim().to_owned(),
+            public_key: Some(key.public_key().to_hex()),
+        })
         .send()
         .await
         .map_err(|e| FleetError::Enroll(format!("cannot reach {server_url}: {e}")))?;
@@ -115,26 +116,28 @@ pub async fn enroll(
         }
         bytes.extend_from_slice(&chunk);
     }
-    let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        FleetError::Enroll(format!("{server_url} answered {status} without JSON: {e}"))
-    })?;
     if !status.is_success() {
+        let why = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| "no details".into());
         return Err(FleetError::Enroll(format!(
-            "{server_url} answered {status}: {}",
-            body["error"].as_str().unwrap_or("no details")
+            "{server_url} answered {status}: {why}"
         )));
     }
-    let field = |k: &str| {
-        body[k]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| FleetError::Enroll(format!("the server's answer lacks {k}")))
-    };
+    let answer: EnrollResponse = serde_json::from_slice(&bytes).map_err(|e| {
+        FleetError::Enroll(format!("{server_url}'s answer is not an enrollment: {e}"))
+    })?;
+    if answer.device_id != *device_id {
+        return Err(FleetError::Enroll(format!(
+            "{server_url} enrolled {} instead of {device_id}",
+            answer.device_id
+        )));
+    }
     let link = FleetLink {
         device_id: device_id.clone(),
-        credential: field("credential")?,
-        server_url: field("server_url")?,
-        mqtt_url: field("mqtt_url")?,
+        credential: answer.credential,
+        server_url: answer.server_url,
+        mqtt_url: answer.mqtt_url,
     };
     std::fs::create_dir_all(data_dir).map_err(|e| FleetError::File {
         path: data_dir.to_path_buf(),

@@ -11,6 +11,7 @@
 //! Every decoder checks a hard size limit before it parses. Test with `cargo test -p
 //! edgefleet-protocol` (unit and property tests); the decoders also have fuzz targets in `fuzz/`.
 
+pub mod api;
 pub mod baseline;
 pub mod broker;
 mod error;

@@ -56,6 +56,7 @@ pub struct Gates {
 /// Model-aware gates, judged on the rollout's devices: the new version's figures against the
 /// previous version's (devices not yet updated, and all of them before they were).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelGates {
     /// Requests the new version (and, for the comparing gates, the previous one) must have

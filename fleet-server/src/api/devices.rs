@@ -11,20 +11,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::handlers::{ApiResult, JsonBody, check_name, check_tags, device_id, json_response};
+use edgefleet_protocol::api::{EnrollRequest, EnrollResponse};
+
 use super::{ApiError, AppState, Principal};
 use crate::auth::{self, SecretKind};
 use crate::desired::{Catalog, Wanted};
 use crate::store::{DeviceFilter, NewDevice};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollRequest {
-    device_id: String,
-    token: String,
-    /// The device's own ed25519 public key (hex): its messages must then be sealed with it.
-    #[serde(default)]
-    public_key: Option<String>,
-}
 
 pub async fn enroll(
     State(state): State<AppState>,
@@ -61,12 +53,12 @@ pub async fn enroll(
     tracing::info!(device = %id, sealed = public_key.is_some(), "device enrolled");
     Ok(json_response(
         StatusCode::OK,
-        json!({
-            "device_id": id,
-            "credential": credential,
-            "server_url": state.config.public_url(),
-            "mqtt_url": state.device_mqtt_url,
-            "mqtt_username": id,
+        json!(EnrollResponse {
+            device_id: id.clone(),
+            credential,
+            server_url: state.config.public_url(),
+            mqtt_url: state.device_mqtt_url.clone(),
+            mqtt_username: id.to_string(),
         }),
     ))
 }
@@ -127,7 +119,7 @@ pub async fn list_devices(
     Ok(json_response(StatusCode::OK, json!({ "devices": list })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDevice {
     id: String,
@@ -199,7 +191,7 @@ pub async fn show_device(State(state): State<AppState>, Path(id): Path<String>) 
     Ok(json_response(StatusCode::OK, body))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateDevice {
     group: Option<String>,
@@ -239,13 +231,14 @@ pub async fn remove_device(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredRequest {
+    #[schema(inline)]
     models: Vec<DesiredVersion>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredVersion {
     model: String,

@@ -182,10 +182,11 @@ pub async fn list_tokens(State(state): State<AppState>) -> ApiResult {
     Ok(json_response(StatusCode::OK, json!({ "tokens": tokens })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     name: String,
+    #[schema(inline)]
     role: Role,
 }
 

@@ -26,7 +26,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use edgefleet_protocol::DeviceId;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 
@@ -103,13 +103,10 @@ fn route(
     }
 }
 
-fn object(required: &[&str], properties: Value) -> Option<Value> {
-    Some(json!({
-        "type": "object",
-        "required": required,
-        "properties": properties,
-        "additionalProperties": false,
-    }))
+/// The JSON schema of a request body, derived from the type its handler decodes it into: the
+/// document cannot say one thing while the server accepts another.
+fn body<T: utoipa::PartialSchema>() -> Option<Value> {
+    serde_json::to_value(T::schema()).ok()
 }
 
 /// Every route of the server.
@@ -117,8 +114,6 @@ pub fn routes() -> Vec<Route> {
     use Access::{Device, Public, Role as R};
     use Role::{Admin, Operator, Viewer};
     use {devices as d, handlers as h, registry as reg, repository as repo};
-    let string = json!({"type": "string"});
-    let tags = json!({"type": "object", "additionalProperties": {"type": "string"}});
     vec![
         route(
             Method::GET,
@@ -181,10 +176,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/enroll",
             Public,
             "A device trades its one-time enrollment token for its own credential",
-            object(
-                &["device_id", "token"],
-                json!({"device_id": string, "token": string}),
-            ),
+            body::<edgefleet_protocol::api::EnrollRequest>(),
             post(d::enroll),
         ),
         route(
@@ -208,10 +200,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/tokens",
             R(Admin),
             "Create an operator token; its secret is shown once",
-            object(
-                &["name", "role"],
-                json!({"name": string, "role": {"enum": ["viewer", "operator", "admin"]}}),
-            ),
+            body::<h::CreateToken>(),
             post(h::create_token),
         ),
         route(
@@ -235,10 +224,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/devices",
             R(Operator),
             "Register a device and get its one-time enrollment token",
-            object(
-                &["id"],
-                json!({"id": string, "group": string, "tags": tags, "renew": {"type": "boolean"}}),
-            ),
+            body::<d::AddDevice>(),
             post(d::add_device),
         ),
         route(
@@ -254,7 +240,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/devices/{id}",
             R(Operator),
             "Change a device's group or tags",
-            object(&[], json!({"group": string, "tags": tags})),
+            body::<d::UpdateDevice>(),
             patch(d::update_device),
         ),
         route(
@@ -270,12 +256,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/devices/{id}/desired",
             R(Operator),
             "Set the model versions a device should run (published retained over MQTT)",
-            object(
-                &["models"],
-                json!({"models": {"type": "array", "items": {
-                "type": "object", "required": ["model", "version"], "additionalProperties": false,
-                "properties": {"model": string, "version": string}}}}),
-            ),
+            body::<d::DesiredRequest>(),
             put(d::set_desired),
         ),
         route(
@@ -331,10 +312,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/models/{model}/versions/{version}/stage",
             R(Operator),
             "Move a version to staging, production or archived",
-            object(
-                &["stage"],
-                json!({"stage": {"enum": ["staging", "production", "archived"]}}),
-            ),
+            body::<reg::StageRequest>(),
             post(reg::set_stage),
         ),
         route(
@@ -358,10 +336,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/tuf/init",
             R(Admin),
             "Create the TUF repository from operator-signed root.json and targets.json",
-            object(
-                &["root", "targets"],
-                json!({"root": string, "targets": string}),
-            ),
+            body::<repo::TufInit>(),
             post(repo::tuf_init),
         ),
         route(
@@ -409,10 +384,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/tuf/delegation",
             R(Operator),
             "Publish top-level targets that delegate a model together with that model's role, in one step",
-            object(
-                &["targets", "role", "role_targets"],
-                json!({"targets": string, "role": string, "role_targets": string}),
-            ),
+            body::<repo::TufDelegation>(),
             post(repo::tuf_accept_delegation),
         ),
         route(
@@ -436,7 +408,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/tuf/rotation",
             R(Admin),
             "Publish a rotated root.json with, when its targets keys changed, the current targets re-signed by them; a root listing an online role's next key makes it current",
-            object(&["root"], json!({"root": string, "targets": string})),
+            body::<rotation::Rotation>(),
             post(rotation::rotate),
         ),
         route(
@@ -452,25 +424,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/rollouts",
             R(Operator),
             "Start a staged rollout of a signed model version",
-            object(
-                &["model", "version"],
-                json!({
-                    "model": string, "version": string,
-                    "group": string, "tags": tags, "devices": {"type": "array", "items": string},
-                    "waves": {"type": "array", "items": {"type": "number"}, "description": "cumulative percentages ending at 100; default [1, 10, 50, 100]"},
-                "exponential": {"type": "object", "properties": {"start_percent": {"type": "number"}, "factor": {"type": "number"}}, "description": "instead of waves: start_percent, multiplied by factor each wave"},
-                    "max_failure_ratio": {"type": "number"}, "min_healthy_ratio": {"type": "number"},
-                    "bake_seconds": {"type": "integer"}, "device_timeout_seconds": {"type": "integer"},
-                    "require_approval": {"type": "boolean"}, "rollback_on_halt": {"type": "boolean"},
-                    "model_gates": {"type": "object", "additionalProperties": false, "properties": {
-                        "min_requests": {"type": "integer"},
-                        "max_error_rate_increase": {"type": "number"},
-                        "max_p99_slowdown_percent": {"type": "number"},
-                        "max_output_shift_psi": {"type": "number"},
-                        "max_input_drift_psi": {"type": "number"}},
-                        "description": "gates on live telemetry, judged against the previous version"}
-                }),
-            ),
+            body::<rollouts::CreateRollout>(),
             post(rollouts::create),
         ),
         route(
@@ -726,6 +680,51 @@ mod tests {
                     matches!(r.access, Access::Role(Role::Operator | Role::Admin)),
                     "{r:?} mutates with {:?}",
                     r.access
+                );
+            }
+        }
+    }
+
+    /// The document's body schemas come from the handlers' types: a field the server accepts is
+    /// in the document, one it refuses is not, and unknown fields are refused in both.
+    #[test]
+    fn body_schemas_follow_the_types_the_handlers_decode() {
+        let routes = routes();
+        let body = |method: Method, path: &str| -> Value {
+            routes
+                .iter()
+                .find(|r| r.method == method && r.path == path)
+                .and_then(|r| r.body.clone())
+                .unwrap_or_else(|| panic!("{method} {path} has no body schema"))
+        };
+        let enroll = body(Method::POST, "/api/v1/enroll");
+        assert_eq!(enroll["additionalProperties"], false, "{enroll:#}");
+        assert!(enroll["properties"]["public_key"].is_object(), "{enroll:#}");
+        let required: Vec<&str> = enroll["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(required, ["device_id", "token"]);
+        let rollout = body(Method::POST, "/api/v1/rollouts");
+        let gates = &rollout["properties"]["model_gates"];
+        assert!(
+            gates.to_string().contains("max_input_drift_psi"),
+            "{rollout:#}"
+        );
+        let token = body(Method::POST, "/api/v1/tokens");
+        assert!(
+            token.to_string().contains("\"viewer\""),
+            "roles are listed: {token:#}"
+        );
+        for r in &routes {
+            if let Some(schema) = &r.body {
+                assert!(
+                    !schema.to_string().contains("$ref"),
+                    "{} {}: a body schema must stand alone: {schema:#}",
+                    r.method,
+                    r.path
                 );
             }
         }

@@ -72,8 +72,7 @@ pub fn document(routes: &[Route]) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {
-                "error": {"type": "string"}, "field": {"type": "string"}}}}
+            "schemas": {"Error": <edgefleet_protocol::api::ErrorBody as utoipa::PartialSchema>::schema()}
         }
     })
 }

@@ -45,9 +45,10 @@ pub async fn models(State(state): State<AppState>) -> ApiResult {
     Ok(json_response(StatusCode::OK, json!({ "models": models })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageRequest {
+    #[schema(inline)]
     stage: Stage,
 }
 

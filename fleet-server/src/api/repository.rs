@@ -16,7 +16,7 @@ use super::registry::record_new_releases;
 use super::{ApiError, AppState, Principal, json_content_type};
 use crate::range::{RangeDecision, decide};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TufInit {
     root: String,
@@ -125,7 +125,7 @@ pub async fn tuf_accept_delegated(
     Ok(json_response(StatusCode::OK, published_json(&published)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TufDelegation {
     /// The next top-level targets, delegating the model.

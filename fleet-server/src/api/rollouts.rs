@@ -16,7 +16,7 @@ use crate::store::DeviceFilter;
 
 type ApiResult = Result<Response, ApiError>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRollout {
     model: String,
@@ -31,6 +31,7 @@ pub struct CreateRollout {
     waves: Option<Vec<f64>>,
     /// Instead of `waves`: an exponential rate, `{"start_percent": 1, "factor": 2}`.
     #[serde(default)]
+    #[schema(inline)]
     exponential: Option<Exponential>,
     #[serde(default)]
     max_failure_ratio: Option<f64>,
@@ -44,12 +45,13 @@ pub struct CreateRollout {
     require_approval: bool,
     /// Model-aware gates on live telemetry (`crate::rollout::ModelGates`).
     #[serde(default)]
+    #[schema(inline)]
     model_gates: Option<crate::rollout::ModelGates>,
     #[serde(default = "yes")]
     rollback_on_halt: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Exponential {
     start_percent: f64,

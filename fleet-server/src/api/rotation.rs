@@ -27,7 +27,7 @@ pub async fn next_online_key(State(state): State<AppState>, Path(role): Path<Str
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
     /// The new root.json, exactly as signed.

@@ -266,7 +266,7 @@ pub(crate) fn judge_add_device(
 }
 
 /// Where a release stands in the registry (the MLflow model registry's stages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Staging,
