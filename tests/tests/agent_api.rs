@@ -376,8 +376,10 @@ fn memory_stays_bounded_under_64_concurrent_clients_and_does_not_grow_with_traff
     eprintln!(
         "anonymous memory {before:.1} MiB before, {vision_peak:.1} MiB peak with 64 vision clients, {vision_after:.1} after"
     );
+    // Measured 62-98 MiB of growth across runs of a debug build on two busy cores; run states
+    // or bodies growing with the clients would take ~800 MiB (64 x a 12 MB SqueezeNet scratch).
     assert!(
-        vision_peak - before < 96.0,
+        vision_peak - before < 128.0,
         "64 clients of a vision model took the agent from {before:.1} to {vision_peak:.1} MiB: \
          run states or buffers grow with the clients"
     );
