@@ -3,11 +3,8 @@
 //!
 //! [`SystemClock`] is the real one. [`TokioClock`] derives wall time from tokio's clock, so
 //! `tokio::time::pause()` and `advance()` move it together with every timer and interval: a test
-//! with paused time sees a consistent world. [`ManualClock`] is set by hand, for plain functions
-//! that take the time and nothing else.
-
-use std::sync::Mutex;
-use std::time::Duration;
+//! with paused time sees a consistent world. (Plain functions take the time as an argument
+//! instead, as the rollout engine's pass does.)
 
 use jiff::Timestamp;
 
@@ -66,40 +63,10 @@ impl Clock for TokioClock {
     }
 }
 
-/// A clock that says what it was last told.
-#[derive(Debug)]
-pub struct ManualClock(Mutex<Timestamp>);
-
-impl ManualClock {
-    pub fn new(at: Timestamp) -> Self {
-        Self(Mutex::new(at))
-    }
-
-    pub fn set(&self, at: Timestamp) {
-        if let Ok(mut now) = self.0.lock() {
-            *now = at;
-        }
-    }
-
-    pub fn advance(&self, by: Duration) {
-        if let Ok(mut now) = self.0.lock() {
-            let by = jiff::SignedDuration::try_from(by).unwrap_or(jiff::SignedDuration::MAX);
-            *now = now.saturating_add(by).unwrap_or(*now);
-        }
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        self.0
-            .lock()
-            .map(|now| *now)
-            .unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn at(seconds: i64) -> Timestamp {
@@ -114,15 +81,6 @@ mod tests {
         assert_eq!(clock.unix(), 1_800_003_600);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(clock.unix_ms(), 1_800_003_601_500);
-    }
-
-    #[test]
-    fn a_manual_clock_says_what_it_was_told() {
-        let clock = ManualClock::new(at(100));
-        clock.advance(Duration::from_secs(50));
-        assert_eq!(clock.unix(), 150);
-        clock.set(at(7));
-        assert_eq!(clock.unix(), 7);
     }
 
     #[test]

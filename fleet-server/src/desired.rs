@@ -69,10 +69,6 @@ impl Catalog {
         })
     }
 
-    pub fn new(signed: Vec<SignedModel>) -> Self {
-        Self { signed }
-    }
-
     /// The desired models for `wanted`, each pointing at its artifact under `public_url`.
     pub fn resolve(
         &self,
