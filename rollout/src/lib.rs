@@ -10,6 +10,8 @@
 //! sets every device it updated back to the version it had.
 
 mod command;
+mod plan;
+mod view;
 #[cfg(test)]
 mod tests;
 
@@ -17,10 +19,16 @@ use edgefleet_protocol::message::UpdateState;
 use serde::{Deserialize, Serialize};
 
 pub use command::{Applied, Command, Refused};
+pub use plan::{
+    Candidate, DEFAULT_WAVES, Exponential, Origin, PlanError, RolloutRequest, assign_waves,
+    exponential_waves, plan,
+};
+pub use view::{HistoryEntry, RolloutList, RolloutView, StateView, WaveView};
 
 /// Which devices a rollout covers: all conditions given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Selector {
     #[serde(default)]
     pub group: Option<String>,
@@ -34,6 +42,7 @@ pub struct Selector {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Gates {
     /// Largest share of a wave that may fail (rejected, rolled back, timed out). Default 0.
     pub max_failure_ratio: f64,
@@ -95,7 +104,7 @@ impl ModelGates {
             || self.max_output_shift_psi.is_some()
     }
 
-    fn validate(&self) -> Result<(), PlanError> {
+    pub(crate) fn validate(&self) -> Result<(), PlanError> {
         let limits = [
             self.max_error_rate_increase,
             self.max_p99_slowdown_percent,
@@ -127,6 +136,7 @@ pub enum Verdict {
 
 /// The last model-gate verdict of a rollout, for the wave it was taken in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ModelCheck {
     pub wave: usize,
     pub at: i64,
@@ -172,6 +182,7 @@ pub struct RolloutSpec {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub enum DeviceState {
     Pending,
     Notified,
@@ -201,6 +212,7 @@ impl DeviceState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct RolloutDevice {
     pub id: String,
     pub wave: usize,
@@ -243,7 +255,7 @@ impl RolloutState {
         }
     }
 
-    fn wave(&self) -> Option<usize> {
+    pub(crate) fn wave(&self) -> Option<usize> {
         match self {
             RolloutState::Running { wave }
             | RolloutState::Baking { wave, .. }
@@ -312,120 +324,7 @@ pub struct Observed {
     pub desired_revision: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PlanError {
-    #[error("waves must be ascending percentages in (0, 100] ending at 100, e.g. [1, 10, 50, 100]")]
-    Waves,
-    #[error("gates.max_failure_ratio and gates.min_healthy_ratio must be between 0 and 1")]
-    Ratios,
-    #[error("no device matches the rollout's selector")]
-    NoDevices,
-    #[error("gates.model limits must be finite and not negative")]
-    ModelGates,
-    #[error(
-        "gates.model names no gate: set max_error_rate_increase, max_p99_slowdown_percent, max_output_shift_psi or max_input_drift_psi"
-    )]
-    NoModelGate,
-}
-
-/// Waves of an exponential rate: `start` percent, then multiplied by `factor` each wave, up to
-/// 100 (e.g. 1, 2, 4, ..., 64, 100).
-pub fn exponential_waves(start: f64, factor: f64) -> Result<Vec<f64>, PlanError> {
-    if !(start.is_finite() && start > 0.0 && start <= 100.0 && factor.is_finite() && factor > 1.0) {
-        return Err(PlanError::Waves);
-    }
-    let mut waves = vec![start];
-    while let Some(&last) = waves.last()
-        && last < 100.0
-    {
-        waves.push((last * factor).min(100.0));
-    }
-    Ok(waves)
-}
-
-/// Device ids (sorted by the caller) into waves by cumulative percentage; every wave gets at
-/// least one device while devices remain, so a 1 % canary of 5 devices is one device.
-pub fn assign_waves(device_count: usize, waves: &[f64]) -> Result<Vec<usize>, PlanError> {
-    let ascending = waves.windows(2).all(|w| w[0] < w[1]);
-    if waves.is_empty()
-        || !ascending
-        || waves
-            .iter()
-            .any(|p| !(p.is_finite() && *p > 0.0 && *p <= 100.0))
-        || waves.last() != Some(&100.0)
-    {
-        return Err(PlanError::Waves);
-    }
-    if device_count == 0 {
-        return Err(PlanError::NoDevices);
-    }
-    let mut out = Vec::with_capacity(device_count);
-    let mut assigned = 0usize;
-    for (wave, pct) in waves.iter().enumerate() {
-        let mut upto = ((pct / 100.0) * device_count as f64).ceil() as usize;
-        upto = upto.max(assigned + 1).min(device_count);
-        while assigned < upto {
-            out.push(wave);
-            assigned += 1;
-        }
-    }
-    Ok(out)
-}
-
 impl Rollout {
-    /// A new rollout over `devices` (id, version it runs now), sorted for a stable plan.
-    pub fn new(
-        id: String,
-        spec: RolloutSpec,
-        mut devices: Vec<(String, Option<String>)>,
-        created_by: String,
-        now: i64,
-    ) -> Result<Self, PlanError> {
-        let g = &spec.gates;
-        if !(0.0..=1.0).contains(&g.max_failure_ratio) || !(0.0..=1.0).contains(&g.min_healthy()) {
-            return Err(PlanError::Ratios);
-        }
-        if let Some(model) = &g.model {
-            model.validate()?;
-        }
-        devices.sort();
-        let waves = assign_waves(devices.len(), &spec.waves)?;
-        let devices = devices
-            .into_iter()
-            .zip(waves)
-            .map(|((id, previous_version), wave)| RolloutDevice {
-                id,
-                wave,
-                state: DeviceState::Pending,
-                previous_version,
-                notified_at: None,
-                revision: None,
-                detail: None,
-            })
-            .collect::<Vec<_>>();
-        let count = devices.len();
-        Ok(Self {
-            id,
-            revision: 0,
-            model_check: None,
-            state: RolloutState::Running { wave: 0 },
-            devices,
-            created_by,
-            created_at: now,
-            updated_at: now,
-            history: vec![(
-                now,
-                format!(
-                    "created: {} {} to {count} devices in {} waves",
-                    spec.model,
-                    spec.version,
-                    spec.waves.len()
-                ),
-            )],
-            spec,
-        })
-    }
-
     pub fn wave_count(&self) -> usize {
         self.spec.waves.len()
     }

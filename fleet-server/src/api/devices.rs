@@ -1,17 +1,19 @@
 //! Devices: enrollment (a one-time token traded for a credential), the inventory, and each
 //! device's desired state as the operator sets it.
 
-use std::collections::BTreeMap;
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::handlers::{ApiResult, JsonBody, check_name, check_tags, device_id, json_response};
-use edgefleet_protocol::api::{EnrollRequest, EnrollResponse};
+use edgefleet_protocol::api::{
+    AddDeviceRequest, DesiredRequest, DeviceDetail, DeviceEnrollment, DeviceList, DeviceSummary,
+    EnrollRequest, EnrollResponse, EventList, GroupList, GroupSummary, RunningModel,
+    UpdateDeviceRequest,
+};
 
 use super::{ApiError, AppState, Principal};
 use crate::auth::{self, SecretKind};
@@ -53,13 +55,13 @@ pub async fn enroll(
     tracing::info!(device = %id, sealed = public_key.is_some(), "device enrolled");
     Ok(json_response(
         StatusCode::OK,
-        json!(EnrollResponse {
+        EnrollResponse {
             device_id: id.clone(),
             credential,
             server_url: state.config.public_url(),
             mqtt_url: state.device_mqtt_url.clone(),
             mqtt_username: id.to_string(),
-        }),
+        },
     ))
 }
 
@@ -70,31 +72,31 @@ pub struct DeviceQuery {
     tag: Option<String>,
 }
 
-pub(super) fn device_summary(d: &crate::store::Device, now: i64) -> Value {
-    let running: BTreeMap<String, Value> = d
+pub(super) fn device_summary(d: &crate::store::Device, now: i64) -> DeviceSummary {
+    let running = d
         .reported
         .iter()
         .flat_map(|r| &r.models)
         .map(|m| {
-            let version = m.active.as_ref().map(|a| a.version.to_string());
-            (
-                m.model.to_string(),
-                json!({"version": version, "state": m.state}),
-            )
+            let running = RunningModel {
+                version: m.active.as_ref().map(|a| a.version.to_string()),
+                state: m.state,
+            };
+            (m.model.to_string(), running)
         })
         .collect();
-    json!({
-        "id": d.id,
-        "group": d.group,
-        "tags": d.tags,
-        "enrolled": d.enrolled_at.is_some(),
-        "enrolled_at": d.enrolled_at,
-        "last_seen": d.last_seen,
-        "online": d.last_seen.is_some_and(|t| now - t <= ONLINE_SECONDS),
-        "agent_version": d.agent_version,
-        "running": running,
-        "desired_revision": d.desired_revision,
-    })
+    DeviceSummary {
+        id: d.id.clone(),
+        group: d.group.clone(),
+        tags: d.tags.clone(),
+        enrolled: d.enrolled_at.is_some(),
+        enrolled_at: d.enrolled_at,
+        last_seen: d.last_seen,
+        online: d.last_seen.is_some_and(|t| now - t <= ONLINE_SECONDS),
+        agent_version: d.agent_version.clone(),
+        running,
+        desired_revision: d.desired_revision,
+    }
 }
 
 /// A device heard from within this many seconds counts as online (agents report at least every
@@ -115,26 +117,14 @@ pub async fn list_devices(
     };
     let devices = state.store.devices(&filter).await?;
     let now = state.clock.unix();
-    let list: Vec<Value> = devices.iter().map(|d| device_summary(d, now)).collect();
-    Ok(json_response(StatusCode::OK, json!({ "devices": list })))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddDevice {
-    id: String,
-    #[serde(default)]
-    group: Option<String>,
-    #[serde(default)]
-    tags: BTreeMap<String, String>,
-    #[serde(default)]
-    renew: bool,
+    let devices = devices.iter().map(|d| device_summary(d, now)).collect();
+    Ok(json_response(StatusCode::OK, DeviceList { devices }))
 }
 
 pub async fn add_device(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    JsonBody(req): JsonBody<AddDevice>,
+    JsonBody(req): JsonBody<AddDeviceRequest>,
 ) -> ApiResult {
     let id = device_id(&req.id, "id")?;
     if state.config.mqtt.is_server_user(id.as_str()) {
@@ -167,12 +157,12 @@ pub async fn add_device(
     tracing::info!(by = %principal.name(), device = %id, "device registered");
     Ok(json_response(
         StatusCode::CREATED,
-        json!({
-            "device_id": id,
-            "enrollment_token": token,
-            "expires_at": expires_at,
-            "enroll_url": format!("{}/api/v1/enroll", state.config.public_url()),
-        }),
+        DeviceEnrollment {
+            device_id: id,
+            enrollment_token: token,
+            expires_at,
+            enroll_url: format!("{}/api/v1/enroll", state.config.public_url()),
+        },
     ))
 }
 
@@ -184,24 +174,19 @@ pub async fn show_device(State(state): State<AppState>, Path(id): Path<String>) 
         .await?
         .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
     let events = state.store.events(Some(&id), 20).await?;
-    let mut body = device_summary(&device, state.clock.unix());
-    body["desired"] = json!(device.desired);
-    body["reported"] = json!(device.reported);
-    body["events"] = json!(events);
-    Ok(json_response(StatusCode::OK, body))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateDevice {
-    group: Option<String>,
-    tags: Option<BTreeMap<String, String>>,
+    let detail = DeviceDetail {
+        summary: device_summary(&device, state.clock.unix()),
+        desired: device.desired,
+        reported: device.reported,
+        events,
+    };
+    Ok(json_response(StatusCode::OK, detail))
 }
 
 pub async fn update_device(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<UpdateDevice>,
+    JsonBody(req): JsonBody<UpdateDeviceRequest>,
 ) -> ApiResult {
     let id = device_id(&id, "id")?;
     if let Some(group) = &req.group {
@@ -231,20 +216,6 @@ pub async fn remove_device(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DesiredRequest {
-    #[schema(inline)]
-    models: Vec<DesiredVersion>,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DesiredVersion {
-    model: String,
-    version: String,
-}
-
 pub async fn set_desired(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -264,18 +235,18 @@ pub async fn set_desired(
     let catalog = Catalog::load(&state.tuf).await?;
     let desired = crate::desired::assign(&state, &catalog, &id, &wanted).await?;
     tracing::info!(by = %principal.name(), device = %id, revision = desired.revision, "desired state set");
-    Ok(json_response(StatusCode::OK, json!(desired)))
+    Ok(json_response(StatusCode::OK, desired))
 }
 
 pub async fn groups(State(state): State<AppState>) -> ApiResult {
-    let groups: Vec<Value> = state
+    let groups = state
         .store
         .groups()
         .await?
         .into_iter()
-        .map(|(name, devices)| json!({"name": name, "devices": devices}))
+        .map(|(name, devices)| GroupSummary { name, devices })
         .collect();
-    Ok(json_response(StatusCode::OK, json!({ "groups": groups })))
+    Ok(json_response(StatusCode::OK, GroupList { groups }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,5 +260,5 @@ pub async fn events(State(state): State<AppState>, Query(q): Query<EventQuery>) 
     let device = q.device.map(|d| device_id(&d, "device")).transpose()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let events = state.store.events(device.as_ref(), limit).await?;
-    Ok(json_response(StatusCode::OK, json!({ "events": events })))
+    Ok(json_response(StatusCode::OK, EventList { events }))
 }

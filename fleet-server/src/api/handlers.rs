@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use edgefleet_protocol::DeviceId;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::devices::ONLINE_SECONDS;
 use super::registry::refresh_known_versions;
@@ -65,8 +65,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-pub(super) fn json_response(status: StatusCode, value: Value) -> Response {
-    (status, axum::Json(value)).into_response()
+pub(super) fn json_response(status: StatusCode, body: impl serde::Serialize) -> Response {
+    (status, axum::Json(body)).into_response()
 }
 
 pub(super) fn device_id(text: &str, field: &str) -> Result<DeviceId, ApiError> {

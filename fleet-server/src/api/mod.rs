@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
@@ -76,7 +76,42 @@ pub struct Route {
     pub summary: &'static str,
     /// JSON schema of the request body, if it takes JSON.
     pub body: Option<Value>,
+    /// What a successful call answers, where the body has a shared type.
+    pub reply: Option<Reply>,
     pub handler: MethodRouter<AppState>,
+}
+
+/// A successful response's status and the schema of its body, with every schema it refers to.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    /// The component the response refers to.
+    pub name: String,
+    /// Components by name: the body's own and those it refers to.
+    pub schemas: Vec<(String, Value)>,
+}
+
+impl Route {
+    /// Documents what the route answers with `status`: a body of type `T`, the type its handler
+    /// encodes, so the document follows the code.
+    fn replies<T: utoipa::ToSchema>(mut self, status: StatusCode) -> Self {
+        let mut schemas = Vec::new();
+        T::schemas(&mut schemas);
+        let mut schemas: Vec<(String, Value)> = schemas
+            .into_iter()
+            .filter_map(|(name, schema)| Some((name, serde_json::to_value(schema).ok()?)))
+            .collect();
+        let name = T::name().into_owned();
+        if let Ok(own) = serde_json::to_value(T::schema()) {
+            schemas.push((name.clone(), own));
+        }
+        self.reply = Some(Reply {
+            status,
+            name,
+            schemas,
+        });
+        self
+    }
 }
 
 impl std::fmt::Debug for Route {
@@ -99,6 +134,7 @@ fn route(
         access,
         summary,
         body,
+        reply: None,
         handler,
     }
 }
@@ -113,6 +149,8 @@ fn body<T: utoipa::PartialSchema>() -> Option<Value> {
 pub fn routes() -> Vec<Route> {
     use Access::{Device, Public, Role as R};
     use Role::{Admin, Operator, Viewer};
+    use crate::rollout::{RolloutList, RolloutView};
+    use edgefleet_protocol::api;
     use {devices as d, handlers as h, registry as reg, repository as repo};
     vec![
         route(
@@ -178,7 +216,8 @@ pub fn routes() -> Vec<Route> {
             "A device trades its one-time enrollment token for its own credential",
             body::<edgefleet_protocol::api::EnrollRequest>(),
             post(d::enroll),
-        ),
+        )
+        .replies::<api::EnrollResponse>(StatusCode::OK),
         route(
             Method::GET,
             "/api/v1/whoami",
@@ -218,15 +257,17 @@ pub fn routes() -> Vec<Route> {
             "Devices; filter with ?group= and ?tag=key[=value]",
             None,
             get(d::list_devices),
-        ),
+        )
+        .replies::<api::DeviceList>(StatusCode::OK),
         route(
             Method::POST,
             "/api/v1/devices",
             R(Operator),
             "Register a device and get its one-time enrollment token",
-            body::<d::AddDevice>(),
+            body::<edgefleet_protocol::api::AddDeviceRequest>(),
             post(d::add_device),
-        ),
+        )
+        .replies::<api::DeviceEnrollment>(StatusCode::CREATED),
         route(
             Method::GET,
             "/api/v1/devices/{id}",
@@ -234,15 +275,17 @@ pub fn routes() -> Vec<Route> {
             "One device: desired and reported state, recent events",
             None,
             get(d::show_device),
-        ),
+        )
+        .replies::<api::DeviceDetail>(StatusCode::OK),
         route(
             Method::PATCH,
             "/api/v1/devices/{id}",
             R(Operator),
             "Change a device's group or tags",
-            body::<d::UpdateDevice>(),
+            body::<edgefleet_protocol::api::UpdateDeviceRequest>(),
             patch(d::update_device),
-        ),
+        )
+        .replies::<api::DeviceDetail>(StatusCode::OK),
         route(
             Method::DELETE,
             "/api/v1/devices/{id}",
@@ -256,7 +299,7 @@ pub fn routes() -> Vec<Route> {
             "/api/v1/devices/{id}/desired",
             R(Operator),
             "Set the model versions a device should run (published retained over MQTT)",
-            body::<d::DesiredRequest>(),
+            body::<edgefleet_protocol::api::DesiredRequest>(),
             put(d::set_desired),
         ),
         route(
@@ -266,7 +309,8 @@ pub fn routes() -> Vec<Route> {
             "Device groups and their sizes",
             None,
             get(d::groups),
-        ),
+        )
+        .replies::<api::GroupList>(StatusCode::OK),
         route(
             Method::GET,
             "/api/v1/events",
@@ -274,7 +318,8 @@ pub fn routes() -> Vec<Route> {
             "Recent device events, newest first (?device=, ?limit=)",
             None,
             get(d::events),
-        ),
+        )
+        .replies::<api::EventList>(StatusCode::OK),
         route(
             Method::GET,
             "/api/v1/stream",
@@ -418,15 +463,17 @@ pub fn routes() -> Vec<Route> {
             "Rollouts, newest first (?active=true for running ones)",
             None,
             get(rollouts::list),
-        ),
+        )
+        .replies::<RolloutList>(StatusCode::OK),
         route(
             Method::POST,
             "/api/v1/rollouts",
             R(Operator),
             "Start a staged rollout of a signed model version",
-            body::<rollouts::CreateRollout>(),
+            body::<crate::rollout::RolloutRequest>(),
             post(rollouts::create),
-        ),
+        )
+        .replies::<RolloutView>(StatusCode::CREATED),
         route(
             Method::GET,
             "/api/v1/rollouts/{id}",
@@ -434,7 +481,8 @@ pub fn routes() -> Vec<Route> {
             "One rollout: state, per-wave progress, devices, history",
             None,
             get(rollouts::show),
-        ),
+        )
+        .replies::<RolloutView>(StatusCode::OK),
         route(
             Method::GET,
             "/api/v1/rollouts/{id}/telemetry",
@@ -450,7 +498,8 @@ pub fn routes() -> Vec<Route> {
             "Stop notifying devices",
             None,
             post(rollouts::pause),
-        ),
+        )
+        .replies::<RolloutView>(StatusCode::OK),
         route(
             Method::POST,
             "/api/v1/rollouts/{id}/resume",
@@ -458,7 +507,8 @@ pub fn routes() -> Vec<Route> {
             "Resume a paused rollout",
             None,
             post(rollouts::resume),
-        ),
+        )
+        .replies::<RolloutView>(StatusCode::OK),
         route(
             Method::POST,
             "/api/v1/rollouts/{id}/approve",
@@ -466,7 +516,8 @@ pub fn routes() -> Vec<Route> {
             "Start the next wave of a rollout awaiting approval",
             None,
             post(rollouts::approve),
-        ),
+        )
+        .replies::<RolloutView>(StatusCode::OK),
         route(
             Method::POST,
             "/api/v1/rollouts/{id}/abort",
@@ -474,7 +525,8 @@ pub fn routes() -> Vec<Route> {
             "End a rollout; devices keep what they run",
             None,
             post(rollouts::abort),
-        ),
+        )
+        .replies::<RolloutView>(StatusCode::OK),
         route(
             Method::POST,
             "/api/v1/rollouts/{id}/retry-failed",
@@ -482,7 +534,8 @@ pub fn routes() -> Vec<Route> {
             "Send the version again to failed devices and resume a halted rollout",
             None,
             post(rollouts::retry_failed),
-        ),
+        )
+        .replies::<RolloutView>(StatusCode::OK),
         route(
             Method::GET,
             "/tuf/metadata/{file}",
@@ -728,5 +781,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Responses that have a shared type refer to its schema, and every reference in the
+    /// document resolves to a component.
+    #[test]
+    fn reply_schemas_come_from_the_shared_types_and_every_reference_resolves() {
+        let doc = openapi::document(&routes());
+        let components = doc["components"]["schemas"].as_object().unwrap();
+        let reply = |method: &str, path: &str, status: &str| -> &Value {
+            let reference = doc["paths"][path][method]["responses"][status]["content"]
+                ["application/json"]["schema"]["$ref"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no {status} schema"));
+            &components[reference.trim_start_matches("#/components/schemas/")]
+        };
+        let rollout = reply("post", "/api/v1/rollouts", "201");
+        for field in ["state", "waves", "devices", "history", "gates"] {
+            assert!(rollout["properties"][field].is_object(), "{rollout:#}");
+        }
+        let device = reply("get", "/api/v1/devices/{id}", "200");
+        assert!(device.to_string().contains("DeviceSummary"), "{device:#}");
+        assert!(components["DeviceSummary"]["properties"]["desired_revision"].is_object());
+        let enrolled = reply("post", "/api/v1/enroll", "200");
+        assert!(enrolled["properties"]["credential"].is_object());
+        let text = doc.to_string();
+        let mut rest = text.as_str();
+        let mut references = 0;
+        while let Some(at) = rest.find("#/components/schemas/") {
+            rest = &rest[at + "#/components/schemas/".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            assert!(components.contains_key(&name), "{name} is referred to but not defined");
+            references += 1;
+        }
+        assert!(references > 10, "{references} references");
     }
 }

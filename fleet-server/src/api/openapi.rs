@@ -7,6 +7,11 @@ use super::{Access, Route};
 /// OpenAPI 3.1 document of `routes`.
 pub fn document(routes: &[Route]) -> Value {
     let mut paths = Map::new();
+    let mut schemas = Map::new();
+    schemas.insert(
+        "Error".into(),
+        json!(<edgefleet_protocol::api::ErrorBody as utoipa::PartialSchema>::schema()),
+    );
     for route in routes {
         let path = route.path.replace("{*", "{");
         let parameters: Vec<Value> = path
@@ -30,9 +35,20 @@ pub fn document(routes: &[Route]) -> Value {
             );
         }
         let mut responses = json!({
-            "200": {"description": "success"},
             "400": {"description": "bad request; `field` names the offending field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
         });
+        match &route.reply {
+            Some(reply) => {
+                responses[reply.status.as_str()] = json!({
+                    "description": "success",
+                    "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{}", reply.name)}}},
+                });
+                for (name, schema) in &reply.schemas {
+                    schemas.insert(name.clone(), schema.clone());
+                }
+            }
+            None => responses["200"] = json!({"description": "success"}),
+        }
         match route.access {
             Access::Public => {}
             access => {
@@ -72,7 +88,7 @@ pub fn document(routes: &[Route]) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": <edgefleet_protocol::api::ErrorBody as utoipa::PartialSchema>::schema()}
+            "schemas": schemas
         }
     })
 }

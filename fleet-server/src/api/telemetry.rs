@@ -14,7 +14,8 @@ use edgefleet_protocol::DeviceId;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::rollouts::{load, rollout_json};
+use super::rollouts::load;
+use crate::rollout::RolloutView;
 use super::{ApiError, AppState};
 use crate::store::DeviceFilter;
 use crate::telemetry::{self, VersionFigures};
@@ -184,7 +185,7 @@ pub async fn device(
 struct Seen {
     events: HashSet<(String, u64)>,
     rollouts: HashMap<String, u64>,
-    devices: BTreeMap<String, serde_json::Value>,
+    devices: BTreeMap<String, edgefleet_protocol::api::DeviceSummary>,
 }
 
 /// `GET /api/v1/stream`: server-sent events — `event` (a device event, oldest first),
@@ -226,7 +227,7 @@ async fn changes(state: &AppState, seen: &mut Seen) -> Vec<Event> {
     if let Ok(rollouts) = state.store.rollouts(false).await {
         for r in rollouts.iter().take(50) {
             if seen.rollouts.insert(r.id.clone(), r.revision) != Some(r.revision)
-                && let Ok(event) = Event::default().event("rollout").json_data(rollout_json(r))
+                && let Ok(event) = Event::default().event("rollout").json_data(RolloutView::from(r))
             {
                 out.push(event);
             }

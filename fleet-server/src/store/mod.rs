@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use edgefleet_protocol::DeviceId;
-use edgefleet_protocol::message::{Desired, Event, MetricsBatch, Reported};
+use edgefleet_protocol::message::{Desired, MetricsBatch, Reported};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -316,26 +316,9 @@ pub struct OperatorToken {
     pub created_at: i64,
 }
 
-/// One stored device event, with when the server received it; newest first when listed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub device: DeviceId,
-    pub seq: u64,
-    pub at: i64,
-    pub message: Event,
-}
-
-impl StoredEvent {
-    /// `event` as received at `at` (Unix seconds).
-    pub fn received(event: Event, at: i64) -> Self {
-        Self {
-            device: event.device.clone(),
-            seq: event.seq,
-            at,
-            message: event,
-        }
-    }
-}
+/// One stored device event, with when the server received it; newest first when listed. The
+/// API returns it as it is stored.
+pub use edgefleet_protocol::api::ReceivedEvent as StoredEvent;
 
 /// One stored metrics batch (`device` and `seq` repeat the batch's, for readers of the API).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
