@@ -19,8 +19,9 @@ use jiff::Timestamp;
 use serde_json::json;
 use tough::schema::{Root, Signed, Targets};
 
+use crate::cli::RepoArgs;
 use crate::remote::Client;
-use crate::{RepoArgs, public, server_targets, source, targets_signers};
+use crate::repo::{public, server_targets, source, targets_signers};
 
 /// Where the metadata is published: the operator's local repository or the fleet server.
 pub(crate) enum Repository<'a> {
@@ -89,7 +90,7 @@ impl Repository<'_> {
                     .await?;
             }
             Repository::Server(client) => {
-                client
+                let _: serde_json::Value = client
                     .post_bytes(
                         &format!("/api/v1/tuf/delegated/{role}"),
                         bytes.clone(),
@@ -143,7 +144,7 @@ impl Repository<'_> {
                 .await?
                 .targets_version),
             Repository::Server(client) => {
-                let published = client
+                let published: serde_json::Value = client
                     .post_bytes("/api/v1/tuf/targets", bytes, "publishing targets")
                     .await?;
                 published["targets_version"]
@@ -171,7 +172,7 @@ impl Repository<'_> {
                     "role": role,
                     "role_targets": String::from_utf8(role_bytes)?,
                 });
-                client
+                let _: serde_json::Value = client
                     .send_json(
                         reqwest::Method::POST,
                         "/api/v1/tuf/delegation",

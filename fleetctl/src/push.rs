@@ -14,8 +14,9 @@ use edgefleet_tuf::release_files;
 use jiff::Timestamp;
 use tough::schema::Targets;
 
+use crate::cli::{ReleaseArgs, RepoArgs};
 use crate::delegate::{self, Repository, current_role, is_delegated, publish_into_role};
-use crate::{ReleaseArgs, RepoArgs, targets_signers};
+use crate::repo::targets_signers;
 
 /// Where a release is signed into: the top-level targets or the model's own role.
 enum Place {

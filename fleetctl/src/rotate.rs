@@ -11,7 +11,9 @@ use edgefleet_tuf::operator::{self, RoleSpec, RootSpec};
 use jiff::Timestamp;
 use tough::schema::{RoleType, Root, Signed};
 
-use crate::{RepoArgs, open, public, remote, source};
+use crate::cli::RepoArgs;
+use crate::remote;
+use crate::repo::{open, public, source};
 
 /// Which role's keys to replace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,7 +86,7 @@ pub async fn rotate_keys(
                 "timestamp"
             };
             let client = server.context("--server")?;
-            let answer = client
+            let answer: serde_json::Value = client
                 .send_json(
                     reqwest::Method::POST,
                     &format!("/api/v1/tuf/online-keys/{role}/next"),
@@ -130,7 +132,7 @@ pub async fn rotate_keys(
             if let Some(targets) = targets_bytes {
                 body["targets"] = String::from_utf8(targets)?.into();
             }
-            client
+            let _: serde_json::Value = client
                 .send_json(
                     reqwest::Method::POST,
                     "/api/v1/tuf/rotation",

@@ -11,9 +11,9 @@
 
 mod command;
 mod plan;
-mod view;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use edgefleet_protocol::message::UpdateState;
 use serde::{Deserialize, Serialize};

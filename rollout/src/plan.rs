@@ -406,8 +406,18 @@ mod tests {
 
     #[test]
     fn an_empty_request_takes_every_enrolled_device_with_the_default_gates_and_waves() {
-        let r = plan(RolloutRequest::new("churn", "2.0.0"), &fleet(), &[], origin()).unwrap();
-        assert_eq!(ids(&r), ["d1", "d2", "d3"], "sorted, and not the unenrolled d4");
+        let r = plan(
+            RolloutRequest::new("churn", "2.0.0"),
+            &fleet(),
+            &[],
+            origin(),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&r),
+            ["d1", "d2", "d3"],
+            "sorted, and not the unenrolled d4"
+        );
         assert_eq!(r.spec.waves, DEFAULT_WAVES);
         assert_eq!(r.spec.gates, Gates::default());
         assert!(r.spec.rollback_on_halt);
@@ -522,7 +532,15 @@ mod tests {
         south.group = Some("south".into());
         assert!(plan(south, &fleet(), std::slice::from_ref(&first), origin()).is_ok());
         let other_model = RolloutRequest::new("fraud", "1.0.0");
-        assert!(plan(other_model, &fleet(), std::slice::from_ref(&first), origin()).is_ok());
+        assert!(
+            plan(
+                other_model,
+                &fleet(),
+                std::slice::from_ref(&first),
+                origin()
+            )
+            .is_ok()
+        );
 
         let mut finished = first;
         finished.state = RolloutState::Completed;

@@ -1,7 +1,6 @@
 //! Devices: enrollment (a one-time token traded for a credential), the inventory, and each
 //! device's desired state as the operator sets it.
 
-
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

@@ -147,9 +147,9 @@ fn body<T: utoipa::PartialSchema>() -> Option<Value> {
 
 /// Every route of the server.
 pub fn routes() -> Vec<Route> {
+    use crate::rollout::{RolloutList, RolloutView};
     use Access::{Device, Public, Role as R};
     use Role::{Admin, Operator, Viewer};
-    use crate::rollout::{RolloutList, RolloutView};
     use edgefleet_protocol::api;
     use {devices as d, handlers as h, registry as reg, repository as repo};
     vec![
@@ -814,7 +814,10 @@ mod tests {
                 .chars()
                 .take_while(|c| c.is_alphanumeric() || *c == '_')
                 .collect();
-            assert!(components.contains_key(&name), "{name} is referred to but not defined");
+            assert!(
+                components.contains_key(&name),
+                "{name} is referred to but not defined"
+            );
             references += 1;
         }
         assert!(references > 10, "{references} references");

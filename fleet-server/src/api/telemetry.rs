@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::rollouts::load;
-use crate::rollout::RolloutView;
 use super::{ApiError, AppState};
+use crate::rollout::RolloutView;
 use crate::store::DeviceFilter;
 use crate::telemetry::{self, VersionFigures};
 
@@ -227,7 +227,9 @@ async fn changes(state: &AppState, seen: &mut Seen) -> Vec<Event> {
     if let Ok(rollouts) = state.store.rollouts(false).await {
         for r in rollouts.iter().take(50) {
             if seen.rollouts.insert(r.id.clone(), r.revision) != Some(r.revision)
-                && let Ok(event) = Event::default().event("rollout").json_data(RolloutView::from(r))
+                && let Ok(event) = Event::default()
+                    .event("rollout")
+                    .json_data(RolloutView::from(r))
             {
                 out.push(event);
             }

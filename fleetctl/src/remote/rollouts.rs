@@ -1,0 +1,292 @@
+//! `rollout create|list|status|pause|resume|approve|abort|retry-failed`, on the request and view
+//! types the server itself uses (`edgefleet-rollout`).
+
+use anyhow::bail;
+use edgefleet_rollout::{
+    Exponential, ModelGates, RolloutList, RolloutRequest, RolloutView, StateView,
+};
+use reqwest::Method;
+
+use super::devices::parse_tags;
+use super::show::{ago, print_json, table, wire_name};
+use super::{Client, urlencode};
+use crate::cli::RolloutCreate;
+
+impl RolloutCreate {
+    /// The API request these arguments ask for; the server fills in the defaults.
+    pub(crate) fn request(&self) -> anyhow::Result<RolloutRequest> {
+        let exponential = match self.exponential.as_deref() {
+            None => None,
+            Some([start_percent, factor]) => Some(Exponential {
+                start_percent: *start_percent,
+                factor: *factor,
+            }),
+            Some(_) => bail!("--exponential takes START,FACTOR, e.g. 1,2"),
+        };
+        let gates = ModelGates {
+            max_error_rate_increase: self.gate_error_rate_increase,
+            max_p99_slowdown_percent: self.gate_p99_slowdown_percent,
+            max_output_shift_psi: self.gate_output_shift_psi,
+            max_input_drift_psi: self.gate_input_drift_psi,
+            ..ModelGates::default()
+        };
+        let any_gate = gates != ModelGates::default();
+        let model_gates = match self.gate_min_requests {
+            Some(_) if !any_gate => {
+                bail!("--gate-min-requests needs a model gate (--gate-p99-slowdown-percent, ...)")
+            }
+            Some(min_requests) => Some(ModelGates {
+                min_requests,
+                ..gates
+            }),
+            None => any_gate.then_some(gates),
+        };
+        Ok(RolloutRequest {
+            group: self.group.clone(),
+            tags: parse_tags(&self.tag)?,
+            devices: self.device.clone(),
+            waves: self.waves.clone(),
+            exponential,
+            max_failure_ratio: self.max_failure_ratio,
+            min_healthy_ratio: self.min_healthy_ratio,
+            bake_seconds: self.bake_seconds,
+            device_timeout_seconds: self.device_timeout_seconds,
+            require_approval: self.require_approval,
+            model_gates,
+            rollback_on_halt: !self.no_rollback,
+            ..RolloutRequest::new(&self.model, &self.version)
+        })
+    }
+}
+
+pub async fn rollout_create(
+    client: &Client,
+    request: &RolloutRequest,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let r: RolloutView = client
+        .send_json(
+            Method::POST,
+            "/api/v1/rollouts",
+            request,
+            "creating the rollout",
+        )
+        .await?;
+    if as_json {
+        return print_json(&r);
+    }
+    println!(
+        "rollout {} started: {} {} to {} devices in {} waves",
+        r.id,
+        r.model,
+        r.version,
+        r.devices.len(),
+        r.waves.len()
+    );
+    Ok(())
+}
+
+pub async fn rollout_list(client: &Client, as_json: bool) -> anyhow::Result<()> {
+    let list: RolloutList = client.get("/api/v1/rollouts", "listing rollouts").await?;
+    if as_json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .rollouts
+        .iter()
+        .map(|r| {
+            let healthy: usize = r.waves.iter().map(|w| w.healthy).sum();
+            let total: usize = r.waves.iter().map(|w| w.devices).sum();
+            vec![
+                r.id.clone(),
+                format!("{} {}", r.model, r.version),
+                state_text(&r.state),
+                format!("{healthy}/{total}"),
+                ago(Some(r.created_at)),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["ROLLOUT", "VERSION", "STATE", "HEALTHY", "CREATED"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn state_text(state: &StateView) -> String {
+    match (state.wave, &state.reason) {
+        (Some(w), Some(reason)) => format!("{} at wave {w}: {reason}", state.state),
+        (Some(w), None) => format!("{} (wave {w})", state.state),
+        _ => state.state.clone(),
+    }
+}
+
+/// One rollout's status as a block of text: state, a bar per wave, problem devices, history.
+pub fn render_rollout(r: &RolloutView) -> String {
+    let mut out = format!(
+        "rollout {}  {} {}  {}\n",
+        r.id,
+        r.model,
+        r.version,
+        state_text(&r.state)
+    );
+    for w in &r.waves {
+        let n = w.devices;
+        let (ok, bad, busy, back) = (w.healthy, w.failed, w.in_progress, w.rolled_back);
+        let width = 20usize;
+        let cells = |k: usize| if n == 0 { 0 } else { (k * width).div_ceil(n) };
+        let (g, f, b) = (cells(ok), cells(bad), cells(busy));
+        let bar: String = "#".repeat(g.min(width))
+            + &"x".repeat(f.min(width.saturating_sub(g)))
+            + &"~".repeat(b.min(width.saturating_sub(g + f)));
+        out.push_str(&format!(
+            "  wave {} ({:>5}%) [{bar:<width$}] {ok}/{n} healthy, {bad} failed, {busy} in progress, {back} rolled back\n",
+            w.wave, w.percent,
+        ));
+    }
+    if let Some(check) = &r.model_check {
+        out.push_str(&format!(
+            "  model gates (wave {}): {} — {}\n",
+            check.wave + 1,
+            if check.passed { "pass" } else { "not passed" },
+            check.summary
+        ));
+    }
+    for d in r.devices.iter().filter(|d| d.detail.is_some()).take(10) {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            d.id,
+            wire_name(&d.state),
+            d.detail.as_deref().unwrap_or_default()
+        ));
+    }
+    let recent = r.history.len().saturating_sub(5);
+    for h in &r.history[recent..] {
+        out.push_str(&format!("  {:>9}  {}\n", ago(Some(h.at)), h.text));
+    }
+    out
+}
+
+pub async fn rollout_status(
+    client: &Client,
+    id: &str,
+    watch: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let path = format!("/api/v1/rollouts/{}", urlencode(id));
+    let mut last_lines = 0usize;
+    loop {
+        let r: RolloutView = client.get(&path, "reading the rollout").await?;
+        if as_json {
+            return print_json(&r);
+        }
+        let text = render_rollout(&r);
+        if watch && last_lines > 0 && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            // Redraw in place: cursor up over the previous frame, clear to the end.
+            print!("\x1b[{last_lines}A\x1b[J");
+        }
+        print!("{text}");
+        last_lines = text.lines().count();
+        if !watch || !r.state.is_active() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+pub async fn rollout_command(client: &Client, id: &str, action: &str) -> anyhow::Result<()> {
+    let r: RolloutView = client
+        .post(
+            &format!("/api/v1/rollouts/{}/{action}", urlencode(id)),
+            &format!("{action} {id}"),
+        )
+        .await?;
+    println!("{}: {}", r.id, state_text(&r.state));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command, RolloutCommand};
+
+    fn create(args: &[&str]) -> anyhow::Result<RolloutRequest> {
+        let cli = Cli::try_parse_from(["fleetctl", "rollout", "create"].iter().chain(args))?;
+        match cli.command {
+            Command::Rollout {
+                command: RolloutCommand::Create(create),
+            } => create.request(),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bare_arguments_ask_for_the_servers_defaults() {
+        assert_eq!(
+            create(&["churn", "2.0.0"]).unwrap(),
+            RolloutRequest::new("churn", "2.0.0")
+        );
+    }
+
+    #[test]
+    fn every_flag_lands_in_its_request_field() {
+        let r = create(&[
+            "churn",
+            "2.0.0",
+            "--group=north",
+            "--tag=hw=pi5",
+            "--device=d1",
+            "--exponential=1,2",
+            "--max-failure-ratio=0.1",
+            "--bake-seconds=30",
+            "--device-timeout-seconds=90",
+            "--require-approval",
+            "--gate-p99-slowdown-percent=20",
+            "--gate-min-requests=50",
+            "--no-rollback",
+        ])
+        .unwrap();
+        assert_eq!(r.group.as_deref(), Some("north"));
+        assert_eq!(r.tags.get("hw").map(String::as_str), Some("pi5"));
+        assert_eq!(r.devices, ["d1"]);
+        assert_eq!(
+            r.exponential,
+            Some(Exponential {
+                start_percent: 1.0,
+                factor: 2.0
+            })
+        );
+        assert_eq!(r.max_failure_ratio, Some(0.1));
+        assert_eq!(r.bake_seconds, Some(30));
+        assert_eq!(r.device_timeout_seconds, Some(90));
+        assert!(r.require_approval);
+        let gates = r.model_gates.unwrap();
+        assert_eq!(gates.max_p99_slowdown_percent, Some(20.0));
+        assert_eq!(gates.min_requests, 50);
+        assert!(!r.rollback_on_halt);
+    }
+
+    #[test]
+    fn a_minimum_of_requests_without_a_gate_or_a_bad_rate_is_refused() {
+        let alone = create(&["churn", "2.0.0", "--gate-min-requests=50"]).unwrap_err();
+        assert!(alone.to_string().contains("needs a model gate"), "{alone}");
+        let rate = create(&["churn", "2.0.0", "--exponential=1"]).unwrap_err();
+        assert!(rate.to_string().contains("START,FACTOR"), "{rate}");
+    }
+
+    #[test]
+    fn a_halted_rollout_reads_with_its_wave_and_reason() {
+        let state = StateView {
+            state: "halted".into(),
+            wave: Some(2),
+            until: None,
+            reason: Some("d3 failed".into()),
+        };
+        assert_eq!(state_text(&state), "halted at wave 2: d3 failed");
+    }
+}
