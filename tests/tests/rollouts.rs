@@ -86,13 +86,8 @@ fn the_demo_scenario_runs_as_designed_on_the_embedded_broker() {
     check_demo(tmp.path(), &options(3, false));
 }
 
-#[test]
-fn the_demo_scenario_runs_as_designed_on_mosquitto() {
-    let _serial = one_at_a_time();
-    let tmp = tempfile::tempdir().unwrap();
-    check_demo(tmp.path(), &options(3, true));
-}
-
+/// The demo on Mosquitto too (its wiring: ACLs, retained desired state, reconnects), over the
+/// PostgreSQL store.
 #[test]
 fn on_postgresql_and_mosquitto_the_demo_runs_and_the_state_outlives_the_server() {
     let _serial = one_at_a_time();
