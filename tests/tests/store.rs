@@ -16,7 +16,8 @@ use fleet_server::rollout::{Rollout, RolloutSpec};
 use fleet_server::store::postgres::PostgresStore;
 use fleet_server::store::sqlite::SqliteStore;
 use fleet_server::store::{
-    DeviceFilter, EnrollRefusal, NewDevice, Release, Stage, Store, StoreError, StoredEvent,
+    DeviceFilter, DeviceStore, EnrollRefusal, NewDevice, Release, RolloutStore, Stage, StateStore,
+    Store, StoreError, StoredEvent,
 };
 
 fn dev(id: &str) -> DeviceId {

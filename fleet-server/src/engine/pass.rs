@@ -11,7 +11,7 @@ use edgefleet_protocol::message::EventKind;
 
 use crate::desired::DesiredError;
 use crate::rollout::{Action, Observed, Rollout};
-use crate::store::{Device, Store, StoreError};
+use crate::store::{Device, DeviceStore, RolloutStore, StateStore, StoreError};
 
 /// How often a rollout's model gates are judged (each reads the rollout's telemetry).
 const MODEL_CHECK_SECONDS: i64 = 5;
@@ -33,10 +33,16 @@ pub trait Assigner: Send + Sync {
     ) -> Result<u64, DesiredError>;
 }
 
+/// What a pass reads and writes: the rollouts, the devices and what they report. Nothing of
+/// tokens, the registry or TUF.
+pub trait PassStore: RolloutStore + DeviceStore + StateStore {}
+
+impl<T: RolloutStore + DeviceStore + StateStore + ?Sized> PassStore for T {}
+
 /// The telemetry a rollout's model gates judge: every batch since shortly before it started
 /// (the previous version's figures from before count as its reference).
 pub async fn rollout_batches(
-    store: &dyn Store,
+    store: &(impl StateStore + ?Sized),
     rollout: &Rollout,
 ) -> Result<Vec<edgefleet_protocol::message::MetricsBatch>, StoreError> {
     let stored = store
@@ -47,7 +53,7 @@ pub async fn rollout_batches(
 
 /// Steps every active rollout at `now` (Unix seconds), makes the desired-state changes they ask
 /// for and saves what changed.
-pub async fn run_pass(store: &dyn Store, assigner: &dyn Assigner, now: i64) {
+pub async fn run_pass(store: &(impl PassStore + ?Sized), assigner: &dyn Assigner, now: i64) {
     let rollouts = match store.rollouts(true).await {
         Ok(r) => r,
         Err(e) => {
@@ -109,7 +115,7 @@ pub async fn run_pass(store: &dyn Store, assigner: &dyn Assigner, now: i64) {
 
 /// A device that refused the target before installing it (unsigned, below its floor, too
 /// large) has no install error in its reported state; its rejected event says why.
-async fn explain_failures(store: &dyn Store, rollout: &mut Rollout) {
+async fn explain_failures(store: &(impl StateStore + ?Sized), rollout: &mut Rollout) {
     for d in &mut rollout.devices {
         if d.detail.as_deref() != Some(crate::rollout::UNEXPLAINED) {
             continue;

@@ -20,7 +20,7 @@ use super::{Assigner, run_pass, take_lease};
 use crate::desired::DesiredError;
 use crate::rollout::{DeviceState, Gates, Rollout, RolloutSpec, RolloutState};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{NewDevice, Store, StoredEvent};
+use crate::store::{DeviceStore, NewDevice, RolloutStore, StateStore, StoredEvent};
 
 const START: i64 = 1_800_000_000;
 

@@ -373,11 +373,19 @@ pub(crate) fn encode_stored<T: Serialize>(what: &str, doc: &T) -> Result<String>
         .map_err(|e| StoreError::Backend(format!("cannot encode {what}: {e}")))
 }
 
+/// Everything a server keeps: each part behind its own trait, so code that needs one part
+/// (the engine: rollouts and device state) says so, and the backends keep one file per part.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store:
+    TokenStore + DeviceStore + StateStore + RegistryStore + RolloutStore + Send + Sync + std::fmt::Debug
+{
     /// Fails when the database cannot answer (for `/readyz`).
     async fn ping(&self) -> Result<()>;
+}
 
+/// Operator tokens.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     // Operator tokens.
     async fn create_operator_token(
         &self,
@@ -389,7 +397,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn operator_by_hash(&self, hash: &str) -> Result<Option<OperatorToken>>;
     async fn operator_tokens(&self) -> Result<Vec<OperatorToken>>;
     async fn revoke_operator_token(&self, id: i64, now: i64) -> Result<()>;
+}
 
+/// The inventory: devices, their enrollment and credentials, groups.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
     // Devices.
     /// Registers a device that has not enrolled yet, with the hash of its one-time token.
     /// `renew` replaces the token of a device that has not enrolled yet.
@@ -428,7 +440,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn mqtt_credentials(&self) -> Result<Vec<(DeviceId, String)>>;
     /// Group name → number of devices.
     async fn groups(&self) -> Result<BTreeMap<String, u64>>;
+}
 
+/// What devices report and are told: reported and desired state, events, metrics.
+#[async_trait]
+pub trait StateStore: Send + Sync {
     // What devices say.
     /// Keeps `reported`, received at `at`, if its `seq` is above the last one stored; returns
     /// whether it did.
@@ -445,7 +461,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes the batches received before `before` (Unix seconds); returns how many.
     async fn prune_metrics(&self, before: i64) -> Result<u64>;
     async fn touch(&self, id: &DeviceId, at: i64) -> Result<()>;
-
     // What the server wants.
     /// Stores the device's new desired state (`desired.device`, at `desired.revision`) and
     /// remembers the targets it names, which the device may then download.
@@ -453,30 +468,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn all_desired(&self) -> Result<Vec<Desired>>;
     /// Whether the device was ever assigned `target` (so it may download it again to roll back).
     async fn is_assigned(&self, id: &DeviceId, target: &str) -> Result<bool>;
+}
 
+/// The model registry and the TUF repository's metadata.
+#[async_trait]
+pub trait RegistryStore: Send + Sync {
     // Registry.
     async fn record_release(&self, release: &Release) -> Result<()>;
     async fn releases(&self) -> Result<Vec<Release>>;
     async fn set_stage(&self, model: &str, version: &str, stage: Stage) -> Result<()>;
-
-    // Rollouts, stored whole (the state machine is in `crate::rollout`).
-    /// Stores a new rollout (revision 0) or a change to the revision the store holds, and
-    /// advances `rollout.revision`; `Conflict` if another server saved it in between (reload).
-    async fn save_rollout(&self, rollout: &mut crate::rollout::Rollout) -> Result<()>;
-    async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>>;
-    /// Newest first; `active_only` skips completed and aborted ones.
-    async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>>;
-
-    // Work one server does for all (driving rollouts).
-    /// Takes or renews the lease `name` for `holder` until `now_ms + ttl_ms`. False while
-    /// another holder's lease has not expired.
-    async fn lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool>;
-    /// Gives the lease up if `holder` has it (at shutdown, so another server need not wait).
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
-    /// Names of leases starting with `prefix` (no `%` or `_` in it) that expired by `now_ms`
-    /// or were given up: work a server that died or stopped left behind.
-    async fn expired_leases(&self, prefix: &str, now_ms: i64) -> Result<Vec<String>>;
-
     // The TUF repository's metadata.
     /// A metadata file (`timestamp.json`, `N.snapshot.json`, ...), `None` when absent.
     async fn tuf_file(&self, file: &str) -> Result<Option<String>>;
@@ -490,6 +490,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         based_on: Option<u64>,
         timestamp_version: u64,
     ) -> Result<()>;
+}
+
+/// Rollouts, and the leases that share background work between servers.
+#[async_trait]
+pub trait RolloutStore: Send + Sync {
+    // Rollouts, stored whole (the state machine is in `crate::rollout`).
+    /// Stores a new rollout (revision 0) or a change to the revision the store holds, and
+    /// advances `rollout.revision`; `Conflict` if another server saved it in between (reload).
+    async fn save_rollout(&self, rollout: &mut crate::rollout::Rollout) -> Result<()>;
+    async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>>;
+    /// Newest first; `active_only` skips completed and aborted ones.
+    async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>>;
+    // Work one server does for all (driving rollouts).
+    /// Takes or renews the lease `name` for `holder` until `now_ms + ttl_ms`. False while
+    /// another holder's lease has not expired.
+    async fn lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool>;
+    /// Gives the lease up if `holder` has it (at shutdown, so another server need not wait).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// Names of leases starting with `prefix` (no `%` or `_` in it) that expired by `now_ms`
+    /// or were given up: work a server that died or stopped left behind.
+    async fn expired_leases(&self, prefix: &str, now_ms: i64) -> Result<Vec<String>>;
 }
 
 /// The conflict a TUF publication gets when another server published first.

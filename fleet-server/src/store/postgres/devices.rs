@@ -1,0 +1,235 @@
+//! The inventory: devices, their enrollment and credentials, groups.
+
+use super::*;
+use crate::store::DeviceStore;
+
+#[async_trait]
+impl DeviceStore for PostgresStore {
+    async fn add_device(
+        &self,
+        device: &NewDevice,
+        enrollment_hash: &str,
+        expires_at: i64,
+        now: i64,
+        renew: bool,
+    ) -> Result<()> {
+        let tags = tags_json(&device.tags)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let existing: Option<Option<i64>> = tx
+            .query_opt(
+                "SELECT enrolled_at FROM devices WHERE id = $1 FOR UPDATE",
+                &[&device.id.as_str()],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| r.get(0));
+        match judge_add_device(&device.id, existing, renew)? {
+            AddDevice::Insert => {
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO devices (id, grp, tags, created_at, enrollment_hash, enrollment_expires_at)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        &[&device.id.as_str(), &device.group, &tags, &now, &enrollment_hash, &expires_at],
+                    )
+                    .await;
+                match inserted {
+                    Ok(_) => {}
+                    // Another replica added it between our check and insert.
+                    Err(e) if is_unique_violation(&e) => {
+                        return Err(StoreError::Conflict {
+                            what: format!("device {}", device.id),
+                        });
+                    }
+                    Err(e) => return Err(pg(e)),
+                }
+            }
+            AddDevice::RenewToken => {
+                tx.execute(
+                    "UPDATE devices SET enrollment_hash = $2, enrollment_expires_at = $3 WHERE id = $1",
+                    &[&device.id.as_str(), &enrollment_hash, &expires_at],
+                )
+                .await
+                .map_err(pg)?;
+            }
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn enroll(
+        &self,
+        id: &DeviceId,
+        enrollment_hash: &str,
+        credential_hash: &str,
+        mosquitto_hash: &str,
+        public_key: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let row: Option<(Option<String>, Option<i64>, Option<i64>)> = tx
+            .query_opt(
+                "SELECT enrollment_hash, enrollment_expires_at, enrolled_at FROM devices
+                 WHERE id = $1 FOR UPDATE",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| (r.get(0), r.get(1), r.get(2)));
+        crate::store::judge_enrollment(row, enrollment_hash, now)
+            .map_err(|reason| StoreError::Enrollment { reason })?;
+        tx.execute(
+            "UPDATE devices SET enrollment_hash = NULL, enrollment_expires_at = NULL,
+             enrolled_at = $2, credential_hash = $3, mosquitto_hash = $4, public_key = $5
+             WHERE id = $1",
+            &[
+                &id.as_str(),
+                &now,
+                &credential_hash,
+                &mosquitto_hash,
+                &public_key,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn device_public_key(&self, id: &DeviceId) -> Result<Option<String>> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT public_key FROM devices WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(pg)?
+            .and_then(|r| r.get::<_, Option<String>>(0)))
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<Option<Device>> {
+        self.client()
+            .await?
+            .query_opt(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"),
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(pg)?
+            .as_ref()
+            .map(device_row)
+            .transpose()
+    }
+
+    async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices
+                     WHERE ($1::text IS NULL OR grp = $1) ORDER BY id"
+                ),
+                &[&filter.group],
+            )
+            .await
+            .map_err(pg)?;
+        let devices = rows.iter().map(device_row).collect::<Result<Vec<_>>>()?;
+        Ok(devices
+            .into_iter()
+            .filter(|d| filter.tag_matches(d))
+            .collect())
+    }
+
+    async fn device_count(&self) -> Result<u64> {
+        let row = self
+            .client()
+            .await?
+            .query_one("SELECT COUNT(*) FROM devices", &[])
+            .await
+            .map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn update_device(
+        &self,
+        id: &DeviceId,
+        group: Option<&str>,
+        tags: Option<&BTreeMap<String, String>>,
+    ) -> Result<()> {
+        let tags = tags.map(tags_json).transpose()?;
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE devices SET grp = COALESCE($2, grp), tags = COALESCE($3, tags) WHERE id = $1",
+                &[&id.as_str(), &group, &tags],
+            )
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("device {id}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn remove_device(&self, id: &DeviceId) -> Result<()> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM devices WHERE id = $1", &[&id.as_str()])
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: format!("device {id}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn device_by_credential(&self, hash: &str) -> Result<Option<DeviceId>> {
+        self.client()
+            .await?
+            .query_opt(
+                "SELECT id FROM devices WHERE credential_hash = $1",
+                &[&hash],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| DeviceId::new(r.get::<_, String>(0)).map_err(backend))
+            .transpose()
+    }
+
+    async fn mqtt_credentials(&self) -> Result<Vec<(DeviceId, String)>> {
+        self.client()
+            .await?
+            .query(
+                "SELECT id, mosquitto_hash FROM devices WHERE mosquitto_hash IS NOT NULL ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| Ok((DeviceId::new(r.get::<_, String>(0)).map_err(backend)?, r.get(1))))
+            .collect()
+    }
+
+    async fn groups(&self) -> Result<BTreeMap<String, u64>> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT grp, COUNT(*) FROM devices GROUP BY grp ORDER BY grp",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+}

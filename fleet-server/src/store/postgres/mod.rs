@@ -1,0 +1,232 @@
+//! The store on PostgreSQL, for fleet-servers that share one database (several replicas, managed
+//! databases such as RDS). Same schema (`super::SCHEMA`) and semantics as [`super::sqlite`]; the
+//! whole store test suite (`tests/tests/store.rs`) runs against both.
+
+mod devices;
+mod registry;
+mod rollouts;
+mod state;
+mod tokens;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use edgefleet_protocol::DeviceId;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+
+use super::{
+    AddDevice, Device, DeviceFilter, NewDevice, OperatorToken, Release, Result, Stage, Store,
+    StoreError, StoredEvent, StoredMetrics, decode_stored, device_document, encode_stored,
+    judge_add_device,
+};
+use crate::auth::Role;
+use edgefleet_protocol::message::{Desired, MetricsBatch, Reported};
+
+/// Serialises migrations between replicas starting at once (an arbitrary constant of ours).
+const MIGRATION_LOCK: i64 = 0x0065_6467_6566_6c74;
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it holds the password.
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    // tokio-postgres' Display is only "db error"; the server's message says what was wrong.
+    match e.as_db_error() {
+        Some(db) => {
+            StoreError::Backend(format!("postgres: {} ({})", db.message(), db.code().code()))
+        }
+        None => StoreError::Backend(format!("postgres: {e}")),
+    }
+}
+
+fn role_of(text: &str) -> Result<Role> {
+    Role::parse(text).ok_or_else(|| backend(format!("unknown role {text:?} in the database")))
+}
+
+/// TLS for `sslmode=prefer|require`: the system's roots plus `ca_file` (e.g. the RDS bundle).
+fn tls(ca_file: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| backend(format!("database.ca_file {}: {e}", path.display())))?;
+        let mut added = 0;
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+            let cert: rustls::pki_types::CertificateDer<'static> =
+                cert.map_err(|e| backend(format!("database.ca_file {}: {e}", path.display())))?;
+            roots.add(cert).map_err(backend)?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(backend(format!(
+                "database.ca_file {}: no PEM certificate in it",
+                path.display()
+            )));
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(backend)?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db?sslmode=require`) with a pool of
+    /// `pool_size` connections and applies pending migrations.
+    pub async fn connect(url: &str, pool_size: usize, ca_file: Option<&Path>) -> Result<Self> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| backend(format!("database.url does not parse: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            tls(ca_file)?,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .build()
+            .map_err(backend)?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => pg(e),
+            other => backend(format!("postgres: {other}")),
+        })
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)",
+        )
+        .await
+        .map_err(pg)?;
+        let applied: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if applied > super::SCHEMA_VERSION {
+            return Err(backend(format!(
+                "the database is at schema version {applied}, newer than this server knows ({}); \
+                 run the newer fleet-server",
+                super::SCHEMA_VERSION
+            )));
+        }
+        let migrations =
+            super::migrations("id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY");
+        for (index, sql) in migrations.iter().enumerate().skip(applied as usize) {
+            tx.batch_execute(sql).await.map_err(pg)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[&(index as i64 + 1)],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+}
+
+const DEVICE_COLUMNS: &str = "id, grp, tags, created_at, enrolled_at, last_seen, agent_version, \
+                              reported, desired, desired_revision";
+
+fn device_row(row: &Row) -> Result<Device> {
+    let id = row.get::<_, String>(0);
+    Ok(Device {
+        reported: device_document(&id, "reported state", row.get(7)),
+        desired: device_document(&id, "desired state", row.get(8)),
+        id: DeviceId::new(id).map_err(backend)?,
+        group: row.get(1),
+        tags: serde_json::from_str(row.get::<_, &str>(2)).unwrap_or_default(),
+        created_at: row.get(3),
+        enrolled_at: row.get(4),
+        last_seen: row.get(5),
+        agent_version: row.get(6),
+        desired_revision: row.get::<_, i64>(9) as u64,
+    })
+}
+
+fn release_row(row: &Row) -> Release {
+    Release {
+        target: row.get(0),
+        model: row.get(1),
+        version: row.get(2),
+        sequence: row.get::<_, i64>(3) as u64,
+        sha256: row.get(4),
+        length: row.get::<_, i64>(5) as u64,
+        stage: Stage::parse(row.get(6)).unwrap_or(Stage::Staging),
+        pushed_by: row.get(7),
+        pushed_at: row.get(8),
+    }
+}
+
+fn token_row(row: &Row) -> Result<OperatorToken> {
+    Ok(OperatorToken {
+        id: row.get(0),
+        name: row.get(1),
+        role: role_of(row.get(2))?,
+        created_at: row.get(3),
+    })
+}
+
+fn tags_json(tags: &BTreeMap<String, String>) -> Result<String> {
+    serde_json::to_string(tags).map_err(backend)
+}
+
+fn rollout_of(text: &str) -> Result<crate::rollout::Rollout> {
+    serde_json::from_str(text).map_err(|e| backend(format!("stored rollout does not parse: {e}")))
+}
+
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        self.client()
+            .await?
+            .query_one("SELECT 1", &[])
+            .await
+            .map(|_| ())
+            .map_err(pg)
+    }
+}

@@ -1,0 +1,197 @@
+//! What devices report and are told: reported and desired state, events, metrics.
+
+use super::*;
+use crate::store::StateStore;
+
+#[async_trait]
+impl StateStore for PostgresStore {
+    async fn record_reported(&self, reported: &Reported, at: i64) -> Result<bool> {
+        let text = encode_stored("reported state", reported)?;
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE devices SET reported = $3, reported_seq = $2, agent_version = $4,
+                 last_seen = GREATEST(COALESCE(last_seen, 0), $5)
+                 WHERE id = $1 AND reported_seq < $2",
+                &[
+                    &reported.device.as_str(),
+                    &(reported.seq as i64),
+                    &text,
+                    &reported.agent_version,
+                    &at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+
+    async fn record_event(&self, event: &StoredEvent) -> Result<bool> {
+        let message = encode_stored("event", &event.message)?;
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO events (device, message_id, seq, at, message) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (device, message_id) DO NOTHING",
+                &[
+                    &event.device.as_str(),
+                    &event.message.id.as_str(),
+                    &(event.seq as i64),
+                    &event.at,
+                    &message,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+
+    async fn events(&self, id: Option<&DeviceId>, limit: u32) -> Result<Vec<StoredEvent>> {
+        self.client()
+            .await?
+            .query(
+                "SELECT device, seq, at, message FROM events WHERE ($1::text IS NULL OR device = $1)
+                 ORDER BY at DESC, seq DESC LIMIT $2",
+                &[&id.map(DeviceId::as_str), &i64::from(limit)],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| {
+                let device = r.get::<_, String>(0);
+                let seq = r.get::<_, i64>(1) as u64;
+                Ok(StoredEvent {
+                    message: decode_stored(&format!("event {device}/{seq}"), r.get(3))?,
+                    device: DeviceId::new(device).map_err(backend)?,
+                    seq,
+                    at: r.get(2),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_metrics(&self, batch: &MetricsBatch, received_us: i64) -> Result<bool> {
+        let text = encode_stored("metrics batch", batch)?;
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO metrics_batches (device, seq, at, received, batch)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, seq) DO NOTHING",
+                &[
+                    &batch.device.as_str(),
+                    &(batch.seq as i64),
+                    &received_us.div_euclid(1_000_000),
+                    &received_us,
+                    &text,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+
+    async fn metrics(&self, id: Option<&DeviceId>, since: i64) -> Result<Vec<StoredMetrics>> {
+        let id = id.map(|d| d.as_str().to_owned());
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT device, seq, received, batch FROM metrics_batches
+                 WHERE ($1::TEXT IS NULL OR device = $1) AND at >= $2 ORDER BY received, seq",
+                &[&id, &since],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let batch = device_document(r.get(0), "metrics batch", r.get(3))?;
+                Some(StoredMetrics::received(batch, r.get(2)))
+            })
+            .collect())
+    }
+
+    async fn prune_metrics(&self, before: i64) -> Result<u64> {
+        self.client()
+            .await?
+            .execute("DELETE FROM metrics_batches WHERE at < $1", &[&before])
+            .await
+            .map_err(pg)
+    }
+
+    async fn touch(&self, id: &DeviceId, at: i64) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE devices SET last_seen = GREATEST(COALESCE(last_seen, 0), $2) WHERE id = $1",
+                &[&id.as_str(), &at],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn set_desired(&self, desired: &Desired) -> Result<()> {
+        let id = &desired.device;
+        let revision = desired.revision;
+        let text = encode_stored("desired state", desired)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let n = tx
+            .execute(
+                "UPDATE devices SET desired = $3, desired_revision = $2
+                 WHERE id = $1 AND desired_revision < $2",
+                &[&id.as_str(), &(revision as i64), &text],
+            )
+            .await
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::Conflict {
+                what: format!(
+                    "desired state revision {revision} of device {id} (unknown device, or a newer revision is stored)"
+                ),
+            });
+        }
+        for target in desired.models.iter().map(|m| &m.target) {
+            tx.execute(
+                "INSERT INTO assignments (device, target) VALUES ($1, $2)
+                 ON CONFLICT (device, target) DO NOTHING",
+                &[&id.as_str(), target],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn all_desired(&self) -> Result<Vec<Desired>> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT id, desired FROM devices WHERE desired IS NOT NULL ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .filter_map(|r| device_document(r.get(0), "desired state", r.get(1)))
+            .collect())
+    }
+
+    async fn is_assigned(&self, id: &DeviceId, target: &str) -> Result<bool> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT 1 FROM assignments WHERE device = $1 AND target = $2",
+                &[&id.as_str(), &target],
+            )
+            .await
+            .map_err(pg)?
+            .is_some())
+    }
+}

@@ -1,0 +1,243 @@
+//! The inventory: devices, their enrollment and credentials, groups.
+
+use super::*;
+use crate::store::DeviceStore;
+
+#[async_trait]
+impl DeviceStore for SqliteStore {
+    async fn add_device(
+        &self,
+        device: &NewDevice,
+        enrollment_hash: &str,
+        expires_at: i64,
+        now: i64,
+        renew: bool,
+    ) -> Result<()> {
+        let device = device.clone();
+        let hash = enrollment_hash.to_owned();
+        self.with(move |c| {
+            let tags = tags_json(&device.tags)?;
+            let existing: Option<Option<i64>> = c
+                .query_row(
+                    "SELECT enrolled_at FROM devices WHERE id = ?1",
+                    params![device.id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            match judge_add_device(&device.id, existing, renew)? {
+                AddDevice::Insert => {
+                    c.execute(
+                        "INSERT INTO devices (id, grp, tags, created_at, enrollment_hash, enrollment_expires_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![device.id.as_str(), device.group, tags, now, hash, expires_at],
+                    )
+                    .map_err(backend)?;
+                }
+                AddDevice::RenewToken => {
+                    c.execute(
+                        "UPDATE devices SET enrollment_hash = ?2, enrollment_expires_at = ?3 WHERE id = ?1",
+                        params![device.id.as_str(), hash, expires_at],
+                    )
+                    .map_err(backend)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enroll(
+        &self,
+        id: &DeviceId,
+        enrollment_hash: &str,
+        credential_hash: &str,
+        mosquitto_hash: &str,
+        public_key: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        let id = id.clone();
+        let (enrollment_hash, credential_hash, mosquitto_hash) = (
+            enrollment_hash.to_owned(),
+            credential_hash.to_owned(),
+            mosquitto_hash.to_owned(),
+        );
+        let public_key = public_key.map(str::to_owned);
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let row: Option<(Option<String>, Option<i64>, Option<i64>)> = tx
+                .query_row(
+                    "SELECT enrollment_hash, enrollment_expires_at, enrolled_at FROM devices WHERE id = ?1",
+                    params![id.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            crate::store::judge_enrollment(row, &enrollment_hash, now)
+            .map_err(|reason| StoreError::Enrollment { reason })?;
+            tx.execute(
+                "UPDATE devices SET enrollment_hash = NULL, enrollment_expires_at = NULL,
+                 enrolled_at = ?2, credential_hash = ?3, mosquitto_hash = ?4, public_key = ?5
+                 WHERE id = ?1",
+                params![id.as_str(), now, credential_hash, mosquitto_hash, public_key],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn device_public_key(&self, id: &DeviceId) -> Result<Option<String>> {
+        let id = id.clone();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT public_key FROM devices WHERE id = ?1",
+                params![id.as_str()],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<Option<Device>> {
+        let id = id.clone();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"),
+                params![id.as_str()],
+                device_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>> {
+        let filter = filter.clone();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices
+                     WHERE (?1 IS NULL OR grp = ?1) ORDER BY id"
+                ))
+                .map_err(backend)?;
+            let devices = stmt
+                .query_map(params![filter.group], device_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(devices
+                .into_iter()
+                .filter(|d| filter.tag_matches(d))
+                .collect())
+        })
+        .await
+    }
+
+    async fn device_count(&self) -> Result<u64> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn update_device(
+        &self,
+        id: &DeviceId,
+        group: Option<&str>,
+        tags: Option<&BTreeMap<String, String>>,
+    ) -> Result<()> {
+        let id = id.clone();
+        let group = group.map(str::to_owned);
+        let tags = tags.map(tags_json).transpose()?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE devices SET grp = COALESCE(?2, grp), tags = COALESCE(?3, tags) WHERE id = ?1",
+                    params![id.as_str(), group, tags],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("device {id}"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_device(&self, id: &DeviceId) -> Result<()> {
+        let id = id.clone();
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM devices WHERE id = ?1", params![id.as_str()])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("device {id}"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn device_by_credential(&self, hash: &str) -> Result<Option<DeviceId>> {
+        let hash = hash.to_owned();
+        self.with(move |c| {
+            let id: Option<String> = c
+                .query_row(
+                    "SELECT id FROM devices WHERE credential_hash = ?1",
+                    params![hash],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            id.map(|id| DeviceId::new(id).map_err(backend)).transpose()
+        })
+        .await
+    }
+
+    async fn mqtt_credentials(&self) -> Result<Vec<(DeviceId, String)>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, mosquitto_hash FROM devices WHERE mosquitto_hash IS NOT NULL ORDER BY id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|(id, hash)| Ok((DeviceId::new(id).map_err(backend)?, hash)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn groups(&self) -> Result<BTreeMap<String, u64>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare("SELECT grp, COUNT(*) FROM devices GROUP BY grp ORDER BY grp")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<BTreeMap<_, _>>>()
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+}

@@ -1,0 +1,229 @@
+//! What devices report and are told: reported and desired state, events, metrics.
+
+use super::*;
+use crate::store::StateStore;
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn record_reported(&self, reported: &Reported, at: i64) -> Result<bool> {
+        let id = reported.device.clone();
+        let seq = reported.seq;
+        let agent_version = reported.agent_version.clone();
+        let text = encode_stored("reported state", reported)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE devices SET reported = ?3, reported_seq = ?2, agent_version = ?4,
+                     last_seen = MAX(COALESCE(last_seen, 0), ?5)
+                     WHERE id = ?1 AND reported_seq < ?2",
+                    params![id.as_str(), seq as i64, text, agent_version, at],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn record_event(&self, event: &StoredEvent) -> Result<bool> {
+        let event = event.clone();
+        let message = encode_stored("event", &event.message)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO events (device, message_id, seq, at, message) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (device, message_id) DO NOTHING",
+                    params![
+                        event.device.as_str(),
+                        event.message.id.as_str(),
+                        event.seq as i64,
+                        event.at,
+                        message
+                    ],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn events(&self, id: Option<&DeviceId>, limit: u32) -> Result<Vec<StoredEvent>> {
+        let id = id.map(|d| d.as_str().to_owned());
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT device, seq, at, message FROM events WHERE (?1 IS NULL OR device = ?1)
+                     ORDER BY at DESC, seq DESC LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![id, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|(device, seq, at, message)| {
+                    Ok(StoredEvent {
+                        device: DeviceId::new(device.clone()).map_err(backend)?,
+                        seq: seq as u64,
+                        at,
+                        message: decode_stored(&format!("event {device}/{seq}"), &message)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn record_metrics(&self, batch: &MetricsBatch, received_us: i64) -> Result<bool> {
+        let id = batch.device.clone();
+        let seq = batch.seq;
+        let text = encode_stored("metrics batch", batch)?;
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO metrics_batches (device, seq, at, received, batch)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (device, seq) DO NOTHING",
+                    params![
+                        id.as_str(),
+                        seq as i64,
+                        received_us.div_euclid(1_000_000),
+                        received_us,
+                        text
+                    ],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn metrics(&self, id: Option<&DeviceId>, since: i64) -> Result<Vec<StoredMetrics>> {
+        let id = id.map(|d| d.as_str().to_owned());
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT device, seq, received, batch FROM metrics_batches
+                     WHERE (?1 IS NULL OR device = ?1) AND at >= ?2 ORDER BY received, seq",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![id, since], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(device, _, received_us, batch)| {
+                    let batch = device_document(&device, "metrics batch", Some(batch))?;
+                    Some(StoredMetrics::received(batch, received_us))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn prune_metrics(&self, before: i64) -> Result<u64> {
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM metrics_batches WHERE at < ?1", params![before])
+                .map_err(backend)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn touch(&self, id: &DeviceId, at: i64) -> Result<()> {
+        let id = id.clone();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?2) WHERE id = ?1",
+                params![id.as_str(), at],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_desired(&self, desired: &Desired) -> Result<()> {
+        let id = desired.device.clone();
+        let revision = desired.revision;
+        let text = encode_stored("desired state", desired)?;
+        let targets: Vec<String> = desired.models.iter().map(|m| m.target.clone()).collect();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let n = tx
+                .execute(
+                    "UPDATE devices SET desired = ?3, desired_revision = ?2
+                     WHERE id = ?1 AND desired_revision < ?2",
+                    params![id.as_str(), revision as i64, text],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::Conflict {
+                    what: format!(
+                        "desired state revision {revision} of device {id} (unknown device, or a newer revision is stored)"
+                    ),
+                });
+            }
+            for target in &targets {
+                tx.execute(
+                    "INSERT INTO assignments (device, target) VALUES (?1, ?2)
+                     ON CONFLICT (device, target) DO NOTHING",
+                    params![id.as_str(), target],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn all_desired(&self) -> Result<Vec<Desired>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare("SELECT id, desired FROM devices WHERE desired IS NOT NULL ORDER BY id")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(id, desired)| device_document(&id, "desired state", Some(desired)))
+                .collect())
+        })
+        .await
+    }
+
+    async fn is_assigned(&self, id: &DeviceId, target: &str) -> Result<bool> {
+        let id = id.clone();
+        let target = target.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT 1 FROM assignments WHERE device = ?1 AND target = ?2",
+                params![id.as_str(), target],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(backend)
+        })
+        .await
+    }
+}
