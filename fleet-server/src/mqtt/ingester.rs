@@ -1,0 +1,160 @@
+//! Device messages from the broker into the store, acknowledged only once stored.
+
+use super::*;
+
+/// Stores device messages concurrently (up to [`INGEST_WINDOW`] at a time, over the store's
+/// pool) and acknowledges them strictly in arrival order, as MQTT requires. One at a time, a
+/// server on PostgreSQL spent its time waiting on round trips (docs/BENCHMARKS.md).
+///
+/// On the embedded broker (`embedded` holds where desired topics in need of restoring go), a
+/// refused message's topic is cleared of any retained message (an empty retained publish):
+/// whatever a device left there, forged or junk, goes, and the broker's memory of retained
+/// messages stays bounded by what the server accepts.
+pub(super) async fn ingester(
+    parts: Ingester,
+    mut from_loop: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
+) {
+    let Ingester {
+        handle,
+        store,
+        metrics,
+        keys,
+        clock,
+        embedded,
+        shutdown,
+    } = parts;
+    let mut in_flight: FuturesOrdered<IngestFuture> = FuturesOrdered::new();
+    // Acknowledgements the client's request queue had no room for yet, oldest first.
+    let mut unsent_acks = VecDeque::new();
+    let mut retry = tokio::time::interval(Duration::from_millis(20));
+    let mut open = true;
+    loop {
+        flush_acks(&handle, &mut unsent_acks);
+        // Checked after the flush: with nothing left to take, store or acknowledge, every
+        // branch below would be disabled.
+        if !open && in_flight.is_empty() && unsent_acks.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some((publish, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                if embedded.is_some() && matches!(outcome, Ingested::Refused(_)) {
+                    clear_retained(&handle, &metrics, &publish.topic);
+                }
+                finish(&metrics, publish, outcome, &mut unsent_acks);
+            }
+            received = from_loop.recv(), if open && in_flight.len() < INGEST_WINDOW => match received {
+                Some(publish) => {
+                    if let Some(guard) = &handle.guard
+                        && let Some(restore) = &embedded
+                        && let Ok(topic) = Topic::parse(&publish.topic)
+                        && topic.channel == Channel::Desired
+                        && !guard.is_ours(&topic.device, &publish.payload)
+                    {
+                        // Full: the next sweep hands this message over again.
+                        let _ = restore.try_send(topic.device);
+                    }
+                    let store = store.clone();
+                    let metrics = metrics.clone();
+                    let keys = keys.clone();
+                    // Stamped here, in arrival order, though stored concurrently.
+                    let received_us = clock.unix_us();
+                    in_flight.push_back(Box::pin(async move {
+                        let outcome =
+                            ingest(&*store, &metrics, &keys, &publish.topic, &publish.payload, received_us)
+                                .await;
+                        (publish, outcome)
+                    }) as IngestFuture);
+                }
+                None => open = false,
+            },
+            _ = retry.tick(), if !unsent_acks.is_empty() => {}
+            () = shutdown.cancelled(), if open => open = false,
+        }
+    }
+    // Everything taken is stored and its acknowledgement queued ahead of the disconnect, which
+    // ends the client's event loop once sent.
+    if shutdown.is_cancelled()
+        && let Err(e) = handle.client.try_disconnect()
+    {
+        tracing::warn!(error = %e, "cannot queue the disconnect from the broker");
+    }
+}
+
+/// What the ingester works with.
+pub(super) struct Ingester {
+    pub(super) handle: MqttHandle,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) keys: Arc<DeviceKeys>,
+    pub(super) clock: Arc<dyn edgefleet_clock::Clock>,
+    /// On the embedded broker: where desired topics in need of restoring go.
+    pub(super) embedded: Option<tokio::sync::mpsc::Sender<DeviceId>>,
+    pub(super) shutdown: CancellationToken,
+}
+
+/// Device messages being stored at once by one server.
+pub(super) const INGEST_WINDOW: usize = 64;
+
+type IngestFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (rumqttc::Publish, Ingested)> + Send + 'static>,
+>;
+
+/// Counts a stored (or refused) message and queues its acknowledgement; a failed one stays
+/// unacknowledged so the broker delivers it again after a reconnect.
+pub(super) fn finish(
+    metrics: &Metrics,
+    publish: rumqttc::Publish,
+    outcome: Ingested,
+    acks: &mut VecDeque<rumqttc::Publish>,
+) {
+    metrics
+        .mqtt_messages
+        .get_or_create(&crate::metrics::MessageLabels {
+            channel: channel_label(&publish.topic),
+            outcome: outcome.label(),
+        })
+        .inc();
+    match &outcome {
+        Ingested::Failed(reason) => {
+            tracing::warn!(topic = %publish.topic, reason, "could not store a device message");
+            return;
+        }
+        Ingested::Refused(reason) => {
+            tracing::warn!(topic = %publish.topic, reason, "refused a device message");
+        }
+        Ingested::Stored | Ingested::Duplicate | Ingested::Ignored => {}
+    }
+    acks.push_back(publish);
+}
+
+/// Publishes an empty retained message on `topic`, which deletes what a device retained there.
+/// The server sees its own empty publish come back and ignores it ([`ingest`]), so this never
+/// loops.
+pub(super) fn clear_retained(handle: &MqttHandle, metrics: &Metrics, topic: &str) {
+    match handle
+        .client
+        .try_publish(topic, QoS::AtMostOnce, true, Vec::new())
+    {
+        Ok(()) => {
+            metrics.mqtt_retained_cleared.inc();
+        }
+        Err(e) => tracing::warn!(topic, error = %e, "cannot clear a refused message's topic"),
+    }
+}
+
+/// Hands queued acknowledgements to the client in order, as far as its request queue has room
+/// (the event loop drains it; awaiting here instead could stall the loop that must drain it).
+pub(super) fn flush_acks(handle: &MqttHandle, acks: &mut VecDeque<rumqttc::Publish>) {
+    while let Some(publish) = acks.front() {
+        if handle.client.try_ack(publish).is_err() {
+            return;
+        }
+        acks.pop_front();
+    }
+}
+
+pub(super) fn channel_label(topic: &str) -> String {
+    Topic::parse(topic)
+        .map(|t| t.channel.as_str().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
