@@ -174,12 +174,13 @@ impl Agent {
         spec.p99_budget_ms *= self.config.limits.latency_budget_factor;
         let sha = version.sha256.clone();
         let store = self.store.clone();
+        let now = i64::try_from(self.now_unix()).unwrap_or(i64::MAX);
         let (selected, trials_cached) = blocking(move || {
             let artifact = edgefleet_inference::Artifact::File {
                 path: &path,
                 sha256_hex: &sha,
             };
-            trial_cache::load(&engine, &store, artifact, &chooser, &spec)
+            trial_cache::load(&engine, &store, artifact, &chooser, &spec, now)
         })
         .await?
         .map_err(|e| {

@@ -15,13 +15,14 @@ use tracing::{info, warn};
 use crate::store::Store;
 
 /// Loads `artifact` (whose sha256 it names) as [`Engine::load_artifact`] would; returns whether
-/// the choice came from the cache.
+/// the choice came from the cache. A new choice is remembered as made at `now` (Unix seconds).
 pub(super) fn load(
     engine: &Engine,
     store: &Store,
     artifact: Artifact<'_>,
     meta: &ModelTargetMeta,
     spec: &HealthSpec,
+    now: i64,
 ) -> Result<(Selected, bool), Error> {
     // Only a choice made by measuring is worth keeping, and only a stored file names its bytes.
     let key = match artifact {
@@ -46,9 +47,6 @@ pub(super) fn load(
         }
     }
     let selected = engine.load_artifact(artifact, &meta.interface, spec, meta.runtime)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
     if let Err(e) =
         store.remember_runtime_choice(&key, selected.loaded.model.runtime(), &selected.trials, now)
     {
