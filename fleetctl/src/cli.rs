@@ -124,7 +124,7 @@ pub(crate) enum Command {
         #[command(flatten)]
         repo: RepoArgs,
         #[arg(long, value_enum)]
-        role: crate::rotate::RotatedRole,
+        role: RotatedRole,
         /// Current root key names to sign the new root with (comma-separated).
         #[arg(long, alias = "old-keys", value_delimiter = ',', required = true)]
         root_keys: Vec<String>,
@@ -392,4 +392,13 @@ impl ReleaseArgs {
         operator::settle_release(current, release, self.floor_policy, self.allow_downgrade)?;
         Ok(())
     }
+}
+
+/// Which role's keys to replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RotatedRole {
+    Root,
+    Targets,
+    Snapshot,
+    Timestamp,
 }

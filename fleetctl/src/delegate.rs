@@ -21,7 +21,7 @@ use tough::schema::{Root, Signed, Targets};
 
 use crate::cli::RepoArgs;
 use crate::remote::Client;
-use crate::repo::{public, server_targets, source, targets_signers};
+use crate::repo::{open, public, server_targets, source, targets_signers};
 
 /// Where the metadata is published: the operator's local repository or the fleet server.
 pub(crate) enum Repository<'a> {
@@ -29,7 +29,15 @@ pub(crate) enum Repository<'a> {
     Server(&'a Client),
 }
 
-impl Repository<'_> {
+impl<'a> Repository<'a> {
+    /// The server's repository when logged in with `--server`, else the local one of `args`.
+    pub(crate) fn open(args: &RepoArgs, client: Option<&'a Client>) -> anyhow::Result<Self> {
+        Ok(match client {
+            Some(client) => Repository::Server(client),
+            None => Repository::Local(open(args)?),
+        })
+    }
+
     /// The newest root and the current top-level targets (from a server: only if signed by the
     /// operator's own targets keys).
     pub async fn top(&self, args: &RepoArgs) -> anyhow::Result<(Root, Signed<Targets>, Vec<u8>)> {

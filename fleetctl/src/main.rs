@@ -28,7 +28,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 use crate::cli::{Cli, Command, DeviceCommand, RolloutCommand, TokenCommand};
-use crate::repo::{InitSpec, init, init_on_server, keygen, repository, verify};
+use crate::repo::{InitSpec, init, init_on_server, keygen, verify};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -84,7 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             model_dir,
         } => {
             let client = if repo.server { Some(client()?) } else { None };
-            let target = repository(&repo, client.as_ref())?;
+            let target = delegate::Repository::open(&repo, client.as_ref())?;
             push::push(&target, &repo, &release, &model_dir).await
         }
         Command::Delegate {
@@ -94,7 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             model,
         } => {
             let client = if repo.server { Some(client()?) } else { None };
-            let target = repository(&repo, client.as_ref())?;
+            let target = delegate::Repository::open(&repo, client.as_ref())?;
             let models = match model {
                 Some(model) if !all => vec![model],
                 _ => delegate::listed_models(&target, &repo).await?,
@@ -106,11 +106,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Prune { repo, keep, model } => {
             let client = if repo.server { Some(client()?) } else { None };
-            push::prune(&repository(&repo, client.as_ref())?, &repo, &model, keep).await
+            push::prune(
+                &delegate::Repository::open(&repo, client.as_ref())?,
+                &repo,
+                &model,
+                keep,
+            )
+            .await
         }
         Command::Revoke { repo, target } => {
             let client = if repo.server { Some(client()?) } else { None };
-            push::revoke(&repository(&repo, client.as_ref())?, &repo, &target).await
+            push::revoke(
+                &delegate::Repository::open(&repo, client.as_ref())?,
+                &repo,
+                &target,
+            )
+            .await
         }
         Command::RotateKeys {
             repo,

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use tough::key_source::KeySource;
 
 use crate::cli::RepoArgs;
-use crate::{delegate, remote};
+use crate::remote;
 
 pub(crate) fn check_key_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty()
@@ -244,16 +244,6 @@ pub(crate) async fn server_targets(
 }
 
 /// The repository `args` name: the fleet server's (`--server`) or the local one.
-pub(crate) fn repository<'a>(
-    args: &RepoArgs,
-    client: Option<&'a remote::Client>,
-) -> anyhow::Result<delegate::Repository<'a>> {
-    Ok(match client {
-        Some(client) => delegate::Repository::Server(client),
-        None => delegate::Repository::Local(open(args)?),
-    })
-}
-
 pub(crate) async fn verify(repo: &Path, root: Option<&Path>) -> anyhow::Result<()> {
     let root_path = root
         .map(Path::to_path_buf)

@@ -11,18 +11,9 @@ use edgefleet_tuf::operator::{self, RoleSpec, RootSpec};
 use jiff::Timestamp;
 use tough::schema::{RoleType, Root, Signed};
 
-use crate::cli::RepoArgs;
+use crate::cli::{RepoArgs, RotatedRole};
 use crate::remote;
 use crate::repo::{open, public, source};
-
-/// Which role's keys to replace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RotatedRole {
-    Root,
-    Targets,
-    Snapshot,
-    Timestamp,
-}
 
 /// What to rotate to.
 #[derive(Debug)]
