@@ -39,6 +39,9 @@ pub struct Config {
     pub artifacts: ArtifactsConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// What the registry's stages mean for rollouts (`[registry]`; see docs/SERVER.md).
+    #[serde(default)]
+    pub registry: edgefleet_rollout::StageRules,
 }
 
 /// Device telemetry (metrics batches) kept for figures, charts and model gates.
@@ -413,6 +416,18 @@ impl Config {
         if !(1..=3650).contains(&self.telemetry.retention_days) {
             problems.push("telemetry.retention_days must be 1 to 3650".into());
         }
+        for (group, stages) in &self.registry.groups {
+            if stages.is_empty() {
+                problems.push(format!(
+                    "registry.groups.{group} lists no stage: give staging and/or production, or leave the group out"
+                ));
+            }
+            if stages.contains(&edgefleet_protocol::api::Stage::Archived) {
+                problems.push(format!(
+                    "registry.groups.{group} lists archived: archived versions are never rolled out"
+                ));
+            }
+        }
         problems
     }
 
@@ -617,7 +632,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_by_key() {
         let err = load(
-            "public_url = \"ftp://x\"\n[mqtt]\nurl = \"tcp://x\"\nshare_group = \"a/b\"\n[enrollment]\ntoken_hours = 0\n[telemetry]\nretention_days = 0",
+            "public_url = \"ftp://x\"\n[mqtt]\nurl = \"tcp://x\"\nshare_group = \"a/b\"\n[enrollment]\ntoken_hours = 0\n[telemetry]\nretention_days = 0\n[registry.groups]\nprod = [\"archived\"]\nlab = []",
             &[],
         )
         .unwrap_err()
@@ -628,9 +643,30 @@ mod tests {
             "mqtt.share_group",
             "enrollment.token_hours",
             "telemetry.retention_days",
+            "registry.groups.prod lists archived",
+            "registry.groups.lab lists no stage",
         ] {
             assert!(err.contains(key), "{key} missing from: {err}");
         }
+    }
+
+    #[test]
+    fn the_registry_rules_read_from_toml() {
+        let config = load(
+            "[registry]\npromote_on_completion = false\n[registry.groups]\nprod = [\"production\"]",
+            &[],
+        )
+        .unwrap();
+        assert!(!config.registry.promote_on_completion);
+        assert!(!config.registry.archive_replaced);
+        assert_eq!(
+            config.registry.groups["prod"],
+            [edgefleet_protocol::api::Stage::Production].into()
+        );
+        let err = load("[registry.groups]\nprod = [\"gold\"]", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gold"), "{err}");
     }
 
     #[test]

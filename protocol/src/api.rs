@@ -197,3 +197,33 @@ pub struct GroupSummary {
     pub name: String,
     pub devices: u64,
 }
+
+/// Where a release stands in the registry (the MLflow model registry's stages). Archived versions
+/// are never rolled out; a group may be limited to some stages (the server's `[registry]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Staging,
+    Production,
+    Archived,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Staging => "staging",
+            Stage::Production => "production",
+            Stage::Archived => "archived",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "staging" => Some(Stage::Staging),
+            "production" => Some(Stage::Production),
+            "archived" => Some(Stage::Archived),
+            _ => None,
+        }
+    }
+}

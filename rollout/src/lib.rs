@@ -11,6 +11,7 @@
 
 mod command;
 mod plan;
+mod stages;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -23,6 +24,7 @@ pub use plan::{
     Candidate, DEFAULT_WAVES, Exponential, Origin, PlanError, RolloutRequest, assign_waves,
     exponential_waves, plan,
 };
+pub use stages::{StageRefusal, StageRules};
 pub use view::{HistoryEntry, RolloutList, RolloutView, StateView, WaveView};
 
 /// Which devices a rollout covers: all conditions given must hold.
@@ -329,7 +331,8 @@ impl Rollout {
         self.spec.waves.len()
     }
 
-    fn note(&mut self, now: i64, text: String) {
+    /// Adds `text` to the rollout's history at `now`.
+    pub fn note(&mut self, now: i64, text: String) {
         self.history.push((now, text));
         self.updated_at = now;
     }

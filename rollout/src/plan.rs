@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use edgefleet_protocol::api::Stage;
+
 use crate::{
     DeviceState, Gates, ModelGates, Rollout, RolloutDevice, RolloutSpec, RolloutState, Selector,
+    StageRefusal, StageRules,
 };
 
 /// The waves when a request names none: a 1 % canary, then 10 %, 50 % and everyone.
@@ -141,6 +144,8 @@ pub enum PlanError {
          keep only max_input_drift_psi, or roll out without model gates"
     )]
     NothingToCompare(String),
+    #[error("{0}")]
+    Stage(StageRefusal),
     #[error(
         "rollout {id} ({model} {version}, {state}) already covers some of these devices; abort it or wait for it to finish"
     )]
@@ -158,6 +163,7 @@ impl PlanError {
     pub fn field(&self) -> Option<&'static str> {
         Some(match self {
             PlanError::Waves => "waves",
+            PlanError::Stage(_) => "version",
             PlanError::WavesAndExponential | PlanError::Exponential => "exponential",
             PlanError::Ratios => "max_failure_ratio",
             PlanError::NoDevices => "group",
@@ -178,16 +184,19 @@ pub struct Origin {
     pub now: i64,
     /// The TUF target name of the requested version (the caller checked it is signed).
     pub target: String,
+    /// Where the version stands in the registry.
+    pub stage: Stage,
 }
 
-/// Plans `request` over `fleet`: selects the devices, applies the defaults, and refuses what
-/// would fight a rollout in `active` (one active rollout per model and device) or what the
-/// gates could never judge.
+/// Plans `request` over `fleet`: selects the devices, applies the defaults, and refuses a
+/// version the stage `rules` keep from a selected device, what would fight a rollout in `active`
+/// (one active rollout per model and device) and what the gates could never judge.
 pub fn plan(
     request: RolloutRequest,
     fleet: &[Candidate],
     active: &[Rollout],
     origin: Origin,
+    rules: &StageRules,
 ) -> Result<Rollout, PlanError> {
     let selector = Selector {
         group: request.group,
@@ -201,6 +210,11 @@ pub fn plan(
         .find(|id| !chosen.iter().any(|d| &d.id == *id))
     {
         return Err(PlanError::UnknownDevice(missing.clone()));
+    }
+    for device in &chosen {
+        rules
+            .admits(origin.stage, &device.group)
+            .map_err(PlanError::Stage)?;
     }
     if let Some(other) = active.iter().find(|other| {
         other.state.is_active()
@@ -397,6 +411,7 @@ mod tests {
             created_by: "alice".into(),
             now: 100,
             target: "models/churn/2.0.0/model.onnx".into(),
+            stage: Stage::Staging,
         }
     }
 
@@ -411,6 +426,7 @@ mod tests {
             &fleet(),
             &[],
             origin(),
+            &StageRules::default(),
         )
         .unwrap();
         assert_eq!(
@@ -432,19 +448,27 @@ mod tests {
         let mut request = RolloutRequest::new("churn", "2.0.0");
         request.group = Some("north".into());
         request.tags.insert("hw".into(), "pi5".into());
-        let r = plan(request.clone(), &fleet(), &[], origin()).unwrap();
+        let r = plan(
+            request.clone(),
+            &fleet(),
+            &[],
+            origin(),
+            &StageRules::default(),
+        )
+        .unwrap();
         assert_eq!(ids(&r), ["d3"]);
         assert_eq!(r.spec.selector.group.as_deref(), Some("north"));
 
         request.devices = vec!["d1".into()];
         assert_eq!(
-            plan(request, &fleet(), &[], origin()).unwrap_err(),
+            plan(request, &fleet(), &[], origin(), &StageRules::default()).unwrap_err(),
             PlanError::UnknownDevice("d1".into()),
             "d1 is in the group but lacks the tag"
         );
         let mut unenrolled = RolloutRequest::new("churn", "2.0.0");
         unenrolled.devices = vec!["d4".into()];
-        let refused = plan(unenrolled, &fleet(), &[], origin()).unwrap_err();
+        let refused =
+            plan(unenrolled, &fleet(), &[], origin(), &StageRules::default()).unwrap_err();
         assert_eq!(refused.field(), Some("devices"));
     }
 
@@ -452,7 +476,7 @@ mod tests {
     fn nothing_selected_is_refused_on_the_group() {
         let mut request = RolloutRequest::new("churn", "2.0.0");
         request.group = Some("west".into());
-        let refused = plan(request, &fleet(), &[], origin()).unwrap_err();
+        let refused = plan(request, &fleet(), &[], origin(), &StageRules::default()).unwrap_err();
         assert_eq!(refused, PlanError::NoDevices);
         assert_eq!(refused.field(), Some("group"));
     }
@@ -464,12 +488,26 @@ mod tests {
             start_percent: 25.0,
             factor: 2.0,
         });
-        let r = plan(request.clone(), &fleet(), &[], origin()).unwrap();
+        let r = plan(
+            request.clone(),
+            &fleet(),
+            &[],
+            origin(),
+            &StageRules::default(),
+        )
+        .unwrap();
         assert_eq!(r.spec.waves, [25.0, 50.0, 100.0]);
 
         request.waves = Some(vec![50.0, 100.0]);
         assert_eq!(
-            plan(request.clone(), &fleet(), &[], origin()).unwrap_err(),
+            plan(
+                request.clone(),
+                &fleet(),
+                &[],
+                origin(),
+                &StageRules::default()
+            )
+            .unwrap_err(),
             PlanError::WavesAndExponential
         );
         request.waves = None;
@@ -477,14 +515,14 @@ mod tests {
             start_percent: 10.0,
             factor: 1.0,
         });
-        let refused = plan(request, &fleet(), &[], origin()).unwrap_err();
+        let refused = plan(request, &fleet(), &[], origin(), &StageRules::default()).unwrap_err();
         assert_eq!(refused, PlanError::Exponential);
         assert_eq!(refused.field(), Some("exponential"));
 
         let mut descending = RolloutRequest::new("churn", "2.0.0");
         descending.waves = Some(vec![50.0, 10.0, 100.0]);
         assert_eq!(
-            plan(descending, &fleet(), &[], origin()).unwrap_err(),
+            plan(descending, &fleet(), &[], origin(), &StageRules::default()).unwrap_err(),
             PlanError::Waves
         );
     }
@@ -497,7 +535,14 @@ mod tests {
         request.device_timeout_seconds = Some(60);
         request.require_approval = true;
         request.rollback_on_halt = false;
-        let r = plan(request.clone(), &fleet(), &[], origin()).unwrap();
+        let r = plan(
+            request.clone(),
+            &fleet(),
+            &[],
+            origin(),
+            &StageRules::default(),
+        )
+        .unwrap();
         assert_eq!(r.spec.gates.max_failure_ratio, 0.2);
         assert!((r.spec.gates.min_healthy() - 0.8).abs() < 1e-9);
         assert_eq!(r.spec.gates.bake_seconds, 30);
@@ -506,7 +551,7 @@ mod tests {
         assert!(!r.spec.rollback_on_halt);
 
         request.max_failure_ratio = Some(1.5);
-        let refused = plan(request, &fleet(), &[], origin()).unwrap_err();
+        let refused = plan(request, &fleet(), &[], origin(), &StageRules::default()).unwrap_err();
         assert_eq!(refused, PlanError::Ratios);
         assert_eq!(refused.field(), Some("max_failure_ratio"));
     }
@@ -515,13 +560,14 @@ mod tests {
     fn a_rollout_still_active_on_the_same_model_and_a_shared_device_is_a_conflict() {
         let mut north = RolloutRequest::new("churn", "2.0.0");
         north.group = Some("north".into());
-        let first = plan(north, &fleet(), &[], origin()).unwrap();
+        let first = plan(north, &fleet(), &[], origin(), &StageRules::default()).unwrap();
 
         let refused = plan(
             RolloutRequest::new("churn", "3.0.0"),
             &fleet(),
             std::slice::from_ref(&first),
             origin(),
+            &StageRules::default(),
         )
         .unwrap_err();
         assert!(matches!(&refused, PlanError::Overlaps { id, .. } if id == "r-1"));
@@ -530,14 +576,24 @@ mod tests {
 
         let mut south = RolloutRequest::new("churn", "3.0.0");
         south.group = Some("south".into());
-        assert!(plan(south, &fleet(), std::slice::from_ref(&first), origin()).is_ok());
+        assert!(
+            plan(
+                south,
+                &fleet(),
+                std::slice::from_ref(&first),
+                origin(),
+                &StageRules::default()
+            )
+            .is_ok()
+        );
         let other_model = RolloutRequest::new("fraud", "1.0.0");
         assert!(
             plan(
                 other_model,
                 &fleet(),
                 std::slice::from_ref(&first),
-                origin()
+                origin(),
+                &StageRules::default()
             )
             .is_ok()
         );
@@ -545,7 +601,16 @@ mod tests {
         let mut finished = first;
         finished.state = RolloutState::Completed;
         let again = RolloutRequest::new("churn", "3.0.0");
-        assert!(plan(again, &fleet(), &[finished], origin()).is_ok());
+        assert!(
+            plan(
+                again,
+                &fleet(),
+                &[finished],
+                origin(),
+                &StageRules::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -556,7 +621,14 @@ mod tests {
             max_error_rate_increase: Some(0.01),
             ..ModelGates::default()
         });
-        let refused = plan(request.clone(), &fleet(), &[], origin()).unwrap_err();
+        let refused = plan(
+            request.clone(),
+            &fleet(),
+            &[],
+            origin(),
+            &StageRules::default(),
+        )
+        .unwrap_err();
         assert_eq!(refused, PlanError::NothingToCompare("churn".into()));
         assert_eq!(refused.field(), Some("model_gates"));
 
@@ -565,7 +637,14 @@ mod tests {
             ..ModelGates::default()
         });
         assert!(
-            plan(request.clone(), &fleet(), &[], origin()).is_ok(),
+            plan(
+                request.clone(),
+                &fleet(),
+                &[],
+                origin(),
+                &StageRules::default()
+            )
+            .is_ok(),
             "input drift is judged against the signed baseline, not a previous version"
         );
         request.group = None;
@@ -573,7 +652,61 @@ mod tests {
             max_error_rate_increase: Some(0.01),
             ..ModelGates::default()
         });
-        assert!(plan(request, &fleet(), &[], origin()).is_ok());
+        assert!(plan(request, &fleet(), &[], origin(), &StageRules::default()).is_ok());
+    }
+
+    #[test]
+    fn archived_versions_and_stages_a_selected_group_does_not_take_are_refused() {
+        let archived = Origin {
+            stage: Stage::Archived,
+            ..origin()
+        };
+        let refused = plan(
+            RolloutRequest::new("churn", "2.0.0"),
+            &fleet(),
+            &[],
+            archived,
+            &StageRules::default(),
+        )
+        .unwrap_err();
+        assert_eq!(refused, PlanError::Stage(StageRefusal::Archived));
+        assert_eq!(refused.field(), Some("version"));
+
+        let rules = StageRules {
+            groups: [("south".to_owned(), [Stage::Production].into())].into(),
+            ..StageRules::default()
+        };
+        let everyone = plan(
+            RolloutRequest::new("churn", "2.0.0"),
+            &fleet(),
+            &[],
+            origin(),
+            &rules,
+        )
+        .unwrap_err();
+        assert!(
+            everyone
+                .to_string()
+                .contains("group south takes only production"),
+            "{everyone}"
+        );
+        let mut north = RolloutRequest::new("churn", "2.0.0");
+        north.group = Some("north".into());
+        assert!(plan(north, &fleet(), &[], origin(), &rules).is_ok());
+        let production = Origin {
+            stage: Stage::Production,
+            ..origin()
+        };
+        assert!(
+            plan(
+                RolloutRequest::new("churn", "2.0.0"),
+                &fleet(),
+                &[],
+                production,
+                &rules
+            )
+            .is_ok()
+        );
     }
 
     #[test]

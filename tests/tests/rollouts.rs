@@ -79,11 +79,73 @@ fn check_demo(dir: &std::path::Path, options: &DemoOptions) -> demo::Demo {
     demo
 }
 
+/// The demo on its embedded defaults, with the registry archiving what a completed rollout
+/// replaced: its stages follow the rollouts, and an archived version goes nowhere again.
 #[test]
 fn the_demo_scenario_runs_as_designed_on_the_embedded_broker() {
     let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
-    check_demo(tmp.path(), &options(3, false));
+    let mut opts = options(3, false);
+    opts.server_toml = "[registry]\narchive_replaced = true\n".into();
+    let demo = check_demo(tmp.path(), &opts);
+    let admin = demo.operator.token();
+    let (_, models) = demo
+        .server
+        .call("GET", "/api/v1/models", Some(&admin), None);
+    let stages: Vec<(String, String)> = models["models"][0]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_owned(),
+                v["stage"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let stage = |version: &str| {
+        stages
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, s)| s.as_str())
+    };
+    assert_eq!(models["models"][0]["model"], "churn");
+    // 1.0.0 was promoted by its rollout, then archived once 2.0.0 replaced it everywhere; the
+    // halted 3.0.0 stays where it was pushed.
+    assert_eq!(stage("1.0.0"), Some("archived"), "{stages:?}");
+    assert_eq!(stage("2.0.0"), Some("production"), "{stages:?}");
+    assert!(
+        stages
+            .iter()
+            .any(|(v, s)| v.starts_with("3.0.0") && s == "staging"),
+        "{stages:?}"
+    );
+    let (status, refused) = demo.server.call(
+        "POST",
+        "/api/v1/rollouts",
+        Some(&admin),
+        Some(&json!({"model": "churn", "version": "1.0.0"})),
+    );
+    assert_eq!(
+        (status, refused["field"].as_str()),
+        (400, Some("version")),
+        "{refused}"
+    );
+    assert!(
+        refused["error"].as_str().unwrap().contains("archived"),
+        "{refused}"
+    );
+    let (status, refused) = demo.server.call(
+        "PUT",
+        "/api/v1/devices/dev-01/desired",
+        Some(&admin),
+        Some(&json!({"models": [{"model": "churn", "version": "1.0.0"}]})),
+    );
+    assert_eq!(
+        (status, refused["field"].as_str()),
+        (400, Some("models")),
+        "{refused}"
+    );
 }
 
 /// The demo on Mosquitto too (its wiring: ACLs, retained desired state, reconnects), over the

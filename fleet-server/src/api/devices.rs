@@ -17,7 +17,7 @@ use edgefleet_protocol::api::{
 use super::{ApiError, AppState, Principal};
 use crate::auth::{self, SecretKind};
 use crate::desired::{Catalog, Wanted};
-use crate::store::{DeviceFilter, NewDevice};
+use crate::store::{DeviceFilter, NewDevice, Stage};
 
 pub async fn enroll(
     State(state): State<AppState>,
@@ -222,6 +222,26 @@ pub async fn set_desired(
     JsonBody(req): JsonBody<DesiredRequest>,
 ) -> ApiResult {
     let id = device_id(&id, "id")?;
+    let device = state
+        .store
+        .device(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
+    // The registry's stages govern a version given by hand as they govern a rollout.
+    let releases = state.store.releases().await?;
+    for m in &req.models {
+        let stage = releases
+            .iter()
+            .find(|r| r.model == m.model && r.version == m.version)
+            .map_or(Stage::Staging, |r| r.stage);
+        state
+            .config
+            .registry
+            .admits(stage, &device.group)
+            .map_err(|e| {
+                ApiError::bad_field("models", format!("{} {}: {e}", m.model, m.version))
+            })?;
+    }
     let wanted: Vec<Wanted> = req
         .models
         .into_iter()

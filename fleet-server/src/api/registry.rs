@@ -89,6 +89,18 @@ pub async fn set_stage(
     ))
 }
 
+/// Where the signed `target` stands in the registry; a version signed offline, which has no row
+/// yet, is in staging.
+pub(crate) async fn stage_of(state: &AppState, target: &str) -> Result<Stage, StoreError> {
+    Ok(state
+        .store
+        .releases()
+        .await?
+        .into_iter()
+        .find(|r| r.target == target)
+        .map_or(Stage::Staging, |r| r.stage))
+}
+
 fn release_of(
     m: &crate::tufhost::SignedModel,
     pushed_by: &str,

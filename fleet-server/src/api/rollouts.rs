@@ -67,11 +67,14 @@ pub async fn create(
         created_by: principal.name(),
         now: state.clock.unix(),
         target: found.name.clone(),
+        stage: super::registry::stage_of(&state, &found.name).await?,
     };
-    let mut rollout = plan(request, &fleet, &active, origin).map_err(|e| match e.field() {
-        Some(field) => ApiError::bad_field(field, e.to_string()),
-        None => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-    })?;
+    let rules = &state.config.registry;
+    let mut rollout =
+        plan(request, &fleet, &active, origin, rules).map_err(|e| match e.field() {
+            Some(field) => ApiError::bad_field(field, e.to_string()),
+            None => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        })?;
     state.store.save_rollout(&mut rollout).await?;
     tracing::info!(by = %principal.name(), rollout = %rollout.id, model = %rollout.spec.model, version = %rollout.spec.version, devices = rollout.devices.len(), "rollout created");
     crate::engine::tick(&state).await;

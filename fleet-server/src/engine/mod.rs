@@ -33,7 +33,13 @@ pub async fn tick(state: &AppState) {
         state,
         catalog: tokio::sync::OnceCell::new(),
     };
-    run_pass(&*state.store, &assigner, state.clock.unix()).await;
+    run_pass(
+        &*state.store,
+        &assigner,
+        &state.config.registry,
+        state.clock.unix(),
+    )
+    .await;
 }
 
 /// The server's assigner: signs each desired state and publishes it to the device, reading the

@@ -10,8 +10,8 @@ use edgefleet_protocol::DeviceId;
 use edgefleet_protocol::message::EventKind;
 
 use crate::desired::DesiredError;
-use crate::rollout::{Action, Observed, Rollout};
-use crate::store::{Device, DeviceStore, RolloutStore, StateStore, StoreError};
+use crate::rollout::{Action, Observed, Rollout, RolloutState, StageRules};
+use crate::store::{Device, DeviceStore, RegistryStore, RolloutStore, StateStore, StoreError};
 
 /// How often a rollout's model gates are judged (each reads the rollout's telemetry).
 const MODEL_CHECK_SECONDS: i64 = 5;
@@ -33,11 +33,11 @@ pub trait Assigner: Send + Sync {
     ) -> Result<u64, DesiredError>;
 }
 
-/// What a pass reads and writes: the rollouts, the devices and what they report. Nothing of
-/// tokens, the registry or TUF.
-pub trait PassStore: RolloutStore + DeviceStore + StateStore {}
+/// What a pass reads and writes: the rollouts, the devices and what they report, and the
+/// registry's stages (a completed rollout promotes). Nothing of tokens or TUF.
+pub trait PassStore: RolloutStore + DeviceStore + StateStore + RegistryStore {}
 
-impl<T: RolloutStore + DeviceStore + StateStore + ?Sized> PassStore for T {}
+impl<T: RolloutStore + DeviceStore + StateStore + RegistryStore + ?Sized> PassStore for T {}
 
 /// The telemetry a rollout's model gates judge: every batch since shortly before it started
 /// (the previous version's figures from before count as its reference).
@@ -52,8 +52,13 @@ pub async fn rollout_batches(
 }
 
 /// Steps every active rollout at `now` (Unix seconds), makes the desired-state changes they ask
-/// for and saves what changed.
-pub async fn run_pass(store: &(impl PassStore + ?Sized), assigner: &dyn Assigner, now: i64) {
+/// for and saves what changed. A rollout that completes changes stages as `rules` say.
+pub async fn run_pass(
+    store: &(impl PassStore + ?Sized),
+    assigner: &dyn Assigner,
+    rules: &StageRules,
+    now: i64,
+) {
     let rollouts = match store.rollouts(true).await {
         Ok(r) => r,
         Err(e) => {
@@ -100,6 +105,9 @@ pub async fn run_pass(store: &(impl PassStore + ?Sized), assigner: &dyn Assigner
         for action in actions {
             apply(assigner, &mut rollout, action, now).await;
         }
+        if rollout.state == RolloutState::Completed && before.state != RolloutState::Completed {
+            settle_stages(store, &mut rollout, rules, &by_id, now).await;
+        }
         if rollout != before {
             if let Err(e) = store.save_rollout(&mut rollout).await {
                 // A stale revision: an operator's command on another server came first; the
@@ -108,6 +116,52 @@ pub async fn run_pass(store: &(impl PassStore + ?Sized), assigner: &dyn Assigner
             }
             if rollout.state != before.state {
                 tracing::info!(rollout = %rollout.id, state = rollout.state.name(), "rollout state");
+            }
+        }
+    }
+}
+
+/// The registry's stage changes a completed rollout asks for: its version promoted, the
+/// versions it replaced archived once no device runs them. Each is noted in the history.
+async fn settle_stages(
+    store: &(impl RegistryStore + ?Sized),
+    rollout: &mut Rollout,
+    rules: &StageRules,
+    devices: &HashMap<String, Device>,
+    now: i64,
+) {
+    let model = rollout.spec.model.clone();
+    let releases = match store.releases().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(rollout = %rollout.id, error = %e, "cannot read the registry; stages left as they are");
+            return;
+        }
+    };
+    let stage_of = |version: &str| {
+        releases
+            .iter()
+            .find(|r| r.model == model && r.version == version)
+            .map(|r| r.stage)
+    };
+    let still_runs = |version: &str| {
+        devices.values().any(|d| {
+            d.reported.iter().flat_map(|r| &r.models).any(|m| {
+                m.model.as_str() == model
+                    && m.active
+                        .as_ref()
+                        .is_some_and(|a| a.version.to_string() == version)
+            })
+        })
+    };
+    for (version, stage) in rules.on_completion(rollout, stage_of, still_runs) {
+        match store.set_stage(&model, &version, stage).await {
+            Ok(()) => {
+                tracing::info!(rollout = %rollout.id, %model, %version, stage = stage.as_str(), "stage changed by a completed rollout");
+                rollout.note(now, format!("{model} {version} is now {}", stage.as_str()));
+            }
+            Err(e) => {
+                tracing::warn!(rollout = %rollout.id, %model, %version, error = %e, "cannot change the stage")
             }
         }
     }

@@ -18,9 +18,12 @@ use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 
 use super::{Assigner, run_pass, take_lease};
 use crate::desired::DesiredError;
+use crate::rollout::StageRules;
 use crate::rollout::{DeviceState, Gates, Rollout, RolloutSpec, RolloutState};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{DeviceStore, NewDevice, RolloutStore, StateStore, StoredEvent};
+use crate::store::{
+    DeviceStore, NewDevice, RegistryStore, Release, RolloutStore, Stage, StateStore, StoredEvent,
+};
 
 const START: i64 = 1_800_000_000;
 
@@ -61,6 +64,7 @@ struct Fleet {
     changes: Mutex<Vec<(i64, String, Option<String>)>>,
     /// Each device's reported sequence and what it runs.
     running: Mutex<BTreeMap<String, (u64, Option<String>)>>,
+    rules: StageRules,
 }
 
 impl Fleet {
@@ -78,7 +82,22 @@ impl Fleet {
             pending: Mutex::new(HashMap::new()),
             changes: Mutex::new(Vec::new()),
             running: Mutex::new(BTreeMap::new()),
+            rules: StageRules::default(),
         };
+        for (sequence, version) in [(1, "1.0.0"), (2, "2.0.0")] {
+            let release = Release {
+                target: target(version),
+                model: MODEL.into(),
+                version: version.into(),
+                sequence,
+                sha256: "00".repeat(32),
+                length: 1,
+                stage: Stage::Staging,
+                pushed_by: "op".into(),
+                pushed_at: START - 100,
+            };
+            fleet.store.record_release(&release).await.unwrap();
+        }
         for i in 0..devices {
             let id = DeviceId::new(format!("d{i:02}")).unwrap();
             let new = NewDevice {
@@ -229,7 +248,7 @@ impl Fleet {
         for now in from..from + seconds {
             *self.now.lock().unwrap() = now;
             self.devices_act(now).await;
-            run_pass(&self.store, self, now).await;
+            run_pass(&self.store, self, &self.rules, now).await;
         }
     }
 
@@ -239,7 +258,7 @@ impl Fleet {
         for now in from..from + seconds {
             *self.now.lock().unwrap() = now;
             self.devices_act(now).await;
-            run_pass(&self.store, self, now).await;
+            run_pass(&self.store, self, &self.rules, now).await;
             if done(&self.rollout(id).await) {
                 return now;
             }
@@ -339,6 +358,72 @@ async fn ten_devices_go_wave_by_wave_with_a_bake_between_and_each_installs_once(
         );
     }
     assert!(end - START < 3 * (3 + 30) + 10, "took {} s", end - START);
+}
+
+impl Fleet {
+    async fn stage(&self, version: &str) -> Stage {
+        let releases = self.store.releases().await.unwrap();
+        releases
+            .iter()
+            .find(|r| r.version == version)
+            .map(|r| r.stage)
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_completed_rollout_promotes_its_version_and_archives_the_one_no_device_runs_any_more() {
+    let mut fleet = Fleet::new(4).await;
+    fleet.rules.archive_replaced = true;
+    let id = fleet
+        .start_rollout(Gates::default(), &[50.0, 100.0], true)
+        .await;
+    // Halfway, nothing has changed in the registry yet.
+    fleet.idle(START, 4).await;
+    assert_eq!(fleet.stage("2.0.0").await, Stage::Staging);
+    fleet.run(&id, START + 4, 120, completed).await;
+    assert_eq!(fleet.stage("2.0.0").await, Stage::Production);
+    assert_eq!(fleet.stage("1.0.0").await, Stage::Archived);
+    let history: Vec<String> = fleet
+        .rollout(&id)
+        .await
+        .history
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        history.iter().any(|t| t == "churn 2.0.0 is now production"),
+        "{history:?}"
+    );
+    assert!(
+        history.iter().any(|t| t == "churn 1.0.0 is now archived"),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_halted_rollout_changes_no_stage_and_promotion_can_be_turned_off() {
+    let mut fleet = Fleet::new(4).await;
+    fleet.failing.insert("d03".into());
+    let id = fleet
+        .start_rollout(Gates::default(), &[50.0, 100.0], true)
+        .await;
+    fleet
+        .run(&id, START, 120, |r| {
+            matches!(r.state, RolloutState::Halted { .. })
+        })
+        .await;
+    fleet.idle(START + 120, 10).await;
+    assert_eq!(fleet.stage("2.0.0").await, Stage::Staging);
+    assert_eq!(fleet.stage("1.0.0").await, Stage::Staging);
+
+    let mut quiet = Fleet::new(2).await;
+    quiet.rules.promote_on_completion = false;
+    quiet.rules.archive_replaced = false;
+    let id = quiet.start_rollout(Gates::default(), &[100.0], true).await;
+    quiet.run(&id, START, 60, completed).await;
+    assert_eq!(quiet.stage("2.0.0").await, Stage::Staging);
+    assert_eq!(quiet.stage("1.0.0").await, Stage::Staging);
 }
 
 #[tokio::test]
@@ -445,7 +530,7 @@ async fn another_server_takes_the_engine_over_when_its_holder_stops_renewing() {
         let b = !a && take_lease(&fleet.store, "b", ms).await;
         if a || b {
             driver.push((now, if a { "a" } else { "b" }));
-            run_pass(&fleet.store, &fleet, now).await;
+            run_pass(&fleet.store, &fleet, &fleet.rules, now).await;
         }
         if completed(&fleet.rollout(&id).await) {
             break;

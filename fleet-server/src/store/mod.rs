@@ -265,33 +265,7 @@ pub(crate) fn judge_add_device(
     }
 }
 
-/// Where a release stands in the registry (the MLflow model registry's stages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Staging,
-    Production,
-    Archived,
-}
-
-impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Staging => "staging",
-            Stage::Production => "production",
-            Stage::Archived => "archived",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "staging" => Some(Stage::Staging),
-            "production" => Some(Stage::Production),
-            "archived" => Some(Stage::Archived),
-            _ => None,
-        }
-    }
-}
+pub use edgefleet_protocol::api::Stage;
 
 /// Who pushed a signed target, and what the registry says about it. The signed metadata stays
 /// the authority on what exists; this adds the human side.
