@@ -42,6 +42,25 @@ pub struct Config {
     /// What the registry's stages mean for rollouts (`[registry]`; see docs/SERVER.md).
     #[serde(default)]
     pub registry: edgefleet_rollout::StageRules,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit log of operator calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Entries older than this are deleted (hourly); the chain is then checked from the oldest
+    /// entry kept. Default 400 days (a year and a bit, for yearly reviews).
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 400,
+        }
+    }
 }
 
 /// Device telemetry (metrics batches) kept for figures, charts and model gates.
@@ -415,6 +434,9 @@ impl Config {
         }
         if !(1..=3650).contains(&self.telemetry.retention_days) {
             problems.push("telemetry.retention_days must be 1 to 3650".into());
+        }
+        if !(1..=36_500).contains(&self.audit.retention_days) {
+            problems.push("audit.retention_days must be 1 to 36500".into());
         }
         for (group, stages) in &self.registry.groups {
             if stages.is_empty() {

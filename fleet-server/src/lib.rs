@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod config;

@@ -62,6 +62,8 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// Mutating calls that took effect but could not be written to the audit log.
+    pub audit_failures: Counter,
     pub mqtt_messages: Family<MessageLabels, Counter>,
     pub mqtt_connected: Gauge,
     /// Connections the server's client made to the broker (1 unless it was ever knocked off).
@@ -95,6 +97,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("edgefleet_server");
         let http_requests = Family::<RequestLabels, Counter>::default();
+        let audit_failures = Counter::default();
         let http_seconds =
             Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
@@ -114,6 +117,11 @@ impl Default for Metrics {
             "http_requests",
             "HTTP requests by route and status",
             http_requests.clone(),
+        );
+        registry.register(
+            "audit_failures",
+            "Mutating calls that took effect but could not be written to the audit log",
+            audit_failures.clone(),
         );
         registry.register(
             "http_request_seconds",
@@ -234,6 +242,7 @@ impl Default for Metrics {
             devices_online,
             registry,
             http_requests,
+            audit_failures,
             http_seconds,
             mqtt_messages,
             mqtt_connected,

@@ -259,7 +259,7 @@ pub async fn start_with_clock(
     crate::api::refresh_known_versions(&state).await;
     tasks.spawn(refresh_online_metadata(state.clone()));
     tasks.spawn(crate::engine::run(state.clone()));
-    tasks.spawn(prune_telemetry(state.clone()));
+    tasks.spawn(prune_by_age(state.clone()));
     Ok(Running {
         state,
         listener,
@@ -267,10 +267,12 @@ pub async fn start_with_clock(
     })
 }
 
-/// Deletes telemetry past `telemetry.retention_days`, at start and hourly. Idempotent, so every
-/// server sharing a database may do it.
-async fn prune_telemetry(state: api::AppState) {
+/// Deletes telemetry past `telemetry.retention_days` and audit entries past
+/// `audit.retention_days`, at start and hourly. Idempotent, so every server sharing a database
+/// may do it.
+async fn prune_by_age(state: api::AppState) {
     let keep = i64::from(state.config.telemetry.retention_days) * 86_400;
+    let keep_audit = i64::from(state.config.audit.retention_days) * 86_400;
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -283,6 +285,17 @@ async fn prune_telemetry(state: api::AppState) {
             Ok(n) => tracing::info!(deleted = n, "telemetry past its retention deleted"),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot delete old telemetry; retrying in an hour")
+            }
+        }
+        match state
+            .store
+            .prune_audit(state.clock.unix() - keep_audit)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "audit entries past their retention deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot delete old audit entries; retrying in an hour")
             }
         }
     }

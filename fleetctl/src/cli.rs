@@ -188,6 +188,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The audit log of operator calls, and the check of its hash chain (admin only).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Check a repository as a device would, starting from a trusted root, and verify every
     /// artifact.
     Verify {
@@ -334,6 +339,34 @@ pub(crate) enum TokenCommand {
     },
     Revoke {
         id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Entries, newest first.
+    List {
+        /// Only this operator's calls (a token name; `device:<id>` for enrollments).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only calls of this route, as the API declares it (`/api/v1/devices/{id}`).
+        #[arg(long)]
+        route: Option<String>,
+        /// Only the last this many hours.
+        #[arg(long)]
+        hours: Option<u32>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Walk the hash chain; exits non-zero when it is broken, or when `--expect-head` (a head
+    /// printed by an earlier check, `SEQ:HASH`) is no longer in it.
+    Verify {
+        #[arg(long)]
+        expect_head: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 

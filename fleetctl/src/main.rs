@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use crate::cli::{Cli, Command, DeviceCommand, RolloutCommand, TokenCommand};
+use crate::cli::{AuditCommand, Cli, Command, DeviceCommand, RolloutCommand, TokenCommand};
 use crate::repo::{InitSpec, init, init_on_server, keygen, verify};
 
 fn main() -> ExitCode {
@@ -213,6 +213,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 TokenCommand::List { json } => remote::token_list(&client, json).await,
                 TokenCommand::Revoke { id } => remote::token_revoke(&client, id).await,
+            }
+        }
+        Command::Audit { command } => {
+            let client = client()?;
+            match command {
+                AuditCommand::List {
+                    actor,
+                    route,
+                    hours,
+                    limit,
+                    json,
+                } => {
+                    let filter = remote::AuditQuery {
+                        actor,
+                        route,
+                        hours,
+                        limit,
+                    };
+                    remote::audit_list(&client, &filter, json).await
+                }
+                AuditCommand::Verify { expect_head, json } => {
+                    remote::audit_verify(&client, expect_head.as_deref(), json).await
+                }
             }
         }
     }

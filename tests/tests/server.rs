@@ -65,6 +65,13 @@ fn every_documented_endpoint_enforces_its_token_and_role() {
     assert_eq!(status, 200);
     let paths = doc["paths"].as_object().unwrap();
     let mut checked = 0;
+    // The newest audit entry (as the admin reads it), and how many there are.
+    let audit_head = || {
+        let (status, body) = server.call("GET", "/api/v1/audit?limit=1", Some(&admin), None);
+        assert_eq!(status, 200, "{body}");
+        body["entries"][0].clone()
+    };
+    let mut audited = 0;
     for (path, methods) in paths {
         for (method, op) in methods.as_object().unwrap() {
             let method = method.to_ascii_uppercase();
@@ -100,7 +107,39 @@ fn every_documented_endpoint_enforces_its_token_and_role() {
                     checked += 1;
                     continue;
                 }
+                let before = audit_head()["seq"].as_u64().unwrap_or(0);
                 let (as_viewer, answer) = server.call(&method, &url, Some(&viewer), body.as_ref());
+                // Every mutating call by an operator leaves exactly one audit entry, refusals
+                // included; reads leave none.
+                let head = audit_head();
+                if method == "GET" {
+                    assert_eq!(
+                        head["seq"].as_u64().unwrap_or(0),
+                        before,
+                        "{method} {path} was audited"
+                    );
+                } else {
+                    assert_eq!(
+                        head["seq"].as_u64(),
+                        Some(before + 1),
+                        "{method} {path}: {head}"
+                    );
+                    assert_eq!(
+                        (
+                            head["actor"].as_str(),
+                            head["method"].as_str(),
+                            head["route"].as_str()
+                        ),
+                        (Some("watcher"), Some(method.as_str()), Some(path.as_str())),
+                        "{head}"
+                    );
+                    assert_eq!(
+                        head["status"].as_u64(),
+                        Some(u64::from(as_viewer)),
+                        "{head}"
+                    );
+                    audited += 1;
+                }
                 if op["x-edgefleet-access"] == "admin" {
                     assert_eq!(as_viewer, 403, "{method} {path} as viewer: {answer}");
                 } else if method == "GET" {
@@ -117,11 +156,53 @@ fn every_documented_endpoint_enforces_its_token_and_role() {
                 }
             } else {
                 assert_ne!(anonymous, 401, "{method} {path} is documented public");
+                if method != "GET" {
+                    // Anyone may try a public call (enrollment); a failed try is not an
+                    // operator's act and would only fill the log.
+                    assert_ne!(audit_head()["actor"], "anonymous", "{method} {path}");
+                }
             }
             checked += 1;
         }
     }
     assert!(checked >= 28, "only {checked} operations documented");
+    assert!(audited >= 15, "only {audited} mutating operations audited");
+    // The chain holds, and `fleetctl audit` reads and checks it.
+    let (_, check) = server.call("GET", "/api/v1/audit/verify", Some(&admin), None);
+    assert_eq!(check["broken"], Value::Null, "{check}");
+    assert!(check["entries"].as_u64().unwrap() >= audited, "{check}");
+    let fleetctl = |args: &[&str]| {
+        let out = std::process::Command::new(edgefleet_e2e::binary("fleetctl"))
+            .args(["--url", &server.base_url(), "--token", &admin])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fleetctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let verified = fleetctl(&["audit", "verify"]);
+    assert!(verified.contains("audit log intact"), "{verified}");
+    let head = verified
+        .split("--expect-head ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches(')');
+    assert!(fleetctl(&["audit", "verify", "--expect-head", head]).contains("intact"));
+    let listed = fleetctl(&["audit", "list", "--actor", "watcher", "--limit", "3"]);
+    assert_eq!(
+        listed.lines().count(),
+        4,
+        "a header and three entries: {listed}"
+    );
+    assert!(
+        listed.contains("watcher") && listed.contains("403"),
+        "{listed}"
+    );
     // An unknown route is a JSON 404 pointing at the document.
     let (status, body) = server.call("GET", "/api/v1/nothing", Some(&admin), None);
     assert_eq!(status, 404);
@@ -218,6 +299,15 @@ fn enrollment_tokens_work_once_and_credentials_stay_in_their_lane() {
     assert_eq!((status, me["kind"].as_str()), (200, Some("device")));
     let (status, answer) = server.call("GET", "/api/v1/devices", Some(credential), None);
     assert_eq!(status, 403, "{answer}");
+    // A change of group is audited with what it was and what it became.
+    let admin = server.admin_token();
+    let (status, _) = server.call(
+        "PATCH",
+        "/api/v1/devices/d1",
+        Some(&admin),
+        Some(&json!({"group": "prod"})),
+    );
+    assert_eq!(status, 200);
     // Removed devices lose their credential at once.
     run_ok(op.fleetctl().args(["device", "remove", "d1"]));
     assert_eq!(
@@ -226,6 +316,52 @@ fn enrollment_tokens_work_once_and_credentials_stay_in_their_lane() {
             .0,
         401
     );
+    // The audit log tells the story: registered, enrolled (the failed tries are not in it),
+    // moved to prod, removed.
+    let (_, log) = server.call("GET", "/api/v1/audit", Some(&admin), None);
+    let story: Vec<(String, String, u64)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                format!(
+                    "{} {}",
+                    e["method"].as_str().unwrap(),
+                    e["route"].as_str().unwrap()
+                ),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .filter(|(_, call, _)| call.contains("devices") || call.contains("enroll"))
+        .collect();
+    let steps: Vec<(&str, &str, u64)> = story
+        .iter()
+        .map(|(a, c, s)| (a.as_str(), c.as_str(), *s))
+        .collect();
+    let operator = steps[0].0;
+    assert_eq!(
+        steps,
+        [
+            (operator, "POST /api/v1/devices", 201),
+            (operator, "POST /api/v1/devices", 400),
+            ("device:d1", "POST /api/v1/enroll", 200),
+            (operator, "PATCH /api/v1/devices/{id}", 200),
+            (operator, "DELETE /api/v1/devices/{id}", 204),
+        ],
+        "{log:#}"
+    );
+    let moved = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["method"] == "PATCH")
+        .unwrap();
+    assert_eq!(moved["subject"], "device d1");
+    assert_eq!(moved["before"]["group"], "pilot");
+    assert_eq!(moved["after"]["group"], "prod");
 }
 
 /// Reads `limit` bytes of a response body over a raw socket, then drops the connection: a

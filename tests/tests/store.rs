@@ -11,13 +11,14 @@ use edgefleet_protocol::message::{
     Desired, DesiredModel, Event, EventKind, MetricsBatch, Reported, SCHEMA_VERSION,
 };
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
+use fleet_server::audit::{self, AuditEntry, AuditFilter, AuditRecord};
 use fleet_server::auth::Role;
 use fleet_server::rollout::{Rollout, RolloutSpec};
 use fleet_server::store::postgres::PostgresStore;
 use fleet_server::store::sqlite::SqliteStore;
 use fleet_server::store::{
-    DeviceFilter, DeviceStore, EnrollRefusal, NewDevice, Release, RolloutStore, Stage, StateStore,
-    Store, StoreError, StoredEvent,
+    AuditStore, DeviceFilter, DeviceStore, EnrollRefusal, NewDevice, Release, RolloutStore, Stage,
+    StateStore, Store, StoreError, StoredEvent,
 };
 
 fn dev(id: &str) -> DeviceId {
@@ -570,6 +571,85 @@ async fn tuf_publications_apply_whole_and_only_from_the_current_timestamp(store:
     );
 }
 
+fn audit_record(actor: &str, at: i64, route: &str) -> AuditRecord {
+    AuditRecord {
+        at,
+        actor: actor.into(),
+        role: Some("operator".into()),
+        method: "PATCH".into(),
+        route: route.into(),
+        path: route.replace("{id}", "dev-01"),
+        status: 200,
+        request_id: format!("req-{at}"),
+        subject: Some("device dev-01".into()),
+        before: Some(serde_json::json!({"group": "lab"})),
+        after: Some(serde_json::json!({"group": "prod"})),
+    }
+}
+
+async fn the_audit_log_chains_filters_and_prunes(store: &dyn Store) {
+    let devices = "/api/v1/devices/{id}";
+    let tokens = "/api/v1/tokens";
+    let mut appended = Vec::new();
+    for (i, (actor, route)) in [
+        ("alice", devices),
+        ("bob", tokens),
+        ("alice", tokens),
+        ("alice", devices),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        appended.push(
+            store
+                .append_audit(audit_record(actor, 100 + i as i64 * 10, route))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        appended.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(appended[1].prev_hash, appended[0].hash);
+    let chain = store.audit_chain().await.unwrap();
+    assert_eq!(chain, appended, "read back as written, oldest first");
+    let check = audit::verify(&chain);
+    assert_eq!(check.broken, None);
+    assert_eq!(check.head_hash.as_deref(), Some(appended[3].hash.as_str()));
+
+    let seqs = |entries: Vec<AuditEntry>| entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let all = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(seqs(all), [4, 3, 2, 1], "newest first");
+    let alice = AuditFilter {
+        actor: Some("alice".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(seqs(store.audit(&alice).await.unwrap()), [4, 3, 1]);
+    let alice_devices = AuditFilter {
+        route: Some(devices.into()),
+        ..alice.clone()
+    };
+    assert_eq!(seqs(store.audit(&alice_devices).await.unwrap()), [4, 1]);
+    let page = AuditFilter {
+        before: Some(4),
+        limit: Some(2),
+        since: Some(105),
+        ..AuditFilter::default()
+    };
+    assert_eq!(seqs(store.audit(&page).await.unwrap()), [3, 2]);
+
+    // Retention removes the oldest only; the rest still verifies from its new first entry.
+    assert_eq!(store.prune_audit(120).await.unwrap(), 2);
+    let check = audit::verify(&store.audit_chain().await.unwrap());
+    assert_eq!((check.first_seq, check.broken), (Some(3), None));
+    let next = store
+        .append_audit(audit_record("carol", 200, tokens))
+        .await
+        .unwrap();
+    assert_eq!((next.seq, next.prev_hash), (5, appended[3].hash.clone()));
+}
+
 /// Runs one suite function on a fresh SQLite file and on a fresh PostgreSQL server.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -606,7 +686,54 @@ on_both!(
     left_behind_leases_are_found_by_prefix,
     tuf_publications_apply_whole_and_only_from_the_current_timestamp,
     telemetry_is_stored_once_read_in_arrival_order_and_pruned_by_age,
+    the_audit_log_chains_filters_and_prunes,
 );
+
+/// Whoever edits the database by hand leaves a mark: an entry changed in place is found, and so
+/// is one re-hashed to hide it (the next entry no longer follows).
+#[tokio::test]
+async fn an_audit_entry_edited_in_the_database_breaks_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = SqliteStore::open(&path).unwrap();
+    for i in 0..4 {
+        store
+            .append_audit(audit_record("alice", 100 + i, "/api/v1/tokens"))
+            .await
+            .unwrap();
+    }
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let edit = |sql: &str| db.execute(sql, []).unwrap();
+    edit("UPDATE audit SET body = replace(body, '\"status\":200', '\"status\":403') WHERE seq = 2");
+    let broken = audit::verify(&store.audit_chain().await.unwrap())
+        .broken
+        .expect("the edit is found");
+    assert_eq!(broken.seq, 2, "{broken:?}");
+    assert!(broken.reason.contains("edited"), "{broken:?}");
+    // The same edit with the entry's hash recomputed, as someone covering their tracks would.
+    let mut entry: AuditEntry = serde_json::from_str(
+        &db.query_row("SELECT body FROM audit WHERE seq = 2", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let resealed = audit::seal(Some((1, entry.prev_hash.as_str())), entry.record.clone());
+    entry.hash = resealed.hash;
+    db.execute(
+        "UPDATE audit SET body = ?1, hash = ?2 WHERE seq = 2",
+        rusqlite::params![serde_json::to_string(&entry).unwrap(), entry.hash],
+    )
+    .unwrap();
+    let broken = audit::verify(&store.audit_chain().await.unwrap())
+        .broken
+        .expect("the next link is found broken");
+    assert_eq!(broken.seq, 3, "{broken:?}");
+    // A body that no longer parses is a finding, not an error.
+    edit("UPDATE audit SET body = 'garbage' WHERE seq = 4");
+    let chain = store.audit_chain().await.unwrap();
+    assert_eq!(chain.len(), 4);
+}
 
 #[tokio::test]
 async fn sqlite_keeps_everything_across_reopening_and_migrates_once() {

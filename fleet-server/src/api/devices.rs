@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::handlers::{ApiResult, JsonBody, check_name, check_tags, device_id, json_response};
 use edgefleet_protocol::api::{
@@ -14,6 +15,7 @@ use edgefleet_protocol::api::{
     UpdateDeviceRequest,
 };
 
+use super::audit::AuditNote;
 use super::{ApiError, AppState, Principal};
 use crate::auth::{self, SecretKind};
 use crate::desired::{Catalog, Wanted};
@@ -52,7 +54,12 @@ pub async fn enroll(
         )
         .await?;
     tracing::info!(device = %id, sealed = public_key.is_some(), "device enrolled");
-    Ok(json_response(
+    let note = AuditNote {
+        actor: Some(format!("device:{id}")),
+        ..AuditNote::on(format!("device {id}"))
+    }
+    .after(json!({"sealed": public_key.is_some()}));
+    Ok(note.to(json_response(
         StatusCode::OK,
         EnrollResponse {
             device_id: id.clone(),
@@ -61,7 +68,7 @@ pub async fn enroll(
             mqtt_url: state.device_mqtt_url.clone(),
             mqtt_username: id.to_string(),
         },
-    ))
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,7 +161,9 @@ pub async fn add_device(
         )
         .await?;
     tracing::info!(by = %principal.name(), device = %id, "device registered");
-    Ok(json_response(
+    let note = AuditNote::on(format!("device {id}"))
+        .after(json!({"group": device.group, "tags": device.tags, "renew": req.renew}));
+    Ok(note.to(json_response(
         StatusCode::CREATED,
         DeviceEnrollment {
             device_id: id,
@@ -162,7 +171,7 @@ pub async fn add_device(
             expires_at,
             enroll_url: format!("{}/api/v1/enroll", state.config.public_url()),
         },
-    ))
+    )))
 }
 
 pub async fn show_device(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
@@ -194,11 +203,20 @@ pub async fn update_device(
     if let Some(tags) = &req.tags {
         check_tags(tags)?;
     }
+    let before = state
+        .store
+        .device(&id)
+        .await?
+        .map(|d| json!({"group": d.group, "tags": d.tags}));
     state
         .store
         .update_device(&id, req.group.as_deref(), req.tags.as_ref())
         .await?;
-    show_device(State(state), Path(id.to_string())).await
+    let shown = show_device(State(state), Path(id.to_string())).await?;
+    let note = AuditNote::on(format!("device {id}"))
+        .before(before)
+        .after(&req);
+    Ok(note.to(shown))
 }
 
 pub async fn remove_device(
@@ -207,12 +225,17 @@ pub async fn remove_device(
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = device_id(&id, "id")?;
+    let before =
+        state.store.device(&id).await?.map(
+            |d| json!({"group": d.group, "tags": d.tags, "enrolled": d.enrolled_at.is_some()}),
+        );
     state.store.remove_device(&id).await?;
     if let Err(e) = state.mqtt.clear_desired(&id).await {
         tracing::warn!(device = %id, error = %e, "could not clear the removed device's retained desired state");
     }
     tracing::info!(by = %principal.name(), device = %id, "device removed");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let note = AuditNote::on(format!("device {id}")).before(before);
+    Ok(note.to(StatusCode::NO_CONTENT.into_response()))
 }
 
 pub async fn set_desired(
@@ -254,7 +277,11 @@ pub async fn set_desired(
     let catalog = Catalog::load(&state.tuf).await?;
     let desired = crate::desired::assign(&state, &catalog, &id, &wanted).await?;
     tracing::info!(by = %principal.name(), device = %id, revision = desired.revision, "desired state set");
-    Ok(json_response(StatusCode::OK, desired))
+    let targets = |d: &edgefleet_protocol::message::Desired| json!({"revision": d.revision, "targets": d.models.iter().map(|m| m.target.clone()).collect::<Vec<_>>()});
+    let note = AuditNote::on(format!("device {id}"))
+        .before(device.desired.as_ref().map(targets))
+        .after(targets(&desired));
+    Ok(note.to(json_response(StatusCode::OK, desired)))
 }
 
 pub async fn groups(State(state): State<AppState>) -> ApiResult {

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::audit::AuditNote;
 use super::devices::ONLINE_SECONDS;
 use super::registry::refresh_known_versions;
 use super::{ApiError, AppState, Principal, openapi, routes};
@@ -212,10 +213,12 @@ pub async fn create_token(
         )
         .await?;
     tracing::info!(by = %principal.name(), name = %req.name, role = req.role.as_str(), "operator token created");
-    Ok(json_response(
+    let note = AuditNote::on(format!("operator token {id}"))
+        .after(json!({"name": req.name, "role": req.role}));
+    Ok(note.to(json_response(
         StatusCode::CREATED,
         json!({"id": id, "name": req.name, "role": req.role, "token": secret}),
-    ))
+    )))
 }
 
 pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
@@ -226,7 +229,7 @@ pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<String>)
         .store
         .revoke_operator_token(id, state.clock.unix())
         .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(AuditNote::on(format!("operator token {id}")).to(StatusCode::NO_CONTENT.into_response()))
 }
 
 #[cfg(test)]

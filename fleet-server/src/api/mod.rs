@@ -6,6 +6,7 @@
 //! all built from that one table, so the document cannot drift from the routes and no route can
 //! exist without an access rule.
 
+mod audit;
 mod dashboard;
 mod devices;
 mod errors;
@@ -218,6 +219,23 @@ pub fn routes() -> Vec<Route> {
             post(d::enroll),
         )
         .replies::<api::EnrollResponse>(StatusCode::OK),
+        route(
+            Method::GET,
+            "/api/v1/audit",
+            R(Admin),
+            "The audit log, newest first: ?actor=, ?route=, ?since= (Unix seconds), ?before= (sequence number), ?limit= (default 100)",
+            None,
+            get(audit::list),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/audit/verify",
+            R(Admin),
+            "Walks the audit log's hash chain: entries, the head's hash, and the first entry that breaks it",
+            None,
+            get(audit::verify),
+        )
+        .replies::<crate::audit::ChainCheck>(StatusCode::OK),
         route(
             Method::GET,
             "/api/v1/whoami",
@@ -587,20 +605,31 @@ async fn authorize(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let request_id = audit::request_id(request.headers());
+    let called = request.uri().path().to_owned();
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().map(str::to_owned));
-    let response = match principal(&state, authorization).await {
-        Err(e) => e.into_response(),
+    let (principal, mut response) = match principal(&state, authorization).await {
+        Err(e) => (None, e.into_response()),
         Ok(principal) => match permitted(access, &principal) {
-            Err(e) => e.into_response(),
+            Err(e) => (Some(principal), e.into_response()),
             Ok(()) => {
-                request.extensions_mut().insert(principal);
-                next.run(request).await
+                request.extensions_mut().insert(principal.clone());
+                (Some(principal), next.run(request).await)
             }
         },
     };
+    let call = audit::Call {
+        principal: principal.as_ref(),
+        method: &method,
+        route: path,
+        path: called,
+        request_id: request_id.clone(),
+    };
+    audit::record(&state, call, &mut response).await;
+    audit::stamp(&mut response, &request_id);
     let labels = RequestLabels {
         method: method.to_string(),
         route: path.to_owned(),

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::audit::AuditNote;
 use super::handlers::{ApiResult, JsonBody, json_response};
 use super::{ApiError, AppState, Principal};
 use crate::store::{Release, Stage, StoreError};
@@ -67,6 +68,7 @@ pub async fn set_stage(
             "{model} {version} is not a signed version (fleetctl models lists them)"
         )));
     };
+    let before = stage_of(&state, &found.name).await?;
     // A version signed offline has no registry row yet; make one.
     match state.store.set_stage(&model, &version, req.stage).await {
         Err(StoreError::NotFound { .. }) => {
@@ -83,10 +85,13 @@ pub async fn set_stage(
         other => other?,
     }
     tracing::info!(by = %principal.name(), %model, %version, stage = req.stage.as_str(), "stage changed");
-    Ok(json_response(
+    let note = AuditNote::on(format!("{model} {version}"))
+        .before(json!({"stage": before}))
+        .after(json!({"stage": req.stage}));
+    Ok(note.to(json_response(
         StatusCode::OK,
         json!({"model": model, "version": version, "stage": req.stage}),
-    ))
+    )))
 }
 
 /// Where the signed `target` stands in the registry; a version signed offline, which has no row

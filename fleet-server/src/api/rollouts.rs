@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::audit::AuditNote;
 use super::handlers::JsonBody;
 use super::{ApiError, AppState, Principal};
 use crate::rollout::{
@@ -79,7 +80,13 @@ pub async fn create(
     tracing::info!(by = %principal.name(), rollout = %rollout.id, model = %rollout.spec.model, version = %rollout.spec.version, devices = rollout.devices.len(), "rollout created");
     crate::engine::tick(&state).await;
     let saved = state.store.rollout(&rollout.id).await?.unwrap_or(rollout);
-    Ok((StatusCode::CREATED, axum::Json(RolloutView::from(&saved))).into_response())
+    let note = AuditNote::on(format!("rollout {}", saved.id)).after(serde_json::json!({
+        "model": saved.spec.model,
+        "version": saved.spec.version,
+        "devices": saved.devices.len(),
+        "waves": saved.spec.waves,
+    }));
+    Ok(note.to((StatusCode::CREATED, axum::Json(RolloutView::from(&saved))).into_response()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,17 +113,23 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 async fn command(state: AppState, principal: Principal, id: String, command: Command) -> ApiResult {
-    {
+    let before = {
         let _guard = state.engine_lock.lock().await;
         let mut rollout = load(&state, &id).await?;
+        let before = rollout.state.name();
         rollout
             .command(command, state.clock.unix(), &principal.name())
             .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
         // On another server's concurrent change: 409, and the operator retries on fresh state.
         state.store.save_rollout(&mut rollout).await?;
-    }
+        before
+    };
     crate::engine::tick(&state).await;
-    Ok(axum::Json(RolloutView::from(&load(&state, &id).await?)).into_response())
+    let after = load(&state, &id).await?;
+    let note = AuditNote::on(format!("rollout {id}"))
+        .before(serde_json::json!({"state": before}))
+        .after(serde_json::json!({"state": after.state.name()}));
+    Ok(note.to(axum::Json(RolloutView::from(&after)).into_response()))
 }
 
 pub async fn pause(

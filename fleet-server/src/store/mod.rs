@@ -140,6 +140,18 @@ const SCHEMA: &[&str] = &[
     // 6: the device's own public key (hex ed25519), registered at enrollment; its messages must
     // then be sealed with it (edgefleet-sealed). NULL: enrolled before keys, plain messages.
     "ALTER TABLE devices ADD COLUMN public_key TEXT;",
+    // 7: the audit log (crate::audit), each entry whole as JSON beside the columns queries
+    // filter on; `seq` is the chain's sequence number, assigned under a lock.
+    "CREATE TABLE audit (
+        seq BIGINT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        route TEXT NOT NULL,
+        body TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit (at);
+    CREATE INDEX audit_by_actor ON audit (actor, seq);",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -351,7 +363,15 @@ pub(crate) fn encode_stored<T: Serialize>(what: &str, doc: &T) -> Result<String>
 /// (the engine: rollouts and device state) says so, and the backends keep one file per part.
 #[async_trait]
 pub trait Store:
-    TokenStore + DeviceStore + StateStore + RegistryStore + RolloutStore + Send + Sync + std::fmt::Debug
+    TokenStore
+    + DeviceStore
+    + StateStore
+    + RegistryStore
+    + RolloutStore
+    + AuditStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     /// Fails when the database cannot answer (for `/readyz`).
     async fn ping(&self) -> Result<()>;
@@ -501,4 +521,23 @@ pub(crate) fn stale_rollout(id: &str) -> StoreError {
             "a newer revision of rollout {id} (another server changed it; reload and retry)"
         ),
     }
+}
+
+/// The audit log: appended under a lock so the chain has one order across servers.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Seals `record` after the newest entry (`crate::audit::seal`) and stores it.
+    async fn append_audit(
+        &self,
+        record: crate::audit::AuditRecord,
+    ) -> Result<crate::audit::AuditEntry>;
+    /// Entries matching `filter`, newest first.
+    async fn audit(
+        &self,
+        filter: &crate::audit::AuditFilter,
+    ) -> Result<Vec<crate::audit::AuditEntry>>;
+    /// Every entry kept, oldest first (for `crate::audit::verify`).
+    async fn audit_chain(&self) -> Result<Vec<crate::audit::AuditEntry>>;
+    /// Deletes entries older than `before` (Unix seconds); returns how many.
+    async fn prune_audit(&self, before: i64) -> Result<u64>;
 }

@@ -1,5 +1,5 @@
-//! The operator's own session and the server's registry and tokens: `login`, `models`,
-//! `promote`, `token`. These answers are read as plain JSON: only fleetctl reads them, and a
+//! The operator's own session, the server's registry, tokens and audit log: `login`, `models`,
+//! `promote`, `token`, `audit`. These answers are read as plain JSON: only fleetctl reads them, and a
 //! missing field shows as `-`.
 
 use reqwest::Method;
@@ -149,5 +149,107 @@ pub async fn token_revoke(client: &Client, id: i64) -> anyhow::Result<()> {
         )
         .await?;
     println!("token {id} revoked");
+    Ok(())
+}
+
+/// Which audit entries `fleetctl audit list` asks for.
+#[derive(Debug, Clone)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub route: Option<String>,
+    pub hours: Option<u32>,
+    pub limit: u32,
+}
+
+pub async fn audit_list(client: &Client, q: &AuditQuery, as_json: bool) -> anyhow::Result<()> {
+    let mut query = vec![format!("limit={}", q.limit)];
+    if let Some(actor) = &q.actor {
+        query.push(format!("actor={}", urlencode(actor)));
+    }
+    if let Some(route) = &q.route {
+        query.push(format!("route={}", urlencode(route)));
+    }
+    if let Some(hours) = q.hours {
+        let since = jiff::Timestamp::now().as_second() - i64::from(hours) * 3600;
+        query.push(format!("since={since}"));
+    }
+    let body: Value = client
+        .get(
+            &format!("/api/v1/audit?{}", query.join("&")),
+            "reading the audit log",
+        )
+        .await?;
+    if as_json {
+        return print_json(&body);
+    }
+    let rows: Vec<Vec<String>> = body["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                text(&e["seq"]),
+                ago(e["at"].as_i64()),
+                text(&e["actor"]),
+                format!("{} {}", text(&e["method"]), text(&e["path"])),
+                text(&e["status"]),
+                text(&e["subject"]),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["SEQ", "WHEN", "WHO", "CALL", "STATUS", "SUBJECT"], &rows)
+    );
+    Ok(())
+}
+
+pub async fn audit_verify(
+    client: &Client,
+    expect_head: Option<&str>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let check: Value = client
+        .get("/api/v1/audit/verify", "checking the audit log")
+        .await?;
+    if as_json {
+        print_json(&check)?;
+    }
+    if let Some(broken) = check["broken"].as_object() {
+        anyhow::bail!(
+            "the audit log is broken at entry {}: {}",
+            text(&broken["seq"]),
+            text(&broken["reason"])
+        );
+    }
+    let head = format!("{}:{}", text(&check["head_seq"]), text(&check["head_hash"]));
+    if let Some(expected) = expect_head {
+        let (seq, hash) = expected.split_once(':').ok_or_else(|| {
+            anyhow::anyhow!("--expect-head takes SEQ:HASH as an earlier check printed it")
+        })?;
+        let seq: u64 = seq
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--expect-head: {seq:?} is not a sequence number"))?;
+        // The expected head must still be in the chain, with the same hash.
+        let entry: Value = client
+            .get(
+                &format!("/api/v1/audit?before={}&limit=1", seq + 1),
+                "reading the expected head",
+            )
+            .await?;
+        let found = &entry["entries"][0];
+        if found["seq"].as_u64() != Some(seq) || found["hash"].as_str() != Some(hash) {
+            anyhow::bail!(
+                "entry {seq} no longer has the hash {hash}: the audit log was rewritten (or pruned past it)"
+            );
+        }
+    }
+    if !as_json {
+        println!(
+            "audit log intact: {} entries from {}; head {head} (keep it to compare later: --expect-head {head})",
+            text(&check["entries"]),
+            text(&check["first_seq"]),
+        );
+    }
     Ok(())
 }

@@ -16,7 +16,10 @@ mod devices;
 mod rollouts;
 mod show;
 
-pub use admin::{login, models, promote, token_create, token_list, token_revoke};
+pub use admin::{
+    AuditQuery, audit_list, audit_verify, login, models, promote, token_create, token_list,
+    token_revoke,
+};
 pub use devices::{device_add, device_assign, device_remove, device_show, devices, groups};
 pub use rollouts::{rollout_command, rollout_create, rollout_list, rollout_status};
 
