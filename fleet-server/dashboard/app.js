@@ -461,9 +461,69 @@ function addTimeline(stored) {
   while (list.children.length > 300) list.lastChild.remove();
 }
 
+// ---- audit ----
+
+let auditTimer = null;
+
+function compact(value) {
+  if (value === null || value === undefined) return "–";
+  return Object.entries(value).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+}
+
+async function loadAudit() {
+  if (!state.me || ROLES[state.me.role] < ROLES.admin) {
+    $("audit-note").textContent = "The audit log needs an admin token.";
+    return;
+  }
+  const query = new URLSearchParams({ limit: "200" });
+  const actor = $("audit-actor").value.trim();
+  const route = $("audit-route").value.trim();
+  const since = $("audit-since").value;
+  if (actor) query.set("actor", actor);
+  if (route) query.set("route", route);
+  if (since) query.set("since", String(Math.floor(Date.now() / 1000) - Number(since)));
+  const { entries } = await api(`/api/v1/audit?${query}`);
+  $("audit-count").textContent = `${entries.length} shown`;
+  $("audit").tBodies[0].replaceChildren(
+    ...entries.map((e) =>
+      el(
+        "tr",
+        { "data-seq": e.seq },
+        el("td", { "data-label": "#" }, String(e.seq)),
+        el("td", { "data-label": "When", title: time(e.at) }, ago(e.at)),
+        el("td", { "data-label": "Who" }, e.actor),
+        el("td", { "data-label": "Call" }, `${e.method} ${e.path}`),
+        el("td", { "data-label": "Status", class: e.status >= 400 ? "error" : "" }, String(e.status)),
+        el("td", { "data-label": "Subject" }, e.subject || "–"),
+        el("td", { "data-label": "Change" }, e.before || e.after ? `${compact(e.before)} → ${compact(e.after)}` : "–"),
+      ),
+    ),
+  );
+}
+
+function loadAuditSoon() {
+  clearTimeout(auditTimer);
+  auditTimer = setTimeout(() => loadAudit().catch((e) => ($("audit-note").textContent = e.message)), 250);
+}
+
+async function verifyAudit() {
+  const check = await api("/api/v1/audit/verify");
+  const out = $("audit-chain");
+  if (check.broken) {
+    out.className = "error";
+    out.textContent = `Broken at entry ${check.broken.seq}: ${check.broken.reason}`;
+  } else {
+    out.className = "muted";
+    out.textContent = check.entries
+      ? `Chain intact: ${check.entries} entries from #${check.first_seq}; head ${check.head_seq}:${check.head_hash}`
+      : "Chain intact: no entries yet";
+  }
+}
+
 // ---- wiring ----
 
 function showTab(name) {
+  if (name === "audit") loadAuditSoon();
   for (const tab of document.querySelectorAll("[role=tab]")) {
     tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
   }
@@ -479,6 +539,10 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const id of ["filter-text", "filter-group", "filter-status"]) {
     $(id).addEventListener("input", renderDevices);
   }
+  for (const id of ["audit-actor", "audit-route", "audit-since"]) {
+    $(id).addEventListener("input", loadAuditSoon);
+  }
+  $("audit-verify").addEventListener("click", () => verifyAudit().catch((e) => ($("audit-chain").textContent = e.message)));
   $("confirm-yes").addEventListener("click", () => state.pending && act(state.pending.action, state.pending.id));
   $("confirm-no").addEventListener("click", () => {
     state.pending = null;

@@ -774,6 +774,50 @@ async fn dashboard_scenario() {
         "document.querySelectorAll('#timeline li.kind-committed').length >= 2",
     )
     .await;
+
+    // The audit log: the abort clicked above is in it, filters narrow it, the chain holds.
+    click(&client, "[data-tab=audit]").await;
+    until(
+        &client,
+        "the abort in the audit log",
+        Duration::from_secs(10),
+        "[...document.querySelectorAll('#audit tbody tr')].some(r => r.innerText.includes('/abort') && r.innerText.includes('aborted'))",
+    )
+    .await;
+    let actor = client.find(Locator::Id("audit-actor")).await.unwrap();
+    actor.send_keys("nobody-by-this-name").await.unwrap();
+    until(
+        &client,
+        "an empty filtered audit log",
+        Duration::from_secs(5),
+        "document.querySelectorAll('#audit tbody tr').length === 0",
+    )
+    .await;
+    actor.clear().await.unwrap();
+    client
+        .execute(
+            "document.getElementById('audit-actor').dispatchEvent(new Event('input'));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    until(
+        &client,
+        "the whole audit log again",
+        Duration::from_secs(5),
+        "document.querySelectorAll('#audit tbody tr').length > 3",
+    )
+    .await;
+    click(&client, "#audit-verify").await;
+    until(
+        &client,
+        "the chain checked",
+        Duration::from_secs(5),
+        "document.getElementById('audit-chain').textContent.startsWith('Chain intact')",
+    )
+    .await;
+    let audit = client.screenshot().await.unwrap();
+    std::fs::write(artifacts().join("dashboard-audit.png"), &audit).unwrap();
     click(&client, "[data-tab=devices]").await;
 
     // On a phone: no sideways scrolling, the device rows become cards.
