@@ -32,6 +32,8 @@ pub enum InstallError {
         size: u64,
         limit: u64,
     },
+    #[error("{model} has no previous version on this device to roll back to")]
+    NoPrevious { model: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -131,6 +133,7 @@ pub struct Agent {
 }
 
 mod probation_watch;
+mod roll_back;
 mod startup;
 mod trial_cache;
 

@@ -88,7 +88,8 @@ fn infer_error(e: InferError) -> ApiError {
     }
 }
 
-/// The local API. `admin_token` guards `POST /v1/admin/install` ([`crate::admin`]).
+/// The local API. `admin_token` guards `POST /v1/admin/install` and `/v1/admin/rollback`
+/// ([`crate::admin`]).
 pub fn router(agent: Arc<Agent>, admin_token: String) -> Router {
     let admin_token: Arc<str> = admin_token.into();
     Router::new()
@@ -99,9 +100,13 @@ pub fn router(agent: Arc<Agent>, admin_token: String) -> Router {
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name_action}", post(predict))
+        .route("/v1/admin/install", {
+            let admin_token = admin_token.clone();
+            post(move |state, headers, body| install(state, admin_token.clone(), headers, body))
+        })
         .route(
-            "/v1/admin/install",
-            post(move |state, headers, body| install(state, admin_token.clone(), headers, body)),
+            "/v1/admin/rollback",
+            post(move |state, headers, body| roll_back(state, admin_token.clone(), headers, body)),
         )
         .route("/metrics", get(metrics))
         .with_state(agent)
@@ -404,21 +409,67 @@ struct InstallRequest {
     targets: Vec<String>,
 }
 
-async fn install(
-    State(agent): State<Arc<Agent>>,
-    admin_token: Arc<str>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Body,
-) -> Result<Json<Value>, ApiError> {
+/// The admin token and a JSON body, or the status that says which is missing.
+fn admitted(
+    agent: &Agent,
+    admin_token: &str,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), ApiError> {
     let token_file = crate::admin::token_path(&agent.config.data_dir);
-    crate::admin::check_headers(&headers, &admin_token, &token_file).map_err(|e| {
+    crate::admin::check_headers(headers, admin_token, &token_file).map_err(|e| {
         let status = match e {
             crate::admin::Refused::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             crate::admin::Refused::NoToken { .. } => StatusCode::UNAUTHORIZED,
             _ => StatusCode::FORBIDDEN,
         };
         ApiError::new(status, e.to_string())
-    })?;
+    })
+}
+
+fn install_failed(e: &InstallError) -> ApiError {
+    let status = match e {
+        InstallError::Rejected { .. }
+        | InstallError::Verify(_)
+        | InstallError::TooLarge { .. }
+        | InstallError::NoPrevious { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        InstallError::Store(crate::store::StoreError::Busy { .. }) => StatusCode::CONFLICT,
+        InstallError::Store(crate::store::StoreError::DiskFull { .. }) => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollBackRequest {
+    model: String,
+}
+
+/// `POST /v1/admin/rollback`: the previous version back from the copy on disk.
+async fn roll_back(
+    State(agent): State<Arc<Agent>>,
+    admin_token: Arc<str>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    admitted(&agent, &admin_token, &headers)?;
+    let request: RollBackRequest =
+        parse_body(&agent.config.api, &agent.body_budget, &headers, body).await?;
+    match agent.roll_back(&request.model).await {
+        Ok(report) => Ok(Json(json!({ "installed": [report] }))),
+        Err(e) => Err(install_failed(&e)),
+    }
+}
+
+async fn install(
+    State(agent): State<Arc<Agent>>,
+    admin_token: Arc<str>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    admitted(&agent, &admin_token, &headers)?;
     let request: InstallRequest =
         parse_body(&agent.config.api, &agent.body_budget, &headers, body).await?;
     let repository =
@@ -429,19 +480,7 @@ async fn install(
         .await
     {
         Ok(reports) => Ok(Json(json!({ "installed": reports }))),
-        Err(e) => {
-            let status = match &e {
-                InstallError::Rejected { .. }
-                | InstallError::Verify(_)
-                | InstallError::TooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                InstallError::Store(crate::store::StoreError::Busy { .. }) => StatusCode::CONFLICT,
-                InstallError::Store(crate::store::StoreError::DiskFull { .. }) => {
-                    StatusCode::INSUFFICIENT_STORAGE
-                }
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            Err(ApiError::new(status, e.to_string()))
-        }
+        Err(e) => Err(install_failed(&e)),
     }
 }
 

@@ -60,6 +60,13 @@ enum Command {
         #[arg(long = "target")]
         targets: Vec<String>,
     },
+    /// Put a model's previous version back in service from the copy this device kept (no
+    /// network needed); it is health-checked and goes through probation like any install.
+    Rollback {
+        #[arg(long, default_value = "/etc/edgefleet/agent.toml")]
+        config: PathBuf,
+        model: String,
+    },
 }
 
 /// EX_CONFIG from sysexits.h: systemd and operators can tell a bad config from a crash.
@@ -122,6 +129,14 @@ fn main() -> ExitCode {
                 Err(e) => return config_failure(e),
             };
             exit(runtime().and_then(|rt| rt.block_on(install(config, repository, targets))))
+        }
+        Command::Rollback { config, model } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(e),
+            };
+            let body = serde_json::json!({ "model": model });
+            exit(runtime().and_then(|rt| rt.block_on(admin_call(config, "rollback", body))))
         }
     }
 }
@@ -322,9 +337,18 @@ async fn enroll(config: Config, server: String, token_file: PathBuf) -> anyhow::
 }
 
 async fn install(config: Config, repository: PathBuf, targets: Vec<String>) -> anyhow::Result<()> {
+    let repository =
+        std::fs::canonicalize(&repository).with_context(|| format!("{}", repository.display()))?;
+    let body = serde_json::json!({ "repository": repository, "targets": targets });
+    admin_call(config, "install", body).await
+}
+
+/// Asks the running daemon to do `action` (`POST /v1/admin/<action>` with its admin token) and
+/// prints its report.
+async fn admin_call(config: Config, action: &str, body: serde_json::Value) -> anyhow::Result<()> {
     let Listen::Tcp(addr) = config.listen().map_err(anyhow::Error::msg)? else {
         anyhow::bail!(
-            "api.listen is a unix socket; run: curl --unix-socket PATH -H 'Content-Type: application/json' -H \"Authorization: Bearer $(cat {})\" -d '{{\"repository\": \"DIR\"}}' http://agent/v1/admin/install",
+            "api.listen is a unix socket; run: curl --unix-socket PATH -H 'Content-Type: application/json' -H \"Authorization: Bearer $(cat {})\" -d '{body}' http://agent/v1/admin/{action}",
             edge_agent::admin::token_path(&config.data_dir).display()
         );
     };
@@ -335,11 +359,8 @@ async fn install(config: Config, repository: PathBuf, targets: Vec<String>) -> a
             token_file.display()
         )
     })?;
-    let repository =
-        std::fs::canonicalize(&repository).with_context(|| format!("{}", repository.display()))?;
-    let body = serde_json::json!({ "repository": repository, "targets": targets });
     let response = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/admin/install"))
+        .post(format!("http://{addr}/v1/admin/{action}"))
         .bearer_auth(token.trim())
         .json(&body)
         .send()
@@ -348,7 +369,7 @@ async fn install(config: Config, repository: PathBuf, targets: Vec<String>) -> a
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if !status.is_success() {
-        anyhow::bail!("install refused ({status}): {text}");
+        anyhow::bail!("{action} refused ({status}): {text}");
     }
     // The one command that answers a person rather than logs: the install report, on stdout.
     #[allow(clippy::print_stdout)]

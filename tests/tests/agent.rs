@@ -830,12 +830,13 @@ fn the_local_install_api_takes_only_the_agents_own_token_json_and_repositories_u
 {
     let tmp = tempfile::tempdir().unwrap();
     let op = Operator::new(&tmp.path().join("operator"));
+    let first = op.push("churn/1.0.0");
     op.push("churn/2.0.0");
     let agent = AgentProcess::start(
         tmp.path(),
         &tmp.path().join("data"),
         &op.trusted_root(),
-        "",
+        "[probation]\nwindow_seconds = 1",
         &[],
     );
     let token_file = tmp.path().join("data/admin.token");
@@ -901,6 +902,31 @@ fn the_local_install_api_takes_only_the_agents_own_token_json_and_repositories_u
     let out = agent.install(&op.repo(), None);
     assert!(out.status.success(), "{}", agent.log_text());
     assert_eq!(agent.model("churn")["active"]["version"], "2.0.0");
+
+    // `edge-agent rollback` goes through the same admin API: nothing to go back to yet, then
+    // the version installed before, from the device's own copy.
+    let rollback = || {
+        std::process::Command::new(binary("edge-agent"))
+            .args(["rollback", "--config"])
+            .arg(&agent.config)
+            .arg("churn")
+            .output()
+            .unwrap()
+    };
+    let refused = rollback();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("422") && stderr.contains("no previous version"), "{stderr}");
+    agent.wait_state("churn", &["committed"], Duration::from_secs(30));
+    let out = agent.install(&op.repo(), Some(&first));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    agent.wait_state("churn", &["committed"], Duration::from_secs(30));
+    let out = rollback();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("activated"));
+    let m = agent.wait_state("churn", &["committed"], Duration::from_secs(30));
+    assert_eq!(m["active"]["version"], "2.0.0", "{m}");
+    assert_eq!(m["previous"]["version"], "1.0.0", "{m}");
 }
 
 /// A stop during probation is not a failure: after a restart the candidate still serves and its

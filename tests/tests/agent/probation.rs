@@ -1,6 +1,6 @@
-//! Probation in-process with paused time: the agent's real install pipeline, store and models,
-//! and the probation watch stepped through a ten-minute window in milliseconds. The process
-//! tests around it keep proving the wiring (HTTP, signals, restarts).
+//! Probation and local roll-back in-process with paused time: the agent's real install pipeline,
+//! store and models, and the probation watch stepped through a ten-minute window in
+//! milliseconds. The process tests around it keep proving the wiring (HTTP, signals, restarts).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,28 +70,20 @@ async fn install(agent: &Arc<Agent>, repo: &std::path::Path, target: &str) {
     tokio::time::pause();
 }
 
-#[test]
-fn probation_commits_a_quiet_candidate_at_the_end_of_its_window_and_rolls_a_failing_one_back_at_once()
- {
-    let tmp = tempfile::tempdir().unwrap();
-    let op = Operator::new(&tmp.path().join("operator"));
-    let good = op.push("churn/2.0.0");
-    let bad = op.push("bad/nan-on-live");
-    let config = tmp.path().join("agent.toml");
+/// An agent on `runtime` with its data in `dir`, trusting `op`'s root, with a
+/// [`WINDOW_SECONDS`] probation; time is paused once it has loaded what it stored.
+fn agent_in(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, op: &Operator) -> Arc<Agent> {
+    let config = dir.join("agent.toml");
     std::fs::write(
         &config,
         format!(
             "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n\
              [probation]\nwindow_seconds = {WINDOW_SECONDS}\nmin_requests = 10\nmax_error_ratio = 0.05\n",
-            tmp.path().join("data").display(),
+            dir.join("data").display(),
             op.trusted_root().display()
         ),
     )
     .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     runtime.block_on(async {
         let config = edge_agent::config::Config::load(&config).unwrap();
         let engine = edgefleet_inference::select::Engine::new(
@@ -102,7 +94,78 @@ fn probation_commits_a_quiet_candidate_at_the_end_of_its_window_and_rolls_a_fail
         let agent = Agent::open(config, Arc::new(engine)).await.unwrap();
         agent.load_models().await;
         tokio::time::pause();
+        agent
+    })
+}
 
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `edge-agent rollback`: the previous version comes back from the device's own copy with the
+/// repository gone, through health check and probation, and can itself be rolled back.
+#[test]
+fn a_roll_back_serves_the_previous_version_from_disk_without_the_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let first = op.push("churn/1.0.0");
+    let second = op.push("churn/2.0.0");
+    let runtime = paused_runtime();
+    let agent = agent_in(&runtime, tmp.path(), &op);
+    runtime.block_on(async {
+        let nothing = agent.roll_back("churn").await.unwrap_err();
+        assert!(
+            nothing.to_string().contains("no previous version"),
+            "{nothing}"
+        );
+        for target in [&first, &second] {
+            install(&agent, &op.repo(), target).await;
+            seconds_until(&agent, UpdateState::Committed, WINDOW_SECONDS + 30).await;
+        }
+        assert_eq!(active_version(&agent), "2.0.0");
+        // Off the network: the repository the versions came from is gone.
+        std::fs::remove_dir_all(op.repo()).unwrap();
+        tokio::time::resume();
+        let report = agent.roll_back("churn").await.unwrap();
+        tokio::time::pause();
+        assert!(
+            matches!(&report, InstallReport::Activated { target, .. } if *target == first),
+            "{report:?}"
+        );
+        let model = churn(&agent);
+        assert_eq!(model.state, UpdateState::Probation);
+        assert_eq!(active_version(&agent), "1.0.0");
+        assert_eq!(
+            model.previous.map(|p| p.version.to_string()).as_deref(),
+            Some("2.0.0")
+        );
+        assert_eq!(
+            agent.serving.get("churn").unwrap().meta.version.to_string(),
+            "1.0.0"
+        );
+        seconds_until(&agent, UpdateState::Committed, WINDOW_SECONDS + 30).await;
+        // And back again.
+        tokio::time::resume();
+        agent.roll_back("churn").await.unwrap();
+        tokio::time::pause();
+        assert_eq!(active_version(&agent), "2.0.0");
+        assert_eq!(agent.stop(Duration::from_secs(5)).await, 0);
+    });
+}
+
+#[test]
+fn probation_commits_a_quiet_candidate_at_the_end_of_its_window_and_rolls_a_failing_one_back_at_once()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let good = op.push("churn/2.0.0");
+    let bad = op.push("bad/nan-on-live");
+    let runtime = paused_runtime();
+    let agent = agent_in(&runtime, tmp.path(), &op);
+    runtime.block_on(async {
         // A first version under light, healthy traffic: it serves at once, and commits only
         // when the whole window has passed.
         install(&agent, &op.repo(), &good).await;
