@@ -916,13 +916,24 @@ fn the_local_install_api_takes_only_the_agents_own_token_json_and_repositories_u
     let refused = rollback();
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("422") && stderr.contains("no previous version"), "{stderr}");
+    assert!(
+        stderr.contains("422") && stderr.contains("no previous version"),
+        "{stderr}"
+    );
     agent.wait_state("churn", &["committed"], Duration::from_secs(30));
     let out = agent.install(&op.repo(), Some(&first));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     agent.wait_state("churn", &["committed"], Duration::from_secs(30));
     let out = rollback();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("activated"));
     let m = agent.wait_state("churn", &["committed"], Duration::from_secs(30));
     assert_eq!(m["active"]["version"], "2.0.0", "{m}");
