@@ -729,10 +729,22 @@ async fn an_audit_entry_edited_in_the_database_breaks_the_chain() {
         .broken
         .expect("the next link is found broken");
     assert_eq!(broken.seq, 3, "{broken:?}");
-    // A body that no longer parses is a finding, not an error.
+    // A body that no longer parses is a finding, not an error: listed as unreadable, named by
+    // the walk, and the rest of the log still reads.
     edit("UPDATE audit SET body = 'garbage' WHERE seq = 4");
+    let listed = store.audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 4);
+    assert_eq!((listed[0].seq, listed[0].hash.as_str()), (4, ""));
+    assert_eq!(listed[1].record.actor, "alice");
     let chain = store.audit_chain().await.unwrap();
-    assert_eq!(chain.len(), 4);
+    let only_the_last = audit::verify(&chain[2..])
+        .broken
+        .expect("the garbled row is named");
+    assert_eq!(only_the_last.seq, 4, "{only_the_last:?}");
+    assert!(
+        only_the_last.reason.contains("cannot be read"),
+        "{only_the_last:?}"
+    );
 }
 
 #[tokio::test]

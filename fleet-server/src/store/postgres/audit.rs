@@ -7,11 +7,8 @@ use crate::store::AuditStore;
 /// Serialises appends across every server sharing the database (the chain has one order).
 const AUDIT_LOCK: i64 = 0x6564_6765_6175_6474; // "edgeaudt"
 
-fn entry_of(body: &str) -> Result<AuditEntry> {
-    decode_stored("audit entry", body)
-}
-
-/// For the chain's walk an unreadable entry is a finding, not an error.
+/// An entry that no longer decodes is listed as unreadable and named by the chain's walk: one
+/// edited row must not hide the rest of the log.
 fn chain_entry(seq: i64, body: &str) -> AuditEntry {
     serde_json::from_str(body).unwrap_or_else(|_| unreadable(seq as u64))
 }
@@ -57,7 +54,7 @@ impl AuditStore for PostgresStore {
         self.client()
             .await?
             .query(
-                "SELECT body FROM audit
+                "SELECT seq, body FROM audit
                  WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR route = $2)
                    AND ($3::bigint IS NULL OR at >= $3) AND ($4::bigint IS NULL OR seq < $4)
                  ORDER BY seq DESC LIMIT $5",
@@ -66,7 +63,7 @@ impl AuditStore for PostgresStore {
             .await
             .map_err(pg)?
             .iter()
-            .map(|r| entry_of(r.get(0)))
+            .map(|r| Ok(chain_entry(r.get(0), r.get(1))))
             .collect()
     }
 

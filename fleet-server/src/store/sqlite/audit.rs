@@ -4,11 +4,8 @@ use super::*;
 use crate::audit::{AuditEntry, AuditFilter, AuditRecord, seal, unreadable};
 use crate::store::AuditStore;
 
-fn entry_of(body: &str) -> Result<AuditEntry> {
-    decode_stored("audit entry", body)
-}
-
-/// For the chain's walk an unreadable entry is a finding, not an error.
+/// An entry that no longer decodes is listed as unreadable and named by the chain's walk: one
+/// edited row must not hide the rest of the log.
 fn chain_entry(seq: i64, body: &str) -> AuditEntry {
     serde_json::from_str(body).unwrap_or_else(|_| unreadable(seq as u64))
 }
@@ -54,7 +51,7 @@ impl AuditStore for SqliteStore {
         self.with(move |c| {
             let mut statement = c
                 .prepare(
-                    "SELECT body FROM audit
+                    "SELECT seq, body FROM audit
                      WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR route = ?2)
                        AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR seq < ?4)
                      ORDER BY seq DESC LIMIT ?5",
@@ -69,12 +66,15 @@ impl AuditStore for SqliteStore {
                         filter.before.map(|b| b as i64),
                         filter.limit()
                     ],
-                    |r| r.get::<_, String>(0),
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
                 )
                 .map_err(backend)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(backend)?;
-            bodies.iter().map(|b| entry_of(b)).collect()
+            Ok(bodies
+                .iter()
+                .map(|(seq, body)| chain_entry(*seq, body))
+                .collect())
         })
         .await
     }
