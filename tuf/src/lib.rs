@@ -96,6 +96,8 @@ pub enum Error {
     Concurrent { repository: String },
     #[error("repository storage: {0}")]
     Storage(String),
+    #[error("offline bundle: {0}")]
+    Bundle(String),
     #[error("TUF update failed: {0}")]
     Update(String),
     #[error("download of target {name:?} failed: {detail}")]

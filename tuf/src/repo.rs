@@ -36,9 +36,11 @@ use tough::schema::{
 use crate::metadata::quote_role;
 use crate::operator::{Expiries, days_after, sign_with, target_meta, to_compact_bytes};
 
+mod bundle;
 mod delegated;
 use crate::verify::verify_distinct;
 use crate::{Error, SPEC_VERSION, sha256, write_atomic};
+pub use bundle::{Bundle, resign_bundle};
 pub use delegated::DelegatedFile;
 
 /// The online keys the repository signs with.
@@ -517,33 +519,7 @@ impl<B: RepoBackend> RepoStore<B> {
     }
 
     async fn check_online_keys(&self, root: &Root) -> Result<(), Error> {
-        for (role, source) in [
-            (tough::schema::RoleType::Snapshot, &self.keys.snapshot),
-            (tough::schema::RoleType::Timestamp, &self.keys.timestamp),
-        ] {
-            let key = source
-                .as_sign()
-                .await
-                .map_err(|e| Error::Signing {
-                    role: role.to_string(),
-                    detail: e.to_string(),
-                })?
-                .tuf_key();
-            let id = key
-                .key_id()
-                .map_err(|e| Error::InvalidRoot(e.to_string()))?;
-            let authorized = root
-                .roles
-                .get(&role)
-                .is_some_and(|r| r.keyids.contains(&id));
-            if !authorized {
-                return Err(Error::InvalidRoot(format!(
-                    "root does not list this repository's online {role} key {}",
-                    hex::encode(&id)
-                )));
-            }
-        }
-        Ok(())
+        check_online_keys(&self.keys, root).await
     }
 
     /// Publishes a new root (when given, with its version), targets (exact bytes), a new
@@ -573,6 +549,23 @@ impl<B: RepoBackend> RepoStore<B> {
         delegated: &[DelegatedFile<'_>],
         now: Timestamp,
     ) -> Result<Published, Error> {
+        self.publish_after(root, new_root, targets, targets_bytes, delegated, now, 0)
+            .await
+    }
+
+    /// [`Self::publish_with`], leaving `reserved` snapshot and timestamp versions unused between
+    /// the current publication and this one (an offline bundle signs them, [`Self::bundle`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_after(
+        &self,
+        root: &Root,
+        new_root: Option<(&[u8], u64)>,
+        targets: &Signed<Targets>,
+        targets_bytes: &[u8],
+        delegated: &[DelegatedFile<'_>],
+        now: Timestamp,
+        reserved: u64,
+    ) -> Result<Published, Error> {
         let based_on = match self.backend.read("timestamp.json").await? {
             Some(bytes) => Some(parse::<Signed<TimestampRole>>("timestamp.json", &bytes)?),
             None => None,
@@ -580,31 +573,27 @@ impl<B: RepoBackend> RepoStore<B> {
         let (snapshot_version, timestamp_version) = match &based_on {
             Some(ts) => {
                 let snap = meta_version(&ts.signed.meta, "snapshot.json")?;
-                (snap + 1, ts.signed.version.get() + 1)
+                (snap + 1 + reserved, ts.signed.version.get() + 1 + reserved)
             }
             None => (1, 1),
         };
-        let mut snapshot = Snapshot::new(
-            SPEC_VERSION.to_string(),
-            nz(snapshot_version)?,
-            days_after(now, self.expiries.snapshot_days)?,
-        );
+        let mut meta = HashMap::new();
         if let Some(ts) = &based_on {
             let current = meta_version(&ts.signed.meta, "snapshot.json")?;
             let listed: Signed<Snapshot> = parse(
                 "snapshot.json",
                 &self.read(&format!("{current}.snapshot.json")).await?,
             )?;
-            snapshot.meta = listed.signed.meta;
+            meta = listed.signed.meta;
         }
-        snapshot.meta.insert(
+        meta.insert(
             "targets.json".to_string(),
             metafile(targets.signed.version.get(), targets_bytes)?,
         );
         for file in delegated {
             // Version and length only: the role is signed and named by its version, so a hash
             // adds nothing a device checks, and snapshot grows with every model of the fleet.
-            snapshot.meta.insert(
+            meta.insert(
                 format!("{}.json", file.role),
                 Metafile {
                     length: Some(file.bytes.len() as u64),
@@ -614,20 +603,21 @@ impl<B: RepoBackend> RepoStore<B> {
                 },
             );
         }
-        let snapshot = sign_with(snapshot, root, std::slice::from_ref(&self.keys.snapshot)).await?;
-        let snapshot_bytes = to_compact_bytes(&snapshot)?;
-        let mut timestamp = TimestampRole::new(
-            SPEC_VERSION.to_string(),
-            nz(timestamp_version)?,
-            days_after(now, self.expiries.timestamp_days)?,
-        );
-        timestamp.meta.insert(
-            "snapshot.json".to_string(),
-            metafile(snapshot_version, &snapshot_bytes)?,
-        );
-        let timestamp =
-            sign_with(timestamp, root, std::slice::from_ref(&self.keys.timestamp)).await?;
-        let timestamp_bytes = to_compact_bytes(&timestamp)?;
+        let online = sign_online(
+            &self.keys,
+            root,
+            meta,
+            (
+                snapshot_version,
+                days_after(now, self.expiries.snapshot_days)?,
+            ),
+            (
+                timestamp_version,
+                days_after(now, self.expiries.timestamp_days)?,
+            ),
+        )
+        .await?;
+        let (snapshot_bytes, timestamp_bytes) = (online.snapshot, online.timestamp);
 
         let targets_version = targets.signed.version.get();
         let mut files = Vec::with_capacity(5);
@@ -656,6 +646,75 @@ impl<B: RepoBackend> RepoStore<B> {
             timestamp_version,
         })
     }
+}
+
+/// Fails unless `root` lists `keys` for the snapshot and timestamp roles.
+pub(crate) async fn check_online_keys(keys: &OnlineKeys, root: &Root) -> Result<(), Error> {
+    for (role, source) in [
+        (tough::schema::RoleType::Snapshot, &keys.snapshot),
+        (tough::schema::RoleType::Timestamp, &keys.timestamp),
+    ] {
+        let key = source
+            .as_sign()
+            .await
+            .map_err(|e| Error::Signing {
+                role: role.to_string(),
+                detail: e.to_string(),
+            })?
+            .tuf_key();
+        let id = key
+            .key_id()
+            .map_err(|e| Error::InvalidRoot(e.to_string()))?;
+        let authorized = root
+            .roles
+            .get(&role)
+            .is_some_and(|r| r.keyids.contains(&id));
+        if !authorized {
+            return Err(Error::InvalidRoot(format!(
+                "root does not list this repository's online {role} key {}",
+                hex::encode(&id)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot listing `meta` and the timestamp naming it, each at the (version, expiry) given,
+/// signed with the online keys `root` authorizes.
+pub(crate) struct OnlineSigned {
+    pub(crate) snapshot: Vec<u8>,
+    pub(crate) timestamp: Vec<u8>,
+}
+
+pub(crate) async fn sign_online(
+    keys: &OnlineKeys,
+    root: &Root,
+    meta: HashMap<String, Metafile>,
+    (snapshot_version, snapshot_expires): (u64, Timestamp),
+    (timestamp_version, timestamp_expires): (u64, Timestamp),
+) -> Result<OnlineSigned, Error> {
+    let mut snapshot = Snapshot::new(
+        SPEC_VERSION.to_string(),
+        nz(snapshot_version)?,
+        snapshot_expires,
+    );
+    snapshot.meta = meta;
+    let snapshot = sign_with(snapshot, root, std::slice::from_ref(&keys.snapshot)).await?;
+    let snapshot_bytes = to_compact_bytes(&snapshot)?;
+    let mut timestamp = TimestampRole::new(
+        SPEC_VERSION.to_string(),
+        nz(timestamp_version)?,
+        timestamp_expires,
+    );
+    timestamp.meta.insert(
+        "snapshot.json".to_string(),
+        metafile(snapshot_version, &snapshot_bytes)?,
+    );
+    let timestamp = sign_with(timestamp, root, std::slice::from_ref(&keys.timestamp)).await?;
+    Ok(OnlineSigned {
+        snapshot: snapshot_bytes,
+        timestamp: to_compact_bytes(&timestamp)?,
+    })
 }
 
 fn nz(v: u64) -> Result<std::num::NonZeroU64, Error> {
