@@ -1,13 +1,12 @@
 //! The agent's core: the install pipeline (stage → load → health check → activate → probation →
 //! commit, or reject / roll back), start-up recovery, and the models it serves.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use edgefleet_inference::health::{self, HealthReport};
 use edgefleet_inference::select::Engine;
-use edgefleet_tuf::client::{self, ClientConfig, ClientLimits, ModelTarget, VerifiedArtifact};
+use edgefleet_tuf::client::{self, ModelTarget, VerifiedArtifact};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -32,6 +31,8 @@ pub enum InstallError {
         size: u64,
         limit: u64,
     },
+    #[error("{repository}: {detail}")]
+    Repository { repository: String, detail: String },
     #[error("{model} has no previous version on this device to roll back to")]
     NoPrevious { model: String },
     #[error("internal error: {0}")]
@@ -132,6 +133,7 @@ pub struct Agent {
     tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
+mod offline;
 mod probation_watch;
 mod roll_back;
 mod startup;
@@ -530,69 +532,5 @@ impl Agent {
             target: target.to_string(),
             reason,
         }
-    }
-
-    /// `edge-agent install DIR`: verifies a repository directory (a USB stick made by
-    /// `fleetctl`) against the trusted root, then installs the named targets — or, with none
-    /// named, the highest-sequence release of every model in it.
-    pub async fn install_from_repository(
-        self: &Arc<Self>,
-        repo: &Path,
-        names: &[String],
-    ) -> Result<Vec<InstallReport>, InstallError> {
-        let tuf_dir = self.config.data_dir.join("tuf");
-        if !tuf_dir.join("root.json").exists() {
-            let root_path = &self.config.trusted_root_path;
-            let root = std::fs::read(root_path)
-                .map_err(|e| InstallError::Internal(format!("{}: {e}", root_path.display())))?;
-            client::init(&tuf_dir, &root)?;
-        }
-        let repo = std::fs::canonicalize(repo)
-            .map_err(|e| InstallError::Internal(format!("{}: {e}", repo.display())))?;
-        let url = |sub: &str| {
-            url::Url::from_directory_path(repo.join(sub))
-                .map_err(|()| InstallError::Internal(format!("{} is not absolute", repo.display())))
-        };
-        let config = ClientConfig {
-            metadata_dir: tuf_dir,
-            metadata_url: url("metadata")?,
-            targets_url: url("targets")?,
-            limits: ClientLimits {
-                max_artifact_bytes: self.config.limits.max_artifact_bytes,
-                max_release_file_bytes: self.config.limits.max_release_file_bytes,
-                ..ClientLimits::default()
-            },
-        };
-        let mut trusted = client::refresh(&config, tough::FilesystemTransport).await?;
-        let targets: Vec<ModelTarget> = if names.is_empty() {
-            let mut newest: std::collections::BTreeMap<String, ModelTarget> = Default::default();
-            for t in trusted.all_model_targets().await? {
-                let keep = newest
-                    .get(t.meta.model.as_str())
-                    .is_none_or(|cur| cur.meta.sequence < t.meta.sequence);
-                if keep {
-                    newest.insert(t.meta.model.to_string(), t);
-                }
-            }
-            newest.into_values().collect()
-        } else {
-            let mut targets = Vec::with_capacity(names.len());
-            for name in names {
-                targets.push(trusted.model_target(name).await?);
-            }
-            targets
-        };
-        let staging = self.config.data_dir.join("store/staging");
-        let mut reports = Vec::new();
-        for mut target in targets {
-            trusted.fetch_release_files(&mut target, &staging).await?;
-            let source = if self.has_artifact_of(&target) {
-                ArtifactSource::Stored
-            } else {
-                ArtifactSource::Downloaded(trusted.fetch(&target, &staging).await?)
-            };
-            reports.push(self.install(&target, source).await?);
-        }
-        Ok(reports)
     }
 }

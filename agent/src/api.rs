@@ -431,7 +431,8 @@ fn install_failed(e: &InstallError) -> ApiError {
         InstallError::Rejected { .. }
         | InstallError::Verify(_)
         | InstallError::TooLarge { .. }
-        | InstallError::NoPrevious { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        | InstallError::NoPrevious { .. }
+        | InstallError::Repository { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         InstallError::Store(crate::store::StoreError::Busy { .. }) => StatusCode::CONFLICT,
         InstallError::Store(crate::store::StoreError::DiskFull { .. }) => {
             StatusCode::INSUFFICIENT_STORAGE

@@ -290,6 +290,18 @@ impl TufHost {
         Ok((published, models))
     }
 
+    /// An offline bundle's metadata, valid for `valid_days` (`edgefleet_tuf::repo::Bundle`); the
+    /// live repository moves past its versions.
+    pub async fn bundle(
+        &self,
+        valid_days: u32,
+        now: Timestamp,
+    ) -> Result<edgefleet_tuf::repo::Bundle, HostError> {
+        let _writing = self.writing.lock().await;
+        self.ensure_initialised().await?;
+        Ok(self.repo.bundle(valid_days, now).await?)
+    }
+
     /// The current version of a delegated role, byte for byte; `None` when never published.
     pub async fn current_delegated(&self, role: &str) -> Result<Option<Vec<u8>>, HostError> {
         self.ensure_initialised().await?;

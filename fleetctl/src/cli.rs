@@ -49,6 +49,18 @@ pub(crate) struct RepoArgs {
     pub(crate) model_keys: Vec<String>,
 }
 
+/// The online keys of a local repository, for bundles.
+#[derive(Debug, Args)]
+pub(crate) struct OnlineKeyArgs {
+    /// Directory holding the keys (NAME.pem).
+    #[arg(long, default_value = "keys")]
+    pub(crate) keys: PathBuf,
+    #[arg(long, default_value = "snapshot")]
+    pub(crate) snapshot_key: String,
+    #[arg(long, default_value = "timestamp")]
+    pub(crate) timestamp_key: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Generate ed25519 key pairs: NAME.pem (private, 0600) and NAME.pub.json.
@@ -192,6 +204,39 @@ pub(crate) enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Write an offline bundle: one signed model version and the metadata to trust it, as a
+    /// directory `edge-agent install DIR` takes with no network, installable for `--valid-days`
+    /// (docs/BUNDLES.md). From the fleet server by default (it signs the bundle's timestamp and
+    /// snapshot), or from a local repository with `--repo`.
+    Bundle {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        version: String,
+        /// Days the bundle stays installable (1 to 366; at most as long as targets lasts).
+        #[arg(long)]
+        valid_days: u32,
+        /// Directory to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Bundle from this local repository (signed with its online keys from --keys)
+        /// instead of the fleet server.
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        #[command(flatten)]
+        keys: OnlineKeyArgs,
+    },
+    /// Re-sign a bundle's timestamp and snapshot for another `--valid-days` from now, offline,
+    /// with the online keys of the repository it came from (a local repository's; a fleet
+    /// server's bundle is made anew instead).
+    ResignBundle {
+        /// The bundle directory.
+        dir: PathBuf,
+        #[arg(long)]
+        valid_days: u32,
+        #[command(flatten)]
+        keys: OnlineKeyArgs,
     },
     /// Check a repository as a device would, starting from a trusted root, and verify every
     /// artifact.

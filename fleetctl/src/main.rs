@@ -15,6 +15,7 @@
 // A CLI answers on stdout; the workspace lint against print_stdout is meant for daemons.
 #![allow(clippy::print_stdout)]
 
+mod bundle;
 mod cli;
 mod delegate;
 mod push;
@@ -142,6 +143,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rotate::rotate_keys(server.as_ref(), &repo, &spec).await
         }
         Command::Verify { repo, root } => verify(&repo, root.as_deref()).await,
+        Command::Bundle {
+            model,
+            version,
+            valid_days,
+            out,
+            repo,
+            keys,
+        } => {
+            let spec = bundle::BundleSpec {
+                model,
+                version,
+                valid_days,
+                out,
+            };
+            match repo {
+                Some(repo) => bundle::from_repo(&repo, online_keys(&keys)?, &spec).await,
+                None => bundle::from_server(&client()?, &spec).await,
+            }
+        }
+        Command::ResignBundle {
+            dir,
+            valid_days,
+            keys,
+        } => bundle::resign(&dir, online_keys(&keys)?, valid_days).await,
         Command::Login { server, token_file } => {
             let token = match (token_file, token) {
                 (Some(path), _) => std::fs::read_to_string(&path)
@@ -239,4 +264,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn online_keys(args: &cli::OnlineKeyArgs) -> anyhow::Result<edgefleet_tuf::repo::OnlineKeys> {
+    Ok(edgefleet_tuf::repo::OnlineKeys {
+        snapshot: repo::source(&args.keys, &args.snapshot_key)?,
+        timestamp: repo::source(&args.keys, &args.timestamp_key)?,
+    })
 }

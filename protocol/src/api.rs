@@ -227,3 +227,28 @@ impl Stage {
         }
     }
 }
+
+/// `POST /api/v1/bundles`: an offline bundle of one signed model version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BundleRequest {
+    pub model: String,
+    pub version: String,
+    /// Days the bundle stays installable (1 to 366); it cannot outlast root or targets.
+    pub valid_days: u32,
+}
+
+/// The bundle's metadata: with the target files it names (fetched from `/tuf/targets/`), a
+/// repository directory that `edge-agent install` takes without a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct BundleMetadata {
+    /// The model target the bundle is for, e.g. `models/churn/2.0.0/model.onnx`.
+    pub target: String,
+    /// RFC 3339; the bundle's timestamp and snapshot expire then.
+    pub expires: String,
+    pub timestamp_version: u64,
+    /// `metadata/` files by name, each exactly the bytes signed (JSON text).
+    pub metadata: BTreeMap<String, String>,
+}

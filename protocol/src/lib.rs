@@ -14,6 +14,7 @@
 pub mod api;
 pub mod baseline;
 pub mod broker;
+pub mod bundle;
 mod error;
 pub mod health;
 pub mod ids;

@@ -9,7 +9,7 @@
 use edgefleet_e2e::demo::{self, DemoOptions};
 use edgefleet_e2e::one_fleet_at_a_time as one_at_a_time;
 use edgefleet_e2e::relay::Relay;
-use edgefleet_e2e::run_ok;
+use edgefleet_e2e::{AgentProcess, run_ok};
 
 #[test]
 fn through_the_server_a_device_running_churn_fetches_only_churns_role() {
@@ -127,4 +127,53 @@ fn through_the_server_a_device_running_churn_fetches_only_churns_role() {
             assert_eq!(fetched, 1, "churn {version} {file}: {requests:#?}");
         }
     }
+
+    // An offline bundle of delegated iris, made through the server, installs on a device that
+    // never reached the fleet: the stick is all it has.
+    let offline_dir = tmp.path().join("offline-device");
+    std::fs::create_dir_all(&offline_dir).unwrap();
+    let stick = offline_dir.join("stick");
+    let bundle = |out: &std::path::Path| {
+        fleet
+            .operator
+            .fleetctl()
+            .args(["bundle", "--model", "iris", "--version", "1.0.0"])
+            .args(["--valid-days", "30", "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let made = bundle(&stick);
+    assert!(made.status.success(), "{made:?}");
+    let offline = AgentProcess::start(
+        &offline_dir,
+        &offline_dir.join("data"),
+        &fleet.operator.trusted_root(),
+        "",
+        &[],
+    );
+    let installed = offline.install(&stick, None);
+    assert!(installed.status.success(), "{installed:?}");
+    assert_eq!(offline.model("iris")["serving"], "1.0.0");
+    // The fleet's device still syncs: the live repository moved past the bundle's versions.
+    assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
+    // Archived versions are not bundled, and the refusal is audited like any operator call.
+    run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["promote", "iris", "1.0.0", "--stage", "archived"]),
+    );
+    let refused = bundle(&offline_dir.join("archived"));
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("archived"),
+        "{refused:?}"
+    );
+    assert!(!offline_dir.join("archived").exists());
+    let (_, audit) = fleet
+        .server
+        .call("GET", "/api/v1/audit?limit=2", Some(&admin), None);
+    let subjects = audit.to_string();
+    assert!(subjects.contains("bundle iris 1.0.0"), "{subjects}");
 }

@@ -1,14 +1,15 @@
 //! The device-side TUF client reads the system clock (as the conformance suite requires) and a
 //! clock that went backwards never makes expired metadata valid again. Real processes: the
 //! repository is made by `fleetctl` with the clock set back by `faketime`, and checked by
-//! `conformance-client`, which runs the agent's verification code.
+//! `conformance-client`, which runs the agent's verification code. Offline bundles live by the
+//! same clock: a real agent, its clock moved on by libfaketime, installs one or refuses it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use edgefleet_e2e::{binary, models_dir};
+use edgefleet_e2e::{AgentProcess, Operator, binary, models_dir, run_ok};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("spawn")
@@ -101,4 +102,82 @@ fn expired_metadata_stays_expired_when_the_clock_is_set_back() {
         !dir.join("device/timestamp.json").exists(),
         "expired timestamp was cached"
     );
+}
+
+/// The agent's environment for a clock `days` ahead (libfaketime, preloaded).
+fn days_ahead(days: u32) -> Vec<(&'static str, String)> {
+    let library = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1"))
+        .find(|p| Path::new(p).exists())
+        .expect("libfaketime is missing: scripts/setup.sh installs it");
+    vec![("LD_PRELOAD", library), ("FAKETIME", format!("+{days}d"))]
+}
+
+fn agent_at(dir: &Path, op: &Operator, days: u32) -> AgentProcess {
+    std::fs::create_dir_all(dir).unwrap();
+    let env = days_ahead(days);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    AgentProcess::start(dir, &dir.join("data"), &op.trusted_root(), "", &env)
+}
+
+#[test]
+fn a_bundle_valid_for_30_days_installs_on_day_29_and_is_refused_on_day_31_until_re_signed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::new(&tmp.path().join("operator"));
+    let target = op.push("iris/1.0.0");
+    let stick = tmp.path().join("day29/stick");
+    let made = run_ok(
+        op.fleetctl()
+            .args([
+                "bundle",
+                "--repo",
+                "repo",
+                "--model",
+                "iris",
+                "--version",
+                "1.0.0",
+            ])
+            .args(["--valid-days", "30", "--out"])
+            .arg(&stick),
+    );
+    assert!(String::from_utf8_lossy(&made.stdout).contains(&target));
+
+    let day29 = agent_at(&tmp.path().join("day29"), &op, 29);
+    let out = day29.install(&stick, None);
+    ok(&out);
+    assert_eq!(
+        day29.model("iris")["serving"],
+        "1.0.0",
+        "{}",
+        day29.log_text()
+    );
+
+    // Day 31: the same bundle (copied to that device's stick) is refused and nothing changes.
+    let day31_dir = tmp.path().join("day31");
+    std::fs::create_dir_all(&day31_dir).unwrap();
+    run_ok(Command::new("cp").arg("-r").arg(&stick).arg(&day31_dir));
+    let stick31 = day31_dir.join("stick");
+    let day31 = agent_at(&day31_dir, &op, 31);
+    let refused = day31.install(&stick31, None);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("expired") && stderr.contains("fleetctl resign-bundle"),
+        "{stderr}"
+    );
+    assert!(
+        day31.model("iris")["active"].is_null(),
+        "{}",
+        day31.models()
+    );
+
+    // Re-signed on day 31 by the operator (offline: the repository's own online keys), it
+    // installs.
+    ok(&run(faketime("+31d", &binary("fleetctl"))
+        .current_dir(&op.dir)
+        .args(["resign-bundle", "--valid-days", "30"])
+        .arg(&stick31)));
+    ok(&day31.install(&stick31, None));
+    assert_eq!(day31.model("iris")["serving"], "1.0.0");
 }

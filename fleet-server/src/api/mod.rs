@@ -379,6 +379,15 @@ pub fn routes() -> Vec<Route> {
             post(reg::set_stage),
         ),
         route(
+            Method::POST,
+            "/api/v1/bundles",
+            R(Operator),
+            "An offline bundle's metadata for one signed version, valid for the days asked",
+            body::<api::BundleRequest>(),
+            post(reg::create_bundle),
+        )
+        .replies::<api::BundleMetadata>(StatusCode::OK),
+        route(
             Method::GET,
             "/api/v1/artifacts/{sha256}",
             R(Viewer),

@@ -7,6 +7,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -14,6 +15,8 @@ use super::audit::AuditNote;
 use super::handlers::{ApiResult, JsonBody, json_response};
 use super::{ApiError, AppState, Principal};
 use crate::store::{Release, Stage, StoreError};
+use crate::tufhost::HostError;
+use edgefleet_protocol::api;
 
 pub async fn models(State(state): State<AppState>) -> ApiResult {
     let signed = state.tuf.models().await?;
@@ -92,6 +95,66 @@ pub async fn set_stage(
         StatusCode::OK,
         json!({"model": model, "version": version, "stage": req.stage}),
     )))
+}
+
+/// An offline bundle of one signed version (`fleetctl bundle`). Archived versions are refused
+/// like their rollouts are. Audited: a bundle is metadata valid for as long as it says, to any
+/// device that has not synced since.
+pub async fn create_bundle(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(req): JsonBody<api::BundleRequest>,
+) -> ApiResult {
+    let signed = state.tuf.models().await?;
+    let Some(found) = signed
+        .iter()
+        .find(|m| m.meta.model.as_str() == req.model && m.meta.version.to_string() == req.version)
+    else {
+        return Err(ApiError::not_found(format!(
+            "{} {} is not a signed version (fleetctl models lists them)",
+            req.model, req.version
+        )));
+    };
+    let subject = format!("bundle {} {}", req.model, req.version);
+    if stage_of(&state, &found.name).await? == Stage::Archived {
+        let refusal = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{} {} is archived; move it to staging or production first (fleetctl promote)",
+                req.model, req.version
+            ),
+        )
+        .with_field("version");
+        return Ok(AuditNote::on(subject).to(refusal.into_response()));
+    }
+    let bundle = state
+        .tuf
+        .bundle(req.valid_days, state.clock.now())
+        .await
+        .map_err(|e| match e {
+            HostError::Tuf(edgefleet_tuf::Error::Bundle(_)) => {
+                ApiError::from(e).with_field("valid_days")
+            }
+            e => ApiError::from(e),
+        })?;
+    let mut metadata = BTreeMap::new();
+    for (file, bytes) in bundle.metadata {
+        let text = String::from_utf8(bytes).map_err(ApiError::internal)?;
+        metadata.insert(file, text);
+    }
+    let view = api::BundleMetadata {
+        target: found.name.clone(),
+        expires: bundle.expires.to_string(),
+        timestamp_version: bundle.timestamp_version,
+        metadata,
+    };
+    tracing::info!(by = %principal.name(), target = %found.name, valid_days = req.valid_days, expires = %view.expires, "offline bundle made");
+    let note = AuditNote::on(subject).after(json!({
+        "valid_days": req.valid_days,
+        "expires": view.expires,
+        "timestamp_version": view.timestamp_version,
+    }));
+    Ok(note.to(json_response(StatusCode::OK, json!(view))))
 }
 
 /// Where the signed `target` stands in the registry; a version signed offline, which has no row

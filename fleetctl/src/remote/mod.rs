@@ -169,6 +169,29 @@ impl Client {
             .to_vec())
     }
 
+    /// Streams the body of GET `path` into a new file `dest` (parents created).
+    pub async fn download(&self, path: &str, dest: &Path, what: &str) -> anyhow::Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let mut response = self.send(self.request(Method::GET, path), what).await?;
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .with_context(|| parent.display().to_string())?;
+        }
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .with_context(|| dest.display().to_string())?;
+        let mut written = 0u64;
+        while let Some(chunk) = response.chunk().await.with_context(|| what.to_owned())? {
+            file.write_all(&chunk)
+                .await
+                .with_context(|| dest.display().to_string())?;
+            written += chunk.len() as u64;
+        }
+        file.sync_all().await?;
+        Ok(written)
+    }
+
     /// Sends `body` as JSON and decodes the answer as `T`.
     pub async fn send_json<T: DeserializeOwned>(
         &self,

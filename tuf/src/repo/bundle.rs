@@ -49,7 +49,10 @@ fn bundle_expiry(valid_days: u32, now: Timestamp) -> Result<Timestamp, Error> {
             "a bundle's validity must be 1 to {MAX_BUNDLE_DAYS} days, not {valid_days}"
         )));
     }
-    days_after(now, valid_days)
+    // Whole seconds: the expiry is shown to people (and written on sticks' labels).
+    days_after(now, valid_days)?
+        .round(jiff::Unit::Second)
+        .map_err(|e| Error::malformed("expiry", e))
 }
 
 /// The file each targets role the snapshot lists is stored under (`N.targets.json`,
