@@ -12,7 +12,9 @@ the feature schema (interface.json), which the device applies through the very s
 `encode_row` below. Golden vectors are computed with onnxruntime, the reference runtime.
 
 Outputs per model version directory: model.onnx, interface.json, health.json, baseline.json,
-release.json (model, version, sequence; the rollback floor is set at push) and MODEL_CARD.md.
+release.json (model, version, sequence and the lineage fleetctl signs with it: this script's sha256,
+the training data's hash and window, parameters and metrics; the rollback floor is set at push)
+and MODEL_CARD.md (signed as the release's card.md).
 """
 
 from __future__ import annotations
@@ -326,7 +328,20 @@ def write_json(path, obj):
         f.write("\n")
 
 
-def write_version(out_dir, *, model, name, version, sequence, interface, health, baseline, card):
+# The training code, as signed lineage: this script's own hash (a commit cannot name the commit
+# that contains it, and the hash is checkable with sha256sum).
+with open(os.path.abspath(__file__), "rb") as _f:
+    CODE = {"path": "models/build.py", "sha256": hashlib.sha256(_f.read()).hexdigest()}
+
+
+def data_sha256(obj) -> str:
+    """sha256 of the training data as the trainer saw it (rows as sorted-key JSON, or array bytes)."""
+    if isinstance(obj, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def write_version(out_dir, *, model, name, version, sequence, interface, health, baseline, card, lineage=None):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "model.onnx"), "wb") as f:
         f.write(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model)
@@ -335,8 +350,10 @@ def write_version(out_dir, *, model, name, version, sequence, interface, health,
     if baseline is not None:
         write_json(os.path.join(out_dir, "baseline.json"), baseline)
     # No min_sequence: `fleetctl push` sets the rollback floor by the operator's floor policy.
+    # Signed with the release by `fleetctl push`: where it came from.
     write_json(os.path.join(out_dir, "release.json"), {
         "model": name, "version": version, "sequence": sequence,
+        "lineage": {"code": CODE, **(lineage or {})},
     })
     if card is not None:
         with open(os.path.join(out_dir, "MODEL_CARD.md"), "w") as f:
@@ -392,10 +409,13 @@ def build_churn(out_root) -> dict:
         yt = np.array([r["_churn"] for r in test], dtype=np.int64)
         width = x.shape[1]
         if version == "1.0.0":
+            params = {"algorithm": "logistic regression", "C": "0.05", "penalty": "l2", "max_iter": "2000", "seed": str(SEED)}
             clf = LogisticRegression(C=0.05, max_iter=2000, random_state=SEED).fit(x, y)
             model = logistic_graph(clf.coef_, clf.intercept_, width, ["stay", "churn"], "churn_logreg")
             algo = "logistic regression (L2, C=0.05)"
         else:
+            params = {"algorithm": "MLP", "hidden_layer_sizes": "24", "alpha": "0.001", "max_iter": "600",
+                      "early_stopping": "true", "validation_fraction": "0.1", "seed": str(SEED)}
             clf = MLPClassifier(hidden_layer_sizes=(24,), alpha=1e-3, max_iter=600, random_state=SEED,
                                 early_stopping=True, validation_fraction=0.1, n_iter_no_change=20).fit(x, y)
             model = mlp_graph(clf, width, "churn_mlp")
@@ -417,9 +437,17 @@ def build_churn(out_root) -> dict:
         baseline = tabular_baseline(features, [strip_label(r) for r in train], [labels[i] for i in train_pred], labels)
         seq = {"1.0.0": 1, "2.0.0": 2}[version]
         card = churn_card(version, results[version], windows[version], rows)
+        first = rows.index(train[0])
+        lineage = {
+            "data": {"sha256": data_sha256(train), "rows": len(train),
+                     "window": f"customers {first}..{first + len(train) - 1} of {n}, in sign-up order",
+                     "uri": f"synthetic: models/build.py churn_dataset (seed {SEED})"},
+            "params": params,
+            "metrics": {"accuracy": results[version]["accuracy"], "roc_auc": results[version]["roc_auc"]},
+        }
         write_version(os.path.join(out_root, "churn", version), model=model, name="churn", version=version,
                       sequence=seq, interface=tabular_interface(width, labels, features),
-                      health=health, baseline=baseline, card=card)
+                      health=health, baseline=baseline, card=card, lineage=lineage)
         results[version]["_model"] = model
         results[version]["_baseline"] = baseline
         results[version]["_pick"] = pick
@@ -629,9 +657,15 @@ Softmax. Scaling is in `interface.json`.
 
 **Limits.** Knows three species; anything else is forced into one of them.
 """
+    lineage = {
+        "data": {"sha256": data_sha256(xtr), "rows": len(xtr), "window": f"stratified 70% of 150 flowers (seed {SEED})",
+                 "uri": "sklearn.datasets.load_iris"},
+        "params": {"algorithm": "multinomial logistic regression", "C": "1.0", "max_iter": "2000", "seed": str(SEED)},
+        "metrics": {"accuracy": acc, "roc_auc_ovr": auc},
+    }
     write_version(os.path.join(out_root, "iris", "1.0.0"), model=model, name="iris", version="1.0.0", sequence=1,
                   interface=tabular_interface(4, labels, features), health=health,
-                  baseline=baseline, card=card)
+                  baseline=baseline, card=card, lineage=lineage)
     return {"1.0.0": {"accuracy": acc, "roc_auc_ovr": auc, "test_rows": len(yte)}}
 
 

@@ -138,7 +138,13 @@ pub fn plan(
             continue;
         }
         let limit = local.max_release_file_bytes();
-        if let Some((kind, file)) = target.meta.files.iter().find(|(_, f)| f.length > limit) {
+        let fetched = target.meta.pending();
+        if let Some((kind, file)) = target
+            .meta
+            .files
+            .iter()
+            .find(|(kind, f)| fetched.contains(kind) && f.length > limit)
+        {
             steps.push(refuse(format!(
                 "its {kind} is {} bytes, over this device's limits.max_release_file_bytes \
                  ({limit})",

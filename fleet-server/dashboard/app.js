@@ -520,10 +520,72 @@ async function verifyAudit() {
   }
 }
 
+// ---- registry ----
+
+function lineageSummary(lineage, key) {
+  const map = lineage && lineage[key];
+  if (!map) return "–";
+  return Object.entries(map).map(([k, v]) => `${k} ${v}`).join(", ") || "–";
+}
+
+function codeSummary(lineage) {
+  const code = lineage && lineage.code;
+  if (!code) return "–";
+  if (code.commit) return `commit ${code.commit.slice(0, 12)}`;
+  if (code.sha256) return `${code.path || "script"} ${code.sha256.slice(0, 12)}`;
+  return code.repository || "–";
+}
+
+async function loadRegistry() {
+  const { models } = await api("/api/v1/models");
+  const rows = [];
+  for (const m of models) {
+    for (const v of m.versions) {
+      const row = el(
+        "tr",
+        { "data-model": m.model, "data-version": v.version, tabindex: "0" },
+        el("td", { "data-label": "Model" }, m.model),
+        el("td", { "data-label": "Version" }, v.version),
+        el("td", { "data-label": "Stage" }, v.stage),
+        el("td", { "data-label": "Seq" }, String(v.sequence)),
+        el("td", { "data-label": "Pushed by" }, v.pushed_by || "–"),
+        el("td", { "data-label": "Metrics" }, lineageSummary(v.lineage, "metrics")),
+        el("td", { "data-label": "Code" }, codeSummary(v.lineage)),
+      );
+      const open = () => showVersion(m.model, v.version).catch((e) => ($("registry-title").textContent = e.message));
+      row.addEventListener("click", open);
+      row.addEventListener("keydown", (e) => e.key === "Enter" && open());
+      rows.push(row);
+    }
+  }
+  $("registry").tBodies[0].replaceChildren(...rows);
+}
+
+async function showVersion(model, version) {
+  const v = await api(`/api/v1/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}`);
+  $("registry-detail").hidden = false;
+  $("registry-title").textContent = `${model} ${version} · ${v.stage}`;
+  const facts = [];
+  const fact = (name, value) => facts.push(el("dt", {}, name), el("dd", {}, value));
+  const l = v.lineage || {};
+  fact("Target", `${v.target} · sha256 ${v.sha256}`);
+  if (l.code) fact("Code", Object.entries(l.code).map(([k, x]) => `${k} ${x}`).join(", "));
+  if (l.data) fact("Data", Object.entries(l.data).map(([k, x]) => `${k} ${x}`).join(", "));
+  if (l.params) fact("Parameters", lineageSummary(l, "params"));
+  if (l.metrics) fact("Metrics", lineageSummary(l, "metrics"));
+  if (l.source) fact("Source", l.source);
+  if (!v.lineage) fact("Lineage", "none signed with this version");
+  $("registry-lineage").replaceChildren(...facts);
+  $("registry-card-hash").textContent = v.card ? `sha256 ${v.card.sha256.slice(0, 16)}…, signed` : "";
+  // Text, never HTML: a card is the pusher's words.
+  $("registry-card").textContent = v.card_text || (v.card ? `(${v.card.length} bytes; fetch ${v.card.url})` : "No model card was signed with this version.");
+}
+
 // ---- wiring ----
 
 function showTab(name) {
   if (name === "audit") loadAuditSoon();
+  if (name === "registry") loadRegistry().catch((e) => ($("registry-title").textContent = e.message));
   for (const tab of document.querySelectorAll("[role=tab]")) {
     tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
   }

@@ -157,8 +157,11 @@ pub(crate) enum Command {
         #[arg(long, conflicts_with = "token")]
         token_file: Option<PathBuf>,
     },
-    /// The model registry: every signed version, its stage and who pushed it.
+    /// The model registry: every signed version, its stage and who pushed it; `models show
+    /// MODEL VERSION` for one version's signed lineage and model card.
     Models {
+        #[command(subcommand)]
+        command: Option<ModelsCommand>,
         #[arg(long)]
         json: bool,
     },
@@ -246,6 +249,18 @@ pub(crate) enum Command {
         /// The root devices trust (default: the repository's first root).
         #[arg(long)]
         root: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModelsCommand {
+    /// One version: stage, who pushed it, its signed lineage (training code, data, parameters,
+    /// metrics) and its model card.
+    Show {
+        model: String,
+        version: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -176,7 +176,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             remote::login(&server, &token).await
         }
-        Command::Models { json } => remote::models(&client()?, json).await,
+        Command::Models { command, json } => match command {
+            None => remote::models(&client()?, json).await,
+            Some(cli::ModelsCommand::Show {
+                model,
+                version,
+                json,
+            }) => remote::model_show(&client()?, &model, &version, json).await,
+        },
         Command::Devices { group, tag, json } => {
             remote::devices(&client()?, group.as_deref(), tag.as_deref(), json).await
         }

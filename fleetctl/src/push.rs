@@ -1,8 +1,8 @@
 //! `fleetctl push`, `revoke` and `prune`: one flow for a local repository and the fleet server,
 //! for a model listed in the top-level targets and for one delegated to its own role.
 //!
-//! A push signs the release's metadata with its golden cases and baseline moved out into release
-//! files named by hash (`edgefleet_tuf::release_files`), stores the artifact and those files
+//! A push signs the release's metadata (lineage included) with its golden cases, baseline and
+//! model card moved out into release files named by hash (`edgefleet_tuf::release_files`), stores the artifact and those files
 //! first and publishes the metadata last, so nothing a device can see names a file that is not
 //! there.
 
@@ -68,16 +68,22 @@ pub(crate) async fn push(
     let mut release: ReleaseDir = operator::read_release(model_dir)?;
     let (current, place) = place_of(repo, args, release.meta.model.as_str()).await?;
     release_args.settle(&current, &mut release)?;
-    let files = if release_args.inline_release_files {
+    let max_file_bytes = release_args
+        .max_release_file_mib
+        .saturating_mul(1024 * 1024);
+    let mut files = if release_args.inline_release_files {
         Vec::new()
     } else {
-        release_files::detach(
-            &mut release.meta,
-            release_args
-                .max_release_file_mib
-                .saturating_mul(1024 * 1024),
-        )?
+        release_files::detach(&mut release.meta, max_file_bytes)?
     };
+    // The model card is always a file: it is for people, and devices never fetch it.
+    if let Some(card) = release.card.take() {
+        files.push(release_files::card(
+            &mut release.meta,
+            card,
+            max_file_bytes,
+        )?);
+    }
     let (artifact, meta) = (&release.artifact, &release.meta);
     let (name, target) = operator::model_target(artifact, meta)?;
     let sha = hex::encode(&target.hashes.sha256);

@@ -20,6 +20,7 @@ pub mod health;
 pub mod ids;
 pub mod interface;
 pub mod latency;
+pub mod lineage;
 pub mod message;
 pub mod release_files;
 pub mod target;

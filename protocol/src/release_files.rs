@@ -18,16 +18,23 @@ pub enum ReleaseFileKind {
     Golden,
     /// `baseline.json`: a [`crate::baseline::Baseline`].
     Baseline,
+    /// `card.md`: the model card (Markdown), for people; devices never fetch it.
+    Card,
 }
 
 impl ReleaseFileKind {
-    pub const ALL: [ReleaseFileKind; 2] = [ReleaseFileKind::Golden, ReleaseFileKind::Baseline];
+    pub const ALL: [ReleaseFileKind; 3] = [
+        ReleaseFileKind::Golden,
+        ReleaseFileKind::Baseline,
+        ReleaseFileKind::Card,
+    ];
 
     /// The file's name in the release's directory, `models/<model>/<version>/<file_name>`.
     pub fn file_name(self) -> &'static str {
         match self {
             ReleaseFileKind::Golden => "golden.json",
             ReleaseFileKind::Baseline => "baseline.json",
+            ReleaseFileKind::Card => "card.md",
         }
     }
 
@@ -83,17 +90,20 @@ pub struct ReleaseFileRefs {
     pub golden: Option<FileRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<FileRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<FileRef>,
 }
 
 impl ReleaseFileRefs {
     pub fn is_empty(&self) -> bool {
-        self.golden.is_none() && self.baseline.is_none()
+        self.golden.is_none() && self.baseline.is_none() && self.card.is_none()
     }
 
     pub fn get(&self, kind: ReleaseFileKind) -> Option<&FileRef> {
         match kind {
             ReleaseFileKind::Golden => self.golden.as_ref(),
             ReleaseFileKind::Baseline => self.baseline.as_ref(),
+            ReleaseFileKind::Card => self.card.as_ref(),
         }
     }
 
@@ -101,6 +111,7 @@ impl ReleaseFileRefs {
         match kind {
             ReleaseFileKind::Golden => self.golden = Some(file),
             ReleaseFileKind::Baseline => self.baseline = Some(file),
+            ReleaseFileKind::Card => self.card = Some(file),
         }
     }
 
@@ -130,7 +141,7 @@ pub fn parse_release_file_name(name: &str) -> Result<(String, ReleaseFileKind), 
         Error::invalid(
             "release file name",
             format!(
-                "{:?}: expected models/<model>/<version>/golden.json or baseline.json",
+                "{:?}: expected models/<model>/<version>/golden.json, baseline.json or card.md",
                 name.chars().take(200).collect::<String>()
             ),
         )

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::baseline::Baseline;
 use crate::health::HealthSpec;
 use crate::interface::ModelInterface;
+use crate::lineage::Lineage;
 use crate::release_files::{ReleaseFileKind, ReleaseFileRefs};
 use crate::{Error, ModelName};
 
@@ -48,6 +49,9 @@ pub struct ModelTargetMeta {
     pub baseline: Option<Baseline>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimePreference>,
+    /// Where the release came from (training code, data, parameters, metrics), signed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
     /// The release's files named by hash. A named file's content is absent from the signed form
     /// (`health.cases` empty, `baseline` none) and present once fetched ([`Self::pending`]).
     #[serde(default, skip_serializing_if = "ReleaseFileRefs::is_empty")]
@@ -79,6 +83,9 @@ impl ModelTargetMeta {
         if let Some(baseline) = &self.baseline {
             baseline.validate()?;
         }
+        if let Some(lineage) = &self.lineage {
+            lineage.validate()?;
+        }
         Ok(())
     }
 
@@ -91,6 +98,8 @@ impl ModelTargetMeta {
             .filter(|kind| match kind {
                 ReleaseFileKind::Golden => self.health.cases.is_empty(),
                 ReleaseFileKind::Baseline => self.baseline.is_none(),
+                // For people (the registry, an audit); a device never needs it.
+                ReleaseFileKind::Card => false,
             })
             .collect()
     }
@@ -155,6 +164,8 @@ pub struct ReleaseInfo {
     pub min_sequence: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimePreference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
 }
 
 /// Upper bound on `release.json` and `interface.json` of a model directory.
@@ -209,6 +220,7 @@ impl ReleaseFiles<'_> {
                 .map(|b| parse("baseline.json", b))
                 .transpose()?,
             runtime: release.runtime,
+            lineage: release.lineage,
             files: ReleaseFileRefs::default(),
         };
         meta.validate()?;

@@ -64,6 +64,28 @@ fn through_the_server_a_device_running_churn_fetches_only_churns_role() {
         assert!(listed.contains(target), "{target} missing from {listed}");
     }
 
+    // A version's signed lineage and model card, as `fleetctl models show` reads them.
+    let shown = run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["models", "show", "churn", "2.0.0"]),
+    );
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    for expected in [
+        "path models/build.py",
+        "window customers 2000..7999 of 10000",
+        "roc_auc=0.8746",
+        "hidden_layer_sizes=24",
+        "(signed)",
+        "# churn 2.0.0",
+    ] {
+        assert!(
+            shown.contains(expected),
+            "{expected:?} missing from:\n{shown}"
+        );
+    }
+
     let server = fleet.server.addr();
     let relay = Relay::start(server, None);
     demo::reroute(&mut fleet, 0, Some(&relay.http_url()), None, "");

@@ -818,6 +818,31 @@ async fn dashboard_scenario() {
     .await;
     let audit = client.screenshot().await.unwrap();
     std::fs::write(artifacts().join("dashboard-audit.png"), &audit).unwrap();
+
+    // The registry: every signed version with its signed lineage; a row opens the version, its
+    // lineage in full and its signed model card.
+    click(&client, "[data-tab=registry]").await;
+    until(
+        &client,
+        "churn 2.0.0 in the registry with its signed metrics",
+        Duration::from_secs(5),
+        "[...document.querySelectorAll('#registry tbody tr')].some(r => r.dataset.version === '2.0.0' && r.innerText.includes('roc_auc 0.8746'))",
+    )
+    .await;
+    click(
+        &client,
+        "#registry tr[data-model=churn][data-version='2.0.0']",
+    )
+    .await;
+    until(
+        &client,
+        "the version's lineage and model card",
+        Duration::from_secs(5),
+        "document.getElementById('registry-lineage').innerText.includes('models/build.py') && document.getElementById('registry-card').textContent.startsWith('# churn 2.0.0')",
+    )
+    .await;
+    let registry = client.screenshot().await.unwrap();
+    std::fs::write(artifacts().join("dashboard-registry.png"), &registry).unwrap();
     click(&client, "[data-tab=devices]").await;
 
     // On a phone: no sideways scrolling, the device rows become cards.

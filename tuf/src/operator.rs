@@ -232,6 +232,8 @@ struct Spec {
     baseline: Option<edgefleet_protocol::baseline::Baseline>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     runtime: Option<edgefleet_protocol::target::RuntimePreference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lineage: Option<edgefleet_protocol::lineage::Lineage>,
     #[serde(default, skip_serializing_if = "ReleaseFileRefs::is_empty")]
     files: ReleaseFileRefs,
 }
@@ -245,6 +247,7 @@ pub fn model_target(artifact: &[u8], meta: &ModelTargetMeta) -> Result<(String, 
         health: meta.health.clone(),
         baseline: meta.baseline.clone(),
         runtime: meta.runtime,
+        lineage: meta.lineage.clone(),
         files: meta.files.clone(),
     })
     .map_err(|e| Error::malformed("model metadata", e))?;
@@ -324,6 +327,7 @@ pub fn model_meta(
         health: spec.health,
         baseline: spec.baseline,
         runtime: spec.runtime,
+        lineage: spec.lineage,
         files: spec.files,
     };
     meta.validate().map_err(|e| bad(e.to_string()))?;
@@ -482,6 +486,8 @@ pub struct ReleaseDir {
     pub meta: ModelTargetMeta,
     /// Whether `release.json` set `min_sequence` itself (else the floor policy does).
     pub min_sequence_given: bool,
+    /// `MODEL_CARD.md`, when the directory has one: signed as the release's `card.md` file.
+    pub card: Option<Vec<u8>>,
 }
 
 /// Settles what the operator's signature will say about a release beside the listed ones:
@@ -540,10 +546,17 @@ pub fn read_release(dir: &std::path::Path) -> Result<ReleaseDir, Error> {
     let release: edgefleet_protocol::target::ReleaseInfo =
         serde_json::from_slice(&std::fs::read(&path).map_err(Error::io(&path))?)
             .map_err(|e| Error::malformed(path.display().to_string(), e))?;
+    let card = match std::fs::read(dir.join("MODEL_CARD.md")) {
+        Ok(bytes) if bytes.is_empty() => None,
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(dir.join("MODEL_CARD.md"))(e)),
+    };
     Ok(ReleaseDir {
         artifact,
         meta,
         min_sequence_given: release.min_sequence.is_some(),
+        card,
     })
 }
 
@@ -592,6 +605,7 @@ mod tests {
             artifact,
             meta,
             min_sequence_given: min_sequence.is_some(),
+            card: None,
         }
     }
 

@@ -39,7 +39,7 @@ pub fn detach(meta: &mut ModelTargetMeta, max_bytes: u64) -> Result<Vec<Detached
                 Some(baseline) => serde_json::to_vec(baseline),
                 None => continue,
             },
-            ReleaseFileKind::Golden => continue,
+            ReleaseFileKind::Golden | ReleaseFileKind::Card => continue,
         }
         .map_err(|e| Error::malformed(format!("{release} {kind}"), e))?;
         if bytes.len() as u64 > max_bytes {
@@ -111,8 +111,44 @@ pub fn attach(
             baseline.validate().map_err(|e| bad(e.to_string()))?;
             meta.baseline = Some(baseline);
         }
+        // Markdown for people: the hash is all there is to check.
+        ReleaseFileKind::Card => {}
     }
     Ok(())
+}
+
+/// The model card `bytes` as the release's `card.md` file, named by hash in `meta` (it is not
+/// part of the signed form's content, only its reference). Refused over `max_bytes`.
+pub fn card(
+    meta: &mut ModelTargetMeta,
+    bytes: Vec<u8>,
+    max_bytes: u64,
+) -> Result<DetachedFile, Error> {
+    let name = release_file_name(&meta.target_name(), ReleaseFileKind::Card);
+    if bytes.len() as u64 > max_bytes {
+        return Err(Error::Target {
+            name,
+            detail: format!(
+                "{} bytes, over the limit of {max_bytes}; shorten the model card or raise the \
+                 limit (fleetctl push --max-release-file-mib)",
+                bytes.len()
+            ),
+        });
+    }
+    let sha256_hex = hex::encode(sha256(&bytes));
+    meta.files.set(
+        ReleaseFileKind::Card,
+        FileRef {
+            length: bytes.len() as u64,
+            sha256: sha256_hex.clone(),
+        },
+    );
+    Ok(DetachedFile {
+        kind: ReleaseFileKind::Card,
+        name,
+        bytes,
+        sha256_hex,
+    })
 }
 
 #[cfg(test)]

@@ -379,6 +379,14 @@ pub fn routes() -> Vec<Route> {
             post(reg::set_stage),
         ),
         route(
+            Method::GET,
+            "/api/v1/models/{model}/versions/{version}",
+            R(Viewer),
+            "One signed version: stage, signed lineage and the model card",
+            None,
+            get(reg::model_version),
+        ),
+        route(
             Method::POST,
             "/api/v1/bundles",
             R(Operator),

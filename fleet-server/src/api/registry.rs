@@ -27,17 +27,7 @@ pub async fn models(State(state): State<AppState>) -> ApiResult {
         by_model
             .entry(m.meta.model.to_string())
             .or_default()
-            .push(json!({
-                "version": m.meta.version.to_string(),
-                "sequence": m.meta.sequence,
-                "min_sequence": m.meta.min_sequence,
-                "target": m.name,
-                "sha256": m.sha256,
-                "length": m.length,
-                "stage": release.map_or(Stage::Staging, |r| r.stage),
-                "pushed_by": release.map(|r| r.pushed_by.clone()),
-                "pushed_at": release.map(|r| r.pushed_at),
-            }));
+            .push(version_json(m, release));
     }
     let models: Vec<Value> = by_model
         .into_iter()
@@ -47,6 +37,87 @@ pub async fn models(State(state): State<AppState>) -> ApiResult {
         })
         .collect();
     Ok(json_response(StatusCode::OK, json!({ "models": models })))
+}
+
+/// One signed version as the registry shows it: what the signature says (sequence, floor,
+/// lineage, the model card's reference) beside what the registry keeps (stage, who pushed).
+fn version_json(m: &crate::tufhost::SignedModel, release: Option<&Release>) -> Value {
+    use edgefleet_protocol::release_files::{ReleaseFileKind, release_file_name};
+    let card = m.meta.files.card.as_ref().map(|card| {
+        let name = release_file_name(&m.name, ReleaseFileKind::Card);
+        let (dir, file) = name.rsplit_once('/').unwrap_or(("", &name));
+        json!({
+            "length": card.length,
+            "sha256": card.sha256,
+            "url": format!("/tuf/targets/{dir}/{}.{file}", card.sha256),
+        })
+    });
+    json!({
+        "version": m.meta.version.to_string(),
+        "sequence": m.meta.sequence,
+        "min_sequence": m.meta.min_sequence,
+        "target": m.name,
+        "sha256": m.sha256,
+        "length": m.length,
+        "stage": release.map_or(Stage::Staging, |r| r.stage),
+        "pushed_by": release.map(|r| r.pushed_by.clone()),
+        "pushed_at": release.map(|r| r.pushed_at),
+        "lineage": m.meta.lineage,
+        "card": card,
+    })
+}
+
+/// Cards larger than this are linked, not inlined, in a version's detail.
+const MAX_INLINE_CARD_BYTES: u64 = 256 * 1024;
+
+/// One signed version with its lineage and, inline, its model card (checked against the signed
+/// hash as it is read).
+pub async fn model_version(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> ApiResult {
+    let signed = state.tuf.models().await?;
+    let Some(found) = signed
+        .iter()
+        .find(|m| m.meta.model.as_str() == model && m.meta.version.to_string() == version)
+    else {
+        return Err(ApiError::not_found(format!(
+            "{model} {version} is not a signed version (fleetctl models lists them)"
+        )));
+    };
+    let releases = state.store.releases().await?;
+    let mut view = version_json(found, releases.iter().find(|r| r.target == found.name));
+    view["model"] = json!(model);
+    if let Some(card) = &found.meta.files.card
+        && card.length <= MAX_INLINE_CARD_BYTES
+    {
+        view["card_text"] = json!(card_text(&state, &card.sha256, card.length).await?);
+    }
+    Ok(json_response(StatusCode::OK, view))
+}
+
+async fn card_text(
+    state: &AppState,
+    sha256: &str,
+    length: u64,
+) -> Result<Option<String>, ApiError> {
+    use futures::TryStreamExt;
+    if state.blobs.get(sha256).await?.is_none() {
+        return Ok(None);
+    }
+    let chunks: Vec<bytes::Bytes> = state
+        .blobs
+        .read(sha256, 0..length)
+        .await?
+        .try_collect()
+        .await?;
+    let bytes = chunks.concat();
+    if edgefleet_tuf::sha256_hex(&bytes) != sha256 {
+        return Err(ApiError::internal(format!(
+            "stored model card {sha256} does not match its signed hash"
+        )));
+    }
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

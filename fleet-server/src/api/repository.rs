@@ -214,10 +214,12 @@ pub async fn tuf_target(
     // A release file is JSON and shrinks about threefold with gzip; served whole, it is sent as
     // JSON so the compression layer takes it. A range (a resumed download) counts stored bytes
     // and stays as it is.
-    let content_type = if served.kind.is_some() {
-        "application/json"
-    } else {
-        "application/octet-stream"
+    let content_type = match served.kind {
+        Some(edgefleet_protocol::release_files::ReleaseFileKind::Card) => {
+            "text/markdown; charset=utf-8"
+        }
+        Some(_) => "application/json",
+        None => "application/octet-stream",
     };
     serve_blob(&state, &served.sha256, &headers, content_type).await
 }

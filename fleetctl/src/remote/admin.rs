@@ -71,6 +71,93 @@ pub async fn models(client: &Client, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn model_show(
+    client: &Client,
+    model: &str,
+    version: &str,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let v: Value = client
+        .get(
+            &format!(
+                "/api/v1/models/{}/versions/{}",
+                urlencode(model),
+                urlencode(version)
+            ),
+            "reading the version",
+        )
+        .await?;
+    if as_json {
+        return print_json(&v);
+    }
+    println!(
+        "{model} {version}  (sequence {}, floor {})",
+        text(&v["sequence"]),
+        text(&v["min_sequence"])
+    );
+    println!("  stage      {}", text(&v["stage"]));
+    println!("  pushed by  {}", text(&v["pushed_by"]));
+    println!(
+        "  target     {}  {} B  sha256 {}",
+        text(&v["target"]),
+        text(&v["length"]),
+        text(&v["sha256"])
+    );
+    let lineage = &v["lineage"];
+    if lineage.is_null() {
+        println!("  lineage    none signed with this version");
+    } else {
+        let code = &lineage["code"];
+        if !code.is_null() {
+            let parts: Vec<String> = ["repository", "path", "commit", "sha256"]
+                .iter()
+                .filter(|k| !code[**k].is_null())
+                .map(|k| format!("{k} {}", text(&code[*k])))
+                .collect();
+            println!("  code       {}", parts.join(", "));
+        }
+        let data = &lineage["data"];
+        if !data.is_null() {
+            let parts: Vec<String> = ["uri", "window", "rows", "sha256"]
+                .iter()
+                .filter(|k| !data[**k].is_null())
+                .map(|k| format!("{k} {}", text(&data[*k])))
+                .collect();
+            println!("  data       {}", parts.join(", "));
+        }
+        for (label, key) in [("params", "params"), ("metrics", "metrics")] {
+            if let Some(map) = lineage[key].as_object() {
+                let parts: Vec<String> = map
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", text(v)))
+                    .collect();
+                println!("  {label:<10} {}", parts.join(", "));
+            }
+        }
+        if !lineage["source"].is_null() {
+            println!("  source     {}", text(&lineage["source"]));
+        }
+    }
+    match (&v["card"], v["card_text"].as_str()) {
+        (Value::Null, _) => println!("  card       none"),
+        (card, Some(card_text)) => {
+            println!(
+                "  card       {} B  sha256 {} (signed)\n",
+                text(&card["length"]),
+                text(&card["sha256"])
+            );
+            println!("{card_text}");
+        }
+        (card, None) => println!(
+            "  card       {} B  sha256 {} (signed): {}",
+            text(&card["length"]),
+            text(&card["sha256"]),
+            text(&card["url"])
+        ),
+    }
+    Ok(())
+}
+
 pub async fn promote(
     client: &Client,
     model: &str,

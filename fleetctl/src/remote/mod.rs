@@ -17,8 +17,8 @@ mod rollouts;
 mod show;
 
 pub use admin::{
-    AuditQuery, audit_list, audit_verify, login, models, promote, token_create, token_list,
-    token_revoke,
+    AuditQuery, audit_list, audit_verify, login, model_show, models, promote, token_create,
+    token_list, token_revoke,
 };
 pub use devices::{device_add, device_assign, device_remove, device_show, devices, groups};
 pub use rollouts::{rollout_command, rollout_create, rollout_list, rollout_status};
