@@ -132,3 +132,39 @@ async fn metadata_naming_a_file_that_was_not_stored_never_reaches_the_repository
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn lineage_and_the_model_card_are_signed_and_a_device_never_fetches_the_card() {
+    let mut f = Fixture::new().await;
+    f.push_with_files("churn/2.0.0", Timestamp::now()).await;
+    let mut trusted = f.refresh().await.unwrap();
+    let mut listed = trusted.model_target(CHURN_2).await.unwrap();
+    let lineage = listed.meta.lineage.clone().expect("lineage signed");
+    assert_eq!(lineage.metrics["roc_auc"], 0.8746);
+    assert_eq!(
+        lineage.code.unwrap().path.as_deref(),
+        Some("models/build.py")
+    );
+    assert_eq!(lineage.data.unwrap().rows, Some(6000));
+    let card_bytes = std::fs::read(models_dir().join("churn/2.0.0/MODEL_CARD.md")).unwrap();
+    let card = listed.meta.files.card.clone().expect("card signed by hash");
+    assert_eq!(card.sha256, edgefleet_tuf::sha256_hex(&card_bytes));
+    assert!(!listed.meta.pending().contains(&ReleaseFileKind::Card));
+
+    // With the card gone from the repository the device still installs: it never fetches it.
+    let stored = f
+        .repo
+        .artifact_path("models/churn/2.0.0/card.md", &card.sha256)
+        .unwrap();
+    std::fs::remove_file(stored).unwrap();
+    trusted
+        .fetch_release_files(&mut listed, &f.tmp.path().join("staging"))
+        .await
+        .unwrap();
+    // Whoever does read it gets only the signed bytes.
+    let mut meta = listed.meta.clone();
+    edgefleet_tuf::release_files::attach(&mut meta, ReleaseFileKind::Card, &card_bytes).unwrap();
+    let err = edgefleet_tuf::release_files::attach(&mut meta, ReleaseFileKind::Card, b"# forged")
+        .unwrap_err();
+    assert!(err.to_string().contains("not the signed file"), "{err}");
+}

@@ -142,11 +142,15 @@ impl Fixture {
         self.publish_release(&bytes, &meta, now).await
     }
 
-    /// [`Fixture::push`] as `fleetctl push` does it today: golden cases and baseline as release
-    /// files stored beside the artifact.
+    /// [`Fixture::push`] as `fleetctl push` does it today: golden cases, baseline and model card
+    /// as release files stored beside the artifact.
     pub async fn push_with_files(&mut self, release_dir: &str, now: Timestamp) -> String {
         let (bytes, mut meta) = release(release_dir);
-        for file in edgefleet_tuf::release_files::detach(&mut meta, u64::MAX).unwrap() {
+        let mut files = edgefleet_tuf::release_files::detach(&mut meta, u64::MAX).unwrap();
+        if let Ok(card) = std::fs::read(models_dir().join(release_dir).join("MODEL_CARD.md")) {
+            files.push(edgefleet_tuf::release_files::card(&mut meta, card, u64::MAX).unwrap());
+        }
+        for file in files {
             self.repo.store_artifact(&file.name, &file.bytes).unwrap();
         }
         self.publish_release(&bytes, &meta, now).await
