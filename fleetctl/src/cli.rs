@@ -208,6 +208,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Import a model version from another registry as a release directory, and push it.
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
     /// Write an offline bundle: one signed model version and the metadata to trust it, as a
     /// directory `edge-agent install DIR` takes with no network, installable for `--valid-days`
     /// (docs/BUNDLES.md). From the fleet server by default (it signs the bundle's timestamp and
@@ -250,6 +255,59 @@ pub(crate) enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImportSource {
+    /// An MLflow model version (ONNX flavour): interface from its signature, golden vectors
+    /// computed with ONNX Runtime from its input example (or --sample), lineage from its run
+    /// (params, metrics, git commit), card from its description; then signed like `push`.
+    Mlflow(MlflowImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MlflowImportArgs {
+    /// The tracking server, e.g. http://mlflow:5000.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub(crate) tracking_uri: String,
+    /// Registered model name, or `models:/NAME/VERSION`, or `models:/NAME@ALIAS`.
+    #[arg(long)]
+    pub(crate) model: String,
+    #[arg(long)]
+    pub(crate) version: Option<String>,
+    #[arg(long)]
+    pub(crate) alias: Option<String>,
+    /// The Edgefleet model name (default: the registered model's).
+    #[arg(long = "as")]
+    pub(crate) name: Option<String>,
+    /// The release's semantic version (default: N.0.0 for MLflow version N, which is also its
+    /// sequence).
+    #[arg(long)]
+    pub(crate) release_version: Option<String>,
+    /// Example inputs for the golden vectors (JSON: an array for a single input, or arrays by
+    /// input name), instead of the logged input example.
+    #[arg(long)]
+    pub(crate) sample: Option<PathBuf>,
+    /// Where to write the release directory (default: NAME-VERSION).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// ONNX Runtime (≥ 1.22), which computes the golden vectors.
+    #[arg(
+        long,
+        env = "EDGEFLEET_ONNXRUNTIME_LIBRARY",
+        default_value = "/usr/lib/edgefleet/libonnxruntime.so"
+    )]
+    pub(crate) onnxruntime_library: PathBuf,
+    /// The p99 latency budget of the health check, in ms.
+    #[arg(long, default_value_t = 50.0)]
+    pub(crate) p99_budget_ms: f64,
+    /// Write the release directory only; push it later with `fleetctl push`.
+    #[arg(long)]
+    pub(crate) no_push: bool,
+    #[command(flatten)]
+    pub(crate) repo: RepoArgs,
+    #[command(flatten)]
+    pub(crate) release: ReleaseArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,6 +18,7 @@
 mod bundle;
 mod cli;
 mod delegate;
+mod mlflow;
 mod push;
 mod remote;
 mod repo;
@@ -143,6 +144,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rotate::rotate_keys(server.as_ref(), &repo, &spec).await
         }
         Command::Verify { repo, root } => verify(&repo, root.as_deref()).await,
+        Command::Import {
+            source: cli::ImportSource::Mlflow(args),
+        } => {
+            let started = std::time::Instant::now();
+            let spec = mlflow::ImportSpec {
+                tracking_uri: args.tracking_uri,
+                model: args.model,
+                version: args.version,
+                alias: args.alias,
+                name: args.name,
+                release_version: args.release_version,
+                sample: args.sample,
+                out: args.out,
+                onnxruntime_library: args.onnxruntime_library,
+                p99_budget_ms: args.p99_budget_ms,
+            };
+            let dir = mlflow::import(&spec).await?;
+            println!(
+                "imported into {} in {:.1} s",
+                dir.display(),
+                started.elapsed().as_secs_f64()
+            );
+            if args.no_push {
+                return Ok(());
+            }
+            let client = if args.repo.server {
+                Some(client()?)
+            } else {
+                None
+            };
+            let target = delegate::Repository::open(&args.repo, client.as_ref())?;
+            push::push(&target, &args.repo, &args.release, &dir).await
+        }
         Command::Bundle {
             model,
             version,

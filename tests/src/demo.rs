@@ -335,13 +335,18 @@ pub fn reroute(
 
 /// Starts a rollout and follows it to an end state, narrating its history. Returns the state.
 pub fn roll_out(demo: &Demo, version: &str, waves: &[f64], bake: u64) -> String {
+    roll_out_model(demo, "churn", version, waves, bake)
+}
+
+/// [`roll_out`] of any model.
+pub fn roll_out_model(demo: &Demo, model: &str, version: &str, waves: &[f64], bake: u64) -> String {
     let admin = demo.operator.token();
     let (status, created) = demo.server.call(
         "POST",
         "/api/v1/rollouts",
         Some(&admin),
         Some(&json!({
-            "model": "churn", "version": version, "group": "demo", "waves": waves,
+            "model": model, "version": version, "group": "demo", "waves": waves,
             "bake_seconds": bake, "device_timeout_seconds": 120
         })),
     );
