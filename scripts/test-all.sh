@@ -9,6 +9,10 @@ bash scripts/setup.sh
 garage_log=$(mktemp)
 nice -n 10 bash scripts/garage.sh >"$garage_log" 2>&1 &
 garage_pid=$!
+# MLflow (pinned, in its own environment) for tests/mlflow.rs: installs once into the cache.
+mlflow_log=$(mktemp)
+nice -n 10 bash scripts/mlflow.sh >"$mlflow_log" 2>&1 &
+mlflow_pid=$!
 # Supply chain (cargo deny, offline against ../shared/supply-chain) and the fuzz targets' build,
 # beside the checks below too: both mostly wait on compiling.
 deny_log=$(mktemp)
@@ -38,6 +42,11 @@ tail -n 2 "$deny_log"
 if ! wait "$garage_pid"; then
   cat "$garage_log"
   echo "building Garage failed (scripts/garage.sh)" >&2
+  exit 1
+fi
+if ! wait "$mlflow_pid"; then
+  cat "$mlflow_log"
+  echo "installing MLflow failed (scripts/mlflow.sh)" >&2
   exit 1
 fi
 cargo test --workspace --locked

@@ -439,7 +439,20 @@ pub(crate) async fn import(spec: &ImportSpec) -> anyhow::Result<PathBuf> {
     let mlmodel = parse_mlmodel(&String::from_utf8_lossy(
         &mlflow.artifact(&location, "MLmodel").await?,
     ))?;
-    let onnx = mlflow.artifact(&location, &mlmodel.onnx_file).await?;
+    let mut onnx = mlflow.artifact(&location, &mlmodel.onnx_file).await?;
+    // MLflow saves weights over 1 KiB beside the graph by default; a device loads one file.
+    let external = edgefleet_onnx_graph::external_refs(&onnx).context("the ONNX file")?;
+    if !external.is_empty() {
+        let mut files = BTreeMap::new();
+        for reference in &external {
+            if !files.contains_key(&reference.location) {
+                let bytes = mlflow.artifact(&location, &reference.location).await?;
+                files.insert(reference.location.clone(), bytes);
+            }
+        }
+        onnx = edgefleet_onnx_graph::inline_external_data(&onnx, &files)
+            .context("putting the model's external weights inside it")?;
+    }
     let graph = edgefleet_onnx_graph::read(&onnx).context("the ONNX file")?;
     let interface: ModelInterface = serde_json::from_value(json!({
         "inputs": tensors("inputs", mlmodel.inputs.as_ref(), &graph.inputs)?,

@@ -9,7 +9,10 @@
 use edgefleet_protocol::DType;
 use edgefleet_protocol::interface::{BATCH_DIM, ModelInterface, TensorSpec, is_dim_name};
 
+mod external;
 mod proto;
+
+pub use external::{ExternalRef, external_refs, inline_external_data};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -17,6 +20,8 @@ pub enum Error {
     Decode(#[from] prost::DecodeError),
     #[error("the ONNX model has no graph")]
     NoGraph,
+    #[error("external data of the ONNX model: {0}")]
+    External(String),
     #[error(
         "the interface does not fit the model's graph:\n  - {}\nfix interface.json (or re-export the model) and push again",
         .0.join("\n  - ")

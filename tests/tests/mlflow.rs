@@ -1,7 +1,8 @@
 //! `fleetctl import mlflow` against a real MLflow: the pinned `mlflow server` from PyPI
 //! (scripts/mlflow.sh) on a SQLite backend store, started here; a model logged in this test
 //! with `mlflow.onnx.log_model` is imported, pushed, rolled out to an agent and served, and its
-//! lineage is what `fleetctl models show` reads.
+//! lineage is what `fleetctl models show` reads. The model's weights are big enough for MLflow to
+//! save them outside `model.onnx`, as it does by default: the import puts them back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -54,23 +55,24 @@ fn start_mlflow(venv: &Path, dir: &Path) -> (KillOnDrop, String) {
     (guard, url)
 }
 
-/// Logs iris's ONNX graph as registered model `iris-mlflow` version 1, with a signature, an input
-/// example, params, a metric and the git commit tag; returns what ONNX Runtime made of the rows.
+/// Logs churn 2.0.0's ONNX graph (an MLP whose first layer, 1.6 KB, MLflow saves as external
+/// data) as registered model `churn-mlflow` version 1, with a signature, an input example,
+/// params, a metric and the git commit tag; prints the rows and what ONNX Runtime made of them.
 const LOG_MODEL: &str = r#"
 import json, sys
 import mlflow, numpy as np, onnx, onnxruntime as ort
 from mlflow.models import infer_signature
 
 model = onnx.load(sys.argv[1])
-x = np.array([[-0.9, 1.0, -1.3, -1.3], [0.3, -0.6, 0.5, 0.3], [1.1, 0.1, 1.0, 1.2]], dtype=np.float32)
+x = np.random.default_rng(3).normal(size=(3, 17)).astype(np.float32)
 (y,) = ort.InferenceSession(model.SerializeToString()).run(["probabilities"], {"features": x})
 with mlflow.start_run():
     mlflow.log_params({"algorithm": "logistic regression", "C": "1.0"})
     mlflow.log_metric("accuracy", 0.9333)
     mlflow.set_tag("mlflow.source.git.commit", "0123456789abcdef0123456789abcdef01234567")
     mlflow.onnx.log_model(model, name="model", signature=infer_signature(x, y), input_example=x,
-                          registered_model_name="iris-mlflow")
-print(json.dumps(y.tolist()))
+                          registered_model_name="churn-mlflow")
+print(json.dumps({"x": x.tolist(), "y": y.tolist()}))
 "#;
 
 #[test]
@@ -84,11 +86,20 @@ fn an_mlflow_model_version_is_imported_pushed_rolled_out_and_served_with_its_lin
             .current_dir(tmp.path())
             .env("MLFLOW_TRACKING_URI", &url)
             .args(["-c", LOG_MODEL])
-            .arg(models_dir().join("iris/1.0.0/model.onnx")),
+            .arg(models_dir().join("churn/2.0.0/model.onnx")),
     );
     let stdout = String::from_utf8_lossy(&logged.stdout);
-    let expected: Vec<Vec<f64>> =
-        serde_json::from_str(stdout.lines().last().expect("probabilities")).unwrap();
+    let logged: Value = serde_json::from_str(stdout.lines().last().expect("rows")).unwrap();
+    let (rows, expected): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (
+        serde_json::from_value(logged["x"].clone()).unwrap(),
+        serde_json::from_value(logged["y"].clone()).unwrap(),
+    );
+    // MLflow kept the first layer's weights outside model.onnx.
+    let external = walk(&tmp.path().join("artifacts"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "data"))
+        .count();
+    assert!(external > 0, "MLflow saved no external data");
 
     let fleet = demo::set_up(&tmp.path().join("fleet"), &DemoOptions::embedded(1));
     let imported = run_ok(
@@ -96,34 +107,34 @@ fn an_mlflow_model_version_is_imported_pushed_rolled_out_and_served_with_its_lin
             .operator
             .fleetctl()
             .args(["import", "mlflow", "--tracking-uri", &url])
-            .args(["--model", "iris-mlflow", "--version", "1", "--server"])
+            .args(["--model", "churn-mlflow", "--version", "1", "--server"])
             .arg("--onnxruntime-library")
             .arg(onnxruntime_library())
             .arg("--out")
-            .arg(tmp.path().join("iris-mlflow-1.0.0")),
+            .arg(tmp.path().join("churn-mlflow-1.0.0")),
     );
     let said = String::from_utf8_lossy(&imported.stdout);
     assert!(
-        said.contains("pushed models/iris-mlflow/1.0.0/model.onnx"),
+        said.contains("pushed models/churn-mlflow/1.0.0/model.onnx"),
         "{said}"
     );
     // The interface is the signature's, named as the graph names its tensors.
     let interface: Value = serde_json::from_slice(
-        &std::fs::read(tmp.path().join("iris-mlflow-1.0.0/interface.json")).unwrap(),
+        &std::fs::read(tmp.path().join("churn-mlflow-1.0.0/interface.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(interface["inputs"][0]["name"], "features");
-    assert_eq!(interface["inputs"][0]["shape"], json!([-1, 4]));
+    assert_eq!(interface["inputs"][0]["shape"], json!([-1, 17]));
 
     assert_eq!(
-        demo::roll_out_model(&fleet, "iris-mlflow", "1.0.0", &[100.0], 0),
+        demo::roll_out_model(&fleet, "churn-mlflow", "1.0.0", &[100.0], 0),
         "completed"
     );
     let agent = &fleet.agents[0];
     let (status, answer) = post_json(
-        &agent.url("/v2/models/iris-mlflow/infer"),
-        &json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
-                            "data": [0.3, -0.6, 0.5, 0.3]}]}),
+        &agent.url("/v2/models/churn-mlflow/infer"),
+        &json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 17],
+                            "data": rows[1]}]}),
     );
     assert_eq!(status, 200, "{answer}");
     let served: Vec<f64> = serde_json::from_value(answer["outputs"][0]["data"].clone()).unwrap();
@@ -138,7 +149,7 @@ fn an_mlflow_model_version_is_imported_pushed_rolled_out_and_served_with_its_lin
         fleet
             .operator
             .fleetctl()
-            .args(["models", "show", "iris-mlflow", "1.0.0"]),
+            .args(["models", "show", "churn-mlflow", "1.0.0"]),
     );
     let shown = String::from_utf8_lossy(&shown.stdout);
     for lineage in [
@@ -146,12 +157,25 @@ fn an_mlflow_model_version_is_imported_pushed_rolled_out_and_served_with_its_lin
         "accuracy=0.9333",
         "C=1.0",
         "source     mlflow",
-        "models:/iris-mlflow/1",
-        "# iris-mlflow 1.0.0",
+        "models:/churn-mlflow/1",
+        "# churn-mlflow 1.0.0",
     ] {
         assert!(
             shown.contains(lineage),
             "{lineage:?} missing from:\n{shown}"
         );
     }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
