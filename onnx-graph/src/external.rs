@@ -326,14 +326,20 @@ mod tests {
         assert!(graph.starts_with(&len_field(1, b"node-bytes")));
         assert!(inlined.starts_with(&[0x08, 0x09]));
         // A model without external data comes back byte for byte.
-        assert_eq!(inline_external_data(&inlined, &BTreeMap::new()).unwrap(), inlined);
+        assert_eq!(
+            inline_external_data(&inlined, &BTreeMap::new()).unwrap(),
+            inlined
+        );
     }
 
     #[test]
     fn paths_missing_files_and_short_files_are_refused() {
         for location in ["../weights.bin", "/etc/passwd", "a/b", ".."] {
             let err = external_refs(&model(location)).unwrap_err();
-            assert!(err.to_string().contains("not a file name"), "{location}: {err}");
+            assert!(
+                err.to_string().contains("not a file name"),
+                "{location}: {err}"
+            );
         }
         let m = model("weights.bin");
         let err = inline_external_data(&m, &BTreeMap::new()).unwrap_err();
