@@ -67,6 +67,25 @@ fn version_json(m: &crate::tufhost::SignedModel, release: Option<&Release>) -> V
     })
 }
 
+/// The signed version `model` `version`, or a 404 saying where the signed ones are listed.
+async fn signed_version(
+    state: &AppState,
+    model: &str,
+    version: &str,
+) -> Result<crate::tufhost::SignedModel, ApiError> {
+    state
+        .tuf
+        .models()
+        .await?
+        .into_iter()
+        .find(|m| m.meta.model.as_str() == model && m.meta.version.to_string() == version)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "{model} {version} is not a signed version (fleetctl models lists them)"
+            ))
+        })
+}
+
 /// Cards larger than this are linked, not inlined, in a version's detail.
 const MAX_INLINE_CARD_BYTES: u64 = 256 * 1024;
 
@@ -76,15 +95,7 @@ pub async fn model_version(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> ApiResult {
-    let signed = state.tuf.models().await?;
-    let Some(found) = signed
-        .iter()
-        .find(|m| m.meta.model.as_str() == model && m.meta.version.to_string() == version)
-    else {
-        return Err(ApiError::not_found(format!(
-            "{model} {version} is not a signed version (fleetctl models lists them)"
-        )));
-    };
+    let found = &signed_version(&state, &model, &version).await?;
     let releases = state.store.releases().await?;
     let mut view = version_json(found, releases.iter().find(|r| r.target == found.name));
     view["model"] = json!(model);
@@ -133,15 +144,7 @@ pub async fn set_stage(
     Path((model, version)): Path<(String, String)>,
     JsonBody(req): JsonBody<StageRequest>,
 ) -> ApiResult {
-    let signed = state.tuf.models().await?;
-    let Some(found) = signed
-        .iter()
-        .find(|m| m.meta.model.as_str() == model && m.meta.version.to_string() == version)
-    else {
-        return Err(ApiError::not_found(format!(
-            "{model} {version} is not a signed version (fleetctl models lists them)"
-        )));
-    };
+    let found = &signed_version(&state, &model, &version).await?;
     let before = stage_of(&state, &found.name).await?;
     // A version signed offline has no registry row yet; make one.
     match state.store.set_stage(&model, &version, req.stage).await {
@@ -176,16 +179,7 @@ pub async fn create_bundle(
     Extension(principal): Extension<Principal>,
     JsonBody(req): JsonBody<api::BundleRequest>,
 ) -> ApiResult {
-    let signed = state.tuf.models().await?;
-    let Some(found) = signed
-        .iter()
-        .find(|m| m.meta.model.as_str() == req.model && m.meta.version.to_string() == req.version)
-    else {
-        return Err(ApiError::not_found(format!(
-            "{} {} is not a signed version (fleetctl models lists them)",
-            req.model, req.version
-        )));
-    };
+    let found = &signed_version(&state, &req.model, &req.version).await?;
     let subject = format!("bundle {} {}", req.model, req.version);
     if stage_of(&state, &found.name).await? == Stage::Archived {
         let refusal = ApiError::new(
