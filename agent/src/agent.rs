@@ -131,6 +131,8 @@ pub struct Agent {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The background tasks (fleet link, probations), joined by [`Agent::stop`].
     tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Answers kept for labels to join ([`crate::predictions`]).
+    pub predictions: Arc<crate::predictions::PredictionLog>,
 }
 
 mod offline;

@@ -23,6 +23,7 @@ use crate::serving::{InferError, Slot};
 
 mod body;
 mod oip;
+mod quality;
 
 pub use body::BodyBudget;
 use body::{limited_body, model_body_limit, parse_body};
@@ -100,6 +101,8 @@ pub fn router(agent: Arc<Agent>, admin_token: String) -> Router {
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name_action}", post(predict))
+        .route("/v1/models/{name}/feedback", post(quality::feedback))
+        .route("/v1/models/{name}/quality", get(quality::quality))
         .route("/v1/admin/install", {
             let admin_token = admin_token.clone();
             post(move |state, headers, body| install(state, admin_token.clone(), headers, body))
@@ -218,11 +221,21 @@ async fn infer(
     let request = oip::decode_request(&slot.meta.interface, &headers, &body)?;
     drop(body);
     let outputs = run_counted(&agent, &slot, request.inputs).await?;
+    // Every answer has an id labels can join later: the caller's, or one made here.
+    let id = request.id.unwrap_or_else(quality::new_prediction_id);
+    if let Some(spec) = &slot.meta.interface.prediction
+        && let Some(output) = outputs.get(spec.output())
+        && output.shape.first() == Some(&1)
+        && let Some(scores) = output.data.floats_as_f32()
+    {
+        let prediction = spec.interpret(&scores);
+        quality::log(&agent, &name, &slot.meta.version, spec, &prediction, &id);
+    }
     Ok(oip::encode_response(
         json!({
             "model_name": name,
             "model_version": slot.meta.version.to_string(),
-            "id": request.id,
+            "id": id,
         }),
         &outputs,
         &request.wanted,
@@ -311,7 +324,10 @@ async fn predict(
     let prediction = spec.interpret(&scores);
     slot.stats
         .record_prediction(prediction.label.as_deref(), Some(&row));
+    let id = quality::new_prediction_id();
+    quality::log(&agent, name, &slot.meta.version, &spec, &prediction, &id);
     Ok(Json(json!({
+        "id": id,
         "model": name,
         "version": slot.meta.version.to_string(),
         "prediction": prediction.label,

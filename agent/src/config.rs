@@ -31,6 +31,28 @@ pub struct Config {
     pub fleet: FleetSettings,
     #[serde(default)]
     pub inference: InferenceSettings,
+    #[serde(default)]
+    pub quality: QualitySettings,
+}
+
+/// The prediction log that labels join on the device ([`crate::predictions`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualitySettings {
+    /// Days a prediction is kept for its label to arrive. Default 35 (a month of label delay and
+    /// some slack).
+    pub retain_days: u64,
+    /// Most predictions kept; the oldest go first. Default 200,000 (about 30 MB on disk).
+    pub max_predictions: u64,
+}
+
+impl Default for QualitySettings {
+    fn default() -> Self {
+        Self {
+            retain_days: 35,
+            max_predictions: 200_000,
+        }
+    }
 }
 
 /// Which inference back-ends this device has and how a model's is chosen.
@@ -297,6 +319,18 @@ impl Config {
         }
         if let Err(e) = self.listen() {
             bad("api.listen", e);
+        }
+        if !(1..=3650).contains(&self.quality.retain_days) {
+            bad(
+                "quality.retain_days",
+                format!("{} must be between 1 and 3650", self.quality.retain_days),
+            );
+        }
+        if self.quality.max_predictions == 0 {
+            bad(
+                "quality.max_predictions",
+                "must be at least 1 (a device that keeps none cannot join labels)".into(),
+            );
         }
         if self.api.max_body_bytes < 1024 {
             bad("api.max_body_bytes", "must be at least 1024".into());

@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod metrics;
 pub mod outbox;
+pub mod predictions;
 pub mod probation;
 pub mod reconcile;
 pub mod serving;

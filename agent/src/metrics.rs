@@ -31,6 +31,13 @@ pub struct ActiveLabels {
     pub runtime: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LabelOutcomeLabels {
+    pub model: String,
+    /// accepted, duplicate, unknown or refused.
+    pub result: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +49,8 @@ pub struct Metrics {
     pub desired_refused: Counter,
     pub process_cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub process_resident_bytes: Gauge,
+    /// Labels sent to `POST /v1/models/{name}/feedback`, by what became of them.
+    pub labels: Family<LabelOutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -59,6 +68,12 @@ impl Metrics {
         let desired_refused = Counter::default();
         let process_cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let process_resident_bytes = Gauge::default();
+        let labels = Family::<LabelOutcomeLabels, Counter>::default();
+        registry.register(
+            "labels",
+            "Labels sent to the device's feedback endpoint, by result (accepted: joined to its prediction; duplicate; unknown: no such prediction kept; refused: wrong kind)",
+            labels.clone(),
+        );
         registry.register(
             "input_drift_psi",
             "Population stability index of each input feature against the target's baseline, over the last telemetry window",
@@ -103,6 +118,25 @@ impl Metrics {
             desired_refused,
             process_cpu_seconds,
             process_resident_bytes,
+            labels,
+        }
+    }
+
+    pub fn record_feedback(&self, model: &str, outcome: &crate::predictions::FeedbackOutcome) {
+        for (result, n) in [
+            ("accepted", outcome.accepted),
+            ("duplicate", outcome.duplicates),
+            ("unknown", outcome.unknown),
+            ("refused", outcome.refused),
+        ] {
+            if n > 0 {
+                self.labels
+                    .get_or_create(&LabelOutcomeLabels {
+                        model: model.to_owned(),
+                        result: result.to_owned(),
+                    })
+                    .inc_by(n);
+            }
         }
     }
 

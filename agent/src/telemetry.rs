@@ -86,6 +86,7 @@ impl Window {
             latency_histogram,
             predictions: self.counts.labels,
             drift_psi,
+            quality: Default::default(),
         }
     }
 }
@@ -303,6 +304,34 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Puts the labels joined since the last window beside the window's figures, under their model
+/// version (a label may arrive long after its version stopped serving: it gets an entry of its
+/// own, with no requests).
+pub fn add_quality(
+    models: &mut Vec<ModelMetrics>,
+    quality: BTreeMap<VersionKey, edgefleet_protocol::quality::QualityCounts>,
+) {
+    for ((model, version), counts) in quality {
+        match models
+            .iter_mut()
+            .find(|m| m.model == model && m.version == version)
+        {
+            Some(entry) => entry.quality.merge(&counts),
+            None => models.push(ModelMetrics {
+                model,
+                version,
+                requests: 0,
+                errors: 0,
+                latency: Default::default(),
+                latency_histogram: Default::default(),
+                predictions: BTreeMap::new(),
+                drift_psi: BTreeMap::new(),
+                quality: counts,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -330,6 +330,11 @@ function renderTelemetry(t) {
     const values = Object.values(v.drift_psi);
     return values.length ? Math.max(...values).toFixed(3) : "–";
   };
+  // Ground truth joined on the devices, with how many labels it rests on.
+  const accuracy = (v) =>
+    v.quality && v.quality.accuracy != null
+      ? `${(v.quality.accuracy * 100).toFixed(1)}% (${v.quality.labelled})`
+      : "–";
   const c = t.candidate;
   const p = t.previous;
   $("compare").replaceChildren(
@@ -345,6 +350,7 @@ function renderTelemetry(t) {
         row("error rate", c, p, (v) => `${(v.error_rate * 100).toFixed(2)}%`),
         row("p50 / p99", c, p, (v) => `${v.latency_ms.p50_ms.toFixed(2)} / ${v.latency_ms.p99_ms.toFixed(2)} ms`),
         row("max drift PSI", c, p, maxDrift),
+        row("accuracy (labels)", c, p, accuracy),
       ),
     ),
   );

@@ -69,11 +69,21 @@ impl Default for AuditConfig {
 pub struct TelemetryConfig {
     /// Batches older than this are deleted (hourly). Default 14 days.
     pub retention_days: u32,
+    /// A version's accuracy or ROC AUC on labelled field traffic this far (absolute) below the
+    /// figure its signed lineage claims, or its MAE/RMSE this fraction above, is flagged as
+    /// decayed. Default 0.05.
+    pub decay_tolerance: f64,
+    /// Labels a version needs before it is judged for decay. Default 200.
+    pub decay_min_labelled: u64,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { retention_days: 14 }
+        Self {
+            retention_days: 14,
+            decay_tolerance: 0.05,
+            decay_min_labelled: 200,
+        }
     }
 }
 
@@ -434,6 +444,11 @@ impl Config {
         }
         if !(1..=3650).contains(&self.telemetry.retention_days) {
             problems.push("telemetry.retention_days must be 1 to 3650".into());
+        }
+        if !(self.telemetry.decay_tolerance.is_finite()
+            && (0.0..1.0).contains(&self.telemetry.decay_tolerance))
+        {
+            problems.push("telemetry.decay_tolerance must be at least 0 and below 1".into());
         }
         if !(1..=36_500).contains(&self.audit.retention_days) {
             problems.push("audit.retention_days must be 1 to 36500".into());

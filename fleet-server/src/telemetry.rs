@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use edgefleet_protocol::baseline::psi;
 use edgefleet_protocol::latency::LatencyHistogram;
 use edgefleet_protocol::message::{LatencySummary, MetricsBatch};
+use edgefleet_protocol::quality::{QualityCounts, QualityFigures};
 use serde::Serialize;
 
 use crate::rollout::{ModelGates, Verdict};
@@ -27,6 +28,8 @@ pub struct VersionFigures {
     pub predictions: BTreeMap<String, u64>,
     /// Feature → (PSI × requests summed, requests).
     drift: BTreeMap<String, (f64, u64)>,
+    /// Labels joined on devices, summed.
+    pub quality: QualityCounts,
 }
 
 impl VersionFigures {
@@ -47,6 +50,7 @@ impl VersionFigures {
                 *w = w.saturating_add(weight);
             }
         }
+        self.quality.merge(&m.quality);
     }
 
     pub fn merge(&mut self, other: &VersionFigures) {
@@ -62,6 +66,7 @@ impl VersionFigures {
             mine.0 += sum;
             mine.1 = mine.1.saturating_add(*w);
         }
+        self.quality.merge(&other.quality);
     }
 
     pub fn error_rate(&self) -> f64 {
@@ -99,6 +104,7 @@ impl VersionFigures {
             latency_ms: self.latency.summary(),
             predictions: self.predictions.clone(),
             drift_psi: self.drift_psi(),
+            quality: (!self.quality.is_empty()).then(|| self.quality.figures()),
         }
     }
 }
@@ -115,6 +121,9 @@ pub struct VersionReport {
     pub latency_ms: LatencySummary,
     pub predictions: BTreeMap<String, u64>,
     pub drift_psi: BTreeMap<String, f64>,
+    /// Ground truth joined on the devices, when any label arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualityFigures>,
 }
 
 /// The batches of stored rows (the store already left out any it could not read).
@@ -168,6 +177,52 @@ pub fn by_version(
     out
 }
 
+/// A figure measured on labelled field traffic that fell short of what the release's signed
+/// lineage claims from its evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decay {
+    pub metric: String,
+    /// The release's own evaluation figure.
+    pub release: f64,
+    /// The same figure over the labels joined in the field.
+    pub field: f64,
+}
+
+/// The metrics in which `field` decayed against `release` (accuracy and ROC AUC more than
+/// `tolerance` lower; MAE and RMSE more than `tolerance` times higher), once at least
+/// `min_labelled` labels were joined.
+pub fn decay(
+    field: &QualityFigures,
+    release: &BTreeMap<String, f64>,
+    tolerance: f64,
+    min_labelled: u64,
+) -> Vec<Decay> {
+    if field.labelled < min_labelled {
+        return Vec::new();
+    }
+    let higher_is_better = [("accuracy", field.accuracy), ("roc_auc", field.roc_auc)];
+    let lower_is_better = [("mae", field.mae), ("rmse", field.rmse)];
+    let decayed = |metric: &str, measured: Option<f64>, worse: &dyn Fn(f64, f64) -> bool| {
+        let claimed = *release.get(metric)?;
+        let measured = measured?;
+        worse(claimed, measured).then(|| Decay {
+            metric: metric.to_owned(),
+            release: claimed,
+            field: measured,
+        })
+    };
+    let mut out: Vec<Decay> = higher_is_better
+        .iter()
+        .filter_map(|(m, v)| decayed(m, *v, &|claimed, measured| measured < claimed - tolerance))
+        .collect();
+    out.extend(lower_is_better.iter().filter_map(|(m, v)| {
+        decayed(m, *v, &|claimed, measured| {
+            measured > claimed * (1.0 + tolerance)
+        })
+    }));
+    out
+}
+
 /// One point of a version's time series.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SeriesPoint {
@@ -179,6 +234,10 @@ pub struct SeriesPoint {
     pub p99_ms: f64,
     /// The most drifted feature's PSI in the step.
     pub max_drift_psi: Option<f64>,
+    /// Labels that reached the devices in the step (for predictions made then or earlier).
+    pub labelled: u64,
+    /// Their accuracy (classifiers).
+    pub accuracy: Option<f64>,
 }
 
 /// `model`'s figures per version in steps of `step` seconds (by each window's end).
@@ -208,6 +267,8 @@ pub fn series(
             error_rate: f.error_rate(),
             p99_ms: f.latency.quantile_ms(0.99),
             max_drift_psi: f.worst_drift().map(|(_, v)| v),
+            labelled: f.quality.labelled,
+            accuracy: f.quality.figures().accuracy,
         })
         .collect()
 }
@@ -305,7 +366,64 @@ pub fn judge(gates: &ModelGates, candidate: &VersionFigures, previous: &VersionF
 mod tests {
     use super::*;
     use edgefleet_protocol::message::ModelMetrics;
+    use edgefleet_protocol::quality::Observation;
     use std::time::Duration;
+
+    fn labelled(right: u64, wrong: u64) -> QualityCounts {
+        let mut counts = QualityCounts::default();
+        for i in 0..right + wrong {
+            counts.add(&Observation::Class {
+                predicted: "churn".into(),
+                actual: if i < right { "churn" } else { "stay" }.into(),
+                positive_score: None,
+            });
+        }
+        counts
+    }
+
+    #[test]
+    fn labels_from_devices_and_windows_add_up_per_version() {
+        let mut a = metrics("1.0.0", 10, 0, 5);
+        a.quality = labelled(30, 10);
+        let mut b = metrics("1.0.0", 0, 0, 5);
+        b.quality = labelled(50, 10);
+        let mut figures = VersionFigures::default();
+        figures.add("d1", &a);
+        figures.add("d2", &b);
+        let report = figures.report("churn", "1.0.0");
+        let quality = report.quality.unwrap();
+        assert_eq!(quality.labelled, 100);
+        assert_eq!(quality.accuracy, Some(0.8));
+        assert_eq!(
+            VersionFigures::default().report("churn", "1.0.0").quality,
+            None
+        );
+    }
+
+    #[test]
+    fn decay_is_flagged_against_the_signed_evaluation_once_enough_labels_joined() {
+        let release: BTreeMap<String, f64> =
+            [("accuracy".to_owned(), 0.8), ("rmse".to_owned(), 1.0)].into();
+        let field = labelled(140, 60).figures();
+        assert_eq!(field.accuracy, Some(0.7));
+        let decayed = decay(&field, &release, 0.05, 200);
+        assert_eq!(decayed.len(), 1);
+        assert_eq!(decayed[0].metric, "accuracy");
+        // Within tolerance, too few labels, or no claim to compare with: nothing.
+        assert!(decay(&labelled(152, 48).figures(), &release, 0.05, 200).is_empty());
+        assert!(decay(&labelled(14, 6).figures(), &release, 0.05, 200).is_empty());
+        assert!(decay(&field, &BTreeMap::new(), 0.05, 200).is_empty());
+        let mut errors = QualityCounts::default();
+        for _ in 0..200 {
+            errors.add(&Observation::Value {
+                predicted: 2.5,
+                actual: 1.0,
+            });
+        }
+        let decayed = decay(&errors.figures(), &release, 0.05, 200);
+        assert_eq!(decayed.len(), 1);
+        assert_eq!(decayed[0].metric, "rmse");
+    }
 
     fn metrics(version: &str, requests: u64, errors: u64, latency_ms: u64) -> ModelMetrics {
         let mut h = LatencyHistogram::default();
@@ -325,6 +443,7 @@ mod tests {
             ]
             .into(),
             drift_psi: [("tenure".to_owned(), 0.01)].into(),
+            quality: Default::default(),
         }
     }
 

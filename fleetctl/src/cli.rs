@@ -203,6 +203,19 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// A model's versions against the ground truth labelled on the devices: labels joined,
+    /// accuracy, ROC AUC, calibration, RMSE, and decay against the release's signed evaluation.
+    Quality {
+        model: String,
+        /// Only this group's devices.
+        #[arg(long)]
+        group: Option<String>,
+        /// Labels that reached devices in the last this many hours (at most 744).
+        #[arg(long, default_value_t = 168)]
+        hours: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit log of operator calls, and the check of its hash chain (admin only).
     Audit {
         #[command(subcommand)]

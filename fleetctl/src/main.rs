@@ -281,6 +281,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 TokenCommand::Revoke { id } => remote::token_revoke(&client, id).await,
             }
         }
+        Command::Quality {
+            model,
+            group,
+            hours,
+            json,
+        } => remote::quality(&client()?, &model, group.as_deref(), hours, json).await,
         Command::Audit { command } => {
             let client = client()?;
             match command {

@@ -4,7 +4,8 @@
 //! scheme ([`topic`]), the versioned device messages ([`message`]), and the model metadata that
 //! travels inside signed TUF targets ([`target`]): the model's tensor [`interface`] with the
 //! feature schema that turns a JSON request into an input tensor, its [`health`] check (golden
-//! vectors, latency budget) and its drift [`baseline`]. The crate does no I/O and holds no clock:
+//! vectors, latency budget) and its drift [`baseline`]; [`quality`] joins ground truth into figures
+//! that add up across devices. The crate does no I/O and holds no clock:
 //! callers pass bytes in and get typed values or a typed [`Error`] out, so the same code runs on a
 //! device, in the server and in tests, and training-time preprocessing cannot drift from serving.
 //!
@@ -22,6 +23,7 @@ pub mod interface;
 pub mod latency;
 pub mod lineage;
 pub mod message;
+pub mod quality;
 pub mod release_files;
 pub mod target;
 pub mod target_name;

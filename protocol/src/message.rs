@@ -193,6 +193,13 @@ pub struct ModelMetrics {
     /// Feature → population stability index against the target's baseline.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drift_psi: BTreeMap<String, f64>,
+    /// Labels joined on the device in the window, to predictions of this version made in it or
+    /// earlier ([`crate::quality`]).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::quality::QualityCounts::is_empty"
+    )]
+    pub quality: crate::quality::QualityCounts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -244,6 +251,13 @@ impl MetricsBatch {
                     "{} {} claims {} errors in {} requests",
                     m.model, m.version, m.errors, m.requests
                 ))
+            } else if m.quality.labelled > cap {
+                Some(format!(
+                    "{} {} claims {} labelled predictions in a {window} s window (at most {cap})",
+                    m.model, m.version, m.quality.labelled
+                ))
+            } else if let Err(e) = m.quality.check() {
+                Some(format!("{} {}: {e}", m.model, m.version))
             } else {
                 None
             }
@@ -315,6 +329,7 @@ mod tests {
                 latency_histogram: Default::default(),
                 predictions: BTreeMap::new(),
                 drift_psi: BTreeMap::new(),
+                quality: Default::default(),
             }],
         };
         assert_eq!(batch(60_000_000, 0, (0, 60)).implausible(), None);

@@ -89,6 +89,32 @@ fn event() -> impl Strategy<Value = Event> {
         })
 }
 
+fn quality_counts() -> impl Strategy<Value = edgefleet_protocol::quality::QualityCounts> {
+    use edgefleet_protocol::quality::{Observation, QualityCounts};
+    proptest::collection::vec(
+        prop_oneof![
+            (
+                "[a-z]{1,6}",
+                "[a-z]{1,6}",
+                proptest::option::of((0.0f64..=1.0, any::<bool>()))
+            )
+                .prop_map(|(predicted, actual, positive_score)| Observation::Class {
+                    predicted,
+                    actual,
+                    positive_score
+                }),
+            (-1e6f64..1e6, -1e6f64..1e6)
+                .prop_map(|(predicted, actual)| Observation::Value { predicted, actual }),
+        ],
+        0..6,
+    )
+    .prop_map(|observations| {
+        let mut counts = QualityCounts::default();
+        observations.iter().for_each(|o| counts.add(o));
+        counts
+    })
+}
+
 fn metrics() -> impl Strategy<Value = MetricsBatch> {
     let finite = -1e9f64..1e9;
     let model = (
@@ -100,25 +126,29 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
         proptest::collection::btree_map("[a-z]{1,8}", any::<u64>(), 0..4),
         proptest::collection::btree_map("[a-z]{1,8}", finite.clone(), 0..4),
         proptest::collection::btree_map(any::<u16>(), any::<u64>(), 0..6),
+        quality_counts(),
     )
         .prop_map(
-            |(model, version, requests, errors, p, predictions, drift_psi, buckets)| ModelMetrics {
-                model,
-                version,
-                requests,
-                errors,
-                latency: LatencySummary {
-                    p50_ms: p,
-                    p95_ms: p,
-                    p99_ms: p,
-                    max_ms: p,
-                },
-                latency_histogram: edgefleet_protocol::latency::LatencyHistogram {
-                    buckets,
-                    max_ms: p.abs(),
-                },
-                predictions,
-                drift_psi,
+            |(model, version, requests, errors, p, predictions, drift_psi, buckets, quality)| {
+                ModelMetrics {
+                    model,
+                    version,
+                    requests,
+                    errors,
+                    latency: LatencySummary {
+                        p50_ms: p,
+                        p95_ms: p,
+                        p99_ms: p,
+                        max_ms: p,
+                    },
+                    latency_histogram: edgefleet_protocol::latency::LatencyHistogram {
+                        buckets,
+                        max_ms: p.abs(),
+                    },
+                    predictions,
+                    drift_psi,
+                    quality,
+                }
             },
         );
     (

@@ -86,6 +86,7 @@ fn metrics_batch(device: &str, index: usize, seq: u64) -> Vec<u8> {
                 .enumerate()
                 .map(|(i, f)| ((*f).to_owned(), 0.01 * i as f64))
                 .collect(),
+            quality: Default::default(),
         }],
     })
     .unwrap()

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 // In-process, paused-time tests of the agent's logic over real stores and models.
 #[path = "agent/probation.rs"]
 mod probation;
+#[path = "agent/quality.rs"]
+mod quality;
 
 fn read<T: for<'de> serde::Deserialize<'de>>(release: &str, file: &str) -> T {
     serde_json::from_slice(&std::fs::read(models_dir().join(release).join(file)).unwrap()).unwrap()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use edgefleet_e2e::demo::{self, Demo, DemoOptions, Load};
 use edgefleet_e2e::fleet::{KillOnDrop, eventually};
-use edgefleet_e2e::{baseline_rows, http};
+use edgefleet_e2e::{baseline_rows, http, post_json};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -307,6 +307,68 @@ fn shifted_inputs_raise_the_drift_figure_and_the_drift_gate_halts_the_rollout() 
     for steady in ["tenure_months", "contract_type", "payment_method"] {
         assert!(gauge(&server_metrics, prefix, steady) < 0.3, "{steady}");
     }
+
+    // Ground truth, later: 200 of the canary's answers labelled (every one wrong) at the device
+    // reach the server in its telemetry, and the version is flagged as decayed against the
+    // accuracy its signed lineage claims.
+    let canary_url = |path: &str| fleet.agents[canary].url(path);
+    let mut labels = Vec::new();
+    let mut answered = None;
+    for row in baseline_rows("churn/2.0.0", 200, 5, &[]) {
+        let (status, answer) = post_json(&canary_url("/v1/models/churn:predict"), &row);
+        assert_eq!(status, 200, "{answer}");
+        answered = Some(answer["version"].as_str().unwrap().to_owned());
+        let wrong = if answer["prediction"] == "churn" {
+            "stay"
+        } else {
+            "churn"
+        };
+        labels.push(json!({"id": answer["id"], "label": wrong}));
+    }
+    let version = answered.unwrap();
+    let (status, outcome) = post_json(
+        &canary_url("/v1/models/churn/feedback"),
+        &json!({ "labels": labels }),
+    );
+    assert_eq!(
+        (status, outcome["accepted"].as_u64()),
+        (200, Some(200)),
+        "{outcome}"
+    );
+    let judged = eventually(
+        "the labels to reach the server",
+        Duration::from_secs(60),
+        || {
+            let (_, t) = fleet.server.call(
+                "GET",
+                "/api/v1/telemetry?model=churn&since_seconds=600",
+                Some(&admin),
+                None,
+            );
+            t["versions"]
+                .as_array()?
+                .iter()
+                .find(|v| v["version"] == version.as_str() && v["quality"]["labelled"] == 200)
+                .cloned()
+        },
+    );
+    assert_eq!(judged["quality"]["accuracy"], 0.0, "{judged:#}");
+    assert_eq!(judged["decay"][0]["metric"], "accuracy", "{judged:#}");
+    assert_eq!(judged["decay"][0]["field"], 0.0, "{judged:#}");
+    let out = edgefleet_e2e::run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["quality", "churn", "--hours", "1"]),
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().any(|l| l.starts_with(version.as_str())
+            && l.contains("200")
+            && l.contains("0.0%")
+            && l.contains("DECAYED: accuracy 0.000")),
+        "{table}"
+    );
 }
 
 /// How long the broker stays down: minutes of telemetry windows pile up in the outboxes.

@@ -33,6 +33,15 @@ impl Agent {
             let now = u64::try_from(clock.unix()).unwrap_or(0);
             blocking(move || store.recover(now)).await??
         };
+        let predictions = {
+            let path = config.data_dir.join("predictions.db");
+            let settings = config.quality.clone();
+            Arc::new(
+                blocking(move || crate::predictions::PredictionLog::open(&path, settings))
+                    .await?
+                    .map_err(|e| InstallError::Internal(e.to_string()))?,
+            )
+        };
         let telemetry = Arc::new(crate::telemetry::Telemetry::default());
         let metrics = Arc::new(Metrics::new(telemetry.clone()));
         for (model, outcome) in &recovered.finished {
@@ -52,7 +61,7 @@ impl Agent {
         let loading = store.model_names()?.into_iter().collect();
         let permits = config.inference.parallel_inferences();
         let body_budget = crate::body_budget::BodyBudget::new(&config.api);
-        Ok(Arc::new(Self {
+        let agent = Arc::new(Self {
             config,
             notices: tokio::sync::broadcast::channel(256).0,
             store,
@@ -70,7 +79,14 @@ impl Agent {
             clock,
             shutdown: tokio_util::sync::CancellationToken::new(),
             tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
-        }))
+            predictions,
+        });
+        agent.spawn(crate::predictions::run(
+            agent.predictions.clone(),
+            agent.clock.clone(),
+            agent.shutdown.clone(),
+        ));
+        Ok(agent)
     }
 
     /// Loads every stored model, one at a time (each is in service as soon as it loads), then

@@ -80,7 +80,13 @@ impl Fleet {
                 () = self.agent.shutdown.cancelled() => true,
             };
             let window_end = self.agent.now_unix();
-            let models = self.agent.telemetry.take();
+            let mut models = self.agent.telemetry.take();
+            let log = self.agent.predictions.clone();
+            match tokio::task::spawn_blocking(move || log.take_unreported()).await {
+                Ok(Ok(quality)) => crate::telemetry::add_quality(&mut models, quality),
+                Ok(Err(e)) => warn!(error = %e, "cannot read the labels joined in this window"),
+                Err(e) => warn!(error = %e, "cannot read the labels joined in this window"),
+            }
             if stopping && models.is_empty() {
                 return;
             }

@@ -85,10 +85,41 @@ pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -
         .metrics(None, state.clock.unix() - since)
         .await?;
     let batches = telemetry::batches(stored);
+    // What each release's signed lineage claims, for the decay flags.
+    let claimed: HashMap<(String, String), BTreeMap<String, f64>> = state
+        .tuf
+        .models()
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            let metrics = m.meta.lineage.as_ref()?.metrics.clone();
+            Some((
+                (m.meta.model.to_string(), m.meta.version.to_string()),
+                metrics,
+            ))
+        })
+        .collect();
+    let settings = &state.config.telemetry;
     let versions: Vec<_> = telemetry::by_version(&batches, include)
         .into_iter()
         .filter(|((model, _), _)| q.model.as_ref().is_none_or(|m| m == model))
-        .map(|((model, version), f)| f.report(&model, &version))
+        .map(|((model, version), f)| {
+            let report = f.report(&model, &version);
+            let decay = match (&report.quality, claimed.get(&(model, version))) {
+                (Some(quality), Some(release)) => telemetry::decay(
+                    quality,
+                    release,
+                    settings.decay_tolerance,
+                    settings.decay_min_labelled,
+                ),
+                _ => Vec::new(),
+            };
+            let mut view = serde_json::to_value(report).unwrap_or_default();
+            if !decay.is_empty() {
+                view["decay"] = json!(decay);
+            }
+            view
+        })
         .collect();
     let series = match &q.model {
         Some(model) => telemetry::series(&batches, model, step, include),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod admin;
 mod devices;
+mod quality;
 mod rollouts;
 mod show;
 
@@ -21,6 +22,7 @@ pub use admin::{
     token_list, token_revoke,
 };
 pub use devices::{device_add, device_assign, device_remove, device_show, devices, groups};
+pub use quality::quality;
 pub use rollouts::{rollout_command, rollout_create, rollout_list, rollout_status};
 
 /// Where `fleetctl login` keeps the server URL and token: `$FLEETCTL_CONFIG`, else
