@@ -6,7 +6,12 @@ cd "$(dirname "$0")/.."
 
 version=0.20.2
 if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $version"; then
-  cargo install cargo-deny --locked --version "$version"
+  # Built for checking one lock file, not for speed: a light optimisation, no LTO and parallel
+  # code generation cut its cold build (CI builds it on every fresh machine; its release build
+  # took 54 min niced beside the checks on 2 cores) while the check itself still takes seconds.
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=0 \
+    cargo install cargo-deny --locked --version "$version" --quiet
 fi
 
 bundle=../shared/supply-chain/advisory-db.bundle
@@ -24,4 +29,8 @@ if [ "$want" != "$have" ]; then
   git clone --quiet "$bundle" "$db"
 fi
 echo "advisory snapshot: $(git -C "$db" log -1 --format='%h %cs')"
+# `cargo deny --offline` reads `cargo metadata` for every platform, so the sources of crates only
+# other platforms use (winapi-util, android_system_properties) must be on disk too; a build on this
+# machine never downloads them, and on a fresh machine the check died of it.
+cargo fetch --locked --quiet
 cargo deny --offline check --hide-inclusion-graph
