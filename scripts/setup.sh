@@ -26,6 +26,10 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 # each test starts for itself (tests/src/postgres.rs). The cluster the package may start is stopped
 # below; the tests never use it.
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
+# prometheus (with promtool) + prometheus-alertmanager: the shipped alert rules are tested with
+# promtool and in a real Prometheus scraping a server, alerting through a real Alertmanager.
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 # chromium + chromium-driver: the dashboard test drives a real headless browser over WebDriver.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
@@ -36,6 +40,11 @@ fi
 if pgrep -x mosquitto >/dev/null && command -v service >/dev/null; then
   service mosquitto stop >/dev/null 2>&1 || true
 fi
+for daemon in prometheus prometheus-alertmanager prometheus-node-exporter; do
+  if pgrep -f "^/usr/bin/$daemon( |$)" >/dev/null && command -v service >/dev/null; then
+    service "$daemon" stop >/dev/null 2>&1 || true
+  fi
+done
 if pgrep -f 'postgresql/.*/bin/postgres -D /var/lib/postgresql' >/dev/null && command -v service >/dev/null; then
   service postgresql stop >/dev/null 2>&1 || true
 fi

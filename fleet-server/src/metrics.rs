@@ -48,6 +48,13 @@ pub struct FeatureLabels {
     pub feature: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvaluationLabels {
+    pub model: String,
+    pub version: String,
+    pub metric: String,
+}
+
 /// Gauges of the fleet's recent telemetry cover this many seconds before the scrape.
 pub const FLEET_WINDOW_SECONDS: i64 = 300;
 
@@ -86,6 +93,12 @@ pub struct Metrics {
     /// may create (see [`Metrics::known_labels`]).
     known_versions: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
     pub fleet_prediction_errors: Family<VersionLabels, Counter>,
+    /// Labels joined to predictions on devices, and those that matched the prediction.
+    pub fleet_labels: Family<VersionLabels, Counter>,
+    pub fleet_labels_correct: Family<VersionLabels, Counter>,
+    /// What each release's signed lineage claims from its evaluation (accuracy, roc_auc, ...),
+    /// for alert rules that compare field accuracy with it.
+    pub release_evaluation: Family<EvaluationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub fleet_dropped_batches: Counter,
     pub fleet_latency: Family<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub fleet_drift: Family<FeatureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -192,6 +205,24 @@ impl Default for Metrics {
         let fleet_predictions = Family::<VersionLabels, Counter>::default();
         let fleet_prediction_errors = Family::<VersionLabels, Counter>::default();
         let fleet_dropped_batches = Counter::default();
+        let fleet_labels = Family::<VersionLabels, Counter>::default();
+        let fleet_labels_correct = Family::<VersionLabels, Counter>::default();
+        let release_evaluation = Family::default();
+        registry.register(
+            "release_evaluation",
+            "What each release's signed lineage claims from its own evaluation, by metric (accuracy, roc_auc, ...)",
+            release_evaluation.clone(),
+        );
+        registry.register(
+            "fleet_labels",
+            "Ground-truth labels joined to their predictions on devices, by model version (accuracy over any range: the increase of fleet_labels_correct_total over this one's)",
+            fleet_labels.clone(),
+        );
+        registry.register(
+            "fleet_labels_correct",
+            "Labels that matched the prediction they joined (classifiers), by model version",
+            fleet_labels_correct.clone(),
+        );
         let fleet_latency = Family::default();
         let fleet_drift = Family::default();
         let fleet_devices_reporting = Family::<VersionLabels, Gauge>::default();
@@ -235,6 +266,9 @@ impl Default for Metrics {
             fleet_predictions,
             known_versions: Default::default(),
             fleet_prediction_errors,
+            fleet_labels,
+            fleet_labels_correct,
+            release_evaluation,
             fleet_dropped_batches,
             fleet_latency,
             fleet_drift,
@@ -272,13 +306,52 @@ impl Metrics {
             self.fleet_prediction_errors
                 .get_or_create(&labels)
                 .inc_by(m.errors);
+            if !m.quality.is_empty() {
+                let correct: u64 = m
+                    .quality
+                    .confusion
+                    .iter()
+                    .filter_map(|(predicted, row)| row.get(predicted))
+                    .sum();
+                self.fleet_labels
+                    .get_or_create(&labels)
+                    .inc_by(m.quality.labelled);
+                self.fleet_labels_correct
+                    .get_or_create(&labels)
+                    .inc_by(correct);
+            }
         }
     }
 
-    /// Replaces the registry's (model, version) pairs that telemetry may be labelled with.
-    pub fn set_known_versions(&self, versions: impl IntoIterator<Item = (String, String)>) {
-        if let Ok(mut known) = self.known_versions.write() {
-            *known = versions.into_iter().collect();
+    /// Replaces the registry's (model, version) pairs that telemetry may be labelled with;
+    /// says whether they changed.
+    pub fn set_known_versions(&self, versions: impl IntoIterator<Item = (String, String)>) -> bool {
+        let versions: std::collections::HashSet<(String, String)> = versions.into_iter().collect();
+        match self.known_versions.write() {
+            Ok(mut known) if *known != versions => {
+                *known = versions;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Replaces the releases' signed evaluation figures ((model, version) → metric → value).
+    pub fn set_release_evaluation(
+        &self,
+        claimed: impl IntoIterator<Item = ((String, String), std::collections::BTreeMap<String, f64>)>,
+    ) {
+        self.release_evaluation.clear();
+        for ((model, version), metrics) in claimed {
+            for (metric, value) in metrics {
+                self.release_evaluation
+                    .get_or_create(&EvaluationLabels {
+                        model: model.clone(),
+                        version: version.clone(),
+                        metric,
+                    })
+                    .set(value);
+            }
         }
     }
 
@@ -356,6 +429,54 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_from_telemetry_count_per_signed_version() {
+        use edgefleet_protocol::message::{MetricsBatch, ModelMetrics, ProcessStats};
+        use edgefleet_protocol::quality::{Observation, QualityCounts};
+        let metrics = Metrics::default();
+        metrics.set_known_versions([("churn".to_owned(), "1.0.0".to_owned())]);
+        let mut quality = QualityCounts::default();
+        for actual in ["churn", "churn", "stay"] {
+            quality.add(&Observation::Class {
+                predicted: "churn".into(),
+                actual: actual.into(),
+                positive_score: None,
+            });
+        }
+        let batch = MetricsBatch {
+            schema: edgefleet_protocol::message::SCHEMA_VERSION,
+            id: edgefleet_protocol::MessageId::from_random([1; 16]),
+            device: edgefleet_protocol::DeviceId::new("d1").unwrap(),
+            seq: 1,
+            window_start_unix: 0,
+            window_end_unix: 60,
+            dropped_batches: 0,
+            process: ProcessStats::default(),
+            models: vec![ModelMetrics {
+                model: edgefleet_protocol::ModelName::new("churn").unwrap(),
+                version: semver::Version::new(1, 0, 0),
+                requests: 0,
+                errors: 0,
+                latency: Default::default(),
+                latency_histogram: Default::default(),
+                predictions: Default::default(),
+                drift_psi: Default::default(),
+                quality,
+            }],
+        };
+        metrics.count_telemetry(&batch);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "edgefleet_server_fleet_labels_total{model=\"churn\",version=\"1.0.0\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "edgefleet_server_fleet_labels_correct_total{model=\"churn\",version=\"1.0.0\"} 2"
+        ));
+    }
 
     #[test]
     fn devices_label_telemetry_only_with_versions_the_registry_signed() {

@@ -19,6 +19,10 @@ use serde_json::{Value, json};
 
 use edgefleet_e2e::one_fleet_at_a_time as one_at_a_time;
 
+// The shipped alert rules and Grafana dashboard against a real Prometheus and Alertmanager.
+#[path = "telemetry/alerts.rs"]
+mod alerts;
+
 /// Telemetry windows of 3 s (60 s by default): short enough for a test, long enough that a
 /// window's ~150 requests give a PSI whose small-sample bias (about bins / requests) stays well
 /// under the gates' 0.3.

@@ -256,14 +256,31 @@ fn release_of(
 /// Tells the metrics which (model, version) pairs the registry holds (device telemetry is
 /// labelled with those only). At every scrape, start and push, so a version pushed through
 /// another replica is known here by the next scrape.
+/// When they changed, the releases' signed evaluation figures are read again too.
 pub(crate) async fn refresh_known_versions(state: &AppState) {
-    match state.store.releases().await {
+    let changed = match state.store.releases().await {
         Ok(releases) => state
             .metrics
             .set_known_versions(releases.into_iter().map(|r| (r.model, r.version))),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read the registry's versions for metric labels")
+            tracing::warn!(error = %e, "cannot read the registry's versions for metric labels");
+            return;
         }
+    };
+    if !changed {
+        return;
+    }
+    match state.tuf.models().await {
+        Ok(models) => state
+            .metrics
+            .set_release_evaluation(models.into_iter().filter_map(|m| {
+                let metrics = m.meta.lineage?.metrics;
+                Some((
+                    (m.meta.model.to_string(), m.meta.version.to_string()),
+                    metrics,
+                ))
+            })),
+        Err(e) => tracing::warn!(error = %e, "cannot read the releases' signed evaluation figures"),
     }
 }
 
