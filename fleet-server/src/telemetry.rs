@@ -351,6 +351,31 @@ pub fn judge(gates: &ModelGates, candidate: &VersionFigures, previous: &VersionF
             "output distribution moved: PSI {shift:.3} between the new and the previous version's predictions, above the gate's {limit}"
         ));
     }
+    if let Some(limit) = gates.max_accuracy_drop {
+        let need = gates.min_labelled;
+        let accuracy = |f: &VersionFigures| {
+            f.quality
+                .figures()
+                .accuracy
+                .filter(|_| f.quality.labelled >= need)
+        };
+        let (Some(new), Some(old)) = (accuracy(candidate), accuracy(previous)) else {
+            return Verdict::Insufficient(format!(
+                "the accuracy gate needs {need} labels on each version; the new one has {}, the previous one {}",
+                candidate.quality.labelled, previous.quality.labelled
+            ));
+        };
+        if new < old - limit {
+            return Verdict::Breach(format!(
+                "accuracy on labelled traffic {:.1}% against {:.1}% on the previous version ({} and {} labels; at most {:.1} points lower allowed)",
+                new * 100.0,
+                old * 100.0,
+                candidate.quality.labelled,
+                previous.quality.labelled,
+                limit * 100.0
+            ));
+        }
+    }
     Verdict::Pass(format!(
         "{} requests, {:.2}% errors, p99 {:.2} ms (previous: {} requests, {:.2}% errors, p99 {:.2} ms)",
         candidate.requests,
@@ -460,7 +485,42 @@ mod tests {
             max_p99_slowdown_percent: Some(50.0),
             max_output_shift_psi: Some(0.2),
             max_input_drift_psi: Some(0.25),
+            max_accuracy_drop: None,
+            min_labelled: 100,
         }
+    }
+
+    #[test]
+    fn the_accuracy_gate_waits_for_labels_on_both_sides_then_compares() {
+        let gates = ModelGates {
+            max_accuracy_drop: Some(0.02),
+            ..gates()
+        };
+        let with_labels = |version: &str, right: u64, wrong: u64| {
+            let mut m = metrics(version, 1000, 0, 2);
+            m.quality = labelled(right, wrong);
+            figures(&m)
+        };
+        let old = with_labels("1.0.0", 160, 40);
+        // 80 % against 80 %: passes; with too few labels on the new side: no verdict yet.
+        assert!(matches!(
+            judge(&gates, &with_labels("2.0.0", 80, 20), &old),
+            Verdict::Pass(_)
+        ));
+        let Verdict::Insufficient(why) = judge(&gates, &with_labels("2.0.0", 40, 10), &old) else {
+            panic!("judged on 50 labels")
+        };
+        assert!(why.contains("new one has 50"), "{why}");
+        // 75 % against 80 %: five points lower, two allowed.
+        let Verdict::Breach(why) = judge(&gates, &with_labels("2.0.0", 150, 50), &old) else {
+            panic!("a five-point drop passed")
+        };
+        assert!(why.contains("75.0% against 80.0%"), "{why}");
+        // 79 % is within the two points.
+        assert!(matches!(
+            judge(&gates, &with_labels("2.0.0", 158, 42), &old),
+            Verdict::Pass(_)
+        ));
     }
 
     #[test]

@@ -410,6 +410,13 @@ pub(crate) struct RolloutCreate {
     /// Model gate: no input feature's drift PSI against the new version's baseline above this.
     #[arg(long)]
     pub(crate) gate_input_drift_psi: Option<f64>,
+    /// Model gate: accuracy on labelled traffic (labels joined on the devices) at most this
+    /// fraction below the previous version's (0.02: two points).
+    #[arg(long)]
+    pub(crate) gate_accuracy_drop: Option<f64>,
+    /// Labels each version needs before the accuracy gate judges (server default 100).
+    #[arg(long)]
+    pub(crate) gate_min_labelled: Option<u64>,
     /// Requests each side must have served before the model gates judge (default 100).
     #[arg(long)]
     pub(crate) gate_min_requests: Option<u64>,

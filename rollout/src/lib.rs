@@ -84,6 +84,11 @@ pub struct ModelGates {
     /// Input drift of the new version's traffic against its signed baseline: no feature's PSI
     /// above this.
     pub max_input_drift_psi: Option<f64>,
+    /// Accuracy on labelled traffic (labels joined on the devices) at most this much below the
+    /// previous version's, as a fraction (0.02: two points).
+    pub max_accuracy_drop: Option<f64>,
+    /// Labels each version must have before the accuracy gate judges. Default 100.
+    pub min_labelled: u64,
 }
 
 impl Default for ModelGates {
@@ -94,6 +99,8 @@ impl Default for ModelGates {
             max_p99_slowdown_percent: None,
             max_output_shift_psi: None,
             max_input_drift_psi: None,
+            max_accuracy_drop: None,
+            min_labelled: 100,
         }
     }
 }
@@ -104,6 +111,7 @@ impl ModelGates {
         self.max_error_rate_increase.is_some()
             || self.max_p99_slowdown_percent.is_some()
             || self.max_output_shift_psi.is_some()
+            || self.max_accuracy_drop.is_some()
     }
 
     pub(crate) fn validate(&self) -> Result<(), PlanError> {
@@ -112,6 +120,7 @@ impl ModelGates {
             self.max_p99_slowdown_percent,
             self.max_output_shift_psi,
             self.max_input_drift_psi,
+            self.max_accuracy_drop,
         ];
         if limits
             .iter()
@@ -122,6 +131,9 @@ impl ModelGates {
         }
         if limits.iter().all(Option::is_none) {
             return Err(PlanError::NoModelGate);
+        }
+        if self.max_accuracy_drop.is_some_and(|d| d > 1.0) {
+            return Err(PlanError::ModelGates);
         }
         Ok(())
     }

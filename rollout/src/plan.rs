@@ -133,10 +133,10 @@ pub enum PlanError {
     NoDevices,
     #[error("device {0} is not an enrolled device matching the group and tags")]
     UnknownDevice(String),
-    #[error("gates.model limits must be finite and not negative")]
+    #[error("gates.model limits must be finite and not negative (max_accuracy_drop at most 1)")]
     ModelGates,
     #[error(
-        "gates.model names no gate: set max_error_rate_increase, max_p99_slowdown_percent, max_output_shift_psi or max_input_drift_psi"
+        "gates.model names no gate: set max_error_rate_increase, max_p99_slowdown_percent, max_output_shift_psi, max_input_drift_psi or max_accuracy_drop"
     )]
     NoModelGate,
     #[error(

@@ -353,7 +353,22 @@ fn model_gates_must_name_a_finite_limit() {
         ..ModelGates::default()
     });
     assert_eq!(
-        Rollout::new("r".into(), bad, fleet(1), "op".into(), 0).unwrap_err(),
+        Rollout::new("r".into(), bad.clone(), fleet(1), "op".into(), 0).unwrap_err(),
         PlanError::ModelGates
     );
+    // Accuracy is a share: a drop of more than all of it is a mistake, not a gate.
+    bad.gates.model = Some(ModelGates {
+        max_accuracy_drop: Some(2.0),
+        ..ModelGates::default()
+    });
+    assert_eq!(
+        Rollout::new("r".into(), bad.clone(), fleet(1), "op".into(), 0).unwrap_err(),
+        PlanError::ModelGates
+    );
+    bad.gates.model = Some(ModelGates {
+        max_accuracy_drop: Some(0.02),
+        ..ModelGates::default()
+    });
+    let gated = Rollout::new("r".into(), bad, fleet(1), "op".into(), 0).unwrap();
+    assert!(gated.spec.gates.model.unwrap().compares());
 }

@@ -28,9 +28,17 @@ impl RolloutCreate {
             max_p99_slowdown_percent: self.gate_p99_slowdown_percent,
             max_output_shift_psi: self.gate_output_shift_psi,
             max_input_drift_psi: self.gate_input_drift_psi,
+            max_accuracy_drop: self.gate_accuracy_drop,
             ..ModelGates::default()
         };
         let any_gate = gates != ModelGates::default();
+        if self.gate_min_labelled.is_some() && gates.max_accuracy_drop.is_none() {
+            bail!("--gate-min-labelled needs --gate-accuracy-drop");
+        }
+        let gates = ModelGates {
+            min_labelled: self.gate_min_labelled.unwrap_or(gates.min_labelled),
+            ..gates
+        };
         let model_gates = match self.gate_min_requests {
             Some(_) if !any_gate => {
                 bail!("--gate-min-requests needs a model gate (--gate-p99-slowdown-percent, ...)")
