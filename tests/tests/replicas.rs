@@ -169,9 +169,10 @@ fn replicas_share_artifacts_on_garage_and_the_tuf_repository_in_postgresql() {
     assert_eq!((status, &part[..]), (206, &onnx[100..200]));
 
     // A tampered upload through A leaves nothing in the bucket, and neither replica has it.
-    // (The bucket holds the artifact and the release's two files, golden cases and baseline.)
+    // (The bucket holds the artifact and the release's three files: golden cases, baseline and
+    // the model card.)
     let stored = bucket_keys(&garage);
-    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert_eq!(stored.len(), 4, "{stored:?}");
     let bogus = "0".repeat(63) + "1";
     let response = http()
         .put(&a.url(&format!("/api/v1/artifacts/{bogus}")))
