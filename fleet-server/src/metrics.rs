@@ -307,18 +307,12 @@ impl Metrics {
                 .get_or_create(&labels)
                 .inc_by(m.errors);
             if !m.quality.is_empty() {
-                let correct: u64 = m
-                    .quality
-                    .confusion
-                    .iter()
-                    .filter_map(|(predicted, row)| row.get(predicted))
-                    .sum();
                 self.fleet_labels
                     .get_or_create(&labels)
                     .inc_by(m.quality.labelled);
                 self.fleet_labels_correct
                     .get_or_create(&labels)
-                    .inc_by(correct);
+                    .inc_by(m.quality.correct());
             }
         }
     }

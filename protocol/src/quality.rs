@@ -137,6 +137,14 @@ impl QualityCounts {
         self.labelled == 0
     }
 
+    /// Classifier observations whose predicted label was the true one.
+    pub fn correct(&self) -> u64 {
+        self.confusion
+            .iter()
+            .filter_map(|(predicted, row)| row.get(predicted))
+            .sum()
+    }
+
     pub fn add(&mut self, observation: &Observation) {
         self.labelled += 1;
         match observation {
@@ -252,12 +260,7 @@ impl QualityCounts {
         };
         let classified: u64 = self.confusion.values().flat_map(|r| r.values()).sum();
         if classified > 0 {
-            let correct: u64 = self
-                .confusion
-                .iter()
-                .filter_map(|(predicted, row)| row.get(predicted))
-                .sum();
-            figures.accuracy = Some(ratio(correct, classified));
+            figures.accuracy = Some(ratio(self.correct(), classified));
             let mut labels: std::collections::BTreeSet<&String> = self.confusion.keys().collect();
             labels.extend(self.confusion.values().flat_map(|r| r.keys()));
             for label in labels {
