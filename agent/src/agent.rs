@@ -97,6 +97,11 @@ pub struct Notice {
     pub kind: EventKind,
     pub target: Option<String>,
     pub detail: Option<String>,
+    /// For a guard breach: the rules broken, with their figures.
+    pub evidence: Vec<edgefleet_protocol::guard::Breach>,
+    /// The version key ([`crate::store::StoredVersion::key`]) of a version this device put out
+    /// of service and must not install again for the same desired revision.
+    pub refuse_again: Option<String>,
 }
 
 #[derive(Debug)]
@@ -131,10 +136,13 @@ pub struct Agent {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The background tasks (fleet link, probations), joined by [`Agent::stop`].
     tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// The guard watch per model: starting one makes the earlier watch stop.
+    guards: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Answers kept for labels to join ([`crate::predictions`]).
     pub predictions: Arc<crate::predictions::PredictionLog>,
 }
 
+mod guard_watch;
 mod offline;
 mod probation_watch;
 mod roll_back;
@@ -256,6 +264,8 @@ impl Agent {
             kind,
             target: Some(target.to_owned()),
             detail,
+            evidence: Vec::new(),
+            refuse_again: None,
         });
     }
 

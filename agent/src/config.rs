@@ -44,6 +44,9 @@ pub struct QualitySettings {
     pub retain_days: u64,
     /// Most predictions kept; the oldest go first. Default 200,000 (about 30 MB on disk).
     pub max_predictions: u64,
+    /// How often the guard after commit judges a version whose release signs a guard policy,
+    /// in seconds. Default 30.
+    pub guard_check_seconds: u64,
 }
 
 impl Default for QualitySettings {
@@ -51,6 +54,7 @@ impl Default for QualitySettings {
         Self {
             retain_days: 35,
             max_predictions: 200_000,
+            guard_check_seconds: 30,
         }
     }
 }
@@ -330,6 +334,15 @@ impl Config {
             bad(
                 "quality.max_predictions",
                 "must be at least 1 (a device that keeps none cannot join labels)".into(),
+            );
+        }
+        if !(1..=3600).contains(&self.quality.guard_check_seconds) {
+            bad(
+                "quality.guard_check_seconds",
+                format!(
+                    "{} must be between 1 and 3600",
+                    self.quality.guard_check_seconds
+                ),
             );
         }
         if self.api.max_body_bytes < 1024 {

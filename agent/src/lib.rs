@@ -17,6 +17,7 @@ pub mod body_budget;
 pub mod config;
 pub mod device_key;
 pub mod fleet;
+pub mod guard;
 pub mod lifecycle;
 pub mod live;
 pub mod metrics;

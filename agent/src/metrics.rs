@@ -38,6 +38,14 @@ pub struct LabelOutcomeLabels {
     pub result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreachLabels {
+    pub model: String,
+    pub version: String,
+    /// The guard rule broken (`error_ratio`, `p99`, `output_shift`, `input_drift`, `accuracy`).
+    pub rule: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -51,6 +59,8 @@ pub struct Metrics {
     pub process_resident_bytes: Gauge,
     /// Labels sent to `POST /v1/models/{name}/feedback`, by what became of them.
     pub labels: Family<LabelOutcomeLabels, Counter>,
+    /// Breaches the guard after commit found, by rule.
+    pub guard_breaches: Family<BreachLabels, Counter>,
 }
 
 impl Metrics {
@@ -69,6 +79,12 @@ impl Metrics {
         let process_cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let process_resident_bytes = Gauge::default();
         let labels = Family::<LabelOutcomeLabels, Counter>::default();
+        let guard_breaches = Family::<BreachLabels, Counter>::default();
+        registry.register(
+            "guard_breaches",
+            "Breaches of a release's signed guard policy found after commit, by rule",
+            guard_breaches.clone(),
+        );
         registry.register(
             "labels",
             "Labels sent to the device's feedback endpoint, by result (accepted: joined to its prediction; duplicate; unknown: no such prediction kept; refused: wrong kind)",
@@ -119,6 +135,7 @@ impl Metrics {
             process_cpu_seconds,
             process_resident_bytes,
             labels,
+            guard_breaches,
         }
     }
 

@@ -133,7 +133,9 @@ impl PredictionLog {
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS predictions_at ON predictions(at_unix);
              CREATE INDEX IF NOT EXISTS predictions_unreported ON predictions(reported)
-                 WHERE labelled_at IS NOT NULL AND reported = 0;",
+                 WHERE labelled_at IS NOT NULL AND reported = 0;
+             CREATE INDEX IF NOT EXISTS predictions_joined ON predictions(model, labelled_at)
+                 WHERE labelled_at IS NOT NULL;",
         )
         .map_err(err)?;
         Ok(Self {
@@ -340,6 +342,29 @@ impl PredictionLog {
                 params![model, sql_int(since), sql_int(until)],
             )?;
             Ok(counts.into_iter().map(|((_, v), c)| (v, c)).collect())
+        })
+    }
+}
+
+impl PredictionLog {
+    /// Quality of one version of `model` over the labels joined in `[since, until)`, whenever
+    /// their predictions were made: what the guard after commit judges (a label a month late
+    /// counts when it arrives).
+    pub fn quality_joined(
+        &self,
+        model: &str,
+        version: &semver::Version,
+        since: u64,
+        until: u64,
+    ) -> Result<QualityCounts, LogError> {
+        self.with_db(|db| {
+            let counts = counts_where(
+                db,
+                "labelled_at IS NOT NULL AND model = ?1 AND version = ?2 AND labelled_at >= ?3 \
+                 AND labelled_at < ?4",
+                params![model, version.to_string(), sql_int(since), sql_int(until)],
+            )?;
+            Ok(counts.into_values().next().unwrap_or_default())
         })
     }
 }

@@ -128,9 +128,45 @@ pub fn psi(expected: &[f64], actual_counts: &[u64]) -> Option<f64> {
     )
 }
 
+/// PSI of an observed predicted-label mix (counts) against expected shares, over the labels
+/// either names (a label the baseline never saw expects nothing). `None` with no observations or
+/// no expectation.
+pub fn mix_psi(expected: &BTreeMap<String, f64>, observed: &BTreeMap<String, u64>) -> Option<f64> {
+    if expected.is_empty() {
+        return None;
+    }
+    let labels: std::collections::BTreeSet<&String> =
+        expected.keys().chain(observed.keys()).collect();
+    let shares: Vec<f64> = labels
+        .iter()
+        .map(|l| expected.get(*l).copied().unwrap_or(0.0))
+        .collect();
+    let counts: Vec<u64> = labels
+        .iter()
+        .map(|l| observed.get(*l).copied().unwrap_or(0))
+        .collect();
+    psi(&shares, &counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prediction_mix_is_judged_over_every_label_either_side_names() {
+        let expected: BTreeMap<String, f64> =
+            [("stay".to_owned(), 0.7), ("churn".to_owned(), 0.3)].into();
+        let same: BTreeMap<String, u64> =
+            [("stay".to_owned(), 70), ("churn".to_owned(), 30)].into();
+        assert!(mix_psi(&expected, &same).unwrap() < 1e-9);
+        let flipped: BTreeMap<String, u64> =
+            [("stay".to_owned(), 20), ("churn".to_owned(), 80)].into();
+        assert!(mix_psi(&expected, &flipped).unwrap() > 0.5);
+        let unknown: BTreeMap<String, u64> = [("maybe".to_owned(), 10)].into();
+        assert!(mix_psi(&expected, &unknown).unwrap() > 1.0);
+        assert_eq!(mix_psi(&expected, &BTreeMap::new()), None);
+        assert_eq!(mix_psi(&BTreeMap::new(), &same), None);
+    }
 
     #[test]
     fn psi_is_zero_for_the_same_distribution_and_grows_with_shift() {

@@ -17,6 +17,7 @@ pub mod baseline;
 pub mod broker;
 pub mod bundle;
 mod error;
+pub mod guard;
 pub mod health;
 pub mod ids;
 pub mod interface;

@@ -150,6 +150,9 @@ pub enum EventKind {
     Committed,
     Rejected,
     RolledBack,
+    /// The guard after commit found the running version in breach of its signed policy
+    /// ([`crate::guard`]); `evidence` says which rules, `detail` what the device did.
+    GuardBreached,
 }
 
 /// One lifecycle step on a device.
@@ -169,6 +172,9 @@ pub struct Event {
     /// For `rejected` and `rolled_back`: why, in words an operator can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For `guard_breached`: the rules broken, with the figures measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<crate::guard::Breach>,
 }
 
 pub use crate::latency::LatencySummary;

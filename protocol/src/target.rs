@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::Baseline;
+use crate::guard::GuardPolicy;
 use crate::health::HealthSpec;
 use crate::interface::ModelInterface;
 use crate::lineage::Lineage;
@@ -52,6 +53,9 @@ pub struct ModelTargetMeta {
     /// Where the release came from (training code, data, parameters, metrics), signed with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<Lineage>,
+    /// How the version is judged after its probation, for as long as it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardPolicy>,
     /// The release's files named by hash. A named file's content is absent from the signed form
     /// (`health.cases` empty, `baseline` none) and present once fetched ([`Self::pending`]).
     #[serde(default, skip_serializing_if = "ReleaseFileRefs::is_empty")]
@@ -86,7 +90,16 @@ impl ModelTargetMeta {
         if let Some(lineage) = &self.lineage {
             lineage.validate()?;
         }
+        if let Some(guard) = &self.guard {
+            guard.validate(self.signed_accuracy())?;
+        }
         Ok(())
+    }
+
+    /// The accuracy the release claims from its own evaluation (`lineage.metrics.accuracy`):
+    /// what the field's accuracy is held to.
+    pub fn signed_accuracy(&self) -> Option<f64> {
+        self.lineage.as_ref()?.metrics.get("accuracy").copied()
     }
 
     /// The files this release names whose content is not here yet: what a device must fetch
@@ -166,6 +179,8 @@ pub struct ReleaseInfo {
     pub runtime: Option<RuntimePreference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<Lineage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardPolicy>,
 }
 
 /// Upper bound on `release.json` and `interface.json` of a model directory.
@@ -221,6 +236,7 @@ impl ReleaseFiles<'_> {
                 .transpose()?,
             runtime: release.runtime,
             lineage: release.lineage,
+            guard: release.guard,
             files: ReleaseFileRefs::default(),
         };
         meta.validate()?;

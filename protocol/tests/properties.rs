@@ -65,6 +65,7 @@ fn event() -> impl Strategy<Value = Event> {
         Just(EventKind::Rejected),
         Just(EventKind::RolledBack),
         Just(EventKind::Committed),
+        Just(EventKind::GuardBreached),
     ];
     (
         message_id(),
@@ -85,6 +86,16 @@ fn event() -> impl Strategy<Value = Event> {
             model,
             target: None,
             rollout: Some("r-1".into()),
+            evidence: if kind == EventKind::GuardBreached {
+                vec![edgefleet_protocol::guard::Breach {
+                    rule: edgefleet_protocol::guard::GuardRule::Accuracy,
+                    observed: 0.625,
+                    limit: 0.75,
+                    detail: "accuracy 0.625 on 400 labelled predictions".into(),
+                }]
+            } else {
+                Vec::new()
+            },
             detail,
         })
 }

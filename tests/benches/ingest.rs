@@ -34,6 +34,7 @@ fn event(device: &str, index: usize, seq: u64) -> Vec<u8> {
         target: Some("models/churn/1.0.0/model.onnx".into()),
         rollout: None,
         detail: Some("ingestion bench".into()),
+        evidence: Vec::new(),
     })
     .unwrap()
 }

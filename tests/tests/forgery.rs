@@ -113,6 +113,7 @@ fn forged_reports_events_and_metrics_are_refused_and_a_genuine_update_still_arri
         target: Some("models/churn/9.9.9/model.onnx".into()),
         rollout: None,
         detail: Some("forged".into()),
+        evidence: Vec::new(),
     })
     .unwrap();
     let mut attacks = Vec::new();

@@ -175,6 +175,7 @@ fn a_hostile_device_changes_nothing(mosquitto: bool) {
         target: Some("models/churn/9.9.9/model.onnx".into()),
         rollout: None,
         detail: Some("forged".into()),
+        evidence: Vec::new(),
     })
     .unwrap();
     let server_refused = || {

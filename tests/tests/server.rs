@@ -662,6 +662,7 @@ fn event(device: &str, seq: u64) -> Vec<u8> {
         target: Some("models/churn/1.0.0/model.onnx".into()),
         rollout: None,
         detail: None,
+        evidence: Vec::new(),
     })
     .unwrap()
 }
@@ -819,6 +820,7 @@ fn numbered_event(device: &str, seq: u64) -> Vec<u8> {
         target: None,
         rollout: None,
         detail: None,
+        evidence: Vec::new(),
     })
     .unwrap()
 }

@@ -49,6 +49,7 @@ fn publish_events(
                     target: None,
                     rollout: None,
                     detail: None,
+                    evidence: Vec::new(),
                 };
                 let _ = client.try_publish(
                     &topic,

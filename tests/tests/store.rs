@@ -54,6 +54,7 @@ fn event(device: &str, seq: u64, at: i64) -> StoredEvent {
         target: None,
         rollout: None,
         detail: None,
+        evidence: Vec::new(),
     };
     StoredEvent::received(message, at)
 }

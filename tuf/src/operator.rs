@@ -234,6 +234,8 @@ struct Spec {
     runtime: Option<edgefleet_protocol::target::RuntimePreference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lineage: Option<edgefleet_protocol::lineage::Lineage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    guard: Option<edgefleet_protocol::guard::GuardPolicy>,
     #[serde(default, skip_serializing_if = "ReleaseFileRefs::is_empty")]
     files: ReleaseFileRefs,
 }
@@ -248,6 +250,7 @@ pub fn model_target(artifact: &[u8], meta: &ModelTargetMeta) -> Result<(String, 
         baseline: meta.baseline.clone(),
         runtime: meta.runtime,
         lineage: meta.lineage.clone(),
+        guard: meta.guard.clone(),
         files: meta.files.clone(),
     })
     .map_err(|e| Error::malformed("model metadata", e))?;
@@ -328,6 +331,7 @@ pub fn model_meta(
         baseline: spec.baseline,
         runtime: spec.runtime,
         lineage: spec.lineage,
+        guard: spec.guard,
         files: spec.files,
     };
     meta.validate().map_err(|e| bad(e.to_string()))?;

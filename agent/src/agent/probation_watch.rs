@@ -83,6 +83,7 @@ impl Agent {
             Verdict::Healthy => match self.transition(&model, Event::ProbationPassed, None).await {
                 Ok(_) => {
                     info!(model, target = %slot.target, "probation passed; committed");
+                    self.start_guard(&model, &slot);
                     self.count(&model, Outcome::Committed);
                     self.notify(&model, EventKind::Committed, &slot.target, None);
                 }
@@ -94,7 +95,8 @@ impl Agent {
                 let previous_target = previous.as_ref().map(|p| p.target.clone());
                 match previous {
                     Some(prev) => {
-                        self.put_in_service(&model, prev);
+                        self.put_in_service(&model, prev.clone());
+                        self.start_guard(&model, &prev);
                     }
                     None => {
                         self.serving.swap(&model, None);
@@ -188,6 +190,9 @@ impl Agent {
                 self.resumed(&model);
                 if let Err(e) = self.load_active(&model).await {
                     warn!(model, error = %e, "model not served after the rollback");
+                }
+                if let Some(slot) = self.serving.get(&model) {
+                    self.start_guard(&model, &slot);
                 }
                 continue;
             };

@@ -80,6 +80,7 @@ impl Agent {
             shutdown: tokio_util::sync::CancellationToken::new(),
             tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             predictions,
+            guards: std::sync::Mutex::default(),
         });
         agent.spawn(crate::predictions::run(
             agent.predictions.clone(),
@@ -111,7 +112,15 @@ impl Agent {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default();
+        let in_probation: Vec<String> = resumed.iter().map(|r| r.model.clone()).collect();
         self.resume_probations(resumed).await;
+        for model in self.serving.names() {
+            if !in_probation.contains(&model)
+                && let Some(slot) = self.serving.get(&model)
+            {
+                self.start_guard(&model, &slot);
+            }
+        }
         self.loaded.send_replace(true);
     }
 

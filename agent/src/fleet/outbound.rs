@@ -48,6 +48,9 @@ impl Fleet {
             };
             match notice {
                 Ok(notice) => {
+                    if let Some(key) = &notice.refuse_again {
+                        self.remember_failed(&notice.model, key);
+                    }
                     self.emit(notice).await;
                     self.publish_reported();
                 }
@@ -169,6 +172,7 @@ impl Fleet {
                 target: notice.target,
                 rollout,
                 detail: notice.detail,
+                evidence: notice.evidence,
             };
             let bytes = message::encode(&event).map_err(|e| e.to_string())?;
             outbox

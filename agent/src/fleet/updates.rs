@@ -169,6 +169,8 @@ impl Fleet {
                     detail: Some(
                         "the same model file is already stored: not downloaded again".into(),
                     ),
+                    evidence: Vec::new(),
+                    refuse_again: None,
                 })
                 .await;
                 ArtifactSource::Stored
@@ -219,6 +221,8 @@ impl Fleet {
             kind: EventKind::Rejected,
             target: Some(m.target.clone()),
             detail: Some(format!("refused: {why}")),
+            evidence: Vec::new(),
+            refuse_again: None,
         })
         .await;
     }
@@ -236,6 +240,8 @@ impl Fleet {
             kind: EventKind::Downloading,
             target: Some(target.name.clone()),
             detail: None,
+            evidence: Vec::new(),
+            refuse_again: None,
         })
         .await;
         let staging = self.agent.config.data_dir.join("store/staging");
@@ -251,6 +257,8 @@ impl Fleet {
                 "{} bytes, sha256 and length as signed",
                 artifact.length()
             )),
+            evidence: Vec::new(),
+            refuse_again: None,
         })
         .await;
         Ok(artifact)

@@ -8,6 +8,7 @@ fn open(dir: &tempfile::TempDir, retain_days: u64, max_predictions: u64) -> Pred
         QualitySettings {
             retain_days,
             max_predictions,
+            ..QualitySettings::default()
         },
     )
     .unwrap()
@@ -157,4 +158,31 @@ fn a_full_queue_drops_and_counts_instead_of_growing() {
     }
     assert_eq!(log.dropped(), 5);
     assert_eq!(log.flush(10).unwrap(), MAX_PENDING);
+}
+
+#[test]
+fn the_guard_counts_labels_by_when_they_were_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir, 35, 1000);
+    let t0 = 1_700_000_000;
+    log.record(churn("a", "1.0.0", t0, 0.9));
+    log.record(churn("b", "1.0.0", t0 + 1, 0.8));
+    log.record(churn("c", "2.0.0", t0 + 2, 0.9));
+    let later = t0 + 28 * DAY;
+    log.feedback(
+        "churn",
+        &[label("a", "stay"), label("b", "churn"), label("c", "stay")],
+        later,
+    )
+    .unwrap();
+    let v1 = semver::Version::new(1, 0, 0);
+    // An hour's window that ends after the join holds the month-old predictions.
+    let joined = log
+        .quality_joined("churn", &v1, later - 3600, later + 1)
+        .unwrap();
+    assert_eq!(joined.labelled, 2);
+    assert_eq!(joined.figures().accuracy, Some(0.5));
+    // A window before the labels arrived holds none, though the predictions were made in it.
+    let before = log.quality_joined("churn", &v1, t0 - 1, t0 + DAY).unwrap();
+    assert_eq!(before.labelled, 0);
 }

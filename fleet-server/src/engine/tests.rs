@@ -198,6 +198,7 @@ impl Fleet {
             target: version.map(target),
             rollout: None,
             detail: Some("the artifact is over this device's max_artifact_bytes".into()),
+            evidence: Vec::new(),
         };
         let now = *self.now.lock().unwrap();
         self.store
