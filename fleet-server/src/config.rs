@@ -44,6 +44,33 @@ pub struct Config {
     pub registry: edgefleet_rollout::StageRules,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// Where the server's own alerts go (`crate::alerts`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Webhook URLs (http or https) that receive every alert as it opens and resolves, in
+    /// Alertmanager's webhook format. Default none: alerts are only listed (API, dashboard,
+    /// `fleetctl alerts`).
+    pub webhooks: Vec<String>,
+    /// Seconds one delivery may take. Default 10.
+    pub timeout_seconds: u64,
+    /// Deliveries tried per change before giving up (5 s doubling to 10 min between). Default 20
+    /// (about two and a half hours).
+    pub max_attempts: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhooks: Vec::new(),
+            timeout_seconds: 10,
+            max_attempts: 20,
+        }
+    }
 }
 
 /// The audit log of operator calls.
@@ -449,6 +476,21 @@ impl Config {
             && (0.0..1.0).contains(&self.telemetry.decay_tolerance))
         {
             problems.push("telemetry.decay_tolerance must be at least 0 and below 1".into());
+        }
+        for hook in &self.alerts.webhooks {
+            match url::Url::parse(hook) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                Ok(_) => problems.push(format!(
+                    "alerts.webhooks: {hook} must be an http:// or https:// URL with a host"
+                )),
+                Err(e) => problems.push(format!("alerts.webhooks: {hook} is not a URL: {e}")),
+            }
+        }
+        if !(1..=300).contains(&self.alerts.timeout_seconds) {
+            problems.push("alerts.timeout_seconds must be 1 to 300".into());
+        }
+        if !(1..=1000).contains(&self.alerts.max_attempts) {
+            problems.push("alerts.max_attempts must be 1 to 1000".into());
         }
         if !(1..=36_500).contains(&self.audit.retention_days) {
             problems.push("audit.retention_days must be 1 to 36500".into());

@@ -75,7 +75,22 @@ pub async fn ingest(
         },
         Channel::Events => match message::decode::<Event>(payload) {
             Ok(m) if m.device != topic.device => return wrong_device(&topic, &m.device),
-            Ok(m) => store.record_event(&StoredEvent::received(m, now)).await,
+            Ok(m) => {
+                let stored = store
+                    .record_event(&StoredEvent::received(m.clone(), now))
+                    .await;
+                if let Ok(true) = stored
+                    && m.kind == message::EventKind::GuardBreached
+                {
+                    metrics.count_guard_breach(&m);
+                    // The event is stored whatever happens here; an alert that cannot be
+                    // raised is logged, and the event stays in the device's history.
+                    if let Err(e) = crate::alerts::raise_guard(store, &m, now).await {
+                        tracing::error!(device = %m.device, error = %e, "cannot raise the alert for a guard breach");
+                    }
+                }
+                stored
+            }
             Err(e) => return Ingested::Refused(e.to_string()),
         },
         Channel::Metrics => match message::decode::<MetricsBatch>(payload) {

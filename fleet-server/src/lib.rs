@@ -5,6 +5,7 @@
 //! I/O lives at the edges ([`api`], [`mqtt`], [`store::sqlite`]); [`range`] and [`config`] are
 //! plain logic.
 
+pub mod alerts;
 pub mod api;
 pub mod artifacts;
 pub mod audit;

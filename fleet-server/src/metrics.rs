@@ -55,6 +55,18 @@ pub struct EvaluationLabels {
     pub metric: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreachLabels {
+    pub model: String,
+    pub version: String,
+    pub rule: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
 /// Gauges of the fleet's recent telemetry cover this many seconds before the scrape.
 pub const FLEET_WINDOW_SECONDS: i64 = 300;
 
@@ -67,6 +79,10 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Guard breaches devices reported, by rule.
+    pub fleet_guard_breaches: Family<BreachLabels, Counter>,
+    /// Alert deliveries to webhooks, by result (delivered, failed).
+    pub alert_deliveries: Family<ResultLabels, Counter>,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_seconds: Family<RequestLabels, Histogram, fn() -> Histogram>,
     /// Mutating calls that took effect but could not be written to the audit log.
@@ -223,6 +239,18 @@ impl Default for Metrics {
             "Labels that matched the prediction they joined (classifiers), by model version",
             fleet_labels_correct.clone(),
         );
+        let fleet_guard_breaches = Family::<BreachLabels, Counter>::default();
+        let alert_deliveries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "fleet_guard_breaches",
+            "Breaches of a release's signed guard policy that devices reported after commit, by rule",
+            fleet_guard_breaches.clone(),
+        );
+        registry.register(
+            "alert_deliveries",
+            "Deliveries of the server's own alerts to the configured webhooks, by result (delivered, failed)",
+            alert_deliveries.clone(),
+        );
         let fleet_latency = Family::default();
         let fleet_drift = Family::default();
         let fleet_devices_reporting = Family::<VersionLabels, Gauge>::default();
@@ -263,6 +291,8 @@ impl Default for Metrics {
             devices_online.clone(),
         );
         Self {
+            fleet_guard_breaches,
+            alert_deliveries,
             fleet_predictions,
             known_versions: Default::default(),
             fleet_prediction_errors,
@@ -295,6 +325,33 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn count_alert_delivery(&self, result: &str) {
+        self.alert_deliveries
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts the rules a newly stored guard-breach event names.
+    pub fn count_guard_breach(&self, event: &edgefleet_protocol::message::Event) {
+        let version = event
+            .target
+            .as_deref()
+            .and_then(|t| edgefleet_protocol::target::parse_target_name(t).ok())
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default();
+        for breach in &event.evidence {
+            self.fleet_guard_breaches
+                .get_or_create(&BreachLabels {
+                    model: event.model.to_string(),
+                    version: version.clone(),
+                    rule: breach.rule.as_str().to_owned(),
+                })
+                .inc();
+        }
+    }
+
     /// Counts a newly stored telemetry batch.
     pub fn count_telemetry(&self, batch: &edgefleet_protocol::message::MetricsBatch) {
         self.fleet_dropped_batches.inc_by(batch.dropped_batches);

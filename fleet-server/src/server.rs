@@ -259,6 +259,7 @@ pub async fn start_with_clock(
     crate::api::refresh_known_versions(&state).await;
     tasks.spawn(refresh_online_metadata(state.clone()));
     tasks.spawn(crate::engine::run(state.clone()));
+    tasks.spawn(crate::alerts::notifier::run(state.clone()));
     tasks.spawn(prune_by_age(state.clone()));
     Ok(Running {
         state,

@@ -651,6 +651,88 @@ async fn the_audit_log_chains_filters_and_prunes(store: &dyn Store) {
     assert_eq!((next.seq, next.prev_hash), (5, appended[3].hash.clone()));
 }
 
+async fn alerts_merge_by_fingerprint_and_list_by_state_and_due_work(store: &dyn Store) {
+    use fleet_server::alerts::{self, AlertFilter, AlertState, Evidence, Raised};
+    let raised = |fingerprint: &str, device: &str| Raised {
+        fingerprint: fingerprint.into(),
+        name: "EdgefleetGuardBreached".into(),
+        severity: "page".into(),
+        labels: BTreeMap::from([("model".to_owned(), "churn".to_owned())]),
+        summary: "churn 2.0.0 breached its guard policy".into(),
+        description: format!("device {device}"),
+        evidence: Evidence {
+            at: 100,
+            device: Some(device.into()),
+            detail: "accuracy fell".into(),
+            breaches: Vec::new(),
+        },
+        wants_action: true,
+    };
+    let a = alerts::raise(store, raised("guard/churn/2.0.0/default", "d1"), 100, true)
+        .await
+        .unwrap();
+    let same = alerts::raise(store, raised("guard/churn/2.0.0/default", "d2"), 110, true)
+        .await
+        .unwrap();
+    assert_eq!((same.id, same.occurrences), (a.id, 2));
+    let b = alerts::raise(store, raised("guard/churn/2.0.0/eu", "e1"), 120, false)
+        .await
+        .unwrap();
+    assert_ne!(a.id, b.id);
+    assert_eq!(store.alerts_action_due(10).await.unwrap().len(), 2);
+    let due: Vec<i64> = store
+        .alerts_notify_due(105, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(due, [a.id], "b never asked to notify, a was due at 100");
+    alerts::acknowledge(store, a.id, "ana", None, 130)
+        .await
+        .unwrap();
+    alerts::resolve(store, b.id, "ana", 140, true)
+        .await
+        .unwrap();
+    let open = store.alerts(&AlertFilter::default()).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].state, AlertState::Acknowledged);
+    let all = AlertFilter {
+        all: true,
+        ..AlertFilter::default()
+    };
+    let listed: Vec<i64> = store
+        .alerts(&all)
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(listed, [b.id, a.id], "newest change first");
+    let resolved = AlertFilter {
+        state: Some(AlertState::Resolved),
+        ..AlertFilter::default()
+    };
+    assert_eq!(store.alerts(&resolved).await.unwrap()[0].id, b.id);
+    assert!(
+        store
+            .open_alert("guard/churn/2.0.0/eu")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .open_alert("guard/churn/2.0.0/default")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        a.id
+    );
+    assert!(store.alert(9_999).await.unwrap().is_none());
+}
+
 /// Runs one suite function on a fresh SQLite file and on a fresh PostgreSQL server.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -688,6 +770,7 @@ on_both!(
     tuf_publications_apply_whole_and_only_from_the_current_timestamp,
     telemetry_is_stored_once_read_in_arrival_order_and_pruned_by_age,
     the_audit_log_chains_filters_and_prunes,
+    alerts_merge_by_fingerprint_and_list_by_state_and_due_work,
 );
 
 /// Whoever edits the database by hand leaves a mark: an entry changed in place is found, and so

@@ -6,6 +6,7 @@
 //! all built from that one table, so the document cannot drift from the routes and no route can
 //! exist without an access rule.
 
+mod alerts;
 mod audit;
 mod dashboard;
 mod devices;
@@ -236,6 +237,42 @@ pub fn routes() -> Vec<Route> {
             get(audit::verify),
         )
         .replies::<crate::audit::ChainCheck>(StatusCode::OK),
+        route(
+            Method::GET,
+            "/api/v1/alerts",
+            R(Viewer),
+            "The server's own alerts (guard breaches), newest change first: open ones, or ?state=firing|acknowledged|resolved, ?all=true, ?limit= (default 100)",
+            None,
+            get(alerts::list),
+        )
+        .replies::<alerts::AlertList>(StatusCode::OK),
+        route(
+            Method::GET,
+            "/api/v1/alerts/{id}",
+            R(Viewer),
+            "One alert: its evidence, what the server did, deliveries to webhooks",
+            None,
+            get(alerts::show),
+        )
+        .replies::<crate::alerts::Alert>(StatusCode::OK),
+        route(
+            Method::POST,
+            "/api/v1/alerts/{id}/ack",
+            R(Operator),
+            "Acknowledge an alert (someone is on it), with an optional note; it stays open",
+            body::<alerts::AckRequest>(),
+            post(alerts::acknowledge),
+        )
+        .replies::<crate::alerts::Alert>(StatusCode::OK),
+        route(
+            Method::POST,
+            "/api/v1/alerts/{id}/resolve",
+            R(Operator),
+            "Resolve an alert; webhooks receive it as resolved, and a later breach opens a new one",
+            None,
+            post(alerts::resolve),
+        )
+        .replies::<crate::alerts::Alert>(StatusCode::OK),
         route(
             Method::GET,
             "/api/v1/whoami",

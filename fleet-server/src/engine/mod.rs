@@ -40,6 +40,35 @@ pub async fn tick(state: &AppState) {
         state.clock.unix(),
     )
     .await;
+    guard_actions(state, &assigner).await;
+}
+
+/// Takes the fleet actions guard alerts wait for, as each release's signed policy says.
+async fn guard_actions(state: &AppState, assigner: &SigningAssigner<'_>) {
+    match state.store.alerts_action_due(1).await {
+        Ok(due) if !due.is_empty() => {}
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the alerts with fleet actions due");
+            return;
+        }
+    }
+    let models = match state.tuf.models().await {
+        Ok(models) => models,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the signed releases for their guard policies");
+            return;
+        }
+    };
+    let policy = |model: &str, version: &str| {
+        models
+            .iter()
+            .find(|s| s.meta.model.as_str() == model && s.meta.version.to_string() == version)
+            .and_then(|s| s.meta.guard.as_ref())
+            .map(|g| g.fleet)
+    };
+    crate::alerts::fleet_action::take_due(&*state.store, assigner, &policy, state.clock.unix())
+        .await;
 }
 
 /// The server's assigner: signs each desired state and publishes it to the device, reading the

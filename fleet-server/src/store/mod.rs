@@ -152,6 +152,20 @@ const SCHEMA: &[&str] = &[
     );
     CREATE INDEX audit_by_time ON audit (at);
     CREATE INDEX audit_by_actor ON audit (actor, seq);",
+    // 8: alerts the server raises (crate::alerts), whole as JSON beside the columns queries
+    // filter on: open ones by fingerprint, due work (a fleet action, a webhook delivery).
+    "CREATE TABLE alerts (
+        {id},
+        fingerprint TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        action_due BIGINT NOT NULL,
+        notify_due BIGINT,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX alerts_by_fingerprint ON alerts (fingerprint, state);
+    CREATE INDEX alerts_by_update ON alerts (updated_at);
+    CREATE INDEX alerts_due ON alerts (action_due, notify_due);",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -369,6 +383,7 @@ pub trait Store:
     + RegistryStore
     + RolloutStore
     + AuditStore
+    + AlertStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -521,6 +536,27 @@ pub(crate) fn stale_rollout(id: &str) -> StoreError {
             "a newer revision of rollout {id} (another server changed it; reload and retry)"
         ),
     }
+}
+
+/// Alerts ([`crate::alerts`]); the merging and state changes are there, these only keep them.
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    /// Stores a new alert; returns its id.
+    async fn insert_alert(&self, alert: &crate::alerts::Alert) -> Result<i64>;
+    /// Saves a changed alert under its id.
+    async fn update_alert(&self, alert: &crate::alerts::Alert) -> Result<()>;
+    async fn alert(&self, id: i64) -> Result<Option<crate::alerts::Alert>>;
+    /// The open (firing or acknowledged) alert with this fingerprint, newest if several.
+    async fn open_alert(&self, fingerprint: &str) -> Result<Option<crate::alerts::Alert>>;
+    /// Alerts matching `filter`, newest change first.
+    async fn alerts(
+        &self,
+        filter: &crate::alerts::AlertFilter,
+    ) -> Result<Vec<crate::alerts::Alert>>;
+    /// Alerts whose fleet action is still to be taken, oldest first.
+    async fn alerts_action_due(&self, limit: u32) -> Result<Vec<crate::alerts::Alert>>;
+    /// Alerts with a webhook delivery due at `now`, the longest waiting first.
+    async fn alerts_notify_due(&self, now: i64, limit: u32) -> Result<Vec<crate::alerts::Alert>>;
 }
 
 /// The audit log: appended under a lock so the chain has one order across servers.

@@ -2,6 +2,7 @@
 //! databases such as RDS). Same schema (`super::SCHEMA`) and semantics as [`super::sqlite`]; the
 //! whole store test suite (`tests/tests/store.rs`) runs against both.
 
+mod alerts;
 mod audit;
 mod devices;
 mod registry;

@@ -1,6 +1,7 @@
 //! The default store: one SQLite file in WAL mode. Calls run on tokio's blocking pool behind one
 //! connection; a pilot fleet's write rate is far below what that serialises (see BENCHMARKS.md).
 
+mod alerts;
 mod audit;
 mod devices;
 mod registry;

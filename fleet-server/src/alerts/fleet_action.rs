@@ -1,0 +1,178 @@
+//! What the server does about a guard alert, as the release's signed policy says
+//! (`guard.fleet`): only alert, halt the version's rollouts, or also set the group's devices
+//! back to the version each ran before. Run by the rollout engine's pass (so by one server of
+//! many, under its lease), and recorded in the alert with what it did.
+
+use edgefleet_protocol::DeviceId;
+use edgefleet_protocol::guard::FleetAction;
+use edgefleet_rollout::Command;
+
+use super::ActionTaken;
+use crate::engine::Assigner;
+use crate::store::{Device, DeviceFilter, Store};
+
+/// Alerts handled per pass at most; the rest wait for the next (half a second later).
+const PER_PASS: u32 = 20;
+
+/// Takes the fleet actions due. `policy` looks up a release's fleet action by model and
+/// version (`None`: the release is unknown or signs no guard policy).
+pub async fn take_due(
+    store: &dyn Store,
+    assigner: &dyn Assigner,
+    policy: &(dyn Fn(&str, &str) -> Option<FleetAction> + Sync),
+    now: i64,
+) {
+    let due = match store.alerts_action_due(PER_PASS).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the alerts with fleet actions due");
+            return;
+        }
+    };
+    for alert in due {
+        let label = |k: &str| alert.labels.get(k).cloned().unwrap_or_default();
+        let (model, version, group) = (label("model"), label("version"), label("group"));
+        let action = policy(&model, &version).unwrap_or_default();
+        let mut done = Vec::new();
+        if matches!(action, FleetAction::Halt | FleetAction::RollBackGroup) {
+            done.extend(halt(store, &model, &version, now).await);
+        }
+        if action == FleetAction::RollBackGroup {
+            done.push(roll_back_group(store, assigner, &model, &version, &group).await);
+        }
+        if action == FleetAction::Alert {
+            done.push("alerted only: the release's guard policy asks for nothing more".into());
+        }
+        // Re-read: an operator may have acknowledged it meanwhile.
+        let mut fresh = match store.alert(alert.id).await {
+            Ok(Some(a)) => a,
+            _ => alert.clone(),
+        };
+        fresh.action_due = false;
+        fresh
+            .actions
+            .extend(done.into_iter().map(|what| ActionTaken { at: now, what }));
+        fresh.updated_at = now;
+        if let Err(e) = store.update_alert(&fresh).await {
+            tracing::warn!(alert = fresh.id, error = %e, "cannot record the fleet action taken");
+        } else {
+            tracing::warn!(
+                alert = fresh.id,
+                model,
+                version,
+                group,
+                ?action,
+                "guard fleet action taken"
+            );
+        }
+    }
+}
+
+/// Pauses every running rollout of `model` to `version`.
+async fn halt(store: &dyn Store, model: &str, version: &str, now: i64) -> Vec<String> {
+    let rollouts = match store.rollouts(true).await {
+        Ok(r) => r,
+        Err(e) => return vec![format!("could not read the rollouts to halt them: {e}")],
+    };
+    let mut done = Vec::new();
+    for mut rollout in rollouts
+        .into_iter()
+        .filter(|r| r.spec.model == model && r.spec.version == version)
+    {
+        if rollout.command(Command::Pause, now, "the guard").is_err() {
+            continue;
+        }
+        match store.save_rollout(&mut rollout).await {
+            Ok(()) => done.push(format!("paused rollout {}", rollout.id)),
+            Err(e) => done.push(format!("could not pause rollout {}: {e}", rollout.id)),
+        }
+    }
+    if done.is_empty() {
+        done.push(format!("no running rollout of {model} {version} to halt"));
+    }
+    done
+}
+
+async fn roll_back_group(
+    store: &dyn Store,
+    assigner: &dyn Assigner,
+    model: &str,
+    version: &str,
+    group: &str,
+) -> String {
+    let filter = DeviceFilter {
+        group: Some(group.to_owned()),
+        ..DeviceFilter::default()
+    };
+    let devices = match store.devices(&filter).await {
+        Ok(d) => d,
+        Err(e) => return format!("could not read group {group} to roll it back: {e}"),
+    };
+    let plan = roll_back_plan(&devices, model, version);
+    let (mut set, mut failed) = (Vec::new(), Vec::new());
+    for (device, back) in &plan.set_back {
+        match assigner
+            .set_model_version(device, model, Some(back), None)
+            .await
+        {
+            Ok(_) => set.push(format!("{device}→{back}")),
+            Err(e) => failed.push(format!("{device}: {e}")),
+        }
+    }
+    let mut said = format!(
+        "set {} of group {group}'s devices on {model} {version} back to their previous version",
+        set.len()
+    );
+    if !set.is_empty() {
+        said.push_str(&format!(" ({})", set.join(", ")));
+    }
+    if !plan.nothing_to_go_back_to.is_empty() {
+        said.push_str(&format!(
+            "; no earlier version known for {}",
+            plan.nothing_to_go_back_to.join(", ")
+        ));
+    }
+    if !failed.is_empty() {
+        said.push_str(&format!("; not set: {}", failed.join("; ")));
+    }
+    said
+}
+
+/// Which devices of a group go back, and to what.
+#[derive(Debug, Default, PartialEq)]
+pub struct RollBackPlan {
+    pub set_back: Vec<(DeviceId, String)>,
+    pub nothing_to_go_back_to: Vec<String>,
+}
+
+/// Every device asked to run `model` `version` goes back to the version it ran before: what it
+/// runs now if it already left `version` (its own guard rolled it back), else its previous one.
+pub fn roll_back_plan(devices: &[Device], model: &str, version: &str) -> RollBackPlan {
+    let mut plan = RollBackPlan::default();
+    for device in devices {
+        let asked = device.desired.as_ref().is_some_and(|d| {
+            d.models.iter().any(|m| {
+                m.model.as_str() == model
+                    && edgefleet_protocol::target::parse_target_name(&m.target)
+                        .is_ok_and(|(_, v)| v.to_string() == version)
+            })
+        });
+        if !asked {
+            continue;
+        }
+        let reported = device
+            .reported
+            .as_ref()
+            .and_then(|r| r.models.iter().find(|m| m.model.as_str() == model));
+        let other = |v: &Option<edgefleet_protocol::message::InstalledVersion>| {
+            v.as_ref()
+                .map(|i| i.version.to_string())
+                .filter(|v| v != version)
+        };
+        match reported.and_then(|r| other(&r.active).or_else(|| other(&r.previous))) {
+            Some(back) => plan.set_back.push((device.id.clone(), back)),
+            None => plan.nothing_to_go_back_to.push(device.id.to_string()),
+        }
+    }
+    plan
+}
