@@ -341,7 +341,8 @@ def data_sha256(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def write_version(out_dir, *, model, name, version, sequence, interface, health, baseline, card, lineage=None):
+def write_version(out_dir, *, model, name, version, sequence, interface, health, baseline, card, lineage=None,
+                  guard=None):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "model.onnx"), "wb") as f:
         f.write(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model)
@@ -351,10 +352,13 @@ def write_version(out_dir, *, model, name, version, sequence, interface, health,
         write_json(os.path.join(out_dir, "baseline.json"), baseline)
     # No min_sequence: `fleetctl push` sets the rollback floor by the operator's floor policy.
     # Signed with the release by `fleetctl push`: where it came from.
-    write_json(os.path.join(out_dir, "release.json"), {
+    release = {
         "model": name, "version": version, "sequence": sequence,
         "lineage": {"code": CODE, **(lineage or {})},
-    })
+    }
+    if guard is not None:
+        release["guard"] = guard
+    write_json(os.path.join(out_dir, "release.json"), release)
     if card is not None:
         with open(os.path.join(out_dir, "MODEL_CARD.md"), "w") as f:
             f.write(card)
@@ -453,6 +457,7 @@ def build_churn(out_root) -> dict:
         results[version]["_pick"] = pick
     build_bad_variants(out_root, results["2.0.0"]["_model"], features_v["2.0.0"], rows[int(n * 0.8):])
     build_slower(out_root, results["2.0.0"], features_v["2.0.0"])
+    build_decaying(out_root, rows, features_v["2.0.0"], results["2.0.0"]["_pick"])
     return {v: {k: r[k] for k in r if not k.startswith("_")} for v, r in results.items()}
 
 
@@ -483,6 +488,66 @@ def build_slower(out_root, v2, features):
                   sequence=4, interface=tabular_interface(width, labels, features),
                   health=tabular_health(model, features, v2["_pick"], budget_ms=50.0), baseline=v2["_baseline"],
                   card=None)
+
+
+# The guard policy churn 2.2.0-decaying signs: judged on the last hour of labels; a drop of more
+# than ten points below its signed accuracy rolls the device back and the group with it.
+DECAYING_GUARD = {"window_seconds": 3600, "max_accuracy_drop": 0.10, "min_labelled": 200,
+                  "device": "roll_back", "fleet": "roll_back_group"}
+
+
+def build_decaying(out_root, rows, features, pick):
+    """churn 2.2.0-decaying: a model that learnt a shortcut. Its training sample is biased (every
+    churner in it has paperless billing and nobody else does), so paperless billing looks like the
+    whole story: on held-out rows of the same sample it scores what its signed lineage claims, but
+    on the real customer base its accuracy collapses. `field.json` holds that real traffic (the
+    newest customers, never trained on) with each one's true churn, for the guard's test: the
+    labels arrive late, and the device's guard must find the decay and roll back."""
+    n = len(rows)
+    biased = [r for r in rows[: int(n * 0.8)] if r["paperless_billing"] == r["_churn"]]
+    split = int(len(biased) * 0.8)
+    train, held = biased[:split], biased[split:]
+    x = encode_rows(features, [strip_label(r) for r in train])
+    y = np.array([r["_churn"] for r in train], dtype=np.int64)
+    clf = LogisticRegression(C=1.0, max_iter=2000, random_state=SEED).fit(x, y)
+    width = x.shape[1]
+    labels = ["stay", "churn"]
+    model = logistic_graph(clf.coef_, clf.intercept_, width, labels, "churn_shortcut")
+
+    def scores(sample):
+        xs = encode_rows(features, [strip_label(r) for r in sample])
+        ys = np.array([r["_churn"] for r in sample], dtype=np.int64)
+        p = run_ort(model, {"features": xs})["probabilities"][:, 1]
+        return round(float(accuracy_score(ys, p >= 0.5)), 4), round(float(roc_auc_score(ys, p)), 4)
+
+    signed_acc, signed_auc = scores(held)
+    field = rows[int(n * 0.8):][:800]
+    field_acc, _ = scores(field)
+    train_pred = run_ort(model, {"features": x})["probabilities"].argmax(axis=1)
+    baseline = tabular_baseline(features, [strip_label(r) for r in train], [labels[i] for i in train_pred], labels)
+    card = f"""# churn 2.2.0-decaying
+
+**A deliberately bad release** for the guard after commit. Trained on a biased sample (rows of
+customers 0-7999 in which paperless billing equals churn: {len(train)} rows), it learnt that paperless
+billing predicts churn. Held-out rows of the same sample: accuracy {signed_acc:.4f} (signed). The real
+newest customers (`field.json`): accuracy {field_acc:.4f}. Its guard policy rolls it back once late labels
+show the drop.
+"""
+    lineage = {
+        "data": {"sha256": data_sha256(train), "rows": len(train),
+                 "window": "customers 0..7999 where paperless_billing == churn (a biased sample)",
+                 "uri": f"synthetic: models/build.py churn_dataset (seed {SEED})"},
+        "params": {"algorithm": "logistic regression", "C": "1.0", "max_iter": "2000", "seed": str(SEED)},
+        "metrics": {"accuracy": signed_acc, "roc_auc": signed_auc},
+    }
+    out = os.path.join(out_root, "bad", "decaying")
+    write_version(out, model=model, name="churn", version="2.2.0-decaying", sequence=5,
+                  interface=tabular_interface(width, labels, features),
+                  health=tabular_health(model, features, pick, budget_ms=2.0), baseline=baseline, card=card,
+                  lineage=lineage, guard=DECAYING_GUARD)
+    write_json(os.path.join(out, "field.json"),
+               {"accuracy": field_acc,
+                "rows": [{"features": strip_label(r), "churn": bool(r["_churn"])} for r in field]})
 
 
 def churn_card(version, metrics, train, rows):

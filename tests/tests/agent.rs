@@ -13,6 +13,10 @@ use edgefleet_protocol::interface::ModelInterface;
 use serde_json::{Value, json};
 
 // In-process, paused-time tests of the agent's logic over real stores and models.
+#[path = "agent/guard.rs"]
+mod guard;
+#[path = "agent/in_process.rs"]
+mod in_process;
 #[path = "agent/probation.rs"]
 mod probation;
 #[path = "agent/quality.rs"]

@@ -3,36 +3,13 @@
 //! id, and the figures compared with scikit-learn's over the same rows. The agent runs
 //! in-process with its clock injected (moved by the test); HTTP goes over loopback.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use edge_agent::agent::{Agent, InstallReport};
+use edge_agent::agent::InstallReport;
 use edgefleet_e2e::{Operator, baseline_rows};
 use serde_json::{Value, json};
 
-const DAY: i64 = 86_400;
-
-/// The system's time plus an offset the test moves.
-#[derive(Debug, Default)]
-struct MovedClock {
-    offset_seconds: AtomicI64,
-}
-
-impl edgefleet_clock::Clock for MovedClock {
-    fn now(&self) -> jiff::Timestamp {
-        let offset = jiff::SignedDuration::from_secs(self.offset_seconds.load(Ordering::SeqCst));
-        jiff::Timestamp::now()
-            .checked_add(offset)
-            .expect("in range")
-    }
-}
-
-fn post(url: &str, body: &Value) -> Value {
-    let (status, answer) = edgefleet_e2e::post_json(url, body);
-    assert_eq!(status, 200, "{url}: {answer}");
-    answer
-}
+use super::in_process::{DAY, post, start};
 
 /// Deterministic uniform numbers in [0, 1) for the test's ground truth and shuffling.
 fn uniform(seed: u64) -> impl FnMut() -> f64 {
@@ -97,33 +74,13 @@ fn late_shuffled_labels_give_the_figures_scikit_learn_computes_on_the_same_rows(
     let tmp = tempfile::tempdir().unwrap();
     let op = Operator::new(&tmp.path().join("operator"));
     let target = op.push("churn/1.0.0");
-    let config = tmp.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n",
-            tmp.path().join("data").display(),
-            op.trusted_root().display()
-        ),
-    )
-    .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let clock = Arc::new(MovedClock::default());
-    let (agent, url) = runtime.block_on(async {
-        let config = edge_agent::config::Config::load(&config).unwrap();
-        let engine = edgefleet_inference::select::Engine::new(
-            vec![Arc::new(edgefleet_inference::tract::TractRuntime)],
-            vec![],
-            config.inference.runtime,
-        );
-        let agent = Agent::open_with_clock(config, Arc::new(engine), clock.clone())
-            .await
-            .unwrap();
-        agent.load_models().await;
+    let super::in_process::Running {
+        runtime,
+        agent,
+        url,
+        clock,
+    } = start(tmp.path(), &op.trusted_root(), "");
+    runtime.block_on(async {
         let reports = agent
             .install_from_repository(&op.repo(), &[target])
             .await
@@ -132,16 +89,6 @@ fn late_shuffled_labels_give_the_figures_scikit_learn_computes_on_the_same_rows(
             reports.as_slice(),
             [InstallReport::Activated { .. }]
         ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = edge_agent::api::router(agent.clone(), "admin".into());
-        let shutdown = agent.shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        });
-        (agent, url)
     });
 
     // A week of traffic like the training data; the truth drawn from the model's own score
@@ -152,9 +99,7 @@ fn late_shuffled_labels_give_the_figures_scikit_learn_computes_on_the_same_rows(
         .into_iter()
         .enumerate()
     {
-        clock
-            .offset_seconds
-            .store(i as i64 * 7 * DAY / 600, Ordering::SeqCst);
+        clock.set_offset(i as i64 * 7 * DAY / 600);
         let answer = post(&format!("{url}/v1/models/churn:predict"), &features);
         let churn_score = answer["probabilities"]["churn"].as_f64().unwrap();
         let actual = if truth() < churn_score * 0.8 + 0.1 {
@@ -177,7 +122,7 @@ fn late_shuffled_labels_give_the_figures_scikit_learn_computes_on_the_same_rows(
 
     // Three weeks later: all but the last 50 labelled, shuffled, in batches of 64, with every
     // tenth label sent twice and one id the device never made.
-    clock.offset_seconds.store(28 * DAY, Ordering::SeqCst);
+    clock.set_offset(28 * DAY);
     let labelled = &rows[..rows.len() - 50];
     let mut order: Vec<usize> = (0..labelled.len()).collect();
     let mut shuffle = uniform(3);
