@@ -490,14 +490,14 @@ def build_slower(out_root, v2, features):
                   card=None)
 
 
-# The guard policy churn 2.2.0-decaying signs: judged on the last hour of labels; a drop of more
+# The guard policy churn 3.1.0-decaying signs: judged on the last hour of labels; a drop of more
 # than ten points below its signed accuracy rolls the device back and the group with it.
 DECAYING_GUARD = {"window_seconds": 3600, "max_accuracy_drop": 0.10, "min_labelled": 200,
                   "device": "roll_back", "fleet": "roll_back_group"}
 
 
 def build_decaying(out_root, rows, features, pick):
-    """churn 2.2.0-decaying: a model that learnt a shortcut. Its training sample is biased (every
+    """churn 3.1.0-decaying: a model that learnt a shortcut. Its training sample is biased (every
     churner in it has paperless billing and nobody else does), so paperless billing looks like the
     whole story: on held-out rows of the same sample it scores what its signed lineage claims, but
     on the real customer base its accuracy collapses. `field.json` holds that real traffic (the
@@ -525,7 +525,7 @@ def build_decaying(out_root, rows, features, pick):
     field_acc, _ = scores(field)
     train_pred = run_ort(model, {"features": x})["probabilities"].argmax(axis=1)
     baseline = tabular_baseline(features, [strip_label(r) for r in train], [labels[i] for i in train_pred], labels)
-    card = f"""# churn 2.2.0-decaying
+    card = f"""# churn 3.1.0-decaying
 
 **A deliberately bad release** for the guard after commit. Trained on a biased sample (rows of
 customers 0-7999 in which paperless billing equals churn: {len(train)} rows), it learnt that paperless
@@ -541,7 +541,7 @@ show the drop.
         "metrics": {"accuracy": signed_acc, "roc_auc": signed_auc},
     }
     out = os.path.join(out_root, "bad", "decaying")
-    write_version(out, model=model, name="churn", version="2.2.0-decaying", sequence=5,
+    write_version(out, model=model, name="churn", version="3.1.0-decaying", sequence=5,
                   interface=tabular_interface(width, labels, features),
                   health=tabular_health(model, features, pick, budget_ms=2.0), baseline=baseline, card=card,
                   lineage=lineage, guard=DECAYING_GUARD)

@@ -216,6 +216,12 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The server's own alerts (a release's guard policy breached on devices): list, show,
+    /// ack, resolve.
+    Alerts {
+        #[command(subcommand)]
+        command: Option<AlertsCommand>,
+    },
     /// The audit log of operator calls, and the check of its hash chain (admin only).
     Audit {
         #[command(subcommand)]
@@ -478,6 +484,35 @@ pub(crate) enum TokenCommand {
     Revoke {
         id: i64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AlertsCommand {
+    /// Open alerts (firing or acknowledged), newest change first. The default.
+    List {
+        /// Only alerts in this state.
+        #[arg(long, value_parser = ["firing", "acknowledged", "resolved"])]
+        state: Option<String>,
+        /// Resolved ones too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One alert: its evidence, what the server did, webhook deliveries.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge: someone is on it (it stays open).
+    Ack {
+        id: i64,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Resolve: webhooks hear it resolved; a later breach opens a new alert.
+    Resolve { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]

@@ -29,7 +29,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use crate::cli::{AuditCommand, Cli, Command, DeviceCommand, RolloutCommand, TokenCommand};
+use crate::cli::{
+    AlertsCommand, AuditCommand, Cli, Command, DeviceCommand, RolloutCommand, TokenCommand,
+};
 use crate::repo::{InitSpec, init, init_on_server, keygen, verify};
 
 fn main() -> ExitCode {
@@ -287,6 +289,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             hours,
             json,
         } => remote::quality(&client()?, &model, group.as_deref(), hours, json).await,
+        Command::Alerts { command } => {
+            let client = client()?;
+            match command.unwrap_or(AlertsCommand::List {
+                state: None,
+                all: false,
+                json: false,
+            }) {
+                AlertsCommand::List { state, all, json } => {
+                    remote::alerts_list(&client, state.as_deref(), all, json).await
+                }
+                AlertsCommand::Show { id, json } => remote::alert_show(&client, id, json).await,
+                AlertsCommand::Ack { id, note } => {
+                    remote::alert_ack(&client, id, note.as_deref()).await
+                }
+                AlertsCommand::Resolve { id } => remote::alert_resolve(&client, id).await,
+            }
+        }
         Command::Audit { command } => {
             let client = client()?;
             match command {

@@ -22,6 +22,9 @@ use edgefleet_e2e::one_fleet_at_a_time as one_at_a_time;
 // The shipped alert rules and Grafana dashboard against a real Prometheus and Alertmanager.
 #[path = "telemetry/alerts.rs"]
 mod alerts;
+// The guard after commit: device roll-back, the server's alert and fleet action, the webhook.
+#[path = "telemetry/guard.rs"]
+mod guard;
 
 /// Telemetry windows of 3 s (60 s by default): short enough for a test, long enough that a
 /// window's ~150 requests give a PSI whose small-sample bias (about bins / requests) stays well

@@ -142,21 +142,29 @@ impl Agent {
         }
         let reasons: Vec<&str> = breaches.iter().map(|b| b.detail.as_str()).collect();
         let reasons = reasons.join("; ");
-        let previous = {
+        let record = {
             let (store, name) = (self.store.clone(), model.to_owned());
             match blocking(move || store.record(&name)).await {
-                Ok(Ok(Some(record))) => record.previous,
+                Ok(Ok(record)) => record,
                 _ => None,
             }
         };
-        let roll_back = policy.device == DeviceAction::RollBack && previous.is_some();
+        let floor = record.as_ref().map_or(0, |r| r.floor);
+        let previous = record.and_then(|r| r.previous);
         let action = match (policy.device, &previous) {
-            (DeviceAction::RollBack, Some(p)) => format!("rolling back to {}", p.meta.version),
+            (DeviceAction::Report, _) => Err("kept serving (the policy only reports)".to_owned()),
             (DeviceAction::RollBack, None) => {
-                "kept serving: this device has no previous version to roll back to".to_owned()
+                Err("kept serving: this device has no previous version to roll back to".to_owned())
             }
-            (DeviceAction::Report, _) => "kept serving (the policy only reports)".to_owned(),
+            (DeviceAction::RollBack, Some(p)) if p.meta.sequence < floor => Err(format!(
+                "kept serving: the rollback floor ({floor}) forbids going back to {} (sequence {}); \
+                 roll forward to a fixed release",
+                p.meta.version, p.meta.sequence
+            )),
+            (DeviceAction::RollBack, Some(p)) => Ok(format!("rolling back to {}", p.meta.version)),
         };
+        let roll_back = action.is_ok();
+        let action = action.unwrap_or_else(|kept| kept);
         warn!(
             model,
             target = %slot.target,

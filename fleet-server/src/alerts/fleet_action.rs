@@ -5,6 +5,7 @@
 
 use edgefleet_protocol::DeviceId;
 use edgefleet_protocol::guard::FleetAction;
+use edgefleet_protocol::target::ModelTargetMeta;
 use edgefleet_rollout::Command;
 
 use super::ActionTaken;
@@ -14,12 +15,12 @@ use crate::store::{Device, DeviceFilter, Store};
 /// Alerts handled per pass at most; the rest wait for the next (half a second later).
 const PER_PASS: u32 = 20;
 
-/// Takes the fleet actions due. `policy` looks up a release's fleet action by model and
-/// version (`None`: the release is unknown or signs no guard policy).
+/// Takes the fleet actions due, as each release in `releases` (the signed ones) says; a release
+/// unknown or without a guard policy only alerts.
 pub async fn take_due(
     store: &dyn Store,
     assigner: &dyn Assigner,
-    policy: &(dyn Fn(&str, &str) -> Option<FleetAction> + Sync),
+    releases: &[ModelTargetMeta],
     now: i64,
 ) {
     let due = match store.alerts_action_due(PER_PASS).await {
@@ -32,13 +33,39 @@ pub async fn take_due(
     for alert in due {
         let label = |k: &str| alert.labels.get(k).cloned().unwrap_or_default();
         let (model, version, group) = (label("model"), label("version"), label("group"));
-        let action = policy(&model, &version).unwrap_or_default();
+        let release = releases
+            .iter()
+            .find(|r| r.model.as_str() == model && r.version.to_string() == version);
+        let action = release
+            .and_then(|r| r.guard.as_ref())
+            .map(|g| g.fleet)
+            .unwrap_or_default();
+        let floor = release.map_or(0, |r| r.min_sequence);
+        let sequence_of = |v: &str| {
+            releases
+                .iter()
+                .find(|r| r.model.as_str() == model && r.version.to_string() == v)
+                .map(|r| r.sequence)
+        };
         let mut done = Vec::new();
         if matches!(action, FleetAction::Halt | FleetAction::RollBackGroup) {
             done.extend(halt(store, &model, &version, now).await);
         }
         if action == FleetAction::RollBackGroup {
-            done.push(roll_back_group(store, assigner, &model, &version, &group).await);
+            let plan = match store
+                .devices(&DeviceFilter {
+                    group: Some(group.clone()),
+                    ..DeviceFilter::default()
+                })
+                .await
+            {
+                Ok(devices) => roll_back_plan(&devices, &model, &version, floor, &sequence_of),
+                Err(e) => {
+                    done.push(format!("could not read group {group} to roll it back: {e}"));
+                    RollBackPlan::default()
+                }
+            };
+            done.push(roll_back_group(assigner, &plan, &model, &version, &group).await);
         }
         if action == FleetAction::Alert {
             done.push("alerted only: the release's guard policy asks for nothing more".into());
@@ -94,21 +121,12 @@ async fn halt(store: &dyn Store, model: &str, version: &str, now: i64) -> Vec<St
 }
 
 async fn roll_back_group(
-    store: &dyn Store,
     assigner: &dyn Assigner,
+    plan: &RollBackPlan,
     model: &str,
     version: &str,
     group: &str,
 ) -> String {
-    let filter = DeviceFilter {
-        group: Some(group.to_owned()),
-        ..DeviceFilter::default()
-    };
-    let devices = match store.devices(&filter).await {
-        Ok(d) => d,
-        Err(e) => return format!("could not read group {group} to roll it back: {e}"),
-    };
-    let plan = roll_back_plan(&devices, model, version);
     let (mut set, mut failed) = (Vec::new(), Vec::new());
     for (device, back) in &plan.set_back {
         match assigner
@@ -132,6 +150,14 @@ async fn roll_back_group(
             plan.nothing_to_go_back_to.join(", ")
         ));
     }
+    if !plan.below_floor.is_empty() {
+        said.push_str(&format!(
+            "; left on it (its rollback floor is {}, above what they ran before; roll forward to \
+             a fixed release): {}",
+            plan.floor,
+            plan.below_floor.join(", ")
+        ));
+    }
     if !failed.is_empty() {
         said.push_str(&format!("; not set: {}", failed.join("; ")));
     }
@@ -143,12 +169,26 @@ async fn roll_back_group(
 pub struct RollBackPlan {
     pub set_back: Vec<(DeviceId, String)>,
     pub nothing_to_go_back_to: Vec<String>,
+    /// Devices whose earlier version the bad release's rollback floor forbids.
+    pub below_floor: Vec<String>,
+    pub floor: u64,
 }
 
 /// Every device asked to run `model` `version` goes back to the version it ran before: what it
-/// runs now if it already left `version` (its own guard rolled it back), else its previous one.
-pub fn roll_back_plan(devices: &[Device], model: &str, version: &str) -> RollBackPlan {
-    let mut plan = RollBackPlan::default();
+/// runs now if it already left `version` (its own guard rolled it back), else its previous one;
+/// unless that version's sequence (`sequence_of`) is below the bad release's rollback `floor`,
+/// which devices would refuse.
+pub fn roll_back_plan(
+    devices: &[Device],
+    model: &str,
+    version: &str,
+    floor: u64,
+    sequence_of: &dyn Fn(&str) -> Option<u64>,
+) -> RollBackPlan {
+    let mut plan = RollBackPlan {
+        floor,
+        ..RollBackPlan::default()
+    };
     for device in devices {
         let asked = device.desired.as_ref().is_some_and(|d| {
             d.models.iter().any(|m| {
@@ -170,6 +210,9 @@ pub fn roll_back_plan(devices: &[Device], model: &str, version: &str) -> RollBac
                 .filter(|v| v != version)
         };
         match reported.and_then(|r| other(&r.active).or_else(|| other(&r.previous))) {
+            Some(back) if sequence_of(&back).is_some_and(|s| s < floor) => {
+                plan.below_floor.push(device.id.to_string());
+            }
             Some(back) => plan.set_back.push((device.id.clone(), back)),
             None => plan.nothing_to_go_back_to.push(device.id.to_string()),
         }

@@ -244,7 +244,12 @@ fn the_group_goes_back_to_what_each_device_ran_before() {
         // On the bad version with nothing before it.
         device("first", "2.0.0", "2.0.0", None),
     ];
-    let plan = roll_back_plan(&devices, "churn", "2.0.0");
+    let sequence_of = |v: &str| match v {
+        "1.0.0" => Some(1),
+        "1.1.0" => Some(2),
+        _ => None,
+    };
+    let plan = roll_back_plan(&devices, "churn", "2.0.0", 0, &sequence_of);
     let set: Vec<(String, String)> = plan
         .set_back
         .iter()
@@ -258,4 +263,9 @@ fn the_group_goes_back_to_what_each_device_ran_before() {
         ]
     );
     assert_eq!(plan.nothing_to_go_back_to, ["first"]);
+    // A floor above 1.0.0's sequence: that device stays (it would refuse), the other goes back.
+    let plan = roll_back_plan(&devices, "churn", "2.0.0", 2, &sequence_of);
+    assert_eq!(plan.set_back.len(), 1);
+    assert_eq!(plan.set_back[0].1, "1.1.0");
+    assert_eq!(plan.below_floor, ["on-bad"]);
 }

@@ -60,14 +60,8 @@ async fn guard_actions(state: &AppState, assigner: &SigningAssigner<'_>) {
             return;
         }
     };
-    let policy = |model: &str, version: &str| {
-        models
-            .iter()
-            .find(|s| s.meta.model.as_str() == model && s.meta.version.to_string() == version)
-            .and_then(|s| s.meta.guard.as_ref())
-            .map(|g| g.fleet)
-    };
-    crate::alerts::fleet_action::take_due(&*state.store, assigner, &policy, state.clock.unix())
+    let releases: Vec<_> = models.into_iter().map(|m| m.meta).collect();
+    crate::alerts::fleet_action::take_due(&*state.store, assigner, &releases, state.clock.unix())
         .await;
 }
 

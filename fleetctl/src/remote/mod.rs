@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod admin;
+mod alerts;
 mod devices;
 mod quality;
 mod rollouts;
@@ -21,6 +22,7 @@ pub use admin::{
     AuditQuery, audit_list, audit_verify, login, model_show, models, promote, token_create,
     token_list, token_revoke,
 };
+pub use alerts::{alert_ack, alert_resolve, alert_show, alerts_list};
 pub use devices::{device_add, device_assign, device_remove, device_show, devices, groups};
 pub use quality::quality;
 pub use rollouts::{rollout_command, rollout_create, rollout_list, rollout_status};

@@ -175,7 +175,7 @@ fn the_guard_rolls_a_decaying_version_back_on_late_labels_and_leaves_a_healthy_o
         .unwrap();
     assert!(
         metrics.contains(
-            "edgefleet_guard_breaches_total{model=\"churn\",version=\"2.2.0-decaying\",rule=\"accuracy\"} 1"
+            "edgefleet_guard_breaches_total{model=\"churn\",version=\"3.1.0-decaying\",rule=\"accuracy\"} 1"
         ),
         "{metrics}"
     );

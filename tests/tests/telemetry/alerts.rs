@@ -37,7 +37,7 @@ fn run_promtool(args: &[&str]) {
 }
 
 /// A webhook receiver: every request body it gets, answered 200.
-fn webhook() -> (u16, Arc<Mutex<Vec<String>>>) {
+pub(super) fn webhook() -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let bodies = Arc::new(Mutex::new(Vec::new()));

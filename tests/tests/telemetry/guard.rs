@@ -1,0 +1,174 @@
+//! The guard after commit across the fleet, over real processes: two agents run
+//! `bad/decaying` after a completed rollout; one of them serves the real customer base and gets
+//! the true labels; its guard rolls it back and reports the breach; the server opens one alert
+//! for the version and group, sets the whole group back as the release's policy says
+//! (`fleet = "roll_back_group"`), and delivers the alert to a webhook in Alertmanager's format;
+//! `fleetctl alerts` lists, acknowledges and resolves it, and the webhook hears the resolution.
+
+use std::time::{Duration, Instant};
+
+use edgefleet_e2e::demo::{self, DemoOptions};
+use edgefleet_e2e::fleet::eventually;
+use edgefleet_e2e::{models_dir, post_json, run_ok};
+use serde_json::{Value, json};
+
+use super::alerts::webhook;
+use super::one_at_a_time;
+
+fn delivered_with(bodies: &std::sync::Mutex<Vec<String>>, status: &str) -> Option<Value> {
+    bodies.lock().unwrap().iter().find_map(|b| {
+        let v: Value = serde_json::from_str(b).ok()?;
+        (v["status"] == status && v["alerts"][0]["labels"]["alertname"] == "EdgefleetGuardBreached")
+            .then_some(v)
+    })
+}
+
+#[test]
+fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhook_is_paged() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let (hook_port, bodies) = webhook();
+    let options = DemoOptions {
+        server_toml: format!("[alerts]\nwebhooks = [\"http://127.0.0.1:{hook_port}/hook\"]\n"),
+        agent_fleet_toml: "telemetry_seconds = 3\n[quality]\nguard_check_seconds = 1".into(),
+        ..super::options(2, false)
+    };
+    let fleet = demo::set_up(tmp.path(), &options);
+    assert_eq!(demo::roll_out(&fleet, "2.0.0", &[100.0], 0), "completed");
+    // The demo also lists 3.0.0-nan, so the default floor policy ("one release back") would
+    // forbid going back to 2.0.0; this operator signs the floor at 2.0.0's sequence.
+    let release = tmp.path().join("decaying");
+    std::fs::create_dir_all(&release).unwrap();
+    for entry in std::fs::read_dir(models_dir().join("bad/decaying")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), release.join(entry.file_name())).unwrap();
+    }
+    let mut info: Value =
+        serde_json::from_slice(&std::fs::read(release.join("release.json")).unwrap()).unwrap();
+    info["min_sequence"] = json!(2);
+    std::fs::write(release.join("release.json"), info.to_string()).unwrap();
+    fleet.operator.push(release.to_str().unwrap());
+    assert_eq!(
+        demo::roll_out(&fleet, "3.1.0-decaying", &[100.0], 0),
+        "completed"
+    );
+
+    // dev-01 serves real customers; their true churn arrives later, by prediction id.
+    let field: Value = serde_json::from_slice(
+        &std::fs::read(models_dir().join("bad/decaying/field.json")).unwrap(),
+    )
+    .unwrap();
+    let agent = &fleet.agents[0];
+    let mut labels = Vec::new();
+    for row in field["rows"].as_array().unwrap().iter().take(250) {
+        let (status, answer) = post_json(&agent.url("/v1/models/churn:predict"), &row["features"]);
+        assert_eq!(status, 200, "{answer}");
+        let truth = if row["churn"] == true {
+            "churn"
+        } else {
+            "stay"
+        };
+        labels.push(json!({"id": answer["id"], "label": truth}));
+    }
+    let (status, outcome) = post_json(
+        &agent.url("/v1/models/churn/feedback"),
+        &json!({ "labels": labels }),
+    );
+    assert_eq!(
+        (status, &outcome["accepted"]),
+        (200, &json!(250)),
+        "{outcome}"
+    );
+    let labelled = Instant::now();
+
+    // The device rolls back, the server sets the group back, the webhook is paged.
+    let back = eventually(
+        "both devices back on 2.0.0",
+        Duration::from_secs(120),
+        || {
+            let running = demo::running(&fleet);
+            running
+                .iter()
+                .all(|r| r.ends_with(" 2.0.0"))
+                .then_some(running)
+        },
+    );
+    let paged = eventually(
+        "the webhook to receive the alert",
+        Duration::from_secs(60),
+        || delivered_with(&bodies, "firing"),
+    );
+    // docs/BENCHMARKS.md: from the labels sent to the whole group back and the page delivered.
+    eprintln!(
+        "guard: group back on 2.0.0 and alert delivered {:.1} s after the labels were sent ({back:?})",
+        labelled.elapsed().as_secs_f64()
+    );
+    let sent = &paged["alerts"][0];
+    assert_eq!(sent["labels"]["model"], "churn", "{paged:#}");
+    assert_eq!(sent["labels"]["version"], "3.1.0-decaying", "{paged:#}");
+    assert_eq!(sent["labels"]["group"], "demo", "{paged:#}");
+    assert_eq!(sent["labels"]["rule"], "accuracy", "{paged:#}");
+    assert!(
+        sent["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("dev-01"),
+        "{paged:#}"
+    );
+
+    let admin = fleet.operator.token();
+    let (_, listed) = fleet
+        .server
+        .call("GET", "/api/v1/alerts", Some(&admin), None);
+    let alerts = listed["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{listed:#}");
+    let alert = &alerts[0];
+    let id = alert["id"].as_i64().unwrap();
+    let actions: Vec<&str> = alert["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["what"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.starts_with("set 2 of group demo's devices")),
+        "{actions:?}"
+    );
+    assert_eq!(alert["evidence"][0]["breaches"][0]["rule"], "accuracy");
+    assert!(
+        alert["evidence"][0]["breaches"][0]["observed"]
+            .as_f64()
+            .unwrap()
+            < 0.6
+    );
+
+    // The operator's side: fleetctl lists, acknowledges and resolves it.
+    let fleetctl = |args: &[&str]| {
+        String::from_utf8(run_ok(fleet.operator.fleetctl().args(args)).stdout).unwrap()
+    };
+    let list = fleetctl(&["alerts"]);
+    assert!(
+        list.contains("EdgefleetGuardBreached") && list.contains("firing"),
+        "{list}"
+    );
+    let acked = fleetctl(&["alerts", "ack", &id.to_string(), "--note", "retraining"]);
+    assert!(
+        acked.contains("acknowledged by") && acked.contains("retraining"),
+        "{acked}"
+    );
+    let shown = fleetctl(&["alerts", "show", &id.to_string()]);
+    assert!(
+        shown.contains("dev-01") && shown.contains("set 2 of group demo"),
+        "{shown}"
+    );
+    fleetctl(&["alerts", "resolve", &id.to_string()]);
+    assert!(fleetctl(&["alerts"]).contains("no alerts open"));
+    let resolved = eventually(
+        "the webhook to hear the alert resolved",
+        Duration::from_secs(30),
+        || delivered_with(&bodies, "resolved"),
+    );
+    assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+}
