@@ -87,6 +87,7 @@ async function signIn(token) {
   $("app").hidden = false;
   $("logout").hidden = false;
   await loadAll();
+  loadAlerts().catch(() => {});
   openStream();
 }
 
@@ -172,6 +173,7 @@ function dispatch(frame) {
     renderDevicesSoon();
   } else if (type === "event") {
     addTimeline(payload);
+    if (payload.message.kind === "guard_breached") loadAlerts().catch(() => {});
   }
 }
 
@@ -467,6 +469,72 @@ function addTimeline(stored) {
   while (list.children.length > 300) list.lastChild.remove();
 }
 
+// ---- alerts ----
+
+async function loadAlerts() {
+  $("alerts-error").textContent = "";
+  const query = $("alerts-all").checked ? "?all=true" : "";
+  const { alerts } = await api(`/api/v1/alerts${query}`);
+  const open = alerts.filter((a) => a.state !== "resolved").length;
+  $("alerts-open").hidden = open === 0;
+  $("alerts-open").textContent = String(open);
+  $("alerts-count").textContent = `${alerts.length} shown`;
+  $("alerts").tBodies[0].replaceChildren(
+    ...alerts.map((a) => {
+      const buttons = [];
+      if (canOperate() && a.state === "firing") {
+        buttons.push(el("button", { type: "button", "data-ack": a.id, onclick: (e) => (e.stopPropagation(), changeAlert(a.id, "ack")) }, "Acknowledge"));
+      }
+      if (canOperate() && a.state !== "resolved") {
+        buttons.push(el("button", { type: "button", class: "quiet", "data-resolve": a.id, onclick: (e) => (e.stopPropagation(), changeAlert(a.id, "resolve")) }, "Resolve"));
+      }
+      const row = el(
+        "tr",
+        { "data-alert": a.id, tabindex: "0" },
+        el("td", { "data-label": "#" }, String(a.id)),
+        el("td", { "data-label": "State" }, el("span", { class: `badge state-${a.state}` }, a.state)),
+        el("td", { "data-label": "Alert" }, a.summary),
+        el("td", { "data-label": "Seen" }, `${a.occurrences}×`),
+        el("td", { "data-label": "Opened", title: time(a.opened_at) }, ago(a.opened_at)),
+        el("td", {}, buttons),
+      );
+      row.addEventListener("click", () => showAlert(a));
+      row.addEventListener("keydown", (e) => e.key === "Enter" && showAlert(a));
+      return row;
+    }),
+  );
+}
+
+async function changeAlert(id, action) {
+  try {
+    const updated = await api(`/api/v1/alerts/${id}/${action}`, { method: "POST" });
+    showAlert(updated);
+  } catch (e) {
+    $("alerts-error").textContent = e.message;
+  }
+  await loadAlerts().catch((e) => ($("alerts-error").textContent = e.message));
+}
+
+function showAlert(a) {
+  $("alert-detail").hidden = false;
+  $("alert-title").textContent = `#${a.id} ${a.name} · ${a.state}`;
+  $("alert-description").textContent = a.description;
+  const facts = [];
+  const fact = (name, value) => facts.push(el("dt", {}, name), el("dd", {}, value));
+  fact("Labels", Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(", "));
+  fact("Opened", time(a.opened_at));
+  if (a.acknowledged) fact("Acknowledged", `by ${a.acknowledged.by} ${ago(a.acknowledged.at)}${a.acknowledged.note ? ": " + a.acknowledged.note : ""}`);
+  if (a.resolved_at) fact("Resolved", time(a.resolved_at));
+  if (a.last_delivery_error) fact("Webhook", a.last_delivery_error);
+  $("alert-facts").replaceChildren(...facts);
+  $("alert-evidence").replaceChildren(
+    ...a.evidence.map((e) => el("li", {}, el("time", {}, time(e.at)), ` ${e.device || "server"}: ${e.detail}`)),
+  );
+  $("alert-actions").replaceChildren(
+    ...(a.actions.length ? a.actions.map((x) => el("li", {}, el("time", {}, time(x.at)), ` ${x.what}`)) : [el("li", { class: "muted" }, "nothing yet")]),
+  );
+}
+
 // ---- audit ----
 
 let auditTimer = null;
@@ -591,6 +659,7 @@ async function showVersion(model, version) {
 
 function showTab(name) {
   if (name === "audit") loadAuditSoon();
+  if (name === "alerts") loadAlerts().catch((e) => ($("alerts-error").textContent = e.message));
   if (name === "registry") loadRegistry().catch((e) => ($("registry-title").textContent = e.message));
   for (const tab of document.querySelectorAll("[role=tab]")) {
     tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
@@ -610,6 +679,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const id of ["audit-actor", "audit-route", "audit-since"]) {
     $(id).addEventListener("input", loadAuditSoon);
   }
+  $("alerts-all").addEventListener("input", () => loadAlerts().catch((e) => ($("alerts-error").textContent = e.message)));
   $("audit-verify").addEventListener("click", () => verifyAudit().catch((e) => ($("audit-chain").textContent = e.message)));
   $("confirm-yes").addEventListener("click", () => state.pending && act(state.pending.action, state.pending.id));
   $("confirm-no").addEventListener("click", () => {

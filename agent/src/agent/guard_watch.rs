@@ -89,7 +89,9 @@ impl Agent {
                     model.clone(),
                     slot.meta.version.clone(),
                 );
-                let since = now.saturating_sub(covered);
+                // Labels persist in the prediction log: their window is the policy's whole one,
+                // also across a restart of the watch.
+                let since = now.saturating_sub(policy.window_seconds);
                 match blocking(move || log.quality_joined(&name, &version, since, now + 1)).await {
                     Ok(Ok(counts)) => Some(counts.figures()),
                     Ok(Err(e)) => {
@@ -177,7 +179,11 @@ impl Agent {
             model: model.to_owned(),
             kind: EventKind::GuardBreached,
             target: Some(slot.target.clone()),
-            detail: Some(format!("over the last {covered} s: {reasons}; {action}")),
+            detail: Some(format!(
+                "judged on {covered} s of traffic and the labels of the last {} s: {reasons}; \
+                 {action}",
+                policy.window_seconds
+            )),
             evidence: breaches,
             refuse_again: roll_back.then(|| slot.key.clone()),
         });

@@ -144,13 +144,43 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
             < 0.6
     );
 
-    // The operator's side: fleetctl lists, acknowledges and resolves it.
+    // The dashboard lists it (the open count on its tab), shows its evidence and what the server
+    // did, and an operator acknowledges it there.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let (_driver, client) = super::browser().await;
+            super::sign_in(&client, &fleet.server.url("/"), &admin).await;
+            let within = Duration::from_secs(30);
+            super::until(&client, "the open-alert count", within,
+                "document.getElementById('alerts-open')?.textContent === '1'").await;
+            super::click(&client, "[data-tab=alerts]").await;
+            super::click(&client, &format!("#alerts tr[data-alert='{id}']")).await;
+            super::until(&client, "the alert's evidence and actions", within,
+                "document.getElementById('alert-evidence')?.innerText.includes('dev-01') && document.getElementById('alert-actions')?.innerText.includes('set 2 of group demo')").await;
+            super::click(&client, &format!("[data-ack='{id}']")).await;
+            super::until(&client, "the alert acknowledged", within,
+                &format!("document.querySelector(\"#alerts tr[data-alert='{id}']\")?.innerText.includes('acknowledged')")).await;
+            let shot = client.screenshot().await.unwrap();
+            std::fs::write(super::artifacts().join("dashboard-alerts.png"), shot).unwrap();
+            client.close().await.unwrap();
+        });
+    let (_, shown) = fleet
+        .server
+        .call("GET", &format!("/api/v1/alerts/{id}"), Some(&admin), None);
+    assert_eq!(shown["state"], "acknowledged", "{shown:#}");
+    assert_eq!(shown["acknowledged"]["by"], "bootstrap-admin", "{shown:#}");
+
+    // The operator's side: fleetctl lists, acknowledges (with a note) and resolves it.
     let fleetctl = |args: &[&str]| {
         String::from_utf8(run_ok(fleet.operator.fleetctl().args(args)).stdout).unwrap()
     };
     let list = fleetctl(&["alerts"]);
     assert!(
-        list.contains("EdgefleetGuardBreached") && list.contains("firing"),
+        list.contains("EdgefleetGuardBreached") && list.contains("acknowledged"),
         "{list}"
     );
     let acked = fleetctl(&["alerts", "ack", &id.to_string(), "--note", "retraining"]);
