@@ -117,6 +117,9 @@ pub struct FleetSettings {
     /// A download slower than this on average (after 10 s) is abandoned and retried later.
     /// Default 16384 B/s.
     pub min_download_bytes_per_second: u64,
+    /// How often the device fetches the labels uploaded to the server for its predictions, in
+    /// seconds. Default 60.
+    pub labels_poll_seconds: u64,
     /// PEM of the CA that signed an `mqtts://` broker's certificate.
     pub ca_file: Option<PathBuf>,
     /// Length of a telemetry window: every this many seconds the agent queues one metrics
@@ -132,6 +135,7 @@ impl Default for FleetSettings {
             keep_alive_seconds: 30,
             min_download_bytes_per_second: 16 * 1024,
             ca_file: None,
+            labels_poll_seconds: 60,
             telemetry_seconds: 60,
         }
     }
@@ -334,6 +338,15 @@ impl Config {
             bad(
                 "quality.max_predictions",
                 "must be at least 1 (a device that keeps none cannot join labels)".into(),
+            );
+        }
+        if !(1..=86_400).contains(&self.fleet.labels_poll_seconds) {
+            bad(
+                "fleet.labels_poll_seconds",
+                format!(
+                    "{} must be between 1 and 86400",
+                    self.fleet.labels_poll_seconds
+                ),
             );
         }
         if !(1..=3600).contains(&self.quality.guard_check_seconds) {

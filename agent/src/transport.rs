@@ -36,6 +36,37 @@ impl FleetTransport {
         })
     }
 
+    /// GETs `url` with this device's credential and decodes a JSON answer of at most
+    /// `max_bytes` (read in chunks, so a larger one is refused without being buffered).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Url,
+        max_bytes: usize,
+    ) -> Result<T, String> {
+        let mut response = self
+            .client
+            .get(url.clone())
+            .bearer_auth(&self.credential)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+            if body.len() + chunk.len() > max_bytes {
+                return Err(format!("{url}: the answer is over {max_bytes} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            return Err(format!(
+                "{url}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
+    }
+
     async fn send(
         &self,
         url: &Url,

@@ -271,6 +271,10 @@ pub async fn start_with_clock(
 /// Deletes telemetry past `telemetry.retention_days` and audit entries past
 /// `audit.retention_days`, at start and hourly. Idempotent, so every server sharing a database
 /// may do it.
+/// Labels wait this long for their device: past the 35 days a device keeps its predictions by
+/// default, with room for a device offline a few weeks.
+const LABELS_KEPT_SECONDS: i64 = 60 * 86_400;
+
 async fn prune_by_age(state: api::AppState) {
     let keep = i64::from(state.config.telemetry.retention_days) * 86_400;
     let keep_audit = i64::from(state.config.audit.retention_days) * 86_400;
@@ -287,6 +291,15 @@ async fn prune_by_age(state: api::AppState) {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot delete old telemetry; retrying in an hour")
             }
+        }
+        match state
+            .store
+            .prune_labels(state.clock.unix() - LABELS_KEPT_SECONDS)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "labels no device fetched in 60 days deleted"),
+            Err(e) => tracing::warn!(error = %e, "cannot delete old labels; retrying in an hour"),
         }
         match state
             .store

@@ -216,6 +216,14 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Upload ground truth for devices' predictions (late, in any order): a CSV file with a
+    /// header `device,model,id,label` (or `value`), or JSON `{"labels": [...]}`; each device
+    /// fetches its own and joins them to its predictions.
+    Feedback {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// The server's own alerts (a release's guard policy breached on devices): list, show,
     /// ack, resolve.
     Alerts {

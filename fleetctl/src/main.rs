@@ -289,6 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             hours,
             json,
         } => remote::quality(&client()?, &model, group.as_deref(), hours, json).await,
+        Command::Feedback { file, json } => remote::feedback(&client()?, &file, json).await,
         Command::Alerts { command } => {
             let client = client()?;
             match command.unwrap_or(AlertsCommand::List {

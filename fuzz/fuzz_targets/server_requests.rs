@@ -1,5 +1,6 @@
 //! What the fleet server parses from an HTTP request before any handler logic: the `Range`
-//! header, artifact paths and JSON bodies (with field-naming errors), on arbitrary bytes.
+//! header, artifact paths, JSON bodies (with field-naming errors) and label uploads (JSON and
+//! CSV), on arbitrary bytes.
 #![no_main]
 
 use fleet_server::range::{RangeDecision, decide};
@@ -23,4 +24,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(sha.bytes().all(|b| b.is_ascii_hexdigit()));
     }
     let _ = fleet_server::api::handlers::parse_json::<fleet_server::rollout::Selector>(data);
+    // Every label an upload accepts passes the checks a device applies again.
+    for csv in [false, true] {
+        if let Ok(labels) = edgefleet_protocol::feedback::parse_upload(data, csv) {
+            for label in labels {
+                assert!(label.truth().is_ok(), "{label:?}");
+            }
+        }
+    }
 });

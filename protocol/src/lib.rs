@@ -17,6 +17,7 @@ pub mod baseline;
 pub mod broker;
 pub mod bundle;
 mod error;
+pub mod feedback;
 pub mod guard;
 pub mod health;
 pub mod ids;

@@ -733,6 +733,32 @@ async fn alerts_merge_by_fingerprint_and_list_by_state_and_due_work(store: &dyn 
     assert!(store.alert(9_999).await.unwrap().is_none());
 }
 
+async fn labels_wait_per_device_in_order_until_acknowledged(store: &dyn Store) {
+    let d1 = DeviceId::new("d1").unwrap();
+    let d2 = DeviceId::new("d2").unwrap();
+    let row = |d: &str, n: u32| (d.to_owned(), "churn".to_owned(), format!("{{\"n\":{n}}}"));
+    let rows: Vec<_> = (0..5)
+        .map(|n| row(if n % 2 == 0 { "d1" } else { "d2" }, n))
+        .collect();
+    assert_eq!(store.add_labels(&rows, 100).await.unwrap(), 5);
+    let mine = store.labels_for(&d1, 0, 10).await.unwrap();
+    let bodies: Vec<&str> = mine.iter().map(|(_, _, b)| b.as_str()).collect();
+    assert_eq!(bodies, [r#"{"n":0}"#, r#"{"n":2}"#, r#"{"n":4}"#]);
+    assert!(mine.windows(2).all(|w| w[0].0 < w[1].0), "in order");
+    // A page, then what follows it.
+    let first = store.labels_for(&d1, 0, 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let rest = store.labels_for(&d1, first[1].0, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    // Acknowledging drops only that device's, up to the sequence given.
+    assert_eq!(store.ack_labels(&d1, first[1].0).await.unwrap(), 2);
+    assert_eq!(store.labels_for(&d1, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.labels_for(&d2, 0, 10).await.unwrap().len(), 2);
+    store.add_labels(&[row("d2", 9)], 500).await.unwrap();
+    assert_eq!(store.prune_labels(200).await.unwrap(), 3);
+    assert_eq!(store.labels_for(&d2, 0, 10).await.unwrap().len(), 1);
+}
+
 /// Runs one suite function on a fresh SQLite file and on a fresh PostgreSQL server.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -771,6 +797,7 @@ on_both!(
     telemetry_is_stored_once_read_in_arrival_order_and_pruned_by_age,
     the_audit_log_chains_filters_and_prunes,
     alerts_merge_by_fingerprint_and_list_by_state_and_due_work,
+    labels_wait_per_device_in_order_until_acknowledged,
 );
 
 /// Whoever edits the database by hand leaves a mark: an entry changed in place is found, and so

@@ -32,6 +32,7 @@ use crate::reconcile::{self, Step, Triage};
 use crate::transport::FleetTransport;
 
 mod enroll;
+mod labels;
 mod outbound;
 mod updates;
 
@@ -170,6 +171,7 @@ impl Fleet {
         agent.spawn(fleet.clone().relay_notices());
         agent.spawn(fleet.clone().telemetry_loop());
         agent.spawn(fleet.clone().reconcile_loop(desired_rx));
+        agent.spawn(fleet.clone().labels_loop());
         Ok(fleet)
     }
 

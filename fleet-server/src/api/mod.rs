@@ -11,6 +11,7 @@ mod audit;
 mod dashboard;
 mod devices;
 mod errors;
+mod feedback;
 pub mod handlers;
 mod openapi;
 mod registry;
@@ -273,6 +274,24 @@ pub fn routes() -> Vec<Route> {
             post(alerts::resolve),
         )
         .replies::<crate::alerts::Alert>(StatusCode::OK),
+        route(
+            Method::POST,
+            "/api/v1/feedback",
+            R(Operator),
+            "Ground truth for devices' predictions, late and in any order: JSON {\"labels\": [{device, model, id, label | value}]} or CSV (Content-Type: text/csv; header device,model,id,label or device,model,id,value), at most 100,000; queued for each device to join",
+            body::<edgefleet_protocol::feedback::FeedbackUpload>(),
+            post(feedback::upload),
+        )
+        .replies::<edgefleet_protocol::feedback::FeedbackAccepted>(StatusCode::OK),
+        route(
+            Method::GET,
+            "/api/v1/device/labels",
+            Device,
+            "The calling device's queued labels after ?after= (a sequence number), oldest first, at most 1,000; asking for those after N drops those up to N. An operator looks at a device's queue with ?device=ID (nothing dropped)",
+            None,
+            get(feedback::fetch),
+        )
+        .replies::<edgefleet_protocol::feedback::QueuedLabels>(StatusCode::OK),
         route(
             Method::GET,
             "/api/v1/whoami",

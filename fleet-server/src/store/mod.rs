@@ -166,6 +166,17 @@ const SCHEMA: &[&str] = &[
     CREATE INDEX alerts_by_fingerprint ON alerts (fingerprint, state);
     CREATE INDEX alerts_by_update ON alerts (updated_at);
     CREATE INDEX alerts_due ON alerts (action_due, notify_due);",
+    // 9: ground truth uploaded to the server, waiting for the device that made the prediction
+    // to fetch it (crate::api::feedback); `body` is the label or value as JSON.
+    "CREATE TABLE labels (
+        {id},
+        device TEXT NOT NULL,
+        model TEXT NOT NULL,
+        body TEXT NOT NULL,
+        received_at BIGINT NOT NULL
+    );
+    CREATE INDEX labels_by_device ON labels (device, id);
+    CREATE INDEX labels_by_time ON labels (received_at);",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -384,6 +395,7 @@ pub trait Store:
     + RolloutStore
     + AuditStore
     + AlertStore
+    + LabelStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -557,6 +569,24 @@ pub trait AlertStore: Send + Sync {
     async fn alerts_action_due(&self, limit: u32) -> Result<Vec<crate::alerts::Alert>>;
     /// Alerts with a webhook delivery due at `now`, the longest waiting first.
     async fn alerts_notify_due(&self, now: i64, limit: u32) -> Result<Vec<crate::alerts::Alert>>;
+}
+
+/// Ground truth waiting for its devices, in arrival order per device.
+#[async_trait]
+pub trait LabelStore: Send + Sync {
+    /// Queues labels (device, model, the label or value as JSON) in one transaction.
+    async fn add_labels(&self, labels: &[(String, String, String)], now: i64) -> Result<u64>;
+    /// A device's labels after `after` (a sequence number), oldest first: (seq, model, body).
+    async fn labels_for(
+        &self,
+        device: &DeviceId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, String, String)>>;
+    /// Drops a device's labels up to and including `through`; returns how many.
+    async fn ack_labels(&self, device: &DeviceId, through: u64) -> Result<u64>;
+    /// Drops labels no device fetched by `before` (Unix seconds); returns how many.
+    async fn prune_labels(&self, before: i64) -> Result<u64>;
 }
 
 /// The audit log: appended under a lock so the chain has one order across servers.

@@ -24,7 +24,7 @@ pub use admin::{
 };
 pub use alerts::{alert_ack, alert_resolve, alert_show, alerts_list};
 pub use devices::{device_add, device_assign, device_remove, device_show, devices, groups};
-pub use quality::quality;
+pub use quality::{feedback, quality};
 pub use rollouts::{rollout_command, rollout_create, rollout_list, rollout_status};
 
 /// Where `fleetctl login` keeps the server URL and token: `$FLEETCTL_CONFIG`, else
@@ -230,9 +230,20 @@ impl Client {
         bytes: Vec<u8>,
         what: &str,
     ) -> anyhow::Result<T> {
+        self.post_typed(path, bytes, "application/json", what).await
+    }
+
+    /// POSTs `bytes` as `content_type` and decodes the answer as `T`.
+    pub async fn post_typed<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        what: &str,
+    ) -> anyhow::Result<T> {
         let request = self
             .request(Method::POST, path)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(bytes);
         decode(&self.send(request, what).await?.bytes().await?, what)
     }

@@ -90,3 +90,45 @@ pub async fn quality(
     );
     Ok(())
 }
+
+/// `fleetctl feedback FILE`: ground truth for devices' predictions (CSV with a header
+/// `device,model,id,label` or `device,model,id,value`, or JSON `{"labels": [...]}`), checked
+/// here first, then queued by the server for each device to join.
+pub async fn feedback(
+    client: &Client,
+    file: &std::path::Path,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
+    let csv = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    // The server checks it too; checking here names the line before anything is sent.
+    let labels = edgefleet_protocol::feedback::parse_upload(&bytes, csv)
+        .with_context(|| file.display().to_string())?;
+    let content_type = if csv { "text/csv" } else { "application/json" };
+    let answer: Value = client
+        .post_typed("/api/v1/feedback", bytes, content_type, "uploading labels")
+        .await?;
+    if as_json {
+        return print_json(&answer);
+    }
+    println!(
+        "{} of {} labels queued for their devices",
+        answer["accepted"],
+        labels.len()
+    );
+    if let Some(unknown) = answer["unknown_devices"]
+        .as_array()
+        .filter(|u| !u.is_empty())
+    {
+        let names: Vec<&str> = unknown.iter().filter_map(Value::as_str).collect();
+        println!(
+            "{} labels name devices the server does not know (not queued): {}",
+            answer["unknown_device"],
+            names.join(", ")
+        );
+    }
+    Ok(())
+}

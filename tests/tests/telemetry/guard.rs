@@ -1,6 +1,7 @@
 //! The guard after commit across the fleet, over real processes: two agents run
-//! `bad/decaying` after a completed rollout; one of them serves the real customer base and gets
-//! the true labels; its guard rolls it back and reports the breach; the server opens one alert
+//! `bad/decaying` after a completed rollout; one of them serves the real customer base, whose
+//! true labels an operator uploads to the server (`fleetctl feedback labels.csv`) and the device
+//! fetches; its guard rolls it back and reports the breach; the server opens one alert
 //! for the version and group, sets the whole group back as the release's policy says
 //! (`fleet = "roll_back_group"`), and delivers the alert to a webhook in Alertmanager's format;
 //! `fleetctl alerts` lists, acknowledges and resolves it, and the webhook hears the resolution.
@@ -30,7 +31,9 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
     let (hook_port, bodies) = webhook();
     let options = DemoOptions {
         server_toml: format!("[alerts]\nwebhooks = [\"http://127.0.0.1:{hook_port}/hook\"]\n"),
-        agent_fleet_toml: "telemetry_seconds = 3\n[quality]\nguard_check_seconds = 1".into(),
+        agent_fleet_toml:
+            "telemetry_seconds = 3\nlabels_poll_seconds = 1\n[quality]\nguard_check_seconds = 1"
+                .into(),
         ..super::options(2, false)
     };
     let fleet = demo::set_up(tmp.path(), &options);
@@ -53,13 +56,14 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
         "completed"
     );
 
-    // dev-01 serves real customers; their true churn arrives later, by prediction id.
+    // dev-01 serves real customers; their true churn arrives later at the server, by device and
+    // prediction id, as a CSV file an operator uploads.
     let field: Value = serde_json::from_slice(
         &std::fs::read(models_dir().join("bad/decaying/field.json")).unwrap(),
     )
     .unwrap();
     let agent = &fleet.agents[0];
-    let mut labels = Vec::new();
+    let mut csv = String::from("device,model,id,label\n");
     for row in field["rows"].as_array().unwrap().iter().take(250) {
         let (status, answer) = post_json(&agent.url("/v1/models/churn:predict"), &row["features"]);
         assert_eq!(status, 200, "{answer}");
@@ -68,17 +72,20 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
         } else {
             "stay"
         };
-        labels.push(json!({"id": answer["id"], "label": truth}));
+        csv.push_str(&format!(
+            "dev-01,churn,{},{truth}\n",
+            answer["id"].as_str().unwrap()
+        ));
     }
-    let (status, outcome) = post_json(
-        &agent.url("/v1/models/churn/feedback"),
-        &json!({ "labels": labels }),
-    );
-    assert_eq!(
-        (status, &outcome["accepted"]),
-        (200, &json!(250)),
-        "{outcome}"
-    );
+    // One label for a device the server does not know: counted, not queued.
+    csv.push_str("dev-99,churn,0123,stay\n");
+    let file = tmp.path().join("labels.csv");
+    std::fs::write(&file, csv).unwrap();
+    let uploaded =
+        String::from_utf8(run_ok(fleet.operator.fleetctl().arg("feedback").arg(&file)).stdout)
+            .unwrap();
+    assert!(uploaded.contains("250 of 251 labels queued"), "{uploaded}");
+    assert!(uploaded.contains("dev-99"), "{uploaded}");
     let labelled = Instant::now();
 
     // The device rolls back, the server sets the group back, the webhook is paged.

@@ -5,6 +5,7 @@
 mod alerts;
 mod audit;
 mod devices;
+mod labels;
 mod registry;
 mod rollouts;
 mod state;
