@@ -493,7 +493,7 @@ def build_slower(out_root, v2, features):
 # The guard policy churn 3.1.0-decaying signs: judged on the last hour of labels; a drop of more
 # than ten points below its signed accuracy rolls the device back and the group with it.
 DECAYING_GUARD = {"window_seconds": 3600, "max_accuracy_drop": 0.10, "min_labelled": 200,
-                  "device": "roll_back", "fleet": "roll_back_group"}
+                  "device": "roll_back", "fleet": "roll_back_group", "request": "retrain"}
 
 
 def build_decaying(out_root, rows, features, pick):

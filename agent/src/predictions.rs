@@ -369,6 +369,42 @@ impl PredictionLog {
     }
 }
 
+impl PredictionLog {
+    /// Up to `limit` ids of `model` `version`'s predictions whose label, joined in
+    /// `[since, until)`, disagreed with the answer (classifiers), newest first: the sample a
+    /// guard breach carries for people to review.
+    pub fn wrong_sample(
+        &self,
+        model: &str,
+        version: &semver::Version,
+        since: u64,
+        until: u64,
+        limit: u32,
+    ) -> Result<Vec<String>, LogError> {
+        self.with_db(|db| {
+            let mut statement = db.prepare_cached(
+                "SELECT id FROM predictions WHERE labelled_at IS NOT NULL AND model = ?1
+                 AND version = ?2 AND labelled_at >= ?3 AND labelled_at < ?4
+                 AND label IS NOT NULL AND actual_label IS NOT NULL AND label != actual_label
+                 ORDER BY labelled_at DESC LIMIT ?5",
+            )?;
+            let ids = statement
+                .query_map(
+                    params![
+                        model,
+                        version.to_string(),
+                        sql_int(since),
+                        sql_int(until),
+                        limit
+                    ],
+                    |r| r.get(0),
+                )?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(ids)
+        })
+    }
+}
+
 fn counts_where(
     db: &Connection,
     condition: &str,

@@ -38,6 +38,27 @@ pub enum FleetAction {
     RollBackGroup,
 }
 
+/// Who must look at a breach besides the fleet action: a tracked request the server opens
+/// with the evidence, until an operator resolves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub enum Request {
+    /// The model must be trained again (its data no longer describes the field).
+    Retrain,
+    /// People must look at the predictions (sampled ids ride with the evidence).
+    Review,
+}
+
+impl Request {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Request::Retrain => "retrain",
+            Request::Review => "review",
+        }
+    }
+}
+
 /// Limits a committed version is held to; a rule left out is not judged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +93,9 @@ pub struct GuardPolicy {
     pub device: DeviceAction,
     #[serde(default)]
     pub fleet: FleetAction,
+    /// A retraining or review request the server opens on a breach, tracked until resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Request>,
 }
 
 fn default_window_seconds() -> u64 {
@@ -196,6 +220,10 @@ pub struct Breach {
     pub limit: f64,
     /// In words an operator can act on.
     pub detail: String,
+    /// For an accuracy breach: ids of predictions in the window whose label disagreed (a
+    /// bounded sample), for the people who review or retrain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<String>,
 }
 
 /// Every rule of `policy` that `window` breaks (none while there is too little traffic or too
@@ -220,6 +248,7 @@ pub fn judge(
                     ratio * 100.0,
                     limit * 100.0
                 ),
+                sample: Vec::new(),
             });
         }
         if let (Some(limit), Some(p99)) = (policy.max_p99_ms, window.p99_ms)
@@ -233,6 +262,7 @@ pub fn judge(
                     "p99 latency {p99:.2} ms > {limit:.2} ms over {} requests",
                     window.requests
                 ),
+                sample: Vec::new(),
             });
         }
         if let (Some(limit), Some(psi)) = (policy.max_output_psi, window.output_psi)
@@ -247,6 +277,7 @@ pub fn judge(
                      requests",
                     window.requests
                 ),
+                sample: Vec::new(),
             });
         }
         if let (Some(limit), Some((feature, psi))) = (policy.max_input_psi, &window.input_psi)
@@ -259,6 +290,7 @@ pub fn judge(
                 detail: format!(
                     "input feature {feature} PSI {psi:.3} > {limit:.3} against the signed baseline"
                 ),
+                sample: Vec::new(),
             });
         }
     }
@@ -277,6 +309,7 @@ pub fn judge(
                 window.labelled,
                 signed - accuracy
             ),
+            sample: Vec::new(),
         });
     }
     out
@@ -315,9 +348,10 @@ mod tests {
         assert_eq!(p.device, DeviceAction::RollBack);
         assert_eq!(p.fleet, FleetAction::Alert);
         let p: GuardPolicy = serde_json::from_str(
-            r#"{"max_p99_ms": 5, "device": "report", "fleet": "roll_back_group"}"#,
+            r#"{"max_p99_ms": 5, "device": "report", "fleet": "roll_back_group", "request": "retrain"}"#,
         )
         .unwrap();
+        assert_eq!(p.request, Some(Request::Retrain));
         assert_eq!(
             (p.device, p.fleet),
             (DeviceAction::Report, FleetAction::RollBackGroup)

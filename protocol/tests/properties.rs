@@ -92,6 +92,7 @@ fn event() -> impl Strategy<Value = Event> {
                     observed: 0.625,
                     limit: 0.75,
                     detail: "accuracy 0.625 on 400 labelled predictions".into(),
+                    sample: vec!["0f3c".into()],
                 }]
             } else {
                 Vec::new()

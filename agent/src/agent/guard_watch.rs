@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgefleet_protocol::guard::{self, Breach, DeviceAction, GuardPolicy};
+use edgefleet_protocol::guard::{self, Breach, DeviceAction, GuardPolicy, GuardRule};
 use edgefleet_protocol::message::EventKind;
 use tracing::{info, warn};
 
@@ -16,6 +16,9 @@ use super::{Agent, Notice, blocking};
 use crate::guard::{Readings, window};
 use crate::metrics::BreachLabels;
 use crate::serving::Slot;
+
+/// Ids of wrongly answered predictions an accuracy breach carries at most.
+const SAMPLE_IDS: u32 = 20;
 
 impl Agent {
     /// Starts judging the version `slot` of `model`, now committed and in service, when its
@@ -113,7 +116,22 @@ impl Agent {
                 &expected_mix,
                 quality.as_ref(),
             );
-            let breaches = guard::judge(&figures, &policy, signed_accuracy);
+            let mut breaches = guard::judge(&figures, &policy, signed_accuracy);
+            if let Some(accuracy) = breaches.iter_mut().find(|b| b.rule == GuardRule::Accuracy) {
+                let (log, name, version) = (
+                    self.predictions.clone(),
+                    model.clone(),
+                    slot.meta.version.clone(),
+                );
+                let since = now.saturating_sub(policy.window_seconds);
+                let sample =
+                    blocking(move || log.wrong_sample(&name, &version, since, now + 1, SAMPLE_IDS))
+                        .await;
+                accuracy.sample = match sample {
+                    Ok(Ok(ids)) => ids,
+                    _ => Vec::new(),
+                };
+            }
             if !breaches.is_empty() {
                 self.guard_breached(&model, &slot, &policy, breaches, covered)
                     .await;

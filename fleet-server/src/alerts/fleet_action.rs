@@ -4,7 +4,7 @@
 //! many, under its lease), and recorded in the alert with what it did.
 
 use edgefleet_protocol::DeviceId;
-use edgefleet_protocol::guard::FleetAction;
+use edgefleet_protocol::guard::{FleetAction, Request};
 use edgefleet_protocol::target::ModelTargetMeta;
 use edgefleet_rollout::Command;
 
@@ -70,6 +70,12 @@ pub async fn take_due(
         if action == FleetAction::Alert {
             done.push("alerted only: the release's guard policy asks for nothing more".into());
         }
+        if let Some(request) = release
+            .and_then(|r| r.guard.as_ref())
+            .and_then(|g| g.request)
+        {
+            done.push(open_request(store, &alert, request, now).await);
+        }
         // Re-read: an operator may have acknowledged it meanwhile.
         let mut fresh = match store.alert(alert.id).await {
             Ok(Some(a)) => a,
@@ -92,6 +98,50 @@ pub async fn take_due(
                 "guard fleet action taken"
             );
         }
+    }
+}
+
+/// Opens (or adds to) the tracked retraining or review request for the alert's version, with
+/// the alert's newest evidence (the wrongly answered prediction ids among it).
+async fn open_request(
+    store: &dyn Store,
+    alert: &super::Alert,
+    request: Request,
+    now: i64,
+) -> String {
+    let label = |k: &str| alert.labels.get(k).cloned().unwrap_or_default();
+    let (model, version) = (label("model"), label("version"));
+    let (name, what) = match request {
+        Request::Retrain => ("EdgefleetRetrainRequested", "retraining requested"),
+        Request::Review => ("EdgefleetReviewRequired", "review required"),
+    };
+    let Some(evidence) = alert.evidence.last().cloned() else {
+        return format!("no evidence to open the {what} with");
+    };
+    let samples: usize = evidence.breaches.iter().map(|b| b.sample.len()).sum();
+    let raised = super::Raised {
+        fingerprint: format!("{}/{model}/{version}", request.as_str()),
+        name: name.into(),
+        severity: "ticket".into(),
+        labels: std::collections::BTreeMap::from([
+            ("model".to_owned(), model.clone()),
+            ("version".to_owned(), version.clone()),
+            ("request".to_owned(), request.as_str().to_owned()),
+        ]),
+        summary: format!(
+            "{model} {version}: {what} after a guard breach (alert {})",
+            alert.id
+        ),
+        description: format!(
+            "{}; {samples} sampled prediction ids with the evidence",
+            evidence.detail
+        ),
+        evidence,
+        wants_action: false,
+    };
+    match super::raise(store, raised, now, true).await {
+        Ok(opened) => format!("opened {what} (alert {})", opened.id),
+        Err(e) => format!("could not open the {what}: {e}"),
     }
 }
 

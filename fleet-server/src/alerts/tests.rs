@@ -46,6 +46,7 @@ fn breach(device: &str, at: i64) -> Raised {
                 observed: 0.55,
                 limit: 0.76,
                 detail: "accuracy 0.550".into(),
+                sample: vec!["a1b2".into()],
             }],
         },
         wants_action: true,

@@ -68,8 +68,12 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Serves the field traffic now; three weeks later sends each answer's true label. Returns the
-/// share the answers got right.
-fn field_traffic_labelled_late(url: &str, clock: &super::in_process::MovedClock, day: i64) -> f64 {
+/// share the answers got right and the ids of those answered wrong.
+fn field_traffic_labelled_late(
+    url: &str,
+    clock: &super::in_process::MovedClock,
+    day: i64,
+) -> (f64, Vec<String>) {
     let field: Value = serde_json::from_slice(
         &std::fs::read(models_dir().join("bad/decaying/field.json")).unwrap(),
     )
@@ -77,6 +81,7 @@ fn field_traffic_labelled_late(url: &str, clock: &super::in_process::MovedClock,
     clock.set_offset(day * DAY);
     let mut labels = Vec::new();
     let mut right = 0;
+    let mut wrong = Vec::new();
     let rows = field["rows"].as_array().unwrap();
     for row in rows.iter().take(300) {
         let answer = post(&format!("{url}/v1/models/churn:predict"), &row["features"]);
@@ -85,7 +90,11 @@ fn field_traffic_labelled_late(url: &str, clock: &super::in_process::MovedClock,
         } else {
             "stay"
         };
-        right += usize::from(answer["prediction"] == truth);
+        if answer["prediction"] == truth {
+            right += 1;
+        } else {
+            wrong.push(answer["id"].as_str().unwrap().to_owned());
+        }
         labels.push(json!({"id": answer["id"], "label": truth}));
     }
     clock.set_offset((day + 21) * DAY);
@@ -96,7 +105,7 @@ fn field_traffic_labelled_late(url: &str, clock: &super::in_process::MovedClock,
         );
         assert_eq!(outcome["accepted"], batch.len(), "{outcome}");
     }
-    right as f64 / 300.0
+    (right as f64 / 300.0, wrong)
 }
 
 #[test]
@@ -128,7 +137,7 @@ fn the_guard_rolls_a_decaying_version_back_on_late_labels_and_leaves_a_healthy_o
     }
 
     // The decaying version's answers on real customers are right less than half the time.
-    let accuracy = field_traffic_labelled_late(url, clock, 0);
+    let (accuracy, wrong) = field_traffic_labelled_late(url, clock, 0);
     assert!(accuracy < 0.6, "decaying accuracy {accuracy}");
     let labelled = Instant::now();
     wait_for("the guard to roll back to 2.0.0", || {
@@ -158,6 +167,10 @@ fn the_guard_rolls_a_decaying_version_back_on_late_labels_and_leaves_a_healthy_o
         (breach.evidence[0].observed - accuracy).abs() < 1e-9,
         "{breach:?}"
     );
+    // A sample of the wrongly answered predictions rides with it, for review and retraining.
+    let sample = &breach.evidence[0].sample;
+    assert_eq!(sample.len(), 20, "{breach:?}");
+    assert!(sample.iter().all(|id| wrong.contains(id)), "{sample:?}");
     assert!(
         breach
             .detail
@@ -181,7 +194,7 @@ fn the_guard_rolls_a_decaying_version_back_on_late_labels_and_leaves_a_healthy_o
     );
 
     // The healthy version under the same policy, traffic and late labels: judged, left alone.
-    let accuracy = field_traffic_labelled_late(url, clock, 30);
+    let (accuracy, _) = field_traffic_labelled_late(url, clock, 30);
     assert!(accuracy > 0.75, "healthy accuracy {accuracy}");
     let quality: Value = ureq::get(format!("{url}/v1/models/churn/quality"))
         .call()

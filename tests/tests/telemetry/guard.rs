@@ -128,8 +128,8 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
         .server
         .call("GET", "/api/v1/alerts", Some(&admin), None);
     let alerts = listed["alerts"].as_array().unwrap();
-    assert_eq!(alerts.len(), 1, "{listed:#}");
-    let alert = &alerts[0];
+    let named = |name: &str| alerts.iter().find(|a| a["name"] == name).cloned();
+    let alert = &named("EdgefleetGuardBreached").unwrap_or_else(|| panic!("{listed:#}"));
     let id = alert["id"].as_i64().unwrap();
     let actions: Vec<&str> = alert["actions"]
         .as_array()
@@ -150,6 +150,36 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
             .unwrap()
             < 0.6
     );
+    // The release asks for retraining on a breach: a tracked request with the evidence and the
+    // sampled ids of wrong answers, delivered to the webhook as a ticket.
+    assert_eq!(alerts.len(), 2, "{listed:#}");
+    let retrain = named("EdgefleetRetrainRequested").unwrap();
+    assert_eq!(retrain["severity"], "ticket");
+    assert_eq!(
+        retrain["evidence"][0]["breaches"][0]["sample"]
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.starts_with("opened retraining requested")),
+        "{actions:?}"
+    );
+    eventually(
+        "the webhook to receive the retraining request",
+        Duration::from_secs(30),
+        || {
+            bodies
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|b| b.contains("EdgefleetRetrainRequested"))
+                .then_some(())
+        },
+    );
 
     // The dashboard lists it (the open count on its tab), shows its evidence and what the server
     // did, and an operator acknowledges it there.
@@ -163,7 +193,7 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
             super::sign_in(&client, &fleet.server.url("/"), &admin).await;
             let within = Duration::from_secs(30);
             super::until(&client, "the open-alert count", within,
-                "document.getElementById('alerts-open')?.textContent === '1'").await;
+                "document.getElementById('alerts-open')?.textContent === '2'").await;
             super::click(&client, "[data-tab=alerts]").await;
             super::click(&client, &format!("#alerts tr[data-alert='{id}']")).await;
             super::until(&client, "the alert's evidence and actions", within,
@@ -201,6 +231,12 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
         "{shown}"
     );
     fleetctl(&["alerts", "resolve", &id.to_string()]);
+    let open = fleetctl(&["alerts"]);
+    assert!(
+        open.contains("EdgefleetRetrainRequested") && !open.contains("EdgefleetGuardBreached"),
+        "{open}"
+    );
+    fleetctl(&["alerts", "resolve", &retrain["id"].to_string()]);
     assert!(fleetctl(&["alerts"]).contains("no alerts open"));
     let resolved = eventually(
         "the webhook to hear the alert resolved",
