@@ -444,6 +444,17 @@ pub fn get_json(url: &str) -> Value {
         .unwrap()
 }
 
+/// GETs `url`; the body as text, whatever the status.
+pub fn get_text(url: &str) -> String {
+    http()
+        .get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
 /// POSTs JSON; returns (status, body).
 pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
     let mut response = http().post(url).send_json(body).unwrap();

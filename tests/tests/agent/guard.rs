@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use edge_agent::agent::InstallReport;
-use edgefleet_e2e::{Operator, models_dir};
+use edgefleet_e2e::{Operator, get_text, models_dir};
 use edgefleet_protocol::message::EventKind;
 use serde_json::{Value, json};
 
@@ -180,12 +180,7 @@ fn the_guard_rolls_a_decaying_version_back_on_late_labels_and_leaves_a_healthy_o
         "{breach:?}"
     );
     assert!(breach.refuse_again.is_some(), "not to be installed again");
-    let metrics = ureq::get(format!("{url}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = get_text(&format!("{url}/metrics"));
     assert!(
         metrics.contains(
             "edgefleet_guard_breaches_total{model=\"churn\",version=\"3.1.0-decaying\",rule=\"accuracy\"} 1"
@@ -212,12 +207,7 @@ fn the_guard_rolls_a_decaying_version_back_on_late_labels_and_leaves_a_healthy_o
     // Several guard checks (one a second) over the labelled window.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(served_version(url), "2.0.0");
-    let metrics = ureq::get(format!("{url}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = get_text(&format!("{url}/metrics"));
     assert!(
         !metrics.contains("edgefleet_guard_breaches_total{model=\"churn\",version=\"2.0.0\""),
         "{metrics}"

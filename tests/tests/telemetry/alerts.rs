@@ -235,7 +235,7 @@ fn prometheus_with_the_shipped_rules_pages_through_alertmanager_when_labels_say_
     let dashboard: Value =
         serde_json::from_slice(&std::fs::read(deploy().join("grafana/edgefleet.json")).unwrap())
             .unwrap();
-    let exposed = get_json_text(&fleet.server.url("/metrics"));
+    let exposed = edgefleet_e2e::get_text(&fleet.server.url("/metrics"));
     let exprs: Vec<&str> = dashboard["panels"]
         .as_array()
         .unwrap()
@@ -255,16 +255,6 @@ fn prometheus_with_the_shipped_rules_pages_through_alertmanager_when_labels_say_
         let r = query(expr);
         assert_eq!(r["status"], "success", "{expr}: {r}");
     }
-}
-
-fn get_json_text(url: &str) -> String {
-    http()
-        .get(url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap()
 }
 
 /// The `edgefleet_…` names an expression uses.

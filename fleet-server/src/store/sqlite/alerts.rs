@@ -69,37 +69,19 @@ impl AlertStore for SqliteStore {
     }
 
     async fn alert(&self, id: i64) -> Result<Option<Alert>> {
-        let row: Option<(i64, String)> = self
-            .with(move |c| {
-                c.query_row(
-                    &format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"),
-                    params![id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(backend)
-            })
-            .await?;
-        row.map(|(id, body)| alert_of(id, &body)).transpose()
+        let sql = format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1");
+        Ok(self.query_alerts(sql, vec![id.into()]).await?.pop())
     }
 
     async fn open_alert(&self, fingerprint: &str) -> Result<Option<Alert>> {
-        let fingerprint = fingerprint.to_owned();
-        let row: Option<(i64, String)> = self
-            .with(move |c| {
-                c.query_row(
-                    &format!(
-                        "SELECT {COLUMNS} FROM alerts WHERE fingerprint = ?1 AND state != 'resolved'
-                         ORDER BY id DESC LIMIT 1"
-                    ),
-                    params![fingerprint],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(backend)
-            })
-            .await?;
-        row.map(|(id, body)| alert_of(id, &body)).transpose()
+        let sql = format!(
+            "SELECT {COLUMNS} FROM alerts WHERE fingerprint = ?1 AND state != 'resolved'
+             ORDER BY id DESC LIMIT 1"
+        );
+        Ok(self
+            .query_alerts(sql, vec![fingerprint.to_owned().into()])
+            .await?
+            .pop())
     }
 
     async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>> {
@@ -127,19 +109,24 @@ impl AlertStore for SqliteStore {
 
     async fn alerts_action_due(&self, limit: u32) -> Result<Vec<Alert>> {
         let sql = format!("SELECT {COLUMNS} FROM alerts WHERE action_due = 1 ORDER BY id LIMIT ?1");
-        self.query_alerts(sql, vec![i64::from(limit)]).await
+        self.query_alerts(sql, vec![i64::from(limit).into()]).await
     }
 
     async fn alerts_notify_due(&self, now: i64, limit: u32) -> Result<Vec<Alert>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM alerts WHERE notify_due <= ?1 ORDER BY notify_due, id LIMIT ?2"
         );
-        self.query_alerts(sql, vec![now, i64::from(limit)]).await
+        self.query_alerts(sql, vec![now.into(), i64::from(limit).into()])
+            .await
     }
 }
 
 impl SqliteStore {
-    async fn query_alerts(&self, sql: String, args: Vec<i64>) -> Result<Vec<Alert>> {
+    async fn query_alerts(
+        &self,
+        sql: String,
+        args: Vec<rusqlite::types::Value>,
+    ) -> Result<Vec<Alert>> {
         let rows = self
             .with(move |c| {
                 let mut statement = c.prepare(&sql).map_err(backend)?;
