@@ -446,7 +446,7 @@ function renderDevices() {
       const bad = health.some((h) => ["rejected", "rolled_back"].includes(h));
       return el(
         "tr",
-        { "data-device": d.id },
+        { "data-device": d.id, tabindex: "0", onclick: () => showDevice(d.id).catch((e) => ($("device-title").textContent = e.message)) },
         el("td", { "data-label": "Device" }, d.id),
         el("td", { "data-label": "Group" }, d.group),
         el("td", { "data-label": "Status" }, el("span", { class: d.online ? "dot on" : "dot" }), d.online ? "online" : "offline"),
@@ -467,72 +467,6 @@ function addTimeline(stored) {
   const list = $("timeline");
   list.prepend(item);
   while (list.children.length > 300) list.lastChild.remove();
-}
-
-// ---- alerts ----
-
-async function loadAlerts() {
-  $("alerts-error").textContent = "";
-  const query = $("alerts-all").checked ? "?all=true" : "";
-  const { alerts } = await api(`/api/v1/alerts${query}`);
-  const open = alerts.filter((a) => a.state !== "resolved").length;
-  $("alerts-open").hidden = open === 0;
-  $("alerts-open").textContent = String(open);
-  $("alerts-count").textContent = `${alerts.length} shown`;
-  $("alerts").tBodies[0].replaceChildren(
-    ...alerts.map((a) => {
-      const buttons = [];
-      if (canOperate() && a.state === "firing") {
-        buttons.push(el("button", { type: "button", "data-ack": a.id, onclick: (e) => (e.stopPropagation(), changeAlert(a.id, "ack")) }, "Acknowledge"));
-      }
-      if (canOperate() && a.state !== "resolved") {
-        buttons.push(el("button", { type: "button", class: "quiet", "data-resolve": a.id, onclick: (e) => (e.stopPropagation(), changeAlert(a.id, "resolve")) }, "Resolve"));
-      }
-      const row = el(
-        "tr",
-        { "data-alert": a.id, tabindex: "0" },
-        el("td", { "data-label": "#" }, String(a.id)),
-        el("td", { "data-label": "State" }, el("span", { class: `badge state-${a.state}` }, a.state)),
-        el("td", { "data-label": "Alert" }, a.summary),
-        el("td", { "data-label": "Seen" }, `${a.occurrences}×`),
-        el("td", { "data-label": "Opened", title: time(a.opened_at) }, ago(a.opened_at)),
-        el("td", {}, buttons),
-      );
-      row.addEventListener("click", () => showAlert(a));
-      row.addEventListener("keydown", (e) => e.key === "Enter" && showAlert(a));
-      return row;
-    }),
-  );
-}
-
-async function changeAlert(id, action) {
-  try {
-    const updated = await api(`/api/v1/alerts/${id}/${action}`, { method: "POST" });
-    showAlert(updated);
-  } catch (e) {
-    $("alerts-error").textContent = e.message;
-  }
-  await loadAlerts().catch((e) => ($("alerts-error").textContent = e.message));
-}
-
-function showAlert(a) {
-  $("alert-detail").hidden = false;
-  $("alert-title").textContent = `#${a.id} ${a.name} · ${a.state}`;
-  $("alert-description").textContent = a.description;
-  const facts = [];
-  const fact = (name, value) => facts.push(el("dt", {}, name), el("dd", {}, value));
-  fact("Labels", Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(", "));
-  fact("Opened", time(a.opened_at));
-  if (a.acknowledged) fact("Acknowledged", `by ${a.acknowledged.by} ${ago(a.acknowledged.at)}${a.acknowledged.note ? ": " + a.acknowledged.note : ""}`);
-  if (a.resolved_at) fact("Resolved", time(a.resolved_at));
-  if (a.last_delivery_error) fact("Webhook", a.last_delivery_error);
-  $("alert-facts").replaceChildren(...facts);
-  $("alert-evidence").replaceChildren(
-    ...a.evidence.map((e) => el("li", {}, el("time", {}, time(e.at)), ` ${e.device || "server"}: ${e.detail}`)),
-  );
-  $("alert-actions").replaceChildren(
-    ...(a.actions.length ? a.actions.map((x) => el("li", {}, el("time", {}, time(x.at)), ` ${x.what}`)) : [el("li", { class: "muted" }, "nothing yet")]),
-  );
 }
 
 // ---- audit ----
@@ -659,6 +593,7 @@ async function showVersion(model, version) {
 
 function showTab(name) {
   if (name === "audit") loadAuditSoon();
+  if (name === "health") loadHealth().catch((e) => ($("health-error").textContent = e.message));
   if (name === "alerts") loadAlerts().catch((e) => ($("alerts-error").textContent = e.message));
   if (name === "registry") loadRegistry().catch((e) => ($("registry-title").textContent = e.message));
   for (const tab of document.querySelectorAll("[role=tab]")) {
@@ -678,6 +613,9 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   for (const id of ["audit-actor", "audit-route", "audit-since"]) {
     $(id).addEventListener("input", loadAuditSoon);
+  }
+  for (const id of ["health-model", "health-group", "health-since"]) {
+    $(id).addEventListener("input", () => loadHealth().catch((e) => ($("health-error").textContent = e.message)));
   }
   $("alerts-all").addEventListener("input", () => loadAlerts().catch((e) => ($("alerts-error").textContent = e.message)));
   $("audit-verify").addEventListener("click", () => verifyAudit().catch((e) => ($("audit-chain").textContent = e.message)));

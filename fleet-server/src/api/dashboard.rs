@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = include_str!("../../dashboard/index.html");
 const SCRIPT: &str = include_str!("../../dashboard/app.js");
+const HEALTH_SCRIPT: &str = include_str!("../../dashboard/health.js");
 const STYLE: &str = include_str!("../../dashboard/app.css");
 
 /// Only our own script, style and API; nothing framed, nothing inline.
@@ -42,6 +43,10 @@ pub async fn index() -> Response {
 
 pub async fn script() -> Response {
     asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+pub async fn health_script() -> Response {
+    asset(HEALTH_SCRIPT, "text/javascript; charset=utf-8")
 }
 
 pub async fn style() -> Response {

@@ -174,6 +174,14 @@ pub fn routes() -> Vec<Route> {
         ),
         route(
             Method::GET,
+            "/dashboard/health.js",
+            Public,
+            "The dashboard's alerts, model-health and device views",
+            None,
+            get(dashboard::health_script),
+        ),
+        route(
+            Method::GET,
             "/dashboard/app.css",
             Public,
             "The dashboard's style",

@@ -203,6 +203,18 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
                 &format!("document.querySelector(\"#alerts tr[data-alert='{id}']\")?.innerText.includes('acknowledged')")).await;
             let shot = client.screenshot().await.unwrap();
             std::fs::write(super::artifacts().join("dashboard-alerts.png"), shot).unwrap();
+            // Model health: the decaying version's accuracy on its 250 labels, flagged against
+            // its signed evaluation.
+            super::click(&client, "[data-tab=health]").await;
+            super::until(&client, "the decaying version's accuracy in model health", within,
+                "[...document.querySelectorAll('#health tbody tr')].some(r => r.dataset.version === '3.1.0-decaying' && r.innerText.includes('(250)') && r.innerText.includes('DECAYED'))").await;
+            let shot = client.screenshot().await.unwrap();
+            std::fs::write(super::artifacts().join("dashboard-health.png"), shot).unwrap();
+            // One device's drill-down: what it runs and its guard's event.
+            super::click(&client, "[data-tab=devices]").await;
+            super::click(&client, "#devices tr[data-device='dev-01']").await;
+            super::until(&client, "dev-01's guard breach in its drill-down", within,
+                "document.getElementById('device-events')?.innerText.includes('guard breached') && document.getElementById('device-facts')?.innerText.includes('2.0.0')").await;
             client.close().await.unwrap();
         });
     let (_, shown) = fleet
