@@ -9,6 +9,7 @@
 //! occurrence, so a fleet of a thousand devices breaching at once pages once.
 
 pub mod fleet_action;
+pub mod fleet_guard;
 pub mod notifier;
 
 use std::collections::BTreeMap;
