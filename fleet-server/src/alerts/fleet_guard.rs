@@ -286,7 +286,7 @@ mod tests {
         assert!((breach.breaches[0].observed - 0.5).abs() < 1e-9);
         // Each device alone is not judged: too few labels.
         let one: BTreeMap<String, String> = [("a1".to_owned(), "a".to_owned())].into();
-        assert!(judge_groups(&[release.clone()], &batches, &one, now).is_empty());
+        assert!(judge_groups(std::slice::from_ref(&release), &batches, &one, now).is_empty());
         // A release without a policy is not judged at all.
         let mut unguarded = release;
         unguarded.guard = None;
