@@ -85,7 +85,7 @@ pub async fn ingest(
                     metrics.count_guard_breach(&m);
                     // The event is stored whatever happens here; an alert that cannot be
                     // raised is logged, and the event stays in the device's history.
-                    if let Err(e) = crate::alerts::raise_guard(store, &m, now).await {
+                    if let Err(e) = crate::alerting::raise_guard(store, &m, now).await {
                         tracing::error!(device = %m.device, error = %e, "cannot raise the alert for a guard breach");
                     }
                 }

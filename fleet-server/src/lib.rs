@@ -5,6 +5,7 @@
 //! I/O lives at the edges ([`api`], [`mqtt`], [`store::sqlite`]); [`range`] and [`config`] are
 //! plain logic.
 
+pub mod alerting;
 pub mod alerts;
 pub mod api;
 pub mod artifacts;
@@ -15,11 +16,13 @@ pub mod config;
 pub mod desired;
 pub mod device_keys;
 pub mod engine;
+pub mod fleet_guard;
 pub mod ingest;
 pub mod listener;
 pub mod metrics;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod notifier;
 pub mod online_keys;
 pub mod range;
 pub mod server;

@@ -259,8 +259,8 @@ pub async fn start_with_clock(
     crate::api::refresh_known_versions(&state).await;
     tasks.spawn(refresh_online_metadata(state.clone()));
     tasks.spawn(crate::engine::run(state.clone()));
-    tasks.spawn(crate::alerts::notifier::run(state.clone()));
-    tasks.spawn(crate::alerts::fleet_guard::run(state.clone()));
+    tasks.spawn(crate::notifier::run(state.clone()));
+    tasks.spawn(crate::fleet_guard::run(state.clone()));
     tasks.spawn(prune_by_age(state.clone()));
     Ok(Running {
         state,

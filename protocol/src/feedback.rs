@@ -44,6 +44,7 @@ pub struct DeviceTruth {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct FeedbackUpload {
+    #[cfg_attr(feature = "schema", schema(inline))]
     pub labels: Vec<DeviceTruth>,
 }
 
@@ -76,6 +77,7 @@ pub struct QueuedLabel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct QueuedLabels {
+    #[cfg_attr(feature = "schema", schema(inline))]
     pub labels: Vec<QueuedLabel>,
     /// More are waiting after these.
     pub more: bool,

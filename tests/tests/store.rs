@@ -652,7 +652,7 @@ async fn the_audit_log_chains_filters_and_prunes(store: &dyn Store) {
 }
 
 async fn alerts_merge_by_fingerprint_and_list_by_state_and_due_work(store: &dyn Store) {
-    use fleet_server::alerts::{self, AlertFilter, AlertState, Evidence, Raised};
+    use fleet_server::alerting::{self as alerts, AlertFilter, AlertState, Evidence, Raised};
     let raised = |fingerprint: &str, device: &str| Raised {
         fingerprint: fingerprint.into(),
         name: "EdgefleetGuardBreached".into(),

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::audit::AuditNote;
 use super::handlers::{ApiResult, parse_json};
 use super::{ApiError, AppState, Principal};
-use crate::alerts::{self, Alert, AlertFilter, AlertState, ChangeError};
+use crate::alerting::{self as alerts, Alert, AlertFilter, AlertState, ChangeError};
 
 /// `?state=firing|acknowledged|resolved`, `?all=true` (resolved ones too), `?limit=`.
 #[derive(Debug, Deserialize)]

@@ -30,6 +30,7 @@ fn every_route_is_unique_and_only_health_metrics_docs_and_enrollment_are_public(
                 [
                     "/",
                     "/dashboard/app.js",
+                    "/dashboard/health.js",
                     "/dashboard/app.css",
                     "/healthz",
                     "/readyz",

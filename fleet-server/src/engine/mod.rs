@@ -6,6 +6,7 @@
 //! in; this module adds what a running server needs: the lease that makes one server of many
 //! drive, the signer and broker behind the assigner, and the timer.
 
+mod guard_actions;
 mod pass;
 #[cfg(test)]
 mod tests;
@@ -61,8 +62,7 @@ async fn guard_actions(state: &AppState, assigner: &SigningAssigner<'_>) {
         }
     };
     let releases: Vec<_> = models.into_iter().map(|m| m.meta).collect();
-    crate::alerts::fleet_action::take_due(&*state.store, assigner, &releases, state.clock.unix())
-        .await;
+    guard_actions::take_due(&*state.store, assigner, &releases, state.clock.unix()).await;
 }
 
 /// The server's assigner: signs each desired state and publishes it to the device, reading the

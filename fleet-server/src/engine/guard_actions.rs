@@ -8,8 +8,8 @@ use edgefleet_protocol::guard::{FleetAction, Request};
 use edgefleet_protocol::target::ModelTargetMeta;
 use edgefleet_rollout::Command;
 
-use super::ActionTaken;
-use crate::engine::Assigner;
+use super::Assigner;
+use crate::alerting::{self as alerts, ActionTaken};
 use crate::store::{Device, DeviceFilter, Store};
 
 /// Alerts handled per pass at most; the rest wait for the next (half a second later).
@@ -105,7 +105,7 @@ pub async fn take_due(
 /// the alert's newest evidence (the wrongly answered prediction ids among it).
 async fn open_request(
     store: &dyn Store,
-    alert: &super::Alert,
+    alert: &alerts::Alert,
     request: Request,
     now: i64,
 ) -> String {
@@ -119,7 +119,7 @@ async fn open_request(
         return format!("no evidence to open the {what} with");
     };
     let samples: usize = evidence.breaches.iter().map(|b| b.sample.len()).sum();
-    let raised = super::Raised {
+    let raised = alerts::Raised {
         fingerprint: format!("{}/{model}/{version}", request.as_str()),
         name: name.into(),
         severity: "ticket".into(),
@@ -139,7 +139,7 @@ async fn open_request(
         evidence,
         wants_action: false,
     };
-    match super::raise(store, raised, now, true).await {
+    match alerts::raise(store, raised, now, true).await {
         Ok(opened) => format!("opened {what} (alert {})", opened.id),
         Err(e) => format!("could not open the {what}: {e}"),
     }
@@ -268,4 +268,112 @@ pub fn roll_back_plan(
         }
     }
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use edgefleet_protocol::message::{
+        Desired, DesiredModel, InstalledVersion, Reported, ReportedModel, SCHEMA_VERSION,
+        UpdateState,
+    };
+    use edgefleet_protocol::{DeviceId, MessageId, ModelName};
+
+    use super::*;
+
+    const T0: i64 = 1_800_000_000;
+
+    fn installed(version: &str) -> InstalledVersion {
+        InstalledVersion {
+            version: semver::Version::parse(version).unwrap(),
+            sequence: 1,
+            target: format!("models/churn/{version}/model.onnx"),
+            sha256: "00".repeat(32),
+            runtime: None,
+        }
+    }
+
+    fn device(id: &str, desired: &str, active: &str, previous: Option<&str>) -> Device {
+        let id = DeviceId::new(id).unwrap();
+        Device {
+            id: id.clone(),
+            group: "default".into(),
+            tags: BTreeMap::new(),
+            created_at: T0,
+            enrolled_at: Some(T0),
+            last_seen: Some(T0),
+            agent_version: None,
+            reported: Some(Reported {
+                schema: SCHEMA_VERSION,
+                id: MessageId::from_random([1; 16]),
+                device: id.clone(),
+                seq: 1,
+                at_unix: T0 as u64,
+                agent_version: "test".into(),
+                desired_revision: 1,
+                models: vec![ReportedModel {
+                    model: ModelName::new("churn").unwrap(),
+                    active: Some(installed(active)),
+                    previous: previous.map(installed),
+                    state: UpdateState::Idle,
+                    last_error: None,
+                }],
+            }),
+            desired: Some(Desired {
+                schema: SCHEMA_VERSION,
+                id: MessageId::from_random([2; 16]),
+                device: id,
+                revision: 1,
+                issued_at_unix: T0 as u64,
+                models: vec![DesiredModel {
+                    model: ModelName::new("churn").unwrap(),
+                    target: format!("models/churn/{desired}/model.onnx"),
+                    artifact_urls: Vec::new(),
+                    rollout: None,
+                }],
+            }),
+            desired_revision: 1,
+        }
+    }
+
+    #[test]
+    fn the_group_goes_back_to_what_each_device_ran_before() {
+        let devices = [
+            // Still on the bad version: back to its previous one.
+            device("on-bad", "2.0.0", "2.0.0", Some("1.0.0")),
+            // Its own guard already rolled it back: stays on what it runs.
+            device("guarded", "2.0.0", "1.1.0", Some("2.0.0")),
+            // Never asked to run the bad version: left alone.
+            device("elsewhere", "1.0.0", "1.0.0", None),
+            // On the bad version with nothing before it.
+            device("first", "2.0.0", "2.0.0", None),
+        ];
+        let sequence_of = |v: &str| match v {
+            "1.0.0" => Some(1),
+            "1.1.0" => Some(2),
+            _ => None,
+        };
+        let plan = roll_back_plan(&devices, "churn", "2.0.0", 0, &sequence_of);
+        let set: Vec<(String, String)> = plan
+            .set_back
+            .iter()
+            .map(|(d, v)| (d.to_string(), v.clone()))
+            .collect();
+        assert_eq!(
+            set,
+            [
+                ("on-bad".to_owned(), "1.0.0".to_owned()),
+                ("guarded".to_owned(), "1.1.0".to_owned())
+            ]
+        );
+        assert_eq!(plan.nothing_to_go_back_to, ["first"]);
+        // A floor above 1.0.0's sequence: that device stays (it would refuse), the other goes back.
+        let plan = roll_back_plan(&devices, "churn", "2.0.0", 2, &sequence_of);
+        assert_eq!(plan.set_back.len(), 1);
+        assert_eq!(plan.set_back[0].1, "1.1.0");
+        assert_eq!(plan.below_floor, ["on-bad"]);
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Alert, AlertState};
+use crate::alerts::{Alert, AlertState};
 use crate::state::AppState;
 
 const LEASE: &str = "alert-notifier";
@@ -198,6 +198,62 @@ async fn delivered(state: &AppState, sent: &Alert, failures: Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_payload_is_alertmanagers_webhook_format() {
+        use crate::alerts::{ActionTaken, Evidence};
+        let alert = Alert {
+            id: 7,
+            fingerprint: "guard/churn/2.0.0/default".into(),
+            name: "EdgefleetGuardBreached".into(),
+            severity: "page".into(),
+            state: AlertState::Resolved,
+            labels: [
+                ("alertname".to_owned(), "EdgefleetGuardBreached".to_owned()),
+                ("model".to_owned(), "churn".to_owned()),
+            ]
+            .into(),
+            summary: "churn 2.0.0 breached its guard policy".into(),
+            description: "device d1: accuracy fell".into(),
+            occurrences: 1,
+            evidence: vec![Evidence {
+                at: 1_800_000_000,
+                device: Some("d1".into()),
+                detail: "accuracy 0.550 on 400 labelled predictions".into(),
+                breaches: Vec::new(),
+            }],
+            actions: vec![ActionTaken {
+                at: 1_800_000_001,
+                what: "paused rollout r-1".into(),
+            }],
+            opened_at: 1_800_000_000,
+            updated_at: 1_800_000_050,
+            acknowledged: None,
+            resolved_at: Some(1_800_000_050),
+            action_due: false,
+            revision: 2,
+            notified_revision: 1,
+            notify_due: Some(1_800_000_050),
+            attempts: 0,
+            last_delivery_error: None,
+        };
+        let body = payload(&alert, "http://fleet.example:8800/");
+        assert_eq!(body["status"], "resolved");
+        assert_eq!(body["version"], "4");
+        let sent = &body["alerts"][0];
+        assert_eq!(sent["labels"]["alertname"], "EdgefleetGuardBreached");
+        assert_eq!(sent["labels"]["model"], "churn");
+        assert_eq!(sent["startsAt"], "2027-01-15T08:00:00Z");
+        assert_eq!(sent["endsAt"], "2027-01-15T08:00:50Z");
+        assert_eq!(sent["generatorURL"], "http://fleet.example:8800/#alerts/7");
+        assert!(
+            sent["annotations"]["evidence"]
+                .as_str()
+                .unwrap()
+                .contains("accuracy")
+        );
+        assert_eq!(sent["annotations"]["actions"], "paused rollout r-1");
+    }
 
     #[test]
     fn retries_back_off_to_ten_minutes() {

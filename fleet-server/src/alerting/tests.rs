@@ -4,16 +4,10 @@
 use std::collections::BTreeMap;
 
 use edgefleet_protocol::guard::{Breach, GuardRule};
-use edgefleet_protocol::message::{
-    Desired, DesiredModel, InstalledVersion, Reported, ReportedModel, SCHEMA_VERSION, UpdateState,
-};
-use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 
-use super::fleet_action::roll_back_plan;
-use super::notifier::payload;
 use super::*;
+use crate::store::AlertStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{AlertStore, Device};
 
 const T0: i64 = 1_800_000_000;
 
@@ -160,113 +154,4 @@ async fn a_delivered_alert_notifies_again_when_resolved_and_due_work_is_listed()
         .unwrap();
     assert_eq!(resolved.notify_due, Some(T0 + 50));
     assert_eq!(resolved.revision, 2);
-    let body = payload(&resolved, "http://fleet.example:8800/");
-    assert_eq!(body["status"], "resolved");
-    assert_eq!(body["version"], "4");
-    let sent = &body["alerts"][0];
-    assert_eq!(sent["labels"]["alertname"], "EdgefleetGuardBreached");
-    assert_eq!(sent["labels"]["model"], "churn");
-    assert_eq!(sent["startsAt"], "2027-01-15T08:00:00Z");
-    assert_eq!(sent["endsAt"], "2027-01-15T08:00:50Z");
-    assert_eq!(
-        sent["generatorURL"],
-        format!("http://fleet.example:8800/#alerts/{}", alert.id)
-    );
-    assert!(
-        sent["annotations"]["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("accuracy")
-    );
-}
-
-fn installed(version: &str) -> InstalledVersion {
-    InstalledVersion {
-        version: semver::Version::parse(version).unwrap(),
-        sequence: 1,
-        target: format!("models/churn/{version}/model.onnx"),
-        sha256: "00".repeat(32),
-        runtime: None,
-    }
-}
-
-fn device(id: &str, desired: &str, active: &str, previous: Option<&str>) -> Device {
-    let id = DeviceId::new(id).unwrap();
-    Device {
-        id: id.clone(),
-        group: "default".into(),
-        tags: BTreeMap::new(),
-        created_at: T0,
-        enrolled_at: Some(T0),
-        last_seen: Some(T0),
-        agent_version: None,
-        reported: Some(Reported {
-            schema: SCHEMA_VERSION,
-            id: MessageId::from_random([1; 16]),
-            device: id.clone(),
-            seq: 1,
-            at_unix: T0 as u64,
-            agent_version: "test".into(),
-            desired_revision: 1,
-            models: vec![ReportedModel {
-                model: ModelName::new("churn").unwrap(),
-                active: Some(installed(active)),
-                previous: previous.map(installed),
-                state: UpdateState::Idle,
-                last_error: None,
-            }],
-        }),
-        desired: Some(Desired {
-            schema: SCHEMA_VERSION,
-            id: MessageId::from_random([2; 16]),
-            device: id,
-            revision: 1,
-            issued_at_unix: T0 as u64,
-            models: vec![DesiredModel {
-                model: ModelName::new("churn").unwrap(),
-                target: format!("models/churn/{desired}/model.onnx"),
-                artifact_urls: Vec::new(),
-                rollout: None,
-            }],
-        }),
-        desired_revision: 1,
-    }
-}
-
-#[test]
-fn the_group_goes_back_to_what_each_device_ran_before() {
-    let devices = [
-        // Still on the bad version: back to its previous one.
-        device("on-bad", "2.0.0", "2.0.0", Some("1.0.0")),
-        // Its own guard already rolled it back: stays on what it runs.
-        device("guarded", "2.0.0", "1.1.0", Some("2.0.0")),
-        // Never asked to run the bad version: left alone.
-        device("elsewhere", "1.0.0", "1.0.0", None),
-        // On the bad version with nothing before it.
-        device("first", "2.0.0", "2.0.0", None),
-    ];
-    let sequence_of = |v: &str| match v {
-        "1.0.0" => Some(1),
-        "1.1.0" => Some(2),
-        _ => None,
-    };
-    let plan = roll_back_plan(&devices, "churn", "2.0.0", 0, &sequence_of);
-    let set: Vec<(String, String)> = plan
-        .set_back
-        .iter()
-        .map(|(d, v)| (d.to_string(), v.clone()))
-        .collect();
-    assert_eq!(
-        set,
-        [
-            ("on-bad".to_owned(), "1.0.0".to_owned()),
-            ("guarded".to_owned(), "1.1.0".to_owned())
-        ]
-    );
-    assert_eq!(plan.nothing_to_go_back_to, ["first"]);
-    // A floor above 1.0.0's sequence: that device stays (it would refuse), the other goes back.
-    let plan = roll_back_plan(&devices, "churn", "2.0.0", 2, &sequence_of);
-    assert_eq!(plan.set_back.len(), 1);
-    assert_eq!(plan.set_back[0].1, "1.1.0");
-    assert_eq!(plan.below_floor, ["on-bad"]);
 }

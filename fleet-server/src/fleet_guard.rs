@@ -15,7 +15,7 @@ use edgefleet_protocol::guard::{self, Breach, GuardWindow};
 use edgefleet_protocol::message::MetricsBatch;
 use edgefleet_protocol::target::ModelTargetMeta;
 
-use super::{Evidence, Raised};
+use crate::alerts::{Evidence, Raised};
 use crate::state::AppState;
 use crate::store::{DeviceFilter, Store};
 use crate::telemetry::{VersionFigures, by_version};
@@ -164,7 +164,7 @@ async fn judge_once(state: &AppState) -> Result<(), RoundError> {
             reasons.join("; ")
         );
         let rules: Vec<&str> = breach.breaches.iter().map(|b| b.rule.as_str()).collect();
-        let alert = super::raise(
+        let alert = crate::alerting::raise(
             store,
             Raised {
                 fingerprint,
