@@ -719,15 +719,7 @@ fn telemetry_batches_reach_the_server_with_the_served_versions_figures() {
     assert_eq!(demo::roll_out(&fleet, "1.0.0", &[100.0], 0), "completed");
     demo::reroute(&mut fleet, 0, None, None, "telemetry_seconds = 1");
     let predict = fleet.agents[0].url("/v1/models/churn:predict");
-    let text = |url: &str| {
-        edgefleet_e2e::http()
-            .get(url)
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap()
-    };
+    let text = edgefleet_e2e::get_text;
     let stored = |metrics: &str| -> f64 {
         metrics
             .lines()
