@@ -140,6 +140,8 @@ pub struct Agent {
     guards: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Answers kept for labels to join ([`crate::predictions`]).
     pub predictions: Arc<crate::predictions::PredictionLog>,
+    /// Answers the signed sampling policy lets leave, until the next window takes them.
+    pub samples: crate::sampling::Sampler,
 }
 
 mod guard_watch;

@@ -229,7 +229,7 @@ async fn infer(
         && let Some(scores) = output.data.floats_as_f32()
     {
         let prediction = spec.interpret(&scores);
-        quality::log(&agent, &name, &slot.meta.version, spec, &prediction, &id);
+        quality::log(&agent, &slot.meta, spec, &prediction, &id, None);
     }
     Ok(oip::encode_response(
         json!({
@@ -325,7 +325,7 @@ async fn predict(
     slot.stats
         .record_prediction(prediction.label.as_deref(), Some(&row));
     let id = quality::new_prediction_id();
-    quality::log(&agent, name, &slot.meta.version, &spec, &prediction, &id);
+    quality::log(&agent, &slot.meta, &spec, &prediction, &id, Some(&row));
     Ok(Json(json!({
         "id": id,
         "model": name,

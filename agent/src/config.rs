@@ -47,6 +47,10 @@ pub struct QualitySettings {
     /// How often the guard after commit judges a version whose release signs a guard policy,
     /// in seconds. Default 30.
     pub guard_check_seconds: u64,
+    /// Whether answers may leave this device at all, as the release's signed sampling policy
+    /// allows (`false`: none leave, whatever the release says; labels still join here).
+    /// Default true.
+    pub share_samples: bool,
 }
 
 impl Default for QualitySettings {
@@ -55,6 +59,7 @@ impl Default for QualitySettings {
             retain_days: 35,
             max_predictions: 200_000,
             guard_check_seconds: 30,
+            share_samples: true,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod outbox;
 pub mod predictions;
 pub mod probation;
 pub mod reconcile;
+pub mod sampling;
 pub mod serving;
 pub mod store;
 pub mod telemetry;

@@ -87,6 +87,8 @@ impl Window {
             predictions: self.counts.labels,
             drift_psi,
             quality: Default::default(),
+            samples: Vec::new(),
+            samples_skipped: 0,
         }
     }
 }
@@ -319,18 +321,30 @@ pub fn add_quality(
             .find(|m| m.model == model && m.version == version)
         {
             Some(entry) => entry.quality.merge(&counts),
-            None => models.push(ModelMetrics {
-                model,
-                version,
-                requests: 0,
-                errors: 0,
-                latency: Default::default(),
-                latency_histogram: Default::default(),
-                predictions: BTreeMap::new(),
-                drift_psi: BTreeMap::new(),
-                quality: counts,
-            }),
+            None => {
+                let mut entry = empty_metrics(model, version);
+                entry.quality = counts;
+                models.push(entry);
+            }
         }
+    }
+}
+
+/// A version's entry with nothing counted: for what arrives after it stopped serving (labels,
+/// samples).
+pub fn empty_metrics(model: ModelName, version: semver::Version) -> ModelMetrics {
+    ModelMetrics {
+        model,
+        version,
+        requests: 0,
+        errors: 0,
+        latency: Default::default(),
+        latency_histogram: Default::default(),
+        predictions: BTreeMap::new(),
+        drift_psi: BTreeMap::new(),
+        quality: Default::default(),
+        samples: Vec::new(),
+        samples_skipped: 0,
     }
 }
 

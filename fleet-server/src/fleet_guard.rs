@@ -247,6 +247,8 @@ mod tests {
                 predictions: BTreeMap::new(),
                 drift_psi: BTreeMap::new(),
                 quality,
+                samples: Vec::new(),
+                samples_skipped: 0,
             }],
         }
     }

@@ -8,6 +8,7 @@ use edgefleet_protocol::topic::{Channel, Topic};
 
 use crate::device_keys::{DeviceKeys, NotOpened};
 use crate::metrics::Metrics;
+use crate::samples::{MAX_OPEN_REVIEWS, Review, ReviewState, StoredSample};
 use crate::store::{Store, StoredEvent};
 
 /// What became of one device message.
@@ -98,7 +99,18 @@ pub async fn ingest(
             Ok(m) if let Some(why) = m.implausible() => {
                 return Ingested::Refused(format!("metrics batch {}: {why}", m.seq));
             }
-            Ok(m) => {
+            Ok(mut m) => {
+                // The samples go to their own table first (each stored once, so a redelivered
+                // batch adds nothing); the batch is kept without them, so what reads telemetry
+                // back never carries them.
+                let samples = take_samples(&mut m, now);
+                if !samples.is_empty() {
+                    match store.add_samples(&samples, MAX_OPEN_REVIEWS).await {
+                        Ok(added) => metrics.count_samples(&samples, added),
+                        Err(crate::store::StoreError::Backend(e)) => return Ingested::Failed(e),
+                        Err(e) => return Ingested::Refused(e.to_string()),
+                    }
+                }
                 let stored = store.record_metrics(&m, received_us).await;
                 if let Ok(true) = stored {
                     metrics.count_telemetry(&m);
@@ -124,6 +136,31 @@ pub async fn ingest(
         Err(crate::store::StoreError::Backend(e)) => Ingested::Failed(e),
         Err(e) => Ingested::Refused(e.to_string()),
     }
+}
+
+/// Moves a batch's samples out of it, as the store keeps them; low-confidence ones enter the
+/// review queue.
+fn take_samples(batch: &mut MetricsBatch, received_at: i64) -> Vec<StoredSample> {
+    let device = batch.device.to_string();
+    let mut out = Vec::new();
+    for m in &mut batch.models {
+        for sample in std::mem::take(&mut m.samples) {
+            out.push(StoredSample {
+                device: device.clone(),
+                model: m.model.to_string(),
+                version: m.version.to_string(),
+                received_at,
+                review: sample.review.then_some(Review {
+                    state: ReviewState::Open,
+                    truth: None,
+                    by: None,
+                    at: None,
+                }),
+                sample,
+            });
+        }
+    }
+    out
 }
 
 fn wrong_device(topic: &Topic, named: &DeviceId) -> Ingested {

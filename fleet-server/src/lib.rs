@@ -25,6 +25,7 @@ pub mod mqtt;
 pub mod notifier;
 pub mod online_keys;
 pub mod range;
+pub mod samples;
 pub mod server;
 pub mod sessions;
 pub mod state;

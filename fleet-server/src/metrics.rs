@@ -112,6 +112,13 @@ pub struct Metrics {
     /// Labels joined to predictions on devices, and those that matched the prediction.
     pub fleet_labels: Family<VersionLabels, Counter>,
     pub fleet_labels_correct: Family<VersionLabels, Counter>,
+    /// Answers devices sent in the sampled prediction log, those picked but not sent (a daily
+    /// budget spent), and those that entered the review queue.
+    pub fleet_samples: Family<VersionLabels, Counter>,
+    pub fleet_samples_skipped: Family<VersionLabels, Counter>,
+    pub review_queued: Counter,
+    /// Review items kept as plain samples because their model's queue was full.
+    pub review_overflow: Counter,
     /// What each release's signed lineage claims from its evaluation (accuracy, roc_auc, ...),
     /// for alert rules that compare field accuracy with it.
     pub release_evaluation: Family<EvaluationLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -223,6 +230,30 @@ impl Default for Metrics {
         let fleet_dropped_batches = Counter::default();
         let fleet_labels = Family::<VersionLabels, Counter>::default();
         let fleet_labels_correct = Family::<VersionLabels, Counter>::default();
+        let fleet_samples = Family::<VersionLabels, Counter>::default();
+        let fleet_samples_skipped = Family::<VersionLabels, Counter>::default();
+        let review_queued = Counter::default();
+        let review_overflow = Counter::default();
+        registry.register(
+            "fleet_samples",
+            "Answers devices sent in the sampled prediction log, by model version",
+            fleet_samples.clone(),
+        );
+        registry.register(
+            "fleet_samples_skipped",
+            "Answers the sampling policy picked that devices did not send (the day's byte or review budget was spent), by model version",
+            fleet_samples_skipped.clone(),
+        );
+        registry.register(
+            "review_queued",
+            "Low-confidence answers that entered the review queue",
+            review_queued.clone(),
+        );
+        registry.register(
+            "review_overflow",
+            "Low-confidence answers kept as plain samples because their model's review queue was full",
+            review_overflow.clone(),
+        );
         let release_evaluation = Family::default();
         registry.register(
             "release_evaluation",
@@ -298,6 +329,10 @@ impl Default for Metrics {
             fleet_prediction_errors,
             fleet_labels,
             fleet_labels_correct,
+            fleet_samples,
+            fleet_samples_skipped,
+            review_queued,
+            review_overflow,
             release_evaluation,
             fleet_dropped_batches,
             fleet_latency,
@@ -363,6 +398,11 @@ impl Metrics {
             self.fleet_prediction_errors
                 .get_or_create(&labels)
                 .inc_by(m.errors);
+            if m.samples_skipped > 0 {
+                self.fleet_samples_skipped
+                    .get_or_create(&labels)
+                    .inc_by(m.samples_skipped);
+            }
             if !m.quality.is_empty() {
                 self.fleet_labels
                     .get_or_create(&labels)
@@ -371,6 +411,23 @@ impl Metrics {
                     .get_or_create(&labels)
                     .inc_by(m.quality.correct());
             }
+        }
+    }
+
+    /// Counts the samples of one batch the store took (none when it was a redelivery).
+    pub fn count_samples(
+        &self,
+        samples: &[crate::samples::StoredSample],
+        added: crate::store::SamplesAdded,
+    ) {
+        self.review_overflow.inc_by(added.review_overflow);
+        self.review_queued.inc_by(added.queued_for_review);
+        if added.stored == 0 {
+            return;
+        }
+        for s in samples {
+            let labels = self.known_labels(&s.model, &s.version);
+            self.fleet_samples.get_or_create(&labels).inc();
         }
     }
 
@@ -514,6 +571,8 @@ mod tests {
                 predictions: Default::default(),
                 drift_psi: Default::default(),
                 quality,
+                samples: Vec::new(),
+                samples_skipped: 0,
             }],
         };
         metrics.count_telemetry(&batch);

@@ -269,13 +269,13 @@ pub async fn start_with_clock(
     })
 }
 
-/// Deletes telemetry past `telemetry.retention_days` and audit entries past
-/// `audit.retention_days`, at start and hourly. Idempotent, so every server sharing a database
-/// may do it.
 /// Labels wait this long for their device: past the 35 days a device keeps its predictions by
 /// default, with room for a device offline a few weeks.
 const LABELS_KEPT_SECONDS: i64 = 60 * 86_400;
 
+/// Deletes telemetry past `telemetry.retention_days`, audit entries past
+/// `audit.retention_days`, labels no device fetched and samples past theirs, at start and
+/// hourly. Idempotent, so every server sharing a database may do it.
 async fn prune_by_age(state: api::AppState) {
     let keep = i64::from(state.config.telemetry.retention_days) * 86_400;
     let keep_audit = i64::from(state.config.audit.retention_days) * 86_400;
@@ -301,6 +301,15 @@ async fn prune_by_age(state: api::AppState) {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "labels no device fetched in 60 days deleted"),
             Err(e) => tracing::warn!(error = %e, "cannot delete old labels; retrying in an hour"),
+        }
+        match state
+            .store
+            .prune_samples(state.clock.unix() - crate::samples::RETAIN_DAYS * 86_400)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "prediction samples past their 30 days deleted"),
+            Err(e) => tracing::warn!(error = %e, "cannot delete old samples; retrying in an hour"),
         }
         match state
             .store

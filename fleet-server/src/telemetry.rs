@@ -469,6 +469,8 @@ mod tests {
             .into(),
             drift_psi: [("tenure".to_owned(), 0.01)].into(),
             quality: Default::default(),
+            samples: Vec::new(),
+            samples_skipped: 0,
         }
     }
 

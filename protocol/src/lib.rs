@@ -27,6 +27,7 @@ pub mod lineage;
 pub mod message;
 pub mod quality;
 pub mod release_files;
+pub mod sampling;
 pub mod target;
 pub mod target_name;
 pub mod tensor;

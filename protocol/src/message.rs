@@ -206,6 +206,18 @@ pub struct ModelMetrics {
         skip_serializing_if = "crate::quality::QualityCounts::is_empty"
     )]
     pub quality: crate::quality::QualityCounts,
+    /// Answers of this version the signed sampling policy let leave the device in the window
+    /// ([`crate::sampling`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<crate::sampling::PredictionSample>,
+    /// Answers picked for the sample but not sent: the day's byte or review budget was spent,
+    /// or the window was full.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub samples_skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -263,6 +275,8 @@ impl MetricsBatch {
                     m.model, m.version, m.quality.labelled
                 ))
             } else if let Err(e) = m.quality.check() {
+                Some(format!("{} {}: {e}", m.model, m.version))
+            } else if let Err(e) = crate::sampling::check_samples(&m.samples) {
                 Some(format!("{} {}: {e}", m.model, m.version))
             } else {
                 None
@@ -336,6 +350,8 @@ mod tests {
                 predictions: BTreeMap::new(),
                 drift_psi: BTreeMap::new(),
                 quality: Default::default(),
+                samples: Vec::new(),
+                samples_skipped: 0,
             }],
         };
         assert_eq!(batch(60_000_000, 0, (0, 60)).implausible(), None);

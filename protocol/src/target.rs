@@ -14,6 +14,7 @@ use crate::health::HealthSpec;
 use crate::interface::ModelInterface;
 use crate::lineage::Lineage;
 use crate::release_files::{ReleaseFileKind, ReleaseFileRefs};
+use crate::sampling::SamplingPolicy;
 use crate::{Error, ModelName};
 
 /// Where a model wants to run; `auto` lets the device measure the available runtimes.
@@ -56,6 +57,10 @@ pub struct ModelTargetMeta {
     /// How the version is judged after its probation, for as long as it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardPolicy>,
+    /// Which answers leave the device, and which go to review. Absent: the default
+    /// ([`SamplingPolicy::default`]: 1 %, no features).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingPolicy>,
     /// The release's files named by hash. A named file's content is absent from the signed form
     /// (`health.cases` empty, `baseline` none) and present once fetched ([`Self::pending`]).
     #[serde(default, skip_serializing_if = "ReleaseFileRefs::is_empty")]
@@ -92,6 +97,9 @@ impl ModelTargetMeta {
         }
         if let Some(guard) = &self.guard {
             guard.validate(self.signed_accuracy())?;
+        }
+        if let Some(sampling) = &self.sampling {
+            sampling.validate(&self.interface)?;
         }
         Ok(())
     }
@@ -181,6 +189,8 @@ pub struct ReleaseInfo {
     pub lineage: Option<Lineage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingPolicy>,
 }
 
 /// Upper bound on `release.json` and `interface.json` of a model directory.
@@ -237,6 +247,7 @@ impl ReleaseFiles<'_> {
             runtime: release.runtime,
             lineage: release.lineage,
             guard: release.guard,
+            sampling: release.sampling,
             files: ReleaseFileRefs::default(),
         };
         meta.validate()?;

@@ -127,6 +127,43 @@ fn quality_counts() -> impl Strategy<Value = edgefleet_protocol::quality::Qualit
     })
 }
 
+fn samples() -> impl Strategy<Value = Vec<edgefleet_protocol::sampling::PredictionSample>> {
+    use edgefleet_protocol::sampling::{FeatureValue, PredictionSample};
+    let feature = prop_oneof![
+        (-1e9f64..1e9).prop_map(FeatureValue::Number),
+        any::<bool>().prop_map(FeatureValue::Flag),
+        "[a-z ]{0,12}".prop_map(FeatureValue::Text),
+    ];
+    proptest::collection::btree_map(
+        "[0-9a-f]{1,32}",
+        (
+            any::<u64>(),
+            proptest::option::of("[a-z]{1,6}"),
+            proptest::option::of(0.0f64..=1.0),
+            proptest::option::of(-1e9f64..1e9),
+            proptest::collection::btree_map("[a-z_]{1,10}", feature, 0..4),
+            any::<bool>(),
+        ),
+        0..4,
+    )
+    .prop_map(|by_id| {
+        by_id
+            .into_iter()
+            .map(
+                |(id, (at_unix, label, score, value, features, review))| PredictionSample {
+                    id,
+                    at_unix,
+                    label,
+                    score,
+                    value,
+                    features,
+                    review,
+                },
+            )
+            .collect()
+    })
+}
+
 fn metrics() -> impl Strategy<Value = MetricsBatch> {
     let finite = -1e9f64..1e9;
     let model = (
@@ -138,10 +175,20 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
         proptest::collection::btree_map("[a-z]{1,8}", any::<u64>(), 0..4),
         proptest::collection::btree_map("[a-z]{1,8}", finite.clone(), 0..4),
         proptest::collection::btree_map(any::<u16>(), any::<u64>(), 0..6),
-        quality_counts(),
+        (quality_counts(), samples(), any::<u64>()),
     )
         .prop_map(
-            |(model, version, requests, errors, p, predictions, drift_psi, buckets, quality)| {
+            |(
+                model,
+                version,
+                requests,
+                errors,
+                p,
+                predictions,
+                drift_psi,
+                buckets,
+                (quality, samples, samples_skipped),
+            )| {
                 ModelMetrics {
                     model,
                     version,
@@ -160,6 +207,8 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
                     predictions,
                     drift_psi,
                     quality,
+                    samples,
+                    samples_skipped,
                 }
             },
         );

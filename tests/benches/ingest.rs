@@ -88,6 +88,8 @@ fn metrics_batch(device: &str, index: usize, seq: u64) -> Vec<u8> {
                 .map(|(i, f)| ((*f).to_owned(), 0.01 * i as f64))
                 .collect(),
             quality: Default::default(),
+            samples: Vec::new(),
+            samples_skipped: 0,
         }],
     })
     .unwrap()

@@ -759,6 +759,106 @@ async fn labels_wait_per_device_in_order_until_acknowledged(store: &dyn Store) {
     assert_eq!(store.labels_for(&d2, 0, 10).await.unwrap().len(), 1);
 }
 
+async fn samples_are_kept_once_and_the_review_queue_is_bounded(store: &dyn Store) {
+    use edgefleet_protocol::sampling::PredictionSample;
+    use fleet_server::samples::{Review, ReviewState, SampleFilter, StoredSample};
+    let sample = |device: &str, id: &str, version: &str, at: i64, review: bool| StoredSample {
+        device: device.into(),
+        model: "churn".into(),
+        version: version.into(),
+        received_at: at,
+        sample: PredictionSample {
+            id: id.into(),
+            at_unix: at as u64,
+            label: Some("churn".into()),
+            score: Some(0.55),
+            value: None,
+            features: Default::default(),
+            review,
+        },
+        review: review.then_some(Review {
+            state: ReviewState::Open,
+            truth: None,
+            by: None,
+            at: None,
+        }),
+    };
+    let first = vec![
+        sample("d1", "a", "2.0.0", 100, false),
+        sample("d1", "b", "2.0.0", 101, true),
+        sample("d2", "a", "3.0.0", 102, true),
+    ];
+    let added = store.add_samples(&first, 2).await.unwrap();
+    assert_eq!(
+        (added.stored, added.queued_for_review, added.review_overflow),
+        (3, 2, 0)
+    );
+    // A redelivery stores nothing; a review item past the bound of two open is kept plain.
+    let again = store.add_samples(&first, 2).await.unwrap();
+    assert_eq!(again.stored, 0);
+    let more = store
+        .add_samples(&[sample("d3", "c", "2.0.0", 103, true)], 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (more.stored, more.queued_for_review, more.review_overflow),
+        (1, 0, 1)
+    );
+    let all = |filter: SampleFilter| async move {
+        store
+            .samples(&SampleFilter {
+                limit: 10,
+                ..filter
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| format!("{}/{}", s.device, s.sample.id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        all(SampleFilter::default()).await,
+        ["d3/c", "d2/a", "d1/b", "d1/a"],
+        "newest first"
+    );
+    let open = SampleFilter {
+        review: Some(ReviewState::Open),
+        ..SampleFilter::default()
+    };
+    assert_eq!(all(open.clone()).await, ["d2/a", "d1/b"]);
+    let v2 = SampleFilter {
+        version: Some("2.0.0".into()),
+        device: Some("d1".into()),
+        ..SampleFilter::default()
+    };
+    assert_eq!(all(v2).await, ["d1/b", "d1/a"]);
+    // Closing: once only.
+    let mut item = store.sample("d1", "churn", "b").await.unwrap().unwrap();
+    item.review = Some(Review {
+        state: ReviewState::Labelled,
+        truth: Some(edgefleet_protocol::feedback::Truth::Label {
+            label: "stay".into(),
+        }),
+        by: Some("alice".into()),
+        at: Some(200),
+    });
+    assert!(store.close_review(&item).await.unwrap());
+    assert!(!store.close_review(&item).await.unwrap(), "already closed");
+    let plain = store.sample("d1", "churn", "a").await.unwrap().unwrap();
+    assert!(
+        !store.close_review(&plain).await.unwrap(),
+        "never a review item"
+    );
+    assert_eq!(all(open).await, ["d2/a"]);
+    assert_eq!(
+        store.sample("d1", "churn", "b").await.unwrap().unwrap(),
+        item
+    );
+    assert!(store.sample("d9", "churn", "b").await.unwrap().is_none());
+    assert_eq!(store.prune_samples(102).await.unwrap(), 2);
+    assert_eq!(all(SampleFilter::default()).await, ["d3/c", "d2/a"]);
+}
+
 /// Runs one suite function on a fresh SQLite file and on a fresh PostgreSQL server.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -798,6 +898,7 @@ on_both!(
     the_audit_log_chains_filters_and_prunes,
     alerts_merge_by_fingerprint_and_list_by_state_and_due_work,
     labels_wait_per_device_in_order_until_acknowledged,
+    samples_are_kept_once_and_the_review_queue_is_bounded,
 );
 
 /// Whoever edits the database by hand leaves a mark: an entry changed in place is found, and so

@@ -236,6 +236,8 @@ struct Spec {
     lineage: Option<edgefleet_protocol::lineage::Lineage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     guard: Option<edgefleet_protocol::guard::GuardPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sampling: Option<edgefleet_protocol::sampling::SamplingPolicy>,
     #[serde(default, skip_serializing_if = "ReleaseFileRefs::is_empty")]
     files: ReleaseFileRefs,
 }
@@ -251,6 +253,7 @@ pub fn model_target(artifact: &[u8], meta: &ModelTargetMeta) -> Result<(String, 
         runtime: meta.runtime,
         lineage: meta.lineage.clone(),
         guard: meta.guard.clone(),
+        sampling: meta.sampling.clone(),
         files: meta.files.clone(),
     })
     .map_err(|e| Error::malformed("model metadata", e))?;
@@ -332,6 +335,7 @@ pub fn model_meta(
         runtime: spec.runtime,
         lineage: spec.lineage,
         guard: spec.guard,
+        sampling: spec.sampling,
         files: spec.files,
     };
     meta.validate().map_err(|e| bad(e.to_string()))?;

@@ -81,6 +81,7 @@ impl Agent {
             tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             predictions,
             guards: std::sync::Mutex::default(),
+            samples: crate::sampling::Sampler::default(),
         });
         agent.spawn(crate::predictions::run(
             agent.predictions.clone(),

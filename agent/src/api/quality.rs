@@ -15,6 +15,9 @@ use serde_json::Value;
 use super::{ApiError, parse_body};
 use crate::agent::Agent;
 use crate::predictions::{Answer, FeedbackOutcome, Logged, Truth, check_label};
+use crate::sampling::Answered;
+use edgefleet_protocol::sampling::SamplingPolicy;
+use edgefleet_protocol::target::ModelTargetMeta;
 
 /// Most labels in one feedback request.
 pub(super) const MAX_LABELS_PER_REQUEST: usize = 10_000;
@@ -52,24 +55,48 @@ fn answer(spec: &PredictionSpec, prediction: &Prediction) -> Option<Answer> {
     }
 }
 
-/// Logs one answer under `id` for labels to join later.
+/// Logs one answer under `id` for labels to join later, and offers it to the sampled log that
+/// leaves the device (with the request's named features, when it had them).
 pub(super) fn log(
     agent: &Agent,
-    model: &str,
-    version: &semver::Version,
+    meta: &ModelTargetMeta,
     spec: &PredictionSpec,
     prediction: &Prediction,
     id: &str,
+    row: Option<&serde_json::Map<String, Value>>,
 ) {
-    if let Some(answer) = answer(spec, prediction) {
-        agent.predictions.record(Logged {
-            id: id.to_owned(),
-            model: model.to_owned(),
-            version: version.to_string(),
-            at_unix: agent.now_unix(),
-            answer,
-        });
+    let Some(answer) = answer(spec, prediction) else {
+        return;
+    };
+    let at_unix = agent.now_unix();
+    if agent.config.quality.share_samples {
+        let default = SamplingPolicy::default();
+        let policy = meta.sampling.as_ref().unwrap_or(&default);
+        let score = prediction
+            .label
+            .as_ref()
+            .and_then(|l| prediction.probabilities.as_ref()?.get(l).copied());
+        agent.samples.offer(
+            policy,
+            &Answered {
+                model: &meta.model,
+                version: &meta.version,
+                id,
+                at_unix,
+                label: prediction.label.as_deref(),
+                score,
+                value: prediction.value.as_ref().and_then(|v| v.first()).copied(),
+                row,
+            },
+        );
     }
+    agent.predictions.record(Logged {
+        id: id.to_owned(),
+        model: meta.model.to_string(),
+        version: meta.version.to_string(),
+        at_unix,
+        answer,
+    });
 }
 
 #[derive(Debug, Deserialize)]

@@ -90,6 +90,7 @@ impl Fleet {
                 Ok(Err(e)) => warn!(error = %e, "cannot read the labels joined in this window"),
                 Err(e) => warn!(error = %e, "cannot read the labels joined in this window"),
             }
+            crate::sampling::add_samples(&mut models, self.agent.samples.take());
             if stopping && models.is_empty() {
                 return;
             }

@@ -18,6 +18,7 @@ mod registry;
 mod repository;
 mod rollouts;
 mod rotation;
+mod samples;
 mod telemetry;
 
 use std::time::Instant;
@@ -300,6 +301,24 @@ pub fn routes() -> Vec<Route> {
             get(feedback::fetch),
         )
         .replies::<edgefleet_protocol::feedback::QueuedLabels>(StatusCode::OK),
+        route(
+            Method::GET,
+            "/api/v1/samples",
+            R(Viewer),
+            "The sampled prediction log devices sent (as each release's signed sampling policy allows), newest first: ?model=, ?version=, ?device=, ?review=open|labelled|dismissed (the review queue), ?limit= (default 100, at most 1,000)",
+            None,
+            get(samples::list),
+        )
+        .replies::<samples::SampleList>(StatusCode::OK),
+        route(
+            Method::POST,
+            "/api/v1/review/{device}/{model}/{id}",
+            R(Operator),
+            "Close a review item: {\"label\": ...} or {\"value\": ...} (queued for the device, which joins it like any label) or {\"dismiss\": true}",
+            body::<samples::ReviewVerdict>(),
+            post(samples::close),
+        )
+        .replies::<crate::samples::StoredSample>(StatusCode::OK),
         route(
             Method::GET,
             "/api/v1/whoami",

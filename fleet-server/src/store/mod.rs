@@ -177,6 +177,22 @@ const SCHEMA: &[&str] = &[
     );
     CREATE INDEX labels_by_device ON labels (device, id);
     CREATE INDEX labels_by_time ON labels (received_at);",
+    // 10: the sampled prediction log devices send (crate::samples), each sample whole as JSON
+    // beside the columns queries filter on; `review` is NULL for a plain sample, else where it
+    // stands in the review queue.
+    "CREATE TABLE samples (
+        device TEXT NOT NULL,
+        model TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        received_at BIGINT NOT NULL,
+        review TEXT,
+        body TEXT NOT NULL,
+        PRIMARY KEY (device, model, id)
+    );
+    CREATE INDEX samples_by_model ON samples (model, received_at);
+    CREATE INDEX samples_for_review ON samples (review, model, received_at);
+    CREATE INDEX samples_by_time ON samples (received_at);",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -396,6 +412,7 @@ pub trait Store:
     + AuditStore
     + AlertStore
     + LabelStore
+    + SampleStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -587,6 +604,45 @@ pub trait LabelStore: Send + Sync {
     async fn ack_labels(&self, device: &DeviceId, through: u64) -> Result<u64>;
     /// Drops labels no device fetched by `before` (Unix seconds); returns how many.
     async fn prune_labels(&self, before: i64) -> Result<u64>;
+}
+
+/// What [`SampleStore::add_samples`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SamplesAdded {
+    /// New samples stored (a redelivered one is not stored twice).
+    pub stored: u64,
+    /// Of them, review items that entered the queue.
+    pub queued_for_review: u64,
+    /// Review items kept as plain samples because their model's queue was full.
+    pub review_overflow: u64,
+}
+
+/// The sampled prediction log and its review queue.
+#[async_trait]
+pub trait SampleStore: Send + Sync {
+    /// Stores each sample once per (device, model, id), in one transaction. A review item whose
+    /// model already has `max_open_reviews` open is kept as a plain sample.
+    async fn add_samples(
+        &self,
+        samples: &[crate::samples::StoredSample],
+        max_open_reviews: u64,
+    ) -> Result<SamplesAdded>;
+    /// Newest first, as the filter says.
+    async fn samples(
+        &self,
+        filter: &crate::samples::SampleFilter,
+    ) -> Result<Vec<crate::samples::StoredSample>>;
+    async fn sample(
+        &self,
+        device: &str,
+        model: &str,
+        id: &str,
+    ) -> Result<Option<crate::samples::StoredSample>>;
+    /// Stores `closed` (whose review is labelled or dismissed) if its review is still open;
+    /// false when it is not (someone else closed it first, or it never was a review item).
+    async fn close_review(&self, closed: &crate::samples::StoredSample) -> Result<bool>;
+    /// Drops samples received before `before` (Unix seconds); returns how many.
+    async fn prune_samples(&self, before: i64) -> Result<u64>;
 }
 
 /// The audit log: appended under a lock so the chain has one order across servers.

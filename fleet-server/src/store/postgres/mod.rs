@@ -8,6 +8,7 @@ mod devices;
 mod labels;
 mod registry;
 mod rollouts;
+mod samples;
 mod state;
 mod tokens;
 
