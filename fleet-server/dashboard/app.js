@@ -595,6 +595,7 @@ function showTab(name) {
   if (name === "audit") loadAuditSoon();
   if (name === "health") loadHealth().catch((e) => ($("health-error").textContent = e.message));
   if (name === "alerts") loadAlerts().catch((e) => ($("alerts-error").textContent = e.message));
+  if (name === "review") loadReview().catch((e) => ($("review-error").textContent = e.message));
   if (name === "registry") loadRegistry().catch((e) => ($("registry-title").textContent = e.message));
   for (const tab of document.querySelectorAll("[role=tab]")) {
     tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
@@ -618,6 +619,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $(id).addEventListener("input", () => loadHealth().catch((e) => ($("health-error").textContent = e.message)));
   }
   $("alerts-all").addEventListener("input", () => loadAlerts().catch((e) => ($("alerts-error").textContent = e.message)));
+  $("review-state").addEventListener("input", () => loadReview().catch((e) => ($("review-error").textContent = e.message)));
   $("audit-verify").addEventListener("click", () => verifyAudit().catch((e) => ($("audit-chain").textContent = e.message)));
   $("confirm-yes").addEventListener("click", () => state.pending && act(state.pending.action, state.pending.id));
   $("confirm-no").addEventListener("click", () => {

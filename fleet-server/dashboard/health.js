@@ -69,6 +69,59 @@ function showAlert(a) {
   );
 }
 
+// ---- review queue and sampled log ----
+
+async function loadReview() {
+  $("review-error").textContent = "";
+  const which = $("review-state").value;
+  const query = new URLSearchParams({ limit: "200" });
+  if (which) query.set("review", which);
+  const { samples } = await api(`/api/v1/samples?${query}`);
+  $("review-count").textContent = `${samples.length} shown`;
+  $("review").tBodies[0].replaceChildren(
+    ...samples.map((s) => {
+      const p = s.sample;
+      const key = `${s.device}/${s.model}/${p.id}`;
+      const features = Object.entries(p.features || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+      const r = s.review;
+      const verdict = !r ? "–" : r.truth ? `${r.state}: ${r.truth.label ?? r.truth.value} (${r.by})` : r.by ? `${r.state} (${r.by})` : r.state;
+      const cells = [];
+      if (canOperate() && r && r.state === "open") {
+        const input = el("input", { type: "text", placeholder: "true label or value", "aria-label": "true label", "data-truth": key });
+        const send = (body) => closeReview(s, body);
+        cells.push(
+          input,
+          el("button", { type: "button", "data-review-label": key, onclick: () => send(p.value !== undefined ? { value: Number(input.value) } : { label: input.value.trim() }) }, "Label"),
+          el("button", { type: "button", class: "quiet", "data-dismiss": key, onclick: () => send({ dismiss: true }) }, "Dismiss"),
+        );
+      }
+      return el(
+        "tr",
+        { "data-sample": key },
+        el("td", { "data-label": "Device" }, s.device),
+        el("td", { "data-label": "Version" }, `${s.model} ${s.version}`),
+        el("td", { "data-label": "Prediction", title: time(p.at_unix) }, p.id),
+        el("td", { "data-label": "Answer" }, p.label ?? (p.value !== undefined ? String(p.value) : "–")),
+        el("td", { "data-label": "Score" }, p.score === undefined ? "–" : p.score.toFixed(3)),
+        el("td", { "data-label": "Features" }, features || "–"),
+        el("td", { "data-label": "Review" }, verdict),
+        el("td", {}, cells),
+      );
+    }),
+  );
+}
+
+async function closeReview(s, body) {
+  const path = [s.device, s.model, s.sample.id].map(encodeURIComponent).join("/");
+  try {
+    await api(`/api/v1/review/${path}`, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } });
+  } catch (e) {
+    $("review-error").textContent = e.message;
+    return;
+  }
+  await loadReview().catch((e) => ($("review-error").textContent = e.message));
+}
+
 // ---- fleet health ----
 
 async function loadHealth() {

@@ -224,6 +224,27 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The sampled prediction log devices sent (what each release's signed sampling policy lets
+    /// leave them), newest first.
+    Samples {
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        device: Option<String>,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The review queue of low-confidence answers: list, label (the label goes to the device,
+    /// which counts it in the version's accuracy), dismiss.
+    Review {
+        #[command(subcommand)]
+        command: Option<ReviewCommand>,
+    },
     /// The server's own alerts (a release's guard policy breached on devices): list, show,
     /// ack, resolve.
     Alerts {
@@ -521,6 +542,39 @@ pub(crate) enum AlertsCommand {
     },
     /// Resolve: webhooks hear it resolved; a later breach opens a new alert.
     Resolve { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReviewCommand {
+    /// Items waiting for review, newest first. The default.
+    List {
+        #[arg(long)]
+        model: Option<String>,
+        /// Closed ones instead: `labelled` or `dismissed`.
+        #[arg(long, value_parser = ["open", "labelled", "dismissed"], default_value = "open")]
+        state: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Label an item (a classifier's label, or `--value` for a regressor).
+    Label {
+        device: String,
+        model: String,
+        id: String,
+        /// The true label.
+        #[arg(required_unless_present = "value")]
+        label: Option<String>,
+        #[arg(long, conflicts_with = "label")]
+        value: Option<f64>,
+    },
+    /// Set an item aside without a label.
+    Dismiss {
+        device: String,
+        model: String,
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

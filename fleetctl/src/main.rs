@@ -30,7 +30,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 use crate::cli::{
-    AlertsCommand, AuditCommand, Cli, Command, DeviceCommand, RolloutCommand, TokenCommand,
+    AlertsCommand, AuditCommand, Cli, Command, DeviceCommand, ReviewCommand, RolloutCommand,
+    TokenCommand,
 };
 use crate::repo::{InitSpec, init, init_on_server, keygen, verify};
 
@@ -290,6 +291,64 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => remote::quality(&client()?, &model, group.as_deref(), hours, json).await,
         Command::Feedback { file, json } => remote::feedback(&client()?, &file, json).await,
+        Command::Samples {
+            model,
+            version,
+            device,
+            limit,
+            json,
+        } => {
+            let query = remote::SampleQuery {
+                model: model.as_deref(),
+                version: version.as_deref(),
+                device: device.as_deref(),
+                review: None,
+                limit,
+            };
+            remote::samples_list(&client()?, &query, json).await
+        }
+        Command::Review { command } => {
+            let client = client()?;
+            match command.unwrap_or(ReviewCommand::List {
+                model: None,
+                state: "open".into(),
+                limit: 50,
+                json: false,
+            }) {
+                ReviewCommand::List {
+                    model,
+                    state,
+                    limit,
+                    json,
+                } => {
+                    let query = remote::SampleQuery {
+                        model: model.as_deref(),
+                        review: Some(&state),
+                        limit,
+                        ..remote::SampleQuery::default()
+                    };
+                    remote::samples_list(&client, &query, json).await
+                }
+                ReviewCommand::Label {
+                    device,
+                    model,
+                    id,
+                    label,
+                    value,
+                } => {
+                    let verdict = match (&label, value) {
+                        (Some(label), _) => remote::Verdict::Label(label),
+                        (None, Some(value)) => remote::Verdict::Value(value),
+                        (None, None) => anyhow::bail!("give the true label, or --value"),
+                    };
+                    remote::review_close(&client, &device, &model, &id, verdict).await
+                }
+                ReviewCommand::Dismiss { device, model, id } => {
+                    remote::review_close(&client, &device, &model, &id, remote::Verdict::Dismiss)
+                        .await
+                }
+            }
+        }
         Command::Alerts { command } => {
             let client = client()?;
             match command.unwrap_or(AlertsCommand::List {

@@ -16,6 +16,7 @@ mod alerts;
 mod devices;
 mod quality;
 mod rollouts;
+mod samples;
 mod show;
 
 pub use admin::{
@@ -26,6 +27,7 @@ pub use alerts::{alert_ack, alert_resolve, alert_show, alerts_list};
 pub use devices::{device_add, device_assign, device_remove, device_show, devices, groups};
 pub use quality::{feedback, quality};
 pub use rollouts::{rollout_command, rollout_create, rollout_list, rollout_status};
+pub use samples::{SampleQuery, Verdict, review_close, samples_list};
 
 /// Where `fleetctl login` keeps the server URL and token: `$FLEETCTL_CONFIG`, else
 /// `$XDG_CONFIG_HOME/edgefleet/fleetctl.toml`, else `~/.config/edgefleet/fleetctl.toml`.

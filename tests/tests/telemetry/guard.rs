@@ -24,6 +24,119 @@ fn delivered_with(bodies: &std::sync::Mutex<Vec<String>>, status: &str) -> Optio
     })
 }
 
+/// The sampled log the release's policy lets leave dev-01, and its review queue: an operator
+/// labels one item with `fleetctl review label` (the label joins on the device like the uploaded
+/// ones); a second try is refused. Returns the review items still open.
+fn sampled_and_reviewed(
+    fleet: &demo::Demo,
+    admin: &str,
+    truths: &std::collections::BTreeMap<String, &str>,
+) -> Vec<Value> {
+    let list = |query: &str| -> Vec<Value> {
+        let (status, body) = fleet.server.call(
+            "GET",
+            &format!("/api/v1/samples?model=churn&version=3.1.0-decaying&limit=1000{query}"),
+            Some(admin),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        body["samples"].as_array().unwrap().clone()
+    };
+    eventually("samples at the server", Duration::from_secs(30), || {
+        (!list("").is_empty()).then_some(())
+    });
+    // Another telemetry window, so every answer's sample has arrived.
+    std::thread::sleep(Duration::from_secs(4));
+    let samples = list("");
+    assert!(
+        (20..=100).contains(&samples.len()),
+        "{} samples of 250 answers at rate 0.2",
+        samples.len()
+    );
+    let mut with_features = 0;
+    for s in &samples {
+        assert_eq!(s["device"], "dev-01", "{s}");
+        let id = s["sample"]["id"].as_str().unwrap();
+        assert!(truths.contains_key(id), "{id} is not one of the answers");
+        let features = s["sample"]["features"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            features
+                .keys()
+                .all(|k| k == "tenure_months" || k == "contract_type"),
+            "only the features the policy names leave: {s}"
+        );
+        with_features += usize::from(features.len() == 2);
+    }
+    assert!(with_features > 0);
+    let open = list("&review=open");
+    assert!(
+        (2..=20).contains(&open.len()),
+        "{} review items",
+        open.len()
+    );
+    for item in &open {
+        assert!(item["sample"]["score"].as_f64().unwrap() < 0.97, "{item}");
+    }
+    let metrics = edgefleet_e2e::get_text(&fleet.server.url("/metrics"));
+    assert!(
+        metrics.contains(&format!(
+            "edgefleet_server_fleet_samples_total{{model=\"churn\",version=\"3.1.0-decaying\"}} {}",
+            samples.len()
+        )),
+        "{metrics}"
+    );
+
+    let fleetctl = || fleet.operator.fleetctl();
+    let queue = String::from_utf8(run_ok(fleetctl().arg("review")).stdout).unwrap();
+    let first = open[0]["sample"]["id"].as_str().unwrap();
+    assert!(queue.contains(first) && queue.contains("open"), "{queue}");
+    let labelled = String::from_utf8(
+        run_ok(fleetctl().args(["review", "label", "dev-01", "churn", first, truths[first]]))
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        labelled.contains("labelled by bootstrap-admin"),
+        "{labelled}"
+    );
+    let again = fleetctl()
+        .args(["review", "label", "dev-01", "churn", first, truths[first]])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already labelled"),
+        "{again:?}"
+    );
+    let wrong = fleetctl()
+        .args([
+            "review",
+            "label",
+            "dev-01",
+            "churn",
+            open[1]["sample"]["id"].as_str().unwrap(),
+            "maybe",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("not a label of churn"),
+        "{wrong:?}"
+    );
+    let done = String::from_utf8(
+        run_ok(fleetctl().args(["review", "list", "--state", "labelled"])).stdout,
+    )
+    .unwrap();
+    assert!(
+        done.contains(first) && done.contains(truths[first]),
+        "{done}"
+    );
+    list("&review=open")
+}
+
 #[test]
 fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhook_is_paged() {
     let _serial = one_at_a_time();
@@ -49,6 +162,15 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
     let mut info: Value =
         serde_json::from_slice(&std::fs::read(release.join("release.json")).unwrap()).unwrap();
     info["min_sequence"] = json!(2);
+    // It also signs what may leave the devices: a fifth of the answers, with two of the nine
+    // features, and doubtful answers for review (20 a day per device at most). The shortcut
+    // model is confident even where it is wrong (0.94 to 0.999 on these customers), so its
+    // reviewers ask for anything below 0.97.
+    info["sampling"] = json!({
+        "rate": 0.2,
+        "features": ["tenure_months", "contract_type"],
+        "review": {"below_confidence": 0.97, "max_per_day": 20}
+    });
     std::fs::write(release.join("release.json"), info.to_string()).unwrap();
     fleet.operator.push(release.to_str().unwrap());
     assert_eq!(
@@ -64,6 +186,7 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
     .unwrap();
     let agent = &fleet.agents[0];
     let mut csv = String::from("device,model,id,label\n");
+    let mut truths = std::collections::BTreeMap::new();
     for row in field["rows"].as_array().unwrap().iter().take(250) {
         let (status, answer) = post_json(&agent.url("/v1/models/churn:predict"), &row["features"]);
         assert_eq!(status, 200, "{answer}");
@@ -76,7 +199,10 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
             "dev-01,churn,{},{truth}\n",
             answer["id"].as_str().unwrap()
         ));
+        truths.insert(answer["id"].as_str().unwrap().to_owned(), truth);
     }
+    let admin = fleet.operator.token();
+    let reviewed = sampled_and_reviewed(&fleet, &admin, &truths);
     // One label for a device the server does not know: counted, not queued.
     csv.push_str("dev-99,churn,0123,stay\n");
     let file = tmp.path().join("labels.csv");
@@ -123,7 +249,6 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
         "{paged:#}"
     );
 
-    let admin = fleet.operator.token();
     let (_, listed) = fleet
         .server
         .call("GET", "/api/v1/alerts", Some(&admin), None);
@@ -210,6 +335,16 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
                 "[...document.querySelectorAll('#health tbody tr')].some(r => r.dataset.version === '3.1.0-decaying' && r.innerText.includes('(250)') && r.innerText.includes('DECAYED'))").await;
             let shot = client.screenshot().await.unwrap();
             std::fs::write(super::artifacts().join("dashboard-health.png"), shot).unwrap();
+            // The review queue: an operator dismisses an item.
+            super::click(&client, "[data-tab=review]").await;
+            let key = format!("dev-01/churn/{}", reviewed[0]["sample"]["id"].as_str().unwrap());
+            super::until(&client, "the review queue", within,
+                &format!("!!document.querySelector(\"[data-dismiss='{key}']\")")).await;
+            super::click(&client, &format!("[data-dismiss='{key}']")).await;
+            super::until(&client, "the item gone from the queue", within,
+                &format!("!document.querySelector(\"#review tr[data-sample='{key}']\") && document.querySelectorAll('#review tbody tr').length === {}", reviewed.len() - 1)).await;
+            let shot = client.screenshot().await.unwrap();
+            std::fs::write(super::artifacts().join("dashboard-review.png"), shot).unwrap();
             // One device's drill-down: what it runs and its guard's event.
             super::click(&client, "[data-tab=devices]").await;
             super::click(&client, "#devices tr[data-device='dev-01']").await;
