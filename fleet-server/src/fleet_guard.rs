@@ -16,6 +16,7 @@ use edgefleet_protocol::message::MetricsBatch;
 use edgefleet_protocol::target::ModelTargetMeta;
 
 use crate::alerts::{Evidence, Raised};
+use crate::guard_policies::{self, GroupGuard, PolicySource};
 use crate::state::AppState;
 use crate::store::{DeviceFilter, Store};
 use crate::telemetry::{VersionFigures, by_version};
@@ -49,12 +50,16 @@ pub struct GroupBreach {
     pub group: String,
     pub devices: usize,
     pub breaches: Vec<Breach>,
+    /// Whose policy was breached: the release's, or one set for the group.
+    pub source: PolicySource,
 }
 
-/// Every release with a guard policy, judged per group over the batches that ended in its
+/// Every release judged per group, by the group's own policy for its model if one is set
+/// (`overrides`) or else the release's signed one, over the batches that ended in the policy's
 /// window (capped) before `now`. `groups` maps a device to its group.
 pub fn judge_groups(
     releases: &[ModelTargetMeta],
+    overrides: &[GroupGuard],
     batches: &[MetricsBatch],
     groups: &BTreeMap<String, String>,
     now: u64,
@@ -62,18 +67,21 @@ pub fn judge_groups(
     let mut out = Vec::new();
     let names: BTreeSet<&String> = groups.values().collect();
     for release in releases {
-        let Some(policy) = &release.guard else {
-            continue;
-        };
-        let since = now.saturating_sub(policy.window_seconds.min(MAX_WINDOW_SECONDS));
-        let recent: Vec<MetricsBatch> = batches
-            .iter()
-            .filter(|b| b.window_end_unix > since)
-            .cloned()
-            .collect();
         let key = (release.model.to_string(), release.version.to_string());
         for group in &names {
-            let figures = by_version(&recent, |d| groups.get(d) == Some(*group));
+            let Some((policy, source)) = guard_policies::effective(release, group, overrides)
+            else {
+                continue;
+            };
+            let since = now.saturating_sub(policy.window_seconds.min(MAX_WINDOW_SECONDS));
+            let recent: Vec<MetricsBatch> = batches
+                .iter()
+                .filter(|b| {
+                    b.window_end_unix > since && groups.get(b.device.as_str()) == Some(*group)
+                })
+                .cloned()
+                .collect();
+            let figures = by_version(&recent, |_| true);
             let Some(f) = figures.get(&key) else {
                 continue;
             };
@@ -85,6 +93,7 @@ pub fn judge_groups(
                     group: (*group).clone(),
                     devices: f.devices.len(),
                     breaches,
+                    source,
                 });
             }
         }
@@ -126,13 +135,14 @@ async fn judge_once(state: &AppState) -> Result<(), RoundError> {
     {
         return Ok(());
     }
+    let overrides = store.group_guards().await?;
     let releases: Vec<ModelTargetMeta> = state
         .tuf
         .models()
         .await?
         .into_iter()
         .map(|m| m.meta)
-        .filter(|m| m.guard.is_some())
+        .filter(|m| m.guard.is_some() || overrides.iter().any(|o| o.model == m.model.as_str()))
         .collect();
     if releases.is_empty() {
         return Ok(());
@@ -148,6 +158,7 @@ async fn judge_once(state: &AppState) -> Result<(), RoundError> {
         .collect();
     for breach in judge_groups(
         &releases,
+        &overrides,
         &batches,
         &groups,
         u64::try_from(now).unwrap_or(0),
@@ -159,8 +170,9 @@ async fn judge_once(state: &AppState) -> Result<(), RoundError> {
         }
         let reasons: Vec<&str> = breach.breaches.iter().map(|b| b.detail.as_str()).collect();
         let detail = format!(
-            "the group's {} devices together: {}",
+            "the group's {} devices together, by {}: {}",
             breach.devices,
+            breach.source.describe(&breach.group),
             reasons.join("; ")
         );
         let rules: Vec<&str> = breach.breaches.iter().map(|b| b.rule.as_str()).collect();
@@ -280,7 +292,7 @@ mod tests {
         // Labels from before the window count for nothing.
         batches.push(batch("b1", now - 4000, 500, 0));
         let release = decaying();
-        let found = judge_groups(std::slice::from_ref(&release), &batches, &groups, now);
+        let found = judge_groups(std::slice::from_ref(&release), &[], &batches, &groups, now);
         assert_eq!(found.len(), 1, "{found:?}");
         let breach = &found[0];
         assert_eq!((breach.group.as_str(), breach.devices), ("a", 3));
@@ -288,10 +300,67 @@ mod tests {
         assert!((breach.breaches[0].observed - 0.5).abs() < 1e-9);
         // Each device alone is not judged: too few labels.
         let one: BTreeMap<String, String> = [("a1".to_owned(), "a".to_owned())].into();
-        assert!(judge_groups(std::slice::from_ref(&release), &batches, &one, now).is_empty());
+        assert!(judge_groups(std::slice::from_ref(&release), &[], &batches, &one, now).is_empty());
         // A release without a policy is not judged at all.
         let mut unguarded = release;
         unguarded.guard = None;
-        assert!(judge_groups(&[unguarded], &batches, &groups, now).is_empty());
+        assert!(judge_groups(&[unguarded], &[], &batches, &groups, now).is_empty());
+    }
+
+    #[test]
+    fn a_groups_own_policy_judges_that_group_in_place_of_the_signed_one() {
+        let now = 10_000;
+        let groups: BTreeMap<String, String> = [("a1", "a"), ("b1", "b")]
+            .into_iter()
+            .map(|(d, g)| (d.to_owned(), g.to_owned()))
+            .collect();
+        // 300 labels each, 80 % right: the release's policy (a drop of 0.1 below 1.0) breaks
+        // in both groups.
+        let batches = vec![
+            batch("a1", now - 30, 300, 240),
+            batch("b1", now - 30, 300, 240),
+        ];
+        let release = decaying();
+        assert_eq!(
+            judge_groups(std::slice::from_ref(&release), &[], &batches, &groups, now).len(),
+            2
+        );
+        // Group b's operators allow a drop of 0.3: b is judged by that and passes; a still
+        // breaks the signed policy.
+        let mut loose = release.guard.clone().unwrap();
+        loose.max_accuracy_drop = Some(0.3);
+        let overrides = [GroupGuard {
+            group: "b".into(),
+            model: "churn".into(),
+            policy: loose.clone(),
+            set_by: "alice".into(),
+            set_at: 1,
+        }];
+        let found = judge_groups(
+            std::slice::from_ref(&release),
+            &overrides,
+            &batches,
+            &groups,
+            now,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].group.as_str(), found[0].source),
+            ("a", PolicySource::Signed)
+        );
+        // A release that signs no policy is judged where a group sets one, and only there.
+        let mut unguarded = release;
+        unguarded.guard = None;
+        loose.max_accuracy_drop = Some(0.1);
+        let overrides = [GroupGuard {
+            policy: loose,
+            ..overrides[0].clone()
+        }];
+        let found = judge_groups(&[unguarded], &overrides, &batches, &groups, now);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].group.as_str(), found[0].source),
+            ("b", PolicySource::Group)
+        );
     }
 }

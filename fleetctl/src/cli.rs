@@ -239,6 +239,13 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Guard policies set per group and model: the server judges that group's telemetry by
+    /// them (and takes their fleet action) in place of the releases' signed policies; devices
+    /// keep to the signed ones.
+    Guard {
+        #[command(subcommand)]
+        command: Option<GuardCommand>,
+    },
     /// The review queue of low-confidence answers: list, label (the label goes to the device,
     /// which counts it in the version's accuracy), dismiss.
     Review {
@@ -542,6 +549,30 @@ pub(crate) enum AlertsCommand {
     },
     /// Resolve: webhooks hear it resolved; a later breach opens a new alert.
     Resolve { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GuardCommand {
+    /// Every group's policies. The default.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a group's policy for a model from a JSON file (the form of release.json's `guard`).
+    Set {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        model: String,
+        file: PathBuf,
+    },
+    /// Remove it: the releases' signed policies apply to the group again.
+    Clear {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        model: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

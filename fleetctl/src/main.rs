@@ -30,8 +30,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 use crate::cli::{
-    AlertsCommand, AuditCommand, Cli, Command, DeviceCommand, ReviewCommand, RolloutCommand,
-    TokenCommand,
+    AlertsCommand, AuditCommand, Cli, Command, DeviceCommand, GuardCommand, ReviewCommand,
+    RolloutCommand, TokenCommand,
 };
 use crate::repo::{InitSpec, init, init_on_server, keygen, verify};
 
@@ -306,6 +306,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 limit,
             };
             remote::samples_list(&client()?, &query, json).await
+        }
+        Command::Guard { command } => {
+            let client = client()?;
+            match command.unwrap_or(GuardCommand::List { json: false }) {
+                GuardCommand::List { json } => remote::guard_list(&client, json).await,
+                GuardCommand::Set { group, model, file } => {
+                    remote::guard_set(&client, &group, &model, &file).await
+                }
+                GuardCommand::Clear { group, model } => {
+                    remote::guard_clear(&client, &group, &model).await
+                }
+            }
         }
         Command::Review { command } => {
             let client = client()?;

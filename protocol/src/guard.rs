@@ -90,11 +90,14 @@ pub struct GuardPolicy {
     #[serde(default = "default_min_labelled")]
     pub min_labelled: u64,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(inline))]
     pub device: DeviceAction,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(inline))]
     pub fleet: FleetAction,
     /// A retraining or review request the server opens on a breach, tracked until resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(inline))]
     pub request: Option<Request>,
 }
 

@@ -859,6 +859,28 @@ async fn samples_are_kept_once_and_the_review_queue_is_bounded(store: &dyn Store
     assert_eq!(all(SampleFilter::default()).await, ["d3/c", "d2/a"]);
 }
 
+async fn group_guard_policies_are_set_replaced_and_cleared(store: &dyn Store) {
+    use fleet_server::guard_policies::GroupGuard;
+    let guard = |group: &str, ratio: f64| GroupGuard {
+        group: group.into(),
+        model: "churn".into(),
+        policy: serde_json::from_value(serde_json::json!({ "max_error_ratio": ratio })).unwrap(),
+        set_by: "alice".into(),
+        set_at: 5,
+    };
+    assert!(store.group_guards().await.unwrap().is_empty());
+    store.set_group_guard(&guard("canary", 0.1)).await.unwrap();
+    store.set_group_guard(&guard("b", 0.2)).await.unwrap();
+    store.set_group_guard(&guard("canary", 0.01)).await.unwrap();
+    assert_eq!(
+        store.group_guards().await.unwrap(),
+        [guard("b", 0.2), guard("canary", 0.01)]
+    );
+    assert!(store.clear_group_guard("canary", "churn").await.unwrap());
+    assert!(!store.clear_group_guard("canary", "churn").await.unwrap());
+    assert_eq!(store.group_guards().await.unwrap(), [guard("b", 0.2)]);
+}
+
 /// Runs one suite function on a fresh SQLite file and on a fresh PostgreSQL server.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -899,6 +921,7 @@ on_both!(
     alerts_merge_by_fingerprint_and_list_by_state_and_due_work,
     labels_wait_per_device_in_order_until_acknowledged,
     samples_are_kept_once_and_the_review_queue_is_bounded,
+    group_guard_policies_are_set_replaced_and_cleared,
 );
 
 /// Whoever edits the database by hand leaves a mark: an entry changed in place is found, and so

@@ -12,6 +12,7 @@ mod dashboard;
 mod devices;
 mod errors;
 mod feedback;
+mod guard_policies;
 pub mod handlers;
 mod openapi;
 mod registry;
@@ -283,6 +284,32 @@ pub fn routes() -> Vec<Route> {
             post(alerts::resolve),
         )
         .replies::<crate::alerts::Alert>(StatusCode::OK),
+        route(
+            Method::GET,
+            "/api/v1/guard-policies",
+            R(Viewer),
+            "Guard policies operators set per group and model, which the server judges that group's telemetry by in place of the releases' signed ones",
+            None,
+            get(guard_policies::list),
+        )
+        .replies::<guard_policies::GroupGuardList>(StatusCode::OK),
+        route(
+            Method::PUT,
+            "/api/v1/groups/{group}/guard/{model}",
+            R(Operator),
+            "Set the group's guard policy for the model (checked like a release's, against the model's newest signed release); devices keep to their releases' signed policies",
+            body::<edgefleet_protocol::guard::GuardPolicy>(),
+            put(guard_policies::set),
+        )
+        .replies::<crate::guard_policies::GroupGuard>(StatusCode::OK),
+        route(
+            Method::DELETE,
+            "/api/v1/groups/{group}/guard/{model}",
+            R(Operator),
+            "Remove the group's guard policy for the model: the releases' signed ones apply again",
+            None,
+            delete(guard_policies::clear),
+        ),
         route(
             Method::POST,
             "/api/v1/feedback",

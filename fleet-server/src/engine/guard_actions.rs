@@ -1,6 +1,7 @@
-//! What the server does about a guard alert, as the release's signed policy says
-//! (`guard.fleet`): only alert, halt the version's rollouts, or also set the group's devices
-//! back to the version each ran before. Run by the rollout engine's pass (so by one server of
+//! What the server does about a guard alert, as the policy in force for the alert's group says
+//! (`guard.fleet`: the group's own if an operator set one, else the release's signed one): only
+//! alert, halt the version's rollouts, or also set the group's devices back to the version each
+//! ran before. Run by the rollout engine's pass (so by one server of
 //! many, under its lease), and recorded in the alert with what it did.
 
 use edgefleet_protocol::DeviceId;
@@ -10,13 +11,14 @@ use edgefleet_rollout::Command;
 
 use super::Assigner;
 use crate::alerting::{self as alerts, ActionTaken};
+use crate::guard_policies;
 use crate::store::{Device, DeviceFilter, Store};
 
 /// Alerts handled per pass at most; the rest wait for the next (half a second later).
 const PER_PASS: u32 = 20;
 
-/// Takes the fleet actions due, as each release in `releases` (the signed ones) says; a release
-/// unknown or without a guard policy only alerts.
+/// Takes the fleet actions due, as the policy in force says (`crate::guard_policies`); a
+/// release unknown or without any policy only alerts.
 pub async fn take_due(
     store: &dyn Store,
     assigner: &dyn Assigner,
@@ -30,16 +32,26 @@ pub async fn take_due(
             return;
         }
     };
+    if due.is_empty() {
+        return;
+    }
+    let overrides = match store.group_guards().await {
+        Ok(overrides) => overrides,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the groups' guard policies; retrying");
+            return;
+        }
+    };
     for alert in due {
         let label = |k: &str| alert.labels.get(k).cloned().unwrap_or_default();
         let (model, version, group) = (label("model"), label("version"), label("group"));
         let release = releases
             .iter()
             .find(|r| r.model.as_str() == model && r.version.to_string() == version);
-        let action = release
-            .and_then(|r| r.guard.as_ref())
-            .map(|g| g.fleet)
-            .unwrap_or_default();
+        let policy = release
+            .and_then(|r| guard_policies::effective(r, &group, &overrides))
+            .map(|(policy, _)| policy);
+        let action = policy.map(|g| g.fleet).unwrap_or_default();
         let floor = release.map_or(0, |r| r.min_sequence);
         let sequence_of = |v: &str| {
             releases
@@ -68,12 +80,9 @@ pub async fn take_due(
             done.push(roll_back_group(assigner, &plan, &model, &version, &group).await);
         }
         if action == FleetAction::Alert {
-            done.push("alerted only: the release's guard policy asks for nothing more".into());
+            done.push("alerted only: the guard policy asks for nothing more".into());
         }
-        if let Some(request) = release
-            .and_then(|r| r.guard.as_ref())
-            .and_then(|g| g.request)
-        {
+        if let Some(request) = policy.and_then(|g| g.request) {
             done.push(open_request(store, &alert, request, now).await);
         }
         // Re-read: an operator may have acknowledged it meanwhile.

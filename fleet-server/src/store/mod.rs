@@ -193,6 +193,14 @@ const SCHEMA: &[&str] = &[
     CREATE INDEX samples_by_model ON samples (model, received_at);
     CREATE INDEX samples_for_review ON samples (review, model, received_at);
     CREATE INDEX samples_by_time ON samples (received_at);",
+    // 11: guard policies operators set per group and model (crate::guard_policies), in place of
+    // the releases' signed ones for the server's judgement of that group.
+    "CREATE TABLE group_guards (
+        grp TEXT NOT NULL,
+        model TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (grp, model)
+    );",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -413,6 +421,7 @@ pub trait Store:
     + AlertStore
     + LabelStore
     + SampleStore
+    + GroupGuardStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -643,6 +652,17 @@ pub trait SampleStore: Send + Sync {
     async fn close_review(&self, closed: &crate::samples::StoredSample) -> Result<bool>;
     /// Drops samples received before `before` (Unix seconds); returns how many.
     async fn prune_samples(&self, before: i64) -> Result<u64>;
+}
+
+/// Guard policies set per group.
+#[async_trait]
+pub trait GroupGuardStore: Send + Sync {
+    /// Sets (or replaces) the group's policy for the model.
+    async fn set_group_guard(&self, guard: &crate::guard_policies::GroupGuard) -> Result<()>;
+    /// Removes it; false when there was none.
+    async fn clear_group_guard(&self, group: &str, model: &str) -> Result<bool>;
+    /// Every group's, by group and model.
+    async fn group_guards(&self) -> Result<Vec<crate::guard_policies::GroupGuard>>;
 }
 
 /// The audit log: appended under a lock so the chain has one order across servers.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 mod admin;
 mod alerts;
 mod devices;
+mod guard;
 mod quality;
 mod rollouts;
 mod samples;
@@ -25,6 +26,7 @@ pub use admin::{
 };
 pub use alerts::{alert_ack, alert_resolve, alert_show, alerts_list};
 pub use devices::{device_add, device_assign, device_remove, device_show, devices, groups};
+pub use guard::{guard_clear, guard_list, guard_set};
 pub use quality::{feedback, quality};
 pub use rollouts::{rollout_command, rollout_create, rollout_list, rollout_status};
 pub use samples::{SampleQuery, Verdict, review_close, samples_list};

@@ -391,4 +391,45 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
         || delivered_with(&bodies, "resolved"),
     );
     assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+
+    // A group's own policy, set and cleared with fleetctl (the server's judgement by it is
+    // fleet_guard's unit tests'); one the release could not sign is refused with why.
+    let policy = tmp.path().join("canary-guard.json");
+    std::fs::write(&policy, r#"{"max_error_ratio": 0.01, "fleet": "halt"}"#).unwrap();
+    let set = fleetctl(&[
+        "guard",
+        "set",
+        "--group",
+        "canary",
+        "--model",
+        "churn",
+        policy.to_str().unwrap(),
+    ]);
+    assert!(set.contains("group canary now judges churn"), "{set}");
+    let listed = fleetctl(&["guard"]);
+    assert!(
+        listed.contains("canary") && listed.contains("0.01") && listed.contains("bootstrap-admin"),
+        "{listed}"
+    );
+    std::fs::write(&policy, r#"{"window_seconds": 1, "max_error_ratio": 0.01}"#).unwrap();
+    let refused = fleet
+        .operator
+        .fleetctl()
+        .args([
+            "guard",
+            "set",
+            "--group",
+            "canary",
+            "--model",
+            "churn",
+            policy.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("window_seconds 1 is outside"),
+        "{refused:?}"
+    );
+    fleetctl(&["guard", "clear", "--group", "canary", "--model", "churn"]);
+    assert!(fleetctl(&["guard"]).contains("no group sets a guard policy"));
 }

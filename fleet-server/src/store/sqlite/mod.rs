@@ -4,6 +4,7 @@
 mod alerts;
 mod audit;
 mod devices;
+mod group_guards;
 mod labels;
 mod registry;
 mod rollouts;
