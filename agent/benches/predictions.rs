@@ -1,7 +1,8 @@
 //! Figures for docs/BENCHMARKS.md: what the prediction log costs the agent. Per prediction: the
 //! serving path's share (a new id, the answer queued) and the flusher's (its row written in a
 //! transaction of 1,000, pruning included); on disk: bytes per kept prediction at the default
-//! bound; on the wire: the bytes the quality counts add to a telemetry window.
+//! bound; on the wire: the bytes the quality counts add to a telemetry window, and what the
+//! sampled log that leaves the device costs per prediction and sends per day.
 //!
 //! `cargo bench -p edge-agent --bench predictions`
 
@@ -108,6 +109,8 @@ fn main() {
         serde_json::to_vec(&counts).unwrap().len()
     };
 
+    let sampling = sampling_figures();
+
     println!("prediction log (churn answers, {rows} kept, the default bound)");
     println!("  serving path per prediction (id + queue): {serving_ns:.0} ns");
     println!(
@@ -124,4 +127,96 @@ fn main() {
         size(50),
         size(10_000)
     );
+    println!("{sampling}");
+}
+
+/// The sampled log: the serving path's draw (and, when picked, the sample built and its bytes
+/// counted) per prediction, under the default policy (1 %, no features) and a wide one (10 %,
+/// two features, review below 0.7); the mean sample's bytes; what leaves a device a day at
+/// 1 and 10 predictions a second under the default.
+fn sampling_figures() -> String {
+    use edge_agent::sampling::{Answered, Sampler};
+    use edgefleet_protocol::sampling::{ReviewPolicy, SamplingPolicy};
+
+    let model = edgefleet_protocol::ModelName::new("churn").unwrap();
+    let version = semver::Version::new(2, 0, 0);
+    let row = serde_json::json!({
+        "tenure_months": 20.0, "monthly_charges": 63.92, "total_charges": 1359.83,
+        "contract_type": "month-to-month", "payment_method": "electronic-check",
+        "internet_service": "dsl", "support_tickets": 0.0, "paperless_billing": true,
+        "senior_citizen": false
+    });
+    let row = row.as_object().unwrap();
+    let ids: Vec<String> = (0..200_000u64).map(id).collect();
+    let run = |policy: &SamplingPolicy| {
+        let sampler = Sampler::default();
+        let started = Instant::now();
+        for (k, id) in ids.iter().enumerate() {
+            let score = 0.5 + (k % 50) as f64 / 100.0;
+            sampler.offer(
+                policy,
+                &Answered {
+                    model: &model,
+                    version: &version,
+                    id,
+                    at_unix: 1_800_000_000 + k as u64 / 10_000,
+                    label: Some("churn"),
+                    score: Some(score),
+                    value: None,
+                    row: Some(row),
+                },
+            );
+            // A telemetry window every 10,000 predictions, as the agent's loop takes them.
+            if k % 10_000 == 9_999 {
+                std::hint::black_box(sampler.take());
+            }
+        }
+        started.elapsed().as_nanos() as f64 / ids.len() as f64
+    };
+    let default = SamplingPolicy::default();
+    let wide = SamplingPolicy {
+        rate: 0.1,
+        max_bytes_per_day: 64 * 1024 * 1024,
+        features: vec!["tenure_months".into(), "contract_type".into()],
+        review: Some(ReviewPolicy {
+            below_confidence: 0.7,
+            rate: 1.0,
+            max_per_day: 1_000_000,
+        }),
+    };
+    let default_ns = run(&default);
+    let wide_ns = run(&wide);
+    // The mean size of what the default sends, from a real window of samples.
+    let sampler = Sampler::default();
+    let everything = SamplingPolicy {
+        rate: 1.0,
+        max_bytes_per_day: 64 * 1024 * 1024,
+        ..SamplingPolicy::default()
+    };
+    for (k, id) in ids.iter().take(200).enumerate() {
+        sampler.offer(
+            &everything,
+            &Answered {
+                model: &model,
+                version: &version,
+                id,
+                at_unix: 1_800_000_000,
+                label: Some(if k % 2 == 0 { "churn" } else { "stay" }),
+                score: Some(0.5 + (k % 50) as f64 / 100.0),
+                value: None,
+                row: Some(row),
+            },
+        );
+    }
+    let taken = sampler.take();
+    let samples = &taken.values().next().unwrap().samples;
+    let sample_bytes = serde_json::to_vec(samples).unwrap().len() as f64 / samples.len() as f64;
+    let per_day = |per_second: f64| {
+        (per_second * 86_400.0 * default.rate * sample_bytes).min(default.max_bytes_per_day as f64)
+    };
+    format!(
+        "sampled prediction log (leaves the device in the telemetry window)\n  serving path per prediction: {default_ns:.0} ns (default: 1 %, no features), {wide_ns:.0} ns (10 %, two features, review below 0.7)\n  one sample as sent (id, label, score): {sample_bytes:.0} B\n  sent a day at the default: {:.0} KB at 1 prediction/s, {:.0} KB at 10/s (the 256 KiB cap)",
+        per_day(1.0) / 1e3,
+        per_day(10.0) / 1e3
+    )
 }
