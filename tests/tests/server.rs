@@ -53,6 +53,8 @@ fn concrete(path: &str) -> String {
         )
         .replace("{model}", "churn")
         .replace("{version}", "1.0.0")
+        .replace("{group}", "pilot")
+        .replace("{device}", "dev-x")
 }
 
 #[test]
@@ -249,6 +251,53 @@ fn malformed_requests_get_400_naming_the_field() {
     // Nothing was registered by any of them.
     let (_, devices) = server.call("GET", "/api/v1/devices", Some(&admin), None);
     assert_eq!(devices["devices"], json!([]));
+}
+
+/// A full upload of ground truth (100,000 labels, as `protocol::feedback` allows) is taken over
+/// HTTP, and the device pages through its queue, each fetch acknowledging the last.
+#[test]
+fn a_full_label_upload_is_queued_and_the_device_pages_through_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let op = FleetOperator::new(&tmp.path().join("op"), &server);
+    let credential = op.enroll(&server, "dev-01", "pilot");
+    let mut csv = String::from("device,model,id,label\n");
+    for i in 0..100_000u32 {
+        csv.push_str(&format!(
+            "dev-01,churn,{i:032x},{}\n",
+            if i % 3 == 0 { "churn" } else { "stay" }
+        ));
+    }
+    assert!(csv.len() > 5_000_000, "over axum's default body limit");
+    let mut response = http()
+        .post(&server.url("/api/v1/feedback"))
+        .header("Authorization", &format!("Bearer {}", op.token()))
+        .header("Content-Type", "text/csv")
+        .send(csv.as_bytes())
+        .unwrap();
+    let body: Value = response.body_mut().read_json().unwrap();
+    assert_eq!(response.status(), 200, "{body}");
+    assert_eq!(body["accepted"], 100_000, "{body}");
+    let fetch = |after: u64| {
+        let (status, page) = call(
+            &server.url(&format!("/api/v1/device/labels?after={after}")),
+            "GET",
+            Some(&credential),
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        page
+    };
+    let first = fetch(0);
+    let labels = first["labels"].as_array().unwrap();
+    assert_eq!((labels.len(), &first["more"]), (1000, &json!(true)));
+    assert_eq!(labels[0]["id"], format!("{:032x}", 0));
+    assert_eq!(labels[3]["label"], "churn");
+    let last = labels[999]["seq"].as_u64().unwrap();
+    let second = fetch(last);
+    assert_eq!(second["labels"][0]["id"], format!("{:032x}", 1000));
+    // The first page was acknowledged by asking for what follows it.
+    assert_eq!(fetch(0)["labels"][0]["id"], format!("{:032x}", 1000));
 }
 
 #[test]

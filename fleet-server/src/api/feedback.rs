@@ -15,6 +15,10 @@ use super::audit::AuditNote;
 use super::handlers::ApiResult;
 use super::{ApiError, AppState, Principal};
 
+/// The largest upload: 100,000 labels of the longest device name, model, id and label fit
+/// (axum's default of 2 MB would refuse an upload of 40,000 short ones).
+pub const MAX_UPLOAD_BYTES: usize = 48 * 1024 * 1024;
+
 /// Labels a device gets per fetch at most.
 pub const LABELS_PER_FETCH: u32 = 1000;
 

@@ -316,7 +316,9 @@ pub fn routes() -> Vec<Route> {
             R(Operator),
             "Ground truth for devices' predictions, late and in any order: JSON {\"labels\": [{device, model, id, label | value}]} or CSV (Content-Type: text/csv; header device,model,id,label or device,model,id,value), at most 100,000; queued for each device to join",
             body::<edgefleet_protocol::feedback::FeedbackUpload>(),
-            post(feedback::upload),
+            post(feedback::upload).layer(axum::extract::DefaultBodyLimit::max(
+                feedback::MAX_UPLOAD_BYTES,
+            )),
         )
         .replies::<edgefleet_protocol::feedback::FeedbackAccepted>(StatusCode::OK),
         route(
