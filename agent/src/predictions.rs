@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use edgefleet_protocol::ModelName;
-use edgefleet_protocol::quality::{MAX_LABEL_BYTES, Observation, QualityCounts};
+use edgefleet_protocol::quality::{Observation, QualityCounts};
 use rusqlite::{Connection, OptionalExtension, params};
 use tracing::warn;
 
@@ -448,20 +448,6 @@ fn counts_where(
 
 fn sql_int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// Why a label cannot be taken, before it reaches the log.
-pub fn check_label(label: &str) -> Result<(), String> {
-    if label.is_empty() {
-        return Err("is empty".into());
-    }
-    if label.len() > MAX_LABEL_BYTES {
-        return Err(format!(
-            "is {} bytes (at most {MAX_LABEL_BYTES})",
-            label.len()
-        ));
-    }
-    Ok(())
 }
 
 /// Flushes the log every second until the agent stops, then once more.

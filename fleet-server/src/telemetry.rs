@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use edgefleet_protocol::baseline::psi;
+use edgefleet_protocol::baseline::mix_psi;
 use edgefleet_protocol::latency::LatencyHistogram;
 use edgefleet_protocol::message::{LatencySummary, MetricsBatch};
 use edgefleet_protocol::quality::{QualityCounts, QualityFigures};
@@ -279,20 +279,15 @@ pub fn output_shift(
     candidate: &BTreeMap<String, u64>,
     previous: &BTreeMap<String, u64>,
 ) -> Option<f64> {
-    let labels: BTreeSet<&String> = candidate.keys().chain(previous.keys()).collect();
     let previous_total: u64 = previous.values().sum();
     if previous_total == 0 {
         return None;
     }
-    let expected: Vec<f64> = labels
+    let expected: BTreeMap<String, f64> = previous
         .iter()
-        .map(|l| previous.get(*l).copied().unwrap_or(0) as f64 / previous_total as f64)
+        .map(|(label, n)| (label.clone(), *n as f64 / previous_total as f64))
         .collect();
-    let actual: Vec<u64> = labels
-        .iter()
-        .map(|l| candidate.get(*l).copied().unwrap_or(0))
-        .collect();
-    psi(&expected, &actual)
+    mix_psi(&expected, candidate)
 }
 
 /// Judges a rollout's candidate against the devices still on (or, before updating, on) the

@@ -14,8 +14,9 @@ use serde_json::Value;
 
 use super::{ApiError, parse_body};
 use crate::agent::Agent;
-use crate::predictions::{Answer, FeedbackOutcome, Logged, Truth, check_label};
+use crate::predictions::{Answer, FeedbackOutcome, Logged, Truth};
 use crate::sampling::Answered;
+use edgefleet_protocol::feedback::check_label;
 use edgefleet_protocol::sampling::SamplingPolicy;
 use edgefleet_protocol::target::ModelTargetMeta;
 
@@ -151,7 +152,7 @@ pub(super) async fn feedback(
         }
         let truth = match (item.label, item.value) {
             (Some(label), None) => {
-                check_label(&label).map_err(|e| bad(format!("label {e}")))?;
+                check_label(&label).map_err(bad)?;
                 if let Some(PredictionSpec::Classification { labels, .. }) = &known
                     && !labels.contains(&label)
                 {
