@@ -17,4 +17,8 @@ fuzz_target!(|data: &[u8]| {
     check::<Reported>(data);
     check::<Event>(data);
     check::<MetricsBatch>(data);
+    // The server's judgement of a batch (counts, labels, samples) never panics.
+    if let Ok(batch) = message::decode::<MetricsBatch>(data) {
+        let _ = batch.implausible();
+    }
 });

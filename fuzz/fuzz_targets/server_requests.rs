@@ -1,6 +1,6 @@
 //! What the fleet server parses from an HTTP request before any handler logic: the `Range`
-//! header, artifact paths, JSON bodies (with field-naming errors) and label uploads (JSON and
-//! CSV), on arbitrary bytes.
+//! header, artifact paths, JSON bodies (with field-naming errors: a rollout's selector, a group's
+//! guard policy) and label uploads (JSON and CSV), on arbitrary bytes.
 #![no_main]
 
 use fleet_server::range::{RangeDecision, decide};
@@ -24,6 +24,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(sha.bytes().all(|b| b.is_ascii_hexdigit()));
     }
     let _ = fleet_server::api::handlers::parse_json::<fleet_server::rollout::Selector>(data);
+    // A group's guard policy is checked like a signed one, with or without a signed accuracy.
+    if let Ok(policy) =
+        fleet_server::api::handlers::parse_json::<edgefleet_protocol::guard::GuardPolicy>(data)
+    {
+        let _ = policy.validate(None);
+        let _ = policy.validate(Some(0.9));
+    }
     // Every label an upload accepts passes the checks a device applies again.
     for csv in [false, true] {
         if let Ok(labels) = edgefleet_protocol::feedback::parse_upload(data, csv) {
