@@ -28,6 +28,7 @@ pub mod message;
 pub mod quality;
 pub mod release_files;
 pub mod sampling;
+pub mod shadow;
 pub mod target;
 pub mod target_name;
 pub mod tensor;
