@@ -168,7 +168,7 @@ pub fn add_samples(
                 entry.samples_skipped = g.skipped;
             }
             None => {
-                let mut entry = crate::telemetry::empty_metrics(model, version);
+                let mut entry = edgefleet_protocol::message::ModelMetrics::empty(model, version);
                 entry.samples = g.samples;
                 entry.samples_skipped = g.skipped;
                 models.push(entry);

@@ -322,29 +322,12 @@ pub fn add_quality(
         {
             Some(entry) => entry.quality.merge(&counts),
             None => {
-                let mut entry = empty_metrics(model, version);
+                // A label may arrive long after its version stopped serving.
+                let mut entry = ModelMetrics::empty(model, version);
                 entry.quality = counts;
                 models.push(entry);
             }
         }
-    }
-}
-
-/// A version's entry with nothing counted: for what arrives after it stopped serving (labels,
-/// samples).
-pub fn empty_metrics(model: ModelName, version: semver::Version) -> ModelMetrics {
-    ModelMetrics {
-        model,
-        version,
-        requests: 0,
-        errors: 0,
-        latency: Default::default(),
-        latency_histogram: Default::default(),
-        predictions: BTreeMap::new(),
-        drift_psi: BTreeMap::new(),
-        quality: Default::default(),
-        samples: Vec::new(),
-        samples_skipped: 0,
     }
 }
 

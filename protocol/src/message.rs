@@ -216,6 +216,25 @@ pub struct ModelMetrics {
     pub samples_skipped: u64,
 }
 
+impl ModelMetrics {
+    /// A version's entry with nothing counted yet.
+    pub fn empty(model: ModelName, version: semver::Version) -> Self {
+        Self {
+            model,
+            version,
+            requests: 0,
+            errors: 0,
+            latency: LatencySummary::default(),
+            latency_histogram: crate::latency::LatencyHistogram::default(),
+            predictions: BTreeMap::new(),
+            drift_psi: BTreeMap::new(),
+            quality: crate::quality::QualityCounts::default(),
+            samples: Vec::new(),
+            samples_skipped: 0,
+        }
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -336,22 +355,12 @@ mod tests {
                 rss_bytes: 0,
             },
             models: vec![ModelMetrics {
-                model: crate::ModelName::new("churn").unwrap(),
-                version: semver::Version::new(1, 0, 0),
                 requests,
                 errors,
-                latency: LatencySummary {
-                    p50_ms: 0.0,
-                    p95_ms: 0.0,
-                    p99_ms: 0.0,
-                    max_ms: 0.0,
-                },
-                latency_histogram: Default::default(),
-                predictions: BTreeMap::new(),
-                drift_psi: BTreeMap::new(),
-                quality: Default::default(),
-                samples: Vec::new(),
-                samples_skipped: 0,
+                ..ModelMetrics::empty(
+                    crate::ModelName::new("churn").unwrap(),
+                    semver::Version::new(1, 0, 0),
+                )
             }],
         };
         assert_eq!(batch(60_000_000, 0, (0, 60)).implausible(), None);

@@ -395,8 +395,7 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
     // A group's own policy, set and cleared with fleetctl (the server's judgement by it is
     // fleet_guard's unit tests'); one the release could not sign is refused with why.
     let policy = tmp.path().join("canary-guard.json");
-    std::fs::write(&policy, r#"{"max_error_ratio": 0.01, "fleet": "halt"}"#).unwrap();
-    let set = fleetctl(&[
+    let set_canary = [
         "guard",
         "set",
         "--group",
@@ -404,7 +403,9 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
         "--model",
         "churn",
         policy.to_str().unwrap(),
-    ]);
+    ];
+    std::fs::write(&policy, r#"{"max_error_ratio": 0.01, "fleet": "halt"}"#).unwrap();
+    let set = fleetctl(&set_canary);
     assert!(set.contains("group canary now judges churn"), "{set}");
     let listed = fleetctl(&["guard"]);
     assert!(
@@ -412,20 +413,7 @@ fn a_decaying_version_is_rolled_back_by_the_device_then_the_group_and_the_webhoo
         "{listed}"
     );
     std::fs::write(&policy, r#"{"window_seconds": 1, "max_error_ratio": 0.01}"#).unwrap();
-    let refused = fleet
-        .operator
-        .fleetctl()
-        .args([
-            "guard",
-            "set",
-            "--group",
-            "canary",
-            "--model",
-            "churn",
-            policy.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let refused = fleet.operator.fleetctl().args(set_canary).output().unwrap();
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("window_seconds 1 is outside"),
         "{refused:?}"
