@@ -13,7 +13,8 @@ use std::sync::Mutex;
 
 use edgefleet_protocol::ModelName;
 use edgefleet_protocol::sampling::{
-    FeatureValue, MAX_SAMPLES_PER_WINDOW, MAX_TEXT_BYTES, Pick, PredictionSample, SamplingPolicy,
+    FeatureValue, MAX_SAMPLE_BYTES_PER_WINDOW, MAX_SAMPLES_PER_WINDOW, MAX_TEXT_BYTES, Pick,
+    PredictionSample, SamplingPolicy,
 };
 use serde_json::{Map, Value};
 
@@ -39,6 +40,8 @@ pub struct Gathered {
 struct Inner {
     days: BTreeMap<ModelName, Day>,
     waiting: BTreeMap<VersionKey, Gathered>,
+    /// Bytes of the samples waiting, over all versions.
+    waiting_bytes: u64,
 }
 
 /// The answers picked since the last window, with each model's daily budget.
@@ -72,13 +75,21 @@ impl Sampler {
         self.keep(policy, answered, pick);
     }
 
-    /// Keeps a picked answer if the model's budget for its day allows.
+    /// Keeps a picked answer if the model's budget for its day and the window's room allow;
+    /// counts it as skipped otherwise (a skipped answer spends no budget).
     fn keep(&self, policy: &SamplingPolicy, answered: &Answered<'_>, pick: Pick) {
         let sample = sample(policy, answered, pick);
         let bytes = sample.wire_bytes();
-        let Ok(mut inner) = self.inner.lock() else {
+        let Ok(mut guard) = self.inner.lock() else {
             return;
         };
+        let inner = &mut *guard;
+        let key = (answered.model.clone(), answered.version.clone());
+        let window_has_room = inner.waiting_bytes + bytes <= MAX_SAMPLE_BYTES_PER_WINDOW
+            && inner
+                .waiting
+                .get(&key)
+                .is_none_or(|w| w.samples.len() < MAX_SAMPLES_PER_WINDOW);
         let today = answered.at_unix / 86_400;
         let day = inner.days.entry(answered.model.clone()).or_default();
         if day.day != today {
@@ -91,18 +102,13 @@ impl Sampler {
             (Some(review), Pick::Review) => day.reviews < review.max_per_day,
             _ => true,
         };
-        let fits = review_allowed && day.bytes + bytes <= policy.max_bytes_per_day;
+        let fits =
+            window_has_room && review_allowed && day.bytes + bytes <= policy.max_bytes_per_day;
+        let waiting = inner.waiting.entry(key).or_default();
         if fits {
             day.bytes += bytes;
-            if pick == Pick::Review {
-                day.reviews += 1;
-            }
-        }
-        let waiting = inner
-            .waiting
-            .entry((answered.model.clone(), answered.version.clone()))
-            .or_default();
-        if fits && waiting.samples.len() < MAX_SAMPLES_PER_WINDOW {
+            day.reviews += u64::from(pick == Pick::Review);
+            inner.waiting_bytes += bytes;
             waiting.samples.push(sample);
         } else {
             waiting.skipped += 1;
@@ -114,7 +120,10 @@ impl Sampler {
     pub fn take(&self) -> BTreeMap<VersionKey, Gathered> {
         self.inner
             .lock()
-            .map(|mut inner| std::mem::take(&mut inner.waiting))
+            .map(|mut inner| {
+                inner.waiting_bytes = 0;
+                std::mem::take(&mut inner.waiting)
+            })
             .unwrap_or_default()
     }
 }
@@ -303,6 +312,49 @@ mod tests {
         assert_eq!(g.samples.len(), MAX_SAMPLES_PER_WINDOW);
         assert_eq!(g.skipped, 10);
         edgefleet_protocol::sampling::check_samples(&g.samples).unwrap();
+    }
+
+    #[test]
+    fn a_wide_policy_cannot_make_a_window_too_large_to_send() {
+        let (m, v) = (churn(), v2());
+        let names: Vec<String> = (0..60).map(|i| format!("f{i}")).collect();
+        let policy = SamplingPolicy {
+            rate: 1.0,
+            max_bytes_per_day: u64::MAX / 2,
+            features: names.clone(),
+            ..SamplingPolicy::default()
+        };
+        let row: Map<String, Value> = names
+            .iter()
+            .map(|n| (n.clone(), json!("x".repeat(120))))
+            .collect();
+        let sampler = Sampler::default();
+        let ids: Vec<String> = (0..200).map(|i| format!("p{i}")).collect();
+        for id in &ids {
+            sampler.offer(&policy, &answered(&m, &v, id, 10, Some(&row)));
+        }
+        let g = sampler.take().remove(&(m.clone(), v.clone())).unwrap();
+        let bytes: u64 = g.samples.iter().map(PredictionSample::wire_bytes).sum();
+        assert!(bytes <= MAX_SAMPLE_BYTES_PER_WINDOW, "{bytes}");
+        assert!(g.skipped > 0 && g.samples.len() + g.skipped as usize == 200);
+        // The batch carrying them is within the wire limit.
+        let mut entry = edgefleet_protocol::message::ModelMetrics::empty(m.clone(), v.clone());
+        entry.samples = g.samples;
+        let batch = edgefleet_protocol::message::MetricsBatch {
+            schema: edgefleet_protocol::message::SCHEMA_VERSION,
+            id: edgefleet_protocol::MessageId::from_random([7; 16]),
+            device: edgefleet_protocol::DeviceId::new("d1").unwrap(),
+            seq: 1,
+            window_start_unix: 0,
+            window_end_unix: 60,
+            dropped_batches: 0,
+            process: Default::default(),
+            models: vec![entry],
+        };
+        edgefleet_protocol::message::encode(&batch).unwrap();
+        // The next window has room again.
+        sampler.offer(&policy, &answered(&m, &v, "next", 10, Some(&row)));
+        assert_eq!(sampler.take()[&(m, v)].samples.len(), 1);
     }
 
     #[test]

@@ -19,6 +19,10 @@ use crate::quality::MAX_LABEL_BYTES;
 
 /// Samples of one model version in one telemetry window at most.
 pub const MAX_SAMPLES_PER_WINDOW: usize = 256;
+/// Bytes of samples (as sent) one telemetry window carries at most, over all models: what is
+/// left of a metrics batch's 256 KiB once its figures are in. A sender keeps to it, so a wide
+/// policy can never make a window's batch too large to send.
+pub const MAX_SAMPLE_BYTES_PER_WINDOW: u64 = 128 * 1024;
 /// Features one sample may carry at most.
 pub const MAX_SAMPLE_FEATURES: usize = 64;
 /// A text feature's length at most.
