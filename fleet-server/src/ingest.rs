@@ -103,7 +103,10 @@ pub async fn ingest(
                 // The samples go to their own table first (each stored once, so a redelivered
                 // batch adds nothing); the batch is kept without them, so what reads telemetry
                 // back never carries them.
-                let samples = take_samples(&mut m, now);
+                let mut samples = take_samples(&mut m, now);
+                for sample in &mut samples {
+                    metrics.keep_permitted_features(sample);
+                }
                 if !samples.is_empty() {
                     match store.add_samples(&samples, MAX_OPEN_REVIEWS).await {
                         Ok(added) => metrics.count_samples(&samples, added),

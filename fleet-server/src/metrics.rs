@@ -108,6 +108,15 @@ pub struct Metrics {
     /// The signed (model, version) pairs of the registry: the only label sets device telemetry
     /// may create (see [`Metrics::known_labels`]).
     known_versions: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
+    /// The features each signed release's sampling policy lets leave its devices ((model,
+    /// version) → names): what arriving samples are held to (see [`Metrics::permitted_features`]).
+    /// Kept beside the known versions because both are the registry's word on device data, read
+    /// again together.
+    sample_features: std::sync::RwLock<
+        std::collections::HashMap<(String, String), std::collections::BTreeSet<String>>,
+    >,
+    /// Features devices sent in samples that their release's policy does not let leave: dropped.
+    pub sample_features_refused: Counter,
     pub fleet_prediction_errors: Family<VersionLabels, Counter>,
     /// Labels joined to predictions on devices, and those that matched the prediction.
     pub fleet_labels: Family<VersionLabels, Counter>,
@@ -234,6 +243,12 @@ impl Default for Metrics {
         let fleet_samples_skipped = Family::<VersionLabels, Counter>::default();
         let review_queued = Counter::default();
         let review_overflow = Counter::default();
+        let sample_features_refused = Counter::default();
+        registry.register(
+            "sample_features_refused",
+            "Features devices sent in samples that their release's signed sampling policy does not let leave (dropped, not stored)",
+            sample_features_refused.clone(),
+        );
         registry.register(
             "fleet_samples",
             "Answers devices sent in the sampled prediction log, by model version",
@@ -326,6 +341,8 @@ impl Default for Metrics {
             alert_deliveries,
             fleet_predictions,
             known_versions: Default::default(),
+            sample_features: Default::default(),
+            sample_features_refused,
             fleet_prediction_errors,
             fleet_labels,
             fleet_labels_correct,
@@ -444,6 +461,37 @@ impl Metrics {
         }
     }
 
+    /// Replaces what each signed release lets its samples carry ((model, version) → features).
+    pub fn set_sample_features(
+        &self,
+        permitted: impl IntoIterator<Item = ((String, String), Vec<String>)>,
+    ) {
+        if let Ok(mut map) = self.sample_features.write() {
+            *map = permitted
+                .into_iter()
+                .map(|(key, names)| (key, names.into_iter().collect()))
+                .collect();
+        }
+    }
+
+    /// Drops from a sample the features its release does not let leave (all of them for a
+    /// version the registry does not sign), counting them.
+    pub fn keep_permitted_features(&self, sample: &mut crate::samples::StoredSample) {
+        if sample.sample.features.is_empty() {
+            return;
+        }
+        let before = sample.sample.features.len();
+        match self.sample_features.read() {
+            Ok(map) => match map.get(&(sample.model.clone(), sample.version.clone())) {
+                Some(allowed) => sample.sample.features.retain(|k, _| allowed.contains(k)),
+                None => sample.sample.features.clear(),
+            },
+            Err(_) => sample.sample.features.clear(),
+        }
+        self.sample_features_refused
+            .inc_by((before - sample.sample.features.len()) as u64);
+    }
+
     /// Replaces the releases' signed evaluation figures ((model, version) → metric → value).
     pub fn set_release_evaluation(
         &self,
@@ -537,6 +585,47 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_keep_only_the_features_their_release_lets_leave() {
+        use edgefleet_protocol::sampling::{FeatureValue, PredictionSample};
+        let metrics = Metrics::default();
+        metrics.set_sample_features([(
+            ("churn".to_owned(), "2.0.0".to_owned()),
+            vec!["tenure_months".to_owned()],
+        )]);
+        let sample = |version: &str| crate::samples::StoredSample {
+            device: "d1".into(),
+            model: "churn".into(),
+            version: version.into(),
+            received_at: 1,
+            sample: PredictionSample {
+                id: "p1".into(),
+                at_unix: 1,
+                label: Some("stay".into()),
+                score: Some(0.9),
+                value: None,
+                features: [
+                    ("tenure_months".to_owned(), FeatureValue::Number(3.0)),
+                    ("income".to_owned(), FeatureValue::Number(90_000.0)),
+                ]
+                .into(),
+                review: false,
+            },
+            review: None,
+        };
+        let mut signed = sample("2.0.0");
+        metrics.keep_permitted_features(&mut signed);
+        assert_eq!(
+            signed.sample.features.keys().collect::<Vec<_>>(),
+            ["tenure_months"]
+        );
+        // A version the registry does not sign keeps none.
+        let mut unknown = sample("9.9.9");
+        metrics.keep_permitted_features(&mut unknown);
+        assert!(unknown.sample.features.is_empty());
+        assert_eq!(metrics.sample_features_refused.get(), 3);
+    }
 
     #[test]
     fn labels_from_telemetry_count_per_signed_version() {

@@ -256,7 +256,8 @@ fn release_of(
 /// Tells the metrics which (model, version) pairs the registry holds (device telemetry is
 /// labelled with those only). At every scrape, start and push, so a version pushed through
 /// another replica is known here by the next scrape.
-/// When they changed, the releases' signed evaluation figures are read again too.
+/// When they changed, the releases' signed evaluation figures and sampling policies are read
+/// again too.
 pub(crate) async fn refresh_known_versions(state: &AppState) {
     let changed = match state.store.releases().await {
         Ok(releases) => state
@@ -271,16 +272,30 @@ pub(crate) async fn refresh_known_versions(state: &AppState) {
         return;
     }
     match state.tuf.models().await {
-        Ok(models) => state
-            .metrics
-            .set_release_evaluation(models.into_iter().filter_map(|m| {
-                let metrics = m.meta.lineage?.metrics;
-                Some((
+        Ok(models) => {
+            state.metrics.set_sample_features(models.iter().map(|m| {
+                (
                     (m.meta.model.to_string(), m.meta.version.to_string()),
-                    metrics,
-                ))
-            })),
-        Err(e) => tracing::warn!(error = %e, "cannot read the releases' signed evaluation figures"),
+                    m.meta
+                        .sampling
+                        .as_ref()
+                        .map(|s| s.features.clone())
+                        .unwrap_or_default(),
+                )
+            }));
+            state
+                .metrics
+                .set_release_evaluation(models.into_iter().filter_map(|m| {
+                    let metrics = m.meta.lineage?.metrics;
+                    Some((
+                        (m.meta.model.to_string(), m.meta.version.to_string()),
+                        metrics,
+                    ))
+                }))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the releases' signed metadata for telemetry")
+        }
     }
 }
 
