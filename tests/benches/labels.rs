@@ -20,11 +20,12 @@ const DEVICES: usize = 100;
 const UPLOADS: usize = 10;
 const PER_UPLOAD: usize = 100_000;
 
-fn database_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
+/// The SQLite database with its write-ahead log, in the server's data directory.
+fn database_bytes(server_dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(server_dir.join("data"))
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().contains(".db"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("fleet.db"))
         .map(|e| e.metadata().unwrap().len())
         .sum()
 }
