@@ -51,7 +51,7 @@ fn main() {
         csv.push_str("device,model,id,label\n");
         for _ in 0..PER_UPLOAD {
             let device = n as usize % DEVICES;
-            let label = if n % 3 == 0 { "churn" } else { "stay" };
+            let label = if n.is_multiple_of(3) { "churn" } else { "stay" };
             csv.push_str(&format!("dev-{device:03},churn,{n:032x},{label}\n"));
             n += 1;
         }
