@@ -8,7 +8,7 @@ use edgefleet_protocol::topic::{Channel, Topic};
 
 use crate::device_keys::{DeviceKeys, NotOpened};
 use crate::metrics::Metrics;
-use crate::samples::{MAX_OPEN_REVIEWS, Review, ReviewState, StoredSample};
+use crate::samples::{REVIEW_BOUNDS, Review, ReviewState, StoredSample};
 use crate::store::{Store, StoredEvent};
 
 /// What became of one device message.
@@ -108,7 +108,7 @@ pub async fn ingest(
                     metrics.keep_permitted_features(sample);
                 }
                 if !samples.is_empty() {
-                    match store.add_samples(&samples, MAX_OPEN_REVIEWS).await {
+                    match store.add_samples(&samples, REVIEW_BOUNDS).await {
                         Ok(added) => metrics.count_samples(&samples, added),
                         Err(crate::store::StoreError::Backend(e)) => return Ingested::Failed(e),
                         Err(e) => return Ingested::Refused(e.to_string()),

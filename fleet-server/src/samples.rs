@@ -8,10 +8,21 @@ use edgefleet_protocol::feedback::Truth;
 use edgefleet_protocol::sampling::PredictionSample;
 use serde::{Deserialize, Serialize};
 
-/// Open review items per model at most: past it, a low-confidence sample is kept as a plain
-/// sample and counted (`edgefleet_review_overflow_total`), so a flood of doubtful answers cannot
-/// bury the queue people work through.
-pub const MAX_OPEN_REVIEWS: u64 = 10_000;
+/// How many review items may be open: past a bound, a low-confidence sample is kept as a plain
+/// sample and counted (`edgefleet_server_review_overflow_total`), so a flood of doubtful answers
+/// cannot bury the queue people work through, and one device (broken or hostile: the review flag
+/// is its word) cannot take the whole queue from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewBounds {
+    pub per_model: u64,
+    pub per_device: u64,
+}
+
+/// 10,000 open per model, 500 of them from any one device.
+pub const REVIEW_BOUNDS: ReviewBounds = ReviewBounds {
+    per_model: 10_000,
+    per_device: 500,
+};
 
 /// Days samples are kept (by arrival).
 pub const RETAIN_DAYS: i64 = 30;

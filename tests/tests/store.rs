@@ -761,7 +761,11 @@ async fn labels_wait_per_device_in_order_until_acknowledged(store: &dyn Store) {
 
 async fn samples_are_kept_once_and_the_review_queue_is_bounded(store: &dyn Store) {
     use edgefleet_protocol::sampling::PredictionSample;
-    use fleet_server::samples::{Review, ReviewState, SampleFilter, StoredSample};
+    use fleet_server::samples::{Review, ReviewBounds, ReviewState, SampleFilter, StoredSample};
+    let two = ReviewBounds {
+        per_model: 2,
+        per_device: 5,
+    };
     let sample = |device: &str, id: &str, version: &str, at: i64, review: bool| StoredSample {
         device: device.into(),
         model: "churn".into(),
@@ -788,16 +792,16 @@ async fn samples_are_kept_once_and_the_review_queue_is_bounded(store: &dyn Store
         sample("d1", "b", "2.0.0", 101, true),
         sample("d2", "a", "3.0.0", 102, true),
     ];
-    let added = store.add_samples(&first, 2).await.unwrap();
+    let added = store.add_samples(&first, two).await.unwrap();
     assert_eq!(
         (added.stored, added.queued_for_review, added.review_overflow),
         (3, 2, 0)
     );
     // A redelivery stores nothing; a review item past the bound of two open is kept plain.
-    let again = store.add_samples(&first, 2).await.unwrap();
+    let again = store.add_samples(&first, two).await.unwrap();
     assert_eq!(again.stored, 0);
     let more = store
-        .add_samples(&[sample("d3", "c", "2.0.0", 103, true)], 2)
+        .add_samples(&[sample("d3", "c", "2.0.0", 103, true)], two)
         .await
         .unwrap();
     assert_eq!(
@@ -857,6 +861,31 @@ async fn samples_are_kept_once_and_the_review_queue_is_bounded(store: &dyn Store
     assert!(store.sample("d9", "churn", "b").await.unwrap().is_none());
     assert_eq!(store.prune_samples(102).await.unwrap(), 2);
     assert_eq!(all(SampleFilter::default()).await, ["d3/c", "d2/a"]);
+    // One device cannot take the queue from the others: d2 has its one open item; d4 gets in.
+    let one_each = ReviewBounds {
+        per_model: 100,
+        per_device: 1,
+    };
+    let late = store
+        .add_samples(
+            &[
+                sample("d2", "x", "3.0.0", 300, true),
+                sample("d4", "y", "3.0.0", 301, true),
+                sample("d4", "z", "3.0.0", 302, true),
+            ],
+            one_each,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (late.stored, late.queued_for_review, late.review_overflow),
+        (3, 1, 2)
+    );
+    let open = SampleFilter {
+        review: Some(ReviewState::Open),
+        ..SampleFilter::default()
+    };
+    assert_eq!(all(open).await, ["d4/y", "d2/a"]);
 }
 
 async fn group_guard_policies_are_set_replaced_and_cleared(store: &dyn Store) {

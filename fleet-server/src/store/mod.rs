@@ -630,11 +630,12 @@ pub struct SamplesAdded {
 #[async_trait]
 pub trait SampleStore: Send + Sync {
     /// Stores each sample once per (device, model, id), in one transaction. A review item whose
-    /// model already has `max_open_reviews` open is kept as a plain sample.
+    /// model, or whose device for that model, already has as many open as `bounds` allow is kept
+    /// as a plain sample.
     async fn add_samples(
         &self,
         samples: &[crate::samples::StoredSample],
-        max_open_reviews: u64,
+        bounds: crate::samples::ReviewBounds,
     ) -> Result<SamplesAdded>;
     /// Newest first, as the filter says.
     async fn samples(

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap as Counts;
 
 use super::*;
-use crate::samples::{ReviewState, SampleFilter, StoredSample};
+use crate::samples::{ReviewBounds, ReviewState, SampleFilter, StoredSample};
 use crate::store::{SampleStore, SamplesAdded};
 
 fn review_column(s: &StoredSample) -> Option<&'static str> {
@@ -19,12 +19,18 @@ impl SampleStore for PostgresStore {
     async fn add_samples(
         &self,
         samples: &[StoredSample],
-        max_open_reviews: u64,
+        bounds: ReviewBounds,
     ) -> Result<SamplesAdded> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let count = tx
             .prepare("SELECT COUNT(*) FROM samples WHERE review = 'open' AND model = $1")
+            .await
+            .map_err(pg)?;
+        let count_of_device = tx
+            .prepare(
+                "SELECT COUNT(*) FROM samples WHERE review = 'open' AND model = $1 AND device = $2",
+            )
             .await
             .map_err(pg)?;
         let insert = tx
@@ -38,8 +44,10 @@ impl SampleStore for PostgresStore {
         // Counted once per model and call, then kept up to date here: concurrent uploads may
         // pass the bound by what they add together, which is as exact as a queue bound needs.
         let mut open: Counts<String, u64> = Counts::new();
+        let mut open_of_device: Counts<(String, String), u64> = Counts::new();
         for sample in samples {
             let mut sample = sample.clone();
+            let device_key = (sample.model.clone(), sample.device.clone());
             if sample.review.is_some() {
                 let waiting = match open.get(&sample.model) {
                     Some(n) => *n,
@@ -52,11 +60,23 @@ impl SampleStore for PostgresStore {
                         n as u64
                     }
                 };
-                if waiting >= max_open_reviews {
+                let of_device = match open_of_device.get(&device_key) {
+                    Some(n) => *n,
+                    None => {
+                        let n: i64 = tx
+                            .query_one(&count_of_device, &[&sample.model, &sample.device])
+                            .await
+                            .map_err(pg)?
+                            .get(0);
+                        n as u64
+                    }
+                };
+                if waiting >= bounds.per_model || of_device >= bounds.per_device {
                     sample.review = None;
                     added.review_overflow += 1;
                 }
                 open.insert(sample.model.clone(), waiting);
+                open_of_device.insert(device_key.clone(), of_device);
             }
             let body = encode_stored("a sample", &sample)?;
             let n = tx
@@ -78,6 +98,9 @@ impl SampleStore for PostgresStore {
             if n > 0 && sample.review.is_some() {
                 added.queued_for_review += 1;
                 if let Some(waiting) = open.get_mut(&sample.model) {
+                    *waiting += 1;
+                }
+                if let Some(waiting) = open_of_device.get_mut(&device_key) {
                     *waiting += 1;
                 }
             }

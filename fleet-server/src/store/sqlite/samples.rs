@@ -3,7 +3,7 @@
 use std::collections::BTreeMap as Counts;
 
 use super::*;
-use crate::samples::{ReviewState, SampleFilter, StoredSample};
+use crate::samples::{ReviewBounds, ReviewState, SampleFilter, StoredSample};
 use crate::store::{SampleStore, SamplesAdded};
 
 fn review_column(s: &StoredSample) -> Option<&'static str> {
@@ -19,17 +19,24 @@ impl SampleStore for SqliteStore {
     async fn add_samples(
         &self,
         samples: &[StoredSample],
-        max_open_reviews: u64,
+        bounds: ReviewBounds,
     ) -> Result<SamplesAdded> {
         let mut samples = samples.to_vec();
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             let mut added = SamplesAdded::default();
             let mut open: Counts<String, u64> = Counts::new();
+            let mut open_of_device: Counts<(String, String), u64> = Counts::new();
             {
                 let mut count = tx
                     .prepare_cached(
                         "SELECT COUNT(*) FROM samples WHERE review = 'open' AND model = ?1",
+                    )
+                    .map_err(backend)?;
+                let mut count_of_device = tx
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM samples
+                         WHERE review = 'open' AND model = ?1 AND device = ?2",
                     )
                     .map_err(backend)?;
                 let mut insert = tx
@@ -39,6 +46,7 @@ impl SampleStore for SqliteStore {
                     )
                     .map_err(backend)?;
                 for sample in &mut samples {
+                    let device_key = (sample.model.clone(), sample.device.clone());
                     if sample.review.is_some() {
                         let waiting = match open.get(&sample.model) {
                             Some(n) => *n,
@@ -46,11 +54,20 @@ impl SampleStore for SqliteStore {
                                 .query_row(params![sample.model], |r| r.get::<_, i64>(0))
                                 .map_err(backend)? as u64,
                         };
-                        if waiting >= max_open_reviews {
+                        let of_device = match open_of_device.get(&device_key) {
+                            Some(n) => *n,
+                            None => count_of_device
+                                .query_row(params![sample.model, sample.device], |r| {
+                                    r.get::<_, i64>(0)
+                                })
+                                .map_err(backend)? as u64,
+                        };
+                        if waiting >= bounds.per_model || of_device >= bounds.per_device {
                             sample.review = None;
                             added.review_overflow += 1;
                         }
                         open.insert(sample.model.clone(), waiting);
+                        open_of_device.insert(device_key.clone(), of_device);
                     }
                     let body = encode_stored("a sample", &*sample)?;
                     let n = insert
@@ -68,6 +85,9 @@ impl SampleStore for SqliteStore {
                     if n > 0 && sample.review.is_some() {
                         added.queued_for_review += 1;
                         if let Some(waiting) = open.get_mut(&sample.model) {
+                            *waiting += 1;
+                        }
+                        if let Some(waiting) = open_of_device.get_mut(&device_key) {
                             *waiting += 1;
                         }
                     }
