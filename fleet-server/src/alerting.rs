@@ -16,24 +16,63 @@ use edgefleet_protocol::message::Event;
 pub use crate::alerts::*;
 use crate::store::{Result, Store, StoreError};
 
+/// How often a change is redone on a fresh read when another writer got there first.
+const WRITE_ATTEMPTS: usize = 8;
+
+/// Reads alert `id`, lets `change` edit it (returning false leaves it as it is) and writes it;
+/// when another writer (a new occurrence, the engine's fleet action, the notifier, an operator)
+/// changed it since the read, reads it again and redoes the change, so no writer's change is
+/// lost. `None` when the alert does not exist or `change` declined.
+pub async fn update_fresh(
+    store: &dyn Store,
+    id: i64,
+    mut change: impl FnMut(&mut Alert) -> bool + Send,
+) -> Result<Option<Alert>> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let Some(mut alert) = store.alert(id).await? else {
+            return Ok(None);
+        };
+        if !change(&mut alert) {
+            return Ok(None);
+        }
+        match store.update_alert(&alert).await {
+            Ok(()) => {
+                alert.row_version += 1;
+                return Ok(Some(alert));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict {
+        what: format!("alert {id}: other writers changed it {WRITE_ATTEMPTS} times in a row"),
+    })
+}
+
 /// Opens an alert, or adds one occurrence to the open alert with the same fingerprint. A new
 /// alert is due to be delivered at once when `notify` (the notifier delivers it once webhooks
 /// are configured).
 pub async fn raise(store: &dyn Store, raised: Raised, now: i64, notify: bool) -> Result<Alert> {
-    if let Some(mut open) = store.open_alert(&raised.fingerprint).await? {
-        open.occurrences += 1;
-        open.updated_at = now;
-        open.evidence.push(raised.evidence);
-        let excess = open.evidence.len().saturating_sub(MAX_EVIDENCE);
-        open.evidence.drain(..excess);
-        store.update_alert(&open).await?;
-        return Ok(open);
+    if let Some(open) = store.open_alert(&raised.fingerprint).await? {
+        let added = update_fresh(store, open.id, |open| {
+            open.occurrences += 1;
+            open.updated_at = now;
+            open.evidence.push(raised.evidence.clone());
+            let excess = open.evidence.len().saturating_sub(MAX_EVIDENCE);
+            open.evidence.drain(..excess);
+            true
+        })
+        .await?;
+        if let Some(open) = added {
+            return Ok(open);
+        }
     }
     let mut labels = raised.labels;
     labels.insert("alertname".into(), raised.name.clone());
     labels.insert("severity".into(), raised.severity.clone());
     let mut alert = Alert {
         id: 0,
+        row_version: 0,
         fingerprint: raised.fingerprint,
         name: raised.name,
         severity: raised.severity,
@@ -79,19 +118,27 @@ pub async fn acknowledge(
     note: Option<String>,
     now: i64,
 ) -> std::result::Result<Alert, ChangeError> {
-    let mut alert = store.alert(id).await?.ok_or(ChangeError::NotFound { id })?;
-    if !alert.state.is_open() {
-        return Err(ChangeError::Resolved { id });
+    let mut resolved = false;
+    let changed = update_fresh(store, id, |alert| {
+        resolved = !alert.state.is_open();
+        if resolved {
+            return false;
+        }
+        alert.state = AlertState::Acknowledged;
+        alert.acknowledged = Some(Acknowledgement {
+            by: by.to_owned(),
+            at: now,
+            note: note.clone(),
+        });
+        alert.updated_at = now;
+        true
+    })
+    .await?;
+    match changed {
+        Some(alert) => Ok(alert),
+        None if resolved => Err(ChangeError::Resolved { id }),
+        None => Err(ChangeError::NotFound { id }),
     }
-    alert.state = AlertState::Acknowledged;
-    alert.acknowledged = Some(Acknowledgement {
-        by: by.to_owned(),
-        at: now,
-        note,
-    });
-    alert.updated_at = now;
-    store.update_alert(&alert).await?;
-    Ok(alert)
 }
 
 /// Closes the alert; webhooks receive it as resolved. A later breach opens a new one.
@@ -102,24 +149,32 @@ pub async fn resolve(
     now: i64,
     notify: bool,
 ) -> std::result::Result<Alert, ChangeError> {
-    let mut alert = store.alert(id).await?.ok_or(ChangeError::NotFound { id })?;
-    if !alert.state.is_open() {
-        return Err(ChangeError::Resolved { id });
+    let mut resolved = false;
+    let changed = update_fresh(store, id, |alert| {
+        resolved = !alert.state.is_open();
+        if resolved {
+            return false;
+        }
+        alert.state = AlertState::Resolved;
+        alert.resolved_at = Some(now);
+        alert.updated_at = now;
+        alert.action_due = false;
+        alert.actions.push(ActionTaken {
+            at: now,
+            what: format!("resolved by {by}"),
+        });
+        alert.revision += 1;
+        alert.attempts = 0;
+        // Nothing to say if the opening was never delivered either: the receiver never knew.
+        alert.notify_due = (notify && alert.notified_revision > 0).then_some(now);
+        true
+    })
+    .await?;
+    match changed {
+        Some(alert) => Ok(alert),
+        None if resolved => Err(ChangeError::Resolved { id }),
+        None => Err(ChangeError::NotFound { id }),
     }
-    alert.state = AlertState::Resolved;
-    alert.resolved_at = Some(now);
-    alert.updated_at = now;
-    alert.action_due = false;
-    alert.actions.push(ActionTaken {
-        at: now,
-        what: format!("resolved by {by}"),
-    });
-    alert.revision += 1;
-    alert.attempts = 0;
-    // Nothing to say if the opening was never delivered either: the receiver never knew.
-    alert.notify_due = (notify && alert.notified_revision > 0).then_some(now);
-    store.update_alert(&alert).await?;
-    Ok(alert)
 }
 
 /// What a device's guard breach becomes: one alert per model version and device group.

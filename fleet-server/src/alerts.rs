@@ -70,6 +70,9 @@ pub struct Acknowledgement {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Alert {
     pub id: i64,
+    /// The stored row's version when this copy was read (not part of the alert's document).
+    #[serde(skip)]
+    pub row_version: i64,
     /// What makes two occurrences the same alert, e.g. `guard/churn/2.0.0/default`.
     pub fingerprint: String,
     /// The alert's name, as Alertmanager's `alertname` label.

@@ -139,19 +139,24 @@ async fn deliver_due(state: &AppState, client: &reqwest::Client) {
 /// Records how a delivery of `sent` went, on the alert as it is now (it may have changed).
 async fn delivered(state: &AppState, sent: &Alert, failures: Vec<String>) {
     let store = &*state.store;
-    let Ok(Some(mut alert)) = store.alert(sent.id).await else {
-        return;
-    };
     let now = state.clock.unix();
-    if alert.revision != sent.revision {
-        // Changed meanwhile: the newer revision is due anyway.
-        return;
-    }
     state.metrics.count_alert_delivery(if failures.is_empty() {
         "delivered"
     } else {
         "failed"
     });
+    let recorded = crate::alerting::update_fresh(store, sent.id, |alert| {
+        // Changed meanwhile: the newer revision is due anyway.
+        alert.revision == sent.revision && record_delivery(state, alert, &failures, now)
+    })
+    .await;
+    if let Err(e) = recorded {
+        tracing::warn!(alert = sent.id, error = %e, "cannot record the alert's delivery");
+    }
+}
+
+/// Puts how a delivery went on `alert`: delivered, due again later, or given up.
+fn record_delivery(state: &AppState, alert: &mut Alert, failures: &[String], now: i64) -> bool {
     if failures.is_empty() {
         alert.notified_revision = alert.revision;
         alert.notify_due = None;
@@ -190,9 +195,7 @@ async fn delivered(state: &AppState, sent: &Alert, failures: Vec<String>) {
             alert.last_delivery_error = Some(error);
         }
     }
-    if let Err(e) = store.update_alert(&alert).await {
-        tracing::warn!(alert = alert.id, error = %e, "cannot record the alert's delivery");
-    }
+    true
 }
 
 #[cfg(test)]
@@ -203,6 +206,7 @@ mod tests {
     fn the_payload_is_alertmanagers_webhook_format() {
         use crate::alerts::{ActionTaken, Evidence};
         let alert = Alert {
+            row_version: 0,
             id: 7,
             fingerprint: "guard/churn/2.0.0/default".into(),
             name: "EdgefleetGuardBreached".into(),

@@ -733,6 +733,53 @@ async fn alerts_merge_by_fingerprint_and_list_by_state_and_due_work(store: &dyn 
     assert!(store.alert(9_999).await.unwrap().is_none());
 }
 
+/// Two writers that read one alert: the second to write is told, and redoing its change on a
+/// fresh read keeps the first one's (no lost fleet action or delivery).
+async fn an_alert_written_by_two_keeps_both_changes(store: &dyn Store) {
+    use fleet_server::alerting::{self as alerts, ActionTaken, Evidence, Raised};
+    let raised = Raised {
+        fingerprint: "guard/churn/2.0.0/default".into(),
+        name: "EdgefleetGuardBreached".into(),
+        severity: "page".into(),
+        labels: BTreeMap::new(),
+        summary: "s".into(),
+        description: "d".into(),
+        evidence: Evidence {
+            at: 100,
+            device: Some("d1".into()),
+            detail: "accuracy fell".into(),
+            breaches: Vec::new(),
+        },
+        wants_action: true,
+    };
+    let alert = alerts::raise(store, raised, 100, true).await.unwrap();
+    let mut engine = store.alert(alert.id).await.unwrap().unwrap();
+    let mut notifier = store.alert(alert.id).await.unwrap().unwrap();
+    engine.actions.push(ActionTaken {
+        at: 101,
+        what: "paused the rollouts".into(),
+    });
+    engine.action_due = false;
+    store.update_alert(&engine).await.unwrap();
+    notifier.notified_revision = notifier.revision;
+    notifier.notify_due = None;
+    assert!(matches!(
+        store.update_alert(&notifier).await,
+        Err(fleet_server::store::StoreError::Conflict { .. })
+    ));
+    let both = alerts::update_fresh(store, alert.id, |a| {
+        a.notified_revision = a.revision;
+        a.notify_due = None;
+        true
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(both.actions.len(), 1);
+    assert!(!both.action_due && both.notify_due.is_none());
+    assert_eq!(store.alert(alert.id).await.unwrap().unwrap(), both);
+}
+
 async fn labels_wait_per_device_in_order_until_acknowledged(store: &dyn Store) {
     let d1 = DeviceId::new("d1").unwrap();
     let d2 = DeviceId::new("d2").unwrap();
@@ -950,6 +997,7 @@ on_both!(
     alerts_merge_by_fingerprint_and_list_by_state_and_due_work,
     labels_wait_per_device_in_order_until_acknowledged,
     samples_are_kept_once_and_the_review_queue_is_bounded,
+    an_alert_written_by_two_keeps_both_changes,
     group_guard_policies_are_set_replaced_and_cleared,
 );
 

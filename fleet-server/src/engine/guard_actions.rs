@@ -85,21 +85,23 @@ pub async fn take_due(
         if let Some(request) = policy.and_then(|g| g.request) {
             done.push(open_request(store, &alert, request, now).await);
         }
-        // Re-read: an operator may have acknowledged it meanwhile.
-        let mut fresh = match store.alert(alert.id).await {
-            Ok(Some(a)) => a,
-            _ => alert.clone(),
-        };
-        fresh.action_due = false;
-        fresh
-            .actions
-            .extend(done.into_iter().map(|what| ActionTaken { at: now, what }));
-        fresh.updated_at = now;
-        if let Err(e) = store.update_alert(&fresh).await {
-            tracing::warn!(alert = fresh.id, error = %e, "cannot record the fleet action taken");
+        // On the alert as it is now: an operator, the notifier or a new occurrence may have
+        // changed it meanwhile, and their changes stay.
+        let recorded = alerts::update_fresh(store, alert.id, |fresh| {
+            fresh.action_due = false;
+            fresh.actions.extend(done.iter().map(|what| ActionTaken {
+                at: now,
+                what: what.clone(),
+            }));
+            fresh.updated_at = now;
+            true
+        })
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!(alert = alert.id, error = %e, "cannot record the fleet action taken");
         } else {
             tracing::warn!(
-                alert = fresh.id,
+                alert = alert.id,
                 model,
                 version,
                 group,

@@ -201,6 +201,9 @@ const SCHEMA: &[&str] = &[
         body TEXT NOT NULL,
         PRIMARY KEY (grp, model)
     );",
+    // 12: alerts change under several writers (a new occurrence, the engine's fleet action,
+    // the notifier, an operator): each write must follow the version it read.
+    "ALTER TABLE alerts ADD COLUMN row_version BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -581,7 +584,8 @@ pub(crate) fn stale_rollout(id: &str) -> StoreError {
 pub trait AlertStore: Send + Sync {
     /// Stores a new alert; returns its id.
     async fn insert_alert(&self, alert: &crate::alerts::Alert) -> Result<i64>;
-    /// Saves a changed alert under its id.
+    /// Saves a changed alert under its id, if it is still at the `row_version` it was read at;
+    /// `Conflict` when another writer changed it since (read it again and redo the change).
     async fn update_alert(&self, alert: &crate::alerts::Alert) -> Result<()>;
     async fn alert(&self, id: i64) -> Result<Option<crate::alerts::Alert>>;
     /// The open (firing or acknowledged) alert with this fingerprint, newest if several.

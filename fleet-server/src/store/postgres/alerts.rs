@@ -8,6 +8,7 @@ fn alert_of(row: &Row) -> Result<Alert> {
     let id: i64 = row.get(0);
     let mut alert: Alert = decode_stored(&format!("alert {id}"), row.get::<_, &str>(1))?;
     alert.id = id;
+    alert.row_version = row.get(2);
     Ok(alert)
 }
 
@@ -42,7 +43,7 @@ impl AlertStore for PostgresStore {
             .await?
             .execute(
                 "UPDATE alerts SET state = $2, updated_at = $3, action_due = $4, notify_due = $5,
-                 body = $6 WHERE id = $1",
+                 body = $6, row_version = row_version + 1 WHERE id = $1 AND row_version = $7",
                 &[
                     &alert.id,
                     &alert.state.as_str(),
@@ -50,13 +51,27 @@ impl AlertStore for PostgresStore {
                     &i64::from(alert.action_due),
                     &alert.notify_due,
                     &body,
+                    &alert.row_version,
                 ],
             )
             .await
             .map_err(pg)?;
         if n == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("alert {}", alert.id),
+            let exists = self
+                .client()
+                .await?
+                .query_opt("SELECT 1 FROM alerts WHERE id = $1", &[&alert.id])
+                .await
+                .map_err(pg)?
+                .is_some();
+            return Err(if exists {
+                StoreError::Conflict {
+                    what: format!("alert {} (changed since it was read)", alert.id),
+                }
+            } else {
+                StoreError::NotFound {
+                    what: format!("alert {}", alert.id),
+                }
             });
         }
         Ok(())
@@ -65,7 +80,10 @@ impl AlertStore for PostgresStore {
     async fn alert(&self, id: i64) -> Result<Option<Alert>> {
         self.client()
             .await?
-            .query_opt("SELECT id, body FROM alerts WHERE id = $1", &[&id])
+            .query_opt(
+                "SELECT id, body, row_version FROM alerts WHERE id = $1",
+                &[&id],
+            )
             .await
             .map_err(pg)?
             .as_ref()
@@ -77,7 +95,7 @@ impl AlertStore for PostgresStore {
         self.client()
             .await?
             .query_opt(
-                "SELECT id, body FROM alerts WHERE fingerprint = $1 AND state != 'resolved'
+                "SELECT id, body, row_version FROM alerts WHERE fingerprint = $1 AND state != 'resolved'
                  ORDER BY id DESC LIMIT 1",
                 &[&fingerprint],
             )
@@ -93,7 +111,7 @@ impl AlertStore for PostgresStore {
         self.client()
             .await?
             .query(
-                "SELECT id, body FROM alerts
+                "SELECT id, body, row_version FROM alerts
                  WHERE ($1::text IS NULL OR state = $1)
                    AND ($1::text IS NOT NULL OR $2 OR state != 'resolved')
                  ORDER BY updated_at DESC, id DESC LIMIT $3",
@@ -110,7 +128,7 @@ impl AlertStore for PostgresStore {
         self.client()
             .await?
             .query(
-                "SELECT id, body FROM alerts WHERE action_due = 1 ORDER BY id LIMIT $1",
+                "SELECT id, body, row_version FROM alerts WHERE action_due = 1 ORDER BY id LIMIT $1",
                 &[&i64::from(limit)],
             )
             .await
@@ -124,7 +142,7 @@ impl AlertStore for PostgresStore {
         self.client()
             .await?
             .query(
-                "SELECT id, body FROM alerts WHERE notify_due <= $1 ORDER BY notify_due, id LIMIT $2",
+                "SELECT id, body, row_version FROM alerts WHERE notify_due <= $1 ORDER BY notify_due, id LIMIT $2",
                 &[&now, &i64::from(limit)],
             )
             .await

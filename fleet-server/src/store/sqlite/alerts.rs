@@ -4,16 +4,19 @@ use super::*;
 use crate::alerts::{Alert, AlertFilter};
 use crate::store::AlertStore;
 
-const COLUMNS: &str = "id, body";
+const COLUMNS: &str = "id, body, row_version";
 
-fn alert_of(id: i64, body: &str) -> Result<Alert> {
+fn alert_of(id: i64, body: &str, row_version: i64) -> Result<Alert> {
     let mut alert: Alert = decode_stored(&format!("alert {id}"), body)?;
     alert.id = id;
+    alert.row_version = row_version;
     Ok(alert)
 }
 
-fn collect(rows: Vec<(i64, String)>) -> Result<Vec<Alert>> {
-    rows.iter().map(|(id, body)| alert_of(*id, body)).collect()
+fn collect(rows: Vec<(i64, String, i64)>) -> Result<Vec<Alert>> {
+    rows.iter()
+        .map(|(id, body, row_version)| alert_of(*id, body, *row_version))
+        .collect()
 }
 
 #[async_trait]
@@ -47,20 +50,35 @@ impl AlertStore for SqliteStore {
             let n = c
                 .execute(
                     "UPDATE alerts SET state = ?2, updated_at = ?3, action_due = ?4,
-                     notify_due = ?5, body = ?6 WHERE id = ?1",
+                     notify_due = ?5, body = ?6, row_version = row_version + 1
+                     WHERE id = ?1 AND row_version = ?7",
                     params![
                         alert.id,
                         alert.state.as_str(),
                         alert.updated_at,
                         i64::from(alert.action_due),
                         alert.notify_due,
-                        body
+                        body,
+                        alert.row_version
                     ],
                 )
                 .map_err(backend)?;
             if n == 0 {
-                return Err(StoreError::NotFound {
-                    what: format!("alert {}", alert.id),
+                let exists = c
+                    .query_row(
+                        "SELECT COUNT(*) FROM alerts WHERE id = ?1",
+                        params![alert.id],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(backend)?
+                    > 0;
+                let what = format!("alert {} (changed since it was read)", alert.id);
+                return Err(if exists {
+                    StoreError::Conflict { what }
+                } else {
+                    StoreError::NotFound {
+                        what: format!("alert {}", alert.id),
+                    }
                 });
             }
             Ok(())
@@ -98,9 +116,11 @@ impl AlertStore for SqliteStore {
                     ))
                     .map_err(backend)?;
                 let rows = statement
-                    .query_map(params![state, all, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_map(params![state, all, limit], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
                     .map_err(backend)?;
-                rows.collect::<rusqlite::Result<Vec<(i64, String)>>>()
+                rows.collect::<rusqlite::Result<Vec<(i64, String, i64)>>>()
                     .map_err(backend)
             })
             .await?;
@@ -132,10 +152,10 @@ impl SqliteStore {
                 let mut statement = c.prepare(&sql).map_err(backend)?;
                 let rows = statement
                     .query_map(rusqlite::params_from_iter(args), |r| {
-                        Ok((r.get(0)?, r.get(1)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })
                     .map_err(backend)?;
-                rows.collect::<rusqlite::Result<Vec<(i64, String)>>>()
+                rows.collect::<rusqlite::Result<Vec<(i64, String, i64)>>>()
                     .map_err(backend)
             })
             .await?;
