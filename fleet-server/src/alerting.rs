@@ -118,12 +118,7 @@ pub async fn acknowledge(
     note: Option<String>,
     now: i64,
 ) -> std::result::Result<Alert, ChangeError> {
-    let mut resolved = false;
-    let changed = update_fresh(store, id, |alert| {
-        resolved = !alert.state.is_open();
-        if resolved {
-            return false;
-        }
+    change_open(store, id, |alert| {
         alert.state = AlertState::Acknowledged;
         alert.acknowledged = Some(Acknowledgement {
             by: by.to_owned(),
@@ -131,14 +126,8 @@ pub async fn acknowledge(
             note: note.clone(),
         });
         alert.updated_at = now;
-        true
     })
-    .await?;
-    match changed {
-        Some(alert) => Ok(alert),
-        None if resolved => Err(ChangeError::Resolved { id }),
-        None => Err(ChangeError::NotFound { id }),
-    }
+    .await
 }
 
 /// Closes the alert; webhooks receive it as resolved. A later breach opens a new one.
@@ -149,12 +138,7 @@ pub async fn resolve(
     now: i64,
     notify: bool,
 ) -> std::result::Result<Alert, ChangeError> {
-    let mut resolved = false;
-    let changed = update_fresh(store, id, |alert| {
-        resolved = !alert.state.is_open();
-        if resolved {
-            return false;
-        }
+    change_open(store, id, |alert| {
         alert.state = AlertState::Resolved;
         alert.resolved_at = Some(now);
         alert.updated_at = now;
@@ -167,7 +151,24 @@ pub async fn resolve(
         alert.attempts = 0;
         // Nothing to say if the opening was never delivered either: the receiver never knew.
         alert.notify_due = (notify && alert.notified_revision > 0).then_some(now);
-        true
+    })
+    .await
+}
+
+/// Applies an operator's `change` to an alert that is still open (on a fresh read each time
+/// another writer came first).
+async fn change_open(
+    store: &dyn Store,
+    id: i64,
+    mut change: impl FnMut(&mut Alert) + Send,
+) -> std::result::Result<Alert, ChangeError> {
+    let mut resolved = false;
+    let changed = update_fresh(store, id, |alert| {
+        resolved = !alert.state.is_open();
+        if !resolved {
+            change(alert);
+        }
+        !resolved
     })
     .await?;
     match changed {
