@@ -295,6 +295,7 @@ impl Agent {
                 r.last_outcome,
             );
             out.push(ReportedModel {
+                shadow: None,
                 model: ModelName::new(name.clone()).map_err(|e| StoreError::Corrupt {
                     what: format!("model name {name:?}"),
                     detail: e.to_string(),

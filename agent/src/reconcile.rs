@@ -275,6 +275,7 @@ mod tests {
 
     fn running(target: &str) -> Vec<ReportedModel> {
         vec![ReportedModel {
+            shadow: None,
             model: ModelName::new("churn").unwrap(),
             active: Some(InstalledVersion {
                 version: semver::Version::new(1, 0, 0),
@@ -299,6 +300,7 @@ mod tests {
             models: targets
                 .iter()
                 .map(|t| DesiredModel {
+                    shadow: None,
                     model: ModelName::new("churn").unwrap(),
                     target: (*t).into(),
                     artifact_urls: vec![],

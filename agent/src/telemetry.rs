@@ -78,6 +78,7 @@ impl Window {
             .collect();
         let latency_histogram = self.counts.histogram(self.max);
         ModelMetrics {
+            shadow: None,
             model,
             version,
             requests: self.counts.requests,

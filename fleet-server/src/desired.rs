@@ -96,6 +96,7 @@ impl Catalog {
             }
             let (dir, file) = found.name.rsplit_once('/').unwrap_or(("", &found.name));
             models.push(DesiredModel {
+                shadow: None,
                 model: found.meta.model.clone(),
                 target: found.name.clone(),
                 artifact_urls: vec![format!(
@@ -216,6 +217,7 @@ mod tests {
             models: models
                 .iter()
                 .map(|(model, version, rollout)| DesiredModel {
+                    shadow: None,
                     model: ModelName::new(*model).unwrap(),
                     target: format!("models/{model}/{version}/model.onnx"),
                     artifact_urls: vec![],

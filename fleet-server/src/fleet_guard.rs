@@ -250,6 +250,7 @@ mod tests {
             dropped_batches: 0,
             process: Default::default(),
             models: vec![ModelMetrics {
+                shadow: None,
                 model: "churn".parse().unwrap(),
                 version: "3.1.0-decaying".parse().unwrap(),
                 requests: labelled,

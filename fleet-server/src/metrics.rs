@@ -651,6 +651,7 @@ mod tests {
             dropped_batches: 0,
             process: ProcessStats::default(),
             models: vec![ModelMetrics {
+                shadow: None,
                 model: edgefleet_protocol::ModelName::new("churn").unwrap(),
                 version: semver::Version::new(1, 0, 0),
                 requests: 0,

@@ -451,6 +451,7 @@ mod tests {
             h.record(Duration::from_millis(latency_ms));
         }
         ModelMetrics {
+            shadow: None,
             model: "churn".parse().unwrap(),
             version: version.parse().unwrap(),
             requests,

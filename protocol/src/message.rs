@@ -87,6 +87,9 @@ pub struct DesiredModel {
     pub artifact_urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
+    /// A challenger to run in the model's shadow slot beside `target` (a `shadow` rollout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::shadow::DesiredShadow>,
 }
 
 /// Where a model's update stands on the device (design brief §4).
@@ -122,6 +125,9 @@ pub struct ReportedModel {
     pub state: UpdateState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The challenger installed in the shadow slot, checked and running on copies of requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<InstalledVersion>,
 }
 
 /// What the device really runs. Retained; always rewritten after a local change (including an
@@ -214,6 +220,9 @@ pub struct ModelMetrics {
     /// or the window was full.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub samples_skipped: u64,
+    /// A challenger run beside this version on copies of its requests in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::shadow::ShadowReport>,
 }
 
 impl ModelMetrics {
@@ -231,6 +240,7 @@ impl ModelMetrics {
             quality: crate::quality::QualityCounts::default(),
             samples: Vec::new(),
             samples_skipped: 0,
+            shadow: None,
         }
     }
 }
@@ -297,6 +307,10 @@ impl MetricsBatch {
                 Some(format!("{} {}: {e}", m.model, m.version))
             } else if let Err(e) = crate::sampling::check_samples(&m.samples) {
                 Some(format!("{} {}: {e}", m.model, m.version))
+            } else if let Some(shadow) = &m.shadow
+                && let Err(e) = shadow.counts.check_within(cap)
+            {
+                Some(format!("{} {} shadow {}: {e}", m.model, m.version, shadow.target))
             } else {
                 None
             }
@@ -332,6 +346,7 @@ mod tests {
             revision: 3,
             issued_at_unix: 1_700_000_000,
             models: vec![DesiredModel {
+                shadow: None,
                 model: ModelName::new("churn").unwrap(),
                 target: "models/churn/2.0.0/model.onnx".into(),
                 artifact_urls: vec!["http://127.0.0.1:8080/v1/artifacts/ab".into()],
@@ -355,6 +370,7 @@ mod tests {
                 rss_bytes: 0,
             },
             models: vec![ModelMetrics {
+                shadow: None,
                 requests,
                 errors,
                 ..ModelMetrics::empty(

@@ -44,6 +44,42 @@ pub struct ShadowCounts {
     pub challenger_correct: u64,
 }
 
+/// The challenger a rollout puts in a model's shadow slot on one device: installed, checked and
+/// run on a copy of live requests, never answering one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredShadow {
+    /// TUF target name of the challenger.
+    pub target: String,
+    /// Where its artifact may be downloaded from, in order of preference.
+    pub artifact_urls: Vec<String>,
+    /// Share of live requests copied to the challenger, in (0, 1].
+    pub share: f64,
+    /// Most of one core's time the challenger may take, in (0, 1]; copies beyond it are shed.
+    pub max_cpu_share: f64,
+}
+
+impl DesiredShadow {
+    /// Why the shares cannot be used, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [("share", self.share), ("max_cpu_share", self.max_cpu_share)] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(format!("shadow {name} {v} must be in (0, 1]"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One window of a challenger beside the version that served (the `ModelMetrics` it rides in).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowReport {
+    /// The challenger's TUF target name.
+    pub target: String,
+    pub counts: ShadowCounts,
+}
+
 /// One compared request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compared<'a> {
@@ -126,6 +162,26 @@ impl ShadowCounts {
         }
         if !(self.abs_diff_sum.is_finite() && self.abs_diff_sum >= 0.0) {
             return Err("the score differences must sum to a finite positive number".into());
+        }
+        Ok(())
+    }
+
+    /// [`Self::check`], and at most `cap` requests compared, failed or shed (a window's bound).
+    pub fn check_within(&self, cap: u64) -> Result<(), String> {
+        self.check()?;
+        let claimed = self
+            .compared
+            .saturating_add(self.challenger_errors)
+            .saturating_add(self.shed);
+        if claimed > cap {
+            return Err(format!("claims {claimed} shadowed requests (at most {cap})"));
+        }
+        let labels = |mix: &BTreeMap<String, u64>| mix.values().fold(0u64, |a, n| a.saturating_add(*n));
+        if labels(&self.champion_labels) > self.compared
+            || labels(&self.challenger_labels) > self.compared
+            || self.challenger_latency.count() > self.compared
+        {
+            return Err("more labels or latencies than compared requests".into());
         }
         Ok(())
     }

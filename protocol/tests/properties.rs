@@ -36,6 +36,7 @@ fn desired() -> impl Strategy<Value = Desired> {
         proptest::option::of("[a-z0-9-]{1,20}"),
     )
         .prop_map(|(model, v, artifact_urls, rollout)| DesiredModel {
+            shadow: None,
             target: format!("models/{model}/{v}/model.onnx"),
             model,
             artifact_urls,
@@ -190,6 +191,7 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
                 (quality, samples, samples_skipped),
             )| {
                 ModelMetrics {
+                    shadow: None,
                     model,
                     version,
                     requests,
@@ -258,6 +260,7 @@ fn reported() -> impl Strategy<Value = Reported> {
             agent_version: "0.1.0".into(),
             desired_revision: seq / 3,
             models: vec![ReportedModel {
+                shadow: None,
                 active: Some(message::InstalledVersion {
                     version: v.clone(),
                     sequence: seq,

@@ -75,6 +75,7 @@ fn metrics_batch(device: &str, index: usize, seq: u64) -> Vec<u8> {
             rss_bytes: 31_000_000,
         },
         models: vec![ModelMetrics {
+            shadow: None,
             model: ModelName::new("churn").unwrap(),
             version: "2.0.0".parse().unwrap(),
             requests: 6_000,

@@ -640,6 +640,7 @@ pub fn unsigned_desired(device: &str, revision: u64, targets: &[&str]) -> Vec<u8
             .map(|target| {
                 let (model, _) = edgefleet_protocol::target::parse_target_name(target).unwrap();
                 DesiredModel {
+                    shadow: None,
                     model: ModelName::new(model.to_string()).unwrap(),
                     target: (*target).into(),
                     artifact_urls: vec![],

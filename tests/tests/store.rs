@@ -84,6 +84,7 @@ fn desired(device: &str, revision: u64, targets: &[&str]) -> Desired {
         models: targets
             .iter()
             .map(|t| DesiredModel {
+                shadow: None,
                 model: ModelName::new("churn").unwrap(),
                 target: (*t).into(),
                 artifact_urls: vec![],

@@ -197,6 +197,7 @@ mod tests {
             revision,
             issued_at_unix: 1_800_000_000,
             models: vec![DesiredModel {
+                shadow: None,
                 model: ModelName::new("churn").unwrap(),
                 target: "models/churn/2.0.0/model.onnx".into(),
                 artifact_urls: vec!["http://127.0.0.1:1/a".into()],

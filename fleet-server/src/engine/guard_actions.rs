@@ -326,6 +326,7 @@ mod tests {
                 agent_version: "test".into(),
                 desired_revision: 1,
                 models: vec![ReportedModel {
+                    shadow: None,
                     model: ModelName::new("churn").unwrap(),
                     active: Some(installed(active)),
                     previous: previous.map(installed),
@@ -340,6 +341,7 @@ mod tests {
                 revision: 1,
                 issued_at_unix: T0 as u64,
                 models: vec![DesiredModel {
+                    shadow: None,
                     model: ModelName::new("churn").unwrap(),
                     target: format!("models/churn/{desired}/model.onnx"),
                     artifact_urls: Vec::new(),

@@ -139,6 +139,7 @@ impl Fleet {
             agent_version: "sim".into(),
             desired_revision: revision,
             models: vec![ReportedModel {
+                shadow: None,
                 model: ModelName::new(MODEL).unwrap(),
                 active: version.map(installed),
                 previous: None,
@@ -294,6 +295,7 @@ impl Assigner for Fleet {
             issued_at_unix: now as u64,
             models: version
                 .map(|v| DesiredModel {
+                    shadow: None,
                     model: ModelName::new(model).unwrap(),
                     target: target(v),
                     artifact_urls: vec![],
