@@ -27,6 +27,7 @@ pub mod probation;
 pub mod reconcile;
 pub mod sampling;
 pub mod serving;
+pub mod shadow;
 pub mod store;
 pub mod telemetry;
 pub mod transport;

@@ -310,7 +310,10 @@ impl MetricsBatch {
             } else if let Some(shadow) = &m.shadow
                 && let Err(e) = shadow.counts.check_within(cap)
             {
-                Some(format!("{} {} shadow {}: {e}", m.model, m.version, shadow.target))
+                Some(format!(
+                    "{} {} shadow {}: {e}",
+                    m.model, m.version, shadow.target
+                ))
             } else {
                 None
             }

@@ -174,9 +174,12 @@ impl ShadowCounts {
             .saturating_add(self.challenger_errors)
             .saturating_add(self.shed);
         if claimed > cap {
-            return Err(format!("claims {claimed} shadowed requests (at most {cap})"));
+            return Err(format!(
+                "claims {claimed} shadowed requests (at most {cap})"
+            ));
         }
-        let labels = |mix: &BTreeMap<String, u64>| mix.values().fold(0u64, |a, n| a.saturating_add(*n));
+        let labels =
+            |mix: &BTreeMap<String, u64>| mix.values().fold(0u64, |a, n| a.saturating_add(*n));
         if labels(&self.champion_labels) > self.compared
             || labels(&self.challenger_labels) > self.compared
             || self.challenger_latency.count() > self.compared

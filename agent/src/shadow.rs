@@ -1,0 +1,409 @@
+//! The shadow slot: a challenger installed and health-checked beside the version that serves a
+//! model, run on a sampled copy of live requests and never answering one
+//! ([`edgefleet_protocol::shadow`]).
+//!
+//! The champion's answer never waits for it. The serving path draws once per answer against the
+//! rollout's share; a picked request is copied into a short bounded queue, and when the queue is
+//! full the copy is dropped and counted as shed. One worker thread per slot runs the challenger
+//! within a CPU budget (a share of one core, earned as wall time passes and spent by each run);
+//! a copy over the budget is shed too. So under load the shadow work is what gives way.
+//!
+//! What the worker learns adds up in [`ShadowCounts`] that the next telemetry window carries;
+//! the last few thousand pairs of answers are remembered, so labels that arrive later count for
+//! both models on the same requests.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use edgefleet_inference::Inputs;
+use edgefleet_protocol::interface::PredictionSpec;
+use edgefleet_protocol::shadow::{Compared, DesiredShadow, ShadowCounts, ShadowReport};
+use serde_json::{Map, Value};
+use tracing::warn;
+
+use crate::serving::Slot;
+
+/// Copies waiting for the challenger: enough to ride out a burst, few enough that memory stays
+/// bounded by a handful of requests.
+pub const QUEUE_DEPTH: usize = 32;
+/// Pairs of answers kept per slot for labels to join.
+pub const REMEMBERED: usize = 4096;
+/// CPU time the challenger may have saved up after an idle spell. Any run may start while the
+/// credit is positive, so a slow model still runs (and pays its debt over the following wall
+/// time); a fast one gets a short burst, not a backlog of saved time.
+const BURST: Duration = Duration::from_millis(10);
+
+/// A request as the challenger needs it: the tensors, or the named features of a `:predict`
+/// call (encoded by the challenger's own interface, which may differ from the champion's).
+#[derive(Debug, Clone)]
+pub enum Request {
+    Tensors(Inputs),
+    Row(Map<String, Value>),
+}
+
+/// The champion's answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChampionAnswer {
+    pub label: Option<String>,
+    /// The predicted label's probability, or the first value of a regressor.
+    pub score: f64,
+}
+
+struct Job {
+    id: String,
+    request: Request,
+    champion: ChampionAnswer,
+}
+
+/// A share of one core's time, earned as wall time passes and spent by each run.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuBudget {
+    share: f64,
+    credit: f64,
+    last: Instant,
+}
+
+impl CpuBudget {
+    pub fn new(share: f64, now: Instant) -> Self {
+        Self {
+            share,
+            credit: BURST.as_secs_f64(),
+            last: now,
+        }
+    }
+
+    /// Whether a run may start at `now`.
+    pub fn allows(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.last).as_secs_f64() * self.share;
+        self.credit = (self.credit + earned).min(BURST.as_secs_f64());
+        self.last = now;
+        self.credit > 0.0
+    }
+
+    pub fn spend(&mut self, took: Duration) {
+        self.credit -= took.as_secs_f64();
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    counts: ShadowCounts,
+    /// id → (champion's label, challenger's label) of compared classifications.
+    answers: HashMap<String, (String, String)>,
+    order: VecDeque<String>,
+}
+
+impl Shared {
+    fn remember(&mut self, id: String, champion: String, challenger: String) {
+        if self.order.len() >= REMEMBERED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.answers.remove(&oldest);
+        }
+        if self
+            .answers
+            .insert(id.clone(), (champion, challenger))
+            .is_none()
+        {
+            self.order.push_back(id);
+        }
+    }
+}
+
+/// One model's challenger and the worker that runs it.
+pub struct ShadowSlot {
+    pub slot: Arc<Slot>,
+    pub plan: DesiredShadow,
+    jobs: Mutex<Option<SyncSender<Job>>>,
+    stopping: Arc<AtomicBool>,
+    shared: Arc<Mutex<Shared>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ShadowSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShadowSlot")
+            .field("target", &self.slot.target)
+            .field("share", &self.plan.share)
+            .finish()
+    }
+}
+
+impl ShadowSlot {
+    /// Starts the worker for a loaded and checked challenger.
+    pub fn start(slot: Arc<Slot>, plan: DesiredShadow) -> std::io::Result<Self> {
+        let (tx, rx) = sync_channel(QUEUE_DEPTH);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let worker = {
+            let (slot, stopping, shared) = (slot.clone(), stopping.clone(), shared.clone());
+            let share = plan.max_cpu_share;
+            std::thread::Builder::new()
+                .name(format!("shadow-{}", slot.meta.model))
+                .spawn(move || work(&slot, share, &rx, &stopping, &shared))?
+        };
+        Ok(Self {
+            slot,
+            plan,
+            jobs: Mutex::new(Some(tx)),
+            stopping,
+            shared,
+            worker: Mutex::new(Some(worker)),
+        })
+    }
+
+    /// Offers a copy of one answered request: drawn against the share, queued if there is room,
+    /// shed if not. `request` is built only for a picked copy.
+    pub fn offer(&self, id: &str, request: impl FnOnce() -> Request, champion: ChampionAnswer) {
+        if fastrand::f64() >= self.plan.share {
+            return;
+        }
+        let Ok(jobs) = self.jobs.lock() else { return };
+        let Some(jobs) = jobs.as_ref() else { return };
+        let job = Job {
+            id: id.to_owned(),
+            request: request(),
+            champion,
+        };
+        if let Err(TrySendError::Full(_)) = jobs.try_send(job)
+            && let Ok(mut shared) = self.shared.lock()
+        {
+            shared.counts.shed += 1;
+        }
+    }
+
+    /// Counts the ground truth of a compared request, once.
+    pub fn truth(&self, id: &str, label: &str) {
+        let Ok(mut shared) = self.shared.lock() else {
+            return;
+        };
+        if let Some((champion, challenger)) = shared.answers.remove(id) {
+            shared
+                .counts
+                .add_truth(champion == label, challenger == label);
+        }
+    }
+
+    /// The counts since the last take.
+    pub fn take(&self) -> Option<ShadowReport> {
+        let mut shared = self.shared.lock().ok()?;
+        let counts = std::mem::take(&mut shared.counts);
+        (!counts.is_empty() || counts.labelled > 0).then(|| ShadowReport {
+            target: self.slot.target.clone(),
+            counts,
+        })
+    }
+
+    /// Tells the worker to stop and returns it to be joined (once).
+    fn stop(&self) -> Option<JoinHandle<()>> {
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        self.worker.lock().ok()?.take()
+    }
+}
+
+impl Drop for ShadowSlot {
+    fn drop(&mut self) {
+        // Not joined here (a drop may happen on an async thread): the worker ends by itself
+        // after at most the run in progress.
+        let _ = self.stop();
+    }
+}
+
+fn work(
+    slot: &Slot,
+    max_cpu_share: f64,
+    jobs: &Receiver<Job>,
+    stopping: &AtomicBool,
+    shared: &Mutex<Shared>,
+) {
+    let mut budget = CpuBudget::new(max_cpu_share, Instant::now());
+    while let Ok(job) = jobs.recv() {
+        if stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        if !budget.allows(Instant::now()) {
+            if let Ok(mut s) = shared.lock() {
+                s.counts.shed += 1;
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let answered = run(slot, &job.request, &job.champion);
+        let took = started.elapsed();
+        budget.spend(took);
+        let Ok(mut s) = shared.lock() else { return };
+        match answered {
+            Ok(challenger) => {
+                s.counts.add(&Compared {
+                    champion_label: job.champion.label.as_deref(),
+                    challenger_label: challenger.label.as_deref(),
+                    champion_score: job.champion.score,
+                    challenger_score: challenger.score,
+                    tolerance: challenger.tolerance,
+                });
+                s.counts.challenger_latency.record(took);
+                if let (Some(a), Some(b)) = (job.champion.label, challenger.label) {
+                    s.remember(job.id, a, b);
+                }
+            }
+            Err(why) => {
+                s.counts.challenger_errors += 1;
+                drop(s);
+                warn!(target = %slot.target, why, "shadow challenger failed a request");
+            }
+        }
+    }
+}
+
+struct ChallengerAnswer {
+    label: Option<String>,
+    score: f64,
+    tolerance: f64,
+}
+
+/// The challenger's answer to a copied request, in the champion's terms: for a classifier, the
+/// probability it gives the champion's label, so the difference measures how far apart they are.
+fn run(
+    slot: &Slot,
+    request: &Request,
+    champion: &ChampionAnswer,
+) -> Result<ChallengerAnswer, String> {
+    let interface = &slot.meta.interface;
+    let spec = interface
+        .prediction
+        .as_ref()
+        .ok_or("the challenger's interface declares no prediction")?;
+    let encoded;
+    let inputs = match request {
+        Request::Tensors(inputs) => inputs,
+        Request::Row(row) => {
+            encoded = edgefleet_inference::features_to_input(interface, std::slice::from_ref(row))
+                .map_err(|e| e.to_string())?;
+            &encoded
+        }
+    };
+    let outputs = slot.model.run(inputs).map_err(|e| e.to_string())?;
+    let output = outputs
+        .get(spec.output())
+        .ok_or_else(|| format!("output {:?} missing", spec.output()))?;
+    let scores = output
+        .data
+        .floats_as_f32()
+        .ok_or_else(|| format!("output {:?} is not floats", spec.output()))?;
+    if scores.iter().any(|s| !s.is_finite()) {
+        return Err(format!(
+            "output {:?} contains NaN or infinity",
+            spec.output()
+        ));
+    }
+    let prediction = spec.interpret(&scores);
+    let tolerance = slot.meta.health.tolerance;
+    Ok(match spec {
+        PredictionSpec::Classification { .. } => ChallengerAnswer {
+            score: champion
+                .label
+                .as_ref()
+                .and_then(|l| prediction.probabilities.as_ref()?.get(l).copied())
+                .unwrap_or(0.0),
+            label: prediction.label,
+            tolerance: 0.0,
+        },
+        PredictionSpec::Regression { .. } => ChallengerAnswer {
+            score: prediction
+                .value
+                .as_ref()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(f64::NAN),
+            label: None,
+            tolerance: tolerance.abs + tolerance.rel * champion.score.abs(),
+        },
+    })
+}
+
+/// The shadow slots of all models.
+#[derive(Debug, Default)]
+pub struct Shadows {
+    slots: Mutex<BTreeMap<String, Arc<ShadowSlot>>>,
+    /// Workers of slots replaced or removed, joined at stop.
+    retired: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shadows {
+    pub fn get(&self, model: &str) -> Option<Arc<ShadowSlot>> {
+        self.slots.lock().ok()?.get(model).cloned()
+    }
+
+    /// Puts `slot` in `model`'s shadow, stopping the one it replaces.
+    pub fn put(&self, model: &str, slot: ShadowSlot) {
+        let old = match self.slots.lock() {
+            Ok(mut slots) => slots.insert(model.to_owned(), Arc::new(slot)),
+            Err(_) => return,
+        };
+        self.retire(old);
+    }
+
+    /// Empties `model`'s shadow slot; returns the challenger's target if there was one.
+    pub fn remove(&self, model: &str) -> Option<String> {
+        let old = self.slots.lock().ok()?.remove(model);
+        let target = old.as_ref().map(|s| s.slot.target.clone());
+        self.retire(old);
+        target
+    }
+
+    fn retire(&self, old: Option<Arc<ShadowSlot>>) {
+        if let Some(worker) = old.and_then(|s| s.stop())
+            && let Ok(mut retired) = self.retired.lock()
+        {
+            retired.retain(|w| !w.is_finished());
+            retired.push(worker);
+        }
+    }
+
+    /// Each model's counts since the last take.
+    pub fn take(&self) -> Vec<(String, ShadowReport)> {
+        let Ok(slots) = self.slots.lock() else {
+            return Vec::new();
+        };
+        slots
+            .iter()
+            .filter_map(|(model, s)| Some((model.clone(), s.take()?)))
+            .collect()
+    }
+
+    /// Counts the ground truth of request `id` of `model`, if its challenger answered it.
+    pub fn truth(&self, model: &str, id: &str, label: &str) {
+        if let Some(slot) = self.get(model) {
+            slot.truth(id, label);
+        }
+    }
+
+    /// Stops every worker and waits for each (blocking: at most one run each).
+    pub fn stop_all(&self) {
+        let models: Vec<String> = self
+            .slots
+            .lock()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        for model in models {
+            self.remove(&model);
+        }
+        let workers = self
+            .retired
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        for worker in workers {
+            let _ = worker.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
