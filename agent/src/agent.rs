@@ -142,12 +142,15 @@ pub struct Agent {
     pub predictions: Arc<crate::predictions::PredictionLog>,
     /// Answers the signed sampling policy lets leave, until the next window takes them.
     pub samples: crate::sampling::Sampler,
+    /// Challengers run beside the serving versions on copies of requests ([`crate::shadow`]).
+    pub shadows: crate::shadow::Shadows,
 }
 
 mod guard_watch;
 mod offline;
 mod probation_watch;
 mod roll_back;
+mod shadow_install;
 mod startup;
 mod trial_cache;
 
@@ -197,6 +200,10 @@ impl Agent {
     pub async fn stop(&self, grace: Duration) -> usize {
         self.shutdown.cancel();
         self.pause_probations().await;
+        let workers = self.shadows.stop_all();
+        let _ =
+            tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join())))
+                .await;
         let mut tasks = match self.tasks.lock() {
             Ok(mut tasks) => std::mem::take(&mut *tasks),
             Err(_) => return 0,
@@ -295,7 +302,6 @@ impl Agent {
                 r.last_outcome,
             );
             out.push(ReportedModel {
-                shadow: None,
                 model: ModelName::new(name.clone()).map_err(|e| StoreError::Corrupt {
                     what: format!("model name {name:?}"),
                     detail: e.to_string(),
@@ -304,6 +310,13 @@ impl Agent {
                 previous: installed(&r.previous),
                 state,
                 last_error: r.last_error.clone(),
+                shadow: self.shadows.get(&name).map(|s| InstalledVersion {
+                    version: s.slot.meta.version.clone(),
+                    sequence: s.slot.meta.sequence,
+                    target: s.slot.target.clone(),
+                    sha256: s.sha256.clone(),
+                    runtime: Some(s.slot.model.runtime().to_owned()),
+                }),
             });
         }
         Ok(out)
@@ -427,6 +440,15 @@ impl Agent {
             warn!(model, error = %e, "cannot clear the refused candidate");
         }
         let previous = self.put_in_service(&model, slot.clone());
+        // A promoted challenger answers now: its shadow slot has done its work.
+        if self
+            .shadows
+            .get(&model)
+            .is_some_and(|s| s.slot.target == version.target)
+            && let Err(e) = self.drop_shadow(&model).await
+        {
+            warn!(model, error = %e, "cannot empty the shadow slot of the promoted challenger");
+        }
         self.notify(
             &model,
             EventKind::Installed,

@@ -220,6 +220,9 @@ async fn infer(
         limited_body(&agent.body_budget, &headers, body, limit, &source).await?;
     let request = oip::decode_request(&slot.meta.interface, &headers, &body)?;
     drop(body);
+    // A copy for the challenger only when the draw picks this request.
+    let shadow = agent.shadows.get(&name).filter(|s| s.draw());
+    let copy = shadow.as_ref().map(|_| request.inputs.clone());
     let outputs = run_counted(&agent, &slot, request.inputs).await?;
     // Every answer has an id labels can join later: the caller's, or one made here.
     let id = request.id.unwrap_or_else(quality::new_prediction_id);
@@ -230,6 +233,13 @@ async fn infer(
     {
         let prediction = spec.interpret(&scores);
         quality::log(&agent, &slot.meta, spec, &prediction, &id, None);
+        if let (Some(shadow), Some(copy)) = (shadow, copy) {
+            shadow.offer(
+                &id,
+                crate::shadow::Request::Tensors(copy),
+                crate::shadow::ChampionAnswer::of(&prediction),
+            );
+        }
     }
     Ok(oip::encode_response(
         json!({
@@ -326,6 +336,13 @@ async fn predict(
         .record_prediction(prediction.label.as_deref(), Some(&row));
     let id = quality::new_prediction_id();
     quality::log(&agent, &slot.meta, &spec, &prediction, &id, Some(&row));
+    if let Some(shadow) = agent.shadows.get(name).filter(|s| s.draw()) {
+        shadow.offer(
+            &id,
+            crate::shadow::Request::Row(row.clone()),
+            crate::shadow::ChampionAnswer::of(&prediction),
+        );
+    }
     Ok(Json(json!({
         "id": id,
         "model": name,

@@ -199,6 +199,10 @@ pub struct Limits {
     /// Multiplies the target's health-check p99 budget (default 1.0): a slow board can be given
     /// headroom without re-signing the model.
     pub latency_budget_factor: f64,
+    /// Largest challenger model file the shadow slot takes, in bytes (a loaded model needs
+    /// about its file's size in memory, beside the champion's). Default 128 MiB; 0 turns the
+    /// shadow slot off, and a shadow rollout falls back to canary for this device.
+    pub max_shadow_artifact_bytes: u64,
 }
 
 impl Default for Limits {
@@ -208,6 +212,7 @@ impl Default for Limits {
             max_release_file_bytes: 64 * 1024 * 1024,
             min_free_disk_bytes: 64 * 1024 * 1024,
             latency_budget_factor: 1.0,
+            max_shadow_artifact_bytes: 128 * 1024 * 1024,
         }
     }
 }

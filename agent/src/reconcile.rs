@@ -40,11 +40,7 @@ pub fn triage(desired: &Desired, acted: u64, running: &[ReportedModel]) -> Triag
     let todo: Vec<DesiredModel> = desired
         .models
         .iter()
-        .filter(|m| {
-            !running.iter().any(|r| {
-                r.model == m.model && r.active.as_ref().is_some_and(|a| a.target == m.target)
-            })
-        })
+        .filter(|m| !serves(m, running) || shadow_work(m, running) != ShadowWork::Nothing)
         .cloned()
         .collect();
     if todo.is_empty() {
@@ -56,6 +52,53 @@ pub fn triage(desired: &Desired, acted: u64, running: &[ReportedModel]) -> Triag
         todo,
         first_time,
         revision: desired.revision,
+    }
+}
+
+/// Whether the device serves the desired model's target.
+pub fn serves(wanted: &DesiredModel, running: &[ReportedModel]) -> bool {
+    running.iter().any(|r| {
+        r.model == wanted.model && r.active.as_ref().is_some_and(|a| a.target == wanted.target)
+    })
+}
+
+/// What a desired model asks of its shadow slot, given what runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShadowWork {
+    Nothing,
+    /// Empty the slot: no challenger is wanted now (a shadow rollout ended, was halted, or
+    /// promoted it).
+    Drop,
+    /// Put this challenger in the slot: a desired model for its target, planned and fetched
+    /// like any other, then installed beside the champion rather than over it.
+    Install(DesiredModel),
+}
+
+/// The shadow slot's part of a desired model. A challenger is installed only beside the
+/// champion the same message names, once that serves; a challenger that *is* the champion
+/// (promoted) needs no slot.
+pub fn shadow_work(wanted: &DesiredModel, running: &[ReportedModel]) -> ShadowWork {
+    let current = running
+        .iter()
+        .find(|r| r.model == wanted.model)
+        .and_then(|r| r.shadow.as_ref())
+        .map(|s| s.target.as_str());
+    match &wanted.shadow {
+        Some(s) if s.target != wanted.target => {
+            if current == Some(s.target.as_str()) || !serves(wanted, running) {
+                ShadowWork::Nothing
+            } else {
+                ShadowWork::Install(DesiredModel {
+                    model: wanted.model.clone(),
+                    target: s.target.clone(),
+                    artifact_urls: s.artifact_urls.clone(),
+                    rollout: wanted.rollout.clone(),
+                    shadow: None,
+                })
+            }
+        }
+        _ if current.is_some() => ShadowWork::Drop,
+        _ => ShadowWork::Nothing,
     }
 }
 
@@ -288,6 +331,76 @@ mod tests {
             state: UpdateState::Committed,
             last_error: None,
         }]
+    }
+
+    #[test]
+    fn the_shadow_slot_follows_the_desired_state_only_beside_its_champion() {
+        use edgefleet_protocol::shadow::DesiredShadow;
+        let with_shadow = |champion: &str, challenger: Option<&str>| {
+            let mut m = wanted("d1", 1, &[champion]).models.remove(0);
+            m.rollout = Some("r1".into());
+            m.shadow = challenger.map(|t| DesiredShadow {
+                target: t.into(),
+                artifact_urls: vec!["http://a/x".into()],
+                share: 0.5,
+                max_cpu_share: 0.25,
+            });
+            m
+        };
+        let shadowing = |champion: &str, challenger: &str| {
+            let mut r = running(champion);
+            r[0].shadow = r[0].active.clone().map(|mut v| {
+                v.target = challenger.into();
+                v
+            });
+            r
+        };
+        // Beside the champion it serves: install the challenger as a model of its own.
+        let m = with_shadow(CHURN_1, Some(CHURN_2));
+        match shadow_work(&m, &running(CHURN_1)) {
+            ShadowWork::Install(c) => {
+                assert_eq!(c.target, CHURN_2);
+                assert_eq!(c.artifact_urls, ["http://a/x"]);
+                assert_eq!(c.rollout.as_deref(), Some("r1"));
+                assert!(c.shadow.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        let d = Desired {
+            models: vec![m.clone()],
+            ..wanted("d1", 1, &[])
+        };
+        assert!(matches!(
+            triage(&d, 0, &running(CHURN_1)),
+            Triage::Needs { .. }
+        ));
+        // Installed already: nothing; settled.
+        assert_eq!(
+            shadow_work(&m, &shadowing(CHURN_1, CHURN_2)),
+            ShadowWork::Nothing
+        );
+        assert!(matches!(
+            triage(&d, 1, &shadowing(CHURN_1, CHURN_2)),
+            Triage::Settled { advance_to: None }
+        ));
+        // Not beside another champion.
+        assert_eq!(
+            shadow_work(&m, &running("models/churn/0.9.0/model.onnx")),
+            ShadowWork::Nothing
+        );
+        // Promoted, ended or halted: the slot is emptied.
+        assert_eq!(
+            shadow_work(&with_shadow(CHURN_2, None), &shadowing(CHURN_2, CHURN_2)),
+            ShadowWork::Drop
+        );
+        assert_eq!(
+            shadow_work(&with_shadow(CHURN_1, None), &shadowing(CHURN_1, CHURN_2)),
+            ShadowWork::Drop
+        );
+        assert_eq!(
+            shadow_work(&with_shadow(CHURN_1, Some(CHURN_1)), &running(CHURN_1)),
+            ShadowWork::Nothing
+        );
     }
 
     fn wanted(device: &str, revision: u64, targets: &[&str]) -> Desired {

@@ -20,11 +20,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use edgefleet_inference::Inputs;
-use edgefleet_protocol::interface::PredictionSpec;
+use edgefleet_protocol::ModelName;
+use edgefleet_protocol::interface::{Prediction, PredictionSpec};
+use edgefleet_protocol::message::ModelMetrics;
 use edgefleet_protocol::shadow::{Compared, DesiredShadow, ShadowCounts, ShadowReport};
 use serde_json::{Map, Value};
 use tracing::warn;
 
+use crate::predictions::Truth;
 use crate::serving::Slot;
 
 /// Copies waiting for the challenger: enough to ride out a burst, few enough that memory stays
@@ -51,6 +54,22 @@ pub struct ChampionAnswer {
     pub label: Option<String>,
     /// The predicted label's probability, or the first value of a regressor.
     pub score: f64,
+}
+
+impl ChampionAnswer {
+    pub fn of(prediction: &Prediction) -> Self {
+        let score = match &prediction.label {
+            Some(label) => prediction
+                .probabilities
+                .as_ref()
+                .and_then(|p| p.get(label).copied()),
+            None => prediction.value.as_ref().and_then(|v| v.first().copied()),
+        };
+        Self {
+            label: prediction.label.clone(),
+            score: score.unwrap_or(f64::NAN),
+        }
+    }
 }
 
 struct Job {
@@ -117,6 +136,8 @@ impl Shared {
 /// One model's challenger and the worker that runs it.
 pub struct ShadowSlot {
     pub slot: Arc<Slot>,
+    /// The challenger's model file.
+    pub sha256: String,
     pub plan: DesiredShadow,
     jobs: Mutex<Option<SyncSender<Job>>>,
     stopping: Arc<AtomicBool>,
@@ -135,7 +156,7 @@ impl std::fmt::Debug for ShadowSlot {
 
 impl ShadowSlot {
     /// Starts the worker for a loaded and checked challenger.
-    pub fn start(slot: Arc<Slot>, plan: DesiredShadow) -> std::io::Result<Self> {
+    pub fn start(slot: Arc<Slot>, sha256: String, plan: DesiredShadow) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(QUEUE_DEPTH);
         let stopping = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -148,6 +169,7 @@ impl ShadowSlot {
         };
         Ok(Self {
             slot,
+            sha256,
             plan,
             jobs: Mutex::new(Some(tx)),
             stopping,
@@ -156,17 +178,19 @@ impl ShadowSlot {
         })
     }
 
-    /// Offers a copy of one answered request: drawn against the share, queued if there is room,
-    /// shed if not. `request` is built only for a picked copy.
-    pub fn offer(&self, id: &str, request: impl FnOnce() -> Request, champion: ChampionAnswer) {
-        if fastrand::f64() >= self.plan.share {
-            return;
-        }
+    /// Whether to copy the request being answered now: one draw against the share. The caller
+    /// keeps a copy of the request only when this says so.
+    pub fn draw(&self) -> bool {
+        fastrand::f64() < self.plan.share
+    }
+
+    /// Queues a drawn copy of one answered request if there is room; sheds it if not.
+    pub fn offer(&self, id: &str, request: Request, champion: ChampionAnswer) {
         let Ok(jobs) = self.jobs.lock() else { return };
         let Some(jobs) = jobs.as_ref() else { return };
         let job = Job {
             id: id.to_owned(),
-            request: request(),
+            request,
             champion,
         };
         if let Err(TrySendError::Full(_)) = jobs.try_send(job)
@@ -377,15 +401,20 @@ impl Shadows {
             .collect()
     }
 
-    /// Counts the ground truth of request `id` of `model`, if its challenger answered it.
-    pub fn truth(&self, model: &str, id: &str, label: &str) {
-        if let Some(slot) = self.get(model) {
-            slot.truth(id, label);
+    /// Counts the ground truth of `model`'s requests its challenger answered (labels; values
+    /// of regressors are not judged here).
+    pub fn truths(&self, model: &str, labels: &[(String, Truth)]) {
+        let Some(slot) = self.get(model) else { return };
+        for (id, truth) in labels {
+            if let Truth::Label(label) = truth {
+                slot.truth(id, label);
+            }
         }
     }
 
-    /// Stops every worker and waits for each (blocking: at most one run each).
-    pub fn stop_all(&self) {
+    /// Stops every worker; returns them to be joined (each ends after at most the run in
+    /// progress).
+    pub fn stop_all(&self) -> Vec<JoinHandle<()>> {
         let models: Vec<String> = self
             .slots
             .lock()
@@ -394,13 +423,34 @@ impl Shadows {
         for model in models {
             self.remove(&model);
         }
-        let workers = self
-            .retired
+        self.retired
             .lock()
             .map(|mut r| std::mem::take(&mut *r))
-            .unwrap_or_default();
-        for worker in workers {
-            let _ = worker.join();
+            .unwrap_or_default()
+    }
+}
+
+/// Puts each model's report in the window's entry of the version that served beside the
+/// challenger (`serving` names it), adding the entry if that version had no other figures.
+pub fn add_reports(
+    models: &mut Vec<ModelMetrics>,
+    reports: Vec<(String, ShadowReport)>,
+    serving: impl Fn(&str) -> Option<(ModelName, semver::Version)>,
+) {
+    for (model, report) in reports {
+        let Some((model, version)) = serving(&model) else {
+            continue;
+        };
+        match models
+            .iter_mut()
+            .find(|m| m.model == model && m.version == version)
+        {
+            Some(entry) => entry.shadow = Some(report),
+            None => {
+                let mut entry = ModelMetrics::empty(model, version);
+                entry.shadow = Some(report);
+                models.push(entry);
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::lifecycle::{self, Event, InstallState, Next, Outcome};
 mod recovery;
 mod refused;
 mod schema;
+mod shadow;
 #[cfg(test)]
 mod tests;
 mod trials;
@@ -128,6 +129,7 @@ impl Store {
         })?;
         conn.execute_batch(trials::SCHEMA).map_err(db)?;
         conn.execute_batch(refused::SCHEMA).map_err(db)?;
+        conn.execute_batch(shadow::SCHEMA).map_err(db)?;
         Ok(Self {
             root,
             db_path,
@@ -389,7 +391,7 @@ impl Store {
     }
 
     /// Removes the rows of `model`'s versions that are neither active nor previous, and the
-    /// files no active, previous or in-flight version uses.
+    /// files no active, previous, in-flight or shadow version uses.
     fn collect_garbage(&self, model: &str) -> Result<(), StoreError> {
         let err = self.db_err();
         let keep: Vec<String> = self.with(|conn| {
@@ -403,7 +405,8 @@ impl Store {
             let mut stmt = conn
                 .prepare(
                     "SELECT sha256 FROM versions WHERE model = ?1
-                     UNION SELECT sha256 FROM install WHERE model = ?1",
+                     UNION SELECT sha256 FROM install WHERE model = ?1
+                     UNION SELECT sha256 FROM shadow WHERE model = ?1",
                 )
                 .map_err(&err)?;
             let keep = stmt

@@ -82,6 +82,7 @@ impl Agent {
             predictions,
             guards: std::sync::Mutex::default(),
             samples: crate::sampling::Sampler::default(),
+            shadows: crate::shadow::Shadows::default(),
         });
         agent.spawn(crate::predictions::run(
             agent.predictions.clone(),

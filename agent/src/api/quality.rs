@@ -169,6 +169,7 @@ pub(super) async fn feedback(
         };
         labels.push((item.id, truth));
     }
+    agent.shadows.truths(&name, &labels);
     let log = agent.predictions.clone();
     let now = agent.now_unix();
     let model = name.clone();

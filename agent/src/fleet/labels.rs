@@ -77,6 +77,7 @@ impl Fleet {
         }
         let now = self.agent.now_unix();
         for (model, labels) in by_model {
+            self.agent.shadows.truths(&model, &labels);
             let log = self.agent.predictions.clone();
             let name = model.clone();
             let outcome = tokio::task::spawn_blocking(move || log.feedback(&name, &labels, now))

@@ -91,6 +91,10 @@ impl Fleet {
                 Err(e) => warn!(error = %e, "cannot read the labels joined in this window"),
             }
             crate::sampling::add_samples(&mut models, self.agent.samples.take());
+            crate::shadow::add_reports(&mut models, self.agent.shadows.take(), |model| {
+                let slot = self.agent.serving.get(model)?;
+                Some((slot.meta.model.clone(), slot.meta.version.clone()))
+            });
             if stopping && models.is_empty() {
                 return;
             }

@@ -2,6 +2,7 @@
 //! and installs, and the refusals the server hears about.
 
 use super::*;
+use crate::reconcile::ShadowWork;
 
 impl Fleet {
     /// Acts on the newest desired state; retries failed downloads with backoff and jitter.
@@ -121,9 +122,15 @@ impl Fleet {
         };
         self.remember_rollouts(wanted);
         let mut trusted = self.refresh_tuf().await?;
+        // Models whose champion changes; the rest of `todo` only changes its shadow slot.
+        let installs: Vec<_> = todo
+            .iter()
+            .filter(|m| !reconcile::serves(m, &running))
+            .cloned()
+            .collect();
         // Resolved before planning: a target of a delegated role loads that role's metadata.
         let mut resolved = std::collections::HashMap::new();
-        for wanted in &todo {
+        for wanted in &installs {
             let target = trusted
                 .model_target(&wanted.target)
                 .await
@@ -131,7 +138,7 @@ impl Fleet {
             resolved.insert(wanted.target.clone(), target);
         }
         let steps = reconcile::plan(
-            &todo,
+            &installs,
             first_time,
             |name| {
                 resolved
@@ -150,32 +157,8 @@ impl Fleet {
                 Step::Install { wanted, target } => (wanted, target),
             };
             let mut target = target;
-            let staging = self.agent.config.data_dir.join("store/staging");
-            match trusted.fetch_release_files(&mut target, &staging).await {
-                Ok(()) => {}
-                // Fetched and matching its signed hash, yet not valid for the release: the
-                // operator signed a bad file, and no retry will mend it.
-                Err(e @ edgefleet_tuf::Error::Target { .. }) => {
-                    self.refuse(&m, e.to_string()).await;
-                    continue;
-                }
-                Err(e) => return Err(format!("release files of {}: {e}", target.name)),
-            }
-            let source = if self.agent.has_artifact_of(&target) {
-                self.emit(Notice {
-                    model: m.model.to_string(),
-                    kind: EventKind::Verified,
-                    target: Some(target.name.clone()),
-                    detail: Some(
-                        "the same model file is already stored: not downloaded again".into(),
-                    ),
-                    evidence: Vec::new(),
-                    refuse_again: None,
-                })
-                .await;
-                ArtifactSource::Stored
-            } else {
-                ArtifactSource::Downloaded(self.download(&m, &target, &trusted).await?)
+            let Some(source) = self.fetch_candidate(&m, &mut target, &mut trusted).await? else {
+                continue;
             };
             match self.agent.install(&target, source).await {
                 Ok(report) => info!(?report, "over-the-air install"),
@@ -188,6 +171,25 @@ impl Fleet {
                 Err(e) => return Err(e.to_string()),
             }
         }
+        // Shadow slots last: a challenger goes in only beside the champion now serving.
+        let running = self.agent.reported_models().map_err(|e| e.to_string())?;
+        for m in &todo {
+            match reconcile::shadow_work(m, &running) {
+                ShadowWork::Nothing => {}
+                ShadowWork::Drop => self
+                    .agent
+                    .drop_shadow(m.model.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?,
+                ShadowWork::Install(challenger) => {
+                    let Some(plan) = m.shadow.clone() else {
+                        continue;
+                    };
+                    self.install_challenger(&challenger, plan, first_time, &mut trusted)
+                        .await?;
+                }
+            }
+        }
         // The message is genuine (its signature verified): once every step ran, this revision
         // is acted on, refusals included (they were reported).
         if first_time {
@@ -196,6 +198,94 @@ impl Fleet {
                 .map_err(|e| e.to_string())?;
         }
         self.publish_reported();
+        Ok(())
+    }
+
+    /// Fetches what a planned candidate still needs: its release files, then its model file
+    /// unless the store has it. `None` when the candidate was refused (and reported).
+    async fn fetch_candidate(
+        &self,
+        m: &edgefleet_protocol::message::DesiredModel,
+        target: &mut client::ModelTarget,
+        trusted: &mut client::TrustedRepo,
+    ) -> Result<Option<ArtifactSource>, String> {
+        let staging = self.agent.config.data_dir.join("store/staging");
+        match trusted.fetch_release_files(target, &staging).await {
+            Ok(()) => {}
+            // Fetched and matching its signed hash, yet not valid for the release: the
+            // operator signed a bad file, and no retry will mend it.
+            Err(e @ edgefleet_tuf::Error::Target { .. }) => {
+                self.refuse(m, e.to_string()).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(format!("release files of {}: {e}", target.name)),
+        }
+        if self.agent.has_artifact_of(target) {
+            self.emit(Notice {
+                model: m.model.to_string(),
+                kind: EventKind::Verified,
+                target: Some(target.name.clone()),
+                detail: Some("the same model file is already stored: not downloaded again".into()),
+                evidence: Vec::new(),
+                refuse_again: None,
+            })
+            .await;
+            return Ok(Some(ArtifactSource::Stored));
+        }
+        Ok(Some(ArtifactSource::Downloaded(
+            self.download(m, target, trusted).await?,
+        )))
+    }
+
+    /// Plans, fetches and installs a challenger into its model's shadow slot. A refusal is
+    /// final for the revision, like a champion's.
+    async fn install_challenger(
+        &self,
+        challenger: &edgefleet_protocol::message::DesiredModel,
+        plan: edgefleet_protocol::shadow::DesiredShadow,
+        first_time: bool,
+        trusted: &mut client::TrustedRepo,
+    ) -> Result<(), String> {
+        let resolved = trusted
+            .model_target(&challenger.target)
+            .await
+            .map_err(|e| e.to_string());
+        let steps = reconcile::plan(
+            std::slice::from_ref(challenger),
+            first_time,
+            |_| resolved.clone(),
+            self,
+        );
+        for step in steps {
+            let mut target = match step {
+                Step::Refuse { wanted, why } => {
+                    self.refuse(&wanted, format!("shadow: {why}")).await;
+                    continue;
+                }
+                Step::Install { target, .. } => target,
+            };
+            let Some(source) = self
+                .fetch_candidate(challenger, &mut target, trusted)
+                .await?
+            else {
+                continue;
+            };
+            match self
+                .agent
+                .install_shadow(&target, source, plan.clone())
+                .await
+            {
+                Ok(()) => {}
+                Err(InstallError::Rejected { .. }) => self.remember_failed(
+                    challenger.model.as_str(),
+                    &reconcile::candidate_key(&target),
+                ),
+                Err(e @ (InstallError::Verify(_) | InstallError::TooLarge { .. })) => {
+                    self.refuse(challenger, format!("shadow: {e}")).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
         Ok(())
     }
 

@@ -71,12 +71,7 @@ fn champion_answer(champion: &Slot, row: &Map<String, Value>) -> ChampionAnswer 
             .unwrap();
     let outputs = champion.infer(&inputs).unwrap();
     let scores = outputs[spec.output()].data.floats_as_f32().unwrap();
-    let p = spec.interpret(&scores);
-    let label = p.label.unwrap();
-    ChampionAnswer {
-        score: p.probabilities.unwrap()[&label],
-        label: Some(label),
-    }
+    ChampionAnswer::of(&spec.interpret(&scores))
 }
 
 fn plan(share: f64, max_cpu_share: f64) -> DesiredShadow {
@@ -104,11 +99,11 @@ fn settled(shadow: &ShadowSlot, n: u64) -> ShadowCounts {
 /// Offers every row, one at a time (so nothing is shed), with its label arriving afterwards.
 fn shadow_run(challenger: &str) -> ShadowCounts {
     let champion = slot("churn/2.0.0");
-    let shadow = ShadowSlot::start(slot(challenger), plan(1.0, 1.0)).unwrap();
+    let shadow = ShadowSlot::start(slot(challenger), String::new(), plan(1.0, 1.0)).unwrap();
     let rows = field_rows();
     for (i, (row, _)) in rows.iter().enumerate() {
         let answer = champion_answer(&champion, row);
-        shadow.offer(&format!("r{i}"), || Request::Row(row.clone()), answer);
+        shadow.offer(&format!("r{i}"), Request::Row(row.clone()), answer);
         settled(&shadow, i as u64 + 1);
     }
     for (i, (_, truth)) in rows.iter().enumerate() {
@@ -163,7 +158,7 @@ fn a_challenger_that_fails_live_traffic_is_told_apart_from_a_like_one() {
 fn copies_over_the_cpu_budget_or_the_queue_are_shed_never_waited_for() {
     let champion = slot("churn/2.0.0");
     // A millionth of a core: once the saved-up burst is spent nothing more may run.
-    let shadow = ShadowSlot::start(slot("churn/2.0.0"), plan(1.0, 1e-6)).unwrap();
+    let shadow = ShadowSlot::start(slot("churn/2.0.0"), String::new(), plan(1.0, 1e-6)).unwrap();
     let answered: Vec<_> = field_rows()
         .into_iter()
         .map(|(row, _)| {
@@ -173,11 +168,7 @@ fn copies_over_the_cpu_budget_or_the_queue_are_shed_never_waited_for() {
         .collect();
     let started = Instant::now();
     for (i, (row, answer)) in answered.iter().enumerate() {
-        shadow.offer(
-            &format!("r{i}"),
-            || Request::Row(row.clone()),
-            answer.clone(),
-        );
+        shadow.offer(&format!("r{i}"), Request::Row(row.clone()), answer.clone());
     }
     let offering = started.elapsed();
     let counts = settled(&shadow, 800);
@@ -192,11 +183,7 @@ fn copies_over_the_cpu_budget_or_the_queue_are_shed_never_waited_for() {
     let mut after_spent = 0;
     for (i, (row, answer)) in answered.iter().cycle().take(2000).enumerate() {
         let before = settled(&shadow, seen);
-        shadow.offer(
-            &format!("s{i}"),
-            || Request::Row(row.clone()),
-            answer.clone(),
-        );
+        shadow.offer(&format!("s{i}"), Request::Row(row.clone()), answer.clone());
         seen += 1;
         let now = settled(&shadow, seen);
         if now.shed > before.shed {
@@ -216,21 +203,13 @@ fn copies_over_the_cpu_budget_or_the_queue_are_shed_never_waited_for() {
 #[test]
 fn the_share_picks_about_that_many_copies() {
     let champion = slot("churn/2.0.0");
-    let shadow = ShadowSlot::start(slot("churn/2.0.0"), plan(0.25, 1.0)).unwrap();
+    let shadow = ShadowSlot::start(slot("churn/2.0.0"), String::new(), plan(0.25, 1.0)).unwrap();
     let rows = field_rows();
     let mut offered_at = 0;
     for (i, (row, _)) in rows.iter().enumerate() {
         let answer = champion_answer(&champion, row);
-        let mut picked = false;
-        shadow.offer(
-            &format!("r{i}"),
-            || {
-                picked = true;
-                Request::Row(row.clone())
-            },
-            answer,
-        );
-        if picked {
+        if shadow.draw() {
+            shadow.offer(&format!("r{i}"), Request::Row(row.clone()), answer);
             offered_at += 1;
             settled(&shadow, offered_at);
         }
@@ -246,7 +225,7 @@ fn a_failing_challenger_counts_errors_and_the_registry_stops_its_worker() {
     let shadows = Shadows::default();
     shadows.put(
         "churn",
-        ShadowSlot::start(slot("churn/2.0.0"), plan(1.0, 1.0)).unwrap(),
+        ShadowSlot::start(slot("churn/2.0.0"), String::new(), plan(1.0, 1.0)).unwrap(),
     );
     let (row, _) = &field_rows()[0];
     let answer = champion_answer(&champion, row);
@@ -256,8 +235,8 @@ fn a_failing_challenger_counts_errors_and_the_registry_stops_its_worker() {
         edgefleet_inference::Tensor::f32(vec![1, 3], vec![0.0; 3]).unwrap(),
     )]);
     let shadow = shadows.get("churn").unwrap();
-    shadow.offer("bad", || Request::Tensors(wrong), answer.clone());
-    shadow.offer("good", || Request::Row(row.clone()), answer);
+    shadow.offer("bad", Request::Tensors(wrong), answer.clone());
+    shadow.offer("good", Request::Row(row.clone()), answer);
     let counts = settled(&shadow, 2);
     assert_eq!((counts.challenger_errors, counts.compared), (1, 1));
     drop(shadow);
@@ -269,7 +248,9 @@ fn a_failing_challenger_counts_errors_and_the_registry_stops_its_worker() {
         Some("models/churn/2.0.0/model.onnx")
     );
     assert!(shadows.get("churn").is_none());
-    shadows.stop_all();
+    for worker in shadows.stop_all() {
+        worker.join().unwrap();
+    }
     assert!(shadows.retired.lock().unwrap().is_empty());
 }
 
