@@ -302,6 +302,7 @@ impl Agent {
                 r.last_outcome,
             );
             out.push(ReportedModel {
+                shadow_refused: self.shadows.refusal(&name),
                 model: ModelName::new(name.clone()).map_err(|e| StoreError::Corrupt {
                     what: format!("model name {name:?}"),
                     detail: e.to_string(),

@@ -318,6 +318,7 @@ mod tests {
 
     fn running(target: &str) -> Vec<ReportedModel> {
         vec![ReportedModel {
+            shadow_refused: None,
             shadow: None,
             model: ModelName::new("churn").unwrap(),
             active: Some(InstalledVersion {

@@ -23,7 +23,9 @@ use edgefleet_inference::Inputs;
 use edgefleet_protocol::ModelName;
 use edgefleet_protocol::interface::{Prediction, PredictionSpec};
 use edgefleet_protocol::message::ModelMetrics;
-use edgefleet_protocol::shadow::{Compared, DesiredShadow, ShadowCounts, ShadowReport};
+use edgefleet_protocol::shadow::{
+    Compared, DesiredShadow, ShadowCounts, ShadowRefusal, ShadowReport,
+};
 use serde_json::{Map, Value};
 use tracing::warn;
 
@@ -357,6 +359,9 @@ pub struct Shadows {
     slots: Mutex<BTreeMap<String, Arc<ShadowSlot>>>,
     /// Workers of slots replaced or removed, joined at stop.
     retired: Mutex<Vec<JoinHandle<()>>>,
+    /// The last challenger refused per model, reported until a challenger is accepted or none
+    /// is wanted.
+    refused: Mutex<BTreeMap<String, ShadowRefusal>>,
 }
 
 impl Shadows {
@@ -364,8 +369,28 @@ impl Shadows {
         self.slots.lock().ok()?.get(model).cloned()
     }
 
+    pub fn refusal(&self, model: &str) -> Option<ShadowRefusal> {
+        self.refused.lock().ok()?.get(model).cloned()
+    }
+
+    /// Records that `target` may not take `model`'s shadow slot.
+    pub fn refuse(&self, model: &str, target: &str, reason: &str) {
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.insert(
+                model.to_owned(),
+                ShadowRefusal {
+                    target: target.to_owned(),
+                    reason: reason.to_owned(),
+                },
+            );
+        }
+    }
+
     /// Puts `slot` in `model`'s shadow, stopping the one it replaces.
     pub fn put(&self, model: &str, slot: ShadowSlot) {
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.remove(model);
+        }
         let old = match self.slots.lock() {
             Ok(mut slots) => slots.insert(model.to_owned(), Arc::new(slot)),
             Err(_) => return,
@@ -373,8 +398,12 @@ impl Shadows {
         self.retire(old);
     }
 
-    /// Empties `model`'s shadow slot; returns the challenger's target if there was one.
+    /// Empties `model`'s shadow slot (and forgets a refusal); returns the challenger's target if
+    /// there was one.
     pub fn remove(&self, model: &str) -> Option<String> {
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.remove(model);
+        }
         let old = self.slots.lock().ok()?.remove(model);
         let target = old.as_ref().map(|s| s.slot.target.clone());
         self.retire(old);

@@ -6,6 +6,7 @@
 //! [`assign`] touches the store, the signer and the broker.
 
 use edgefleet_protocol::message::{Desired, DesiredModel, SCHEMA_VERSION};
+use edgefleet_protocol::shadow::DesiredShadow;
 use edgefleet_protocol::target::parse_target_name;
 use edgefleet_protocol::{DeviceId, MessageId};
 
@@ -48,12 +49,23 @@ impl DesiredError {
 }
 
 /// One model a device should run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
     pub model: String,
     pub version: String,
     /// The rollout that set it, told to the device so its events name the rollout.
     pub rollout: Option<String>,
+    /// A challenger to run beside it in the shadow slot.
+    pub shadow: Option<WantedShadow>,
+}
+
+/// A version a device should run in a model's shadow slot, on `share` of its requests within
+/// `max_cpu_share` of one core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WantedShadow {
+    pub version: String,
+    pub share: f64,
+    pub max_cpu_share: f64,
 }
 
 /// The signed model targets, read once.
@@ -77,32 +89,42 @@ impl Catalog {
     ) -> Result<Vec<DesiredModel>, DesiredError> {
         let mut models: Vec<DesiredModel> = Vec::new();
         for (index, w) in wanted.iter().enumerate() {
-            let found = self
-                .signed
-                .iter()
-                .find(|m| {
-                    m.meta.model.as_str() == w.model && m.meta.version.to_string() == w.version
-                })
-                .ok_or_else(|| DesiredError::NotSigned {
-                    index,
-                    model: w.model.clone(),
-                    version: w.version.clone(),
-                })?;
+            let signed = |version: &str| {
+                self.signed
+                    .iter()
+                    .find(|m| {
+                        m.meta.model.as_str() == w.model && m.meta.version.to_string() == version
+                    })
+                    .ok_or_else(|| DesiredError::NotSigned {
+                        index,
+                        model: w.model.clone(),
+                        version: version.to_owned(),
+                    })
+            };
+            let found = signed(&w.version)?;
             if models.iter().any(|m| m.model == found.meta.model) {
                 return Err(DesiredError::ListedTwice {
                     index,
                     model: w.model.clone(),
                 });
             }
-            let (dir, file) = found.name.rsplit_once('/').unwrap_or(("", &found.name));
+            let shadow = match &w.shadow {
+                Some(s) => {
+                    let challenger = signed(&s.version)?;
+                    Some(DesiredShadow {
+                        target: challenger.name.clone(),
+                        artifact_urls: vec![artifact_url(public_url, challenger)],
+                        share: s.share,
+                        max_cpu_share: s.max_cpu_share,
+                    })
+                }
+                None => None,
+            };
             models.push(DesiredModel {
-                shadow: None,
+                shadow,
                 model: found.meta.model.clone(),
                 target: found.name.clone(),
-                artifact_urls: vec![format!(
-                    "{public_url}/tuf/targets/{dir}/{}.{file}",
-                    found.sha256
-                )],
+                artifact_urls: vec![artifact_url(public_url, found)],
                 rollout: w.rollout.clone(),
             });
         }
@@ -110,13 +132,21 @@ impl Catalog {
     }
 }
 
-/// A device's desired models with `model` set to `version` (tagged with `rollout`), or removed
-/// when `version` is `None`; its other models stay as they are.
+/// Where a device downloads a signed target: its consistent-snapshot name under the server.
+fn artifact_url(public_url: &str, signed: &SignedModel) -> String {
+    let (dir, file) = signed.name.rsplit_once('/').unwrap_or(("", &signed.name));
+    format!("{public_url}/tuf/targets/{dir}/{}.{file}", signed.sha256)
+}
+
+/// A device's desired models with `model` set to `version` (tagged with `rollout`, with
+/// `shadow` beside it), or removed when `version` is `None`; its other models stay as they are,
+/// shadows included.
 pub fn with_model(
     current: Option<&Desired>,
     model: &str,
     version: Option<&str>,
     rollout: Option<&str>,
+    shadow: Option<&WantedShadow>,
 ) -> Vec<Wanted> {
     let mut wanted: Vec<Wanted> = current
         .into_iter()
@@ -128,6 +158,14 @@ pub fn with_model(
                 model: m.model.to_string(),
                 version: version.to_string(),
                 rollout: m.rollout.clone(),
+                shadow: m.shadow.as_ref().and_then(|s| {
+                    let (_, version) = parse_target_name(&s.target).ok()?;
+                    Some(WantedShadow {
+                        version: version.to_string(),
+                        share: s.share,
+                        max_cpu_share: s.max_cpu_share,
+                    })
+                }),
             })
         })
         .collect();
@@ -136,6 +174,7 @@ pub fn with_model(
             model: model.to_owned(),
             version: version.to_owned(),
             rollout: rollout.map(str::to_owned),
+            shadow: shadow.cloned(),
         });
     }
     wanted
@@ -192,13 +231,14 @@ pub async fn set_model_version(
     model: &str,
     version: Option<&str>,
     rollout: Option<&str>,
+    shadow: Option<&WantedShadow>,
 ) -> Result<u64, DesiredError> {
     let current = state
         .store
         .device(device)
         .await?
         .ok_or_else(|| DesiredError::UnknownDevice(device.clone()))?;
-    let wanted = with_model(current.desired.as_ref(), model, version, rollout);
+    let wanted = with_model(current.desired.as_ref(), model, version, rollout, shadow);
     Ok(assign(state, catalog, device, &wanted).await?.revision)
 }
 
@@ -232,6 +272,7 @@ mod tests {
             model: model.into(),
             version: version.into(),
             rollout: rollout.map(str::to_owned),
+            shadow: None,
         }
     }
 
@@ -239,18 +280,18 @@ mod tests {
     fn setting_one_model_keeps_the_others_and_their_rollouts() {
         let current = desired(&[("churn", "1.0.0", Some("r1")), ("vision", "2.0.0", None)]);
         assert_eq!(
-            with_model(Some(&current), "vision", Some("2.1.0"), Some("r2")),
+            with_model(Some(&current), "vision", Some("2.1.0"), Some("r2"), None),
             [
                 wanted("churn", "1.0.0", Some("r1")),
                 wanted("vision", "2.1.0", Some("r2"))
             ]
         );
         assert_eq!(
-            with_model(Some(&current), "churn", None, None),
+            with_model(Some(&current), "churn", None, None, None),
             [wanted("vision", "2.0.0", None)]
         );
         assert_eq!(
-            with_model(None, "churn", Some("1.0.0"), None),
+            with_model(None, "churn", Some("1.0.0"), None, None),
             [wanted("churn", "1.0.0", None)]
         );
     }

@@ -631,6 +631,8 @@ mod tests {
     fn a_rollout_is_judged_on_its_devices_against_the_versions_it_replaces() {
         use crate::rollout::{Gates, Rollout, RolloutSpec, Selector};
         let spec = RolloutSpec {
+            strategy: Default::default(),
+            shadow: None,
             model: "churn".into(),
             version: "2.1.0".into(),
             target: "models/churn/2.1.0/model.onnx".into(),

@@ -465,6 +465,31 @@ pub(crate) struct RolloutCreate {
     /// On a gate breach, halt but leave updated devices on the new version.
     #[arg(long)]
     pub(crate) no_rollback: bool,
+    /// `canary` (default): each wave installs and serves the version. `shadow`: each wave
+    /// first runs it beside the serving version on copies of requests and promotes it in place
+    /// only once the shadow gate passes.
+    #[arg(long, value_parser = ["canary", "shadow"])]
+    pub(crate) strategy: Option<String>,
+    /// Shadow: share of each device's requests copied to the challenger (default 0.1).
+    #[arg(long)]
+    pub(crate) shadow_share: Option<f64>,
+    /// Shadow: most of one core's time the challenger may take (default 0.25).
+    #[arg(long)]
+    pub(crate) shadow_cpu_share: Option<f64>,
+    /// Shadow gate: compared requests a wave needs before its verdict (default 200).
+    #[arg(long)]
+    pub(crate) shadow_min_compared: Option<u64>,
+    /// Shadow gate: least share of requests both versions answer alike (default 0.9).
+    #[arg(long)]
+    pub(crate) shadow_min_agreement: Option<f64>,
+    /// Shadow gate: the challenger's accuracy on labelled requests at most this far below the
+    /// serving version's on the same requests (default 0.02).
+    #[arg(long)]
+    pub(crate) shadow_max_accuracy_drop: Option<f64>,
+    /// Shadow: a device that cannot hold both models goes `canary` (default) or fails
+    /// (`refuse`).
+    #[arg(long, value_parser = ["canary", "refuse"])]
+    pub(crate) shadow_fallback: Option<String>,
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -128,6 +128,9 @@ pub struct ReportedModel {
     /// The challenger installed in the shadow slot, checked and running on copies of requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<InstalledVersion>,
+    /// The last challenger this device refused for the shadow slot, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_refused: Option<crate::shadow::ShadowRefusal>,
 }
 
 /// What the device really runs. Retained; always rewritten after a local change (including an

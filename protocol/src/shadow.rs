@@ -71,6 +71,16 @@ impl DesiredShadow {
     }
 }
 
+/// Why the challenger a desired state names is not in the device's shadow slot: refused at
+/// admission (over the device's shadow limit, too little memory), at load or at the health
+/// check. A shadow rollout falls back to canary for this device, or fails it, by its policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowRefusal {
+    pub target: String,
+    pub reason: String,
+}
+
 /// One window of a challenger beside the version that served (the `ModelMetrics` it rides in).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

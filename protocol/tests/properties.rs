@@ -260,6 +260,7 @@ fn reported() -> impl Strategy<Value = Reported> {
             agent_version: "0.1.0".into(),
             desired_revision: seq / 3,
             models: vec![ReportedModel {
+                shadow_refused: None,
                 shadow: None,
                 active: Some(message::InstalledVersion {
                     version: v.clone(),

@@ -11,6 +11,7 @@
 
 mod command;
 mod plan;
+mod shadow;
 mod stages;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ pub use plan::{
     Candidate, DEFAULT_WAVES, Exponential, Origin, PlanError, RolloutRequest, assign_waves,
     exponential_waves, plan,
 };
+pub use shadow::{Fallback, ShadowCheck, ShadowOptions, Strategy, describe, shadow_evidence};
 pub use stages::{StageRefusal, StageRules};
 pub use view::{HistoryEntry, RolloutList, RolloutView, StateView, WaveView};
 
@@ -192,6 +194,11 @@ pub struct RolloutSpec {
     #[serde(default)]
     pub gates: Gates,
     pub rollback_on_halt: bool,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// The shadow phase (`strategy` `shadow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowOptions>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +209,8 @@ pub enum DeviceState {
     Notified,
     Downloading,
     Installing,
+    /// Runs the new version in its shadow slot, beside the one it serves (`shadow` strategy).
+    Shadowing,
     Healthy,
     Failed,
     TimedOut,
@@ -210,7 +219,7 @@ pub enum DeviceState {
 }
 
 impl DeviceState {
-    fn settled(self) -> bool {
+    pub(crate) fn settled(self) -> bool {
         matches!(
             self,
             DeviceState::Healthy
@@ -237,6 +246,9 @@ pub struct RolloutDevice {
     /// The desired revision that carried this rollout to it.
     pub revision: Option<u64>,
     pub detail: Option<String>,
+    /// Past its shadow phase: promoted on a pass, or fallen back to canary (`shadow` strategy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promoted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -299,6 +311,9 @@ pub struct Rollout {
     /// The model gates' last verdict (rollouts with `gates.model`).
     #[serde(default)]
     pub model_check: Option<ModelCheck>,
+    /// The shadow gate's last verdict (`shadow` strategy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_check: Option<ShadowCheck>,
 }
 
 /// The failure detail until the device's own reason is known.
@@ -312,6 +327,7 @@ pub struct WaveProgress {
     pub failed: usize,
     pub rolled_back: usize,
     pub in_progress: usize,
+    pub shadowing: usize,
 }
 
 /// A desired-state change the caller must make.
@@ -319,6 +335,9 @@ pub struct WaveProgress {
 pub enum Action {
     /// Set the device's desired version of the model to the rollout's.
     Update { device: String },
+    /// Keep the device's version of the model and run the rollout's beside it, in the shadow
+    /// slot, with the rollout's share and CPU budget.
+    Shadow { device: String },
     /// Set it back to `version` (or drop the model when it had none).
     Revert {
         device: String,
@@ -327,7 +346,7 @@ pub enum Action {
 }
 
 /// What a device reports about the rollout's model.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Observed {
     /// The target it serves.
     pub active_target: Option<String>,
@@ -336,6 +355,10 @@ pub struct Observed {
     pub last_error: Option<String>,
     /// The last desired revision it acted on.
     pub desired_revision: u64,
+    /// The target in its shadow slot.
+    pub shadow_target: Option<String>,
+    /// The last challenger it refused for the shadow slot.
+    pub shadow_refused: Option<edgefleet_protocol::shadow::ShadowRefusal>,
 }
 
 impl Rollout {
@@ -360,6 +383,10 @@ impl Rollout {
                         DeviceState::Healthy => p.healthy += 1,
                         DeviceState::Failed | DeviceState::TimedOut => p.failed += 1,
                         DeviceState::RolledBack => p.rolled_back += 1,
+                        DeviceState::Shadowing => {
+                            p.in_progress += 1;
+                            p.shadowing += 1;
+                        }
                         DeviceState::Notified
                         | DeviceState::Downloading
                         | DeviceState::Installing => p.in_progress += 1,
@@ -387,12 +414,21 @@ impl Rollout {
         let target = self.spec.target.clone();
         let timeout = self.spec.gates.device_timeout_seconds as i64;
         let mut changes = Vec::new();
+        let mut fallbacks = Vec::new();
+        let shadowed = self.spec.strategy == Strategy::Shadow;
+        let fallback = self
+            .spec
+            .shadow
+            .as_ref()
+            .map(|s| s.fallback)
+            .unwrap_or_default();
         for d in &mut self.devices {
             let in_flight = matches!(
                 d.state,
                 DeviceState::Notified
                     | DeviceState::Downloading
                     | DeviceState::Installing
+                    | DeviceState::Shadowing
                     | DeviceState::Healthy
             );
             if !in_flight {
@@ -400,6 +436,43 @@ impl Rollout {
             }
             let seen = observe(&d.id).unwrap_or_default();
             let acted = d.revision.is_some_and(|r| seen.desired_revision >= r);
+            if shadowed && !d.promoted {
+                let next = match shadow::shadow_step(d, &seen, &target, acted) {
+                    shadow::ShadowStep::Stay(next) => next,
+                    shadow::ShadowStep::Cannot(why) if fallback == Fallback::Canary => {
+                        d.promoted = true;
+                        changes.push(format!(
+                            "{} cannot run a shadow ({why}); falls back to canary",
+                            d.id
+                        ));
+                        fallbacks.push(Action::Update {
+                            device: d.id.clone(),
+                        });
+                        continue;
+                    }
+                    shadow::ShadowStep::Cannot(why) => {
+                        d.detail = Some(format!("cannot run a shadow: {why}"));
+                        DeviceState::Failed
+                    }
+                };
+                // Waiting for traffic is not a timeout; not getting the slot filled is.
+                let next = if next == DeviceState::Notified
+                    && d.notified_at.is_some_and(|t| now - t > timeout)
+                {
+                    d.detail = Some(format!("no shadow running {timeout} s after notification"));
+                    DeviceState::TimedOut
+                } else {
+                    next
+                };
+                if next != d.state {
+                    changes.push(match &d.detail {
+                        Some(why) if next.failed() => format!("{} {:?}: {why}", d.id, next),
+                        _ => format!("{} {:?}", d.id, next),
+                    });
+                    d.state = next;
+                }
+                continue;
+            }
             let runs_it = seen.active_target.as_deref() == Some(target.as_str());
             let next = match (runs_it, seen.state) {
                 (true, Some(UpdateState::Committed)) => DeviceState::Healthy,
@@ -443,7 +516,8 @@ impl Rollout {
         for change in changes {
             self.note(now, format!("device {change}"));
         }
-        self.advance(now)
+        fallbacks.extend(self.advance(now));
+        fallbacks
     }
 
     fn advance(&mut self, now: i64) -> Vec<Action> {
@@ -469,16 +543,12 @@ impl Rollout {
                 self.halt(now, wave, reason)
             }
             RolloutState::Running { wave } => {
-                let mut actions = Vec::new();
-                for d in self
+                let actions: Vec<Action> = self
                     .devices
                     .iter()
                     .filter(|d| d.wave == wave && d.state == DeviceState::Pending)
-                {
-                    actions.push(Action::Update {
-                        device: d.id.clone(),
-                    });
-                }
+                    .map(|d| self.first_action(d))
+                    .collect();
                 let settled = self
                     .devices
                     .iter()
@@ -629,8 +699,8 @@ impl Rollout {
     }
 }
 
-/// Pending devices of waves before the current one (after a retry) are updated as well.
-pub fn retry_targets(rollout: &Rollout) -> Vec<String> {
+/// Pending devices of waves before the current one (after a retry) are started as well.
+pub fn retry_actions(rollout: &Rollout) -> Vec<Action> {
     let Some(wave) = rollout.state.wave() else {
         return Vec::new();
     };
@@ -638,6 +708,6 @@ pub fn retry_targets(rollout: &Rollout) -> Vec<String> {
         .devices
         .iter()
         .filter(|d| d.wave < wave && d.state == DeviceState::Pending)
-        .map(|d| d.id.clone())
+        .map(|d| rollout.first_action(d))
         .collect()
 }

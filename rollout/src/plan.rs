@@ -10,7 +10,7 @@ use edgefleet_protocol::api::Stage;
 
 use crate::{
     DeviceState, Gates, ModelGates, Rollout, RolloutDevice, RolloutSpec, RolloutState, Selector,
-    StageRefusal, StageRules,
+    ShadowOptions, StageRefusal, StageRules, Strategy,
 };
 
 /// The waves when a request names none: a 1 % canary, then 10 %, 50 % and everyone.
@@ -61,6 +61,19 @@ pub struct RolloutRequest {
     /// Default true.
     #[serde(default = "yes")]
     pub rollback_on_halt: bool,
+    /// `canary` (default) or `shadow`.
+    #[serde(default, skip_serializing_if = "is_canary")]
+    #[cfg_attr(feature = "schema", schema(inline))]
+    pub strategy: Strategy,
+    /// The shadow phase's share, CPU budget, gate and fallback (`strategy` `shadow`; every
+    /// field has a default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(inline))]
+    pub shadow: Option<ShadowOptions>,
+}
+
+fn is_canary(s: &Strategy) -> bool {
+    *s == Strategy::Canary
 }
 
 fn yes() -> bool {
@@ -85,6 +98,8 @@ impl RolloutRequest {
             require_approval: false,
             model_gates: None,
             rollback_on_halt: true,
+            strategy: Strategy::Canary,
+            shadow: None,
         }
     }
 }
@@ -144,6 +159,12 @@ pub enum PlanError {
          keep only max_input_drift_psi, or roll out without model gates"
     )]
     NothingToCompare(String),
+    #[error(
+        "shadow: share and max_cpu_share must be in (0, 1], gate ratios in [0, 1], limits finite and not negative, min_compared above 0"
+    )]
+    Shadow,
+    #[error("shadow options are for strategy shadow; add \"strategy\": \"shadow\" or drop them")]
+    ShadowWithoutStrategy,
     #[error("{0}")]
     Stage(StageRefusal),
     #[error(
@@ -171,6 +192,7 @@ impl PlanError {
             PlanError::ModelGates | PlanError::NoModelGate | PlanError::NothingToCompare(_) => {
                 "model_gates"
             }
+            PlanError::Shadow | PlanError::ShadowWithoutStrategy => "shadow",
             PlanError::Overlaps { .. } => return None,
         })
     }
@@ -259,6 +281,11 @@ pub fn plan(
     {
         return Err(PlanError::NothingToCompare(request.model));
     }
+    let shadow = match (request.strategy, request.shadow) {
+        (Strategy::Canary, Some(_)) => return Err(PlanError::ShadowWithoutStrategy),
+        (Strategy::Canary, None) => None,
+        (Strategy::Shadow, options) => Some(options.unwrap_or_default()),
+    };
     let spec = RolloutSpec {
         model: request.model,
         version: request.version,
@@ -267,6 +294,8 @@ pub fn plan(
         waves,
         gates,
         rollback_on_halt: request.rollback_on_halt,
+        strategy: request.strategy,
+        shadow,
     };
     let devices = chosen
         .into_iter()
@@ -335,6 +364,11 @@ impl Rollout {
         if let Some(model) = &g.model {
             model.validate()?;
         }
+        if let Some(shadow) = &spec.shadow {
+            shadow.validate()?;
+        }
+        // A device that runs no version of the model has nothing to shadow: it goes as a canary.
+        let shadowed = spec.strategy == Strategy::Shadow;
         devices.sort();
         let waves = assign_waves(devices.len(), &spec.waves)?;
         let devices = devices
@@ -344,6 +378,7 @@ impl Rollout {
                 id,
                 wave,
                 state: DeviceState::Pending,
+                promoted: shadowed && previous_version.is_none(),
                 previous_version,
                 notified_at: None,
                 revision: None,
@@ -355,6 +390,7 @@ impl Rollout {
             id,
             revision: 0,
             model_check: None,
+            shadow_check: None,
             state: RolloutState::Running { wave: 0 },
             devices,
             created_by,
@@ -363,10 +399,11 @@ impl Rollout {
             history: vec![(
                 now,
                 format!(
-                    "created: {} {} to {count} devices in {} waves",
+                    "created: {} {} to {count} devices in {} waves ({})",
                     spec.model,
                     spec.version,
-                    spec.waves.len()
+                    spec.waves.len(),
+                    spec.strategy.name()
                 ),
             )],
             spec,

@@ -144,6 +144,8 @@ mod tests {
 
     fn completed(previous: &[Option<&str>]) -> Rollout {
         let spec = RolloutSpec {
+            strategy: Default::default(),
+            shadow: None,
             model: "churn".into(),
             version: "2.0.0".into(),
             target: "models/churn/2.0.0/model.onnx".into(),

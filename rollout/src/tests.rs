@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 fn spec(waves: Vec<f64>, max_fail: f64) -> RolloutSpec {
     RolloutSpec {
+        strategy: Default::default(),
+        shadow: None,
         model: "churn".into(),
         version: "2.0.0".into(),
         target: "models/churn/2.0.0/model.onnx".into(),
@@ -31,6 +33,8 @@ fn reports(map: &HashMap<String, Observed>) -> impl Fn(&str) -> Option<Observed>
 
 fn committed(rev: u64) -> Observed {
     Observed {
+        shadow_target: None,
+        shadow_refused: None,
         active_target: Some("models/churn/2.0.0/model.onnx".into()),
         state: Some(UpdateState::Committed),
         last_error: None,
@@ -40,6 +44,8 @@ fn committed(rev: u64) -> Observed {
 
 fn rejected(rev: u64) -> Observed {
     Observed {
+        shadow_target: None,
+        shadow_refused: None,
         active_target: Some("models/churn/1.0.0/model.onnx".into()),
         state: Some(UpdateState::Rejected),
         last_error: Some("health check failed".into()),
@@ -248,7 +254,12 @@ fn approval_pause_resume_abort_and_retry() {
         Applied::Retrying(2)
     );
     assert_eq!(r.state, RolloutState::Running { wave: 1 });
-    assert_eq!(retry_targets(&r), ["d00"]);
+    assert_eq!(
+        retry_actions(&r),
+        [Action::Update {
+            device: "d00".into()
+        }]
+    );
     r.command(Command::Abort, 29, "op").unwrap();
     assert!(r.command(Command::Abort, 30, "op").is_err());
     assert!(r.step(31, reports(&seen)).is_empty());

@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Gates, ModelCheck, Rollout, RolloutDevice, RolloutState, Selector};
+use crate::{
+    Gates, ModelCheck, Rollout, RolloutDevice, RolloutState, Selector, ShadowCheck, ShadowOptions,
+    Strategy,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
@@ -25,6 +28,14 @@ pub struct RolloutView {
     pub updated_at: i64,
     /// The model gates' last verdict (its `wave` counts from 0).
     pub model_check: Option<ModelCheck>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// The shadow phase's options (`shadow` strategy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowOptions>,
+    /// The shadow gate's last verdict, with the figures it judged (its `wave` counts from 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_check: Option<ShadowCheck>,
     /// What happened, oldest first.
     pub history: Vec<HistoryEntry>,
 }
@@ -57,6 +68,9 @@ pub struct WaveView {
     pub failed: usize,
     pub rolled_back: usize,
     pub in_progress: usize,
+    /// Of `in_progress`, those running the version in their shadow slot.
+    #[serde(default)]
+    pub shadowing: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +125,7 @@ impl From<&Rollout> for RolloutView {
                 failed: p.failed,
                 rolled_back: p.rolled_back,
                 in_progress: p.in_progress,
+                shadowing: p.shadowing,
             })
             .collect();
         Self {
@@ -128,6 +143,9 @@ impl From<&Rollout> for RolloutView {
             created_at: r.created_at,
             updated_at: r.updated_at,
             model_check: r.model_check.clone(),
+            strategy: r.spec.strategy,
+            shadow: r.spec.shadow.clone(),
+            shadow_check: r.shadow_check.clone(),
             history: r
                 .history
                 .iter()

@@ -396,6 +396,8 @@ async fn releases_and_rollouts(store: &dyn Store) {
     );
 
     let spec = RolloutSpec {
+        strategy: Default::default(),
+        shadow: None,
         model: "churn".into(),
         version: "2.0.0".into(),
         target: "churn/2.0.0/model.onnx".into(),

@@ -67,6 +67,7 @@ impl Agent {
         };
         let refuse = |reason: String| {
             warn!(model, target = %version.target, reason, "shadow challenger refused");
+            self.shadows.refuse(&model, &version.target, &reason);
             self.notify(
                 &model,
                 EventKind::Rejected,

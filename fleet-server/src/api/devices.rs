@@ -272,6 +272,7 @@ pub async fn set_desired(
             model: m.model,
             version: m.version,
             rollout: None,
+            shadow: None,
         })
         .collect();
     let catalog = Catalog::load(&state.tuf).await?;

@@ -191,7 +191,7 @@ async fn roll_back_group(
     let (mut set, mut failed) = (Vec::new(), Vec::new());
     for (device, back) in &plan.set_back {
         match assigner
-            .set_model_version(device, model, Some(back), None)
+            .set_model_version(device, model, Some(back), None, None)
             .await
         {
             Ok(_) => set.push(format!("{device}→{back}")),
@@ -326,6 +326,7 @@ mod tests {
                 agent_version: "test".into(),
                 desired_revision: 1,
                 models: vec![ReportedModel {
+                    shadow_refused: None,
                     shadow: None,
                     model: ModelName::new("churn").unwrap(),
                     active: Some(installed(active)),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use edgefleet_protocol::DeviceId;
 
-use crate::desired::{self, Catalog, DesiredError};
+use crate::desired::{self, Catalog, DesiredError, WantedShadow};
 use crate::state::AppState;
 use crate::store::Store;
 
@@ -80,12 +80,14 @@ impl Assigner for SigningAssigner<'_> {
         model: &str,
         version: Option<&str>,
         rollout: Option<&str>,
+        shadow: Option<&WantedShadow>,
     ) -> Result<u64, DesiredError> {
         let catalog = self
             .catalog
             .get_or_try_init(|| Catalog::load(&self.state.tuf))
             .await?;
-        desired::set_model_version(self.state, catalog, device, model, version, rollout).await
+        desired::set_model_version(self.state, catalog, device, model, version, rollout, shadow)
+            .await
     }
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use edgefleet_protocol::DeviceId;
 use edgefleet_protocol::message::EventKind;
 
-use crate::desired::DesiredError;
+use crate::desired::{DesiredError, WantedShadow};
 use crate::rollout::{Action, Observed, Rollout, RolloutState, StageRules};
 use crate::store::{Device, DeviceStore, RegistryStore, RolloutStore, StateStore, StoreError};
 
@@ -30,6 +30,7 @@ pub trait Assigner: Send + Sync {
         model: &str,
         version: Option<&str>,
         rollout: Option<&str>,
+        shadow: Option<&WantedShadow>,
     ) -> Result<u64, DesiredError>;
 }
 
@@ -82,6 +83,17 @@ pub async fn run_pass(
         let model = rollout.spec.model.clone();
         let before = rollout.clone();
         let mut actions = rollout.step(now, |id| by_id.get(id).map(|d| observe(d, &model)));
+        if rollout.wants_shadow_check(now, MODEL_CHECK_SECONDS) {
+            match rollout_batches(store, &rollout).await {
+                Ok(batches) => {
+                    let counts = crate::rollout::shadow_evidence(&rollout, &batches);
+                    actions.extend(rollout.shadow_checked(now, counts));
+                }
+                Err(e) => {
+                    tracing::warn!(rollout = %rollout.id, error = %e, "cannot read telemetry for the shadow gate")
+                }
+            }
+        }
         if rollout.wants_model_check(now, MODEL_CHECK_SECONDS) {
             match rollout_batches(store, &rollout).await {
                 Ok(batches) => {
@@ -97,11 +109,7 @@ pub async fn run_pass(
             }
         }
         explain_failures(store, &mut rollout).await;
-        actions.extend(
-            crate::rollout::retry_targets(&rollout)
-                .into_iter()
-                .map(|device| Action::Update { device }),
-        );
+        actions.extend(crate::rollout::retry_actions(&rollout));
         for action in actions {
             apply(assigner, &mut rollout, action, now).await;
         }
@@ -206,28 +214,57 @@ fn observe(device: &Device, model: &str) -> Observed {
         state: entry.map(|m| m.state),
         last_error: entry.and_then(|m| m.last_error.clone()),
         desired_revision: reported.desired_revision,
+        shadow_target: entry
+            .and_then(|m| m.shadow.as_ref())
+            .map(|s| s.target.clone()),
+        shadow_refused: entry.and_then(|m| m.shadow_refused.clone()),
     }
 }
 
 async fn apply(assigner: &dyn Assigner, rollout: &mut Rollout, action: Action, now: i64) {
     let model = rollout.spec.model.clone();
-    let (device, version, tag) = match &action {
+    let (device, version, tag, shadow) = match &action {
         Action::Update { device } => (
             device.clone(),
             Some(rollout.spec.version.clone()),
             Some(rollout.id.clone()),
+            None,
         ),
-        Action::Revert { device, version } => (device.clone(), version.clone(), None),
+        // The champion it runs stays; the rollout's version goes beside it.
+        Action::Shadow { device } => {
+            let options = rollout.spec.shadow.clone().unwrap_or_default();
+            (
+                device.clone(),
+                rollout
+                    .devices
+                    .iter()
+                    .find(|d| &d.id == device)
+                    .and_then(|d| d.previous_version.clone()),
+                Some(rollout.id.clone()),
+                Some(WantedShadow {
+                    version: rollout.spec.version.clone(),
+                    share: options.share,
+                    max_cpu_share: options.max_cpu_share,
+                }),
+            )
+        }
+        Action::Revert { device, version } => (device.clone(), version.clone(), None, None),
     };
     let Ok(id) = DeviceId::new(device.clone()) else {
         return;
     };
     let set = assigner
-        .set_model_version(&id, &model, version.as_deref(), tag.as_deref())
+        .set_model_version(
+            &id,
+            &model,
+            version.as_deref(),
+            tag.as_deref(),
+            shadow.as_ref(),
+        )
         .await;
     match set {
         Ok(revision) => {
-            if matches!(action, Action::Update { .. }) {
+            if matches!(action, Action::Update { .. } | Action::Shadow { .. }) {
                 rollout.notified(&device, revision, now);
             }
         }

@@ -17,7 +17,7 @@ use edgefleet_protocol::message::{
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 
 use super::{Assigner, run_pass, take_lease};
-use crate::desired::DesiredError;
+use crate::desired::{DesiredError, WantedShadow};
 use crate::rollout::StageRules;
 use crate::rollout::{DeviceState, Gates, Rollout, RolloutSpec, RolloutState};
 use crate::store::sqlite::SqliteStore;
@@ -139,6 +139,7 @@ impl Fleet {
             agent_version: "sim".into(),
             desired_revision: revision,
             models: vec![ReportedModel {
+                shadow_refused: None,
                 shadow: None,
                 model: ModelName::new(MODEL).unwrap(),
                 active: version.map(installed),
@@ -228,6 +229,8 @@ impl Fleet {
             .map(|d| (d.id.to_string(), Some("1.0.0".to_owned())))
             .collect();
         let spec = RolloutSpec {
+            strategy: Default::default(),
+            shadow: None,
             model: MODEL.into(),
             version: "2.0.0".into(),
             target: target("2.0.0"),
@@ -280,6 +283,7 @@ impl Assigner for Fleet {
         model: &str,
         version: Option<&str>,
         rollout: Option<&str>,
+        shadow: Option<&WantedShadow>,
     ) -> Result<u64, DesiredError> {
         let now = *self.now.lock().unwrap();
         let current = self
@@ -295,7 +299,12 @@ impl Assigner for Fleet {
             issued_at_unix: now as u64,
             models: version
                 .map(|v| DesiredModel {
-                    shadow: None,
+                    shadow: shadow.map(|s| edgefleet_protocol::shadow::DesiredShadow {
+                        target: target(&s.version),
+                        artifact_urls: vec![],
+                        share: s.share,
+                        max_cpu_share: s.max_cpu_share,
+                    }),
                     model: ModelName::new(model).unwrap(),
                     target: target(v),
                     artifact_urls: vec![],

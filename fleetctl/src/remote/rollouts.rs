@@ -3,7 +3,8 @@
 
 use anyhow::bail;
 use edgefleet_rollout::{
-    Exponential, ModelGates, RolloutList, RolloutRequest, RolloutView, StateView,
+    Exponential, Fallback, ModelGates, RolloutList, RolloutRequest, RolloutView, ShadowOptions,
+    StateView, Strategy,
 };
 use reqwest::Method;
 
@@ -49,7 +50,43 @@ impl RolloutCreate {
             }),
             None => any_gate.then_some(gates),
         };
+        let strategy = match self.strategy.as_deref() {
+            Some("shadow") => Strategy::Shadow,
+            _ => Strategy::Canary,
+        };
+        let mut shadow = ShadowOptions::default();
+        let mut any_shadow = false;
+        let mut set = |name: &str, given: bool| -> anyhow::Result<()> {
+            if given && strategy != Strategy::Shadow {
+                bail!("--{name} needs --strategy shadow");
+            }
+            any_shadow |= given;
+            Ok(())
+        };
+        set("shadow-share", self.shadow_share.is_some())?;
+        set("shadow-cpu-share", self.shadow_cpu_share.is_some())?;
+        set("shadow-min-compared", self.shadow_min_compared.is_some())?;
+        set("shadow-min-agreement", self.shadow_min_agreement.is_some())?;
+        set(
+            "shadow-max-accuracy-drop",
+            self.shadow_max_accuracy_drop.is_some(),
+        )?;
+        set("shadow-fallback", self.shadow_fallback.is_some())?;
+        shadow.share = self.shadow_share.unwrap_or(shadow.share);
+        shadow.max_cpu_share = self.shadow_cpu_share.unwrap_or(shadow.max_cpu_share);
+        shadow.gate.min_compared = self.shadow_min_compared.unwrap_or(shadow.gate.min_compared);
+        shadow.gate.min_agreement = self
+            .shadow_min_agreement
+            .unwrap_or(shadow.gate.min_agreement);
+        shadow.gate.max_accuracy_drop = self
+            .shadow_max_accuracy_drop
+            .unwrap_or(shadow.gate.max_accuracy_drop);
+        if self.shadow_fallback.as_deref() == Some("refuse") {
+            shadow.fallback = Fallback::Refuse;
+        }
         Ok(RolloutRequest {
+            strategy,
+            shadow: any_shadow.then_some(shadow),
             group: self.group.clone(),
             tags: parse_tags(&self.tag)?,
             devices: self.device.clone(),
@@ -84,12 +121,13 @@ pub async fn rollout_create(
         return print_json(&r);
     }
     println!(
-        "rollout {} started: {} {} to {} devices in {} waves",
+        "rollout {} started: {} {} to {} devices in {} waves ({})",
         r.id,
         r.model,
         r.version,
         r.devices.len(),
-        r.waves.len()
+        r.waves.len(),
+        r.strategy.name()
     );
     Ok(())
 }
@@ -135,11 +173,12 @@ fn state_text(state: &StateView) -> String {
 /// One rollout's status as a block of text: state, a bar per wave, problem devices, history.
 pub fn render_rollout(r: &RolloutView) -> String {
     let mut out = format!(
-        "rollout {}  {} {}  {}\n",
+        "rollout {}  {} {}  {}  ({})\n",
         r.id,
         r.model,
         r.version,
-        state_text(&r.state)
+        state_text(&r.state),
+        r.strategy.name()
     );
     for w in &r.waves {
         let n = w.devices;
@@ -150,9 +189,22 @@ pub fn render_rollout(r: &RolloutView) -> String {
         let bar: String = "#".repeat(g.min(width))
             + &"x".repeat(f.min(width.saturating_sub(g)))
             + &"~".repeat(b.min(width.saturating_sub(g + f)));
+        let shadowing = if w.shadowing > 0 {
+            format!(" ({} shadowing)", w.shadowing)
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "  wave {} ({:>5}%) [{bar:<width$}] {ok}/{n} healthy, {bad} failed, {busy} in progress, {back} rolled back\n",
+            "  wave {} ({:>5}%) [{bar:<width$}] {ok}/{n} healthy, {bad} failed, {busy} in progress{shadowing}, {back} rolled back\n",
             w.wave, w.percent,
+        ));
+    }
+    if let Some(check) = &r.shadow_check {
+        out.push_str(&format!(
+            "  shadow gate (wave {}): {} — {}\n",
+            check.wave + 1,
+            check.decision,
+            check.summary
         ));
     }
     if let Some(check) = &r.model_check {
@@ -277,6 +329,36 @@ mod tests {
         assert_eq!(gates.max_p99_slowdown_percent, Some(20.0));
         assert_eq!(gates.min_requests, 50);
         assert!(!r.rollback_on_halt);
+    }
+
+    #[test]
+    fn the_shadow_strategy_carries_its_share_gate_and_fallback() {
+        let r = create(&["churn", "2.0.0", "--strategy=shadow"]).unwrap();
+        assert_eq!((r.strategy, r.shadow), (Strategy::Shadow, None));
+        let r = create(&[
+            "churn",
+            "2.0.0",
+            "--strategy=shadow",
+            "--shadow-share=0.5",
+            "--shadow-cpu-share=0.1",
+            "--shadow-min-compared=50",
+            "--shadow-min-agreement=0.95",
+            "--shadow-max-accuracy-drop=0.01",
+            "--shadow-fallback=refuse",
+        ])
+        .unwrap();
+        let shadow = r.shadow.unwrap();
+        assert_eq!((shadow.share, shadow.max_cpu_share), (0.5, 0.1));
+        assert_eq!(shadow.gate.min_compared, 50);
+        assert_eq!(shadow.gate.min_agreement, 0.95);
+        assert_eq!(shadow.gate.max_accuracy_drop, 0.01);
+        assert_eq!(shadow.fallback, Fallback::Refuse);
+        let without = create(&["churn", "2.0.0", "--shadow-share=0.5"]).unwrap_err();
+        assert!(
+            without.to_string().contains("needs --strategy shadow"),
+            "{without}"
+        );
+        assert!(create(&["churn", "2.0.0", "--strategy=split"]).is_err());
     }
 
     #[test]
