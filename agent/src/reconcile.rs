@@ -343,8 +343,8 @@ mod tests {
             m.shadow = challenger.map(|t| DesiredShadow {
                 target: t.into(),
                 artifact_urls: vec!["http://a/x".into()],
-                share: 0.5,
-                max_cpu_share: 0.25,
+                share_ppm: 500_000,
+                max_cpu_ppm: 250_000,
             });
             m
         };

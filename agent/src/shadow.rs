@@ -151,7 +151,7 @@ impl std::fmt::Debug for ShadowSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShadowSlot")
             .field("target", &self.slot.target)
-            .field("share", &self.plan.share)
+            .field("share", &self.plan.share())
             .finish()
     }
 }
@@ -164,7 +164,7 @@ impl ShadowSlot {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let worker = {
             let (slot, stopping, shared) = (slot.clone(), stopping.clone(), shared.clone());
-            let share = plan.max_cpu_share;
+            let share = plan.max_cpu_share();
             std::thread::Builder::new()
                 .name(format!("shadow-{}", slot.meta.model))
                 .spawn(move || work(&slot, share, &rx, &stopping, &shared))?
@@ -183,7 +183,7 @@ impl ShadowSlot {
     /// Whether to copy the request being answered now: one draw against the share. The caller
     /// keeps a copy of the request only when this says so.
     pub fn draw(&self) -> bool {
-        fastrand::f64() < self.plan.share
+        fastrand::f64() < self.plan.share()
     }
 
     /// Queues a drawn copy of one answered request if there is room; sheds it if not.

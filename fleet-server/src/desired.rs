@@ -6,7 +6,7 @@
 //! [`assign`] touches the store, the signer and the broker.
 
 use edgefleet_protocol::message::{Desired, DesiredModel, SCHEMA_VERSION};
-use edgefleet_protocol::shadow::DesiredShadow;
+use edgefleet_protocol::shadow::{DesiredShadow, to_ppm};
 use edgefleet_protocol::target::parse_target_name;
 use edgefleet_protocol::{DeviceId, MessageId};
 
@@ -114,8 +114,8 @@ impl Catalog {
                     Some(DesiredShadow {
                         target: challenger.name.clone(),
                         artifact_urls: vec![artifact_url(public_url, challenger)],
-                        share: s.share,
-                        max_cpu_share: s.max_cpu_share,
+                        share_ppm: to_ppm(s.share),
+                        max_cpu_ppm: to_ppm(s.max_cpu_share),
                     })
                 }
                 None => None,
@@ -162,8 +162,8 @@ pub fn with_model(
                     let (_, version) = parse_target_name(&s.target).ok()?;
                     Some(WantedShadow {
                         version: version.to_string(),
-                        share: s.share,
-                        max_cpu_share: s.max_cpu_share,
+                        share: s.share(),
+                        max_cpu_share: s.max_cpu_share(),
                     })
                 }),
             })

@@ -64,6 +64,15 @@ pub fn encode<M: WireMessage>(message: &M) -> Result<Vec<u8>, Error> {
     Ok(bytes)
 }
 
+impl Desired {
+    /// Every target the device may fetch for this state: each model's, and its challenger's.
+    pub fn targets(&self) -> impl Iterator<Item = &str> {
+        self.models.iter().flat_map(|m| {
+            std::iter::once(m.target.as_str()).chain(m.shadow.as_ref().map(|s| s.target.as_str()))
+        })
+    }
+}
+
 /// What the server wants a device to run. Retained, so a device that connects late still gets it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Desired {

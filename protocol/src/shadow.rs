@@ -46,25 +46,48 @@ pub struct ShadowCounts {
 
 /// The challenger a rollout puts in a model's shadow slot on one device: installed, checked and
 /// run on a copy of live requests, never answering one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Shares travel in parts per million: the desired state is signed as canonical JSON, which has
+/// no floating-point numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredShadow {
     /// TUF target name of the challenger.
     pub target: String,
     /// Where its artifact may be downloaded from, in order of preference.
     pub artifact_urls: Vec<String>,
-    /// Share of live requests copied to the challenger, in (0, 1].
-    pub share: f64,
-    /// Most of one core's time the challenger may take, in (0, 1]; copies beyond it are shed.
-    pub max_cpu_share: f64,
+    /// Share of live requests copied to the challenger, in millionths (1..=1,000,000).
+    pub share_ppm: u32,
+    /// Most of one core's time the challenger may take, in millionths (1..=1,000,000); copies
+    /// beyond it are shed.
+    pub max_cpu_ppm: u32,
+}
+
+/// One million: a whole, in [`DesiredShadow`]'s shares.
+pub const PPM: u32 = 1_000_000;
+
+/// A share in (0, 1] as parts per million, rounded, at least 1.
+pub fn to_ppm(share: f64) -> u32 {
+    (share.clamp(0.0, 1.0) * f64::from(PPM)).round().max(1.0) as u32
 }
 
 impl DesiredShadow {
+    pub fn share(&self) -> f64 {
+        f64::from(self.share_ppm) / f64::from(PPM)
+    }
+
+    pub fn max_cpu_share(&self) -> f64 {
+        f64::from(self.max_cpu_ppm) / f64::from(PPM)
+    }
+
     /// Why the shares cannot be used, if they cannot.
     pub fn check(&self) -> Result<(), String> {
-        for (name, v) in [("share", self.share), ("max_cpu_share", self.max_cpu_share)] {
-            if !(v > 0.0 && v <= 1.0) {
-                return Err(format!("shadow {name} {v} must be in (0, 1]"));
+        for (name, v) in [
+            ("share_ppm", self.share_ppm),
+            ("max_cpu_ppm", self.max_cpu_ppm),
+        ] {
+            if !(1..=PPM).contains(&v) {
+                return Err(format!("shadow {name} {v} must be in 1..={PPM}"));
             }
         }
         Ok(())

@@ -25,6 +25,9 @@ mod alerts;
 // The guard after commit: device roll-back, the server's alert and fleet action, the webhook.
 #[path = "telemetry/guard.rs"]
 mod guard;
+// Shadow rollouts: a challenger proven on live traffic before it answers.
+#[path = "telemetry/shadow.rs"]
+mod shadow;
 
 /// Telemetry windows of 3 s (60 s by default): short enough for a test, long enough that a
 /// window's ~150 requests give a PSI whose small-sample bias (about bins / requests) stays well

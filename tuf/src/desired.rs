@@ -255,6 +255,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_desired_state_with_a_shadow_signs_as_canonical_json() {
+        // Canonical JSON has no floating-point numbers: the shares travel as parts per million.
+        let f = fixture();
+        let mut d = desired("d1", 4);
+        d.models[0].shadow = Some(edgefleet_protocol::shadow::DesiredShadow {
+            target: "models/churn/3.0.0/model.onnx".into(),
+            artifact_urls: vec!["http://127.0.0.1:1/b".into()],
+            share_ppm: 100_000,
+            max_cpu_ppm: 250_000,
+        });
+        let bytes = signed(&f, &f.timestamp, d.clone()).await;
+        let own = DeviceId::new("d1").unwrap();
+        assert_eq!(verify(&bytes, &f.root, &own).unwrap(), d);
+    }
+
+    #[tokio::test]
     async fn any_change_after_signing_breaks_the_signature() {
         let f = fixture();
         let bytes = signed(&f, &f.timestamp, desired("d1", 3)).await;

@@ -146,7 +146,7 @@ impl Agent {
             Ok(r) => r,
             Err(e) => return Err(refuse(format!("health check failed: {e}"))),
         };
-        let share = plan.share;
+        let share = plan.share();
         let shadow = ShadowSlot::start(slot, version.sha256.clone(), plan)
             .map_err(|e| InstallError::Internal(format!("cannot start the shadow worker: {e}")))?;
         self.shadows.put(&model, shadow);

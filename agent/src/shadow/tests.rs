@@ -78,8 +78,8 @@ fn plan(share: f64, max_cpu_share: f64) -> DesiredShadow {
     DesiredShadow {
         target: String::new(),
         artifact_urls: Vec::new(),
-        share,
-        max_cpu_share,
+        share_ppm: edgefleet_protocol::shadow::to_ppm(share),
+        max_cpu_ppm: edgefleet_protocol::shadow::to_ppm(max_cpu_share),
     }
 }
 

@@ -270,9 +270,15 @@ async fn apply(assigner: &dyn Assigner, rollout: &mut Rollout, action: Action, n
         }
         Err(e) => {
             tracing::warn!(rollout = %rollout.id, device, error = %e, "could not set desired state");
-            rollout
+            // Retried every pass: said once while it lasts, not twice a second.
+            let text = format!("device {device}: desired state not set: {e}");
+            let recent = rollout
                 .history
-                .push((now, format!("device {device}: desired state not set: {e}")));
+                .len()
+                .saturating_sub(2 * rollout.devices.len().max(1));
+            if !rollout.history[recent..].iter().any(|(_, t)| *t == text) {
+                rollout.history.push((now, text));
+            }
         }
     }
 }

@@ -302,8 +302,8 @@ impl Assigner for Fleet {
                     shadow: shadow.map(|s| edgefleet_protocol::shadow::DesiredShadow {
                         target: target(&s.version),
                         artifact_urls: vec![],
-                        share: s.share,
-                        max_cpu_share: s.max_cpu_share,
+                        share_ppm: edgefleet_protocol::shadow::to_ppm(s.share),
+                        max_cpu_ppm: edgefleet_protocol::shadow::to_ppm(s.max_cpu_share),
                     }),
                     model: ModelName::new(model).unwrap(),
                     target: target(v),

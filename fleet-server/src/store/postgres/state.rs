@@ -155,11 +155,11 @@ impl StateStore for PostgresStore {
                 ),
             });
         }
-        for target in desired.models.iter().map(|m| &m.target) {
+        for target in desired.targets() {
             tx.execute(
                 "INSERT INTO assignments (device, target) VALUES ($1, $2)
                  ON CONFLICT (device, target) DO NOTHING",
-                &[&id.as_str(), target],
+                &[&id.as_str(), &target],
             )
             .await
             .map_err(pg)?;

@@ -163,7 +163,7 @@ impl StateStore for SqliteStore {
         let id = desired.device.clone();
         let revision = desired.revision;
         let text = encode_stored("desired state", desired)?;
-        let targets: Vec<String> = desired.models.iter().map(|m| m.target.clone()).collect();
+        let targets: Vec<String> = desired.targets().map(str::to_owned).collect();
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             let n = tx
