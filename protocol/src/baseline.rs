@@ -111,7 +111,8 @@ pub fn psi(expected: &[f64], actual_counts: &[u64]) -> Option<f64> {
     if expected.len() != actual_counts.len() {
         return None;
     }
-    let total: u64 = actual_counts.iter().sum();
+    // Counts come from devices: a lie must not overflow the sum.
+    let total = actual_counts.iter().fold(0u64, |a, n| a.saturating_add(*n));
     if total == 0 {
         return None;
     }

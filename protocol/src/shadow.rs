@@ -158,25 +158,27 @@ impl ShadowCounts {
         self.challenger_correct += u64::from(challenger_right);
     }
 
-    /// Adds another device's or window's counts.
+    /// Adds another device's or window's counts (saturating: a device's lie cannot overflow the
+    /// fleet's sums).
     pub fn merge(&mut self, other: &ShadowCounts) {
-        self.compared += other.compared;
-        self.agreed += other.agreed;
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut self.compared, other.compared);
+        add(&mut self.agreed, other.agreed);
         self.abs_diff_sum += other.abs_diff_sum;
-        self.challenger_errors += other.challenger_errors;
-        self.shed += other.shed;
+        add(&mut self.challenger_errors, other.challenger_errors);
+        add(&mut self.shed, other.shed);
         for (mine, theirs) in [
             (&mut self.champion_labels, &other.champion_labels),
             (&mut self.challenger_labels, &other.challenger_labels),
         ] {
             for (label, n) in theirs {
-                *mine.entry(label.clone()).or_default() += n;
+                add(mine.entry(label.clone()).or_default(), *n);
             }
         }
         self.challenger_latency.merge(&other.challenger_latency);
-        self.labelled += other.labelled;
-        self.champion_correct += other.champion_correct;
-        self.challenger_correct += other.challenger_correct;
+        add(&mut self.labelled, other.labelled);
+        add(&mut self.champion_correct, other.champion_correct);
+        add(&mut self.challenger_correct, other.challenger_correct);
     }
 
     /// Why the counts cannot be true, if they cannot (a device's bug or lie).
@@ -232,7 +234,10 @@ impl ShadowCounts {
 
     /// PSI of the challenger's label mix against the champion's on the same requests.
     pub fn output_psi(&self) -> Option<f64> {
-        let total: u64 = self.champion_labels.values().sum();
+        let total = self
+            .champion_labels
+            .values()
+            .fold(0u64, |a, n| a.saturating_add(*n));
         if total == 0 {
             return None;
         }
@@ -246,7 +251,7 @@ impl ShadowCounts {
 
     /// The challenger's failures among the requests it ran.
     pub fn error_ratio(&self) -> Option<f64> {
-        let ran = self.compared + self.challenger_errors;
+        let ran = self.compared.saturating_add(self.challenger_errors);
         (ran > 0).then(|| self.challenger_errors as f64 / ran as f64)
     }
 }

@@ -28,15 +28,65 @@ fn version() -> impl Strategy<Value = semver::Version> {
     (0u64..100, 0u64..100, 0u64..100).prop_map(|(a, b, c)| semver::Version::new(a, b, c))
 }
 
+/// A challenger's window: counts and sums as a device could send them (or could lie with).
+fn shadow_report() -> impl Strategy<Value = Option<edgefleet_protocol::shadow::ShadowReport>> {
+    proptest::option::of(
+        (
+            version(),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+            0.0f64..1e9,
+            proptest::collection::btree_map("[a-z]{1,8}", any::<u64>(), 0..3),
+            (any::<u64>(), any::<u64>(), any::<u64>()),
+        )
+            .prop_map(
+                |(v, (compared, agreed, errors, shed), abs_diff_sum, labels, (l, a, b))| {
+                    edgefleet_protocol::shadow::ShadowReport {
+                        target: format!("models/m/{v}/model.onnx"),
+                        counts: edgefleet_protocol::shadow::ShadowCounts {
+                            compared,
+                            agreed,
+                            abs_diff_sum,
+                            challenger_errors: errors,
+                            shed,
+                            champion_labels: labels.clone(),
+                            challenger_labels: labels,
+                            labelled: l,
+                            champion_correct: a,
+                            challenger_correct: b,
+                            ..Default::default()
+                        },
+                    }
+                },
+            ),
+    )
+}
+
 fn desired() -> impl Strategy<Value = Desired> {
+    let shadow = proptest::option::of(
+        (
+            version(),
+            proptest::collection::vec("[ -~]{0,40}", 0..2),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(|(v, artifact_urls, share_ppm, max_cpu_ppm)| {
+                edgefleet_protocol::shadow::DesiredShadow {
+                    target: format!("models/m/{v}/model.onnx"),
+                    artifact_urls,
+                    share_ppm,
+                    max_cpu_ppm,
+                }
+            }),
+    );
     let model = (
         model_name(),
         version(),
         proptest::collection::vec("[ -~]{0,40}", 0..3),
         proptest::option::of("[a-z0-9-]{1,20}"),
+        shadow,
     )
-        .prop_map(|(model, v, artifact_urls, rollout)| DesiredModel {
-            shadow: None,
+        .prop_map(|(model, v, artifact_urls, rollout, shadow)| DesiredModel {
+            shadow,
             target: format!("models/{model}/{v}/model.onnx"),
             model,
             artifact_urls,
@@ -176,7 +226,7 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
         proptest::collection::btree_map("[a-z]{1,8}", any::<u64>(), 0..4),
         proptest::collection::btree_map("[a-z]{1,8}", finite.clone(), 0..4),
         proptest::collection::btree_map(any::<u16>(), any::<u64>(), 0..6),
-        (quality_counts(), samples(), any::<u64>()),
+        (quality_counts(), samples(), any::<u64>(), shadow_report()),
     )
         .prop_map(
             |(
@@ -188,10 +238,10 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
                 predictions,
                 drift_psi,
                 buckets,
-                (quality, samples, samples_skipped),
+                (quality, samples, samples_skipped, shadow),
             )| {
                 ModelMetrics {
-                    shadow: None,
+                    shadow,
                     model,
                     version,
                     requests,
@@ -293,6 +343,17 @@ proptest! {
 
     #[test]
     fn metrics_batches_round_trip(m in metrics()) { round_trip(&m) }
+
+    #[test]
+    fn any_batch_is_judged_and_its_shadow_counts_merged_without_a_panic(m in metrics()) {
+        let _ = m.implausible();
+        let mut sum = edgefleet_protocol::shadow::ShadowCounts::default();
+        for report in m.models.iter().filter_map(|x| x.shadow.as_ref()) {
+            sum.merge(&report.counts);
+            sum.merge(&report.counts);
+            let _ = edgefleet_protocol::shadow::judge(&Default::default(), &sum);
+        }
+    }
 
     #[test]
     fn reported_round_trips(m in reported()) { round_trip(&m) }

@@ -1,0 +1,213 @@
+//! Figures for docs/BENCHMARKS.md: what a challenger in the shadow slot costs the champion.
+//! Two threads (one per core of the reference machine) answer `:predict`-style requests with
+//! churn 2.0.0 on tract as fast as they can — encode the row, infer, read the prediction, and,
+//! with a shadow, the draw and the copy — with no shadow and with a shadow slot at 10 %, 50 % and
+//! 100 % of requests (CPU budget 0.25 of a core, the default); the champion's p50/p99 and
+//! throughput, and how many copies the challenger ran and shed. Then the memory of holding two
+//! models: the process's resident set before and after a second copy of the vision model (4.7 MiB
+//! of weights) is loaded beside the first.
+//!
+//! `cargo bench -p edge-agent --bench shadow`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use edge_agent::live::LiveStats;
+use edge_agent::serving::Slot;
+use edge_agent::shadow::{ChampionAnswer, Request, ShadowSlot};
+use edgefleet_inference::Runtime;
+use edgefleet_protocol::shadow::{DesiredShadow, to_ppm};
+use edgefleet_protocol::target::ReleaseFiles;
+use serde_json::{Map, Value};
+
+const THREADS: usize = 2;
+const RUN: Duration = Duration::from_secs(4);
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn slot(release: &str) -> Arc<Slot> {
+    let dir = models().join(release);
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let (interface, health) = (read("interface.json"), read("health.json"));
+    let meta = Arc::new(
+        ReleaseFiles {
+            release: &read("release.json"),
+            interface: &interface,
+            health: &health,
+            baseline: None,
+        }
+        .assemble()
+        .unwrap(),
+    );
+    let loaded = edgefleet_inference::tract::TractRuntime
+        .load(&read("model.onnx"), &meta.interface)
+        .unwrap();
+    Arc::new(Slot {
+        key: release.into(),
+        target: release.into(),
+        stats: Arc::new(LiveStats::new(None)),
+        meta,
+        model: loaded.model,
+        trials: Vec::new(),
+        trials_cached: false,
+    })
+}
+
+fn rows() -> Vec<Map<String, Value>> {
+    let field: Value =
+        serde_json::from_slice(&std::fs::read(models().join("bad/decaying/field.json")).unwrap())
+            .unwrap();
+    field["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["features"].as_object().unwrap().clone())
+        .collect()
+}
+
+struct Run {
+    latencies_us: Vec<f64>,
+    answered: usize,
+}
+
+/// Saturates the champion from `THREADS` threads for `RUN`, offering copies to `shadow`.
+fn saturate(
+    champion: &Arc<Slot>,
+    shadow: Option<&Arc<ShadowSlot>>,
+    rows: &Arc<Vec<Map<String, Value>>>,
+) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (champion, shadow, rows, stop) = (
+                champion.clone(),
+                shadow.cloned(),
+                rows.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let spec = champion.meta.interface.prediction.clone().unwrap();
+                let mut latencies = Vec::with_capacity(200_000);
+                let mut i = t * 397;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let row = &rows[i % rows.len()];
+                    let started = Instant::now();
+                    let inputs = edgefleet_inference::features_to_input(
+                        &champion.meta.interface,
+                        std::slice::from_ref(row),
+                    )
+                    .unwrap();
+                    let outputs = champion.infer(&inputs).unwrap();
+                    let scores = outputs[spec.output()].data.floats_as_f32().unwrap();
+                    let prediction = spec.interpret(&scores);
+                    if let Some(shadow) = shadow.as_ref().filter(|s| s.draw()) {
+                        shadow.offer(
+                            "id",
+                            Request::Row(row.clone()),
+                            ChampionAnswer::of(&prediction),
+                        );
+                    }
+                    latencies.push(started.elapsed().as_secs_f64() * 1e6);
+                }
+                latencies
+            })
+        })
+        .collect();
+    std::thread::sleep(RUN);
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies_us: Vec<f64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    latencies_us.sort_by(f64::total_cmp);
+    let answered = latencies_us.len();
+    Run {
+        latencies_us,
+        answered,
+    }
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn main() {
+    let champion = slot("churn/2.0.0");
+    let rows = Arc::new(rows());
+    // Warm-up: tract's first runs and the allocator.
+    saturate(&champion, None, &rows);
+    println!("champion churn 2.0.0 on tract, {THREADS} threads saturating for {RUN:?} each:");
+    println!(
+        "| shadow share | answers/s | p50 µs | p99 µs | p99 vs none | copies run | copies shed |"
+    );
+    let mut base_p99 = None;
+    for share in [0.0, 0.1, 0.5, 1.0] {
+        let shadow = (share > 0.0).then(|| {
+            Arc::new(
+                ShadowSlot::start(
+                    slot("churn/2.0.0"),
+                    String::new(),
+                    DesiredShadow {
+                        target: String::new(),
+                        artifact_urls: Vec::new(),
+                        share_ppm: to_ppm(share),
+                        max_cpu_ppm: to_ppm(0.25),
+                    },
+                )
+                .unwrap(),
+            )
+        });
+        let run = saturate(&champion, shadow.as_ref(), &rows);
+        std::thread::sleep(Duration::from_millis(200));
+        let counts = shadow
+            .as_ref()
+            .and_then(|s| s.take())
+            .map(|r| r.counts)
+            .unwrap_or_default();
+        let p99 = quantile(&run.latencies_us, 0.99);
+        let base = *base_p99.get_or_insert(p99);
+        println!(
+            "| {} | {:.0} | {:.1} | {:.1} | {:+.1} % | {} | {} |",
+            if share == 0.0 {
+                "none".to_owned()
+            } else {
+                format!("{:.0} %", share * 100.0)
+            },
+            run.answered as f64 / RUN.as_secs_f64(),
+            quantile(&run.latencies_us, 0.5),
+            p99,
+            (p99 / base - 1.0) * 100.0,
+            counts.compared,
+            counts.shed
+        );
+    }
+
+    // Memory of a device holding both models: the vision model twice.
+    let before = rss_bytes();
+    let first = slot("vision/1.0.0");
+    let one = rss_bytes();
+    let second = slot("vision/1.0.0");
+    let two = rss_bytes();
+    println!(
+        "resident set: {:.1} MiB before, {:.1} MiB with one vision model (+{:.1} MiB), {:.1} MiB with a second beside it (+{:.1} MiB)",
+        before as f64 / 1048576.0,
+        one as f64 / 1048576.0,
+        (one - before) as f64 / 1048576.0,
+        two as f64 / 1048576.0,
+        two.saturating_sub(one) as f64 / 1048576.0
+    );
+    drop((first, second));
+}
