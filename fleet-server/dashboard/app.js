@@ -274,10 +274,20 @@ function renderRollout() {
         { class: current ? "wave current" : "wave", "data-wave": w.wave },
         el("span", { class: "wave-name" }, `Wave ${w.wave} · ${w.percent}%`),
         bar,
-        el("span", { class: "wave-count" }, `${w.healthy}/${w.devices} healthy` + (w.failed ? `, ${w.failed} failed` : "") + (w.rolled_back ? `, ${w.rolled_back} rolled back` : "")),
+        el("span", { class: "wave-count" }, `${w.healthy}/${w.devices} healthy` + (w.shadowing ? `, ${w.shadowing} shadowing` : "") + (w.failed ? `, ${w.failed} failed` : "") + (w.rolled_back ? `, ${w.rolled_back} rolled back` : "")),
       );
     }),
   );
+
+  // The shadow gate's comparison for the wave it judged: challenger against champion on the
+  // same requests.
+  const shadow = r.shadow_check;
+  $("shadow-check").hidden = r.strategy !== "shadow";
+  $("shadow-check").textContent = r.strategy === "shadow"
+    ? shadow
+      ? `Shadow (wave ${shadow.wave + 1}): ${shadow.decision} — ${shadow.summary}`
+      : `Shadow: each wave runs ${r.version} beside the serving version on ${Math.round((r.shadow?.share ?? 0) * 100)}% of requests before it answers; no verdict yet.`
+    : "";
 
   const check = r.model_check;
   $("model-check").textContent = r.gates.model

@@ -81,8 +81,10 @@ impl Traffic {
     }
 }
 
-/// A shadow rollout to the whole group, started with fleetctl, followed to its end.
-fn shadow_rollout(fleet: &Demo, version: &str) -> Value {
+/// A shadow rollout to the whole group, started with fleetctl, followed to its end; how long
+/// it took.
+fn shadow_rollout(fleet: &Demo, version: &str) -> (Value, Duration) {
+    let started = std::time::Instant::now();
     let created = run_ok(fleet.operator.fleetctl().args([
         "rollout",
         "create",
@@ -108,7 +110,7 @@ fn shadow_rollout(fleet: &Demo, version: &str) -> Value {
                 .server
                 .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
         if matches!(r["state"]["state"].as_str(), Some("completed" | "halted")) {
-            return r;
+            return (r, started.elapsed());
         }
         if std::time::Instant::now() > deadline {
             for agent in &fleet.agents {
@@ -192,7 +194,7 @@ fn a_shadow_rollout_stops_a_challenger_wrong_on_live_traffic_and_promotes_a_like
     fleet
         .operator
         .push(models_dir().join("bad/decaying").to_str().unwrap());
-    let bad = shadow_rollout(&fleet, "3.1.0-decaying");
+    let (bad, stopped_after) = shadow_rollout(&fleet, "3.1.0-decaying");
     assert_eq!(bad["state"]["state"], "halted", "{bad:#}");
     let reason = bad["state"]["reason"].as_str().unwrap();
     assert!(
@@ -240,7 +242,7 @@ fn a_shadow_rollout_stops_a_challenger_wrong_on_live_traffic_and_promotes_a_like
     fleet
         .operator
         .push(re_exported(tmp.path(), "3.2.0", 6).to_str().unwrap());
-    let good = shadow_rollout(&fleet, "3.2.0");
+    let (good, completed_after) = shadow_rollout(&fleet, "3.2.0");
     let (answered, failed) = traffic.stop();
     assert_eq!(good["state"]["state"], "completed", "{good:#}");
     assert_eq!(good["shadow_check"]["decision"], "promoted", "{good:#}");
@@ -291,8 +293,11 @@ fn a_shadow_rollout_stops_a_challenger_wrong_on_live_traffic_and_promotes_a_like
             "{events:#}"
         );
     }
+    // docs/BENCHMARKS.md: from `rollout create` to the verdict (stopped) and to completion.
     eprintln!(
-        "shadow: {} compared on the stopped challenger, {} on the promoted one; answers {answered:?}",
-        compared, good["shadow_check"]["counts"]["compared"]
+        "shadow: stopped after {:.1} s ({compared} compared), promoted and completed after {:.1} s ({} compared); answers {answered:?}",
+        stopped_after.as_secs_f64(),
+        completed_after.as_secs_f64(),
+        good["shadow_check"]["counts"]["compared"]
     );
 }
