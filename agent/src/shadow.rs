@@ -5,8 +5,9 @@
 //! The champion's answer never waits for it. The serving path draws once per answer against the
 //! rollout's share; a picked request is copied into a short bounded queue, and when the queue is
 //! full the copy is dropped and counted as shed. One worker thread per slot runs the challenger
-//! within a CPU budget (a share of one core, earned as wall time passes and spent by each run);
-//! a copy over the budget is shed too. So under load the shadow work is what gives way.
+//! at the lowest scheduling priority and within a CPU budget (a share of one core, earned as wall
+//! time passes and spent by each run); a copy over the budget is shed too. So under load the
+//! shadow work is what gives way.
 //!
 //! What the worker learns adds up in [`ShadowCounts`] that the next telemetry window carries;
 //! the last few thousand pairs of answers are remembered, so labels that arrive later count for
@@ -249,6 +250,12 @@ fn work(
     stopping: &AtomicBool,
     shared: &Mutex<Shared>,
 ) {
+    // The lowest priority (nice 19; per thread on Linux): where the champion's requests keep
+    // every core busy, the scheduler gives them the CPU and the challenger waits, its queue fills
+    // and copies are shed. Failing to lower it only costs that preference.
+    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+        warn!(error = %e, "cannot lower the shadow worker's priority");
+    }
     let mut budget = CpuBudget::new(max_cpu_share, Instant::now());
     while let Ok(job) = jobs.recv() {
         if stopping.load(Ordering::Relaxed) {
