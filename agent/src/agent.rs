@@ -154,6 +154,23 @@ mod shadow_install;
 mod startup;
 mod trial_cache;
 
+impl Agent {
+    /// The health check of a loaded candidate on this device's budget: the one choosing its
+    /// back-end just ran, or a run now.
+    async fn health_check(
+        &self,
+        slot: &Arc<Slot>,
+    ) -> Result<Result<HealthReport, health::HealthFailure>, InstallError> {
+        if let Some(report) = checked_in_trial(slot) {
+            return Ok(Ok(report));
+        }
+        let slot = slot.clone();
+        let mut spec = slot.meta.health.clone();
+        spec.p99_budget_ms *= self.config.limits.latency_budget_factor;
+        blocking(move || health::check(slot.model.as_ref(), &slot.meta.interface, &spec)).await
+    }
+}
+
 /// The health check that choosing the back-end just ran on the serving one (`auto`, measured
 /// now rather than read from the cache), so the install need not run it a second time.
 fn checked_in_trial(slot: &Slot) -> Option<HealthReport> {
@@ -407,17 +424,7 @@ impl Agent {
             Err(e) => return Err(self.reject(&model, &version.target, e.to_string()).await),
         };
         let slot = Arc::new(slot);
-        let report = match checked_in_trial(&slot) {
-            Some(report) => Ok(report),
-            None => {
-                let slot = slot.clone();
-                let mut spec = version.meta.health.clone();
-                spec.p99_budget_ms *= self.config.limits.latency_budget_factor;
-                blocking(move || health::check(slot.model.as_ref(), &slot.meta.interface, &spec))
-                    .await?
-            }
-        };
-        let report: HealthReport = match report {
+        let report: HealthReport = match self.health_check(&slot).await? {
             Ok(r) => r,
             Err(e) => {
                 // The one back-end that loaded it failed the check: that is its trial's outcome.

@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use edgefleet_inference::health::{self, HealthReport};
 use edgefleet_protocol::message::EventKind;
 use edgefleet_protocol::shadow::DesiredShadow;
 use edgefleet_tuf::client::{self, ModelTarget};
 use tracing::{info, warn};
 
-use super::{Agent, ArtifactSource, InstallError, blocking, checked_in_trial};
+use super::{Agent, ArtifactSource, InstallError, blocking};
 use crate::shadow::ShadowSlot;
 use crate::store::StoredVersion;
 
@@ -132,17 +131,7 @@ impl Agent {
             Ok((slot, _)) => Arc::new(slot),
             Err(e) => return Err(refuse(format!("load failed: {e}"))),
         };
-        let report = match checked_in_trial(&slot) {
-            Some(report) => Ok(report),
-            None => {
-                let slot = slot.clone();
-                let mut spec = version.meta.health.clone();
-                spec.p99_budget_ms *= self.config.limits.latency_budget_factor;
-                blocking(move || health::check(slot.model.as_ref(), &slot.meta.interface, &spec))
-                    .await?
-            }
-        };
-        let report: HealthReport = match report {
+        let report = match self.health_check(&slot).await? {
             Ok(r) => r,
             Err(e) => return Err(refuse(format!("health check failed: {e}"))),
         };
