@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -363,7 +363,8 @@ fn run(
 /// The shadow slots of all models.
 #[derive(Debug, Default)]
 pub struct Shadows {
-    slots: Mutex<BTreeMap<String, Arc<ShadowSlot>>>,
+    /// Read on every answer, written at install: a read lock never makes two requests wait.
+    slots: RwLock<BTreeMap<String, Arc<ShadowSlot>>>,
     /// Workers of slots replaced or removed, joined at stop.
     retired: Mutex<Vec<JoinHandle<()>>>,
     /// The last challenger refused per model, reported until a challenger is accepted or none
@@ -373,7 +374,7 @@ pub struct Shadows {
 
 impl Shadows {
     pub fn get(&self, model: &str) -> Option<Arc<ShadowSlot>> {
-        self.slots.lock().ok()?.get(model).cloned()
+        self.slots.read().ok()?.get(model).cloned()
     }
 
     pub fn refusal(&self, model: &str) -> Option<ShadowRefusal> {
@@ -398,7 +399,7 @@ impl Shadows {
         if let Ok(mut refused) = self.refused.lock() {
             refused.remove(model);
         }
-        let old = match self.slots.lock() {
+        let old = match self.slots.write() {
             Ok(mut slots) => slots.insert(model.to_owned(), Arc::new(slot)),
             Err(_) => return,
         };
@@ -411,7 +412,7 @@ impl Shadows {
         if let Ok(mut refused) = self.refused.lock() {
             refused.remove(model);
         }
-        let old = self.slots.lock().ok()?.remove(model);
+        let old = self.slots.write().ok()?.remove(model);
         let target = old.as_ref().map(|s| s.slot.target.clone());
         self.retire(old);
         target
@@ -428,7 +429,7 @@ impl Shadows {
 
     /// Each model's counts since the last take.
     pub fn take(&self) -> Vec<(String, ShadowReport)> {
-        let Ok(slots) = self.slots.lock() else {
+        let Ok(slots) = self.slots.read() else {
             return Vec::new();
         };
         slots
@@ -453,7 +454,7 @@ impl Shadows {
     pub fn stop_all(&self) -> Vec<JoinHandle<()>> {
         let models: Vec<String> = self
             .slots
-            .lock()
+            .read()
             .map(|s| s.keys().cloned().collect())
             .unwrap_or_default();
         for model in models {

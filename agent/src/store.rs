@@ -74,6 +74,15 @@ pub struct StoredVersion {
 }
 
 impl StoredVersion {
+    /// The version a verified target would be once stored.
+    pub fn of(target: &edgefleet_tuf::client::ModelTarget) -> Self {
+        Self {
+            sha256: target.sha256_hex.clone(),
+            target: target.name.clone(),
+            meta: target.meta.clone(),
+        }
+    }
+
     /// This version's identity in the store (see [`version_key`]).
     pub fn key(&self) -> String {
         version_key(&self.target, &self.sha256, &self.meta)

@@ -59,11 +59,7 @@ impl Agent {
         let _ = self.loaded.subscribe().wait_for(|loaded| *loaded).await;
         let _guard = self.install_lock.lock().await;
         let model = target.meta.model.to_string();
-        let version = StoredVersion {
-            sha256: target.sha256_hex.clone(),
-            target: target.name.clone(),
-            meta: target.meta.clone(),
-        };
+        let version = StoredVersion::of(target);
         let refuse = |reason: String| {
             warn!(model, target = %version.target, reason, "shadow challenger refused");
             self.shadows.refuse(&model, &version.target, &reason);

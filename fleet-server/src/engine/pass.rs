@@ -83,28 +83,28 @@ pub async fn run_pass(
         let model = rollout.spec.model.clone();
         let before = rollout.clone();
         let mut actions = rollout.step(now, |id| by_id.get(id).map(|d| observe(d, &model)));
-        if rollout.wants_shadow_check(now, MODEL_CHECK_SECONDS) {
+        let shadow_check = rollout.wants_shadow_check(now, MODEL_CHECK_SECONDS);
+        let model_check = rollout.wants_model_check(now, MODEL_CHECK_SECONDS);
+        // One read of the rollout's telemetry serves both gates.
+        if shadow_check || model_check {
             match rollout_batches(store, &rollout).await {
                 Ok(batches) => {
-                    let counts = crate::rollout::shadow_evidence(&rollout, &batches);
-                    actions.extend(rollout.shadow_checked(now, counts));
+                    if shadow_check {
+                        let counts = crate::rollout::shadow_evidence(&rollout, &batches);
+                        actions.extend(rollout.shadow_checked(now, counts));
+                    }
+                    // A shadow breach may have halted it: the model gates judge only a moving
+                    // rollout.
+                    if model_check && rollout.wants_model_check(now, MODEL_CHECK_SECONDS) {
+                        let (candidate, previous) =
+                            crate::telemetry::rollout_evidence(&rollout, &batches);
+                        let gates = rollout.spec.gates.model.clone().unwrap_or_default();
+                        let verdict = crate::telemetry::judge(&gates, &candidate, &previous);
+                        actions.extend(rollout.model_checked(now, verdict));
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(rollout = %rollout.id, error = %e, "cannot read telemetry for the shadow gate")
-                }
-            }
-        }
-        if rollout.wants_model_check(now, MODEL_CHECK_SECONDS) {
-            match rollout_batches(store, &rollout).await {
-                Ok(batches) => {
-                    let (candidate, previous) =
-                        crate::telemetry::rollout_evidence(&rollout, &batches);
-                    let gates = rollout.spec.gates.model.clone().unwrap_or_default();
-                    let verdict = crate::telemetry::judge(&gates, &candidate, &previous);
-                    actions.extend(rollout.model_checked(now, verdict));
-                }
-                Err(e) => {
-                    tracing::warn!(rollout = %rollout.id, error = %e, "cannot read telemetry for the model gates")
+                    tracing::warn!(rollout = %rollout.id, error = %e, "cannot read telemetry for the rollout's gates")
                 }
             }
         }
