@@ -165,6 +165,7 @@ fn main() {
                         artifact_urls: Vec::new(),
                         share_ppm: to_ppm(share),
                         max_cpu_ppm: to_ppm(0.25),
+                        mode: edgefleet_protocol::shadow::SlotMode::Shadow,
                     },
                 )
                 .unwrap(),

@@ -18,9 +18,15 @@ use edgefleet_inference::select::{Trial, TrialOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use std::time::Instant;
+
+use edgefleet_protocol::split::Arm;
+use tracing::warn;
+
 use crate::agent::{Agent, InstallError};
 use crate::serving::{InferError, Slot};
 
+mod answer;
 mod body;
 mod oip;
 mod quality;
@@ -214,42 +220,44 @@ async fn infer(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let slot = slot(&agent, &name)?;
-    let (limit, source) = model_body_limit(&agent.config.api, &slot.meta);
+    let champion = slot(&agent, &name)?;
+    let (limit, source) = model_body_limit(&agent.config.api, &champion.meta);
     let (body, _reserved) =
         limited_body(&agent.body_budget, &headers, body, limit, &source).await?;
-    let request = oip::decode_request(&slot.meta.interface, &headers, &body)?;
-    drop(body);
-    // A copy for the challenger only when the draw picks this request.
-    let shadow = agent.shadows.get(&name).filter(|s| s.draw());
-    let copy = shadow.as_ref().map(|_| request.inputs.clone());
-    let outputs = run_counted(&agent, &slot, request.inputs).await?;
-    // Every answer has an id labels can join later: the caller's, or one made here.
-    let id = request.id.unwrap_or_else(quality::new_prediction_id);
-    if let Some(spec) = &slot.meta.interface.prediction
-        && let Some(output) = outputs.get(spec.output())
-        && output.shape.first() == Some(&1)
-        && let Some(scores) = output.data.floats_as_f32()
-    {
-        let prediction = spec.interpret(&scores);
-        quality::log(&agent, &slot.meta, spec, &prediction, &id, None);
-        if let (Some(shadow), Some(copy)) = (shadow, copy) {
+    let shadow = agent.shadows.get(&name);
+    let mut split_failed = None;
+    if let Some(split) = shadow.as_ref().filter(|s| s.splits() && s.draw()) {
+        let started = Instant::now();
+        match answer::tensors(&agent, &split.slot, &headers, body.clone(), false).await {
+            Ok(a) => {
+                split.answered(Arm::Challenger, &a.id, a.label(), started.elapsed());
+                return Ok(a.response);
+            }
+            Err(e) => {
+                warn!(model = %name, error = %e.error, "the split's challenger failed a request; the champion answers it");
+                split_failed = Some(split.clone());
+            }
+        }
+    }
+    // A copy for the shadow only when the draw picks this request.
+    let copy = shadow.as_ref().is_some_and(|s| !s.splits() && s.draw());
+    let started = Instant::now();
+    let a = answer::tensors(&agent, &champion, &headers, body, copy).await?;
+    if let Some(split) = split_failed {
+        split.failed();
+    }
+    if let Some(shadow) = &shadow {
+        if shadow.splits() {
+            shadow.answered(Arm::Champion, &a.id, a.label(), started.elapsed());
+        } else if let (Some(copy), Some(prediction)) = (a.copy, &a.prediction) {
             shadow.offer(
-                &id,
+                &a.id,
                 crate::shadow::Request::Tensors(copy),
-                crate::shadow::ChampionAnswer::of(&prediction),
+                crate::shadow::ChampionAnswer::of(prediction),
             );
         }
     }
-    Ok(oip::encode_response(
-        json!({
-            "model_name": name,
-            "model_version": slot.meta.version.to_string(),
-            "id": id,
-        }),
-        &outputs,
-        &request.wanted,
-    ))
+    Ok(a.response)
 }
 
 /// Input elements up to which a quick model's request runs inline (a few dozen rows of a tabular
@@ -293,7 +301,7 @@ async fn predict(
             format!("no such endpoint /v1/models/{name_action}; use /v1/models/NAME:predict"),
         ));
     };
-    let slot = slot(&agent, name)?;
+    let champion = slot(&agent, name)?;
     let row: serde_json::Map<String, Value> =
         match parse_body::<Value>(&agent.config.api, &agent.body_budget, &headers, body).await? {
             Value::Object(map) => map,
@@ -305,54 +313,38 @@ async fn predict(
                 .field("body"));
             }
         };
-    let Some(spec) = slot.meta.interface.prediction.clone() else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("model {name:?} takes tensors; use /v2/models/{name}/infer"),
-        ));
-    };
-    let inputs =
-        edgefleet_inference::features_to_input(&slot.meta.interface, std::slice::from_ref(&row))
-            .map_err(|e| match e {
-                edgefleet_inference::Error::Protocol(p) => protocol_error(&p),
-                other => ApiError::new(StatusCode::BAD_REQUEST, other.to_string()),
-            })?;
-    let started = std::time::Instant::now();
-    let outputs = run_counted(&agent, &slot, inputs).await?;
-    let output = outputs.get(spec.output()).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "prediction output missing",
-        )
-    })?;
-    let scores = output.data.floats_as_f32().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("prediction output is {}, not floats", output.dtype()),
-        )
-    })?;
-    let prediction = spec.interpret(&scores);
-    slot.stats
-        .record_prediction(prediction.label.as_deref(), Some(&row));
-    let id = quality::new_prediction_id();
-    quality::log(&agent, &slot.meta, &spec, &prediction, &id, Some(&row));
-    if let Some(shadow) = agent.shadows.get(name).filter(|s| s.draw()) {
-        shadow.offer(
-            &id,
-            crate::shadow::Request::Row(row.clone()),
-            crate::shadow::ChampionAnswer::of(&prediction),
-        );
+    let shadow = agent.shadows.get(name);
+    let mut split_failed = None;
+    if let Some(split) = shadow.as_ref().filter(|s| s.splits() && s.draw()) {
+        match answer::row(&agent, &split.slot, &row).await {
+            Ok(a) => {
+                let label = a.prediction.label.as_deref();
+                split.answered(Arm::Challenger, &a.id, label, a.took());
+                return Ok(Json(a.json(&split.slot)));
+            }
+            Err(e) => {
+                warn!(model = name, error = %e.error, "the split's challenger failed a request; the champion answers it");
+                split_failed = Some(split.clone());
+            }
+        }
     }
-    Ok(Json(json!({
-        "id": id,
-        "model": name,
-        "version": slot.meta.version.to_string(),
-        "prediction": prediction.label,
-        "probabilities": prediction.probabilities,
-        "value": prediction.value,
-        "latency_ms": started.elapsed().as_secs_f64() * 1e3,
-        "runtime": slot.model.runtime(),
-    })))
+    let a = answer::row(&agent, &champion, &row).await?;
+    if let Some(split) = split_failed {
+        split.failed();
+    }
+    if let Some(shadow) = &shadow {
+        if shadow.splits() {
+            let label = a.prediction.label.as_deref();
+            shadow.answered(Arm::Champion, &a.id, label, a.took());
+        } else if shadow.draw() {
+            shadow.offer(
+                &a.id,
+                crate::shadow::Request::Row(row),
+                crate::shadow::ChampionAnswer::of(&a.prediction),
+            );
+        }
+    }
+    Ok(Json(a.json(&champion)))
 }
 
 async fn list_models(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, ApiError> {
@@ -393,6 +385,12 @@ async fn list_models(State(agent): State<Arc<Agent>>) -> Result<Json<Value>, Api
                 "runtime": serving.as_ref().map(|s| s.model.runtime()),
                 "runtime_trials": serving.as_ref().map(|s| trials_json(&s.trials)),
                 "runtime_trials_cached": serving.as_ref().map(|s| s.trials_cached),
+                "shadow": agent.shadows.get(&r.model).map(|s| json!({
+                    "target": s.slot.target,
+                    "version": s.slot.meta.version.to_string(),
+                    "mode": if s.splits() { "split" } else { "shadow" },
+                    "share": s.plan.share(),
+                })),
                 "refused": agent.refused(&r.model).map(|refused| json!({
                     "target": refused.target,
                     "reason": refused.reason,

@@ -345,6 +345,7 @@ mod tests {
                 artifact_urls: vec!["http://a/x".into()],
                 share_ppm: 500_000,
                 max_cpu_ppm: 250_000,
+                mode: edgefleet_protocol::shadow::SlotMode::Shadow,
             });
             m
         };

@@ -25,8 +25,9 @@ use edgefleet_protocol::ModelName;
 use edgefleet_protocol::interface::{Prediction, PredictionSpec};
 use edgefleet_protocol::message::ModelMetrics;
 use edgefleet_protocol::shadow::{
-    Compared, DesiredShadow, ShadowCounts, ShadowRefusal, ShadowReport,
+    Compared, DesiredShadow, ShadowCounts, ShadowRefusal, ShadowReport, SlotMode,
 };
+use edgefleet_protocol::split::Arm;
 use serde_json::{Map, Value};
 use tracing::warn;
 
@@ -111,26 +112,33 @@ impl CpuBudget {
     }
 }
 
+/// What a label, arriving later, is checked against.
+enum Remembered {
+    /// Both models' labels for a compared request (shadow).
+    Both {
+        champion: String,
+        challenger: String,
+    },
+    /// The label of the arm that answered (split).
+    One { arm: Arm, label: String },
+}
+
 #[derive(Default)]
 struct Shared {
     counts: ShadowCounts,
-    /// id → (champion's label, challenger's label) of compared classifications.
-    answers: HashMap<String, (String, String)>,
+    /// id → the labels given, of classifications.
+    answers: HashMap<String, Remembered>,
     order: VecDeque<String>,
 }
 
 impl Shared {
-    fn remember(&mut self, id: String, champion: String, challenger: String) {
+    fn remember(&mut self, id: String, answer: Remembered) {
         if self.order.len() >= REMEMBERED
             && let Some(oldest) = self.order.pop_front()
         {
             self.answers.remove(&oldest);
         }
-        if self
-            .answers
-            .insert(id.clone(), (champion, challenger))
-            .is_none()
-        {
+        if self.answers.insert(id.clone(), answer).is_none() {
             self.order.push_back(id);
         }
     }
@@ -163,22 +171,56 @@ impl ShadowSlot {
         let (tx, rx) = sync_channel(QUEUE_DEPTH);
         let stopping = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let worker = {
+        // A split's challenger answers on the request path: it has no copies to work through.
+        let worker = if plan.mode == SlotMode::Split {
+            None
+        } else {
             let (slot, stopping, shared) = (slot.clone(), stopping.clone(), shared.clone());
             let share = plan.max_cpu_share();
-            std::thread::Builder::new()
-                .name(format!("shadow-{}", slot.meta.model))
-                .spawn(move || work(&slot, share, &rx, &stopping, &shared))?
+            Some(
+                std::thread::Builder::new()
+                    .name(format!("shadow-{}", slot.meta.model))
+                    .spawn(move || work(&slot, share, &rx, &stopping, &shared))?,
+            )
         };
         Ok(Self {
             slot,
             sha256,
             plan,
-            jobs: Mutex::new(Some(tx)),
+            jobs: Mutex::new(worker.is_some().then_some(tx)),
             stopping,
             shared,
-            worker: Mutex::new(Some(worker)),
+            worker: Mutex::new(worker),
         })
+    }
+
+    /// Whether the challenger answers its share of requests itself.
+    pub fn splits(&self) -> bool {
+        self.plan.mode == SlotMode::Split
+    }
+
+    /// Counts one answer of a split's `arm`, and remembers its label for the ground truth.
+    pub fn answered(&self, arm: Arm, id: &str, label: Option<&str>, took: Duration) {
+        let Ok(mut shared) = self.shared.lock() else {
+            return;
+        };
+        shared.counts.split.arm_mut(arm).answer(label, took);
+        if let Some(label) = label {
+            shared.remember(
+                id.to_owned(),
+                Remembered::One {
+                    arm,
+                    label: label.to_owned(),
+                },
+            );
+        }
+    }
+
+    /// Counts a request a split's challenger failed (the champion answered it).
+    pub fn failed(&self) {
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.counts.split.challenger.errors += 1;
+        }
     }
 
     /// Whether to copy the request being answered now: one draw against the share. The caller
@@ -208,10 +250,19 @@ impl ShadowSlot {
         let Ok(mut shared) = self.shared.lock() else {
             return;
         };
-        if let Some((champion, challenger)) = shared.answers.remove(id) {
-            shared
+        match shared.answers.remove(id) {
+            Some(Remembered::Both {
+                champion,
+                challenger,
+            }) => shared
                 .counts
-                .add_truth(champion == label, challenger == label);
+                .add_truth(champion == label, challenger == label),
+            Some(Remembered::One { arm, label: given }) => {
+                let counts = shared.counts.split.arm_mut(arm);
+                counts.labelled += 1;
+                counts.correct += u64::from(given == label);
+            }
+            None => {}
         }
     }
 
@@ -219,7 +270,7 @@ impl ShadowSlot {
     pub fn take(&self) -> Option<ShadowReport> {
         let mut shared = self.shared.lock().ok()?;
         let counts = std::mem::take(&mut shared.counts);
-        (!counts.is_empty() || counts.labelled > 0).then(|| ShadowReport {
+        (!counts.is_empty()).then(|| ShadowReport {
             target: self.slot.target.clone(),
             counts,
         })
@@ -282,8 +333,14 @@ fn work(
                     tolerance: challenger.tolerance,
                 });
                 s.counts.challenger_latency.record(took);
-                if let (Some(a), Some(b)) = (job.champion.label, challenger.label) {
-                    s.remember(job.id, a, b);
+                if let (Some(champion), Some(challenger)) = (job.champion.label, challenger.label) {
+                    s.remember(
+                        job.id,
+                        Remembered::Both {
+                            champion,
+                            challenger,
+                        },
+                    );
                 }
             }
             Err(why) => {

@@ -6,7 +6,7 @@
 //! [`assign`] touches the store, the signer and the broker.
 
 use edgefleet_protocol::message::{Desired, DesiredModel, SCHEMA_VERSION};
-use edgefleet_protocol::shadow::{DesiredShadow, to_ppm};
+use edgefleet_protocol::shadow::{DesiredShadow, SlotMode, to_ppm};
 use edgefleet_protocol::target::parse_target_name;
 use edgefleet_protocol::{DeviceId, MessageId};
 
@@ -66,6 +66,8 @@ pub struct WantedShadow {
     pub version: String,
     pub share: f64,
     pub max_cpu_share: f64,
+    /// Whether the challenger answers its share itself (a split) or only a copy (a shadow).
+    pub mode: SlotMode,
 }
 
 /// The signed model targets, read once.
@@ -116,6 +118,7 @@ impl Catalog {
                         artifact_urls: vec![artifact_url(public_url, challenger)],
                         share_ppm: to_ppm(s.share),
                         max_cpu_ppm: to_ppm(s.max_cpu_share),
+                        mode: s.mode,
                     })
                 }
                 None => None,
@@ -164,6 +167,7 @@ pub fn with_model(
                         version: version.to_string(),
                         share: s.share(),
                         max_cpu_share: s.max_cpu_share(),
+                        mode: s.mode,
                     })
                 }),
             })

@@ -467,16 +467,20 @@ pub(crate) struct RolloutCreate {
     pub(crate) no_rollback: bool,
     /// `canary` (default): each wave installs and serves the version. `shadow`: each wave
     /// first runs it beside the serving version on copies of requests and promotes it in place
-    /// only once the shadow gate passes.
-    #[arg(long, value_parser = ["canary", "shadow"])]
+    /// only once the shadow gate passes. `split`: each wave's devices answer `--shadow-share`
+    /// of their requests with it, each arm's outcomes counted, and promote it once the split
+    /// gate passes (errors, p99, and with labels no significantly worse accuracy).
+    #[arg(long, value_parser = ["canary", "shadow", "split"])]
     pub(crate) strategy: Option<String>,
-    /// Shadow: share of each device's requests copied to the challenger (default 0.1).
+    /// Shadow: share of each device's requests copied to the challenger; split: answered by it
+    /// (default 0.1).
     #[arg(long)]
     pub(crate) shadow_share: Option<f64>,
     /// Shadow: most of one core's time the challenger may take (default 0.25).
     #[arg(long)]
     pub(crate) shadow_cpu_share: Option<f64>,
-    /// Shadow gate: compared requests a wave needs before its verdict (default 200).
+    /// Shadow gate: compared requests (split: the challenger's answers) a wave needs before its
+    /// verdict (default 200).
     #[arg(long)]
     pub(crate) shadow_min_compared: Option<u64>,
     /// Shadow gate: least share of requests both versions answer alike (default 0.9).

@@ -29,6 +29,7 @@ pub mod quality;
 pub mod release_files;
 pub mod sampling;
 pub mod shadow;
+pub mod split;
 pub mod target;
 pub mod target_name;
 pub mod tensor;

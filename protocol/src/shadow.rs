@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::baseline::mix_psi;
 use crate::latency::LatencyHistogram;
+pub use crate::split::{Arm, ArmCounts, SplitCounts};
 
 /// The challenger beside the champion over some requests.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,6 +43,9 @@ pub struct ShadowCounts {
     pub labelled: u64,
     pub champion_correct: u64,
     pub challenger_correct: u64,
+    /// In a split: what each arm answered, on different requests.
+    #[serde(default, skip_serializing_if = "SplitCounts::is_empty")]
+    pub split: SplitCounts,
 }
 
 /// The challenger a rollout puts in a model's shadow slot on one device: installed, checked and
@@ -56,11 +60,33 @@ pub struct DesiredShadow {
     pub target: String,
     /// Where its artifact may be downloaded from, in order of preference.
     pub artifact_urls: Vec<String>,
-    /// Share of live requests copied to the challenger, in millionths (1..=1,000,000).
+    /// Share of live requests copied to the challenger (or, in a split, answered by it), in
+    /// millionths (1..=1,000,000).
     pub share_ppm: u32,
     /// Most of one core's time the challenger may take, in millionths (1..=1,000,000); copies
-    /// beyond it are shed.
+    /// beyond it are shed. (A split's challenger answers on the request path: not budgeted.)
     pub max_cpu_ppm: u32,
+    /// `shadow` (default; absent from the signed form): the challenger answers nothing. `split`:
+    /// it answers its share of requests itself.
+    #[serde(default, skip_serializing_if = "SlotMode::is_shadow")]
+    pub mode: SlotMode,
+}
+
+/// What the challenger in a shadow slot does with its share of requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotMode {
+    /// Runs on a copy, after the champion answered; its answer is only compared.
+    #[default]
+    Shadow,
+    /// Answers the request in the champion's place (falling back to the champion if it fails).
+    Split,
+}
+
+impl SlotMode {
+    pub fn is_shadow(&self) -> bool {
+        *self == SlotMode::Shadow
+    }
 }
 
 /// One million: a whole, in [`DesiredShadow`]'s shares.
@@ -126,7 +152,11 @@ pub struct Compared<'a> {
 
 impl ShadowCounts {
     pub fn is_empty(&self) -> bool {
-        self.compared == 0 && self.challenger_errors == 0 && self.shed == 0
+        self.compared == 0
+            && self.challenger_errors == 0
+            && self.shed == 0
+            && self.labelled == 0
+            && self.split.is_empty()
     }
 
     /// Counts one request both answered.
@@ -179,6 +209,8 @@ impl ShadowCounts {
         add(&mut self.labelled, other.labelled);
         add(&mut self.champion_correct, other.champion_correct);
         add(&mut self.challenger_correct, other.challenger_correct);
+        self.split.champion.merge(&other.split.champion);
+        self.split.challenger.merge(&other.split.challenger);
     }
 
     /// Why the counts cannot be true, if they cannot (a device's bug or lie).
@@ -198,7 +230,8 @@ impl ShadowCounts {
         if !(self.abs_diff_sum.is_finite() && self.abs_diff_sum >= 0.0) {
             return Err("the score differences must sum to a finite positive number".into());
         }
-        Ok(())
+        self.split.champion.check("champion")?;
+        self.split.challenger.check("challenger")
     }
 
     /// [`Self::check`], and at most `cap` requests compared, failed or shed (a window's bound).
@@ -207,7 +240,11 @@ impl ShadowCounts {
         let claimed = self
             .compared
             .saturating_add(self.challenger_errors)
-            .saturating_add(self.shed);
+            .saturating_add(self.shed)
+            .saturating_add(self.split.champion.answered)
+            .saturating_add(self.split.champion.errors)
+            .saturating_add(self.split.challenger.answered)
+            .saturating_add(self.split.challenger.errors);
         if claimed > cap {
             return Err(format!(
                 "claims {claimed} shadowed requests (at most {cap})"
@@ -395,54 +432,6 @@ pub fn judge(gate: &ShadowGate, c: &ShadowCounts) -> ShadowVerdict {
     }
 }
 
-/// Which arm of a split answered better on its labelled requests, if the difference is
-/// significant: a two-sided two-proportion z-test at `alpha`. Arms are (right, labelled).
-pub fn better_arm(a: (u64, u64), b: (u64, u64), alpha: f64) -> Option<(Arm, f64)> {
-    let ((ra, na), (rb, nb)) = (a, b);
-    if na == 0 || nb == 0 {
-        return None;
-    }
-    let (pa, pb) = (ra as f64 / na as f64, rb as f64 / nb as f64);
-    let pooled = (ra + rb) as f64 / (na + nb) as f64;
-    let se = (pooled * (1.0 - pooled) * (1.0 / na as f64 + 1.0 / nb as f64)).sqrt();
-    if se == 0.0 {
-        return None;
-    }
-    let z = (pa - pb) / se;
-    let p_value = 2.0 * (1.0 - standard_normal_cdf(z.abs()));
-    (p_value < alpha).then_some((
-        if z > 0.0 {
-            Arm::Champion
-        } else {
-            Arm::Challenger
-        },
-        p_value,
-    ))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Arm {
-    Champion,
-    Challenger,
-}
-
-/// Φ(x), from the complementary error function (Abramowitz and Stegun 7.1.26, error < 1.5e-7).
-fn standard_normal_cdf(x: f64) -> f64 {
-    let z = x.abs() / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let erfc = poly * (-z * z).exp();
-    if x >= 0.0 {
-        1.0 - 0.5 * erfc
-    } else {
-        0.5 * erfc
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -541,26 +530,5 @@ mod tests {
             ..ShadowCounts::default()
         };
         assert!(counts.check().is_err());
-    }
-
-    #[test]
-    fn the_better_arm_is_named_only_when_the_difference_is_significant() {
-        // 90 % against 80 % on 1,000 each: z ≈ 6.2.
-        let (arm, p) = better_arm((900, 1000), (800, 1000), 0.05).unwrap();
-        assert_eq!(arm, Arm::Champion);
-        assert!(p < 1e-6, "{p}");
-        assert_eq!(
-            better_arm((82, 100), (90, 100), 0.05).map(|(a, _)| a),
-            None,
-            "z ≈ 1.63: not significant at 5 %"
-        );
-        assert_eq!(
-            better_arm((800, 1000), (850, 1000), 0.05).map(|(a, _)| a),
-            Some(Arm::Challenger)
-        );
-        assert_eq!(better_arm((0, 0), (5, 10), 0.05), None);
-        // The CDF against known values.
-        assert!((standard_normal_cdf(1.959_964) - 0.975).abs() < 1e-6);
-        assert!((standard_normal_cdf(-1.0) - 0.158_655_25).abs() < 1e-6);
     }
 }

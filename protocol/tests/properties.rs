@@ -68,13 +68,19 @@ fn desired() -> impl Strategy<Value = Desired> {
             proptest::collection::vec("[ -~]{0,40}", 0..2),
             any::<u32>(),
             any::<u32>(),
+            any::<bool>(),
         )
-            .prop_map(|(v, artifact_urls, share_ppm, max_cpu_ppm)| {
+            .prop_map(|(v, artifact_urls, share_ppm, max_cpu_ppm, split)| {
                 edgefleet_protocol::shadow::DesiredShadow {
                     target: format!("models/m/{v}/model.onnx"),
                     artifact_urls,
                     share_ppm,
                     max_cpu_ppm,
+                    mode: if split {
+                        edgefleet_protocol::shadow::SlotMode::Split
+                    } else {
+                        edgefleet_protocol::shadow::SlotMode::Shadow
+                    },
                 }
             }),
     );

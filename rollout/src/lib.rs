@@ -25,7 +25,9 @@ pub use plan::{
     Candidate, DEFAULT_WAVES, Exponential, Origin, PlanError, RolloutRequest, assign_waves,
     exponential_waves, plan,
 };
-pub use shadow::{Fallback, ShadowCheck, ShadowOptions, Strategy, describe, shadow_evidence};
+pub use shadow::{
+    Fallback, ShadowCheck, ShadowOptions, Strategy, describe, describe_split, shadow_evidence,
+};
 pub use stages::{StageRefusal, StageRules};
 pub use view::{HistoryEntry, RolloutList, RolloutView, StateView, WaveView};
 
@@ -415,7 +417,7 @@ impl Rollout {
         let timeout = self.spec.gates.device_timeout_seconds as i64;
         let mut changes = Vec::new();
         let mut fallbacks = Vec::new();
-        let shadowed = self.spec.strategy == Strategy::Shadow;
+        let shadowed = self.spec.strategy.uses_slot();
         let fallback = self
             .spec
             .shadow

@@ -284,7 +284,7 @@ pub fn plan(
     let shadow = match (request.strategy, request.shadow) {
         (Strategy::Canary, Some(_)) => return Err(PlanError::ShadowWithoutStrategy),
         (Strategy::Canary, None) => None,
-        (Strategy::Shadow, options) => Some(options.unwrap_or_default()),
+        (Strategy::Shadow | Strategy::Split, options) => Some(options.unwrap_or_default()),
     };
     let spec = RolloutSpec {
         model: request.model,
@@ -368,7 +368,7 @@ impl Rollout {
             shadow.validate()?;
         }
         // A device that runs no version of the model has nothing to shadow: it goes as a canary.
-        let shadowed = spec.strategy == Strategy::Shadow;
+        let shadowed = spec.strategy.uses_slot();
         devices.sort();
         let waves = assign_waves(devices.len(), &spec.waves)?;
         let devices = devices

@@ -9,7 +9,8 @@
 //! `fallback` decides whether it takes the version as a plain canary or counts as failed.
 
 use edgefleet_protocol::message::MetricsBatch;
-use edgefleet_protocol::shadow::{ShadowCounts, ShadowGate, ShadowVerdict, judge};
+use edgefleet_protocol::shadow::{ShadowCounts, ShadowGate, ShadowVerdict, SlotMode, judge};
+use edgefleet_protocol::split::{judge_split, split_readout};
 use serde::{Deserialize, Serialize};
 
 use crate::{Action, DeviceState, Observed, PlanError, Rollout, RolloutDevice, RolloutState};
@@ -24,6 +25,9 @@ pub enum Strategy {
     Canary,
     /// Each wave runs the version in the shadow slot first and promotes it only on a pass.
     Shadow,
+    /// Each wave's devices answer a fixed share of requests with the version (the rest with the
+    /// champion), each arm's outcomes counted; on a pass the version is promoted.
+    Split,
 }
 
 impl Strategy {
@@ -31,6 +35,20 @@ impl Strategy {
         match self {
             Strategy::Canary => "canary",
             Strategy::Shadow => "shadow",
+            Strategy::Split => "split",
+        }
+    }
+
+    /// Whether each wave first proves the version in the devices' shadow slots.
+    pub fn uses_slot(self) -> bool {
+        self != Strategy::Canary
+    }
+
+    /// What the challenger does in the slot, for the desired state.
+    pub fn slot_mode(self) -> SlotMode {
+        match self {
+            Strategy::Split => SlotMode::Split,
+            _ => SlotMode::Shadow,
         }
     }
 }
@@ -157,6 +175,27 @@ pub fn describe(c: &ShadowCounts) -> String {
     parts.join(", ")
 }
 
+/// One line of a split's figures: what each arm answered, its failures and p99, and the
+/// significance readout on accuracy.
+pub fn describe_split(c: &ShadowCounts) -> String {
+    let arm = |name: &str, a: &edgefleet_protocol::split::ArmCounts| {
+        let mut line = format!("{name} answered {}", a.answered);
+        if a.latency.count() > 0 {
+            line.push_str(&format!(" (p99 {:.2} ms)", a.latency.quantile_ms(0.99)));
+        }
+        if a.errors > 0 {
+            line.push_str(&format!(", failed {}", a.errors));
+        }
+        line
+    };
+    format!(
+        "{}, {}; {}",
+        arm("challenger", &c.split.challenger),
+        arm("champion", &c.split.champion),
+        split_readout(&c.split)
+    )
+}
+
 /// Where a device in its shadow phase stands, from what it reports.
 pub(crate) enum ShadowStep {
     Stay(DeviceState),
@@ -186,7 +225,7 @@ pub(crate) fn shadow_step(
 impl Rollout {
     /// Whether `device` is still to be proven in the shadow slot.
     pub(crate) fn in_shadow_phase(&self, device: &RolloutDevice) -> bool {
-        self.spec.strategy == Strategy::Shadow && !device.promoted
+        self.spec.strategy.uses_slot() && !device.promoted
     }
 
     /// The first desired-state change for a device of this rollout.
@@ -236,8 +275,14 @@ impl Rollout {
             return Vec::new();
         };
         let gate = self.spec.shadow.clone().unwrap_or_default().gate;
-        let summary = describe(&counts);
-        let (decision, actions) = match judge(&gate, &counts) {
+        let split = self.spec.strategy == Strategy::Split;
+        let (summary, verdict) = if split {
+            (describe_split(&counts), judge_split(&gate, &counts.split))
+        } else {
+            (describe(&counts), judge(&gate, &counts))
+        };
+        let phase = self.spec.strategy.name();
+        let (decision, actions) = match verdict {
             ShadowVerdict::Insufficient(why) => ("waiting", Err(why)),
             ShadowVerdict::Breach(broken) => ("stopped", Ok(Err(broken.join("; ")))),
             ShadowVerdict::Pass => ("promoted", Ok(Ok(()))),
@@ -256,17 +301,24 @@ impl Rollout {
         match actions {
             Err(why) => {
                 if first_verdict {
-                    self.note(now, format!("wave {} shadow: waiting ({why})", wave + 1));
+                    self.note(now, format!("wave {} {phase}: waiting ({why})", wave + 1));
                 }
                 Vec::new()
             }
             Ok(Err(broken)) => self.halt(
                 now,
                 wave,
-                format!(
-                    "wave {} stopped by its shadow gate before the challenger answered: {broken} ({summary})",
-                    wave + 1
-                ),
+                if split {
+                    format!(
+                        "wave {} stopped by its split gate; its devices go back to the champion alone: {broken} ({summary})",
+                        wave + 1
+                    )
+                } else {
+                    format!(
+                        "wave {} stopped by its shadow gate before the challenger answered: {broken} ({summary})",
+                        wave + 1
+                    )
+                },
             ),
             Ok(Ok(())) => {
                 let mut actions = Vec::new();
@@ -281,7 +333,7 @@ impl Rollout {
                 self.note(
                     now,
                     format!(
-                        "wave {} shadow passed ({summary}); promoting {} devices in place",
+                        "wave {} {phase} passed ({summary}); promoting {} devices in place",
                         wave + 1,
                         actions.len()
                     ),
@@ -338,6 +390,10 @@ mod tests {
     const CHALLENGER: &str = "models/churn/2.0.0/model.onnx";
 
     fn rollout(fallback: Fallback) -> Rollout {
+        rollout_with(Strategy::Shadow, fallback)
+    }
+
+    fn rollout_with(strategy: Strategy, fallback: Fallback) -> Rollout {
         let spec = RolloutSpec {
             model: "churn".into(),
             version: "2.0.0".into(),
@@ -346,7 +402,7 @@ mod tests {
             waves: vec![50.0, 100.0],
             gates: Gates::default(),
             rollback_on_halt: true,
-            strategy: Strategy::Shadow,
+            strategy,
             shadow: Some(ShadowOptions {
                 fallback,
                 ..ShadowOptions::default()
@@ -581,5 +637,69 @@ mod tests {
         let parsed: ShadowOptions = serde_json::from_str(r#"{"share": 0.5}"#).unwrap();
         assert_eq!(parsed.max_cpu_share, 0.25);
         assert_eq!(parsed.fallback, Fallback::Canary);
+    }
+
+    fn split(champion: (u64, u64, u64), challenger: (u64, u64, u64)) -> ShadowCounts {
+        let arm = |(answered, labelled, correct)| edgefleet_protocol::split::ArmCounts {
+            answered,
+            labelled,
+            correct,
+            ..Default::default()
+        };
+        ShadowCounts {
+            split: edgefleet_protocol::split::SplitCounts {
+                champion: arm(champion),
+                challenger: arm(challenger),
+            },
+            ..ShadowCounts::default()
+        }
+    }
+
+    #[test]
+    fn a_split_wave_promotes_the_better_arm_and_halts_on_a_worse_one() {
+        let mut r = rollout_with(Strategy::Split, Fallback::Canary);
+        let mut seen = HashMap::new();
+        let first = step(&mut r, 0, &seen, 1);
+        assert_eq!(devices(&first)[0].0, "shadow", "a split fills the slot too");
+        for d in ["d0", "d1"] {
+            seen.insert(d.to_string(), shadowing(1));
+        }
+        step(&mut r, 2, &seen, 1);
+        assert!(r.wants_shadow_check(2, 5));
+        assert!(
+            r.shadow_checked(2, split((500, 0, 0), (100, 0, 0)))
+                .is_empty()
+        );
+        let promote = r.shadow_checked(9, split((900, 900, 630), (300, 300, 270)));
+        assert_eq!(promote.len(), 2);
+        let check = r.shadow_check.clone().unwrap();
+        assert_eq!(check.decision, "promoted");
+        assert!(
+            check.summary.contains("the challenger is better"),
+            "{}",
+            check.summary
+        );
+        assert!(
+            r.history
+                .iter()
+                .any(|(_, t)| t.contains("wave 1 split passed"))
+        );
+
+        let mut r = rollout_with(Strategy::Split, Fallback::Canary);
+        let mut seen = HashMap::new();
+        step(&mut r, 0, &seen, 1);
+        for d in ["d0", "d1"] {
+            seen.insert(d.to_string(), shadowing(1));
+        }
+        step(&mut r, 2, &seen, 1);
+        r.shadow_checked(9, split((900, 900, 810), (300, 300, 210)));
+        assert!(
+            matches!(r.state, RolloutState::Halted { .. }),
+            "{:?}",
+            r.state
+        );
+        let check = r.shadow_check.clone().unwrap();
+        assert_eq!(check.decision, "stopped");
+        assert!(check.summary.contains("the champion is better"));
     }
 }

@@ -264,6 +264,7 @@ mod tests {
             artifact_urls: vec!["http://127.0.0.1:1/b".into()],
             share_ppm: 100_000,
             max_cpu_ppm: 250_000,
+            mode: edgefleet_protocol::shadow::SlotMode::Shadow,
         });
         let bytes = signed(&f, &f.timestamp, d.clone()).await;
         let own = DeviceId::new("d1").unwrap();

@@ -80,6 +80,7 @@ fn plan(share: f64, max_cpu_share: f64) -> DesiredShadow {
         artifact_urls: Vec::new(),
         share_ppm: edgefleet_protocol::shadow::to_ppm(share),
         max_cpu_ppm: edgefleet_protocol::shadow::to_ppm(max_cpu_share),
+        mode: edgefleet_protocol::shadow::SlotMode::Shadow,
     }
 }
 
@@ -266,4 +267,60 @@ fn the_cpu_budget_is_earned_by_wall_time_and_spent_by_runs() {
     assert!(idle.allows(t0 + Duration::from_secs(3600)));
     idle.spend(Duration::from_millis(30));
     assert!(!idle.allows(t0 + Duration::from_secs(3600)));
+}
+
+/// Answers one row with `slot`, as the serving path would: (label, time taken).
+fn answer_with(slot: &Slot, row: &Map<String, Value>) -> (String, Duration) {
+    let started = Instant::now();
+    let answer = champion_answer(slot, row);
+    (answer.label.unwrap(), started.elapsed())
+}
+
+#[test]
+fn a_split_counts_each_arm_on_its_own_requests_and_names_the_better_one() {
+    use edgefleet_protocol::split::{judge_split, split_readout};
+    // The decaying model serves; the like-for-like 2.0.0 takes half the requests.
+    let champion = slot("bad/decaying");
+    let split_plan = DesiredShadow {
+        mode: edgefleet_protocol::shadow::SlotMode::Split,
+        ..plan(0.5, 1.0)
+    };
+    let split = ShadowSlot::start(slot("churn/2.0.0"), String::new(), split_plan).unwrap();
+    assert!(split.splits());
+    assert!(split.worker.lock().unwrap().is_none(), "no worker thread");
+    let rows = field_rows();
+    for (i, (row, _)) in rows.iter().enumerate() {
+        let id = format!("r{i}");
+        let (arm, answering) = if split.draw() {
+            (Arm::Challenger, &split.slot)
+        } else {
+            (Arm::Champion, &champion)
+        };
+        let (label, took) = answer_with(answering, row);
+        split.answered(arm, &id, Some(&label), took);
+    }
+    for (i, (_, truth)) in rows.iter().enumerate() {
+        split.truth(&format!("r{i}"), truth);
+    }
+    let counts = split.take().unwrap().counts;
+    let s = &counts.split;
+    assert_eq!(s.champion.answered + s.challenger.answered, 800);
+    assert!(
+        (300..500).contains(&s.challenger.answered),
+        "a half share: {}",
+        s.challenger.answered
+    );
+    assert_eq!(s.champion.labelled + s.challenger.labelled, 800);
+    assert_eq!(s.challenger.latency.count(), s.challenger.answered);
+    assert_eq!(
+        counts.compared, 0,
+        "a split compares nothing on one request"
+    );
+    counts.check_within(800).unwrap();
+    let readout = split_readout(s);
+    assert!(readout.contains("the challenger is better"), "{readout}");
+    assert_eq!(
+        judge_split(&edgefleet_protocol::shadow::ShadowGate::default(), s),
+        edgefleet_protocol::shadow::ShadowVerdict::Pass
+    );
 }

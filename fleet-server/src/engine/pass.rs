@@ -245,6 +245,7 @@ async fn apply(assigner: &dyn Assigner, rollout: &mut Rollout, action: Action, n
                     version: rollout.spec.version.clone(),
                     share: options.share,
                     max_cpu_share: options.max_cpu_share,
+                    mode: rollout.spec.strategy.slot_mode(),
                 }),
             )
         }

@@ -304,6 +304,7 @@ impl Assigner for Fleet {
                         artifact_urls: vec![],
                         share_ppm: edgefleet_protocol::shadow::to_ppm(s.share),
                         max_cpu_ppm: edgefleet_protocol::shadow::to_ppm(s.max_cpu_share),
+                        mode: edgefleet_protocol::shadow::SlotMode::Shadow,
                     }),
                     model: ModelName::new(model).unwrap(),
                     target: target(v),

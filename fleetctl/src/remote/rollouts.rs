@@ -52,13 +52,14 @@ impl RolloutCreate {
         };
         let strategy = match self.strategy.as_deref() {
             Some("shadow") => Strategy::Shadow,
+            Some("split") => Strategy::Split,
             _ => Strategy::Canary,
         };
         let mut shadow = ShadowOptions::default();
         let mut any_shadow = false;
         let mut set = |name: &str, given: bool| -> anyhow::Result<()> {
-            if given && strategy != Strategy::Shadow {
-                bail!("--{name} needs --strategy shadow");
+            if given && !strategy.uses_slot() {
+                bail!("--{name} needs --strategy shadow or split");
             }
             any_shadow |= given;
             Ok(())
@@ -201,7 +202,8 @@ pub fn render_rollout(r: &RolloutView) -> String {
     }
     if let Some(check) = &r.shadow_check {
         out.push_str(&format!(
-            "  shadow gate (wave {}): {} — {}\n",
+            "  {} gate (wave {}): {} — {}\n",
+            r.strategy.name(),
             check.wave + 1,
             check.decision,
             check.summary
