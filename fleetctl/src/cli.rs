@@ -490,6 +490,10 @@ pub(crate) struct RolloutCreate {
     /// serving version's on the same requests (default 0.02).
     #[arg(long)]
     pub(crate) shadow_max_accuracy_drop: Option<f64>,
+    /// Shadow gate: labelled requests (split: on each arm) needed before accuracy is judged
+    /// (default 100).
+    #[arg(long)]
+    pub(crate) shadow_min_labelled: Option<u64>,
     /// Shadow: a device that cannot hold both models goes `canary` (default) or fails
     /// (`refuse`).
     #[arg(long, value_parser = ["canary", "refuse"])]

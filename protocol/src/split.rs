@@ -110,8 +110,8 @@ impl SplitCounts {
 
 /// Judges a split's arms against the gate: the challenger must have answered `min_compared`
 /// requests, fail no more than `max_error_ratio` of them, keep its p99 under `max_p99_ms`, and,
-/// once both arms have `min_labelled` labelled answers, not be *significantly* less accurate than
-/// the champion by more than `max_accuracy_drop` (agreement and score difference need both models
+/// when labels arrive (then the verdict waits for `min_labelled` on each arm), not be
+/// *significantly* less accurate than the champion by more than `max_accuracy_drop` (agreement and score difference need both models
 /// on the same request: they are the shadow strategy's).
 pub fn judge_split(gate: &ShadowGate, s: &SplitCounts) -> ShadowVerdict {
     let challenger = &s.challenger;
@@ -119,6 +119,17 @@ pub fn judge_split(gate: &ShadowGate, s: &SplitCounts) -> ShadowVerdict {
         return ShadowVerdict::Insufficient(format!(
             "the challenger answered {} of the {} requests the gate needs",
             challenger.answered, gate.min_compared
+        ));
+    }
+    // Once labels flow, a verdict on too few of them would promote a worse challenger for want
+    // of evidence: wait for enough on both arms. Where no label ever arrives, the other rules
+    // decide.
+    let labelled = gate.min_labelled.max(1);
+    let flowing = s.champion.labelled > 0 || challenger.labelled > 0;
+    if flowing && (s.champion.labelled < labelled || challenger.labelled < labelled) {
+        return ShadowVerdict::Insufficient(format!(
+            "labels are arriving: {} and {} labelled answers (champion, challenger) of the {labelled} each arm needs",
+            s.champion.labelled, challenger.labelled
         ));
     }
     let mut broken = Vec::new();
@@ -141,7 +152,6 @@ pub fn judge_split(gate: &ShadowGate, s: &SplitCounts) -> ShadowVerdict {
             ));
         }
     }
-    let labelled = gate.min_labelled.max(1);
     if s.champion.labelled >= labelled
         && challenger.labelled >= labelled
         && let (Some(champion), Some(ours), Some(test)) = (
@@ -153,12 +163,12 @@ pub fn judge_split(gate: &ShadowGate, s: &SplitCounts) -> ShadowVerdict {
         && champion - ours > gate.max_accuracy_drop
     {
         broken.push(format!(
-            "the champion was right significantly more often: {:.1} % of {} against {:.1} % of {} (p = {:.2e})",
+            "the champion was right significantly more often: {:.1} % of {} against {:.1} % of {} ({})",
             champion * 100.0,
             s.champion.labelled,
             ours * 100.0,
             challenger.labelled,
-            test.p_value
+            p_text(test.p_value)
         ));
     }
     if broken.is_empty() {
@@ -183,15 +193,25 @@ pub fn split_readout(s: &SplitCounts) -> String {
     );
     match s.accuracy_test() {
         Some(t) if t.p_value < SPLIT_ALPHA => format!(
-            "{figures}: the {} is better (p = {:.2e})",
+            "{figures}: the {} is better ({})",
             if t.z > 0.0 { "champion" } else { "challenger" },
-            t.p_value
+            p_text(t.p_value)
         ),
         Some(t) => format!(
-            "{figures}: no significant difference (p = {:.2})",
-            t.p_value
+            "{figures}: no significant difference ({})",
+            p_text(t.p_value)
         ),
         None => format!("{figures}: no difference to test"),
+    }
+}
+
+/// A p-value as people read it: below 0.0001 it is only "tiny" (the normal approximation says
+/// nothing finer).
+fn p_text(p: f64) -> String {
+    if p < 1e-4 {
+        "p < 0.0001".into()
+    } else {
+        format!("p = {p:.4}")
     }
 }
 
@@ -330,6 +350,16 @@ mod tests {
         };
         assert_eq!(judge_split(&gate, &alike), ShadowVerdict::Pass);
         assert!(split_readout(&alike).contains("no significant difference"));
+        let few_labels = SplitCounts {
+            champion: arm(900, 40, 30),
+            challenger: arm(300, 20, 10),
+        };
+        match judge_split(&gate, &few_labels) {
+            ShadowVerdict::Insufficient(why) => {
+                assert!(why.contains("labels are arriving"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             judge_split(
                 &gate,

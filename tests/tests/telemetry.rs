@@ -29,6 +29,10 @@ mod guard;
 #[path = "telemetry/shadow.rs"]
 mod shadow;
 
+// Split rollouts: a challenger answering a share of requests, judged arm against arm.
+#[path = "telemetry/split.rs"]
+mod split;
+
 /// Telemetry windows of 3 s (60 s by default): short enough for a test, long enough that a
 /// window's ~150 requests give a PSI whose small-sample bias (about bins / requests) stays well
 /// under the gates' 0.3.

@@ -72,6 +72,7 @@ impl RolloutCreate {
             "shadow-max-accuracy-drop",
             self.shadow_max_accuracy_drop.is_some(),
         )?;
+        set("shadow-min-labelled", self.shadow_min_labelled.is_some())?;
         set("shadow-fallback", self.shadow_fallback.is_some())?;
         shadow.share = self.shadow_share.unwrap_or(shadow.share);
         shadow.max_cpu_share = self.shadow_cpu_share.unwrap_or(shadow.max_cpu_share);
@@ -79,6 +80,7 @@ impl RolloutCreate {
         shadow.gate.min_agreement = self
             .shadow_min_agreement
             .unwrap_or(shadow.gate.min_agreement);
+        shadow.gate.min_labelled = self.shadow_min_labelled.unwrap_or(shadow.gate.min_labelled);
         shadow.gate.max_accuracy_drop = self
             .shadow_max_accuracy_drop
             .unwrap_or(shadow.gate.max_accuracy_drop);

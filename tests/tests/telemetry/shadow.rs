@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::one_at_a_time;
 
 /// Predictions from several threads; which version answered each, and how many failed.
-struct Traffic {
+pub(super) struct Traffic {
     stop: Arc<AtomicBool>,
     answered: Arc<Mutex<BTreeMap<String, u64>>>,
     failed: Arc<AtomicU64>,
@@ -25,8 +25,11 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn start(urls: Vec<String>, rows: Vec<Value>) -> Self {
+    /// Sends `rows` round and round to each `:predict` URL; with `truths` (one per row), labels
+    /// each answer at once through the agent's feedback API.
+    pub(super) fn start(urls: Vec<String>, rows: Vec<Value>, truths: Option<Vec<String>>) -> Self {
         let rows = Arc::new(rows);
+        let truths = Arc::new(truths);
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(Mutex::new(BTreeMap::new()));
         let failed = Arc::new(AtomicU64::new(0));
@@ -34,25 +37,44 @@ impl Traffic {
             .into_iter()
             .enumerate()
             .map(|(start, url)| {
-                let (stop, answered, failed, rows) =
-                    (stop.clone(), answered.clone(), failed.clone(), rows.clone());
+                let (stop, answered, failed, rows, truths) = (
+                    stop.clone(),
+                    answered.clone(),
+                    failed.clone(),
+                    rows.clone(),
+                    truths.clone(),
+                );
+                let feedback = url.replace(":predict", "/feedback");
                 std::thread::spawn(move || {
                     let agent = http();
                     let mut i = start * 101;
                     while !stop.load(Ordering::Relaxed) {
                         i += 1;
-                        let version = agent
+                        let answer = agent
                             .post(&url)
                             .send_json(&rows[i % rows.len()])
                             .ok()
                             .filter(|r| r.status() == 200)
-                            .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+                            .and_then(|mut r| r.body_mut().read_json::<Value>().ok());
+                        let version = answer
+                            .as_ref()
                             .and_then(|v| v["version"].as_str().map(str::to_owned));
                         match version {
                             Some(v) => *answered.lock().unwrap().entry(v).or_default() += 1,
                             None => {
                                 failed.fetch_add(1, Ordering::Relaxed);
                             }
+                        }
+                        if let (Some(truths), Some(answer)) = (truths.as_ref(), &answer) {
+                            let label = json!({"labels": [{
+                                "id": answer["id"],
+                                "label": truths[i % truths.len()],
+                            }]});
+                            let sent = agent.post(&feedback).send_json(&label);
+                            assert!(
+                                sent.as_ref().is_ok_and(|r| r.status() == 200),
+                                "feedback refused: {sent:?}"
+                            );
                         }
                         std::thread::sleep(Duration::from_millis(10));
                     }
@@ -67,11 +89,11 @@ impl Traffic {
         }
     }
 
-    fn answered(&self) -> BTreeMap<String, u64> {
+    pub(super) fn answered(&self) -> BTreeMap<String, u64> {
         self.answered.lock().unwrap().clone()
     }
 
-    fn stop(self) -> (BTreeMap<String, u64>, u64) {
+    pub(super) fn stop(self) -> (BTreeMap<String, u64>, u64) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().unwrap();
@@ -84,8 +106,27 @@ impl Traffic {
 /// A shadow rollout to the whole group, started with fleetctl, followed to its end; how long
 /// it took.
 fn shadow_rollout(fleet: &Demo, version: &str) -> (Value, Duration) {
+    rollout_to_the_end(
+        fleet,
+        version,
+        &[
+            "--strategy=shadow",
+            "--shadow-share=1",
+            "--shadow-cpu-share=0.5",
+            "--shadow-min-compared=150",
+        ],
+    )
+}
+
+/// A rollout of `version` to the whole group with `strategy` (fleetctl arguments), followed to
+/// its end; how long it took.
+pub(super) fn rollout_to_the_end(
+    fleet: &Demo,
+    version: &str,
+    strategy: &[&str],
+) -> (Value, Duration) {
     let started = std::time::Instant::now();
-    let created = run_ok(fleet.operator.fleetctl().args([
+    let mut args = vec![
         "rollout",
         "create",
         "churn",
@@ -93,14 +134,16 @@ fn shadow_rollout(fleet: &Demo, version: &str) -> (Value, Duration) {
         "--group=demo",
         "--waves=100",
         "--device-timeout-seconds=120",
-        "--strategy=shadow",
-        "--shadow-share=1",
-        "--shadow-cpu-share=0.5",
-        "--shadow-min-compared=150",
         "--json",
-    ]));
-    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
-    assert_eq!(created["strategy"], "shadow", "{created:#}");
+    ];
+    args.extend_from_slice(strategy);
+    let created: Value =
+        serde_json::from_slice(&run_ok(fleet.operator.fleetctl().args(args)).stdout).unwrap();
+    let wanted = strategy
+        .iter()
+        .find_map(|a| a.strip_prefix("--strategy="))
+        .unwrap_or("canary");
+    assert_eq!(created["strategy"], wanted, "{created:#}");
     let id = created["id"].as_str().unwrap().to_owned();
     let admin = fleet.operator.token();
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
@@ -123,7 +166,7 @@ fn shadow_rollout(fleet: &Demo, version: &str) -> (Value, Duration) {
                 );
             }
             panic!(
-                "the shadow rollout of {version} did not end: {r:#}\n{:#?}",
+                "the rollout of {version} did not end: {r:#}\n{:#?}",
                 shadows_of(fleet)
             );
         }
@@ -133,7 +176,11 @@ fn shadow_rollout(fleet: &Demo, version: &str) -> (Value, Duration) {
 
 /// The release of churn 2.0.0 as version `version`, its network re-exported: the same weights in
 /// a file with other bytes (an unknown protobuf field appended, which ONNX readers skip).
-fn re_exported(dir: &std::path::Path, version: &str, sequence: u64) -> std::path::PathBuf {
+pub(super) fn re_exported(
+    dir: &std::path::Path,
+    version: &str,
+    sequence: u64,
+) -> std::path::PathBuf {
     let release = dir.join(format!("churn-{version}"));
     std::fs::create_dir_all(&release).unwrap();
     for entry in std::fs::read_dir(models_dir().join("churn/2.0.0")).unwrap() {
@@ -152,7 +199,7 @@ fn re_exported(dir: &std::path::Path, version: &str, sequence: u64) -> std::path
     release
 }
 
-fn shadows_of(fleet: &Demo) -> Vec<Value> {
+pub(super) fn shadows_of(fleet: &Demo) -> Vec<Value> {
     let admin = fleet.operator.token();
     (1..=fleet.agents.len())
         .map(|i| {
@@ -188,7 +235,7 @@ fn a_shadow_rollout_stops_a_challenger_wrong_on_live_traffic_and_promotes_a_like
         .iter()
         .map(|a| a.url("/v1/models/churn:predict"))
         .collect();
-    let traffic = Traffic::start(urls, rows);
+    let traffic = Traffic::start(urls, rows, None);
 
     // Right on its own held-out rows (its golden vectors pass on the device), wrong on these.
     fleet

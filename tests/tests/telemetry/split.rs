@@ -1,0 +1,131 @@
+//! Split rollouts over real processes: two agents serve churn 2.0.0 to a steady stream of the
+//! newest customers, each answer labelled with the customer's real outcome through the agent's
+//! feedback API. A split gives half the requests to `bad/decaying` — right on its own held-out
+//! rows, wrong on these — and the readout names the champion the better arm, significantly, and
+//! halts the rollout; a split to a like-for-like challenger finds no significant difference and
+//! promotes it, with no request failing on the way.
+
+use std::time::Duration;
+
+use edgefleet_e2e::demo;
+use edgefleet_e2e::fleet::eventually;
+use edgefleet_e2e::{models_dir, run_ok};
+use serde_json::Value;
+
+use super::one_at_a_time;
+use super::shadow::{Traffic, re_exported, rollout_to_the_end, shadows_of};
+
+const SPLIT: [&str; 4] = [
+    "--strategy=split",
+    "--shadow-share=0.5",
+    "--shadow-min-compared=150",
+    // Enough labelled answers on each arm for the test to tell a 15-point gap apart.
+    "--shadow-min-labelled=120",
+];
+
+#[test]
+fn a_split_with_labels_names_the_better_arm_halts_a_worse_challenger_and_promotes_a_like_one() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = demo::set_up(tmp.path(), &super::options(2, false));
+    assert_eq!(demo::roll_out(&fleet, "2.0.0", &[100.0], 0), "completed");
+    let field: Value = serde_json::from_slice(
+        &std::fs::read(models_dir().join("bad/decaying/field.json")).unwrap(),
+    )
+    .unwrap();
+    let (rows, truths): (Vec<Value>, Vec<String>) = field["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let truth = if r["churn"].as_bool().unwrap() {
+                "churn"
+            } else {
+                "stay"
+            };
+            (r["features"].clone(), truth.to_owned())
+        })
+        .unzip();
+    let urls = fleet
+        .agents
+        .iter()
+        .map(|a| a.url("/v1/models/churn:predict"))
+        .collect();
+    let traffic = Traffic::start(urls, rows, Some(truths));
+
+    // The challenger is worse on these customers: the champion is named the better arm.
+    fleet
+        .operator
+        .push(models_dir().join("bad/decaying").to_str().unwrap());
+    let (bad, stopped_after) = rollout_to_the_end(&fleet, "3.1.0-decaying", &SPLIT);
+    assert_eq!(bad["state"]["state"], "halted", "{bad:#}");
+    let reason = bad["state"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("stopped by its split gate")
+            && reason.contains("the champion was right significantly more often"),
+        "{bad:#}"
+    );
+    let check = &bad["shadow_check"];
+    assert_eq!(check["decision"], "stopped", "{bad:#}");
+    let summary = check["summary"].as_str().unwrap();
+    assert!(summary.contains("the champion is better"), "{summary}");
+    let arms = &check["counts"]["split"];
+    for arm in ["champion", "challenger"] {
+        assert!(
+            arms[arm]["labelled"].as_u64().unwrap() >= 120,
+            "{arm}: {arms:#}"
+        );
+    }
+    assert!(arms["challenger"]["answered"].as_u64().unwrap() >= 150);
+    assert!(
+        traffic.answered().contains_key("3.1.0-decaying"),
+        "in a split the challenger answers its share"
+    );
+    eventually("the split's slots emptied", Duration::from_secs(60), || {
+        shadows_of(&fleet).iter().all(Value::is_null).then_some(())
+    });
+    let status = String::from_utf8(
+        run_ok(
+            fleet
+                .operator
+                .fleetctl()
+                .args(["rollout", "status", bad["id"].as_str().unwrap()]),
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        status.contains("(split)") && status.contains("split gate (wave 1): stopped"),
+        "{status}"
+    );
+    run_ok(
+        fleet
+            .operator
+            .fleetctl()
+            .args(["rollout", "abort", bad["id"].as_str().unwrap()]),
+    );
+
+    // Like for like: no significant difference, promoted in place.
+    fleet
+        .operator
+        .push(re_exported(tmp.path(), "3.2.0", 6).to_str().unwrap());
+    let (good, completed_after) = rollout_to_the_end(&fleet, "3.2.0", &SPLIT);
+    let (answered, failed) = traffic.stop();
+    assert_eq!(good["state"]["state"], "completed", "{good:#}");
+    let check = &good["shadow_check"];
+    assert_eq!(check["decision"], "promoted", "{good:#}");
+    assert!(
+        check["summary"]
+            .as_str()
+            .unwrap()
+            .contains("no significant difference"),
+        "{check:#}"
+    );
+    assert_eq!(failed, 0, "no request failed: {answered:?}");
+    assert!(demo::running(&fleet).iter().all(|r| r.ends_with(" 3.2.0")));
+    eprintln!(
+        "split: stopped after {:.1} s, promoted and completed after {:.1} s; {summary}; answers {answered:?}",
+        stopped_after.as_secs_f64(),
+        completed_after.as_secs_f64(),
+    );
+}
