@@ -79,6 +79,11 @@ impl Rollout {
             (Command::Approve, RolloutState::AwaitingApproval { wave }) => {
                 let wave = *wave;
                 self.state = RolloutState::Running { wave: wave + 1 };
+                self.approvals.push(crate::Approval {
+                    wave: wave + 1,
+                    by: by.to_owned(),
+                    at: now,
+                });
                 self.note(now, format!("wave {} approved by {by}", wave + 2));
                 Ok(Applied::Done)
             }

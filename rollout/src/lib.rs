@@ -11,6 +11,7 @@
 
 mod command;
 mod plan;
+mod record;
 mod shadow;
 mod stages;
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use plan::{
     Candidate, DEFAULT_WAVES, Exponential, Origin, PlanError, RolloutRequest, assign_waves,
     exponential_waves, plan,
 };
+pub use record::ReleaseRecord;
 pub use shadow::{
     Fallback, ShadowCheck, ShadowOptions, Strategy, describe, describe_split, shadow_evidence,
 };
@@ -313,9 +315,26 @@ pub struct Rollout {
     /// The model gates' last verdict (rollouts with `gates.model`).
     #[serde(default)]
     pub model_check: Option<ModelCheck>,
-    /// The shadow gate's last verdict (`shadow` strategy).
+    /// The shadow or split gate's last verdict, `waiting` included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_check: Option<ShadowCheck>,
+    /// Every wave's final champion–challenger decision (`promoted` or `stopped`), in order: the
+    /// record the registry keeps with the release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<ShadowCheck>,
+    /// Who approved which wave, when (`require_approval`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
+}
+
+/// An operator's approval of a wave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct Approval {
+    /// The wave approved to start (0-based).
+    pub wave: usize,
+    pub by: String,
+    pub at: i64,
 }
 
 /// The failure detail until the device's own reason is known.

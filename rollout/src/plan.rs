@@ -391,6 +391,8 @@ impl Rollout {
             revision: 0,
             model_check: None,
             shadow_check: None,
+            verdicts: Vec::new(),
+            approvals: Vec::new(),
             state: RolloutState::Running { wave: 0 },
             devices,
             created_by,

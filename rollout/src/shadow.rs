@@ -133,7 +133,16 @@ impl ShadowOptions {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ShadowCheck {
     pub wave: usize,
+    /// When the figures were judged: the end of their window.
     pub at: i64,
+    /// The start of their window: when the first of the wave's devices was told to run the
+    /// challenger.
+    #[serde(default)]
+    pub since: i64,
+    /// The version the challenger was judged against (the one most of the wave's devices
+    /// served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<String>,
     /// `waiting` (too few compared requests), `promoted` or `stopped`.
     pub decision: String,
     pub summary: String,
@@ -223,6 +232,32 @@ pub(crate) fn shadow_step(
 }
 
 impl Rollout {
+    /// When the first of `wave`'s devices was told to run the challenger.
+    fn wave_started(&self, wave: usize) -> Option<i64> {
+        self.devices
+            .iter()
+            .filter(|d| d.wave == wave)
+            .filter_map(|d| d.notified_at)
+            .min()
+    }
+
+    /// The version most of `wave`'s devices served before the rollout.
+    fn wave_champion(&self, wave: usize) -> Option<String> {
+        let mut counts = std::collections::BTreeMap::new();
+        for v in self
+            .devices
+            .iter()
+            .filter(|d| d.wave == wave)
+            .filter_map(|d| d.previous_version.as_ref())
+        {
+            *counts.entry(v).or_insert(0) += 1;
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(v, _)| v.clone())
+    }
+
     /// Whether `device` is still to be proven in the shadow slot.
     pub(crate) fn in_shadow_phase(&self, device: &RolloutDevice) -> bool {
         self.spec.strategy.uses_slot() && !device.promoted
@@ -291,13 +326,19 @@ impl Rollout {
             .shadow_check
             .as_ref()
             .is_some_and(|c| c.wave == wave && c.decision == decision);
-        self.shadow_check = Some(ShadowCheck {
+        let check = ShadowCheck {
             wave,
             at: now,
+            since: self.wave_started(wave).unwrap_or(now),
+            champion: self.wave_champion(wave),
             decision: decision.into(),
             summary: summary.clone(),
             counts,
-        });
+        };
+        if decision != "waiting" {
+            self.verdicts.push(check.clone());
+        }
+        self.shadow_check = Some(check);
         match actions {
             Err(why) => {
                 if first_verdict {
@@ -684,6 +725,14 @@ mod tests {
                 .iter()
                 .any(|(_, t)| t.contains("wave 1 split passed"))
         );
+        // Kept for the registry: the decision only (not the wait), its window and champion.
+        assert_eq!(r.verdicts.len(), 1);
+        let kept = &r.verdicts[0];
+        assert_eq!(
+            (kept.decision.as_str(), kept.since, kept.at),
+            ("promoted", 0, 9)
+        );
+        assert_eq!(kept.champion.as_deref(), Some("1.0.0"));
 
         let mut r = rollout_with(Strategy::Split, Fallback::Canary);
         let mut seen = HashMap::new();

@@ -244,6 +244,14 @@ fn approval_pause_resume_abort_and_retry() {
     r.step(25, reports(&seen));
     assert_eq!(r.state, RolloutState::AwaitingApproval { wave: 0 });
     r.command(Command::Approve, 26, "alice").unwrap();
+    assert_eq!(
+        r.approvals,
+        [crate::Approval {
+            wave: 1,
+            by: "alice".into(),
+            at: 26
+        }]
+    );
     assert_eq!(updates(&r.step(26, reports(&seen))), ["d01"]);
     r.notified("d01", 1, 26);
     seen.insert("d01".to_string(), rejected(1));

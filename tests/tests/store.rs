@@ -469,6 +469,28 @@ async fn releases_and_rollouts(store: &dyn Store) {
     );
     assert_eq!(store.rollout("r2").await.unwrap().unwrap(), second);
     assert!(store.rollout("r9").await.unwrap().is_none());
+    // The registry's record of each, updated with every save.
+    let records = store
+        .release_records(Some(&second.spec.target))
+        .await
+        .unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| (r.rollout.as_str(), r.state.as_str()))
+            .collect::<Vec<_>>(),
+        [("r1", "running"), ("r2", "aborted")],
+        "oldest first"
+    );
+    assert_eq!(records[1], second.release_record());
+    assert_eq!(store.release_records(None).await.unwrap().len(), 2);
+    assert!(
+        store
+            .release_records(Some("churn/9.0.0/model.onnx"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.ping().await.unwrap();
 }
 

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::audit::AuditNote;
 use super::handlers::{ApiResult, JsonBody, json_response};
 use super::{ApiError, AppState, Principal};
+use crate::rollout::{ReleaseRecord, ShadowCheck};
 use crate::store::{Release, Stage, StoreError};
 use crate::tufhost::HostError;
 use edgefleet_protocol::api;
@@ -21,13 +22,16 @@ use edgefleet_protocol::api;
 pub async fn models(State(state): State<AppState>) -> ApiResult {
     let signed = state.tuf.models().await?;
     let releases = state.store.releases().await?;
+    let records = state.store.release_records(None).await?;
     let mut by_model: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for m in &signed {
         let release = releases.iter().find(|r| r.target == m.name);
+        let mut view = version_json(m, release);
+        view["verdict"] = latest_verdict(records.iter().filter(|r| r.target == m.name));
         by_model
             .entry(m.meta.model.to_string())
             .or_default()
-            .push(version_json(m, release));
+            .push(view);
     }
     let models: Vec<Value> = by_model
         .into_iter()
@@ -67,6 +71,30 @@ fn version_json(m: &crate::tufhost::SignedModel, release: Option<&Release>) -> V
     })
 }
 
+/// A champion–challenger verdict as the registry shows it with the release.
+fn verdict_json(r: &ReleaseRecord, v: &ShadowCheck) -> Value {
+    json!({
+        "rollout": r.rollout,
+        "strategy": r.strategy.name(),
+        "wave": v.wave + 1,
+        "decision": v.decision,
+        "champion": v.champion,
+        "summary": v.summary,
+        "window": { "from": v.since, "to": v.at },
+        "counts": v.counts,
+        "started_by": r.started_by,
+        "approved_by": r.approvals.iter().map(|a| a.by.clone()).collect::<Vec<_>>(),
+    })
+}
+
+/// The newest champion–challenger verdict among `records` (one release's).
+fn latest_verdict<'a>(records: impl Iterator<Item = &'a ReleaseRecord>) -> Value {
+    records
+        .filter_map(|r| Some((r, r.latest()?)))
+        .max_by_key(|(_, v)| v.at)
+        .map_or(Value::Null, |(r, v)| verdict_json(r, v))
+}
+
 /// The signed version `model` `version`, or a 404 saying where the signed ones are listed.
 async fn signed_version(
     state: &AppState,
@@ -99,6 +127,23 @@ pub async fn model_version(
     let releases = state.store.releases().await?;
     let mut view = version_json(found, releases.iter().find(|r| r.target == found.name));
     view["model"] = json!(model);
+    let records = state.store.release_records(Some(&found.name)).await?;
+    view["verdict"] = latest_verdict(records.iter());
+    view["rollouts"] = json!(
+        records
+            .iter()
+            .map(|r| {
+                let mut record = json!(r);
+                record["verdicts"] = json!(
+                    r.verdicts
+                        .iter()
+                        .map(|v| verdict_json(r, v))
+                        .collect::<Vec<_>>()
+                );
+                record
+            })
+            .collect::<Vec<_>>()
+    );
     if let Some(card) = &found.meta.files.card
         && card.length <= MAX_INLINE_CARD_BYTES
     {

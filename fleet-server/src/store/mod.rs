@@ -204,6 +204,13 @@ const SCHEMA: &[&str] = &[
     // 12: alerts change under several writers (a new occurrence, the engine's fleet action,
     // the notifier, an operator): each write must follow the version it read.
     "ALTER TABLE alerts ADD COLUMN row_version BIGINT NOT NULL DEFAULT 0;",
+    // 13: what the registry keeps of each rollout with its release (who started and approved it,
+    // how it ended, its champion–challenger verdicts), beside the whole rollout so that listing
+    // releases reads a few hundred bytes per rollout, not its device list. Rollouts saved before
+    // this have none until they are saved again.
+    "ALTER TABLE rollouts ADD COLUMN target TEXT;
+    ALTER TABLE rollouts ADD COLUMN record TEXT;
+    CREATE INDEX rollouts_by_target ON rollouts (target);",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -552,6 +559,12 @@ pub trait RolloutStore: Send + Sync {
     async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>>;
     /// Newest first; `active_only` skips completed and aborted ones.
     async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>>;
+    /// The registry's record of each rollout of `target` (of every target: `None`), oldest
+    /// first.
+    async fn release_records(
+        &self,
+        target: Option<&str>,
+    ) -> Result<Vec<crate::rollout::ReleaseRecord>>;
     // Work one server does for all (driving rollouts).
     /// Takes or renews the lease `name` for `holder` until `now_ms + ttl_ms`. False while
     /// another holder's lease has not expired.

@@ -50,6 +50,7 @@ pub async fn models(client: &Client, as_json: bool) -> anyhow::Result<()> {
                 format!("{} B", text(&v["length"])),
                 text(&v["pushed_by"]),
                 text(&v["sha256"]).chars().take(12).collect(),
+                verdict_cell(&v["verdict"]),
             ]);
         }
     }
@@ -63,12 +64,70 @@ pub async fn models(client: &Client, as_json: bool) -> anyhow::Result<()> {
                 "STAGE",
                 "SIZE",
                 "PUSHED BY",
-                "SHA256"
+                "SHA256",
+                "CHALLENGER VERDICT"
             ],
             &rows
         )
     );
     Ok(())
+}
+
+/// The newest champion–challenger verdict in a word or three: `split promoted vs 2.0.0`.
+fn verdict_cell(v: &Value) -> String {
+    if v.is_null() {
+        return "-".into();
+    }
+    let against = v["champion"]
+        .as_str()
+        .map(|c| format!(" vs {c}"))
+        .unwrap_or_default();
+    format!("{} {}{against}", text(&v["strategy"]), text(&v["decision"]))
+}
+
+/// A rollout of the version, as the registry keeps it: who started and approved it, how it
+/// ended, and each wave's verdict with its window and figures.
+fn print_rollout_record(r: &Value) {
+    let approved: Vec<String> = r["approvals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            format!(
+                "{} (wave {})",
+                text(&a["by"]),
+                a["wave"].as_u64().unwrap_or(0) + 1
+            )
+        })
+        .collect();
+    println!(
+        "  rollout    {} ({}, {}) started by {} {}{}",
+        text(&r["rollout"]),
+        text(&r["strategy"]),
+        text(&r["state"]),
+        text(&r["started_by"]),
+        ago(r["started_at"].as_i64()),
+        if approved.is_empty() {
+            String::new()
+        } else {
+            format!(", approved by {}", approved.join(", "))
+        }
+    );
+    for v in r["verdicts"].as_array().into_iter().flatten() {
+        let (from, to) = (
+            v["window"]["from"].as_i64().unwrap_or(0),
+            v["window"]["to"].as_i64().unwrap_or(0),
+        );
+        println!(
+            "             wave {}: {} against {} on {} s of traffic ({}): {}",
+            text(&v["wave"]),
+            text(&v["decision"]),
+            text(&v["champion"]),
+            to - from,
+            ago(Some(to)),
+            text(&v["summary"])
+        );
+    }
 }
 
 pub async fn model_show(
@@ -137,6 +196,13 @@ pub async fn model_show(
         if !lineage["source"].is_null() {
             println!("  source     {}", text(&lineage["source"]));
         }
+    }
+    let rollouts = v["rollouts"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if rollouts.is_empty() {
+        println!("  rollouts   none");
+    }
+    for r in rollouts {
+        print_rollout_record(r);
     }
     match (&v["card"], v["card_text"].as_str()) {
         (Value::Null, _) => println!("  card       none"),

@@ -123,6 +123,44 @@ fn a_split_with_labels_names_the_better_arm_halts_a_worse_challenger_and_promote
     );
     assert_eq!(failed, 0, "no request failed: {answered:?}");
     assert!(demo::running(&fleet).iter().all(|r| r.ends_with(" 3.2.0")));
+
+    // The registry keeps both verdicts with their releases.
+    let fleetctl = |args: &[&str]| {
+        String::from_utf8(run_ok(fleet.operator.fleetctl().args(args)).stdout).unwrap()
+    };
+    let models = fleetctl(&["models"]);
+    let row = |version: &str| {
+        models
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(version))
+            .unwrap_or_else(|| panic!("{version} not listed:\n{models}"))
+            .to_owned()
+    };
+    assert!(
+        row("3.1.0-decaying").contains("split stopped vs 2.0.0"),
+        "{models}"
+    );
+    assert!(row("3.2.0").contains("split promoted vs 2.0.0"), "{models}");
+    let shown = fleetctl(&["models", "show", "churn", "3.1.0-decaying"]);
+    assert!(
+        shown.contains("(split, aborted) started by")
+            && shown.contains("wave 1: stopped against 2.0.0")
+            && shown.contains("the champion is better"),
+        "{shown}"
+    );
+    let (_, detail) = fleet.server.call(
+        "GET",
+        "/api/v1/models/churn/versions/3.2.0",
+        Some(&fleet.operator.token()),
+        None,
+    );
+    let verdict = &detail["verdict"];
+    assert_eq!(verdict["decision"], "promoted", "{detail:#}");
+    assert!(
+        verdict["window"]["to"].as_i64() >= verdict["window"]["from"].as_i64(),
+        "{verdict:#}"
+    );
+    assert!(verdict["counts"]["split"]["challenger"]["answered"].as_u64() >= Some(150));
     eprintln!(
         "split: stopped after {:.1} s, promoted and completed after {:.1} s; {summary}; answers {answered:?}",
         stopped_after.as_secs_f64(),

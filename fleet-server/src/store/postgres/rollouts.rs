@@ -10,25 +10,28 @@ impl RolloutStore for PostgresStore {
         let mut next = rollout.clone();
         next.revision = expected + 1;
         let body = serde_json::to_string(&next).map_err(backend)?;
+        let record = serde_json::to_string(&next.release_record()).map_err(backend)?;
         let client = self.client().await?;
         let n = if expected == 0 {
             client
                 .execute(
-                    "INSERT INTO rollouts (id, model, active, created_at, body, revision)
-                     VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO rollouts (id, model, active, created_at, body, revision, target, record)
+                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (id) DO NOTHING",
                     &[
                         &next.id,
                         &next.spec.model,
                         &i64::from(next.state.is_active()),
                         &next.created_at,
                         &body,
+                        &next.spec.target,
+                        &record,
                     ],
                 )
                 .await
         } else {
             client
                 .execute(
-                    "UPDATE rollouts SET active = $2, body = $3, revision = $4
+                    "UPDATE rollouts SET active = $2, body = $3, revision = $4, target = $6, record = $7
                      WHERE id = $1 AND revision = $5",
                     &[
                         &next.id,
@@ -36,6 +39,8 @@ impl RolloutStore for PostgresStore {
                         &body,
                         &(expected as i64 + 1),
                         &(expected as i64),
+                        &next.spec.target,
+                        &record,
                     ],
                 )
                 .await
@@ -46,6 +51,25 @@ impl RolloutStore for PostgresStore {
         }
         rollout.revision = expected + 1;
         Ok(())
+    }
+
+    async fn release_records(
+        &self,
+        target: Option<&str>,
+    ) -> Result<Vec<crate::rollout::ReleaseRecord>> {
+        self.client()
+            .await?
+            .query(
+                "SELECT record FROM rollouts
+                 WHERE record IS NOT NULL AND ($1::TEXT IS NULL OR target = $1)
+                 ORDER BY created_at, id",
+                &[&target],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| serde_json::from_str(r.get::<_, &str>(0)).map_err(backend))
+            .collect()
     }
 
     async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>> {

@@ -10,25 +10,35 @@ impl RolloutStore for SqliteStore {
         let mut next = rollout.clone();
         next.revision = expected + 1;
         let body = serde_json::to_string(&next).map_err(backend)?;
-        let (id, model, active, created) = (
+        let record = serde_json::to_string(&next.release_record()).map_err(backend)?;
+        let (id, model, active, created, target) = (
             next.id.clone(),
             next.spec.model.clone(),
             i64::from(next.state.is_active()),
             next.created_at,
+            next.spec.target.clone(),
         );
         let saved = self
             .with(move |c| {
                 let n = if expected == 0 {
                     c.execute(
-                        "INSERT INTO rollouts (id, model, active, created_at, body, revision)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 1) ON CONFLICT (id) DO NOTHING",
-                        params![id, model, active, created, body],
+                        "INSERT INTO rollouts (id, model, active, created_at, body, revision, target, record)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                        params![id, model, active, created, body, target, record],
                     )
                 } else {
                     c.execute(
-                        "UPDATE rollouts SET active = ?2, body = ?3, revision = ?4
+                        "UPDATE rollouts SET active = ?2, body = ?3, revision = ?4, target = ?6, record = ?7
                          WHERE id = ?1 AND revision = ?5",
-                        params![id, active, body, expected as i64 + 1, expected as i64],
+                        params![
+                            id,
+                            active,
+                            body,
+                            expected as i64 + 1,
+                            expected as i64,
+                            target,
+                            record
+                        ],
                     )
                 }
                 .map_err(backend)?;
@@ -72,6 +82,32 @@ impl RolloutStore for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(backend)?;
             bodies.iter().map(|b| rollout_of(b)).collect()
+        })
+        .await
+    }
+
+    async fn release_records(
+        &self,
+        target: Option<&str>,
+    ) -> Result<Vec<crate::rollout::ReleaseRecord>> {
+        let target = target.map(str::to_owned);
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT record FROM rollouts
+                     WHERE record IS NOT NULL AND (?1 IS NULL OR target = ?1)
+                     ORDER BY created_at, id",
+                )
+                .map_err(backend)?;
+            let records = stmt
+                .query_map(params![target], |r| r.get::<_, String>(0))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            records
+                .iter()
+                .map(|r| serde_json::from_str(r).map_err(backend))
+                .collect()
         })
         .await
     }
