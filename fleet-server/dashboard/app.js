@@ -281,13 +281,18 @@ function renderRollout() {
 
   // The shadow gate's comparison for the wave it judged: challenger against champion on the
   // same requests.
+  // A split's: each arm on its own share of requests, with the significance readout.
   const shadow = r.shadow_check;
-  $("shadow-check").hidden = r.strategy !== "shadow";
-  $("shadow-check").textContent = r.strategy === "shadow"
-    ? shadow
-      ? `Shadow (wave ${shadow.wave + 1}): ${shadow.decision} — ${shadow.summary}`
-      : `Shadow: each wave runs ${r.version} beside the serving version on ${Math.round((r.shadow?.share ?? 0) * 100)}% of requests before it answers; no verdict yet.`
-    : "";
+  const share = `${Math.round((r.shadow?.share ?? 0) * 100)}%`;
+  const named = { shadow: "Shadow", split: "Split" }[r.strategy];
+  $("shadow-check").hidden = !named;
+  $("shadow-check").textContent = !named
+    ? ""
+    : shadow
+      ? `${named} (wave ${shadow.wave + 1}): ${shadow.decision} — ${shadow.summary}`
+      : r.strategy === "shadow"
+        ? `Shadow: each wave runs ${r.version} beside the serving version on ${share} of requests before it answers; no verdict yet.`
+        : `Split: ${r.version} answers ${share} of each device's requests, the serving version the rest; no verdict yet.`;
 
   const check = r.model_check;
   $("model-check").textContent = r.gates.model
@@ -554,6 +559,21 @@ function codeSummary(lineage) {
   return code.repository || "–";
 }
 
+// The newest champion–challenger verdict on a version: `split promoted vs 2.0.0`.
+function verdictSummary(v) {
+  if (!v) return "–";
+  return `${v.strategy} ${v.decision}${v.champion ? ` vs ${v.champion}` : ""}`;
+}
+
+function rolloutRecord(r) {
+  const approved = (r.approvals || []).map((a) => `${a.by} (wave ${a.wave + 1})`).join(", ");
+  const head = `${r.rollout} · ${r.strategy} · ${r.state} · started by ${r.started_by} ${new Date(r.started_at * 1000).toLocaleString()}` + (approved ? ` · approved by ${approved}` : "");
+  const verdicts = (r.verdicts || []).map((v) =>
+    el("li", {}, `Wave ${v.wave}: ${v.decision} against ${v.champion || "–"} on ${v.window.to - v.window.from} s of traffic — ${v.summary}`),
+  );
+  return el("li", {}, head, verdicts.length ? el("ul", {}, ...verdicts) : "");
+}
+
 async function loadRegistry() {
   const { models } = await api("/api/v1/models");
   const rows = [];
@@ -569,6 +589,7 @@ async function loadRegistry() {
         el("td", { "data-label": "Pushed by" }, v.pushed_by || "–"),
         el("td", { "data-label": "Metrics" }, lineageSummary(v.lineage, "metrics")),
         el("td", { "data-label": "Code" }, codeSummary(v.lineage)),
+        el("td", { "data-label": "Challenger verdict" }, verdictSummary(v.verdict)),
       );
       const open = () => showVersion(m.model, v.version).catch((e) => ($("registry-title").textContent = e.message));
       row.addEventListener("click", open);
@@ -594,6 +615,8 @@ async function showVersion(model, version) {
   if (l.source) fact("Source", l.source);
   if (!v.lineage) fact("Lineage", "none signed with this version");
   $("registry-lineage").replaceChildren(...facts);
+  const rollouts = v.rollouts || [];
+  $("registry-rollouts").replaceChildren(...(rollouts.length ? rollouts.map(rolloutRecord) : [el("li", { class: "muted" }, "Not rolled out yet.")]));
   $("registry-card-hash").textContent = v.card ? `sha256 ${v.card.sha256.slice(0, 16)}…, signed` : "";
   // Text, never HTML: a card is the pusher's words.
   $("registry-card").textContent = v.card_text || (v.card ? `(${v.card.length} bytes; fetch ${v.card.url})` : "No model card was signed with this version.");

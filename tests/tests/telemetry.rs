@@ -917,6 +917,14 @@ async fn dashboard_scenario() {
         "document.getElementById('registry-lineage').innerText.includes('models/build.py') && document.getElementById('registry-card').textContent.startsWith('# churn 2.0.0')",
     )
     .await;
+    // The registry keeps the version's rollouts: who started each and how it ended.
+    until(
+        &client,
+        "the version's rollouts",
+        Duration::from_secs(5),
+        "(() => { const t = document.getElementById('registry-rollouts').innerText; return t.includes(' · canary · ') && t.includes('started by'); })()",
+    )
+    .await;
     let registry = client.screenshot().await.unwrap();
     std::fs::write(artifacts().join("dashboard-registry.png"), &registry).unwrap();
     click(&client, "[data-tab=devices]").await;
