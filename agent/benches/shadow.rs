@@ -3,7 +3,9 @@
 //! churn 2.0.0 on tract as fast as they can — encode the row, infer, read the prediction, and,
 //! with a shadow, the draw and the copy — with no shadow and with a shadow slot at 10 %, 50 % and
 //! 100 % of requests (CPU budget 0.25 of a core, the default); the champion's p50/p99 and
-//! throughput, and how many copies the challenger ran and shed. Then the memory of holding two
+//! throughput, and how many copies the challenger ran and shed. Then a split at 50 % (the same
+//! model as challenger, so what shows is the split's own bookkeeping: the draw and each answer
+//! counted and remembered for its arm). Then the memory of holding two
 //! models: the process's resident set before and after a second copy of the vision model (4.7 MiB
 //! of weights) is loaded beside the first.
 //!
@@ -20,7 +22,8 @@ use edge_agent::live::LiveStats;
 use edge_agent::serving::Slot;
 use edge_agent::shadow::{ChampionAnswer, Request, ShadowSlot};
 use edgefleet_inference::Runtime;
-use edgefleet_protocol::shadow::{DesiredShadow, to_ppm};
+use edgefleet_protocol::shadow::{DesiredShadow, SlotMode, to_ppm};
+use edgefleet_protocol::split::Arm;
 use edgefleet_protocol::target::ReleaseFiles;
 use serde_json::{Map, Value};
 
@@ -99,15 +102,25 @@ fn saturate(
                     i += 1;
                     let row = &rows[i % rows.len()];
                     let started = Instant::now();
+                    // A split: the draw picks the arm that answers, and each answer is counted
+                    // for its arm (as the local API does).
+                    let split = shadow.as_ref().filter(|s| s.splits());
+                    let (arm, answering) = match split {
+                        Some(s) if s.draw() => (Arm::Challenger, &s.slot),
+                        _ => (Arm::Champion, &champion),
+                    };
                     let inputs = edgefleet_inference::features_to_input(
-                        &champion.meta.interface,
+                        &answering.meta.interface,
                         std::slice::from_ref(row),
                     )
                     .unwrap();
-                    let outputs = champion.infer(&inputs).unwrap();
+                    let outputs = answering.infer(&inputs).unwrap();
                     let scores = outputs[spec.output()].data.floats_as_f32().unwrap();
                     let prediction = spec.interpret(&scores);
-                    if let Some(shadow) = shadow.as_ref().filter(|s| s.draw()) {
+                    if let Some(split) = split {
+                        let id = format!("{t}-{i}");
+                        split.answered(arm, &id, prediction.label.as_deref(), started.elapsed());
+                    } else if let Some(shadow) = shadow.as_ref().filter(|s| s.draw()) {
                         shadow.offer(
                             "id",
                             Request::Row(row.clone()),
@@ -154,7 +167,14 @@ fn main() {
         "| shadow share | answers/s | p50 µs | p99 µs | p99 vs none | copies run | copies shed |"
     );
     let mut base_p99 = None;
-    for share in [0.0, 0.1, 0.5, 1.0] {
+    let modes = [
+        (0.0, SlotMode::Shadow),
+        (0.1, SlotMode::Shadow),
+        (0.5, SlotMode::Shadow),
+        (1.0, SlotMode::Shadow),
+        (0.5, SlotMode::Split),
+    ];
+    for (share, mode) in modes {
         let shadow = (share > 0.0).then(|| {
             Arc::new(
                 ShadowSlot::start(
@@ -165,7 +185,7 @@ fn main() {
                         artifact_urls: Vec::new(),
                         share_ppm: to_ppm(share),
                         max_cpu_ppm: to_ppm(0.25),
-                        mode: edgefleet_protocol::shadow::SlotMode::Shadow,
+                        mode,
                     },
                 )
                 .unwrap(),
@@ -182,10 +202,15 @@ fn main() {
         let base = *base_p99.get_or_insert(p99);
         println!(
             "| {} | {:.0} | {:.1} | {:.1} | {:+.1} % | {} | {} |",
-            if share == 0.0 {
-                "none".to_owned()
-            } else {
-                format!("{:.0} %", share * 100.0)
+            match (share, mode) {
+                (0.0, _) => "none".to_owned(),
+                (_, SlotMode::Split) => format!(
+                    "split {:.0} % (answered {} / {})",
+                    share * 100.0,
+                    counts.split.challenger.answered,
+                    counts.split.champion.answered
+                ),
+                _ => format!("{:.0} %", share * 100.0),
             },
             run.answered as f64 / RUN.as_secs_f64(),
             quantile(&run.latencies_us, 0.5),
