@@ -22,13 +22,14 @@ use edge_agent::live::LiveStats;
 use edge_agent::serving::Slot;
 use edge_agent::shadow::{ChampionAnswer, Request, ShadowSlot};
 use edgefleet_inference::Runtime;
-use edgefleet_protocol::shadow::{DesiredShadow, SlotMode, to_ppm};
+use edgefleet_protocol::shadow::{DesiredShadow, ShadowCounts, SlotMode, to_ppm};
 use edgefleet_protocol::split::Arm;
 use edgefleet_protocol::target::ReleaseFiles;
 use serde_json::{Map, Value};
 
 const THREADS: usize = 2;
 const RUN: Duration = Duration::from_secs(4);
+const ROUNDS: usize = 3;
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
@@ -162,11 +163,9 @@ fn main() {
     let rows = Arc::new(rows());
     // Warm-up: tract's first runs and the allocator.
     saturate(&champion, None, &rows);
-    println!("champion churn 2.0.0 on tract, {THREADS} threads saturating for {RUN:?} each:");
     println!(
-        "| shadow share | answers/s | p50 µs | p99 µs | p99 vs none | copies run | copies shed |"
+        "champion churn 2.0.0 on tract, {THREADS} threads saturating for {RUN:?} per run, {ROUNDS} rounds of every configuration in turn:"
     );
-    let mut base_p99 = None;
     let modes = [
         (0.0, SlotMode::Shadow),
         (0.1, SlotMode::Shadow),
@@ -174,35 +173,60 @@ fn main() {
         (1.0, SlotMode::Shadow),
         (0.5, SlotMode::Split),
     ];
-    for (share, mode) in modes {
-        let shadow = (share > 0.0).then(|| {
-            Arc::new(
-                ShadowSlot::start(
-                    slot("churn/2.0.0"),
-                    String::new(),
-                    DesiredShadow {
-                        target: String::new(),
-                        artifact_urls: Vec::new(),
-                        share_ppm: to_ppm(share),
-                        max_cpu_ppm: to_ppm(0.25),
-                        mode,
-                    },
+    // Interleaved rounds, so that a slow spell of the machine hits every configuration alike.
+    let mut results: Vec<Vec<(Run, ShadowCounts)>> = modes.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for (k, (share, mode)) in modes.iter().enumerate() {
+            let shadow = (*share > 0.0).then(|| {
+                Arc::new(
+                    ShadowSlot::start(
+                        slot("churn/2.0.0"),
+                        String::new(),
+                        DesiredShadow {
+                            target: String::new(),
+                            artifact_urls: Vec::new(),
+                            share_ppm: to_ppm(*share),
+                            max_cpu_ppm: to_ppm(0.25),
+                            mode: *mode,
+                        },
+                    )
+                    .unwrap(),
                 )
-                .unwrap(),
-            )
-        });
-        let run = saturate(&champion, shadow.as_ref(), &rows);
-        std::thread::sleep(Duration::from_millis(200));
-        let counts = shadow
-            .as_ref()
-            .and_then(|s| s.take())
-            .map(|r| r.counts)
-            .unwrap_or_default();
-        let p99 = quantile(&run.latencies_us, 0.99);
-        let base = *base_p99.get_or_insert(p99);
+            });
+            let run = saturate(&champion, shadow.as_ref(), &rows);
+            std::thread::sleep(Duration::from_millis(200));
+            let counts = shadow
+                .as_ref()
+                .and_then(|s| s.take())
+                .map(|r| r.counts)
+                .unwrap_or_default();
+            results[k].push((run, counts));
+        }
+    }
+    println!(
+        "| configuration | answers/s (median) | p50 µs (median) | p99 µs per round | **p99 median** | vs none | copies run | copies shed |"
+    );
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut base = None;
+    for ((share, mode), runs) in modes.iter().zip(&results) {
+        let p99s: Vec<f64> = runs
+            .iter()
+            .map(|(r, _)| quantile(&r.latencies_us, 0.99))
+            .collect();
+        let p99 = median(p99s.clone());
+        let base = *base.get_or_insert(p99);
+        let counts = runs
+            .iter()
+            .fold(ShadowCounts::default(), |mut all, (_, c)| {
+                all.merge(c);
+                all
+            });
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:+.1} % | {} | {} |",
-            match (share, mode) {
+            "| {} | {:.0} | {:.1} | {} | **{p99:.1}** | {:+.1} % | {} | {} |",
+            match (*share, mode) {
                 (0.0, _) => "none".to_owned(),
                 (_, SlotMode::Split) => format!(
                     "split {:.0} % (answered {} / {})",
@@ -210,11 +234,22 @@ fn main() {
                     counts.split.challenger.answered,
                     counts.split.champion.answered
                 ),
-                _ => format!("{:.0} %", share * 100.0),
+                _ => format!("shadow {:.0} %", share * 100.0),
             },
-            run.answered as f64 / RUN.as_secs_f64(),
-            quantile(&run.latencies_us, 0.5),
-            p99,
+            median(
+                runs.iter()
+                    .map(|(r, _)| r.answered as f64 / RUN.as_secs_f64())
+                    .collect()
+            ),
+            median(
+                runs.iter()
+                    .map(|(r, _)| quantile(&r.latencies_us, 0.5))
+                    .collect()
+            ),
+            p99s.iter()
+                .map(|p| format!("{p:.1}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
             (p99 / base - 1.0) * 100.0,
             counts.compared,
             counts.shed

@@ -286,10 +286,13 @@ function renderRollout() {
   const share = `${Math.round((r.shadow?.share ?? 0) * 100)}%`;
   const named = { shadow: "Shadow", split: "Split" }[r.strategy];
   $("shadow-check").hidden = !named;
+  // One line per wave: the decisions of earlier waves, then the current wave's (maybe waiting).
+  const line = (c) => `${named} (wave ${c.wave + 1}): ${c.decision} — ${c.summary}`;
+  const earlier = (r.verdicts || []).filter((v) => !shadow || v.wave !== shadow.wave).map(line);
   $("shadow-check").textContent = !named
     ? ""
     : shadow
-      ? `${named} (wave ${shadow.wave + 1}): ${shadow.decision} — ${shadow.summary}`
+      ? [...earlier, line(shadow)].join("\n")
       : r.strategy === "shadow"
         ? `Shadow: each wave runs ${r.version} beside the serving version on ${share} of requests before it answers; no verdict yet.`
         : `Split: ${r.version} answers ${share} of each device's requests, the serving version the rest; no verdict yet.`;

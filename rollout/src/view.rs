@@ -36,6 +36,9 @@ pub struct RolloutView {
     /// The shadow gate's last verdict, with the figures it judged (its `wave` counts from 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_check: Option<ShadowCheck>,
+    /// Each wave's final shadow or split decision, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<ShadowCheck>,
     /// What happened, oldest first.
     pub history: Vec<HistoryEntry>,
 }
@@ -146,6 +149,7 @@ impl From<&Rollout> for RolloutView {
             strategy: r.spec.strategy,
             shadow: r.spec.shadow.clone(),
             shadow_check: r.shadow_check.clone(),
+            verdicts: r.verdicts.clone(),
             history: r
                 .history
                 .iter()

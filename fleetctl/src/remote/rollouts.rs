@@ -202,6 +202,20 @@ pub fn render_rollout(r: &RolloutView) -> String {
             w.wave, w.percent,
         ));
     }
+    // Earlier waves' decisions, then the current one (which may still be waiting).
+    for check in r
+        .verdicts
+        .iter()
+        .filter(|v| r.shadow_check.as_ref().is_none_or(|c| c.wave != v.wave))
+    {
+        out.push_str(&format!(
+            "  {} gate (wave {}): {} — {}\n",
+            r.strategy.name(),
+            check.wave + 1,
+            check.decision,
+            check.summary
+        ));
+    }
     if let Some(check) = &r.shadow_check {
         out.push_str(&format!(
             "  {} gate (wave {}): {} — {}\n",

@@ -161,9 +161,66 @@ fn a_split_with_labels_names_the_better_arm_halts_a_worse_challenger_and_promote
         "{verdict:#}"
     );
     assert!(verdict["counts"]["split"]["challenger"]["answered"].as_u64() >= Some(150));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(in_the_dashboard(&fleet, good["id"].as_str().unwrap()));
     eprintln!(
         "split: stopped after {:.1} s, promoted and completed after {:.1} s; {summary}; answers {answered:?}",
         stopped_after.as_secs_f64(),
         completed_after.as_secs_f64(),
     );
+}
+
+/// The split's per-wave readout on the rollout's page, and both verdicts in the registry, as a
+/// person sees them in Chromium.
+async fn in_the_dashboard(fleet: &demo::Demo, rollout: &str) {
+    let (_driver, client) = super::browser().await;
+    super::sign_in(&client, &fleet.server.base_url(), &fleet.operator.token()).await;
+    let row = format!("[data-rollout-id=\"{rollout}\"]");
+    super::until(
+        &client,
+        "the split rollout",
+        Duration::from_secs(10),
+        &format!("document.querySelector('{row}')"),
+    )
+    .await;
+    super::click(&client, &row).await;
+    super::until(
+        &client,
+        "the split's verdict and readout",
+        Duration::from_secs(10),
+        "(() => { const t = document.getElementById('shadow-check').innerText; return t.includes('Split (wave 1): promoted') && t.includes('no significant difference'); })()",
+    )
+    .await;
+    let shot = client.screenshot().await.unwrap();
+    std::fs::write(super::artifacts().join("dashboard-split.png"), shot).unwrap();
+    super::click(&client, "[data-tab=registry]").await;
+    super::until(
+        &client,
+        "both verdicts in the registry",
+        Duration::from_secs(10),
+        "(() => { const rows = [...document.querySelectorAll('#registry tbody tr')]; const has = (v, t) => rows.some(r => r.dataset.version === v && r.innerText.includes(t)); return has('3.1.0-decaying', 'split stopped vs 2.0.0') && has('3.2.0', 'split promoted vs 2.0.0'); })()",
+    )
+    .await;
+    super::click(
+        &client,
+        "#registry tr[data-model=churn][data-version='3.1.0-decaying']",
+    )
+    .await;
+    super::until(
+        &client,
+        "the stopped split in the version's rollouts",
+        Duration::from_secs(10),
+        "document.getElementById('registry-rollouts').innerText.includes('Wave 1: stopped against 2.0.0')",
+    )
+    .await;
+    let shot = client.screenshot().await.unwrap();
+    std::fs::write(
+        super::artifacts().join("dashboard-registry-verdicts.png"),
+        shot,
+    )
+    .unwrap();
 }
