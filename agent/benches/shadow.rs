@@ -1,7 +1,8 @@
 //! Figures for docs/BENCHMARKS.md: what a challenger in the shadow slot costs the champion.
 //! Two threads (one per core of the reference machine) answer `:predict`-style requests with
-//! churn 2.0.0 on tract as fast as they can — encode the row, infer, read the prediction, and,
-//! with a shadow, the draw and the copy — with no shadow and with a shadow slot at 10 %, 50 % and
+//! churn 2.0.0 on tract as fast as they can — take the request's row (as the API parses it),
+//! encode it, infer, read the prediction, and, with a shadow, the draw and moving the row into the
+//! challenger's queue — with no shadow and with a shadow slot at 10 %, 50 % and
 //! 100 % of requests (CPU budget 0.25 of a core, the default); the champion's p50/p99 and
 //! throughput, and how many copies the challenger ran and shed. Then a split at 50 % (the same
 //! model as challenger, so what shows is the split's own bookkeeping: the draw and each answer
@@ -29,7 +30,7 @@ use serde_json::{Map, Value};
 
 const THREADS: usize = 2;
 const RUN: Duration = Duration::from_secs(4);
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
@@ -101,8 +102,10 @@ fn saturate(
                 let mut i = t * 397;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    let row = &rows[i % rows.len()];
                     let started = Instant::now();
+                    // The request's own row, as the local API parses it from each body: the
+                    // shadow's copy then moves it, as `:predict` does, rather than cloning it.
+                    let row = rows[i % rows.len()].clone();
                     // A split: the draw picks the arm that answers, and each answer is counted
                     // for its arm (as the local API does).
                     let split = shadow.as_ref().filter(|s| s.splits());
@@ -112,7 +115,7 @@ fn saturate(
                     };
                     let inputs = edgefleet_inference::features_to_input(
                         &answering.meta.interface,
-                        std::slice::from_ref(row),
+                        std::slice::from_ref(&row),
                     )
                     .unwrap();
                     let outputs = answering.infer(&inputs).unwrap();
@@ -122,11 +125,7 @@ fn saturate(
                         let id = format!("{t}-{i}");
                         split.answered(arm, &id, prediction.label.as_deref(), started.elapsed());
                     } else if let Some(shadow) = shadow.as_ref().filter(|s| s.draw()) {
-                        shadow.offer(
-                            "id",
-                            Request::Row(row.clone()),
-                            ChampionAnswer::of(&prediction),
-                        );
+                        shadow.offer("id", Request::Row(row), ChampionAnswer::of(&prediction));
                     }
                     latencies.push(started.elapsed().as_secs_f64() * 1e6);
                 }
@@ -159,6 +158,23 @@ fn rss_bytes() -> u64 {
 }
 
 fn main() {
+    // Memory of a device holding both models: the vision model twice. First, before the
+    // latency runs' figures take memory of their own.
+    let before = rss_bytes();
+    let first = slot("vision/1.0.0");
+    let one = rss_bytes();
+    let second = slot("vision/1.0.0");
+    let two = rss_bytes();
+    println!(
+        "resident set: {:.1} MiB before, {:.1} MiB with one vision model (+{:.1} MiB), {:.1} MiB with a second beside it (+{:.1} MiB)",
+        before as f64 / 1048576.0,
+        one as f64 / 1048576.0,
+        (one - before) as f64 / 1048576.0,
+        two as f64 / 1048576.0,
+        two.saturating_sub(one) as f64 / 1048576.0
+    );
+    drop((first, second));
+
     let champion = slot("churn/2.0.0");
     let rows = Arc::new(rows());
     // Warm-up: tract's first runs and the allocator.
@@ -255,20 +271,4 @@ fn main() {
             counts.shed
         );
     }
-
-    // Memory of a device holding both models: the vision model twice.
-    let before = rss_bytes();
-    let first = slot("vision/1.0.0");
-    let one = rss_bytes();
-    let second = slot("vision/1.0.0");
-    let two = rss_bytes();
-    println!(
-        "resident set: {:.1} MiB before, {:.1} MiB with one vision model (+{:.1} MiB), {:.1} MiB with a second beside it (+{:.1} MiB)",
-        before as f64 / 1048576.0,
-        one as f64 / 1048576.0,
-        (one - before) as f64 / 1048576.0,
-        two as f64 / 1048576.0,
-        two.saturating_sub(one) as f64 / 1048576.0
-    );
-    drop((first, second));
 }

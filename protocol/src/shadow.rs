@@ -176,7 +176,7 @@ impl ShadowCounts {
             (&mut self.challenger_labels, c.challenger_label),
         ] {
             if let Some(label) = label {
-                *mix.entry(label.to_owned()).or_default() += 1;
+                count_label(mix, label);
             }
         }
     }
@@ -290,6 +290,17 @@ impl ShadowCounts {
     pub fn error_ratio(&self) -> Option<f64> {
         let ran = self.compared.saturating_add(self.challenger_errors);
         (ran > 0).then(|| self.challenger_errors as f64 / ran as f64)
+    }
+}
+
+/// One more `label` in `mix`; the label is copied only the first time (this runs for every
+/// answer a shadow or split counts, on the serving path).
+pub(crate) fn count_label(mix: &mut BTreeMap<String, u64>, label: &str) {
+    match mix.get_mut(label) {
+        Some(n) => *n += 1,
+        None => {
+            mix.insert(label.to_owned(), 1);
+        }
     }
 }
 

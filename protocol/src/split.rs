@@ -36,7 +36,7 @@ impl ArmCounts {
         self.answered += 1;
         self.latency.record(took);
         if let Some(label) = label {
-            *self.labels.entry(label.to_owned()).or_default() += 1;
+            crate::shadow::count_label(&mut self.labels, label);
         }
     }
 
