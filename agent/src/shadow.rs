@@ -14,7 +14,7 @@
 //! both models on the same requests.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -150,7 +150,11 @@ pub struct ShadowSlot {
     /// The challenger's model file.
     pub sha256: String,
     pub plan: DesiredShadow,
-    jobs: Mutex<Option<SyncSender<Job>>>,
+    /// Read by every offer (a read lock: the serving threads never wait on each other), taken
+    /// away at stop to wake the worker.
+    jobs: RwLock<Option<SyncSender<Job>>>,
+    /// Copies shed, counted without a lock: under load this is the common path.
+    shed: Arc<AtomicU64>,
     stopping: Arc<AtomicBool>,
     shared: Arc<Mutex<Shared>>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -171,23 +175,26 @@ impl ShadowSlot {
         let (tx, rx) = sync_channel(QUEUE_DEPTH);
         let stopping = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Mutex::new(Shared::default()));
+        let shed = Arc::new(AtomicU64::new(0));
         // A split's challenger answers on the request path: it has no copies to work through.
         let worker = if plan.mode == SlotMode::Split {
             None
         } else {
-            let (slot, stopping, shared) = (slot.clone(), stopping.clone(), shared.clone());
+            let (slot, stopping, shared, shed) =
+                (slot.clone(), stopping.clone(), shared.clone(), shed.clone());
             let share = plan.max_cpu_share();
             Some(
                 std::thread::Builder::new()
                     .name(format!("shadow-{}", slot.meta.model))
-                    .spawn(move || work(&slot, share, &rx, &stopping, &shared))?,
+                    .spawn(move || work(&slot, share, &rx, &stopping, &shared, &shed))?,
             )
         };
         Ok(Self {
             slot,
             sha256,
             plan,
-            jobs: Mutex::new(worker.is_some().then_some(tx)),
+            jobs: RwLock::new(worker.is_some().then_some(tx)),
+            shed,
             stopping,
             shared,
             worker: Mutex::new(worker),
@@ -231,17 +238,15 @@ impl ShadowSlot {
 
     /// Queues a drawn copy of one answered request if there is room; sheds it if not.
     pub fn offer(&self, id: &str, request: Request, champion: ChampionAnswer) {
-        let Ok(jobs) = self.jobs.lock() else { return };
+        let Ok(jobs) = self.jobs.read() else { return };
         let Some(jobs) = jobs.as_ref() else { return };
         let job = Job {
             id: id.to_owned(),
             request,
             champion,
         };
-        if let Err(TrySendError::Full(_)) = jobs.try_send(job)
-            && let Ok(mut shared) = self.shared.lock()
-        {
-            shared.counts.shed += 1;
+        if let Err(TrySendError::Full(_)) = jobs.try_send(job) {
+            self.shed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -269,17 +274,28 @@ impl ShadowSlot {
     /// The counts since the last take.
     pub fn take(&self) -> Option<ShadowReport> {
         let mut shared = self.shared.lock().ok()?;
-        let counts = std::mem::take(&mut shared.counts);
+        let mut counts = std::mem::take(&mut shared.counts);
+        counts.shed = counts
+            .shed
+            .saturating_add(self.shed.swap(0, Ordering::Relaxed));
         (!counts.is_empty()).then(|| ShadowReport {
             target: self.slot.target.clone(),
             counts,
         })
     }
 
+    /// The counts so far, without taking them.
+    #[cfg(test)]
+    fn peek(&self) -> ShadowCounts {
+        let mut counts = self.shared.lock().unwrap().counts.clone();
+        counts.shed += self.shed.load(Ordering::Relaxed);
+        counts
+    }
+
     /// Tells the worker to stop and returns it to be joined (once).
     fn stop(&self) -> Option<JoinHandle<()>> {
         self.stopping.store(true, Ordering::Relaxed);
-        if let Ok(mut jobs) = self.jobs.lock() {
+        if let Ok(mut jobs) = self.jobs.write() {
             jobs.take();
         }
         self.worker.lock().ok()?.take()
@@ -300,6 +316,7 @@ fn work(
     jobs: &Receiver<Job>,
     stopping: &AtomicBool,
     shared: &Mutex<Shared>,
+    shed: &AtomicU64,
 ) {
     // The lowest priority (nice 19; per thread on Linux): where the champion's requests keep
     // every core busy, the scheduler gives them the CPU and the challenger waits, its queue fills
@@ -313,9 +330,7 @@ fn work(
             return;
         }
         if !budget.allows(Instant::now()) {
-            if let Ok(mut s) = shared.lock() {
-                s.counts.shed += 1;
-            }
+            shed.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let started = Instant::now();

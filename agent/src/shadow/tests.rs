@@ -88,7 +88,7 @@ fn plan(share: f64, max_cpu_share: f64) -> DesiredShadow {
 fn settled(shadow: &ShadowSlot, n: u64) -> ShadowCounts {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let counts = shadow.shared.lock().unwrap().counts.clone();
+        let counts = shadow.peek();
         if counts.compared + counts.challenger_errors + counts.shed >= n {
             return counts;
         }
@@ -377,7 +377,7 @@ fn under_a_saturating_load_the_champion_never_waits_for_a_slow_challenger() {
     );
     let shadow = Arc::new(ShadowSlot::start(challenger, String::new(), plan(1.0, 1.0)).unwrap());
     let beside = champion_p99(&champion, Some(&shadow), 10_000);
-    let counts = shadow.shared.lock().unwrap().counts.clone();
+    let counts = shadow.peek();
     eprintln!(
         "champion p99 {alone:.3} ms alone, {beside:.3} ms beside a {one_challenger_run:.1} ms challenger; {} run, {} shed",
         counts.compared, counts.shed
