@@ -121,11 +121,16 @@ fn saturate(
                     let outputs = answering.infer(&inputs).unwrap();
                     let scores = outputs[spec.output()].data.floats_as_f32().unwrap();
                     let prediction = spec.interpret(&scores);
+                    // Every answer gets an id, whatever the configuration (the API makes one).
+                    let id = format!("{t}-{i}");
                     if let Some(split) = split {
-                        let id = format!("{t}-{i}");
                         split.answered(arm, &id, prediction.label.as_deref(), started.elapsed());
+                        drop(row);
                     } else if let Some(shadow) = shadow.as_ref().filter(|s| s.draw()) {
-                        shadow.offer("id", Request::Row(row), ChampionAnswer::of(&prediction));
+                        shadow.offer(&id, Request::Row(row), ChampionAnswer::of(&prediction));
+                    } else {
+                        // Freed within the request, as a picked row is when its copy is shed.
+                        drop(row);
                     }
                     latencies.push(started.elapsed().as_secs_f64() * 1e6);
                 }
