@@ -376,7 +376,18 @@ mod tests {
             without.to_string().contains("needs --strategy shadow"),
             "{without}"
         );
-        assert!(create(&["churn", "2.0.0", "--strategy=split"]).is_err());
+        let split = create(&[
+            "churn",
+            "2.0.0",
+            "--strategy=split",
+            "--shadow-share=0.3",
+            "--shadow-min-labelled=40",
+        ])
+        .unwrap();
+        assert_eq!(split.strategy, Strategy::Split);
+        let options = split.shadow.unwrap();
+        assert_eq!((options.share, options.gate.min_labelled), (0.3, 40));
+        assert!(create(&["churn", "2.0.0", "--strategy=a-b"]).is_err());
     }
 
     #[test]
