@@ -34,6 +34,7 @@ pub mod target;
 pub mod target_name;
 pub mod tensor;
 pub mod topic;
+pub mod verdict;
 
 pub use error::Error;
 pub use ids::{DeviceId, MessageId, ModelName};

@@ -176,7 +176,7 @@ impl ShadowCounts {
             (&mut self.challenger_labels, c.challenger_label),
         ] {
             if let Some(label) = label {
-                count_label(mix, label);
+                crate::split::count_label(mix, label);
             }
         }
     }
@@ -293,156 +293,6 @@ impl ShadowCounts {
     }
 }
 
-/// One more `label` in `mix`; the label is copied only the first time (this runs for every
-/// answer a shadow or split counts, on the serving path).
-pub(crate) fn count_label(mix: &mut BTreeMap<String, u64>, label: &str) {
-    match mix.get_mut(label) {
-        Some(n) => *n += 1,
-        None => {
-            mix.insert(label.to_owned(), 1);
-        }
-    }
-}
-
-/// What a shadow wave must show before its challenger may answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-pub struct ShadowGate {
-    /// Compared requests needed before judging. Default 200.
-    #[serde(default = "default_min_compared")]
-    pub min_compared: u64,
-    /// Least share of requests both answer alike. Default 0.9.
-    #[serde(default = "default_min_agreement")]
-    pub min_agreement: f64,
-    /// Largest mean absolute difference of the scores.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_mean_abs_diff: Option<f64>,
-    /// Largest PSI of the challenger's label mix against the champion's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_output_psi: Option<f64>,
-    /// Largest share of the challenger's runs that fail. Default 0.01.
-    #[serde(default = "default_max_error_ratio")]
-    pub max_error_ratio: f64,
-    /// Largest p99 of the challenger, in ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_p99_ms: Option<f64>,
-    /// With labels: the challenger's accuracy may be at most this far below the champion's on the
-    /// same requests. Default 0.02.
-    #[serde(default = "default_max_accuracy_drop")]
-    pub max_accuracy_drop: f64,
-    /// Labelled compared requests needed before accuracy is judged. Default 100.
-    #[serde(default = "default_min_labelled")]
-    pub min_labelled: u64,
-}
-
-fn default_min_compared() -> u64 {
-    200
-}
-fn default_min_agreement() -> f64 {
-    0.9
-}
-fn default_max_error_ratio() -> f64 {
-    0.01
-}
-fn default_max_accuracy_drop() -> f64 {
-    0.02
-}
-fn default_min_labelled() -> u64 {
-    100
-}
-
-impl Default for ShadowGate {
-    fn default() -> Self {
-        Self {
-            min_compared: default_min_compared(),
-            min_agreement: default_min_agreement(),
-            max_mean_abs_diff: None,
-            max_output_psi: None,
-            max_error_ratio: default_max_error_ratio(),
-            max_p99_ms: None,
-            max_accuracy_drop: default_max_accuracy_drop(),
-            min_labelled: default_min_labelled(),
-        }
-    }
-}
-
-/// A shadow wave's verdict.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ShadowVerdict {
-    /// Not enough compared requests yet.
-    Insufficient(String),
-    /// Every rule holds: the challenger may answer.
-    Pass,
-    /// The rules broken, with the figures.
-    Breach(Vec<String>),
-}
-
-/// Judges a challenger's counts against the gate.
-pub fn judge(gate: &ShadowGate, c: &ShadowCounts) -> ShadowVerdict {
-    if c.compared < gate.min_compared {
-        return ShadowVerdict::Insufficient(format!(
-            "{} of the {} compared requests the gate needs",
-            c.compared, gate.min_compared
-        ));
-    }
-    let mut broken = Vec::new();
-    if let Some(a) = c.agreement()
-        && a < gate.min_agreement
-    {
-        broken.push(format!(
-            "agreement {a:.3} is below {:.3} on {} requests",
-            gate.min_agreement, c.compared
-        ));
-    }
-    if let (Some(limit), Some(d)) = (gate.max_mean_abs_diff, c.mean_abs_diff())
-        && d > limit
-    {
-        broken.push(format!("mean score difference {d:.4} is above {limit}"));
-    }
-    if let (Some(limit), Some(psi)) = (gate.max_output_psi, c.output_psi())
-        && psi > limit
-    {
-        broken.push(format!("output shift (PSI) {psi:.3} is above {limit}"));
-    }
-    if let Some(e) = c.error_ratio()
-        && e > gate.max_error_ratio
-    {
-        broken.push(format!(
-            "the challenger failed {:.1} % of its runs (at most {:.1} %)",
-            e * 100.0,
-            gate.max_error_ratio * 100.0
-        ));
-    }
-    if let Some(limit) = gate.max_p99_ms
-        && c.challenger_latency.count() > 0
-    {
-        let p99 = c.challenger_latency.quantile_ms(0.99);
-        if p99 > limit {
-            broken.push(format!(
-                "the challenger's p99 {p99:.2} ms is above {limit} ms"
-            ));
-        }
-    }
-    if c.labelled >= gate.min_labelled.max(1) {
-        let champion = c.champion_correct as f64 / c.labelled as f64;
-        let challenger = c.challenger_correct as f64 / c.labelled as f64;
-        if champion - challenger > gate.max_accuracy_drop {
-            broken.push(format!(
-                "on {} labelled requests the challenger was right {:.1} % of the time, the champion {:.1} %",
-                c.labelled,
-                challenger * 100.0,
-                champion * 100.0
-            ));
-        }
-    }
-    if broken.is_empty() {
-        ShadowVerdict::Pass
-    } else {
-        ShadowVerdict::Breach(broken)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -461,14 +311,6 @@ mod tests {
             challenger_score: 0.5 + diff,
             tolerance: 0.0,
         }
-    }
-
-    #[test]
-    fn the_default_gate_is_what_an_empty_one_parses_to() {
-        assert_eq!(
-            serde_json::from_str::<ShadowGate>("{}").unwrap(),
-            ShadowGate::default()
-        );
     }
 
     #[test]
@@ -492,42 +334,6 @@ mod tests {
     }
 
     #[test]
-    fn a_challenger_that_disagrees_on_live_inputs_is_stopped_and_a_like_one_passes() {
-        let gate = ShadowGate::default();
-        let mut like = ShadowCounts::default();
-        let mut unlike = ShadowCounts::default();
-        for i in 0..250 {
-            like.add(&compared(
-                "stay",
-                if i % 50 == 0 { "churn" } else { "stay" },
-                0.001,
-            ));
-            unlike.add(&compared(
-                "stay",
-                if i % 3 == 0 { "churn" } else { "stay" },
-                0.2,
-            ));
-        }
-        assert_eq!(judge(&gate, &like), ShadowVerdict::Pass);
-        match judge(&gate, &unlike) {
-            ShadowVerdict::Breach(why) => assert!(why[0].contains("agreement 0.664"), "{why:?}"),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            judge(&gate, &ShadowCounts::default()),
-            ShadowVerdict::Insufficient(_)
-        ));
-        // With labels: alike answers but the challenger is right less often.
-        for i in 0..150 {
-            like.add_truth(true, i % 5 != 0);
-        }
-        match judge(&gate, &like) {
-            ShadowVerdict::Breach(why) => assert!(why[0].contains("right 80.0 %"), "{why:?}"),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
     fn impossible_counts_are_refused() {
         let counts = ShadowCounts {
             compared: 1,
@@ -541,5 +347,22 @@ mod tests {
             ..ShadowCounts::default()
         };
         assert!(counts.check().is_err());
+    }
+
+    #[test]
+    fn split_counts_merge_and_impossible_ones_are_refused() {
+        let mut a = ShadowCounts::default();
+        a.split
+            .challenger
+            .answer(Some("churn"), std::time::Duration::from_millis(1));
+        let mut b = a.clone();
+        b.merge(&a);
+        assert_eq!(b.split.challenger.answered, 2);
+        assert_eq!(b.split.challenger.labels["churn"], 2);
+        b.check_within(2).unwrap();
+        assert!(b.check_within(1).is_err());
+        b.split.challenger.correct = 1;
+        assert!(b.check().is_err(), "right without a label");
+        assert!(!a.is_empty());
     }
 }

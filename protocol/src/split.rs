@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::latency::LatencyHistogram;
-use crate::shadow::{ShadowGate, ShadowVerdict};
 
 /// What one arm of a split answered: its requests, failures, latency, label mix and, on the
 /// requests whose ground truth arrived, how often it was right.
@@ -36,7 +35,7 @@ impl ArmCounts {
         self.answered += 1;
         self.latency.record(took);
         if let Some(label) = label {
-            crate::shadow::count_label(&mut self.labels, label);
+            count_label(&mut self.labels, label);
         }
     }
 
@@ -108,110 +107,14 @@ impl SplitCounts {
     }
 }
 
-/// Judges a split's arms against the gate: the challenger must have answered `min_compared`
-/// requests, fail no more than `max_error_ratio` of them, keep its p99 under `max_p99_ms`, and,
-/// when labels arrive (then the verdict waits for `min_labelled` on each arm), not be
-/// *significantly* less accurate than the champion by more than `max_accuracy_drop` (agreement and score difference need both models
-/// on the same request: they are the shadow strategy's).
-pub fn judge_split(gate: &ShadowGate, s: &SplitCounts) -> ShadowVerdict {
-    let challenger = &s.challenger;
-    if challenger.answered < gate.min_compared {
-        return ShadowVerdict::Insufficient(format!(
-            "the challenger answered {} of the {} requests the gate needs",
-            challenger.answered, gate.min_compared
-        ));
-    }
-    // Once labels flow, a verdict on too few of them would promote a worse challenger for want
-    // of evidence: wait for enough on both arms. Where no label ever arrives, the other rules
-    // decide.
-    let labelled = gate.min_labelled.max(1);
-    let flowing = s.champion.labelled > 0 || challenger.labelled > 0;
-    if flowing && (s.champion.labelled < labelled || challenger.labelled < labelled) {
-        return ShadowVerdict::Insufficient(format!(
-            "labels are arriving: {} and {} labelled answers (champion, challenger) of the {labelled} each arm needs",
-            s.champion.labelled, challenger.labelled
-        ));
-    }
-    let mut broken = Vec::new();
-    if let Some(e) = challenger.error_ratio()
-        && e > gate.max_error_ratio
-    {
-        broken.push(format!(
-            "the challenger failed {:.1} % of its requests (at most {:.1} %)",
-            e * 100.0,
-            gate.max_error_ratio * 100.0
-        ));
-    }
-    if let Some(limit) = gate.max_p99_ms
-        && challenger.latency.count() > 0
-    {
-        let p99 = challenger.latency.quantile_ms(0.99);
-        if p99 > limit {
-            broken.push(format!(
-                "the challenger's p99 {p99:.2} ms is above {limit} ms"
-            ));
+/// One more `label` in `mix`; the label is copied only the first time (this runs for every
+/// answer a shadow or split counts, on the serving path).
+pub(crate) fn count_label(mix: &mut BTreeMap<String, u64>, label: &str) {
+    match mix.get_mut(label) {
+        Some(n) => *n += 1,
+        None => {
+            mix.insert(label.to_owned(), 1);
         }
-    }
-    if s.champion.labelled >= labelled
-        && challenger.labelled >= labelled
-        && let (Some(champion), Some(ours), Some(test)) = (
-            s.champion.accuracy(),
-            challenger.accuracy(),
-            s.accuracy_test(),
-        )
-        && test.p_value < SPLIT_ALPHA
-        && champion - ours > gate.max_accuracy_drop
-    {
-        broken.push(format!(
-            "the champion was right significantly more often: {:.1} % of {} against {:.1} % of {} ({})",
-            champion * 100.0,
-            s.champion.labelled,
-            ours * 100.0,
-            challenger.labelled,
-            p_text(test.p_value)
-        ));
-    }
-    if broken.is_empty() {
-        ShadowVerdict::Pass
-    } else {
-        ShadowVerdict::Breach(broken)
-    }
-}
-
-/// The split's significance readout on accuracy, in words.
-pub fn split_readout(s: &SplitCounts) -> String {
-    let (Some(champion), Some(challenger)) = (s.champion.accuracy(), s.challenger.accuracy())
-    else {
-        return "no labels yet: accuracy not compared".into();
-    };
-    let figures = format!(
-        "champion right {:.1} % of {}, challenger {:.1} % of {}",
-        champion * 100.0,
-        s.champion.labelled,
-        challenger * 100.0,
-        s.challenger.labelled
-    );
-    match s.accuracy_test() {
-        Some(t) if t.p_value < SPLIT_ALPHA => format!(
-            "{figures}: the {} is better ({})",
-            if t.z > 0.0 { "champion" } else { "challenger" },
-            p_text(t.p_value)
-        ),
-        Some(t) => format!(
-            "{figures}: no significant difference ({})",
-            p_text(t.p_value)
-        ),
-        None => format!("{figures}: no difference to test"),
-    }
-}
-
-/// A p-value as people read it: below 0.0001 it is only "tiny" (the normal approximation says
-/// nothing finer).
-fn p_text(p: f64) -> String {
-    if p < 1e-4 {
-        "p < 0.0001".into()
-    } else {
-        format!("p = {p:.4}")
     }
 }
 
@@ -289,7 +192,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::shadow::ShadowCounts;
 
     #[test]
     fn the_better_arm_is_named_only_when_the_difference_is_significant() {
@@ -311,92 +213,5 @@ mod tests {
         // The CDF against known values.
         assert!((standard_normal_cdf(1.959_964) - 0.975).abs() < 1e-6);
         assert!((standard_normal_cdf(-1.0) - 0.158_655_25).abs() < 1e-6);
-    }
-    fn arm(answered: u64, labelled: u64, correct: u64) -> ArmCounts {
-        ArmCounts {
-            answered,
-            labelled,
-            correct,
-            ..ArmCounts::default()
-        }
-    }
-
-    #[test]
-    fn a_split_names_the_better_arm_and_stops_a_significantly_worse_challenger() {
-        let gate = ShadowGate::default();
-        let worse = SplitCounts {
-            champion: arm(900, 900, 810),
-            challenger: arm(300, 300, 210),
-        };
-        match judge_split(&gate, &worse) {
-            ShadowVerdict::Breach(why) => assert!(why[0].contains("90.0 % of 900"), "{why:?}"),
-            other => panic!("{other:?}"),
-        }
-        assert!(
-            split_readout(&worse).contains("the champion is better"),
-            "{}",
-            split_readout(&worse)
-        );
-        let better = SplitCounts {
-            champion: arm(900, 900, 630),
-            challenger: arm(300, 300, 270),
-        };
-        assert_eq!(judge_split(&gate, &better), ShadowVerdict::Pass);
-        assert!(split_readout(&better).contains("the challenger is better"));
-        // Two points apart on 300: not significant, and the gate lets it through.
-        let alike = SplitCounts {
-            champion: arm(900, 900, 810),
-            challenger: arm(300, 300, 264),
-        };
-        assert_eq!(judge_split(&gate, &alike), ShadowVerdict::Pass);
-        assert!(split_readout(&alike).contains("no significant difference"));
-        let few_labels = SplitCounts {
-            champion: arm(900, 40, 30),
-            challenger: arm(300, 20, 10),
-        };
-        match judge_split(&gate, &few_labels) {
-            ShadowVerdict::Insufficient(why) => {
-                assert!(why.contains("labels are arriving"), "{why}")
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            judge_split(
-                &gate,
-                &SplitCounts {
-                    challenger: arm(10, 0, 0),
-                    ..SplitCounts::default()
-                }
-            ),
-            ShadowVerdict::Insufficient(_)
-        ));
-        let failing = SplitCounts {
-            challenger: ArmCounts {
-                errors: 30,
-                ..arm(300, 0, 0)
-            },
-            ..SplitCounts::default()
-        };
-        assert!(matches!(
-            judge_split(&gate, &failing),
-            ShadowVerdict::Breach(_)
-        ));
-    }
-
-    #[test]
-    fn split_counts_merge_and_impossible_ones_are_refused() {
-        let mut a = ShadowCounts::default();
-        a.split
-            .challenger
-            .answer(Some("churn"), std::time::Duration::from_millis(1));
-        let mut b = a.clone();
-        b.merge(&a);
-        assert_eq!(b.split.challenger.answered, 2);
-        assert_eq!(b.split.challenger.labels["churn"], 2);
-        b.check_within(2).unwrap();
-        assert!(b.check_within(1).is_err());
-        b.split.challenger.correct = 1;
-        assert!(b.check().is_err(), "right without a label");
-        assert!(!a.is_empty());
     }
 }

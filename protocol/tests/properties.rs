@@ -357,7 +357,7 @@ proptest! {
         for report in m.models.iter().filter_map(|x| x.shadow.as_ref()) {
             sum.merge(&report.counts);
             sum.merge(&report.counts);
-            let _ = edgefleet_protocol::shadow::judge(&Default::default(), &sum);
+            let _ = edgefleet_protocol::verdict::judge(&Default::default(), &sum);
         }
     }
 

@@ -1,6 +1,6 @@
 //! The `shadow` strategy: each wave first runs the new version in its devices' shadow slots,
 //! beside the version they serve, on a copy of live requests; the wave's figures are judged by
-//! the shadow gate ([`edgefleet_protocol::shadow::judge`]); on a pass each device promotes the
+//! the shadow gate ([`edgefleet_protocol::verdict::judge`]); on a pass each device promotes the
 //! challenger in place (its file is already stored: no second download) and the wave goes on as
 //! a canary wave does — install, health check, probation, bake. On a breach the rollout halts
 //! before the challenger has answered a single request.
@@ -9,8 +9,8 @@
 //! `fallback` decides whether it takes the version as a plain canary or counts as failed.
 
 use edgefleet_protocol::message::MetricsBatch;
-use edgefleet_protocol::shadow::{ShadowCounts, ShadowGate, ShadowVerdict, SlotMode, judge};
-use edgefleet_protocol::split::{judge_split, split_readout};
+use edgefleet_protocol::shadow::{ShadowCounts, SlotMode};
+use edgefleet_protocol::verdict::{ShadowGate, ShadowVerdict, judge, judge_split, split_readout};
 use serde::{Deserialize, Serialize};
 
 use crate::{Action, DeviceState, Observed, PlanError, Rollout, RolloutDevice, RolloutState};

@@ -127,7 +127,7 @@ fn challenger_version(release: &str) -> String {
 
 #[test]
 fn a_challenger_that_fails_live_traffic_is_told_apart_from_a_like_one() {
-    use edgefleet_protocol::shadow::{ShadowGate, ShadowVerdict, judge};
+    use edgefleet_protocol::verdict::{ShadowGate, ShadowVerdict, judge};
     let gate = ShadowGate::default();
 
     let like = shadow_run("churn/2.0.0");
@@ -278,7 +278,7 @@ fn answer_with(slot: &Slot, row: &Map<String, Value>) -> (String, Duration) {
 
 #[test]
 fn a_split_counts_each_arm_on_its_own_requests_and_names_the_better_one() {
-    use edgefleet_protocol::split::{judge_split, split_readout};
+    use edgefleet_protocol::verdict::{judge_split, split_readout};
     // The decaying model serves; the like-for-like 2.0.0 takes half the requests.
     let champion = slot("bad/decaying");
     let split_plan = DesiredShadow {
@@ -320,8 +320,8 @@ fn a_split_counts_each_arm_on_its_own_requests_and_names_the_better_one() {
     let readout = split_readout(s);
     assert!(readout.contains("the challenger is better"), "{readout}");
     assert_eq!(
-        judge_split(&edgefleet_protocol::shadow::ShadowGate::default(), s),
-        edgefleet_protocol::shadow::ShadowVerdict::Pass
+        judge_split(&edgefleet_protocol::verdict::ShadowGate::default(), s),
+        edgefleet_protocol::verdict::ShadowVerdict::Pass
     );
 }
 
