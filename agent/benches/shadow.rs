@@ -10,7 +10,8 @@
 //! models: the process's resident set before and after a second copy of the vision model (4.7 MiB
 //! of weights) is loaded beside the first.
 //!
-//! `cargo bench -p edge-agent --bench shadow`
+//! `cargo bench -p edge-agent --bench shadow` (`SHADOW_BENCH_MODEL=bad/slower-live` for a model
+//! whose answer takes milliseconds)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -180,12 +181,15 @@ fn main() {
     );
     drop((first, second));
 
-    let champion = slot("churn/2.0.0");
+    // A heavier model of the same interface: `SHADOW_BENCH_MODEL=bad/slower-live` (churn 2.0.0's
+    // answers behind ~400 M multiply-adds), where one answer takes milliseconds, not microseconds.
+    let model = std::env::var("SHADOW_BENCH_MODEL").unwrap_or_else(|_| "churn/2.0.0".into());
+    let champion = slot(&model);
     let rows = Arc::new(rows());
     // Warm-up: tract's first runs and the allocator.
     saturate(&champion, None, &rows);
     println!(
-        "champion churn 2.0.0 on tract, {THREADS} threads saturating for {RUN:?} per run, {ROUNDS} rounds of every configuration in turn:"
+        "champion {model} on tract, {THREADS} threads saturating for {RUN:?} per run, {ROUNDS} rounds of every configuration in turn:"
     );
     let modes = [
         (0.0, SlotMode::Shadow),
@@ -201,7 +205,7 @@ fn main() {
             let shadow = (*share > 0.0).then(|| {
                 Arc::new(
                     ShadowSlot::start(
-                        slot("churn/2.0.0"),
+                        slot(&model),
                         String::new(),
                         DesiredShadow {
                             target: String::new(),
