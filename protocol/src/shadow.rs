@@ -294,12 +294,13 @@ impl ShadowCounts {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
 
-    fn compared(champion: &str, challenger: &str, diff: f64) -> Compared<'static> {
+    /// One compared request with these labels, the scores `diff` apart (also for `verdict`).
+    pub(crate) fn compared(champion: &str, challenger: &str, diff: f64) -> Compared<'static> {
         let (a, b): (&'static str, &'static str) = (
             Box::leak(champion.to_owned().into_boxed_str()),
             Box::leak(challenger.to_owned().into_boxed_str()),

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::latency::LatencyHistogram;
 use crate::shadow::ShadowCounts;
 use crate::split::{SPLIT_ALPHA, SplitCounts};
 
@@ -82,6 +83,37 @@ pub enum ShadowVerdict {
     Breach(Vec<String>),
 }
 
+/// The rules both strategies hold the challenger to: its failures among its `runs` (what it
+/// ran), and its p99.
+fn challenger_rules(
+    gate: &ShadowGate,
+    error_ratio: Option<f64>,
+    latency: &LatencyHistogram,
+    runs: &str,
+) -> Vec<String> {
+    let mut broken = Vec::new();
+    if let Some(e) = error_ratio
+        && e > gate.max_error_ratio
+    {
+        broken.push(format!(
+            "the challenger failed {:.1} % of its {runs} (at most {:.1} %)",
+            e * 100.0,
+            gate.max_error_ratio * 100.0
+        ));
+    }
+    if let Some(limit) = gate.max_p99_ms
+        && latency.count() > 0
+    {
+        let p99 = latency.quantile_ms(0.99);
+        if p99 > limit {
+            broken.push(format!(
+                "the challenger's p99 {p99:.2} ms is above {limit} ms"
+            ));
+        }
+    }
+    broken
+}
+
 /// Judges a challenger's counts against the gate.
 pub fn judge(gate: &ShadowGate, c: &ShadowCounts) -> ShadowVerdict {
     if c.compared < gate.min_compared {
@@ -109,25 +141,12 @@ pub fn judge(gate: &ShadowGate, c: &ShadowCounts) -> ShadowVerdict {
     {
         broken.push(format!("output shift (PSI) {psi:.3} is above {limit}"));
     }
-    if let Some(e) = c.error_ratio()
-        && e > gate.max_error_ratio
-    {
-        broken.push(format!(
-            "the challenger failed {:.1} % of its runs (at most {:.1} %)",
-            e * 100.0,
-            gate.max_error_ratio * 100.0
-        ));
-    }
-    if let Some(limit) = gate.max_p99_ms
-        && c.challenger_latency.count() > 0
-    {
-        let p99 = c.challenger_latency.quantile_ms(0.99);
-        if p99 > limit {
-            broken.push(format!(
-                "the challenger's p99 {p99:.2} ms is above {limit} ms"
-            ));
-        }
-    }
+    broken.extend(challenger_rules(
+        gate,
+        c.error_ratio(),
+        &c.challenger_latency,
+        "runs",
+    ));
     if c.labelled >= gate.min_labelled.max(1) {
         let champion = c.champion_correct as f64 / c.labelled as f64;
         let challenger = c.challenger_correct as f64 / c.labelled as f64;
@@ -172,25 +191,12 @@ pub fn judge_split(gate: &ShadowGate, s: &SplitCounts) -> ShadowVerdict {
         ));
     }
     let mut broken = Vec::new();
-    if let Some(e) = challenger.error_ratio()
-        && e > gate.max_error_ratio
-    {
-        broken.push(format!(
-            "the challenger failed {:.1} % of its requests (at most {:.1} %)",
-            e * 100.0,
-            gate.max_error_ratio * 100.0
-        ));
-    }
-    if let Some(limit) = gate.max_p99_ms
-        && challenger.latency.count() > 0
-    {
-        let p99 = challenger.latency.quantile_ms(0.99);
-        if p99 > limit {
-            broken.push(format!(
-                "the challenger's p99 {p99:.2} ms is above {limit} ms"
-            ));
-        }
-    }
+    broken.extend(challenger_rules(
+        gate,
+        challenger.error_ratio(),
+        &challenger.latency,
+        "requests",
+    ));
     if s.champion.labelled >= labelled
         && challenger.labelled >= labelled
         && let (Some(champion), Some(ours), Some(test)) = (
@@ -259,22 +265,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::shadow::Compared;
+    use crate::shadow::tests::compared;
     use crate::split::ArmCounts;
-
-    fn compared(champion: &str, challenger: &str, diff: f64) -> Compared<'static> {
-        let (a, b): (&'static str, &'static str) = (
-            Box::leak(champion.to_owned().into_boxed_str()),
-            Box::leak(challenger.to_owned().into_boxed_str()),
-        );
-        Compared {
-            champion_label: Some(a),
-            challenger_label: Some(b),
-            champion_score: 0.5,
-            challenger_score: 0.5 + diff,
-            tolerance: 0.0,
-        }
-    }
 
     #[test]
     fn the_default_gate_is_what_an_empty_one_parses_to() {

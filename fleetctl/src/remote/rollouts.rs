@@ -203,20 +203,11 @@ pub fn render_rollout(r: &RolloutView) -> String {
         ));
     }
     // Earlier waves' decisions, then the current one (which may still be waiting).
-    for check in r
+    let earlier = r
         .verdicts
         .iter()
-        .filter(|v| r.shadow_check.as_ref().is_none_or(|c| c.wave != v.wave))
-    {
-        out.push_str(&format!(
-            "  {} gate (wave {}): {} — {}\n",
-            r.strategy.name(),
-            check.wave + 1,
-            check.decision,
-            check.summary
-        ));
-    }
-    if let Some(check) = &r.shadow_check {
+        .filter(|v| r.shadow_check.as_ref().is_none_or(|c| c.wave != v.wave));
+    for check in earlier.chain(&r.shadow_check) {
         out.push_str(&format!(
             "  {} gate (wave {}): {} — {}\n",
             r.strategy.name(),

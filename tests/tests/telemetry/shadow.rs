@@ -199,7 +199,25 @@ pub(super) fn re_exported(
     release
 }
 
-pub(super) fn shadows_of(fleet: &Demo) -> Vec<Value> {
+/// A rollout its `strategy`'s gate halted: the devices' slots are emptied (they serve the
+/// champion alone), `fleetctl rollout status` shows the verdict, and the rollout is aborted.
+pub(super) fn halted_then_aborted(fleet: &Demo, rollout: &Value, strategy: &str) {
+    eventually("the slots emptied", Duration::from_secs(60), || {
+        shadows_of(fleet).iter().all(Value::is_null).then_some(())
+    });
+    let id = rollout["id"].as_str().unwrap();
+    let status =
+        String::from_utf8(run_ok(fleet.operator.fleetctl().args(["rollout", "status", id])).stdout)
+            .unwrap();
+    assert!(
+        status.contains(&format!("({strategy})"))
+            && status.contains(&format!("{strategy} gate (wave 1): stopped")),
+        "{status}"
+    );
+    run_ok(fleet.operator.fleetctl().args(["rollout", "abort", id]));
+}
+
+fn shadows_of(fleet: &Demo) -> Vec<Value> {
     let admin = fleet.operator.token();
     (1..=fleet.agents.len())
         .map(|i| {
@@ -260,30 +278,7 @@ fn a_shadow_rollout_stops_a_challenger_wrong_on_live_traffic_and_promotes_a_like
         !answered.contains_key("3.1.0-decaying"),
         "the challenger answered: {answered:?}"
     );
-    // Halted: the slots are emptied; the devices serve 2.0.0 alone.
-    eventually("the shadow slots emptied", Duration::from_secs(60), || {
-        shadows_of(&fleet).iter().all(Value::is_null).then_some(())
-    });
-    let status = String::from_utf8(
-        run_ok(
-            fleet
-                .operator
-                .fleetctl()
-                .args(["rollout", "status", bad["id"].as_str().unwrap()]),
-        )
-        .stdout,
-    )
-    .unwrap();
-    assert!(
-        status.contains("(shadow)") && status.contains("shadow gate (wave 1): stopped"),
-        "{status}"
-    );
-    run_ok(
-        fleet
-            .operator
-            .fleetctl()
-            .args(["rollout", "abort", bad["id"].as_str().unwrap()]),
-    );
+    halted_then_aborted(&fleet, &bad, "shadow");
 
     // Like for like: promoted in place, from the file its shadow slot stored.
     fleet

@@ -8,12 +8,11 @@
 use std::time::Duration;
 
 use edgefleet_e2e::demo;
-use edgefleet_e2e::fleet::eventually;
 use edgefleet_e2e::{models_dir, run_ok};
 use serde_json::Value;
 
 use super::one_at_a_time;
-use super::shadow::{Traffic, re_exported, rollout_to_the_end, shadows_of};
+use super::shadow::{Traffic, halted_then_aborted, re_exported, rollout_to_the_end};
 
 const SPLIT: [&str; 4] = [
     "--strategy=split",
@@ -81,29 +80,7 @@ fn a_split_with_labels_names_the_better_arm_halts_a_worse_challenger_and_promote
         traffic.answered().contains_key("3.1.0-decaying"),
         "in a split the challenger answers its share"
     );
-    eventually("the split's slots emptied", Duration::from_secs(60), || {
-        shadows_of(&fleet).iter().all(Value::is_null).then_some(())
-    });
-    let status = String::from_utf8(
-        run_ok(
-            fleet
-                .operator
-                .fleetctl()
-                .args(["rollout", "status", bad["id"].as_str().unwrap()]),
-        )
-        .stdout,
-    )
-    .unwrap();
-    assert!(
-        status.contains("(split)") && status.contains("split gate (wave 1): stopped"),
-        "{status}"
-    );
-    run_ok(
-        fleet
-            .operator
-            .fleetctl()
-            .args(["rollout", "abort", bad["id"].as_str().unwrap()]),
-    );
+    halted_then_aborted(&fleet, &bad, "split");
 
     // Like for like: no significant difference, promoted in place.
     fleet
