@@ -6,6 +6,7 @@
 //! wrong; model failures are 5xx and count against the model in probation.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
@@ -15,12 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use edgefleet_inference::Inputs;
 use edgefleet_inference::select::{Trial, TrialOutcome};
+use edgefleet_protocol::split::Arm;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-
-use std::time::Instant;
-
-use edgefleet_protocol::split::Arm;
 use tracing::warn;
 
 use crate::agent::{Agent, InstallError};
