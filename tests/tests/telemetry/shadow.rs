@@ -232,28 +232,42 @@ fn shadows_of(fleet: &Demo) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn a_shadow_rollout_stops_a_challenger_wrong_on_live_traffic_and_promotes_a_like_one_in_place() {
-    let _serial = one_at_a_time();
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = demo::set_up(tmp.path(), &super::options(2, false));
+/// Two agents serving churn 2.0.0 to a steady stream of the newest customers (the rows
+/// `bad/decaying` is wrong on), each answer labelled with its real outcome at once if `labelled`.
+pub(super) fn serving_the_newest_customers(
+    dir: &std::path::Path,
+    labelled: bool,
+) -> (Demo, Traffic) {
+    let fleet = demo::set_up(dir, &super::options(2, false));
     assert_eq!(demo::roll_out(&fleet, "2.0.0", &[100.0], 0), "completed");
     let field: Value = serde_json::from_slice(
         &std::fs::read(models_dir().join("bad/decaying/field.json")).unwrap(),
     )
     .unwrap();
-    let rows: Vec<Value> = field["rows"]
+    let (rows, truths): (Vec<Value>, Vec<String>) = field["rows"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["features"].clone())
-        .collect();
+        .map(|r| {
+            let churned = r["churn"].as_bool().unwrap();
+            let truth = if churned { "churn" } else { "stay" };
+            (r["features"].clone(), truth.to_owned())
+        })
+        .unzip();
     let urls = fleet
         .agents
         .iter()
         .map(|a| a.url("/v1/models/churn:predict"))
         .collect();
-    let traffic = Traffic::start(urls, rows, None);
+    let traffic = Traffic::start(urls, rows, labelled.then_some(truths));
+    (fleet, traffic)
+}
+
+#[test]
+fn a_shadow_rollout_stops_a_challenger_wrong_on_live_traffic_and_promotes_a_like_one_in_place() {
+    let _serial = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let (fleet, traffic) = serving_the_newest_customers(tmp.path(), false);
 
     // Right on its own held-out rows (its golden vectors pass on the device), wrong on these.
     fleet

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use edgefleet_e2e::demo;
 use edgefleet_e2e::{models_dir, run_ok};
-use serde_json::Value;
 
 use super::one_at_a_time;
-use super::shadow::{Traffic, halted_then_aborted, re_exported, rollout_to_the_end};
+use super::shadow::{
+    halted_then_aborted, re_exported, rollout_to_the_end, serving_the_newest_customers,
+};
 
 const SPLIT: [&str; 4] = [
     "--strategy=split",
@@ -26,31 +27,7 @@ const SPLIT: [&str; 4] = [
 fn a_split_with_labels_names_the_better_arm_halts_a_worse_challenger_and_promotes_a_like_one() {
     let _serial = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
-    let fleet = demo::set_up(tmp.path(), &super::options(2, false));
-    assert_eq!(demo::roll_out(&fleet, "2.0.0", &[100.0], 0), "completed");
-    let field: Value = serde_json::from_slice(
-        &std::fs::read(models_dir().join("bad/decaying/field.json")).unwrap(),
-    )
-    .unwrap();
-    let (rows, truths): (Vec<Value>, Vec<String>) = field["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let truth = if r["churn"].as_bool().unwrap() {
-                "churn"
-            } else {
-                "stay"
-            };
-            (r["features"].clone(), truth.to_owned())
-        })
-        .unzip();
-    let urls = fleet
-        .agents
-        .iter()
-        .map(|a| a.url("/v1/models/churn:predict"))
-        .collect();
-    let traffic = Traffic::start(urls, rows, Some(truths));
+    let (fleet, traffic) = serving_the_newest_customers(tmp.path(), true);
 
     // The challenger is worse on these customers: the champion is named the better arm.
     fleet
