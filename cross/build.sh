@@ -4,6 +4,7 @@
 #
 #   bash cross/build.sh aarch64-unknown-linux-gnu               # -> target/cross/aarch64-unknown-linux-gnu/device/
 #   bash cross/build.sh aarch64-unknown-linux-gnu --agent-only  # edge-agent alone (CI)
+#   bash cross/build.sh aarch64-unknown-linux-gnu --toolchain-only  # install the toolchain, build nothing
 #
 # Built with the device profile (Cargo.toml: small code, tract's kernels at full speed, fat LTO).
 #
@@ -14,10 +15,17 @@ cd "$(dirname "$0")/.."
 target="${1:-}"
 packages=(-p edge-agent --bin edge-agent -p fleetctl --bin fleetctl)
 bins=(edge-agent fleetctl)
-if [ "${2:-}" = "--agent-only" ]; then
-  packages=(-p edge-agent --bin edge-agent)
-  bins=(edge-agent)
-fi
+toolchain_only=false
+case "${2:-}" in
+  "") ;;
+  --agent-only)
+    packages=(-p edge-agent --bin edge-agent)
+    bins=(edge-agent) ;;
+  --toolchain-only) toolchain_only=true ;;
+  *)
+    echo "cross/build.sh: unknown option ${2}: --agent-only or --toolchain-only" >&2
+    exit 2 ;;
+esac
 case "$target" in
   aarch64-unknown-linux-gnu)
     debian_arch=arm64; gnu=aarch64-linux-gnu ;;
@@ -50,6 +58,12 @@ if [ "$rustc_version" != "$std_version" ]; then
   echo "cross/build.sh: /usr/bin/rustc is $rustc_version but libstd-rust-web-dev:$debian_arch is" \
     "$std_version; install matching versions (apt-get install rustc-web libstd-rust-web-dev:$debian_arch)" >&2
   exit 1
+fi
+
+# CI installs first, then builds in the background: apt must never run twice at once.
+if "$toolchain_only"; then
+  echo "cross/build.sh: toolchain for $target ready (rustc $rustc_version)"
+  exit 0
 fi
 
 target_env=$(echo "$target" | tr 'a-z-' 'A-Z_')
