@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgefleet_protocol::ModelName;
-use edgefleet_protocol::baseline::psi;
+use edgefleet_protocol::baseline::{BinCounts, psi};
 use edgefleet_protocol::latency::BUCKET_RATIO;
 use edgefleet_protocol::message::{ModelMetrics, ProcessStats};
 use prometheus_client::collector::Collector;
@@ -76,6 +76,14 @@ impl Window {
                 Some((name.clone(), psi(self.expected.get(name)?, counts)?))
             })
             .collect();
+        let drift_counts = self
+            .counts
+            .bins
+            .iter()
+            .filter(|(name, _)| self.expected.contains_key(*name))
+            .map(|(name, counts)| (name.clone(), BinCounts::from_dense(counts)))
+            .filter(|(_, counts)| !counts.is_empty())
+            .collect();
         let latency_histogram = self.counts.histogram(self.max);
         ModelMetrics {
             shadow: None,
@@ -87,6 +95,7 @@ impl Window {
             latency_histogram,
             predictions: self.counts.labels,
             drift_psi,
+            drift_counts,
             quality: Default::default(),
             samples: Vec::new(),
             samples_skipped: 0,

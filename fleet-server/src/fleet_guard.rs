@@ -16,6 +16,7 @@ use edgefleet_protocol::message::MetricsBatch;
 use edgefleet_protocol::target::ModelTargetMeta;
 
 use crate::alerts::{Evidence, Raised};
+use crate::baselines::Baselines;
 use crate::guard_policies::{self, GroupGuard, PolicySource};
 use crate::state::AppState;
 use crate::store::{DeviceFilter, Store};
@@ -59,6 +60,7 @@ pub struct GroupBreach {
 /// window (capped) before `now`. `groups` maps a device to its group.
 pub fn judge_groups(
     releases: &[ModelTargetMeta],
+    baselines: &Baselines,
     overrides: &[GroupGuard],
     batches: &[MetricsBatch],
     groups: &BTreeMap<String, String>,
@@ -81,7 +83,7 @@ pub fn judge_groups(
                 })
                 .cloned()
                 .collect();
-            let figures = by_version(&recent, |_| true);
+            let figures = by_version(&recent, baselines, |_| true);
             let Some(f) = figures.get(&key) else {
                 continue;
             };
@@ -136,12 +138,10 @@ async fn judge_once(state: &AppState) -> Result<(), RoundError> {
         return Ok(());
     }
     let overrides = store.group_guards().await?;
-    let releases: Vec<ModelTargetMeta> = state
-        .tuf
-        .models()
-        .await?
-        .into_iter()
-        .map(|m| m.meta)
+    let models = state.tuf.models().await?;
+    let releases: Vec<ModelTargetMeta> = models
+        .iter()
+        .map(|m| m.meta.clone())
         .filter(|m| m.guard.is_some() || overrides.iter().any(|o| o.model == m.model.as_str()))
         .collect();
     if releases.is_empty() {
@@ -156,8 +156,10 @@ async fn judge_once(state: &AppState) -> Result<(), RoundError> {
         .into_iter()
         .map(|d| (d.id.to_string(), d.group))
         .collect();
+    let baselines = state.baselines.load(&state.blobs, &models).await;
     for breach in judge_groups(
         &releases,
+        &baselines,
         &overrides,
         &batches,
         &groups,
@@ -259,6 +261,7 @@ mod tests {
                 latency_histogram: Default::default(),
                 predictions: BTreeMap::new(),
                 drift_psi: BTreeMap::new(),
+                drift_counts: BTreeMap::new(),
                 quality,
                 samples: Vec::new(),
                 samples_skipped: 0,
@@ -293,7 +296,14 @@ mod tests {
         // Labels from before the window count for nothing.
         batches.push(batch("b1", now - 4000, 500, 0));
         let release = decaying();
-        let found = judge_groups(std::slice::from_ref(&release), &[], &batches, &groups, now);
+        let found = judge_groups(
+            std::slice::from_ref(&release),
+            &Baselines::default(),
+            &[],
+            &batches,
+            &groups,
+            now,
+        );
         assert_eq!(found.len(), 1, "{found:?}");
         let breach = &found[0];
         assert_eq!((breach.group.as_str(), breach.devices), ("a", 3));
@@ -301,11 +311,31 @@ mod tests {
         assert!((breach.breaches[0].observed - 0.5).abs() < 1e-9);
         // Each device alone is not judged: too few labels.
         let one: BTreeMap<String, String> = [("a1".to_owned(), "a".to_owned())].into();
-        assert!(judge_groups(std::slice::from_ref(&release), &[], &batches, &one, now).is_empty());
+        assert!(
+            judge_groups(
+                std::slice::from_ref(&release),
+                &Baselines::default(),
+                &[],
+                &batches,
+                &one,
+                now
+            )
+            .is_empty()
+        );
         // A release without a policy is not judged at all.
         let mut unguarded = release;
         unguarded.guard = None;
-        assert!(judge_groups(&[unguarded], &[], &batches, &groups, now).is_empty());
+        assert!(
+            judge_groups(
+                &[unguarded],
+                &Baselines::default(),
+                &[],
+                &batches,
+                &groups,
+                now
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -323,7 +353,15 @@ mod tests {
         ];
         let release = decaying();
         assert_eq!(
-            judge_groups(std::slice::from_ref(&release), &[], &batches, &groups, now).len(),
+            judge_groups(
+                std::slice::from_ref(&release),
+                &Baselines::default(),
+                &[],
+                &batches,
+                &groups,
+                now
+            )
+            .len(),
             2
         );
         // Group b's operators allow a drop of 0.3: b is judged by that and passes; a still
@@ -339,6 +377,7 @@ mod tests {
         }];
         let found = judge_groups(
             std::slice::from_ref(&release),
+            &Baselines::default(),
             &overrides,
             &batches,
             &groups,
@@ -357,7 +396,14 @@ mod tests {
             policy: loose,
             ..overrides[0].clone()
         }];
-        let found = judge_groups(&[unguarded], &overrides, &batches, &groups, now);
+        let found = judge_groups(
+            &[unguarded],
+            &Baselines::default(),
+            &overrides,
+            &batches,
+            &groups,
+            now,
+        );
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(
             (found[0].group.as_str(), found[0].source),

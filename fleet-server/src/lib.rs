@@ -11,6 +11,7 @@ pub mod api;
 pub mod artifacts;
 pub mod audit;
 pub mod auth;
+pub mod baselines;
 pub mod broker;
 pub mod config;
 pub mod desired;

@@ -660,6 +660,7 @@ mod tests {
                 latency_histogram: Default::default(),
                 predictions: Default::default(),
                 drift_psi: Default::default(),
+                drift_counts: Default::default(),
                 quality,
                 samples: Vec::new(),
                 samples_skipped: 0,

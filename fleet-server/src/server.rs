@@ -254,6 +254,7 @@ pub async fn start_with_clock(
         sessions,
         driving_rollouts: std::sync::atomic::AtomicBool::new(false),
         clock,
+        baselines: Default::default(),
         shutdown,
     });
     crate::api::refresh_known_versions(&state).await;

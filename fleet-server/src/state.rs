@@ -35,8 +35,20 @@ pub struct Shared {
     pub driving_rollouts: std::sync::atomic::AtomicBool,
     /// Where "now" comes from (the system's clock; tests pass one they move).
     pub clock: Arc<dyn edgefleet_clock::Clock>,
+    /// The signed baselines fleet input drift is judged against, read once per release.
+    pub baselines: crate::baselines::BaselineCache,
     /// Cancelled at shutdown: every background task of the server watches it and stops.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub type AppState = Arc<Shared>;
+
+impl Shared {
+    /// The baselines of every signed release (read from the artifact store once each).
+    pub async fn baselines(
+        &self,
+    ) -> Result<crate::baselines::Baselines, crate::tufhost::HostError> {
+        let models = self.tuf.models().await?;
+        Ok(self.baselines.load(&self.blobs, &models).await)
+    }
+}

@@ -4,17 +4,23 @@
 //! reads them, the API and the rollout engine call these.
 //!
 //! Latency quantiles come from merged histograms (never averaged quantiles). Input drift is
-//! averaged over windows weighted by their requests: the agent sends a PSI per window, not its
-//! bin counts, which keeps batches small at the cost of an exact fleet-wide PSI.
+//! computed on pooled histograms too: devices send their live counts per baseline bin, the
+//! figures add them up over devices and windows, and PSI is taken once, against the release's
+//! signed baseline ([`crate::baselines`]), only when the pool holds enough samples
+//! ([`drift_min_samples`]). Each window's own PSI, averaged, read a quiet healthy fleet as
+//! drifting (a bias of about `(bins - 1) / samples` per window).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use edgefleet_protocol::baseline::mix_psi;
+use std::sync::Arc;
+
+use edgefleet_protocol::baseline::{BinCounts, drift_min_samples, mix_psi, pooled_psi};
 use edgefleet_protocol::latency::LatencyHistogram;
 use edgefleet_protocol::message::{LatencySummary, MetricsBatch};
 use edgefleet_protocol::quality::{QualityCounts, QualityFigures};
 use serde::Serialize;
 
+use crate::baselines::{Baselines, Expected};
 use crate::rollout::{ModelGates, Verdict};
 use crate::store::StoredMetrics;
 
@@ -26,8 +32,10 @@ pub struct VersionFigures {
     pub errors: u64,
     pub latency: LatencyHistogram,
     pub predictions: BTreeMap<String, u64>,
-    /// Feature → (PSI × requests summed, requests).
-    drift: BTreeMap<String, (f64, u64)>,
+    /// Feature → live counts per baseline bin, pooled.
+    drift_counts: BTreeMap<String, BinCounts>,
+    /// The reference shares the pooled counts are judged against (the release's baseline).
+    expected: Option<Arc<Expected>>,
     /// Labels joined on devices, summed.
     pub quality: QualityCounts,
 }
@@ -42,13 +50,11 @@ impl VersionFigures {
             let mine = self.predictions.entry(label.clone()).or_default();
             *mine = mine.saturating_add(*count);
         }
-        let weight = m.requests.saturating_sub(m.errors).max(1);
-        for (feature, value) in &m.drift_psi {
-            if value.is_finite() && *value >= 0.0 {
-                let (sum, w) = self.drift.entry(feature.clone()).or_default();
-                *sum += value * weight as f64;
-                *w = w.saturating_add(weight);
-            }
+        for (feature, counts) in &m.drift_counts {
+            self.drift_counts
+                .entry(feature.clone())
+                .or_default()
+                .add(counts);
         }
         self.quality.merge(&m.quality);
     }
@@ -61,10 +67,14 @@ impl VersionFigures {
         for (label, count) in &other.predictions {
             *self.predictions.entry(label.clone()).or_default() += count;
         }
-        for (feature, (sum, w)) in &other.drift {
-            let mine = self.drift.entry(feature.clone()).or_default();
-            mine.0 += sum;
-            mine.1 = mine.1.saturating_add(*w);
+        for (feature, counts) in &other.drift_counts {
+            self.drift_counts
+                .entry(feature.clone())
+                .or_default()
+                .add(counts);
+        }
+        if self.expected.is_none() {
+            self.expected = other.expected.clone();
         }
         self.quality.merge(&other.quality);
     }
@@ -77,12 +87,35 @@ impl VersionFigures {
         }
     }
 
-    /// Feature → request-weighted mean PSI.
+    /// Judges drift against `expected` (the version's signed baseline).
+    pub fn with_baseline(mut self, expected: Option<Arc<Expected>>) -> Self {
+        self.expected = expected;
+        self
+    }
+
+    /// Feature → PSI of the pooled counts against the baseline, for the features whose pool
+    /// holds enough samples to say anything ([`drift_min_samples`]).
     pub fn drift_psi(&self) -> BTreeMap<String, f64> {
-        self.drift
+        let Some(expected) = &self.expected else {
+            return BTreeMap::new();
+        };
+        self.drift_counts
             .iter()
-            .filter(|(_, (_, w))| *w > 0)
-            .map(|(f, (sum, w))| (f.clone(), sum / *w as f64))
+            .filter_map(|(f, counts)| Some((f.clone(), pooled_psi(expected.get(f)?, counts)?)))
+            .collect()
+    }
+
+    /// Feature → (samples pooled, samples needed before its drift is shown or judged).
+    pub fn drift_samples(&self) -> BTreeMap<String, (u64, u64)> {
+        let Some(expected) = &self.expected else {
+            return BTreeMap::new();
+        };
+        self.drift_counts
+            .iter()
+            .filter_map(|(f, counts)| {
+                let bins = expected.get(f)?.len();
+                Some((f.clone(), (counts.samples(), drift_min_samples(bins))))
+            })
             .collect()
     }
 
@@ -104,6 +137,11 @@ impl VersionFigures {
             latency_ms: self.latency.summary(),
             predictions: self.predictions.clone(),
             drift_psi: self.drift_psi(),
+            drift_samples: self
+                .drift_samples()
+                .into_iter()
+                .map(|(f, (pooled, needed))| (f, DriftSamples { pooled, needed }))
+                .collect(),
             quality: (!self.quality.is_empty()).then(|| self.quality.figures()),
         }
     }
@@ -120,10 +158,21 @@ pub struct VersionReport {
     pub error_rate: f64,
     pub latency_ms: LatencySummary,
     pub predictions: BTreeMap<String, u64>,
+    /// Only features with enough samples pooled (see `drift_samples`).
     pub drift_psi: BTreeMap<String, f64>,
+    /// Feature → how many live values were pooled, and how many its drift figure waits for.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub drift_samples: BTreeMap<String, DriftSamples>,
     /// Ground truth joined on the devices, when any label arrived.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<QualityFigures>,
+}
+
+/// Samples behind a feature's drift figure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DriftSamples {
+    pub pooled: u64,
+    pub needed: u64,
 }
 
 /// The batches of stored rows (the store already left out any it could not read).
@@ -136,6 +185,7 @@ pub fn batches(stored: Vec<StoredMetrics>) -> Vec<MetricsBatch> {
 pub fn rollout_evidence(
     rollout: &crate::rollout::Rollout,
     batches: &[MetricsBatch],
+    baselines: &Baselines,
 ) -> (VersionFigures, VersionFigures) {
     let members: BTreeSet<&str> = rollout.devices.iter().map(|d| d.id.as_str()).collect();
     // The versions the rollout replaces, as its devices ran them when it started; an older
@@ -148,7 +198,7 @@ pub fn rollout_evidence(
         .collect();
     let mut candidate = VersionFigures::default();
     let mut previous = VersionFigures::default();
-    for ((model, version), figures) in by_version(batches, |d| members.contains(d)) {
+    for ((model, version), figures) in by_version(batches, baselines, |d| members.contains(d)) {
         if model != rollout.spec.model {
             continue;
         }
@@ -161,16 +211,21 @@ pub fn rollout_evidence(
     (candidate, previous)
 }
 
-/// (model, version) → figures, over the batches of devices `include` accepts.
+/// (model, version) → figures, over the batches of devices `include` accepts, drift judged
+/// against each version's baseline in `baselines`.
 pub fn by_version(
     batches: &[MetricsBatch],
+    baselines: &Baselines,
     include: impl Fn(&str) -> bool,
 ) -> BTreeMap<(String, String), VersionFigures> {
     let mut out: BTreeMap<(String, String), VersionFigures> = BTreeMap::new();
     for batch in batches.iter().filter(|b| include(b.device.as_str())) {
         for m in &batch.models {
-            out.entry((m.model.to_string(), m.version.to_string()))
-                .or_default()
+            let (model, version) = (m.model.to_string(), m.version.to_string());
+            out.entry((model, version))
+                .or_insert_with_key(|(model, version)| {
+                    VersionFigures::default().with_baseline(baselines.get(model, version))
+                })
                 .add(batch.device.as_str(), m);
         }
     }
@@ -232,7 +287,8 @@ pub struct SeriesPoint {
     pub requests: u64,
     pub error_rate: f64,
     pub p99_ms: f64,
-    /// The most drifted feature's PSI in the step.
+    /// The most drifted feature's PSI in the step (pooled over its devices; none while the step
+    /// holds too few samples).
     pub max_drift_psi: Option<f64>,
     /// Labels that reached the devices in the step (for predictions made then or earlier).
     pub labelled: u64,
@@ -245,6 +301,7 @@ pub fn series(
     batches: &[MetricsBatch],
     model: &str,
     step: i64,
+    baselines: &Baselines,
     include: impl Fn(&str) -> bool,
 ) -> Vec<SeriesPoint> {
     let step = step.max(1);
@@ -254,7 +311,9 @@ pub fn series(
         for m in batch.models.iter().filter(|m| m.model.as_str() == model) {
             steps
                 .entry((at, m.version.to_string()))
-                .or_default()
+                .or_insert_with_key(|(_, version)| {
+                    VersionFigures::default().with_baseline(baselines.get(model, version))
+                })
                 .add(batch.device.as_str(), m);
         }
     }
@@ -307,6 +366,16 @@ pub fn judge(gates: &ModelGates, candidate: &VersionFigures, previous: &VersionF
     {
         return Verdict::Breach(format!(
             "input drift: feature {feature} has PSI {value:.3} against the model's baseline, above the gate's {limit}"
+        ));
+    }
+    if gates.max_input_drift_psi.is_some()
+        && let Some((feature, (pooled, needed))) = candidate
+            .drift_samples()
+            .into_iter()
+            .find(|(_, (pooled, needed))| pooled < needed)
+    {
+        return Verdict::Insufficient(format!(
+            "input drift: feature {feature} has {pooled} of the {needed} live values its drift figure needs"
         ));
     }
     if gates.compares() && previous.requests < need {
@@ -381,6 +450,9 @@ pub fn judge(gates: &ModelGates, candidate: &VersionFigures, previous: &VersionF
         previous.latency.quantile_ms(0.99),
     ))
 }
+
+#[cfg(test)]
+mod quiet_fleet;
 
 #[cfg(test)]
 mod tests {
@@ -464,6 +536,7 @@ mod tests {
             ]
             .into(),
             drift_psi: [("tenure".to_owned(), 0.01)].into(),
+            drift_counts: BTreeMap::new(),
             quality: Default::default(),
             samples: Vec::new(),
             samples_skipped: 0,
@@ -567,11 +640,18 @@ mod tests {
     #[test]
     fn drifted_inputs_breach_even_without_a_previous_version() {
         let mut m = metrics("2.0.0", 500, 0, 2);
-        m.drift_psi.insert("monthly_charges".into(), 0.9);
-        let Verdict::Breach(why) = judge(&gates(), &figures(&m), &VersionFigures::default()) else {
+        m.drift_counts.insert(
+            "monthly_charges".into(),
+            BinCounts::from_dense(&[0, 0, 0, 500]),
+        );
+        let expected: Expected = [("monthly_charges".to_owned(), vec![0.25; 4])].into();
+        let candidate = figures(&m).with_baseline(Some(Arc::new(expected)));
+        let Verdict::Breach(why) = judge(&gates(), &candidate, &VersionFigures::default()) else {
             panic!("drift passed");
         };
-        assert!(why.contains("monthly_charges has PSI 0.900"), "{why}");
+        assert!(why.contains("monthly_charges has PSI 6.9"), "{why}");
+        // Without the release's baseline there is nothing to judge drift against.
+        assert!(figures(&m).drift_psi().is_empty());
     }
 
     #[test]
@@ -592,11 +672,15 @@ mod tests {
     }
 
     #[test]
-    fn figures_merge_devices_windows_and_weight_drift_by_requests() {
+    fn figures_merge_devices_windows_and_pool_drift_counts() {
         let mut a = metrics("1.0.0", 100, 0, 2);
-        a.drift_psi.insert("tenure".into(), 0.1);
+        a.drift_counts.insert(
+            "tenure".into(),
+            BinCounts::from_dense(&[200, 100, 100, 100]),
+        );
         let mut b = metrics("1.0.0", 300, 0, 8);
-        b.drift_psi.insert("tenure".into(), 0.5);
+        b.drift_counts
+            .insert("tenure".into(), BinCounts::from_dense(&[50, 150, 150, 150]));
         let batch = |device: &str, seq: u64, m: ModelMetrics| MetricsBatch {
             schema: 1,
             id: edgefleet_protocol::MessageId::new(format!("m{seq}")).unwrap(),
@@ -613,13 +697,29 @@ mod tests {
             batch("d2", 2, b),
             batch("d3", 3, metrics("1.0.0", 10, 0, 1)),
         ];
-        let all = by_version(&batches, |d| d != "d3");
+        let mut baselines = Baselines::default();
+        baselines.insert(
+            "churn",
+            "1.0.0",
+            [("tenure".to_owned(), vec![0.25; 4])].into(),
+        );
+        let all = by_version(&batches, &baselines, |d| d != "d3");
         let f = &all[&("churn".to_owned(), "1.0.0".to_owned())];
         assert_eq!((f.devices.len(), f.requests), (2, 400));
-        assert!((f.drift_psi()["tenure"] - 0.4).abs() < 1e-9);
+        // Each device's counts lean, each its own way; pooled, they are the baseline itself.
+        assert!(f.drift_psi()["tenure"].abs() < 1e-12, "{:?}", f.drift_psi());
+        let alone = by_version(&batches, &baselines, |d| d == "d1");
+        assert!(alone[&("churn".to_owned(), "1.0.0".to_owned())].drift_psi()["tenure"] > 0.05);
+        assert_eq!(
+            f.report("churn", "1.0.0").drift_samples["tenure"],
+            DriftSamples {
+                pooled: 1000,
+                needed: 500
+            }
+        );
         // 300 of 400 at 8 ms: the p50 is there, not at the mean of the two p50s.
         assert!((f.latency.quantile_ms(0.5) - 8.0).abs() / 8.0 < 0.05);
-        let points = series(&batches, "churn", 120, |_| true);
+        let points = series(&batches, "churn", 120, &baselines, |_| true);
         assert_eq!(
             points.iter().map(|p| p.at).collect::<Vec<_>>(),
             vec![120, 240]
@@ -664,7 +764,7 @@ mod tests {
             batch("d9", 4, "2.1.0", 1000), // not in the rollout
             batch("d2", 5, "2.0.0", 50),
         ];
-        let (candidate, previous) = rollout_evidence(&rollout, &batches);
+        let (candidate, previous) = rollout_evidence(&rollout, &batches, &Baselines::default());
         assert_eq!((candidate.requests, previous.requests), (40, 150));
         assert_eq!(previous.devices.len(), 2);
     }

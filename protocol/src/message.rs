@@ -214,9 +214,14 @@ pub struct ModelMetrics {
     /// Predicted label → count, for output-distribution shift.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub predictions: BTreeMap<String, u64>,
-    /// Feature → population stability index against the target's baseline.
+    /// Feature → population stability index against the target's baseline, over this window
+    /// alone (what the device's own guard and `/metrics` show).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drift_psi: BTreeMap<String, f64>,
+    /// Feature → the window's live counts per baseline bin: the server pools them over devices
+    /// and windows and judges fleet drift on the pooled histogram.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drift_counts: BTreeMap<String, crate::baseline::BinCounts>,
     /// Labels joined on the device in the window, to predictions of this version made in it or
     /// earlier ([`crate::quality`]).
     #[serde(
@@ -249,6 +254,7 @@ impl ModelMetrics {
             latency_histogram: crate::latency::LatencyHistogram::default(),
             predictions: BTreeMap::new(),
             drift_psi: BTreeMap::new(),
+            drift_counts: BTreeMap::new(),
             quality: crate::quality::QualityCounts::default(),
             samples: Vec::new(),
             samples_skipped: 0,

@@ -3,6 +3,7 @@
 //! match their documented pattern.
 
 #![allow(clippy::unwrap_used)]
+use edgefleet_protocol::baseline::BinCounts;
 use edgefleet_protocol::message::{
     self, Desired, DesiredModel, Event, EventKind, LatencySummary, MetricsBatch, ModelMetrics,
     ProcessStats, Reported, ReportedModel, UpdateState, WireMessage,
@@ -233,6 +234,11 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
         proptest::collection::btree_map("[a-z]{1,8}", finite.clone(), 0..4),
         proptest::collection::btree_map(any::<u16>(), any::<u64>(), 0..6),
         (quality_counts(), samples(), any::<u64>(), shadow_report()),
+        proptest::collection::btree_map(
+            "[a-z]{1,8}",
+            proptest::collection::vec(any::<u64>(), 0..12),
+            0..3,
+        ),
     )
         .prop_map(
             |(
@@ -245,6 +251,7 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
                 drift_psi,
                 buckets,
                 (quality, samples, samples_skipped, shadow),
+                drift_counts,
             )| {
                 ModelMetrics {
                     shadow,
@@ -264,6 +271,10 @@ fn metrics() -> impl Strategy<Value = MetricsBatch> {
                     },
                     predictions,
                     drift_psi,
+                    drift_counts: drift_counts
+                        .into_iter()
+                        .map(|(f, dense)| (f, BinCounts::from_dense(&dense)))
+                        .collect(),
                     quality,
                     samples,
                     samples_skipped,
@@ -340,6 +351,31 @@ fn round_trip<M: WireMessage + PartialEq + std::fmt::Debug>(m: &M) {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The fleet's drift histogram is the same however windows and devices are grouped before
+    /// they are pooled (what the server adds up is what the devices counted, exactly).
+    #[test]
+    fn pooled_bin_counts_do_not_depend_on_grouping(
+        windows in proptest::collection::vec(proptest::collection::vec(0u64..1_000_000, 1..12), 1..40),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let pool = |ws: &[Vec<u64>]| {
+            let mut p = BinCounts::default();
+            for w in ws {
+                p.add(&BinCounts::from_dense(w));
+            }
+            p
+        };
+        let at = cut.index(windows.len() + 1);
+        let mut grouped = pool(&windows[..at]);
+        grouped.add(&pool(&windows[at..]));
+        prop_assert_eq!(&grouped, &pool(&windows));
+        let bins = windows.iter().map(Vec::len).max().unwrap();
+        let dense = grouped.to_dense(bins).unwrap();
+        for (bin, total) in dense.iter().enumerate() {
+            prop_assert_eq!(*total, windows.iter().map(|w| w.get(bin).copied().unwrap_or(0)).sum::<u64>());
+        }
+    }
 
     #[test]
     fn desired_round_trips(m in desired()) { round_trip(&m) }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use edgefleet_e2e::cpu_seconds;
 use edgefleet_e2e::demo;
 use edgefleet_e2e::fleet::{Broker, FleetOperator, MqttDevice, ServerProcess};
+use edgefleet_protocol::baseline::BinCounts;
 use edgefleet_protocol::message::{self, Event, EventKind};
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 
@@ -87,6 +88,14 @@ fn metrics_batch(device: &str, index: usize, seq: u64) -> Vec<u8> {
                 .iter()
                 .enumerate()
                 .map(|(i, f)| ((*f).to_owned(), 0.01 * i as f64))
+                .collect(),
+            // A minute of traffic over ten bins per feature, as the agent sends it.
+            drift_counts: features
+                .iter()
+                .map(|f| {
+                    let counts: Vec<u64> = (0..10).map(|bin| 500 + 10 * bin).collect();
+                    ((*f).to_owned(), BinCounts::from_dense(&counts))
+                })
                 .collect(),
             quality: Default::default(),
             samples: Vec::new(),

@@ -61,6 +61,9 @@ fn a_window_counts_requests_errors_labels_and_drift_then_starts_over() {
     assert_eq!((m.requests, m.errors), (100, 10));
     assert_eq!(m.predictions.values().sum::<u64>(), 90);
     assert!(m.drift_psi[feature] > 1.0, "{:?}", m.drift_psi);
+    // Every counted value is sent as a bin count, for the server to pool.
+    let counted = m.drift_counts[feature].samples();
+    assert_eq!(counted, 90, "{:?}", m.drift_counts);
     assert!((m.latency.p50_ms - 2.0).abs() < 0.1, "{:?}", m.latency);
     assert!((m.latency.max_ms - 2.0).abs() < 1e-9, "{:?}", m.latency);
     assert!(telemetry.take().is_empty(), "the next window starts empty");

@@ -149,9 +149,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .await
     {
         let batches = crate::telemetry::batches(stored);
+        let baselines = state.baselines().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the signed releases: fleet drift is not shown");
+            Default::default()
+        });
         state
             .metrics
-            .set_fleet_figures(&crate::telemetry::by_version(&batches, |_| true));
+            .set_fleet_figures(&crate::telemetry::by_version(&batches, &baselines, |_| {
+                true
+            }));
     }
     (
         [(

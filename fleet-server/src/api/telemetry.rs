@@ -86,10 +86,9 @@ pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -
         .await?;
     let batches = telemetry::batches(stored);
     // What each release's signed lineage claims, for the decay flags.
-    let claimed: HashMap<(String, String), BTreeMap<String, f64>> = state
-        .tuf
-        .models()
-        .await?
+    let models = state.tuf.models().await?;
+    let baselines = state.baselines.load(&state.blobs, &models).await;
+    let claimed: HashMap<(String, String), BTreeMap<String, f64>> = models
         .into_iter()
         .filter_map(|m| {
             let metrics = m.meta.lineage.as_ref()?.metrics.clone();
@@ -100,7 +99,7 @@ pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -
         })
         .collect();
     let settings = &state.config.telemetry;
-    let versions: Vec<_> = telemetry::by_version(&batches, include)
+    let versions: Vec<_> = telemetry::by_version(&batches, &baselines, include)
         .into_iter()
         .filter(|((model, _), _)| q.model.as_ref().is_none_or(|m| m == model))
         .map(|((model, version), f)| {
@@ -122,7 +121,7 @@ pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -
         })
         .collect();
     let series = match &q.model {
-        Some(model) => telemetry::series(&batches, model, step, include),
+        Some(model) => telemetry::series(&batches, model, step, &baselines, include),
         None => Vec::new(),
     };
     let dropped: u64 = batches
@@ -158,7 +157,8 @@ pub async fn rollout(
     let rollout = load(&state, &id).await?;
     // One read serves both the gates' figures and the charts.
     let batches = crate::engine::rollout_batches(&*state.store, &rollout).await?;
-    let (candidate, previous) = telemetry::rollout_evidence(&rollout, &batches);
+    let baselines = state.baselines().await?;
+    let (candidate, previous) = telemetry::rollout_evidence(&rollout, &batches, &baselines);
     // Charts start shortly before the rollout, in about 60 steps of its age so far.
     let since = rollout.created_at - SERIES_LEAD_SECONDS;
     let (_, step) = window(
@@ -170,7 +170,9 @@ pub async fn rollout(
         .filter(|b| b.window_end_unix as i64 >= since)
         .collect();
     let members: HashSet<&str> = rollout.devices.iter().map(|d| d.id.as_str()).collect();
-    let series = telemetry::series(&recent, &rollout.spec.model, step, |d| members.contains(d));
+    let series = telemetry::series(&recent, &rollout.spec.model, step, &baselines, |d| {
+        members.contains(d)
+    });
     let report = |f: &VersionFigures, version: &str| f.report(&rollout.spec.model, version);
     Ok(axum::Json(json!({
         "rollout": rollout.id,

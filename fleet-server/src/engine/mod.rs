@@ -20,7 +20,7 @@ use crate::desired::{self, Catalog, DesiredError, WantedShadow};
 use crate::state::AppState;
 use crate::store::Store;
 
-pub use pass::{Assigner, rollout_batches, run_pass};
+pub use pass::{Assigner, BaselineSource, rollout_batches, run_pass};
 
 /// One pass over every active rollout; the API calls it too, right after a command, so the
 /// operator sees the effect without waiting for the next tick.
@@ -37,11 +37,25 @@ pub async fn tick(state: &AppState) {
     run_pass(
         &*state.store,
         &assigner,
+        &RegistryBaselines(state),
         &state.config.registry,
         state.clock.unix(),
     )
     .await;
     guard_actions(state, &assigner).await;
+}
+
+/// The registry's signed baselines, read when a gate needs them.
+struct RegistryBaselines<'a>(&'a AppState);
+
+#[async_trait]
+impl BaselineSource for RegistryBaselines<'_> {
+    async fn baselines(&self) -> crate::baselines::Baselines {
+        self.0.baselines().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the signed releases: input drift is not judged this pass");
+            Default::default()
+        })
+    }
 }
 
 /// Takes the fleet actions guard alerts wait for, as each release's signed policy says.

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use edgefleet_protocol::DeviceId;
 use edgefleet_protocol::message::EventKind;
 
+use crate::baselines::Baselines;
 use crate::desired::{DesiredError, WantedShadow};
 use crate::rollout::{Action, Observed, Rollout, RolloutState, StageRules};
 use crate::store::{Device, DeviceStore, RegistryStore, RolloutStore, StateStore, StoreError};
@@ -34,6 +35,13 @@ pub trait Assigner: Send + Sync {
     ) -> Result<u64, DesiredError>;
 }
 
+/// Where a rollout's input-drift gate finds the signed baselines: the server's registry, or what
+/// a test sets.
+#[async_trait]
+pub trait BaselineSource: Send + Sync {
+    async fn baselines(&self) -> Baselines;
+}
+
 /// What a pass reads and writes: the rollouts, the devices and what they report, and the
 /// registry's stages (a completed rollout promotes). Nothing of tokens or TUF.
 pub trait PassStore: RolloutStore + DeviceStore + StateStore + RegistryStore {}
@@ -57,6 +65,7 @@ pub async fn rollout_batches(
 pub async fn run_pass(
     store: &(impl PassStore + ?Sized),
     assigner: &dyn Assigner,
+    baselines: &dyn BaselineSource,
     rules: &StageRules,
     now: i64,
 ) {
@@ -96,8 +105,9 @@ pub async fn run_pass(
                     // A shadow breach may have halted it: the model gates judge only a moving
                     // rollout.
                     if model_check && rollout.wants_model_check(now, MODEL_CHECK_SECONDS) {
+                        let baselines = baselines.baselines().await;
                         let (candidate, previous) =
-                            crate::telemetry::rollout_evidence(&rollout, &batches);
+                            crate::telemetry::rollout_evidence(&rollout, &batches, &baselines);
                         let gates = rollout.spec.gates.model.clone().unwrap_or_default();
                         let verdict = crate::telemetry::judge(&gates, &candidate, &previous);
                         actions.extend(rollout.model_checked(now, verdict));

@@ -16,7 +16,7 @@ use edgefleet_protocol::message::{
 };
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 
-use super::{Assigner, run_pass, take_lease};
+use super::{Assigner, BaselineSource, run_pass, take_lease};
 use crate::desired::{DesiredError, WantedShadow};
 use crate::rollout::StageRules;
 use crate::rollout::{DeviceState, Gates, Rollout, RolloutSpec, RolloutState};
@@ -253,7 +253,7 @@ impl Fleet {
         for now in from..from + seconds {
             *self.now.lock().unwrap() = now;
             self.devices_act(now).await;
-            run_pass(&self.store, self, &self.rules, now).await;
+            run_pass(&self.store, self, self, &self.rules, now).await;
         }
     }
 
@@ -263,7 +263,7 @@ impl Fleet {
         for now in from..from + seconds {
             *self.now.lock().unwrap() = now;
             self.devices_act(now).await;
-            run_pass(&self.store, self, &self.rules, now).await;
+            run_pass(&self.store, self, self, &self.rules, now).await;
             if done(&self.rollout(id).await) {
                 return now;
             }
@@ -272,6 +272,14 @@ impl Fleet {
             "not done after {seconds} s: {:?}",
             self.rollout(id).await.state
         );
+    }
+}
+
+/// The simulated devices send no drift counts: no baseline is needed.
+#[async_trait]
+impl BaselineSource for Fleet {
+    async fn baselines(&self) -> crate::baselines::Baselines {
+        Default::default()
     }
 }
 
@@ -543,7 +551,7 @@ async fn another_server_takes_the_engine_over_when_its_holder_stops_renewing() {
         let b = !a && take_lease(&fleet.store, "b", ms).await;
         if a || b {
             driver.push((now, if a { "a" } else { "b" }));
-            run_pass(&fleet.store, &fleet, &fleet.rules, now).await;
+            run_pass(&fleet.store, &fleet, &fleet, &fleet.rules, now).await;
         }
         if completed(&fleet.rollout(&id).await) {
             break;

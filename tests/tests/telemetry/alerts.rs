@@ -231,6 +231,22 @@ fn prometheus_with_the_shipped_rules_pages_through_alertmanager_when_labels_say_
         .collect();
     assert!(others.is_empty(), "{others:?}");
 
+    // The fleet's input drift is shown once 50 values per baseline bin are pooled (fewer say
+    // nothing): 211 answers so far are too few, 600 more are enough.
+    for row in baseline_rows("churn/1.0.0", 600, 3, &[]) {
+        let (status, answer) = post_json(&agent_url("/v1/models/churn:predict"), &row);
+        assert_eq!(status, 200, "{answer}");
+    }
+    eventually(
+        "the fleet's input drift figure",
+        Duration::from_secs(60),
+        || {
+            edgefleet_e2e::get_text(&fleet.server.url("/metrics"))
+                .contains("# TYPE edgefleet_server_fleet_input_drift_psi ")
+                .then_some(())
+        },
+    );
+
     // The Grafana dashboard: every metric it names is exposed by the server, every query parses.
     let dashboard: Value =
         serde_json::from_slice(&std::fs::read(deploy().join("grafana/edgefleet.json")).unwrap())
