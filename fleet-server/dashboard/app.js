@@ -344,11 +344,19 @@ async function loadTelemetry() {
   telemetryTimer = setTimeout(loadTelemetry, 5000);
 }
 
+// Drift is shown only once enough live values are pooled; until then, how far along that is.
+function driftWaiting(v) {
+  const samples = Object.values(v.drift_samples || {});
+  if (!samples.length) return "–";
+  const least = samples.reduce((a, b) => (a.pooled / a.needed <= b.pooled / b.needed ? a : b));
+  return `waiting: ${least.pooled} of ${least.needed} values`;
+}
+
 function renderTelemetry(t) {
   const row = (name, c, p, fmt) => el("tr", {}, el("th", {}, name), el("td", {}, fmt(c)), el("td", {}, fmt(p)));
   const maxDrift = (v) => {
     const values = Object.values(v.drift_psi);
-    return values.length ? Math.max(...values).toFixed(3) : "–";
+    return values.length ? Math.max(...values).toFixed(3) : driftWaiting(v);
   };
   // Ground truth joined on the devices, with how many labels it rests on.
   const accuracy = (v) =>

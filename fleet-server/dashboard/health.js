@@ -145,9 +145,9 @@ async function loadHealth() {
     const total = Object.values(predictions).reduce((a, b) => a + b, 0);
     return total ? Object.entries(predictions).map(([l, n]) => `${l} ${percent(n / total)}`).join(", ") : "–";
   };
-  const drift = (psi) => {
-    const worst = Object.entries(psi).sort((a, b) => b[1] - a[1])[0];
-    return worst ? `${worst[0]} ${worst[1].toFixed(3)}` : "–";
+  const drift = (v) => {
+    const worst = Object.entries(v.drift_psi).sort((a, b) => b[1] - a[1])[0];
+    return worst ? `${worst[0]} ${worst[1].toFixed(3)}` : driftWaiting(v);
   };
   $("health").tBodies[0].replaceChildren(
     ...body.versions.map((v) => {
@@ -162,7 +162,7 @@ async function loadHealth() {
         el("td", { "data-label": "Errors", class: v.error_rate > 0.05 ? "error" : "" }, percent(v.error_rate)),
         el("td", { "data-label": "p50 / p99" }, `${v.latency_ms.p50_ms.toFixed(2)} / ${v.latency_ms.p99_ms.toFixed(2)} ms`),
         el("td", { "data-label": "Predictions" }, mix(v.predictions)),
-        el("td", { "data-label": "Worst drift (PSI)", class: Object.values(v.drift_psi).some((x) => x > 0.25) ? "error" : "" }, drift(v.drift_psi)),
+        el("td", { "data-label": "Worst drift (PSI)", class: Object.values(v.drift_psi).some((x) => x > 0.25) ? "error" : "" }, drift(v)),
         el("td", { "data-label": "Accuracy (labels)" }, q ? `${percent(q.accuracy)} (${q.labelled})` : "–"),
         el("td", { "data-label": "Decay", class: decayed.length ? "error" : "" }, decayed.length ? `DECAYED: ${decayed.join("; ")}` : "–"),
       );
