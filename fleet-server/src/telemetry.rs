@@ -11,7 +11,6 @@
 //! drifting (a bias of about `(bins - 1) / samples` per window).
 
 use std::collections::{BTreeMap, BTreeSet};
-
 use std::sync::Arc;
 
 use edgefleet_protocol::baseline::{BinCounts, drift_min_samples, mix_psi, pooled_psi};
@@ -105,8 +104,8 @@ impl VersionFigures {
             .collect()
     }
 
-    /// Feature → (samples pooled, samples needed before its drift is shown or judged).
-    pub fn drift_samples(&self) -> BTreeMap<String, (u64, u64)> {
+    /// Feature → samples pooled in its baseline's bins, and how many its drift figure needs.
+    pub fn drift_samples(&self) -> BTreeMap<String, DriftSamples> {
         let Some(expected) = &self.expected else {
             return BTreeMap::new();
         };
@@ -114,7 +113,11 @@ impl VersionFigures {
             .iter()
             .filter_map(|(f, counts)| {
                 let bins = expected.get(f)?.len();
-                Some((f.clone(), (counts.samples(), drift_min_samples(bins))))
+                let samples = DriftSamples {
+                    pooled: counts.samples_within(bins),
+                    needed: drift_min_samples(bins),
+                };
+                Some((f.clone(), samples))
             })
             .collect()
     }
@@ -137,11 +140,7 @@ impl VersionFigures {
             latency_ms: self.latency.summary(),
             predictions: self.predictions.clone(),
             drift_psi: self.drift_psi(),
-            drift_samples: self
-                .drift_samples()
-                .into_iter()
-                .map(|(f, (pooled, needed))| (f, DriftSamples { pooled, needed }))
-                .collect(),
+            drift_samples: self.drift_samples(),
             quality: (!self.quality.is_empty()).then(|| self.quality.figures()),
         }
     }
@@ -369,13 +368,14 @@ pub fn judge(gates: &ModelGates, candidate: &VersionFigures, previous: &VersionF
         ));
     }
     if gates.max_input_drift_psi.is_some()
-        && let Some((feature, (pooled, needed))) = candidate
+        && let Some((feature, samples)) = candidate
             .drift_samples()
             .into_iter()
-            .find(|(_, (pooled, needed))| pooled < needed)
+            .find(|(_, s)| s.pooled < s.needed)
     {
         return Verdict::Insufficient(format!(
-            "input drift: feature {feature} has {pooled} of the {needed} live values its drift figure needs"
+            "input drift: feature {feature} has {} of the {} live values its drift figure needs",
+            samples.pooled, samples.needed
         ));
     }
     if gates.compares() && previous.requests < need {

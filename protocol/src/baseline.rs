@@ -181,14 +181,23 @@ impl BinCounts {
         self.0.values().fold(0u64, |a, n| a.saturating_add(*n))
     }
 
-    /// Dense counts over `bins` bins; `None` if a count names a bin past them (counted against
-    /// another baseline, or a lie).
-    pub fn to_dense(&self, bins: usize) -> Option<Vec<u64>> {
+    /// Dense counts over `bins` bins. A count naming a bin past them (counted against another
+    /// baseline, or a lie) is left out: one device's must not void the whole fleet's figure.
+    pub fn to_dense(&self, bins: usize) -> Vec<u64> {
         let mut dense = vec![0; bins];
         for (bin, n) in &self.0 {
-            *dense.get_mut(*bin as usize)? = *n;
+            if let Some(slot) = dense.get_mut(*bin as usize) {
+                *slot = *n;
+            }
         }
-        Some(dense)
+        dense
+    }
+
+    /// Samples within the first `bins` bins (those a baseline of that many bins judges).
+    pub fn samples_within(&self, bins: usize) -> u64 {
+        self.0
+            .range(..u32::try_from(bins).unwrap_or(u32::MAX))
+            .fold(0u64, |a, (_, n)| a.saturating_add(*n))
     }
 }
 
@@ -200,12 +209,12 @@ pub fn drift_min_samples(bins: usize) -> u64 {
 }
 
 /// PSI of pooled counts against the expected shares, or `None` while they hold fewer samples than
-/// [`drift_min_samples`] (or name bins the baseline has not).
+/// [`drift_min_samples`] in the baseline's bins.
 pub fn pooled_psi(expected: &[f64], counts: &BinCounts) -> Option<f64> {
-    if counts.samples() < drift_min_samples(expected.len()) {
+    if counts.samples_within(expected.len()) < drift_min_samples(expected.len()) {
         return None;
     }
-    psi(expected, &counts.to_dense(expected.len())?)
+    psi(expected, &counts.to_dense(expected.len()))
 }
 
 /// PSI of an observed predicted-label mix (counts) against expected shares, over the labels
@@ -259,10 +268,12 @@ mod tests {
         assert_eq!(pooled_psi(&e, &pooled), None, "480 < the 500 floor");
         pooled.add(&BinCounts::from_dense(&[5, 5, 5, 5]));
         assert!(pooled_psi(&e, &pooled).unwrap().abs() < 1e-12);
-        assert_eq!(pooled.to_dense(4), Some(vec![125, 125, 125, 125]));
-        // A count past the baseline's bins is not judged at all.
-        pooled.add(&BinCounts::from_dense(&[0, 0, 0, 0, 1]));
-        assert_eq!(pooled_psi(&e, &pooled), None);
+        assert_eq!(pooled.to_dense(4), vec![125, 125, 125, 125]);
+        // A count past the baseline's bins (a lie, or another baseline's) is left out: it
+        // neither voids the figure nor moves it.
+        pooled.add(&BinCounts::from_dense(&[0, 0, 0, 0, 1_000_000]));
+        assert_eq!(pooled.samples_within(4), 500);
+        assert!(pooled_psi(&e, &pooled).unwrap().abs() < 1e-12);
         assert_eq!(drift_min_samples(20), 1000);
         let json = serde_json::to_string(&BinCounts::from_dense(&[0, 3, 0, 7])).unwrap();
         assert_eq!(json, r#"{"1":3,"3":7}"#);

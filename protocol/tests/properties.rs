@@ -371,7 +371,7 @@ proptest! {
         grouped.add(&pool(&windows[at..]));
         prop_assert_eq!(&grouped, &pool(&windows));
         let bins = windows.iter().map(Vec::len).max().unwrap();
-        let dense = grouped.to_dense(bins).unwrap();
+        let dense = grouped.to_dense(bins);
         for (bin, total) in dense.iter().enumerate() {
             prop_assert_eq!(*total, windows.iter().map(|w| w.get(bin).copied().unwrap_or(0)).sum::<u64>());
         }
