@@ -517,6 +517,21 @@ mod tests {
         assert_eq!(decayed[0].metric, "rmse");
     }
 
+    /// `device`'s batch of 60 s window number `seq`, with one version's figures.
+    pub(super) fn batch(device: &str, seq: u64, m: ModelMetrics) -> MetricsBatch {
+        MetricsBatch {
+            schema: 1,
+            id: edgefleet_protocol::MessageId::new(format!("{device}-{seq}")).unwrap(),
+            device: edgefleet_protocol::DeviceId::new(device.to_owned()).unwrap(),
+            seq,
+            window_start_unix: 60 * seq,
+            window_end_unix: 60 * seq + 60,
+            dropped_batches: 0,
+            process: Default::default(),
+            models: vec![m],
+        }
+    }
+
     fn metrics(version: &str, requests: u64, errors: u64, latency_ms: u64) -> ModelMetrics {
         let mut h = LatencyHistogram::default();
         for _ in 0..requests - errors {
@@ -681,17 +696,6 @@ mod tests {
         let mut b = metrics("1.0.0", 300, 0, 8);
         b.drift_counts
             .insert("tenure".into(), BinCounts::from_dense(&[50, 150, 150, 150]));
-        let batch = |device: &str, seq: u64, m: ModelMetrics| MetricsBatch {
-            schema: 1,
-            id: edgefleet_protocol::MessageId::new(format!("m{seq}")).unwrap(),
-            device: edgefleet_protocol::DeviceId::new(device.to_owned()).unwrap(),
-            seq,
-            window_start_unix: 60 * seq,
-            window_end_unix: 60 * seq + 60,
-            dropped_batches: 0,
-            process: Default::default(),
-            models: vec![m],
-        };
         let batches = vec![
             batch("d1", 1, a),
             batch("d2", 2, b),

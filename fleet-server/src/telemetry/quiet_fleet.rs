@@ -65,17 +65,7 @@ fn window(
         m.drift_counts
             .insert(feature.clone(), BinCounts::from_dense(&counts));
     }
-    MetricsBatch {
-        schema: 1,
-        id: edgefleet_protocol::MessageId::new(format!("d{device}w{seq}")).unwrap(),
-        device: edgefleet_protocol::DeviceId::new(format!("device-{device}")).unwrap(),
-        seq,
-        window_start_unix: 60 * seq,
-        window_end_unix: 60 * seq + 60,
-        dropped_batches: 0,
-        process: Default::default(),
-        models: vec![m],
-    }
+    super::tests::batch(&format!("device-{device}"), seq, m)
 }
 
 fn fleet(devices: usize, windows: u64, shift: &BTreeMap<&str, usize>) -> Vec<MetricsBatch> {
