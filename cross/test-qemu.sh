@@ -14,7 +14,9 @@ case "$target" in armv7-*) qemu=qemu-arm ;; esac
 agent="$root/target/cross/$target/device/edge-agent"
 [ -x "$agent" ] || { echo "cross/test-qemu.sh: $agent missing: run bash cross/build.sh $target" >&2; exit 1; }
 command -v "$qemu" >/dev/null || { echo "cross/test-qemu.sh: $qemu missing: apt-get install qemu-user" >&2; exit 1; }
-cargo build --locked --quiet --bin fleetctl
+# The same selection as scripts/test-all.sh builds: in CI this finds everything fresh, where
+# `--bin fleetctl` alone would unify features differently and compile the dependencies again.
+cargo build --locked --quiet --workspace --bins --tests
 fleetctl="$root/target/debug/fleetctl"
 
 work=$(mktemp -d)
