@@ -47,15 +47,18 @@ pub async fn models(State(state): State<AppState>) -> ApiResult {
 /// lineage, the model card's reference) beside what the registry keeps (stage, who pushed).
 fn version_json(m: &crate::tufhost::SignedModel, release: Option<&Release>) -> Value {
     use edgefleet_protocol::release_files::{ReleaseFileKind, release_file_name};
-    let card = m.meta.files.card.as_ref().map(|card| {
-        let name = release_file_name(&m.name, ReleaseFileKind::Card);
-        let (dir, file) = name.rsplit_once('/').unwrap_or(("", &name));
-        json!({
-            "length": card.length,
-            "sha256": card.sha256,
-            "url": format!("/tuf/targets/{dir}/{}.{file}", card.sha256),
+    // The release files a device (or the fleet simulator) fetches by hash from the repository.
+    let file = |kind: ReleaseFileKind| {
+        m.meta.files.get(kind).map(|f| {
+            let name = release_file_name(&m.name, kind);
+            let (dir, file) = name.rsplit_once('/').unwrap_or(("", &name));
+            json!({
+                "length": f.length,
+                "sha256": f.sha256,
+                "url": format!("/tuf/targets/{dir}/{}.{file}", f.sha256),
+            })
         })
-    });
+    };
     json!({
         "version": m.meta.version.to_string(),
         "sequence": m.meta.sequence,
@@ -67,7 +70,8 @@ fn version_json(m: &crate::tufhost::SignedModel, release: Option<&Release>) -> V
         "pushed_by": release.map(|r| r.pushed_by.clone()),
         "pushed_at": release.map(|r| r.pushed_at),
         "lineage": m.meta.lineage,
-        "card": card,
+        "card": file(ReleaseFileKind::Card),
+        "baseline": file(ReleaseFileKind::Baseline),
     })
 }
 

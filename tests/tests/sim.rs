@@ -1,0 +1,220 @@
+//! The fleet simulator at CI size: 2,000 simulated devices on their own MQTT connections to the
+//! server's embedded broker (spread over 16 loopback source addresses), all running churn 1.0.0
+//! and sending a metrics batch every 2 s. Half of them see inputs that drifted (a third of
+//! `monthly_charges` above anything in training); in both halves 4 % of installs fail.
+//!
+//! A rollout of 2.0.0 to the drifting half halts at its canary wave on the input-drift gate; one
+//! to the clean half completes with its failed installs inside the failure budget. Every message
+//! the devices published was acknowledged and stored exactly once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use edgefleet_e2e::demo::{self, Demo, DemoOptions};
+use edgefleet_e2e::fleet::eventually;
+use edgefleet_e2e::one_fleet_at_a_time;
+use serde_json::{Value, json};
+
+const CLEAN: u32 = 1_000;
+const DRIFTING: u32 = 1_000;
+
+fn sim_config(dir: &std::path::Path, fleet: &Demo) -> std::path::PathBuf {
+    let token = dir.join("admin.token");
+    std::fs::write(&token, fleet.operator.token()).unwrap();
+    let config = dir.join("sim.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"server_url = "{server}"
+admin_token_file = "{token}"
+id_prefix = "sim"
+duration_seconds = 600
+connects_per_second = 400
+source_addresses = 16
+seed = 7
+initial_target = "models/churn/1.0.0/model.onnx"
+
+[telemetry]
+window_seconds = 2
+requests_per_second = 5.0
+error_ratio = 0.002
+
+[[groups]]
+name = "clean"
+devices = {CLEAN}
+install_delay_ms = 1500
+install_failure_ratio = 0.04
+
+[[groups]]
+name = "drifting"
+devices = {DRIFTING}
+install_delay_ms = 1500
+install_failure_ratio = 0.04
+drift = {{ features = ["monthly_charges"], strength = 0.3 }}
+"#,
+            server = fleet.server.base_url(),
+            token = token.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn rollout(fleet: &Demo, group: &str) -> Value {
+    let admin = fleet.operator.token();
+    let (status, created) = fleet.server.call(
+        "POST",
+        "/api/v1/rollouts",
+        Some(&admin),
+        Some(&json!({
+            "model": "churn", "version": "2.0.0", "group": group, "waves": [5.0, 100.0],
+            "bake_seconds": 6, "device_timeout_seconds": 120, "max_failure_ratio": 0.2,
+            "rollback_on_halt": false,
+            "model_gates": {"min_requests": 2000, "max_input_drift_psi": 0.25,
+                            "max_error_rate_increase": 0.01},
+        })),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    eventually(
+        &format!("the rollout to {group} to end"),
+        Duration::from_secs(300),
+        || {
+            let (_, r) =
+                fleet
+                    .server
+                    .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+            matches!(
+                r["state"]["state"].as_str(),
+                Some("completed" | "halted" | "aborted")
+            )
+            .then_some(r)
+        },
+    )
+}
+
+fn stored(fleet: &Demo, channel: &str) -> f64 {
+    fleet.server.metric_sum(&format!(
+        "edgefleet_server_mqtt_messages_total{{channel=\"{channel}\",outcome=\"stored\"}}"
+    ))
+}
+
+#[test]
+fn two_thousand_simulated_devices_halt_the_drifting_rollout_and_complete_the_clean_one_losing_nothing()
+ {
+    let _serial = one_fleet_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = demo::set_up(tmp.path(), &DemoOptions::embedded(0));
+    let config = sim_config(tmp.path(), &fleet);
+    let log = tmp.path().join("sim.log");
+    let mut sim = Command::new(edgefleet_e2e::binary("edgefleet-sim"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    eventually(
+        "every simulated device connected",
+        Duration::from_secs(180),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                !text.contains("ERROR") && sim.try_wait().unwrap().is_none(),
+                "the simulator stopped: {text}"
+            );
+            text.contains("every device connected").then_some(())
+        },
+    );
+
+    let drifting = rollout(&fleet, "drifting");
+    assert_eq!(drifting["state"]["state"], "halted", "{drifting:#}");
+    let reason = drifting["state"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("input drift: feature monthly_charges has PSI"),
+        "{reason}"
+    );
+    // It halted before the second wave: no device beyond the canaries was asked to update.
+    let devices = drifting["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), DRIFTING as usize);
+    assert!(
+        devices
+            .iter()
+            .all(|d| d["wave"] == 0 || d["state"] == "pending"),
+        "{drifting:#}"
+    );
+    let admin = fleet.operator.token();
+    let id = drifting["id"].as_str().unwrap();
+    let (status, aborted) = fleet.server.call(
+        "POST",
+        &format!("/api/v1/rollouts/{id}/abort"),
+        Some(&admin),
+        Some(&json!({})),
+    );
+    assert!(status == 200 || status == 409, "{status} {aborted}");
+
+    let clean = rollout(&fleet, "clean");
+    assert_eq!(clean["state"]["state"], "completed", "{clean:#}");
+    assert_eq!(clean["model_check"]["passed"], true, "{clean:#}");
+    let devices = clean["devices"].as_array().unwrap();
+    let healthy = devices.iter().filter(|d| d["state"] == "healthy").count();
+    let failed: Vec<&Value> = devices.iter().filter(|d| d["state"] == "failed").collect();
+    assert_eq!(healthy + failed.len(), CLEAN as usize, "{clean:#}");
+    // 4 % of installs fail (seeded): some, and all of them for the simulated reason.
+    assert!(
+        (10..=80).contains(&failed.len()),
+        "{} failed installs",
+        failed.len()
+    );
+    assert!(
+        failed.iter().all(|d| d["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("simulated failure")),
+        "{failed:#?}"
+    );
+
+    // Stop the simulator as an operator would; it drains, disconnects and sums up.
+    Command::new("kill")
+        .args(["-INT", &sim.id().to_string()])
+        .status()
+        .unwrap();
+    let status = sim.wait().unwrap();
+    let mut out = String::new();
+    sim.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(
+        status.success(),
+        "{out}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    eprintln!("the simulator's summary: {summary:#}");
+    assert_eq!(summary["devices"], CLEAN + DRIFTING, "{summary:#}");
+    assert_eq!(summary["unacked"], 0, "{summary:#}");
+    assert_eq!(summary["desired_not_acted_on"], 0, "{summary:#}");
+    assert_eq!(summary["sent"], summary["acked"], "{summary:#}");
+    // Every acknowledged message stored once: nothing lost, nothing counted twice.
+    for channel in ["reported", "events", "metrics"] {
+        let acked = summary["acked"][channel].as_f64().unwrap();
+        assert!(acked > 0.0, "{channel}: {summary:#}");
+        eventually(
+            &format!("every {channel} message stored"),
+            Duration::from_secs(60),
+            || (stored(&fleet, channel) == acked).then_some(()),
+        );
+    }
+    // And nothing refused, failed or seen twice on the devices' channels (the server's own
+    // desired-state messages come back to it as `ignored`).
+    let metrics = fleet.server.metrics_text();
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("edgefleet_server_mqtt_messages_total") && !l.contains("channel=\"desired\"")
+    }) {
+        assert!(
+            line.contains("outcome=\"stored\"") || line.ends_with(" 0"),
+            "{line}"
+        );
+    }
+}
