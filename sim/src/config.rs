@@ -294,6 +294,28 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_says_the_defaults() {
+        let example: SimConfig = toml::from_str(include_str!("../sim.example.toml"))
+            .unwrap_or_else(|e| panic!("sim.example.toml: {e}"));
+        example.validate().unwrap_or_else(|e| panic!("{e}"));
+        let defaults = config("").unwrap();
+        assert_eq!(example.connects_per_second, defaults.connects_per_second);
+        assert_eq!(example.source_addresses, defaults.source_addresses);
+        assert_eq!(example.enroll_concurrency, defaults.enroll_concurrency);
+        assert_eq!(example.keep_alive_seconds, defaults.keep_alive_seconds);
+        assert_eq!(
+            example.telemetry.window_seconds,
+            defaults.telemetry.window_seconds
+        );
+        assert_eq!(
+            example.telemetry.requests_per_second,
+            defaults.telemetry.requests_per_second
+        );
+        assert_eq!(example.telemetry.latency_ms, defaults.telemetry.latency_ms);
+        assert_eq!(example.groups[0].install_delay_ms, 2_000);
+    }
+
+    #[test]
     fn bad_values_name_their_field() {
         for (extra, field) in [
             ("source_addresses = 0", "source_addresses"),

@@ -1,0 +1,209 @@
+//! Figures for docs/BENCHMARKS.md: one fleet server (release build, embedded broker, SQLite)
+//! under a simulated fleet of N devices (`edgefleet-sim`, one MQTT connection per device;
+//! `EDGEFLEET_BENCH_DEVICES`, default 1000), all running churn 1.0.0 and sending a metrics batch
+//! every 60 s at 1 prediction/s:
+//!
+//! - connect storm: first connection to every device connected (the simulator's figure);
+//! - server RSS before the fleet and with it connected (→ per device);
+//! - `rollout create` of 2.0.0 to the whole fleet (one wave, no bake) → completed;
+//! - sustained telemetry for `EDGEFLEET_BENCH_MINUTES` (default 3): server CPU (cores), the
+//!   database's growth (→ bytes per device-day), operator API latency (p50/p99 of a rollout's
+//!   status, one device, the device list) and a `/metrics` scrape, asked once a second meanwhile.
+//!
+//! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench fleet`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgefleet_e2e::demo::{self, DemoOptions};
+use edgefleet_e2e::fleet::eventually;
+use edgefleet_e2e::{cpu_seconds, rss_mib};
+use serde_json::{Value, json};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().map_or(default, |v| {
+        v.parse().unwrap_or_else(|_| panic!("{name} is a number"))
+    })
+}
+
+fn database_bytes(dir: &std::path::Path) -> u64 {
+    ["fleet.db", "fleet.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join("data").join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn main() {
+    let devices = env_number("EDGEFLEET_BENCH_DEVICES", 1_000);
+    let minutes = env_number("EDGEFLEET_BENCH_MINUTES", 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = demo::set_up(tmp.path(), &DemoOptions::embedded(0));
+    let server_pid = fleet.server.child.id();
+    let admin = fleet.operator.token();
+    let token = tmp.path().join("admin.token");
+    std::fs::write(&token, &admin).unwrap();
+    let config = tmp.path().join("sim.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"server_url = "{server}"
+admin_token_file = "{token}"
+duration_seconds = {duration}
+connects_per_second = 2000
+source_addresses = {sources}
+enroll_concurrency = 32
+initial_target = "models/churn/1.0.0/model.onnx"
+[telemetry]
+window_seconds = 60
+requests_per_second = 1.0
+[[groups]]
+name = "sim"
+devices = {devices}
+install_delay_ms = 2000
+"#,
+            server = fleet.server.base_url(),
+            token = token.display(),
+            duration = 3_600,
+            sources = devices / 10_000 + 1,
+        ),
+    )
+    .unwrap();
+    let rss_empty = rss_mib(server_pid);
+    let log = tmp.path().join("sim.log");
+    let started = Instant::now();
+    let mut sim = Command::new(edgefleet_e2e::binary("edgefleet-sim"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    eventually(
+        "every simulated device connected",
+        Duration::from_secs(3_600),
+        || {
+            assert!(
+                sim.try_wait().unwrap().is_none(),
+                "the simulator stopped: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("every device connected").then_some(())
+        },
+    );
+    let enrolled_and_connected = started.elapsed();
+    std::thread::sleep(Duration::from_secs(5));
+    let rss_connected = rss_mib(server_pid);
+
+    let (status, created) = fleet.server.call(
+        "POST",
+        "/api/v1/rollouts",
+        Some(&admin),
+        Some(
+            &json!({"model": "churn", "version": "2.0.0", "group": "sim", "waves": [100.0],
+                     "bake_seconds": 0, "device_timeout_seconds": 1800}),
+        ),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let rollout_started = Instant::now();
+    let finished = eventually("the rollout to end", Duration::from_secs(3_600), || {
+        let (_, r) =
+            fleet
+                .server
+                .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+        matches!(
+            r["state"]["state"].as_str(),
+            Some("completed" | "halted" | "aborted")
+        )
+        .then_some(r)
+    });
+    let rollout_seconds = rollout_started.elapsed().as_secs_f64();
+    assert_eq!(finished["state"]["state"], "completed", "{finished:#}");
+
+    // Sustained telemetry, with an operator and a Prometheus asking meanwhile.
+    let cpu_before = cpu_seconds(server_pid);
+    let db_before = database_bytes(tmp.path());
+    let steady = Instant::now();
+    let mut timings: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let asks: [(&str, String, bool); 4] = [
+        ("rollout status", format!("/api/v1/rollouts/{id}"), true),
+        ("one device", "/api/v1/devices/sim-sim-0".into(), true),
+        ("device list", "/api/v1/devices".into(), true),
+        ("/metrics scrape", "/metrics".into(), false),
+    ];
+    while steady.elapsed() < Duration::from_secs(60 * minutes) {
+        let round = Instant::now();
+        for (name, path, authed) in &asks {
+            let t = Instant::now();
+            if *authed {
+                let (status, _): (u16, Value) = fleet.server.call("GET", path, Some(&admin), None);
+                assert_eq!(status, 200, "{path}");
+            } else {
+                let _ = fleet.server.metrics_text();
+            }
+            timings
+                .entry(name)
+                .or_default()
+                .push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(round.elapsed()));
+    }
+    let seconds = steady.elapsed().as_secs_f64();
+    let cores = (cpu_seconds(server_pid) - cpu_before) / seconds;
+    let db_growth = database_bytes(tmp.path()).saturating_sub(db_before) as f64;
+    let per_device_day = db_growth / devices as f64 / seconds * 86_400.0;
+
+    Command::new("kill")
+        .args(["-INT", &sim.id().to_string()])
+        .status()
+        .unwrap();
+    sim.wait().unwrap();
+    let mut out = String::new();
+    sim.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let summary: Value = serde_json::from_str(&out).unwrap_or(json!({"unreadable": out}));
+
+    println!("devices: {devices} (one MQTT connection each, embedded broker, SQLite)");
+    println!(
+        "enrolled and connected in {:.1} s (enrollment {:.1} s, connect storm {:.1} s)",
+        enrolled_and_connected.as_secs_f64(),
+        summary["enroll_seconds"].as_f64().unwrap_or(f64::NAN),
+        summary["connect_storm_seconds"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+    );
+    println!(
+        "server RSS: {rss_empty:.1} MiB empty, {rss_connected:.1} MiB with the fleet connected \
+         ({:.1} KiB per device)",
+        (rss_connected - rss_empty) * 1024.0 / devices as f64
+    );
+    println!("rollout create -> completed (one wave, no bake): {rollout_seconds:.1} s");
+    println!(
+        "telemetry at 60 s windows for {seconds:.0} s: server CPU {cores:.2} cores; database grew \
+         {:.1} MiB = {:.0} kB per device-day",
+        db_growth / 1_048_576.0,
+        per_device_day / 1e3
+    );
+    for (name, mut ms) in timings {
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "{name}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} asks)",
+            percentile(&ms, 0.5),
+            percentile(&ms, 0.99),
+            ms.last().copied().unwrap_or(f64::NAN),
+            ms.len()
+        );
+    }
+    println!("simulator: {summary}");
+}
