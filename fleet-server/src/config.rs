@@ -39,6 +39,8 @@ pub struct Config {
     pub artifacts: ArtifactsConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// What the registry's stages mean for rollouts (`[registry]`; see docs/SERVER.md).
     #[serde(default)]
     pub registry: edgefleet_rollout::StageRules,
@@ -112,6 +114,43 @@ impl Default for TelemetryConfig {
             decay_min_labelled: 200,
         }
     }
+}
+
+/// The Prometheus endpoint, `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A file holding the token a scraper must send (`Authorization: Bearer <token>`, Prometheus'
+    /// `authorization.credentials_file`); at least 16 characters. Default: none, `/metrics` is
+    /// public (it shows counts and model figures, no device names).
+    pub token_file: Option<PathBuf>,
+    /// The fleet's figures in `/metrics` (devices online, each version's telemetry over the last
+    /// five minutes) are computed at most this often; scrapes in between get the last ones, so
+    /// scraping often (or many scrapers) costs the store nothing more. Default 15.
+    pub refresh_seconds: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            token_file: None,
+            refresh_seconds: 15,
+        }
+    }
+}
+
+/// The scrape token in `metrics.token_file`, or why that file cannot be one.
+pub fn read_metrics_token(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("metrics.token_file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.len() < 16 || token.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "metrics.token_file {} must hold one token of at least 16 characters (e.g. `openssl rand -hex 32`)",
+            path.display()
+        ));
+    }
+    Ok(token.to_owned())
 }
 
 /// Where uploaded model artifacts live.
@@ -370,6 +409,14 @@ impl Config {
 
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if !(1..=3_600).contains(&self.metrics.refresh_seconds) {
+            problems.push("metrics.refresh_seconds must be 1 to 3600".into());
+        }
+        if let Some(path) = &self.metrics.token_file
+            && let Err(problem) = read_metrics_token(path)
+        {
+            problems.push(problem);
+        }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {

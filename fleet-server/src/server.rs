@@ -39,6 +39,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{path}: {detail}")]
+    MetricsToken { path: PathBuf, detail: String },
     #[error("a secret could not be generated")]
     Random(#[from] auth::RandomError),
 }
@@ -240,8 +242,19 @@ pub async fn start_with_clock(
             addr: config.listen,
             source,
         })?;
+    let metrics_token = match &config.metrics.token_file {
+        Some(path) => Some(crate::config::read_metrics_token(path).map_err(|detail| {
+            StartError::MetricsToken {
+                path: path.clone(),
+                detail,
+            }
+        })?),
+        None => None,
+    };
     let state = Arc::new(Shared {
         device_mqtt_url: config.device_mqtt_url(),
+        metrics_token,
+        fleet_figures_at: tokio::sync::Mutex::new(None),
         config,
         store,
         blobs,

@@ -37,6 +37,11 @@ pub struct Shared {
     pub clock: Arc<dyn edgefleet_clock::Clock>,
     /// The signed baselines fleet input drift is judged against, read once per release.
     pub baselines: crate::baselines::BaselineCache,
+    /// The token `/metrics` asks for (`metrics.token_file`), if any.
+    pub metrics_token: Option<String>,
+    /// When the fleet's figures in `/metrics` were last computed (unix seconds); held while they
+    /// are, so that scrapes arriving meanwhile wait and share the result.
+    pub fleet_figures_at: tokio::sync::Mutex<Option<i64>>,
     /// Cancelled at shutdown: every background task of the server watches it and stops.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

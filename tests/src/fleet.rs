@@ -68,11 +68,17 @@ impl ServerProcess {
                 format!("url = \"{url}\"\npassword = \"{password}\"{ca}")
             }
         };
+        // Tests read the fleet's figures right after acting; the default caches them 15 s.
+        let metrics = if extra.contains("[metrics]") {
+            ""
+        } else {
+            "[metrics]\nrefresh_seconds = 1\n"
+        };
         let config = dir.join("server.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{http_port}\"\ndata_dir = \"{}\"\n[mqtt]\n{mqtt}\n{extra}",
+                "listen = \"127.0.0.1:{http_port}\"\ndata_dir = \"{}\"\n{metrics}[mqtt]\n{mqtt}\n{extra}",
                 dir.join("data").display()
             ),
         )

@@ -1605,3 +1605,61 @@ fn slow_connections_cannot_starve_the_server() {
     assert!(rss_growth < 200.0, "server RSS grew {rss_growth:.1} MiB");
     assert_eq!(answer("/healthz", None).0, 200);
 }
+
+/// `/metrics` behind `metrics.token_file`, and the fleet's figures computed at most once per
+/// `metrics.refresh_seconds` however often it is scraped.
+#[test]
+fn metrics_can_require_a_scrape_token_and_serve_cached_fleet_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("scrape.token");
+    let scrape = "scrape-0123456789abcdef";
+    std::fs::write(&token_file, format!("{scrape}\n")).unwrap();
+    let server = ServerProcess::start_with(
+        &tmp.path().join("server"),
+        Broker::Embedded,
+        &format!(
+            "[metrics]\ntoken_file = \"{}\"\nrefresh_seconds = 3600\n",
+            token_file.display()
+        ),
+    );
+    let admin = server.admin_token();
+    for given in [None, Some("wrong-token-0123456789"), Some(admin.as_str())] {
+        let (status, _, body) = get(&server, "/metrics", given, &[]);
+        assert_eq!(status, 401, "{given:?}: {}", String::from_utf8_lossy(&body));
+    }
+    let devices = |server: &ServerProcess| -> f64 {
+        let (status, _, body) = get(server, "/metrics", Some(scrape), &[]);
+        assert_eq!(status, 200);
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("edgefleet_server_devices "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(devices(&server), 0.0);
+    let (status, added) = server.call(
+        "POST",
+        "/api/v1/devices",
+        Some(&admin),
+        Some(&json!({"id": "counted-later"})),
+    );
+    assert_eq!(status, 201, "{added}");
+    // Within the refresh interval the last figures stand; the counters beside them stay live.
+    assert_eq!(devices(&server), 0.0);
+
+    // A token file that cannot be a token stops the server at start, saying why.
+    std::fs::write(&token_file, "short\n").unwrap();
+    let config = tmp.path().join("server").join("server.toml");
+    let out = std::process::Command::new(edgefleet_e2e::binary("fleet-server"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("metrics.token_file"),
+        "{said}"
+    );
+}

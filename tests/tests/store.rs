@@ -191,6 +191,13 @@ async fn reported_state_only_moves_forward_and_events_are_stored_once(store: &dy
         store.device(&dev("d1")).await.unwrap().unwrap().last_seen,
         Some(12)
     );
+    // What /metrics counts without loading the fleet: registered, and heard from since.
+    store
+        .add_device(&new_device("d-silent", "g"), "t2", 100, 0, false)
+        .await
+        .unwrap();
+    assert_eq!(store.device_counts(12).await.unwrap(), (2, 1));
+    assert_eq!(store.device_counts(13).await.unwrap(), (2, 0));
     for (seq, at) in [(1, 5), (2, 7), (3, 6)] {
         let event = event("d1", seq, at);
         assert!(store.record_event(&event).await.unwrap());
@@ -293,7 +300,7 @@ async fn devices_groups_and_tokens(store: &dyn Store) {
         .add_device(&new_device("d2", "g2"), "t2", 100, 0, false)
         .await
         .unwrap();
-    assert_eq!(store.device_count().await.unwrap(), 2);
+    assert_eq!(store.device_counts(0).await.unwrap().0, 2);
     store
         .update_device(
             &dev("d2"),
@@ -1096,7 +1103,7 @@ async fn sqlite_keeps_everything_across_reopening_and_migrates_once() {
             .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.device_count().await.unwrap(), 1);
+    assert_eq!(store.device_counts(0).await.unwrap().0, 1);
 }
 
 #[tokio::test]
@@ -1137,7 +1144,7 @@ async fn postgres_replicas_migrate_once_and_share_state() {
     );
     drop((a, b));
     let reopened = PostgresStore::connect(&url, 1, None).await.unwrap();
-    assert_eq!(reopened.device_count().await.unwrap(), 1);
+    assert_eq!(reopened.device_counts(0).await.unwrap().0, 1);
 }
 
 #[tokio::test]

@@ -21,7 +21,6 @@ use super::devices::ONLINE_SECONDS;
 use super::registry::refresh_known_versions;
 use super::{ApiError, AppState, Principal, openapi, routes};
 use crate::auth::{self, Role, SecretKind};
-use crate::store::DeviceFilter;
 
 pub(super) type ApiResult = Result<Response, ApiError>;
 
@@ -130,17 +129,47 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    refresh_known_versions(&state).await;
-    if let Ok(count) = state.store.device_count().await {
-        state.metrics.devices.set(count as i64);
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &state.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes())
+            .is_err()
+        {
+            return ApiError::unauthorized(
+                "/metrics needs the scrape token of metrics.token_file: `Authorization: Bearer <token>`",
+            )
+            .into_response();
+        }
     }
+    refresh_fleet_figures(&state).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Recomputes the figures `/metrics` shows of the whole fleet, unless they are younger than
+/// `metrics.refresh_seconds`: counters are live, these cost a read of the store, and a scrape
+/// (public by default) must not be a way to make the server read its telemetry in a loop.
+async fn refresh_fleet_figures(state: &AppState) {
+    let mut computed_at = state.fleet_figures_at.lock().await;
     let now = state.clock.unix();
-    if let Ok(devices) = state.store.devices(&DeviceFilter::default()).await {
-        let online = devices
-            .iter()
-            .filter(|d| d.last_seen.is_some_and(|t| now - t <= ONLINE_SECONDS))
-            .count();
+    let refresh = i64::try_from(state.config.metrics.refresh_seconds).unwrap_or(i64::MAX);
+    if computed_at.is_some_and(|t| now - t < refresh && now >= t) {
+        return;
+    }
+    refresh_known_versions(state).await;
+    if let Ok((registered, online)) = state.store.device_counts(now - ONLINE_SECONDS).await {
+        state.metrics.devices.set(registered as i64);
         state.metrics.devices_online.set(online as i64);
     }
     if let Ok(stored) = state
@@ -159,14 +188,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 true
             }));
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    *computed_at = Some(now);
 }
 
 pub async fn openapi() -> Response {

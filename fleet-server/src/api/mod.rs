@@ -739,7 +739,9 @@ async fn authorize(
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().map(str::to_owned));
+        .map(|v| v.to_str().map(str::to_owned))
+        // A scrape token is not an Edgefleet token: `/metrics` checks it itself.
+        .filter(|_| !(path == "/metrics" && state.metrics_token.is_some()));
     let (principal, mut response) = match principal(&state, authorization).await {
         Err(e) => (None, e.into_response()),
         Ok(principal) => match permitted(access, &principal) {

@@ -482,7 +482,9 @@ pub trait DeviceStore: Send + Sync {
     ) -> Result<()>;
     async fn device(&self, id: &DeviceId) -> Result<Option<Device>>;
     async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>>;
-    async fn device_count(&self) -> Result<u64>;
+    /// Devices registered, and those heard from at or after `online_since` (unix seconds): two
+    /// counts, not the devices (a scrape must not load the fleet).
+    async fn device_counts(&self, online_since: i64) -> Result<(u64, u64)>;
     async fn update_device(
         &self,
         id: &DeviceId,

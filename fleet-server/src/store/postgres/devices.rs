@@ -142,14 +142,17 @@ impl DeviceStore for PostgresStore {
             .collect())
     }
 
-    async fn device_count(&self) -> Result<u64> {
+    async fn device_counts(&self, online_since: i64) -> Result<(u64, u64)> {
         let row = self
             .client()
             .await?
-            .query_one("SELECT COUNT(*) FROM devices", &[])
+            .query_one(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE last_seen >= $1) FROM devices",
+                &[&online_since],
+            )
             .await
             .map_err(pg)?;
-        Ok(row.get::<_, i64>(0) as u64)
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
     }
 
     async fn update_device(

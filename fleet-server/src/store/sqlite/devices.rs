@@ -138,11 +138,14 @@ impl DeviceStore for SqliteStore {
         .await
     }
 
-    async fn device_count(&self) -> Result<u64> {
-        self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(backend)
+    async fn device_counts(&self, online_since: i64) -> Result<(u64, u64)> {
+        self.with(move |c| {
+            c.query_row(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE last_seen >= ?1) FROM devices",
+                [online_since],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(backend)
         })
         .await
     }
