@@ -29,12 +29,19 @@ fn env_number(name: &str, default: u64) -> u64 {
     })
 }
 
+/// Bytes of the database in use (pages less free pages), as a reader sees it: WAL frames not yet
+/// checkpointed included, file growth in large steps and free pages not.
 fn database_bytes(dir: &std::path::Path) -> u64 {
-    ["fleet.db", "fleet.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join("data").join(f)).ok())
-        .map(|m| m.len())
-        .sum()
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("data").join("fleet.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let pragma = |name: &str| -> u64 {
+        db.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
+    };
+    (pragma("page_count") - pragma("freelist_count")) * pragma("page_size")
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -134,7 +141,7 @@ install_delay_ms = 2000
 
     // Sustained telemetry, with an operator and a Prometheus asking meanwhile.
     let cpu_before = cpu_seconds(server_pid);
-    let db_before = database_bytes(tmp.path());
+    let db_before = database_bytes(&fleet.server.dir);
     let steady = Instant::now();
     let mut timings: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     let asks: [(&str, String, bool); 4] = [
@@ -162,7 +169,7 @@ install_delay_ms = 2000
     }
     let seconds = steady.elapsed().as_secs_f64();
     let cores = (cpu_seconds(server_pid) - cpu_before) / seconds;
-    let db_growth = database_bytes(tmp.path()).saturating_sub(db_before) as f64;
+    let db_growth = database_bytes(&fleet.server.dir).saturating_sub(db_before) as f64;
     let per_device_day = db_growth / devices as f64 / seconds * 86_400.0;
 
     Command::new("kill")
