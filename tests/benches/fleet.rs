@@ -14,12 +14,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::demo::{self, DemoOptions};
-use edgefleet_e2e::fleet::eventually;
+use edgefleet_e2e::sim::SimProcess;
 use edgefleet_e2e::{cpu_seconds, rss_mib};
 use serde_json::{Value, json};
 
@@ -60,10 +58,11 @@ fn main() {
     let admin = fleet.operator.token();
     let token = tmp.path().join("admin.token");
     std::fs::write(&token, &admin).unwrap();
-    let config = tmp.path().join("sim.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let rss_empty = rss_mib(server_pid);
+    let started = Instant::now();
+    let sim = SimProcess::start_connected(
+        tmp.path(),
+        &format!(
             r#"server_url = "{server}"
 admin_token_file = "{token}"
 duration_seconds = {duration}
@@ -84,58 +83,18 @@ install_delay_ms = 2000
             duration = 3_600,
             sources = devices / 10_000 + 1,
         ),
-    )
-    .unwrap();
-    let rss_empty = rss_mib(server_pid);
-    let log = tmp.path().join("sim.log");
-    let started = Instant::now();
-    let mut sim = Command::new(edgefleet_e2e::binary("edgefleet-sim"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    eventually(
-        "every simulated device connected",
         Duration::from_secs(3_600),
-        || {
-            assert!(
-                sim.try_wait().unwrap().is_none(),
-                "the simulator stopped: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.contains("every device connected").then_some(())
-        },
     );
     let enrolled_and_connected = started.elapsed();
     std::thread::sleep(Duration::from_secs(5));
     let rss_connected = rss_mib(server_pid);
 
-    let (status, created) = fleet.server.call(
-        "POST",
-        "/api/v1/rollouts",
-        Some(&admin),
-        Some(
-            &json!({"model": "churn", "version": "2.0.0", "group": "sim", "waves": [100.0],
-                     "bake_seconds": 0, "device_timeout_seconds": 1800}),
-        ),
-    );
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
     let rollout_started = Instant::now();
-    let finished = eventually("the rollout to end", Duration::from_secs(3_600), || {
-        let (_, r) =
-            fleet
-                .server
-                .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
-        matches!(
-            r["state"]["state"].as_str(),
-            Some("completed" | "halted" | "aborted")
-        )
-        .then_some(r)
-    });
+    let id = fleet.create_rollout(&json!({
+        "model": "churn", "version": "2.0.0", "group": "sim", "waves": [100.0],
+        "bake_seconds": 0, "device_timeout_seconds": 1800,
+    }));
+    let finished = fleet.ended_rollout(&id, Duration::from_secs(3_600));
     let rollout_seconds = rollout_started.elapsed().as_secs_f64();
     assert_eq!(finished["state"]["state"], "completed", "{finished:#}");
 
@@ -172,14 +131,7 @@ install_delay_ms = 2000
     let db_growth = database_bytes(&fleet.server.dir).saturating_sub(db_before) as f64;
     let per_device_day = db_growth / devices as f64 / seconds * 86_400.0;
 
-    Command::new("kill")
-        .args(["-INT", &sim.id().to_string()])
-        .status()
-        .unwrap();
-    sim.wait().unwrap();
-    let mut out = String::new();
-    sim.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    let summary: Value = serde_json::from_str(&out).unwrap_or(json!({"unreadable": out}));
+    let summary = sim.stop();
 
     println!("devices: {devices} (one MQTT connection each, embedded broker, SQLite)");
     println!(

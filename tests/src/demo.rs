@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fleet::{Broker, FleetOperator, Mosquitto, ServerProcess, TlsFiles};
+use crate::fleet::{Broker, FleetOperator, Mosquitto, ServerProcess, TlsFiles, eventually};
 use crate::{AgentProcess, binary, free_port, http, run_ok};
 
 #[derive(Debug, Clone)]
@@ -369,6 +369,35 @@ pub fn roll_out_model(demo: &Demo, model: &str, version: &str, waves: &[f64], ba
         }
         assert!(Instant::now() < deadline, "rollout {id} did not end: {r}");
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+impl Demo {
+    /// Creates a rollout from `body` as the admin; returns its id.
+    pub fn create_rollout(&self, body: &Value) -> String {
+        let (status, created) = self.server.call(
+            "POST",
+            "/api/v1/rollouts",
+            Some(&self.operator.token()),
+            Some(body),
+        );
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Rollout `id` as the API shows it, once it has ended (completed, halted or aborted).
+    pub fn ended_rollout(&self, id: &str, within: Duration) -> Value {
+        let admin = self.operator.token();
+        eventually(&format!("rollout {id} to end"), within, || {
+            let (_, r) =
+                self.server
+                    .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+            matches!(
+                r["state"]["state"].as_str(),
+                Some("completed" | "halted" | "aborted")
+            )
+            .then_some(r)
+        })
     }
 }
 

@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod garage;
 pub mod postgres;
 pub mod relay;
+pub mod sim;
 pub mod wrk;
 
 /// Path of a workspace binary in the current profile's target directory; `EDGEFLEET_AGENT_BINARY`

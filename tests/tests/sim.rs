@@ -9,26 +9,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use edgefleet_e2e::demo::{self, Demo, DemoOptions};
 use edgefleet_e2e::fleet::eventually;
 use edgefleet_e2e::one_fleet_at_a_time;
+use edgefleet_e2e::sim::SimProcess;
 use serde_json::{Value, json};
 
 const CLEAN: u32 = 1_000;
 const DRIFTING: u32 = 1_000;
 
-fn sim_config(dir: &std::path::Path, fleet: &Demo) -> std::path::PathBuf {
+fn sim_config(dir: &std::path::Path, fleet: &Demo) -> String {
     let token = dir.join("admin.token");
     std::fs::write(&token, fleet.operator.token()).unwrap();
-    let config = dir.join("sim.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"server_url = "{server}"
+    format!(
+        r#"server_url = "{server}"
 admin_token_file = "{token}"
 id_prefix = "sim"
 duration_seconds = 600
@@ -55,45 +51,20 @@ install_delay_ms = 1500
 install_failure_ratio = 0.04
 drift = {{ features = ["monthly_charges"], strength = 0.3 }}
 "#,
-            server = fleet.server.base_url(),
-            token = token.display(),
-        ),
+        server = fleet.server.base_url(),
+        token = token.display(),
     )
-    .unwrap();
-    config
 }
 
 fn rollout(fleet: &Demo, group: &str) -> Value {
-    let admin = fleet.operator.token();
-    let (status, created) = fleet.server.call(
-        "POST",
-        "/api/v1/rollouts",
-        Some(&admin),
-        Some(&json!({
-            "model": "churn", "version": "2.0.0", "group": group, "waves": [5.0, 100.0],
-            "bake_seconds": 6, "device_timeout_seconds": 120, "max_failure_ratio": 0.2,
-            "rollback_on_halt": false,
-            "model_gates": {"min_requests": 2000, "max_input_drift_psi": 0.25,
-                            "max_error_rate_increase": 0.01},
-        })),
-    );
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    eventually(
-        &format!("the rollout to {group} to end"),
-        Duration::from_secs(300),
-        || {
-            let (_, r) =
-                fleet
-                    .server
-                    .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
-            matches!(
-                r["state"]["state"].as_str(),
-                Some("completed" | "halted" | "aborted")
-            )
-            .then_some(r)
-        },
-    )
+    let id = fleet.create_rollout(&json!({
+        "model": "churn", "version": "2.0.0", "group": group, "waves": [5.0, 100.0],
+        "bake_seconds": 6, "device_timeout_seconds": 120, "max_failure_ratio": 0.2,
+        "rollback_on_halt": false,
+        "model_gates": {"min_requests": 2000, "max_input_drift_psi": 0.25,
+                        "max_error_rate_increase": 0.01},
+    }));
+    fleet.ended_rollout(&id, Duration::from_secs(300))
 }
 
 fn stored(fleet: &Demo, channel: &str) -> f64 {
@@ -108,26 +79,10 @@ fn two_thousand_simulated_devices_halt_the_drifting_rollout_and_complete_the_cle
     let _serial = one_fleet_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let fleet = demo::set_up(tmp.path(), &DemoOptions::embedded(0));
-    let config = sim_config(tmp.path(), &fleet);
-    let log = tmp.path().join("sim.log");
-    let mut sim = Command::new(edgefleet_e2e::binary("edgefleet-sim"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    eventually(
-        "every simulated device connected",
+    let sim = SimProcess::start_connected(
+        tmp.path(),
+        &sim_config(tmp.path(), &fleet),
         Duration::from_secs(180),
-        || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                !text.contains("ERROR") && sim.try_wait().unwrap().is_none(),
-                "the simulator stopped: {text}"
-            );
-            text.contains("every device connected").then_some(())
-        },
     );
 
     let drifting = rollout(&fleet, "drifting");
@@ -177,20 +132,7 @@ fn two_thousand_simulated_devices_halt_the_drifting_rollout_and_complete_the_cle
         "{failed:#?}"
     );
 
-    // Stop the simulator as an operator would; it drains, disconnects and sums up.
-    Command::new("kill")
-        .args(["-INT", &sim.id().to_string()])
-        .status()
-        .unwrap();
-    let status = sim.wait().unwrap();
-    let mut out = String::new();
-    sim.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    assert!(
-        status.success(),
-        "{out}\n{}",
-        std::fs::read_to_string(&log).unwrap()
-    );
-    let summary: Value = serde_json::from_str(&out).unwrap();
+    let summary = sim.stop();
     eprintln!("the simulator's summary: {summary:#}");
     assert_eq!(summary["devices"], CLEAN + DRIFTING, "{summary:#}");
     assert_eq!(summary["unacked"], 0, "{summary:#}");

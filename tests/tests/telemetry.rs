@@ -59,32 +59,11 @@ fn predict_urls(demo: &Demo) -> Vec<String> {
 
 /// Starts a rollout with model gates and waits for it to end; returns it as the API shows it.
 fn gated_rollout(demo: &Demo, version: &str, waves: &[f64], gates: Value) -> Value {
-    let admin = demo.operator.token();
-    let (status, created) = demo.server.call(
-        "POST",
-        "/api/v1/rollouts",
-        Some(&admin),
-        Some(&json!({
-            "model": "churn", "version": version, "group": "demo", "waves": waves,
-            "bake_seconds": 4, "device_timeout_seconds": 120, "model_gates": gates,
-        })),
-    );
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    eventually(
-        &format!("rollout of {version} to end"),
-        Duration::from_secs(240),
-        || {
-            let (_, r) =
-                demo.server
-                    .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
-            matches!(
-                r["state"]["state"].as_str(),
-                Some("completed" | "halted" | "aborted")
-            )
-            .then_some(r)
-        },
-    )
+    let id = demo.create_rollout(&json!({
+        "model": "churn", "version": version, "group": "demo", "waves": waves,
+        "bake_seconds": 4, "device_timeout_seconds": 120, "model_gates": gates,
+    }));
+    demo.ended_rollout(&id, Duration::from_secs(240))
 }
 
 fn rollout_telemetry(demo: &Demo, id: &str) -> Value {
