@@ -61,7 +61,11 @@ pub struct Summary {
     pub connections: u64,
     pub refused_connections: u64,
     pub connection_errors: u64,
+    /// Desired-state messages that arrived (replays and retained copies included).
     pub desired_received: u64,
+    /// Of those, the ones with a new revision the device acted on.
+    pub desired_acted_on: u64,
+    /// Of those, the ones the device could not read (not a signed statement, another device's).
     pub desired_not_acted_on: u64,
     pub installs_committed: u64,
     pub installs_rejected: u64,
@@ -228,6 +232,7 @@ pub async fn run(config: SimConfig, stop: CancellationToken) -> Result<Summary, 
         refused_connections: load(&tally.refused),
         connection_errors: load(&tally.connection_errors),
         desired_received: load(&tally.desired_received),
+        desired_acted_on: counts.desired,
         desired_not_acted_on: load(&tally.desired_errors),
         installs_committed: counts.committed,
         installs_rejected: counts.rejected,
