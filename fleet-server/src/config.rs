@@ -173,6 +173,9 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// PostgreSQL connections per server process. Default 16.
     pub pool_size: usize,
+    /// SQLite: read-only connections beside the single writer, so reads (device authentication,
+    /// operator lists, gates) neither wait for writes nor hold them up. Default 4.
+    pub sqlite_readers: usize,
     /// PEM of the CA that signed PostgreSQL's certificate, beside the system's roots (e.g. the
     /// RDS bundle).
     pub ca_file: Option<PathBuf>,
@@ -183,6 +186,7 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             pool_size: 16,
+            sqlite_readers: 4,
             ca_file: None,
         }
     }
@@ -516,6 +520,9 @@ impl Config {
         if !(1..=1024).contains(&self.database.pool_size) {
             problems.push("database.pool_size must be 1 to 1024".into());
         }
+        if !(1..=64).contains(&self.database.sqlite_readers) {
+            problems.push("database.sqlite_readers must be 1 to 64".into());
+        }
         if !(1..=3650).contains(&self.telemetry.retention_days) {
             problems.push("telemetry.retention_days must be 1 to 3650".into());
         }
@@ -714,6 +721,9 @@ mod tests {
             Database::Sqlite(PathBuf::from("/srv/fleet/fleet.db"))
         );
         assert_eq!(c.database.pool_size, 16);
+        assert_eq!(c.database.sqlite_readers, 4);
+        let refused = load("[database]\nsqlite_readers = 0", &[]).unwrap_err();
+        assert!(refused.to_string().contains("sqlite_readers"), "{refused}");
         let c = load(
             "",
             &[(

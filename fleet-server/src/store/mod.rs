@@ -237,7 +237,10 @@ pub async fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn S
                     StoreError::Backend(format!("cannot create {}: {e}", parent.display()))
                 })?;
             }
-            Ok(std::sync::Arc::new(sqlite::SqliteStore::open(&path)?))
+            Ok(std::sync::Arc::new(sqlite::SqliteStore::open_with_readers(
+                &path,
+                config.database.sqlite_readers,
+            )?))
         }
         Database::Postgres(url) => Ok(std::sync::Arc::new(
             postgres::PostgresStore::connect(

@@ -106,7 +106,7 @@ impl AlertStore for SqliteStore {
         let state = filter.state.map(|s| s.as_str());
         let (all, limit) = (filter.all, i64::from(filter.limit()));
         let rows = self
-            .with(move |c| {
+            .read(move |c| {
                 let mut statement = c
                     .prepare(&format!(
                         "SELECT {COLUMNS} FROM alerts
@@ -148,7 +148,7 @@ impl SqliteStore {
         args: Vec<rusqlite::types::Value>,
     ) -> Result<Vec<Alert>> {
         let rows = self
-            .with(move |c| {
+            .read(move |c| {
                 let mut statement = c.prepare(&sql).map_err(backend)?;
                 let rows = statement
                     .query_map(rusqlite::params_from_iter(args), |r| {

@@ -48,7 +48,7 @@ impl AuditStore for SqliteStore {
 
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
         let filter = filter.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             let mut statement = c
                 .prepare(
                     "SELECT seq, body FROM audit
@@ -80,7 +80,7 @@ impl AuditStore for SqliteStore {
     }
 
     async fn audit_chain(&self) -> Result<Vec<AuditEntry>> {
-        self.with(move |c| {
+        self.read(move |c| {
             let mut statement = c
                 .prepare("SELECT seq, body FROM audit ORDER BY seq")
                 .map_err(backend)?;

@@ -89,7 +89,7 @@ impl DeviceStore for SqliteStore {
 
     async fn device_public_key(&self, id: &DeviceId) -> Result<Option<String>> {
         let id = id.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             c.query_row(
                 "SELECT public_key FROM devices WHERE id = ?1",
                 params![id.as_str()],
@@ -104,7 +104,7 @@ impl DeviceStore for SqliteStore {
 
     async fn device(&self, id: &DeviceId) -> Result<Option<Device>> {
         let id = id.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             c.query_row(
                 &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"),
                 params![id.as_str()],
@@ -118,7 +118,7 @@ impl DeviceStore for SqliteStore {
 
     async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>> {
         let filter = filter.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             let mut stmt = c
                 .prepare(&format!(
                     "SELECT {DEVICE_COLUMNS} FROM devices
@@ -139,7 +139,7 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn device_counts(&self, online_since: i64) -> Result<(u64, u64)> {
-        self.with(move |c| {
+        self.read(move |c| {
             c.query_row(
                 "SELECT COUNT(*), COUNT(*) FILTER (WHERE last_seen >= ?1) FROM devices",
                 [online_since],
@@ -194,7 +194,7 @@ impl DeviceStore for SqliteStore {
 
     async fn device_by_credential(&self, hash: &str) -> Result<Option<DeviceId>> {
         let hash = hash.to_owned();
-        self.with(move |c| {
+        self.read(move |c| {
             let id: Option<String> = c
                 .query_row(
                     "SELECT id FROM devices WHERE credential_hash = ?1",
@@ -209,7 +209,7 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn mqtt_credentials(&self) -> Result<Vec<(DeviceId, String)>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c
                 .prepare(
                     "SELECT id, mosquitto_hash FROM devices WHERE mosquitto_hash IS NOT NULL ORDER BY id",
@@ -228,7 +228,7 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn groups(&self) -> Result<BTreeMap<String, u64>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c
                 .prepare("SELECT grp, COUNT(*) FROM devices GROUP BY grp ORDER BY grp")
                 .map_err(backend)?;

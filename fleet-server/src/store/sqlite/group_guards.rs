@@ -36,7 +36,7 @@ impl GroupGuardStore for SqliteStore {
 
     async fn group_guards(&self) -> Result<Vec<GroupGuard>> {
         let bodies = self
-            .with(|c| {
+            .read(|c| {
                 let mut statement = c
                     .prepare_cached("SELECT body FROM group_guards ORDER BY grp, model")
                     .map_err(backend)?;

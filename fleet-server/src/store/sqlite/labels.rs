@@ -34,7 +34,7 @@ impl LabelStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<(u64, String, String)>> {
         let device = device.to_string();
-        self.with(move |c| {
+        self.read(move |c| {
             let mut statement = c
                 .prepare_cached(
                     "SELECT id, model, body FROM labels WHERE device = ?1 AND id > ?2

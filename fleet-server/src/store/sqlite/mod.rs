@@ -1,11 +1,13 @@
-//! The default store: one SQLite file in WAL mode. Calls run on tokio's blocking pool behind one
-//! connection; a pilot fleet's write rate is far below what that serialises (see BENCHMARKS.md).
+//! The default store: one SQLite file in WAL mode. Writes run on tokio's blocking pool behind one
+//! connection (SQLite takes one writer at a time anyway); reads go to a few read-only connections
+//! beside it ([`readers`]), so they neither wait for writes nor hold them up.
 
 mod alerts;
 mod audit;
 mod devices;
 mod group_guards;
 mod labels;
+mod readers;
 mod registry;
 mod rollouts;
 mod samples;
@@ -31,7 +33,11 @@ use edgefleet_protocol::message::{Desired, MetricsBatch, Reported};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<readers::Readers>,
 }
+
+/// Read-only connections opened beside the writer unless the configuration says otherwise.
+pub const DEFAULT_READERS: usize = 4;
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -42,8 +48,14 @@ fn role_of(text: &str) -> Result<Role> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Opens (creating if needed) the database at `path`, applies pending migrations and opens
+    /// [`DEFAULT_READERS`] read connections.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_readers(path, DEFAULT_READERS)
+    }
+
+    /// As [`SqliteStore::open`], with `readers` read-only connections beside the writer.
+    pub fn open_with_readers(path: &Path, readers: usize) -> Result<Self> {
         let mut conn = Connection::open(path)
             .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -57,7 +69,16 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers::Readers::open(path, readers)?),
         })
+    }
+
+    /// Runs a query that changes nothing on a read connection.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.readers.run(f).await
     }
 
     async fn with<T: Send + 'static>(
@@ -152,6 +173,8 @@ fn tags_json(tags: &BTreeMap<String, String>) -> Result<String> {
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await?;
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
             .await
     }
 }

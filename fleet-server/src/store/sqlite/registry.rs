@@ -32,7 +32,7 @@ impl RegistryStore for SqliteStore {
     }
 
     async fn releases(&self) -> Result<Vec<Release>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c
                 .prepare(
                     "SELECT target, model, version, sequence, sha256, length, stage, pushed_by, pushed_at
@@ -68,7 +68,7 @@ impl RegistryStore for SqliteStore {
 
     async fn tuf_file(&self, file: &str) -> Result<Option<String>> {
         let file = file.to_owned();
-        self.with(move |c| {
+        self.read(move |c| {
             c.query_row(
                 "SELECT body FROM tuf_metadata WHERE file = ?1",
                 params![file],

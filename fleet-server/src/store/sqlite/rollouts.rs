@@ -54,7 +54,7 @@ impl RolloutStore for SqliteStore {
 
     async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>> {
         let id = id.to_owned();
-        self.with(move |c| {
+        self.read(move |c| {
             let body: Option<String> = c
                 .query_row(
                     "SELECT body FROM rollouts WHERE id = ?1",
@@ -69,7 +69,7 @@ impl RolloutStore for SqliteStore {
     }
 
     async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>> {
-        self.with(move |c| {
+        self.read(move |c| {
             let mut stmt = c
                 .prepare(
                     "SELECT body FROM rollouts WHERE (?1 = 0 OR active = 1)
@@ -91,7 +91,7 @@ impl RolloutStore for SqliteStore {
         target: Option<&str>,
     ) -> Result<Vec<crate::rollout::ReleaseRecord>> {
         let target = target.map(str::to_owned);
-        self.with(move |c| {
+        self.read(move |c| {
             let mut stmt = c
                 .prepare(
                     "SELECT record FROM rollouts
@@ -141,7 +141,7 @@ impl RolloutStore for SqliteStore {
 
     async fn expired_leases(&self, prefix: &str, now_ms: i64) -> Result<Vec<String>> {
         let pattern = format!("{prefix}%");
-        self.with(move |c| {
+        self.read(move |c| {
             let mut statement = c
                 .prepare("SELECT name FROM leases WHERE name LIKE ?1 AND expires_at <= ?2")
                 .map_err(backend)?;

@@ -102,7 +102,7 @@ impl SampleStore for SqliteStore {
     async fn samples(&self, filter: &SampleFilter) -> Result<Vec<StoredSample>> {
         let f = filter.clone();
         let bodies = self
-            .with(move |c| {
+            .read(move |c| {
                 let mut statement = c
                     .prepare_cached(
                         "SELECT body FROM samples
@@ -132,7 +132,7 @@ impl SampleStore for SqliteStore {
     async fn sample(&self, device: &str, model: &str, id: &str) -> Result<Option<StoredSample>> {
         let key = (device.to_owned(), model.to_owned(), id.to_owned());
         let body = self
-            .with(move |c| {
+            .read(move |c| {
                 c.query_row(
                     "SELECT body FROM samples WHERE device = ?1 AND model = ?2 AND id = ?3",
                     params![key.0, key.1, key.2],

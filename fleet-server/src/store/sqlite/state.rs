@@ -48,7 +48,7 @@ impl StateStore for SqliteStore {
 
     async fn events(&self, id: Option<&DeviceId>, limit: u32) -> Result<Vec<StoredEvent>> {
         let id = id.map(|d| d.as_str().to_owned());
-        self.with(move |c| {
+        self.read(move |c| {
             let mut stmt = c
                 .prepare(
                     "SELECT device, seq, at, message FROM events WHERE (?1 IS NULL OR device = ?1)
@@ -106,7 +106,7 @@ impl StateStore for SqliteStore {
 
     async fn metrics(&self, id: Option<&DeviceId>, since: i64) -> Result<Vec<StoredMetrics>> {
         let id = id.map(|d| d.as_str().to_owned());
-        self.with(move |c| {
+        self.read(move |c| {
             let mut stmt = c
                 .prepare(
                     "SELECT device, seq, received, batch FROM metrics_batches
@@ -194,7 +194,7 @@ impl StateStore for SqliteStore {
     }
 
     async fn all_desired(&self) -> Result<Vec<Desired>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c
                 .prepare("SELECT id, desired FROM devices WHERE desired IS NOT NULL ORDER BY id")
                 .map_err(backend)?;
@@ -214,7 +214,7 @@ impl StateStore for SqliteStore {
     async fn is_assigned(&self, id: &DeviceId, target: &str) -> Result<bool> {
         let id = id.clone();
         let target = target.to_owned();
-        self.with(move |c| {
+        self.read(move |c| {
             c.query_row(
                 "SELECT 1 FROM assignments WHERE device = ?1 AND target = ?2",
                 params![id.as_str(), target],

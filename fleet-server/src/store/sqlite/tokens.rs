@@ -26,7 +26,7 @@ impl TokenStore for SqliteStore {
 
     async fn operator_by_hash(&self, hash: &str) -> Result<Option<OperatorToken>> {
         let hash = hash.to_owned();
-        self.with(move |c| {
+        self.read(move |c| {
             let row = c
                 .query_row(
                     "SELECT id, name, role, created_at FROM operator_tokens
@@ -57,7 +57,7 @@ impl TokenStore for SqliteStore {
     }
 
     async fn operator_tokens(&self) -> Result<Vec<OperatorToken>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut stmt = c
                 .prepare(
                     "SELECT id, name, role, created_at FROM operator_tokens
