@@ -24,7 +24,7 @@ impl AlertStore for SqliteStore {
     async fn insert_alert(&self, alert: &Alert) -> Result<i64> {
         let body = encode_stored("an alert", alert)?;
         let alert = alert.clone();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO alerts (fingerprint, state, updated_at, action_due, notify_due, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -46,7 +46,7 @@ impl AlertStore for SqliteStore {
     async fn update_alert(&self, alert: &Alert) -> Result<()> {
         let body = encode_stored("an alert", alert)?;
         let alert = alert.clone();
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE alerts SET state = ?2, updated_at = ?3, action_due = ?4,

@@ -13,9 +13,9 @@ fn chain_entry(seq: i64, body: &str) -> AuditEntry {
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, record: AuditRecord) -> Result<AuditEntry> {
-        self.with(move |c| {
+        self.write(move |c| {
             // One connection serialises appends; the transaction keeps read and write together.
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             let last: Option<(i64, String)> = tx
                 .query_row(
                     "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -98,7 +98,7 @@ impl AuditStore for SqliteStore {
     }
 
     async fn prune_audit(&self, before: i64) -> Result<u64> {
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute("DELETE FROM audit WHERE at < ?1", params![before])
                 .map_err(backend)?;

@@ -15,7 +15,7 @@ impl DeviceStore for SqliteStore {
     ) -> Result<()> {
         let device = device.clone();
         let hash = enrollment_hash.to_owned();
-        self.with(move |c| {
+        self.write(move |c| {
             let tags = tags_json(&device.tags)?;
             let existing: Option<Option<i64>> = c
                 .query_row(
@@ -63,8 +63,8 @@ impl DeviceStore for SqliteStore {
             mosquitto_hash.to_owned(),
         );
         let public_key = public_key.map(str::to_owned);
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+        self.write(move |c| {
+            let tx = c.savepoint().map_err(backend)?;
             let row: Option<(Option<String>, Option<i64>, Option<i64>)> = tx
                 .query_row(
                     "SELECT enrollment_hash, enrollment_expires_at, enrolled_at FROM devices WHERE id = ?1",
@@ -159,7 +159,7 @@ impl DeviceStore for SqliteStore {
         let id = id.clone();
         let group = group.map(str::to_owned);
         let tags = tags.map(tags_json).transpose()?;
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE devices SET grp = COALESCE(?2, grp), tags = COALESCE(?3, tags) WHERE id = ?1",
@@ -178,7 +178,7 @@ impl DeviceStore for SqliteStore {
 
     async fn remove_device(&self, id: &DeviceId) -> Result<()> {
         let id = id.clone();
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute("DELETE FROM devices WHERE id = ?1", params![id.as_str()])
                 .map_err(backend)?;

@@ -9,7 +9,7 @@ impl GroupGuardStore for SqliteStore {
     async fn set_group_guard(&self, guard: &GroupGuard) -> Result<()> {
         let body = encode_stored("a group's guard policy", guard)?;
         let (group, model) = (guard.group.clone(), guard.model.clone());
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO group_guards (grp, model, body) VALUES (?1, ?2, ?3)
                  ON CONFLICT (grp, model) DO UPDATE SET body = excluded.body",
@@ -23,7 +23,7 @@ impl GroupGuardStore for SqliteStore {
 
     async fn clear_group_guard(&self, group: &str, model: &str) -> Result<bool> {
         let (group, model) = (group.to_owned(), model.to_owned());
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "DELETE FROM group_guards WHERE grp = ?1 AND model = ?2",
                 params![group, model],

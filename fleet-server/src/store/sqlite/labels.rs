@@ -7,8 +7,8 @@ use crate::store::LabelStore;
 impl LabelStore for SqliteStore {
     async fn add_labels(&self, labels: &[(String, String, String)], now: i64) -> Result<u64> {
         let labels = labels.to_vec();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+        self.write(move |c| {
+            let tx = c.savepoint().map_err(backend)?;
             {
                 let mut insert = tx
                     .prepare_cached(
@@ -58,7 +58,7 @@ impl LabelStore for SqliteStore {
 
     async fn ack_labels(&self, device: &DeviceId, through: u64) -> Result<u64> {
         let device = device.to_string();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "DELETE FROM labels WHERE device = ?1 AND id <= ?2",
                 params![device, i64::try_from(through).unwrap_or(i64::MAX)],
@@ -70,7 +70,7 @@ impl LabelStore for SqliteStore {
     }
 
     async fn prune_labels(&self, before: i64) -> Result<u64> {
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute("DELETE FROM labels WHERE received_at < ?1", params![before])
                 .map(|n| n as u64)
                 .map_err(backend)

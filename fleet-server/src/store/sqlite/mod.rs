@@ -1,6 +1,7 @@
-//! The default store: one SQLite file in WAL mode. Writes run on tokio's blocking pool behind one
-//! connection (SQLite takes one writer at a time anyway); reads go to a few read-only connections
-//! beside it ([`readers`]), so they neither wait for writes nor hold them up.
+//! The default store: one SQLite file in WAL mode. Writes go to one writer thread, which commits
+//! the writes waiting at a time together ([`writer`]: SQLite takes one writer at a time anyway);
+//! reads go to a few read-only connections beside it ([`readers`]), so they neither wait for
+//! writes nor hold them up.
 
 mod alerts;
 mod audit;
@@ -13,10 +14,11 @@ mod rollouts;
 mod samples;
 mod state;
 mod tokens;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use edgefleet_protocol::DeviceId;
@@ -32,7 +34,7 @@ use edgefleet_protocol::message::{Desired, MetricsBatch, Reported};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    writer: writer::Writer,
     readers: Arc<readers::Readers>,
 }
 
@@ -68,8 +70,8 @@ impl SqliteStore {
             .map_err(backend)?;
         migrate(&mut conn)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(readers::Readers::open(path, readers)?),
+            writer: writer::Writer::start(conn)?,
         })
     }
 
@@ -81,19 +83,12 @@ impl SqliteStore {
         self.readers.run(f).await
     }
 
-    async fn with<T: Send + 'static>(
+    /// Runs a write on the writer thread; answers once its transaction has committed.
+    async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| backend("a database call panicked earlier"))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(backend)?
+        self.writer.run(f).await
     }
 }
 
@@ -172,7 +167,7 @@ fn tags_json(tags: &BTreeMap<String, String>) -> Result<String> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+        self.write(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
             .await?;
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
             .await

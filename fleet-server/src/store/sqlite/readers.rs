@@ -56,7 +56,10 @@ impl Readers {
         let readers = self.clone();
         tokio::task::spawn_blocking(move || {
             let lent = Lent::take(&readers)?;
-            let result = f(lent.conn.as_ref().expect("held until drop"));
+            let result = match &lent.conn {
+                Some(conn) => f(conn),
+                None => Err(backend("a lent read connection went missing")),
+            };
             drop(lent);
             drop(permit);
             result
@@ -117,15 +120,27 @@ mod tests {
             .add_device(&new_device("cam-1"), "hash", i64::MAX, 0, false)
             .await
             .unwrap();
-        let writer = store.conn.clone();
-        let held = writer.lock().unwrap();
+        // A write that holds the writer until told to finish.
+        let (finish, wait) = std::sync::mpsc::channel::<()>();
+        let (started, has_started) = tokio::sync::oneshot::channel();
+        let busy = store.clone();
+        let write = tokio::spawn(async move {
+            busy.write(move |_| {
+                let _ = started.send(());
+                let _ = wait.recv();
+                Ok(())
+            })
+            .await
+        });
+        has_started.await.unwrap();
         let id = edgefleet_protocol::DeviceId::new("cam-1").unwrap();
         let found = tokio::time::timeout(Duration::from_secs(10), store.device(&id))
             .await
             .expect("a read waited for the writer")
             .unwrap();
         assert_eq!(found.unwrap().group, "default");
-        drop(held);
+        finish.send(()).unwrap();
+        write.await.unwrap().unwrap();
     }
 
     #[tokio::test]

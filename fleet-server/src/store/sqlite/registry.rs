@@ -7,7 +7,7 @@ use crate::store::RegistryStore;
 impl RegistryStore for SqliteStore {
     async fn record_release(&self, release: &Release) -> Result<()> {
         let r = release.clone();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO releases (target, model, version, sequence, sha256, length, stage, pushed_by, pushed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -49,7 +49,7 @@ impl RegistryStore for SqliteStore {
 
     async fn set_stage(&self, model: &str, version: &str, stage: Stage) -> Result<()> {
         let (model, version) = (model.to_owned(), version.to_owned());
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE releases SET stage = ?3 WHERE model = ?1 AND version = ?2",
@@ -86,8 +86,8 @@ impl RegistryStore for SqliteStore {
         based_on: Option<u64>,
         timestamp_version: u64,
     ) -> Result<()> {
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+        self.write(move |c| {
+            let tx = c.savepoint().map_err(backend)?;
             let claimed = match based_on {
                 None => tx.execute(TUF_CLAIM_SQL_SQLITE[0], params![timestamp_version as i64]),
                 Some(v) => tx.execute(

@@ -19,7 +19,7 @@ impl RolloutStore for SqliteStore {
             next.spec.target.clone(),
         );
         let saved = self
-            .with(move |c| {
+            .write(move |c| {
                 let n = if expected == 0 {
                     c.execute(
                         "INSERT INTO rollouts (id, model, active, created_at, body, revision, target, record)
@@ -114,7 +114,7 @@ impl RolloutStore for SqliteStore {
 
     async fn lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
         let (name, holder) = (name.to_owned(), holder.to_owned());
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     LEASE_SQL_SQLITE,
@@ -128,7 +128,7 @@ impl RolloutStore for SqliteStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         let (name, holder) = (name.to_owned(), holder.to_owned());
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
                 params![name, holder],

@@ -22,8 +22,8 @@ impl SampleStore for SqliteStore {
         bounds: ReviewBounds,
     ) -> Result<SamplesAdded> {
         let mut samples = samples.to_vec();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+        self.write(move |c| {
+            let tx = c.savepoint().map_err(backend)?;
             let mut added = SamplesAdded::default();
             let mut open: Counts<String, u64> = Counts::new();
             let mut open_of_device: Counts<(String, String), u64> = Counts::new();
@@ -148,7 +148,7 @@ impl SampleStore for SqliteStore {
     async fn close_review(&self, closed: &StoredSample) -> Result<bool> {
         let body = encode_stored("a sample", closed)?;
         let closed = closed.clone();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "UPDATE samples SET review = ?4, body = ?5
                  WHERE device = ?1 AND model = ?2 AND id = ?3 AND review = 'open'",
@@ -167,7 +167,7 @@ impl SampleStore for SqliteStore {
     }
 
     async fn prune_samples(&self, before: i64) -> Result<u64> {
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "DELETE FROM samples WHERE received_at < ?1",
                 params![before],

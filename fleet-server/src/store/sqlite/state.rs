@@ -10,7 +10,7 @@ impl StateStore for SqliteStore {
         let seq = reported.seq;
         let agent_version = reported.agent_version.clone();
         let text = encode_stored("reported state", reported)?;
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE devices SET reported = ?3, reported_seq = ?2, agent_version = ?4,
@@ -27,7 +27,7 @@ impl StateStore for SqliteStore {
     async fn record_event(&self, event: &StoredEvent) -> Result<bool> {
         let event = event.clone();
         let message = encode_stored("event", &event.message)?;
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "INSERT INTO events (device, message_id, seq, at, message) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -85,7 +85,7 @@ impl StateStore for SqliteStore {
         let id = batch.device.clone();
         let seq = batch.seq;
         let text = encode_stored("metrics batch", batch)?;
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "INSERT INTO metrics_batches (device, seq, at, received, batch)
@@ -137,7 +137,7 @@ impl StateStore for SqliteStore {
     }
 
     async fn prune_metrics(&self, before: i64) -> Result<u64> {
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute("DELETE FROM metrics_batches WHERE at < ?1", params![before])
                 .map_err(backend)?;
@@ -148,7 +148,7 @@ impl StateStore for SqliteStore {
 
     async fn touch(&self, id: &DeviceId, at: i64) -> Result<()> {
         let id = id.clone();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?2) WHERE id = ?1",
                 params![id.as_str(), at],
@@ -164,8 +164,8 @@ impl StateStore for SqliteStore {
         let revision = desired.revision;
         let text = encode_stored("desired state", desired)?;
         let targets: Vec<String> = desired.targets().map(str::to_owned).collect();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+        self.write(move |c| {
+            let tx = c.savepoint().map_err(backend)?;
             let n = tx
                 .execute(
                     "UPDATE devices SET desired = ?3, desired_revision = ?2

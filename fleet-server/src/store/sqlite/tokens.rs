@@ -13,7 +13,7 @@ impl TokenStore for SqliteStore {
         now: i64,
     ) -> Result<i64> {
         let (name, hash) = (name.to_owned(), hash.to_owned());
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO operator_tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![name, role.as_str(), hash, now],
@@ -91,7 +91,7 @@ impl TokenStore for SqliteStore {
     }
 
     async fn revoke_operator_token(&self, id: i64, now: i64) -> Result<()> {
-        self.with(move |c| {
+        self.write(move |c| {
             let n = c
                 .execute(
                     "UPDATE operator_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
