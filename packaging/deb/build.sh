@@ -110,6 +110,9 @@ if [ -x "$bin_dir/fleet-server" ]; then
   s=$work/fleet-server
   install_binary "$bin_dir/fleet-server" "$s/usr/bin/fleet-server"
   install -D -m 0644 "$root/systemd/fleet-server.service" "$s/lib/systemd/system/fleet-server.service"
+  # Used only when Mosquitto is installed and the server is pointed at it; harmless otherwise.
+  install -D -m 0644 "$root/systemd/mosquitto-edgefleet.conf" \
+    "$s/lib/systemd/system/mosquitto.service.d/edgefleet.conf"
   install -D -m 0640 "$here/server.toml" "$s/etc/edgefleet/server.toml"
   package fleet-server "Edgefleet fleet server: model registry, device inventory, staged rollouts
  Signed TUF repository and content-addressed artifacts, device enrollment and groups, staged

@@ -54,6 +54,7 @@ done
 dpkg -i "$work"/v1/*.deb
 check "binaries installed" test -x /usr/bin/edge-agent -a -x /usr/bin/fleet-server -a -x /usr/bin/fleetctl
 check "units installed" test -f /lib/systemd/system/edge-agent.service -a -f /lib/systemd/system/fleet-server.service
+check "Mosquitto's descriptor limit raised for a fleet" grep -qx 'LimitNOFILE=262144' /lib/systemd/system/mosquitto.service.d/edgefleet.conf
 check "system users exist" sh -c 'getent passwd edgefleet >/dev/null && getent passwd edgefleet-server >/dev/null'
 check "users cannot log in" sh -c 'getent passwd edgefleet | grep -q nologin && getent passwd edgefleet-server | grep -q nologin'
 check "agent state dir edgefleet:edgefleet 750" test "$(owner_mode /var/lib/edgefleet)" = "edgefleet:edgefleet 750"
