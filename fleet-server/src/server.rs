@@ -262,7 +262,7 @@ pub async fn start_with_clock(
         mqtt: handle,
         metrics,
         desired_lock: tokio::sync::Mutex::new(()),
-        engine_lock: tokio::sync::Mutex::new(()),
+        engine_lock: tokio::sync::Mutex::new(Default::default()),
         instance,
         sessions,
         driving_rollouts: std::sync::atomic::AtomicBool::new(false),

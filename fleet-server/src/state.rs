@@ -24,8 +24,9 @@ pub struct Shared {
     pub device_mqtt_url: String,
     /// Serialises desired-state changes so revisions never race.
     pub desired_lock: tokio::sync::Mutex<()>,
-    /// One rollout-engine pass at a time (timer and operator commands).
-    pub engine_lock: tokio::sync::Mutex<()>,
+    /// One rollout-engine pass at a time (timer and operator commands); it holds what the
+    /// passes gathered of each active rollout's telemetry.
+    pub engine_lock: tokio::sync::Mutex<crate::engine::EvidenceCache>,
     /// This process among the servers sharing a database (random, per start).
     pub instance: String,
     /// Its broker-session lease, and the draining of sessions of servers gone (external

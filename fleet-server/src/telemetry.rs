@@ -187,6 +187,18 @@ pub fn rollout_evidence(
     baselines: &Baselines,
 ) -> (VersionFigures, VersionFigures) {
     let members: BTreeSet<&str> = rollout.devices.iter().map(|d| d.id.as_str()).collect();
+    evidence_of(
+        rollout,
+        by_version(batches, baselines, |d| members.contains(d)),
+    )
+}
+
+/// [`rollout_evidence`] from (model, version) → figures already gathered over the rollout's
+/// own devices.
+pub fn evidence_of(
+    rollout: &crate::rollout::Rollout,
+    versions: impl IntoIterator<Item = ((String, String), VersionFigures)>,
+) -> (VersionFigures, VersionFigures) {
     // The versions the rollout replaces, as its devices ran them when it started; an older
     // version some device served an hour ago is no reference.
     let replaced: BTreeSet<&str> = rollout
@@ -197,7 +209,7 @@ pub fn rollout_evidence(
         .collect();
     let mut candidate = VersionFigures::default();
     let mut previous = VersionFigures::default();
-    for ((model, version), figures) in by_version(batches, baselines, |d| members.contains(d)) {
+    for ((model, version), figures) in versions {
         if model != rollout.spec.model {
             continue;
         }

@@ -29,6 +29,7 @@ pub use plan::{
 pub use record::ReleaseRecord;
 pub use shadow::{
     Fallback, ShadowCheck, ShadowOptions, Strategy, describe, describe_split, shadow_evidence,
+    shadow_evidence_from, shadow_reports,
 };
 pub use stages::{StageRefusal, StageRules};
 pub use view::{HistoryEntry, RolloutList, RolloutView, StateView, WaveView};

@@ -388,6 +388,37 @@ impl Rollout {
 /// The current wave's shadow figures: the challenger's reports from the wave's devices that
 /// run it, from windows that ended after each was notified.
 pub fn shadow_evidence(rollout: &Rollout, batches: &[MetricsBatch]) -> ShadowCounts {
+    shadow_evidence_from(rollout, |device| {
+        batches
+            .iter()
+            .filter(move |b| b.device.as_str() == device)
+            .flat_map(|b| {
+                shadow_reports(rollout, b).map(move |counts| (b.window_end_unix, counts.clone()))
+            })
+            .collect()
+    })
+}
+
+/// The challenger's counts in `batch`: those of the rollout's model and target.
+pub fn shadow_reports<'a>(
+    rollout: &'a Rollout,
+    batch: &'a MetricsBatch,
+) -> impl Iterator<Item = &'a ShadowCounts> + 'a {
+    batch
+        .models
+        .iter()
+        .filter(|m| m.model.as_str() == rollout.spec.model)
+        .filter_map(|m| m.shadow.as_ref())
+        .filter(|r| r.target == rollout.spec.target)
+        .map(|r| &r.counts)
+}
+
+/// [`shadow_evidence`] over what `reports` gives for a device: (window end, the challenger's
+/// counts) for each of its windows, whichever way they were gathered.
+pub fn shadow_evidence_from(
+    rollout: &Rollout,
+    reports: impl Fn(&str) -> Vec<(u64, ShadowCounts)>,
+) -> ShadowCounts {
     let mut counts = ShadowCounts::default();
     let Some(wave) = rollout.state.wave() else {
         return counts;
@@ -398,18 +429,11 @@ pub fn shadow_evidence(rollout: &Rollout, batches: &[MetricsBatch]) -> ShadowCou
         .filter(|d| d.wave == wave && d.state == DeviceState::Shadowing)
     {
         let since = d.notified_at.unwrap_or(i64::MAX);
-        for batch in batches.iter().filter(|b| {
-            b.device.as_str() == d.id && i64::try_from(b.window_end_unix).unwrap_or(0) >= since
-        }) {
-            for report in batch
-                .models
-                .iter()
-                .filter(|m| m.model.as_str() == rollout.spec.model)
-                .filter_map(|m| m.shadow.as_ref())
-                .filter(|r| r.target == rollout.spec.target)
-            {
-                counts.merge(&report.counts);
-            }
+        for (_, report) in reports(&d.id)
+            .iter()
+            .filter(|(window_end, _)| i64::try_from(*window_end).unwrap_or(0) >= since)
+        {
+            counts.merge(report);
         }
     }
     counts

@@ -6,6 +6,7 @@
 //! in; this module adds what a running server needs: the lease that makes one server of many
 //! drive, the signer and broker behind the assigner, and the timer.
 
+mod evidence;
 mod guard_actions;
 mod pass;
 #[cfg(test)]
@@ -20,13 +21,14 @@ use crate::desired::{self, Catalog, DesiredError, WantedShadow};
 use crate::state::AppState;
 use crate::store::Store;
 
+pub use evidence::{Evidence, EvidenceCache};
 pub use pass::{Assigner, BaselineSource, rollout_batches, run_pass};
 
 /// One pass over every active rollout; the API calls it too, right after a command, so the
 /// operator sees the effect without waiting for the next tick.
 pub async fn tick(state: &AppState) {
     // One pass at a time: a command and the timer must not step the same rollout twice.
-    let _guard = state.engine_lock.lock().await;
+    let mut evidence = state.engine_lock.lock().await;
     if !holds_engine_lease(state).await {
         return;
     }
@@ -36,6 +38,7 @@ pub async fn tick(state: &AppState) {
     };
     run_pass(
         &*state.store,
+        &mut evidence,
         &assigner,
         &RegistryBaselines(state),
         &state.config.registry,

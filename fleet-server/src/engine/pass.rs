@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use edgefleet_protocol::DeviceId;
 use edgefleet_protocol::message::EventKind;
 
+use super::evidence::EvidenceCache;
 use crate::baselines::Baselines;
 use crate::desired::{DesiredError, WantedShadow};
 use crate::rollout::{Action, Observed, Rollout, RolloutState, StageRules};
@@ -64,6 +65,7 @@ pub async fn rollout_batches(
 /// for and saves what changed. A rollout that completes changes stages as `rules` say.
 pub async fn run_pass(
     store: &(impl PassStore + ?Sized),
+    evidence: &mut EvidenceCache,
     assigner: &dyn Assigner,
     baselines: &dyn BaselineSource,
     rules: &StageRules,
@@ -76,6 +78,7 @@ pub async fn run_pass(
             return;
         }
     };
+    evidence.keep_only(rollouts.iter().map(|r| r.id.as_str()));
     if rollouts.is_empty() {
         return;
     }
@@ -94,20 +97,22 @@ pub async fn run_pass(
         let mut actions = rollout.step(now, |id| by_id.get(id).map(|d| observe(d, &model)));
         let shadow_check = rollout.wants_shadow_check(now, MODEL_CHECK_SECONDS);
         let model_check = rollout.wants_model_check(now, MODEL_CHECK_SECONDS);
-        // One read of the rollout's telemetry serves both gates.
+        // One read of what arrived since the last check serves both gates.
         if shadow_check || model_check {
-            match rollout_batches(store, &rollout).await {
-                Ok(batches) => {
+            match evidence
+                .refresh(store, &rollout, BASELINE_LOOKBACK_SECONDS, now)
+                .await
+            {
+                Ok(gathered) => {
                     if shadow_check {
-                        let counts = crate::rollout::shadow_evidence(&rollout, &batches);
+                        let counts = gathered.shadow(&rollout);
                         actions.extend(rollout.shadow_checked(now, counts));
                     }
                     // A shadow breach may have halted it: the model gates judge only a moving
                     // rollout.
                     if model_check && rollout.wants_model_check(now, MODEL_CHECK_SECONDS) {
                         let baselines = baselines.baselines().await;
-                        let (candidate, previous) =
-                            crate::telemetry::rollout_evidence(&rollout, &batches, &baselines);
+                        let (candidate, previous) = gathered.versions(&rollout, &baselines);
                         let gates = rollout.spec.gates.model.clone().unwrap_or_default();
                         let verdict = crate::telemetry::judge(&gates, &candidate, &previous);
                         actions.extend(rollout.model_checked(now, verdict));

@@ -16,7 +16,7 @@ use edgefleet_protocol::message::{
 };
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 
-use super::{Assigner, BaselineSource, run_pass, take_lease};
+use super::{Assigner, BaselineSource, EvidenceCache, run_pass, take_lease};
 use crate::desired::{DesiredError, WantedShadow};
 use crate::rollout::StageRules;
 use crate::rollout::{DeviceState, Gates, Rollout, RolloutSpec, RolloutState};
@@ -65,6 +65,8 @@ struct Fleet {
     /// Each device's reported sequence and what it runs.
     running: Mutex<BTreeMap<String, (u64, Option<String>)>>,
     rules: StageRules,
+    /// What the engine gathered of the rollouts' telemetry, between passes.
+    evidence: tokio::sync::Mutex<EvidenceCache>,
 }
 
 impl Fleet {
@@ -83,6 +85,7 @@ impl Fleet {
             changes: Mutex::new(Vec::new()),
             running: Mutex::new(BTreeMap::new()),
             rules: StageRules::default(),
+            evidence: Default::default(),
         };
         for (sequence, version) in [(1, "1.0.0"), (2, "2.0.0")] {
             let release = Release {
@@ -248,12 +251,17 @@ impl Fleet {
         self.store.rollout(id).await.unwrap().unwrap()
     }
 
+    async fn pass(&self, now: i64) {
+        let mut evidence = self.evidence.lock().await;
+        run_pass(&self.store, &mut evidence, self, self, &self.rules, now).await;
+    }
+
     /// Passes for `seconds` from `from`, whatever happens.
     async fn idle(&self, from: i64, seconds: i64) {
         for now in from..from + seconds {
             *self.now.lock().unwrap() = now;
             self.devices_act(now).await;
-            run_pass(&self.store, self, self, &self.rules, now).await;
+            self.pass(now).await;
         }
     }
 
@@ -263,7 +271,7 @@ impl Fleet {
         for now in from..from + seconds {
             *self.now.lock().unwrap() = now;
             self.devices_act(now).await;
-            run_pass(&self.store, self, self, &self.rules, now).await;
+            self.pass(now).await;
             if done(&self.rollout(id).await) {
                 return now;
             }
@@ -543,6 +551,7 @@ async fn another_server_takes_the_engine_over_when_its_holder_stops_renewing() {
     let id = fleet.start_rollout(gates, &[50.0, 100.0], false).await;
     let mut driver: Vec<(i64, &str)> = Vec::new();
     // Server a drives for 4 s and then dies (stops renewing); b asks every second throughout.
+    let (mut cache_a, mut cache_b) = (EvidenceCache::default(), EvidenceCache::default());
     for now in START..START + 120 {
         *fleet.now.lock().unwrap() = now;
         fleet.devices_act(now).await;
@@ -551,7 +560,9 @@ async fn another_server_takes_the_engine_over_when_its_holder_stops_renewing() {
         let b = !a && take_lease(&fleet.store, "b", ms).await;
         if a || b {
             driver.push((now, if a { "a" } else { "b" }));
-            run_pass(&fleet.store, &fleet, &fleet, &fleet.rules, now).await;
+            // Each server gathers the rollout's telemetry afresh.
+            let cache = if a { &mut cache_a } else { &mut cache_b };
+            run_pass(&fleet.store, cache, &fleet, &fleet, &fleet.rules, now).await;
         }
         if completed(&fleet.rollout(&id).await) {
             break;
