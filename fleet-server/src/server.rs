@@ -254,7 +254,7 @@ pub async fn start_with_clock(
     let state = Arc::new(Shared {
         device_mqtt_url: config.device_mqtt_url(),
         metrics_token,
-        fleet_figures_at: tokio::sync::Mutex::new(None),
+        fleet_figures: Default::default(),
         config,
         store,
         blobs,

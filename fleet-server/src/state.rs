@@ -40,9 +40,9 @@ pub struct Shared {
     pub baselines: crate::baselines::BaselineCache,
     /// The token `/metrics` asks for (`metrics.token_file`), if any.
     pub metrics_token: Option<String>,
-    /// When the fleet's figures in `/metrics` were last computed (unix seconds); held while they
-    /// are, so that scrapes arriving meanwhile wait and share the result.
-    pub fleet_figures_at: tokio::sync::Mutex<Option<i64>>,
+    /// The fleet's figures in `/metrics`: when last computed, and the window they are kept up to
+    /// date in; held while they are, so that scrapes arriving meanwhile wait and share the result.
+    pub fleet_figures: tokio::sync::Mutex<FleetFigures>,
     /// Cancelled at shutdown: every background task of the server watches it and stops.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -57,4 +57,12 @@ impl Shared {
         let models = self.tuf.models().await?;
         Ok(self.baselines.load(&self.blobs, &models).await)
     }
+}
+
+/// What `/metrics` keeps of the fleet's telemetry between scrapes.
+#[derive(Debug, Default)]
+pub struct FleetFigures {
+    /// When last computed (Unix seconds).
+    pub computed_at: Option<i64>,
+    pub window: crate::telemetry::arrivals::FleetWindow,
 }

@@ -463,6 +463,7 @@ pub fn judge(gates: &ModelGates, candidate: &VersionFigures, previous: &VersionF
     ))
 }
 
+pub mod arrivals;
 #[cfg(test)]
 mod quiet_fleet;
 

@@ -159,12 +159,16 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
 
 /// Recomputes the figures `/metrics` shows of the whole fleet, unless they are younger than
 /// `metrics.refresh_seconds`: counters are live, these cost a read of the store, and a scrape
-/// (public by default) must not be a way to make the server read its telemetry in a loop.
+/// (public by default) must not be a way to make the server read its telemetry in a loop. The
+/// telemetry window is kept between refreshes, so each reads only what arrived since the last.
 async fn refresh_fleet_figures(state: &AppState) {
-    let mut computed_at = state.fleet_figures_at.lock().await;
+    let mut fleet = state.fleet_figures.lock().await;
     let now = state.clock.unix();
     let refresh = i64::try_from(state.config.metrics.refresh_seconds).unwrap_or(i64::MAX);
-    if computed_at.is_some_and(|t| now - t < refresh && now >= t) {
+    if fleet
+        .computed_at
+        .is_some_and(|t| now - t < refresh && now >= t)
+    {
         return;
     }
     refresh_known_versions(state).await;
@@ -172,23 +176,24 @@ async fn refresh_fleet_figures(state: &AppState) {
         state.metrics.devices.set(registered as i64);
         state.metrics.devices_online.set(online as i64);
     }
-    if let Ok(stored) = state
-        .store
-        .metrics(None, now - crate::metrics::FLEET_WINDOW_SECONDS)
+    let baselines = state.baselines().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the signed releases: fleet drift is not shown");
+        Default::default()
+    });
+    match fleet
+        .window
+        .refresh(
+            &*state.store,
+            crate::metrics::FLEET_WINDOW_SECONDS,
+            now,
+            &baselines,
+        )
         .await
     {
-        let batches = crate::telemetry::batches(stored);
-        let baselines = state.baselines().await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the signed releases: fleet drift is not shown");
-            Default::default()
-        });
-        state
-            .metrics
-            .set_fleet_figures(&crate::telemetry::by_version(&batches, &baselines, |_| {
-                true
-            }));
+        Ok(figures) => state.metrics.set_fleet_figures(&figures),
+        Err(e) => tracing::warn!(error = %e, "cannot read the fleet's telemetry for /metrics"),
     }
-    *computed_at = Some(now);
+    fleet.computed_at = Some(now);
 }
 
 pub async fn openapi() -> Response {

@@ -2,12 +2,8 @@
 //! fleet since shortly before the rollout started, every check: at 10,000 devices that was
 //! hundreds of MB decoded every 5 s after twenty minutes, and the rollout never finished
 //! (docs/BENCHMARKS.md). Now each check reads only the batches that arrived since the last one
-//! and adds the rollout's own devices' to running figures: per version (the model gates) and
-//! per device the challenger's counts (the shadow gate).
-//!
-//! Batches are read by arrival second. One stamped on arrival may be stored a little later (they
-//! are stored concurrently), so every read reaches back [`ARRIVAL_MARGIN_SECONDS`] and skips
-//! what it already folded.
+//! ([`Arrivals`]) and adds the rollout's own devices' to running figures: per version (the model
+//! gates) and per device the challenger's counts (the shadow gate).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -16,19 +12,14 @@ use edgefleet_protocol::shadow::ShadowCounts;
 use crate::baselines::Baselines;
 use crate::rollout::Rollout;
 use crate::store::{StateStore, StoreError, StoredMetrics};
+use crate::telemetry::arrivals::Arrivals;
 use crate::telemetry::{VersionFigures, by_version, evidence_of};
-
-/// How long after its arrival stamp a batch may still become visible to a read.
-pub const ARRIVAL_MARGIN_SECONDS: i64 = 30;
 
 /// One rollout's figures so far.
 #[derive(Debug, Default)]
 pub struct Evidence {
     members: HashSet<String>,
-    /// The next read starts at this arrival second.
-    read_from: Option<i64>,
-    /// (device, seq) → arrival second of what was folded at or after `read_from`.
-    folded: HashMap<(String, u64), i64>,
+    arrivals: Arrivals,
     versions: BTreeMap<(String, String), VersionFigures>,
     /// Device → (window end, the challenger's counts) per window.
     shadow: HashMap<String, Vec<(u64, ShadowCounts)>>,
@@ -44,23 +35,20 @@ impl Evidence {
 
     /// Where the next read starts.
     pub fn read_from(&self, rollout: &Rollout, lookback_seconds: i64) -> i64 {
-        self.read_from
-            .unwrap_or(rollout.created_at - lookback_seconds)
+        self.arrivals
+            .read_from(rollout.created_at - lookback_seconds)
     }
 
     /// Adds the batches of a read that started at `read_from`, made at `now` (seconds), skipping
     /// those folded before.
     pub fn fold(&mut self, rollout: &Rollout, read: Vec<StoredMetrics>, read_from: i64, now: i64) {
-        let mut fresh = Vec::new();
-        for stored in read {
-            let at = stored.received_us.div_euclid(1_000_000);
-            let key = (stored.device.to_string(), stored.seq);
-            if !self.members.contains(&key.0) || self.folded.contains_key(&key) {
-                continue;
-            }
-            self.folded.insert(key, at);
-            fresh.push(stored.batch);
-        }
+        let fresh: Vec<_> = self
+            .arrivals
+            .take_new(read, read_from, now)
+            .into_iter()
+            .filter(|s| self.members.contains(s.device.as_str()))
+            .map(|s| s.batch)
+            .collect();
         for batch in &fresh {
             for counts in crate::rollout::shadow_reports(rollout, batch) {
                 self.shadow
@@ -72,9 +60,6 @@ impl Evidence {
         for (key, figures) in by_version(&fresh, &Baselines::default(), |_| true) {
             self.versions.entry(key).or_default().merge(&figures);
         }
-        let next = (now - ARRIVAL_MARGIN_SECONDS).max(read_from);
-        self.folded.retain(|_, at| *at >= next);
-        self.read_from = Some(next);
     }
 
     /// The new version's figures and those of the versions it replaces, drift judged against
@@ -138,15 +123,12 @@ impl EvidenceCache {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use edgefleet_protocol::latency::LatencyHistogram;
-    use edgefleet_protocol::message::{MetricsBatch, ModelMetrics};
-    use edgefleet_protocol::shadow::ShadowReport;
+    use edgefleet_protocol::message::MetricsBatch;
     use proptest::prelude::*;
 
     use super::*;
     use crate::rollout::{Gates, RolloutSpec, Selector};
+    use crate::telemetry::arrivals::tests::stored;
     use crate::telemetry::rollout_evidence;
 
     fn rollout() -> Rollout {
@@ -175,56 +157,13 @@ mod tests {
         rollout
     }
 
-    /// A batch as stored: device `d{device}` (d9 is not in the rollout), arriving at `at`.
-    fn stored(device: u8, seq: u64, candidate: bool, requests: u64, at: i64) -> StoredMetrics {
-        let mut latency = LatencyHistogram::default();
-        for i in 0..requests {
-            latency.record(Duration::from_micros(500 + 97 * i));
-        }
-        let version = if candidate { "2.1.0" } else { "2.0.0" };
-        let shadow = candidate.then(|| ShadowReport {
-            target: "models/churn/2.1.0/model.onnx".into(),
-            counts: ShadowCounts {
-                compared: requests,
-                agreed: requests / 2,
-                ..Default::default()
-            },
-        });
-        let batch = MetricsBatch {
-            schema: 1,
-            id: edgefleet_protocol::MessageId::new(format!("d{device}-{seq}")).unwrap(),
-            device: edgefleet_protocol::DeviceId::new(format!("d{device}")).unwrap(),
-            seq,
-            window_start_unix: at as u64 - 60,
-            window_end_unix: at as u64,
-            dropped_batches: 0,
-            process: Default::default(),
-            models: vec![ModelMetrics {
-                shadow,
-                model: "churn".parse().unwrap(),
-                version: version.parse().unwrap(),
-                requests,
-                errors: requests / 7,
-                latency: latency.summary(),
-                latency_histogram: latency,
-                predictions: [("yes".to_owned(), requests)].into(),
-                drift_psi: BTreeMap::new(),
-                drift_counts: BTreeMap::new(),
-                quality: Default::default(),
-                samples: Vec::new(),
-                samples_skipped: 0,
-            }],
-        };
-        StoredMetrics::received(batch, at * 1_000_000 + 123)
-    }
-
     proptest! {
         /// Batches stored up to the margin after their arrival stamp, read by checks at any
         /// moments: the folded figures equal one read of everything, each batch counted once.
         #[test]
         fn folding_reads_as_they_come_equals_reading_everything_once(
             arrivals in prop::collection::vec(
-                (prop::sample::select(vec![1u8, 2, 3, 4, 9]), any::<bool>(), 1u64..50, 0i64..400, 0i64..=ARRIVAL_MARGIN_SECONDS),
+                (prop::sample::select(vec![1u8, 2, 3, 4, 9]), any::<bool>(), 1u64..50, 0i64..400, 0i64..=crate::telemetry::arrivals::ARRIVAL_MARGIN_SECONDS),
                 0..60,
             ),
             checks in prop::collection::vec(900i64..1_500, 1..12),
