@@ -26,7 +26,7 @@ pub struct Shared {
     pub desired_lock: tokio::sync::Mutex<()>,
     /// One rollout-engine pass at a time (timer and operator commands); it holds what the
     /// passes gathered of each active rollout's telemetry.
-    pub engine_lock: tokio::sync::Mutex<crate::engine::EvidenceCache>,
+    pub engine_lock: tokio::sync::Mutex<crate::telemetry::evidence::EvidenceCache>,
     /// This process among the servers sharing a database (random, per start).
     pub instance: String,
     /// Its broker-session lease, and the draining of sessions of servers gone (external

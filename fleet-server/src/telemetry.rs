@@ -464,6 +464,7 @@ pub fn judge(gates: &ModelGates, candidate: &VersionFigures, previous: &VersionF
 }
 
 pub mod arrivals;
+pub mod evidence;
 #[cfg(test)]
 mod quiet_fleet;
 

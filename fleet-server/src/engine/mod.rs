@@ -6,7 +6,6 @@
 //! in; this module adds what a running server needs: the lease that makes one server of many
 //! drive, the signer and broker behind the assigner, and the timer.
 
-mod evidence;
 mod guard_actions;
 mod pass;
 #[cfg(test)]
@@ -21,7 +20,6 @@ use crate::desired::{self, Catalog, DesiredError, WantedShadow};
 use crate::state::AppState;
 use crate::store::Store;
 
-pub use evidence::{Evidence, EvidenceCache};
 pub use pass::{Assigner, BaselineSource, rollout_batches, run_pass};
 
 /// One pass over every active rollout; the API calls it too, right after a command, so the

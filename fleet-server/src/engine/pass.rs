@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use edgefleet_protocol::DeviceId;
 use edgefleet_protocol::message::EventKind;
 
-use super::evidence::EvidenceCache;
 use crate::baselines::Baselines;
 use crate::desired::{DesiredError, WantedShadow};
 use crate::rollout::{Action, Observed, Rollout, RolloutState, StageRules};
 use crate::store::{Device, DeviceStore, RegistryStore, RolloutStore, StateStore, StoreError};
+use crate::telemetry::evidence::EvidenceCache;
 
 /// How often a rollout's model gates are judged (each reads the rollout's telemetry).
 const MODEL_CHECK_SECONDS: i64 = 5;

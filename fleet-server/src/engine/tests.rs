@@ -16,7 +16,7 @@ use edgefleet_protocol::message::{
 };
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 
-use super::{Assigner, BaselineSource, EvidenceCache, run_pass, take_lease};
+use super::{Assigner, BaselineSource, run_pass, take_lease};
 use crate::desired::{DesiredError, WantedShadow};
 use crate::rollout::StageRules;
 use crate::rollout::{DeviceState, Gates, Rollout, RolloutSpec, RolloutState};
@@ -24,6 +24,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{
     DeviceStore, NewDevice, RegistryStore, Release, RolloutStore, Stage, StateStore, StoredEvent,
 };
+use crate::telemetry::evidence::EvidenceCache;
 
 const START: i64 = 1_800_000_000;
 
