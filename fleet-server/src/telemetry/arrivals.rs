@@ -52,18 +52,6 @@ impl Arrivals {
         self.read_from = Some(next);
         fresh
     }
-
-    /// Reads from the store what arrived since the last call (from `first` on the first one).
-    pub async fn read(
-        &mut self,
-        store: &(impl StateStore + ?Sized),
-        first: i64,
-        now: i64,
-    ) -> Result<Vec<StoredMetrics>, StoreError> {
-        let from = self.read_from(first);
-        let read = store.metrics(None, from).await?;
-        Ok(self.take_new(read, from, now))
-    }
 }
 
 /// The whole fleet's figures per version over the last `window` seconds of arrivals, kept up to
