@@ -16,7 +16,9 @@ pub use embedded::{
     Authenticator, EMBEDDED_HALF_OPEN_MAX, embedded_authenticator, start_embedded_broker,
 };
 use ingester::{INGEST_WINDOW, Ingester, ingester};
-use upkeep::{RESTORE_QUEUE, SWEEP_FILTERS, desired_restorer, republisher, retained_sweeper};
+use upkeep::{
+    RESTORE_QUEUE, SWEEP_FILTERS, desired_restorer, drive_publisher, republisher, retained_sweeper,
+};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -45,7 +47,16 @@ use crate::tufhost::TufHost;
 /// The server's connection to the broker.
 #[derive(Debug, Clone)]
 pub struct MqttHandle {
+    /// Subscribes, acknowledges what it is handed and clears refused retained messages.
     client: AsyncClient,
+    /// Publishes desired state. On the embedded broker a connection of its own: the server's
+    /// subscription there covers the desired topics too, so each publication comes back to be
+    /// acknowledged, and with both on one connection a rollout's thousands of queued publishes
+    /// held those acknowledgements back until rumqttd, at its cap of unacknowledged deliveries,
+    /// stopped answering — pings included — and the connection dropped (10,000 devices,
+    /// docs/BENCHMARKS.md). On an external broker the server does not subscribe to desired
+    /// topics, so one connection serves.
+    publisher: AsyncClient,
     connected: Arc<AtomicBool>,
     republish: Arc<Notify>,
     /// On the embedded broker: what this server last published on each desired topic.
@@ -83,7 +94,7 @@ impl MqttHandle {
         if let Some(guard) = &self.guard {
             guard.record(device, &bytes);
         }
-        self.client
+        self.publisher
             .publish(topic, QoS::AtLeastOnce, true, bytes)
             .await
             .map_err(|e| MqttError::Publish(e.to_string()))
@@ -187,7 +198,29 @@ mod guard_tests {
     }
 }
 
-/// Connects the server's client. Returns the handle and the event loop to drive with [`run`].
+/// The broker connections' event loops, each driven by [`run`].
+pub struct EventLoops {
+    main: EventLoop,
+    /// The desired-state publisher's own connection (embedded broker only).
+    publisher: Option<EventLoop>,
+}
+
+impl std::fmt::Debug for EventLoops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoops")
+            .field("publisher", &self.publisher.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client id of the embedded broker's desired-state publisher: the server's user name with
+/// slot 0, a name no device may enrol under ([`crate::config::MqttConfig::is_server_user`]), so
+/// none can connect under it and knock the publisher off.
+fn publisher_client_id(username: &str) -> String {
+    format!("{username}-0")
+}
+
+/// Connects the server's client. Returns the handle and the event loops to drive with [`run`].
 ///
 /// On an external broker the session is persistent (`client_id` must then be stable and unique
 /// to this server): QoS 1 device messages published while the server is away or slow queue in
@@ -198,27 +231,30 @@ pub fn connect(
     address: &BrokerAddress,
     password: &str,
     client_id: &str,
-) -> Result<(MqttHandle, EventLoop), MqttError> {
-    let options = client_options(
-        config,
-        address,
-        password,
-        client_id,
-        config.mqtt.url.is_none(),
-    )?;
-    let (client, eventloop) = AsyncClient::new(options, 10_000);
+) -> Result<(MqttHandle, EventLoops), MqttError> {
+    let embedded = config.mqtt.url.is_none();
+    let options = client_options(config, address, password, client_id, embedded)?;
+    let (client, main) = AsyncClient::new(options, 10_000);
+    let (publisher, publisher_loop) = if embedded {
+        let id = publisher_client_id(&config.mqtt.username);
+        let options = client_options(config, address, password, &id, true)?;
+        let (publisher, eventloop) = AsyncClient::new(options, 10_000);
+        (publisher, Some(eventloop))
+    } else {
+        (client.clone(), None)
+    };
     Ok((
         MqttHandle {
             client,
+            publisher,
             connected: Arc::new(AtomicBool::new(false)),
             republish: Arc::new(Notify::new()),
-            guard: config
-                .mqtt
-                .url
-                .is_none()
-                .then(|| Arc::new(DesiredGuard::default())),
+            guard: embedded.then(|| Arc::new(DesiredGuard::default())),
         },
-        eventloop,
+        EventLoops {
+            main,
+            publisher: publisher_loop,
+        },
     ))
 }
 
@@ -257,7 +293,11 @@ pub struct ClientParts {
 /// Drives the client until shutdown: subscribes after every connection, re-publishes desired
 /// state, stores device messages and only then acknowledges them. Returns once its helper tasks
 /// have all finished.
-pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientParts) {
+pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
+    let EventLoops {
+        main: mut eventloop,
+        publisher,
+    } = loops;
     let ClientParts {
         store,
         tuf,
@@ -270,6 +310,9 @@ pub async fn run(handle: MqttHandle, mut eventloop: EventLoop, parts: ClientPart
         clock,
     } = parts;
     let mut helpers = tokio::task::JoinSet::new();
+    if let Some(publisher) = publisher {
+        helpers.spawn(drive_publisher(handle.clone(), publisher, shutdown.clone()));
+    }
     if share_group.is_none() {
         helpers.spawn(retained_sweeper(
             handle.clone(),

@@ -138,3 +138,49 @@ pub(super) async fn republisher(
         tracing::info!(devices = count, "re-published desired state");
     }
 }
+
+/// Drives the embedded broker's desired-state publisher connection (see
+/// [`MqttHandle::publisher`]) until shutdown, reconnecting as the main connection does. Publishes
+/// still queued at shutdown are lost with the embedded broker itself; the next start publishes
+/// every desired state again.
+pub(super) async fn drive_publisher(
+    handle: MqttHandle,
+    mut eventloop: EventLoop,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let polled = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            polled = eventloop.poll() => polled,
+        };
+        match polled {
+            Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(200);
+                tracing::debug!("the desired-state publisher connected to the embedded broker");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the desired-state publisher lost the embedded broker; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    if handle.publisher.try_disconnect().is_ok() {
+        // A broker that is already gone must not hold shutdown up.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}
