@@ -21,6 +21,7 @@ pub mod fleet_guard;
 pub mod guard_policies;
 pub mod ingest;
 pub mod listener;
+pub mod live;
 pub mod metrics;
 pub mod mosquitto;
 pub mod mqtt;

@@ -215,10 +215,10 @@ pub async fn start_with_clock(
         sessions.wait_until_ours().await;
         tasks.spawn(sessions.clone().run(shutdown.clone()));
     }
-    let (handle, eventloop) = mqtt::connect(&config, &broker, &password, &client_id)?;
+    let (handle, loops) = mqtt::connect(&config, &broker, &password, &client_id)?;
     tasks.spawn(mqtt::run(
         handle.clone(),
-        eventloop,
+        loops,
         mqtt::ClientParts {
             store: store.clone(),
             tuf: tuf.clone(),
@@ -255,6 +255,7 @@ pub async fn start_with_clock(
         device_mqtt_url: config.device_mqtt_url(),
         metrics_token,
         fleet_figures: Default::default(),
+        live: Default::default(),
         config,
         store,
         blobs,
@@ -276,6 +277,14 @@ pub async fn start_with_clock(
     tasks.spawn(crate::notifier::run(state.clone()));
     tasks.spawn(crate::fleet_guard::run(state.clone()));
     tasks.spawn(prune_by_age(state.clone()));
+    tasks.spawn(roll_up_telemetry(state.clone()));
+    tasks.spawn({
+        let state = state.clone();
+        async move {
+            let (store, clock) = (state.store.clone(), state.clock.clone());
+            state.live.run(store, clock, state.shutdown.clone()).await;
+        }
+    });
     Ok(Running {
         state,
         listener,
@@ -287,11 +296,41 @@ pub async fn start_with_clock(
 /// default, with room for a device offline a few weeks.
 const LABELS_KEPT_SECONDS: i64 = 60 * 86_400;
 
-/// Deletes telemetry past `telemetry.retention_days`, audit entries past
+/// How often stored batches are folded into rollups (reads fold what is newer themselves).
+const ROLLUP_EVERY: Duration = Duration::from_secs(10);
+
+/// Folds stored telemetry into rollups every [`ROLLUP_EVERY`] (`crate::telemetry::rollups`).
+/// Each batch is folded once whichever server folds it, so every server may run this.
+async fn roll_up_telemetry(state: api::AppState) {
+    let minute_hours = i64::from(state.config.telemetry.minute_rollups_hours);
+    let mut cursor = crate::telemetry::rollups::RollupCursor::default();
+    let mut tick = tokio::time::interval(ROLLUP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = state.clock.unix();
+        match crate::telemetry::rollups::pass(&*state.store, &mut cursor, minute_hours, now).await {
+            Ok(report) => tracing::debug!(
+                folded = report.folded,
+                merged = report.merged,
+                compacted = report.compacted,
+                "telemetry rolled up"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot roll telemetry up; retrying"),
+        }
+    }
+}
+
+/// Deletes raw telemetry past `telemetry.raw_retention_hours` (once rolled up), rollups past
+/// `telemetry.retention_days`, audit entries past
 /// `audit.retention_days`, labels no device fetched and samples past theirs, at start and
 /// hourly. Idempotent, so every server sharing a database may do it.
 async fn prune_by_age(state: api::AppState) {
     let keep = i64::from(state.config.telemetry.retention_days) * 86_400;
+    let keep_raw = i64::from(state.config.telemetry.raw_retention_hours) * 3600;
     let keep_audit = i64::from(state.config.audit.retention_days) * 86_400;
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -299,12 +338,25 @@ async fn prune_by_age(state: api::AppState) {
             () = state.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let before = state.clock.unix() - keep;
-        match state.store.prune_metrics(before).await {
+        match state
+            .store
+            .prune_metrics(state.clock.unix() - keep_raw)
+            .await
+        {
             Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "telemetry past its retention deleted"),
+            Ok(n) => tracing::info!(deleted = n, "raw telemetry past its retention deleted"),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot delete old telemetry; retrying in an hour")
+                tracing::warn!(error = %e, "cannot delete old raw telemetry; retrying in an hour")
+            }
+        }
+        match state.store.prune_rollups(state.clock.unix() - keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deleted = n,
+                "telemetry rollups past their retention deleted"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot delete old telemetry rollups; retrying in an hour")
             }
         }
         match state

@@ -43,6 +43,8 @@ pub struct Shared {
     /// The fleet's figures in `/metrics`: when last computed, and the window they are kept up to
     /// date in; held while they are, so that scrapes arriving meanwhile wait and share the result.
     pub fleet_figures: tokio::sync::Mutex<FleetFigures>,
+    /// What the dashboards' live streams were told, and the channel their changes go out on.
+    pub live: crate::live::Hub,
     /// Cancelled at shutdown: every background task of the server watches it and stops.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -37,6 +37,9 @@ pub struct VersionFigures {
     expected: Option<Arc<Expected>>,
     /// Labels joined on devices, summed.
     pub quality: QualityCounts,
+    /// From rollups, where device names are not kept: the most devices that reported in one
+    /// bucket of time.
+    pub peak_devices: u64,
 }
 
 impl VersionFigures {
@@ -58,8 +61,33 @@ impl VersionFigures {
         self.quality.merge(&m.quality);
     }
 
+    /// Adds one rollup bucket's figures ([`rollups`]).
+    pub fn absorb_rollup(&mut self, f: &crate::store::rollups::RollupFigures) {
+        self.peak_devices = self.peak_devices.max(f.devices);
+        self.requests = self.requests.saturating_add(f.requests);
+        self.errors = self.errors.saturating_add(f.errors);
+        self.latency.merge(&f.latency);
+        for (label, count) in &f.predictions {
+            let mine = self.predictions.entry(label.clone()).or_default();
+            *mine = mine.saturating_add(*count);
+        }
+        for (feature, counts) in &f.drift_counts {
+            self.drift_counts
+                .entry(feature.clone())
+                .or_default()
+                .add(counts);
+        }
+        self.quality.merge(&f.quality);
+    }
+
+    /// Devices behind the figures: those named, or from rollups the peak reporting at once.
+    pub fn device_count(&self) -> u64 {
+        (self.devices.len() as u64).max(self.peak_devices)
+    }
+
     pub fn merge(&mut self, other: &VersionFigures) {
         self.devices.extend(other.devices.iter().cloned());
+        self.peak_devices = self.peak_devices.max(other.peak_devices);
         self.requests = self.requests.saturating_add(other.requests);
         self.errors = self.errors.saturating_add(other.errors);
         self.latency.merge(&other.latency);
@@ -133,7 +161,7 @@ impl VersionFigures {
         VersionReport {
             model: model.to_owned(),
             version: version.to_owned(),
-            devices: self.devices.len(),
+            devices: self.device_count() as usize,
             requests: self.requests,
             errors: self.errors,
             error_rate: self.error_rate(),
@@ -328,6 +356,11 @@ pub fn series(
                 .add(batch.device.as_str(), m);
         }
     }
+    points(steps)
+}
+
+/// The chart's points of figures per (step start, version).
+pub(crate) fn points(steps: BTreeMap<(i64, String), VersionFigures>) -> Vec<SeriesPoint> {
     steps
         .into_iter()
         .map(|((at, version), f)| SeriesPoint {
@@ -467,6 +500,7 @@ pub mod arrivals;
 pub mod evidence;
 #[cfg(test)]
 mod quiet_fleet;
+pub mod rollups;
 
 #[cfg(test)]
 mod tests {

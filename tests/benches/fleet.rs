@@ -8,7 +8,10 @@
 //! - `rollout create` of 2.0.0 to the whole fleet (one wave, no bake) → completed;
 //! - sustained telemetry for `EDGEFLEET_BENCH_MINUTES` (default 3): server CPU (cores), the
 //!   database's growth (→ bytes per device-day), operator API latency (p50/p99 of a rollout's
-//!   status, one device, the device list) and a `/metrics` scrape, asked once a second meanwhile.
+//!   status, one device, the device list, the fleet's last hour of telemetry) and a `/metrics`
+//!   scrape, asked once a second meanwhile; then, once the last minutes' rollups settled, the
+//!   payload bytes raw batches and rollups added per device-day (an upper bound for rollups:
+//!   the minutes after the window, not yet merged, count too).
 //!
 //! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench fleet`
 
@@ -40,6 +43,22 @@ fn database_bytes(dir: &std::path::Path) -> u64 {
             .unwrap() as u64
     };
     (pragma("page_count") - pragma("freelist_count")) * pragma("page_size")
+}
+
+/// Payload bytes (the columns' lengths, not pages) of raw batches and of telemetry rollups.
+fn telemetry_payload_bytes(dir: &std::path::Path) -> (u64, u64) {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("data").join("fleet.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let sum = |sql: &str| -> u64 { db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64 };
+    (
+        sum("SELECT COALESCE(SUM(LENGTH(batch) + LENGTH(device) + 32), 0) FROM metrics_batches"),
+        sum(
+            "SELECT COALESCE(SUM(LENGTH(figures) + LENGTH(grp) + LENGTH(model) + LENGTH(version) + 32), 0) FROM telemetry_rollups",
+        ),
+    )
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -101,12 +120,18 @@ install_delay_ms = 2000
     // Sustained telemetry, with an operator and a Prometheus asking meanwhile.
     let cpu_before = cpu_seconds(server_pid);
     let db_before = database_bytes(&fleet.server.dir);
+    let (raw_before, rollups_before) = telemetry_payload_bytes(&fleet.server.dir);
     let steady = Instant::now();
     let mut timings: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-    let asks: [(&str, String, bool); 4] = [
+    let asks: [(&str, String, bool); 5] = [
         ("rollout status", format!("/api/v1/rollouts/{id}"), true),
         ("one device", "/api/v1/devices/sim-sim-0".into(), true),
         ("device list", "/api/v1/devices".into(), true),
+        (
+            "fleet telemetry, last hour",
+            "/api/v1/telemetry?model=churn&since_seconds=3600".into(),
+            true,
+        ),
         ("/metrics scrape", "/metrics".into(), false),
     ];
     while steady.elapsed() < Duration::from_secs(60 * minutes) {
@@ -130,6 +155,13 @@ install_delay_ms = 2000
     let cores = (cpu_seconds(server_pid) - cpu_before) / seconds;
     let db_growth = database_bytes(&fleet.server.dir).saturating_sub(db_before) as f64;
     let per_device_day = db_growth / devices as f64 / seconds * 86_400.0;
+    // Rollups settle (a minute's rows merge) 3 minutes after it ends: wait for that before
+    // weighing them.
+    std::thread::sleep(Duration::from_secs(200));
+    let (raw_after, rollups_after) = telemetry_payload_bytes(&fleet.server.dir);
+    let day = |bytes: u64| bytes as f64 / devices as f64 / seconds * 86_400.0;
+    let raw_per_device_day = day(raw_after.saturating_sub(raw_before));
+    let rollups_per_device_day = day(rollups_after.saturating_sub(rollups_before));
 
     let summary = sim.stop();
 
@@ -153,6 +185,12 @@ install_delay_ms = 2000
          {:.1} MiB = {:.0} kB per device-day",
         db_growth / 1_048_576.0,
         per_device_day / 1e3
+    );
+    println!(
+        "payload per device-day: raw batches {:.0} kB (kept telemetry.raw_retention_hours), \
+         rollups {:.2} kB (kept telemetry.retention_days)",
+        raw_per_device_day / 1e3,
+        rollups_per_device_day / 1e3
     );
     for (name, mut ms) in timings {
         ms.sort_by(f64::total_cmp);

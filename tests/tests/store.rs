@@ -15,11 +15,13 @@ use fleet_server::audit::{self, AuditEntry, AuditFilter, AuditRecord};
 use fleet_server::auth::Role;
 use fleet_server::rollout::{Rollout, RolloutSpec};
 use fleet_server::store::postgres::PostgresStore;
+use fleet_server::store::rollups::{HOUR, MINUTE, NewRollup, RollupFigures};
 use fleet_server::store::sqlite::SqliteStore;
 use fleet_server::store::{
     AuditStore, DeviceFilter, DeviceStore, EnrollRefusal, NewDevice, Release, RolloutStore, Stage,
     StateStore, Store, StoreError, StoredEvent,
 };
+use fleet_server::telemetry::rollups::{self, RollupCursor};
 
 fn dev(id: &str) -> DeviceId {
     DeviceId::new(id).unwrap()
@@ -253,6 +255,14 @@ async fn telemetry_is_stored_once_read_in_arrival_order_and_pruned_by_age(store:
         2,
         "since seconds"
     );
+    assert_eq!(
+        store.prune_metrics(7).await.unwrap(),
+        0,
+        "batches not folded into rollups stay"
+    );
+    let unrolled = store.unrolled_metrics(10).await.unwrap();
+    let keys: Vec<(String, u64)> = unrolled.iter().map(|u| (u.device.clone(), u.seq)).collect();
+    assert!(store.add_rollups(&keys, &[]).await.unwrap());
     assert_eq!(store.prune_metrics(7).await.unwrap(), 2);
     let left = store.metrics(None, 0).await.unwrap();
     assert_eq!(
@@ -990,6 +1000,142 @@ async fn group_guard_policies_are_set_replaced_and_cleared(store: &dyn Store) {
 }
 
 /// Runs one suite function on a fresh SQLite file and on a fresh PostgreSQL server.
+fn rollup(group: &str, bucket: i64, batches: u64) -> NewRollup {
+    NewRollup {
+        group: group.into(),
+        model: "churn".into(),
+        version: "1.0.0".into(),
+        span: MINUTE,
+        bucket,
+        figures: RollupFigures {
+            batches,
+            devices: 1,
+            requests: batches * 10,
+            ..Default::default()
+        },
+    }
+}
+
+async fn rollups_fold_each_batch_once_and_replace_whole(store: &dyn Store) {
+    store
+        .add_device(&new_device("d1", "pilot"), "h1", 100, 0, false)
+        .await
+        .unwrap();
+    for (device, seq, at) in [("d1", 1, 100), ("d1", 2, 160), ("gone", 1, 170)] {
+        store
+            .record_metrics(&batch(device, seq, 0), at * 1_000_000)
+            .await
+            .unwrap();
+    }
+    let unrolled = store.unrolled_metrics(10).await.unwrap();
+    assert_eq!(
+        unrolled
+            .iter()
+            .map(|u| (
+                u.device.as_str(),
+                u.seq,
+                u.group.as_str(),
+                u.batch.is_some()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("d1", 1, "pilot", true),
+            ("d1", 2, "pilot", true),
+            ("gone", 1, "", true)
+        ],
+        "earliest arrival first, with the device's group"
+    );
+    assert_eq!(store.unrolled_metrics(2).await.unwrap().len(), 2);
+    let first = [("d1".to_owned(), 1)];
+    assert!(
+        store
+            .add_rollups(&first, &[rollup("pilot", 60, 1)])
+            .await
+            .unwrap()
+    );
+    // A second folding of the same batch (another server) changes nothing, not even the
+    // batch folded with it.
+    let again = [("d1".to_owned(), 2), ("d1".to_owned(), 1)];
+    assert!(
+        !store
+            .add_rollups(&again, &[rollup("pilot", 120, 2)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.unrolled_metrics(10).await.unwrap().len(), 2);
+    let rest = [("d1".to_owned(), 2), ("gone".to_owned(), 1)];
+    assert!(
+        store
+            .add_rollups(&rest, &[rollup("pilot", 120, 1), rollup("", 120, 1)])
+            .await
+            .unwrap()
+    );
+    assert!(store.unrolled_metrics(10).await.unwrap().is_empty());
+
+    let rows = store.rollups(MINUTE, 0, 1_000).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.row.bucket, r.row.group.as_str()))
+            .collect::<Vec<_>>(),
+        [(60, "pilot"), (120, "pilot"), (120, "")]
+    );
+    assert_eq!(
+        rows[0].row,
+        rollup("pilot", 60, 1),
+        "figures read back as written"
+    );
+    assert_eq!(store.rollups(MINUTE, 61, 1_000).await.unwrap().len(), 2);
+    assert!(store.rollups(HOUR, 0, 1_000).await.unwrap().is_empty());
+    let ids: Vec<i64> = rows[1..].iter().map(|r| r.id).collect();
+    let mut hour = rollup("pilot", 0, 2);
+    hour.span = HOUR;
+    assert!(store.replace_rollups(&ids, &[hour.clone()]).await.unwrap());
+    assert!(
+        !store.replace_rollups(&ids, &[hour.clone()]).await.unwrap(),
+        "rows merged already are not merged twice"
+    );
+    assert_eq!(store.rollups(MINUTE, 0, 1_000).await.unwrap().len(), 1);
+    assert_eq!(store.rollups(HOUR, 0, 1_000).await.unwrap().len(), 1);
+    assert_eq!(
+        store.prune_rollups(60).await.unwrap(),
+        1,
+        "the hour row at 0"
+    );
+    assert_eq!(store.rollups(MINUTE, 0, 1_000).await.unwrap().len(), 1);
+}
+
+/// Two servers rolling up the same database at once fold every batch exactly once.
+async fn concurrent_roll_up_passes_fold_every_batch_once(store: &dyn Store) {
+    let now = 1_800_000_000;
+    for seq in 0..1_200u64 {
+        let mut b = batch(&format!("d{}", seq % 40), seq, 1);
+        b.window_end_unix = (now - 3_000 + seq as i64) as u64;
+        store
+            .record_metrics(&b, (now - 2_000 + seq as i64) * 1_000_000)
+            .await
+            .unwrap();
+    }
+    let (mut one, mut two) = (RollupCursor::default(), RollupCursor::default());
+    let (a, b) = tokio::join!(
+        rollups::pass(store, &mut one, 24, now),
+        rollups::pass(store, &mut two, 24, now)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // What one pass left to the other, a third finishes.
+    rollups::pass(store, &mut RollupCursor::default(), 24, now)
+        .await
+        .unwrap();
+    let rows = rollups::window_rows(store, now - 4_000, now).await.unwrap();
+    let figures = rollups::window_figures(&rows, &Default::default(), |_| true, None, 60);
+    assert_eq!(
+        figures.batches, 1_200,
+        "folded {} and {}",
+        a.folded, b.folded
+    );
+    assert_eq!(figures.dropped_batches, 1_200);
+    assert!(store.unrolled_metrics(1).await.unwrap().is_empty());
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1031,6 +1177,8 @@ on_both!(
     samples_are_kept_once_and_the_review_queue_is_bounded,
     an_alert_written_by_two_keeps_both_changes,
     group_guard_policies_are_set_replaced_and_cleared,
+    rollups_fold_each_batch_once_and_replace_whole,
+    concurrent_roll_up_passes_fold_every_batch_once,
 );
 
 /// Whoever edits the database by hand leaves a mark: an entry changed in place is found, and so

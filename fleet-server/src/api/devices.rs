@@ -10,9 +10,8 @@ use serde_json::json;
 
 use super::handlers::{ApiResult, JsonBody, check_name, check_tags, device_id, json_response};
 use edgefleet_protocol::api::{
-    AddDeviceRequest, DesiredRequest, DeviceDetail, DeviceEnrollment, DeviceList, DeviceSummary,
-    EnrollRequest, EnrollResponse, EventList, GroupList, GroupSummary, RunningModel,
-    UpdateDeviceRequest,
+    AddDeviceRequest, DesiredRequest, DeviceDetail, DeviceEnrollment, DeviceList, EnrollRequest,
+    EnrollResponse, EventList, GroupList, GroupSummary, UpdateDeviceRequest,
 };
 
 use super::audit::AuditNote;
@@ -78,37 +77,6 @@ pub struct DeviceQuery {
     tag: Option<String>,
 }
 
-pub(super) fn device_summary(d: &crate::store::Device, now: i64) -> DeviceSummary {
-    let running = d
-        .reported
-        .iter()
-        .flat_map(|r| &r.models)
-        .map(|m| {
-            let running = RunningModel {
-                version: m.active.as_ref().map(|a| a.version.to_string()),
-                state: m.state,
-            };
-            (m.model.to_string(), running)
-        })
-        .collect();
-    DeviceSummary {
-        id: d.id.clone(),
-        group: d.group.clone(),
-        tags: d.tags.clone(),
-        enrolled: d.enrolled_at.is_some(),
-        enrolled_at: d.enrolled_at,
-        last_seen: d.last_seen,
-        online: d.last_seen.is_some_and(|t| now - t <= ONLINE_SECONDS),
-        agent_version: d.agent_version.clone(),
-        running,
-        desired_revision: d.desired_revision,
-    }
-}
-
-/// A device heard from within this many seconds counts as online (agents report at least every
-/// 60 s).
-pub(super) const ONLINE_SECONDS: i64 = 120;
-
 pub async fn list_devices(
     State(state): State<AppState>,
     Query(query): Query<DeviceQuery>,
@@ -123,7 +91,10 @@ pub async fn list_devices(
     };
     let devices = state.store.devices(&filter).await?;
     let now = state.clock.unix();
-    let devices = devices.iter().map(|d| device_summary(d, now)).collect();
+    let devices = devices
+        .iter()
+        .map(|d| crate::live::device_summary(d, now))
+        .collect();
     Ok(json_response(StatusCode::OK, DeviceList { devices }))
 }
 
@@ -183,7 +154,7 @@ pub async fn show_device(State(state): State<AppState>, Path(id): Path<String>) 
         .ok_or_else(|| ApiError::not_found(format!("device {id} not found")))?;
     let events = state.store.events(Some(&id), 20).await?;
     let detail = DeviceDetail {
-        summary: device_summary(&device, state.clock.unix()),
+        summary: crate::live::device_summary(&device, state.clock.unix()),
         desired: device.desired,
         reported: device.reported,
         events,

@@ -17,10 +17,10 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::audit::AuditNote;
-use super::devices::ONLINE_SECONDS;
 use super::registry::refresh_known_versions;
 use super::{ApiError, AppState, Principal, openapi, routes};
 use crate::auth::{self, Role, SecretKind};
+use crate::live::ONLINE_SECONDS;
 
 pub(super) type ApiResult = Result<Response, ApiError>;
 

@@ -16,16 +16,16 @@ use serde_json::json;
 
 use super::rollouts::load;
 use super::{ApiError, AppState};
-use crate::rollout::RolloutView;
-use crate::store::DeviceFilter;
+use crate::live::{Change, Subscription};
 use crate::telemetry::{self, VersionFigures};
+use tokio::sync::broadcast::error::RecvError;
 
 type ApiResult = Result<Response, ApiError>;
 
 /// How long before a rollout its charts start (the previous version's recent figures).
 const SERIES_LEAD_SECONDS: i64 = 300;
 
-/// A window longer than this is refused (a month): the figures are computed per request.
+/// A window longer than this is refused (a month).
 const MAX_SINCE_SECONDS: i64 = 31 * 86_400;
 
 #[derive(Debug, Deserialize)]
@@ -62,29 +62,12 @@ fn window(since: Option<i64>, step: Option<i64>) -> Result<(i64, i64), ApiError>
 }
 
 /// `GET /api/v1/telemetry`: per model version over the window; with `model`, its time series.
+/// Read from the rollups (and the batches not folded yet), never the fleet's raw batches:
+/// minutes for the last `telemetry.minute_rollups_hours`, hours before.
 pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -> ApiResult {
     let (since, step) = window(q.since_seconds, q.step_seconds)?;
-    let members: Option<HashSet<String>> = match &q.group {
-        Some(group) => Some(
-            state
-                .store
-                .devices(&DeviceFilter {
-                    group: Some(group.clone()),
-                    tag: None,
-                })
-                .await?
-                .into_iter()
-                .map(|d| d.id.to_string())
-                .collect(),
-        ),
-        None => None,
-    };
-    let include = |d: &str| members.as_ref().is_none_or(|m| m.contains(d));
-    let stored = state
-        .store
-        .metrics(None, state.clock.unix() - since)
-        .await?;
-    let batches = telemetry::batches(stored);
+    let now = state.clock.unix();
+    let rows = telemetry::rollups::window_rows(&*state.store, now - since, now).await?;
     // What each release's signed lineage claims, for the decay flags.
     let models = state.tuf.models().await?;
     let baselines = state.baselines.load(&state.blobs, &models).await;
@@ -98,8 +81,16 @@ pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -
             ))
         })
         .collect();
+    let figures = telemetry::rollups::window_figures(
+        &rows,
+        &baselines,
+        |group| q.group.as_ref().is_none_or(|g| g == group),
+        q.model.as_deref(),
+        step,
+    );
     let settings = &state.config.telemetry;
-    let versions: Vec<_> = telemetry::by_version(&batches, &baselines, include)
+    let versions: Vec<_> = figures
+        .versions
         .into_iter()
         .filter(|((model, _), _)| q.model.as_ref().is_none_or(|m| m == model))
         .map(|((model, version), f)| {
@@ -120,22 +111,13 @@ pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -
             view
         })
         .collect();
-    let series = match &q.model {
-        Some(model) => telemetry::series(&batches, model, step, &baselines, include),
-        None => Vec::new(),
-    };
-    let dropped: u64 = batches
-        .iter()
-        .filter(|b| include(b.device.as_str()))
-        .map(|b| b.dropped_batches)
-        .sum();
     Ok(axum::Json(json!({
         "since_seconds": since,
         "step_seconds": step,
-        "batches": batches.iter().filter(|b| include(b.device.as_str())).count(),
-        "dropped_batches": dropped,
+        "batches": figures.batches,
+        "dropped_batches": figures.dropped_batches,
         "versions": versions,
-        "series": series,
+        "series": figures.series,
     }))
     .into_response())
 }
@@ -213,30 +195,31 @@ pub async fn device(
     Ok((StatusCode::OK, axum::Json(json!({ "batches": batches }))).into_response())
 }
 
-/// What the stream has sent so far, to send only what changed.
-#[derive(Default)]
-struct Seen {
-    events: HashSet<(String, u64)>,
-    rollouts: HashMap<String, u64>,
-    devices: BTreeMap<String, edgefleet_protocol::api::DeviceSummary>,
-}
-
 /// `GET /api/v1/stream`: server-sent events — `event` (a device event, oldest first),
 /// `rollout` (a rollout whose revision changed, as `GET /rollouts/{id}` shows it) and `device`
-/// (last seen or reported state changed). Read from the store once a second, so it shows what
-/// every server ingested, not only this one.
+/// (its status changed; `last_seen` alone at most once a minute). The whole picture first, then
+/// what changes ([`crate::live`]); it ends at shutdown.
 pub async fn stream(State(state): State<AppState>) -> Response {
+    let Subscription { whole, changes } = state
+        .live
+        .subscribe(&*state.store, state.clock.unix())
+        .await;
     let ticks = futures::stream::unfold(
-        (state, Seen::default(), true),
-        |(state, mut seen, first)| async move {
-            if !first {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        (state, Some(whole), changes),
+        |(state, first, mut changes)| async move {
+            if let Some(whole) = first {
+                return Some((frames(whole), (state, None, changes)));
             }
-            let events = changes(&state, &mut seen).await;
-            Some((
-                futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>)),
-                (state, seen, false),
-            ))
+            let told = tokio::select! {
+                received = changes.recv() => match received {
+                    Ok(told) => told.to_vec(),
+                    // Too far behind: the whole picture again, then on from the oldest kept.
+                    Err(RecvError::Lagged(_)) => state.live.whole().await,
+                    Err(RecvError::Closed) => return None,
+                },
+                () = state.shutdown.cancelled() => return None,
+            };
+            Some((frames(told), (state, None, changes)))
         },
     );
     use futures::StreamExt;
@@ -245,40 +228,12 @@ pub async fn stream(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn changes(state: &AppState, seen: &mut Seen) -> Vec<Event> {
-    let mut out = Vec::new();
-    if let Ok(mut events) = state.store.events(None, 200).await {
-        events.reverse();
-        for e in events {
-            if seen.events.insert((e.device.to_string(), e.seq))
-                && let Ok(event) = Event::default().event("event").json_data(&e)
-            {
-                out.push(event);
-            }
-        }
-    }
-    if let Ok(rollouts) = state.store.rollouts(false).await {
-        for r in rollouts.iter().take(50) {
-            if seen.rollouts.insert(r.id.clone(), r.revision) != Some(r.revision)
-                && let Ok(event) = Event::default()
-                    .event("rollout")
-                    .json_data(RolloutView::from(r))
-            {
-                out.push(event);
-            }
-        }
-    }
-    if let Ok(devices) = state.store.devices(&DeviceFilter::default()).await {
-        let now = state.clock.unix();
-        for d in devices {
-            let summary = super::devices::device_summary(&d, now);
-            if seen.devices.get(d.id.as_str()) != Some(&summary) {
-                if let Ok(event) = Event::default().event("device").json_data(&summary) {
-                    out.push(event);
-                }
-                seen.devices.insert(d.id.to_string(), summary);
-            }
-        }
-    }
-    out
+fn frames(
+    changes: Vec<Change>,
+) -> futures::stream::Iter<std::vec::IntoIter<Result<Event, Infallible>>> {
+    let frames: Vec<_> = changes
+        .into_iter()
+        .map(|c| Ok(Event::default().event(c.kind).data(&*c.data)))
+        .collect();
+    futures::stream::iter(frames)
 }

@@ -9,6 +9,7 @@
 //! caller ever parses a document by hand.
 
 pub mod postgres;
+pub mod rollups;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -211,6 +212,21 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE rollouts ADD COLUMN target TEXT;
     ALTER TABLE rollouts ADD COLUMN record TEXT;
     CREATE INDEX rollouts_by_target ON rollouts (target);",
+    // 14: telemetry rollups (crate::telemetry::rollups): each batch is folded once (`rolled`),
+    // in the transaction that stores the rows it went into. Batches stored before this are
+    // folded by the first passes after the upgrade.
+    "ALTER TABLE metrics_batches ADD COLUMN rolled BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX metrics_to_roll_up ON metrics_batches (received) WHERE rolled = 0;
+    CREATE TABLE telemetry_rollups (
+        {id},
+        grp TEXT NOT NULL,
+        model TEXT NOT NULL,
+        version TEXT NOT NULL,
+        span BIGINT NOT NULL,
+        bucket BIGINT NOT NULL,
+        figures TEXT NOT NULL
+    );
+    CREATE INDEX rollups_by_bucket ON telemetry_rollups (span, bucket);",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -435,6 +451,7 @@ pub trait Store:
     + LabelStore
     + SampleStore
     + GroupGuardStore
+    + rollups::RollupStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -520,7 +537,8 @@ pub trait StateStore: Send + Sync {
     /// Batches received at or after `since` (Unix seconds), of one device or all, in the order
     /// they arrived (one this server cannot read is left out).
     async fn metrics(&self, id: Option<&DeviceId>, since: i64) -> Result<Vec<StoredMetrics>>;
-    /// Deletes the batches received before `before` (Unix seconds); returns how many.
+    /// Deletes the batches received before `before` (Unix seconds) that are folded into
+    /// rollups; returns how many.
     async fn prune_metrics(&self, before: i64) -> Result<u64>;
     async fn touch(&self, id: &DeviceId, at: i64) -> Result<()>;
     // What the server wants.

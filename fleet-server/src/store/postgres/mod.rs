@@ -9,6 +9,7 @@ mod group_guards;
 mod labels;
 mod registry;
 mod rollouts;
+mod rollups;
 mod samples;
 mod state;
 mod tokens;

@@ -117,7 +117,10 @@ impl StateStore for PostgresStore {
     async fn prune_metrics(&self, before: i64) -> Result<u64> {
         self.client()
             .await?
-            .execute("DELETE FROM metrics_batches WHERE at < $1", &[&before])
+            .execute(
+                "DELETE FROM metrics_batches WHERE at < $1 AND rolled = 1",
+                &[&before],
+            )
             .await
             .map_err(pg)
     }

@@ -11,6 +11,7 @@ mod labels;
 mod readers;
 mod registry;
 mod rollouts;
+mod rollups;
 mod samples;
 mod state;
 mod tokens;

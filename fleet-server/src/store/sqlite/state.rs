@@ -139,7 +139,10 @@ impl StateStore for SqliteStore {
     async fn prune_metrics(&self, before: i64) -> Result<u64> {
         self.write(move |c| {
             let n = c
-                .execute("DELETE FROM metrics_batches WHERE at < ?1", params![before])
+                .execute(
+                    "DELETE FROM metrics_batches WHERE at < ?1 AND rolled = 1",
+                    params![before],
+                )
                 .map_err(backend)?;
             Ok(n as u64)
         })

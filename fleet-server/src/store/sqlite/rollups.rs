@@ -1,0 +1,176 @@
+//! Telemetry rollups (see `crate::store::rollups`).
+
+use super::*;
+use crate::store::rollups::{NewRollup, Rollup, RollupStore, UnrolledBatch};
+
+/// Parameters SQLite takes in one statement (its default limit is 32,766): id lists are sent in
+/// chunks of this many.
+const IDS_PER_STATEMENT: usize = 500;
+
+fn insert_rows(c: &rusqlite::Connection, rows: &[(NewRollup, String)]) -> Result<()> {
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO telemetry_rollups (grp, model, version, span, bucket, figures)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(backend)?;
+    for (row, figures) in rows {
+        insert
+            .execute(params![
+                row.group,
+                row.model,
+                row.version,
+                row.span,
+                row.bucket,
+                figures
+            ])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn encoded(rows: &[NewRollup]) -> Result<Vec<(NewRollup, String)>> {
+    rows.iter()
+        .map(|r| Ok((r.clone(), encode_stored("telemetry rollup", &r.figures)?)))
+        .collect()
+}
+
+#[async_trait]
+impl RollupStore for SqliteStore {
+    async fn unrolled_metrics(&self, limit: usize) -> Result<Vec<UnrolledBatch>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT m.device, m.seq, m.received, m.batch, COALESCE(d.grp, '')
+                     FROM metrics_batches m LEFT JOIN devices d ON d.id = m.device
+                     WHERE m.rolled = 0 ORDER BY m.received LIMIT ?1",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![limit as i64], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(rows
+                .into_iter()
+                .map(|(device, seq, received_us, batch, group)| UnrolledBatch {
+                    batch: device_document(&device, "metrics batch", Some(batch)),
+                    device,
+                    seq: seq as u64,
+                    received_us,
+                    group,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn add_rollups(&self, folded: &[(String, u64)], rows: &[NewRollup]) -> Result<bool> {
+        let folded = folded.to_vec();
+        let rows = encoded(rows)?;
+        self.write(move |c| {
+            let sp = c.savepoint().map_err(backend)?;
+            {
+                let mut mark = sp
+                    .prepare_cached(
+                        "UPDATE metrics_batches SET rolled = 1
+                         WHERE device = ?1 AND seq = ?2 AND rolled = 0",
+                    )
+                    .map_err(backend)?;
+                for (device, seq) in &folded {
+                    if mark
+                        .execute(params![device, *seq as i64])
+                        .map_err(backend)?
+                        != 1
+                    {
+                        return Ok(false); // dropping the savepoint undoes the marks
+                    }
+                }
+            }
+            insert_rows(&sp, &rows)?;
+            sp.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn rollups(&self, span: i64, from: i64, until: i64) -> Result<Vec<Rollup>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, grp, model, version, span, bucket, figures FROM telemetry_rollups
+                     WHERE span = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket, id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![span, from, until], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        NewRollup {
+                            group: r.get(1)?,
+                            model: r.get(2)?,
+                            version: r.get(3)?,
+                            span: r.get(4)?,
+                            bucket: r.get(5)?,
+                            figures: Default::default(),
+                        },
+                        r.get::<_, String>(6)?,
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|(id, mut row, figures)| {
+                    row.figures = decode_stored("telemetry rollup", &figures)?;
+                    Ok(Rollup { id, row })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn replace_rollups(&self, remove: &[i64], add: &[NewRollup]) -> Result<bool> {
+        let remove = remove.to_vec();
+        let rows = encoded(add)?;
+        self.write(move |c| {
+            let sp = c.savepoint().map_err(backend)?;
+            for chunk in remove.chunks(IDS_PER_STATEMENT) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let deleted = sp
+                    .execute(
+                        &format!("DELETE FROM telemetry_rollups WHERE id IN ({marks})"),
+                        rusqlite::params_from_iter(chunk),
+                    )
+                    .map_err(backend)?;
+                if deleted != chunk.len() {
+                    return Ok(false);
+                }
+            }
+            insert_rows(&sp, &rows)?;
+            sp.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn prune_rollups(&self, before: i64) -> Result<u64> {
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM telemetry_rollups WHERE bucket < ?1",
+                params![before],
+            )
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+}
