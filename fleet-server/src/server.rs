@@ -264,6 +264,7 @@ pub async fn start_with_clock(
         metrics,
         desired_lock: tokio::sync::Mutex::new(()),
         engine_lock: tokio::sync::Mutex::new(Default::default()),
+        rollout_views: Default::default(),
         instance,
         sessions,
         driving_rollouts: std::sync::atomic::AtomicBool::new(false),

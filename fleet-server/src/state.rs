@@ -27,6 +27,9 @@ pub struct Shared {
     /// One rollout-engine pass at a time (timer and operator commands); it holds what the
     /// passes gathered of each active rollout's telemetry.
     pub engine_lock: tokio::sync::Mutex<crate::telemetry::evidence::EvidenceCache>,
+    /// The same for the rollouts operators look at (`GET /api/v1/rollouts/{id}/telemetry`),
+    /// so each view reads only what arrived since the last.
+    pub rollout_views: tokio::sync::Mutex<crate::telemetry::evidence::EvidenceCache>,
     /// This process among the servers sharing a database (random, per start).
     pub instance: String,
     /// Its broker-session lease, and the draining of sessions of servers gone (external

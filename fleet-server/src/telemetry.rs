@@ -45,20 +45,7 @@ pub struct VersionFigures {
 impl VersionFigures {
     fn add(&mut self, device: &str, m: &edgefleet_protocol::message::ModelMetrics) {
         self.devices.insert(device.to_owned());
-        self.requests = self.requests.saturating_add(m.requests);
-        self.errors = self.errors.saturating_add(m.errors);
-        self.latency.merge(&m.latency_histogram);
-        for (label, count) in &m.predictions {
-            let mine = self.predictions.entry(label.clone()).or_default();
-            *mine = mine.saturating_add(*count);
-        }
-        for (feature, counts) in &m.drift_counts {
-            self.drift_counts
-                .entry(feature.clone())
-                .or_default()
-                .add(counts);
-        }
-        self.quality.merge(&m.quality);
+        self.absorb_rollup(&rollups::sums_of(m));
     }
 
     /// Adds one rollup bucket's figures ([`rollups`]).

@@ -129,32 +129,64 @@ pub struct StepQuery {
     step_seconds: Option<i64>,
 }
 
+/// Rollouts whose telemetry views are kept up to date between requests.
+const ROLLOUT_VIEWS_KEPT: usize = 16;
+
 /// `GET /api/v1/rollouts/{id}/telemetry`: the new version against the previous one on the
 /// rollout's devices — the figures its model gates judge — and both versions' time series.
+/// The figures are kept between requests and each request reads only the batches that arrived
+/// since the last ([`crate::telemetry::evidence`], as the engine's gates do); the series of a
+/// rollout over a group or the whole fleet come from the rollups, of one over tags or named
+/// devices from its devices' raw batches.
 pub async fn rollout(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<StepQuery>,
 ) -> ApiResult {
     let rollout = load(&state, &id).await?;
-    // One read serves both the gates' figures and the charts.
-    let batches = crate::engine::rollout_batches(&*state.store, &rollout).await?;
+    let now = state.clock.unix();
     let baselines = state.baselines().await?;
-    let (candidate, previous) = telemetry::rollout_evidence(&rollout, &batches, &baselines);
+    let (candidate, previous) = {
+        let mut views = state.rollout_views.lock().await;
+        let figures = views
+            .refresh(
+                &*state.store,
+                &rollout,
+                crate::engine::BASELINE_LOOKBACK_SECONDS,
+                now,
+            )
+            .await?
+            .versions(&rollout, &baselines);
+        views.keep_at_most(ROLLOUT_VIEWS_KEPT, &rollout.id);
+        figures
+    };
     // Charts start shortly before the rollout, in about 60 steps of its age so far.
     let since = rollout.created_at - SERIES_LEAD_SECONDS;
     let (_, step) = window(
-        Some((state.clock.unix() - since).clamp(1, MAX_SINCE_SECONDS)),
+        Some((now - since).clamp(1, MAX_SINCE_SECONDS)),
         q.step_seconds,
     )?;
-    let recent: Vec<_> = batches
-        .into_iter()
-        .filter(|b| b.window_end_unix as i64 >= since)
-        .collect();
-    let members: HashSet<&str> = rollout.devices.iter().map(|d| d.id.as_str()).collect();
-    let series = telemetry::series(&recent, &rollout.spec.model, step, &baselines, |d| {
-        members.contains(d)
-    });
+    let selector = &rollout.spec.selector;
+    let series = if selector.tags.is_empty() && selector.devices.is_empty() {
+        let rows = telemetry::rollups::window_rows(&*state.store, since, now).await?;
+        telemetry::rollups::window_figures(
+            &rows,
+            &baselines,
+            |group| selector.group.as_ref().is_none_or(|g| g == group),
+            Some(&rollout.spec.model),
+            step,
+        )
+        .series
+    } else {
+        let members: HashSet<&str> = rollout.devices.iter().map(|d| d.id.as_str()).collect();
+        let recent: Vec<_> = telemetry::batches(state.store.metrics(None, since).await?)
+            .into_iter()
+            .filter(|b| b.window_end_unix as i64 >= since)
+            .collect();
+        telemetry::series(&recent, &rollout.spec.model, step, &baselines, |d| {
+            members.contains(d)
+        })
+    };
     let report = |f: &VersionFigures, version: &str| f.report(&rollout.spec.model, version);
     Ok(axum::Json(json!({
         "rollout": rollout.id,

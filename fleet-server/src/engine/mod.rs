@@ -20,7 +20,7 @@ use crate::desired::{self, Catalog, DesiredError, WantedShadow};
 use crate::state::AppState;
 use crate::store::Store;
 
-pub use pass::{Assigner, BaselineSource, rollout_batches, run_pass};
+pub use pass::{Assigner, BASELINE_LOOKBACK_SECONDS, BaselineSource, run_pass};
 
 /// One pass over every active rollout; the API calls it too, right after a command, so the
 /// operator sees the effect without waiting for the next tick.

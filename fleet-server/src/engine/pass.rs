@@ -12,13 +12,13 @@ use edgefleet_protocol::message::EventKind;
 use crate::baselines::Baselines;
 use crate::desired::{DesiredError, WantedShadow};
 use crate::rollout::{Action, Observed, Rollout, RolloutState, StageRules};
-use crate::store::{Device, DeviceStore, RegistryStore, RolloutStore, StateStore, StoreError};
+use crate::store::{Device, DeviceStore, RegistryStore, RolloutStore, StateStore};
 use crate::telemetry::evidence::EvidenceCache;
 
 /// How often a rollout's model gates are judged (each reads the rollout's telemetry).
 const MODEL_CHECK_SECONDS: i64 = 5;
 /// Figures of the previous version from before the rollout started count as its reference.
-const BASELINE_LOOKBACK_SECONDS: i64 = 3600;
+pub const BASELINE_LOOKBACK_SECONDS: i64 = 3600;
 
 /// What makes a desired-state change real. The server's signs it and publishes it to the
 /// device; a test's records it.
@@ -48,18 +48,6 @@ pub trait BaselineSource: Send + Sync {
 pub trait PassStore: RolloutStore + DeviceStore + StateStore + RegistryStore {}
 
 impl<T: RolloutStore + DeviceStore + StateStore + RegistryStore + ?Sized> PassStore for T {}
-
-/// The telemetry a rollout's model gates judge: every batch since shortly before it started
-/// (the previous version's figures from before count as its reference).
-pub async fn rollout_batches(
-    store: &(impl StateStore + ?Sized),
-    rollout: &Rollout,
-) -> Result<Vec<edgefleet_protocol::message::MetricsBatch>, StoreError> {
-    let stored = store
-        .metrics(None, rollout.created_at - BASELINE_LOOKBACK_SECONDS)
-        .await?;
-    Ok(crate::telemetry::batches(stored))
-}
 
 /// Steps every active rollout at `now` (Unix seconds), makes the desired-state changes they ask
 /// for and saves what changed. A rollout that completes changes stages as `rules` say.

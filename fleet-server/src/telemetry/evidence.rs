@@ -114,6 +114,20 @@ impl EvidenceCache {
         Ok(evidence)
     }
 
+    /// Forgets rollouts other than `keep` while more than `limit` are kept.
+    pub fn keep_at_most(&mut self, limit: usize, keep: &str) {
+        let extra: Vec<String> = self
+            .rollouts
+            .keys()
+            .filter(|id| id.as_str() != keep)
+            .take(self.rollouts.len().saturating_sub(limit))
+            .cloned()
+            .collect();
+        for id in extra {
+            self.rollouts.remove(&id);
+        }
+    }
+
     /// Forgets the rollouts not in `active`.
     pub fn keep_only<'a>(&mut self, active: impl IntoIterator<Item = &'a str>) {
         let active: HashSet<&str> = active.into_iter().collect();

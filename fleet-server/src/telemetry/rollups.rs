@@ -33,21 +33,17 @@ pub fn batch_time(batch: &MetricsBatch, received_us: i64) -> i64 {
     end.min(received_us.div_euclid(1_000_000))
 }
 
-fn add_model(f: &mut RollupFigures, m: &ModelMetrics) {
-    f.requests = f.requests.saturating_add(m.requests);
-    f.errors = f.errors.saturating_add(m.errors);
-    f.latency.merge(&m.latency_histogram);
-    for (label, n) in &m.predictions {
-        let mine = f.predictions.entry(label.clone()).or_default();
-        *mine = mine.saturating_add(*n);
+/// One model's figures in one batch, as sums.
+pub(crate) fn sums_of(m: &ModelMetrics) -> RollupFigures {
+    RollupFigures {
+        requests: m.requests,
+        errors: m.errors,
+        latency: m.latency_histogram.clone(),
+        predictions: m.predictions.clone(),
+        drift_counts: m.drift_counts.clone(),
+        quality: m.quality.clone(),
+        ..RollupFigures::default()
     }
-    for (feature, counts) in &m.drift_counts {
-        f.drift_counts
-            .entry(feature.clone())
-            .or_default()
-            .add(counts);
-    }
-    f.quality.merge(&m.quality);
 }
 
 /// Adds `other` into `f`; `devices` adds up (rows of one bucket) or takes the larger (rows of
@@ -106,7 +102,7 @@ pub fn fold(batches: &[UnrolledBatch]) -> Vec<NewRollup> {
             );
             let (figures, devices) = rows.entry(key).or_default();
             figures.batches += 1;
-            add_model(figures, m);
+            merge(figures, &sums_of(m), true);
             devices.insert(&unrolled.device);
         }
     }
