@@ -11,7 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use edgefleet_protocol::baseline::BinCounts;
+use edgefleet_protocol::latency::LatencyHistogram;
 use edgefleet_protocol::message::{MetricsBatch, ModelMetrics};
+use edgefleet_protocol::quality::QualityCounts;
 
 use super::{SeriesPoint, VersionFigures, points};
 use crate::baselines::Baselines;
@@ -33,16 +36,79 @@ pub fn batch_time(batch: &MetricsBatch, received_us: i64) -> i64 {
     end.min(received_us.div_euclid(1_000_000))
 }
 
-/// One model's figures in one batch, as sums.
-pub(crate) fn sums_of(m: &ModelMetrics) -> RollupFigures {
-    RollupFigures {
-        requests: m.requests,
-        errors: m.errors,
-        latency: m.latency_histogram.clone(),
-        predictions: m.predictions.clone(),
-        drift_counts: m.drift_counts.clone(),
-        quality: m.quality.clone(),
-        ..RollupFigures::default()
+/// The figures that add up, borrowed from wherever they are kept: a batch's model metrics, a
+/// rollup row, a version's figures.
+pub(crate) struct Sums<'a> {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: &'a LatencyHistogram,
+    pub predictions: &'a BTreeMap<String, u64>,
+    pub drift_counts: &'a BTreeMap<String, BinCounts>,
+    pub quality: &'a QualityCounts,
+}
+
+/// Where [`Sums`] are added to.
+pub(crate) struct SumsInto<'a> {
+    pub requests: &'a mut u64,
+    pub errors: &'a mut u64,
+    pub latency: &'a mut LatencyHistogram,
+    pub predictions: &'a mut BTreeMap<String, u64>,
+    pub drift_counts: &'a mut BTreeMap<String, BinCounts>,
+    pub quality: &'a mut QualityCounts,
+}
+
+/// The one place figures are added: counts saturate, histograms and bin counts merge.
+pub(crate) fn add_sums(into: SumsInto<'_>, from: Sums<'_>) {
+    *into.requests = into.requests.saturating_add(from.requests);
+    *into.errors = into.errors.saturating_add(from.errors);
+    into.latency.merge(from.latency);
+    for (label, n) in from.predictions {
+        let mine = into.predictions.entry(label.clone()).or_default();
+        *mine = mine.saturating_add(*n);
+    }
+    for (feature, counts) in from.drift_counts {
+        into.drift_counts
+            .entry(feature.clone())
+            .or_default()
+            .add(counts);
+    }
+    into.quality.merge(from.quality);
+}
+
+impl<'a> From<&'a ModelMetrics> for Sums<'a> {
+    fn from(m: &'a ModelMetrics) -> Self {
+        Self {
+            requests: m.requests,
+            errors: m.errors,
+            latency: &m.latency_histogram,
+            predictions: &m.predictions,
+            drift_counts: &m.drift_counts,
+            quality: &m.quality,
+        }
+    }
+}
+
+impl<'a> From<&'a RollupFigures> for Sums<'a> {
+    fn from(f: &'a RollupFigures) -> Self {
+        Self {
+            requests: f.requests,
+            errors: f.errors,
+            latency: &f.latency,
+            predictions: &f.predictions,
+            drift_counts: &f.drift_counts,
+            quality: &f.quality,
+        }
+    }
+}
+
+fn sums_into(f: &mut RollupFigures) -> SumsInto<'_> {
+    SumsInto {
+        requests: &mut f.requests,
+        errors: &mut f.errors,
+        latency: &mut f.latency,
+        predictions: &mut f.predictions,
+        drift_counts: &mut f.drift_counts,
+        quality: &mut f.quality,
     }
 }
 
@@ -56,20 +122,7 @@ fn merge(f: &mut RollupFigures, other: &RollupFigures, same_bucket: bool) {
     } else {
         f.devices.max(other.devices)
     };
-    f.requests = f.requests.saturating_add(other.requests);
-    f.errors = f.errors.saturating_add(other.errors);
-    f.latency.merge(&other.latency);
-    for (label, n) in &other.predictions {
-        let mine = f.predictions.entry(label.clone()).or_default();
-        *mine = mine.saturating_add(*n);
-    }
-    for (feature, counts) in &other.drift_counts {
-        f.drift_counts
-            .entry(feature.clone())
-            .or_default()
-            .add(counts);
-    }
-    f.quality.merge(&other.quality);
+    add_sums(sums_into(f), other.into());
 }
 
 type RowKey = (String, String, String, i64);
@@ -102,7 +155,7 @@ pub fn fold(batches: &[UnrolledBatch]) -> Vec<NewRollup> {
             );
             let (figures, devices) = rows.entry(key).or_default();
             figures.batches += 1;
-            merge(figures, &sums_of(m), true);
+            add_sums(sums_into(figures), m.into());
             devices.insert(&unrolled.device);
         }
     }
@@ -299,6 +352,9 @@ async fn replace(
         return Ok(0);
     }
     let rows: Vec<Rollup> = store.rollups(span, from, until).await?;
+    if rows.is_empty() {
+        return Ok(0); // the usual case for compaction: nothing to write
+    }
     let plain: Vec<NewRollup> = rows.iter().map(|r| r.row.clone()).collect();
     let merged = merge_rows(&plain, into);
     if merged.len() == rows.len() && into == span {
