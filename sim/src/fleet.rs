@@ -54,6 +54,8 @@ pub struct FleetApi {
 pub struct Enrolled {
     pub id: DeviceId,
     pub key: DeviceKey,
+    /// The key's PKCS#8 document, for saving the fleet (`crate::enrolled`).
+    pub pkcs8: Vec<u8>,
     pub credential: String,
     pub mqtt_url: String,
 }
@@ -207,7 +209,7 @@ impl FleetApi {
                 &url,
             )
             .await?;
-        let (key, _pkcs8) = DeviceKey::generate().map_err(|e| FleetError::Key(e.to_string()))?;
+        let (key, pkcs8) = DeviceKey::generate().map_err(|e| FleetError::Key(e.to_string()))?;
         let url = format!("{}/api/v1/enroll", self.server_url);
         let enrolled: EnrollResponse = self
             .call(
@@ -223,6 +225,7 @@ impl FleetApi {
         Ok(Enrolled {
             id,
             key,
+            pkcs8,
             credential: enrolled.credential,
             mqtt_url: enrolled.mqtt_url,
         })

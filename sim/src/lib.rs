@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod device;
+pub mod enrolled;
 pub mod fleet;
 pub mod link;
 pub mod run;

@@ -68,6 +68,8 @@ enum LinkError {
     Refused(v4::ConnectReturnCode),
     #[error("the broker closed the connection")]
     Closed,
+    #[error("the broker refused the subscription to the device's desired topic")]
+    SubscriptionRefused,
     #[error("no answer from the broker within {0:?}")]
     Silent(Duration),
 }
@@ -252,8 +254,11 @@ impl Session {
         let now = || shared.now();
         let mut out = BytesMut::new();
         let desired_topic = Topic::new(device.id().clone(), Channel::Desired).to_string();
-        v4::Packet::Subscribe(v4::Subscribe::new(desired_topic.as_str(), QoS::AtLeastOnce))
-            .write(&mut out, MAX_OUTGOING)?;
+        let mut subscribe = v4::Subscribe::new(desired_topic.as_str(), QoS::AtLeastOnce);
+        // A SUBSCRIBE needs a non-zero packet id: Mosquitto drops the connection over a zero
+        // (rumqttd let it pass).
+        subscribe.pkid = self.pkid();
+        v4::Packet::Subscribe(subscribe).write(&mut out, MAX_OUTGOING)?;
         // What the last connection left unacknowledged goes first, in its order.
         for (_, message) in std::mem::take(&mut self.unacked) {
             self.send(message, &mut out)?;
@@ -347,6 +352,14 @@ impl Session {
                         tracing::warn!(device = %device.id(), error = %e, "desired state not acted on");
                     }
                 }
+            }
+            v4::Packet::SubAck(ack)
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, v4::SubscribeReasonCode::Failure)) =>
+            {
+                return Err(LinkError::SubscriptionRefused);
             }
             v4::Packet::Disconnect => return Err(LinkError::Closed),
             _ => {}

@@ -12,10 +12,23 @@ use tokio_util::sync::CancellationToken;
     about = "Simulates a fleet of devices against a fleet server (loopback only)"
 )]
 enum Cli {
-    /// Enrolls the configured devices, runs them for the configured time, prints a JSON summary.
+    /// Enrolls the configured devices (unless `--enrolled` has them), runs them for the
+    /// configured time, prints a JSON summary.
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Devices enrolled before by `edgefleet-sim enroll` with this configuration.
+        #[arg(long)]
+        enrolled: Option<PathBuf>,
+    },
+    /// Registers and enrolls the configured devices and saves their keys and credentials to
+    /// `--out` (mode 0600) for `run --enrolled`: a broker that must learn the credentials first
+    /// (Mosquitto: `fleet-server mosquitto-config`) gets that step in between.
+    Enroll {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Checks a configuration and says what it would run.
     Check {
@@ -45,8 +58,27 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cli::Run { config } => {
+        Cli::Enroll { config, out } => {
             let c = edgefleet_sim::config::SimConfig::load(&config)?;
+            let (enrolled, seconds) = edgefleet_sim::run::enroll(&c).await?;
+            edgefleet_sim::enrolled::save(&out, &enrolled)?;
+            let text = serde_json::to_string_pretty(&serde_json::json!({
+                "devices": enrolled.len(),
+                "enroll_seconds": seconds,
+                "saved": out,
+            }))?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{text}");
+            }
+            Ok(())
+        }
+        Cli::Run { config, enrolled } => {
+            let c = edgefleet_sim::config::SimConfig::load(&config)?;
+            let fleet = match enrolled {
+                Some(path) => edgefleet_sim::run::Fleet::Saved(path),
+                None => edgefleet_sim::run::Fleet::Enroll,
+            };
             raise_open_file_limit(c.devices())?;
             let stop = CancellationToken::new();
             let on_signal = stop.clone();
@@ -55,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
                     on_signal.cancel();
                 }
             });
-            let summary = edgefleet_sim::run::run(c, stop)
+            let summary = edgefleet_sim::run::run(c, fleet, stop)
                 .await
                 .context("the simulation stopped")?;
             let text = serde_json::to_string_pretty(&summary)?;

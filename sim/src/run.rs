@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::SimConfig;
 use crate::device::SimDevice;
-use crate::fleet::FleetApi;
+use crate::fleet::{Enrolled, FleetApi};
 use crate::link::{self, LinkSettings, Tally, load};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,8 @@ pub enum RunError {
     Broker { url: String, detail: String },
     #[error("device id {id:?}: {detail}")]
     DeviceId { id: String, detail: String },
+    #[error(transparent)]
+    Saved(#[from] crate::enrolled::EnrolledError),
 }
 
 /// Per-channel message counts.
@@ -54,6 +56,7 @@ impl ByChannel {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub devices: u64,
+    /// 0 for a fleet enrolled before the run (`--enrolled`).
     pub enroll_seconds: f64,
     /// From the first connection attempt until every device was connected once (`None`: not all
     /// of them ever were).
@@ -86,24 +89,8 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the simulation until its duration is up or `stop` is cancelled.
-pub async fn run(config: SimConfig, stop: CancellationToken) -> Result<Summary, RunError> {
-    let token = std::fs::read_to_string(&config.admin_token_file).map_err(|e| RunError::Token {
-        path: config.admin_token_file.clone(),
-        detail: e.to_string(),
-    })?;
-    let api = FleetApi::new(&config.server_url, &token)?;
-    let catalog = api.catalog().await?;
-    let initial = match &config.initial_target {
-        Some(target) => Some(
-            catalog
-                .get_key_value(target.as_str())
-                .map(|(t, r)| (t.clone(), r.clone()))
-                .ok_or_else(|| RunError::UnknownInitialTarget(target.clone()))?,
-        ),
-        None => None,
-    };
-
+/// The devices a configuration describes, in order, each with its group.
+pub fn wanted_devices(config: &SimConfig) -> Result<Vec<(DeviceId, String)>, RunError> {
     let mut wanted = Vec::new();
     for group in &config.groups {
         for n in 0..group.devices {
@@ -115,18 +102,73 @@ pub async fn run(config: SimConfig, stop: CancellationToken) -> Result<Summary, 
             wanted.push((id, group.name.clone()));
         }
     }
-    let enroll_started = Instant::now();
+    Ok(wanted)
+}
+
+fn fleet_api(config: &SimConfig) -> Result<FleetApi, RunError> {
+    let token = std::fs::read_to_string(&config.admin_token_file).map_err(|e| RunError::Token {
+        path: config.admin_token_file.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok(FleetApi::new(&config.server_url, &token)?)
+}
+
+/// Registers and enrolls the configuration's fleet, each device with a key of its own; returns
+/// it with each device's group, and the seconds it took.
+pub async fn enroll(config: &SimConfig) -> Result<(Vec<(Enrolled, String)>, f64), RunError> {
+    let api = fleet_api(config)?;
+    let wanted = wanted_devices(config)?;
+    let groups: Vec<String> = wanted.iter().map(|(_, g)| g.clone()).collect();
+    let started = Instant::now();
     tracing::info!(
         devices = wanted.len(),
         "registering and enrolling the simulated fleet"
     );
     let enrolled = api.enroll_all(wanted, config.enroll_concurrency).await?;
-    let enroll_seconds = enroll_started.elapsed().as_secs_f64();
-    tracing::info!(
-        devices = enrolled.len(),
-        seconds = enroll_seconds,
-        "fleet enrolled"
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(devices = enrolled.len(), seconds, "fleet enrolled");
+    Ok((enrolled.into_iter().zip(groups).collect(), seconds))
+}
+
+/// Where a run's devices come from.
+#[derive(Debug, Clone)]
+pub enum Fleet {
+    /// Registered and enrolled by the run itself.
+    Enroll,
+    /// Enrolled before, by `edgefleet-sim enroll` (see [`crate::enrolled`]).
+    Saved(std::path::PathBuf),
+}
+
+/// Runs the simulation until its duration is up or `stop` is cancelled.
+pub async fn run(
+    config: SimConfig,
+    fleet: Fleet,
+    stop: CancellationToken,
+) -> Result<Summary, RunError> {
+    let api = fleet_api(&config)?;
+    let catalog = api.catalog().await?;
+    let initial = match &config.initial_target {
+        Some(target) => Some(
+            catalog
+                .get_key_value(target.as_str())
+                .map(|(t, r)| (t.clone(), r.clone()))
+                .ok_or_else(|| RunError::UnknownInitialTarget(target.clone()))?,
+        ),
+        None => None,
+    };
+    let (enrolled, enroll_seconds) = match fleet {
+        Fleet::Enroll => {
+            let (enrolled, seconds) = enroll(&config).await?;
+            (
+                enrolled.into_iter().map(|(device, _)| device).collect(),
+                seconds,
+            )
+        }
+        Fleet::Saved(path) => (
+            crate::enrolled::load(&path, &wanted_devices(&config)?)?,
+            0.0,
+        ),
+    };
 
     let shared = Arc::new(link::Shared {
         catalog,

@@ -55,6 +55,21 @@ impl DemoOptions {
 }
 
 impl Demo {
+    /// On Mosquitto: regenerates its password and ACL files from the store
+    /// (`fleet-server mosquitto-config`) and has it re-read them, so that devices enrolled since
+    /// may connect. The embedded broker asks the store itself.
+    pub fn broker_learns_devices(&self) {
+        if let Some(broker) = &self.mosquitto {
+            run_ok(
+                self.server
+                    .command("mosquitto-config")
+                    .arg("--out-dir")
+                    .arg(broker.conf.parent().unwrap()),
+            );
+            broker.reload();
+        }
+    }
+
     /// The port devices reach the broker on: Mosquitto's, or the server's embedded broker.
     pub fn mqtt_port(&self) -> u16 {
         self.mosquitto
@@ -279,16 +294,7 @@ pub fn set_up(dir: &Path, options: &DemoOptions) -> Demo {
         );
         demo.agents.push(AgentProcess::spawn(config, port, &[]));
     }
-    if let Some(broker) = &demo.mosquitto {
-        // The broker learns the new devices' credentials.
-        run_ok(
-            demo.server
-                .command("mosquitto-config")
-                .arg("--out-dir")
-                .arg(broker.conf.parent().unwrap()),
-        );
-        broker.reload();
-    }
+    demo.broker_learns_devices();
     let admin = demo.operator.token();
     let online = crate::fleet::eventually("agents online", Duration::from_secs(60), || {
         let (_, body) = demo

@@ -165,6 +165,26 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// The one number `sql` selects, asked through `psql` (benchmarks weigh the database so).
+    pub fn scalar(&self, sql: &str) -> i64 {
+        let out = Command::new(postgres_bin().join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "edgefleet", "-d", "postgres", "-At", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("psql {sql}: {text:?}: {e}"))
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGINT, PostgreSQL's fast shutdown: it disconnects clients rather than waiting for them

@@ -159,3 +159,76 @@ fn two_thousand_simulated_devices_halt_the_drifting_rollout_and_complete_the_cle
         assert!(line.ends_with(" 0"), "{line}");
     }
 }
+
+const ON_MOSQUITTO: u32 = 300;
+
+/// The simulator on Mosquitto, the way a production fleet is brought up: the devices enrolled in
+/// bulk first (`edgefleet-sim enroll`), the broker told their credentials
+/// (`fleet-server mosquitto-config`, reloaded), then the fleet connects, each device confined to
+/// its own topics by Mosquitto's ACL. A rollout to all of them completes and every message the
+/// devices published is stored once.
+#[test]
+fn a_fleet_enrolled_in_bulk_runs_on_mosquitto_and_loses_nothing() {
+    let _serial = one_fleet_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = demo::set_up(
+        tmp.path(),
+        &DemoOptions {
+            mosquitto: true,
+            ..DemoOptions::embedded(0)
+        },
+    );
+    let token = tmp.path().join("admin.token");
+    std::fs::write(&token, fleet.operator.token()).unwrap();
+    let enrolled = SimProcess::enroll(
+        tmp.path(),
+        &format!(
+            r#"server_url = "{server}"
+admin_token_file = "{token}"
+duration_seconds = 300
+connects_per_second = 300
+initial_target = "models/churn/1.0.0/model.onnx"
+[telemetry]
+window_seconds = 2
+requests_per_second = 2.0
+[[groups]]
+name = "fleet"
+devices = {ON_MOSQUITTO}
+install_delay_ms = 500
+"#,
+            server = fleet.server.base_url(),
+            token = token.display(),
+        ),
+    );
+    fleet.broker_learns_devices();
+    let sim = SimProcess::start_enrolled(tmp.path(), &enrolled, Duration::from_secs(120));
+
+    let id = fleet.create_rollout(&json!({
+        "model": "churn", "version": "2.0.0", "group": "fleet", "waves": [100.0],
+        "bake_seconds": 0, "device_timeout_seconds": 120,
+    }));
+    let ended = fleet.ended_rollout(&id, Duration::from_secs(180));
+    assert_eq!(ended["state"]["state"], "completed", "{ended:#}");
+    std::thread::sleep(Duration::from_secs(3)); // a telemetry window on 2.0.0
+
+    let summary = sim.stop();
+    assert_eq!(summary["devices"], ON_MOSQUITTO, "{summary:#}");
+    assert_eq!(
+        summary["enroll_seconds"], 0.0,
+        "enrolled before: {summary:#}"
+    );
+    assert_eq!(summary["refused_connections"], 0, "{summary:#}");
+    assert_eq!(summary["connection_errors"], 0, "{summary:#}");
+    assert_eq!(summary["installs_committed"], ON_MOSQUITTO, "{summary:#}");
+    assert_eq!(summary["unacked"], 0, "{summary:#}");
+    assert_eq!(summary["sent"], summary["acked"], "{summary:#}");
+    for channel in ["reported", "events", "metrics"] {
+        let acked = summary["acked"][channel].as_f64().unwrap();
+        assert!(acked > 0.0, "{channel}: {summary:#}");
+        eventually(
+            &format!("every {channel} message stored"),
+            Duration::from_secs(60),
+            || (stored(&fleet, channel) == acked).then_some(()),
+        );
+    }
+}
