@@ -258,9 +258,10 @@ pub struct MqttConfig {
     /// How many server replicas may share an external broker: `mosquitto-config` writes one
     /// broker user per replica slot. Default 4.
     pub replicas: u16,
-    /// Embedded broker only: every this many seconds the server subscribes to everything again,
-    /// which has rumqttd hand it every retained message, and clears those it refuses. Catches
-    /// junk a device retained faster than the server could read it live. Default 300.
+    /// Embedded broker only: every this many seconds the server's watcher connection connects
+    /// afresh, which has rumqttd hand it retained messages again (at most 1,000), and undoes
+    /// those it refuses. Catches junk a device retained faster than the watcher read it live.
+    /// Default 300.
     pub retained_sweep_seconds: u64,
 }
 

@@ -81,11 +81,14 @@ pub async fn start_embedded_broker(
         router: rumqttd::RouterConfig {
             max_connections: 100_000,
             max_outgoing_packet_count: 1000,
-            // What rumqttd keeps of each subscription's traffic, delivered or not: a ring of
-            // 4 x 16 MiB (it was 10 x 100 MiB: a device could hold a gigabyte of the server's
-            // memory with junk). Messages are at most 512 KiB, so the server, reading as they
-            // come, is never a ring behind.
-            max_segment_size: 16 * 1024 * 1024,
+            // What rumqttd keeps of each filter's traffic, delivered or not: a ring of 4 x 8 MiB
+            // (it was 10 x 100 MiB: a device could hold a gigabyte of the server's memory with
+            // junk). The server's filters are four: the three device channels it ingests and the
+            // watcher's `#` (each message in a ring per filter it matches), so junk holds at most
+            // 128 MiB of them. Messages are at most 512 KiB; the ingesting connection reads as
+            // they come and the device channels' 96 MiB between them never carry the server's own
+            // desired states, so it is not a ring behind.
+            max_segment_size: 8 * 1024 * 1024,
             max_segment_count: 4,
             custom_segment: None,
             initialized_filters: None,

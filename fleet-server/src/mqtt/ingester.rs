@@ -6,10 +6,10 @@ use super::*;
 /// pool) and acknowledges them strictly in arrival order, as MQTT requires. One at a time, a
 /// server on PostgreSQL spent its time waiting on round trips (docs/BENCHMARKS.md).
 ///
-/// On the embedded broker (`embedded` holds where desired topics in need of restoring go), a
-/// refused message's topic is cleared of any retained message (an empty retained publish):
-/// whatever a device left there, forged or junk, goes, and the broker's memory of retained
-/// messages stays bounded by what the server accepts.
+/// On the embedded broker (`clear_refused`), a refused message's topic is cleared of any
+/// retained message (an empty retained publish): whatever a device left on a device channel,
+/// forged or junk, goes, and the broker's memory of retained messages stays bounded by what the
+/// server accepts. (Other topics are the watcher's, [`super::watcher`].)
 pub(super) async fn ingester(
     parts: Ingester,
     mut from_loop: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
@@ -20,7 +20,7 @@ pub(super) async fn ingester(
         metrics,
         keys,
         clock,
-        embedded,
+        clear_refused,
         shutdown,
     } = parts;
     let mut in_flight: FuturesOrdered<IngestFuture> = FuturesOrdered::new();
@@ -37,22 +37,13 @@ pub(super) async fn ingester(
         }
         tokio::select! {
             Some((publish, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                if embedded.is_some() && matches!(outcome, Ingested::Refused(_)) {
-                    clear_retained(&handle, &metrics, &publish.topic);
+                if clear_refused && matches!(outcome, Ingested::Refused(_)) {
+                    clear_retained(&handle.client, &metrics, &publish.topic);
                 }
                 finish(&metrics, publish, outcome, &mut unsent_acks);
             }
             received = from_loop.recv(), if open && in_flight.len() < INGEST_WINDOW => match received {
                 Some(publish) => {
-                    if let Some(guard) = &handle.guard
-                        && let Some(restore) = &embedded
-                        && let Ok(topic) = Topic::parse(&publish.topic)
-                        && topic.channel == Channel::Desired
-                        && !guard.is_ours(&topic.device, &publish.payload)
-                    {
-                        // Full: the next sweep hands this message over again.
-                        let _ = restore.try_send(topic.device);
-                    }
                     let store = store.clone();
                     let metrics = metrics.clone();
                     let keys = keys.clone();
@@ -87,8 +78,8 @@ pub(super) struct Ingester {
     pub(super) metrics: Arc<Metrics>,
     pub(super) keys: Arc<DeviceKeys>,
     pub(super) clock: Arc<dyn edgefleet_clock::Clock>,
-    /// On the embedded broker: where desired topics in need of restoring go.
-    pub(super) embedded: Option<tokio::sync::mpsc::Sender<DeviceId>>,
+    /// On the embedded broker: clear the topic of a refused message.
+    pub(super) clear_refused: bool,
     pub(super) shutdown: CancellationToken,
 }
 
@@ -128,13 +119,10 @@ pub(super) fn finish(
 }
 
 /// Publishes an empty retained message on `topic`, which deletes what a device retained there.
-/// The server sees its own empty publish come back and ignores it ([`ingest`]), so this never
-/// loops.
-pub(super) fn clear_retained(handle: &MqttHandle, metrics: &Metrics, topic: &str) {
-    match handle
-        .client
-        .try_publish(topic, QoS::AtMostOnce, true, Vec::new())
-    {
+/// The server sees its own empty publish come back and lets it be ([`ingest`],
+/// [`super::watcher::judge`]), so this never loops.
+pub(super) fn clear_retained(client: &AsyncClient, metrics: &Metrics, topic: &str) {
+    match client.try_publish(topic, QoS::AtMostOnce, true, Vec::new()) {
         Ok(()) => {
             metrics.mqtt_retained_cleared.inc();
         }

@@ -11,14 +11,14 @@
 mod embedded;
 mod ingester;
 mod upkeep;
+mod watcher;
 
 pub use embedded::{
     Authenticator, EMBEDDED_HALF_OPEN_MAX, embedded_authenticator, start_embedded_broker,
 };
-use ingester::{INGEST_WINDOW, Ingester, ingester};
-use upkeep::{
-    RESTORE_QUEUE, SWEEP_FILTERS, desired_restorer, drive_publisher, republisher, retained_sweeper,
-};
+use ingester::{INGEST_WINDOW, Ingester, clear_retained, ingester};
+use upkeep::{RESTORE_QUEUE, desired_restorer, drive_publisher, republisher};
+use watcher::{DesiredGuard, Watcher, drive_watcher};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -49,17 +49,17 @@ use crate::tufhost::TufHost;
 pub struct MqttHandle {
     /// Subscribes, acknowledges what it is handed and clears refused retained messages.
     client: AsyncClient,
-    /// Publishes desired state. On the embedded broker a connection of its own: the server's
-    /// subscription there covers the desired topics too, so each publication comes back to be
-    /// acknowledged, and with both on one connection a rollout's thousands of queued publishes
-    /// held those acknowledgements back until rumqttd, at its cap of unacknowledged deliveries,
-    /// stopped answering — pings included — and the connection dropped (10,000 devices,
-    /// docs/BENCHMARKS.md). On an external broker the server does not subscribe to desired
-    /// topics, so one connection serves.
+    /// Publishes desired state. On the embedded broker a connection of its own, so that a
+    /// rollout's thousands of queued publishes never hold back the acknowledgements of device
+    /// messages: rumqttd stops delivering to a connection at 500 unacknowledged messages, and
+    /// when the two shared a connection it stopped answering — pings included — until the
+    /// connection dropped (10,000 devices, docs/BENCHMARKS.md). On an external broker the
+    /// ingesting connection publishes too.
     publisher: AsyncClient,
     connected: Arc<AtomicBool>,
     republish: Arc<Notify>,
-    /// On the embedded broker: what this server last published on each desired topic.
+    /// On the embedded broker: what this server last published on each desired topic, for the
+    /// watcher ([`watcher`]).
     guard: Option<Arc<DesiredGuard>>,
 }
 
@@ -101,123 +101,33 @@ impl MqttHandle {
     }
 }
 
-/// The digest of the last desired state this server published per device. On the embedded broker
-/// (no topic rights) a device can publish — and retain — on another device's desired topic: a
-/// forgery or a replay the victim refuses, or an empty message that wipes its retained state.
-/// Either way a victim that reconnects would find nothing genuine retained. The server sees every
-/// desired message there (its own come back to it), so one it did not write is noticed and the
-/// genuine state restored ([`desired_restorer`]).
-#[derive(Debug, Default)]
-struct DesiredGuard {
-    published: std::sync::Mutex<HashMap<String, Published>>,
-}
-
-/// What the server published on one desired topic: the last message (what should be retained)
-/// and those whose echo has not come back yet, oldest first.
-#[derive(Debug, Default)]
-struct Published {
-    last: [u8; 32],
-    awaiting_echo: VecDeque<[u8; 32]>,
-}
-
-/// More publications than this for one device before their echoes return: the oldest is
-/// forgotten (and its late echo restores the last, harmlessly).
-const MAX_AWAITING_ECHO: usize = 16;
-
-impl DesiredGuard {
-    fn digest(bytes: &[u8]) -> [u8; 32] {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        out
-    }
-
-    fn record(&self, device: &DeviceId, bytes: &[u8]) {
-        let digest = Self::digest(bytes);
-        if let Ok(mut published) = self.published.lock() {
-            let entry = published.entry(device.to_string()).or_default();
-            entry.last = digest;
-            entry.awaiting_echo.push_back(digest);
-            if entry.awaiting_echo.len() > MAX_AWAITING_ECHO {
-                entry.awaiting_echo.pop_front();
-            }
-        }
-    }
-
-    /// Whether `bytes` seen on `device`'s desired topic is this server's: the echo of one of its
-    /// publications, or what it last published (handed over again by a sweep). With nothing
-    /// published, only an empty message is (nothing to restore either).
-    fn is_ours(&self, device: &DeviceId, bytes: &[u8]) -> bool {
-        let Ok(mut published) = self.published.lock() else {
-            return true;
-        };
-        let Some(entry) = published.get_mut(device.as_str()) else {
-            return bytes.is_empty();
-        };
-        let digest = Self::digest(bytes);
-        if let Some(at) = entry.awaiting_echo.iter().position(|d| *d == digest) {
-            entry.awaiting_echo.drain(..=at);
-            if entry.awaiting_echo.is_empty() {
-                entry.awaiting_echo = VecDeque::new(); // a fleet of idle entries holds no buffers
-            }
-            return true;
-        }
-        entry.last == digest
-    }
-}
-
-#[cfg(test)]
-mod guard_tests {
-    use super::*;
-
-    #[test]
-    fn echoes_and_the_last_state_are_ours_and_anything_else_is_restored_once() {
-        let guard = DesiredGuard::default();
-        let dev = DeviceId::new("dev-01").unwrap();
-        assert!(
-            guard.is_ours(&dev, b""),
-            "nothing published, nothing to restore"
-        );
-        assert!(!guard.is_ours(&dev, b"forged"));
-        guard.record(&dev, b"d1");
-        guard.record(&dev, b"d2");
-        // Echoes in order, then a sweep handing the retained one over again.
-        assert!(guard.is_ours(&dev, b"d1"));
-        assert!(guard.is_ours(&dev, b"d2"));
-        assert!(guard.is_ours(&dev, b"d2"));
-        // A replay of an older genuine message, a forgery, a wipe: not ours.
-        assert!(!guard.is_ours(&dev, b"d1"));
-        assert!(!guard.is_ours(&dev, b"forged"));
-        assert!(!guard.is_ours(&dev, b""));
-        // Restoring publishes again while earlier echoes are still coming: no ping-pong.
-        guard.record(&dev, b"d3");
-        guard.record(&dev, b"d3-restored");
-        assert!(guard.is_ours(&dev, b"d3"));
-        assert!(guard.is_ours(&dev, b"d3-restored"));
-        assert!(guard.is_ours(&dev, b"d3-restored"));
-    }
-}
-
 /// The broker connections' event loops, each driven by [`run`].
 pub struct EventLoops {
     main: EventLoop,
-    /// The desired-state publisher's own connection (embedded broker only).
-    publisher: Option<EventLoop>,
+    /// The embedded broker's desired-state publisher and watcher connections.
+    embedded: Option<EmbeddedLoops>,
+}
+
+struct EmbeddedLoops {
+    publisher: EventLoop,
+    watcher: AsyncClient,
+    watcher_loop: EventLoop,
 }
 
 impl std::fmt::Debug for EventLoops {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventLoops")
-            .field("publisher", &self.publisher.is_some())
+            .field("embedded", &self.embedded.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// The client id of the embedded broker's desired-state publisher: the server's user name with
-/// slot 0, a name no device may enrol under ([`crate::config::MqttConfig::is_server_user`]), so
-/// none can connect under it and knock the publisher off.
-fn publisher_client_id(username: &str) -> String {
-    format!("{username}-0")
+/// The client ids of the embedded broker's desired-state publisher and watcher: the server's
+/// user name with slots 0 and 00, names no device may enrol under
+/// ([`crate::config::MqttConfig::is_server_user`]) and no replica takes (replicas count from 1,
+/// and only on an external broker), so none can connect under them and knock these off.
+fn embedded_client_ids(username: &str) -> (String, String) {
+    (format!("{username}-0"), format!("{username}-00"))
 }
 
 /// Connects the server's client. Returns the handle and the event loops to drive with [`run`].
@@ -235,11 +145,20 @@ pub fn connect(
     let embedded = config.mqtt.url.is_none();
     let options = client_options(config, address, password, client_id, embedded)?;
     let (client, main) = AsyncClient::new(options, 10_000);
-    let (publisher, publisher_loop) = if embedded {
-        let id = publisher_client_id(&config.mqtt.username);
-        let options = client_options(config, address, password, &id, true)?;
-        let (publisher, eventloop) = AsyncClient::new(options, 10_000);
-        (publisher, Some(eventloop))
+    let (publisher, embedded_loops) = if embedded {
+        let (publisher_id, watcher_id) = embedded_client_ids(&config.mqtt.username);
+        let options = client_options(config, address, password, &publisher_id, true)?;
+        let (publisher, publisher_loop) = AsyncClient::new(options, 10_000);
+        let options = client_options(config, address, password, &watcher_id, true)?;
+        let (watcher, watcher_loop) = AsyncClient::new(options, 10_000);
+        (
+            publisher,
+            Some(EmbeddedLoops {
+                publisher: publisher_loop,
+                watcher,
+                watcher_loop,
+            }),
+        )
     } else {
         (client.clone(), None)
     };
@@ -253,20 +172,9 @@ pub fn connect(
         },
         EventLoops {
             main,
-            publisher: publisher_loop,
+            embedded: embedded_loops,
         },
     ))
-}
-
-/// What the server subscribes to. On an external broker, the device channels (shared). On the
-/// embedded broker, everything: rumqttd has no topic rights, so a device may publish — and
-/// retain, which rumqttd keeps forever — anywhere; the server sees it all and clears what it
-/// refuses (see [`ingester`]).
-fn subscriptions(share_group: Option<&str>) -> Vec<String> {
-    match share_group {
-        Some(_) => device_filters(share_group),
-        None => vec![SWEEP_FILTERS[0].into()],
-    }
 }
 
 /// What the server's broker client works with.
@@ -281,7 +189,7 @@ pub struct ClientParts {
     /// so a plain subscription is both sufficient and correct there.
     pub share_group: Option<String>,
     pub sessions: Option<crate::sessions::Sessions>,
-    /// `mqtt.retained_sweep_seconds` (used on the embedded broker only).
+    /// `mqtt.retained_sweep_seconds` (the embedded broker's watcher).
     pub retained_sweep: Duration,
     /// Cancelled at shutdown: the client stores and acknowledges the messages it holds, then
     /// disconnects; what arrives after is left to the broker to deliver again.
@@ -296,7 +204,7 @@ pub struct ClientParts {
 pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
     let EventLoops {
         main: mut eventloop,
-        publisher,
+        embedded,
     } = loops;
     let ClientParts {
         store,
@@ -310,18 +218,13 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
         clock,
     } = parts;
     let mut helpers = tokio::task::JoinSet::new();
-    if let Some(publisher) = publisher {
-        helpers.spawn(drive_publisher(handle.clone(), publisher, shutdown.clone()));
-    }
-    if share_group.is_none() {
-        helpers.spawn(retained_sweeper(
+    if let (Some(loops), Some(guard)) = (embedded, handle.guard.clone()) {
+        helpers.spawn(drive_publisher(
             handle.clone(),
-            retained_sweep,
+            loops.publisher,
             shutdown.clone(),
         ));
-    }
-    let (restore, to_restore) = tokio::sync::mpsc::channel(RESTORE_QUEUE);
-    if handle.guard.is_some() {
+        let (restore, to_restore) = tokio::sync::mpsc::channel(RESTORE_QUEUE);
         helpers.spawn(desired_restorer(
             handle.clone(),
             store.clone(),
@@ -330,6 +233,15 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
             to_restore,
             shutdown.clone(),
         ));
+        helpers.spawn(drive_watcher(Watcher {
+            client: loops.watcher,
+            eventloop: loops.watcher_loop,
+            guard,
+            sweep_every: retained_sweep,
+            restore,
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        }));
     }
     let republish = handle.republish.clone();
     helpers.spawn(republisher(
@@ -348,7 +260,7 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
             metrics: metrics.clone(),
             keys,
             clock,
-            embedded: handle.guard.is_some().then_some(restore),
+            clear_refused: handle.guard.is_some(),
             shutdown: shutdown.clone(),
         },
         from_loop,
@@ -391,7 +303,7 @@ async fn poll_until_disconnected(
                 metrics.mqtt_connected.set(1);
                 metrics.mqtt_connections.inc();
                 tracing::info!("connected to the MQTT broker");
-                for filter in subscriptions(share_group.as_deref()) {
+                for filter in device_filters(share_group.as_deref()) {
                     if let Err(e) = handle.client.try_subscribe(filter, QoS::AtLeastOnce) {
                         tracing::error!(error = %e, "cannot queue a subscription");
                     }

@@ -1,5 +1,5 @@
-//! Keeping the broker true to the store: restoring tampered desired state, sweeping stray
-//! retained messages, re-publishing after a reconnection.
+//! Keeping the broker true to the store: restoring tampered desired state, re-publishing after
+//! a reconnection.
 
 use super::*;
 
@@ -7,7 +7,7 @@ use super::*;
 pub(super) const RESTORE_QUEUE: usize = 1024;
 
 /// Puts back what the server wants on a desired topic where a device published something else
-/// (embedded broker, see [`DesiredGuard`]): the stored desired state signed afresh, or nothing
+/// (embedded broker, see [`super::watcher`]): the stored desired state signed afresh, or nothing
 /// (an empty retained message) for a device the server wants nothing of or does not know.
 pub(super) async fn desired_restorer(
     handle: MqttHandle,
@@ -50,49 +50,6 @@ pub(super) async fn desired_restorer(
         if let Err(e) = handle.publish_retained(&device, bytes).await {
             tracing::warn!(%device, error = %e, "cannot restore the desired state");
         }
-    }
-}
-
-/// Two filters that match every topic a device may publish on (see [`retained_sweeper`]); a
-/// connection starts on the first.
-pub(super) const SWEEP_FILTERS: [&str; 2] = ["#", "+/#"];
-
-/// On the embedded broker, every `every`, has rumqttd hand over every retained message again so
-/// that the ingester clears those it refuses: live clearing misses junk published faster than
-/// the server reads (rumqttd's ring moves on without it). rumqttd forwards retained messages only
-/// on a filter new to the connection, so the server moves between two filters that match the
-/// same topics, `#` and `+/#`: the new one first, the old one dropped once the new one has had
-/// time to deliver, so no live message falls in a gap (some arrive twice meanwhile; storing is
-/// idempotent).
-pub(super) async fn retained_sweeper(
-    handle: MqttHandle,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut live = 0;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if !handle.connected.load(Ordering::Relaxed) {
-            continue; // a new connection subscribes to `#` and gets every retained message
-        }
-        let next = 1 - live;
-        if let Err(e) = handle
-            .client
-            .try_subscribe(SWEEP_FILTERS[next], QoS::AtLeastOnce)
-        {
-            tracing::warn!(error = %e, "cannot queue the retained-message sweep");
-            continue;
-        }
-        tokio::time::sleep(every.min(Duration::from_secs(10)) / 2).await;
-        if let Err(e) = handle.client.try_unsubscribe(SWEEP_FILTERS[live]) {
-            tracing::warn!(error = %e, "cannot drop the previous subscription after a sweep");
-        }
-        live = next;
     }
 }
 
