@@ -10,7 +10,14 @@ const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed"];
 const state = {
   me: null,
   rollouts: new Map(),
+  // The page of the device list in view, and what the server said about the whole list.
   devices: new Map(),
+  deviceGroups: [],
+  deviceTotal: 0,
+  deviceNext: null,
+  // `after` of each page before the one in view, for going back.
+  devicePages: [],
+  deviceAfter: null,
   selected: null,
   pending: null, // { action, id } awaiting confirmation
   streamAbort: null,
@@ -110,15 +117,10 @@ function canOperate() {
 // ---- data ----
 
 async function loadAll() {
-  const [rollouts, devices] = await Promise.all([
-    api("/api/v1/rollouts"),
-    api("/api/v1/devices"),
-  ]);
+  const [rollouts] = await Promise.all([api("/api/v1/rollouts"), loadDevices()]);
   state.rollouts = new Map(rollouts.rollouts.map((r) => [r.id, r]));
-  state.devices = new Map(devices.devices.map((d) => [d.id, d]));
   if (!state.selected && rollouts.rollouts.length) state.selected = rollouts.rollouts[0].id;
   renderRollouts();
-  renderDevices();
   if (state.selected) loadTelemetry();
 }
 
@@ -169,8 +171,11 @@ function dispatch(frame) {
     if (!state.selected) state.selected = payload.id;
     renderRollouts();
   } else if (type === "device") {
-    state.devices.set(payload.id, payload);
-    renderDevicesSoon();
+    // Only the page in view is kept; a device elsewhere shows when its page is loaded.
+    if (state.devices.has(payload.id)) {
+      state.devices.set(payload.id, payload);
+      renderDevicesSoon();
+    }
   } else if (type === "event") {
     addTimeline(payload);
     if (payload.message.kind === "guard_breached") loadAlerts().catch(() => {});
@@ -445,26 +450,66 @@ function renderDevicesSoon() {
   });
 }
 
-function renderDevices() {
-  const text = $("filter-text").value.trim().toLowerCase();
-  const group = $("filter-group").value;
+const DEVICE_PAGE = 100;
+
+// One page of the device list, filtered and paged by the server: a fleet of 100,000 is never
+// loaded into the browser.
+async function loadDevices() {
+  const query = new URLSearchParams({ limit: String(DEVICE_PAGE) });
+  const text = $("filter-text").value.trim();
+  if (text) query.set("q", text);
+  if ($("filter-group").value) query.set("group", $("filter-group").value);
   const status = $("filter-status").value;
-  const all = [...state.devices.values()].sort((a, b) => a.id.localeCompare(b.id));
-  const groups = [...new Set(all.map((d) => d.group))].sort();
+  if (status) query.set("online", String(status === "online"));
+  if (state.deviceAfter) query.set("after", state.deviceAfter);
+  const page = await api(`/api/v1/devices?${query}`);
+  state.devices = new Map(page.devices.map((d) => [d.id, d]));
+  state.deviceGroups = page.groups;
+  state.deviceTotal = page.total;
+  state.deviceNext = page.next_after;
+  renderDevices();
+}
+
+function loadDevicesReporting() {
+  loadDevices().catch((e) => ($("device-count").textContent = e.message));
+}
+
+// A filter changed: back to the first page, once typing pauses.
+let filterTimer = null;
+function filterDevices() {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => {
+    state.devicePages = [];
+    state.deviceAfter = null;
+    loadDevicesReporting();
+  }, 250);
+}
+
+function turnDevicePage(forward) {
+  if (forward) {
+    if (!state.deviceNext) return;
+    state.devicePages.push(state.deviceAfter);
+    state.deviceAfter = state.deviceNext;
+  } else {
+    if (!state.devicePages.length) return;
+    state.deviceAfter = state.devicePages.pop();
+  }
+  loadDevicesReporting();
+}
+
+function renderDevices() {
+  const group = $("filter-group").value;
+  const groups = state.deviceGroups;
   const select = $("filter-group");
-  if (select.options.length - 1 !== groups.length) {
+  if (select.options.length - 1 !== groups.length || groups.some((g, i) => select.options[i + 1].value !== g)) {
     select.replaceChildren(el("option", { value: "" }, "all groups"), ...groups.map((g) => el("option", { value: g }, g)));
     select.value = groups.includes(group) ? group : "";
   }
-  const shown = all.filter((d) => {
-    if (group && d.group !== group) return false;
-    if (status === "online" && !d.online) return false;
-    if (status === "offline" && d.online) return false;
-    if (!text) return true;
-    const haystack = [d.id, d.group, ...Object.entries(d.tags).map(([k, v]) => `${k}=${v}`), ...Object.values(d.running).map((m) => m.version || "")].join(" ").toLowerCase();
-    return haystack.includes(text);
-  });
-  $("device-count").textContent = `${shown.length} of ${all.length}`;
+  const shown = [...state.devices.values()];
+  const first = state.devicePages.length * DEVICE_PAGE;
+  $("device-count").textContent = shown.length ? `${first + 1}–${first + shown.length} of ${state.deviceTotal}` : `0 of ${state.deviceTotal}`;
+  $("devices-prev").disabled = !state.devicePages.length;
+  $("devices-next").disabled = !state.deviceNext;
   $("devices").tBodies[0].replaceChildren(
     ...shown.map((d) => {
       const models = Object.entries(d.running);
@@ -654,8 +699,10 @@ document.addEventListener("DOMContentLoaded", () => {
     tab.addEventListener("click", () => showTab(tab.dataset.tab));
   }
   for (const id of ["filter-text", "filter-group", "filter-status"]) {
-    $(id).addEventListener("input", renderDevices);
+    $(id).addEventListener("input", filterDevices);
   }
+  $("devices-prev").addEventListener("click", () => turnDevicePage(false));
+  $("devices-next").addEventListener("click", () => turnDevicePage(true));
   for (const id of ["audit-actor", "audit-route", "audit-since"]) {
     $(id).addEventListener("input", loadAuditSoon);
   }
@@ -681,8 +728,8 @@ document.addEventListener("DOMContentLoaded", () => {
       signOut(err.message);
     }
   });
-  // Relative times age; refresh them without waiting for a change.
-  setInterval(() => !$("app").hidden && renderDevices(), 10000);
+  // Relative times age and devices enrol: refresh the page in view without waiting for a change.
+  setInterval(() => !$("app").hidden && !$("tab-devices").hidden && loadDevicesReporting(), 10000);
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) signIn(saved).catch((e) => signOut(e.message));
   else signOut("");

@@ -126,13 +126,14 @@ async function closeReview(s, body) {
 
 async function loadHealth() {
   $("health-error").textContent = "";
+  const registry = await api("/api/v1/models");
   const models = new Set([...state.rollouts.values()].map((r) => r.model));
-  for (const d of state.devices.values()) for (const m of Object.keys(d.running)) models.add(m);
+  for (const m of registry.models) models.add(m.model);
   const select = $("health-model");
   const wanted = select.value || [...models].sort()[0] || "";
   select.replaceChildren(...[...models].sort().map((m) => el("option", { value: m }, m)));
   select.value = wanted;
-  const groups = [...new Set([...state.devices.values()].map((d) => d.group))].sort();
+  const groups = state.deviceGroups;
   const group = $("health-group").value;
   $("health-group").replaceChildren(el("option", { value: "" }, "all groups"), ...groups.map((g) => el("option", { value: g }, g)));
   $("health-group").value = groups.includes(group) ? group : "";

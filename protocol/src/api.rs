@@ -130,11 +130,21 @@ pub struct RunningModel {
     pub state: UpdateState,
 }
 
-/// `GET /api/v1/devices`.
+/// `GET /api/v1/devices`: the devices matching the query, in id order — all of them, or a page
+/// of `limit` with the cursor for the next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct DeviceList {
     pub devices: Vec<DeviceSummary>,
+    /// Devices matching the query on every page.
+    #[serde(default)]
+    pub total: u64,
+    /// Pass as `after` for the next page; none on the last.
+    #[serde(default)]
+    pub next_after: Option<String>,
+    /// Every group in the fleet, sorted.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// `GET /api/v1/devices/{id}`: the summary, the full desired and reported documents (the MQTT

@@ -209,10 +209,15 @@ install_delay_ms = 2000
     let (raw_before, rollups_before) = database.telemetry_payload_bytes();
     let steady = Instant::now();
     let mut timings: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-    let asks: [(&str, String, bool); 5] = [
+    let asks: [(&str, String, bool); 6] = [
         ("rollout status", format!("/api/v1/rollouts/{id}"), true),
         ("one device", "/api/v1/devices/sim-sim-0".into(), true),
-        ("device list", "/api/v1/devices".into(), true),
+        ("device list, whole fleet", "/api/v1/devices".into(), true),
+        (
+            "device list, a dashboard page (100)",
+            "/api/v1/devices?limit=100&after=sim-sim-5000".into(),
+            true,
+        ),
         (
             "fleet telemetry, last hour",
             "/api/v1/telemetry?model=churn&since_seconds=3600".into(),

@@ -251,6 +251,58 @@ fn malformed_requests_get_400_naming_the_field() {
     // Nothing was registered by any of them.
     let (_, devices) = server.call("GET", "/api/v1/devices", Some(&admin), None);
     assert_eq!(devices["devices"], json!([]));
+
+    // The device list: a page size out of range, or a misspelt parameter, is refused by name.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limt=5", "limt"),
+    ] {
+        let (status, answer) = server.call(
+            "GET",
+            &format!("/api/v1/devices?{query}"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert!(answer.to_string().contains(field), "{query}: {answer}");
+    }
+    // And pages through the fleet, with the total and the groups on every page.
+    for (id, group) in [("p-1", "a"), ("p-2", "b"), ("p-3", "a")] {
+        let (status, _) = server.call(
+            "POST",
+            "/api/v1/devices",
+            Some(&admin),
+            Some(&json!({"id": id, "group": group})),
+        );
+        assert_eq!(status, 201);
+    }
+    let (_, first) = server.call("GET", "/api/v1/devices?limit=2", Some(&admin), None);
+    assert_eq!(first["devices"].as_array().unwrap().len(), 2, "{first}");
+    assert_eq!(
+        (first["total"].clone(), first["next_after"].clone()),
+        (json!(3), json!("p-2"))
+    );
+    assert_eq!(first["groups"], json!(["a", "b"]));
+    let (_, last) = server.call(
+        "GET",
+        "/api/v1/devices?limit=2&after=p-2",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(last["devices"][0]["id"], "p-3", "{last}");
+    assert_eq!(last["next_after"], Value::Null);
+    let (_, found) = server.call(
+        "GET",
+        "/api/v1/devices?group=a&online=false&q=P-3",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(
+        (found["devices"][0]["id"].clone(), found["total"].clone()),
+        (json!("p-3"), json!(1)),
+        "{found}"
+    );
 }
 
 /// A full upload of ground truth (100,000 labels, as `protocol::feedback` allows) is taken over

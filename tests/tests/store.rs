@@ -18,8 +18,8 @@ use fleet_server::store::postgres::PostgresStore;
 use fleet_server::store::rollups::{HOUR, MINUTE, NewRollup, RollupFigures};
 use fleet_server::store::sqlite::SqliteStore;
 use fleet_server::store::{
-    AuditStore, DeviceFilter, DeviceStore, EnrollRefusal, NewDevice, Release, RolloutStore, Stage,
-    StateStore, Store, StoreError, StoredEvent,
+    AuditStore, DeviceFilter, DevicePageQuery, DeviceStore, EnrollRefusal, NewDevice, Release,
+    RolloutStore, Stage, StateStore, Store, StoreError, StoredEvent,
 };
 use fleet_server::telemetry::rollups::{self, RollupCursor};
 
@@ -373,6 +373,148 @@ async fn devices_groups_and_tokens(store: &dyn Store) {
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(store.operator_tokens().await.unwrap().len(), 1);
+}
+
+async fn the_device_list_pages_and_filters_in_the_database(store: &dyn Store) {
+    // 25 devices in 3 groups; every third tagged site=north, the rest site=south; the even ones
+    // heard from at 1,000, the odd ones at 100 (offline by 900).
+    for i in 0..25 {
+        let id = format!("d{i:02}");
+        store
+            .add_device(
+                &new_device(&id, &format!("g{}", i % 3)),
+                &format!("t{i}"),
+                100,
+                0,
+                false,
+            )
+            .await
+            .unwrap();
+        let site = if i % 3 == 0 { "north" } else { "south" };
+        store
+            .update_device(
+                &dev(&id),
+                None,
+                Some(&BTreeMap::from([("site".into(), site.into())])),
+            )
+            .await
+            .unwrap();
+        store
+            .touch(&dev(&id), if i % 2 == 0 { 1_000 } else { 100 })
+            .await
+            .unwrap();
+    }
+    let page = |query: DevicePageQuery| async move {
+        let page = store.device_page(&query).await.unwrap();
+        let ids: Vec<String> = page.devices.iter().map(|d| d.id.to_string()).collect();
+        (ids, page.total, page.groups)
+    };
+    let all = DevicePageQuery {
+        online_since: 900,
+        limit: u32::MAX,
+        ..Default::default()
+    };
+    // Pages in id order, each after the last id of the one before, the total on every page.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (ids, total, groups) = page(DevicePageQuery {
+            after: after.clone(),
+            limit: 10,
+            ..all.clone()
+        })
+        .await;
+        assert_eq!(total, 25);
+        assert_eq!(groups, ["g0", "g1", "g2"]);
+        if ids.is_empty() {
+            break;
+        }
+        assert!(ids.len() <= 10);
+        after = ids.last().cloned();
+        seen.extend(ids);
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("d{i:02}")).collect();
+    assert_eq!(seen, expected);
+    // Each condition alone, and all of them together.
+    let ids_where = |f: &dyn Fn(usize) -> bool| -> Vec<String> {
+        (0..25)
+            .filter(|i| f(*i))
+            .map(|i| format!("d{i:02}"))
+            .collect()
+    };
+    let (ids, total, _) = page(DevicePageQuery {
+        filter: DeviceFilter {
+            group: Some("g1".into()),
+            tag: None,
+        },
+        ..all.clone()
+    })
+    .await;
+    assert_eq!((ids, total), (ids_where(&|i| i % 3 == 1), 8));
+    let (ids, _, _) = page(DevicePageQuery {
+        filter: DeviceFilter {
+            group: None,
+            tag: Some(("site".into(), Some("north".into()))),
+        },
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(ids, ids_where(&|i| i % 3 == 0));
+    let (ids, _, _) = page(DevicePageQuery {
+        filter: DeviceFilter {
+            group: None,
+            tag: Some(("site".into(), None)),
+        },
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(ids.len(), 25, "every device has the key");
+    let (ids, _, _) = page(DevicePageQuery {
+        filter: DeviceFilter {
+            group: None,
+            tag: Some(("region".into(), None)),
+        },
+        ..all.clone()
+    })
+    .await;
+    assert!(ids.is_empty());
+    for online in [true, false] {
+        let (ids, _, _) = page(DevicePageQuery {
+            online: Some(online),
+            ..all.clone()
+        })
+        .await;
+        assert_eq!(
+            ids,
+            ids_where(&|i| (i % 2 == 0) == online),
+            "online={online}"
+        );
+    }
+    let (ids, _, _) = page(DevicePageQuery {
+        text: Some("d1".into()),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(ids, ids_where(&|i| (10..20).contains(&i)));
+    let (ids, _, _) = page(DevicePageQuery {
+        text: Some("north".into()),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(ids, ids_where(&|i| i % 3 == 0), "text finds tag values");
+    let (ids, total, _) = page(DevicePageQuery {
+        filter: DeviceFilter {
+            group: Some("g0".into()),
+            tag: Some(("site".into(), Some("north".into()))),
+        },
+        online: Some(true),
+        text: Some("d1".into()),
+        limit: 1,
+        ..all.clone()
+    })
+    .await;
+    // g0 is every third device, all north; online the even ones; "d1": 10..19 → d12, d18.
+    assert_eq!((ids, total), (vec!["d12".to_owned()], 2));
 }
 
 async fn releases_and_rollouts(store: &dyn Store) {
@@ -1166,6 +1308,7 @@ on_both!(
     reported_state_only_moves_forward_and_events_are_stored_once,
     desired_revisions_grow_and_assignments_accumulate,
     devices_groups_and_tokens,
+    the_device_list_pages_and_filters_in_the_database,
     releases_and_rollouts,
     leases_go_to_one_holder_until_they_expire,
     left_behind_leases_are_found_by_prefix,

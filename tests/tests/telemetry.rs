@@ -811,7 +811,7 @@ async fn dashboard_scenario() {
 
     // Devices: all three listed online with their version; a filter narrows the list.
     click(&client, "[data-tab=devices]").await;
-    until(&client, "three online devices", Duration::from_secs(10), "document.querySelectorAll('#devices tbody tr').length === 3 && [...document.querySelectorAll('#devices tbody tr')].every(r => r.innerText.includes('online'))").await;
+    until(&client, "three online devices, one page of three", Duration::from_secs(10), "document.querySelectorAll('#devices tbody tr').length === 3 && [...document.querySelectorAll('#devices tbody tr')].every(r => r.innerText.includes('online')) && document.getElementById('device-count').textContent === '1–3 of 3' && document.getElementById('devices-next').disabled").await;
     let filter = client.find(Locator::Id("filter-text")).await.unwrap();
     filter.send_keys("dev-02").await.unwrap();
     until(

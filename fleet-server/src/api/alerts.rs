@@ -1,7 +1,8 @@
 //! `/api/v1/alerts`: the server's own alerts (`crate::alerts`), listed, acknowledged and
 //! resolved.
 
-use axum::extract::{Extension, Path, Query, State};
+use super::handlers::QueryParams;
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -25,7 +26,10 @@ pub struct AlertList {
     pub alerts: Vec<Alert>,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult {
+pub async fn list(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult {
     let wanted = match q.state.as_deref() {
         None => None,
         Some(s) => Some(AlertState::parse(s).ok_or_else(|| {

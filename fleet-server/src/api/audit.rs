@@ -1,7 +1,8 @@
 //! The audit log's HTTP side: what the authorization layer records for every mutating call, the
 //! notes handlers add to it, and `GET /api/v1/audit` with its chain check.
 
-use axum::extract::{Query, State};
+use super::handlers::QueryParams;
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
@@ -131,7 +132,10 @@ pub fn stamp(response: &mut Response, request_id: &str) {
 
 /// `GET /api/v1/audit`: entries newest first, filtered by `actor`, `route`, `since`, paged with
 /// `before` and `limit`.
-pub async fn list(State(state): State<AppState>, Query(filter): Query<AuditFilter>) -> ApiResult {
+pub async fn list(
+    State(state): State<AppState>,
+    QueryParams(filter): QueryParams<AuditFilter>,
+) -> ApiResult {
     let entries: Vec<AuditEntry> = state.store.audit(&filter).await?;
     Ok(json_response(
         StatusCode::OK,

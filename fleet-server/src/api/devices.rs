@@ -1,8 +1,9 @@
 //! Devices: enrollment (a one-time token traded for a credential), the inventory, and each
 //! device's desired state as the operator sets it.
 
+use super::handlers::QueryParams;
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -18,7 +19,7 @@ use super::audit::AuditNote;
 use super::{ApiError, AppState, Principal};
 use crate::auth::{self, SecretKind};
 use crate::desired::{Catalog, Wanted};
-use crate::store::{DeviceFilter, NewDevice, Stage};
+use crate::store::{DeviceFilter, DevicePageQuery, NewDevice, Stage};
 
 pub async fn enroll(
     State(state): State<AppState>,
@@ -74,28 +75,80 @@ pub async fn enroll(
 #[serde(deny_unknown_fields)]
 pub struct DeviceQuery {
     group: Option<String>,
+    /// `key` or `key=value`.
     tag: Option<String>,
+    /// Only devices heard from within the last two minutes (`true`) or not (`false`).
+    online: Option<bool>,
+    /// Text found in the id, the group or a tag (case-insensitive).
+    q: Option<String>,
+    /// A page of at most this many (1 to 1,000); without it, every matching device.
+    limit: Option<u32>,
+    /// The `next_after` of the previous page.
+    after: Option<String>,
 }
+
+/// The largest page of the device list.
+const MAX_PAGE: u32 = 1_000;
 
 pub async fn list_devices(
     State(state): State<AppState>,
-    Query(query): Query<DeviceQuery>,
+    QueryParams(query): QueryParams<DeviceQuery>,
 ) -> ApiResult {
+    if let Some(limit) = query.limit
+        && !(1..=MAX_PAGE).contains(&limit)
+    {
+        return Err(ApiError::bad_field(
+            "limit",
+            format!(
+                "{limit} is not a page size: give 1 to {MAX_PAGE}, or leave it out for every device"
+            ),
+        ));
+    }
     let tag = query.tag.map(|t| match t.split_once('=') {
         Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
         None => (t, None),
     });
-    let filter = DeviceFilter {
-        group: query.group,
-        tag,
-    };
-    let devices = state.store.devices(&filter).await?;
     let now = state.clock.unix();
-    let devices = devices
+    // One more than the page, to know whether another follows.
+    let limit = query.limit.map_or(u32::MAX, |l| l + 1);
+    let page = state
+        .store
+        .device_page(&DevicePageQuery {
+            filter: DeviceFilter {
+                group: query.group,
+                tag,
+            },
+            online: query.online,
+            online_since: now - crate::live::ONLINE_SECONDS,
+            text: query
+                .q
+                .map(|q| q.trim().to_lowercase())
+                .filter(|q| !q.is_empty()),
+            after: query.after,
+            limit,
+        })
+        .await?;
+    let mut devices: Vec<_> = page
+        .devices
         .iter()
         .map(|d| crate::live::device_summary(d, now))
         .collect();
-    Ok(json_response(StatusCode::OK, DeviceList { devices }))
+    let next_after = match query.limit {
+        Some(l) if devices.len() > l as usize => {
+            devices.truncate(l as usize);
+            devices.last().map(|d| d.id.to_string())
+        }
+        _ => None,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        DeviceList {
+            devices,
+            total: page.total,
+            next_after,
+            groups: page.groups,
+        },
+    ))
 }
 
 pub async fn add_device(
@@ -274,7 +327,10 @@ pub struct EventQuery {
     limit: Option<u32>,
 }
 
-pub async fn events(State(state): State<AppState>, Query(q): Query<EventQuery>) -> ApiResult {
+pub async fn events(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<EventQuery>,
+) -> ApiResult {
     let device = q.device.map(|d| device_id(&d, "device")).transpose()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let events = state.store.events(device.as_ref(), limit).await?;

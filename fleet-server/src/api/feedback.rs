@@ -3,7 +3,8 @@
 //! with `GET /api/v1/device/labels` and joins them to its prediction log (labels join on the
 //! device: docs/ARCHITECTURE.md, decision 62).
 
-use axum::extract::{Extension, Query, State};
+use super::handlers::QueryParams;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use edgefleet_protocol::feedback::{
@@ -84,7 +85,7 @@ pub struct FetchQuery {
 pub async fn fetch(
     State(state): State<AppState>,
     Extension(p): Extension<Principal>,
-    Query(q): Query<FetchQuery>,
+    QueryParams(q): QueryParams<FetchQuery>,
 ) -> ApiResult {
     let device = match (p, q.device) {
         (Principal::Device(device), _) => {

@@ -39,6 +39,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Query parameters whose errors are JSON naming the parameter, as body errors are:
+/// `{"error": "...", "field": "limit"}` (axum's own answer is plain text).
+#[derive(Debug)]
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::try_from_uri(&parts.uri)
+            .map(|q| QueryParams(q.0))
+            .map_err(|e| {
+                let message = e.body_text();
+                let field = ["missing field `", "unknown field `"]
+                    .iter()
+                    .find_map(|p| message.split_once(p))
+                    .and_then(|(_, rest)| rest.split_once('`'))
+                    .map_or("query", |(name, _)| name);
+                ApiError::bad_field(field, format!("invalid query parameters: {message}"))
+            })
+    }
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {

@@ -384,7 +384,7 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             "/api/v1/devices",
             R(Viewer),
-            "Devices; filter with ?group= and ?tag=key[=value]",
+            "Devices in id order; filter with ?group=, ?tag=key[=value], ?online=true|false and ?q=text; page with ?limit= (1 to 1000) and ?after= (the previous page's next_after)",
             None,
             get(d::list_devices),
         )

@@ -1,7 +1,8 @@
 //! `/api/v1/rollouts`: create, list, show, and the operator commands.
 
+use super::handlers::QueryParams;
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -96,7 +97,10 @@ pub struct ListQuery {
     active: bool,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult {
+pub async fn list(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult {
     let rollouts = state.store.rollouts(q.active).await?;
     let rollouts = rollouts.iter().map(RolloutView::from).collect();
     Ok(axum::Json(RolloutList { rollouts }).into_response())

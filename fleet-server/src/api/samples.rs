@@ -2,7 +2,8 @@
 //! sent (`crate::samples`); `POST /api/v1/review/{device}/{model}/{id}` closes a review item with
 //! a label, which is queued for the device like an uploaded one, or dismisses it.
 
-use axum::extract::{Extension, Path, Query, State};
+use super::handlers::QueryParams;
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use edgefleet_protocol::feedback::{DeviceTruth, Truth};
@@ -32,7 +33,10 @@ pub struct SampleList {
     pub samples: Vec<StoredSample>,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult {
+pub async fn list(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult {
     let review = match q.review.as_deref() {
         None => None,
         Some(s) => Some(ReviewState::parse(s).ok_or_else(|| {

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use super::handlers::QueryParams;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -64,7 +65,10 @@ fn window(since: Option<i64>, step: Option<i64>) -> Result<(i64, i64), ApiError>
 /// `GET /api/v1/telemetry`: per model version over the window; with `model`, its time series.
 /// Read from the rollups (and the batches not folded yet), never the fleet's raw batches:
 /// minutes for the last `telemetry.minute_rollups_hours`, hours before.
-pub async fn fleet(State(state): State<AppState>, Query(q): Query<FleetQuery>) -> ApiResult {
+pub async fn fleet(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<FleetQuery>,
+) -> ApiResult {
     let (since, step) = window(q.since_seconds, q.step_seconds)?;
     let now = state.clock.unix();
     let rows = telemetry::rollups::window_rows(&*state.store, now - since, now).await?;
@@ -141,7 +145,7 @@ const ROLLOUT_VIEWS_KEPT: usize = 16;
 pub async fn rollout(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<StepQuery>,
+    QueryParams(q): QueryParams<StepQuery>,
 ) -> ApiResult {
     let rollout = load(&state, &id).await?;
     let now = state.clock.unix();
@@ -213,7 +217,7 @@ pub struct DeviceQuery {
 pub async fn device(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<DeviceQuery>,
+    QueryParams(q): QueryParams<DeviceQuery>,
 ) -> ApiResult {
     let id = DeviceId::new(id).map_err(|e| ApiError::bad_field("id", e.to_string()))?;
     let (since, _) = window(Some(q.since_seconds.unwrap_or(86_400)), None)?;

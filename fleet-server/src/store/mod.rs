@@ -311,6 +311,31 @@ impl DeviceFilter {
     }
 }
 
+/// One page of the device list ([`Store::device_page`]): the devices matching every condition
+/// given, in id order, from just after `after`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevicePageQuery {
+    pub filter: DeviceFilter,
+    /// Heard from at or after `online_since` (`Some(true)`), or not (`Some(false)`).
+    pub online: Option<bool>,
+    pub online_since: i64,
+    /// Lower-case text found in the id, the group or the tags (keys and values).
+    pub text: Option<String>,
+    /// The last id of the previous page.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// What [`Store::device_page`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DevicePage {
+    pub devices: Vec<Device>,
+    /// Devices matching the conditions on every page.
+    pub total: u64,
+    /// Every group in the fleet, sorted (what a viewer can filter on).
+    pub groups: Vec<String>,
+}
+
 /// Whether a device row (`enrollment_hash`, `enrollment_expires_at`, `enrolled_at`) accepts the
 /// token hashed as `presented` at `now`; both stores lock the row and then ask this.
 pub(crate) fn judge_enrollment(
@@ -502,6 +527,9 @@ pub trait DeviceStore: Send + Sync {
     ) -> Result<()>;
     async fn device(&self, id: &DeviceId) -> Result<Option<Device>>;
     async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>>;
+    /// One page of the device list, filtered in the database: a viewer of a large fleet reads a
+    /// page, not the fleet.
+    async fn device_page(&self, query: &DevicePageQuery) -> Result<DevicePage>;
     /// Devices registered, and those heard from at or after `online_since` (unix seconds): two
     /// counts, not the devices (a scrape must not load the fleet).
     async fn device_counts(&self, online_since: i64) -> Result<(u64, u64)>;

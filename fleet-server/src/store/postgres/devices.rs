@@ -1,7 +1,7 @@
 //! The inventory: devices, their enrollment and credentials, groups.
 
 use super::*;
-use crate::store::DeviceStore;
+use crate::store::{DevicePage, DevicePageQuery, DeviceStore};
 
 #[async_trait]
 impl DeviceStore for PostgresStore {
@@ -140,6 +140,64 @@ impl DeviceStore for PostgresStore {
             .into_iter()
             .filter(|d| filter.tag_matches(d))
             .collect())
+    }
+
+    async fn device_page(&self, query: &DevicePageQuery) -> Result<DevicePage> {
+        // The conditions (`$1` to `$6`), shared by the page and its count.
+        const MATCHES: &str = "($1::text IS NULL OR grp = $1)
+             AND ($2::text IS NULL OR (jsonb_exists(tags::jsonb, $2)
+                  AND ($3::text IS NULL OR tags::jsonb ->> $2 = $3)))
+             AND ($4::bool IS NULL OR ($4 AND last_seen >= $5)
+                  OR (NOT $4 AND (last_seen IS NULL OR last_seen < $5)))
+             AND ($6::text IS NULL OR strpos(lower(id), $6) > 0 OR strpos(lower(grp), $6) > 0
+                  OR strpos(lower(tags), $6) > 0)";
+        let (tag_key, tag_value) = match &query.filter.tag {
+            Some((k, v)) => (Some(k.as_str()), v.as_deref()),
+            None => (None, None),
+        };
+        let limit = i64::from(query.limit);
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &query.filter.group,
+            &tag_key,
+            &tag_value,
+            &query.online,
+            &query.online_since,
+            &query.text,
+            &query.after,
+            &limit,
+        ];
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE {MATCHES}
+                     AND ($7::text IS NULL OR id > $7) ORDER BY id LIMIT $8"
+                ),
+                &args,
+            )
+            .await
+            .map_err(pg)?;
+        let devices = rows.iter().map(device_row).collect::<Result<Vec<_>>>()?;
+        let total = client
+            .query_one(
+                &format!("SELECT COUNT(*) FROM devices WHERE {MATCHES}"),
+                &args[..6],
+            )
+            .await
+            .map_err(pg)?
+            .get::<_, i64>(0) as u64;
+        let groups = client
+            .query("SELECT DISTINCT grp FROM devices ORDER BY grp", &[])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        Ok(DevicePage {
+            devices,
+            total,
+            groups,
+        })
     }
 
     async fn device_counts(&self, online_since: i64) -> Result<(u64, u64)> {

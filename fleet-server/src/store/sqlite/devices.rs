@@ -1,7 +1,7 @@
 //! The inventory: devices, their enrollment and credentials, groups.
 
 use super::*;
-use crate::store::DeviceStore;
+use crate::store::{DevicePage, DevicePageQuery, DeviceStore};
 
 #[async_trait]
 impl DeviceStore for SqliteStore {
@@ -134,6 +134,64 @@ impl DeviceStore for SqliteStore {
                 .into_iter()
                 .filter(|d| filter.tag_matches(d))
                 .collect())
+        })
+        .await
+    }
+
+    async fn device_page(&self, query: &DevicePageQuery) -> Result<DevicePage> {
+        let q = query.clone();
+        self.read(move |c| {
+            // The conditions (`?1` to `?6`), shared by the page and its count.
+            const MATCHES: &str = "(?1 IS NULL OR grp = ?1)
+                 AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(devices.tags) AS t
+                      WHERE t.key = ?2 AND (?3 IS NULL OR t.value = ?3)))
+                 AND (?4 IS NULL OR (?4 = 1 AND last_seen >= ?5)
+                      OR (?4 = 0 AND (last_seen IS NULL OR last_seen < ?5)))
+                 AND (?6 IS NULL OR instr(lower(id), ?6) > 0 OR instr(lower(grp), ?6) > 0
+                      OR instr(lower(tags), ?6) > 0)";
+            let (tag_key, tag_value) = match &q.filter.tag {
+                Some((k, v)) => (Some(k.clone()), v.clone()),
+                None => (None, None),
+            };
+            let args = params![
+                q.filter.group,
+                tag_key,
+                tag_value,
+                q.online,
+                q.online_since,
+                q.text,
+                q.after,
+                i64::from(q.limit),
+            ];
+            let devices = c
+                .prepare(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE {MATCHES}
+                     AND (?7 IS NULL OR id > ?7) ORDER BY id LIMIT ?8"
+                ))
+                .map_err(backend)?
+                .query_map(args, device_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            let total = c
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM devices WHERE {MATCHES}"),
+                    &args[..6],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(backend)? as u64;
+            let groups = c
+                .prepare("SELECT DISTINCT grp FROM devices ORDER BY grp")
+                .map_err(backend)?
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(DevicePage {
+                devices,
+                total,
+                groups,
+            })
         })
         .await
     }
