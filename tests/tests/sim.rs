@@ -67,6 +67,21 @@ fn rollout(fleet: &Demo, group: &str) -> Value {
     fleet.ended_rollout(&id, Duration::from_secs(300))
 }
 
+/// Every message the simulator sent was acknowledged, and every acknowledged message stored once:
+/// nothing lost, nothing counted twice.
+fn every_acknowledged_message_stored_once(fleet: &Demo, summary: &Value) {
+    assert_eq!(summary["sent"], summary["acked"], "{summary:#}");
+    for channel in ["reported", "events", "metrics"] {
+        let acked = summary["acked"][channel].as_f64().unwrap();
+        assert!(acked > 0.0, "{channel}: {summary:#}");
+        eventually(
+            &format!("every {channel} message stored"),
+            Duration::from_secs(60),
+            || (stored(fleet, channel) == acked).then_some(()),
+        );
+    }
+}
+
 fn stored(fleet: &Demo, channel: &str) -> f64 {
     fleet.server.metric_sum(&format!(
         "edgefleet_server_mqtt_messages_total{{channel=\"{channel}\",outcome=\"stored\"}}"
@@ -137,17 +152,7 @@ fn two_thousand_simulated_devices_halt_the_drifting_rollout_and_complete_the_cle
     assert_eq!(summary["devices"], CLEAN + DRIFTING, "{summary:#}");
     assert_eq!(summary["unacked"], 0, "{summary:#}");
     assert_eq!(summary["desired_not_acted_on"], 0, "{summary:#}");
-    assert_eq!(summary["sent"], summary["acked"], "{summary:#}");
-    // Every acknowledged message stored once: nothing lost, nothing counted twice.
-    for channel in ["reported", "events", "metrics"] {
-        let acked = summary["acked"][channel].as_f64().unwrap();
-        assert!(acked > 0.0, "{channel}: {summary:#}");
-        eventually(
-            &format!("every {channel} message stored"),
-            Duration::from_secs(60),
-            || (stored(&fleet, channel) == acked).then_some(()),
-        );
-    }
+    every_acknowledged_message_stored_once(&fleet, &summary);
     // And nothing refused or failed on the devices' channels. (A message sent again after a
     // reconnection counts as `duplicate`, which is the server keeping it once; the server's own
     // desired-state messages come back to it as `ignored`.)
@@ -221,14 +226,5 @@ install_delay_ms = 500
     assert_eq!(summary["connection_errors"], 0, "{summary:#}");
     assert_eq!(summary["installs_committed"], ON_MOSQUITTO, "{summary:#}");
     assert_eq!(summary["unacked"], 0, "{summary:#}");
-    assert_eq!(summary["sent"], summary["acked"], "{summary:#}");
-    for channel in ["reported", "events", "metrics"] {
-        let acked = summary["acked"][channel].as_f64().unwrap();
-        assert!(acked > 0.0, "{channel}: {summary:#}");
-        eventually(
-            &format!("every {channel} message stored"),
-            Duration::from_secs(60),
-            || (stored(&fleet, channel) == acked).then_some(()),
-        );
-    }
+    every_acknowledged_message_stored_once(&fleet, &summary);
 }

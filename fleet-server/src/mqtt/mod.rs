@@ -17,7 +17,7 @@ pub use embedded::{
     Authenticator, EMBEDDED_HALF_OPEN_MAX, embedded_authenticator, start_embedded_broker,
 };
 use ingester::{INGEST_WINDOW, Ingester, clear_retained, ingester};
-use upkeep::{RESTORE_QUEUE, desired_restorer, drive_publisher, republisher};
+use upkeep::{RESTORE_QUEUE, desired_restorer, disconnect, drive_publisher, republisher};
 use watcher::{DesiredGuard, Watcher, drive_watcher};
 
 use std::collections::{HashMap, VecDeque};

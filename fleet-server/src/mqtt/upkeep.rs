@@ -128,16 +128,22 @@ pub(super) async fn drive_publisher(
             }
         }
     }
-    if handle.publisher.try_disconnect().is_ok() {
-        // A broker that is already gone must not hold shutdown up.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
+    disconnect(&handle.publisher, &mut eventloop).await;
+}
+
+/// Sends a DISCONNECT on a helper connection at shutdown and waits (up to a second: a broker
+/// that is already gone must not hold shutdown up) until it is out.
+pub(super) async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+    if client.try_disconnect().is_err() {
+        return;
     }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }

@@ -187,18 +187,7 @@ pub(super) async fn drive_watcher(watcher: Watcher) {
             }
         }
     }
-    if client.try_disconnect().is_ok() {
-        // A broker that is already gone must not hold shutdown up.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-    }
+    disconnect(&client, &mut eventloop).await;
 }
 
 #[cfg(test)]
