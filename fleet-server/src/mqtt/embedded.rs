@@ -85,9 +85,10 @@ pub async fn start_embedded_broker(
             // (it was 10 x 100 MiB: a device could hold a gigabyte of the server's memory with
             // junk). The server's filters are four: the three device channels it ingests and the
             // watcher's `#` (each message in a ring per filter it matches), so junk holds at most
-            // 128 MiB of them. Messages are at most 512 KiB; the ingesting connection reads as
-            // they come and the device channels' 96 MiB between them never carry the server's own
-            // desired states, so it is not a ring behind.
+            // 128 MiB of them. The device channels' rings never carry the server's own desired
+            // states; at 10,000 devices the ingesting connection kept up with them, at 15,000
+            // rumqttd's router thread saturated and skipped it ahead on metrics
+            // (docs/BENCHMARKS.md), which is why the embedded broker is for smaller fleets.
             max_segment_size: 8 * 1024 * 1024,
             max_segment_count: 4,
             custom_segment: None,
