@@ -394,6 +394,23 @@ impl AgentProcess {
         }
     }
 
+    /// Waits until the agent's log holds `text`: work the agent starts once its models are
+    /// loaded (a resumed probation, say) is logged after readiness turns true.
+    pub fn wait_log(&self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log_text();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent never logged {text:?} within {within:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

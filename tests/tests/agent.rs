@@ -987,8 +987,10 @@ fn a_stop_or_a_crash_during_a_first_versions_probation_keeps_it_serving_and_prob
     serves(&agent);
     let m = agent.model("churn");
     assert_eq!(m["state"], "probation", "{m}");
-    let log = agent.log_text();
-    assert!(log.contains("probation resumes after the restart"), "{log}");
+    let log = agent.wait_log(
+        "probation resumes after the restart",
+        Duration::from_secs(30),
+    );
     assert!(log.contains("after_crash=false"), "{log}");
 
     // A crash (SIGKILL): with no previous version, the candidate keeps serving as well.
@@ -997,8 +999,7 @@ fn a_stop_or_a_crash_during_a_first_versions_probation_keeps_it_serving_and_prob
     let _ = agent.child.wait();
     agent = AgentProcess::spawn(config, port, &[]);
     serves(&agent);
-    let log = agent.log_text();
-    assert!(log.contains("after_crash=true"), "{log}");
+    agent.wait_log("after_crash=true", Duration::from_secs(30));
 
     // Probation ends with the time served before the restarts counted: well before a fresh
     // 12 s window would.

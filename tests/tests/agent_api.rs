@@ -186,12 +186,9 @@ fn a_stop_while_models_load_keeps_a_waiting_probation_for_the_next_start() {
     assert_eq!(iris["active"]["version"], "1.1.0", "{iris}");
     assert_eq!(iris["state"], "probation", "{iris}");
     assert_eq!(iris["serving"], "1.1.0", "{iris}");
-    assert!(
-        agent
-            .log_text()
-            .contains("probation resumes after the restart"),
-        "{}",
-        agent.log_text()
+    agent.wait_log(
+        "probation resumes after the restart",
+        Duration::from_secs(30),
     );
     assert_eq!(agent.model("churn")["serving"], "2.0.0");
 }
