@@ -305,6 +305,50 @@ fn malformed_requests_get_400_naming_the_field() {
     );
 }
 
+/// No answer of the device list is the whole fleet: without `limit` it is a page of 1,000 with
+/// the cursor for the next, and `fleetctl devices` follows every page.
+#[test]
+fn the_device_list_answers_pages_of_at_most_1000_and_fleetctl_reads_them_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&tmp.path().join("server"), Broker::Embedded);
+    let admin = server.admin_token();
+    for n in 0..1_001 {
+        let (status, answer) = server.call(
+            "POST",
+            "/api/v1/devices",
+            Some(&admin),
+            Some(&json!({"id": format!("d-{n:04}"), "group": "g"})),
+        );
+        assert_eq!(status, 201, "{answer}");
+    }
+    let (_, first) = server.call("GET", "/api/v1/devices", Some(&admin), None);
+    assert_eq!(first["devices"].as_array().unwrap().len(), 1_000);
+    assert_eq!(
+        (first["total"].clone(), first["next_after"].clone()),
+        (json!(1_001), json!("d-0999"))
+    );
+    let out = std::process::Command::new(edgefleet_e2e::binary("fleetctl"))
+        .args(["--url", &server.base_url(), "--token", &admin])
+        .args(["devices", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..1_001).map(|n| format!("d-{n:04}")).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(listed["next_after"], Value::Null);
+}
+
 /// A full upload of ground truth (100,000 labels, as `protocol::feedback` allows) is taken over
 /// HTTP, and the device pages through its queue, each fetch acknowledging the last.
 #[test]

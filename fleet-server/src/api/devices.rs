@@ -81,7 +81,8 @@ pub struct DeviceQuery {
     online: Option<bool>,
     /// Text found in the id, the group or a tag (case-insensitive).
     q: Option<String>,
-    /// A page of at most this many (1 to 1,000); without it, every matching device.
+    /// A page of at most this many (1 to 1,000, the default): no answer is the whole fleet, whose
+    /// size has no bound, so a caller wanting every device follows `next_after`.
     limit: Option<u32>,
     /// The `next_after` of the previous page.
     after: Option<String>,
@@ -100,7 +101,8 @@ pub async fn list_devices(
         return Err(ApiError::bad_field(
             "limit",
             format!(
-                "{limit} is not a page size: give 1 to {MAX_PAGE}, or leave it out for every device"
+                "{limit} is not a page size: give 1 to {MAX_PAGE} (the default), and follow \
+                 `next_after` for the next page"
             ),
         ));
     }
@@ -109,8 +111,9 @@ pub async fn list_devices(
         None => (t, None),
     });
     let now = state.clock.unix();
+    let page_size = query.limit.unwrap_or(MAX_PAGE);
     // One more than the page, to know whether another follows.
-    let limit = query.limit.map_or(u32::MAX, |l| l + 1);
+    let limit = page_size + 1;
     let page = state
         .store
         .device_page(&DevicePageQuery {
@@ -133,12 +136,11 @@ pub async fn list_devices(
         .iter()
         .map(|d| crate::live::device_summary(d, now))
         .collect();
-    let next_after = match query.limit {
-        Some(l) if devices.len() > l as usize => {
-            devices.truncate(l as usize);
-            devices.last().map(|d| d.id.to_string())
-        }
-        _ => None,
+    let next_after = if devices.len() > page_size as usize {
+        devices.truncate(page_size as usize);
+        devices.last().map(|d| d.id.to_string())
+    } else {
+        None
     };
     Ok(json_response(
         StatusCode::OK,

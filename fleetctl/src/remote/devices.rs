@@ -26,12 +26,7 @@ pub async fn devices(
     if let Some(t) = tag {
         query.push(format!("tag={}", urlencode(t)));
     }
-    let path = if query.is_empty() {
-        "/api/v1/devices".to_owned()
-    } else {
-        format!("/api/v1/devices?{}", query.join("&"))
-    };
-    let list: DeviceList = client.get(&path, "listing devices").await?;
+    let list = every_page(client, &query).await?;
     if as_json {
         return print_json(&list);
     }
@@ -74,6 +69,25 @@ pub async fn devices(
         )
     );
     Ok(())
+}
+
+/// The server answers pages of at most 1,000 devices; the operator asked for all of them.
+async fn every_page(client: &Client, query: &[String]) -> anyhow::Result<DeviceList> {
+    let page = |after: Option<&str>| {
+        let mut page_query = query.to_vec();
+        page_query.push("limit=1000".into());
+        if let Some(a) = after {
+            page_query.push(format!("after={}", urlencode(a)));
+        }
+        format!("/api/v1/devices?{}", page_query.join("&"))
+    };
+    let mut list: DeviceList = client.get(&page(None), "listing devices").await?;
+    while let Some(after) = list.next_after.take() {
+        let next: DeviceList = client.get(&page(Some(&after)), "listing devices").await?;
+        list.devices.extend(next.devices);
+        list.next_after = next.next_after;
+    }
+    Ok(list)
 }
 
 /// `k=v` pairs from `--tag` arguments.
