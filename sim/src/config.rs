@@ -51,6 +51,11 @@ pub struct SimConfig {
     /// Seeds every random draw: the same seed and configuration make the same traffic.
     #[serde(default)]
     pub seed: u64,
+    /// Connect to this broker (`mqtt://host:port`) instead of the one the server named at
+    /// enrollment: a bridging broker in front of the server's, which is how one fleet grows
+    /// past the sockets a single broker process may hold.
+    #[serde(default)]
+    pub broker_url: Option<String>,
     /// A device's keep-alive; the broker drops it after 1.5 times this without a packet.
     #[serde(default = "default_keep_alive_seconds")]
     pub keep_alive_seconds: u16,
@@ -171,6 +176,16 @@ impl SimConfig {
         }
         if self.enroll_concurrency == 0 {
             return Err(invalid("enroll_concurrency", "must be at least 1"));
+        }
+        if let Some(url) = &self.broker_url {
+            let address = edgefleet_protocol::broker::BrokerAddress::parse(url)
+                .map_err(|e| invalid("broker_url", e.to_string()))?;
+            if address.tls {
+                return Err(invalid(
+                    "broker_url",
+                    "the simulator speaks plain MQTT: give a mqtt:// listener",
+                ));
+            }
         }
         if self.keep_alive_seconds < 5 {
             return Err(invalid("keep_alive_seconds", "must be at least 5"));
@@ -322,6 +337,8 @@ mod tests {
             ("keep_alive_seconds = 1", "keep_alive_seconds"),
             ("initial_target = \"churn\"", "initial_target"),
             ("connects_per_second = 0", "connects_per_second"),
+            ("broker_url = \"mqtts://127.0.0.1:8883\"", "broker_url"),
+            ("broker_url = \"127.0.0.1\"", "broker_url"),
         ] {
             let err = config(extra).unwrap_err();
             assert!(err.starts_with(field), "{extra}: {err}");

@@ -184,7 +184,10 @@ pub async fn run(
     let groups: Vec<_> = config.groups.iter().cloned().map(Arc::new).collect();
     let pace = Duration::from_secs_f64(1.0 / f64::from(config.connects_per_second));
     let mut handles = Vec::with_capacity(enrolled.len());
-    let mut broker: Option<(String, SocketAddr)> = None;
+    let mut broker: Option<(String, SocketAddr)> = match &config.broker_url {
+        Some(url) => Some((url.clone(), broker_address(url)?)),
+        None => None,
+    };
     let mut n: u64 = 0;
     let mut group_of = groups
         .iter()
@@ -192,6 +195,7 @@ pub async fn run(
     for device in enrolled {
         let Some(group) = group_of.next() else { break };
         let address = match &broker {
+            Some((_, address)) if config.broker_url.is_some() => *address,
             Some((url, address)) if *url == device.mqtt_url => *address,
             _ => {
                 let address = broker_address(&device.mqtt_url)?;
@@ -286,7 +290,8 @@ pub async fn run(
     })
 }
 
-/// The broker the server gave at enrollment; the simulator speaks plain MQTT only.
+/// The broker the server gave at enrollment (or `broker_url`); the simulator speaks plain MQTT
+/// only.
 fn broker_address(url: &str) -> Result<SocketAddr, RunError> {
     let broker = |detail: String| RunError::Broker {
         url: url.to_owned(),
