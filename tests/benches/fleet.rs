@@ -4,17 +4,24 @@
 //! broker is the embedded one or Mosquitto (`EDGEFLEET_BENCH_BROKER=embedded|mosquitto`), the
 //! database SQLite or a PostgreSQL of the bench's own (`EDGEFLEET_BENCH_DATABASE=sqlite|postgres`).
 //! On Mosquitto the fleet is enrolled in bulk first (`edgefleet-sim enroll`), the broker's
-//! password file regenerated and reloaded, and only then connected.
+//! password file regenerated and reloaded, and only then connected. `EDGEFLEET_BENCH_BRIDGES=K`
+//! (Mosquitto only) puts K Mosquittos bridging into the fleet's one in front of the devices, each
+//! with its own simulator of N/K devices: how a fleet goes past the sockets one process may hold
+//! (the server still has one connection to one broker).
 //!
 //! - connect storm: first connection to every device connected (the simulator's figure);
 //! - server RSS before the fleet and with it connected (→ per device), and Mosquitto's;
 //! - `rollout create` of 2.0.0 to the whole fleet (one wave, no bake) → completed;
-//! - sustained telemetry for `EDGEFLEET_BENCH_MINUTES` (default 3): server CPU (cores), the
-//!   database's growth (→ bytes per device-day), operator API latency (p50/p99 of a rollout's
-//!   status, one device, the device list, the fleet's last hour of telemetry) and a `/metrics`
-//!   scrape, asked once a second meanwhile; then, once the last minutes' rollups settled, the
-//!   payload bytes raw batches and rollups added per device-day (an upper bound for rollups:
-//!   the minutes after the window, not yet merged, count too).
+//! - sustained telemetry for `EDGEFLEET_BENCH_MINUTES` (default 3) with nobody asking: server
+//!   CPU (cores) and the database's growth (→ bytes per device-day);
+//! - as long again with an operator and a Prometheus asking once a second each (a rollout's
+//!   status, one device, a page of the device list, the fleet's last hour of telemetry, a
+//!   `/metrics` scrape): their latency (p50/p99) and the server's CPU with them; then, once the
+//!   last minutes' rollups settled, the payload bytes raw batches and rollups added per
+//!   device-day (an upper bound for rollups: the minutes after the window, not yet merged, count
+//!   too);
+//! - messages lost: every message the devices had acknowledged, against what the server counts
+//!   stored once the simulators stopped.
 //!
 //! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench fleet`
 
@@ -22,9 +29,10 @@
 
 use std::time::{Duration, Instant};
 
+use edgefleet_e2e::bridge;
 use edgefleet_e2e::demo::{self, DemoOptions};
 use edgefleet_e2e::postgres::Postgres;
-use edgefleet_e2e::sim::SimProcess;
+use edgefleet_e2e::sim::{SimProcess, combined_summary};
 use edgefleet_e2e::{cpu_seconds, rss_mib};
 use serde_json::{Value, json};
 
@@ -124,10 +132,18 @@ fn main() {
     let broker = env_choice("EDGEFLEET_BENCH_BROKER", &["embedded", "mosquitto"]);
     let database = env_choice("EDGEFLEET_BENCH_DATABASE", &["sqlite", "postgres"]);
     let mosquitto = broker == "mosquitto";
+    let bridges = env_number("EDGEFLEET_BENCH_BRIDGES", 0);
+    assert!(
+        bridges == 0 || mosquitto,
+        "EDGEFLEET_BENCH_BRIDGES needs EDGEFLEET_BENCH_BROKER=mosquitto"
+    );
+    let simulators = bridges.max(1);
     let open_files = raise_open_file_limit();
     assert!(
-        devices + 1_024 <= open_files,
-        "{devices} devices need more open files than this machine allows a process ({open_files})"
+        devices / simulators + 1_024 <= open_files,
+        "{} devices on one broker need more open files than this machine allows a process \
+         ({open_files}): set EDGEFLEET_BENCH_BRIDGES",
+        devices / simulators
     );
     let tmp = tempfile::tempdir().unwrap();
     let postgres = (database == "postgres").then(Postgres::start);
@@ -151,11 +167,23 @@ fn main() {
     let rss_empty = rss_mib(server_pid);
     let broker_rss_empty = broker_pid.map(rss_mib);
     let started = Instant::now();
-    let config = format!(
-        r#"server_url = "{server}"
+    // Simulator k runs devices k·N/K .. (k+1)·N/K, ids `s<k>-sim-<n>` when bridged.
+    let share = |k: u64| devices * (k + 1) / simulators - devices * k / simulators;
+    let prefix = |k: u64| {
+        if bridges == 0 {
+            "sim".to_owned()
+        } else {
+            format!("s{k}")
+        }
+    };
+    let config = |k: u64, broker_url: Option<String>| {
+        format!(
+            r#"server_url = "{server}"
 admin_token_file = "{token}"
+id_prefix = "{prefix}"
+{broker}
 duration_seconds = {duration}
-connects_per_second = 2000
+connects_per_second = {pace}
 source_addresses = {sources}
 enroll_concurrency = 32
 initial_target = "models/churn/1.0.0/model.onnx"
@@ -164,34 +192,65 @@ window_seconds = 60
 requests_per_second = 1.0
 [[groups]]
 name = "sim"
-devices = {devices}
+devices = {share}
 install_delay_ms = 2000
 "#,
-        server = fleet.server.base_url(),
-        token = token.display(),
-        duration = 3_600,
-        sources = devices / 10_000 + 1,
-    );
-    let (sim, bulk) = if mosquitto {
-        let enrolled = SimProcess::enroll(tmp.path(), &config);
+            server = fleet.server.base_url(),
+            token = token.display(),
+            prefix = prefix(k),
+            broker = broker_url.map_or(String::new(), |u| format!("broker_url = \"{u}\"")),
+            duration = 3_600,
+            pace = 2_000 / simulators,
+            share = share(k),
+            sources = share(k) / 10_000 + 1,
+        )
+    };
+    let sim_dir = |k: u64| {
+        let dir = tmp.path().join(format!("sim-{k}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let mut bridging = Vec::new();
+    let (sims, bulk) = if mosquitto {
+        let enrolled: Vec<_> = (0..simulators)
+            .map(|k| SimProcess::enroll(&sim_dir(k), &config(k, None)))
+            .collect();
         let enrolled_in = started.elapsed();
         let told = Instant::now();
         fleet.broker_learns_devices();
         let told_in = told.elapsed();
-        (
-            SimProcess::start_enrolled(tmp.path(), &enrolled, Duration::from_secs(3_600)),
-            Some((enrolled_in, told_in)),
-        )
+        let central = fleet.mosquitto.as_ref().unwrap();
+        let settings = central.conf.with_file_name("edgefleet.conf");
+        for k in 0..bridges {
+            let user = format!("edgefleet-bridge-{k}");
+            bridge::admit_bridge(central, &settings, &user, "bench-bridge-secret");
+            let edge = bridge::start_bridge(
+                &tmp.path().join(format!("bridge-{k}")),
+                &settings,
+                central,
+                &user,
+                "bench-bridge-secret",
+            );
+            std::fs::write(sim_dir(k).join("sim.toml"), config(k, Some(edge.url()))).unwrap();
+            bridging.push(edge);
+        }
+        let mut sims: Vec<_> = (0..simulators)
+            .map(|k| SimProcess::spawn(&sim_dir(k), Some(&enrolled[k as usize])))
+            .collect();
+        for sim in &mut sims {
+            sim.wait_connected(Duration::from_secs(3_600));
+        }
+        (sims, Some((enrolled_in, told_in)))
     } else {
-        (
-            SimProcess::start_connected(tmp.path(), &config, Duration::from_secs(3_600)),
-            None,
-        )
+        let sim =
+            SimProcess::start_connected(&sim_dir(0), &config(0, None), Duration::from_secs(3_600));
+        (vec![sim], None)
     };
     let enrolled_and_connected = started.elapsed();
     std::thread::sleep(Duration::from_secs(5));
     let rss_connected = rss_mib(server_pid);
     let broker_rss_connected = broker_pid.map(rss_mib);
+    let bridging_rss: f64 = bridging.iter().map(|b| rss_mib(b.child.id())).sum();
 
     let rollout_started = Instant::now();
     let id = fleet.create_rollout(&json!({
@@ -202,20 +261,32 @@ install_delay_ms = 2000
     let rollout_seconds = rollout_started.elapsed().as_secs_f64();
     assert_eq!(finished["state"]["state"], "completed", "{finished:#}");
 
-    // Sustained telemetry, with an operator and a Prometheus asking meanwhile.
-    let cpu_before = cpu_seconds(server_pid);
-    let broker_cpu_before = broker_pid.map(cpu_seconds);
+    // Sustained telemetry with nobody asking: what the fleet alone costs the server.
+    let cpu = |pid: u32| cpu_seconds(pid);
+    let bridging_cpu = || -> f64 { bridging.iter().map(|b| cpu(b.child.id())).sum() };
+    let quiet = Instant::now();
+    let (cpu_before, broker_cpu_before, bridging_cpu_before) =
+        (cpu(server_pid), broker_pid.map(cpu), bridging_cpu());
     let db_before = database.bytes();
     let (raw_before, rollups_before) = database.telemetry_payload_bytes();
-    let steady = Instant::now();
-    let mut timings: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-    let asks: [(&str, String, bool); 6] = [
+    std::thread::sleep(Duration::from_secs(60 * minutes));
+    let quiet_seconds = quiet.elapsed().as_secs_f64();
+    let quiet_cores = (cpu(server_pid) - cpu_before) / quiet_seconds;
+    let broker_cores = broker_pid
+        .zip(broker_cpu_before)
+        .map(|(pid, before)| (cpu(pid) - before) / quiet_seconds);
+    let bridging_cores = (bridging_cpu() - bridging_cpu_before) / quiet_seconds;
+    let db_growth = database.bytes().saturating_sub(db_before) as f64;
+    let per_device_day = db_growth / devices as f64 / quiet_seconds * 86_400.0;
+
+    // As long again with an operator and a Prometheus asking meanwhile.
+    let first = prefix(0);
+    let asks: [(&str, String, bool); 5] = [
         ("rollout status", format!("/api/v1/rollouts/{id}"), true),
-        ("one device", "/api/v1/devices/sim-sim-0".into(), true),
-        ("device list, whole fleet", "/api/v1/devices".into(), true),
+        ("one device", format!("/api/v1/devices/{first}-sim-0"), true),
         (
             "device list, a dashboard page (100)",
-            "/api/v1/devices?limit=100&after=sim-sim-5000".into(),
+            format!("/api/v1/devices?limit=100&after={first}-sim-5000"),
             true,
         ),
         (
@@ -225,7 +296,10 @@ install_delay_ms = 2000
         ),
         ("/metrics scrape", "/metrics".into(), false),
     ];
-    while steady.elapsed() < Duration::from_secs(60 * minutes) {
+    let asked = Instant::now();
+    let asked_cpu_before = cpu(server_pid);
+    let mut timings: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    while asked.elapsed() < Duration::from_secs(60 * minutes) {
         let round = Instant::now();
         for (name, path, authed) in &asks {
             let t = Instant::now();
@@ -242,13 +316,9 @@ install_delay_ms = 2000
         }
         std::thread::sleep(Duration::from_secs(1).saturating_sub(round.elapsed()));
     }
-    let seconds = steady.elapsed().as_secs_f64();
-    let cores = (cpu_seconds(server_pid) - cpu_before) / seconds;
-    let broker_cores = broker_pid
-        .zip(broker_cpu_before)
-        .map(|(pid, before)| (cpu_seconds(pid) - before) / seconds);
-    let db_growth = database.bytes().saturating_sub(db_before) as f64;
-    let per_device_day = db_growth / devices as f64 / seconds * 86_400.0;
+    let asked_seconds = asked.elapsed().as_secs_f64();
+    let asked_cores = (cpu(server_pid) - asked_cpu_before) / asked_seconds;
+    let seconds = quiet_seconds + asked_seconds;
     // Rollups settle (a minute's rows merge) 3 minutes after it ends: wait for that before
     // weighing them.
     std::thread::sleep(Duration::from_secs(200));
@@ -257,15 +327,22 @@ install_delay_ms = 2000
     let raw_per_device_day = day(raw_after.saturating_sub(raw_before));
     let rollups_per_device_day = day(rollups_after.saturating_sub(rollups_before));
 
-    let summary = sim.stop();
+    let summaries: Vec<Value> = sims.into_iter().map(SimProcess::stop).collect();
+    let summary = combined_summary(&summaries);
+    let lost = lost_messages(&fleet, &summary);
 
     let database_name = match &database {
         Database::Sqlite(_) => "SQLite",
         Database::Postgres(_) => "PostgreSQL",
     };
+    let broker_name = match (mosquitto, bridges) {
+        (false, _) => "the embedded broker".to_owned(),
+        (true, 0) => "Mosquitto".to_owned(),
+        (true, k) => format!("{k} Mosquittos bridging into the fleet's Mosquitto"),
+    };
     println!(
-        "devices: {devices} (one MQTT connection each, {} broker, {database_name})",
-        if mosquitto { "Mosquitto" } else { "embedded" }
+        "devices: {devices} (one MQTT connection each, {broker_name}, {database_name}, \
+         {simulators} simulator process(es))"
     );
     match bulk {
         Some((enrolled_in, told_in)) => println!(
@@ -293,21 +370,34 @@ install_delay_ms = 2000
     );
     if let (Some(empty), Some(connected)) = (broker_rss_empty, broker_rss_connected) {
         println!(
-            "Mosquitto RSS: {empty:.1} MiB empty, {connected:.1} MiB with the fleet connected \
+            "fleet's Mosquitto RSS: {empty:.1} MiB empty, {connected:.1} MiB with the fleet \
+             connected"
+        );
+    }
+    if bridges > 0 {
+        println!(
+            "bridging Mosquittos' RSS with the fleet connected: {bridging_rss:.1} MiB in all \
              ({:.1} KiB per device)",
-            (connected - empty) * 1024.0 / devices as f64
+            bridging_rss * 1024.0 / devices as f64
         );
     }
     println!("rollout create -> completed (one wave, no bake): {rollout_seconds:.1} s");
     println!(
-        "telemetry at 60 s windows for {seconds:.0} s: server CPU {cores:.2} cores; database grew \
-         {:.1} MiB = {:.0} kB per device-day",
+        "telemetry at 60 s windows for {quiet_seconds:.0} s, nobody asking: server CPU \
+         {quiet_cores:.2} cores; database grew {:.1} MiB = {:.0} kB per device-day",
         db_growth / 1_048_576.0,
         per_device_day / 1e3
     );
     if let Some(cores) = broker_cores {
-        println!("Mosquitto CPU meanwhile: {cores:.2} cores");
+        println!(
+            "meanwhile: the fleet's Mosquitto {cores:.2} cores, the bridging ones \
+             {bridging_cores:.2} cores"
+        );
     }
+    println!(
+        "with the operator and Prometheus asking once a second each for {asked_seconds:.0} s: \
+         server CPU {asked_cores:.2} cores"
+    );
     println!(
         "payload per device-day: raw batches {:.0} kB (kept telemetry.raw_retention_hours), \
          rollups {:.2} kB (kept telemetry.retention_days)",
@@ -324,5 +414,33 @@ install_delay_ms = 2000
             ms.len()
         );
     }
+    println!("lost (acknowledged to a device, not stored once the server caught up): {lost}");
     println!("simulator: {summary}");
+}
+
+/// Per channel, messages the devices had acknowledged that the server has not stored, once its
+/// stored count stops moving (it catches up on what the brokers still queue for it).
+fn lost_messages(fleet: &demo::Demo, summary: &Value) -> String {
+    let stored = |channel: &str| {
+        fleet.server.metric_sum(&format!(
+            "edgefleet_server_mqtt_messages_total{{channel=\"{channel}\",outcome=\"stored\"}}"
+        ))
+    };
+    ["reported", "events", "metrics"]
+        .iter()
+        .map(|channel| {
+            let acked = summary["acked"][channel].as_f64().unwrap_or(0.0);
+            let mut last = -1.0;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let now = stored(channel);
+                if now >= acked || now == last || Instant::now() > deadline {
+                    return format!("{channel} {} of {acked}", acked - now);
+                }
+                last = now;
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod bridge;
 pub mod demo;
 pub mod fleet;
 pub mod garage;

@@ -11,10 +11,11 @@
 
 use std::time::Duration;
 
+use edgefleet_e2e::bridge;
 use edgefleet_e2e::demo::{self, Demo, DemoOptions};
 use edgefleet_e2e::fleet::eventually;
 use edgefleet_e2e::one_fleet_at_a_time;
-use edgefleet_e2e::sim::SimProcess;
+use edgefleet_e2e::sim::{SimProcess, combined_summary};
 use serde_json::{Value, json};
 
 const CLEAN: u32 = 1_000;
@@ -165,15 +166,17 @@ fn two_thousand_simulated_devices_halt_the_drifting_rollout_and_complete_the_cle
     }
 }
 
-const ON_MOSQUITTO: u32 = 300;
+const ON_MOSQUITTO: u32 = 150;
 
 /// The simulator on Mosquitto, the way a production fleet is brought up: the devices enrolled in
 /// bulk first (`edgefleet-sim enroll`), the broker told their credentials
 /// (`fleet-server mosquitto-config`, reloaded), then the fleet connects, each device confined to
-/// its own topics by Mosquitto's ACL. A rollout to all of them completes and every message the
-/// devices published is stored once.
+/// its own topics by Mosquitto's ACL. Half the fleet connects to the fleet's Mosquitto, half to
+/// a Mosquitto bridging into it (how the fleet bench goes past one broker process's sockets): a
+/// rollout to all of them completes, the bridged half hearing its desired states through the
+/// bridge, and every message the devices published is stored once.
 #[test]
-fn a_fleet_enrolled_in_bulk_runs_on_mosquitto_and_loses_nothing() {
+fn a_fleet_enrolled_in_bulk_runs_on_mosquitto_and_behind_a_bridge_and_loses_nothing() {
     let _serial = one_fleet_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let fleet = demo::set_up(
@@ -185,11 +188,12 @@ fn a_fleet_enrolled_in_bulk_runs_on_mosquitto_and_loses_nothing() {
     );
     let token = tmp.path().join("admin.token");
     std::fs::write(&token, fleet.operator.token()).unwrap();
-    let enrolled = SimProcess::enroll(
-        tmp.path(),
-        &format!(
+    let config = |prefix: &str, broker: &str| {
+        format!(
             r#"server_url = "{server}"
 admin_token_file = "{token}"
+id_prefix = "{prefix}"
+{broker}
 duration_seconds = 300
 connects_per_second = 300
 initial_target = "models/churn/1.0.0/model.onnx"
@@ -203,10 +207,36 @@ install_delay_ms = 500
 "#,
             server = fleet.server.base_url(),
             token = token.display(),
-        ),
-    );
+        )
+    };
+    let (direct, bridged) = (tmp.path().join("direct"), tmp.path().join("bridged"));
+    std::fs::create_dir_all(&direct).unwrap();
+    std::fs::create_dir_all(&bridged).unwrap();
+    let direct_enrolled = SimProcess::enroll(&direct, &config("direct", ""));
+    let bridged_enrolled = SimProcess::enroll(&bridged, &config("bridged", ""));
     fleet.broker_learns_devices();
-    let sim = SimProcess::start_enrolled(tmp.path(), &enrolled, Duration::from_secs(120));
+    let central = fleet.mosquitto.as_ref().unwrap();
+    let settings = central.conf.with_file_name("edgefleet.conf");
+    bridge::admit_bridge(central, &settings, "edgefleet-bridge-1", "bridge-secret");
+    let edge = bridge::start_bridge(
+        &tmp.path().join("bridge"),
+        &settings,
+        central,
+        "edgefleet-bridge-1",
+        "bridge-secret",
+    );
+    std::fs::write(
+        bridged.join("sim.toml"),
+        config("bridged", &format!("broker_url = \"{}\"", edge.url())),
+    )
+    .unwrap();
+    let mut sims = [
+        SimProcess::spawn(&direct, Some(&direct_enrolled)),
+        SimProcess::spawn(&bridged, Some(&bridged_enrolled)),
+    ];
+    for sim in &mut sims {
+        sim.wait_connected(Duration::from_secs(120));
+    }
 
     let id = fleet.create_rollout(&json!({
         "model": "churn", "version": "2.0.0", "group": "fleet", "waves": [100.0],
@@ -216,15 +246,18 @@ install_delay_ms = 500
     assert_eq!(ended["state"]["state"], "completed", "{ended:#}");
     std::thread::sleep(Duration::from_secs(3)); // a telemetry window on 2.0.0
 
-    let summary = sim.stop();
-    assert_eq!(summary["devices"], ON_MOSQUITTO, "{summary:#}");
+    let summaries: Vec<Value> = sims.into_iter().map(SimProcess::stop).collect();
+    for summary in &summaries {
+        assert_eq!(summary["devices"], ON_MOSQUITTO, "{summary:#}");
+        assert_eq!(summary["installs_committed"], ON_MOSQUITTO, "{summary:#}");
+    }
+    let summary = combined_summary(&summaries);
     assert_eq!(
         summary["enroll_seconds"], 0.0,
         "enrolled before: {summary:#}"
     );
     assert_eq!(summary["refused_connections"], 0, "{summary:#}");
     assert_eq!(summary["connection_errors"], 0, "{summary:#}");
-    assert_eq!(summary["installs_committed"], ON_MOSQUITTO, "{summary:#}");
     assert_eq!(summary["unacked"], 0, "{summary:#}");
     every_acknowledged_message_stored_once(&fleet, &summary);
 }
