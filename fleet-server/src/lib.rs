@@ -17,6 +17,7 @@ pub mod config;
 pub mod desired;
 pub mod device_keys;
 pub mod engine;
+pub mod engine_memory;
 pub mod fleet_guard;
 pub mod guard_policies;
 pub mod ingest;

@@ -25,8 +25,8 @@ pub struct Shared {
     /// Serialises desired-state changes so revisions never race.
     pub desired_lock: tokio::sync::Mutex<()>,
     /// One rollout-engine pass at a time (timer and operator commands); it holds what the
-    /// passes gathered of each active rollout's telemetry.
-    pub engine_lock: tokio::sync::Mutex<crate::telemetry::evidence::EvidenceCache>,
+    /// passes gathered of each active rollout's telemetry and of the devices' reported states.
+    pub engine_lock: tokio::sync::Mutex<crate::engine_memory::PassMemory>,
     /// The same for the rollouts operators look at (`GET /api/v1/rollouts/{id}/telemetry`),
     /// so each view reads only what arrived since the last.
     pub rollout_views: tokio::sync::Mutex<crate::telemetry::evidence::EvidenceCache>,

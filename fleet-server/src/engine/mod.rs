@@ -20,13 +20,14 @@ use crate::desired::{self, Catalog, DesiredError, WantedShadow};
 use crate::state::AppState;
 use crate::store::Store;
 
+pub use crate::engine_memory::PassMemory;
 pub use pass::{Assigner, BASELINE_LOOKBACK_SECONDS, BaselineSource, run_pass};
 
 /// One pass over every active rollout; the API calls it too, right after a command, so the
 /// operator sees the effect without waiting for the next tick.
 pub async fn tick(state: &AppState) {
     // One pass at a time: a command and the timer must not step the same rollout twice.
-    let mut evidence = state.engine_lock.lock().await;
+    let mut memory = state.engine_lock.lock().await;
     if !holds_engine_lease(state).await {
         return;
     }
@@ -36,7 +37,7 @@ pub async fn tick(state: &AppState) {
     };
     run_pass(
         &*state.store,
-        &mut evidence,
+        &mut memory,
         &assigner,
         &RegistryBaselines(state),
         &state.config.registry,

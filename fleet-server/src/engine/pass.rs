@@ -11,9 +11,9 @@ use edgefleet_protocol::message::EventKind;
 
 use crate::baselines::Baselines;
 use crate::desired::{DesiredError, WantedShadow};
+use crate::engine_memory::PassMemory;
 use crate::rollout::{Action, Observed, Rollout, RolloutState, StageRules};
 use crate::store::{Device, DeviceStore, RegistryStore, RolloutStore, StateStore};
-use crate::telemetry::evidence::EvidenceCache;
 
 /// How often a rollout's model gates are judged (each reads the rollout's telemetry).
 const MODEL_CHECK_SECONDS: i64 = 5;
@@ -53,7 +53,7 @@ impl<T: RolloutStore + DeviceStore + StateStore + RegistryStore + ?Sized> PassSt
 /// for and saves what changed. A rollout that completes changes stages as `rules` say.
 pub async fn run_pass(
     store: &(impl PassStore + ?Sized),
-    evidence: &mut EvidenceCache,
+    memory: &mut PassMemory,
     assigner: &dyn Assigner,
     baselines: &dyn BaselineSource,
     rules: &StageRules,
@@ -66,19 +66,18 @@ pub async fn run_pass(
             return;
         }
     };
+    let PassMemory { evidence, fleet } = memory;
     evidence.keep_only(rollouts.iter().map(|r| r.id.as_str()));
     if rollouts.is_empty() {
         return;
     }
-    let devices = match store.devices(&Default::default()).await {
+    let by_id = match fleet.refresh(store, now).await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "cannot read devices");
             return;
         }
     };
-    let by_id: HashMap<String, Device> =
-        devices.into_iter().map(|d| (d.id.to_string(), d)).collect();
     for mut rollout in rollouts {
         let model = rollout.spec.model.clone();
         let before = rollout.clone();
@@ -117,7 +116,7 @@ pub async fn run_pass(
             apply(assigner, &mut rollout, action, now).await;
         }
         if rollout.state == RolloutState::Completed && before.state != RolloutState::Completed {
-            settle_stages(store, &mut rollout, rules, &by_id, now).await;
+            settle_stages(store, &mut rollout, rules, by_id, now).await;
         }
         if rollout != before {
             if let Err(e) = store.save_rollout(&mut rollout).await {

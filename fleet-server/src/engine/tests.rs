@@ -16,7 +16,7 @@ use edgefleet_protocol::message::{
 };
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 
-use super::{Assigner, BaselineSource, run_pass, take_lease};
+use super::{Assigner, BaselineSource, PassMemory, run_pass, take_lease};
 use crate::desired::{DesiredError, WantedShadow};
 use crate::rollout::StageRules;
 use crate::rollout::{DeviceState, Gates, Rollout, RolloutSpec, RolloutState};
@@ -24,7 +24,6 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{
     DeviceStore, NewDevice, RegistryStore, Release, RolloutStore, Stage, StateStore, StoredEvent,
 };
-use crate::telemetry::evidence::EvidenceCache;
 
 const START: i64 = 1_800_000_000;
 
@@ -66,8 +65,8 @@ struct Fleet {
     /// Each device's reported sequence and what it runs.
     running: Mutex<BTreeMap<String, (u64, Option<String>)>>,
     rules: StageRules,
-    /// What the engine gathered of the rollouts' telemetry, between passes.
-    evidence: tokio::sync::Mutex<EvidenceCache>,
+    /// What the engine keeps between passes (telemetry, reported states).
+    memory: tokio::sync::Mutex<PassMemory>,
 }
 
 impl Fleet {
@@ -86,7 +85,7 @@ impl Fleet {
             changes: Mutex::new(Vec::new()),
             running: Mutex::new(BTreeMap::new()),
             rules: StageRules::default(),
-            evidence: Default::default(),
+            memory: Default::default(),
         };
         for (sequence, version) in [(1, "1.0.0"), (2, "2.0.0")] {
             let release = Release {
@@ -253,8 +252,8 @@ impl Fleet {
     }
 
     async fn pass(&self, now: i64) {
-        let mut evidence = self.evidence.lock().await;
-        run_pass(&self.store, &mut evidence, self, self, &self.rules, now).await;
+        let mut memory = self.memory.lock().await;
+        run_pass(&self.store, &mut memory, self, self, &self.rules, now).await;
     }
 
     /// Passes for `seconds` from `from`, whatever happens.
@@ -552,7 +551,7 @@ async fn another_server_takes_the_engine_over_when_its_holder_stops_renewing() {
     let id = fleet.start_rollout(gates, &[50.0, 100.0], false).await;
     let mut driver: Vec<(i64, &str)> = Vec::new();
     // Server a drives for 4 s and then dies (stops renewing); b asks every second throughout.
-    let (mut cache_a, mut cache_b) = (EvidenceCache::default(), EvidenceCache::default());
+    let (mut cache_a, mut cache_b) = (PassMemory::default(), PassMemory::default());
     for now in START..START + 120 {
         *fleet.now.lock().unwrap() = now;
         fleet.devices_act(now).await;

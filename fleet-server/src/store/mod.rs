@@ -227,6 +227,10 @@ const SCHEMA: &[&str] = &[
         figures TEXT NOT NULL
     );
     CREATE INDEX rollups_by_bucket ON telemetry_rollups (span, bucket);",
+    // 15: when each device's reported state was last stored (server time), so that the rollout
+    // engine reads only the devices whose state changed since its last pass, not the fleet.
+    "ALTER TABLE devices ADD COLUMN reported_at BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX devices_by_reported_at ON devices (reported_at);",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -527,6 +531,9 @@ pub trait DeviceStore: Send + Sync {
     ) -> Result<()>;
     async fn device(&self, id: &DeviceId) -> Result<Option<Device>>;
     async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>>;
+    /// Devices whose reported state was stored at or after `since` (the `at` of
+    /// [`StateStore::record_reported`]), in id order.
+    async fn devices_reported_since(&self, since: i64) -> Result<Vec<Device>>;
     /// One page of the device list, filtered in the database: a viewer of a large fleet reads a
     /// page, not the fleet.
     async fn device_page(&self, query: &DevicePageQuery) -> Result<DevicePage>;

@@ -142,6 +142,21 @@ impl DeviceStore for PostgresStore {
             .collect())
     }
 
+    async fn devices_reported_since(&self, since: i64) -> Result<Vec<Device>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE reported_at >= $1 ORDER BY id"
+                ),
+                &[&since],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(device_row).collect()
+    }
+
     async fn device_page(&self, query: &DevicePageQuery) -> Result<DevicePage> {
         // The conditions (`$1` to `$6`), shared by the page and its count.
         const MATCHES: &str = "($1::text IS NULL OR grp = $1)

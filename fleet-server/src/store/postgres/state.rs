@@ -12,7 +12,7 @@ impl StateStore for PostgresStore {
             .await?
             .execute(
                 "UPDATE devices SET reported = $3, reported_seq = $2, agent_version = $4,
-                 last_seen = GREATEST(COALESCE(last_seen, 0), $5)
+                 last_seen = GREATEST(COALESCE(last_seen, 0), $5), reported_at = $5
                  WHERE id = $1 AND reported_seq < $2",
                 &[
                     &reported.device.as_str(),

@@ -138,6 +138,21 @@ impl DeviceStore for SqliteStore {
         .await
     }
 
+    async fn devices_reported_since(&self, since: i64) -> Result<Vec<Device>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE reported_at >= ?1 ORDER BY id"
+                ))
+                .map_err(backend)?;
+            stmt.query_map(params![since], device_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn device_page(&self, query: &DevicePageQuery) -> Result<DevicePage> {
         let q = query.clone();
         self.read(move |c| {

@@ -14,7 +14,7 @@ impl StateStore for SqliteStore {
             let n = c
                 .execute(
                     "UPDATE devices SET reported = ?3, reported_seq = ?2, agent_version = ?4,
-                     last_seen = MAX(COALESCE(last_seen, 0), ?5)
+                     last_seen = MAX(COALESCE(last_seen, 0), ?5), reported_at = ?5
                      WHERE id = ?1 AND reported_seq < ?2",
                     params![id.as_str(), seq as i64, text, agent_version, at],
                 )
