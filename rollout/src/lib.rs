@@ -422,7 +422,15 @@ impl Rollout {
 
     /// Records that the caller set `device`'s desired state (revision `revision`).
     pub fn notified(&mut self, device: &str, revision: u64, now: i64) {
-        if let Some(d) = self.devices.iter_mut().find(|d| d.id == device) {
+        if let Some(index) = self.devices.iter().position(|d| d.id == device) {
+            self.notified_at(index, revision, now);
+        }
+    }
+
+    /// [`Rollout::notified`] for the device at `index` of `devices`: a caller notifying a wave of
+    /// 100,000 indexes them once rather than searching the list for each.
+    pub fn notified_at(&mut self, index: usize, revision: u64, now: i64) {
+        if let Some(d) = self.devices.get_mut(index) {
             d.state = DeviceState::Notified;
             d.notified_at = Some(now);
             d.revision = Some(revision);

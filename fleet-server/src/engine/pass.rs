@@ -12,9 +12,14 @@ use edgefleet_protocol::message::EventKind;
 use crate::baselines::Baselines;
 use crate::desired::{DesiredError, WantedShadow};
 use crate::engine_memory::PassMemory;
-use crate::rollout::{Action, Observed, Rollout, RolloutState, StageRules};
+use crate::rollout::{Action, DeviceState, Observed, Rollout, RolloutState, StageRules};
 use crate::store::{Device, DeviceStore, RegistryStore, RolloutStore, StateStore};
 
+/// Desired-state changes one pass makes for a rollout's pending devices (each signed, stored
+/// and published). A pending device's change is asked for again at every pass until it is made,
+/// so the rest wait for the next passes, and a fleet-wide wave of 100,000 does not hold the
+/// engine — and the operator commands that wait for it — for minutes.
+const PENDING_CHANGES_PER_PASS: usize = 2_000;
 /// How often a rollout's model gates are judged (each reads the rollout's telemetry).
 const MODEL_CHECK_SECONDS: i64 = 5;
 /// Figures of the previous version from before the rollout started count as its reference.
@@ -112,8 +117,23 @@ pub async fn run_pass(
         }
         explain_failures(store, &mut rollout).await;
         actions.extend(crate::rollout::retry_actions(&rollout));
+        let position: HashMap<String, usize> = if actions.is_empty() {
+            HashMap::new()
+        } else {
+            let ids = rollout.devices.iter().enumerate();
+            ids.map(|(i, d)| (d.id.clone(), i)).collect()
+        };
+        let mut pending_started = 0;
         for action in actions {
-            apply(assigner, &mut rollout, action, now).await;
+            let index = position.get(action_device(&action)).copied();
+            let pending = index.is_some_and(|i| rollout.devices[i].state == DeviceState::Pending);
+            if pending && !matches!(action, Action::Revert { .. }) {
+                if pending_started == PENDING_CHANGES_PER_PASS {
+                    continue;
+                }
+                pending_started += 1;
+            }
+            apply(assigner, &mut rollout, index, action, now).await;
         }
         if rollout.state == RolloutState::Completed && before.state != RolloutState::Completed {
             settle_stages(store, &mut rollout, rules, by_id, now).await;
@@ -223,7 +243,22 @@ fn observe(device: &Device, model: &str) -> Observed {
     }
 }
 
-async fn apply(assigner: &dyn Assigner, rollout: &mut Rollout, action: Action, now: i64) {
+fn action_device(action: &Action) -> &str {
+    match action {
+        Action::Update { device } | Action::Shadow { device } | Action::Revert { device, .. } => {
+            device
+        }
+    }
+}
+
+/// Makes `action`'s desired-state change; `index` is its device's place in the rollout's list.
+async fn apply(
+    assigner: &dyn Assigner,
+    rollout: &mut Rollout,
+    index: Option<usize>,
+    action: Action,
+    now: i64,
+) {
     let model = rollout.spec.model.clone();
     let (device, version, tag, shadow) = match &action {
         Action::Update { device } => (
@@ -237,11 +272,7 @@ async fn apply(assigner: &dyn Assigner, rollout: &mut Rollout, action: Action, n
             let options = rollout.spec.shadow.clone().unwrap_or_default();
             (
                 device.clone(),
-                rollout
-                    .devices
-                    .iter()
-                    .find(|d| &d.id == device)
-                    .and_then(|d| d.previous_version.clone()),
+                index.and_then(|i| rollout.devices[i].previous_version.clone()),
                 Some(rollout.id.clone()),
                 Some(WantedShadow {
                     version: rollout.spec.version.clone(),
@@ -267,8 +298,8 @@ async fn apply(assigner: &dyn Assigner, rollout: &mut Rollout, action: Action, n
         .await;
     match set {
         Ok(revision) => {
-            if matches!(action, Action::Update { .. } | Action::Shadow { .. }) {
-                rollout.notified(&device, revision, now);
+            if let (Action::Update { .. } | Action::Shadow { .. }, Some(i)) = (&action, index) {
+                rollout.notified_at(i, revision, now);
             }
         }
         Err(e) => {

@@ -400,6 +400,23 @@ impl Fleet {
     }
 }
 
+/// A wave larger than one pass makes changes for: each pass starts at most 2,000 of its pending
+/// devices, the next passes the rest, and every device still updates once.
+#[tokio::test]
+async fn a_wave_over_a_passs_budget_is_started_over_several_passes_each_device_once() {
+    let fleet = Fleet::new(2_500).await;
+    let id = fleet.start_rollout(Gates::default(), &[100.0], false).await;
+    let changed = || fleet.changes.lock().unwrap().len();
+    fleet.pass(START).await;
+    assert_eq!(changed(), 2_000);
+    fleet.pass(START + 1).await;
+    assert_eq!(changed(), 2_500);
+    fleet.run(&id, START + 1, 60, completed).await;
+    for i in [0, 1_999, 2_000, 2_499] {
+        assert_eq!(fleet.changes_to(&format!("d{i:02}")).len(), 1, "d{i:02}");
+    }
+}
+
 #[tokio::test]
 async fn a_completed_rollout_promotes_its_version_and_archives_the_one_no_device_runs_any_more() {
     let mut fleet = Fleet::new(4).await;
