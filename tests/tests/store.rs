@@ -202,24 +202,20 @@ async fn reported_state_only_moves_forward_and_events_are_stored_once(store: &dy
     assert_eq!(store.device_counts(13).await.unwrap(), (2, 0));
     // What the rollout engine reads between passes: the devices whose reported state was stored
     // since a time (a refused, older state does not count; a touch is not a report).
-    let since = |at: i64| async move {
-        let devices = store.devices_reported_since(at).await.unwrap();
-        devices
-            .into_iter()
-            .map(|d| d.id.to_string())
-            .collect::<Vec<_>>()
+    let since = |at: Option<i64>| async move {
+        let states = store.reported_states(at).await.unwrap();
+        states.into_iter().map(|(id, r)| (id.to_string(), r.seq)).collect::<Vec<_>>()
     };
-    assert_eq!(since(10).await, ["d1"]);
-    assert!(since(11).await.is_empty());
-    assert!(
-        store
-            .record_reported(&reported("d-silent", 1), 20)
-            .await
-            .unwrap()
-    );
+    assert_eq!(since(Some(10)).await, [("d1".into(), 2)]);
+    assert!(since(Some(11)).await.is_empty());
+    assert_eq!(since(None).await, [("d1".into(), 2)], "d-silent reported nothing");
+    assert!(store.record_reported(&reported("d-silent", 1), 20).await.unwrap());
     assert!(!store.record_reported(&reported("d1", 2), 21).await.unwrap());
-    assert_eq!(since(11).await, ["d-silent"]);
-    assert_eq!(since(0).await, ["d-silent", "d1"]);
+    assert_eq!(since(Some(11)).await, [("d-silent".into(), 1)]);
+    assert_eq!(
+        since(None).await,
+        [("d-silent".into(), 1), ("d1".into(), 2)]
+    );
     for (seq, at) in [(1, 5), (2, 7), (3, 6)] {
         let event = event("d1", seq, at);
         assert!(store.record_event(&event).await.unwrap());

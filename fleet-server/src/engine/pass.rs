@@ -7,13 +7,13 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use edgefleet_protocol::DeviceId;
-use edgefleet_protocol::message::EventKind;
+use edgefleet_protocol::message::{EventKind, Reported};
 
 use crate::baselines::Baselines;
 use crate::desired::{DesiredError, WantedShadow};
 use crate::engine_memory::PassMemory;
 use crate::rollout::{Action, DeviceState, Observed, Rollout, RolloutState, StageRules};
-use crate::store::{Device, DeviceStore, RegistryStore, RolloutStore, StateStore};
+use crate::store::{DeviceStore, RegistryStore, RolloutStore, StateStore};
 
 /// Desired-state changes one pass makes for a rollout's pending devices (each signed, stored
 /// and published). A pending device's change is asked for again at every pass until it is made,
@@ -86,7 +86,7 @@ pub async fn run_pass(
     for mut rollout in rollouts {
         let model = rollout.spec.model.clone();
         let before = rollout.clone();
-        let mut actions = rollout.step(now, |id| by_id.get(id).map(|d| observe(d, &model)));
+        let mut actions = rollout.step(now, |id| by_id.get(id).map(|r| observe(r, &model)));
         let shadow_check = rollout.wants_shadow_check(now, MODEL_CHECK_SECONDS);
         let model_check = rollout.wants_model_check(now, MODEL_CHECK_SECONDS);
         // One read of what arrived since the last check serves both gates.
@@ -157,7 +157,7 @@ async fn settle_stages(
     store: &(impl RegistryStore + ?Sized),
     rollout: &mut Rollout,
     rules: &StageRules,
-    devices: &HashMap<String, Device>,
+    devices: &HashMap<String, Reported>,
     now: i64,
 ) {
     let model = rollout.spec.model.clone();
@@ -175,8 +175,8 @@ async fn settle_stages(
             .map(|r| r.stage)
     };
     let still_runs = |version: &str| {
-        devices.values().any(|d| {
-            d.reported.iter().flat_map(|r| &r.models).any(|m| {
+        devices.values().any(|r| {
+            r.models.iter().any(|m| {
                 m.model.as_str() == model
                     && m.active
                         .as_ref()
@@ -224,10 +224,7 @@ async fn explain_failures(store: &(impl StateStore + ?Sized), rollout: &mut Roll
 }
 
 /// What a device's reported state says about `model`.
-fn observe(device: &Device, model: &str) -> Observed {
-    let Some(reported) = &device.reported else {
-        return Observed::default();
-    };
+fn observe(reported: &Reported, model: &str) -> Observed {
     let entry = reported.models.iter().find(|m| m.model.as_str() == model);
     Observed {
         active_target: entry

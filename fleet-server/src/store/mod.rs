@@ -531,9 +531,10 @@ pub trait DeviceStore: Send + Sync {
     ) -> Result<()>;
     async fn device(&self, id: &DeviceId) -> Result<Option<Device>>;
     async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>>;
-    /// Devices whose reported state was stored at or after `since` (the `at` of
-    /// [`StateStore::record_reported`]), in id order.
-    async fn devices_reported_since(&self, since: i64) -> Result<Vec<Device>>;
+    /// Devices' reported states alone (what the rollout engine judges by, a fraction of a
+    /// device's row), in id order: those stored at or after `since` (the `at` of
+    /// [`StateStore::record_reported`]), or every one.
+    async fn reported_states(&self, since: Option<i64>) -> Result<Vec<(DeviceId, Reported)>>;
     /// One page of the device list, filtered in the database: a viewer of a large fleet reads a
     /// page, not the fleet.
     async fn device_page(&self, query: &DevicePageQuery) -> Result<DevicePage>;

@@ -142,19 +142,26 @@ impl DeviceStore for PostgresStore {
             .collect())
     }
 
-    async fn devices_reported_since(&self, since: i64) -> Result<Vec<Device>> {
+    async fn reported_states(&self, since: Option<i64>) -> Result<Vec<(DeviceId, Reported)>> {
         let rows = self
             .client()
             .await?
             .query(
-                &format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE reported_at >= $1 ORDER BY id"
-                ),
+                "SELECT id, reported FROM devices
+                 WHERE reported IS NOT NULL AND ($1::bigint IS NULL OR reported_at >= $1)
+                 ORDER BY id",
                 &[&since],
             )
             .await
             .map_err(pg)?;
-        rows.iter().map(device_row).collect()
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let id = row.get::<_, String>(0);
+                let reported = device_document(&id, "reported state", row.get(1))?;
+                Some((DeviceId::new(id).ok()?, reported))
+            })
+            .collect())
     }
 
     async fn device_page(&self, query: &DevicePageQuery) -> Result<DevicePage> {

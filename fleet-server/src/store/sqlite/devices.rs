@@ -138,17 +138,28 @@ impl DeviceStore for SqliteStore {
         .await
     }
 
-    async fn devices_reported_since(&self, since: i64) -> Result<Vec<Device>> {
+    async fn reported_states(&self, since: Option<i64>) -> Result<Vec<(DeviceId, Reported)>> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare(&format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE reported_at >= ?1 ORDER BY id"
-                ))
+                .prepare(
+                    "SELECT id, reported FROM devices
+                     WHERE reported IS NOT NULL AND (?1 IS NULL OR reported_at >= ?1) ORDER BY id",
+                )
                 .map_err(backend)?;
-            stmt.query_map(params![since], device_row)
+            let rows = stmt
+                .query_map(params![since], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+                })
                 .map_err(backend)?
                 .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)
+                .map_err(backend)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(id, text)| {
+                    let reported = device_document(&id, "reported state", text)?;
+                    Some((DeviceId::new(id).ok()?, reported))
+                })
+                .collect())
         })
         .await
     }
