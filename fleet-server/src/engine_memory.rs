@@ -55,7 +55,10 @@ impl FleetView {
         };
         if whole_is_due {
             let states = store.reported_states(None).await?;
-            self.reported = states.into_iter().map(|(id, r)| (id.to_string(), r)).collect();
+            self.reported = states
+                .into_iter()
+                .map(|(id, r)| (id.to_string(), r))
+                .collect();
             self.whole_at = Some(now);
         } else {
             let since = self.read_at.unwrap_or(now) - OVERLAP_SECONDS;

@@ -262,7 +262,7 @@ pub async fn start_with_clock(
         tuf,
         mqtt: handle,
         metrics,
-        desired_lock: tokio::sync::Mutex::new(()),
+        desired_locks: Default::default(),
         engine_lock: tokio::sync::Mutex::new(Default::default()),
         rollout_views: Default::default(),
         instance,

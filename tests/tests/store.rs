@@ -204,12 +204,24 @@ async fn reported_state_only_moves_forward_and_events_are_stored_once(store: &dy
     // since a time (a refused, older state does not count; a touch is not a report).
     let since = |at: Option<i64>| async move {
         let states = store.reported_states(at).await.unwrap();
-        states.into_iter().map(|(id, r)| (id.to_string(), r.seq)).collect::<Vec<_>>()
+        states
+            .into_iter()
+            .map(|(id, r)| (id.to_string(), r.seq))
+            .collect::<Vec<_>>()
     };
     assert_eq!(since(Some(10)).await, [("d1".into(), 2)]);
     assert!(since(Some(11)).await.is_empty());
-    assert_eq!(since(None).await, [("d1".into(), 2)], "d-silent reported nothing");
-    assert!(store.record_reported(&reported("d-silent", 1), 20).await.unwrap());
+    assert_eq!(
+        since(None).await,
+        [("d1".into(), 2)],
+        "d-silent reported nothing"
+    );
+    assert!(
+        store
+            .record_reported(&reported("d-silent", 1), 20)
+            .await
+            .unwrap()
+    );
     assert!(!store.record_reported(&reported("d1", 2), 21).await.unwrap());
     assert_eq!(since(Some(11)).await, [("d-silent".into(), 1)]);
     assert_eq!(

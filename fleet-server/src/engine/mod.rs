@@ -6,6 +6,7 @@
 //! in; this module adds what a running server needs: the lease that makes one server of many
 //! drive, the signer and broker behind the assigner, and the timer.
 
+mod changes;
 mod guard_actions;
 mod pass;
 #[cfg(test)]

@@ -12,14 +12,9 @@ use edgefleet_protocol::message::{EventKind, Reported};
 use crate::baselines::Baselines;
 use crate::desired::{DesiredError, WantedShadow};
 use crate::engine_memory::PassMemory;
-use crate::rollout::{Action, DeviceState, Observed, Rollout, RolloutState, StageRules};
+use crate::rollout::{Observed, Rollout, RolloutState, StageRules};
 use crate::store::{DeviceStore, RegistryStore, RolloutStore, StateStore};
 
-/// Desired-state changes one pass makes for a rollout's pending devices (each signed, stored
-/// and published). A pending device's change is asked for again at every pass until it is made,
-/// so the rest wait for the next passes, and a fleet-wide wave of 100,000 does not hold the
-/// engine — and the operator commands that wait for it — for minutes.
-const PENDING_CHANGES_PER_PASS: usize = 2_000;
 /// How often a rollout's model gates are judged (each reads the rollout's telemetry).
 const MODEL_CHECK_SECONDS: i64 = 5;
 /// Figures of the previous version from before the rollout started count as its reference.
@@ -117,24 +112,7 @@ pub async fn run_pass(
         }
         explain_failures(store, &mut rollout).await;
         actions.extend(crate::rollout::retry_actions(&rollout));
-        let position: HashMap<String, usize> = if actions.is_empty() {
-            HashMap::new()
-        } else {
-            let ids = rollout.devices.iter().enumerate();
-            ids.map(|(i, d)| (d.id.clone(), i)).collect()
-        };
-        let mut pending_started = 0;
-        for action in actions {
-            let index = position.get(action_device(&action)).copied();
-            let pending = index.is_some_and(|i| rollout.devices[i].state == DeviceState::Pending);
-            if pending && !matches!(action, Action::Revert { .. }) {
-                if pending_started == PENDING_CHANGES_PER_PASS {
-                    continue;
-                }
-                pending_started += 1;
-            }
-            apply(assigner, &mut rollout, index, action, now).await;
-        }
+        super::changes::make(assigner, &mut rollout, actions, now).await;
         if rollout.state == RolloutState::Completed && before.state != RolloutState::Completed {
             settle_stages(store, &mut rollout, rules, by_id, now).await;
         }
@@ -237,79 +215,5 @@ fn observe(reported: &Reported, model: &str) -> Observed {
             .and_then(|m| m.shadow.as_ref())
             .map(|s| s.target.clone()),
         shadow_refused: entry.and_then(|m| m.shadow_refused.clone()),
-    }
-}
-
-fn action_device(action: &Action) -> &str {
-    match action {
-        Action::Update { device } | Action::Shadow { device } | Action::Revert { device, .. } => {
-            device
-        }
-    }
-}
-
-/// Makes `action`'s desired-state change; `index` is its device's place in the rollout's list.
-async fn apply(
-    assigner: &dyn Assigner,
-    rollout: &mut Rollout,
-    index: Option<usize>,
-    action: Action,
-    now: i64,
-) {
-    let model = rollout.spec.model.clone();
-    let (device, version, tag, shadow) = match &action {
-        Action::Update { device } => (
-            device.clone(),
-            Some(rollout.spec.version.clone()),
-            Some(rollout.id.clone()),
-            None,
-        ),
-        // The champion it runs stays; the rollout's version goes beside it.
-        Action::Shadow { device } => {
-            let options = rollout.spec.shadow.clone().unwrap_or_default();
-            (
-                device.clone(),
-                index.and_then(|i| rollout.devices[i].previous_version.clone()),
-                Some(rollout.id.clone()),
-                Some(WantedShadow {
-                    version: rollout.spec.version.clone(),
-                    share: options.share,
-                    max_cpu_share: options.max_cpu_share,
-                    mode: rollout.spec.strategy.slot_mode(),
-                }),
-            )
-        }
-        Action::Revert { device, version } => (device.clone(), version.clone(), None, None),
-    };
-    let Ok(id) = DeviceId::new(device.clone()) else {
-        return;
-    };
-    let set = assigner
-        .set_model_version(
-            &id,
-            &model,
-            version.as_deref(),
-            tag.as_deref(),
-            shadow.as_ref(),
-        )
-        .await;
-    match set {
-        Ok(revision) => {
-            if let (Action::Update { .. } | Action::Shadow { .. }, Some(i)) = (&action, index) {
-                rollout.notified_at(i, revision, now);
-            }
-        }
-        Err(e) => {
-            tracing::warn!(rollout = %rollout.id, device, error = %e, "could not set desired state");
-            // Retried every pass: said once while it lasts, not twice a second.
-            let text = format!("device {device}: desired state not set: {e}");
-            let recent = rollout
-                .history
-                .len()
-                .saturating_sub(2 * rollout.devices.len().max(1));
-            if !rollout.history[recent..].iter().any(|(_, t)| *t == text) {
-                rollout.history.push((now, text));
-            }
-        }
     }
 }
