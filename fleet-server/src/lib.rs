@@ -15,6 +15,7 @@ pub mod baselines;
 pub mod broker;
 pub mod config;
 pub mod desired;
+pub mod desired_locks;
 pub mod device_keys;
 pub mod engine;
 pub mod engine_memory;

@@ -23,7 +23,7 @@ pub struct Shared {
     /// The URL devices connect to the broker at, told to them at enrollment.
     pub device_mqtt_url: String,
     /// Serialises desired-state changes per device so its revisions never race.
-    pub desired_locks: crate::desired::DesiredLocks,
+    pub desired_locks: crate::desired_locks::DesiredLocks,
     /// One rollout-engine pass at a time (timer and operator commands); it holds what the
     /// passes gathered of each active rollout's telemetry and of the devices' reported states.
     pub engine_lock: tokio::sync::Mutex<crate::engine_memory::PassMemory>,
