@@ -7,12 +7,11 @@
 //! connection to one broker and sees every device's messages.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use edgefleet_protocol::topic::TOPIC_PREFIX;
 
-use crate::fleet::{Mosquitto, mosquitto_binary};
+use crate::fleet::Mosquitto;
 use crate::{free_port, run_ok};
 
 /// The value of `key` in a Mosquitto config fragment (`password_file`, `acl_file`).
@@ -80,20 +79,5 @@ pub fn start_bridge(
         ),
     )
     .unwrap();
-    let child = Command::new(mosquitto_binary())
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("mosquitto.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the bridging mosquitto did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Mosquitto { child, port, conf }
+    Mosquitto::run(conf, port)
 }

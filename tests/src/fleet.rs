@@ -398,11 +398,17 @@ impl Mosquitto {
             ),
         )
         .unwrap();
+        Self::run(conf, port)
+    }
+
+    /// Runs Mosquitto on `conf` (its log beside it) and waits until it listens on `port`.
+    pub fn run(conf: PathBuf, port: u16) -> Self {
+        let log = conf.with_file_name("mosquitto.log");
         let child = Command::new(mosquitto_binary())
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("mosquitto.log")).unwrap())
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
