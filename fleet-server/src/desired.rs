@@ -191,14 +191,44 @@ pub async fn assign(
     id: &DeviceId,
     wanted: &[Wanted],
 ) -> Result<Desired, DesiredError> {
-    let models = catalog.resolve(wanted, &state.config.public_url())?;
-    // One change at a time per device, so its revisions never race.
+    change(state, catalog, id, |_| wanted.to_vec()).await
+}
+
+/// Sets one model of a device's desired state, keeping its other models; `version` `None`
+/// removes the model. Returns the new desired revision.
+pub async fn set_model_version(
+    state: &Shared,
+    catalog: &Catalog,
+    device: &DeviceId,
+    model: &str,
+    version: Option<&str>,
+    rollout: Option<&str>,
+    shadow: Option<&WantedShadow>,
+) -> Result<u64, DesiredError> {
+    let desired = change(state, catalog, device, |current| {
+        with_model(current, model, version, rollout, shadow)
+    })
+    .await?;
+    Ok(desired.revision)
+}
+
+/// Replaces `id`'s desired models by what `wanted` makes of its current ones, then stores, signs
+/// and publishes them. The device is read once, under its lock: one change at a time per device,
+/// so its revisions never race and a change to one model never loses a concurrent change to
+/// another.
+async fn change(
+    state: &Shared,
+    catalog: &Catalog,
+    id: &DeviceId,
+    wanted: impl FnOnce(Option<&Desired>) -> Vec<Wanted>,
+) -> Result<Desired, DesiredError> {
     let _guard = state.desired_locks.of(id).lock().await;
     let device = state
         .store
         .device(id)
         .await?
         .ok_or_else(|| DesiredError::UnknownDevice(id.clone()))?;
+    let models = catalog.resolve(&wanted(device.desired.as_ref()), &state.config.public_url())?;
     let mut random = [0u8; 16];
     aws_lc_rs::rand::fill(&mut random).map_err(|_| DesiredError::Random)?;
     let desired = Desired {
@@ -224,26 +254,6 @@ pub async fn assign(
         tracing::warn!(device = %id, error = %e, "desired state stored; publishing waits for the broker");
     }
     Ok(desired)
-}
-
-/// Sets one model of a device's desired state, keeping its other models; `version` `None`
-/// removes the model. Returns the new desired revision.
-pub async fn set_model_version(
-    state: &Shared,
-    catalog: &Catalog,
-    device: &DeviceId,
-    model: &str,
-    version: Option<&str>,
-    rollout: Option<&str>,
-    shadow: Option<&WantedShadow>,
-) -> Result<u64, DesiredError> {
-    let current = state
-        .store
-        .device(device)
-        .await?
-        .ok_or_else(|| DesiredError::UnknownDevice(device.clone()))?;
-    let wanted = with_model(current.desired.as_ref(), model, version, rollout, shadow);
-    Ok(assign(state, catalog, device, &wanted).await?.revision)
 }
 
 #[cfg(test)]

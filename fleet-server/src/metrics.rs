@@ -328,7 +328,7 @@ impl Default for Metrics {
         );
         registry.register(
             "fleet_devices_reporting",
-            "Devices that sent telemetry for a model version in the last 5 minutes",
+            "Devices that sent telemetry for a model version: the most in one minute of the last 5",
             fleet_devices_reporting.clone(),
         );
         registry.register(
@@ -569,7 +569,7 @@ impl Metrics {
                     model: model.clone(),
                     version: version.clone(),
                 })
-                .set(f.devices.len() as i64);
+                .set(i64::try_from(f.device_count()).unwrap_or(i64::MAX));
         }
     }
 

@@ -43,8 +43,8 @@ pub struct Shared {
     pub baselines: crate::baselines::BaselineCache,
     /// The token `/metrics` asks for (`metrics.token_file`), if any.
     pub metrics_token: Option<String>,
-    /// The fleet's figures in `/metrics`: when last computed, and the window they are kept up to
-    /// date in; held while they are, so that scrapes arriving meanwhile wait and share the result.
+    /// When the fleet's figures in `/metrics` were last computed; held while they are, so that
+    /// scrapes arriving meanwhile wait and share the result.
     pub fleet_figures: tokio::sync::Mutex<FleetFigures>,
     /// What the dashboards' live streams were told, and the channel their changes go out on.
     pub live: crate::live::Hub,
@@ -64,10 +64,9 @@ impl Shared {
     }
 }
 
-/// What `/metrics` keeps of the fleet's telemetry between scrapes.
+/// When `/metrics` last computed the fleet's figures.
 #[derive(Debug, Default)]
 pub struct FleetFigures {
-    /// When last computed (Unix seconds).
+    /// Unix seconds.
     pub computed_at: Option<i64>,
-    pub window: crate::telemetry::arrivals::FleetWindow,
 }

@@ -1352,6 +1352,86 @@ on_both!(
     concurrent_roll_up_passes_fold_every_batch_once,
 );
 
+/// Two servers on one database: each reads what the other saved of a rollout's devices, whose
+/// rows a save writes only where they changed, and a refused save leaves them as they were.
+async fn rollout_devices_saved_by_one_server_are_read_by_another(a: &dyn Store, b: &dyn Store) {
+    let spec = RolloutSpec {
+        strategy: Default::default(),
+        shadow: None,
+        model: "churn".into(),
+        version: "2.0.0".into(),
+        target: "churn/2.0.0/model.onnx".into(),
+        selector: Default::default(),
+        waves: vec![50.0, 100.0],
+        gates: Default::default(),
+        rollback_on_halt: true,
+    };
+    let devices = (0..4)
+        .map(|i| (format!("d{i}"), Some("1.0.0".to_string())))
+        .collect();
+    let mut on_a = Rollout::new("r1".into(), spec, devices, "alice".into(), 100).unwrap();
+    a.save_rollout(&mut on_a).await.unwrap();
+    let mut on_b = b.rollout("r1").await.unwrap().unwrap();
+    assert_eq!(on_b, on_a);
+
+    on_a.devices[1].detail = Some("changed on a".into());
+    a.save_rollout(&mut on_a).await.unwrap();
+    assert_eq!(b.rollout("r1").await.unwrap().unwrap(), on_a);
+    let stale = on_b.clone();
+    on_b = b.rollouts(true).await.unwrap().remove(0);
+    assert_eq!(on_b, on_a);
+
+    on_b.devices[3].detail = Some("changed on b".into());
+    b.save_rollout(&mut on_b).await.unwrap();
+    let read = a.rollout("r1").await.unwrap().unwrap();
+    assert_eq!(read.devices[1].detail.as_deref(), Some("changed on a"));
+    assert_eq!(read.devices[3].detail.as_deref(), Some("changed on b"));
+    assert_eq!(read, on_b);
+
+    // A's copy is two revisions behind: refused, and the rows stay as b saved them.
+    on_a.devices[0].detail = Some("lost".into());
+    on_a.devices[3].detail = None;
+    assert!(matches!(
+        a.save_rollout(&mut on_a).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(a.rollout("r1").await.unwrap().unwrap(), on_b);
+    let mut old = stale;
+    assert!(b.save_rollout(&mut old).await.is_err());
+    assert_eq!(b.rollouts(false).await.unwrap(), vec![on_b.clone()]);
+
+    // Finished, then read by both (neither keeps it in memory any more).
+    on_b.command(fleet_server::rollout::Command::Abort, 300, "bob")
+        .unwrap();
+    b.save_rollout(&mut on_b).await.unwrap();
+    assert_eq!(a.rollout("r1").await.unwrap().unwrap(), on_b);
+    assert_eq!(b.rollout("r1").await.unwrap().unwrap(), on_b);
+    assert!(a.rollouts(true).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_rollout_devices_saved_by_one_server_are_read_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let (a, b) = (
+        SqliteStore::open(&path).unwrap(),
+        SqliteStore::open(&path).unwrap(),
+    );
+    rollout_devices_saved_by_one_server_are_read_by_another(&a, &b).await;
+}
+
+#[tokio::test]
+async fn postgres_rollout_devices_saved_by_one_server_are_read_by_another() {
+    let server = Postgres::start();
+    let a = PostgresStore::connect(&server.url(), 2, None)
+        .await
+        .unwrap();
+    let b = PostgresStore::connect(&server.url(), 2, None)
+        .await
+        .unwrap();
+    rollout_devices_saved_by_one_server_are_read_by_another(&a, &b).await;
+}
+
 /// Whoever edits the database by hand leaves a mark: an entry changed in place is found, and so
 /// is one re-hashed to hide it (the next entry no longer follows).
 #[tokio::test]

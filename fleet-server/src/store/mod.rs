@@ -9,6 +9,7 @@
 //! caller ever parses a document by hand.
 
 pub mod postgres;
+pub(crate) mod rollout_rows;
 pub mod rollups;
 pub mod sqlite;
 
@@ -231,6 +232,15 @@ const SCHEMA: &[&str] = &[
     // engine reads only the devices whose state changed since its last pass, not the fleet.
     "ALTER TABLE devices ADD COLUMN reported_at BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX devices_by_reported_at ON devices (reported_at);",
+    // 16: a rollout's devices in rows of their own (crate::store::rollout_rows), so that a save
+    // writes the devices that changed, not the whole fleet's list. Rollouts saved before this
+    // keep their devices in their body until their next save moves them here.
+    "CREATE TABLE rollout_devices (
+        rollout TEXT NOT NULL,
+        idx BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (rollout, idx)
+    );",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.

@@ -1,18 +1,14 @@
 //! Reading telemetry as it arrives, each batch once. Whoever keeps running figures (a rollout's
-//! gates, the fleet figures `/metrics` shows) reads only what arrived since its last read instead
-//! of everything in its window every time: the cost follows the arrival rate, not fleet × window.
+//! gates) reads only what arrived since its last read instead of everything in its window every
+//! time: the cost follows the arrival rate, not fleet × window.
 //!
 //! Batches are read by arrival second. One stamped on arrival may be stored a little later (they
 //! are stored concurrently), so every read reaches back [`ARRIVAL_MARGIN_SECONDS`] and skips
 //! what it already took.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use edgefleet_protocol::message::MetricsBatch;
-
-use super::{VersionFigures, by_version};
-use crate::baselines::Baselines;
-use crate::store::{StateStore, StoreError, StoredMetrics};
+use crate::store::StoredMetrics;
 
 /// How long after its arrival stamp a batch may still become visible to a read.
 pub const ARRIVAL_MARGIN_SECONDS: i64 = 30;
@@ -54,76 +50,14 @@ impl Arrivals {
     }
 }
 
-/// The whole fleet's figures per version over the last `window` seconds of arrivals, kept up to
-/// date from what arrives: per arrival second, so seconds leave the window whole.
-#[derive(Debug, Default)]
-pub struct FleetWindow {
-    arrivals: Arrivals,
-    seconds: BTreeMap<i64, BTreeMap<(String, String), VersionFigures>>,
-}
-
-impl FleetWindow {
-    /// Folds in what arrived since the last refresh and returns the figures of the batches that
-    /// arrived in `[now - window, now]`, drift judged against `baselines`.
-    pub async fn refresh(
-        &mut self,
-        store: &(impl StateStore + ?Sized),
-        window: i64,
-        now: i64,
-        baselines: &Baselines,
-    ) -> Result<BTreeMap<(String, String), VersionFigures>, StoreError> {
-        let start = now - window;
-        let from = self.arrivals.read_from(start).max(start);
-        let read = store.metrics(None, from).await?;
-        Ok(self.fold(read, from, now, window, baselines))
-    }
-
-    fn fold(
-        &mut self,
-        read: Vec<StoredMetrics>,
-        from: i64,
-        now: i64,
-        window: i64,
-        baselines: &Baselines,
-    ) -> BTreeMap<(String, String), VersionFigures> {
-        let mut by_second: BTreeMap<i64, Vec<MetricsBatch>> = BTreeMap::new();
-        for stored in self.arrivals.take_new(read, from, now) {
-            by_second
-                .entry(stored.received_us.div_euclid(1_000_000))
-                .or_default()
-                .push(stored.batch);
-        }
-        for (second, batches) in by_second {
-            let figures = self.seconds.entry(second).or_default();
-            for (key, f) in by_version(&batches, &Baselines::default(), |_| true) {
-                figures.entry(key).or_default().merge(&f);
-            }
-        }
-        self.seconds = self.seconds.split_off(&(now - window));
-        let mut total: BTreeMap<(String, String), VersionFigures> = BTreeMap::new();
-        for figures in self.seconds.values() {
-            for (key, f) in figures {
-                total.entry(key.clone()).or_default().merge(f);
-            }
-        }
-        total
-            .into_iter()
-            .map(|((model, version), f)| {
-                let judged = f.with_baseline(baselines.get(&model, &version));
-                ((model, version), judged)
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use edgefleet_protocol::latency::LatencyHistogram;
-    use edgefleet_protocol::message::ModelMetrics;
+    use edgefleet_protocol::message::{MetricsBatch, ModelMetrics};
     use edgefleet_protocol::shadow::{ShadowCounts, ShadowReport};
-    use proptest::prelude::*;
 
     use super::*;
 
@@ -174,46 +108,5 @@ pub(crate) mod tests {
             }],
         };
         StoredMetrics::received(batch, at * 1_000_000 + 123)
-    }
-
-    proptest! {
-        /// Refreshed at any moments, with batches stored up to the margin after their arrival
-        /// stamp, the window's figures equal one read of the window's batches visible then.
-        #[test]
-        fn the_window_kept_up_to_date_equals_reading_it_whole(
-            arrivals in prop::collection::vec(
-                (prop::sample::select(vec![1u8, 2, 3]), any::<bool>(), 1u64..50, 0i64..1_000, 0i64..=ARRIVAL_MARGIN_SECONDS),
-                0..80,
-            ),
-            refreshes in prop::collection::vec(0i64..1_100, 1..15),
-        ) {
-            const WINDOW: i64 = 300;
-            let table: Vec<(i64, StoredMetrics)> = arrivals
-                .iter()
-                .enumerate()
-                .map(|(seq, &(device, candidate, requests, at, delay))| {
-                    let at = 10_000 + at;
-                    (at + delay, stored(device, seq as u64, candidate, requests, at))
-                })
-                .collect();
-            let mut refreshes: Vec<i64> = refreshes.into_iter().map(|r| 10_000 + r).collect();
-            refreshes.sort_unstable();
-            let baselines = Baselines::default();
-            let mut window = FleetWindow::default();
-            for now in refreshes {
-                let start = now - WINDOW;
-                let from = window.arrivals.read_from(start).max(start);
-                let visible = |from: i64| -> Vec<StoredMetrics> {
-                    table
-                        .iter()
-                        .filter(|(visible, s)| *visible <= now && s.received_us / 1_000_000 >= from)
-                        .map(|(_, s)| s.clone())
-                        .collect()
-                };
-                let kept = window.fold(visible(from), from, now, WINDOW, &baselines);
-                let whole: Vec<MetricsBatch> = visible(start).into_iter().map(|s| s.batch).collect();
-                prop_assert_eq!(kept, by_version(&whole, &baselines, |_| true));
-            }
-        }
     }
 }

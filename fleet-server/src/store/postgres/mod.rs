@@ -39,6 +39,7 @@ const MIGRATION_LOCK: i64 = 0x0065_6467_6566_6c74;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    rollout_rows: std::sync::Arc<crate::store::rollout_rows::RolloutRows>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -118,7 +119,10 @@ impl PostgresStore {
             .max_size(pool_size)
             .build()
             .map_err(backend)?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            rollout_rows: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -215,10 +219,6 @@ fn token_row(row: &Row) -> Result<OperatorToken> {
 
 fn tags_json(tags: &BTreeMap<String, String>) -> Result<String> {
     serde_json::to_string(tags).map_err(backend)
-}
-
-fn rollout_of(text: &str) -> Result<crate::rollout::Rollout> {
-    serde_json::from_str(text).map_err(|e| backend(format!("stored rollout does not parse: {e}")))
 }
 
 fn is_unique_violation(e: &tokio_postgres::Error) -> bool {

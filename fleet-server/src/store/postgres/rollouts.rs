@@ -7,49 +7,76 @@ use crate::store::RolloutStore;
 impl RolloutStore for PostgresStore {
     async fn save_rollout(&self, rollout: &mut crate::rollout::Rollout) -> Result<()> {
         let expected = rollout.revision;
-        let mut next = rollout.clone();
-        next.revision = expected + 1;
-        let body = serde_json::to_string(&next).map_err(backend)?;
-        let record = serde_json::to_string(&next.release_record()).map_err(backend)?;
-        let client = self.client().await?;
+        let write = self.rollout_rows.write_of(rollout)?;
+        let record = serde_json::to_string(&rollout.release_record()).map_err(backend)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
         let n = if expected == 0 {
-            client
-                .execute(
-                    "INSERT INTO rollouts (id, model, active, created_at, body, revision, target, record)
-                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (id) DO NOTHING",
-                    &[
-                        &next.id,
-                        &next.spec.model,
-                        &i64::from(next.state.is_active()),
-                        &next.created_at,
-                        &body,
-                        &next.spec.target,
-                        &record,
-                    ],
-                )
-                .await
+            tx.execute(
+                "INSERT INTO rollouts (id, model, active, created_at, body, revision, target, record)
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &rollout.id,
+                    &rollout.spec.model,
+                    &i64::from(rollout.state.is_active()),
+                    &rollout.created_at,
+                    &write.body,
+                    &rollout.spec.target,
+                    &record,
+                ],
+            )
+            .await
         } else {
-            client
-                .execute(
-                    "UPDATE rollouts SET active = $2, body = $3, revision = $4, target = $6, record = $7
-                     WHERE id = $1 AND revision = $5",
-                    &[
-                        &next.id,
-                        &i64::from(next.state.is_active()),
-                        &body,
-                        &(expected as i64 + 1),
-                        &(expected as i64),
-                        &next.spec.target,
-                        &record,
-                    ],
-                )
-                .await
+            tx.execute(
+                "UPDATE rollouts SET active = $2, body = $3, revision = $4, target = $6, record = $7
+                 WHERE id = $1 AND revision = $5",
+                &[
+                    &rollout.id,
+                    &i64::from(rollout.state.is_active()),
+                    &write.body,
+                    &(expected as i64 + 1),
+                    &(expected as i64),
+                    &rollout.spec.target,
+                    &record,
+                ],
+            )
+            .await
         }
         .map_err(pg)?;
         if n != 1 {
             return Err(crate::store::stale_rollout(&rollout.id));
         }
+        let deleted = if write.whole {
+            tx.execute(
+                "DELETE FROM rollout_devices WHERE rollout = $1",
+                &[&rollout.id],
+            )
+            .await
+        } else {
+            tx.execute(
+                "DELETE FROM rollout_devices WHERE rollout = $1 AND idx >= $2",
+                &[&rollout.id, &write.keep_below],
+            )
+            .await
+        };
+        deleted.map_err(pg)?;
+        // One statement for every changed device, however many.
+        let (indexes, bodies): (Vec<i64>, Vec<&str>) = write
+            .rows
+            .iter()
+            .map(|(index, body)| (*index, body.as_str()))
+            .unzip();
+        tx.execute(
+            "INSERT INTO rollout_devices (rollout, idx, body)
+             SELECT $1, i, b FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS u (i, b)
+             ON CONFLICT (rollout, idx) DO UPDATE SET body = excluded.body",
+            &[&rollout.id, &indexes, &bodies],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
         rollout.revision = expected + 1;
+        self.rollout_rows.remember(rollout);
         Ok(())
     }
 
@@ -73,28 +100,43 @@ impl RolloutStore for PostgresStore {
     }
 
     async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>> {
-        self.client()
-            .await?
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let Some(row) = tx
             .query_opt("SELECT body FROM rollouts WHERE id = $1", &[&id])
             .await
             .map_err(pg)?
-            .map(|r| rollout_of(r.get(0)))
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        let body: String = row.get(0);
+        let devices = self.device_rows_if_needed(&tx, &body).await?;
+        self.rollout_rows
+            .assemble(&body, |_| Ok(devices.unwrap_or_default()))
+            .map(Some)
     }
 
     async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>> {
-        self.client()
-            .await?
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let rows = tx
             .query(
                 "SELECT body FROM rollouts WHERE (NOT $1::boolean OR active = 1)
                  ORDER BY created_at DESC, id DESC",
                 &[&active_only],
             )
             .await
-            .map_err(pg)?
-            .iter()
-            .map(|r| rollout_of(r.get(0)))
-            .collect()
+            .map_err(pg)?;
+        let mut rollouts = Vec::with_capacity(rows.len());
+        for row in rows {
+            let body: String = row.get(0);
+            let devices = self.device_rows_if_needed(&tx, &body).await?;
+            rollouts.push(
+                self.rollout_rows
+                    .assemble(&body, |_| Ok(devices.unwrap_or_default()))?,
+            );
+        }
+        Ok(rollouts)
     }
 
     async fn lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
@@ -136,5 +178,52 @@ impl RolloutStore for PostgresStore {
             .await
             .map_err(pg)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+/// A read-only transaction that sees one snapshot: a rollout's row and its device rows agree.
+async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg)
+}
+
+impl PostgresStore {
+    /// The device rows of the rollout whose row is `body`, unless its body holds them or this
+    /// server knows them at its revision (`None` then).
+    async fn device_rows_if_needed(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        body: &str,
+    ) -> Result<Option<Vec<String>>> {
+        #[derive(serde::Deserialize)]
+        struct Header {
+            id: String,
+            #[serde(default)]
+            revision: u64,
+        }
+        let header: Header = serde_json::from_str(body)
+            .map_err(|e| backend(format!("stored rollout does not parse: {e}")))?;
+        if self
+            .rollout_rows
+            .devices_at(&header.id, header.revision)
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let rows = tx
+            .query(
+                "SELECT body FROM rollout_devices WHERE rollout = $1 ORDER BY idx",
+                &[&header.id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
     }
 }

@@ -37,6 +37,7 @@ use edgefleet_protocol::message::{Desired, MetricsBatch, Reported};
 pub struct SqliteStore {
     writer: writer::Writer,
     readers: Arc<readers::Readers>,
+    rollout_rows: Arc<crate::store::rollout_rows::RolloutRows>,
 }
 
 /// Read-only connections opened beside the writer unless the configuration says otherwise.
@@ -73,6 +74,7 @@ impl SqliteStore {
         Ok(Self {
             readers: Arc::new(readers::Readers::open(path, readers)?),
             writer: writer::Writer::start(conn)?,
+            rollout_rows: Arc::default(),
         })
     }
 
@@ -186,7 +188,3 @@ const TUF_CLAIM_SQL_SQLITE: [&str; 2] = [
 const LEASE_SQL_SQLITE: &str = "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
      WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4";
-
-fn rollout_of(text: &str) -> Result<crate::rollout::Rollout> {
-    serde_json::from_str(text).map_err(|e| backend(format!("stored rollout does not parse: {e}")))
-}

@@ -7,19 +7,18 @@ use crate::store::RolloutStore;
 impl RolloutStore for SqliteStore {
     async fn save_rollout(&self, rollout: &mut crate::rollout::Rollout) -> Result<()> {
         let expected = rollout.revision;
-        let mut next = rollout.clone();
-        next.revision = expected + 1;
-        let body = serde_json::to_string(&next).map_err(backend)?;
-        let record = serde_json::to_string(&next.release_record()).map_err(backend)?;
+        let write = self.rollout_rows.write_of(rollout)?;
+        let record = serde_json::to_string(&rollout.release_record()).map_err(backend)?;
         let (id, model, active, created, target) = (
-            next.id.clone(),
-            next.spec.model.clone(),
-            i64::from(next.state.is_active()),
-            next.created_at,
-            next.spec.target.clone(),
+            rollout.id.clone(),
+            rollout.spec.model.clone(),
+            i64::from(rollout.state.is_active()),
+            rollout.created_at,
+            rollout.spec.target.clone(),
         );
         let saved = self
             .write(move |c| {
+                let body = &write.body;
                 let n = if expected == 0 {
                     c.execute(
                         "INSERT INTO rollouts (id, model, active, created_at, body, revision, target, record)
@@ -42,19 +41,27 @@ impl RolloutStore for SqliteStore {
                     )
                 }
                 .map_err(backend)?;
-                Ok(n == 1)
+                if n != 1 {
+                    return Ok(false);
+                }
+                write_device_rows(c, &id, &write)?;
+                Ok(true)
             })
             .await?;
         if !saved {
             return Err(crate::store::stale_rollout(&rollout.id));
         }
         rollout.revision = expected + 1;
+        self.rollout_rows.remember(rollout);
         Ok(())
     }
 
     async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>> {
         let id = id.to_owned();
+        let rows = self.rollout_rows.clone();
         self.read(move |c| {
+            // One snapshot for the rollout's row and its device rows.
+            let c = c.unchecked_transaction().map_err(backend)?;
             let body: Option<String> = c
                 .query_row(
                     "SELECT body FROM rollouts WHERE id = ?1",
@@ -63,13 +70,16 @@ impl RolloutStore for SqliteStore {
                 )
                 .optional()
                 .map_err(backend)?;
-            body.map(|b| rollout_of(&b)).transpose()
+            body.map(|b| rows.assemble(&b, |id| device_rows(&c, id)))
+                .transpose()
         })
         .await
     }
 
     async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>> {
+        let rows = self.rollout_rows.clone();
         self.read(move |c| {
+            let c = c.unchecked_transaction().map_err(backend)?;
             let mut stmt = c
                 .prepare(
                     "SELECT body FROM rollouts WHERE (?1 = 0 OR active = 1)
@@ -81,7 +91,10 @@ impl RolloutStore for SqliteStore {
                 .map_err(backend)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(backend)?;
-            bodies.iter().map(|b| rollout_of(b)).collect()
+            bodies
+                .iter()
+                .map(|b| rows.assemble(b, |id| device_rows(&c, id)))
+                .collect()
         })
         .await
     }
@@ -154,4 +167,48 @@ impl RolloutStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Writes what a save changed of a rollout's device rows.
+fn write_device_rows(
+    c: &Connection,
+    rollout: &str,
+    write: &crate::store::rollout_rows::RolloutWrite,
+) -> Result<()> {
+    if write.whole {
+        c.execute(
+            "DELETE FROM rollout_devices WHERE rollout = ?1",
+            params![rollout],
+        )
+        .map_err(backend)?;
+    } else {
+        c.execute(
+            "DELETE FROM rollout_devices WHERE rollout = ?1 AND idx >= ?2",
+            params![rollout, write.keep_below],
+        )
+        .map_err(backend)?;
+    }
+    let mut upsert = c
+        .prepare_cached(
+            "INSERT INTO rollout_devices (rollout, idx, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT (rollout, idx) DO UPDATE SET body = excluded.body",
+        )
+        .map_err(backend)?;
+    for (index, body) in &write.rows {
+        upsert
+            .execute(params![rollout, index, body])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// A rollout's device rows, in order.
+fn device_rows(c: &Connection, rollout: &str) -> Result<Vec<String>> {
+    let mut stmt = c
+        .prepare_cached("SELECT body FROM rollout_devices WHERE rollout = ?1 ORDER BY idx")
+        .map_err(backend)?;
+    stmt.query_map(params![rollout], |r| r.get(0))
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(backend)
 }
