@@ -14,7 +14,6 @@ use edgefleet_protocol::api::{DeviceSummary, RunningModel};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::rollout::RolloutView;
 use crate::store::{DeviceFilter, Store};
 
 /// A device heard from within this many seconds counts as online (agents report at least every
@@ -113,7 +112,7 @@ impl Picture {
     pub fn update(
         &mut self,
         mut events: Vec<crate::store::StoredEvent>,
-        rollouts: &[crate::rollout::Rollout],
+        rollouts: &[crate::store::RolloutSummary],
         devices: &[crate::store::Device],
         now: i64,
     ) -> Vec<Change> {
@@ -133,11 +132,12 @@ impl Picture {
             self.events.pop_front();
         }
         for r in rollouts.iter().take(ROLLOUTS_SHOWN) {
-            if self.rollouts.get(&r.id).map(|(rev, _)| *rev) != Some(r.revision)
-                && let Some(change) = Change::new("rollout", &RolloutView::from(r))
+            if self.rollouts.get(&r.view.id).map(|(rev, _)| *rev) != Some(r.revision)
+                && let Some(change) = Change::new("rollout", &r.view)
             {
                 out.push(change.clone());
-                self.rollouts.insert(r.id.clone(), (r.revision, change));
+                self.rollouts
+                    .insert(r.view.id.clone(), (r.revision, change));
             }
         }
         let mut present = HashSet::with_capacity(devices.len());
@@ -194,7 +194,10 @@ impl Hub {
     async fn refresh(&self, picture: &mut Picture, store: &dyn Store, now: i64) {
         // A read that fails leaves that part as it was; the next tick tries again.
         let events = store.events(None, EVENTS_SHOWN).await.unwrap_or_default();
-        let rollouts = store.rollouts(false).await.unwrap_or_default();
+        let rollouts = store
+            .rollout_summaries(false, ROLLOUTS_SHOWN)
+            .await
+            .unwrap_or_default();
         let devices = match store.devices(&DeviceFilter::default()).await {
             Ok(devices) => devices,
             Err(e) => {

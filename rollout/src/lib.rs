@@ -32,7 +32,7 @@ pub use shadow::{
     shadow_evidence_from, shadow_reports,
 };
 pub use stages::{StageRefusal, StageRules};
-pub use view::{HistoryEntry, RolloutList, RolloutView, StateView, WaveView};
+pub use view::{DevicePage, HistoryEntry, RolloutList, RolloutView, StateView, WaveView};
 
 /// Which devices a rollout covers: all conditions given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

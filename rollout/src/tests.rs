@@ -391,3 +391,54 @@ fn model_gates_must_name_a_finite_limit() {
     let gated = Rollout::new("r".into(), bad, fleet(1), "op".into(), 0).unwrap();
     assert!(gated.spec.gates.model.unwrap().compares());
 }
+
+#[test]
+fn a_view_pages_the_devices_and_counts_every_wave_whatever_the_page() {
+    let mut r = Rollout::new(
+        "r".into(),
+        spec(vec![50.0, 100.0], 1.0),
+        fleet(5),
+        "op".into(),
+        0,
+    )
+    .unwrap();
+    r.devices[1].detail = Some("did not install the target".into());
+    r.devices[4].detail = Some("rolled back".into());
+    let whole = RolloutView::from(&r);
+    assert_eq!((whole.devices.len(), whole.devices_total), (5, 5));
+    assert_eq!(whole.devices_next, None);
+
+    let page = |from, limit, problems_only| {
+        RolloutView::paged(
+            &r,
+            DevicePage {
+                from,
+                limit,
+                problems_only,
+            },
+        )
+    };
+    let first = page(0, 2, false);
+    let ids = |v: &RolloutView| v.devices.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ["d00", "d01"]);
+    assert_eq!((first.devices_total, first.devices_next), (5, Some(2)));
+    assert_eq!(first.waves, whole.waves, "counts cover every device");
+    let last = page(4, 2, false);
+    assert_eq!(ids(&last), ["d04"]);
+    assert_eq!(last.devices_next, None);
+    assert_eq!(page(2, 3, false).devices_next, None, "exactly the rest");
+    assert!(page(9, 2, false).devices.is_empty());
+
+    let problems = page(0, 1, true);
+    assert_eq!(ids(&problems), ["d01"]);
+    assert_eq!(
+        (problems.devices_total, problems.devices_next),
+        (2, Some(1))
+    );
+    assert_eq!(ids(&page(1, 1, true)), ["d04"]);
+
+    let summary = RolloutView::paged(&r, DevicePage::NONE);
+    assert!(summary.devices.is_empty());
+    assert_eq!((summary.devices_total, summary.devices_next), (5, None));
+    assert_eq!(summary.waves, whole.waves);
+}

@@ -22,7 +22,15 @@ pub struct RolloutView {
     pub rollback_on_halt: bool,
     pub state: StateView,
     pub waves: Vec<WaveView>,
+    /// One page of the rollout's devices (of those the request's filter admits), in the
+    /// rollout's order: [`DevicePage`].
     pub devices: Vec<RolloutDevice>,
+    /// How many devices the filter admits, over every page.
+    #[serde(default)]
+    pub devices_total: usize,
+    /// Where the next page starts (`devices_from`); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices_next: Option<usize>,
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -113,8 +121,67 @@ impl StateView {
     }
 }
 
+/// Which of a rollout's devices a view carries: at most `limit` from position `from` of those
+/// the filter admits. A rollout may hold a whole fleet; no answer carries all of it by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevicePage {
+    pub from: usize,
+    pub limit: usize,
+    /// Only devices with a detail (a failure's or a rollback's reason).
+    pub problems_only: bool,
+}
+
+impl DevicePage {
+    /// Devices a page holds unless asked otherwise.
+    pub const DEFAULT_LIMIT: usize = 1_000;
+    /// The most a page may hold.
+    pub const MAX_LIMIT: usize = 10_000;
+    /// No devices: the rollout's state and counts alone.
+    pub const NONE: Self = Self {
+        from: 0,
+        limit: 0,
+        problems_only: false,
+    };
+    /// Every device (in-process use only: a whole fleet's list is megabytes).
+    pub const ALL: Self = Self {
+        from: 0,
+        limit: usize::MAX,
+        problems_only: false,
+    };
+}
+
+impl Default for DevicePage {
+    fn default() -> Self {
+        Self {
+            from: 0,
+            limit: Self::DEFAULT_LIMIT,
+            problems_only: false,
+        }
+    }
+}
+
 impl From<&Rollout> for RolloutView {
     fn from(r: &Rollout) -> Self {
+        Self::paged(r, DevicePage::ALL)
+    }
+}
+
+impl RolloutView {
+    /// The view of `r` carrying the devices `page` asks for.
+    pub fn paged(r: &Rollout, page: DevicePage) -> Self {
+        let admitted = |d: &&RolloutDevice| !page.problems_only || d.detail.is_some();
+        let devices_total = r.devices.iter().filter(admitted).count();
+        let devices: Vec<RolloutDevice> = r
+            .devices
+            .iter()
+            .filter(admitted)
+            .skip(page.from)
+            .take(page.limit)
+            .cloned()
+            .collect();
+        let end = page.from.saturating_add(devices.len());
+        let devices_next =
+            (page.limit > 0 && devices.len() == page.limit && end < devices_total).then_some(end);
         let waves = r
             .wave_progress()
             .into_iter()
@@ -141,7 +208,9 @@ impl From<&Rollout> for RolloutView {
             rollback_on_halt: r.spec.rollback_on_halt,
             state: StateView::from(&r.state),
             waves,
-            devices: r.devices.clone(),
+            devices,
+            devices_total,
+            devices_next,
             created_by: r.created_by.clone(),
             created_at: r.created_at,
             updated_at: r.updated_at,

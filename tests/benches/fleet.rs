@@ -33,7 +33,7 @@ use edgefleet_e2e::bridge;
 use edgefleet_e2e::demo::{self, DemoOptions};
 use edgefleet_e2e::postgres::Postgres;
 use edgefleet_e2e::sim::{SimProcess, combined_summary};
-use edgefleet_e2e::{cpu_seconds, rss_mib};
+use edgefleet_e2e::{cpu_seconds, peak_rss_mib, rss_mib};
 use serde_json::{Value, json};
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -268,6 +268,7 @@ install_delay_ms = 2000
     }));
     let finished = fleet.ended_rollout(&id, Duration::from_secs(3_600));
     let rollout_seconds = rollout_started.elapsed().as_secs_f64();
+    let peak_after_rollout = peak_rss_mib(server_pid);
     assert_eq!(finished["state"]["state"], "completed", "{finished:#}");
 
     // Sustained telemetry with nobody asking: what the fleet alone costs the server.
@@ -391,6 +392,9 @@ install_delay_ms = 2000
         );
     }
     println!("rollout create -> completed (one wave, no bake): {rollout_seconds:.1} s");
+    println!(
+        "server memory high-water mark (VmHWM) at the rollout's end: {peak_after_rollout:.1} MiB"
+    );
     println!(
         "telemetry at 60 s windows for {quiet_seconds:.0} s, nobody asking: server CPU \
          {quiet_cores:.2} cores; database grew {:.1} MiB = {:.0} kB per device-day",

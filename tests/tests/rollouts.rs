@@ -235,6 +235,47 @@ fn ten_agents_halt_in_wave_two_and_wave_three_never_starts() {
     let r = &rollouts["rollouts"][0];
     assert_eq!(r["state"]["wave"], 2, "{}", r["state"]);
     assert!(r["state"]["reason"].as_str().unwrap().contains("wave 2"));
+    assert_eq!(
+        r["devices"],
+        json!([]),
+        "a list counts devices, never lists them"
+    );
+    assert_eq!(r["devices_total"], 10);
+    let (_, r) = fleet.server.call(
+        "GET",
+        &format!(
+            "/api/v1/rollouts/{}?problems=true",
+            r["id"].as_str().unwrap()
+        ),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(r["devices_total"], 1, "{r:#}");
+    let id = r["id"].as_str().unwrap();
+    let (status, refused) = fleet.server.call(
+        "GET",
+        &format!("/api/v1/rollouts/{id}?devices_limit=10001"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["field"], "devices_limit", "{refused}");
+    let (_, page) = fleet.server.call(
+        "GET",
+        &format!("/api/v1/rollouts/{id}?devices_limit=4&devices_from=8"),
+        Some(&admin),
+        None,
+    );
+    let (_, whole) =
+        fleet
+            .server
+            .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None);
+    assert_eq!(whole["devices"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        page["devices"].as_array().unwrap()[..],
+        whole["devices"].as_array().unwrap()[8..]
+    );
+    assert!(page.get("devices_next").is_none(), "{page:#}");
     let failed: Vec<&Value> = r["devices"]
         .as_array()
         .unwrap()

@@ -656,6 +656,24 @@ async fn releases_and_rollouts(store: &dyn Store) {
     );
     assert_eq!(store.rollout("r2").await.unwrap().unwrap(), second);
     assert!(store.rollout("r9").await.unwrap().is_none());
+    // Lists read summaries: counts per wave, no devices, newest first, as many as asked.
+    let summaries = store.rollout_summaries(false, 10).await.unwrap();
+    assert_eq!(
+        summaries
+            .iter()
+            .map(|s| (s.view.id.as_str(), s.revision, s.view.devices_total))
+            .collect::<Vec<_>>(),
+        [("r2", 2, 1), ("r1", 1, 1)]
+    );
+    assert_eq!(
+        summaries[0].view,
+        fleet_server::rollout::RolloutView::paged(&second, fleet_server::rollout::DevicePage::NONE)
+    );
+    assert_eq!(summaries[1].view.waves[0].devices, 1);
+    let active = store.rollout_summaries(true, 10).await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].view.id, "r1");
+    assert_eq!(store.rollout_summaries(false, 1).await.unwrap().len(), 1);
     // The registry's record of each, updated with every save.
     let records = store
         .release_records(Some(&second.spec.target))
@@ -1418,6 +1436,64 @@ async fn sqlite_rollout_devices_saved_by_one_server_are_read_by_another() {
         SqliteStore::open(&path).unwrap(),
     );
     rollout_devices_saved_by_one_server_are_read_by_another(&a, &b).await;
+}
+
+/// A rollout saved before its devices had rows (its body whole, no summary) reads as it was,
+/// lists with its summary worked out, and its next save moves its devices into rows.
+#[tokio::test]
+async fn a_rollout_saved_whole_before_the_upgrade_reads_and_moves_to_rows_on_its_next_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let spec = RolloutSpec {
+        strategy: Default::default(),
+        shadow: None,
+        model: "churn".into(),
+        version: "2.0.0".into(),
+        target: "churn/2.0.0/model.onnx".into(),
+        selector: Default::default(),
+        waves: vec![100.0],
+        gates: Default::default(),
+        rollback_on_halt: true,
+    };
+    let devices = vec![("d1".to_string(), None), ("d2".to_string(), None)];
+    let mut r = Rollout::new("r1".into(), spec, devices, "alice".into(), 100).unwrap();
+    SqliteStore::open(&path)
+        .unwrap()
+        .save_rollout(&mut r)
+        .await
+        .unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute(
+        "UPDATE rollouts SET body = ?1, summary = NULL",
+        rusqlite::params![serde_json::to_string(&r).unwrap()],
+    )
+    .unwrap();
+    db.execute("DELETE FROM rollout_devices", []).unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.rollout("r1").await.unwrap().unwrap(), r);
+    let summary = store.rollout_summaries(false, 5).await.unwrap();
+    assert_eq!(summary[0].view.devices_total, 2);
+    assert!(summary[0].view.devices.is_empty());
+    r.devices[0].detail = Some("moved".into());
+    store.save_rollout(&mut r).await.unwrap();
+    let rows: i64 = db
+        .query_row("SELECT COUNT(*) FROM rollout_devices", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 2);
+    let body: String = db
+        .query_row("SELECT body FROM rollouts", [], |row| row.get(0))
+        .unwrap();
+    assert!(!body.contains("\"d1\""), "{body}");
+    assert_eq!(
+        SqliteStore::open(&path)
+            .unwrap()
+            .rollout("r1")
+            .await
+            .unwrap()
+            .unwrap(),
+        r
+    );
 }
 
 #[tokio::test]

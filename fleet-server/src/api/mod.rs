@@ -607,7 +607,7 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             "/api/v1/rollouts",
             R(Viewer),
-            "Rollouts, newest first (?active=true for running ones)",
+            "Rollouts, newest first, with each wave's counts and no device list (?active=true for running ones, ?limit= (default 100, at most 1,000))",
             None,
             get(rollouts::list),
         )
@@ -625,7 +625,7 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             "/api/v1/rollouts/{id}",
             R(Viewer),
-            "One rollout: state, per-wave progress, devices, history",
+            "One rollout: state, per-wave progress, history and a page of its devices: ?devices_limit= (default 1,000, at most 10,000), ?devices_from= (the previous page's devices_next), ?problems=true (only devices with a failure's or rollback's reason)",
             None,
             get(rollouts::show),
         )

@@ -11,7 +11,7 @@ use super::audit::AuditNote;
 use super::handlers::JsonBody;
 use super::{ApiError, AppState, Principal};
 use crate::rollout::{
-    Candidate, Command, Origin, Rollout, RolloutList, RolloutRequest, RolloutView, plan,
+    Candidate, Command, DevicePage, Origin, Rollout, RolloutList, RolloutRequest, RolloutView, plan,
 };
 use crate::store::DeviceFilter;
 
@@ -87,22 +87,40 @@ pub async fn create(
         "devices": saved.devices.len(),
         "waves": saved.spec.waves,
     }));
-    Ok(note.to((StatusCode::CREATED, axum::Json(RolloutView::from(&saved))).into_response()))
+    let view = RolloutView::paged(&saved, DevicePage::default());
+    Ok(note.to((StatusCode::CREATED, axum::Json(view)).into_response()))
 }
+
+/// Rollouts a list shows unless asked otherwise, and the most it shows.
+const LIST_DEFAULT: usize = 100;
+const LIST_MAX: usize = 1_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
     active: bool,
+    limit: Option<usize>,
 }
 
 pub async fn list(
     State(state): State<AppState>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult {
-    let rollouts = state.store.rollouts(q.active).await?;
-    let rollouts = rollouts.iter().map(RolloutView::from).collect();
+    let limit = q.limit.unwrap_or(LIST_DEFAULT);
+    if !(1..=LIST_MAX).contains(&limit) {
+        return Err(ApiError::bad_field(
+            "limit",
+            format!("limit is 1 to {LIST_MAX} rollouts"),
+        ));
+    }
+    let rollouts = state
+        .store
+        .rollout_summaries(q.active, limit)
+        .await?
+        .into_iter()
+        .map(|s| s.view)
+        .collect();
     Ok(axum::Json(RolloutList { rollouts }).into_response())
 }
 
@@ -112,8 +130,38 @@ pub(super) async fn load(state: &AppState, id: &str) -> Result<Rollout, ApiError
     })
 }
 
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(axum::Json(RolloutView::from(&load(&state, &id).await?)).into_response())
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    #[serde(default)]
+    devices_from: usize,
+    devices_limit: Option<usize>,
+    #[serde(default)]
+    problems: bool,
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<ShowQuery>,
+) -> ApiResult {
+    let limit = q.devices_limit.unwrap_or(DevicePage::DEFAULT_LIMIT);
+    if limit > DevicePage::MAX_LIMIT {
+        return Err(ApiError::bad_field(
+            "devices_limit",
+            format!(
+                "devices_limit is 0 to {} devices a page; follow devices_next for the rest",
+                DevicePage::MAX_LIMIT
+            ),
+        ));
+    }
+    let page = DevicePage {
+        from: q.devices_from,
+        limit,
+        problems_only: q.problems,
+    };
+    let rollout = load(&state, &id).await?;
+    Ok(axum::Json(RolloutView::paged(&rollout, page)).into_response())
 }
 
 async fn command(state: AppState, principal: Principal, id: String, command: Command) -> ApiResult {
@@ -133,7 +181,8 @@ async fn command(state: AppState, principal: Principal, id: String, command: Com
     let note = AuditNote::on(format!("rollout {id}"))
         .before(serde_json::json!({"state": before}))
         .after(serde_json::json!({"state": after.state.name()}));
-    Ok(note.to(axum::Json(RolloutView::from(&after)).into_response()))
+    let view = RolloutView::paged(&after, DevicePage::default());
+    Ok(note.to(axum::Json(view).into_response()))
 }
 
 pub async fn pause(

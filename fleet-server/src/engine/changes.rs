@@ -74,13 +74,59 @@ pub(super) async fn make(
             .collect()
             .await
     };
+    let mut failures = Failures::default();
     for (index, action, device, result) in made {
-        record(rollout, index, &action, &device, result, now);
+        record(rollout, index, &action, &device, result, now, &mut failures);
     }
     for (index, action) in others {
         let change = change_for(rollout, index, &action);
         let result = set(assigner, &model, &change).await;
-        record(rollout, index, &action, &change.device, result, now);
+        record(
+            rollout,
+            index,
+            &action,
+            &change.device,
+            result,
+            now,
+            &mut failures,
+        );
+    }
+    failures.note(rollout, now);
+}
+
+/// Devices a pass could not change, by what went wrong.
+#[derive(Default)]
+struct Failures(std::collections::BTreeMap<String, Vec<String>>);
+
+/// History entries a new failure note is compared with: a failure lasting many passes (retried
+/// at every one) is said once while it lasts, not twice a second.
+const RECENT_NOTES: usize = 50;
+/// Devices a failure note names.
+const DEVICES_NAMED: usize = 5;
+
+impl Failures {
+    /// One history entry per distinct error (whatever the number of devices: a wave of 100,000
+    /// failing at once is one line, not 100,000), unless a recent entry says the same.
+    fn note(self, rollout: &mut Rollout, now: i64) {
+        for (error, devices) in self.0 {
+            let text = match devices.as_slice() {
+                [device] => format!("device {device}: desired state not set: {error}"),
+                _ => {
+                    let mut named = devices[..DEVICES_NAMED.min(devices.len())].join(", ");
+                    if devices.len() > DEVICES_NAMED {
+                        named.push_str(", …");
+                    }
+                    format!(
+                        "{} devices ({named}): desired state not set: {error}",
+                        devices.len()
+                    )
+                }
+            };
+            let recent = rollout.history.len().saturating_sub(RECENT_NOTES);
+            if !rollout.history[recent..].iter().any(|(_, t)| *t == text) {
+                rollout.history.push((now, text));
+            }
+        }
     }
 }
 
@@ -151,6 +197,7 @@ fn record(
     device: &str,
     result: Option<Result<u64, DesiredError>>,
     now: i64,
+    failures: &mut Failures,
 ) {
     match result {
         None => {}
@@ -161,15 +208,11 @@ fn record(
         }
         Some(Err(e)) => {
             tracing::warn!(rollout = %rollout.id, device, error = %e, "could not set desired state");
-            // Retried every pass: said once while it lasts, not twice a second.
-            let text = format!("device {device}: desired state not set: {e}");
-            let recent = rollout
-                .history
-                .len()
-                .saturating_sub(2 * rollout.devices.len().max(1));
-            if !rollout.history[recent..].iter().any(|(_, t)| *t == text) {
-                rollout.history.push((now, text));
-            }
+            failures
+                .0
+                .entry(e.to_string())
+                .or_default()
+                .push(device.to_owned());
         }
     }
 }

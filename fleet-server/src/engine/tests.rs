@@ -57,6 +57,8 @@ struct Fleet {
     /// what they run, report no install error, and say why in a rejected event.
     refusing: BTreeSet<String>,
     silent: BTreeSet<String>,
+    /// Devices whose desired state cannot be set (the signer fails for them).
+    unsignable: BTreeSet<String>,
     now: Mutex<i64>,
     /// Desired changes not yet acted on, by device.
     pending: Mutex<HashMap<String, Pending>>,
@@ -80,6 +82,7 @@ impl Fleet {
             failing: BTreeSet::new(),
             refusing: BTreeSet::new(),
             silent: BTreeSet::new(),
+            unsignable: BTreeSet::new(),
             now: Mutex::new(START),
             pending: Mutex::new(HashMap::new()),
             changes: Mutex::new(Vec::new()),
@@ -301,6 +304,9 @@ impl Assigner for Fleet {
         rollout: Option<&str>,
         shadow: Option<&WantedShadow>,
     ) -> Result<u64, DesiredError> {
+        if self.unsignable.contains(device.as_str()) {
+            return Err(DesiredError::NothingSigned);
+        }
         let now = *self.now.lock().unwrap();
         let current = self
             .store
@@ -615,5 +621,47 @@ async fn a_device_that_refuses_before_installing_fails_with_the_reason_from_its_
     assert_eq!(
         refused.detail.as_deref(),
         Some("the artifact is over this device's max_artifact_bytes")
+    );
+}
+
+#[tokio::test]
+async fn changes_that_fail_for_many_devices_are_one_history_line_said_once_while_they_last() {
+    let mut fleet = Fleet::new(12).await;
+    fleet.unsignable = (0..10).map(|i| format!("d{i:02}")).collect();
+    let id = fleet.start_rollout(Gates::default(), &[100.0], true).await;
+    fleet.idle(START, 20).await;
+    let rollout = fleet.rollout(&id).await;
+    let notes: Vec<&str> = rollout
+        .history
+        .iter()
+        .map(|(_, t)| t.as_str())
+        .filter(|t| t.contains("desired state not set"))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            "10 devices (d00, d01, d02, d03, d04, …): desired state not set: signing desired state returned nothing"
+        ],
+        "{:#?}",
+        rollout.history
+    );
+    // The others went ahead.
+    let healthy = rollout
+        .devices
+        .iter()
+        .filter(|d| d.state == DeviceState::Healthy)
+        .count();
+    assert_eq!(healthy, 2, "{:?}", rollout.devices);
+
+    // Now failing for one device only: a note of its own, once.
+    fleet.unsignable = ["d00".to_owned()].into();
+    fleet.idle(START + 20, 5).await;
+    let rollout = fleet.rollout(&id).await;
+    let once = "device d00: desired state not set: signing desired state returned nothing";
+    assert_eq!(
+        rollout.history.iter().filter(|(_, t)| t == once).count(),
+        1,
+        "{:#?}",
+        rollout.history
     );
 }

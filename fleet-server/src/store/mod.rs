@@ -233,14 +233,16 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE devices ADD COLUMN reported_at BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX devices_by_reported_at ON devices (reported_at);",
     // 16: a rollout's devices in rows of their own (crate::store::rollout_rows), so that a save
-    // writes the devices that changed, not the whole fleet's list. Rollouts saved before this
-    // keep their devices in their body until their next save moves them here.
+    // writes the devices that changed, not the whole fleet's list, and its summary as lists show
+    // it, so that listing rollouts reads no devices. Rollouts saved before this keep their
+    // devices in their body and have no summary until their next save.
     "CREATE TABLE rollout_devices (
         rollout TEXT NOT NULL,
         idx BIGINT NOT NULL,
         body TEXT NOT NULL,
         PRIMARY KEY (rollout, idx)
-    );",
+    );
+    ALTER TABLE rollouts ADD COLUMN summary TEXT;",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -618,16 +620,31 @@ pub trait RegistryStore: Send + Sync {
     ) -> Result<()>;
 }
 
+/// A rollout as lists show it, at a revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutSummary {
+    pub revision: u64,
+    /// Its devices counted per wave, none listed ([`crate::rollout::DevicePage::NONE`]).
+    pub view: crate::rollout::RolloutView,
+}
+
 /// Rollouts, and the leases that share background work between servers.
 #[async_trait]
 pub trait RolloutStore: Send + Sync {
-    // Rollouts, stored whole (the state machine is in `crate::rollout`).
+    // Rollouts (the state machine is in `crate::rollout`; how they are kept in [`rollout_rows`]).
     /// Stores a new rollout (revision 0) or a change to the revision the store holds, and
     /// advances `rollout.revision`; `Conflict` if another server saved it in between (reload).
     async fn save_rollout(&self, rollout: &mut crate::rollout::Rollout) -> Result<()>;
     async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>>;
-    /// Newest first; `active_only` skips completed and aborted ones.
+    /// Newest first, whole; `active_only` skips completed and aborted ones.
     async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>>;
+    /// The newest `limit` rollouts as lists show them (state and counts, no devices), without
+    /// reading their devices.
+    async fn rollout_summaries(
+        &self,
+        active_only: bool,
+        limit: usize,
+    ) -> Result<Vec<RolloutSummary>>;
     /// The registry's record of each rollout of `target` (of every target: `None`), oldest
     /// first.
     async fn release_records(

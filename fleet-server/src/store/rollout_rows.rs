@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::rollout::{Rollout, RolloutDevice};
+use crate::rollout::{DevicePage, Rollout, RolloutDevice, RolloutView};
+use crate::store::RolloutSummary;
 use crate::store::{Result, StoreError};
 
 /// What one save writes.
@@ -19,6 +20,8 @@ use crate::store::{Result, StoreError};
 pub(crate) struct RolloutWrite {
     /// The rollout without its devices, at the revision the save makes.
     pub body: String,
+    /// Its [`RolloutSummary`](crate::store::RolloutSummary) view at that revision.
+    pub summary: String,
     /// The devices' rows to insert or replace: (index, device as JSON).
     pub rows: Vec<(i64, String)>,
     /// Device rows at this index and past it go (a rollout's device list never shrinks today;
@@ -44,6 +47,8 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl RolloutRows {
     /// What saving `rollout` (at the revision the store holds) as the next revision writes.
     pub fn write_of(&self, rollout: &mut Rollout) -> Result<RolloutWrite> {
+        let summary = serde_json::to_string(&RolloutView::paged(rollout, DevicePage::NONE))
+            .map_err(backend)?;
         let devices = std::mem::take(&mut rollout.devices);
         rollout.revision += 1;
         let body = serde_json::to_string(&*rollout);
@@ -63,6 +68,7 @@ impl RolloutRows {
         }
         Ok(RolloutWrite {
             body,
+            summary,
             rows,
             keep_below: i64::try_from(rollout.devices.len()).map_err(backend)?,
             whole: known.is_none(),
@@ -90,6 +96,22 @@ impl RolloutRows {
         } else {
             known.remove(&rollout.id);
         }
+    }
+
+    /// A rollout's summary from its row: the stored one, else (saved before summaries were)
+    /// worked out from the whole rollout `whole` reads.
+    pub fn summary(
+        &self,
+        revision: u64,
+        summary: Option<&str>,
+        whole: impl FnOnce() -> Result<Rollout>,
+    ) -> Result<RolloutSummary> {
+        let view = match summary {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| backend(format!("a stored rollout summary does not parse: {e}")))?,
+            None => RolloutView::paged(&whole()?, DevicePage::NONE),
+        };
+        Ok(RolloutSummary { revision, view })
     }
 
     /// A rollout from its row: the devices saved in its body (rollouts saved before their

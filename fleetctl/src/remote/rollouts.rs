@@ -128,7 +128,7 @@ pub async fn rollout_create(
         r.id,
         r.model,
         r.version,
-        r.devices.len(),
+        r.devices_total,
         r.waves.len(),
         r.strategy.name()
     );
@@ -172,6 +172,9 @@ fn state_text(state: &StateView) -> String {
         _ => state.state.clone(),
     }
 }
+
+/// Devices with a problem a status shows (the rest are one `--json` away).
+const PROBLEMS_SHOWN: usize = 10;
 
 /// One rollout's status as a block of text: state, a bar per wave, problem devices, history.
 pub fn render_rollout(r: &RolloutView) -> String {
@@ -224,12 +227,19 @@ pub fn render_rollout(r: &RolloutView) -> String {
             check.summary
         ));
     }
-    for d in r.devices.iter().filter(|d| d.detail.is_some()).take(10) {
+    let problems: Vec<_> = r.devices.iter().filter(|d| d.detail.is_some()).collect();
+    for d in problems.iter().take(PROBLEMS_SHOWN) {
         out.push_str(&format!(
             "  {} {}: {}\n",
             d.id,
             wire_name(&d.state),
             d.detail.as_deref().unwrap_or_default()
+        ));
+    }
+    if problems.len() > PROBLEMS_SHOWN || r.devices_next.is_some() {
+        out.push_str(&format!(
+            "  (more devices: fleetctl rollout status {} --json)\n",
+            r.id
         ));
     }
     let recent = r.history.len().saturating_sub(5);
@@ -246,12 +256,14 @@ pub async fn rollout_status(
     as_json: bool,
 ) -> anyhow::Result<()> {
     let path = format!("/api/v1/rollouts/{}", urlencode(id));
+    if as_json {
+        return print_json(&whole_rollout(client, &path).await?);
+    }
+    // The text shows problem devices only: one more than it lists says whether there are more.
+    let problems = format!("{path}?problems=true&devices_limit={}", PROBLEMS_SHOWN + 1);
     let mut last_lines = 0usize;
     loop {
-        let r: RolloutView = client.get(&path, "reading the rollout").await?;
-        if as_json {
-            return print_json(&r);
-        }
+        let r: RolloutView = client.get(&problems, "reading the rollout").await?;
         let text = render_rollout(&r);
         if watch && last_lines > 0 && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             // Redraw in place: cursor up over the previous frame, clear to the end.
@@ -265,6 +277,30 @@ pub async fn rollout_status(
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
+
+/// The rollout at `path` with every device, page after page.
+async fn whole_rollout(client: &Client, path: &str) -> anyhow::Result<RolloutView> {
+    let mut whole: RolloutView = client
+        .get(
+            &format!("{path}?devices_limit={PAGE}"),
+            "reading the rollout",
+        )
+        .await?;
+    while let Some(from) = whole.devices_next.take() {
+        let page: RolloutView = client
+            .get(
+                &format!("{path}?devices_limit={PAGE}&devices_from={from}"),
+                "reading the rollout's devices",
+            )
+            .await?;
+        whole.devices.extend(page.devices);
+        whole.devices_next = page.devices_next;
+    }
+    Ok(whole)
+}
+
+/// Devices asked for per page when every one is wanted.
+const PAGE: usize = 10_000;
 
 pub async fn rollout_command(client: &Client, id: &str, action: &str) -> anyhow::Result<()> {
     let r: RolloutView = client

@@ -13,8 +13,8 @@ impl RolloutStore for PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         let n = if expected == 0 {
             tx.execute(
-                "INSERT INTO rollouts (id, model, active, created_at, body, revision, target, record)
-                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO rollouts (id, model, active, created_at, body, revision, target, record, summary)
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
                 &[
                     &rollout.id,
                     &rollout.spec.model,
@@ -23,13 +23,14 @@ impl RolloutStore for PostgresStore {
                     &write.body,
                     &rollout.spec.target,
                     &record,
+                    &write.summary,
                 ],
             )
             .await
         } else {
             tx.execute(
-                "UPDATE rollouts SET active = $2, body = $3, revision = $4, target = $6, record = $7
-                 WHERE id = $1 AND revision = $5",
+                "UPDATE rollouts SET active = $2, body = $3, revision = $4, target = $6, record = $7,
+                 summary = $8 WHERE id = $1 AND revision = $5",
                 &[
                     &rollout.id,
                     &i64::from(rollout.state.is_active()),
@@ -38,6 +39,7 @@ impl RolloutStore for PostgresStore {
                     &(expected as i64),
                     &rollout.spec.target,
                     &record,
+                    &write.summary,
                 ],
             )
             .await
@@ -137,6 +139,45 @@ impl RolloutStore for PostgresStore {
             );
         }
         Ok(rollouts)
+    }
+
+    async fn rollout_summaries(
+        &self,
+        active_only: bool,
+        limit: usize,
+    ) -> Result<Vec<crate::store::RolloutSummary>> {
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let rows = tx
+            .query(
+                "SELECT revision, summary, body FROM rollouts WHERE (NOT $1::boolean OR active = 1)
+                 ORDER BY created_at DESC, id DESC LIMIT $2",
+                &[&active_only, &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await
+            .map_err(pg)?;
+        let mut summaries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let revision: i64 = row.get(0);
+            let summary: Option<String> = row.get(1);
+            let whole = match summary {
+                Some(_) => None,
+                None => {
+                    let body: String = row.get(2);
+                    let devices = self.device_rows_if_needed(&tx, &body).await?;
+                    Some(
+                        self.rollout_rows
+                            .assemble(&body, |_| Ok(devices.unwrap_or_default()))?,
+                    )
+                }
+            };
+            summaries.push(self.rollout_rows.summary(
+                revision.max(0) as u64,
+                summary.as_deref(),
+                || whole.ok_or_else(|| backend("a rollout without a summary was not read")),
+            )?);
+        }
+        Ok(summaries)
     }
 
     async fn lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {

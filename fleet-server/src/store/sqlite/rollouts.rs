@@ -18,17 +18,17 @@ impl RolloutStore for SqliteStore {
         );
         let saved = self
             .write(move |c| {
-                let body = &write.body;
+                let (body, summary) = (&write.body, &write.summary);
                 let n = if expected == 0 {
                     c.execute(
-                        "INSERT INTO rollouts (id, model, active, created_at, body, revision, target, record)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7) ON CONFLICT (id) DO NOTHING",
-                        params![id, model, active, created, body, target, record],
+                        "INSERT INTO rollouts (id, model, active, created_at, body, revision, target, record, summary)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+                        params![id, model, active, created, body, target, record, summary],
                     )
                 } else {
                     c.execute(
-                        "UPDATE rollouts SET active = ?2, body = ?3, revision = ?4, target = ?6, record = ?7
-                         WHERE id = ?1 AND revision = ?5",
+                        "UPDATE rollouts SET active = ?2, body = ?3, revision = ?4, target = ?6, record = ?7,
+                         summary = ?8 WHERE id = ?1 AND revision = ?5",
                         params![
                             id,
                             active,
@@ -36,7 +36,8 @@ impl RolloutStore for SqliteStore {
                             expected as i64 + 1,
                             expected as i64,
                             target,
-                            record
+                            record,
+                            summary
                         ],
                     )
                 }
@@ -94,6 +95,51 @@ impl RolloutStore for SqliteStore {
             bodies
                 .iter()
                 .map(|b| rows.assemble(b, |id| device_rows(&c, id)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn rollout_summaries(
+        &self,
+        active_only: bool,
+        limit: usize,
+    ) -> Result<Vec<crate::store::RolloutSummary>> {
+        let rows = self.rollout_rows.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let c = c.unchecked_transaction().map_err(backend)?;
+            let mut stmt = c
+                .prepare(
+                    "SELECT revision, summary, id FROM rollouts WHERE (?1 = 0 OR active = 1)
+                     ORDER BY created_at DESC, id DESC LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let found = stmt
+                .query_map(params![i64::from(active_only), limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            found
+                .into_iter()
+                .map(|(revision, summary, id)| {
+                    rows.summary(revision.max(0) as u64, summary.as_deref(), || {
+                        let body: String = c
+                            .query_row(
+                                "SELECT body FROM rollouts WHERE id = ?1",
+                                params![id],
+                                |r| r.get(0),
+                            )
+                            .map_err(backend)?;
+                        rows.assemble(&body, |id| device_rows(&c, id))
+                    })
+                })
                 .collect()
         })
         .await
