@@ -21,6 +21,8 @@ const state = {
   selected: null,
   pending: null, // { action, id } awaiting confirmation
   streamAbort: null,
+  streaming: "",
+  timelineSeen: new Set(),
 };
 
 const $ = (id) => document.getElementById(id);
@@ -124,13 +126,21 @@ async function loadAll() {
   if (state.selected) loadTelemetry();
 }
 
+// The stream tells of the devices in view only (the server follows at most 500 per stream): a
+// new page of devices opens a new stream.
+function streamedDevices() {
+  return [...state.devices.keys()].sort().join(",");
+}
+
 async function openStream() {
   if (state.streamAbort) state.streamAbort.abort();
   const abort = new AbortController();
   state.streamAbort = abort;
+  state.streaming = streamedDevices();
   while (!abort.signal.aborted) {
     try {
-      const response = await fetch("/api/v1/stream", {
+      const query = new URLSearchParams({ devices: state.streaming });
+      const response = await fetch(`/api/v1/stream?${query}`, {
         headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
         signal: abort.signal,
       });
@@ -468,6 +478,7 @@ async function loadDevices() {
   state.deviceTotal = page.total;
   state.deviceNext = page.next_after;
   renderDevices();
+  if (state.streamAbort && state.streaming !== streamedDevices()) openStream();
 }
 
 function loadDevicesReporting() {
@@ -532,6 +543,11 @@ function renderDevices() {
 // ---- timeline ----
 
 function addTimeline(stored) {
+  // A stream opened again starts with the latest events: each is shown once.
+  const key = `${stored.device}/${stored.seq}`;
+  if (state.timelineSeen.has(key)) return;
+  state.timelineSeen.add(key);
+  if (state.timelineSeen.size > 2000) state.timelineSeen = new Set([...state.timelineSeen].slice(-1000));
   const m = stored.message;
   const text = `${stored.device}: ${m.kind.replace("_", " ")} ${m.model}${m.target ? " " + m.target.split("/").slice(-2, -1)[0] : ""}${m.detail ? " — " + m.detail : ""}`;
   const item = el("li", { class: `kind-${m.kind}` }, el("time", {}, time(stored.at)), " ", text);

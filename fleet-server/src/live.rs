@@ -1,20 +1,24 @@
-//! What `GET /api/v1/stream` tells dashboards: device events, rollout changes and device status
-//! changes. One poller per server reads the store once a second while anyone listens and shares
-//! what changed with every connection. A connection starts with the whole picture, then gets the
-//! changes; it holds at most [`BACKLOG`] ticks, and one further behind gets the whole picture
-//! again. So neither the store's work nor a connection's memory grows with the number of open
-//! tabs. Read from the store, not from what this server ingested, so every replica's stream shows
-//! what any replica took in.
+//! What `GET /api/v1/stream` tells dashboards: device events, rollout changes and the status of
+//! the devices each connection follows (the page it shows, at most [`DEVICES_FOLLOWED`]). One
+//! poller per server reads the store once a second while anyone listens and shares what changed
+//! with every connection. A connection starts with the whole picture, then gets the changes; it
+//! holds at most [`BACKLOG`] ticks, and one further behind gets the whole picture again. So
+//! neither the store's work nor a connection's memory grows with the number of open tabs or the
+//! size of the fleet: the poller reads the followed devices, not the fleet, and rollouts as
+//! summaries. Read from the store, not from what this server ingested, so every replica's stream
+//! shows what any replica took in.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use edgefleet_protocol::api::{DeviceSummary, RunningModel};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::store::{DeviceFilter, Store};
+use edgefleet_protocol::DeviceId;
+
+use crate::store::Store;
 
 /// A device heard from within this many seconds counts as online (agents report at least every
 /// 60 s).
@@ -30,6 +34,10 @@ const EVENTS_SHOWN: u32 = 200;
 const ROLLOUTS_SHOWN: usize = 50;
 /// A device's `last_seen` alone moving is sent at most this often (every message moves it).
 const LAST_SEEN_STEP: i64 = 60;
+/// The most devices one connection follows (a dashboard follows the page it shows).
+pub const DEVICES_FOLLOWED: usize = 500;
+/// The most devices the poller reads a tick, over every connection.
+const DEVICES_READ: usize = 5_000;
 
 /// How the API shows a device in lists and the stream.
 pub fn device_summary(d: &crate::store::Device, now: i64) -> DeviceSummary {
@@ -64,6 +72,8 @@ pub fn device_summary(d: &crate::store::Device, now: i64) -> DeviceSummary {
 pub struct Change {
     pub kind: &'static str,
     pub data: Arc<str>,
+    /// The device a `device` change is about: told only to connections following it.
+    pub device: Option<Arc<str>>,
 }
 
 impl Change {
@@ -72,7 +82,13 @@ impl Change {
         Some(Self {
             kind,
             data: data.into(),
+            device: None,
         })
+    }
+
+    fn about(mut self, device: &str) -> Self {
+        self.device = Some(device.into());
+        self
     }
 }
 
@@ -146,13 +162,15 @@ impl Picture {
             let summary = device_summary(d, now);
             let told = coarse(&summary);
             if self.devices.get(d.id.as_str()).map(|(s, _)| s) != Some(&told)
-                && let Some(change) = Change::new("device", &summary)
+                && let Some(change) =
+                    Change::new("device", &summary).map(|c| c.about(d.id.as_str()))
             {
                 out.push(change.clone());
                 self.devices.insert(d.id.to_string(), (told, change));
             }
         }
-        // A removed device is forgotten (the dashboard learns removals from the device list).
+        // A removed device, or one nobody follows any more, is forgotten (the dashboard learns
+        // removals from the device list).
         self.devices.retain(|id, _| present.contains(id.as_str()));
         self.refreshed_at = Some(Instant::now());
         out
@@ -164,11 +182,19 @@ impl Picture {
     }
 }
 
+/// Which devices each open connection follows.
+#[derive(Debug, Default)]
+struct Followed {
+    next: u64,
+    by_connection: HashMap<u64, Arc<BTreeSet<String>>>,
+}
+
 /// The streams' shared poller state and the channel their changes go out on.
 #[derive(Debug)]
 pub struct Hub {
     ticks: broadcast::Sender<Arc<Vec<Change>>>,
     picture: tokio::sync::Mutex<Picture>,
+    followed: Arc<Mutex<Followed>>,
 }
 
 impl Default for Hub {
@@ -176,15 +202,51 @@ impl Default for Hub {
         Self {
             ticks: broadcast::channel(BACKLOG).0,
             picture: Default::default(),
+            followed: Default::default(),
         }
     }
 }
 
-/// A connection's subscription: the whole picture now, then the changes after it.
+/// A connection's devices, followed until it is dropped (the connection closed).
+#[derive(Debug)]
+pub struct Following {
+    id: u64,
+    devices: Arc<BTreeSet<String>>,
+    followed: Arc<Mutex<Followed>>,
+}
+
+impl Following {
+    /// Whether this connection is told `change`.
+    pub fn admits(&self, change: &Change) -> bool {
+        change
+            .device
+            .as_ref()
+            .is_none_or(|d| self.devices.contains(&**d))
+    }
+
+    /// Of `changes`, what this connection is told.
+    pub fn filter(&self, changes: &[Change]) -> Vec<Change> {
+        changes.iter().filter(|c| self.admits(c)).cloned().collect()
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_connection
+            .remove(&self.id);
+    }
+}
+
+/// A connection's subscription: the whole picture now, then the changes after it (filter them
+/// with `following`).
 #[derive(Debug)]
 pub struct Subscription {
     pub whole: Vec<Change>,
     pub changes: broadcast::Receiver<Arc<Vec<Change>>>,
+    pub following: Following,
 }
 
 impl Hub {
@@ -198,13 +260,18 @@ impl Hub {
             .rollout_summaries(false, ROLLOUTS_SHOWN)
             .await
             .unwrap_or_default();
-        let devices = match store.devices(&DeviceFilter::default()).await {
-            Ok(devices) => devices,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read devices for the live stream");
-                return;
+        let mut devices = Vec::new();
+        for id in self.followed_devices() {
+            let Ok(id) = DeviceId::new(id) else { continue };
+            match store.device(&id).await {
+                Ok(Some(device)) => devices.push(device),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read devices for the live stream");
+                    return;
+                }
             }
-        };
+        }
         let changes = picture.update(events, &rollouts, &devices, now);
         if !changes.is_empty() {
             // No receiver: nobody to tell.
@@ -212,21 +279,63 @@ impl Hub {
         }
     }
 
-    /// A new connection's start: the picture (refreshed first when nobody kept it fresh).
-    pub async fn subscribe(&self, store: &dyn Store, now: i64) -> Subscription {
+    /// Every device some connection follows (at most [`DEVICES_READ`]).
+    fn followed_devices(&self) -> BTreeSet<String> {
+        let followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = BTreeSet::new();
+        for devices in followed.by_connection.values() {
+            for id in devices.iter() {
+                if all.len() >= DEVICES_READ {
+                    tracing::warn!(
+                        limit = DEVICES_READ,
+                        "the live streams follow more devices than are read a tick"
+                    );
+                    return all;
+                }
+                all.insert(id.clone());
+            }
+        }
+        all
+    }
+
+    /// A new connection following `devices`: the picture (refreshed first when nobody kept it
+    /// fresh, or when it lacks devices this connection follows).
+    pub async fn subscribe(
+        &self,
+        store: &dyn Store,
+        now: i64,
+        devices: BTreeSet<String>,
+    ) -> Subscription {
+        let devices = Arc::new(devices);
+        let following = {
+            let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
+            followed.next += 1;
+            let id = followed.next;
+            followed.by_connection.insert(id, devices.clone());
+            Following {
+                id,
+                devices,
+                followed: self.followed.clone(),
+            }
+        };
         let mut picture = self.picture.lock().await;
-        if !picture.is_fresh() {
+        let missing = following
+            .devices
+            .iter()
+            .any(|d| !picture.devices.contains_key(d));
+        if !picture.is_fresh() || missing {
             self.refresh(&mut picture, store, now).await;
         }
         Subscription {
             changes: self.ticks.subscribe(),
-            whole: picture.whole(),
+            whole: following.filter(&picture.whole()),
+            following,
         }
     }
 
     /// The whole picture again, for a connection that fell behind.
-    pub async fn whole(&self) -> Vec<Change> {
-        self.picture.lock().await.whole()
+    pub async fn whole(&self, following: &Following) -> Vec<Change> {
+        following.filter(&self.picture.lock().await.whole())
     }
 
     /// Polls the store every [`POLL_EVERY`] while any connection listens, until `shutdown`.

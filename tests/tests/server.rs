@@ -106,6 +106,18 @@ fn every_documented_endpoint_enforces_its_token_and_role() {
                         "text/event-stream",
                         "{path}"
                     );
+                    // It follows at most 500 devices, each a valid id.
+                    let too_many: Vec<String> = (0..501).map(|i| format!("d{i}")).collect();
+                    for devices in [too_many.join(","), "ok,not an id".to_owned()] {
+                        let (status, refused) = server.call(
+                            "GET",
+                            &format!("{path}?devices={}", devices.replace(' ', "%20")),
+                            Some(&viewer),
+                            None,
+                        );
+                        assert_eq!(status, 400, "{refused}");
+                        assert_eq!(refused["field"], "devices", "{refused}");
+                    }
                     checked += 1;
                     continue;
                 }

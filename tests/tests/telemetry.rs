@@ -831,6 +831,15 @@ async fn dashboard_scenario() {
         "document.querySelectorAll('#timeline li.kind-committed').length >= 2",
     )
     .await;
+    // The filter opened a stream for the new page, which starts with the latest events again:
+    // each is still listed once.
+    until(
+        &client,
+        "each event once in the timeline",
+        Duration::from_secs(5),
+        "(() => { const items = [...document.querySelectorAll('#timeline li')].map(li => li.innerText); return items.length > 0 && new Set(items).size === items.length; })()",
+    )
+    .await;
 
     // The audit log: the abort clicked above is in it, filters narrow it, the chain holds.
     click(&client, "[data-tab=audit]").await;

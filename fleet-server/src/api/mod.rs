@@ -454,7 +454,7 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             "/api/v1/stream",
             R(Viewer),
-            "Server-sent events: device events, rollout changes, device status changes",
+            "Server-sent events: device events, rollout changes (state and wave counts), and status changes of the devices named in ?devices=a,b (at most 500: the page in view)",
             None,
             get(telemetry::stream),
         ),

@@ -231,37 +231,72 @@ pub async fn device(
     Ok((StatusCode::OK, axum::Json(json!({ "batches": batches }))).into_response())
 }
 
-/// `GET /api/v1/stream`: server-sent events — `event` (a device event, oldest first),
-/// `rollout` (a rollout whose revision changed, as `GET /rollouts/{id}` shows it) and `device`
-/// (its status changed; `last_seen` alone at most once a minute). The whole picture first, then
-/// what changes ([`crate::live`]); it ends at shutdown.
-pub async fn stream(State(state): State<AppState>) -> Response {
-    let Subscription { whole, changes } = state
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Comma-separated ids of the devices whose status to follow.
+    #[serde(default)]
+    devices: String,
+}
+
+/// `GET /api/v1/stream?devices=a,b`: server-sent events — `event` (a device event, oldest
+/// first), `rollout` (a rollout whose revision changed: its state and wave counts, no device
+/// list) and `device` (a followed device's status changed; `last_seen` alone at most once a
+/// minute). The whole picture first, then what changes ([`crate::live`]); it ends at shutdown.
+pub async fn stream(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<StreamQuery>,
+) -> ApiResult {
+    let mut devices = std::collections::BTreeSet::new();
+    for id in q
+        .devices
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let id = DeviceId::new(id.to_owned())
+            .map_err(|e| ApiError::bad_field("devices", format!("{id:?}: {e}")))?;
+        devices.insert(id.to_string());
+    }
+    if devices.len() > crate::live::DEVICES_FOLLOWED {
+        return Err(ApiError::bad_field(
+            "devices",
+            format!(
+                "a stream follows at most {} devices (the page in view)",
+                crate::live::DEVICES_FOLLOWED
+            ),
+        ));
+    }
+    let Subscription {
+        whole,
+        changes,
+        following,
+    } = state
         .live
-        .subscribe(&*state.store, state.clock.unix())
+        .subscribe(&*state.store, state.clock.unix(), devices)
         .await;
     let ticks = futures::stream::unfold(
-        (state, Some(whole), changes),
-        |(state, first, mut changes)| async move {
+        (state, Some(whole), changes, following),
+        |(state, first, mut changes, following)| async move {
             if let Some(whole) = first {
-                return Some((frames(whole), (state, None, changes)));
+                return Some((frames(whole), (state, None, changes, following)));
             }
             let told = tokio::select! {
                 received = changes.recv() => match received {
-                    Ok(told) => told.to_vec(),
+                    Ok(told) => following.filter(&told),
                     // Too far behind: the whole picture again, then on from the oldest kept.
-                    Err(RecvError::Lagged(_)) => state.live.whole().await,
+                    Err(RecvError::Lagged(_)) => state.live.whole(&following).await,
                     Err(RecvError::Closed) => return None,
                 },
                 () = state.shutdown.cancelled() => return None,
             };
-            Some((frames(told), (state, None, changes)))
+            Some((frames(told), (state, None, changes, following)))
         },
     );
     use futures::StreamExt;
-    Sse::new(ticks.flatten())
+    Ok(Sse::new(ticks.flatten())
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+        .into_response())
 }
 
 fn frames(

@@ -1,6 +1,8 @@
 use edgefleet_protocol::message::{Event, EventKind, SCHEMA_VERSION};
 use edgefleet_protocol::{DeviceId, MessageId};
 
+use std::collections::BTreeSet;
+
 use super::*;
 use crate::store::{Device, StoredEvent};
 
@@ -132,11 +134,13 @@ async fn connections_share_one_poller_and_one_that_falls_behind_is_told_it() {
             .unwrap();
     }
     let hub = Hub::default();
-    let mut first = hub.subscribe(&*store, 1_000).await;
+    let follow = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let mut first = hub.subscribe(&*store, 1_000, follow(&["d1", "d2"])).await;
     assert_eq!(kinds(&first.whole), ["device", "device"]);
-    let second = hub.subscribe(&*store, 1_000).await;
-    assert_eq!(second.whole.len(), 2, "the shared picture, fresh");
-    // What a device does reaches every connection through one read.
+    let second = hub.subscribe(&*store, 1_000, follow(&["d2"])).await;
+    assert_eq!(kinds(&second.whole), ["device"], "only what it follows");
+    assert!(second.whole[0].data.contains("\"d2\""));
+    // What a device does reaches every connection following it through one read.
     store
         .touch(&DeviceId::new("d1").unwrap(), 990)
         .await
@@ -148,8 +152,16 @@ async fn connections_share_one_poller_and_one_that_falls_behind_is_told_it() {
     let told = first.changes.recv().await.unwrap();
     assert_eq!(kinds(&told), ["device"]);
     assert!(told[0].data.contains("\"d1\""));
+    assert!(
+        second.following.filter(&told).is_empty(),
+        "d1 is not followed by the second"
+    );
     // A connection that stops reading holds at most BACKLOG ticks, then hears it lagged.
-    let mut slow = second.changes;
+    let Subscription {
+        changes: mut slow,
+        following: slow_following,
+        ..
+    } = second;
     for minute in 1..=(BACKLOG as i64 + 4) {
         store
             .touch(&DeviceId::new("d2").unwrap(), 1_000 + minute * 60)
@@ -163,5 +175,18 @@ async fn connections_share_one_poller_and_one_that_falls_behind_is_told_it() {
         slow.recv().await,
         Err(broadcast::error::RecvError::Lagged(_))
     ));
-    assert_eq!(hub.whole().await.len(), 2);
+    assert_eq!(hub.whole(&slow_following).await.len(), 1);
+    // Closed connections stop being followed: the poller reads only what open ones follow.
+    drop((first, slow_following));
+    assert!(hub.followed_devices().is_empty());
+    let quiet = hub.subscribe(&*store, 5_000, BTreeSet::new()).await;
+    assert!(quiet.whole.is_empty(), "{:?}", quiet.whole);
+    {
+        let mut picture = hub.picture.lock().await;
+        hub.refresh(&mut picture, &*store, 5_000).await;
+        assert!(
+            picture.devices.is_empty(),
+            "devices nobody follows are forgotten"
+        );
+    }
 }
