@@ -150,6 +150,14 @@ impl DevicePage {
     };
 }
 
+impl DevicePage {
+    /// Where the page after this one starts, if any: it showed `shown` of `total` devices.
+    pub fn next(&self, shown: usize, total: usize) -> Option<usize> {
+        let end = self.from.saturating_add(shown);
+        (self.limit > 0 && shown == self.limit && end < total).then_some(end)
+    }
+}
+
 impl Default for DevicePage {
     fn default() -> Self {
         Self {
@@ -179,9 +187,7 @@ impl RolloutView {
             .take(page.limit)
             .cloned()
             .collect();
-        let end = page.from.saturating_add(devices.len());
-        let devices_next =
-            (page.limit > 0 && devices.len() == page.limit && end < devices_total).then_some(end);
+        let devices_next = page.next(devices.len(), devices_total);
         let waves = r
             .wave_progress()
             .into_iter()

@@ -1406,6 +1406,60 @@ async fn rollout_devices_saved_by_one_server_are_read_by_another(a: &dyn Store, 
     assert_eq!(read.devices[3].detail.as_deref(), Some("changed on b"));
     assert_eq!(read, on_b);
 
+    // The status view reads a page of device rows; it equals paging the whole rollout.
+    use fleet_server::rollout::{DevicePage, RolloutView};
+    for page in [
+        DevicePage::default(),
+        DevicePage::NONE,
+        DevicePage {
+            from: 1,
+            limit: 2,
+            problems_only: false,
+        },
+        DevicePage {
+            from: 3,
+            limit: 2,
+            problems_only: false,
+        },
+        DevicePage {
+            from: 0,
+            limit: 1,
+            problems_only: true,
+        },
+        DevicePage {
+            from: 1,
+            limit: 5,
+            problems_only: true,
+        },
+    ] {
+        assert_eq!(
+            a.rollout_page("r1", page).await.unwrap().unwrap(),
+            RolloutView::paged(&on_b, page),
+            "{page:?}"
+        );
+    }
+    assert_eq!(
+        b.rollout_page(
+            "r1",
+            DevicePage {
+                from: 0,
+                limit: 1,
+                problems_only: true
+            }
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .devices_next,
+        Some(1)
+    );
+    assert!(
+        a.rollout_page("r9", DevicePage::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
     // A's copy is two revisions behind: refused, and the rows stay as b saved them.
     on_a.devices[0].detail = Some("lost".into());
     on_a.devices[3].detail = None;
@@ -1475,6 +1529,15 @@ async fn a_rollout_saved_whole_before_the_upgrade_reads_and_moves_to_rows_on_its
     let summary = store.rollout_summaries(false, 5).await.unwrap();
     assert_eq!(summary[0].view.devices_total, 2);
     assert!(summary[0].view.devices.is_empty());
+    let page = fleet_server::rollout::DevicePage {
+        from: 1,
+        limit: 1,
+        problems_only: false,
+    };
+    assert_eq!(
+        store.rollout_page("r1", page).await.unwrap().unwrap(),
+        fleet_server::rollout::RolloutView::paged(&r, page)
+    );
     r.devices[0].detail = Some("moved".into());
     store.save_rollout(&mut r).await.unwrap();
     let rows: i64 = db

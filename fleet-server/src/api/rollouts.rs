@@ -125,9 +125,11 @@ pub async fn list(
 }
 
 pub(super) async fn load(state: &AppState, id: &str) -> Result<Rollout, ApiError> {
-    state.store.rollout(id).await?.ok_or_else(|| {
-        ApiError::not_found(format!("rollout {id} not found; fleetctl rollout list"))
-    })
+    state.store.rollout(id).await?.ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("rollout {id} not found; fleetctl rollout list"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,8 +162,12 @@ pub async fn show(
         limit,
         problems_only: q.problems,
     };
-    let rollout = load(&state, &id).await?;
-    Ok(axum::Json(RolloutView::paged(&rollout, page)).into_response())
+    let view = state
+        .store
+        .rollout_page(&id, page)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(axum::Json(view).into_response())
 }
 
 async fn command(state: AppState, principal: Principal, id: String, command: Command) -> ApiResult {

@@ -240,6 +240,7 @@ const SCHEMA: &[&str] = &[
         rollout TEXT NOT NULL,
         idx BIGINT NOT NULL,
         body TEXT NOT NULL,
+        problem BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (rollout, idx)
     );
     ALTER TABLE rollouts ADD COLUMN summary TEXT;",
@@ -638,6 +639,13 @@ pub trait RolloutStore: Send + Sync {
     async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>>;
     /// Newest first, whole; `active_only` skips completed and aborted ones.
     async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>>;
+    /// One rollout as the status view shows it: its state and counts, and the page of its
+    /// devices `page` asks for, read without its other devices.
+    async fn rollout_page(
+        &self,
+        id: &str,
+        page: crate::rollout::DevicePage,
+    ) -> Result<Option<crate::rollout::RolloutView>>;
     /// The newest `limit` rollouts as lists show them (state and counts, no devices), without
     /// reading their devices.
     async fn rollout_summaries(

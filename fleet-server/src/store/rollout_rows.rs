@@ -22,8 +22,9 @@ pub(crate) struct RolloutWrite {
     pub body: String,
     /// Its [`RolloutSummary`](crate::store::RolloutSummary) view at that revision.
     pub summary: String,
-    /// The devices' rows to insert or replace: (index, device as JSON).
-    pub rows: Vec<(i64, String)>,
+    /// The devices' rows to insert or replace: (index, device as JSON, whether it has a
+    /// problem: a failure's or a rollback's reason).
+    pub rows: Vec<(i64, String, bool)>,
     /// Device rows at this index and past it go (a rollout's device list never shrinks today;
     /// this keeps the rows right should it).
     pub keep_below: i64,
@@ -63,7 +64,11 @@ impl RolloutRows {
                 .is_some_and(|known| known.get(index) == Some(device));
             if !unchanged {
                 let index = i64::try_from(index).map_err(backend)?;
-                rows.push((index, serde_json::to_string(device).map_err(backend)?));
+                rows.push((
+                    index,
+                    serde_json::to_string(device).map_err(backend)?,
+                    device.detail.is_some(),
+                ));
             }
         }
         Ok(RolloutWrite {
@@ -84,10 +89,17 @@ impl RolloutRows {
             .map(|(_, devices)| devices.clone())
     }
 
-    /// Notes what the store now holds of `rollout` (saved or read). Only active rollouts are
-    /// kept: the engine reads those twice a second, anything else seldom.
+    /// Notes what the store now holds of `rollout` (saved or read), unless a later revision is
+    /// known already (a read's snapshot may predate a save). Only active rollouts are kept: the
+    /// engine reads those twice a second, anything else seldom.
     pub fn remember(&self, rollout: &Rollout) {
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if known
+            .get(&rollout.id)
+            .is_some_and(|(at, _)| *at > rollout.revision)
+        {
+            return;
+        }
         if rollout.state.is_active() {
             known.insert(
                 rollout.id.clone(),
@@ -114,6 +126,32 @@ impl RolloutRows {
         Ok(RolloutSummary { revision, view })
     }
 
+    /// The status view of a page: `summary` (the rollout's stored summary) with the page's device
+    /// rows; `total` devices are admitted by the page's filter.
+    pub fn page_view(
+        summary: &str,
+        rows: &[String],
+        total: usize,
+        page: DevicePage,
+    ) -> Result<RolloutView> {
+        let mut view: RolloutView = serde_json::from_str(summary)
+            .map_err(|e| backend(format!("a stored rollout summary does not parse: {e}")))?;
+        view.devices = rows
+            .iter()
+            .map(|row| {
+                serde_json::from_str(row).map_err(|e| {
+                    backend(format!(
+                        "a stored device of rollout {} does not parse: {e}",
+                        view.id
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        view.devices_total = total;
+        view.devices_next = page.next(view.devices.len(), total);
+        Ok(view)
+    }
+
     /// A rollout from its row: the devices saved in its body (rollouts saved before their
     /// devices had rows of their own), else those known at its revision, else those `read`
     /// returns from its device rows.
@@ -122,16 +160,39 @@ impl RolloutRows {
         body: &str,
         read: impl FnOnce(&str) -> Result<Vec<String>>,
     ) -> Result<Rollout> {
-        let mut rollout: Rollout = serde_json::from_str(body)
-            .map_err(|e| backend(format!("stored rollout does not parse: {e}")))?;
+        let mut rollout = self.parse(body)?;
+        if !self.complete(&mut rollout) {
+            let rows = read(&rollout.id)?;
+            self.with_rows(&mut rollout, &rows)?;
+        }
+        Ok(rollout)
+    }
+
+    /// The rollout a row's body holds, its devices perhaps still to be found ([`Self::complete`]).
+    pub fn parse(&self, body: &str) -> Result<Rollout> {
+        serde_json::from_str(body)
+            .map_err(|e| backend(format!("stored rollout does not parse: {e}")))
+    }
+
+    /// Whether `rollout` has its devices: saved in its body, or known at its revision (taken
+    /// from what is known in the same step as the check, so a save meanwhile cannot interfere).
+    /// If not, its device rows are to be read and given to [`Self::with_rows`].
+    pub fn complete(&self, rollout: &mut Rollout) -> bool {
         if !rollout.devices.is_empty() {
-            return Ok(rollout);
+            return true;
         }
-        if let Some(devices) = self.devices_at(&rollout.id, rollout.revision) {
-            rollout.devices = devices.as_ref().clone();
-            return Ok(rollout);
+        match self.devices_at(&rollout.id, rollout.revision) {
+            Some(devices) => {
+                rollout.devices = devices.as_ref().clone();
+                true
+            }
+            None => false,
         }
-        rollout.devices = read(&rollout.id)?
+    }
+
+    /// Gives `rollout` the devices of its device rows, read in the same snapshot as its own row.
+    pub fn with_rows(&self, rollout: &mut Rollout, rows: &[String]) -> Result<()> {
+        rollout.devices = rows
             .iter()
             .map(|row| {
                 serde_json::from_str(row).map_err(|e| {
@@ -142,8 +203,8 @@ impl RolloutRows {
                 })
             })
             .collect::<Result<_>>()?;
-        self.remember(&rollout);
-        Ok(rollout)
+        self.remember(rollout);
+        Ok(())
     }
 }
 
@@ -210,6 +271,7 @@ mod tests {
         assert_eq!(second.rows.len(), 1);
         assert_eq!(second.rows[0].0, 1);
         assert!(second.rows[0].1.contains("\"d1\""), "{}", second.rows[0].1);
+        assert!(!second.rows[0].2, "no detail, no problem");
 
         // Known at another revision (another server saved meanwhile): every row again.
         r.revision = 2;
@@ -251,10 +313,20 @@ mod tests {
             .unwrap();
         assert_eq!(old, r);
 
+        // A read of an older snapshot does not replace what a later save left.
+        let mut newer = r.clone();
+        newer.revision = 5;
+        rows.remember(&newer);
+        rows.remember(&r);
+        assert!(rows.devices_at("r1", 5).is_some());
+        assert!(rows.devices_at("r1", 4).is_none());
+        r.revision = 6;
+
         // One no longer active is not kept.
         r.state = RolloutState::Completed;
         rows.remember(&r);
-        assert!(rows.devices_at("r1", 4).is_none());
+        assert!(rows.devices_at("r1", 5).is_none());
+        assert!(rows.devices_at("r1", 6).is_none());
     }
 
     #[test]

@@ -63,16 +63,22 @@ impl RolloutStore for PostgresStore {
         };
         deleted.map_err(pg)?;
         // One statement for every changed device, however many.
-        let (indexes, bodies): (Vec<i64>, Vec<&str>) = write
+        let indexes: Vec<i64> = write.rows.iter().map(|(index, _, _)| *index).collect();
+        let bodies: Vec<&str> = write
             .rows
             .iter()
-            .map(|(index, body)| (*index, body.as_str()))
-            .unzip();
+            .map(|(_, body, _)| body.as_str())
+            .collect();
+        let problems: Vec<i64> = write
+            .rows
+            .iter()
+            .map(|(_, _, problem)| i64::from(*problem))
+            .collect();
         tx.execute(
-            "INSERT INTO rollout_devices (rollout, idx, body)
-             SELECT $1, i, b FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS u (i, b)
-             ON CONFLICT (rollout, idx) DO UPDATE SET body = excluded.body",
-            &[&rollout.id, &indexes, &bodies],
+            "INSERT INTO rollout_devices (rollout, idx, body, problem)
+             SELECT $1, i, b, p FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[]) AS u (i, b, p)
+             ON CONFLICT (rollout, idx) DO UPDATE SET body = excluded.body, problem = excluded.problem",
+            &[&rollout.id, &indexes, &bodies, &problems],
         )
         .await
         .map_err(pg)?;
@@ -112,10 +118,7 @@ impl RolloutStore for PostgresStore {
             return Ok(None);
         };
         let body: String = row.get(0);
-        let devices = self.device_rows_if_needed(&tx, &body).await?;
-        self.rollout_rows
-            .assemble(&body, |_| Ok(devices.unwrap_or_default()))
-            .map(Some)
+        self.whole_rollout(&tx, &body).await.map(Some)
     }
 
     async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>> {
@@ -132,13 +135,59 @@ impl RolloutStore for PostgresStore {
         let mut rollouts = Vec::with_capacity(rows.len());
         for row in rows {
             let body: String = row.get(0);
-            let devices = self.device_rows_if_needed(&tx, &body).await?;
-            rollouts.push(
-                self.rollout_rows
-                    .assemble(&body, |_| Ok(devices.unwrap_or_default()))?,
-            );
+            rollouts.push(self.whole_rollout(&tx, &body).await?);
         }
         Ok(rollouts)
+    }
+
+    async fn rollout_page(
+        &self,
+        id: &str,
+        page: crate::rollout::DevicePage,
+    ) -> Result<Option<crate::rollout::RolloutView>> {
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let Some(row) = tx
+            .query_opt("SELECT summary, body FROM rollouts WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?
+        else {
+            return Ok(None);
+        };
+        let summary: Option<String> = row.get(0);
+        let Some(summary) = summary else {
+            // Saved before summaries and device rows: the whole rollout, paged here.
+            let whole = self.whole_rollout(&tx, row.get(1)).await?;
+            return Ok(Some(crate::rollout::RolloutView::paged(&whole, page)));
+        };
+        let problems = i64::from(page.problems_only);
+        let total: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM rollout_devices WHERE rollout = $1 AND problem >= $2",
+                &[&id, &problems],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let devices: Vec<String> = tx
+            .query(
+                "SELECT body FROM rollout_devices WHERE rollout = $1 AND problem >= $2
+                 ORDER BY idx LIMIT $3 OFFSET $4",
+                &[
+                    &id,
+                    &problems,
+                    &i64::try_from(page.limit).unwrap_or(i64::MAX),
+                    &i64::try_from(page.from).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let total = usize::try_from(total).unwrap_or(0);
+        crate::store::rollout_rows::RolloutRows::page_view(&summary, &devices, total, page)
+            .map(Some)
     }
 
     async fn rollout_summaries(
@@ -162,14 +211,7 @@ impl RolloutStore for PostgresStore {
             let summary: Option<String> = row.get(1);
             let whole = match summary {
                 Some(_) => None,
-                None => {
-                    let body: String = row.get(2);
-                    let devices = self.device_rows_if_needed(&tx, &body).await?;
-                    Some(
-                        self.rollout_rows
-                            .assemble(&body, |_| Ok(devices.unwrap_or_default()))?,
-                    )
-                }
+                None => Some(self.whole_rollout(&tx, row.get(2)).await?),
             };
             summaries.push(self.rollout_rows.summary(
                 revision.max(0) as u64,
@@ -236,35 +278,27 @@ async fn snapshot(
 }
 
 impl PostgresStore {
-    /// The device rows of the rollout whose row is `body`, unless its body holds them or this
-    /// server knows them at its revision (`None` then).
-    async fn device_rows_if_needed(
+    /// The rollout whose row is `body`, with its devices: from the body, as known at its
+    /// revision, or from its device rows read in `tx`'s snapshot.
+    async fn whole_rollout(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         body: &str,
-    ) -> Result<Option<Vec<String>>> {
-        #[derive(serde::Deserialize)]
-        struct Header {
-            id: String,
-            #[serde(default)]
-            revision: u64,
+    ) -> Result<crate::rollout::Rollout> {
+        let mut rollout = self.rollout_rows.parse(body)?;
+        if !self.rollout_rows.complete(&mut rollout) {
+            let rows: Vec<String> = tx
+                .query(
+                    "SELECT body FROM rollout_devices WHERE rollout = $1 ORDER BY idx",
+                    &[&rollout.id],
+                )
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            self.rollout_rows.with_rows(&mut rollout, &rows)?;
         }
-        let header: Header = serde_json::from_str(body)
-            .map_err(|e| backend(format!("stored rollout does not parse: {e}")))?;
-        if self
-            .rollout_rows
-            .devices_at(&header.id, header.revision)
-            .is_some()
-        {
-            return Ok(None);
-        }
-        let rows = tx
-            .query(
-                "SELECT body FROM rollout_devices WHERE rollout = $1 ORDER BY idx",
-                &[&header.id],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
+        Ok(rollout)
     }
 }

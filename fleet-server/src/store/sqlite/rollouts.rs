@@ -100,6 +100,59 @@ impl RolloutStore for SqliteStore {
         .await
     }
 
+    async fn rollout_page(
+        &self,
+        id: &str,
+        page: crate::rollout::DevicePage,
+    ) -> Result<Option<crate::rollout::RolloutView>> {
+        let id = id.to_owned();
+        let rows = self.rollout_rows.clone();
+        self.read(move |c| {
+            let c = c.unchecked_transaction().map_err(backend)?;
+            let found: Option<(Option<String>, String)> = c
+                .query_row(
+                    "SELECT summary, body FROM rollouts WHERE id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            let Some((summary, body)) = found else {
+                return Ok(None);
+            };
+            let Some(summary) = summary else {
+                // Saved before summaries and device rows: the whole rollout, paged here.
+                let whole = rows.assemble(&body, |id| device_rows(&c, id))?;
+                return Ok(Some(crate::rollout::RolloutView::paged(&whole, page)));
+            };
+            let problems = i64::from(page.problems_only);
+            let total: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM rollout_devices WHERE rollout = ?1 AND problem >= ?2",
+                    params![id, problems],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT body FROM rollout_devices WHERE rollout = ?1 AND problem >= ?2
+                     ORDER BY idx LIMIT ?3 OFFSET ?4",
+                )
+                .map_err(backend)?;
+            let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+            let offset = i64::try_from(page.from).unwrap_or(i64::MAX);
+            let devices = stmt
+                .query_map(params![id, problems, limit, offset], |r| r.get(0))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(backend)?;
+            let total = usize::try_from(total).unwrap_or(0);
+            crate::store::rollout_rows::RolloutRows::page_view(&summary, &devices, total, page)
+                .map(Some)
+        })
+        .await
+    }
+
     async fn rollout_summaries(
         &self,
         active_only: bool,
@@ -236,13 +289,13 @@ fn write_device_rows(
     }
     let mut upsert = c
         .prepare_cached(
-            "INSERT INTO rollout_devices (rollout, idx, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT (rollout, idx) DO UPDATE SET body = excluded.body",
+            "INSERT INTO rollout_devices (rollout, idx, body, problem) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (rollout, idx) DO UPDATE SET body = excluded.body, problem = excluded.problem",
         )
         .map_err(backend)?;
-    for (index, body) in &write.rows {
+    for (index, body, problem) in &write.rows {
         upsert
-            .execute(params![rollout, index, body])
+            .execute(params![rollout, index, body, i64::from(*problem)])
             .map_err(backend)?;
     }
     Ok(())
