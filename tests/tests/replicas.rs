@@ -264,18 +264,23 @@ fn killing_the_replica_that_drives_a_rollout_of_100_agents_loses_nothing() {
             .1
     };
     // Mid-wave: the second wave (devices 11-50) has started and is not done.
-    eventually(
-        "the second wave under way",
-        Duration::from_secs(120),
-        || {
-            let r = rollout(&b);
-            let healthy = r["waves"][1]["healthy"].as_u64()?;
-            (r["state"]["wave"] == 2
-                && healthy > 0
-                && healthy < r["waves"][1]["devices"].as_u64()?)
-            .then_some(())
-        },
-    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = rollout(&b);
+        let healthy = r["waves"][1]["healthy"].as_u64().unwrap_or(0);
+        if r["state"]["wave"] == 2
+            && healthy > 0
+            && Some(healthy) < r["waves"][1]["devices"].as_u64()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second wave never seen under way; last seen: {:#}",
+            json!({"state": r["state"], "waves": r["waves"], "history": r["history"]})
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mid = rollout(&b);
     b.kill();
     let killed = Instant::now();
