@@ -545,6 +545,21 @@ async fn the_device_list_pages_and_filters_in_the_database(store: &dyn Store) {
     assert_eq!((ids, total), (vec!["d12".to_owned()], 2));
 }
 
+/// A rollout of churn 2.0.0 in `waves`.
+fn rollout_spec(waves: Vec<f64>) -> RolloutSpec {
+    RolloutSpec {
+        strategy: Default::default(),
+        shadow: None,
+        model: "churn".into(),
+        version: "2.0.0".into(),
+        target: "churn/2.0.0/model.onnx".into(),
+        selector: Default::default(),
+        waves,
+        gates: Default::default(),
+        rollback_on_halt: true,
+    }
+}
+
 async fn releases_and_rollouts(store: &dyn Store) {
     let release = |version: &str, sequence: u64| Release {
         target: format!("churn/{version}/model.onnx"),
@@ -582,17 +597,7 @@ async fn releases_and_rollouts(store: &dyn Store) {
         ]
     );
 
-    let spec = RolloutSpec {
-        strategy: Default::default(),
-        shadow: None,
-        model: "churn".into(),
-        version: "2.0.0".into(),
-        target: "churn/2.0.0/model.onnx".into(),
-        selector: Default::default(),
-        waves: vec![100.0],
-        gates: Default::default(),
-        rollback_on_halt: true,
-    };
+    let spec = rollout_spec(vec![100.0]);
     let devices = vec![("d1".to_string(), Some("1.0.0".to_string()))];
     let mut first = Rollout::new(
         "r1".into(),
@@ -1373,17 +1378,7 @@ on_both!(
 /// Two servers on one database: each reads what the other saved of a rollout's devices, whose
 /// rows a save writes only where they changed, and a refused save leaves them as they were.
 async fn rollout_devices_saved_by_one_server_are_read_by_another(a: &dyn Store, b: &dyn Store) {
-    let spec = RolloutSpec {
-        strategy: Default::default(),
-        shadow: None,
-        model: "churn".into(),
-        version: "2.0.0".into(),
-        target: "churn/2.0.0/model.onnx".into(),
-        selector: Default::default(),
-        waves: vec![50.0, 100.0],
-        gates: Default::default(),
-        rollback_on_halt: true,
-    };
+    let spec = rollout_spec(vec![50.0, 100.0]);
     let devices = (0..4)
         .map(|i| (format!("d{i}"), Some("1.0.0".to_string())))
         .collect();
@@ -1498,17 +1493,7 @@ async fn sqlite_rollout_devices_saved_by_one_server_are_read_by_another() {
 async fn a_rollout_saved_whole_before_the_upgrade_reads_and_moves_to_rows_on_its_next_save() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let spec = RolloutSpec {
-        strategy: Default::default(),
-        shadow: None,
-        model: "churn".into(),
-        version: "2.0.0".into(),
-        target: "churn/2.0.0/model.onnx".into(),
-        selector: Default::default(),
-        waves: vec![100.0],
-        gates: Default::default(),
-        rollback_on_halt: true,
-    };
+    let spec = rollout_spec(vec![100.0]);
     let devices = vec![("d1".to_string(), None), ("d2".to_string(), None)];
     let mut r = Rollout::new("r1".into(), spec, devices, "alice".into(), 100).unwrap();
     SqliteStore::open(&path)

@@ -45,6 +45,19 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The devices of rollout `id` from their rows.
+fn parse_devices(id: &str, rows: &[String]) -> Result<Vec<RolloutDevice>> {
+    rows.iter()
+        .map(|row| {
+            serde_json::from_str(row).map_err(|e| {
+                backend(format!(
+                    "a stored device of rollout {id} does not parse: {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
 impl RolloutRows {
     /// What saving `rollout` (at the revision the store holds) as the next revision writes.
     pub fn write_of(&self, rollout: &mut Rollout) -> Result<RolloutWrite> {
@@ -136,17 +149,7 @@ impl RolloutRows {
     ) -> Result<RolloutView> {
         let mut view: RolloutView = serde_json::from_str(summary)
             .map_err(|e| backend(format!("a stored rollout summary does not parse: {e}")))?;
-        view.devices = rows
-            .iter()
-            .map(|row| {
-                serde_json::from_str(row).map_err(|e| {
-                    backend(format!(
-                        "a stored device of rollout {} does not parse: {e}",
-                        view.id
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
+        view.devices = parse_devices(&view.id, rows)?;
         view.devices_total = total;
         view.devices_next = page.next(view.devices.len(), total);
         Ok(view)
@@ -192,17 +195,7 @@ impl RolloutRows {
 
     /// Gives `rollout` the devices of its device rows, read in the same snapshot as its own row.
     pub fn with_rows(&self, rollout: &mut Rollout, rows: &[String]) -> Result<()> {
-        rollout.devices = rows
-            .iter()
-            .map(|row| {
-                serde_json::from_str(row).map_err(|e| {
-                    backend(format!(
-                        "a stored device of rollout {} does not parse: {e}",
-                        rollout.id
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
+        rollout.devices = parse_devices(&rollout.id, rows)?;
         self.remember(rollout);
         Ok(())
     }
