@@ -2,30 +2,39 @@
 # Every check the project has, in the order CI runs them. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each step's start in seconds since the run began (.ci/run's start when it called this), so a
+# slow run's log says where its time went.
+export EDGEFLEET_T0="${EDGEFLEET_T0:-$(date +%s)}"
+step() { echo "---- +$(( $(date +%s) - EDGEFLEET_T0 )) s: $*"; }
 
+step setup
 bash scripts/setup.sh
 # Garage (S3 for the replica tests) builds once into a cache, beside the checks below; niced so
 # the checks keep their speed where they can.
 garage_log=$(mktemp)
-nice -n 10 bash scripts/garage.sh >"$garage_log" 2>&1 &
+(nice -n 10 bash scripts/garage.sh && step "garage ready") >"$garage_log" 2>&1 &
 garage_pid=$!
 # MLflow (pinned, in its own environment) for tests/mlflow.rs: installs once into the cache.
 mlflow_log=$(mktemp)
-nice -n 10 bash scripts/mlflow.sh >"$mlflow_log" 2>&1 &
+(nice -n 10 bash scripts/mlflow.sh && step "mlflow ready") >"$mlflow_log" 2>&1 &
 mlflow_pid=$!
 # Supply chain (cargo deny, offline against ../shared/supply-chain) and the fuzz targets' build,
 # beside the checks below too: both mostly wait on compiling.
 deny_log=$(mktemp)
-nice -n 10 bash scripts/deny.sh >"$deny_log" 2>&1 &
+(nice -n 10 bash scripts/deny.sh && step "deny ready") >"$deny_log" 2>&1 &
 deny_pid=$!
+step fmt
 cargo fmt --all --check
 # terraform/ parses and its references resolve (no terraform binary is installable here).
 python3 terraform/check.py
+step clippy
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The cross-process tests in tests/ run the real binaries. Built in one go with the tests: with
 # the tests' features unified, every dependency compiles once, not once for each.
+step build
 cargo build --workspace --bins --tests --locked
 # The systemd units verify against those binaries and stay at exposure <= 2.0.
+step systemd, packages, container
 bash systemd/check.sh target/debug
 # The Debian packages install, upgrade, remove and purge on this (throw-away) machine.
 bash packaging/deb/test.sh target/debug
@@ -33,7 +42,9 @@ bash packaging/deb/test.sh target/debug
 bash packaging/container/check.sh target/debug
 # Every fuzz target still compiles against the decoders it feeds (stable, no sanitizers; the
 # fuzzing runs themselves are recorded in docs/FUZZING.md).
+step fuzz check
 CARGO_TARGET_DIR=target/fuzz cargo check --locked --manifest-path fuzz/Cargo.toml --bins
+step waiting on deny, Garage, MLflow
 if ! wait "$deny_pid"; then
   cat "$deny_log"
   echo "cargo deny check failed (scripts/deny.sh, deny.toml)" >&2
@@ -45,18 +56,24 @@ if ! wait "$garage_pid"; then
   echo "building Garage failed (scripts/garage.sh)" >&2
   exit 1
 fi
+tail -n 1 "$garage_log"
 if ! wait "$mlflow_pid"; then
   cat "$mlflow_log"
   echo "installing MLflow failed (scripts/mlflow.sh)" >&2
   exit 1
 fi
+tail -n 1 "$mlflow_log"
 # Every test binary, three at a time (they mostly wait on the processes they start; see the
 # script): the same tests as `cargo test --workspace`, in about half the time.
+step tests
 python3 scripts/run-tests.py
 # The committed models are exactly what models/build.py produces.
+step models check
 python3 models/build.py --check
 # The device's tract-only build (no ONNX Runtime loader) is a real build: lints and the agent's own
 # tests. Last, because it rebuilds target/debug/edge-agent without ONNX Runtime, which the
 # cross-process tests above must not run.
+step tract-only agent
 cargo clippy -p edge-agent --no-default-features --all-targets --locked -- -D warnings
 cargo test -p edge-agent --no-default-features --locked
+step done
