@@ -6,7 +6,8 @@
 #   bash cross/build.sh aarch64-unknown-linux-gnu --agent-only  # edge-agent alone (CI)
 #   bash cross/build.sh aarch64-unknown-linux-gnu --toolchain-only  # install the toolchain, build nothing
 #
-# Built with the device profile (Cargo.toml: small code, tract's kernels at full speed, fat LTO).
+# Built with the device profile (Cargo.toml: small code, tract's kernels at full speed, fat LTO),
+# or the profile EDGEFLEET_DEVICE_PROFILE names (CI: device-ci, the same without LTO).
 #
 # Users with a Docker or Podman engine use cross-rs instead (cross/README.md, Cross.toml).
 set -euo pipefail
@@ -76,7 +77,8 @@ export "AR_${target_lower}=$gnu-ar"
 export RUSTC=/usr/bin/rustc
 export CARGO_TARGET_DIR=target/cross
 
-/usr/bin/cargo build --locked --profile device --target "$target" "${packages[@]}"
+profile="${EDGEFLEET_DEVICE_PROFILE:-device}"
+/usr/bin/cargo build --locked --profile "$profile" --target "$target" "${packages[@]}"
 for bin in "${bins[@]}"; do
-  ls -l "target/cross/$target/device/$bin"
+  ls -l "target/cross/$target/$profile/$bin"
 done

@@ -11,7 +11,7 @@ root=$(pwd)
 target="${1:-aarch64-unknown-linux-gnu}"
 qemu="qemu-${target%%-*}"
 case "$target" in armv7-*) qemu=qemu-arm ;; esac
-agent="$root/target/cross/$target/device/edge-agent"
+agent="$root/target/cross/$target/${EDGEFLEET_DEVICE_PROFILE:-device}/edge-agent"
 [ -x "$agent" ] || { echo "cross/test-qemu.sh: $agent missing: run bash cross/build.sh $target" >&2; exit 1; }
 command -v "$qemu" >/dev/null || { echo "cross/test-qemu.sh: $qemu missing: apt-get install qemu-user" >&2; exit 1; }
 # The same selection as scripts/test-all.sh builds: in CI this finds everything fresh, where

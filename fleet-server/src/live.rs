@@ -260,18 +260,22 @@ impl Hub {
             .rollout_summaries(false, ROLLOUTS_SHOWN)
             .await
             .unwrap_or_default();
-        let mut devices = Vec::new();
-        for id in self.followed_devices() {
-            let Ok(id) = DeviceId::new(id) else { continue };
-            match store.device(&id).await {
-                Ok(Some(device)) => devices.push(device),
-                Ok(None) => {}
+        let followed: Vec<DeviceId> = self
+            .followed_devices()
+            .into_iter()
+            .filter_map(|id| DeviceId::new(id).ok())
+            .collect();
+        let devices = if followed.is_empty() {
+            Vec::new()
+        } else {
+            match store.devices_named(&followed).await {
+                Ok(devices) => devices,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read devices for the live stream");
                     return;
                 }
             }
-        }
+        };
         let changes = picture.update(events, &rollouts, &devices, now);
         if !changes.is_empty() {
             // No receiver: nobody to tell.

@@ -23,6 +23,11 @@
 //! - messages lost: every message the devices had acknowledged, against what the server counts
 //!   stored once the simulators stopped.
 //!
+//! `EDGEFLEET_BENCH_LOAD_NICE=N` (default 0) runs the simulators and the bridging Mosquittos at
+//! nice N once connected: on a 2-core machine the load generator takes the core the server does
+//! not, and the asks' latency then measures the contention for the CPU as much as the server. At
+//! 19 the server (with its broker and database) comes first, as if the devices were elsewhere.
+//!
 //! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench fleet`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -119,6 +124,17 @@ fn raise_open_file_limit() -> u64 {
     nofile.maximum.unwrap_or(u64::MAX)
 }
 
+/// Every thread of `pid` at nice `nice` (Linux keeps a nice value per thread; threads the process
+/// starts later inherit their creator's).
+fn renice(pid: u32, nice: i32) {
+    use rustix::process::{Pid, setpriority_process};
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: i32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        // A thread may end between listing and renicing.
+        let _ = setpriority_process(Pid::from_raw(tid), nice);
+    }
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -133,6 +149,10 @@ fn main() {
     let database = env_choice("EDGEFLEET_BENCH_DATABASE", &["sqlite", "postgres"]);
     let mosquitto = broker == "mosquitto";
     let bridges = env_number("EDGEFLEET_BENCH_BRIDGES", 0);
+    let load_nice = i32::try_from(env_number("EDGEFLEET_BENCH_LOAD_NICE", 0))
+        .ok()
+        .filter(|n| *n <= 19)
+        .expect("EDGEFLEET_BENCH_LOAD_NICE is a nice value, 0 to 19");
     assert!(
         bridges == 0 || mosquitto,
         "EDGEFLEET_BENCH_BRIDGES needs EDGEFLEET_BENCH_BROKER=mosquitto"
@@ -256,6 +276,15 @@ install_delay_ms = 2000
         (vec![sim], None)
     };
     let enrolled_and_connected = started.elapsed();
+    if load_nice > 0 {
+        for pid in sims
+            .iter()
+            .map(SimProcess::pid)
+            .chain(bridging.iter().map(|b| b.child.id()))
+        {
+            renice(pid, load_nice);
+        }
+    }
     std::thread::sleep(Duration::from_secs(5));
     let rss_connected = rss_mib(server_pid);
     let broker_rss_connected = broker_pid.map(rss_mib);
@@ -352,7 +381,12 @@ install_delay_ms = 2000
     };
     println!(
         "devices: {devices} (one MQTT connection each, {broker_name}, {database_name}, \
-         {simulators} simulator process(es))"
+         {simulators} simulator process(es){})",
+        if load_nice > 0 {
+            format!(", simulators and bridges at nice {load_nice}")
+        } else {
+            String::new()
+        }
     );
     match bulk {
         Some((enrolled_in, told_in)) => println!(

@@ -16,6 +16,11 @@ pub struct SimProcess {
 }
 
 impl SimProcess {
+    /// The simulator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Writes `config` (the simulator's TOML) to `dir/sim.toml`, starts the simulator and waits
     /// until it says every device is connected.
     pub fn start_connected(dir: &Path, config: &str, within: Duration) -> Self {

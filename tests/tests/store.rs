@@ -366,6 +366,17 @@ async fn devices_groups_and_tokens(store: &dyn Store) {
         tag: None,
     };
     assert!(store.devices(&g2).await.unwrap().is_empty());
+    let named = store
+        .devices_named(&[dev("d2"), dev("ghost"), dev("d1"), dev("d2")])
+        .await
+        .unwrap();
+    assert_eq!(
+        named.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d1", "d2"],
+        "the existing ones, once each, in id order"
+    );
+    assert_eq!(named[1], store.device(&dev("d2")).await.unwrap().unwrap());
+    assert!(store.devices_named(&[]).await.unwrap().is_empty());
     store.set_desired(&desired("d2", 1, &["x"])).await.unwrap();
     store.remove_device(&dev("d2")).await.unwrap();
     assert!(store.device(&dev("d2")).await.unwrap().is_none());
@@ -628,11 +639,11 @@ async fn releases_and_rollouts(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .rollouts(false)
+            .rollout_summaries(false, 10)
             .await
             .unwrap()
             .iter()
-            .map(|r| r.id.as_str())
+            .map(|r| r.view.id.as_str())
             .collect::<Vec<_>>(),
         vec!["r2", "r1"],
         "newest first"
@@ -654,7 +665,7 @@ async fn releases_and_rollouts(store: &dyn Store) {
         elsewhere.revision, 1,
         "a refused save leaves the copy as it was"
     );
-    let active = store.rollouts(true).await.unwrap();
+    let active = store.active_rollouts().await.unwrap();
     assert_eq!(
         active.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         vec!["r1"]
@@ -1391,7 +1402,7 @@ async fn rollout_devices_saved_by_one_server_are_read_by_another(a: &dyn Store, 
     a.save_rollout(&mut on_a).await.unwrap();
     assert_eq!(b.rollout("r1").await.unwrap().unwrap(), on_a);
     let stale = on_b.clone();
-    on_b = b.rollouts(true).await.unwrap().remove(0);
+    on_b = b.active_rollouts().await.unwrap().remove(0);
     assert_eq!(on_b, on_a);
 
     on_b.devices[3].detail = Some("changed on b".into());
@@ -1465,7 +1476,7 @@ async fn rollout_devices_saved_by_one_server_are_read_by_another(a: &dyn Store, 
     assert_eq!(a.rollout("r1").await.unwrap().unwrap(), on_b);
     let mut old = stale;
     assert!(b.save_rollout(&mut old).await.is_err());
-    assert_eq!(b.rollouts(false).await.unwrap(), vec![on_b.clone()]);
+    assert_eq!(b.active_rollouts().await.unwrap(), vec![on_b.clone()]);
 
     // Finished, then read by both (neither keeps it in memory any more).
     on_b.command(fleet_server::rollout::Command::Abort, 300, "bob")
@@ -1473,7 +1484,7 @@ async fn rollout_devices_saved_by_one_server_are_read_by_another(a: &dyn Store, 
     b.save_rollout(&mut on_b).await.unwrap();
     assert_eq!(a.rollout("r1").await.unwrap().unwrap(), on_b);
     assert_eq!(b.rollout("r1").await.unwrap().unwrap(), on_b);
-    assert!(a.rollouts(true).await.unwrap().is_empty());
+    assert!(a.active_rollouts().await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -60,7 +60,7 @@ pub async fn create(
             enrolled: d.enrolled_at.is_some(),
         })
         .collect();
-    let active = state.store.rollouts(true).await?;
+    let active = state.store.active_rollouts().await?;
     let mut random = [0u8; 4];
     aws_lc_rs::rand::fill(&mut random)
         .map_err(|_| ApiError::internal("random generator failed"))?;

@@ -158,7 +158,7 @@ async fn open_request(
 
 /// Pauses every running rollout of `model` to `version`.
 async fn halt(store: &dyn Store, model: &str, version: &str, now: i64) -> Vec<String> {
-    let rollouts = match store.rollouts(true).await {
+    let rollouts = match store.active_rollouts().await {
         Ok(r) => r,
         Err(e) => return vec![format!("could not read the rollouts to halt them: {e}")],
     };

@@ -59,7 +59,7 @@ pub async fn run_pass(
     rules: &StageRules,
     now: i64,
 ) {
-    let rollouts = match store.rollouts(true).await {
+    let rollouts = match store.active_rollouts().await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot read rollouts");

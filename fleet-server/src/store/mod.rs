@@ -543,6 +543,9 @@ pub trait DeviceStore: Send + Sync {
         now: i64,
     ) -> Result<()>;
     async fn device(&self, id: &DeviceId) -> Result<Option<Device>>;
+    /// The devices of `ids` that exist, in id order: one read for many devices (the live
+    /// stream's followed ones), not one each.
+    async fn devices_named(&self, ids: &[DeviceId]) -> Result<Vec<Device>>;
     async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>>;
     /// Devices' reported states alone (what the rollout engine judges by, a fraction of a
     /// device's row), in id order: those stored at or after `since` (the `at` of
@@ -637,8 +640,9 @@ pub trait RolloutStore: Send + Sync {
     /// advances `rollout.revision`; `Conflict` if another server saved it in between (reload).
     async fn save_rollout(&self, rollout: &mut crate::rollout::Rollout) -> Result<()>;
     async fn rollout(&self, id: &str) -> Result<Option<crate::rollout::Rollout>>;
-    /// Newest first, whole; `active_only` skips completed and aborted ones.
-    async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>>;
+    /// The rollouts still running (neither completed nor aborted), newest first, whole: what
+    /// the engine steps. Lists read [`RolloutStore::rollout_summaries`] instead.
+    async fn active_rollouts(&self) -> Result<Vec<crate::rollout::Rollout>>;
     /// One rollout as the status view shows it: its state and counts, and the page of its
     /// devices `page` asks for, read without its other devices.
     async fn rollout_page(

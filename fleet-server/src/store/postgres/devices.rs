@@ -122,6 +122,21 @@ impl DeviceStore for PostgresStore {
             .transpose()
     }
 
+    async fn devices_named(&self, ids: &[DeviceId]) -> Result<Vec<Device>> {
+        let ids: Vec<&str> = ids.iter().map(DeviceId::as_str).collect();
+        self.client()
+            .await?
+            .query(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ANY($1) ORDER BY id"),
+                &[&ids],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(device_row)
+            .collect()
+    }
+
     async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>> {
         let rows = self
             .client()

@@ -121,14 +121,13 @@ impl RolloutStore for PostgresStore {
         self.whole_rollout(&tx, &body).await.map(Some)
     }
 
-    async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>> {
+    async fn active_rollouts(&self) -> Result<Vec<crate::rollout::Rollout>> {
         let mut client = self.client().await?;
         let tx = snapshot(&mut client).await?;
         let rows = tx
             .query(
-                "SELECT body FROM rollouts WHERE (NOT $1::boolean OR active = 1)
-                 ORDER BY created_at DESC, id DESC",
-                &[&active_only],
+                "SELECT body FROM rollouts WHERE active = 1 ORDER BY created_at DESC, id DESC",
+                &[],
             )
             .await
             .map_err(pg)?;

@@ -116,6 +116,32 @@ impl DeviceStore for SqliteStore {
         .await
     }
 
+    async fn devices_named(&self, ids: &[DeviceId]) -> Result<Vec<Device>> {
+        let ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+        self.read(move |c| {
+            // One statement, one lookup by primary key per id, in the one read.
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"
+                ))
+                .map_err(backend)?;
+            let mut devices = Vec::new();
+            for id in &ids {
+                if let Some(device) = stmt
+                    .query_row(params![id], device_row)
+                    .optional()
+                    .map_err(backend)?
+                {
+                    devices.push(device);
+                }
+            }
+            devices.sort_by(|a, b| a.id.cmp(&b.id));
+            devices.dedup_by(|a, b| a.id == b.id);
+            Ok(devices)
+        })
+        .await
+    }
+
     async fn devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>> {
         let filter = filter.clone();
         self.read(move |c| {

@@ -77,18 +77,18 @@ impl RolloutStore for SqliteStore {
         .await
     }
 
-    async fn rollouts(&self, active_only: bool) -> Result<Vec<crate::rollout::Rollout>> {
+    async fn active_rollouts(&self) -> Result<Vec<crate::rollout::Rollout>> {
         let rows = self.rollout_rows.clone();
         self.read(move |c| {
             let c = c.unchecked_transaction().map_err(backend)?;
             let mut stmt = c
                 .prepare(
-                    "SELECT body FROM rollouts WHERE (?1 = 0 OR active = 1)
+                    "SELECT body FROM rollouts WHERE active = 1
                      ORDER BY created_at DESC, id DESC",
                 )
                 .map_err(backend)?;
             let bodies = stmt
-                .query_map(params![i64::from(active_only)], |r| r.get::<_, String>(0))
+                .query_map([], |r| r.get::<_, String>(0))
                 .map_err(backend)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(backend)?;
