@@ -230,6 +230,31 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Kills a child and every process it started when dropped: it runs in a process group of its
+/// own, and the group goes. For servers that start workers of their own (MLflow's uvicorn, job
+/// runner and huey consumers outlived a test that killed the first process alone).
+#[derive(Debug)]
+pub struct KillGroupOnDrop(Child);
+
+impl KillGroupOnDrop {
+    pub fn spawn(command: &mut Command) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0).spawn().map(Self)
+    }
+
+    /// The process group the child leads.
+    pub fn group(&self) -> rustix::process::Pid {
+        rustix::process::Pid::from_raw(self.0.id() as i32).expect("a child's pid is positive")
+    }
+}
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process_group(self.group(), rustix::process::Signal::KILL);
+        let _ = self.0.wait();
+    }
+}
+
 /// A request with an optional bearer token and JSON body; returns (status, JSON body or Null).
 pub fn call(url: &str, method: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
     let request = ureq::http::Request::builder().method(method).uri(url);

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::demo::{self, DemoOptions};
-use edgefleet_e2e::fleet::KillOnDrop;
+use edgefleet_e2e::fleet::KillGroupOnDrop;
 use edgefleet_e2e::{
     free_port, models_dir, one_fleet_at_a_time, onnxruntime_library, post_json, run_ok,
 };
@@ -24,20 +24,21 @@ fn mlflow_venv() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-fn start_mlflow(venv: &Path, dir: &Path) -> (KillOnDrop, String) {
+fn start_mlflow(venv: &Path, dir: &Path) -> (KillGroupOnDrop, String) {
     let port = free_port();
     let log = std::fs::File::create(dir.join("mlflow.log")).unwrap();
-    let child = Command::new(venv.join("bin/mlflow"))
-        .current_dir(dir)
-        .args(["server", "--host", "127.0.0.1", "--workers", "1"])
-        .args(["--port", &port.to_string()])
-        .args(["--backend-store-uri", "sqlite:///mlflow.db"])
-        .args(["--artifacts-destination", "./artifacts"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let guard = KillOnDrop(child);
+    // The whole group goes with the guard: MLflow starts a job runner and huey consumers.
+    let guard = KillGroupOnDrop::spawn(
+        Command::new(venv.join("bin/mlflow"))
+            .current_dir(dir)
+            .args(["server", "--host", "127.0.0.1", "--workers", "1"])
+            .args(["--port", &port.to_string()])
+            .args(["--backend-store-uri", "sqlite:///mlflow.db"])
+            .args(["--artifacts-destination", "./artifacts"])
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
+    .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(120);
     while edgefleet_e2e::http()
@@ -80,7 +81,7 @@ fn an_mlflow_model_version_is_imported_pushed_rolled_out_and_served_with_its_lin
     let _serial = one_fleet_at_a_time();
     let venv = mlflow_venv();
     let tmp = tempfile::tempdir().unwrap();
-    let (_mlflow, url) = start_mlflow(&venv, tmp.path());
+    let (mlflow, url) = start_mlflow(&venv, tmp.path());
     let logged = run_ok(
         Command::new(venv.join("bin/python"))
             .current_dir(tmp.path())
@@ -164,6 +165,18 @@ fn an_mlflow_model_version_is_imported_pushed_rolled_out_and_served_with_its_lin
             shown.contains(lineage),
             "{lineage:?} missing from:\n{shown}"
         );
+    }
+
+    // MLflow's workers go with it (they used to outlive the test, polling for jobs).
+    let group = mlflow.group();
+    drop(mlflow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rustix::process::test_kill_process_group(group).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "processes of MLflow's group {group:?} still run 10 s after the server was stopped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
