@@ -1141,10 +1141,13 @@ fn on_the_embedded_broker_retained_junk_is_cleared_and_the_brokers_memory_stays_
     assert!(cleared >= 606, "{cleared} topics cleared");
     // What the broker holds is bounded (a ring of traffic), not growing with the junk.
     eprintln!("server RSS {rss:.1?} MiB: before, after 200, 400 and 600 MB of retained junk");
-    // Runs measured 24 -> 258 -> 262 -> 273 and 24 -> 225 -> 208 -> 270 MiB (allocator arenas
-    // keep what they freed, so it wobbles); holding the junk grew it +300 MB per 200 MB.
+    // Runs measured 24 -> 258 -> 262 -> 273, 24 -> 225 -> 208 -> 270 and, beside CI's device
+    // build, 33 -> 216 -> 197 -> 381 MiB (allocator arenas keep what they freed, and how much
+    // is in flight at once depends on the machine's load, so it wobbles). Holding the junk grew
+    // it +300 MB per 200 MB: +600 MB between the first round and the last, which these bounds
+    // still catch twice over.
     assert!(
-        rss[3] - rss[0] < 400.0 && rss[3] - rss[1] < 150.0,
+        rss[3] - rss[0] < 500.0 && rss[3] - rss[1] < 300.0,
         "server RSS {rss:.0?} MiB: before, after 200, 400 and 600 MB of junk"
     );
     still_stores_and_never_lost_the_broker(&server, &op, &d2);
