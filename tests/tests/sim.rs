@@ -75,10 +75,20 @@ fn every_acknowledged_message_stored_once(fleet: &Demo, summary: &Value) {
     for channel in ["reported", "events", "metrics"] {
         let acked = summary["acked"][channel].as_f64().unwrap();
         assert!(acked > 0.0, "{channel}: {summary:#}");
-        eventually(
-            &format!("every {channel} message stored"),
-            Duration::from_secs(60),
-            || (stored(fleet, channel) == acked).then_some(()),
+        let mut last = f64::NAN;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually(
+                &format!("every {channel} message stored"),
+                Duration::from_secs(60),
+                || {
+                    last = stored(fleet, channel);
+                    (last == acked).then_some(())
+                },
+            )
+        }));
+        assert!(
+            outcome.is_ok(),
+            "{channel}: {last} stored of {acked} acknowledged to the devices, 60 s after they stopped"
         );
     }
 }
