@@ -1,10 +1,12 @@
 //! Device messages from the broker into the store, acknowledged only once stored.
 
+use super::device_order::DeviceOrder;
 use super::*;
 
 /// Stores device messages concurrently (up to [`INGEST_WINDOW`] at a time, over the store's
 /// pool) and acknowledges them strictly in arrival order, as MQTT requires. One at a time, a
-/// server on PostgreSQL spent its time waiting on round trips (docs/BENCHMARKS.md).
+/// server on PostgreSQL spent its time waiting on round trips (docs/BENCHMARKS.md). One
+/// device's messages are still stored in the order it sent them ([`DeviceOrder`]).
 ///
 /// On the embedded broker (`clear_refused`), a refused message's topic is cleared of any
 /// retained message (an empty retained publish): whatever a device left on a device channel,
@@ -24,6 +26,7 @@ pub(super) async fn ingester(
         shutdown,
     } = parts;
     let mut in_flight: FuturesOrdered<IngestFuture> = FuturesOrdered::new();
+    let mut order = DeviceOrder::default();
     // Acknowledgements the client's request queue had no room for yet, oldest first.
     let mut unsent_acks = VecDeque::new();
     let mut retry = tokio::time::interval(Duration::from_millis(20));
@@ -37,6 +40,9 @@ pub(super) async fn ingester(
         }
         tokio::select! {
             Some((publish, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Ok(topic) = Topic::parse(&publish.topic) {
+                    order.finished(&topic.device);
+                }
                 if clear_refused && matches!(outcome, Ingested::Refused(_)) {
                     clear_retained(&handle.client, &metrics, &publish.topic);
                 }
@@ -49,10 +55,18 @@ pub(super) async fn ingester(
                     let keys = keys.clone();
                     // Stamped here, in arrival order, though stored concurrently.
                     let received_us = clock.unix_us();
+                    // A topic naming no device is refused without touching the store.
+                    let mut turn = Topic::parse(&publish.topic)
+                        .ok()
+                        .map(|topic| order.take_turn(&topic.device));
                     in_flight.push_back(Box::pin(async move {
+                        if let Some(turn) = &mut turn {
+                            turn.wait().await;
+                        }
                         let outcome =
                             ingest(&*store, &metrics, &keys, &publish.topic, &publish.payload, received_us)
                                 .await;
+                        drop(turn);
                         (publish, outcome)
                     }) as IngestFuture);
                 }

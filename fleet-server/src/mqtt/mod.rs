@@ -8,6 +8,7 @@
 //! re-publishes every device's desired state, so a broker restart (the embedded one keeps nothing
 //! on disk) loses nothing. Device messages are acknowledged only after they are stored.
 
+mod device_order;
 mod embedded;
 mod ingester;
 mod upkeep;
