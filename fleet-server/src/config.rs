@@ -263,6 +263,12 @@ pub struct MqttConfig {
     /// those it refuses. Catches junk a device retained faster than the watcher read it live.
     /// Default 300.
     pub retained_sweep_seconds: u64,
+    /// A device of a running rollout that has not answered this many seconds after it was told
+    /// has its retained reported state read from the broker again, then every this many
+    /// seconds until it answers: a broker whose queue for the server is full drops device
+    /// messages it already acknowledged (Mosquitto's `max_queued_bytes`), and the device never
+    /// sends them again. Default 60.
+    pub reread_reported_seconds: u64,
 }
 
 impl MqttConfig {
@@ -303,6 +309,7 @@ impl Default for MqttConfig {
             client_id: None,
             replicas: 4,
             retained_sweep_seconds: 300,
+            reread_reported_seconds: 60,
         }
     }
 }
@@ -463,6 +470,11 @@ impl Config {
         if self.mqtt.retained_sweep_seconds == 0 {
             problems.push(
                 "mqtt.retained_sweep_seconds must be at least 1 (300 is the default)".to_owned(),
+            );
+        }
+        if self.mqtt.reread_reported_seconds == 0 {
+            problems.push(
+                "mqtt.reread_reported_seconds must be at least 1 (60 is the default)".to_owned(),
             );
         }
         if self.mqtt.replicas == 0 || self.mqtt.replicas > 1000 {
@@ -705,6 +717,12 @@ mod tests {
         assert_eq!(c.public_url(), "http://127.0.0.1:8800");
         assert_eq!(c.mqtt.embedded_listen.to_string(), "127.0.0.1:1883");
         assert!(c.mqtt.url.is_none());
+        assert_eq!(c.mqtt.reread_reported_seconds, 60);
+        let refused = load("[mqtt]\nreread_reported_seconds = 0", &[]).unwrap_err();
+        assert!(
+            refused.to_string().contains("mqtt.reread_reported_seconds"),
+            "{refused}"
+        );
         assert_eq!(
             c.online_keys_dir(),
             Path::new("/var/lib/edgefleet-server/keys")

@@ -22,6 +22,9 @@ use crate::telemetry::evidence::EvidenceCache;
 pub struct PassMemory {
     pub evidence: EvidenceCache,
     pub fleet: FleetView,
+    /// When the devices that have not answered a rollout are next asked of the broker again
+    /// (Unix seconds; `crate::engine`).
+    pub next_reread: i64,
 }
 
 /// Seconds a read reaches back before the previous one (the stamps are whole seconds, and a

@@ -93,6 +93,11 @@ pub struct Metrics {
     pub mqtt_connections: Counter,
     /// Topics the server cleared of a retained message it refused (embedded broker).
     pub mqtt_retained_cleared: Counter,
+    /// Devices whose retained reported state the server asked the broker for again (they had
+    /// not answered a rollout).
+    pub reported_reread: Counter,
+    /// Reported states stored from a retained copy: the live message never reached the server.
+    pub reported_recovered: Counter,
     /// Desired topics where a device's message was replaced by the genuine state (embedded broker).
     pub desired_restored: Counter,
     /// Times every device's desired state was signed and re-published wholesale.
@@ -151,6 +156,8 @@ impl Default for Metrics {
         let mqtt_connected = Gauge::default();
         let mqtt_connections = Counter::default();
         let mqtt_retained_cleared = Counter::default();
+        let reported_reread = Counter::default();
+        let reported_recovered = Counter::default();
         let desired_restored = Counter::default();
         let desired_republished = Counter::default();
         let devices = Gauge::default();
@@ -192,6 +199,16 @@ impl Default for Metrics {
             "mqtt_retained_cleared",
             "Topics cleared of what a device retained there and the server refused (embedded broker)",
             mqtt_retained_cleared.clone(),
+        );
+        registry.register(
+            "reported_reread",
+            "Devices of a running rollout that had not answered, whose retained reported state was asked of the broker again",
+            reported_reread.clone(),
+        );
+        registry.register(
+            "reported_recovered",
+            "Reported states stored from the broker's retained copy because the live message never reached the server (a broker queue that overflowed drops them)",
+            reported_recovered.clone(),
         );
         registry.register(
             "desired_restored",
@@ -364,6 +381,8 @@ impl Default for Metrics {
             mqtt_connected,
             mqtt_connections,
             mqtt_retained_cleared,
+            reported_reread,
+            reported_recovered,
             desired_restored,
             desired_republished,
             devices,

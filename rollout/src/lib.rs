@@ -680,6 +680,23 @@ impl Rollout {
         actions
     }
 
+    /// Devices told of the rollout at or before `notified_by` (Unix seconds) that have not
+    /// answered yet: still notified, downloading or installing. Their answer may be lost on the
+    /// way — a broker whose queue for the server is full drops messages it has already
+    /// acknowledged to the device — so the server asks the broker for their retained reported
+    /// state again.
+    pub fn unanswered(&self, notified_by: i64) -> impl Iterator<Item = &str> {
+        self.devices
+            .iter()
+            .filter(move |d| {
+                matches!(
+                    d.state,
+                    DeviceState::Notified | DeviceState::Downloading | DeviceState::Installing
+                ) && d.notified_at.is_some_and(|at| at <= notified_by)
+            })
+            .map(|d| d.id.as_str())
+    }
+
     /// Whether the engine should judge the model gates now: the rollout has them, is moving,
     /// and was not judged in the last `every` seconds.
     pub fn wants_model_check(&self, now: i64, every: i64) -> bool {

@@ -130,6 +130,30 @@ fn a_healthy_rollout_goes_wave_by_wave_to_completion() {
 }
 
 #[test]
+fn devices_notified_long_enough_ago_and_still_working_are_unanswered() {
+    let mut r = Rollout::new(
+        "r1".into(),
+        spec(vec![100.0], 0.5),
+        fleet(4),
+        "op".into(),
+        0,
+    )
+    .unwrap();
+    r.step(1, |_| None);
+    for d in ["d00", "d01", "d02"] {
+        r.notified(d, 1, 10);
+    }
+    r.notified("d03", 1, 70);
+    let mut seen = HashMap::new();
+    seen.insert("d01".to_string(), committed(1));
+    seen.insert("d02".to_string(), rejected(1));
+    r.step(71, reports(&seen));
+    assert_eq!(r.unanswered(9).count(), 0, "none notified that early");
+    assert_eq!(r.unanswered(69).collect::<Vec<_>>(), ["d00"]);
+    assert_eq!(r.unanswered(70).collect::<Vec<_>>(), ["d00", "d03"]);
+}
+
+#[test]
 fn a_failure_beyond_the_gate_halts_at_once_and_rolls_back_updated_devices() {
     let mut r = Rollout::new(
         "r1".into(),

@@ -45,7 +45,53 @@ pub async fn tick(state: &AppState) {
         state.clock.unix(),
     )
     .await;
+    reread_unanswered(state, &mut memory).await;
     guard_actions(state, &assigner).await;
+}
+
+/// Most devices asked of the broker again at once; the rest wait for the next round.
+const MAX_REREAD: usize = 5_000;
+
+/// Every `mqtt.reread_reported_seconds`, asks the broker again for the retained reported state
+/// of the devices that have not answered their rollout that long after being told
+/// ([`Rollout::unanswered`](crate::rollout::Rollout::unanswered)). A report the broker dropped
+/// after acknowledging it to the device is then still stored, and the rollout moves on instead
+/// of waiting for the device to time out (100,000 devices on PostgreSQL stalled that way,
+/// docs/BENCHMARKS.md).
+async fn reread_unanswered(state: &AppState, memory: &mut PassMemory) {
+    let now = state.clock.unix();
+    if now < memory.next_reread {
+        return;
+    }
+    let every = i64::try_from(state.config.mqtt.reread_reported_seconds).unwrap_or(i64::MAX);
+    memory.next_reread = now.saturating_add(every);
+    let rollouts = match state.store.active_rollouts().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the rollouts to find devices that have not answered");
+            return;
+        }
+    };
+    let notified_by = now.saturating_sub(every);
+    let mut unanswered: Vec<DeviceId> = rollouts
+        .iter()
+        .flat_map(|r| r.unanswered(notified_by))
+        .filter_map(|id| DeviceId::new(id).ok())
+        .collect();
+    unanswered.sort_unstable();
+    unanswered.dedup();
+    let waiting = unanswered.len();
+    unanswered.truncate(MAX_REREAD);
+    if unanswered.is_empty() {
+        return;
+    }
+    let asked = state.mqtt.reread_reported(&unanswered);
+    state.metrics.reported_reread.inc_by(asked as u64);
+    tracing::info!(
+        asked,
+        waiting,
+        "asked the broker again for the reported state of devices that have not answered their rollout"
+    );
 }
 
 /// The registry's signed baselines, read when a gate needs them.

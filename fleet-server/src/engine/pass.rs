@@ -66,7 +66,9 @@ pub async fn run_pass(
             return;
         }
     };
-    let PassMemory { evidence, fleet } = memory;
+    let PassMemory {
+        evidence, fleet, ..
+    } = memory;
     evidence.keep_only(rollouts.iter().map(|r| r.id.as_str()));
     if rollouts.is_empty() {
         return;

@@ -127,6 +127,12 @@ pub(super) fn finish(
         Ingested::Refused(reason) => {
             tracing::warn!(topic = %publish.topic, reason, "refused a device message");
         }
+        // Brokers forward a live message without its retain flag and set it on the retained
+        // copy a new subscription is handed: this report had been lost on the way.
+        Ingested::Stored if publish.retain && channel_is(&publish.topic, Channel::Reported) => {
+            metrics.reported_recovered.inc();
+            tracing::info!(topic = %publish.topic, "stored a reported state from the broker's retained copy");
+        }
         Ingested::Stored | Ingested::Duplicate | Ingested::Ignored => {}
     }
     acks.push_back(publish);
@@ -153,6 +159,10 @@ pub(super) fn flush_acks(handle: &MqttHandle, acks: &mut VecDeque<rumqttc::Publi
         }
         acks.pop_front();
     }
+}
+
+fn channel_is(topic: &str, channel: Channel) -> bool {
+    Topic::parse(topic).is_ok_and(|t| t.channel == channel)
 }
 
 pub(super) fn channel_label(topic: &str) -> String {

@@ -75,6 +75,40 @@ impl MqttHandle {
         self.republish.notify_one();
     }
 
+    /// Asks the broker for the retained reported state of each of `devices` again, through
+    /// the ingesting connection: a subscription to each device's topic, which has the broker
+    /// hand over what it retains there, taken back at once. What arrives is stored like any
+    /// report (a state already stored is a duplicate). Devices publish their reported state
+    /// retained, so a report the broker dropped on its way to the server (its queue for the
+    /// server full) is still there. Returns how many devices were asked for; the rest wait for
+    /// the next call when the client's request queue is full.
+    pub fn reread_reported(&self, devices: &[DeviceId]) -> usize {
+        let mut asked = 0;
+        for chunk in devices.chunks(REREAD_PER_SUBSCRIBE) {
+            let topics: Vec<String> = chunk
+                .iter()
+                .map(|d| Topic::new(d.clone(), Channel::Reported).to_string())
+                .collect();
+            let filters = topics
+                .iter()
+                .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+            if let Err(e) = self.client.try_subscribe_many(filters) {
+                tracing::warn!(error = %e, "cannot ask the broker for reported states again");
+                break;
+            }
+            // Queued behind the subscription, so the broker hands over the retained messages
+            // first. A subscription left behind (the server stopped in between) only delivers
+            // that device's reports twice; the second is a duplicate.
+            for topic in topics {
+                if let Err(e) = self.client.try_unsubscribe(topic) {
+                    tracing::warn!(error = %e, "cannot take back a reported-state subscription");
+                }
+            }
+            asked += chunk.len();
+        }
+        asked
+    }
+
     /// Publishes a desired state, signed ([`crate::tufhost::TufHost::sign_desired`]), retained
     /// at QoS 1 on the device's desired topic.
     pub async fn publish_desired(
@@ -101,6 +135,10 @@ impl MqttHandle {
             .map_err(|e| MqttError::Publish(e.to_string()))
     }
 }
+
+/// Topics per subscription when reported states are read again: each subscription is handed
+/// at most its retained messages, and rumqttd hands over no more than its in-flight limit (500).
+const REREAD_PER_SUBSCRIBE: usize = 100;
 
 /// The broker connections' event loops, each driven by [`run`].
 pub struct EventLoops {
