@@ -263,11 +263,11 @@ pub struct MqttConfig {
     /// those it refuses. Catches junk a device retained faster than the watcher read it live.
     /// Default 300.
     pub retained_sweep_seconds: u64,
-    /// A device of a running rollout that has not answered this many seconds after it was told
-    /// has its retained reported state read from the broker again, then every this many
-    /// seconds until it answers: a broker whose queue for the server is full drops device
-    /// messages it already acknowledged (Mosquitto's `max_queued_bytes`), and the device never
-    /// sends them again. Default 60.
+    /// External broker only: a device of a running rollout that has not answered this many
+    /// seconds after it was told has its retained reported state read from the broker again,
+    /// then every this many seconds until it answers: a broker whose queue for the server is
+    /// full drops device messages it already acknowledged (Mosquitto's `max_queued_bytes`), and
+    /// the device never sends them again. Default 60.
     pub reread_reported_seconds: u64,
 }
 

@@ -52,7 +52,7 @@ pub async fn tick(state: &AppState) {
 /// Most devices asked of the broker again at once; the rest wait for the next round.
 const MAX_REREAD: usize = 5_000;
 
-/// Every `mqtt.reread_reported_seconds`, asks the broker again for the retained reported state
+/// On an external broker, every `mqtt.reread_reported_seconds`, asks the broker again for the retained reported state
 /// of the devices that have not answered their rollout that long after being told
 /// ([`Rollout::unanswered`](crate::rollout::Rollout::unanswered)). A report the broker dropped
 /// after acknowledging it to the device is then still stored, and the rollout moves on instead
@@ -60,7 +60,7 @@ const MAX_REREAD: usize = 5_000;
 /// docs/BENCHMARKS.md).
 async fn reread_unanswered(state: &AppState, memory: &mut PassMemory) {
     let now = state.clock.unix();
-    if now < memory.next_reread {
+    if now < memory.next_reread || !state.mqtt.rereads_reported() {
         return;
     }
     let every = i64::try_from(state.config.mqtt.reread_reported_seconds).unwrap_or(i64::MAX);

@@ -75,6 +75,15 @@ impl MqttHandle {
         self.republish.notify_one();
     }
 
+    /// Whether [`MqttHandle::reread_reported`] may be used: on an external broker only. rumqttd
+    /// gives every new filter a log of its own that it never frees (a kilo-entry buffer each)
+    /// and matches it against every topic it knows, so per-device filters would cost the
+    /// embedded broker memory and time that grow with every round; its losses are the ring
+    /// skips SERVER.md bounds by fleet size instead.
+    pub fn rereads_reported(&self) -> bool {
+        self.guard.is_none()
+    }
+
     /// Asks the broker for the retained reported state of each of `devices` again, through
     /// the ingesting connection: a subscription to each device's topic, which has the broker
     /// hand over what it retains there, taken back at once. What arrives is stored like any
