@@ -761,13 +761,21 @@ impl MqttDevice {
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `within`.
-pub fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll_for(within, f).unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `f` every 100 ms until it returns `Some`; `None` after `within` (for a caller that
+/// says more than "timed out" when it gives up).
+pub fn poll_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }

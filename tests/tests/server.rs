@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use edgefleet_e2e::fleet::{
-    Broker, FleetOperator, Mosquitto, MqttDevice, ServerProcess, call, eventually,
+    Broker, FleetOperator, Mosquitto, MqttDevice, ServerProcess, call, eventually, poll_for,
 };
 use edgefleet_e2e::{http, run_ok};
 use edgefleet_protocol::message::{self, Event, EventKind, Reported};
@@ -1119,18 +1119,16 @@ fn on_the_embedded_broker_retained_junk_is_cleared_and_the_brokers_memory_stays_
         // Soon a device subscribing to everything finds only what is genuinely retained: d2's
         // signed desired state and its report.
         let mut retained = Vec::new();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            eventually("every junk topic cleared", Duration::from_secs(60), || {
-                let d3 = MqttDevice::connect(server.mqtt_port, "d3", "d3", &c3).unwrap();
-                d3.subscribe("#");
-                retained = d3.topics_within(Duration::from_secs(2));
-                retained.sort();
-                retained.dedup();
-                (retained == genuine).then_some(())
-            })
-        }));
+        let cleared = poll_for(Duration::from_secs(60), || {
+            let d3 = MqttDevice::connect(server.mqtt_port, "d3", "d3", &c3).unwrap();
+            d3.subscribe("#");
+            retained = d3.topics_within(Duration::from_secs(2));
+            retained.sort();
+            retained.dedup();
+            (retained == genuine).then_some(())
+        });
         assert!(
-            outcome.is_ok(),
+            cleared.is_some(),
             "round {round}: still retained: {} topics, e.g. {:?}",
             retained.len(),
             &retained[..retained.len().min(5)]
@@ -1185,13 +1183,11 @@ fn on_mosquitto_no_event_is_lost_to_a_burst_or_a_server_restart() {
             .unwrap_or(0)
     };
     let mut last = 0;
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        eventually("4,000 events stored", Duration::from_secs(60), || {
-            last = stored(&String::from_utf8(get(&server, "/metrics", None, &[]).2).unwrap());
-            (last == 4000).then_some(())
-        })
-    }));
-    assert!(outcome.is_ok(), "{last} of 4,000 events stored");
+    let all_stored = poll_for(Duration::from_secs(60), || {
+        last = stored(&String::from_utf8(get(&server, "/metrics", None, &[]).2).unwrap());
+        (last == 4000).then_some(())
+    });
+    assert!(all_stored.is_some(), "{last} of 4,000 events stored");
 }
 
 /// Mosquitto without `use_username_as_clientid` let a device connect under another client's id

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use edgefleet_e2e::bridge;
 use edgefleet_e2e::demo::{self, Demo, DemoOptions};
-use edgefleet_e2e::fleet::eventually;
+use edgefleet_e2e::fleet::poll_for;
 use edgefleet_e2e::one_fleet_at_a_time;
 use edgefleet_e2e::sim::{SimProcess, combined_summary};
 use serde_json::{Value, json};
@@ -76,18 +76,12 @@ fn every_acknowledged_message_stored_once(fleet: &Demo, summary: &Value) {
         let acked = summary["acked"][channel].as_f64().unwrap();
         assert!(acked > 0.0, "{channel}: {summary:#}");
         let mut last = f64::NAN;
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            eventually(
-                &format!("every {channel} message stored"),
-                Duration::from_secs(60),
-                || {
-                    last = stored(fleet, channel);
-                    (last == acked).then_some(())
-                },
-            )
-        }));
+        let all_stored = poll_for(Duration::from_secs(60), || {
+            last = stored(fleet, channel);
+            (last == acked).then_some(())
+        });
         assert!(
-            outcome.is_ok(),
+            all_stored.is_some(),
             "{channel}: {last} stored of {acked} acknowledged to the devices, 60 s after they stopped"
         );
     }
