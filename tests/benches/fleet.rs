@@ -427,6 +427,16 @@ install_delay_ms = 2000
     }
     println!("rollout create -> completed (one wave, no bake): {rollout_seconds:.1} s");
     println!(
+        "reports the broker had dropped, stored from its retained copies: {} (devices asked \
+         for again: {})",
+        fleet
+            .server
+            .metric_sum("edgefleet_server_reported_recovered_total"),
+        fleet
+            .server
+            .metric_sum("edgefleet_server_reported_reread_total")
+    );
+    println!(
         "server memory high-water mark (VmHWM) at the rollout's end: {peak_after_rollout:.1} MiB"
     );
     println!(
