@@ -60,7 +60,8 @@ const MAX_REREAD: usize = 5_000;
 /// docs/BENCHMARKS.md).
 async fn reread_unanswered(state: &AppState, memory: &mut PassMemory) {
     let now = state.clock.unix();
-    if now < memory.next_reread || !state.mqtt.rereads_reported() {
+    // Disconnected, the requests would only pile up in the client's queue.
+    if now < memory.next_reread || !state.mqtt.rereads_reported() || !state.mqtt.is_connected() {
         return;
     }
     let every = i64::try_from(state.config.mqtt.reread_reported_seconds).unwrap_or(i64::MAX);
