@@ -6,7 +6,7 @@ use super::*;
 /// Stores device messages concurrently (up to [`INGEST_WINDOW`] at a time, over the store's
 /// pool) and acknowledges them strictly in arrival order, as MQTT requires. One at a time, a
 /// server on PostgreSQL spent its time waiting on round trips (docs/BENCHMARKS.md). One
-/// device's messages are still stored in the order it sent them ([`DeviceOrder`]).
+/// device's reported states are still stored in the order it sent them ([`DeviceOrder`]).
 ///
 /// On the embedded broker (`clear_refused`), a refused message's topic is cleared of any
 /// retained message (an empty retained publish): whatever a device left on a device channel,
@@ -40,7 +40,9 @@ pub(super) async fn ingester(
         }
         tokio::select! {
             Some((publish, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Ok(topic) = Topic::parse(&publish.topic) {
+                if let Ok(topic) = Topic::parse(&publish.topic)
+                    && topic.channel == Channel::Reported
+                {
                     order.finished(&topic.device);
                 }
                 if clear_refused && matches!(outcome, Ingested::Refused(_)) {
@@ -55,9 +57,13 @@ pub(super) async fn ingester(
                     let keys = keys.clone();
                     // Stamped here, in arrival order, though stored concurrently.
                     let received_us = clock.unix_us();
-                    // A topic naming no device is refused without touching the store.
+                    // Only reported state is order-sensitive (a stale one is refused); events
+                    // and batches are stored once per id or seq in any order, and waiting for a
+                    // device's previous one would cut a chatty device (an outbox flushed after an
+                    // outage) to one store round trip at a time.
                     let mut turn = Topic::parse(&publish.topic)
                         .ok()
+                        .filter(|topic| topic.channel == Channel::Reported)
                         .map(|topic| order.take_turn(&topic.device));
                     in_flight.push_back(Box::pin(async move {
                         if let Some(turn) = &mut turn {
