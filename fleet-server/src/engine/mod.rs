@@ -52,9 +52,9 @@ pub async fn tick(state: &AppState) {
 /// Most devices asked of the broker again at once; the rest wait for the next round.
 const MAX_REREAD: usize = 5_000;
 
-/// On an external broker, every `mqtt.reread_reported_seconds`, asks the broker again for the retained reported state
-/// of the devices that have not answered their rollout that long after being told
-/// ([`Rollout::unanswered`](crate::rollout::Rollout::unanswered)). A report the broker dropped
+/// On an external broker, every `mqtt.reread_reported_seconds`, asks the broker again for the
+/// retained reported state of the devices that have not answered their rollout that long after
+/// being told ([`Rollout::unanswered`](crate::rollout::Rollout::unanswered)). A report the broker dropped
 /// after acknowledging it to the device is then still stored, and the rollout moves on instead
 /// of waiting for the device to time out (100,000 devices on PostgreSQL stalled that way,
 /// docs/BENCHMARKS.md).

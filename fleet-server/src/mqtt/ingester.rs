@@ -39,16 +39,14 @@ pub(super) async fn ingester(
             break;
         }
         tokio::select! {
-            Some((publish, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Ok(topic) = Topic::parse(&publish.topic)
-                    && topic.channel == Channel::Reported
-                {
-                    order.finished(&topic.device);
+            Some((publish, outcome, reporter)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(device) = &reporter {
+                    order.finished(device);
                 }
                 if clear_refused && matches!(outcome, Ingested::Refused(_)) {
                     clear_retained(&handle.client, &metrics, &publish.topic);
                 }
-                finish(&metrics, publish, outcome, &mut unsent_acks);
+                finish(&metrics, publish, outcome, reporter.is_some(), &mut unsent_acks);
             }
             received = from_loop.recv(), if open && in_flight.len() < INGEST_WINDOW => match received {
                 Some(publish) => {
@@ -61,10 +59,11 @@ pub(super) async fn ingester(
                     // and batches are stored once per id or seq in any order, and waiting for a
                     // device's previous one would cut a chatty device (an outbox flushed after an
                     // outage) to one store round trip at a time.
-                    let mut turn = Topic::parse(&publish.topic)
+                    let reporter = Topic::parse(&publish.topic)
                         .ok()
                         .filter(|topic| topic.channel == Channel::Reported)
-                        .map(|topic| order.take_turn(&topic.device));
+                        .map(|topic| topic.device);
+                    let mut turn = reporter.as_ref().map(|device| order.take_turn(device));
                     in_flight.push_back(Box::pin(async move {
                         if let Some(turn) = &mut turn {
                             turn.wait().await;
@@ -73,7 +72,7 @@ pub(super) async fn ingester(
                             ingest(&*store, &metrics, &keys, &publish.topic, &publish.payload, received_us)
                                 .await;
                         drop(turn);
-                        (publish, outcome)
+                        (publish, outcome, reporter)
                     }) as IngestFuture);
                 }
                 None => open = false,
@@ -107,15 +106,21 @@ pub(super) struct Ingester {
 pub(super) const INGEST_WINDOW: usize = 64;
 
 type IngestFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (rumqttc::Publish, Ingested)> + Send + 'static>,
+    Box<
+        dyn std::future::Future<Output = (rumqttc::Publish, Ingested, Option<DeviceId>)>
+            + Send
+            + 'static,
+    >,
 >;
 
 /// Counts a stored (or refused) message and queues its acknowledgement; a failed one stays
-/// unacknowledged so the broker delivers it again after a reconnect.
+/// unacknowledged so the broker delivers it again after a reconnect. `reported`: it was a
+/// device's reported state.
 pub(super) fn finish(
     metrics: &Metrics,
     publish: rumqttc::Publish,
     outcome: Ingested,
+    reported: bool,
     acks: &mut VecDeque<rumqttc::Publish>,
 ) {
     metrics
@@ -135,7 +140,7 @@ pub(super) fn finish(
         }
         // Brokers forward a live message without its retain flag and set it on the retained
         // copy a new subscription is handed: this report had been lost on the way.
-        Ingested::Stored if publish.retain && channel_is(&publish.topic, Channel::Reported) => {
+        Ingested::Stored if publish.retain && reported => {
             metrics.reported_recovered.inc();
             tracing::info!(topic = %publish.topic, "stored a reported state from the broker's retained copy");
         }
@@ -165,10 +170,6 @@ pub(super) fn flush_acks(handle: &MqttHandle, acks: &mut VecDeque<rumqttc::Publi
         }
         acks.pop_front();
     }
-}
-
-fn channel_is(topic: &str, channel: Channel) -> bool {
-    Topic::parse(topic).is_ok_and(|t| t.channel == channel)
 }
 
 pub(super) fn channel_label(topic: &str) -> String {
