@@ -98,6 +98,12 @@ pub struct Metrics {
     pub reported_reread: Counter,
     /// Reported states stored from a retained copy: the live message never reached the server.
     pub reported_recovered: Counter,
+    /// Time to store one device message, from the ingester taking it to its outcome.
+    pub ingest_seconds: Histogram,
+    /// Seconds the broker connection's reader waited for the ingester to take a message.
+    pub ingest_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Acknowledgements of stored messages waiting for room in the client's request queue.
+    pub mqtt_unsent_acks: Gauge,
     /// Desired topics where a device's message was replaced by the genuine state (embedded broker).
     pub desired_restored: Counter,
     /// Times every device's desired state was signed and re-published wholesale.
@@ -158,6 +164,11 @@ impl Default for Metrics {
         let mqtt_retained_cleared = Counter::default();
         let reported_reread = Counter::default();
         let reported_recovered = Counter::default();
+        let ingest_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 17),
+        );
+        let ingest_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        let mqtt_unsent_acks = Gauge::default();
         let desired_restored = Counter::default();
         let desired_republished = Counter::default();
         let devices = Gauge::default();
@@ -209,6 +220,21 @@ impl Default for Metrics {
             "reported_recovered",
             "Reported states stored from the broker's retained copy because the live message never reached the server (a broker queue that overflowed drops them)",
             reported_recovered.clone(),
+        );
+        registry.register(
+            "ingest_seconds",
+            "Time to store one device message, from the ingester taking it to its outcome",
+            ingest_seconds.clone(),
+        );
+        registry.register(
+            "ingest_wait_seconds",
+            "Seconds the server's broker connection waited for the store to take device messages: it reads no more from the broker meanwhile, the broker queues for it, and a wait longer than the keep-alive costs the connection",
+            ingest_wait_seconds.clone(),
+        );
+        registry.register(
+            "mqtt_unsent_acks",
+            "Acknowledgements of stored device messages waiting for room in the client's request queue (desired states being published fill it)",
+            mqtt_unsent_acks.clone(),
         );
         registry.register(
             "desired_restored",
@@ -383,6 +409,9 @@ impl Default for Metrics {
             mqtt_retained_cleared,
             reported_reread,
             reported_recovered,
+            ingest_seconds,
+            ingest_wait_seconds,
+            mqtt_unsent_acks,
             desired_restored,
             desired_republished,
             devices,

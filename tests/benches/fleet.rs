@@ -436,6 +436,28 @@ install_delay_ms = 2000
             .server
             .metric_sum("edgefleet_server_reported_reread_total")
     );
+    let server = &fleet.server;
+    let messages = |outcome: &str| -> f64 {
+        ["reported", "events", "metrics"]
+            .iter()
+            .map(|channel| {
+                server.metric_sum(&format!(
+                    "edgefleet_server_mqtt_messages_total{{channel=\"{channel}\",outcome=\"{outcome}\"}}"
+                ))
+            })
+            .sum()
+    };
+    println!(
+        "the server's broker connection: {} connection(s) (1: never lost); it waited {:.1} s in \
+         all for the store to take device messages; one message stored in {:.1} ms on average \
+         ({} stored, {} duplicates)",
+        server.metric_sum("edgefleet_server_mqtt_connections_total"),
+        server.metric_sum("edgefleet_server_ingest_wait_seconds_total"),
+        1e3 * server.metric_sum("edgefleet_server_ingest_seconds_sum")
+            / server.metric_sum("edgefleet_server_ingest_seconds_count"),
+        messages("stored"),
+        messages("duplicate"),
+    );
     println!(
         "server memory high-water mark (VmHWM) at the rollout's end: {peak_after_rollout:.1} MiB"
     );

@@ -1048,6 +1048,16 @@ fn still_stores_and_never_lost_the_broker(
         metrics.contains("edgefleet_server_mqtt_connections_total 1\n"),
         "the server lost (or was knocked off) its broker connection: {metrics}"
     );
+    let stores_timed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("edgefleet_server_ingest_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(stores_timed >= 1.0, "no store was timed: {metrics}");
+    assert!(
+        metrics.contains("edgefleet_server_mqtt_unsent_acks 0\n"),
+        "acknowledgements left unsent: {metrics}"
+    );
 }
 
 #[test]

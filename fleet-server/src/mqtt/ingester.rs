@@ -33,6 +33,7 @@ pub(super) async fn ingester(
     let mut open = true;
     loop {
         flush_acks(&handle, &mut unsent_acks);
+        metrics.mqtt_unsent_acks.set(unsent_acks.len() as i64);
         // Checked after the flush: with nothing left to take, store or acknowledge, every
         // branch below would be disabled.
         if !open && in_flight.is_empty() && unsent_acks.is_empty() {
@@ -68,10 +69,17 @@ pub(super) async fn ingester(
                         if let Some(turn) = &mut turn {
                             turn.wait().await;
                         }
+                        let started = std::time::Instant::now();
                         let outcome =
                             ingest(&*store, &metrics, &keys, &publish.topic, &publish.payload, received_us)
                                 .await;
                         drop(turn);
+                        let took = started.elapsed();
+                        metrics.ingest_seconds.observe(took.as_secs_f64());
+                        if took >= SLOW_STORE {
+                            tracing::warn!(topic = %publish.topic, seconds = took.as_secs_f64(),
+                                "storing one device message took this long; the store is too slow for the fleet");
+                        }
                         (publish, outcome, reporter)
                     }) as IngestFuture);
                 }
@@ -104,6 +112,10 @@ pub(super) struct Ingester {
 
 /// Device messages being stored at once by one server.
 pub(super) const INGEST_WINDOW: usize = 64;
+
+/// A store of one message this slow is logged: a handful of them in a row outlast the broker
+/// connection's keep-alive, since the connection reads nothing while the window is full.
+const SLOW_STORE: Duration = Duration::from_secs(5);
 
 type IngestFuture = std::pin::Pin<
     Box<

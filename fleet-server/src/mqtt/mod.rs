@@ -145,6 +145,10 @@ impl MqttHandle {
     }
 }
 
+/// A wait of the broker connection's reader this long for the ingester is logged: it reads
+/// nothing meanwhile, so a wait past the keep-alive (30 s) costs the connection.
+const LONG_INGEST_WAIT: Duration = Duration::from_secs(5);
+
 /// Topics per subscription when reported states are read again: each subscription is handed
 /// at most its retained messages, and rumqttd hands over no more than its in-flight limit (500).
 const REREAD_PER_SUBSCRIBE: usize = 100;
@@ -369,12 +373,38 @@ async fn poll_until_disconnected(
             Ok(rumqttc::Event::Incoming(Packet::Publish(publish))) => {
                 // At shutdown the ingester takes nothing more: the message stays unacknowledged
                 // and the broker delivers it again (to this server's session, or a drainer).
+                let publish = match to_ingest.try_send(publish) {
+                    Ok(()) => continue,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(publish)) => publish,
+                    // At shutdown the ingester may be gone while its acknowledgements and
+                    // the disconnect still wait in the request queue for this loop to send.
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_))
+                        if shutdown.is_cancelled() =>
+                    {
+                        continue;
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::error!(
+                            "the ingester stopped; device messages are no longer stored"
+                        );
+                        return;
+                    }
+                };
+                let waiting = std::time::Instant::now();
                 tokio::select! {
                     sent = to_ingest.send(publish) => if sent.is_err() && !shutdown.is_cancelled() {
                         tracing::error!("the ingester stopped; device messages are no longer stored");
                         return;
                     },
                     () = shutdown.cancelled() => {}
+                }
+                let waited = waiting.elapsed();
+                metrics.ingest_wait_seconds.inc_by(waited.as_secs_f64());
+                if waited >= LONG_INGEST_WAIT {
+                    tracing::warn!(
+                        seconds = waited.as_secs_f64(),
+                        "the broker connection waited this long for the store to take a device message"
+                    );
                 }
             }
             Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect))
