@@ -39,6 +39,10 @@ pub const MAX_PACKET_BYTES: usize = 512 * 1024;
 /// message stopped a whole Mosquitto fleet that way.)
 const SERVER_MAX_INCOMING_BYTES: usize = 2 * MAX_PACKET_BYTES;
 
+/// Desired states the server's connection to an external broker has sent and the broker not yet
+/// acknowledged, at most (see [`client_options`]).
+const SERVER_PUBLISH_INFLIGHT: u16 = 1_000;
+
 /// The server's connection options under `client_id`, acknowledging manually.
 pub(crate) fn client_options(
     config: &Config,
@@ -60,6 +64,12 @@ pub(crate) fn client_options(
         .set_clean_session(clean_session)
         .set_manual_acks(true)
         .set_max_packet_size(SERVER_MAX_INCOMING_BYTES, MAX_PACKET_BYTES);
+    if config.mqtt.url.is_some() {
+        // On an external broker this connection both publishes desired state and acknowledges
+        // device messages, and rumqttc sends no request at all — acknowledgements included —
+        // while this many of its publishes await the broker's PUBACK (default 100).
+        options.set_inflight(SERVER_PUBLISH_INFLIGHT);
+    }
     if address.tls {
         let ca = match &config.mqtt.ca_file {
             Some(path) => std::fs::read(path).map_err(|source| MqttError::CaFile {

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub ingest_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Acknowledgements of stored messages waiting for room in the client's request queue.
     pub mqtt_unsent_acks: Gauge,
+    /// Device messages read from the broker and waiting for the store.
+    pub ingest_queued: Gauge,
     /// Desired topics where a device's message was replaced by the genuine state (embedded broker).
     pub desired_restored: Counter,
     /// Times every device's desired state was signed and re-published wholesale.
@@ -169,6 +171,7 @@ impl Default for Metrics {
         );
         let ingest_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         let mqtt_unsent_acks = Gauge::default();
+        let ingest_queued = Gauge::default();
         let desired_restored = Counter::default();
         let desired_republished = Counter::default();
         let devices = Gauge::default();
@@ -235,6 +238,11 @@ impl Default for Metrics {
             "mqtt_unsent_acks",
             "Acknowledgements of stored device messages waiting for room in the client's request queue (desired states being published fill it)",
             mqtt_unsent_acks.clone(),
+        );
+        registry.register(
+            "ingest_queued",
+            "Device messages read from the broker and waiting for the store (bounded by the broker's in-flight window for the server)",
+            ingest_queued.clone(),
         );
         registry.register(
             "desired_restored",
@@ -412,6 +420,7 @@ impl Default for Metrics {
             ingest_seconds,
             ingest_wait_seconds,
             mqtt_unsent_acks,
+            ingest_queued,
             desired_restored,
             desired_republished,
             devices,

@@ -12,10 +12,7 @@ use super::*;
 /// retained message (an empty retained publish): whatever a device left on a device channel,
 /// forged or junk, goes, and the broker's memory of retained messages stays bounded by what the
 /// server accepts. (Other topics are the watcher's, [`super::watcher`].)
-pub(super) async fn ingester(
-    parts: Ingester,
-    mut from_loop: tokio::sync::mpsc::Receiver<rumqttc::Publish>,
-) {
+pub(super) async fn ingester(parts: Ingester, mut from_loop: super::handoff::Receiver) {
     let Ingester {
         handle,
         store,
@@ -34,6 +31,7 @@ pub(super) async fn ingester(
     loop {
         flush_acks(&handle, &mut unsent_acks);
         metrics.mqtt_unsent_acks.set(unsent_acks.len() as i64);
+        metrics.ingest_queued.set(from_loop.len() as i64);
         // Checked after the flush: with nothing left to take, store or acknowledge, every
         // branch below would be disabled.
         if !open && in_flight.is_empty() && unsent_acks.is_empty() {
@@ -50,7 +48,7 @@ pub(super) async fn ingester(
                 finish(&metrics, publish, outcome, reporter.is_some(), &mut unsent_acks);
             }
             received = from_loop.recv(), if open && in_flight.len() < INGEST_WINDOW => match received {
-                Some(publish) => {
+                Some(queued) => {
                     let store = store.clone();
                     let metrics = metrics.clone();
                     let keys = keys.clone();
@@ -60,7 +58,7 @@ pub(super) async fn ingester(
                     // and batches are stored once per id or seq in any order, and waiting for a
                     // device's previous one would cut a chatty device (an outbox flushed after an
                     // outage) to one store round trip at a time.
-                    let reporter = Topic::parse(&publish.topic)
+                    let reporter = Topic::parse(&queued.publish.topic)
                         .ok()
                         .filter(|topic| topic.channel == Channel::Reported)
                         .map(|topic| topic.device);
@@ -70,6 +68,7 @@ pub(super) async fn ingester(
                             turn.wait().await;
                         }
                         let started = std::time::Instant::now();
+                        let publish = &queued.publish;
                         let outcome =
                             ingest(&*store, &metrics, &keys, &publish.topic, &publish.payload, received_us)
                                 .await;
@@ -80,7 +79,7 @@ pub(super) async fn ingester(
                             tracing::warn!(topic = %publish.topic, seconds = took.as_secs_f64(),
                                 "storing one device message took this long; the store is too slow for the fleet");
                         }
-                        (publish, outcome, reporter)
+                        (queued.done(), outcome, reporter)
                     }) as IngestFuture);
                 }
                 None => open = false,

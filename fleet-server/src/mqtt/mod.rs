@@ -10,6 +10,7 @@
 
 mod device_order;
 mod embedded;
+mod handoff;
 mod ingester;
 mod upkeep;
 mod watcher;
@@ -17,7 +18,7 @@ mod watcher;
 pub use embedded::{
     Authenticator, EMBEDDED_HALF_OPEN_MAX, embedded_authenticator, start_embedded_broker,
 };
-use ingester::{INGEST_WINDOW, Ingester, clear_retained, ingester};
+use ingester::{Ingester, clear_retained, ingester};
 use upkeep::{RESTORE_QUEUE, desired_restorer, disconnect, drive_publisher, republisher};
 use watcher::{DesiredGuard, Watcher, drive_watcher};
 
@@ -62,6 +63,13 @@ pub struct MqttHandle {
     /// On the embedded broker: what this server last published on each desired topic, for the
     /// watcher ([`watcher`]).
     guard: Option<Arc<DesiredGuard>>,
+    /// On an external broker, where desired states and acknowledgements share one request
+    /// queue (first come, first sent): how many more desired states may be queued. A rollout's
+    /// wave of 100,000 would otherwise fill the queue, and acknowledgements of stored device
+    /// messages (`try_ack`, which cannot wait) would find no room until the wave was out — the
+    /// broker meanwhile sending the server nothing past its in-flight window. A slot comes back
+    /// when its publish is written to the broker.
+    publish_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl MqttHandle {
@@ -138,6 +146,13 @@ impl MqttHandle {
         if let Some(guard) = &self.guard {
             guard.record(device, &bytes);
         }
+        if let Some(slots) = &self.publish_slots {
+            slots
+                .acquire()
+                .await
+                .map_err(|e| MqttError::Publish(e.to_string()))?
+                .forget();
+        }
         self.publisher
             .publish(topic, QoS::AtLeastOnce, true, bytes)
             .await
@@ -145,9 +160,26 @@ impl MqttHandle {
     }
 }
 
-/// A wait of the broker connection's reader this long for the ingester is logged: it reads
-/// nothing meanwhile, so a wait past the keep-alive (30 s) costs the connection.
+/// A wait of the broker connection's reader this long for the ingester (the hand-off full) is
+/// logged: it reads nothing meanwhile, so a wait past the keep-alive (30 s) costs the connection.
 const LONG_INGEST_WAIT: Duration = Duration::from_secs(5);
+
+impl MqttHandle {
+    /// A publish went out to the broker: its slot is free (see [`MqttHandle::publish_slots`]).
+    /// Publishes rumqttc sends again after a reconnection come back here twice; the count never
+    /// exceeds the slots.
+    fn publish_written(&self) {
+        if let Some(slots) = &self.publish_slots
+            && slots.available_permits() < PUBLISH_SLOTS
+        {
+            slots.add_permits(1);
+        }
+    }
+}
+
+/// Desired states queued at once on an external broker's connection: a tenth of its request
+/// queue (10,000), the rest left to acknowledgements and subscriptions.
+const PUBLISH_SLOTS: usize = 1_000;
 
 /// Topics per subscription when reported states are read again: each subscription is handed
 /// at most its retained messages, and rumqttd hands over no more than its in-flight limit (500).
@@ -221,6 +253,8 @@ pub fn connect(
             connected: Arc::new(AtomicBool::new(false)),
             republish: Arc::new(Notify::new()),
             guard: embedded.then(|| Arc::new(DesiredGuard::default())),
+            publish_slots: (!embedded)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(PUBLISH_SLOTS))),
         },
         EventLoops {
             main,
@@ -304,7 +338,7 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
         republish.clone(),
         shutdown.clone(),
     ));
-    let (to_ingest, from_loop) = tokio::sync::mpsc::channel(INGEST_WINDOW);
+    let (to_ingest, from_loop) = handoff::handoff(handoff::QUEUE_BYTES);
     helpers.spawn(ingester(
         Ingester {
             handle: handle.clone(),
@@ -336,7 +370,7 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
 async fn poll_until_disconnected(
     handle: &MqttHandle,
     eventloop: &mut EventLoop,
-    to_ingest: &tokio::sync::mpsc::Sender<rumqttc::Publish>,
+    to_ingest: &handoff::Sender,
     share_group: &Option<String>,
     sessions: &Option<crate::sessions::Sessions>,
     metrics: &Metrics,
@@ -373,17 +407,16 @@ async fn poll_until_disconnected(
             Ok(rumqttc::Event::Incoming(Packet::Publish(publish))) => {
                 // At shutdown the ingester takes nothing more: the message stays unacknowledged
                 // and the broker delivers it again (to this server's session, or a drainer).
+                // Handed over without waiting while the hand-off has room, so this loop keeps
+                // sending acknowledgements and answering pings however slow the store is
+                // ([`handoff`]).
                 let publish = match to_ingest.try_send(publish) {
-                    Ok(()) => continue,
-                    Err(tokio::sync::mpsc::error::TrySendError::Full(publish)) => publish,
+                    Ok(Ok(())) => continue,
+                    Ok(Err(publish)) => publish,
                     // At shutdown the ingester may be gone while its acknowledgements and
                     // the disconnect still wait in the request queue for this loop to send.
-                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_))
-                        if shutdown.is_cancelled() =>
-                    {
-                        continue;
-                    }
-                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                    Err(handoff::Closed) if shutdown.is_cancelled() => continue,
+                    Err(handoff::Closed) => {
                         tracing::error!(
                             "the ingester stopped; device messages are no longer stored"
                         );
@@ -406,6 +439,9 @@ async fn poll_until_disconnected(
                         "the broker connection waited this long for the store to take a device message"
                     );
                 }
+            }
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
+                handle.publish_written();
             }
             Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect))
                 if shutdown.is_cancelled() =>
