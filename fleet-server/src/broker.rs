@@ -60,7 +60,7 @@ pub(crate) fn client_options(
     };
     options
         .set_credentials(user, password.to_owned())
-        .set_keep_alive(Duration::from_secs(30))
+        .set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_seconds))
         .set_clean_session(clean_session)
         .set_manual_acks(true)
         .set_max_packet_size(SERVER_MAX_INCOMING_BYTES, MAX_PACKET_BYTES);

@@ -269,6 +269,11 @@ pub struct MqttConfig {
     /// full drops device messages it already acknowledged (Mosquitto's `max_queued_bytes`), and
     /// the device never sends them again. Default 60.
     pub reread_reported_seconds: u64,
+    /// The keep-alive of the server's own broker connections: a ping goes out this often, and
+    /// the connection counts as lost when its answer has not come back by the next one (and the
+    /// broker counts the server gone after 1.5 times this without a packet). Between 1 and
+    /// 65,535. Default 30.
+    pub keep_alive_seconds: u64,
 }
 
 impl MqttConfig {
@@ -310,6 +315,7 @@ impl Default for MqttConfig {
             replicas: 4,
             retained_sweep_seconds: 300,
             reread_reported_seconds: 60,
+            keep_alive_seconds: 30,
         }
     }
 }
@@ -476,6 +482,12 @@ impl Config {
             problems.push(
                 "mqtt.reread_reported_seconds must be at least 1 (60 is the default)".to_owned(),
             );
+        }
+        if !(1..=u64::from(u16::MAX)).contains(&self.mqtt.keep_alive_seconds) {
+            problems.push(format!(
+                "mqtt.keep_alive_seconds {} must be between 1 and 65535 (30 is the default)",
+                self.mqtt.keep_alive_seconds
+            ));
         }
         if self.mqtt.replicas == 0 || self.mqtt.replicas > 1000 {
             problems.push(format!(
@@ -723,6 +735,14 @@ mod tests {
             refused.to_string().contains("mqtt.reread_reported_seconds"),
             "{refused}"
         );
+        assert_eq!(c.mqtt.keep_alive_seconds, 30);
+        for bad in ["0", "65536"] {
+            let refused = load(&format!("[mqtt]\nkeep_alive_seconds = {bad}"), &[]).unwrap_err();
+            assert!(
+                refused.to_string().contains("mqtt.keep_alive_seconds"),
+                "{refused}"
+            );
+        }
         assert_eq!(
             c.online_keys_dir(),
             Path::new("/var/lib/edgefleet-server/keys")

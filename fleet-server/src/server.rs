@@ -231,6 +231,7 @@ pub async fn start_with_clock(
                 .then(|| config.mqtt.share_group.clone()),
             sessions: sessions.clone(),
             retained_sweep: Duration::from_secs(config.mqtt.retained_sweep_seconds),
+            ingest_window: mqtt::ingest_window(&config),
             shutdown: shutdown.clone(),
             clock: clock.clone(),
         },

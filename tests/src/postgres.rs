@@ -185,6 +185,30 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// A `psql` session read from its standard input (piped), quiet and stopping at the first
+    /// error: for a test that holds a transaction or a lock open while the server works.
+    pub fn session(&self) -> crate::fleet::KillOnDrop {
+        crate::fleet::KillOnDrop(
+            Command::new(postgres_bin().join("psql"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args([
+                    "-U",
+                    "edgefleet",
+                    "-d",
+                    "postgres",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGINT, PostgreSQL's fast shutdown: it disconnects clients rather than waiting for them

@@ -1,7 +1,7 @@
 //! One device's reported states are stored in the order it sent them; different devices' at
 //! once.
 //!
-//! The ingester stores up to [`super::INGEST_WINDOW`] messages concurrently. A server that fell
+//! The ingester stores up to [`super::ingest_window`] messages concurrently. A server that fell
 //! behind holds seconds of a device's traffic in that window, and two of its reported states
 //! stored in either order lose one: the older, stored after the newer, is refused as stale
 //! (`reported_seq` only rises) though the broker had it acknowledged to the device. A 2,000-device

@@ -3,8 +3,8 @@
 use super::device_order::DeviceOrder;
 use super::*;
 
-/// Stores device messages concurrently (up to [`INGEST_WINDOW`] at a time, over the store's
-/// pool) and acknowledges them strictly in arrival order, as MQTT requires. One at a time, a
+/// Stores device messages concurrently (up to [`super::ingest_window`] at a time, over the
+/// store's pool) and acknowledges them strictly in arrival order, as MQTT requires. One at a time, a
 /// server on PostgreSQL spent its time waiting on round trips (docs/BENCHMARKS.md). One
 /// device's reported states are still stored in the order it sent them ([`DeviceOrder`]).
 ///
@@ -20,6 +20,7 @@ pub(super) async fn ingester(parts: Ingester, mut from_loop: super::handoff::Rec
         keys,
         clock,
         clear_refused,
+        window,
         shutdown,
     } = parts;
     let mut in_flight: FuturesOrdered<IngestFuture> = FuturesOrdered::new();
@@ -47,7 +48,7 @@ pub(super) async fn ingester(parts: Ingester, mut from_loop: super::handoff::Rec
                 }
                 finish(&metrics, publish, outcome, reporter.is_some(), &mut unsent_acks);
             }
-            received = from_loop.recv(), if open && in_flight.len() < INGEST_WINDOW => match received {
+            received = from_loop.recv(), if open && in_flight.len() < window => match received {
                 Some(queued) => {
                     let store = store.clone();
                     let metrics = metrics.clone();
@@ -106,10 +107,12 @@ pub(super) struct Ingester {
     pub(super) clock: Arc<dyn edgefleet_clock::Clock>,
     /// On the embedded broker: clear the topic of a refused message.
     pub(super) clear_refused: bool,
+    /// Messages stored at once ([`super::ingest_window`]).
+    pub(super) window: usize,
     pub(super) shutdown: CancellationToken,
 }
 
-/// Device messages being stored at once by one server.
+/// Device messages being stored at once by one server on SQLite ([`super::ingest_window`]).
 pub(super) const INGEST_WINDOW: usize = 64;
 
 /// A store of one message this slow is logged: a handful of them in a row outlast the broker

@@ -263,6 +263,19 @@ pub fn connect(
     ))
 }
 
+/// How many device messages the server stores at once. SQLite: 64, which its one writer commits
+/// in groups (operators read through readers of their own). PostgreSQL: half the pool, since each
+/// store holds a pooled connection while it waits: with all of them taken by a store that fell
+/// behind, the API and the rollout engine waited in line behind device messages (a `rollout
+/// create` over 60 s at 100,000 devices; `tests/slow_store.rs` locks a table and finds `/metrics`
+/// still answering).
+pub fn ingest_window(config: &Config) -> usize {
+    match config.database.url {
+        Some(_) => (config.database.pool_size / 2).max(1),
+        None => ingester::INGEST_WINDOW,
+    }
+}
+
 /// What the server's broker client works with.
 #[derive(Debug)]
 pub struct ClientParts {
@@ -277,6 +290,8 @@ pub struct ClientParts {
     pub sessions: Option<crate::sessions::Sessions>,
     /// `mqtt.retained_sweep_seconds` (the embedded broker's watcher).
     pub retained_sweep: Duration,
+    /// Device messages stored at once ([`ingest_window`]).
+    pub ingest_window: usize,
     /// Cancelled at shutdown: the client stores and acknowledges the messages it holds, then
     /// disconnects; what arrives after is left to the broker to deliver again.
     pub shutdown: CancellationToken,
@@ -300,6 +315,7 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
         share_group,
         sessions,
         retained_sweep,
+        ingest_window,
         shutdown,
         clock,
     } = parts;
@@ -347,6 +363,7 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
             keys,
             clock,
             clear_refused: handle.guard.is_some(),
+            window: ingest_window,
             shutdown: shutdown.clone(),
         },
         from_loop,
