@@ -39,9 +39,13 @@ pub const MAX_PACKET_BYTES: usize = 512 * 1024;
 /// message stopped a whole Mosquitto fleet that way.)
 const SERVER_MAX_INCOMING_BYTES: usize = 2 * MAX_PACKET_BYTES;
 
-/// Desired states the server's connection to an external broker has sent and the broker not yet
-/// acknowledged, at most (see [`client_options`]).
-const SERVER_PUBLISH_INFLIGHT: u16 = 1_000;
+/// Desired states the server may have queued or unacknowledged at once on an external broker,
+/// where they share the ingesting connection (see `mqtt::MqttHandle::publish_slots`).
+pub(crate) const PUBLISH_SLOTS: usize = 1_000;
+
+/// rumqttc's in-flight limit on that connection: above [`PUBLISH_SLOTS`], so that it is never
+/// reached — rumqttc sends no request at all, acknowledgements included, while it is.
+const SERVER_PUBLISH_INFLIGHT: u16 = PUBLISH_SLOTS as u16 + 100;
 
 /// The server's connection options under `client_id`, acknowledging manually.
 pub(crate) fn client_options(

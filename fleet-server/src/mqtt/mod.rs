@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::secret_hash;
-use crate::broker::{MAX_PACKET_BYTES, client_options, device_filters};
+use crate::broker::{MAX_PACKET_BYTES, PUBLISH_SLOTS, client_options, device_filters};
 pub use crate::broker::{MqttError, broker_of};
 use crate::config::{BrokerAddress, Config};
 use crate::device_keys::DeviceKeys;
@@ -63,12 +63,14 @@ pub struct MqttHandle {
     /// On the embedded broker: what this server last published on each desired topic, for the
     /// watcher ([`watcher`]).
     guard: Option<Arc<DesiredGuard>>,
-    /// On an external broker, where desired states and acknowledgements share one request
-    /// queue (first come, first sent): how many more desired states may be queued. A rollout's
-    /// wave of 100,000 would otherwise fill the queue, and acknowledgements of stored device
-    /// messages (`try_ack`, which cannot wait) would find no room until the wave was out — the
-    /// broker meanwhile sending the server nothing past its in-flight window. A slot comes back
-    /// when its publish is written to the broker.
+    /// On an external broker, where desired states and acknowledgements share one connection:
+    /// how many more desired states may be queued or awaiting the broker's PUBACK
+    /// ([`crate::broker::PUBLISH_SLOTS`]); a slot comes back with the PUBACK. rumqttc's request
+    /// queue is first come, first sent, and it sends nothing at all while its in-flight limit
+    /// of publishes awaits PUBACKs — which, behind a backlog of device messages, arrive only as
+    /// fast as the store takes that backlog. A rollout's wave of 100,000 thus stopped the
+    /// acknowledgements of stored messages (`try_ack`, which cannot wait) for as long as the
+    /// wave took (docs/BENCHMARKS.md); with fewer slots than the in-flight limit it never is.
     publish_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
@@ -165,21 +167,24 @@ impl MqttHandle {
 const LONG_INGEST_WAIT: Duration = Duration::from_secs(5);
 
 impl MqttHandle {
-    /// A publish went out to the broker: its slot is free (see [`MqttHandle::publish_slots`]).
-    /// Publishes rumqttc sends again after a reconnection come back here twice; the count never
-    /// exceeds the slots.
-    fn publish_written(&self) {
+    /// The broker acknowledged a publish: its slot is free (see [`MqttHandle::publish_slots`]).
+    fn publish_acknowledged(&self) {
         if let Some(slots) = &self.publish_slots
             && slots.available_permits() < PUBLISH_SLOTS
         {
             slots.add_permits(1);
         }
     }
-}
 
-/// Desired states queued at once on an external broker's connection: a tenth of its request
-/// queue (10,000), the rest left to acknowledgements and subscriptions.
-const PUBLISH_SLOTS: usize = 1_000;
+    /// The broker kept no session: rumqttc dropped the publishes awaiting its PUBACK, whose
+    /// slots would never come back. (Those still queued come back twice; the count never
+    /// exceeds the slots.)
+    fn publishes_forgotten(&self) {
+        if let Some(slots) = &self.publish_slots {
+            slots.add_permits(PUBLISH_SLOTS.saturating_sub(slots.available_permits()));
+        }
+    }
+}
 
 /// Topics per subscription when reported states are read again: each subscription is handed
 /// at most its retained messages, and rumqttd hands over no more than its in-flight limit (500).
@@ -415,6 +420,9 @@ async fn poll_until_disconnected(
                 // broker may have lost them: at start, or when an external broker no longer had
                 // this server's persistent session (it restarted without its state). The
                 // embedded broker lives in this process, so only the first connection counts.
+                if !ack.session_present {
+                    handle.publishes_forgotten();
+                }
                 let broker_forgot = share_group.is_some() && !ack.session_present;
                 if first_connection || broker_forgot {
                     republish.notify_one();
@@ -457,9 +465,7 @@ async fn poll_until_disconnected(
                     );
                 }
             }
-            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
-                handle.publish_written();
-            }
+            Ok(rumqttc::Event::Incoming(Packet::PubAck(_))) => handle.publish_acknowledged(),
             Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect))
                 if shutdown.is_cancelled() =>
             {
