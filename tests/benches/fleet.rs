@@ -295,6 +295,8 @@ install_delay_ms = 2000
         "model": "churn", "version": "2.0.0", "group": "sim", "waves": [100.0],
         "bake_seconds": 0, "device_timeout_seconds": 1800,
     }));
+    let create_seconds = rollout_started.elapsed().as_secs_f64();
+    println!("rollout create answered in {create_seconds:.1} s");
     let finished = fleet.ended_rollout(&id, Duration::from_secs(3_600));
     let rollout_seconds = rollout_started.elapsed().as_secs_f64();
     let peak_after_rollout = peak_rss_mib(server_pid);

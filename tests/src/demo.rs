@@ -381,11 +381,19 @@ pub fn roll_out_model(demo: &Demo, model: &str, version: &str, waves: &[f64], ba
 impl Demo {
     /// Creates a rollout from `body` as the admin; returns its id.
     pub fn create_rollout(&self, body: &Value) -> String {
-        let (status, created) = self.server.call(
+        // A create plans every wave from the group's devices: at 100,000 devices on a loaded
+        // PostgreSQL it took over the usual minute (docs/BENCHMARKS.md).
+        let patient: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build()
+            .into();
+        let (status, created) = crate::fleet::call_within(
+            &self.server.url("/api/v1/rollouts"),
             "POST",
-            "/api/v1/rollouts",
             Some(&self.operator.token()),
             Some(body),
+            &patient,
         );
         assert_eq!(status, 201, "{created}");
         created["id"].as_str().unwrap().to_owned()

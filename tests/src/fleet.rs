@@ -257,19 +257,30 @@ impl Drop for KillGroupOnDrop {
 
 /// A request with an optional bearer token and JSON body; returns (status, JSON body or Null).
 pub fn call(url: &str, method: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    call_within(url, method, token, body, &http())
+}
+
+/// [`call`] through `agent` (a longer timeout, for a request that is slow by nature).
+pub fn call_within(
+    url: &str,
+    method: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+    agent: &ureq::Agent,
+) -> (u16, Value) {
     let request = ureq::http::Request::builder().method(method).uri(url);
     let request = match token {
         Some(t) => request.header("Authorization", format!("Bearer {t}")),
         None => request,
     };
     let result = match body {
-        Some(b) => http().run(
+        Some(b) => agent.run(
             request
                 .header("Content-Type", "application/json")
                 .body(b.to_string())
                 .unwrap(),
         ),
-        None => http().run(request.body(()).unwrap()),
+        None => agent.run(request.body(()).unwrap()),
     };
     // Status 0: nothing answered (the server is not up yet, or gone).
     let Ok(mut response) = result else {
