@@ -790,3 +790,22 @@ pub fn poll_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A device's "downloading churn 2.0.0" event, encoded: message `id`, sequence number `seq`.
+pub fn downloading_event(device: &str, id: [u8; 16], seq: u64) -> Vec<u8> {
+    use edgefleet_protocol::message::{self, Event, EventKind, SCHEMA_VERSION};
+    message::encode(&Event {
+        schema: SCHEMA_VERSION,
+        id: edgefleet_protocol::MessageId::from_random(id),
+        device: edgefleet_protocol::DeviceId::new(device).unwrap(),
+        seq,
+        at_unix: 1,
+        kind: EventKind::Downloading,
+        model: edgefleet_protocol::ModelName::new("churn").unwrap(),
+        target: Some("models/churn/2.0.0/model.onnx".into()),
+        rollout: None,
+        detail: None,
+        evidence: Vec::new(),
+    })
+    .unwrap()
+}

@@ -11,10 +11,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use edgefleet_e2e::demo::{self, DemoOptions};
-use edgefleet_e2e::fleet::{MqttDevice, eventually};
+use edgefleet_e2e::fleet::{MqttDevice, downloading_event, eventually};
 use edgefleet_e2e::{one_fleet_at_a_time, run_ok};
 use edgefleet_protocol::message::{
-    self, Event, EventKind, InstalledVersion, Reported, ReportedModel, SCHEMA_VERSION, UpdateState,
+    self, InstalledVersion, Reported, ReportedModel, SCHEMA_VERSION, UpdateState,
 };
 use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 use serde_json::json;
@@ -45,23 +45,6 @@ fn reported(seq: u64, revision: u64, version: &str, state: UpdateState) -> Vec<u
             shadow: None,
             shadow_refused: None,
         }],
-    })
-    .unwrap()
-}
-
-fn downloading_event(n: u8) -> Vec<u8> {
-    message::encode(&Event {
-        schema: SCHEMA_VERSION,
-        id: MessageId::from_random([n; 16]),
-        device: DeviceId::new(DEVICE).unwrap(),
-        seq: u64::from(n),
-        at_unix: 1,
-        kind: EventKind::Downloading,
-        model: ModelName::new("churn").unwrap(),
-        target: Some("models/churn/2.0.0/model.onnx".into()),
-        rollout: None,
-        detail: None,
-        evidence: Vec::new(),
     })
     .unwrap()
 }
@@ -139,7 +122,11 @@ fn a_report_mosquitto_dropped_is_read_again_from_its_retained_copy_and_the_rollo
     // queued), then its install (dropped, though Mosquitto acknowledged it to the device).
     signal(fleet.server.child.id(), "-STOP");
     for n in 1..=3 {
-        device.publish(&topic("events"), downloading_event(n), false);
+        device.publish(
+            &topic("events"),
+            downloading_event(DEVICE, [n; 16], u64::from(n)),
+            false,
+        );
     }
     device.publish(
         &topic("reported"),

@@ -12,11 +12,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use edgefleet_e2e::demo::{self, DemoOptions};
-use edgefleet_e2e::fleet::{MqttDevice, eventually};
+use edgefleet_e2e::fleet::{MqttDevice, downloading_event, eventually};
 use edgefleet_e2e::one_fleet_at_a_time;
 use edgefleet_e2e::postgres::Postgres;
-use edgefleet_protocol::message::{self, Event, EventKind, SCHEMA_VERSION};
-use edgefleet_protocol::{DeviceId, MessageId, ModelName};
 
 const DEVICE: &str = "busy-1";
 /// More than the server used to take before its connection waited (64 queued, 64 being stored).
@@ -25,20 +23,7 @@ const EVENTS: u16 = 300;
 fn event(n: u16) -> Vec<u8> {
     let mut id = [0u8; 16];
     id[..2].copy_from_slice(&n.to_be_bytes());
-    message::encode(&Event {
-        schema: SCHEMA_VERSION,
-        id: MessageId::from_random(id),
-        device: DeviceId::new(DEVICE).unwrap(),
-        seq: u64::from(n),
-        at_unix: 1,
-        kind: EventKind::Downloading,
-        model: ModelName::new("churn").unwrap(),
-        target: Some("models/churn/2.0.0/model.onnx".into()),
-        rollout: None,
-        detail: None,
-        evidence: Vec::new(),
-    })
-    .unwrap()
+    downloading_event(DEVICE, id, u64::from(n))
 }
 
 #[test]
