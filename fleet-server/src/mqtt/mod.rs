@@ -163,7 +163,8 @@ impl MqttHandle {
 }
 
 /// A wait of the broker connection's reader this long for the ingester (the hand-off full) is
-/// logged: it reads nothing meanwhile, so a wait past the keep-alive (30 s) costs the connection.
+/// logged: it reads nothing meanwhile, so a wait past the keep-alive (`mqtt.keep_alive_seconds`)
+/// costs the connection.
 const LONG_INGEST_WAIT: Duration = Duration::from_secs(5);
 
 impl MqttHandle {
