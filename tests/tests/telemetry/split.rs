@@ -68,11 +68,14 @@ fn a_split_with_labels_names_the_better_arm_halts_a_worse_challenger_and_promote
     assert_eq!(good["state"]["state"], "completed", "{good:#}");
     let check = &good["shadow_check"];
     assert_eq!(check["decision"], "promoted", "{good:#}");
+    // Like for like, the arms differ only by chance: usually "no significant difference", and
+    // in about one run in forty a challenger that happened to be right more often is found
+    // better at p < 0.05 (a CI run: 84.9 % against 78.2 %, p = 0.0397) — promoted either way.
+    // What must never happen is the champion found better.
+    let summary = check["summary"].as_str().unwrap();
     assert!(
-        check["summary"]
-            .as_str()
-            .unwrap()
-            .contains("no significant difference"),
+        summary.contains("no significant difference")
+            || summary.contains("the challenger is better"),
         "{check:#}"
     );
     assert_eq!(failed, 0, "no request failed: {answered:?}");
