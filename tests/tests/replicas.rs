@@ -263,15 +263,14 @@ fn killing_the_replica_that_drives_a_rollout_of_100_agents_loses_nothing() {
             .call("GET", &format!("/api/v1/rollouts/{id}"), Some(&admin), None)
             .1
     };
-    // Mid-wave: the second wave (devices 11-50) has started and is not done.
+    // Mid-wave: the second wave (devices 11-50) has started and is not done. Waiting for some
+    // of it to be healthy as well missed the moment in a CI run: the 40 agents' reports were
+    // stored together and one engine pass took the wave from 0 to 40 healthy.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let r = rollout(&b);
         let healthy = r["waves"][1]["healthy"].as_u64().unwrap_or(0);
-        if r["state"]["wave"] == 2
-            && healthy > 0
-            && Some(healthy) < r["waves"][1]["devices"].as_u64()
-        {
+        if r["state"]["wave"] == 2 && Some(healthy) < r["waves"][1]["devices"].as_u64() {
             break;
         }
         assert!(
