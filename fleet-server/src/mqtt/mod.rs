@@ -148,17 +148,24 @@ impl MqttHandle {
         if let Some(guard) = &self.guard {
             guard.record(device, &bytes);
         }
-        if let Some(slots) = &self.publish_slots {
-            slots
-                .acquire()
-                .await
-                .map_err(|e| MqttError::Publish(e.to_string()))?
-                .forget();
-        }
+        let slot = match &self.publish_slots {
+            Some(slots) => Some(
+                slots
+                    .acquire()
+                    .await
+                    .map_err(|e| MqttError::Publish(e.to_string()))?,
+            ),
+            None => None,
+        };
         self.publisher
             .publish(topic, QoS::AtLeastOnce, true, bytes)
             .await
-            .map_err(|e| MqttError::Publish(e.to_string()))
+            .map_err(|e| MqttError::Publish(e.to_string()))?;
+        // Held until the broker's PUBACK gives it back; a publish that never left keeps none.
+        if let Some(slot) = slot {
+            slot.forget();
+        }
+        Ok(())
     }
 }
 
