@@ -4,6 +4,7 @@
 //! servers left ([`crate::sessions`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use edgefleet_protocol::topic::{self, Channel, TOPIC_PREFIX};
@@ -37,15 +38,11 @@ pub const MAX_PACKET_BYTES: usize = 512 * 1024;
 /// broker let through is never one the server must refuse. (Refusing one drops the connection,
 /// and a persistent session hands the same message back at once: one device's oversized
 /// message stopped a whole Mosquitto fleet that way.)
-const SERVER_MAX_INCOMING_BYTES: usize = 2 * MAX_PACKET_BYTES;
+pub(crate) const SERVER_MAX_INCOMING_BYTES: usize = 2 * MAX_PACKET_BYTES;
 
 /// Desired states the server may have queued or unacknowledged at once on an external broker,
-/// where they share the ingesting connection (see `mqtt::MqttHandle::publish_slots`).
+/// where they share the ingesting connection (`mqtt::MqttHandle::link`).
 pub(crate) const PUBLISH_SLOTS: usize = 1_000;
-
-/// rumqttc's in-flight limit on that connection: above [`PUBLISH_SLOTS`], so that it is never
-/// reached — rumqttc sends no request at all, acknowledgements included, while it is.
-const SERVER_PUBLISH_INFLIGHT: u16 = PUBLISH_SLOTS as u16 + 100;
 
 /// The server's connection options under `client_id`, acknowledging manually.
 pub(crate) fn client_options(
@@ -68,31 +65,57 @@ pub(crate) fn client_options(
         .set_clean_session(clean_session)
         .set_manual_acks(true)
         .set_max_packet_size(SERVER_MAX_INCOMING_BYTES, MAX_PACKET_BYTES);
-    if config.mqtt.url.is_some() {
-        // On an external broker this connection both publishes desired state and acknowledges
-        // device messages, and rumqttc sends no request at all — acknowledgements included —
-        // while this many of its publishes await the broker's PUBACK (default 100).
-        options.set_inflight(SERVER_PUBLISH_INFLIGHT);
-    }
     if address.tls {
-        let ca = match &config.mqtt.ca_file {
-            Some(path) => std::fs::read(path).map_err(|source| MqttError::CaFile {
-                path: path.clone(),
-                source,
-            })?,
-            None => {
-                return Err(MqttError::Url(
-                    "mqtts:// needs mqtt.ca_file (the PEM of the broker's CA)".into(),
-                ));
-            }
-        };
         options.set_transport(Transport::Tls(TlsConfiguration::Simple {
-            ca,
+            ca: read_ca(config)?,
             alpn: None,
             client_auth: None,
         }));
     }
     Ok(options)
+}
+
+fn read_ca(config: &Config) -> Result<Vec<u8>, MqttError> {
+    match &config.mqtt.ca_file {
+        Some(path) => std::fs::read(path).map_err(|source| MqttError::CaFile {
+            path: path.clone(),
+            source,
+        }),
+        None => Err(MqttError::Url(
+            "mqtts:// needs mqtt.ca_file (the PEM of the broker's CA)".into(),
+        )),
+    }
+}
+
+/// TLS for the server's own link to an `mqtts://` broker: the certificates of `mqtt.ca_file`
+/// as the only roots.
+pub(crate) fn tls_config(
+    config: &Config,
+    address: &BrokerAddress,
+) -> Result<Option<Arc<rustls::ClientConfig>>, MqttError> {
+    if !address.tls {
+        return Ok(None);
+    }
+    let pem = read_ca(config)?;
+    let path = config.mqtt.ca_file.clone().unwrap_or_default();
+    let bad = |detail: String| MqttError::Url(format!("mqtt.ca_file {}: {detail}", path.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        let cert: rustls::pki_types::CertificateDer<'static> =
+            cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(Arc::new(tls)))
 }
 
 /// The topic filters the server subscribes to: shared on an external broker.

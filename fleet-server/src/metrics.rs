@@ -104,6 +104,7 @@ pub struct Metrics {
     pub ingest_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Acknowledgements of stored messages waiting for room in the client's request queue.
     pub mqtt_unsent_acks: Gauge,
+    pub mqtt_unacknowledged: Gauge,
     /// Device messages read from the broker and waiting for the store.
     pub ingest_queued: Gauge,
     /// Desired topics where a device's message was replaced by the genuine state (embedded broker).
@@ -171,6 +172,7 @@ impl Default for Metrics {
         );
         let ingest_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         let mqtt_unsent_acks = Gauge::default();
+        let mqtt_unacknowledged = Gauge::default();
         let ingest_queued = Gauge::default();
         let desired_restored = Counter::default();
         let desired_republished = Counter::default();
@@ -231,13 +233,18 @@ impl Default for Metrics {
         );
         registry.register(
             "ingest_wait_seconds",
-            "Seconds the server's broker connection waited for the store to take device messages: it reads no more from the broker meanwhile, the broker queues for it, and a wait longer than the keep-alive costs the connection",
+            "Seconds the server's broker connection waited for the store to take device messages: it reads no more from the broker meanwhile and the broker queues for it (acknowledgements and pings still go out)",
             ingest_wait_seconds.clone(),
         );
         registry.register(
             "mqtt_unsent_acks",
-            "Acknowledgements of stored device messages waiting for room in the client's request queue (desired states being published fill it)",
+            "Acknowledgements of stored device messages queued for the broker and not yet written",
             mqtt_unsent_acks.clone(),
+        );
+        registry.register(
+            "mqtt_unacknowledged",
+            "Device messages the broker delivered on the server's current connection and the server has not yet acknowledged (at most the broker's in-flight window for the server)",
+            mqtt_unacknowledged.clone(),
         );
         registry.register(
             "ingest_queued",
@@ -420,6 +427,7 @@ impl Default for Metrics {
             ingest_seconds,
             ingest_wait_seconds,
             mqtt_unsent_acks,
+            mqtt_unacknowledged,
             ingest_queued,
             desired_restored,
             desired_republished,

@@ -215,7 +215,7 @@ pub async fn start_with_clock(
         sessions.wait_until_ours().await;
         tasks.spawn(sessions.clone().run(shutdown.clone()));
     }
-    let (handle, loops) = mqtt::connect(&config, &broker, &password, &client_id)?;
+    let (handle, loops) = mqtt::connect(&config, &broker, &password, &client_id, metrics.clone())?;
     tasks.spawn(mqtt::run(
         handle.clone(),
         loops,

@@ -1,20 +1,17 @@
 //! The broker connection's hand-off of device messages to the ingester, bounded in bytes.
 //!
-//! rumqttc reads the socket, sends acknowledgements and pings, and answers keep-alives only
-//! while its event loop is polled. When that loop waited for the ingester to take each message
-//! (a channel of 64), a store slower than the fleet kept it waiting nearly all the time: the
-//! acknowledgements of stored messages piled up behind it (213,000 at 100,000 devices on
-//! PostgreSQL), the PINGRESP went unread past the keep-alive and the connection dropped every
-//! minute, and each reconnection had the broker send again what was stored but unacknowledged
-//! (docs/BENCHMARKS.md). The loop now hands a message over without waiting. How much waits here
-//! is bounded by the broker, which sends no more than its in-flight window of unacknowledged
-//! messages (Mosquitto as `mosquitto-config` writes it: 1,000; rumqttd: 500), and acknowledged
-//! only once stored; and, whatever a broker does, by [`QUEUE_BYTES`]: past that the loop waits
-//! again, as before.
+//! The reader of the server's broker link ([`super::link`]) hands each device message over
+//! without waiting while there is room, and stops reading when there is none: the broker then
+//! sees TCP flow control and queues for the server, while the link's writer still sends
+//! acknowledgements and pings. How much waits here is bounded by the broker, which sends no more
+//! than its in-flight window of unacknowledged messages (Mosquitto as `mosquitto-config` writes
+//! it: 1,000; rumqttd: 500), and, whatever a broker does, by [`QUEUE_BYTES`].
 
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use super::link::Delivery;
 
 /// Bytes of device messages the hand-off holds before the broker connection waits for the
 /// ingester: the broker's in-flight window of the largest messages brokers pass
@@ -29,14 +26,14 @@ const OVERHEAD_BYTES: usize = 128;
 /// stored, or given up at shutdown).
 #[derive(Debug)]
 pub(super) struct Queued {
-    pub(super) publish: rumqttc::Publish,
+    pub(super) delivery: Delivery,
     _room: OwnedSemaphorePermit,
 }
 
 impl Queued {
     /// The message, its room in the hand-off given back.
-    pub(super) fn done(self) -> rumqttc::Publish {
-        self.publish
+    pub(super) fn done(self) -> Delivery {
+        self.delivery
     }
 }
 
@@ -68,37 +65,35 @@ pub(super) fn handoff(queue_bytes: usize) -> (Sender, Receiver) {
     )
 }
 
-/// The room `publish` takes in a queue of `queue_bytes` (≤ `u32::MAX`).
-fn cost(publish: &rumqttc::Publish, queue_bytes: usize) -> u32 {
+/// The room `delivery` takes in a queue of `queue_bytes` (≤ `u32::MAX`).
+fn cost(delivery: &Delivery, queue_bytes: usize) -> u32 {
+    let publish = &delivery.publish;
     let bytes = publish.topic.len() + publish.payload.len() + OVERHEAD_BYTES;
     // A message larger than the whole queue (none a broker passes) waits for an empty one.
     bytes.min(queue_bytes) as u32
 }
 
 impl Sender {
-    /// Hands `publish` over at once if there is room; if there is none, hands it back
-    /// (`Ok(Err(publish))`) to wait with [`Sender::send`].
-    pub(super) fn try_send(
-        &self,
-        publish: rumqttc::Publish,
-    ) -> Result<Result<(), rumqttc::Publish>, Closed> {
-        let bytes = cost(&publish, self.queue_bytes);
+    /// Hands `delivery` over at once if there is room; if there is none, hands it back
+    /// (`Ok(Err(delivery))`) to wait with [`Sender::send`].
+    pub(super) fn try_send(&self, delivery: Delivery) -> Result<Result<(), Delivery>, Closed> {
+        let bytes = cost(&delivery, self.queue_bytes);
         match self.room.clone().try_acquire_many_owned(bytes) {
             Ok(room) => self
                 .queue
                 .send(Queued {
-                    publish,
+                    delivery,
                     _room: room,
                 })
                 .map(Ok)
                 .map_err(|_| Closed),
-            Err(_) => Ok(Err(publish)),
+            Err(_) => Ok(Err(delivery)),
         }
     }
 
-    /// Hands `publish` over once there is room for it.
-    pub(super) async fn send(&self, publish: rumqttc::Publish) -> Result<(), Closed> {
-        let bytes = cost(&publish, self.queue_bytes);
+    /// Hands `delivery` over once there is room for it.
+    pub(super) async fn send(&self, delivery: Delivery) -> Result<(), Closed> {
+        let bytes = cost(&delivery, self.queue_bytes);
         let room = self
             .room
             .clone()
@@ -107,7 +102,7 @@ impl Sender {
             .map_err(|_| Closed)?;
         self.queue
             .send(Queued {
-                publish,
+                delivery,
                 _room: room,
             })
             .map_err(|_| Closed)
@@ -120,12 +115,15 @@ mod tests {
 
     const TEST_BYTES: usize = 1 << 20;
 
-    fn publish(payload: usize) -> rumqttc::Publish {
-        rumqttc::Publish::new(
-            "edgefleet/v1/devices/d1/events",
-            rumqttc::QoS::AtLeastOnce,
-            vec![0u8; payload],
-        )
+    fn publish(payload: usize) -> Delivery {
+        Delivery {
+            publish: rumqttc::Publish::new(
+                "edgefleet/v1/devices/d1/events",
+                rumqttc::QoS::AtLeastOnce,
+                vec![0u8; payload],
+            ),
+            ack: None,
+        }
     }
 
     #[tokio::test]

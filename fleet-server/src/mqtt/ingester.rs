@@ -1,6 +1,7 @@
 //! Device messages from the broker into the store, acknowledged only once stored.
 
 use super::device_order::DeviceOrder;
+use super::link::Delivery;
 use super::*;
 
 /// Stores device messages concurrently (up to [`super::ingest_window`] at a time, over the
@@ -25,28 +26,32 @@ pub(super) async fn ingester(parts: Ingester, mut from_loop: super::handoff::Rec
     } = parts;
     let mut in_flight: FuturesOrdered<IngestFuture> = FuturesOrdered::new();
     let mut order = DeviceOrder::default();
-    // Acknowledgements the client's request queue had no room for yet, oldest first.
-    let mut unsent_acks = VecDeque::new();
-    let mut retry = tokio::time::interval(Duration::from_millis(20));
     let mut open = true;
     loop {
-        flush_acks(&handle, &mut unsent_acks);
-        metrics.mqtt_unsent_acks.set(unsent_acks.len() as i64);
         metrics.ingest_queued.set(from_loop.len() as i64);
-        // Checked after the flush: with nothing left to take, store or acknowledge, every
-        // branch below would be disabled.
-        if !open && in_flight.is_empty() && unsent_acks.is_empty() {
+        // With nothing left to take or store, every branch below would be disabled.
+        if !open && in_flight.is_empty() {
             break;
         }
         tokio::select! {
-            Some((publish, outcome, reporter)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((delivery, outcome, reporter)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Some(device) = &reporter {
                     order.finished(device);
                 }
+                let Delivery { publish, ack } = delivery;
                 if clear_refused && matches!(outcome, Ingested::Refused(_)) {
-                    clear_retained(&handle.client, &metrics, &publish.topic);
+                    match handle.link.clear_retained(&publish.topic) {
+                        Ok(()) => {
+                            metrics.mqtt_retained_cleared.inc();
+                        }
+                        Err(e) => tracing::warn!(topic = %publish.topic, error = %e, "cannot clear a refused message's topic"),
+                    };
                 }
-                finish(&metrics, publish, outcome, reporter.is_some(), &mut unsent_acks);
+                if finish(&metrics, &publish, outcome, reporter.is_some())
+                    && let Err(e) = handle.link.ack(ack)
+                {
+                    tracing::warn!(error = %e, "cannot acknowledge a stored device message");
+                }
             }
             received = from_loop.recv(), if open && in_flight.len() < window => match received {
                 Some(queued) => {
@@ -59,7 +64,7 @@ pub(super) async fn ingester(parts: Ingester, mut from_loop: super::handoff::Rec
                     // and batches are stored once per id or seq in any order, and waiting for a
                     // device's previous one would cut a chatty device (an outbox flushed after an
                     // outage) to one store round trip at a time.
-                    let reporter = Topic::parse(&queued.publish.topic)
+                    let reporter = Topic::parse(&queued.delivery.publish.topic)
                         .ok()
                         .filter(|topic| topic.channel == Channel::Reported)
                         .map(|topic| topic.device);
@@ -69,7 +74,7 @@ pub(super) async fn ingester(parts: Ingester, mut from_loop: super::handoff::Rec
                             turn.wait().await;
                         }
                         let started = std::time::Instant::now();
-                        let publish = &queued.publish;
+                        let publish = &queued.delivery.publish;
                         let outcome =
                             ingest(&*store, &metrics, &keys, &publish.topic, &publish.payload, received_us)
                                 .await;
@@ -85,14 +90,13 @@ pub(super) async fn ingester(parts: Ingester, mut from_loop: super::handoff::Rec
                 }
                 None => open = false,
             },
-            _ = retry.tick(), if !unsent_acks.is_empty() => {}
             () = shutdown.cancelled(), if open => open = false,
         }
     }
     // Everything taken is stored and its acknowledgement queued ahead of the disconnect, which
-    // ends the client's event loop once sent.
+    // ends the link's connection once sent.
     if shutdown.is_cancelled()
-        && let Err(e) = handle.client.try_disconnect()
+        && let Err(e) = handle.link.disconnect()
     {
         tracing::warn!(error = %e, "cannot queue the disconnect from the broker");
     }
@@ -115,28 +119,22 @@ pub(super) struct Ingester {
 /// Device messages being stored at once by one server on SQLite ([`super::ingest_window`]).
 pub(super) const INGEST_WINDOW: usize = 64;
 
-/// A store of one message this slow is logged: a handful of them in a row outlast the broker
-/// connection's keep-alive, since the connection reads nothing while the window is full.
+/// A store of one message this slow is logged: the store is too slow for the fleet.
 const SLOW_STORE: Duration = Duration::from_secs(5);
 
 type IngestFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (rumqttc::Publish, Ingested, Option<DeviceId>)>
-            + Send
-            + 'static,
-    >,
+    Box<dyn std::future::Future<Output = (Delivery, Ingested, Option<DeviceId>)> + Send + 'static>,
 >;
 
-/// Counts a stored (or refused) message and queues its acknowledgement; a failed one stays
+/// Counts a stored (or refused) message; returns whether to acknowledge it. A failed one stays
 /// unacknowledged so the broker delivers it again after a reconnect. `reported`: it was a
 /// device's reported state.
 pub(super) fn finish(
     metrics: &Metrics,
-    publish: rumqttc::Publish,
+    publish: &rumqttc::Publish,
     outcome: Ingested,
     reported: bool,
-    acks: &mut VecDeque<rumqttc::Publish>,
-) {
+) -> bool {
     metrics
         .mqtt_messages
         .get_or_create(&crate::metrics::MessageLabels {
@@ -147,7 +145,7 @@ pub(super) fn finish(
     match &outcome {
         Ingested::Failed(reason) => {
             tracing::warn!(topic = %publish.topic, reason, "could not store a device message");
-            return;
+            return false;
         }
         Ingested::Refused(reason) => {
             tracing::warn!(topic = %publish.topic, reason, "refused a device message");
@@ -160,30 +158,7 @@ pub(super) fn finish(
         }
         Ingested::Stored | Ingested::Duplicate | Ingested::Ignored => {}
     }
-    acks.push_back(publish);
-}
-
-/// Publishes an empty retained message on `topic`, which deletes what a device retained there.
-/// The server sees its own empty publish come back and lets it be ([`ingest`],
-/// [`super::watcher::judge`]), so this never loops.
-pub(super) fn clear_retained(client: &AsyncClient, metrics: &Metrics, topic: &str) {
-    match client.try_publish(topic, QoS::AtMostOnce, true, Vec::new()) {
-        Ok(()) => {
-            metrics.mqtt_retained_cleared.inc();
-        }
-        Err(e) => tracing::warn!(topic, error = %e, "cannot clear a refused message's topic"),
-    }
-}
-
-/// Hands queued acknowledgements to the client in order, as far as its request queue has room
-/// (the event loop drains it; awaiting here instead could stall the loop that must drain it).
-pub(super) fn flush_acks(handle: &MqttHandle, acks: &mut VecDeque<rumqttc::Publish>) {
-    while let Some(publish) = acks.front() {
-        if handle.client.try_ack(publish).is_err() {
-            return;
-        }
-        acks.pop_front();
-    }
+    true
 }
 
 pub(super) fn channel_label(topic: &str) -> String {

@@ -1,6 +1,7 @@
 //! The server's side of MQTT: an embedded broker (rumqttd) for pilots or any external broker, and
-//! the server's own client that publishes each device's retained desired state and consumes
-//! reported / events / metrics through a shared subscription. Connection options live in
+//! the server's own connection ([`link`]) that consumes reported / events / metrics through a
+//! shared subscription and, on an external broker, publishes each device's retained desired
+//! state. Connection options live in
 //! [`crate::broker`], what a device message does to the store in [`crate::ingest`], and
 //! Mosquitto's files in [`crate::mosquitto`].
 //!
@@ -12,17 +13,19 @@ mod device_order;
 mod embedded;
 mod handoff;
 mod ingester;
+mod link;
 mod upkeep;
 mod watcher;
 
 pub use embedded::{
     Authenticator, EMBEDDED_HALF_OPEN_MAX, embedded_authenticator, start_embedded_broker,
 };
-use ingester::{Ingester, clear_retained, ingester};
+use ingester::{Ingester, ingester};
+use link::{Link, LinkConfig, LinkError, LinkHandle};
 use upkeep::{RESTORE_QUEUE, desired_restorer, disconnect, drive_publisher, republisher};
 use watcher::{DesiredGuard, Watcher, drive_watcher};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +40,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::secret_hash;
-use crate::broker::{MAX_PACKET_BYTES, PUBLISH_SLOTS, client_options, device_filters};
+use crate::broker::{
+    MAX_PACKET_BYTES, PUBLISH_SLOTS, SERVER_MAX_INCOMING_BYTES, client_options, device_filters,
+    tls_config,
+};
 pub use crate::broker::{MqttError, broker_of};
 use crate::config::{BrokerAddress, Config};
 use crate::device_keys::DeviceKeys;
@@ -49,29 +55,22 @@ use crate::tufhost::TufHost;
 /// The server's connection to the broker.
 #[derive(Debug, Clone)]
 pub struct MqttHandle {
-    /// Subscribes, acknowledges what it is handed and clears refused retained messages.
-    client: AsyncClient,
-    /// Publishes desired state. On the embedded broker a connection of its own, so that a
+    /// Subscribes, acknowledges what it is handed, clears refused retained messages and, on an
+    /// external broker, publishes desired states: at most [`PUBLISH_SLOTS`] queued or awaiting
+    /// the broker's PUBACK, so a rollout's wave never fills the broker's window for the server.
+    link: LinkHandle,
+    /// On the embedded broker, desired states go on a connection of their own, so that a
     /// rollout's thousands of queued publishes never hold back the acknowledgements of device
     /// messages: rumqttd stops delivering to a connection at 500 unacknowledged messages, and
     /// when the two shared a connection it stopped answering — pings included — until the
-    /// connection dropped (10,000 devices, docs/BENCHMARKS.md). On an external broker the
-    /// ingesting connection publishes too.
-    publisher: AsyncClient,
+    /// connection dropped (10,000 devices, docs/BENCHMARKS.md). On an external broker each
+    /// replica has one user and client id, and so one connection.
+    publisher: Option<AsyncClient>,
     connected: Arc<AtomicBool>,
     republish: Arc<Notify>,
     /// On the embedded broker: what this server last published on each desired topic, for the
     /// watcher ([`watcher`]).
     guard: Option<Arc<DesiredGuard>>,
-    /// On an external broker, where desired states and acknowledgements share one connection:
-    /// how many more desired states may be queued or awaiting the broker's PUBACK
-    /// ([`crate::broker::PUBLISH_SLOTS`]); a slot comes back with the PUBACK. rumqttc's request
-    /// queue is first come, first sent, and it sends nothing at all while its in-flight limit
-    /// of publishes awaits PUBACKs — which, behind a backlog of device messages, arrive only as
-    /// fast as the store takes that backlog. A rollout's wave of 100,000 thus stopped the
-    /// acknowledgements of stored messages (`try_ack`, which cannot wait) for as long as the
-    /// wave took (docs/BENCHMARKS.md); with fewer slots than the in-flight limit it never is.
-    publish_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl MqttHandle {
@@ -100,7 +99,7 @@ impl MqttHandle {
     /// report (a state already stored is a duplicate). Devices publish their reported state
     /// retained, so a report the broker dropped on its way to the server (its queue for the
     /// server full) is still there. Returns how many devices were asked for; the rest wait for
-    /// the next call when the client's request queue is full.
+    /// the next call if the link has stopped.
     pub fn reread_reported(&self, devices: &[DeviceId]) -> usize {
         let mut asked = 0;
         for chunk in devices.chunks(REREAD_PER_SUBSCRIBE) {
@@ -108,20 +107,15 @@ impl MqttHandle {
                 .iter()
                 .map(|d| Topic::new(d.clone(), Channel::Reported).to_string())
                 .collect();
-            let filters = topics
-                .iter()
-                .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
-            if let Err(e) = self.client.try_subscribe_many(filters) {
+            if let Err(e) = self.link.subscribe(topics.clone()) {
                 tracing::warn!(error = %e, "cannot ask the broker for reported states again");
                 break;
             }
             // Queued behind the subscription, so the broker hands over the retained messages
             // first. A subscription left behind (the server stopped in between) only delivers
             // that device's reports twice; the second is a duplicate.
-            for topic in topics {
-                if let Err(e) = self.client.try_unsubscribe(topic) {
-                    tracing::warn!(error = %e, "cannot take back a reported-state subscription");
-                }
+            if let Err(e) = self.link.unsubscribe(topics) {
+                tracing::warn!(error = %e, "cannot take back reported-state subscriptions");
             }
             asked += chunk.len();
         }
@@ -148,48 +142,16 @@ impl MqttHandle {
         if let Some(guard) = &self.guard {
             guard.record(device, &bytes);
         }
-        let slot = match &self.publish_slots {
-            Some(slots) => Some(
-                slots
-                    .acquire()
-                    .await
-                    .map_err(|e| MqttError::Publish(e.to_string()))?,
-            ),
-            None => None,
-        };
-        self.publisher
-            .publish(topic, QoS::AtLeastOnce, true, bytes)
-            .await
-            .map_err(|e| MqttError::Publish(e.to_string()))?;
-        // Held until the broker's PUBACK gives it back; a publish that never left keeps none.
-        if let Some(slot) = slot {
-            slot.forget();
-        }
-        Ok(())
-    }
-}
-
-/// A wait of the broker connection's reader this long for the ingester (the hand-off full) is
-/// logged: it reads nothing meanwhile, so a wait past the keep-alive (`mqtt.keep_alive_seconds`)
-/// costs the connection.
-const LONG_INGEST_WAIT: Duration = Duration::from_secs(5);
-
-impl MqttHandle {
-    /// The broker acknowledged a publish: its slot is free (see [`MqttHandle::publish_slots`]).
-    fn publish_acknowledged(&self) {
-        if let Some(slots) = &self.publish_slots
-            && slots.available_permits() < PUBLISH_SLOTS
-        {
-            slots.add_permits(1);
-        }
-    }
-
-    /// The broker kept no session: rumqttc dropped the publishes awaiting its PUBACK, whose
-    /// slots would never come back. (Those still queued come back twice; the count never
-    /// exceeds the slots.)
-    fn publishes_forgotten(&self) {
-        if let Some(slots) = &self.publish_slots {
-            slots.add_permits(PUBLISH_SLOTS.saturating_sub(slots.available_permits()));
+        match &self.publisher {
+            Some(publisher) => publisher
+                .publish(topic, QoS::AtLeastOnce, true, bytes)
+                .await
+                .map_err(|e| MqttError::Publish(e.to_string())),
+            None => self
+                .link
+                .publish_retained(topic, bytes)
+                .await
+                .map_err(|e| MqttError::Publish(e.to_string())),
         }
     }
 }
@@ -198,9 +160,9 @@ impl MqttHandle {
 /// at most its retained messages, and rumqttd hands over no more than its in-flight limit (500).
 const REREAD_PER_SUBSCRIBE: usize = 100;
 
-/// The broker connections' event loops, each driven by [`run`].
+/// The broker connections' owners, each driven by [`run`].
 pub struct EventLoops {
-    main: EventLoop,
+    link: Link,
     /// The embedded broker's desired-state publisher and watcher connections.
     embedded: Option<EmbeddedLoops>,
 }
@@ -238,10 +200,31 @@ pub fn connect(
     address: &BrokerAddress,
     password: &str,
     client_id: &str,
+    metrics: Arc<Metrics>,
 ) -> Result<(MqttHandle, EventLoops), MqttError> {
     let embedded = config.mqtt.url.is_none();
-    let options = client_options(config, address, password, client_id, embedded)?;
-    let (client, main) = AsyncClient::new(options, 10_000);
+    // On an external broker each replica is a user of its own whose name is its client id
+    // (`use_username_as_clientid`), so no other client can take its session.
+    let username = match config.mqtt.url {
+        Some(_) => client_id.to_owned(),
+        None => config.mqtt.username.clone(),
+    };
+    let (link, link_owner) = link::link(
+        LinkConfig {
+            host: address.host.clone(),
+            port: address.port,
+            tls: tls_config(config, address)?,
+            client_id: client_id.to_owned(),
+            username,
+            password: password.to_owned(),
+            keep_alive: Duration::from_secs(config.mqtt.keep_alive_seconds),
+            clean_session: embedded,
+            max_incoming: SERVER_MAX_INCOMING_BYTES,
+            max_outgoing: MAX_PACKET_BYTES,
+            publish_slots: PUBLISH_SLOTS,
+        },
+        metrics,
+    );
     let (publisher, embedded_loops) = if embedded {
         let (publisher_id, watcher_id) = embedded_client_ids(&config.mqtt.username);
         let options = client_options(config, address, password, &publisher_id, true)?;
@@ -249,7 +232,7 @@ pub fn connect(
         let options = client_options(config, address, password, &watcher_id, true)?;
         let (watcher, watcher_loop) = AsyncClient::new(options, 10_000);
         (
-            publisher,
+            Some(publisher),
             Some(EmbeddedLoops {
                 publisher: publisher_loop,
                 watcher,
@@ -257,20 +240,18 @@ pub fn connect(
             }),
         )
     } else {
-        (client.clone(), None)
+        (None, None)
     };
     Ok((
         MqttHandle {
-            client,
+            link,
             publisher,
             connected: Arc::new(AtomicBool::new(false)),
             republish: Arc::new(Notify::new()),
             guard: embedded.then(|| Arc::new(DesiredGuard::default())),
-            publish_slots: (!embedded)
-                .then(|| Arc::new(tokio::sync::Semaphore::new(PUBLISH_SLOTS))),
         },
         EventLoops {
-            main,
+            link: link_owner,
             embedded: embedded_loops,
         },
     ))
@@ -316,10 +297,7 @@ pub struct ClientParts {
 /// state, stores device messages and only then acknowledges them. Returns once its helper tasks
 /// have all finished.
 pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
-    let EventLoops {
-        main: mut eventloop,
-        embedded,
-    } = loops;
+    let EventLoops { mut link, embedded } = loops;
     let ClientParts {
         store,
         tuf,
@@ -333,9 +311,11 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
         clock,
     } = parts;
     let mut helpers = tokio::task::JoinSet::new();
-    if let (Some(loops), Some(guard)) = (embedded, handle.guard.clone()) {
+    if let (Some(loops), Some(guard), Some(publisher)) =
+        (embedded, handle.guard.clone(), handle.publisher.clone())
+    {
         helpers.spawn(drive_publisher(
-            handle.clone(),
+            publisher,
             loops.publisher,
             shutdown.clone(),
         ));
@@ -381,9 +361,9 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
         },
         from_loop,
     ));
-    poll_until_disconnected(
+    drive_link(
         &handle,
-        &mut eventloop,
+        &mut link,
         &to_ingest,
         &share_group,
         &sessions,
@@ -395,11 +375,11 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
     while helpers.join_next().await.is_some() {}
 }
 
-/// Reads the broker connection until the ingester disconnects it at shutdown (or, at shutdown,
-/// the broker is away).
-async fn poll_until_disconnected(
+/// Connects the link and serves each connection until the ingester disconnects it at shutdown
+/// (or, at shutdown, the broker is away).
+async fn drive_link(
     handle: &MqttHandle,
-    eventloop: &mut EventLoop,
+    link: &mut Link,
     to_ingest: &handoff::Sender,
     share_group: &Option<String>,
     sessions: &Option<crate::sessions::Sessions>,
@@ -409,78 +389,47 @@ async fn poll_until_disconnected(
     let republish = handle.republish.clone();
     let mut backoff = Duration::from_millis(200);
     let mut first_connection = true;
-    // `poll` is never cancelled (its cancel safety is undocumented): device messages go to the
-    // ingester through a bounded channel, whose back-pressure pauses this loop.
     loop {
-        match eventloop.poll().await {
-            Ok(rumqttc::Event::Incoming(Packet::ConnAck(ack))) => {
+        let connected = tokio::select! {
+            connected = link.connect() => connected,
+            () = shutdown.cancelled() => return,
+        };
+        let ended = match connected {
+            Ok(connection) => {
                 backoff = Duration::from_millis(200);
                 handle.connected.store(true, Ordering::Relaxed);
                 metrics.mqtt_connected.set(1);
                 metrics.mqtt_connections.inc();
-                tracing::info!("connected to the MQTT broker");
-                for filter in device_filters(share_group.as_deref()) {
-                    if let Err(e) = handle.client.try_subscribe(filter, QoS::AtLeastOnce) {
-                        tracing::error!(error = %e, "cannot queue a subscription");
-                    }
+                tracing::info!(
+                    session_present = connection.session_present,
+                    "connected to the MQTT broker"
+                );
+                if let Err(e) = handle
+                    .link
+                    .subscribe(device_filters(share_group.as_deref()))
+                {
+                    tracing::error!(error = %e, "cannot queue the subscriptions");
                 }
                 // Retained desired states are re-signed and re-published wholesale only when the
                 // broker may have lost them: at start, or when an external broker no longer had
                 // this server's persistent session (it restarted without its state). The
                 // embedded broker lives in this process, so only the first connection counts.
-                if !ack.session_present {
-                    handle.publishes_forgotten();
-                }
-                let broker_forgot = share_group.is_some() && !ack.session_present;
+                let broker_forgot = share_group.is_some() && !connection.session_present;
                 if first_connection || broker_forgot {
                     republish.notify_one();
                 }
                 first_connection = false;
+                link.serve(connection, to_ingest, shutdown).await
             }
-            Ok(rumqttc::Event::Incoming(Packet::Publish(publish))) => {
-                // At shutdown the ingester takes nothing more: the message stays unacknowledged
-                // and the broker delivers it again (to this server's session, or a drainer).
-                // Handed over without waiting while the hand-off has room, so this loop keeps
-                // sending acknowledgements and answering pings however slow the store is
-                // ([`handoff`]).
-                let publish = match to_ingest.try_send(publish) {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(publish)) => publish,
-                    // At shutdown the ingester may be gone while its acknowledgements and
-                    // the disconnect still wait in the request queue for this loop to send.
-                    Err(handoff::Closed) if shutdown.is_cancelled() => continue,
-                    Err(handoff::Closed) => {
-                        tracing::error!(
-                            "the ingester stopped; device messages are no longer stored"
-                        );
-                        return;
-                    }
-                };
-                let waiting = std::time::Instant::now();
-                tokio::select! {
-                    sent = to_ingest.send(publish) => if sent.is_err() && !shutdown.is_cancelled() {
-                        tracing::error!("the ingester stopped; device messages are no longer stored");
-                        return;
-                    },
-                    () = shutdown.cancelled() => {}
-                }
-                let waited = waiting.elapsed();
-                metrics.ingest_wait_seconds.inc_by(waited.as_secs_f64());
-                if waited >= LONG_INGEST_WAIT {
-                    tracing::warn!(
-                        seconds = waited.as_secs_f64(),
-                        "the broker connection waited this long for the store to take a device message"
-                    );
-                }
-            }
-            Ok(rumqttc::Event::Incoming(Packet::PubAck(_))) => handle.publish_acknowledged(),
-            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect))
-                if shutdown.is_cancelled() =>
-            {
+            Err(e) => Err(e),
+        };
+        match ended {
+            Ok(()) => return,
+            Err(_) if shutdown.is_cancelled() => return,
+            Err(e @ LinkError::IngesterStopped) => {
+                tracing::error!(error = %e, "the server's broker link stops");
                 return;
             }
-            Ok(_) => {}
-            Err(_) if shutdown.is_cancelled() => return,
             Err(e) => {
                 if handle.connected.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "lost the MQTT broker; reconnecting");

@@ -101,7 +101,7 @@ pub(super) async fn republisher(
 /// still queued at shutdown are lost with the embedded broker itself; the next start publishes
 /// every desired state again.
 pub(super) async fn drive_publisher(
-    handle: MqttHandle,
+    publisher: AsyncClient,
     mut eventloop: EventLoop,
     shutdown: CancellationToken,
 ) {
@@ -128,7 +128,7 @@ pub(super) async fn drive_publisher(
             }
         }
     }
-    disconnect(&handle.publisher, &mut eventloop).await;
+    disconnect(&publisher, &mut eventloop).await;
 }
 
 /// Sends a DISCONNECT on a helper connection at shutdown and waits (up to a second: a broker

@@ -13,6 +13,7 @@
 //! undone, and the periodic sweep ([`drive_watcher`]) hands retained messages over again.
 
 use super::*;
+use std::collections::VecDeque;
 
 /// The digest of the last desired state this server published per device. On the embedded broker
 /// (no topic rights) a device can publish — and retain — on another device's desired topic: a
@@ -188,6 +189,18 @@ pub(super) async fn drive_watcher(watcher: Watcher) {
         }
     }
     disconnect(&client, &mut eventloop).await;
+}
+
+/// Publishes an empty retained message on `topic`, which deletes what a device retained there.
+/// The server sees its own empty publish come back and lets it be ([`judge`]), so this never
+/// loops.
+fn clear_retained(client: &AsyncClient, metrics: &Metrics, topic: &str) {
+    match client.try_publish(topic, QoS::AtMostOnce, true, Vec::new()) {
+        Ok(()) => {
+            metrics.mqtt_retained_cleared.inc();
+        }
+        Err(e) => tracing::warn!(topic, error = %e, "cannot clear a topic"),
+    }
 }
 
 #[cfg(test)]
