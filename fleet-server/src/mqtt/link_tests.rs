@@ -155,10 +155,12 @@ struct Peer {
 }
 
 impl Peer {
-    async fn new() -> (Self, u16) {
+    /// The peer, and a link to it with `keep_alive`.
+    async fn with_link(keep_alive: Duration) -> (Self, LinkHandle, Link) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        (Self { listener }, port)
+        let (handle, link) = link(config(port, keep_alive), Arc::new(Metrics::default()));
+        (Self { listener }, handle, link)
     }
 
     /// Accepts a connection, takes its CONNECT and answers with `code`.
@@ -186,11 +188,7 @@ impl Peer {
 
 #[tokio::test]
 async fn a_broker_silent_for_two_keep_alives_is_declared_gone() {
-    let (peer, port) = Peer::new().await;
-    let (_handle, mut link) = link(
-        config(port, Duration::from_secs(1)),
-        Arc::new(Metrics::default()),
-    );
+    let (peer, _handle, mut link) = Peer::with_link(Duration::from_secs(1)).await;
     let (to_ingest, _from_link) = handoff::handoff(1 << 20);
     let accepted = tokio::spawn(async move {
         let mut framed = peer.accept(ConnectReturnCode::Success, false).await;
@@ -209,11 +207,7 @@ async fn a_broker_silent_for_two_keep_alives_is_declared_gone() {
 
 #[tokio::test]
 async fn a_refused_login_says_what_to_check() {
-    let (peer, port) = Peer::new().await;
-    let (_handle, mut link) = link(
-        config(port, Duration::from_secs(5)),
-        Arc::new(Metrics::default()),
-    );
+    let (peer, _handle, mut link) = Peer::with_link(Duration::from_secs(5)).await;
     let accepted = tokio::spawn(async move {
         let _framed = peer
             .accept(ConnectReturnCode::BadUserNamePassword, false)
@@ -228,11 +222,7 @@ async fn a_refused_login_says_what_to_check() {
 
 #[tokio::test]
 async fn a_desired_state_unacknowledged_when_the_connection_drops_goes_again() {
-    let (peer, port) = Peer::new().await;
-    let (handle, mut link) = link(
-        config(port, Duration::from_secs(5)),
-        Arc::new(Metrics::default()),
-    );
+    let (peer, handle, mut link) = Peer::with_link(Duration::from_secs(5)).await;
     let (to_ingest, _from_link) = handoff::handoff(1 << 20);
     let script = tokio::spawn(async move {
         let mut first = peer.accept(ConnectReturnCode::Success, false).await;
