@@ -105,6 +105,7 @@ pub struct Metrics {
     /// Acknowledgements of stored messages waiting for room in the client's request queue.
     pub mqtt_unsent_acks: Gauge,
     pub mqtt_unacknowledged: Gauge,
+    pub desired_unacknowledged: Gauge,
     /// Device messages read from the broker and waiting for the store.
     pub ingest_queued: Gauge,
     /// Desired topics where a device's message was replaced by the genuine state (embedded broker).
@@ -173,6 +174,7 @@ impl Default for Metrics {
         let ingest_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         let mqtt_unsent_acks = Gauge::default();
         let mqtt_unacknowledged = Gauge::default();
+        let desired_unacknowledged = Gauge::default();
         let ingest_queued = Gauge::default();
         let desired_restored = Counter::default();
         let desired_republished = Counter::default();
@@ -245,6 +247,11 @@ impl Default for Metrics {
             "mqtt_unacknowledged",
             "Device messages the broker delivered on the server's current connection and the server has not yet acknowledged (at most the broker's in-flight window for the server)",
             mqtt_unacknowledged.clone(),
+        );
+        registry.register(
+            "desired_unacknowledged",
+            "Desired states the server published on its ingesting connection (external broker) that the broker has not yet acknowledged; their PUBACKs arrive behind the device messages the broker sent before them",
+            desired_unacknowledged.clone(),
         );
         registry.register(
             "ingest_queued",
@@ -428,6 +435,7 @@ impl Default for Metrics {
             ingest_wait_seconds,
             mqtt_unsent_acks,
             mqtt_unacknowledged,
+            desired_unacknowledged,
             ingest_queued,
             desired_restored,
             desired_republished,

@@ -408,7 +408,11 @@ async fn read_loop(
                 deliver(Delivery { publish, ack }, to_ingest, metrics, shutdown).await?;
             }
             Packet::PubAck(PubAck { pkid }) => {
-                lock(pending).publishes.remove(&pkid);
+                let mut pending = lock(pending);
+                pending.publishes.remove(&pkid);
+                metrics
+                    .desired_unacknowledged
+                    .set(pending.publishes.len() as i64);
             }
             Packet::SubAck(ack) => {
                 lock(pending).requests.remove(&ack.pkid);
@@ -564,6 +568,9 @@ fn encode(
                     _slot: slot,
                 },
             );
+            metrics
+                .desired_unacknowledged
+                .set(pending.publishes.len() as i64);
             Some(Packet::Publish(packet))
         }
         Outbound::Clear(topic) => {

@@ -57,7 +57,7 @@ use crate::tufhost::TufHost;
 pub struct MqttHandle {
     /// Subscribes, acknowledges what it is handed, clears refused retained messages and, on an
     /// external broker, publishes desired states: at most [`PUBLISH_SLOTS`] queued or awaiting
-    /// the broker's PUBACK, so a rollout's wave never fills the broker's window for the server.
+    /// the broker's PUBACK, each kept to be sent again after a reconnection.
     link: LinkHandle,
     /// On the embedded broker, desired states go on a connection of their own, so that a
     /// rollout's thousands of queued publishes never hold back the acknowledgements of device
