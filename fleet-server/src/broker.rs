@@ -45,7 +45,7 @@ pub(crate) const SERVER_MAX_INCOMING_BYTES: usize = 2 * MAX_PACKET_BYTES;
 /// broker's PUBACK to be sent again after a reconnection: ~40 MB at the ~4 kB a signed desired
 /// state takes. A PUBACK arrives behind every device message the broker sent before it, so
 /// while the server reads a backlog these slots are what paces a rollout: at 1,000, with ~30 s
-/// of backlog at 100,000 devices on PostgreSQL, a wave went out at ~33 devices a second
+/// of backlog at 100,000 devices on PostgreSQL, a wave went out at ~16 devices a second
 /// (docs/BENCHMARKS.md).
 pub(crate) const PUBLISH_SLOTS: usize = 10_000;
 
