@@ -579,7 +579,13 @@ fn encode(
             Some(Packet::Publish(clear))
         }
         Outbound::Subscribe(filters) => {
-            let pkid = lock(pending).allocate_request()?;
+            let Some(pkid) = lock(pending).allocate_request() else {
+                tracing::error!(
+                    ?filters,
+                    "no packet id is free on the broker link; the subscription is dropped"
+                );
+                return None;
+            };
             let filters = filters
                 .into_iter()
                 .map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce))
@@ -587,7 +593,13 @@ fn encode(
             Some(Packet::Subscribe(Subscribe { pkid, filters }))
         }
         Outbound::Unsubscribe(topics) => {
-            let pkid = lock(pending).allocate_request()?;
+            let Some(pkid) = lock(pending).allocate_request() else {
+                tracing::error!(
+                    ?topics,
+                    "no packet id is free on the broker link; the unsubscription is dropped"
+                );
+                return None;
+            };
             Some(Packet::Unsubscribe(Unsubscribe { pkid, topics }))
         }
         Outbound::Disconnect => {
