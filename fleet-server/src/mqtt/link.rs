@@ -579,13 +579,7 @@ fn encode(
             Some(Packet::Publish(clear))
         }
         Outbound::Subscribe(filters) => {
-            let Some(pkid) = lock(pending).allocate_request() else {
-                tracing::error!(
-                    ?filters,
-                    "no packet id is free on the broker link; the subscription is dropped"
-                );
-                return None;
-            };
+            let pkid = lock(pending).allocate_request(&filters)?;
             let filters = filters
                 .into_iter()
                 .map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce))
@@ -593,13 +587,7 @@ fn encode(
             Some(Packet::Subscribe(Subscribe { pkid, filters }))
         }
         Outbound::Unsubscribe(topics) => {
-            let Some(pkid) = lock(pending).allocate_request() else {
-                tracing::error!(
-                    ?topics,
-                    "no packet id is free on the broker link; the unsubscription is dropped"
-                );
-                return None;
-            };
+            let pkid = lock(pending).allocate_request(&topics)?;
             Some(Packet::Unsubscribe(Unsubscribe { pkid, topics }))
         }
         Outbound::Disconnect => {
@@ -610,8 +598,16 @@ fn encode(
 }
 
 impl Pending {
-    fn allocate_request(&mut self) -> Option<u16> {
-        let pkid = self.allocate()?;
+    /// A packet id for a subscription or unsubscription of `filters`, or `None` (logged: the
+    /// request is dropped) when every id is in use.
+    fn allocate_request(&mut self, filters: &[String]) -> Option<u16> {
+        let Some(pkid) = self.allocate() else {
+            tracing::error!(
+                ?filters,
+                "no packet id is free on the broker link; a (un)subscription is dropped"
+            );
+            return None;
+        };
         self.requests.insert(pkid);
         Some(pkid)
     }
