@@ -23,6 +23,10 @@ use fleet_server::store::{
 };
 use fleet_server::telemetry::rollups::{self, RollupCursor};
 
+#[path = "store/grouped.rs"]
+mod grouped;
+use grouped::writes_handed_over_together_each_hear_their_own_outcome;
+
 fn dev(id: &str) -> DeviceId {
     DeviceId::new(id).unwrap()
 }
@@ -1384,6 +1388,7 @@ on_both!(
     group_guard_policies_are_set_replaced_and_cleared,
     rollups_fold_each_batch_once_and_replace_whole,
     concurrent_roll_up_passes_fold_every_batch_once,
+    writes_handed_over_together_each_hear_their_own_outcome,
 );
 
 /// Two servers on one database: each reads what the other saved of a rollout's devices, whose

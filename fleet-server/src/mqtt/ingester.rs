@@ -118,6 +118,8 @@ pub(super) struct Ingester {
 
 /// Device messages being stored at once by one server on SQLite ([`super::ingest_window`]).
 pub(super) const INGEST_WINDOW: usize = 64;
+/// The same on PostgreSQL ([`super::ingest_window`]).
+pub(super) const POSTGRES_INGEST_WINDOW: usize = 256;
 
 /// A store of one message this slow is logged: the store is too slow for the fleet.
 const SLOW_STORE: Duration = Duration::from_secs(5);

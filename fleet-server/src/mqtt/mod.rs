@@ -258,14 +258,17 @@ pub fn connect(
 }
 
 /// How many device messages the server stores at once. SQLite: 64, which its one writer commits
-/// in groups (operators read through readers of their own). PostgreSQL: half the pool, since each
-/// store holds a pooled connection while it waits: with all of them taken by a store that fell
-/// behind, the API and the rollout engine waited in line behind device messages (a `rollout
-/// create` over 60 s at 100,000 devices; `tests/slow_store.rs` locks a table and finds `/metrics`
-/// still answering).
+/// in groups (operators read through readers of their own). PostgreSQL: 256, whose writes are
+/// grouped per transaction too and wait without a pooled connection; what else storing one
+/// takes holds at most half the pool ([`crate::store::Store::for_ingester`]). When each message
+/// held a connection, all of them taken by a store that fell behind left the API and the rollout
+/// engine in line behind device messages (a `rollout create` over 60 s at 100,000 devices;
+/// `tests/slow_store.rs` locks a table and finds `/metrics` still answering). The window is
+/// larger than SQLite's because a PostgreSQL group costs a round trip and a commit on another
+/// process: more waiting writes make each group larger, not slower.
 pub fn ingest_window(config: &Config) -> usize {
     match config.database.url {
-        Some(_) => (config.database.pool_size / 2).max(1),
+        Some(_) => ingester::POSTGRES_INGEST_WINDOW,
         None => ingester::INGEST_WINDOW,
     }
 }
@@ -351,7 +354,7 @@ pub async fn run(handle: MqttHandle, loops: EventLoops, parts: ClientParts) {
     helpers.spawn(ingester(
         Ingester {
             handle: handle.clone(),
-            store,
+            store: store.for_ingester().unwrap_or(store),
             metrics: metrics.clone(),
             keys,
             clock,

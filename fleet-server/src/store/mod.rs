@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("{what} not found")]
     NotFound { what: String },
@@ -500,6 +500,13 @@ pub trait Store:
 {
     /// Fails when the database cannot answer (for `/readyz`).
     async fn ping(&self) -> Result<()>;
+
+    /// The store as the broker ingester should use it, if not this one: on PostgreSQL, one that
+    /// holds at most half the pool's connections at once, so that however many device messages
+    /// are being stored, operators and the rollout engine find a connection.
+    fn for_ingester(&self) -> Option<std::sync::Arc<dyn Store>> {
+        None
+    }
 }
 
 /// Operator tokens.

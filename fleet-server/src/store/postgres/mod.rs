@@ -6,6 +6,7 @@ mod alerts;
 mod audit;
 mod devices;
 mod group_guards;
+mod grouped;
 mod labels;
 mod registry;
 mod rollouts;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use edgefleet_protocol::DeviceId;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
@@ -40,6 +42,30 @@ const MIGRATION_LOCK: i64 = 0x0065_6467_6566_6c74;
 pub struct PostgresStore {
     pool: Pool,
     rollout_rows: std::sync::Arc<crate::store::rollout_rows::RolloutRows>,
+    grouped: grouped::Grouped,
+    /// Set on the broker ingester's view ([`Store::for_ingester`]): the connections it may hold
+    /// at once.
+    lane: Option<Arc<Semaphore>>,
+}
+
+/// A pooled connection, with the ingester's permit for it while the ingester holds it.
+struct Conn {
+    object: deadpool_postgres::Object,
+    _lane: Option<OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = deadpool_postgres::Object;
+
+    fn deref(&self) -> &Self::Target {
+        &self.object
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.object
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -47,6 +73,7 @@ impl std::fmt::Debug for PostgresStore {
         // Never the URL: it holds the password.
         f.debug_struct("PostgresStore")
             .field("pool", &self.pool.status())
+            .field("ingester_lane", &self.lane.is_some())
             .finish()
     }
 }
@@ -120,17 +147,32 @@ impl PostgresStore {
             .build()
             .map_err(backend)?;
         let store = Self {
+            grouped: grouped::Grouped::start(pool.clone()),
             pool,
             rollout_rows: Default::default(),
+            lane: None,
         };
         store.migrate().await?;
         Ok(store)
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| match e {
+    async fn client(&self) -> Result<Conn> {
+        let lane = match &self.lane {
+            Some(lane) => Some(
+                lane.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| backend("the ingester's connections were closed"))?,
+            ),
+            None => None,
+        };
+        let object = self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => pg(e),
             other => backend(format!("postgres: {other}")),
+        })?;
+        Ok(Conn {
+            object,
+            _lane: lane,
         })
     }
 
@@ -234,5 +276,15 @@ impl Store for PostgresStore {
             .await
             .map(|_| ())
             .map_err(pg)
+    }
+
+    /// Half the pool: device messages' writes are grouped ([`grouped`]) and hold no connection
+    /// while they wait, but the rest of what storing one takes (a device's key, samples) does.
+    fn for_ingester(&self) -> Option<Arc<dyn Store>> {
+        let connections = (self.pool.status().max_size / 2).max(1);
+        Some(Arc::new(Self {
+            lane: Some(Arc::new(Semaphore::new(connections))),
+            ..self.clone()
+        }))
     }
 }

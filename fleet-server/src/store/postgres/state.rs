@@ -1,51 +1,33 @@
 //! What devices report and are told: reported and desired state, events, metrics.
 
+use super::grouped::Write;
 use super::*;
 use crate::store::StateStore;
 
 #[async_trait]
 impl StateStore for PostgresStore {
     async fn record_reported(&self, reported: &Reported, at: i64) -> Result<bool> {
-        let text = encode_stored("reported state", reported)?;
-        let n = self
-            .client()
-            .await?
-            .execute(
-                "UPDATE devices SET reported = $3, reported_seq = $2, agent_version = $4,
-                 last_seen = GREATEST(COALESCE(last_seen, 0), $5), reported_at = $5
-                 WHERE id = $1 AND reported_seq < $2",
-                &[
-                    &reported.device.as_str(),
-                    &(reported.seq as i64),
-                    &text,
-                    &reported.agent_version,
-                    &at,
-                ],
-            )
+        self.grouped
+            .write(Write::Reported {
+                device: reported.device.as_str().to_owned(),
+                seq: reported.seq as i64,
+                text: encode_stored("reported state", reported)?,
+                agent_version: reported.agent_version.clone(),
+                at,
+            })
             .await
-            .map_err(pg)?;
-        Ok(n == 1)
     }
 
     async fn record_event(&self, event: &StoredEvent) -> Result<bool> {
-        let message = encode_stored("event", &event.message)?;
-        let n = self
-            .client()
-            .await?
-            .execute(
-                "INSERT INTO events (device, message_id, seq, at, message) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (device, message_id) DO NOTHING",
-                &[
-                    &event.device.as_str(),
-                    &event.message.id.as_str(),
-                    &(event.seq as i64),
-                    &event.at,
-                    &message,
-                ],
-            )
+        self.grouped
+            .write(Write::Event {
+                device: event.device.as_str().to_owned(),
+                message_id: event.message.id.as_str().to_owned(),
+                seq: event.seq as i64,
+                at: event.at,
+                text: encode_stored("event", &event.message)?,
+            })
             .await
-            .map_err(pg)?;
-        Ok(n == 1)
     }
 
     async fn events(&self, id: Option<&DeviceId>, limit: u32) -> Result<Vec<StoredEvent>> {
@@ -73,24 +55,15 @@ impl StateStore for PostgresStore {
     }
 
     async fn record_metrics(&self, batch: &MetricsBatch, received_us: i64) -> Result<bool> {
-        let text = encode_stored("metrics batch", batch)?;
-        let n = self
-            .client()
-            .await?
-            .execute(
-                "INSERT INTO metrics_batches (device, seq, at, received, batch)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, seq) DO NOTHING",
-                &[
-                    &batch.device.as_str(),
-                    &(batch.seq as i64),
-                    &received_us.div_euclid(1_000_000),
-                    &received_us,
-                    &text,
-                ],
-            )
+        self.grouped
+            .write(Write::Metrics {
+                device: batch.device.as_str().to_owned(),
+                seq: batch.seq as i64,
+                at: received_us.div_euclid(1_000_000),
+                received: received_us,
+                text: encode_stored("metrics batch", batch)?,
+            })
             .await
-            .map_err(pg)?;
-        Ok(n == 1)
     }
 
     async fn metrics(&self, id: Option<&DeviceId>, since: i64) -> Result<Vec<StoredMetrics>> {
@@ -126,15 +99,13 @@ impl StateStore for PostgresStore {
     }
 
     async fn touch(&self, id: &DeviceId, at: i64) -> Result<()> {
-        self.client()
-            .await?
-            .execute(
-                "UPDATE devices SET last_seen = GREATEST(COALESCE(last_seen, 0), $2) WHERE id = $1",
-                &[&id.as_str(), &at],
-            )
+        self.grouped
+            .write(Write::Touch {
+                device: id.as_str().to_owned(),
+                at,
+            })
             .await
-            .map_err(pg)?;
-        Ok(())
+            .map(|_| ())
     }
 
     async fn set_desired(&self, desired: &Desired) -> Result<()> {

@@ -1,0 +1,334 @@
+//! Device messages' writes on PostgreSQL, grouped per transaction: reported states, events,
+//! telemetry batches and `last_seen`. Stored one statement and one commit each, 100,000 devices
+//! sending a batch a minute (~1,670 a second) were at PostgreSQL's limit on this machine
+//! (~2,000 a second; docs/BENCHMARKS.md) and rollouts crawled behind them. Here one task takes
+//! whatever writes are waiting when it comes round and stores them in one transaction, one
+//! array-valued statement per kind, so the cost of a round trip and a commit is shared by the
+//! group; callers wait without holding a pooled connection.
+//!
+//! A group that fails (a deadlock with another transaction, a row PostgreSQL refuses) is stored
+//! again one write at a time, so one bad write fails alone and the others are not held up.
+//! The task ends once every handle is dropped (with its store) and the writes queued before are
+//! stored.
+
+use std::collections::HashSet;
+
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{backend, pg};
+use crate::store::Result;
+
+/// At most this many writes share a transaction, so one group's statements stay short.
+const MAX_GROUP: usize = 512;
+/// Writes queued before callers wait to hand theirs over.
+const QUEUE: usize = 4096;
+
+/// One write of a device message, as the store's columns hold it.
+#[derive(Debug, Clone)]
+pub(super) enum Write {
+    /// Stored only if newer than the device's stored one; `at` also moves `last_seen`.
+    Reported {
+        device: String,
+        seq: i64,
+        text: String,
+        agent_version: String,
+        at: i64,
+    },
+    /// Stored once per (device, message id).
+    Event {
+        device: String,
+        message_id: String,
+        seq: i64,
+        at: i64,
+        text: String,
+    },
+    /// Stored once per (device, seq).
+    Metrics {
+        device: String,
+        seq: i64,
+        at: i64,
+        received: i64,
+        text: String,
+    },
+    /// `last_seen` moved forward to `at`.
+    Touch { device: String, at: i64 },
+}
+
+struct Job {
+    write: Write,
+    reply: oneshot::Sender<Result<bool>>,
+}
+
+/// Hands writes to the grouping task.
+#[derive(Debug, Clone)]
+pub(super) struct Grouped {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Grouped {
+    /// Starts the grouping task on `pool` (one pooled connection per group).
+    pub(super) fn start(pool: Pool) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(write_until_closed(pool, queue));
+        Self { jobs }
+    }
+
+    /// Stores `write` with whatever else is waiting; whether it stored anything (a reported
+    /// state newer than the stored one, an event or batch not stored before; a touch always).
+    pub(super) async fn write(&self, write: Write) -> Result<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { write, reply })
+            .await
+            .map_err(|_| backend("the database's grouped writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| backend("the database's grouped writer stopped before answering"))?
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("write", &self.write).finish()
+    }
+}
+
+async fn write_until_closed(pool: Pool, mut queue: mpsc::Receiver<Job>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        write_group(&pool, group).await;
+    }
+}
+
+async fn write_group(pool: &Pool, group: Vec<Job>) {
+    let writes: Vec<&Write> = group.iter().map(|job| &job.write).collect();
+    let failed = match in_one_transaction(pool, &writes).await {
+        Ok(stored) => {
+            for (job, stored) in group.into_iter().zip(stored) {
+                let _ = job.reply.send(Ok(stored));
+            }
+            return;
+        }
+        Err(e) if group.len() == 1 => {
+            for job in group {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        Err(e) => e,
+    };
+    tracing::warn!(writes = group.len(), error = %failed,
+        "a group of device-message writes failed; storing them one at a time");
+    for job in group {
+        let outcome = in_one_transaction(pool, &[&job.write])
+            .await
+            .map(|stored| stored[0]);
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// Stores `writes` in one transaction; per write, whether it stored anything.
+async fn in_one_transaction(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>> {
+    let mut client = pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(e),
+        other => backend(format!("postgres: {other}")),
+    })?;
+    let tx = client.transaction().await.map_err(pg)?;
+    let mut stored = vec![false; writes.len()];
+    metrics(&tx, writes, &mut stored).await?;
+    events(&tx, writes, &mut stored).await?;
+    reported(&tx, writes, &mut stored).await?;
+    touches(&tx, writes, &mut stored).await?;
+    tx.commit().await.map_err(pg)?;
+    Ok(stored)
+}
+
+async fn metrics(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Result<()> {
+    let (mut at_index, mut devices, mut seqs, mut ats, mut received, mut texts) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (index, write) in writes.iter().enumerate() {
+        if let Write::Metrics {
+            device,
+            seq,
+            at,
+            received: when,
+            text,
+        } = write
+        {
+            at_index.push(index);
+            devices.push(device.as_str());
+            seqs.push(*seq);
+            ats.push(*at);
+            received.push(*when);
+            texts.push(text.as_str());
+        }
+    }
+    if at_index.is_empty() {
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO metrics_batches (device, seq, at, received, batch)
+             SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[])
+             ON CONFLICT (device, seq) DO NOTHING RETURNING device, seq",
+        )
+        .await
+        .map_err(pg)?;
+    let rows = tx
+        .query(&statement, &[&devices, &seqs, &ats, &received, &texts])
+        .await
+        .map_err(pg)?;
+    let mut inserted: HashSet<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // A batch twice in one group is inserted once: the first of them says so.
+    for (n, index) in at_index.into_iter().enumerate() {
+        stored[index] = inserted.remove(&(devices[n].to_owned(), seqs[n]));
+    }
+    Ok(())
+}
+
+async fn events(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Result<()> {
+    let (mut at_index, mut devices, mut ids, mut seqs, mut ats, mut texts) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (index, write) in writes.iter().enumerate() {
+        if let Write::Event {
+            device,
+            message_id,
+            seq,
+            at,
+            text,
+        } = write
+        {
+            at_index.push(index);
+            devices.push(device.as_str());
+            ids.push(message_id.as_str());
+            seqs.push(*seq);
+            ats.push(*at);
+            texts.push(text.as_str());
+        }
+    }
+    if at_index.is_empty() {
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO events (device, message_id, seq, at, message)
+             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[])
+             ON CONFLICT (device, message_id) DO NOTHING RETURNING device, message_id",
+        )
+        .await
+        .map_err(pg)?;
+    let rows = tx
+        .query(&statement, &[&devices, &ids, &seqs, &ats, &texts])
+        .await
+        .map_err(pg)?;
+    let mut inserted: HashSet<(String, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for (n, index) in at_index.into_iter().enumerate() {
+        stored[index] = inserted.remove(&(devices[n].to_owned(), ids[n].to_owned()));
+    }
+    Ok(())
+}
+
+/// Reported states in rounds, each naming a device at most once, in the order they were
+/// handed over: one statement cannot update a row twice, and a device's later report must be
+/// judged against its earlier one.
+async fn reported(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Result<()> {
+    let mut waiting: Vec<usize> = writes
+        .iter()
+        .enumerate()
+        .filter(|(_, write)| matches!(write, Write::Reported { .. }))
+        .map(|(index, _)| index)
+        .collect();
+    while !waiting.is_empty() {
+        let mut in_round = HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) = waiting.into_iter().partition(|&index| {
+            let Write::Reported { device, .. } = writes[index] else {
+                unreachable!("only reported states wait here")
+            };
+            in_round.insert(device.as_str())
+        });
+        waiting = later;
+        reported_round(tx, writes, &round, stored).await?;
+    }
+    Ok(())
+}
+
+async fn reported_round(
+    tx: &Transaction<'_>,
+    writes: &[&Write],
+    round: &[usize],
+    stored: &mut [bool],
+) -> Result<()> {
+    let (mut devices, mut seqs, mut texts, mut versions, mut ats) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for &index in round {
+        if let Write::Reported {
+            device,
+            seq,
+            text,
+            agent_version,
+            at,
+        } = writes[index]
+        {
+            devices.push(device.as_str());
+            seqs.push(*seq);
+            texts.push(text.as_str());
+            versions.push(agent_version.as_str());
+            ats.push(*at);
+        }
+    }
+    let statement = tx
+        .prepare_cached(
+            "UPDATE devices AS d SET reported = v.reported, reported_seq = v.seq,
+                 agent_version = v.agent_version,
+                 last_seen = GREATEST(COALESCE(d.last_seen, 0), v.at), reported_at = v.at
+             FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[])
+                 AS v (id, seq, reported, agent_version, at)
+             WHERE d.id = v.id AND d.reported_seq < v.seq RETURNING d.id",
+        )
+        .await
+        .map_err(pg)?;
+    let rows = tx
+        .query(&statement, &[&devices, &seqs, &texts, &versions, &ats])
+        .await
+        .map_err(pg)?;
+    let updated: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    for (n, &index) in round.iter().enumerate() {
+        stored[index] = updated.contains(devices[n]);
+    }
+    Ok(())
+}
+
+async fn touches(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Result<()> {
+    let (mut devices, mut ats) = (vec![], vec![]);
+    for (index, write) in writes.iter().enumerate() {
+        if let Write::Touch { device, at } = write {
+            devices.push(device.as_str());
+            ats.push(*at);
+            stored[index] = true;
+        }
+    }
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached(
+            "UPDATE devices AS d SET last_seen = GREATEST(COALESCE(d.last_seen, 0), v.at)
+             FROM (SELECT id, MAX(at) AS at FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS u (id, at)
+                   GROUP BY id) AS v
+             WHERE d.id = v.id",
+        )
+        .await
+        .map_err(pg)?;
+    tx.execute(&statement, &[&devices, &ats])
+        .await
+        .map_err(pg)?;
+    Ok(())
+}
