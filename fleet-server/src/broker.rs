@@ -103,23 +103,12 @@ pub(crate) fn tls_config(
     }
     let pem = read_ca(config)?;
     let path = config.mqtt.ca_file.clone().unwrap_or_default();
-    let bad = |detail: String| MqttError::Url(format!("mqtt.ca_file {}: {detail}", path.display()));
+    let bad = |e: crate::tls_roots::RootsError| {
+        MqttError::Url(format!("mqtt.ca_file {}: {e}", path.display()))
+    };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        let cert: rustls::pki_types::CertificateDer<'static> =
-            cert.map_err(|e| bad(e.to_string()))?;
-        roots.add(cert).map_err(|e| bad(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(bad("no PEM certificate in it".into()));
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| bad(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    crate::tls_roots::add_pem(&mut roots, &pem).map_err(bad)?;
+    let tls = crate::tls_roots::client_config(roots).map_err(bad)?;
     Ok(Some(Arc::new(tls)))
 }
 

@@ -36,6 +36,7 @@ pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls_roots;
 pub mod tufhost;
 
 /// Staged rollouts, the state machine (crate `edgefleet-rollout`, no I/O).

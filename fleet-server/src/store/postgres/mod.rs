@@ -105,27 +105,10 @@ fn tls(ca_file: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnec
     if let Some(path) = ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| backend(format!("database.ca_file {}: {e}", path.display())))?;
-        let mut added = 0;
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert: rustls::pki_types::CertificateDer<'static> =
-                cert.map_err(|e| backend(format!("database.ca_file {}: {e}", path.display())))?;
-            roots.add(cert).map_err(backend)?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(backend(format!(
-                "database.ca_file {}: no PEM certificate in it",
-                path.display()
-            )));
-        }
+        crate::tls_roots::add_pem(&mut roots, &pem)
+            .map_err(|e| backend(format!("database.ca_file {}: {e}", path.display())))?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(backend)?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = crate::tls_roots::client_config(roots).map_err(backend)?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
