@@ -20,6 +20,8 @@
 //!   last minutes' rollups settled, the payload bytes raw batches and rollups added per
 //!   device-day (an upper bound for rollups: the minutes after the window, not yet merged, count
 //!   too);
+//! - the dashboard opened ten times in headless Chromium by a signed-in operator, the fleet
+//!   still sending: first contentful paint and the first page of devices in the table;
 //! - messages lost: every message the devices had acknowledged, against what the server counts
 //!   stored once the simulators stopped.
 //!
@@ -31,6 +33,9 @@
 //! Uses the release binaries: `cargo build --release --bins && cargo bench -p edgefleet-e2e --bench fleet`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+#[path = "../tests/telemetry/browser.rs"]
+mod browser;
 
 use std::time::{Duration, Instant};
 
@@ -359,6 +364,8 @@ install_delay_ms = 2000
     }
     let asked_seconds = asked.elapsed().as_secs_f64();
     let asked_cores = (cpu(server_pid) - asked_cpu_before) / asked_seconds;
+    // With the fleet still sending: the dashboard as an operator opens it.
+    let dashboard = dashboard_loads(&fleet.server.base_url(), &admin, DASHBOARD_LOADS);
     let seconds = quiet_seconds + asked_seconds;
     // Rollups settle (a minute's rows merge) 3 minutes after it ends: wait for that before
     // weighing them.
@@ -495,12 +502,78 @@ install_delay_ms = 2000
             ms.len()
         );
     }
+    let (mut paints, mut shown): (Vec<f64>, Vec<f64>) = dashboard.into_iter().unzip();
+    paints.sort_by(f64::total_cmp);
+    shown.sort_by(f64::total_cmp);
+    println!(
+        "dashboard, {} loads by a signed-in operator (headless Chromium): first contentful paint \
+         p50 {:.0} ms, max {:.0} ms; first page of devices rendered p50 {:.0} ms, max {:.0} ms",
+        shown.len(),
+        percentile(&paints, 0.5),
+        paints.last().copied().unwrap_or(f64::NAN),
+        percentile(&shown, 0.5),
+        shown.last().copied().unwrap_or(f64::NAN),
+    );
     println!("lost (acknowledged to a device, not stored once the server caught up): {lost}");
     println!("simulator: {summary}");
 }
 
 /// Per channel, messages the devices had acknowledged that the server has not stored, once its
 /// stored count stops moving (it catches up on what the brokers still queue for it).
+/// Times the dashboard is opened after the asks.
+const DASHBOARD_LOADS: usize = 10;
+
+/// Opens the dashboard at `base` `loads` times in one headless Chromium tab, signed in with
+/// `token`, each a fresh navigation. Per load, in ms from the navigation's start: the first
+/// contentful paint (the browser's own figure) and when the device list's first page is in the
+/// table (polled every 20 ms through chromedriver, so up to one poll late).
+fn dashboard_loads(base: &str, token: &str, loads: usize) -> Vec<(f64, f64)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (_driver, client) = browser::browser().await;
+        browser::sign_in(&client, base, token).await;
+        let mut out = Vec::with_capacity(loads);
+        for _ in 0..loads {
+            client.goto(base).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let shown = loop {
+                let value = client
+                    .execute(
+                        "return document.querySelectorAll('#devices tbody tr').length > 0 \
+                         ? performance.now() : null;",
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                if let Some(ms) = value.as_f64() {
+                    break ms;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the dashboard showed no device within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let paint = client
+                .execute(
+                    "const p = performance.getEntriesByName('first-contentful-paint')[0]; \
+                     return p ? p.startTime : null;",
+                    vec![],
+                )
+                .await
+                .unwrap()
+                .as_f64()
+                .unwrap_or(f64::NAN);
+            out.push((paint, shown));
+        }
+        let _ = client.close().await;
+        out
+    })
+}
+
 fn lost_messages(fleet: &demo::Demo, summary: &Value) -> String {
     let stored = |channel: &str| {
         fleet.server.metric_sum(&format!(

@@ -8,13 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edgefleet_e2e::demo::{self, Demo, DemoOptions, Load};
-use edgefleet_e2e::fleet::{KillOnDrop, eventually};
+use edgefleet_e2e::fleet::eventually;
 use edgefleet_e2e::{baseline_rows, http, post_json};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
 use edgefleet_e2e::one_fleet_at_a_time as one_at_a_time;
@@ -32,6 +32,11 @@ mod shadow;
 // Split rollouts: a challenger answering a share of requests, judged arm against arm.
 #[path = "telemetry/split.rs"]
 mod split;
+
+// Headless Chromium through chromedriver (the fleet bench opens the dashboard with it too).
+#[path = "telemetry/browser.rs"]
+mod browser;
+use browser::{browser, sign_in};
 
 /// Telemetry windows of 3 s (60 s by default): short enough for a test, long enough that a
 /// window's ~150 requests give a PSI whose small-sample bias (about bins / requests) stays well
@@ -548,45 +553,6 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-/// chromedriver on a free loopback port, and a headless Chromium session through it.
-async fn browser() -> (KillOnDrop, Client) {
-    let port = edgefleet_e2e::free_port();
-    let driver = KillOnDrop(
-        Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (apt install chromium-driver; scripts/setup.sh does)"),
-    );
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            // Root in a container: no sandbox; no GPU; a fresh profile each run.
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,900", "--no-first-run"]
-        }),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(client) => return (driver, client),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("cannot start a Chromium session: {e}"),
-        }
-    }
-}
-
 /// Waits until `script` (a JavaScript expression) is truthy in the page; returns its value.
 async fn until(client: &Client, what: &str, within: Duration, script: &str) -> Value {
     let deadline = Instant::now() + within;
@@ -612,23 +578,6 @@ async fn until(client: &Client, what: &str, within: Duration, script: &str) -> V
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn sign_in(client: &Client, base: &str, token: &str) {
-    client.goto(base).await.unwrap();
-    let field = client
-        .wait()
-        .for_element(Locator::Id("login-token"))
-        .await
-        .unwrap();
-    field.send_keys(token).await.unwrap();
-    client
-        .find(Locator::Id("login-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
 }
 
 /// Clicks what `css` finds, as a user would; the page re-renders on every live update, so an

@@ -149,7 +149,8 @@ async fn in_the_dashboard(fleet: &demo::Demo, rollout: &str) {
         &client,
         "the split's verdict and readout",
         Duration::from_secs(10),
-        "(() => { const t = document.getElementById('shadow-check').innerText; return t.includes('Split (wave 1): promoted') && t.includes('no significant difference'); })()",
+        // Either verdict the API check above allows for a like-for-like challenger.
+        "(() => { const t = document.getElementById('shadow-check').innerText; return t.includes('Split (wave 1): promoted') && (t.includes('no significant difference') || t.includes('the challenger is better')); })()",
     )
     .await;
     let shot = client.screenshot().await.unwrap();
