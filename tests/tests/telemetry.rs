@@ -335,23 +335,28 @@ fn shifted_inputs_raise_the_drift_figure_and_the_drift_gate_halts_the_rollout() 
     );
     // Labels ride the canary's next telemetry windows; 15 s alone, but a loaded 2-core CI run
     // (three test binaries at once, each test a fleet) took this test past 60 s once.
-    let judged = eventually(
-        "the labels to reach the server",
-        Duration::from_secs(180),
-        || {
-            let (_, t) = fleet.server.call(
-                "GET",
-                "/api/v1/telemetry?model=churn&since_seconds=600",
-                Some(&admin),
-                None,
-            );
-            t["versions"]
-                .as_array()?
-                .iter()
-                .find(|v| v["version"] == version.as_str() && v["quality"]["labelled"] == 200)
-                .cloned()
-        },
-    );
+    // What the server last showed, for the failure message (a CI run once timed out here).
+    let mut last_seen = Value::Null;
+    let judged = edgefleet_e2e::fleet::poll_for(Duration::from_secs(180), || {
+        let (_, t) = fleet.server.call(
+            "GET",
+            "/api/v1/telemetry?model=churn&since_seconds=600",
+            Some(&admin),
+            None,
+        );
+        last_seen = t["versions"].clone();
+        t["versions"]
+            .as_array()?
+            .iter()
+            .find(|v| v["version"] == version.as_str() && v["quality"]["labelled"] == 200)
+            .cloned()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the 200 labels of {version} never reached the server in 180 s; its telemetry \
+             showed last:\n{last_seen:#}"
+        )
+    });
     assert_eq!(judged["quality"]["accuracy"], 0.0, "{judged:#}");
     assert_eq!(judged["decay"][0]["metric"], "accuracy", "{judged:#}");
     assert_eq!(judged["decay"][0]["field"], 0.0, "{judged:#}");
