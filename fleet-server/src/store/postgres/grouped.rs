@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{backend, pg};
+use super::{backend, pg, pool_error};
 use crate::store::Result;
 
 /// At most this many writes share a transaction, so one group's statements stay short.
@@ -136,10 +136,7 @@ async fn write_group(pool: &Pool, group: Vec<Job>) {
 
 /// Stores `writes` in one transaction; per write, whether it stored anything.
 async fn in_one_transaction(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>> {
-    let mut client = pool.get().await.map_err(|e| match e {
-        deadpool_postgres::PoolError::Backend(e) => pg(e),
-        other => backend(format!("postgres: {other}")),
-    })?;
+    let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg)?;
     let mut stored = vec![false; writes.len()];
     metrics(&tx, writes, &mut stored).await?;

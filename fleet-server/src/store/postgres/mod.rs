@@ -92,6 +92,14 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// A connection the pool could not give: PostgreSQL's own message when it refused one.
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(e),
+        other => backend(format!("postgres: {other}")),
+    }
+}
+
 fn role_of(text: &str) -> Result<Role> {
     Role::parse(text).ok_or_else(|| backend(format!("unknown role {text:?} in the database")))
 }
@@ -149,10 +157,7 @@ impl PostgresStore {
             ),
             None => None,
         };
-        let object = self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => pg(e),
-            other => backend(format!("postgres: {other}")),
-        })?;
+        let object = self.pool.get().await.map_err(pool_error)?;
         Ok(Conn {
             object,
             _lane: lane,
