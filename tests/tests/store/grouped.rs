@@ -210,3 +210,56 @@ async fn postgres_the_ingester_leaves_half_the_pool_to_everyone_else() {
         task.await.unwrap().unwrap();
     }
 }
+
+/// A group whose connection is lost (PostgreSQL terminates it here while it waits on a lock;
+/// in life a restart or a dropped link) fails as a whole, at once: storing its writes one at a
+/// time would wait on the same lock again, or with the database gone fail as many times over.
+/// The messages stay unacknowledged for the broker to deliver again, and the next write finds
+/// a working connection.
+#[tokio::test]
+async fn postgres_a_group_whose_connection_is_lost_fails_as_a_whole() {
+    let server = Postgres::start();
+    let store = PostgresStore::connect(&server.url(), 4, None)
+        .await
+        .unwrap();
+    let mut lock = server.session();
+    let mut holder = lock.0.stdin.take().unwrap();
+    writeln!(holder, "BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE;").unwrap();
+    while server.scalar(
+        "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted \
+         AND relation = 'events'::regclass",
+    ) < 1
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting_on_the_lock =
+        "FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND backend_type = 'client backend'";
+    // Handed over in one poll, the ten writes form one group (see the first test).
+    let events: Vec<_> = (0..10).map(|n| event("lost", n, 10)).collect();
+    let writes = join_all(events.iter().map(|event| store.record_event(event)));
+    let terminate = async {
+        while server.scalar(&format!("SELECT count(*) {waiting_on_the_lock}")) < 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server.scalar(&format!(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) {waiting_on_the_lock}) t"
+        ))
+    };
+    let (outcomes, terminated) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(writes, terminate)
+    })
+    .await
+    .expect("the group's writes were tried again one at a time, waiting on the same lock");
+    assert_eq!(terminated, 1, "one connection waited: the group's");
+    for outcome in &outcomes {
+        match outcome {
+            Err(StoreError::Backend(why)) => assert!(why.contains("terminating"), "{why}"),
+            other => panic!("a write of the lost group: {other:?}"),
+        }
+    }
+    writeln!(holder, "COMMIT;").unwrap();
+    drop(holder);
+    lock.0.wait().unwrap();
+    assert_eq!(server.scalar("SELECT count(*) FROM events"), 0);
+    assert!(store.record_event(&event("lost", 1, 10)).await.unwrap());
+}

@@ -6,18 +6,22 @@
 //! array-valued statement per kind, so the cost of a round trip and a commit is shared by the
 //! group; callers wait without holding a pooled connection.
 //!
-//! A group that fails (a deadlock with another transaction, a row PostgreSQL refuses) is stored
-//! again one write at a time, so one bad write fails alone and the others are not held up.
+//! A group PostgreSQL refuses (a deadlock with another transaction, a row a constraint or
+//! trigger refuses) is stored again one write at a time, so one bad write fails alone and the
+//! others are not held up. A group that failed because the database could not be reached or
+//! dropped the connection fails as a whole at once: one write at a time would fail the same way
+//! as many times over (each waiting for a connection), and the messages stay unacknowledged
+//! for the broker to deliver again.
 //! The task ends once every handle is dropped (with its store) and the writes queued before are
 //! stored.
 
 use std::collections::HashSet;
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{Client, Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{backend, pg, pool_error};
-use crate::store::Result;
+use crate::store::{Result, StoreError};
 
 /// At most this many writes share a transaction, so one group's statements stay short.
 const MAX_GROUP: usize = 512;
@@ -109,45 +113,91 @@ async fn write_until_closed(pool: Pool, mut queue: mpsc::Receiver<Job>) {
 
 async fn write_group(pool: &Pool, group: Vec<Job>) {
     let writes: Vec<&Write> = group.iter().map(|job| &job.write).collect();
-    let failed = match in_one_transaction(pool, &writes).await {
+    let refused = match in_one_transaction(pool, &writes).await {
         Ok(stored) => {
             for (job, stored) in group.into_iter().zip(stored) {
                 let _ = job.reply.send(Ok(stored));
             }
             return;
         }
-        Err(e) if group.len() == 1 => {
+        Err(Failure::Refused(e)) if group.len() > 1 => e,
+        Err(Failure::Refused(e) | Failure::Unreachable(e)) => {
             for job in group {
                 let _ = job.reply.send(Err(e.clone()));
             }
             return;
         }
-        Err(e) => e,
     };
-    tracing::warn!(writes = group.len(), error = %failed,
-        "a group of device-message writes failed; storing them one at a time");
+    tracing::warn!(writes = group.len(), error = %refused,
+        "PostgreSQL refused a group of device-message writes; storing them one at a time");
     for job in group {
         let outcome = in_one_transaction(pool, &[&job.write])
             .await
-            .map(|stored| stored[0]);
+            .map(|stored| stored[0])
+            .map_err(Failure::into_error);
         let _ = job.reply.send(outcome);
     }
 }
 
+/// Why a group was not stored, which decides whether storing its writes one at a time can help.
+#[derive(Debug)]
+enum Failure {
+    /// PostgreSQL ran the statements and refused one (a constraint, a trigger, a deadlock).
+    Refused(StoreError),
+    /// No connection, or it was lost or shut down (SQLSTATE classes 08, 53, 57, 58).
+    Unreachable(StoreError),
+}
+
+impl Failure {
+    fn into_error(self) -> StoreError {
+        match self {
+            Failure::Refused(e) | Failure::Unreachable(e) => e,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let refused = e.as_db_error().is_some_and(|db| {
+            !["08", "53", "57", "58"].contains(&db.code().code().get(..2).unwrap_or(""))
+        });
+        if refused && !e.is_closed() {
+            Failure::Refused(pg(e))
+        } else {
+            Failure::Unreachable(pg(e))
+        }
+    }
+}
+
+type Grouping<T> = std::result::Result<T, Failure>;
+
 /// Stores `writes` in one transaction; per write, whether it stored anything.
-async fn in_one_transaction(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let tx = client.transaction().await.map_err(pg)?;
+async fn in_one_transaction(pool: &Pool, writes: &[&Write]) -> Grouping<Vec<bool>> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| Failure::Unreachable(pool_error(e)))?;
+    let outcome = in_transaction_on(&mut client, writes).await;
+    if let Err(Failure::Unreachable(_)) = outcome {
+        // Back in the pool, a connection the server has just closed can look open (its task
+        // has not read the close yet) and would fail the next group too.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    outcome
+}
+
+async fn in_transaction_on(client: &mut Client, writes: &[&Write]) -> Grouping<Vec<bool>> {
+    let tx = client.transaction().await?;
     let mut stored = vec![false; writes.len()];
     metrics(&tx, writes, &mut stored).await?;
     events(&tx, writes, &mut stored).await?;
     reported(&tx, writes, &mut stored).await?;
     touches(&tx, writes, &mut stored).await?;
-    tx.commit().await.map_err(pg)?;
+    tx.commit().await?;
     Ok(stored)
 }
 
-async fn metrics(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Result<()> {
+async fn metrics(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Grouping<()> {
     let (mut at_index, mut devices, mut seqs, mut ats, mut received, mut texts) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for (index, write) in writes.iter().enumerate() {
@@ -176,12 +226,10 @@ async fn metrics(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -
              SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[])
              ON CONFLICT (device, seq) DO NOTHING RETURNING device, seq",
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     let rows = tx
         .query(&statement, &[&devices, &seqs, &ats, &received, &texts])
-        .await
-        .map_err(pg)?;
+        .await?;
     let mut inserted: HashSet<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     // A batch twice in one group is inserted once: the first of them says so.
     for (n, index) in at_index.into_iter().enumerate() {
@@ -190,7 +238,7 @@ async fn metrics(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -
     Ok(())
 }
 
-async fn events(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Result<()> {
+async fn events(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Grouping<()> {
     let (mut at_index, mut devices, mut ids, mut seqs, mut ats, mut texts) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for (index, write) in writes.iter().enumerate() {
@@ -219,12 +267,10 @@ async fn events(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) ->
              SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[])
              ON CONFLICT (device, message_id) DO NOTHING RETURNING device, message_id",
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     let rows = tx
         .query(&statement, &[&devices, &ids, &seqs, &ats, &texts])
-        .await
-        .map_err(pg)?;
+        .await?;
     let mut inserted: HashSet<(String, String)> =
         rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     for (n, index) in at_index.into_iter().enumerate() {
@@ -236,7 +282,7 @@ async fn events(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) ->
 /// Reported states in rounds, each naming a device at most once, in the order they were
 /// handed over: one statement cannot update a row twice, and a device's later report must be
 /// judged against its earlier one.
-async fn reported(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Result<()> {
+async fn reported(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Grouping<()> {
     let mut waiting: Vec<usize> = writes
         .iter()
         .enumerate()
@@ -262,7 +308,7 @@ async fn reported_round(
     writes: &[&Write],
     round: &[usize],
     stored: &mut [bool],
-) -> Result<()> {
+) -> Grouping<()> {
     let (mut devices, mut seqs, mut texts, mut versions, mut ats) =
         (vec![], vec![], vec![], vec![], vec![]);
     for &index in round {
@@ -290,12 +336,10 @@ async fn reported_round(
                  AS v (id, seq, reported, agent_version, at)
              WHERE d.id = v.id AND d.reported_seq < v.seq RETURNING d.id",
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     let rows = tx
         .query(&statement, &[&devices, &seqs, &texts, &versions, &ats])
-        .await
-        .map_err(pg)?;
+        .await?;
     let updated: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
     for (n, &index) in round.iter().enumerate() {
         stored[index] = updated.contains(devices[n]);
@@ -303,7 +347,7 @@ async fn reported_round(
     Ok(())
 }
 
-async fn touches(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Result<()> {
+async fn touches(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Grouping<()> {
     let (mut devices, mut ats) = (vec![], vec![]);
     for (index, write) in writes.iter().enumerate() {
         if let Write::Touch { device, at } = write {
@@ -322,10 +366,7 @@ async fn touches(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -
                    GROUP BY id) AS v
              WHERE d.id = v.id",
         )
-        .await
-        .map_err(pg)?;
-    tx.execute(&statement, &[&devices, &ats])
-        .await
-        .map_err(pg)?;
+        .await?;
+    tx.execute(&statement, &[&devices, &ats]).await?;
     Ok(())
 }
