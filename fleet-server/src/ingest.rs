@@ -125,12 +125,8 @@ pub async fn ingest(
         Channel::Desired => return Ingested::Ignored,
     };
     match result {
-        Ok(true) => {
-            if let Err(e) = store.touch(&topic.device, now).await {
-                return Ingested::Failed(e.to_string());
-            }
-            Ingested::Stored
-        }
+        // Storing it moved the device's `last_seen` in the same write.
+        Ok(true) => Ingested::Stored,
         Ok(false) => match store.device(&topic.device).await {
             Ok(Some(_)) => Ingested::Duplicate,
             Ok(None) => Ingested::Refused(format!("unknown device {}", topic.device)),

@@ -1344,6 +1344,54 @@ async fn concurrent_roll_up_passes_fold_every_batch_once(store: &dyn Store) {
     assert!(store.unrolled_metrics(1).await.unwrap().is_empty());
 }
 
+/// Storing a device message moves its `last_seen` in the same write (the ingester no longer
+/// touches the row again): forward only, and only for what was new.
+async fn a_stored_device_message_moves_last_seen_forward(store: &dyn Store) {
+    store
+        .add_device(&new_device("d1", "g"), "t", 100, 0, false)
+        .await
+        .unwrap();
+    let last_seen = || async { store.device(&dev("d1")).await.unwrap().unwrap().last_seen };
+    assert_eq!(last_seen().await, None);
+    assert!(store.record_event(&event("d1", 1, 30)).await.unwrap());
+    assert_eq!(last_seen().await, Some(30), "a new event");
+    assert!(!store.record_event(&event("d1", 1, 40)).await.unwrap());
+    assert_eq!(
+        last_seen().await,
+        Some(30),
+        "a redelivered event is not news"
+    );
+    assert!(
+        store
+            .record_metrics(&batch("d1", 1, 0), 50_000_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(last_seen().await, Some(50), "a new batch, at its arrival");
+    assert!(
+        !store
+            .record_metrics(&batch("d1", 1, 0), 60_000_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        last_seen().await,
+        Some(50),
+        "a redelivered batch is not news"
+    );
+    assert!(store.record_event(&event("d1", 2, 20)).await.unwrap());
+    assert_eq!(last_seen().await, Some(50), "never back");
+    assert!(store.record_reported(&reported("d1", 1), 70).await.unwrap());
+    assert_eq!(last_seen().await, Some(70), "a new reported state");
+    // Another device's messages move only its own row.
+    store
+        .add_device(&new_device("d2", "g"), "t2", 100, 0, false)
+        .await
+        .unwrap();
+    assert!(store.record_event(&event("d2", 1, 90)).await.unwrap());
+    assert_eq!(last_seen().await, Some(70));
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1372,6 +1420,7 @@ macro_rules! on_both {
 on_both!(
     enrollment_tokens_work_once_and_expire,
     reported_state_only_moves_forward_and_events_are_stored_once,
+    a_stored_device_message_moves_last_seen_forward,
     desired_revisions_grow_and_assignments_accumulate,
     devices_groups_and_tokens,
     the_device_list_pages_and_filters_in_the_database,

@@ -585,13 +585,16 @@ pub trait DeviceStore: Send + Sync {
 pub trait StateStore: Send + Sync {
     // What devices say.
     /// Keeps `reported`, received at `at`, if its `seq` is above the last one stored; returns
-    /// whether it did.
+    /// whether it did. A stored one moves the device's `last_seen` forward to `at`, as every
+    /// stored device message does, in the same write.
     async fn record_reported(&self, reported: &Reported, at: i64) -> Result<bool>;
-    /// Stores an event once per (device, message id); returns whether it was new.
+    /// Stores an event once per (device, message id); returns whether it was new. A new one
+    /// moves the device's `last_seen` forward to its arrival (`event.at`).
     async fn record_event(&self, event: &StoredEvent) -> Result<bool>;
     async fn events(&self, id: Option<&DeviceId>, limit: u32) -> Result<Vec<StoredEvent>>;
     /// Stores a metrics batch once per (device, seq), received at `received_us` (Unix
-    /// microseconds); returns whether it was new.
+    /// microseconds); returns whether it was new. A new one moves the device's `last_seen`
+    /// forward to its arrival.
     async fn record_metrics(&self, batch: &MetricsBatch, received_us: i64) -> Result<bool>;
     /// Batches received at or after `since` (Unix seconds), of one device or all, in the order
     /// they arrived (one this server cannot read is left out).
@@ -599,6 +602,7 @@ pub trait StateStore: Send + Sync {
     /// Deletes the batches received before `before` (Unix seconds) that are folded into
     /// rollups; returns how many.
     async fn prune_metrics(&self, before: i64) -> Result<u64>;
+    /// Moves the device's `last_seen` forward to `at` (Unix seconds); never back.
     async fn touch(&self, id: &DeviceId, at: i64) -> Result<()>;
     // What the server wants.
     /// Stores the device's new desired state (`desired.device`, at `desired.revision`) and

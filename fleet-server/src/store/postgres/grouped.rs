@@ -39,7 +39,7 @@ pub(super) enum Write {
         agent_version: String,
         at: i64,
     },
-    /// Stored once per (device, message id).
+    /// Stored once per (device, message id); if stored, `at` (its arrival) moves `last_seen`.
     Event {
         device: String,
         message_id: String,
@@ -47,7 +47,7 @@ pub(super) enum Write {
         at: i64,
         text: String,
     },
-    /// Stored once per (device, seq).
+    /// Stored once per (device, seq); if stored, `at` (its arrival) moves `last_seen`.
     Metrics {
         device: String,
         seq: i64,
@@ -347,13 +347,27 @@ async fn reported_round(
     Ok(())
 }
 
+/// `last_seen` moved forward: to a touch's time, and to the arrival of every event and batch this
+/// group stored (a reported state moves it itself), so storing a device message is one round,
+/// not two. A row is rewritten only when its `last_seen` moves.
 async fn touches(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Grouping<()> {
     let (mut devices, mut ats) = (vec![], vec![]);
     for (index, write) in writes.iter().enumerate() {
-        if let Write::Touch { device, at } = write {
+        let seen = match write {
+            Write::Touch { device, at } => {
+                stored[index] = true;
+                Some((device, at))
+            }
+            Write::Event { device, at, .. } | Write::Metrics { device, at, .. }
+                if stored[index] =>
+            {
+                Some((device, at))
+            }
+            _ => None,
+        };
+        if let Some((device, at)) = seen {
             devices.push(device.as_str());
             ats.push(*at);
-            stored[index] = true;
         }
     }
     if devices.is_empty() {
@@ -361,10 +375,10 @@ async fn touches(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -
     }
     let statement = tx
         .prepare_cached(
-            "UPDATE devices AS d SET last_seen = GREATEST(COALESCE(d.last_seen, 0), v.at)
+            "UPDATE devices AS d SET last_seen = v.at
              FROM (SELECT id, MAX(at) AS at FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS u (id, at)
                    GROUP BY id) AS v
-             WHERE d.id = v.id",
+             WHERE d.id = v.id AND COALESCE(d.last_seen, 0) < v.at",
         )
         .await?;
     tx.execute(&statement, &[&devices, &ats]).await?;

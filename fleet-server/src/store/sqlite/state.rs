@@ -41,6 +41,9 @@ impl StateStore for SqliteStore {
                     ],
                 )
                 .map_err(backend)?;
+            if n == 1 {
+                seen(c, event.device.as_str(), event.at)?;
+            }
             Ok(n == 1)
         })
         .await
@@ -99,6 +102,9 @@ impl StateStore for SqliteStore {
                     ],
                 )
                 .map_err(backend)?;
+            if n == 1 {
+                seen(c, id.as_str(), received_us.div_euclid(1_000_000))?;
+            }
             Ok(n == 1)
         })
         .await
@@ -151,15 +157,7 @@ impl StateStore for SqliteStore {
 
     async fn touch(&self, id: &DeviceId, at: i64) -> Result<()> {
         let id = id.clone();
-        self.write(move |c| {
-            c.execute(
-                "UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?2) WHERE id = ?1",
-                params![id.as_str(), at],
-            )
-            .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.write(move |c| seen(c, id.as_str(), at)).await
     }
 
     async fn set_desired(&self, desired: &Desired) -> Result<()> {
@@ -229,4 +227,15 @@ impl StateStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Moves the device's `last_seen` forward to `at`, in the write that stored its message; the row
+/// is rewritten only when it moves.
+fn seen(c: &rusqlite::Connection, device: &str, at: i64) -> Result<()> {
+    c.execute(
+        "UPDATE devices SET last_seen = ?2 WHERE id = ?1 AND COALESCE(last_seen, 0) < ?2",
+        params![device, at],
+    )
+    .map_err(backend)?;
+    Ok(())
 }
