@@ -1621,6 +1621,60 @@ async fn postgres_rollout_devices_saved_by_one_server_are_read_by_another() {
     rollout_devices_saved_by_one_server_are_read_by_another(&a, &b).await;
 }
 
+/// Audit entries appended at once by two servers on one database (200 requests, each audited)
+/// form one chain: every entry once, in one order, each caller handed the entry stored, and the
+/// chain verifies. On PostgreSQL appends are grouped per transaction under the chain's lock.
+async fn audit_entries_appended_at_once_by_two_servers_form_one_chain(
+    a: &dyn Store,
+    b: &dyn Store,
+) {
+    let records: Vec<_> = (0..200)
+        .map(|n| audit_record(&format!("actor-{n}"), 1_000 + n, "/api/v1/enroll"))
+        .collect();
+    let appended = futures::future::join_all(records.iter().enumerate().map(|(n, record)| {
+        let store = if n % 2 == 0 { a } else { b };
+        store.append_audit(record.clone())
+    }))
+    .await;
+    let mut appended: Vec<AuditEntry> = appended.into_iter().map(Result::unwrap).collect();
+    for (entry, record) in appended.iter().zip(&records) {
+        assert_eq!(&entry.record, record, "each caller hears its own entry");
+    }
+    appended.sort_by_key(|e| e.seq);
+    assert_eq!(
+        appended.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>()
+    );
+    let chain = a.audit_chain().await.unwrap();
+    assert_eq!(chain, appended, "stored as handed back");
+    let check = audit::verify(&chain);
+    assert_eq!(check.broken, None);
+    assert_eq!(b.audit_chain().await.unwrap(), chain);
+}
+
+#[tokio::test]
+async fn sqlite_audit_entries_appended_at_once_by_two_servers_form_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let (a, b) = (
+        SqliteStore::open(&path).unwrap(),
+        SqliteStore::open(&path).unwrap(),
+    );
+    audit_entries_appended_at_once_by_two_servers_form_one_chain(&a, &b).await;
+}
+
+#[tokio::test]
+async fn postgres_audit_entries_appended_at_once_by_two_servers_form_one_chain() {
+    let server = Postgres::start();
+    let a = PostgresStore::connect(&server.url(), 2, None)
+        .await
+        .unwrap();
+    let b = PostgresStore::connect(&server.url(), 2, None)
+        .await
+        .unwrap();
+    audit_entries_appended_at_once_by_two_servers_form_one_chain(&a, &b).await;
+}
+
 /// Whoever edits the database by hand leaves a mark: an entry changed in place is found, and so
 /// is one re-hashed to hide it (the next entry no longer follows).
 #[tokio::test]

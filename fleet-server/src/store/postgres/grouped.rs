@@ -99,16 +99,22 @@ impl std::fmt::Debug for Job {
 }
 
 async fn write_until_closed(pool: Pool, mut queue: mpsc::Receiver<Job>) {
-    while let Some(first) = queue.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = next_group(&mut queue, MAX_GROUP).await {
         write_group(&pool, group).await;
     }
+}
+
+/// The next group from `queue`: the first job waited for, then whatever else is already
+/// waiting, at most `max` in all. `None` once every sender is gone and the queue is empty.
+pub(super) async fn next_group<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut group = vec![queue.recv().await?];
+    while group.len() < max {
+        match queue.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(group)
 }
 
 async fn write_group(pool: &Pool, group: Vec<Job>) {

@@ -43,6 +43,8 @@ pub struct PostgresStore {
     pool: Pool,
     rollout_rows: std::sync::Arc<crate::store::rollout_rows::RolloutRows>,
     grouped: grouped::Grouped,
+    /// Appends to the audit log, grouped ([`audit::Appender`]).
+    audit: audit::Appender,
     /// Set on the broker ingester's view ([`Store::for_ingester`]): the connections it may hold
     /// at once.
     lane: Option<Arc<Semaphore>>,
@@ -139,6 +141,7 @@ impl PostgresStore {
             .map_err(backend)?;
         let store = Self {
             grouped: grouped::Grouped::start(pool.clone()),
+            audit: audit::Appender::start(pool.clone()),
             pool,
             rollout_rows: Default::default(),
             lane: None,
