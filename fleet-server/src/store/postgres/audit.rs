@@ -1,6 +1,6 @@
 //! The audit log.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Client, Pool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::grouped::next_group;
@@ -21,8 +21,9 @@ fn chain_entry(seq: i64, body: &str) -> AuditEntry {
 /// and the chain has one order across every server, so each append holds the database-wide
 /// lock for its transaction. One append per transaction held the audited requests of every
 /// server to ~1,000 a second: ~500 devices enrolled a second, registration and enrollment
-/// appending one each (a fifth of SQLite's pace, whose one writer commits in groups). Here one task takes whatever entries are waiting, seals them in the order
-/// handed over and stores them in one transaction under one lock.
+/// appending one each (a fifth of SQLite's pace, whose one writer commits in groups). Here one
+/// task takes whatever entries are waiting, seals them in the order handed over and stores them
+/// in one transaction under one lock.
 #[derive(Debug, Clone)]
 pub(super) struct Appender {
     records: mpsc::Sender<Append>,
@@ -87,6 +88,16 @@ impl std::fmt::Debug for Append {
 /// lock keeps), so a failure is the database's and fails the group.
 async fn append_group(pool: &Pool, records: Vec<AuditRecord>) -> Result<Vec<AuditEntry>> {
     let mut client = pool.get().await.map_err(pool_error)?;
+    let appended = append_on(&mut client, records).await;
+    if appended.is_err() {
+        // Most likely the connection was lost, and back in the pool it could look open for a
+        // moment and fail the next group too: a new one costs little beside a missing entry.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    appended
+}
+
+async fn append_on(client: &mut Client, records: Vec<AuditRecord>) -> Result<Vec<AuditEntry>> {
     let tx = client.transaction().await.map_err(pg)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
         .await
