@@ -101,17 +101,6 @@ pub(super) async fn writes_handed_over_together_each_hear_their_own_outcome(stor
     }
 }
 
-/// With a pool of 16, four writers each take their devices' share: the writes handed over
-/// together still each hear their own outcome, and a device's reports are judged in order.
-#[tokio::test]
-async fn postgres_four_writers_keep_each_devices_writes_in_order() {
-    let server = Postgres::start();
-    let store = PostgresStore::connect(&server.url(), 16, None)
-        .await
-        .unwrap();
-    writes_handed_over_together_each_hear_their_own_outcome(&store).await;
-}
-
 /// A write PostgreSQL refuses (a trigger here; in life a deadlock or a constraint) fails alone:
 /// the others handed over with it are stored.
 #[tokio::test]

@@ -4,8 +4,7 @@
 //! (~2,000 a second; docs/BENCHMARKS.md) and rollouts crawled behind them. Here one task takes
 //! whatever writes are waiting when it comes round and stores them in one transaction, one
 //! array-valued statement per kind, so the cost of a round trip and a commit is shared by the
-//! group; callers wait without holding a pooled connection. A few such tasks, each with the
-//! devices of its own share, keep a few groups in flight.
+//! group; callers wait without holding a pooled connection.
 //!
 //! A group PostgreSQL refuses (a deadlock with another transaction, a row a constraint or
 //! trigger refuses) is stored again one write at a time, so one bad write fails alone and the
@@ -65,47 +64,25 @@ struct Job {
     reply: oneshot::Sender<Result<bool>>,
 }
 
-impl Write {
-    fn device(&self) -> &str {
-        match self {
-            Write::Reported { device, .. }
-            | Write::Event { device, .. }
-            | Write::Metrics { device, .. }
-            | Write::Touch { device, .. } => device,
-        }
-    }
-}
-
-/// Hands writes to the grouping tasks, each device's always to the same one.
+/// Hands writes to the grouping task.
 #[derive(Debug, Clone)]
 pub(super) struct Grouped {
-    writers: Vec<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Grouped {
-    /// Starts the grouping tasks on `pool` (one pooled connection per group in flight): a
-    /// quarter of the pool, one to four. One task, one transaction at a time, spent most of a
-    /// saturated machine's time waiting for PostgreSQL's answers (a message took ~45 ms to store
-    /// at 100,000 devices); several keep several groups in flight. Each device's writes go to
-    /// one task, in the order handed over, so a device's reports are still judged in order and
-    /// no two groups in flight touch the same device's row (no deadlock between them).
-    pub(super) fn start(pool: Pool, pool_size: usize) -> Self {
-        let writers = (0..(pool_size / 4).clamp(1, 4))
-            .map(|_| {
-                let (jobs, queue) = mpsc::channel(QUEUE);
-                tokio::spawn(write_until_closed(pool.clone(), queue));
-                jobs
-            })
-            .collect();
-        Self { writers }
+    /// Starts the grouping task on `pool` (one pooled connection per group).
+    pub(super) fn start(pool: Pool) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(write_until_closed(pool, queue));
+        Self { jobs }
     }
 
     /// Stores `write` with whatever else is waiting; whether it stored anything (a reported
     /// state newer than the stored one, an event or batch not stored before; a touch always).
     pub(super) async fn write(&self, write: Write) -> Result<bool> {
         let (reply, answer) = oneshot::channel();
-        let writer = &self.writers[partition(write.device(), self.writers.len())];
-        writer
+        self.jobs
             .send(Job { write, reply })
             .await
             .map_err(|_| backend("the database's grouped writer has stopped"))?;
@@ -113,17 +90,6 @@ impl Grouped {
             .await
             .map_err(|_| backend("the database's grouped writer stopped before answering"))?
     }
-}
-
-/// Which of `writers` takes `device`'s writes: the same one every time.
-fn partition(device: &str, writers: usize) -> usize {
-    // FNV-1a: stable, cheap, and spread enough over device ids for a handful of writers.
-    let hash = device
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
-    (hash % writers as u64) as usize
 }
 
 impl std::fmt::Debug for Job {
@@ -423,24 +389,4 @@ async fn touches(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -
         .await?;
     tx.execute(&statement, &[&devices, &ats]).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::partition;
-
-    #[test]
-    fn a_device_always_goes_to_one_writer_and_devices_spread_over_all() {
-        let mut shares = [0usize; 4];
-        for n in 0..10_000 {
-            let device = format!("s{}-sim-{n}", n % 6);
-            let writer = partition(&device, 4);
-            assert_eq!(partition(&device, 4), writer, "{device}");
-            shares[writer] += 1;
-        }
-        for share in shares {
-            assert!((2_000..3_000).contains(&share), "{shares:?}");
-        }
-        assert_eq!(partition("anything", 1), 0);
-    }
 }

@@ -140,7 +140,7 @@ impl PostgresStore {
             .build()
             .map_err(backend)?;
         let store = Self {
-            grouped: grouped::Grouped::start(pool.clone(), pool_size),
+            grouped: grouped::Grouped::start(pool.clone()),
             audit: audit::Appender::start(pool.clone()),
             pool,
             rollout_rows: Default::default(),
