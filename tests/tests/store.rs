@@ -1541,17 +1541,6 @@ async fn rollout_devices_saved_by_one_server_are_read_by_another(a: &dyn Store, 
     assert!(a.active_rollouts().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn sqlite_rollout_devices_saved_by_one_server_are_read_by_another() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let (a, b) = (
-        SqliteStore::open(&path).unwrap(),
-        SqliteStore::open(&path).unwrap(),
-    );
-    rollout_devices_saved_by_one_server_are_read_by_another(&a, &b).await;
-}
-
 /// A rollout saved before its devices had rows (its body whole, no summary) reads as it was,
 /// lists with its summary worked out, and its next save moves its devices into rows.
 #[tokio::test]
@@ -1609,18 +1598,6 @@ async fn a_rollout_saved_whole_before_the_upgrade_reads_and_moves_to_rows_on_its
     );
 }
 
-#[tokio::test]
-async fn postgres_rollout_devices_saved_by_one_server_are_read_by_another() {
-    let server = Postgres::start();
-    let a = PostgresStore::connect(&server.url(), 2, None)
-        .await
-        .unwrap();
-    let b = PostgresStore::connect(&server.url(), 2, None)
-        .await
-        .unwrap();
-    rollout_devices_saved_by_one_server_are_read_by_another(&a, &b).await;
-}
-
 /// Audit entries appended at once by two servers on one database (200 requests, each audited)
 /// form one chain: every entry once, in one order, each caller handed the entry stored, and the
 /// chain verifies. On PostgreSQL appends are grouped per transaction under the chain's lock.
@@ -1650,29 +1627,6 @@ async fn audit_entries_appended_at_once_by_two_servers_form_one_chain(
     let check = audit::verify(&chain);
     assert_eq!(check.broken, None);
     assert_eq!(b.audit_chain().await.unwrap(), chain);
-}
-
-#[tokio::test]
-async fn sqlite_audit_entries_appended_at_once_by_two_servers_form_one_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let (a, b) = (
-        SqliteStore::open(&path).unwrap(),
-        SqliteStore::open(&path).unwrap(),
-    );
-    audit_entries_appended_at_once_by_two_servers_form_one_chain(&a, &b).await;
-}
-
-#[tokio::test]
-async fn postgres_audit_entries_appended_at_once_by_two_servers_form_one_chain() {
-    let server = Postgres::start();
-    let a = PostgresStore::connect(&server.url(), 2, None)
-        .await
-        .unwrap();
-    let b = PostgresStore::connect(&server.url(), 2, None)
-        .await
-        .unwrap();
-    audit_entries_appended_at_once_by_two_servers_form_one_chain(&a, &b).await;
 }
 
 /// Whoever edits the database by hand leaves a mark: an entry changed in place is found, and so
@@ -1808,3 +1762,38 @@ async fn a_wrong_postgres_url_or_an_unreachable_server_is_a_clear_error() {
     assert!(err.contains("database.url does not parse"), "{err}");
     assert!(!err.contains("a:b"), "the password must not appear: {err}");
 }
+
+/// Each test run on two stores of one database, as two servers share it: two SQLite stores on
+/// one file, two PostgreSQL stores (pools of two) on one server.
+macro_rules! on_both_with_two_servers {
+    ($($name:ident),* $(,)?) => {
+        mod two_servers_on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("s.db");
+                    let a = super::SqliteStore::open(&path).unwrap();
+                    let b = super::SqliteStore::open(&path).unwrap();
+                    super::$name(&a, &b).await;
+                }
+            )*
+        }
+        mod two_servers_on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let server = super::Postgres::start();
+                    let a = super::PostgresStore::connect(&server.url(), 2, None).await.unwrap();
+                    let b = super::PostgresStore::connect(&server.url(), 2, None).await.unwrap();
+                    super::$name(&a, &b).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_with_two_servers!(
+    rollout_devices_saved_by_one_server_are_read_by_another,
+    audit_entries_appended_at_once_by_two_servers_form_one_chain,
+);
