@@ -15,7 +15,7 @@ use fleet_server::audit::{self, AuditEntry, AuditFilter, AuditRecord};
 use fleet_server::auth::Role;
 use fleet_server::rollout::{Rollout, RolloutSpec};
 use fleet_server::store::postgres::PostgresStore;
-use fleet_server::store::rollups::{HOUR, MINUTE, NewRollup, RollupFigures};
+use fleet_server::store::rollups::{HOUR, MINUTE, NewRollup, RollupFigures, RollupStore};
 use fleet_server::store::sqlite::SqliteStore;
 use fleet_server::store::{
     AuditStore, DeviceFilter, DevicePageQuery, DeviceStore, EnrollRefusal, NewDevice, Release,
@@ -1596,6 +1596,56 @@ async fn a_rollout_saved_whole_before_the_upgrade_reads_and_moves_to_rows_on_its
             .unwrap(),
         r
     );
+}
+
+/// A database from before the queue of batches waiting to be folded (schema 16, a `rolled` mark
+/// on each batch) upgrades with exactly its unmarked batches queued, in arrival order; they fold
+/// and prune as new ones do, and a batch marked folded before the upgrade is never folded again.
+#[tokio::test]
+async fn batches_not_folded_before_the_upgrade_are_queued_once_and_the_folded_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        for (seq, at) in [(1, 100), (2, 160), (3, 130)] {
+            store
+                .record_metrics(&batch("d1", seq, 0), at * 1_000_000)
+                .await
+                .unwrap();
+        }
+    }
+    // Back to schema 16 as it stored batches: seq 1 folded, 2 and 3 waiting.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "ALTER TABLE metrics_batches ADD COLUMN rolled BIGINT NOT NULL DEFAULT 0;
+         CREATE INDEX metrics_to_roll_up ON metrics_batches (received) WHERE rolled = 0;
+         UPDATE metrics_batches SET rolled = 1 WHERE seq = 1;
+         DROP TABLE metrics_unrolled;
+         DELETE FROM schema_migrations WHERE version = 17;",
+    )
+    .unwrap();
+    drop(db);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let waiting = store.unrolled_metrics(10).await.unwrap();
+    assert_eq!(
+        waiting.iter().map(|u| u.seq).collect::<Vec<_>>(),
+        [3, 2],
+        "the batches not folded, earliest arrival first"
+    );
+    assert_eq!(
+        store.prune_metrics(1_000).await.unwrap(),
+        1,
+        "only the batch folded before the upgrade may go"
+    );
+    let keys: Vec<(String, u64)> = waiting.iter().map(|u| (u.device.clone(), u.seq)).collect();
+    assert!(store.add_rollups(&keys, &[]).await.unwrap());
+    assert!(store.unrolled_metrics(10).await.unwrap().is_empty());
+    assert!(
+        !store.add_rollups(&keys, &[]).await.unwrap(),
+        "a batch folded once is not folded again"
+    );
+    assert_eq!(store.prune_metrics(1_000).await.unwrap(), 2);
 }
 
 /// Audit entries appended at once by two servers on one database (200 requests, each audited)

@@ -1,7 +1,7 @@
 //! Telemetry rollups as the store keeps them: per group, model version and bucket of time, the
 //! figures of the metrics batches folded into them. `crate::telemetry::rollups` folds, compacts
-//! and reads them; the store only guarantees that each batch is folded once (its `rolled` mark
-//! and the rows it went into are written in one transaction).
+//! and reads them; the store only guarantees that each batch is folded once (it leaves the queue
+//! of batches waiting, `metrics_unrolled`, in the transaction that stores the rows it went into).
 
 use std::collections::BTreeMap;
 
@@ -86,8 +86,8 @@ pub struct UnrolledBatch {
 pub trait RollupStore: Send + Sync {
     /// Up to `limit` stored batches not yet folded, earliest arrival first.
     async fn unrolled_metrics(&self, limit: usize) -> Result<Vec<UnrolledBatch>>;
-    /// Marks the batches `folded` ((device, seq)) as folded and stores `rows`, in one
-    /// transaction. False, with nothing changed, when any of them was folded already (another
+    /// Takes the batches `folded` ((device, seq)) off the queue of those waiting and stores
+    /// `rows`, in one transaction. False, with nothing changed, when any of them was folded already (another
     /// server got there first).
     async fn add_rollups(&self, folded: &[(String, u64)], rows: &[NewRollup]) -> Result<bool>;
     /// The rows of `span` whose bucket starts in `[from, until)`.

@@ -228,9 +228,16 @@ async fn metrics(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -
     }
     let statement = tx
         .prepare_cached(
-            "INSERT INTO metrics_batches (device, seq, at, received, batch)
-             SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[])
-             ON CONFLICT (device, seq) DO NOTHING RETURNING device, seq",
+            "WITH stored AS (
+                 INSERT INTO metrics_batches (device, seq, at, received, batch)
+                 SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[],
+                                      $5::TEXT[])
+                 ON CONFLICT (device, seq) DO NOTHING RETURNING device, seq, received
+             ), queued AS (
+                 INSERT INTO metrics_unrolled (device, seq, received)
+                 SELECT device, seq, received FROM stored
+             )
+             SELECT device, seq FROM stored",
         )
         .await?;
     let rows = tx

@@ -38,8 +38,10 @@ impl RollupStore for PostgresStore {
             .await?
             .query(
                 "SELECT m.device, m.seq, m.received, m.batch, COALESCE(d.grp, '')
-                 FROM metrics_batches m LEFT JOIN devices d ON d.id = m.device
-                 WHERE m.rolled = 0 ORDER BY m.received LIMIT $1",
+                 FROM metrics_unrolled u
+                 JOIN metrics_batches m ON m.device = u.device AND m.seq = u.seq
+                 LEFT JOIN devices d ON d.id = m.device
+                 ORDER BY u.received LIMIT $1",
                 &[&(limit as i64)],
             )
             .await
@@ -64,13 +66,13 @@ impl RollupStore for PostgresStore {
         let seqs: Vec<i64> = folded.iter().map(|(_, s)| *s as i64).collect();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        // A concurrent server marking the same batch waits on its row lock, then finds it
-        // marked: fewer rows change, and its transaction is dropped (rolled back).
+        // A concurrent server taking the same batch off the queue waits on its row lock, then
+        // finds it gone: fewer rows go, and its transaction is dropped (rolled back).
         let marked = tx
             .execute(
-                "UPDATE metrics_batches m SET rolled = 1
-                 FROM unnest($1::TEXT[], $2::BIGINT[]) AS f(device, seq)
-                 WHERE m.device = f.device AND m.seq = f.seq AND m.rolled = 0",
+                "DELETE FROM metrics_unrolled u
+                 USING unnest($1::TEXT[], $2::BIGINT[]) AS f(device, seq)
+                 WHERE u.device = f.device AND u.seq = f.seq",
                 &[&devices, &seqs],
             )
             .await

@@ -91,7 +91,9 @@ impl StateStore for PostgresStore {
         self.client()
             .await?
             .execute(
-                "DELETE FROM metrics_batches WHERE at < $1 AND rolled = 1",
+                "DELETE FROM metrics_batches m WHERE m.at < $1 AND NOT EXISTS (
+                     SELECT 1 FROM metrics_unrolled u WHERE u.device = m.device AND u.seq = m.seq
+                 )",
                 &[&before],
             )
             .await

@@ -42,8 +42,10 @@ impl RollupStore for SqliteStore {
             let mut stmt = c
                 .prepare(
                     "SELECT m.device, m.seq, m.received, m.batch, COALESCE(d.grp, '')
-                     FROM metrics_batches m LEFT JOIN devices d ON d.id = m.device
-                     WHERE m.rolled = 0 ORDER BY m.received LIMIT ?1",
+                     FROM metrics_unrolled u
+                     JOIN metrics_batches m ON m.device = u.device AND m.seq = u.seq
+                     LEFT JOIN devices d ON d.id = m.device
+                     ORDER BY u.received LIMIT ?1",
                 )
                 .map_err(backend)?;
             let rows = stmt
@@ -80,10 +82,7 @@ impl RollupStore for SqliteStore {
             let sp = c.savepoint().map_err(backend)?;
             {
                 let mut mark = sp
-                    .prepare_cached(
-                        "UPDATE metrics_batches SET rolled = 1
-                         WHERE device = ?1 AND seq = ?2 AND rolled = 0",
-                    )
+                    .prepare_cached("DELETE FROM metrics_unrolled WHERE device = ?1 AND seq = ?2")
                     .map_err(backend)?;
                 for (device, seq) in &folded {
                     if mark

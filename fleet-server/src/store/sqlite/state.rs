@@ -103,6 +103,11 @@ impl StateStore for SqliteStore {
                 )
                 .map_err(backend)?;
             if n == 1 {
+                c.execute(
+                    "INSERT INTO metrics_unrolled (device, seq, received) VALUES (?1, ?2, ?3)",
+                    params![id.as_str(), seq as i64, received_us],
+                )
+                .map_err(backend)?;
                 seen(c, id.as_str(), received_us.div_euclid(1_000_000))?;
             }
             Ok(n == 1)
@@ -146,7 +151,10 @@ impl StateStore for SqliteStore {
         self.write(move |c| {
             let n = c
                 .execute(
-                    "DELETE FROM metrics_batches WHERE at < ?1 AND rolled = 1",
+                    "DELETE FROM metrics_batches WHERE at < ?1 AND NOT EXISTS (
+                         SELECT 1 FROM metrics_unrolled u
+                         WHERE u.device = metrics_batches.device AND u.seq = metrics_batches.seq
+                     )",
                     params![before],
                 )
                 .map_err(backend)?;
