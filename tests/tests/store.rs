@@ -186,13 +186,24 @@ async fn reported_state_only_moves_forward_and_events_are_stored_once(store: &dy
     assert_eq!(d.reported, Some(reported("d1", 2)));
     assert_eq!(d.agent_version.as_deref(), Some("0.1.0"));
     assert_eq!(d.last_seen, Some(10));
-    store.touch(&dev("d1"), 8).await.unwrap();
+    // A batch (not a report) that arrived earlier leaves last_seen; a later one moves it.
+    assert!(
+        store
+            .record_metrics(&batch("d1", 1, 0), 8_000_000)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.device(&dev("d1")).await.unwrap().unwrap().last_seen,
         Some(10),
         "last_seen never goes back"
     );
-    store.touch(&dev("d1"), 12).await.unwrap();
+    assert!(
+        store
+            .record_metrics(&batch("d1", 2, 0), 12_000_000)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.device(&dev("d1")).await.unwrap().unwrap().last_seen,
         Some(12)
@@ -205,7 +216,7 @@ async fn reported_state_only_moves_forward_and_events_are_stored_once(store: &dy
     assert_eq!(store.device_counts(12).await.unwrap(), (2, 1));
     assert_eq!(store.device_counts(13).await.unwrap(), (2, 0));
     // What the rollout engine reads between passes: the devices whose reported state was stored
-    // since a time (a refused, older state does not count; a touch is not a report).
+    // since a time (a refused, older state does not count; a batch is not a report).
     let since = |at: Option<i64>| async move {
         let states = store.reported_states(at).await.unwrap();
         states
@@ -442,10 +453,13 @@ async fn the_device_list_pages_and_filters_in_the_database(store: &dyn Store) {
             )
             .await
             .unwrap();
-        store
-            .touch(&dev(&id), if i % 2 == 0 { 1_000 } else { 100 })
-            .await
-            .unwrap();
+        let heard_at: i64 = if i % 2 == 0 { 1_000 } else { 100 };
+        assert!(
+            store
+                .record_metrics(&batch(&id, 1, 0), heard_at * 1_000_000)
+                .await
+                .unwrap()
+        );
     }
     let page = |query: DevicePageQuery| async move {
         let page = store.device_page(&query).await.unwrap();

@@ -40,6 +40,23 @@ fn event(device: &str, seq: u64) -> StoredEvent {
     )
 }
 
+/// The device heard from at `at` (Unix seconds): a metrics batch, which moves its `last_seen` and
+/// adds no event.
+async fn heard_from(store: &dyn Store, device: &str, seq: u64, at: i64) {
+    let batch = edgefleet_protocol::message::MetricsBatch {
+        schema: SCHEMA_VERSION,
+        id: MessageId::new(format!("{device}-{seq}")).unwrap(),
+        device: DeviceId::new(device).unwrap(),
+        seq,
+        window_start_unix: 0,
+        window_end_unix: 60,
+        dropped_batches: 0,
+        process: Default::default(),
+        models: Vec::new(),
+    };
+    assert!(store.record_metrics(&batch, at * 1_000_000).await.unwrap());
+}
+
 fn kinds(changes: &[Change]) -> Vec<&'static str> {
     changes.iter().map(|c| c.kind).collect()
 }
@@ -141,10 +158,7 @@ async fn connections_share_one_poller_and_one_that_falls_behind_is_told_it() {
     assert_eq!(kinds(&second.whole), ["device"], "only what it follows");
     assert!(second.whole[0].data.contains("\"d2\""));
     // What a device does reaches every connection following it through one read.
-    store
-        .touch(&DeviceId::new("d1").unwrap(), 990)
-        .await
-        .unwrap();
+    heard_from(&*store, "d1", 1, 990).await;
     {
         let mut picture = hub.picture.lock().await;
         hub.refresh(&mut picture, &*store, 1_000).await;
@@ -163,10 +177,7 @@ async fn connections_share_one_poller_and_one_that_falls_behind_is_told_it() {
         ..
     } = second;
     for minute in 1..=(BACKLOG as i64 + 4) {
-        store
-            .touch(&DeviceId::new("d2").unwrap(), 1_000 + minute * 60)
-            .await
-            .unwrap();
+        heard_from(&*store, "d2", minute as u64, 1_000 + minute * 60).await;
         let mut picture = hub.picture.lock().await;
         hub.refresh(&mut picture, &*store, 1_000 + minute * 60)
             .await;

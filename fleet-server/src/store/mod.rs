@@ -617,8 +617,6 @@ pub trait StateStore: Send + Sync {
     /// Deletes the batches received before `before` (Unix seconds) that are folded into
     /// rollups; returns how many.
     async fn prune_metrics(&self, before: i64) -> Result<u64>;
-    /// Moves the device's `last_seen` forward to `at` (Unix seconds); never back.
-    async fn touch(&self, id: &DeviceId, at: i64) -> Result<()>;
     // What the server wants.
     /// Stores the device's new desired state (`desired.device`, at `desired.revision`) and
     /// remembers the targets it names, which the device may then download.

@@ -47,8 +47,8 @@ fn writes_of<'a>(store: &'a dyn Store, device: &'a str) -> Vec<Outcome<'a>> {
             (named("report 2, after 3"), stored.unwrap())
         }),
         Box::pin(async move {
-            store.touch(&dev(device), 50).await.unwrap();
-            (named("touch"), true)
+            let stored = store.record_metrics(&batch(device, 2, 3), 50_000_000).await;
+            (named("batch 2, the latest arrival"), stored.unwrap())
         }),
     ]
 }
@@ -88,7 +88,7 @@ pub(super) async fn writes_handed_over_together_each_hear_their_own_outcome(stor
         assert_eq!(stored.reported, Some(reported(device, 3)), "{device}");
         assert_eq!(stored.last_seen, Some(50), "{device}");
         let batches = store.metrics(Some(&id), 0).await.unwrap();
-        assert_eq!(batches.len(), 1, "{device}");
+        assert_eq!(batches.len(), 2, "{device}");
         assert_eq!(
             batches[0].batch.dropped_batches, 1,
             "{device}: the first copy is kept"

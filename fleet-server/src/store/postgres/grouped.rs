@@ -55,8 +55,6 @@ pub(super) enum Write {
         received: i64,
         text: String,
     },
-    /// `last_seen` moved forward to `at`.
-    Touch { device: String, at: i64 },
 }
 
 struct Job {
@@ -79,7 +77,7 @@ impl Grouped {
     }
 
     /// Stores `write` with whatever else is waiting; whether it stored anything (a reported
-    /// state newer than the stored one, an event or batch not stored before; a touch always).
+    /// state newer than the stored one, an event or batch not stored before).
     pub(super) async fn write(&self, write: Write) -> Result<bool> {
         let (reply, answer) = oneshot::channel();
         self.jobs
@@ -198,7 +196,7 @@ async fn in_transaction_on(client: &mut Client, writes: &[&Write]) -> Grouping<V
     metrics(&tx, writes, &mut stored).await?;
     events(&tx, writes, &mut stored).await?;
     reported(&tx, writes, &mut stored).await?;
-    touches(&tx, writes, &mut stored).await?;
+    seen_at_arrival(&tx, writes, &stored).await?;
     tx.commit().await?;
     Ok(stored)
 }
@@ -360,17 +358,13 @@ async fn reported_round(
     Ok(())
 }
 
-/// `last_seen` moved forward: to a touch's time, and to the arrival of every event and batch this
-/// group stored (a reported state moves it itself), so storing a device message is one round,
-/// not two. A row is rewritten only when its `last_seen` moves.
-async fn touches(tx: &Transaction<'_>, writes: &[&Write], stored: &mut [bool]) -> Grouping<()> {
+/// `last_seen` moved forward to the arrival of every event and batch this group stored (a
+/// reported state moves it itself), so storing a device message is one round, not two. A row is
+/// rewritten only when its `last_seen` moves.
+async fn seen_at_arrival(tx: &Transaction<'_>, writes: &[&Write], stored: &[bool]) -> Grouping<()> {
     let (mut devices, mut ats) = (vec![], vec![]);
     for (index, write) in writes.iter().enumerate() {
         let seen = match write {
-            Write::Touch { device, at } => {
-                stored[index] = true;
-                Some((device, at))
-            }
             Write::Event { device, at, .. } | Write::Metrics { device, at, .. }
                 if stored[index] =>
             {

@@ -100,16 +100,6 @@ impl StateStore for PostgresStore {
             .map_err(pg)
     }
 
-    async fn touch(&self, id: &DeviceId, at: i64) -> Result<()> {
-        self.grouped
-            .write(Write::Touch {
-                device: id.as_str().to_owned(),
-                at,
-            })
-            .await
-            .map(|_| ())
-    }
-
     async fn set_desired(&self, desired: &Desired) -> Result<()> {
         let id = &desired.device;
         let revision = desired.revision;

@@ -163,11 +163,6 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn touch(&self, id: &DeviceId, at: i64) -> Result<()> {
-        let id = id.clone();
-        self.write(move |c| seen(c, id.as_str(), at)).await
-    }
-
     async fn set_desired(&self, desired: &Desired) -> Result<()> {
         let id = desired.device.clone();
         let revision = desired.revision;
