@@ -393,7 +393,12 @@ async fn read_loop(
             Ok(Some(Ok(packet))) => packet,
         };
         match packet {
-            Packet::Publish(publish) => {
+            Packet::Publish(mut publish) => {
+                // The codec hands out the payload as a slice of the read buffer, and one slice
+                // keeps the whole buffer it was cut from: the hand-off's byte bound would count a
+                // 4 kB batch while it held the buffer's 8 kB or more. Copied, a waiting message
+                // holds only itself, and the read buffer is reused.
+                publish.payload = Bytes::copy_from_slice(&publish.payload);
                 let ack = match publish.qos {
                     QoS::AtMostOnce => None,
                     QoS::AtLeastOnce => Some(AckToken {

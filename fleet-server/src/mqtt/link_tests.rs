@@ -186,6 +186,51 @@ impl Peer {
     }
 }
 
+/// A message waiting in the hand-off holds its own bytes, not the read buffer it arrived in: the
+/// hand-off's bound counts topic and payload, so a payload that kept its whole read buffer
+/// alive made the server hold far more than the bound while the store was behind.
+#[tokio::test]
+async fn a_waiting_message_holds_only_its_own_bytes() {
+    let (peer, _handle, link) = Peer::with_link(Duration::from_secs(30)).await;
+    let (to_ingest, mut from_link) = handoff::handoff(handoff::QUEUE_BYTES);
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(serve_until_done(link, to_ingest, shutdown.clone()));
+    let mut broker = peer.accept(ConnectReturnCode::Success, false).await;
+    // Many messages in one write, so that the link reads several of them at once.
+    for n in 0..64u16 {
+        let mut publish = Publish::new(
+            "edgefleet/v1/devices/d1/metrics",
+            QoS::AtLeastOnce,
+            vec![b'x'; 1_000],
+        );
+        publish.pkid = n + 1;
+        broker.feed(Packet::Publish(publish)).await.unwrap();
+    }
+    broker.flush().await.unwrap();
+    let mut waiting = Vec::new();
+    for _ in 0..64 {
+        let queued = tokio::time::timeout(Duration::from_secs(10), from_link.recv())
+            .await
+            .expect("every message is handed over")
+            .unwrap();
+        waiting.push(queued);
+    }
+    for queued in &mut waiting {
+        let publish = &mut queued.delivery.publish;
+        assert_eq!(publish.payload.len(), 1_000);
+        assert!(
+            publish.payload.is_unique(),
+            "a waiting message shares its payload's bytes with the read buffer or another message"
+        );
+    }
+    drop(broker);
+    let (_, ended) = served.await.unwrap();
+    assert!(
+        ended.is_err(),
+        "the broker closed the connection: {ended:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_broker_silent_for_two_keep_alives_is_declared_gone() {
     let (peer, _handle, mut link) = Peer::with_link(Duration::from_secs(1)).await;
