@@ -206,8 +206,9 @@ pub fn free_port() -> u16 {
 /// Tests run many agents and compilers in parallel on two cores, so a 2 ms p99 budget measured
 /// on a busy machine says nothing about the model. Tests that are not about latency get a budget
 /// ten times wider; the `slow` variant (hundreds of ms) still fails it, and a test that sets
-/// `latency_budget_factor` itself keeps its own value.
-fn with_test_latency_budget(extra: &str) -> String {
+/// `latency_budget_factor` itself keeps its own value. Agents started in the test's own process
+/// get it too.
+pub fn with_test_latency_budget(extra: &str) -> String {
     const WIDER: &str = "latency_budget_factor = 10.0\n";
     if extra.contains("latency_budget_factor") {
         extra.to_owned()

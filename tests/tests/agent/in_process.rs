@@ -38,16 +38,19 @@ pub struct Running {
 }
 
 /// Starts an agent of device `dev-1` trusting `root`, with `extra` TOML appended to its
-/// configuration, serving its local API (admin token `admin`) on a free loopback port.
+/// configuration (with the tests' wider latency budget, `with_test_latency_budget`: a 2 ms
+/// health-check budget fails on two cores shared with other tests), serving its local API
+/// (admin token `admin`) on a free loopback port.
 pub fn start(dir: &std::path::Path, root: &std::path::Path, extra: &str) -> Running {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("agent.toml");
     std::fs::write(
         &config,
         format!(
-            "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n{extra}",
+            "device_id = \"dev-1\"\ndata_dir = \"{}\"\ntrusted_root_path = \"{}\"\n{}",
             dir.join("data").display(),
-            root.display()
+            root.display(),
+            edgefleet_e2e::with_test_latency_budget(extra)
         ),
     )
     .unwrap();
