@@ -215,8 +215,8 @@ async fn a_waiting_message_holds_only_its_own_bytes() {
             .unwrap();
         waiting.push(queued);
     }
-    for queued in &mut waiting {
-        let publish = &mut queued.delivery.publish;
+    for queued in &waiting {
+        let publish = &queued.delivery.publish;
         assert_eq!(publish.payload.len(), 1_000);
         assert!(
             publish.payload.is_unique(),
