@@ -133,8 +133,9 @@ pub struct MetricsConfig {
     /// public (it shows counts and model figures, no device names).
     pub token_file: Option<PathBuf>,
     /// The fleet's figures in `/metrics` (devices online, each version's telemetry over the last
-    /// five minutes) are computed at most this often; scrapes in between get the last ones, so
-    /// scraping often (or many scrapers) costs the store nothing more. Default 15.
+    /// five minutes) are recomputed this often by a background task; a scrape only encodes the
+    /// last ones, so scraping often (or many scrapers) costs the store nothing and a scrape never
+    /// waits for it. Default 15.
     pub refresh_seconds: u64,
 }
 

@@ -19,6 +19,7 @@ pub mod desired_locks;
 pub mod device_keys;
 pub mod engine;
 pub mod engine_memory;
+pub mod fleet_figures;
 pub mod fleet_guard;
 pub mod guard_policies;
 pub mod ingest;

@@ -43,9 +43,6 @@ pub struct Shared {
     pub baselines: crate::baselines::BaselineCache,
     /// The token `/metrics` asks for (`metrics.token_file`), if any.
     pub metrics_token: Option<String>,
-    /// When the fleet's figures in `/metrics` were last computed; held while they are, so that
-    /// scrapes arriving meanwhile wait and share the result.
-    pub fleet_figures: tokio::sync::Mutex<FleetFigures>,
     /// What the dashboards' live streams were told, and the channel their changes go out on.
     pub live: crate::live::Hub,
     /// Cancelled at shutdown: every background task of the server watches it and stops.
@@ -62,11 +59,4 @@ impl Shared {
         let models = self.tuf.models().await?;
         Ok(self.baselines.load(&self.blobs, &models).await)
     }
-}
-
-/// When `/metrics` last computed the fleet's figures.
-#[derive(Debug, Default)]
-pub struct FleetFigures {
-    /// Unix seconds.
-    pub computed_at: Option<i64>,
 }

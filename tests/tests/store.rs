@@ -572,6 +572,57 @@ async fn the_device_list_pages_and_filters_in_the_database(store: &dyn Store) {
     .await;
     // g0 is every third device, all north; online the even ones; "d1": 10..19 → d12, d18.
     assert_eq!((ids, total), (vec!["d12".to_owned()], 2));
+
+    // The totals by group come from the group tally: it follows moves and removals, and folding
+    // it changes no total.
+    let totals = || async {
+        let mut by_group = Vec::new();
+        for group in [None, Some("g0"), Some("g1"), Some("g2"), Some("g9")] {
+            let (_, total, groups) = page(DevicePageQuery {
+                filter: DeviceFilter {
+                    group: group.map(str::to_owned),
+                    tag: None,
+                },
+                limit: 1,
+                ..all.clone()
+            })
+            .await;
+            by_group.push(total);
+            assert_eq!(groups, ["g0", "g1", "g2", "g9"]);
+        }
+        by_group
+    };
+    store
+        .update_device(&dev("d00"), Some("g9"), None)
+        .await
+        .unwrap();
+    store
+        .update_device(&dev("d03"), Some("g0"), None)
+        .await
+        .unwrap();
+    store.remove_device(&dev("d01")).await.unwrap();
+    assert_eq!(totals().await, [24, 8, 7, 8, 1]);
+    assert!(store.compact_device_tally().await.unwrap() > 0);
+    assert_eq!(
+        store.compact_device_tally().await.unwrap(),
+        0,
+        "already folded"
+    );
+    assert_eq!(totals().await, [24, 8, 7, 8, 1]);
+    store.remove_device(&dev("d00")).await.unwrap();
+    store.compact_device_tally().await.unwrap();
+    let (_, total, groups) = page(DevicePageQuery {
+        filter: DeviceFilter {
+            group: Some("g9".into()),
+            tag: None,
+        },
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(
+        (total, groups),
+        (0, vec!["g0".into(), "g1".into(), "g2".into()])
+    );
 }
 
 /// A rollout of churn 2.0.0 in `waves`.
@@ -1635,7 +1686,8 @@ async fn batches_not_folded_before_the_upgrade_are_queued_once_and_the_folded_on
          CREATE INDEX metrics_to_roll_up ON metrics_batches (received) WHERE rolled = 0;
          UPDATE metrics_batches SET rolled = 1 WHERE seq = 1;
          DROP TABLE metrics_unrolled;
-         DELETE FROM schema_migrations WHERE version = 17;",
+         DROP TABLE device_tally;
+         DELETE FROM schema_migrations WHERE version >= 17;",
     )
     .unwrap();
     drop(db);
@@ -1660,6 +1712,56 @@ async fn batches_not_folded_before_the_upgrade_are_queued_once_and_the_folded_on
         "a batch folded once is not folded again"
     );
     assert_eq!(store.prune_metrics(1_000).await.unwrap(), 2);
+}
+
+/// A database from before the group tally (schema 17) upgrades with each group's devices
+/// counted, and the totals of the device list follow later changes from there.
+#[tokio::test]
+async fn devices_registered_before_the_group_tally_are_counted_by_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        for (id, group) in [("d1", "a"), ("d2", "a"), ("d3", "b")] {
+            store
+                .add_device(&new_device(id, group), "t", 100, 0, false)
+                .await
+                .unwrap();
+        }
+    }
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "DROP TABLE device_tally;
+         DELETE FROM schema_migrations WHERE version = 18;",
+    )
+    .unwrap();
+    drop(db);
+
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .add_device(&new_device("d4", "b"), "t", 100, 0, false)
+        .await
+        .unwrap();
+    let total = |group: Option<&str>| {
+        let store = &store;
+        let query = DevicePageQuery {
+            filter: DeviceFilter {
+                group: group.map(str::to_owned),
+                tag: None,
+            },
+            limit: 10,
+            ..Default::default()
+        };
+        async move { store.device_page(&query).await.unwrap().total }
+    };
+    assert_eq!(
+        (
+            total(None).await,
+            total(Some("a")).await,
+            total(Some("b")).await
+        ),
+        (4, 2, 2)
+    );
 }
 
 /// Audit entries appended at once by two servers on one database (200 requests, each audited)

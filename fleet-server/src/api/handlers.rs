@@ -17,10 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::audit::AuditNote;
-use super::registry::refresh_known_versions;
 use super::{ApiError, AppState, Principal, openapi, routes};
 use crate::auth::{self, Role, SecretKind};
-use crate::live::ONLINE_SECONDS;
 
 pub(super) type ApiResult = Result<Response, ApiError>;
 
@@ -172,7 +170,6 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
             .into_response();
         }
     }
-    refresh_fleet_figures(&state).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -181,42 +178,6 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         state.metrics.encode(),
     )
         .into_response()
-}
-
-/// Recomputes the figures `/metrics` shows of the whole fleet, unless they are younger than
-/// `metrics.refresh_seconds`: counters are live, these cost a read of the store, and a scrape
-/// (public by default) must not be a way to make the server read its telemetry in a loop. They
-/// come from the telemetry rollups (a few rows per version and minute), never from the fleet's
-/// raw batches: at 100,000 devices the 5 minutes hold half a million batches.
-async fn refresh_fleet_figures(state: &AppState) {
-    let mut fleet = state.fleet_figures.lock().await;
-    let now = state.clock.unix();
-    let refresh = i64::try_from(state.config.metrics.refresh_seconds).unwrap_or(i64::MAX);
-    if fleet
-        .computed_at
-        .is_some_and(|t| now - t < refresh && now >= t)
-    {
-        return;
-    }
-    refresh_known_versions(state).await;
-    if let Ok((registered, online)) = state.store.device_counts(now - ONLINE_SECONDS).await {
-        state.metrics.devices.set(registered as i64);
-        state.metrics.devices_online.set(online as i64);
-    }
-    let baselines = state.baselines().await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot read the signed releases: fleet drift is not shown");
-        Default::default()
-    });
-    let from = now - crate::metrics::FLEET_WINDOW_SECONDS;
-    match crate::telemetry::rollups::window_rows(&*state.store, from, now).await {
-        Ok(rows) => {
-            let figures =
-                crate::telemetry::rollups::window_figures(&rows, &baselines, |_| true, None, 60);
-            state.metrics.set_fleet_figures(&figures.versions);
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read the fleet's telemetry for /metrics"),
-    }
-    fleet.computed_at = Some(now);
 }
 
 pub async fn openapi() -> Response {

@@ -259,6 +259,16 @@ const SCHEMA: &[&str] = &[
         SELECT device, seq, received FROM metrics_batches WHERE rolled = 0;
     DROP INDEX metrics_to_roll_up;
     ALTER TABLE metrics_batches DROP COLUMN rolled;",
+    // 18: how many devices each group has, kept as changes (+1 when a device joins a group, -1
+    // when it leaves) written with the change itself and summed on reading; compaction folds
+    // them into one row per group. Counting the devices themselves on PostgreSQL reads every
+    // heap page their messages keep rewriting (~100 ms at 100,000 devices, for every page of
+    // the device list); inserting changes never waits on a row another writer holds.
+    "CREATE TABLE device_tally (
+        grp TEXT NOT NULL,
+        n BIGINT NOT NULL
+    );
+    INSERT INTO device_tally (grp, n) SELECT grp, COUNT(*) FROM devices GROUP BY grp;",
 ];
 
 /// [`SCHEMA`] with a back-end's auto-increment key column.
@@ -358,6 +368,13 @@ pub struct DevicePageQuery {
     pub limit: u32,
 }
 
+impl DevicePageQuery {
+    /// Whether only the group (if any) narrows it: its total is then the group tally's.
+    pub(crate) fn only_by_group(&self) -> bool {
+        self.filter.tag.is_none() && self.online.is_none() && self.text.is_none()
+    }
+}
+
 /// What [`Store::device_page`] found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DevicePage {
@@ -367,6 +384,17 @@ pub struct DevicePage {
     /// Every group in the fleet, sorted (what a viewer can filter on).
     pub groups: Vec<String>,
 }
+
+/// Every group in the fleet, sorted: one step down the group index per group (a "skip scan",
+/// the same SQL on both stores). `SELECT DISTINCT grp` visits every device's index entry, and on
+/// PostgreSQL, while devices' rows are being rewritten as their messages arrive, every heap page
+/// as well: ~100 ms at 100,000 devices, against ~1 ms for this (measured with `psql`).
+pub(crate) const GROUPS_SQL: &str = "WITH RECURSIVE g (grp) AS (
+        SELECT MIN(grp) FROM devices
+        UNION ALL
+        SELECT (SELECT MIN(grp) FROM devices WHERE grp > g.grp) FROM g WHERE g.grp IS NOT NULL
+    )
+    SELECT grp FROM g WHERE grp IS NOT NULL";
 
 /// Whether a device row (`enrollment_hash`, `enrollment_expires_at`, `enrolled_at`) accepts the
 /// token hashed as `presented` at `now`; both stores lock the row and then ask this.
@@ -579,6 +607,9 @@ pub trait DeviceStore: Send + Sync {
     /// Devices registered, and those heard from at or after `online_since` (unix seconds): two
     /// counts, not the devices (a scrape must not load the fleet).
     async fn device_counts(&self, online_since: i64) -> Result<(u64, u64)>;
+    /// Folds the group tally's changes into one row per group (and drops groups at zero);
+    /// returns how many rows it replaced. Safe beside writers and on every replica at once.
+    async fn compact_device_tally(&self) -> Result<usize>;
     async fn update_device(
         &self,
         id: &DeviceId,

@@ -34,7 +34,14 @@ impl DeviceStore for PostgresStore {
                     )
                     .await;
                 match inserted {
-                    Ok(_) => {}
+                    Ok(_) => {
+                        tx.execute(
+                            "INSERT INTO device_tally (grp, n) VALUES ($1, 1)",
+                            &[&device.group],
+                        )
+                        .await
+                        .map_err(pg)?;
+                    }
                     // Another replica added it between our check and insert.
                     Err(e) if is_unique_violation(&e) => {
                         return Err(StoreError::Conflict {
@@ -215,16 +222,27 @@ impl DeviceStore for PostgresStore {
             .await
             .map_err(pg)?;
         let devices = rows.iter().map(device_row).collect::<Result<Vec<_>>>()?;
-        let total = client
-            .query_one(
-                &format!("SELECT COUNT(*) FROM devices WHERE {MATCHES}"),
-                &args[..6],
-            )
-            .await
-            .map_err(pg)?
-            .get::<_, i64>(0) as u64;
+        let total = if query.only_by_group() {
+            client
+                .query_one(
+                    "SELECT COALESCE(SUM(n), 0)::BIGINT FROM device_tally
+                     WHERE $1::text IS NULL OR grp = $1",
+                    &[&query.filter.group],
+                )
+                .await
+        } else {
+            client
+                .query_one(
+                    &format!("SELECT COUNT(*) FROM devices WHERE {MATCHES}"),
+                    &args[..6],
+                )
+                .await
+        }
+        .map_err(pg)?
+        .get::<_, i64>(0)
+        .max(0) as u64;
         let groups = client
-            .query("SELECT DISTINCT grp FROM devices ORDER BY grp", &[])
+            .query(crate::store::GROUPS_SQL, &[])
             .await
             .map_err(pg)?
             .iter()
@@ -257,16 +275,50 @@ impl DeviceStore for PostgresStore {
         tags: Option<&BTreeMap<String, String>>,
     ) -> Result<()> {
         let tags = tags.map(tags_json).transpose()?;
-        let n = self
-            .client()
-            .await?
-            .execute(
-                "UPDATE devices SET grp = COALESCE($2, grp), tags = COALESCE($3, tags) WHERE id = $1",
-                &[&id.as_str(), &group, &tags],
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let Some(before) = tx
+            .query_opt(
+                "SELECT grp FROM devices WHERE id = $1 FOR UPDATE",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| r.get::<_, String>(0))
+        else {
+            return Err(StoreError::NotFound {
+                what: format!("device {id}"),
+            });
+        };
+        tx.execute(
+            "UPDATE devices SET grp = COALESCE($2, grp), tags = COALESCE($3, tags) WHERE id = $1",
+            &[&id.as_str(), &group, &tags],
+        )
+        .await
+        .map_err(pg)?;
+        if let Some(group) = group.filter(|g| *g != before) {
+            tx.execute(
+                "INSERT INTO device_tally (grp, n) VALUES ($1, -1), ($2, 1)",
+                &[&before, &group],
             )
             .await
             .map_err(pg)?;
-        if n == 0 {
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn remove_device(&self, id: &DeviceId) -> Result<()> {
+        let removed = self
+            .client()
+            .await?
+            .execute(
+                "WITH gone AS (DELETE FROM devices WHERE id = $1 RETURNING grp)
+                 INSERT INTO device_tally (grp, n) SELECT grp, -1 FROM gone",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(pg)?;
+        if removed == 0 {
             return Err(StoreError::NotFound {
                 what: format!("device {id}"),
             });
@@ -274,19 +326,33 @@ impl DeviceStore for PostgresStore {
         Ok(())
     }
 
-    async fn remove_device(&self, id: &DeviceId) -> Result<()> {
-        let n = self
-            .client()
-            .await?
-            .execute("DELETE FROM devices WHERE id = $1", &[&id.as_str()])
+    async fn compact_device_tally(&self) -> Result<usize> {
+        // Rows another compaction deletes first are skipped by this one's delete (it waits for
+        // theirs, then finds them gone), so each change is summed once.
+        let client = self.client().await?;
+        let compact: bool = client
+            .query_one(
+                "SELECT COUNT(*) = COUNT(DISTINCT grp) FROM device_tally",
+                &[],
+            )
             .await
-            .map_err(pg)?;
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("device {id}"),
-            });
+            .map_err(pg)?
+            .get(0);
+        if compact {
+            return Ok(0);
         }
-        Ok(())
+        let replaced = client
+            .query_one(
+                "WITH gone AS (DELETE FROM device_tally RETURNING grp, n),
+                      kept AS (INSERT INTO device_tally (grp, n)
+                               SELECT grp, SUM(n) FROM gone GROUP BY grp HAVING SUM(n) <> 0)
+                 SELECT COUNT(*) FROM gone",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get::<_, i64>(0);
+        Ok(usize::try_from(replaced).unwrap_or(0))
     }
 
     async fn device_by_credential(&self, hash: &str) -> Result<Option<DeviceId>> {

@@ -160,14 +160,19 @@ impl RolloutStore for PostgresStore {
             return Ok(Some(crate::rollout::RolloutView::paged(&whole, page)));
         };
         let problems = i64::from(page.problems_only);
-        let total: i64 = tx
-            .query_one(
-                "SELECT COUNT(*) FROM rollout_devices WHERE rollout = $1 AND problem >= $2",
-                &[&id, &problems],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
+        let problem_count = if page.problems_only {
+            let count: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM rollout_devices WHERE rollout = $1 AND problem >= 1",
+                    &[&id],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            Some(usize::try_from(count).unwrap_or(0))
+        } else {
+            None
+        };
         let devices: Vec<String> = tx
             .query(
                 "SELECT body FROM rollout_devices WHERE rollout = $1 AND problem >= $2
@@ -184,8 +189,7 @@ impl RolloutStore for PostgresStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let total = usize::try_from(total).unwrap_or(0);
-        crate::store::rollout_rows::RolloutRows::page_view(&summary, &devices, total, page)
+        crate::store::rollout_rows::RolloutRows::page_view(&summary, &devices, problem_count, page)
             .map(Some)
     }
 

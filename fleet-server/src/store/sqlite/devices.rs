@@ -27,12 +27,19 @@ impl DeviceStore for SqliteStore {
                 .map_err(backend)?;
             match judge_add_device(&device.id, existing, renew)? {
                 AddDevice::Insert => {
-                    c.execute(
+                    let tx = c.savepoint().map_err(backend)?;
+                    tx.execute(
                         "INSERT INTO devices (id, grp, tags, created_at, enrollment_hash, enrollment_expires_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![device.id.as_str(), device.group, tags, now, hash, expires_at],
                     )
                     .map_err(backend)?;
+                    tx.execute(
+                        "INSERT INTO device_tally (grp, n) VALUES (?1, 1)",
+                        params![device.group],
+                    )
+                    .map_err(backend)?;
+                    tx.commit().map_err(backend)?;
                 }
                 AddDevice::RenewToken => {
                     c.execute(
@@ -225,15 +232,23 @@ impl DeviceStore for SqliteStore {
                 .map_err(backend)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(backend)?;
-            let total = c
-                .query_row(
+            let total = if q.only_by_group() {
+                c.query_row(
+                    "SELECT COALESCE(SUM(n), 0) FROM device_tally WHERE ?1 IS NULL OR grp = ?1",
+                    params![q.filter.group],
+                    |r| r.get::<_, i64>(0),
+                )
+            } else {
+                c.query_row(
                     &format!("SELECT COUNT(*) FROM devices WHERE {MATCHES}"),
                     &args[..6],
                     |r| r.get::<_, i64>(0),
                 )
-                .map_err(backend)? as u64;
+            }
+            .map_err(backend)?
+            .max(0) as u64;
             let groups = c
-                .prepare("SELECT DISTINCT grp FROM devices ORDER BY grp")
+                .prepare_cached(crate::store::GROUPS_SQL)
                 .map_err(backend)?
                 .query_map([], |r| r.get::<_, String>(0))
                 .map_err(backend)?
@@ -270,18 +285,33 @@ impl DeviceStore for SqliteStore {
         let group = group.map(str::to_owned);
         let tags = tags.map(tags_json).transpose()?;
         self.write(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE devices SET grp = COALESCE(?2, grp), tags = COALESCE(?3, tags) WHERE id = ?1",
-                    params![id.as_str(), group, tags],
+            let tx = c.savepoint().map_err(backend)?;
+            let before: Option<String> = tx
+                .query_row(
+                    "SELECT grp FROM devices WHERE id = ?1",
+                    params![id.as_str()],
+                    |r| r.get(0),
                 )
+                .optional()
                 .map_err(backend)?;
-            if n == 0 {
+            let Some(before) = before else {
                 return Err(StoreError::NotFound {
                     what: format!("device {id}"),
                 });
+            };
+            tx.execute(
+                "UPDATE devices SET grp = COALESCE(?2, grp), tags = COALESCE(?3, tags) WHERE id = ?1",
+                params![id.as_str(), group, tags],
+            )
+            .map_err(backend)?;
+            if let Some(group) = group.filter(|g| *g != before) {
+                tx.execute(
+                    "INSERT INTO device_tally (grp, n) VALUES (?1, -1), (?2, 1)",
+                    params![before, group],
+                )
+                .map_err(backend)?;
             }
-            Ok(())
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -289,15 +319,62 @@ impl DeviceStore for SqliteStore {
     async fn remove_device(&self, id: &DeviceId) -> Result<()> {
         let id = id.clone();
         self.write(move |c| {
-            let n = c
-                .execute("DELETE FROM devices WHERE id = ?1", params![id.as_str()])
+            let tx = c.savepoint().map_err(backend)?;
+            let group: Option<String> = tx
+                .query_row(
+                    "DELETE FROM devices WHERE id = ?1 RETURNING grp",
+                    params![id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
                 .map_err(backend)?;
-            if n == 0 {
+            let Some(group) = group else {
                 return Err(StoreError::NotFound {
                     what: format!("device {id}"),
                 });
+            };
+            tx.execute(
+                "INSERT INTO device_tally (grp, n) VALUES (?1, -1)",
+                params![group],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn compact_device_tally(&self) -> Result<usize> {
+        self.write(|c| {
+            let compact: bool = c
+                .query_row(
+                    "SELECT COUNT(*) = COUNT(DISTINCT grp) FROM device_tally",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            if compact {
+                return Ok(0);
             }
-            Ok(())
+            let tx = c.savepoint().map_err(backend)?;
+            let summed = tx
+                .prepare("SELECT grp, SUM(n) FROM device_tally GROUP BY grp HAVING SUM(n) <> 0")
+                .map_err(backend)?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            let replaced = tx
+                .execute("DELETE FROM device_tally", [])
+                .map_err(backend)?;
+            for (group, n) in summed {
+                tx.execute(
+                    "INSERT INTO device_tally (grp, n) VALUES (?1, ?2)",
+                    params![group, n],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(replaced)
         })
         .await
     }

@@ -126,13 +126,18 @@ impl RolloutStore for SqliteStore {
                 return Ok(Some(crate::rollout::RolloutView::paged(&whole, page)));
             };
             let problems = i64::from(page.problems_only);
-            let total: i64 = c
-                .query_row(
-                    "SELECT COUNT(*) FROM rollout_devices WHERE rollout = ?1 AND problem >= ?2",
-                    params![id, problems],
-                    |r| r.get(0),
-                )
-                .map_err(backend)?;
+            let problem_count = if page.problems_only {
+                let count: i64 = c
+                    .query_row(
+                        "SELECT COUNT(*) FROM rollout_devices WHERE rollout = ?1 AND problem >= 1",
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .map_err(backend)?;
+                Some(usize::try_from(count).unwrap_or(0))
+            } else {
+                None
+            };
             let mut stmt = c
                 .prepare_cached(
                     "SELECT body FROM rollout_devices WHERE rollout = ?1 AND problem >= ?2
@@ -146,9 +151,13 @@ impl RolloutStore for SqliteStore {
                 .map_err(backend)?
                 .collect::<rusqlite::Result<Vec<String>>>()
                 .map_err(backend)?;
-            let total = usize::try_from(total).unwrap_or(0);
-            crate::store::rollout_rows::RolloutRows::page_view(&summary, &devices, total, page)
-                .map(Some)
+            crate::store::rollout_rows::RolloutRows::page_view(
+                &summary,
+                &devices,
+                problem_count,
+                page,
+            )
+            .map(Some)
         })
         .await
     }
