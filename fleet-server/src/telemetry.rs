@@ -486,7 +486,7 @@ mod quiet_fleet;
 pub mod rollups;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use edgefleet_protocol::message::ModelMetrics;
     use edgefleet_protocol::quality::Observation;
@@ -551,6 +551,15 @@ mod tests {
     /// `device`'s batch of 60 s window number `seq`, with one version's figures.
     pub(super) fn batch(device: &str, seq: u64, m: ModelMetrics) -> MetricsBatch {
         MetricsBatch {
+            models: vec![m],
+            ..batch_without_models(device, seq)
+        }
+    }
+
+    /// `device`'s batch of 60 s window number `seq`, with no model's figures: the device heard
+    /// from, nothing more.
+    pub(crate) fn batch_without_models(device: &str, seq: u64) -> MetricsBatch {
+        MetricsBatch {
             schema: 1,
             id: edgefleet_protocol::MessageId::new(format!("{device}-{seq}")).unwrap(),
             device: edgefleet_protocol::DeviceId::new(device.to_owned()).unwrap(),
@@ -559,7 +568,7 @@ mod tests {
             window_end_unix: 60 * seq + 60,
             dropped_batches: 0,
             process: Default::default(),
-            models: vec![m],
+            models: Vec::new(),
         }
     }
 

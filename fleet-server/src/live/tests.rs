@@ -43,17 +43,7 @@ fn event(device: &str, seq: u64) -> StoredEvent {
 /// The device heard from at `at` (Unix seconds): a metrics batch, which moves its `last_seen` and
 /// adds no event.
 async fn heard_from(store: &dyn Store, device: &str, seq: u64, at: i64) {
-    let batch = edgefleet_protocol::message::MetricsBatch {
-        schema: SCHEMA_VERSION,
-        id: MessageId::new(format!("{device}-{seq}")).unwrap(),
-        device: DeviceId::new(device).unwrap(),
-        seq,
-        window_start_unix: 0,
-        window_end_unix: 60,
-        dropped_batches: 0,
-        process: Default::default(),
-        models: Vec::new(),
-    };
+    let batch = crate::telemetry::tests::batch_without_models(device, seq);
     assert!(store.record_metrics(&batch, at * 1_000_000).await.unwrap());
 }
 

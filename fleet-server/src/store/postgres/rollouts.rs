@@ -159,7 +159,6 @@ impl RolloutStore for PostgresStore {
             let whole = self.whole_rollout(&tx, row.get(1)).await?;
             return Ok(Some(crate::rollout::RolloutView::paged(&whole, page)));
         };
-        let problems = i64::from(page.problems_only);
         let problem_count = if page.problems_only {
             let count: i64 = tx
                 .query_one(
@@ -173,22 +172,26 @@ impl RolloutStore for PostgresStore {
         } else {
             None
         };
-        let devices: Vec<String> = tx
-            .query(
-                "SELECT body FROM rollout_devices WHERE rollout = $1 AND problem >= $2
-                 ORDER BY idx LIMIT $3 OFFSET $4",
-                &[
-                    &id,
-                    &problems,
-                    &i64::try_from(page.limit).unwrap_or(i64::MAX),
-                    &i64::try_from(page.from).unwrap_or(i64::MAX),
-                ],
+        let from = i64::try_from(page.from).unwrap_or(i64::MAX);
+        let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+        let rows = if page.problems_only {
+            tx.query(
+                "SELECT body FROM rollout_devices WHERE rollout = $1 AND problem >= 1
+                 ORDER BY idx LIMIT $2 OFFSET $3",
+                &[&id, &limit, &from],
             )
             .await
-            .map_err(pg)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        } else {
+            // Rows are numbered from 0 in the rollout's order, so a page is a range of the
+            // primary key: no plan can read the rollout's other rows to find it.
+            tx.query(
+                "SELECT body FROM rollout_devices WHERE rollout = $1 AND idx >= $2 AND idx < $3
+                 ORDER BY idx",
+                &[&id, &from, &from.saturating_add(limit)],
+            )
+            .await
+        };
+        let devices: Vec<String> = rows.map_err(pg)?.iter().map(|r| r.get(0)).collect();
         crate::store::rollout_rows::RolloutRows::page_view(&summary, &devices, problem_count, page)
             .map(Some)
     }

@@ -125,7 +125,6 @@ impl RolloutStore for SqliteStore {
                 let whole = rows.assemble(&body, |id| device_rows(&c, id))?;
                 return Ok(Some(crate::rollout::RolloutView::paged(&whole, page)));
             };
-            let problems = i64::from(page.problems_only);
             let problem_count = if page.problems_only {
                 let count: i64 = c
                     .query_row(
@@ -138,16 +137,27 @@ impl RolloutStore for SqliteStore {
             } else {
                 None
             };
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT body FROM rollout_devices WHERE rollout = ?1 AND problem >= ?2
-                     ORDER BY idx LIMIT ?3 OFFSET ?4",
-                )
-                .map_err(backend)?;
             let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
-            let offset = i64::try_from(page.from).unwrap_or(i64::MAX);
-            let devices = stmt
-                .query_map(params![id, problems, limit, offset], |r| r.get(0))
+            let from = i64::try_from(page.from).unwrap_or(i64::MAX);
+            // Without a problem filter a page is a range of the primary key (rows are numbered
+            // from 0 in the rollout's order).
+            let (sql, bounds) = if page.problems_only {
+                (
+                    "SELECT body FROM rollout_devices WHERE rollout = ?1 AND problem >= 1
+                     ORDER BY idx LIMIT ?2 OFFSET ?3",
+                    [limit, from],
+                )
+            } else {
+                (
+                    "SELECT body FROM rollout_devices WHERE rollout = ?1 AND idx >= ?2 AND idx < ?3
+                     ORDER BY idx",
+                    [from, from.saturating_add(limit)],
+                )
+            };
+            let devices = c
+                .prepare_cached(sql)
+                .map_err(backend)?
+                .query_map(params![id, bounds[0], bounds[1]], |r| r.get(0))
                 .map_err(backend)?
                 .collect::<rusqlite::Result<Vec<String>>>()
                 .map_err(backend)?;
