@@ -10,6 +10,7 @@
 //! sets every device it updated back to the version it had.
 
 mod command;
+mod notes;
 mod plan;
 mod record;
 mod shadow;
@@ -20,6 +21,8 @@ mod view;
 
 use edgefleet_protocol::message::UpdateState;
 use serde::{Deserialize, Serialize};
+
+use crate::notes::{change_notes, change_text};
 
 pub use command::{Applied, Command, Refused};
 pub use plan::{
@@ -471,9 +474,9 @@ impl Rollout {
                     shadow::ShadowStep::Stay(next) => next,
                     shadow::ShadowStep::Cannot(why) if fallback == Fallback::Canary => {
                         d.promoted = true;
-                        changes.push(format!(
-                            "{} cannot run a shadow ({why}); falls back to canary",
-                            d.id
+                        changes.push((
+                            d.id.clone(),
+                            format!("cannot run a shadow ({why}); falls back to canary"),
                         ));
                         fallbacks.push(Action::Update {
                             device: d.id.clone(),
@@ -495,10 +498,7 @@ impl Rollout {
                     next
                 };
                 if next != d.state {
-                    changes.push(match &d.detail {
-                        Some(why) if next.failed() => format!("{} {:?}: {why}", d.id, next),
-                        _ => format!("{} {:?}", d.id, next),
-                    });
+                    changes.push((d.id.clone(), change_text(next, d.detail.as_deref())));
                     d.state = next;
                 }
                 continue;
@@ -536,15 +536,12 @@ impl Rollout {
                             .unwrap_or_else(|| UNEXPLAINED.into()),
                     });
                 }
-                changes.push(match &d.detail {
-                    Some(why) if next.failed() => format!("{} {:?}: {why}", d.id, next),
-                    _ => format!("{} {:?}", d.id, next),
-                });
+                changes.push((d.id.clone(), change_text(next, d.detail.as_deref())));
                 d.state = next;
             }
         }
-        for change in changes {
-            self.note(now, format!("device {change}"));
+        for note in change_notes(changes) {
+            self.note(now, note);
         }
         fallbacks.extend(self.advance(now));
         fallbacks
