@@ -1723,8 +1723,8 @@ fn slow_connections_cannot_starve_the_server() {
     assert_eq!(answer("/healthz", None).0, 200);
 }
 
-/// `/metrics` behind `metrics.token_file`, and the fleet's figures computed at most once per
-/// `metrics.refresh_seconds` however often it is scraped.
+/// `/metrics` behind `metrics.token_file`, and the fleet's figures as the background refresh
+/// (every `metrics.refresh_seconds`) left them, however often it is scraped.
 #[test]
 fn metrics_can_require_a_scrape_token_and_serve_cached_fleet_figures() {
     let tmp = tempfile::tempdir().unwrap();
