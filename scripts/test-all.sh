@@ -25,14 +25,24 @@ deny_log=$(mktemp)
 deny_pid=$!
 step fmt
 cargo fmt --all --check
+# The fuzz targets are a workspace of their own.
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 # terraform/ parses and its references resolve (no terraform binary is installable here).
 python3 terraform/check.py
-step clippy
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# clippy's lints, with warnings as errors, run inside the build itself: cargo clippy is cargo
+# check with clippy-driver wrapping rustc for the workspace's own crates, so every dependency
+# was compiled twice, once checked for clippy and once built for the tests (clippy's pass was
+# 300-460 s of a cold run). The same driver and arguments on `cargo build --all-targets` lint the
+# same targets (lib, bins, tests, benches, examples) while they compile. Exported for every
+# later cargo call too: the wrapper is part of what cargo fingerprints, and the tests must reuse
+# this build. By hand: `cargo clippy --workspace --all-targets -- -D warnings`, the same check.
+export RUSTC_WORKSPACE_WRAPPER
+RUSTC_WORKSPACE_WRAPPER=$(rustup which clippy-driver)
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # The cross-process tests in tests/ run the real binaries. Built in one go with the tests: with
 # the tests' features unified, every dependency compiles once, not once for each.
-step build
-cargo build --workspace --bins --tests --locked
+step "build, with clippy's lints"
+cargo build --workspace --all-targets --locked
 # The systemd units verify against those binaries and stay at exposure <= 2.0.
 step systemd, packages, container
 bash systemd/check.sh target/debug
@@ -41,8 +51,7 @@ bash packaging/deb/test.sh target/debug
 # No container engine here: the compose wiring and the image's config are checked instead.
 bash packaging/container/check.sh target/debug
 # Every fuzz target still compiles against the decoders it feeds (stable, no sanitizers; the
-# fuzzing runs themselves are recorded in docs/FUZZING.md). In the main target directory, where
-# clippy has checked most of what it depends on (fuzz/Cargo.toml keeps the same profile).
+# fuzzing runs themselves are recorded in docs/FUZZING.md), linted like the workspace.
 step fuzz check
 cargo check --locked --manifest-path fuzz/Cargo.toml --bins --target-dir target
 step waiting on deny, Garage, MLflow
@@ -85,6 +94,7 @@ python3 models/build.py --check
 # tests. Last, because it rebuilds target/debug/edge-agent without ONNX Runtime, which the
 # cross-process tests above must not run.
 step tract-only agent
-cargo clippy -p edge-agent --no-default-features --all-targets --locked -- -D warnings
+# clippy's lints run in its build, as above.
+cargo build -p edge-agent --no-default-features --all-targets --locked
 cargo test -p edge-agent --no-default-features --locked
 step done

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use edgefleet_protocol::DeviceId;
 use edgefleet_tuf::desired;
-use libfuzzer_sys::fuzz_target;
 use edgefleet_tuf::operator::{RoleSpec, RootSpec, build_root};
+use libfuzzer_sys::fuzz_target;
 use tough::schema::Root;
 use tough::schema::key::Key;
 

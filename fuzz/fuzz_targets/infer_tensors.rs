@@ -13,16 +13,26 @@ fuzz_target!(|data: &[u8]| {
     let Ok(serde_json::Value::Object(input)) = serde_json::from_slice(rest) else {
         return;
     };
-    let Ok(shape) = serde_json::from_value::<Vec<usize>>(input.get("shape").cloned().unwrap_or_default()) else {
+    let Ok(shape) =
+        serde_json::from_value::<Vec<usize>>(input.get("shape").cloned().unwrap_or_default())
+    else {
         return;
     };
     let dtype = DType::ALL[usize::from(selector) % DType::ALL.len()];
     let values = input.get("data").cloned().unwrap_or_default();
     if let Ok(tensor) = Tensor::from_json(dtype, shape, &values, "input") {
         assert_eq!(tensor.dtype(), dtype);
-        assert_eq!(Tensor::element_count(&tensor.shape), Some(tensor.data.len()));
+        assert_eq!(
+            Tensor::element_count(&tensor.shape),
+            Some(tensor.data.len())
+        );
         // What is served back reads back the same.
-        let again = Tensor::from_json(dtype, tensor.shape.clone(), &tensor.data.to_json(), "output");
+        let again = Tensor::from_json(
+            dtype,
+            tensor.shape.clone(),
+            &tensor.data.to_json(),
+            "output",
+        );
         assert_eq!(again.ok(), Some(tensor));
     }
 });

@@ -14,10 +14,9 @@ fuzz_target!(|data: &[u8]| {
         Some((_, rest)) => ("edgefleet/v1/devices/d1/events", rest),
         None => ("edgefleet/v1/devices/d1/metrics", data),
     };
-    let key = PublicKey::from_hex(
-        "8b1e0b27fbd3a6e9a1a4a4eabcb0c8d5c3b2a1f0e9d8c7b6a5f4e3d2c1b0a998",
-    )
-    .expect("the fixed key parses");
+    let key =
+        PublicKey::from_hex("8b1e0b27fbd3a6e9a1a4a4eabcb0c8d5c3b2a1f0e9d8c7b6a5f4e3d2c1b0a998")
+            .expect("the fixed key parses");
     match edgefleet_sealed::open(payload) {
         Ok(Opened::Plain(message)) => assert_eq!(message, payload),
         Ok(Opened::Sealed { signature, message }) => {
@@ -30,9 +29,9 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => assert!(payload.starts_with(edgefleet_sealed::MAGIC)),
     }
     // Any hex a device might send as its key at enrollment.
-    if let Ok(text) = std::str::from_utf8(payload) {
-        if let Ok(parsed) = PublicKey::from_hex(text) {
-            assert_eq!(PublicKey::from_hex(&parsed.to_hex()), Ok(parsed));
-        }
+    if let Ok(text) = std::str::from_utf8(payload)
+        && let Ok(parsed) = PublicKey::from_hex(text)
+    {
+        assert_eq!(PublicKey::from_hex(&parsed.to_hex()), Ok(parsed));
     }
 });

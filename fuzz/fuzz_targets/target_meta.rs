@@ -20,11 +20,11 @@ fuzz_target!(|data: &[u8]| {
             let _ = input.materialize(name);
         }
     }
-    if let (Some(schema), Ok(serde_json::Value::Object(row))) =
-        (&meta.interface.features, serde_json::from_slice::<serde_json::Value>(row))
+    if let (Some(schema), Ok(serde_json::Value::Object(row))) = (
+        &meta.interface.features,
+        serde_json::from_slice::<serde_json::Value>(row),
+    ) && let Ok(encoded) = schema.encode(&row)
     {
-        if let Ok(encoded) = schema.encode(&row) {
-            assert_eq!(encoded.len(), schema.width());
-        }
+        assert_eq!(encoded.len(), schema.width());
     }
 });
