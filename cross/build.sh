@@ -75,6 +75,8 @@ export "CXX_${target_lower}=$gnu-g++"
 export "AR_${target_lower}=$gnu-ar"
 # rustup's shims come first on PATH and would pick the pinned x86-only toolchain.
 export RUSTC=/usr/bin/rustc
+# Nor may the pinned toolchain's clippy-driver wrap Debian's rustc (scripts/clippy-in-build.sh).
+unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 export CARGO_TARGET_DIR=target/cross
 
 profile="${EDGEFLEET_DEVICE_PROFILE:-device}"

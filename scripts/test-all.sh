@@ -29,16 +29,8 @@ cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 # terraform/ parses and its references resolve (no terraform binary is installable here).
 python3 terraform/check.py
-# clippy's lints, with warnings as errors, run inside the build itself: cargo clippy is cargo
-# check with clippy-driver wrapping rustc for the workspace's own crates, so every dependency
-# was compiled twice, once checked for clippy and once built for the tests (clippy's pass was
-# 300-460 s of a cold run). The same driver and arguments on `cargo build --all-targets` lint the
-# same targets (lib, bins, tests, benches, examples) while they compile. Exported for every
-# later cargo call too: the wrapper is part of what cargo fingerprints, and the tests must reuse
-# this build. By hand: `cargo clippy --workspace --all-targets -- -D warnings`, the same check.
-export RUSTC_WORKSPACE_WRAPPER
-RUSTC_WORKSPACE_WRAPPER=$(rustup which clippy-driver)
-export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+# clippy's lints run inside the build (the script says why).
+source scripts/clippy-in-build.sh
 # The cross-process tests in tests/ run the real binaries. Built in one go with the tests: with
 # the tests' features unified, every dependency compiles once, not once for each.
 step "build, with clippy's lints"
@@ -94,7 +86,6 @@ python3 models/build.py --check
 # tests. Last, because it rebuilds target/debug/edge-agent without ONNX Runtime, which the
 # cross-process tests above must not run.
 step tract-only agent
-# clippy's lints run in its build, as above.
-cargo build -p edge-agent --no-default-features --all-targets --locked
+# clippy's lints run in its build, as above (its benches are linted in the workspace's build).
 cargo test -p edge-agent --no-default-features --locked
 step done

@@ -52,7 +52,9 @@ pub async fn refresh(state: &AppState) {
         Default::default()
     });
     let from = now - crate::metrics::FLEET_WINDOW_SECONDS;
-    match crate::telemetry::rollups::window_rows(&*state.store, from, now).await {
+    match crate::telemetry::rollups::window_rows(&*state.store, &state.pending_batches, from, now)
+        .await
+    {
         Ok(rows) => {
             let figures =
                 crate::telemetry::rollups::window_figures(&rows, &baselines, |_| true, None, 60);

@@ -265,6 +265,7 @@ pub async fn start_with_clock(
         desired_locks: Default::default(),
         engine_lock: tokio::sync::Mutex::new(Default::default()),
         rollout_views: Default::default(),
+        pending_batches: Default::default(),
         instance,
         sessions,
         driving_rollouts: std::sync::atomic::AtomicBool::new(false),

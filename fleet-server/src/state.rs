@@ -30,6 +30,9 @@ pub struct Shared {
     /// The same for the rollouts operators look at (`GET /api/v1/rollouts/{id}/telemetry`),
     /// so each view reads only what arrived since the last.
     pub rollout_views: tokio::sync::Mutex<crate::telemetry::evidence::EvidenceCache>,
+    /// The stored telemetry batches not yet folded into rollups, as reads of the fleet's figures
+    /// found them: each read fetches only those that arrived since.
+    pub pending_batches: crate::telemetry::pending::PendingBatches,
     /// This process among the servers sharing a database (random, per start).
     pub instance: String,
     /// Its broker-session lease, and the draining of sessions of servers gone (external

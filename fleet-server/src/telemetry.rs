@@ -481,6 +481,7 @@ pub fn judge(gates: &ModelGates, candidate: &VersionFigures, previous: &VersionF
 
 pub mod arrivals;
 pub mod evidence;
+pub mod pending;
 #[cfg(test)]
 mod quiet_fleet;
 pub mod rollups;

@@ -15,12 +15,15 @@ use fleet_server::audit::{self, AuditEntry, AuditFilter, AuditRecord};
 use fleet_server::auth::Role;
 use fleet_server::rollout::{Rollout, RolloutSpec};
 use fleet_server::store::postgres::PostgresStore;
-use fleet_server::store::rollups::{HOUR, MINUTE, NewRollup, RollupFigures, RollupStore};
+use fleet_server::store::rollups::{
+    HOUR, MINUTE, NewRollup, RollupFigures, RollupStore, UnrolledBatch,
+};
 use fleet_server::store::sqlite::SqliteStore;
 use fleet_server::store::{
     AuditStore, DeviceFilter, DevicePageQuery, DeviceStore, EnrollRefusal, NewDevice, Release,
     RolloutStore, Stage, StateStore, Store, StoreError, StoredEvent,
 };
+use fleet_server::telemetry::pending::PendingBatches;
 use fleet_server::telemetry::rollups::{self, RollupCursor};
 
 #[path = "store/grouped.rs"]
@@ -1319,6 +1322,31 @@ async fn rollups_fold_each_batch_once_and_replace_whole(store: &dyn Store) {
         "earliest arrival first, with the device's group"
     );
     assert_eq!(store.unrolled_metrics(2).await.unwrap().len(), 2);
+    assert_eq!(
+        store.unrolled_keys(10).await.unwrap(),
+        [
+            ("d1".to_owned(), 1),
+            ("d1".to_owned(), 2),
+            ("gone".to_owned(), 1)
+        ],
+        "the same batches' keys, in the same order"
+    );
+    assert_eq!(store.unrolled_keys(1).await.unwrap().len(), 1);
+    let mut by_key = store
+        .batches_by_key(&[
+            ("gone".to_owned(), 1),
+            ("d1".to_owned(), 2),
+            ("never".to_owned(), 9),
+        ])
+        .await
+        .unwrap();
+    by_key.sort_by(|a, b| (&a.device, a.seq).cmp(&(&b.device, b.seq)));
+    assert_eq!(
+        by_key,
+        [unrolled[1].clone(), unrolled[2].clone()],
+        "the batches asked for, as the queue gives them; a key never stored is left out"
+    );
+    assert!(store.batches_by_key(&[]).await.unwrap().is_empty());
     let first = [("d1".to_owned(), 1)];
     assert!(
         store
@@ -1344,6 +1372,16 @@ async fn rollups_fold_each_batch_once_and_replace_whole(store: &dyn Store) {
             .unwrap()
     );
     assert!(store.unrolled_metrics(10).await.unwrap().is_empty());
+    assert!(store.unrolled_keys(10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .batches_by_key(&[("d1".to_owned(), 2)])
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "a folded batch is still stored"
+    );
 
     let rows = store.rollups(MINUTE, 0, 1_000).await.unwrap();
     assert_eq!(
@@ -1377,6 +1415,78 @@ async fn rollups_fold_each_batch_once_and_replace_whole(store: &dyn Store) {
     assert_eq!(store.rollups(MINUTE, 0, 1_000).await.unwrap().len(), 1);
 }
 
+/// Reads of the fleet's figures keep the waiting batches they fetched: what they return is
+/// always the queue as the store has it, and what left the queue is let go.
+async fn waiting_batches_kept_between_reads_follow_the_queue(store: &dyn Store) {
+    store
+        .add_device(&new_device("d1", "pilot"), "h1", 100, 0, false)
+        .await
+        .unwrap();
+    let now = 1_800_000_000;
+    let record = |seq: u64| async move {
+        let mut b = batch("d1", seq, 0);
+        b.window_end_unix = (now - 600 + seq as i64 * 60) as u64;
+        store
+            .record_metrics(&b, (now - 600 + seq as i64 * 60) * 1_000_000)
+            .await
+            .unwrap();
+    };
+    let pending = PendingBatches::default();
+    let as_the_queue = |read: &[std::sync::Arc<UnrolledBatch>]| {
+        read.iter().map(|b| (**b).clone()).collect::<Vec<_>>()
+    };
+    for seq in 1..=3 {
+        record(seq).await;
+    }
+    let read = pending.read(store, 100).await.unwrap();
+    assert_eq!(
+        as_the_queue(&read),
+        store.unrolled_metrics(100).await.unwrap()
+    );
+    assert_eq!(pending.kept(), 3);
+    record(4).await;
+    let read = pending.read(store, 100).await.unwrap();
+    assert_eq!(
+        as_the_queue(&read),
+        store.unrolled_metrics(100).await.unwrap(),
+        "a batch that arrived since is read too"
+    );
+    assert_eq!(read.len(), 4);
+    assert_eq!(
+        as_the_queue(&pending.read(store, 2).await.unwrap()),
+        store.unrolled_metrics(2).await.unwrap(),
+        "earliest arrival first, up to the limit"
+    );
+    // A pass folds the first two: the read gives the other two, and keeps no more.
+    record(5).await;
+    let folded = store.unrolled_metrics(2).await.unwrap();
+    let keys: Vec<(String, u64)> = folded.iter().map(|b| (b.device.clone(), b.seq)).collect();
+    assert!(
+        store
+            .add_rollups(&keys, &rollups::fold(&folded))
+            .await
+            .unwrap()
+    );
+    let read = pending.read(store, 100).await.unwrap();
+    assert_eq!(
+        read.iter().map(|b| b.seq).collect::<Vec<_>>(),
+        [3, 4, 5],
+        "folded batches leave"
+    );
+    assert_eq!(pending.kept(), 3);
+    // Figures read through kept batches equal those read afresh.
+    let kept = rollups::window_rows(store, &pending, now - 3_600, now)
+        .await
+        .unwrap();
+    let fresh = rollups::window_rows(store, &PendingBatches::default(), now - 3_600, now)
+        .await
+        .unwrap();
+    let figures =
+        |rows: &[NewRollup]| rollups::window_figures(rows, &Default::default(), |_| true, None, 60);
+    assert_eq!(figures(&kept), figures(&fresh));
+    assert_eq!(figures(&kept).batches, 5, "two folded, three waiting");
+}
+
 /// Two servers rolling up the same database at once fold every batch exactly once.
 async fn concurrent_roll_up_passes_fold_every_batch_once(store: &dyn Store) {
     let now = 1_800_000_000;
@@ -1398,7 +1508,9 @@ async fn concurrent_roll_up_passes_fold_every_batch_once(store: &dyn Store) {
     rollups::pass(store, &mut RollupCursor::default(), 24, now)
         .await
         .unwrap();
-    let rows = rollups::window_rows(store, now - 4_000, now).await.unwrap();
+    let rows = rollups::window_rows(store, &PendingBatches::default(), now - 4_000, now)
+        .await
+        .unwrap();
     let figures = rollups::window_figures(&rows, &Default::default(), |_| true, None, 60);
     assert_eq!(
         figures.batches, 1_200,
@@ -1501,6 +1613,7 @@ on_both!(
     an_alert_written_by_two_keeps_both_changes,
     group_guard_policies_are_set_replaced_and_cleared,
     rollups_fold_each_batch_once_and_replace_whole,
+    waiting_batches_kept_between_reads_follow_the_queue,
     concurrent_roll_up_passes_fold_every_batch_once,
     writes_handed_over_together_each_hear_their_own_outcome,
 );

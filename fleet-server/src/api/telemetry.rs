@@ -71,7 +71,9 @@ pub async fn fleet(
 ) -> ApiResult {
     let (since, step) = window(q.since_seconds, q.step_seconds)?;
     let now = state.clock.unix();
-    let rows = telemetry::rollups::window_rows(&*state.store, now - since, now).await?;
+    let rows =
+        telemetry::rollups::window_rows(&*state.store, &state.pending_batches, now - since, now)
+            .await?;
     // What each release's signed lineage claims, for the decay flags.
     let models = state.tuf.models().await?;
     let baselines = state.baselines.load(&state.blobs, &models).await;
@@ -172,7 +174,9 @@ pub async fn rollout(
     )?;
     let selector = &rollout.spec.selector;
     let series = if selector.tags.is_empty() && selector.devices.is_empty() {
-        let rows = telemetry::rollups::window_rows(&*state.store, since, now).await?;
+        let rows =
+            telemetry::rollups::window_rows(&*state.store, &state.pending_batches, since, now)
+                .await?;
         telemetry::rollups::window_figures(
             &rows,
             &baselines,

@@ -140,9 +140,9 @@ impl RolloutRows {
     }
 
     /// The status view of a page: `summary` (the rollout's stored summary) with the page's device
-    /// rows; `problems` devices have a problem, counted only for a page of those (the summary,
-    /// saved with the rows, already knows how many devices there are in all: counting a large
-    /// rollout's rows on every status read would cost a scan of them).
+    /// rows. `problems` is the page's total when it lists only devices with a problem (counted
+    /// for it); otherwise the summary, saved with the rows, knows the total already (counting a
+    /// large rollout's rows on every status read would cost a scan of them).
     pub fn page_view(
         summary: &str,
         rows: &[String],
@@ -152,12 +152,8 @@ impl RolloutRows {
         let mut view: RolloutView = serde_json::from_str(summary)
             .map_err(|e| backend(format!("a stored rollout summary does not parse: {e}")))?;
         view.devices = parse_devices(&view.id, rows)?;
-        let total = match problems {
-            Some(problems) if page.problems_only => problems,
-            _ => view.devices_total,
-        };
-        view.devices_total = total;
-        view.devices_next = page.next(view.devices.len(), total);
+        view.devices_total = problems.unwrap_or(view.devices_total);
+        view.devices_next = page.next(view.devices.len(), view.devices_total);
         Ok(view)
     }
 

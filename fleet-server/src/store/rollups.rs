@@ -86,6 +86,12 @@ pub struct UnrolledBatch {
 pub trait RollupStore: Send + Sync {
     /// Up to `limit` stored batches not yet folded, earliest arrival first.
     async fn unrolled_metrics(&self, limit: usize) -> Result<Vec<UnrolledBatch>>;
+    /// The keys ((device, seq)) of up to `limit` stored batches not yet folded, earliest arrival
+    /// first: what [`Self::unrolled_metrics`] would return, without the batches.
+    async fn unrolled_keys(&self, limit: usize) -> Result<Vec<(String, u64)>>;
+    /// The stored batches of `keys`, folded or not, in no particular order; keys of batches no
+    /// longer stored are left out.
+    async fn batches_by_key(&self, keys: &[(String, u64)]) -> Result<Vec<UnrolledBatch>>;
     /// Takes the batches `folded` ((device, seq)) off the queue of those waiting and stores
     /// `rows`, in one transaction. False, with nothing changed, when any of them was folded already (another
     /// server got there first).

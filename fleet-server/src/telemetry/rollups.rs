@@ -9,6 +9,7 @@
 //! device count is a peak (the most devices reporting in one bucket), since distinct devices do
 //! not add up across buckets.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use edgefleet_protocol::baseline::BinCounts;
@@ -16,6 +17,7 @@ use edgefleet_protocol::latency::LatencyHistogram;
 use edgefleet_protocol::message::{MetricsBatch, ModelMetrics};
 use edgefleet_protocol::quality::QualityCounts;
 
+use super::pending::PendingBatches;
 use super::{SeriesPoint, VersionFigures, points};
 use crate::baselines::Baselines;
 use crate::store::StoreError;
@@ -129,9 +131,10 @@ type RowKey = (String, String, String, i64);
 
 /// The minute rows of `batches`: one per (group, model, version, minute), and per (group,
 /// minute) one with an empty model for the batches themselves. Unreadable batches add nothing.
-pub fn fold(batches: &[UnrolledBatch]) -> Vec<NewRollup> {
+pub fn fold<B: Borrow<UnrolledBatch>>(batches: &[B]) -> Vec<NewRollup> {
     let mut rows: BTreeMap<RowKey, (RollupFigures, BTreeSet<&str>)> = BTreeMap::new();
     for unrolled in batches {
+        let unrolled = unrolled.borrow();
         let Some(batch) = &unrolled.batch else {
             continue;
         };
@@ -264,9 +267,11 @@ pub fn window_figures(
 }
 
 /// The rows of the window starting at `from` (Unix seconds): hour rows, minute rows, and the
-/// batches stored but not folded yet (folded here as a pass would), so figures are current.
+/// batches stored but not folded yet (folded here as a pass would, each read from the store
+/// once across reads through `pending`), so figures are current.
 pub async fn window_rows(
     store: &(impl RollupStore + ?Sized),
+    pending: &PendingBatches,
     from: i64,
     now: i64,
 ) -> Result<Vec<NewRollup>, StoreError> {
@@ -283,7 +288,7 @@ pub async fn window_rows(
         .map(|r| r.row)
         .filter(|r| r.bucket + r.span > from)
         .collect();
-    let pending = store.unrolled_metrics(FOLD_LIMIT * 4).await?;
+    let pending = pending.read(store, FOLD_LIMIT * 4).await?;
     rows.extend(
         fold(&pending)
             .into_iter()

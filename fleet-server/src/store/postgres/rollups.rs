@@ -30,6 +30,18 @@ async fn insert_rows(tx: &deadpool_postgres::Transaction<'_>, rows: &[NewRollup]
     Ok(())
 }
 
+/// A row of (device, seq, received, batch, group).
+fn unrolled_batch(r: &Row) -> UnrolledBatch {
+    let device: String = r.get(0);
+    UnrolledBatch {
+        batch: device_document(&device, "metrics batch", r.get(3)),
+        seq: r.get::<_, i64>(1) as u64,
+        received_us: r.get(2),
+        group: r.get(4),
+        device,
+    }
+}
+
 #[async_trait]
 impl RollupStore for PostgresStore {
     async fn unrolled_metrics(&self, limit: usize) -> Result<Vec<UnrolledBatch>> {
@@ -46,19 +58,44 @@ impl RollupStore for PostgresStore {
             )
             .await
             .map_err(pg)?;
+        Ok(rows.iter().map(unrolled_batch).collect())
+    }
+
+    async fn unrolled_keys(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT device, seq FROM metrics_unrolled ORDER BY received LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
         Ok(rows
             .iter()
-            .map(|r| {
-                let device: String = r.get(0);
-                UnrolledBatch {
-                    batch: device_document(&device, "metrics batch", r.get(3)),
-                    seq: r.get::<_, i64>(1) as u64,
-                    received_us: r.get(2),
-                    group: r.get(4),
-                    device,
-                }
-            })
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
             .collect())
+    }
+
+    async fn batches_by_key(&self, keys: &[(String, u64)]) -> Result<Vec<UnrolledBatch>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let devices: Vec<&str> = keys.iter().map(|(d, _)| d.as_str()).collect();
+        let seqs: Vec<i64> = keys.iter().map(|(_, s)| *s as i64).collect();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT m.device, m.seq, m.received, m.batch, COALESCE(d.grp, '')
+                 FROM unnest($1::TEXT[], $2::BIGINT[]) AS k(device, seq)
+                 JOIN metrics_batches m ON m.device = k.device AND m.seq = k.seq
+                 LEFT JOIN devices d ON d.id = m.device",
+                &[&devices, &seqs],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(unrolled_batch).collect())
     }
 
     async fn add_rollups(&self, folded: &[(String, u64)], rows: &[NewRollup]) -> Result<bool> {

@@ -35,6 +35,23 @@ fn encoded(rows: &[NewRollup]) -> Result<Vec<(NewRollup, String)>> {
         .collect()
 }
 
+/// A stored batch as read: device, seq, received, batch JSON, group.
+type StoredBatch = (String, i64, i64, String, String);
+
+fn stored_batch(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredBatch> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn unrolled_batch((device, seq, received_us, batch, group): StoredBatch) -> UnrolledBatch {
+    UnrolledBatch {
+        batch: device_document(&device, "metrics batch", Some(batch)),
+        device,
+        seq: seq as u64,
+        received_us,
+        group,
+    }
+}
+
 #[async_trait]
 impl RollupStore for SqliteStore {
     async fn unrolled_metrics(&self, limit: usize) -> Result<Vec<UnrolledBatch>> {
@@ -49,28 +66,54 @@ impl RollupStore for SqliteStore {
                 )
                 .map_err(backend)?;
             let rows = stmt
-                .query_map(params![limit as i64], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                    ))
-                })
+                .query_map(params![limit as i64], stored_batch)
                 .map_err(backend)?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(backend)?;
-            Ok(rows
-                .into_iter()
-                .map(|(device, seq, received_us, batch, group)| UnrolledBatch {
-                    batch: device_document(&device, "metrics batch", Some(batch)),
-                    device,
-                    seq: seq as u64,
-                    received_us,
-                    group,
-                })
-                .collect())
+            Ok(rows.into_iter().map(unrolled_batch).collect())
+        })
+        .await
+    }
+
+    async fn unrolled_keys(&self, limit: usize) -> Result<Vec<(String, u64)>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT device, seq FROM metrics_unrolled ORDER BY received LIMIT ?1",
+                )
+                .map_err(backend)?;
+            stmt.query_map(params![limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn batches_by_key(&self, keys: &[(String, u64)]) -> Result<Vec<UnrolledBatch>> {
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            // One lookup of the primary key each: SQLite answers them in-process.
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT m.device, m.seq, m.received, m.batch, COALESCE(d.grp, '')
+                     FROM metrics_batches m LEFT JOIN devices d ON d.id = m.device
+                     WHERE m.device = ?1 AND m.seq = ?2",
+                )
+                .map_err(backend)?;
+            let mut rows = Vec::with_capacity(keys.len());
+            for (device, seq) in &keys {
+                if let Some(row) = stmt
+                    .query_row(params![device, *seq as i64], stored_batch)
+                    .optional()
+                    .map_err(backend)?
+                {
+                    rows.push(row);
+                }
+            }
+            Ok(rows.into_iter().map(unrolled_batch).collect())
         })
         .await
     }
