@@ -34,7 +34,9 @@ source scripts/clippy-in-build.sh
 # The cross-process tests in tests/ run the real binaries. Built in one go with the tests: with
 # the tests' features unified, every dependency compiles once, not once for each.
 step "build, with clippy's lints"
-cargo build --workspace --all-targets --locked
+# --timings: each crate's compile on a timeline (target/cargo-timings/), to see what a cold run
+# waits for.
+cargo build --workspace --all-targets --locked --timings
 # The systemd units verify against those binaries and stay at exposure <= 2.0.
 step systemd, packages, container
 bash systemd/check.sh target/debug
