@@ -64,6 +64,7 @@ pub async fn refresh(state: &AppState) {
     }
     tracing::debug!(
         took_ms = started.elapsed().as_millis() as u64,
+        waiting_batches_kept = state.pending_batches.kept(),
         "fleet figures for /metrics refreshed"
     );
 }

@@ -65,7 +65,7 @@ impl PendingBatches {
         Ok(keys.iter().filter_map(|k| kept.get(k).cloned()).collect())
     }
 
-    /// How many batches are kept (for tests and the debug log).
+    /// How many batches are kept (the `/metrics` refresh logs it at debug level).
     pub fn kept(&self) -> usize {
         self.kept
             .lock()
