@@ -487,7 +487,8 @@ pub(crate) struct RolloutCreate {
     #[arg(long)]
     pub(crate) shadow_min_agreement: Option<f64>,
     /// Shadow gate: the challenger's accuracy on labelled requests at most this far below the
-    /// serving version's on the same requests (default 0.02).
+    /// serving version's on the same requests; a split stops a challenger only when its arm is
+    /// behind by significantly more (default 0.02).
     #[arg(long)]
     pub(crate) shadow_max_accuracy_drop: Option<f64>,
     /// Shadow gate: labelled requests (split: on each arm) needed before accuracy is judged

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::latency::LatencyHistogram;
 use crate::shadow::ShadowCounts;
-use crate::split::{SPLIT_ALPHA, SplitCounts};
+use crate::split::{SPLIT_ALPHA, SplitCounts, champion_lead};
 
 /// What a shadow wave must show before its challenger may answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,9 +168,9 @@ pub fn judge(gate: &ShadowGate, c: &ShadowCounts) -> ShadowVerdict {
 
 /// Judges a split's arms against the gate: the challenger must have answered `min_compared`
 /// requests, fail no more than `max_error_ratio` of them, keep its p99 under `max_p99_ms`, and,
-/// when labels arrive (then the verdict waits for `min_labelled` on each arm), not be
-/// *significantly* less accurate than the champion by more than `max_accuracy_drop` (agreement and score difference need both models
-/// on the same request: they are the shadow strategy's).
+/// when labels arrive (then the verdict waits for `min_labelled` on each arm), not be less
+/// accurate than the champion by *significantly* more than `max_accuracy_drop` (agreement and
+/// score difference need both models on the same request: they are the shadow strategy's).
 pub fn judge_split(gate: &ShadowGate, s: &SplitCounts) -> ShadowVerdict {
     let challenger = &s.challenger;
     if challenger.answered < gate.min_compared {
@@ -199,21 +199,29 @@ pub fn judge_split(gate: &ShadowGate, s: &SplitCounts) -> ShadowVerdict {
     ));
     if s.champion.labelled >= labelled
         && challenger.labelled >= labelled
-        && let (Some(champion), Some(ours), Some(test)) = (
+        && let (Some(champion), Some(ours), Some(lead)) = (
             s.champion.accuracy(),
             challenger.accuracy(),
-            s.accuracy_test(),
+            champion_lead(
+                (s.champion.correct, s.champion.labelled),
+                (challenger.correct, challenger.labelled),
+                gate.max_accuracy_drop,
+            ),
         )
-        && test.p_value < SPLIT_ALPHA
-        && champion - ours > gate.max_accuracy_drop
+        // One-sided, at the two-sided readout's level, so a stop is never less sure than the
+        // readout's "the champion is better".
+        && lead.p_value < SPLIT_ALPHA / 2.0
     {
         broken.push(format!(
-            "the champion was right significantly more often: {:.1} % of {} against {:.1} % of {} ({})",
+            "the champion was right significantly more often: {:.1} % of {} against {:.1} % of {}, a lead of {:.1} points (at least {:.1} with 95 % confidence), more than the {:.1} allowed ({})",
             champion * 100.0,
             s.champion.labelled,
             ours * 100.0,
             challenger.labelled,
-            p_text(test.p_value)
+            lead.lead * 100.0,
+            lead.at_least * 100.0,
+            gate.max_accuracy_drop * 100.0,
+            p_text(lead.p_value)
         ));
     }
     if broken.is_empty() {
@@ -350,6 +358,27 @@ mod tests {
         };
         assert_eq!(judge_split(&gate, &alike), ShadowVerdict::Pass);
         assert!(split_readout(&alike).contains("no significant difference"));
+        // Five points behind on 1,000 each: the readout finds the champion better, but the lead
+        // is not surely more than the 2 points allowed, so the gate lets it through; at a
+        // margin of 1 point it stops it.
+        let behind = SplitCounts {
+            champion: arm(1000, 1000, 850),
+            challenger: arm(1000, 1000, 800),
+        };
+        assert!(split_readout(&behind).contains("the champion is better"));
+        assert_eq!(judge_split(&gate, &behind), ShadowVerdict::Pass);
+        let strict = ShadowGate {
+            max_accuracy_drop: 0.01,
+            ..ShadowGate::default()
+        };
+        match judge_split(&strict, &behind) {
+            ShadowVerdict::Breach(why) => assert!(
+                why[0].contains("a lead of 5.0 points (at least")
+                    && why[0].contains("more than the 1.0 allowed"),
+                "{why:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
         let few_labels = SplitCounts {
             champion: arm(900, 40, 30),
             challenger: arm(300, 20, 10),
