@@ -89,5 +89,9 @@ python3 models/build.py --check
 # cross-process tests above must not run.
 step tract-only agent
 # clippy's lints run in its build, as above (its benches are linted in the workspace's build).
-cargo test -p edge-agent --no-default-features --locked
+# It reuses the workspace build's crates but for the agent's and edgefleet-inference's own
+# (workspace-features/Cargo.toml says how): more compiled here means that list went stale.
+tract_only_log=$(mktemp)
+cargo test -p edge-agent --no-default-features --locked 2>&1 | tee "$tract_only_log"
+echo "tract-only agent: $(grep -c '^ *Compiling ' "$tract_only_log") crates compiled (2 expected: edgefleet-inference and edge-agent)"
 step done

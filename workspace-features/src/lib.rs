@@ -1,0 +1,1 @@
+//! No code: the crate's dependency list is its purpose (see its Cargo.toml).
