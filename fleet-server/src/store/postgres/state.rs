@@ -3,6 +3,7 @@
 use super::grouped::Write;
 use super::*;
 use crate::store::StateStore;
+use tokio_postgres::types::ToSql;
 
 #[async_trait]
 impl StateStore for PostgresStore {
@@ -32,42 +33,37 @@ impl StateStore for PostgresStore {
 
     async fn events(&self, id: Option<&DeviceId>, limit: u32) -> Result<Vec<StoredEvent>> {
         let limit = i64::from(limit);
-        let client = self.client().await?;
+        let device = id.map(DeviceId::as_str);
         // One statement per case: a prepared statement's generic plan for `$1 IS NULL OR
         // device = $1` cannot search the device's rows by key.
-        match id {
-            Some(id) => {
-                client
-                    .query(
-                        "SELECT device, seq, at, message FROM events WHERE device = $1
-                         ORDER BY at DESC, seq DESC LIMIT $2",
-                        &[&id.as_str(), &limit],
-                    )
-                    .await
-            }
-            None => {
-                client
-                    .query(
-                        "SELECT device, seq, at, message FROM events
-                         ORDER BY at DESC, seq DESC LIMIT $1",
-                        &[&limit],
-                    )
-                    .await
-            }
-        }
-        .map_err(pg)?
-        .iter()
-        .map(|r| {
-            let device = r.get::<_, String>(0);
-            let seq = r.get::<_, i64>(1) as u64;
-            Ok(StoredEvent {
-                message: decode_stored(&format!("event {device}/{seq}"), r.get(3))?,
-                device: DeviceId::new(device).map_err(backend)?,
-                seq,
-                at: r.get(2),
+        let (sql, params): (&str, Vec<&(dyn ToSql + Sync)>) = match &device {
+            Some(device) => (
+                "SELECT device, seq, at, message FROM events WHERE device = $1
+                 ORDER BY at DESC, seq DESC LIMIT $2",
+                vec![device, &limit],
+            ),
+            None => (
+                "SELECT device, seq, at, message FROM events ORDER BY at DESC, seq DESC LIMIT $1",
+                vec![&limit],
+            ),
+        };
+        self.client()
+            .await?
+            .query(sql, &params)
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| {
+                let device = r.get::<_, String>(0);
+                let seq = r.get::<_, i64>(1) as u64;
+                Ok(StoredEvent {
+                    message: decode_stored(&format!("event {device}/{seq}"), r.get(3))?,
+                    device: DeviceId::new(device).map_err(backend)?,
+                    seq,
+                    at: r.get(2),
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     async fn record_metrics(&self, batch: &MetricsBatch, received_us: i64) -> Result<bool> {
@@ -83,29 +79,21 @@ impl StateStore for PostgresStore {
     }
 
     async fn metrics(&self, id: Option<&DeviceId>, since: i64) -> Result<Vec<StoredMetrics>> {
-        let client = self.client().await?;
+        let device = id.map(DeviceId::as_str);
         // One statement per case, as for events.
-        let rows = match id {
-            Some(id) => {
-                client
-                    .query(
-                        "SELECT device, seq, received, batch FROM metrics_batches
-                         WHERE device = $1 AND at >= $2 ORDER BY received, seq",
-                        &[&id.as_str(), &since],
-                    )
-                    .await
-            }
-            None => {
-                client
-                    .query(
-                        "SELECT device, seq, received, batch FROM metrics_batches
-                         WHERE at >= $1 ORDER BY received, seq",
-                        &[&since],
-                    )
-                    .await
-            }
-        }
-        .map_err(pg)?;
+        let (sql, params): (&str, Vec<&(dyn ToSql + Sync)>) = match &device {
+            Some(device) => (
+                "SELECT device, seq, received, batch FROM metrics_batches
+                 WHERE device = $1 AND at >= $2 ORDER BY received, seq",
+                vec![device, &since],
+            ),
+            None => (
+                "SELECT device, seq, received, batch FROM metrics_batches
+                 WHERE at >= $1 ORDER BY received, seq",
+                vec![&since],
+            ),
+        };
+        let rows = self.client().await?.query(sql, &params).await.map_err(pg)?;
         Ok(rows
             .iter()
             .filter_map(|r| {

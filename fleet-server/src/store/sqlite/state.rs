@@ -249,6 +249,8 @@ fn seen(c: &rusqlite::Connection, device: &str, at: i64) -> Result<()> {
     Ok(())
 }
 
+// The fleet-wide statements number their parameters as the device's do (`?2`, `?1` unused), so
+// that one parameter list binds either.
 const DEVICE_EVENTS: &str = "SELECT device, seq, at, message FROM events WHERE device = ?1
      ORDER BY at DESC, seq DESC LIMIT ?2";
 const FLEET_EVENTS: &str =
