@@ -231,6 +231,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let app = edge_agent::api::router(agent.clone(), admin_token);
     let stopping = tokio_util::sync::CancellationToken::new();
     let shutdown = shutdown_signal(stopping.clone());
+    // The watchdog is fed until the agent has stopped, drain included.
+    let stopped = tokio_util::sync::CancellationToken::new();
+    let watchdog;
     // The API answers liveness at once and readiness per model while this loads them.
     let loader = {
         let agent = agent.clone();
@@ -250,7 +253,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {addr} (api.listen)"))?;
             info!(%addr, device = %agent.config.device_id, loading = ?agent.loading(), "serving");
-            ready();
+            // systemd (`Type=notify`): the API is up.
+            watchdog = edgefleet_notify::ready(&stopped);
             serve(
                 axum::serve(listener, app).with_graceful_shutdown(shutdown),
                 &stopping,
@@ -263,7 +267,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let listener = tokio::net::UnixListener::bind(&path)
                 .with_context(|| format!("binding {} (api.listen)", path.display()))?;
             info!(socket = %path.display(), device = %agent.config.device_id, "serving");
-            ready();
+            // systemd (`Type=notify`): the API is up.
+            watchdog = edgefleet_notify::ready(&stopped);
             serve(
                 axum::serve(listener, app).with_graceful_shutdown(shutdown),
                 &stopping,
@@ -276,6 +281,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = loader.await;
     // A stop is not a failure: probations in progress resume at the next start.
     let aborted = agent.stop(grace).await;
+    stopped.cancel();
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
+    }
     info!(aborted, "stopped");
     served
 }
@@ -309,22 +318,8 @@ async fn shutdown_signal(stopping: tokio_util::sync::CancellationToken) {
         _ = term.recv() => info!("SIGTERM: draining in-flight requests"),
         _ = tokio::signal::ctrl_c() => info!("interrupt: draining in-flight requests"),
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    edgefleet_notify::tell(&edgefleet_notify::NotifyState::Stopping);
     stopping.cancel();
-}
-
-/// Tells systemd (`Type=notify`) that the API is up, and pings its watchdog from then on.
-fn ready() {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    if let Some(interval) = sd_notify::watchdog_enabled() {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval / 2);
-            loop {
-                tick.tick().await;
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            }
-        });
-    }
 }
 
 async fn enroll(config: Config, server: String, token_file: PathBuf) -> anyhow::Result<()> {

@@ -111,25 +111,17 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let running = fleet_server::server::start(config).await?;
-    ready();
-    fleet_server::server::serve(running, shutdown_signal()).await?;
+    let stopped = tokio_util::sync::CancellationToken::new();
+    // systemd (`Type=notify`): the API listens and the store is open.
+    let watchdog = edgefleet_notify::ready(&stopped);
+    let served = fleet_server::server::serve(running, shutdown_signal()).await;
+    stopped.cancel();
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Tells systemd (`Type=notify`) that the API listens and the store is open, and pings its
-/// watchdog from the runtime from then on (a wedged runtime stops the pings).
-fn ready() {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    if let Some(interval) = sd_notify::watchdog_enabled() {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval / 2);
-            loop {
-                tick.tick().await;
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            }
-        });
-    }
 }
 
 async fn shutdown_signal() {
@@ -145,7 +137,7 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    edgefleet_notify::tell(&edgefleet_notify::NotifyState::Stopping);
     tracing::info!("shutting down: finishing in-flight requests");
 }
 

@@ -1780,3 +1780,58 @@ fn metrics_can_require_a_scrape_token_and_serve_cached_fleet_figures() {
         "{said}"
     );
 }
+
+/// systemd's side of `Type=notify` for the server: it says READY=1 once it serves, pings the
+/// watchdog, and when the manager stops reading (its queue full) it drops pings instead of
+/// blocking its runtime: it still answers and still stops on SIGTERM.
+#[test]
+fn a_service_manager_that_stops_reading_does_not_wedge_the_server() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&socket_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut server = ServerProcess::start_with_env(
+        &tmp.path().join("server"),
+        Broker::Embedded,
+        "",
+        vec![
+            ("NOTIFY_SOCKET".into(), socket_path.to_str().unwrap().into()),
+            // A ping every 50 ms.
+            ("WATCHDOG_USEC".into(), "100000".into()),
+        ],
+    );
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1\n");
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"WATCHDOG=1\n");
+
+    // Not read again: the queue (net.unix.max_dgram_qlen, 10 by default) fills within a second.
+    // (A machine with a long queue is not waited for: the notify crate's tests fill one there.)
+    let queue: u64 = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10);
+    if queue <= 40 {
+        poll_for(Duration::from_secs(10), || {
+            server
+                .log_text()
+                .contains("watchdog pings are dropped")
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("no dropped pings logged:\n{}", server.log_text()));
+    }
+    let mut r = http().get(&server.url("/readyz")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = r.body_mut().read_to_string();
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    let stopped = poll_for(Duration::from_secs(20), || server.child.try_wait().unwrap())
+        .unwrap_or_else(|| panic!("still running 20 s after SIGTERM:\n{}", server.log_text()));
+    assert!(stopped.success(), "{stopped:?}\n{}", server.log_text());
+}
