@@ -6,7 +6,7 @@
 //! `net.unix.max_dgram_qlen`), and the daemons send from their async runtime: a manager that
 //! stops reading for a moment once wedged both of the agent's runtime threads in `sendmsg`, and
 //! the agent never finished draining on SIGTERM. Here a full queue drops that one message and
-//! says so ([`Delivery::QueueFull`]); the next ping is another chance. `sd_notify::notify`
+//! says so; the next ping is another chance. `sd_notify::notify`
 //! sends blocking and is not used.
 
 use std::ffi::OsStr;
@@ -24,7 +24,7 @@ const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
 /// What became of one notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
+enum Delivery {
     /// The datagram is in the manager's queue.
     Sent,
     /// No service manager listens (`NOTIFY_SOCKET` unset): nothing to tell.
@@ -34,7 +34,7 @@ pub enum Delivery {
 }
 
 /// Tells the service manager `state`, if one listens, without blocking.
-pub fn notify(state: &NotifyState) -> io::Result<Delivery> {
+fn notify(state: &NotifyState) -> io::Result<Delivery> {
     match std::env::var_os(NOTIFY_SOCKET) {
         Some(socket) => notify_to(&socket, state),
         None => Ok(Delivery::NoManager),
@@ -43,7 +43,7 @@ pub fn notify(state: &NotifyState) -> io::Result<Delivery> {
 
 /// Sends `state` to the socket `socket` names: a path, or an abstract name after `@` (as
 /// systemd's sd_notify(3) accepts).
-pub fn notify_to(socket: &OsStr, state: &NotifyState) -> io::Result<Delivery> {
+fn notify_to(socket: &OsStr, state: &NotifyState) -> io::Result<Delivery> {
     let address = match socket.as_bytes().strip_prefix(b"@") {
         Some(name) => SocketAddr::from_abstract_name(name)?,
         None => SocketAddr::from_pathname(socket)?,
@@ -77,7 +77,7 @@ pub fn tell(state: &NotifyState) {
 
 /// How often to ping the watchdog: half the manager's `WATCHDOG_USEC`, or `None` where no
 /// watchdog is asked for (or it is asked of another process).
-pub fn watchdog_interval() -> Option<Duration> {
+fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|timeout| timeout / 2)
 }
 
@@ -91,7 +91,7 @@ pub fn ready(stop: &CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
 /// Pings the watchdog every `interval` until `stop` is cancelled. The pings come from the
 /// runtime, so a wedged runtime stops them and the manager restarts the daemon. A full queue is
 /// logged once per stretch of drops, not at every ping.
-pub async fn feed_watchdog(interval: Duration, stop: CancellationToken) {
+async fn feed_watchdog(interval: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dropping = false;
