@@ -71,7 +71,8 @@ tail -n 1 "$mlflow_log"
 # script): the same tests as `cargo test --workspace`, in about half the time.
 step tests
 # What CI runs beside these checks (.ci/run's device build, a process group) waits while the
-# tests run: they judge timing and memory of real processes, as on a quiet machine.
+# tests run when .ci/run could not put it in an idle CPU group: the tests judge timing and memory
+# of real processes, as on a quiet machine.
 beside() {
   if [ -n "${EDGEFLEET_BESIDE_PGID:-}" ]; then
     kill "-$1" -- "-$EDGEFLEET_BESIDE_PGID" 2>/dev/null || true

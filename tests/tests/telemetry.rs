@@ -428,9 +428,11 @@ fn file_bytes(dir: &std::path::Path) -> u64 {
 
 #[test]
 fn a_broker_outage_of_minutes_loses_no_batch_and_a_full_outbox_reports_what_it_dropped() {
-    // Alone: its prediction load for minutes would otherwise be the noise in another test's
-    // latency gate (a like-for-like version measured 4x slower beside it in CI).
-    let _serial = one_at_a_time();
+    // Beside the other fleets, not one at a time as they are: its minutes of load are paced
+    // (Load: one request per agent every 20 ms, a few percent of a core) and it judges no
+    // latency. Its broker is its own Mosquitto. (A like-for-like version once measured 4x slower
+    // beside it in CI, which failed a latency gate of +200%; the gate test now allows 10x and its
+    // slow candidate is ~20x slower.)
     let tmp = tempfile::tempdir().unwrap();
     let mut options = options(2, true);
     options.agent_fleet_toml = "telemetry_seconds = 1".into();
