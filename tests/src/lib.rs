@@ -13,9 +13,9 @@ use serde_json::Value;
 pub mod bridge;
 pub mod demo;
 pub mod fleet;
-pub mod garage;
 pub mod postgres;
 pub mod relay;
+pub mod seaweedfs;
 pub mod sim;
 pub mod wrk;
 
@@ -192,6 +192,15 @@ impl Operator {
     pub fn trusted_root(&self) -> PathBuf {
         self.dir.join("repo/metadata/1.root.json")
     }
+}
+
+/// How many datagrams a Unix socket that is not read holds before a sender must wait or drop
+/// (`net.unix.max_dgram_qlen`, 10 by default): what fills a stalled service manager's queue.
+pub fn unix_datagram_queue() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10)
 }
 
 /// A free loopback port (bound then released; the agent binds it right after).

@@ -496,10 +496,7 @@ fn the_agent_tells_systemd_it_is_ready_and_drains_requests_on_sigterm() {
     // The manager stops reading until its queue is surely full (net.unix.max_dgram_qlen, 10 by
     // default): the pings that follow are dropped, and the agent must neither block on them
     // (it once wedged its runtime here and never exited) nor stop serving.
-    let queue: u64 = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(10);
+    let queue = edgefleet_e2e::unix_datagram_queue();
     // (A machine with a long queue is not waited for: the notify crate's tests fill one there.)
     let fills_queue = queue <= 40;
     if fills_queue {

@@ -1811,10 +1811,7 @@ fn a_service_manager_that_stops_reading_does_not_wedge_the_server() {
 
     // Not read again: the queue (net.unix.max_dgram_qlen, 10 by default) fills within a second.
     // (A machine with a long queue is not waited for: the notify crate's tests fill one there.)
-    let queue: u64 = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(10);
+    let queue = edgefleet_e2e::unix_datagram_queue();
     if queue <= 40 {
         poll_for(Duration::from_secs(10), || {
             server
