@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # MLflow, pinned, in a virtual environment of its own (its ~100 dependencies would fight the
-# models' pinned numpy and scikit-learn), cached outside the checkout like Garage; about 1 GB and
+# models' pinned numpy and scikit-learn), cached outside the checkout like SeaweedFS; about 1 GB and
 # 40 s the first time. Prints the environment's directory. tests/mlflow.rs runs its
 # `mlflow server` and logs a model with it.
 set -euo pipefail

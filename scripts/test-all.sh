@@ -9,11 +9,10 @@ step() { echo "---- +$(( $(date +%s) - EDGEFLEET_T0 )) s: $*"; }
 
 step setup
 bash scripts/setup.sh
-# Garage (S3 for the replica tests) builds once into a cache, beside the checks below; niced so
-# the checks keep their speed where they can.
-garage_log=$(mktemp)
-(nice -n 10 bash scripts/garage.sh && step "garage ready") >"$garage_log" 2>&1 &
-garage_pid=$!
+# SeaweedFS (S3 for the replica tests) installs once into a cache, beside the checks below.
+seaweedfs_log=$(mktemp)
+(bash scripts/seaweedfs.sh && step "seaweedfs ready") >"$seaweedfs_log" 2>&1 &
+seaweedfs_pid=$!
 # MLflow (pinned, in its own environment) for tests/mlflow.rs: installs once into the cache.
 mlflow_log=$(mktemp)
 (nice -n 10 bash scripts/mlflow.sh && step "mlflow ready") >"$mlflow_log" 2>&1 &
@@ -48,19 +47,19 @@ bash packaging/container/check.sh target/debug
 # fuzzing runs themselves are recorded in docs/FUZZING.md), linted like the workspace.
 step fuzz check
 cargo check --locked --manifest-path fuzz/Cargo.toml --bins --target-dir target
-step waiting on deny, Garage, MLflow
+step waiting on deny, SeaweedFS, MLflow
 if ! wait "$deny_pid"; then
   cat "$deny_log"
   echo "cargo deny check failed (scripts/deny.sh, deny.toml)" >&2
   exit 1
 fi
 tail -n 2 "$deny_log"
-if ! wait "$garage_pid"; then
-  cat "$garage_log"
-  echo "building Garage failed (scripts/garage.sh)" >&2
+if ! wait "$seaweedfs_pid"; then
+  cat "$seaweedfs_log"
+  echo "installing SeaweedFS failed (scripts/seaweedfs.sh)" >&2
   exit 1
 fi
-tail -n 1 "$garage_log"
+tail -n 1 "$seaweedfs_log"
 if ! wait "$mlflow_pid"; then
   cat "$mlflow_log"
   echo "installing MLflow failed (scripts/mlflow.sh)" >&2

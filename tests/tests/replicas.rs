@@ -1,4 +1,4 @@
-//! Several fleet-server replicas sharing PostgreSQL, an S3 artifact store (a real Garage node)
+//! Several fleet-server replicas sharing PostgreSQL, an S3 artifact store (a real SeaweedFS node)
 //! and Mosquitto: what one replica stored, every other one serves.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use edgefleet_e2e::demo::{self, DemoOptions};
 use edgefleet_e2e::fleet::{Broker, FleetOperator, Mosquitto, ServerProcess, eventually};
-use edgefleet_e2e::garage::{self, Garage};
 use edgefleet_e2e::postgres::Postgres;
+use edgefleet_e2e::seaweedfs::{self, SeaweedFs};
 use edgefleet_e2e::{http, models_dir, run_ok};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -30,7 +30,7 @@ fn replica(
     dir: &Path,
     broker: &Mosquitto,
     database_url: &str,
-    garage: &Garage,
+    s3: &SeaweedFs,
     keys: &Path,
 ) -> ServerProcess {
     ServerProcess::start_with_env(
@@ -43,26 +43,25 @@ fn replica(
         &format!(
             "[database]\nurl = \"{database_url}\"\n[artifacts]\nurl = \"s3://{}/fleet\"\n\
              [tuf]\nonline_keys_dir = \"{}\"\n",
-            garage::BUCKET,
+            seaweedfs::BUCKET,
             keys.display()
         ),
-        garage
-            .env()
+        s3.env()
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
     )
 }
 
-/// Every object key in the bucket, read straight from Garage's S3 API.
-fn bucket_keys(garage: &Garage) -> Vec<String> {
+/// Every object key in the bucket, read straight from SeaweedFS's S3 API.
+fn bucket_keys(s3: &SeaweedFs) -> Vec<String> {
     let store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(garage::BUCKET)
-        .with_region("garage")
-        .with_endpoint(garage.endpoint())
+        .with_bucket_name(seaweedfs::BUCKET)
+        .with_region(seaweedfs::REGION)
+        .with_endpoint(s3.endpoint())
         .with_allow_http(true)
-        .with_access_key_id(garage::ACCESS_KEY_ID)
-        .with_secret_access_key(garage::SECRET_ACCESS_KEY)
+        .with_access_key_id(seaweedfs::ACCESS_KEY_ID)
+        .with_secret_access_key(seaweedfs::SECRET_ACCESS_KEY)
         .build()
         .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -94,26 +93,14 @@ fn get(server: &ServerProcess, path: &str, token: &str, range: Option<&str>) -> 
 }
 
 #[test]
-fn replicas_share_artifacts_on_garage_and_the_tuf_repository_in_postgresql() {
+fn replicas_share_artifacts_on_s3_and_the_tuf_repository_in_postgresql() {
     let tmp = tempfile::tempdir().unwrap();
     let postgres = Postgres::start();
-    let garage = Garage::start();
+    let s3 = SeaweedFs::start();
     let broker = mosquitto(tmp.path(), &postgres.url());
     let keys = tmp.path().join("online-keys");
-    let a = replica(
-        &tmp.path().join("a"),
-        &broker,
-        &postgres.url(),
-        &garage,
-        &keys,
-    );
-    let b = replica(
-        &tmp.path().join("b"),
-        &broker,
-        &postgres.url(),
-        &garage,
-        &keys,
-    );
+    let a = replica(&tmp.path().join("a"), &broker, &postgres.url(), &s3, &keys);
+    let b = replica(&tmp.path().join("b"), &broker, &postgres.url(), &s3, &keys);
 
     // The repository is created through A; B serves the same bytes.
     let operator = FleetOperator::new(&tmp.path().join("operator"), &a);
@@ -127,7 +114,7 @@ fn replicas_share_artifacts_on_garage_and_the_tuf_repository_in_postgresql() {
     );
     assert_eq!(metadata(&b, "1.root.json").0, 200);
 
-    // Pushed through B: the artifact goes to Garage, the metadata to PostgreSQL; A serves both.
+    // Pushed through B: the artifact goes to SeaweedFS, the metadata to PostgreSQL; A serves both.
     run_ok(operator.fleetctl().args([
         "login",
         "--server",
@@ -154,9 +141,9 @@ fn replicas_share_artifacts_on_garage_and_the_tuf_repository_in_postgresql() {
             .to_owned()
     };
     assert!(
-        bucket_keys(&garage).contains(&format!("fleet/sha256/{sha}")),
+        bucket_keys(&s3).contains(&format!("fleet/sha256/{sha}")),
         "{:?}",
-        bucket_keys(&garage)
+        bucket_keys(&s3)
     );
     let target = format!(
         "/tuf/targets/{}",
@@ -171,7 +158,7 @@ fn replicas_share_artifacts_on_garage_and_the_tuf_repository_in_postgresql() {
     // A tampered upload through A leaves nothing in the bucket, and neither replica has it.
     // (The bucket holds the artifact and the release's three files: golden cases, baseline and
     // the model card.)
-    let stored = bucket_keys(&garage);
+    let stored = bucket_keys(&s3);
     assert_eq!(stored.len(), 4, "{stored:?}");
     let bogus = "0".repeat(63) + "1";
     let response = http()
@@ -180,7 +167,7 @@ fn replicas_share_artifacts_on_garage_and_the_tuf_repository_in_postgresql() {
         .send(&onnx[..])
         .unwrap();
     assert_eq!(response.status().as_u16(), 422);
-    assert_eq!(bucket_keys(&garage), stored);
+    assert_eq!(bucket_keys(&s3), stored);
     for server in [&a, &b] {
         let (status, _) = get(server, &format!("/api/v1/artifacts/{bogus}"), &token, None);
         assert_eq!(status, 404);
