@@ -310,11 +310,31 @@ fn shifted_inputs_raise_the_drift_figure_and_the_drift_gate_halts_the_rollout() 
     // reach the server in its telemetry, and the version is flagged as decayed against the
     // accuracy its signed lineage claims.
     let canary_url = |path: &str| fleet.agents[canary].url(path);
+    // The halt sends the canary back to 1.0.0, and every labelled answer must come from one
+    // version: a cold CI run once had the first of the 200 answered by 2.0.0 mid-roll-back, then
+    // waited in vain for 200 labels of 1.0.0.
+    eventually(
+        "the canary serving 1.0.0 again",
+        Duration::from_secs(60),
+        || {
+            let models = edgefleet_e2e::get_json(&canary_url("/v1/models"));
+            let churn = models["models"]
+                .as_array()?
+                .iter()
+                .find(|m| m["name"] == "churn")?
+                .clone();
+            (churn["serving"] == "1.0.0" && churn["installing"].is_null()).then_some(())
+        },
+    );
     let mut labels = Vec::new();
     let mut answered = None;
     for row in baseline_rows("churn/2.0.0", 200, 5, &[]) {
         let (status, answer) = post_json(&canary_url("/v1/models/churn:predict"), &row);
         assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["version"], "1.0.0",
+            "answered by another version: {answer}"
+        );
         answered = Some(answer["version"].as_str().unwrap().to_owned());
         let wrong = if answer["prediction"] == "churn" {
             "stay"
