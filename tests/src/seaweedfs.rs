@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::fleet::poll_for;
 use crate::free_port;
 
 pub const BUCKET: &str = "artifacts";
@@ -78,8 +79,8 @@ impl SeaweedFs {
             .arg(format!("-master.port.grpc={master_grpc}"))
             // No reports to seaweedfs.com from a test.
             .arg("-master.telemetry=false")
-            // Small volumes: tests move kilobytes, and the default 30 GB limit with 8 volumes
-            // would reserve nothing but asks for a large disk.
+            // At most four volumes of 64 MB: tests move kilobytes, and the defaults (eight
+            // volumes of 30 GB) are sized for a storage server's disk.
             .args(["-master.volumeSizeLimitMB=64", "-volume.max=4"])
             .arg(format!("-volume.port={volume}"))
             .arg(format!("-volume.port.grpc={volume_grpc}"))
@@ -104,24 +105,23 @@ impl SeaweedFs {
         };
         // The S3 port listens before the filer behind it does: the bucket is created through the
         // filer, retried until it answers.
-        let deadline = Instant::now() + Duration::from_secs(60);
         let shell_input = format!("s3.bucket.create -name {BUCKET}\n");
-        loop {
-            let out = node.shell(
+        let mut last = String::new();
+        poll_for(Duration::from_secs(60), || {
+            last = node.shell(
                 &format!("127.0.0.1:{master}.{master_grpc}"),
                 &format!("127.0.0.1:{filer}.{filer_grpc}"),
                 &shell_input,
             );
-            if out.contains(&format!("created bucket {BUCKET}")) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "SeaweedFS did not create the bucket within 60 s: {out}\n{}",
+            last.contains(&format!("created bucket {BUCKET}"))
+                .then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "SeaweedFS did not create the bucket within 60 s: {last}\n{}",
                 node.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            )
+        });
         node
     }
 

@@ -313,29 +313,23 @@ fn shifted_inputs_raise_the_drift_figure_and_the_drift_gate_halts_the_rollout() 
     // The halt sends the canary back to 1.0.0, and every labelled answer must come from one
     // version: a cold CI run once had the first of the 200 answered by 2.0.0 mid-roll-back, then
     // waited in vain for 200 labels of 1.0.0.
+    let version = "1.0.0";
     eventually(
         "the canary serving 1.0.0 again",
         Duration::from_secs(60),
         || {
-            let models = edgefleet_e2e::get_json(&canary_url("/v1/models"));
-            let churn = models["models"]
-                .as_array()?
-                .iter()
-                .find(|m| m["name"] == "churn")?
-                .clone();
-            (churn["serving"] == "1.0.0" && churn["installing"].is_null()).then_some(())
+            let churn = fleet.agents[canary].model("churn");
+            (churn["serving"] == version && churn["installing"].is_null()).then_some(())
         },
     );
     let mut labels = Vec::new();
-    let mut answered = None;
     for row in baseline_rows("churn/2.0.0", 200, 5, &[]) {
         let (status, answer) = post_json(&canary_url("/v1/models/churn:predict"), &row);
         assert_eq!(status, 200, "{answer}");
         assert_eq!(
-            answer["version"], "1.0.0",
+            answer["version"], version,
             "answered by another version: {answer}"
         );
-        answered = Some(answer["version"].as_str().unwrap().to_owned());
         let wrong = if answer["prediction"] == "churn" {
             "stay"
         } else {
@@ -343,7 +337,6 @@ fn shifted_inputs_raise_the_drift_figure_and_the_drift_gate_halts_the_rollout() 
         };
         labels.push(json!({"id": answer["id"], "label": wrong}));
     }
-    let version = answered.unwrap();
     let (status, outcome) = post_json(
         &canary_url("/v1/models/churn/feedback"),
         &json!({ "labels": labels }),
@@ -368,7 +361,7 @@ fn shifted_inputs_raise_the_drift_figure_and_the_drift_gate_halts_the_rollout() 
         t["versions"]
             .as_array()?
             .iter()
-            .find(|v| v["version"] == version.as_str() && v["quality"]["labelled"] == 200)
+            .find(|v| v["version"] == version && v["quality"]["labelled"] == 200)
             .cloned()
     })
     .unwrap_or_else(|| {
@@ -388,7 +381,7 @@ fn shifted_inputs_raise_the_drift_figure_and_the_drift_gate_halts_the_rollout() 
     );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.lines().any(|l| l.starts_with(version.as_str())
+        table.lines().any(|l| l.starts_with(version)
             && l.contains("200")
             && l.contains("0.0%")
             && l.contains("DECAYED: accuracy 0.000")),
@@ -449,10 +442,10 @@ fn file_bytes(dir: &std::path::Path) -> u64 {
 #[test]
 fn a_broker_outage_of_minutes_loses_no_batch_and_a_full_outbox_reports_what_it_dropped() {
     // Beside the other fleets, not one at a time as they are: its minutes of load are paced
-    // (Load: one request per agent every 20 ms, a few percent of a core) and it judges no
-    // latency. Its broker is its own Mosquitto. (A like-for-like version once measured 4x slower
-    // beside it in CI, which failed a latency gate of +200%; the gate test now allows 10x and its
-    // slow candidate is ~20x slower.)
+    // (Load: one request per agent every 20 ms), it judges no latency and its broker is its own
+    // Mosquitto. (A like-for-like version once measured 4x slower beside it in CI, which failed
+    // a latency gate of +200%; the gate test now allows 10x and its slow candidate is ~20x
+    // slower.)
     let tmp = tempfile::tempdir().unwrap();
     let mut options = options(2, true);
     options.agent_fleet_toml = "telemetry_seconds = 1".into();
